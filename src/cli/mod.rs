@@ -1,0 +1,144 @@
+//! Command line: clap definitions turned into a typed [`Config`]. Starts nothing itself.
+
+mod status;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, LogFormat, DEFAULT_CONFIG_FILE};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "A whole Kubernetes in one binary, for the edge"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run everything on this node: API server, store, controllers and agent.
+    Server(ServerArgs),
+    /// Print the admin kubeconfig.
+    Kubeconfig(CommonArgs),
+    /// Report whether the API server answers; with --wait-ready, wait until it does.
+    Status(status::StatusArgs),
+    /// Print the version.
+    Version,
+}
+
+/// Flags every command that reads local state shares.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Config file (TOML). A missing default file is fine; a missing named one is an error.
+    #[arg(long, env = "BERTH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory for all state.
+    #[arg(long, env = "BERTH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Address for the HTTPS API (port 0 picks a free port).
+    #[arg(long)]
+    pub api_listen: Option<SocketAddr>,
+    /// Node name (default: the hostname).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Static bearer token file (token,user,uid,"groups").
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `berth=debug`.
+    #[arg(long)]
+    pub log_level: Option<String>,
+}
+
+impl CommonArgs {
+    /// Loads the config file, then lets the flags win.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let (path, explicit) = match &self.config {
+            Some(p) => (p.clone(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
+        };
+        let mut config = Config::load(&path, explicit)?;
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        Ok(config)
+    }
+}
+
+impl ServerArgs {
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let mut config = self.common.load()?;
+        if let Some(listen) = self.api_listen {
+            config.api.listen = listen;
+        }
+        if let Some(name) = &self.node_name {
+            config.node.name = Some(name.clone());
+        }
+        if let Some(file) = &self.token_file {
+            config.api.token_file = Some(file.clone());
+        }
+        if let Some(format) = self.log_format {
+            config.log.format = format;
+        }
+        if let Some(level) = &self.log_level {
+            config.log.level = level.clone();
+        }
+        Ok(config)
+    }
+}
+
+/// Parses argv and runs the command; errors become one line on stderr and exit code 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("berth: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Version => {
+            println!("berth version {}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Server(args) => {
+            let config = args.load()?;
+            crate::daemon::init_logging(&config.log);
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(crate::daemon::run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Kubeconfig(args) => {
+            let config = args.load()?;
+            let path = config.kubeconfig_path();
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read {}: {e} (has `berth server` run with this data dir?)",
+                    path.display()
+                )
+            })?;
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status(args) => status::run(args),
+    }
+}

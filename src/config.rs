@@ -1,0 +1,262 @@
+//! berth's configuration: plain data read from a TOML file, overridden by flags.
+//!
+//! Every default lives here, once. `configs/` holds commented examples of the file.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Where the config file is looked for when `--config` is not given.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/berth/config.toml";
+/// Where state lives when `--data-dir` is not given.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/berth";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Root of all state: `berth.redb`, `pki/`, `images/`, `pods/`, `logs/`.
+    pub data_dir: PathBuf,
+    pub api: ApiConfig,
+    pub node: NodeConfig,
+    pub network: NetworkConfig,
+    pub store: StoreConfig,
+    pub log: LogConfig,
+    pub registries: RegistriesConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            api: ApiConfig::default(),
+            node: NodeConfig::default(),
+            network: NetworkConfig::default(),
+            store: StoreConfig::default(),
+            log: LogConfig::default(),
+            registries: RegistriesConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address the HTTPS API listens on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Largest request body accepted; bigger ones get 413.
+    pub max_body_bytes: usize,
+    /// Static bearer tokens, one `token,user,uid,"group1,group2"` line each (kube-apiserver's format).
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 6443),
+            max_body_bytes: 3 * 1024 * 1024,
+            token_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Node name; the hostname when unset.
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    pub pod_cidr: String,
+    pub service_cidr: String,
+    pub dns_ip: Ipv4Addr,
+    pub bridge: String,
+    pub cluster_domain: String,
+    pub node_port_range: (u16, u16),
+    /// Upstream resolvers for names outside the cluster; empty means the host's resolv.conf.
+    pub upstream_dns: Vec<SocketAddr>,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            pod_cidr: "10.42.0.0/16".into(),
+            service_cidr: "10.43.0.0/16".into(),
+            dns_ip: Ipv4Addr::new(10, 43, 0, 10),
+            bridge: "berth0".into(),
+            cluster_domain: "cluster.local".into(),
+            node_port_range: (30000, 32767),
+            upstream_dns: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// How many revisions of history are kept for watches to resume from.
+    pub history_revisions: u64,
+    /// Per-watcher event buffer; a watcher that falls this far behind is dropped and must re-list.
+    pub watch_buffer: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            history_revisions: 10_000,
+            watch_buffer: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `berth=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Registry mirrors and credentials, shaped like k3s's registries.yaml.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistriesConfig {
+    pub mirrors: BTreeMap<String, RegistryMirror>,
+    pub configs: BTreeMap<String, RegistryHostConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryMirror {
+    /// Tried in order, e.g. `http://127.0.0.1:5000`.
+    pub endpoints: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryHostConfig {
+    pub insecure_skip_verify: bool,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+}
+
+impl Config {
+    /// Reads `path`. A missing file is only an error when the user named it explicitly.
+    pub fn load(path: &Path, explicit: bool) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text).map_err(|source| ConfigError::Parse {
+                path: path.to_owned(),
+                source: Box::new(source),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                Ok(Config::default())
+            }
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join("berth.redb")
+    }
+
+    pub fn pki_dir(&self) -> PathBuf {
+        self.data_dir.join("pki")
+    }
+
+    pub fn kubeconfig_path(&self) -> PathBuf {
+        self.data_dir.join("kubeconfig.yaml")
+    }
+
+    /// The node's name: configured, or the hostname.
+    pub fn node_name(&self) -> String {
+        if let Some(name) = &self.node.name {
+            return name.clone();
+        }
+        hostname::get()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .map(|h| h.to_lowercase())
+            .unwrap_or_else(|| "berth".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_documented_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/berth"));
+        assert_eq!(c.api.listen.port(), 6443);
+        assert_eq!(c.network.dns_ip, Ipv4Addr::new(10, 43, 0, 10));
+        assert_eq!(c.api.max_body_bytes, 3 * 1024 * 1024);
+    }
+
+    #[test]
+    fn registry_mirrors_parse_in_the_k3s_shape() {
+        let c = Config::parse(
+            r#"
+[registries.mirrors."docker.io"]
+endpoints = ["http://127.0.0.1:5000"]
+[registries.configs."127.0.0.1:5000"]
+insecure_skip_verify = true
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.registries.mirrors["docker.io"].endpoints,
+            vec!["http://127.0.0.1:5000"]
+        );
+        assert!(c.registries.configs["127.0.0.1:5000"].insecure_skip_verify);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let err = Config::parse("nope = 1").unwrap_err().to_string();
+        assert!(err.contains("nope"), "{err}");
+    }
+}

@@ -1,0 +1,34 @@
+//! berth: a whole single-node Kubernetes in one binary.
+//!
+//! # Layout
+//! - `cli`: clap commands turned into a typed [`config::Config`]; starts nothing itself.
+//! - `config`: the TOML config file and every default, in one place.
+//! - `daemon`: wires the subsystems together behind readiness gates and one shutdown signal.
+//! - `pki`: the cluster CA, serving and client certificates, kubeconfig files.
+//! - `api`: shared API types: the resource table, `metav1.Status` errors, selectors. No I/O.
+//! - `apiserver`: HTTPS front end: authentication, discovery, REST verbs, watch streams.
+//! - `registry`: per-kind policy (defaults, validation, generation) and the generic CRUD on the store.
+//! - `store`: redb-backed key/value log with revisions, compaction and watch fan-out; knows no kinds.
+//! - `client`: the in-process `kube::Client` whose transport is the apiserver's router.
+//! - `controllers`: level-triggered reconcilers, one per file; they only use the client.
+//! - `scheduler`: assigns pods to nodes through the `binding` subresource.
+//! - `agent`: the kubelet: node registration, pod workers, status.
+//! - `runtime`: the container runtime: the per-pod shim, libcontainer, images, cgroups. Knows no API.
+//! - `network`: bridge, veths, IPAM and the nftables service proxy.
+//! - `dns`: the cluster DNS server.
+
+pub mod agent;
+pub mod api;
+pub mod apiserver;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod controllers;
+pub mod daemon;
+pub mod dns;
+pub mod network;
+pub mod pki;
+pub mod registry;
+pub mod runtime;
+pub mod scheduler;
+pub mod store;
