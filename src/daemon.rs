@@ -1,6 +1,19 @@
-//! Wires the subsystems: store → API server → controllers and agent, one shutdown signal.
+//! Wires the subsystems: store → API server → controllers, behind one shutdown signal. Any
+//! component that stops ends the process (a supervisor restarts it) rather than limping on.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::fs::DirBuilderExt;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::task::JoinSet;
+
+use crate::apiserver::authn::Authenticator;
+use crate::apiserver::ApiServer;
 use crate::config::{Config, LogConfig, LogFormat};
+use crate::pki::{self, Pki, ServingNames};
+use crate::registry::{bootstrap, Registry};
+use crate::store::{Store, StoreOptions};
 
 /// Sets up `tracing` once for the process.
 pub fn init_logging(log: &LogConfig) {
@@ -16,8 +29,136 @@ pub fn init_logging(log: &LogConfig) {
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    anyhow::bail!(
-        "berth server is not wired yet (data dir {})",
-        config.data_dir.display()
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+
+    // Store first: nothing else is of use without it.
+    let store_path = config.store_path();
+    let store = Store::open(
+        &store_path,
+        StoreOptions {
+            history_revisions: config.store.history_revisions,
+            watch_buffer: config.store.watch_buffer,
+        },
     )
+    .with_context(|| format!("cannot open the store {}", store_path.display()))?;
+    let registry = Registry::new(store);
+    bootstrap::ensure_system_objects(&registry)
+        .await
+        .context("cannot create the system namespaces")?;
+
+    // Then the API, over TLS.
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.api.listen))?;
+    let bound = listener.local_addr()?;
+    let pki = Pki::ensure(&config.pki_dir(), &serving_names(&config, bound))
+        .context("cannot set up the cluster PKI")?;
+    let tls = pki
+        .server_tls_config()
+        .context("cannot build the TLS configuration")?;
+    let authn = Arc::new(
+        Authenticator::new(config.api.token_file.as_deref())
+            .context("cannot load the token file")?,
+    );
+    let api = ApiServer::new(registry, config.api.max_body_bytes);
+    let client_address = client_address(bound);
+    api.set_server_address(client_address.to_string());
+    let router = api.router();
+
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let mut components = JoinSet::new();
+    {
+        let mut rx = shutdown_rx.clone();
+        let router = router.clone();
+        components.spawn(async move {
+            let shutdown = async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            };
+            crate::apiserver::serve::serve(listener, tls, authn, router, shutdown)
+                .await
+                .map_err(anyhow::Error::from)
+        });
+    }
+    let url = format!("https://{client_address}");
+    pki::write_kubeconfig(&config.kubeconfig_path(), &url, &pki)
+        .context("cannot write the kubeconfig")?;
+    api.set_ready();
+    tracing::info!(%url, kubeconfig = %config.kubeconfig_path().display(), "berth API server is ready");
+
+    // Controllers act through the API like any other client.
+    let controllers =
+        crate::client::in_process(router.clone(), crate::client::system_user("controllers"));
+    components.spawn(async move {
+        crate::controllers::namespace::run(controllers).await;
+        anyhow::bail!("the namespace controller stopped")
+    });
+
+    let outcome = tokio::select! {
+        signal = shutdown_signal() => {
+            tracing::info!(signal, "shutting down");
+            Ok(())
+        }
+        Some(finished) = components.join_next() => match finished {
+            Ok(Ok(())) => Err(anyhow::anyhow!("a component stopped unexpectedly")),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(anyhow::anyhow!("a component panicked: {e}")),
+        },
+    };
+    let _ = shutdown_tx.send(true);
+    components.abort_all();
+    outcome
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+/// The address to write into kubeconfigs: a wildcard listen address is reached over loopback.
+fn client_address(bound: SocketAddr) -> SocketAddr {
+    match bound.ip() {
+        ip if ip.is_unspecified() => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), bound.port()),
+        _ => bound,
+    }
+}
+
+/// Names the serving certificate must carry: the hostname and every address of this node.
+fn serving_names(config: &Config, bound: SocketAddr) -> ServingNames {
+    let mut ips: Vec<IpAddr> = Vec::new();
+    if !bound.ip().is_unspecified() {
+        ips.push(bound.ip());
+    }
+    if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+        for a in addrs {
+            let ip = a.address.as_ref().and_then(|s| {
+                s.as_sockaddr_in()
+                    .map(|v4| IpAddr::V4(v4.ip()))
+                    .or_else(|| s.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+            });
+            if let Some(ip) = ip {
+                if !ips.contains(&ip) {
+                    ips.push(ip);
+                }
+            }
+        }
+    }
+    ServingNames {
+        hostname: config.node_name(),
+        ips,
+        cluster_domain: config.network.cluster_domain.clone(),
+        service_cidr: config.network.service_cidr.clone(),
+    }
 }

@@ -1,1 +1,9 @@
-//! See the crate-level layout.
+//! Shared API types: the resource table, `metav1.Status` errors, selectors. No I/O.
+
+pub mod meta;
+pub mod paging;
+pub mod resources;
+pub mod selectors;
+pub mod status;
+
+pub use status::{ApiError, ApiResult, Cause};

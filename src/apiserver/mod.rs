@@ -1,1 +1,148 @@
-//! See the crate-level layout.
+//! The HTTPS API: authentication gate, health, discovery, REST verbs and watch streams.
+//!
+//! The router is a plain `axum::Router`, so the same code serves TLS clients (see `serve`) and the
+//! in-process client (see `crate::client`).
+
+pub mod authn;
+pub mod discovery;
+mod patch;
+mod query;
+pub mod request;
+mod response;
+mod rest;
+pub mod serve;
+mod watch;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use http::Method;
+
+use crate::api::ApiError;
+use crate::registry::Registry;
+use authn::UserInfo;
+use response::{error_response, json_response, text_response};
+
+/// Shared state of the API server.
+pub struct ApiServer {
+    pub registry: Registry,
+    pub max_body_bytes: usize,
+    /// `host:port` clients reach us at, for `/api`'s serverAddressByClientCIDRs.
+    server_address: RwLock<String>,
+    ready: AtomicBool,
+}
+
+impl ApiServer {
+    pub fn new(registry: Registry, max_body_bytes: usize) -> Arc<ApiServer> {
+        Arc::new(ApiServer {
+            registry,
+            max_body_bytes,
+            server_address: RwLock::new(String::new()),
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    pub fn set_server_address(&self, address: String) {
+        if let Ok(mut a) = self.server_address.write() {
+            *a = address;
+        }
+    }
+
+    /// `/readyz` answers ok from now on.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    pub fn router(self: &Arc<Self>) -> axum::Router {
+        axum::Router::new()
+            .fallback(handle)
+            .with_state(self.clone())
+    }
+}
+
+async fn handle(State(server): State<Arc<ApiServer>>, request: Request) -> Response {
+    let path = request.uri().path().to_string();
+    match path.as_str() {
+        "/livez" | "/healthz" => return text_response(200, "ok"),
+        "/readyz" => {
+            return match server.ready.load(Ordering::SeqCst) {
+                true => text_response(200, "ok"),
+                false => text_response(503, "not ready"),
+            }
+        }
+        "/version" => return json_response(200, &discovery::version()),
+        _ => {}
+    }
+    let user = request.extensions().get::<UserInfo>().cloned();
+    match user {
+        None => return error_response(&ApiError::unauthorized()),
+        Some(u) if u.is_anonymous() => {
+            let verb = request.method().as_str().to_lowercase();
+            return error_response(&ApiError::forbidden(format!(
+                "forbidden: User \"system:anonymous\" cannot {verb} path \"{path}\""
+            )));
+        }
+        Some(_) => {}
+    }
+    match request::parse_path(&path) {
+        Ok(request::Target::Discovery {
+            group,
+            version,
+            legacy,
+        }) => discovery_response(&server, &request, group, version, legacy),
+        Ok(request::Target::Resource(target)) => rest::handle(&server, target, request).await,
+        Err(e) => error_response(&e),
+    }
+}
+
+fn discovery_response(
+    server: &ApiServer,
+    request: &Request,
+    group: Option<String>,
+    version: Option<String>,
+    legacy: bool,
+) -> Response {
+    if request.method() != Method::GET {
+        return error_response(&ApiError::method_not_allowed(
+            request.method().as_str(),
+            request.uri().path(),
+        ));
+    }
+    let accept = request
+        .headers()
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let doc = match (group, version) {
+        (None, None) if discovery::wants_aggregated(accept) => {
+            let body = discovery::aggregated(legacy).to_string();
+            return Response::builder()
+                .status(200)
+                .header(
+                    http::header::CONTENT_TYPE,
+                    discovery::AGGREGATED_CONTENT_TYPE,
+                )
+                .body(Body::from(body))
+                .unwrap_or_else(|_| text_response(500, "response build failed"));
+        }
+        (None, None) if legacy => {
+            let address = server
+                .server_address
+                .read()
+                .map(|a| a.clone())
+                .unwrap_or_default();
+            Some(discovery::api_versions(&address))
+        }
+        (None, None) => Some(discovery::api_group_list()),
+        (None, Some(v)) => discovery::resource_list("", &v),
+        (Some(g), None) => discovery::api_group_doc(&g),
+        (Some(g), Some(v)) => discovery::resource_list(&g, &v),
+    };
+    match doc {
+        Some(doc) => json_response(200, &doc),
+        None => error_response(&ApiError::no_route(request.uri().path())),
+    }
+}

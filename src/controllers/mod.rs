@@ -1,1 +1,3 @@
-//! See the crate-level layout.
+//! Controllers: level-triggered reconcilers, one per file. They use only the API client.
+
+pub mod namespace;

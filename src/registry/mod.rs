@@ -1,1 +1,7 @@
-//! See the crate-level layout.
+//! Per-kind policy and the generic CRUD on the store.
+
+pub mod bootstrap;
+pub mod generic;
+pub mod kinds;
+
+pub use generic::{DeleteOptions, Deleted, ListOptions, ListPage, Part, Registry};

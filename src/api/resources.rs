@@ -1,0 +1,217 @@
+//! The table of resources berth serves: group, version, kind, plural, scope, short names.
+//!
+//! Discovery, routing and storage keys are all derived from this one table.
+
+/// One served resource (a group/version/plural).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub namespaced: bool,
+    pub short_names: &'static [&'static str],
+    pub categories: &'static [&'static str],
+    /// Serves a `/status` subresource whose writes change only `.status`.
+    pub has_status: bool,
+}
+
+impl Resource {
+    /// `v1` or `apps/v1`.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    pub fn list_kind(&self) -> String {
+        format!("{}List", self.kind)
+    }
+
+    /// The store key prefix of every object of this resource (all versions share one).
+    pub fn key_prefix(&self) -> String {
+        format!("/{}/{}/", storage_group(self), self.plural)
+    }
+
+    /// Prefix of the objects in one namespace, or of all of them when `namespace` is None.
+    pub fn list_prefix(&self, namespace: Option<&str>) -> String {
+        match (self.namespaced, namespace) {
+            (true, Some(ns)) => format!("{}{ns}/", self.key_prefix()),
+            _ => self.key_prefix(),
+        }
+    }
+
+    pub fn key(&self, namespace: &str, name: &str) -> String {
+        if self.namespaced {
+            format!("{}{namespace}/{name}", self.key_prefix())
+        } else {
+            format!("{}{name}", self.key_prefix())
+        }
+    }
+}
+
+/// The core group is stored under `core` so keys never have an empty segment.
+fn storage_group(r: &Resource) -> &'static str {
+    if r.group.is_empty() {
+        "core"
+    } else {
+        r.group
+    }
+}
+
+const ALL: &[&str] = &["all"];
+const NONE: &[&str] = &[];
+
+macro_rules! resource {
+    ($group:expr, $version:expr, $kind:expr, $plural:expr, $singular:expr, namespaced: $ns:expr,
+     short: $short:expr, categories: $cat:expr, status: $status:expr) => {
+        Resource {
+            group: $group,
+            version: $version,
+            kind: $kind,
+            plural: $plural,
+            singular: $singular,
+            namespaced: $ns,
+            short_names: $short,
+            categories: $cat,
+            has_status: $status,
+        }
+    };
+}
+
+/// Every built-in resource, in the order discovery lists groups (core first, as upstream).
+pub static BUILTIN: &[Resource] = &[
+    resource!("", "v1", "Namespace", "namespaces", "namespace", namespaced: false, short: &["ns"], categories: NONE, status: true),
+    resource!("", "v1", "Pod", "pods", "pod", namespaced: true, short: &["po"], categories: ALL, status: true),
+    resource!("", "v1", "Node", "nodes", "node", namespaced: false, short: &["no"], categories: NONE, status: true),
+    resource!("", "v1", "Service", "services", "service", namespaced: true, short: &["svc"], categories: ALL, status: true),
+    resource!("", "v1", "Endpoints", "endpoints", "endpoints", namespaced: true, short: &["ep"], categories: NONE, status: false),
+    resource!("", "v1", "ConfigMap", "configmaps", "configmap", namespaced: true, short: &["cm"], categories: NONE, status: false),
+    resource!("", "v1", "Secret", "secrets", "secret", namespaced: true, short: NONE, categories: NONE, status: false),
+    resource!("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", namespaced: true, short: &["sa"], categories: NONE, status: false),
+    resource!("", "v1", "Event", "events", "event", namespaced: true, short: &["ev"], categories: NONE, status: false),
+    resource!("", "v1", "LimitRange", "limitranges", "limitrange", namespaced: true, short: &["limits"], categories: NONE, status: false),
+    resource!("", "v1", "ResourceQuota", "resourcequotas", "resourcequota", namespaced: true, short: &["quota"], categories: NONE, status: true),
+    resource!("", "v1", "PersistentVolume", "persistentvolumes", "persistentvolume", namespaced: false, short: &["pv"], categories: NONE, status: true),
+    resource!("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", "persistentvolumeclaim", namespaced: true, short: &["pvc"], categories: NONE, status: true),
+    resource!("", "v1", "ReplicationController", "replicationcontrollers", "replicationcontroller", namespaced: true, short: &["rc"], categories: ALL, status: true),
+    resource!("apps", "v1", "Deployment", "deployments", "deployment", namespaced: true, short: &["deploy"], categories: ALL, status: true),
+    resource!("apps", "v1", "ReplicaSet", "replicasets", "replicaset", namespaced: true, short: &["rs"], categories: ALL, status: true),
+    resource!("apps", "v1", "StatefulSet", "statefulsets", "statefulset", namespaced: true, short: &["sts"], categories: ALL, status: true),
+    resource!("apps", "v1", "DaemonSet", "daemonsets", "daemonset", namespaced: true, short: &["ds"], categories: ALL, status: true),
+    resource!("apps", "v1", "ControllerRevision", "controllerrevisions", "controllerrevision", namespaced: true, short: NONE, categories: NONE, status: false),
+    resource!("batch", "v1", "Job", "jobs", "job", namespaced: true, short: NONE, categories: ALL, status: true),
+    resource!("batch", "v1", "CronJob", "cronjobs", "cronjob", namespaced: true, short: &["cj"], categories: ALL, status: true),
+    resource!("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", namespaced: true, short: &["hpa"], categories: ALL, status: true),
+    resource!("coordination.k8s.io", "v1", "Lease", "leases", "lease", namespaced: true, short: NONE, categories: NONE, status: false),
+    resource!("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", "endpointslice", namespaced: true, short: NONE, categories: NONE, status: false),
+    resource!("events.k8s.io", "v1", "Event", "events", "event", namespaced: true, short: &["ev"], categories: NONE, status: false),
+    resource!("networking.k8s.io", "v1", "Ingress", "ingresses", "ingress", namespaced: true, short: &["ing"], categories: NONE, status: true),
+    resource!("networking.k8s.io", "v1", "IngressClass", "ingressclasses", "ingressclass", namespaced: false, short: NONE, categories: NONE, status: false),
+    resource!("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", "networkpolicy", namespaced: true, short: &["netpol"], categories: NONE, status: false),
+    resource!("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", namespaced: true, short: &["pdb"], categories: NONE, status: true),
+    resource!("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", "clusterrole", namespaced: false, short: NONE, categories: NONE, status: false),
+    resource!("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", "clusterrolebinding", namespaced: false, short: NONE, categories: NONE, status: false),
+    resource!("rbac.authorization.k8s.io", "v1", "Role", "roles", "role", namespaced: true, short: NONE, categories: NONE, status: false),
+    resource!("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", "rolebinding", namespaced: true, short: NONE, categories: NONE, status: false),
+    resource!("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", "priorityclass", namespaced: false, short: &["pc"], categories: NONE, status: false),
+    resource!("storage.k8s.io", "v1", "StorageClass", "storageclasses", "storageclass", namespaced: false, short: &["sc"], categories: NONE, status: false),
+];
+
+/// The resource served at `group/version/plural`.
+pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
+    BUILTIN
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// The resource whose objects have `apiVersion` and `kind`.
+pub fn find_kind(api_version: &str, kind: &str) -> Option<&'static Resource> {
+    BUILTIN
+        .iter()
+        .find(|r| r.kind == kind && r.api_version() == api_version)
+}
+
+/// Is `group/version` served at all (for 404 vs 405 decisions and discovery)?
+pub fn serves_group_version(group: &str, version: &str) -> bool {
+    BUILTIN
+        .iter()
+        .any(|r| r.group == group && r.version == version)
+}
+
+/// Groups in discovery order, each with its versions (preferred first).
+pub fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut out: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
+    for r in BUILTIN.iter().filter(|r| !r.group.is_empty()) {
+        match out.iter_mut().find(|(g, _)| *g == r.group) {
+            Some((_, versions)) if !versions.contains(&r.version) => versions.push(r.version),
+            Some(_) => {}
+            None => out.push((r.group, vec![r.version])),
+        }
+    }
+    out
+}
+
+/// Resources of one group/version.
+pub fn in_group_version<'a>(
+    group: &'a str,
+    version: &'a str,
+) -> impl Iterator<Item = &'static Resource> + 'a {
+    BUILTIN
+        .iter()
+        .filter(move |r| r.group == group && r.version == version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_separate_namespaces_and_groups() {
+        let pods = find("", "v1", "pods").unwrap();
+        assert_eq!(pods.key("default", "web"), "/core/pods/default/web");
+        assert_eq!(pods.list_prefix(Some("default")), "/core/pods/default/");
+        assert_eq!(pods.list_prefix(None), "/core/pods/");
+        let nodes = find("", "v1", "nodes").unwrap();
+        assert_eq!(nodes.key("ignored", "n1"), "/core/nodes/n1");
+        let deploy = find("apps", "v1", "deployments").unwrap();
+        assert_eq!(deploy.api_version(), "apps/v1");
+        assert_eq!(deploy.key("ns", "d"), "/apps/deployments/ns/d");
+    }
+
+    #[test]
+    fn no_two_resources_share_a_group_version_plural() {
+        for (i, a) in BUILTIN.iter().enumerate() {
+            for b in &BUILTIN[i + 1..] {
+                assert!(
+                    !(a.group == b.group && a.version == b.version && a.plural == b.plural),
+                    "{}",
+                    a.plural
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn find_kind_uses_the_api_version() {
+        assert_eq!(
+            find_kind("apps/v1", "Deployment").unwrap().plural,
+            "deployments"
+        );
+        assert!(find_kind("v1", "Deployment").is_none());
+        assert_eq!(
+            find_kind("events.k8s.io/v1", "Event").unwrap().group,
+            "events.k8s.io"
+        );
+    }
+
+    #[test]
+    fn groups_list_each_group_once() {
+        let groups = groups();
+        assert_eq!(groups.iter().filter(|(g, _)| *g == "apps").count(), 1);
+        assert!(groups.iter().all(|(g, _)| !g.is_empty()));
+    }
+}

@@ -1,0 +1,840 @@
+//! The generic CRUD every kind shares, on top of the store: create, guaranteed update, delete with
+//! finalizers and graceful pod deletion, list with selectors and paging.
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use super::kinds;
+use crate::api::meta;
+use crate::api::paging::ContinueToken;
+use crate::api::resources::{self, Resource};
+use crate::api::selectors::{field_value, FieldSelector, LabelSelector};
+use crate::api::{ApiError, ApiResult, Cause};
+use crate::store::{KeyValue, Store, StoreError};
+
+/// Which part of an object a write may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The object itself: status is kept from the stored object where the kind has a status.
+    Main,
+    /// The `/status` subresource: only status changes.
+    Status,
+    /// The namespace `/finalize` subresource: only `spec.finalizers` changes.
+    Finalize,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct ListOptions {
+    pub label_selector: Option<LabelSelector>,
+    pub field_selector: Option<FieldSelector>,
+    /// 0 = everything.
+    pub limit: usize,
+    pub continue_token: Option<String>,
+}
+
+pub struct ListPage {
+    /// Raw JSON of each item, resourceVersion included.
+    pub items: Vec<Bytes>,
+    pub revision: u64,
+    pub continue_token: Option<String>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct DeleteOptions {
+    pub grace_period_seconds: Option<i64>,
+    pub precondition_uid: Option<String>,
+    pub precondition_resource_version: Option<String>,
+    pub propagation_policy: Option<String>,
+    pub dry_run: bool,
+}
+
+/// What a delete did.
+pub enum Deleted {
+    /// Removed now; the last state of the object.
+    Now(Value),
+    /// Marked for deletion (finalizers or a grace period pending); the marked object.
+    Marked(Value),
+}
+
+#[derive(Clone)]
+pub struct Registry {
+    store: Store,
+}
+
+/// How many times a write is retried when another writer raced it (for unconditional writes).
+const MAX_RETRIES: usize = 16;
+
+impl Registry {
+    pub fn new(store: Store) -> Registry {
+        Registry { store }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Raw JSON of one object.
+    pub fn get(&self, r: &Resource, namespace: &str, name: &str) -> ApiResult<Bytes> {
+        match self
+            .store
+            .get(&r.key(namespace, name))
+            .map_err(store_error)?
+        {
+            Some(kv) => Ok(kv.value),
+            None => Err(ApiError::not_found(r.group, r.plural, name)),
+        }
+    }
+
+    pub fn get_value(&self, r: &Resource, namespace: &str, name: &str) -> ApiResult<Value> {
+        decode(&self.get(r, namespace, name)?)
+    }
+
+    pub fn list(
+        &self,
+        r: &Resource,
+        namespace: Option<&str>,
+        opts: &ListOptions,
+    ) -> ApiResult<ListPage> {
+        let prefix = r.list_prefix(namespace);
+        let token = match &opts.continue_token {
+            Some(t) => {
+                Some(ContinueToken::decode(t).map_err(|e| ApiError::bad_request(e.to_string()))?)
+            }
+            None => None,
+        };
+        if let Some(t) = &token {
+            if t.revision < self.store.compacted_revision() {
+                return Err(ApiError::gone(
+                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                ));
+            }
+            if !t.start_after.starts_with(&prefix) {
+                return Err(ApiError::bad_request(
+                    "the continue token does not belong to this list",
+                ));
+            }
+        }
+        let filtering = opts.label_selector.as_ref().is_some_and(|s| !s.is_empty())
+            || opts.field_selector.as_ref().is_some_and(|s| !s.is_empty());
+        let mut start_after = token.as_ref().map(|t| t.start_after.clone());
+        let mut items = Vec::new();
+        let mut revision = None;
+        loop {
+            let want = if opts.limit == 0 {
+                0
+            } else {
+                opts.limit - items.len()
+            };
+            let page = self
+                .store
+                .list(&prefix, start_after.as_deref(), want)
+                .map_err(store_error)?;
+            let first_revision = *revision.get_or_insert(page.revision);
+            let mut last_key = None;
+            for kv in page.kvs {
+                last_key = Some(kv.key.clone());
+                if !filtering || self.matches(r, &kv.value, opts)? {
+                    items.push(kv.value);
+                }
+                if opts.limit != 0 && items.len() == opts.limit {
+                    break;
+                }
+            }
+            let full = opts.limit != 0 && items.len() == opts.limit;
+            let more_in_store = match &last_key {
+                Some(k) => {
+                    self.store
+                        .list(&prefix, Some(k), 1)
+                        .map_err(store_error)?
+                        .kvs
+                        .len()
+                        == 1
+                }
+                None => false,
+            };
+            if full || !more_in_store {
+                let continue_token = (full && more_in_store).then(|| {
+                    let start_after = last_key.clone().unwrap_or_default();
+                    ContinueToken {
+                        revision: token.as_ref().map_or(first_revision, |t| t.revision),
+                        start_after,
+                    }
+                    .encode()
+                });
+                return Ok(ListPage {
+                    items,
+                    revision: first_revision,
+                    continue_token,
+                });
+            }
+            start_after = last_key;
+        }
+    }
+
+    fn matches(&self, r: &Resource, raw: &[u8], opts: &ListOptions) -> ApiResult<bool> {
+        let obj = decode(raw)?;
+        matches_selectors(
+            r,
+            &obj,
+            opts.label_selector.as_ref(),
+            opts.field_selector.as_ref(),
+        )
+    }
+
+    pub async fn create(
+        &self,
+        r: &'static Resource,
+        namespace: &str,
+        mut body: Value,
+        dry_run: bool,
+    ) -> ApiResult<Value> {
+        kinds::check_type_meta(r, &mut body)?;
+        let mut obj = kinds::normalize(r, body)?;
+        kinds::prepare_write(r, &mut obj);
+        let meta = meta::metadata_mut(&mut obj);
+        if r.namespaced {
+            match meta.get("namespace").and_then(Value::as_str) {
+                None | Some("") => {
+                    meta.insert("namespace".into(), json!(namespace));
+                }
+                Some(ns) if ns == namespace => {}
+                Some(_) => {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ))
+                }
+            }
+        } else {
+            meta.remove("namespace");
+        }
+        if meta
+            .get("resourceVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|v| !v.is_empty())
+        {
+            return Err(ApiError::bad_request(
+                "resourceVersion should not be set on objects to be created",
+            ));
+        }
+        let generate_name = meta
+            .get("generateName")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let explicit_name = meta
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if explicit_name.is_empty() && generate_name.is_empty() {
+            let causes = vec![Cause {
+                reason: "FieldValueRequired".into(),
+                message: "Required value: name or generateName is required".into(),
+                field: "metadata.name".into(),
+            }];
+            return Err(ApiError::invalid(r.group, r.kind, "", causes));
+        }
+        meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        meta.insert("creationTimestamp".into(), json!(meta::now_rfc3339()));
+        meta.remove("deletionTimestamp");
+        meta.remove("deletionGracePeriodSeconds");
+        if kinds::tracks_generation(r) {
+            meta.insert("generation".into(), json!(1));
+        } else {
+            meta.remove("generation");
+        }
+        kinds::prepare_create(r, &mut obj);
+        if r.namespaced {
+            self.check_namespace_open(namespace)?;
+        }
+        for _ in 0..MAX_RETRIES {
+            let name = if explicit_name.is_empty() {
+                generated_name(&generate_name)
+            } else {
+                explicit_name.clone()
+            };
+            meta::metadata_mut(&mut obj).insert("name".into(), json!(name));
+            let mut causes = Vec::new();
+            kinds::validate_name(r, &name, &mut causes);
+            meta::validate_labels_and_annotations(&obj, &mut causes);
+            if !causes.is_empty() {
+                return Err(ApiError::invalid(r.group, r.kind, &name, causes));
+            }
+            if dry_run {
+                return Ok(obj);
+            }
+            let key = r.key(namespace, &name);
+            let to_store = obj.clone();
+            match self
+                .store
+                .create(&key, move |rev| encode_at(to_store, rev))
+                .await
+            {
+                Ok(kv) => return decode(&kv.value),
+                Err(StoreError::AlreadyExists) if explicit_name.is_empty() => continue,
+                Err(StoreError::AlreadyExists) => {
+                    return Err(ApiError::already_exists(r.group, r.plural, &name))
+                }
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+        Err(ApiError::new(
+            500,
+            "AlreadyExists",
+            "could not find a free generated name, try again",
+        ))
+    }
+
+    fn check_namespace_open(&self, namespace: &str) -> ApiResult<()> {
+        let namespaces = namespaces_resource();
+        match self
+            .store
+            .get(&namespaces.key("", namespace))
+            .map_err(store_error)?
+        {
+            None => Err(ApiError::not_found("", "namespaces", namespace)),
+            Some(kv) => {
+                let ns = decode(&kv.value)?;
+                if meta::is_deleting(&ns) {
+                    return Err(ApiError::forbidden(format!(
+                        "unable to create new content in namespace {namespace} because it is being terminated"
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Replaces an object (PUT).
+    pub async fn update(
+        &self,
+        r: &'static Resource,
+        namespace: &str,
+        name: &str,
+        mut body: Value,
+        part: Part,
+        dry_run: bool,
+    ) -> ApiResult<Value> {
+        kinds::check_type_meta(r, &mut body)?;
+        let body = kinds::normalize(r, body)?;
+        let body_name = meta::name(&body);
+        if body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let body_ns = meta::namespace(&body);
+        if r.namespaced && !body_ns.is_empty() && body_ns != namespace {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        self.update_with(r, namespace, name, part, dry_run, |_| Ok(body.clone()))
+            .await
+    }
+
+    /// The guaranteed update: reads the object, asks `mutate` for the new one, writes it with a
+    /// compare-and-swap, and retries on a race unless the caller pinned a resourceVersion.
+    pub async fn update_with(
+        &self,
+        r: &'static Resource,
+        namespace: &str,
+        name: &str,
+        part: Part,
+        dry_run: bool,
+        mut mutate: impl FnMut(&Value) -> ApiResult<Value>,
+    ) -> ApiResult<Value> {
+        let key = r.key(namespace, name);
+        for _ in 0..MAX_RETRIES {
+            let Some(current) = self.store.get(&key).map_err(store_error)? else {
+                return Err(ApiError::not_found(r.group, r.plural, name));
+            };
+            let old = decode(&current.value)?;
+            let mut proposed = mutate(&old)?;
+            kinds::check_type_meta(r, &mut proposed)?;
+            let mut proposed = kinds::normalize(r, proposed)?;
+            kinds::prepare_write(r, &mut proposed);
+            let pinned = meta::resource_version(&proposed).to_string();
+            if !pinned.is_empty() && pinned != current.mod_revision.to_string() {
+                return Err(ApiError::stale(r.group, r.plural, name));
+            }
+            let proposed_uid = meta::meta_str(&proposed, "uid");
+            if !proposed_uid.is_empty() && proposed_uid != meta::meta_str(&old, "uid") {
+                return Err(ApiError::conflict(
+                    r.group,
+                    r.plural,
+                    name,
+                    &format!("Precondition failed: UID in precondition: {proposed_uid}, UID in object meta: {}", meta::meta_str(&old, "uid")),
+                ));
+            }
+            let new = merge_update(r, &old, proposed, part)?;
+            let mut causes = Vec::new();
+            meta::validate_labels_and_annotations(&new, &mut causes);
+            check_finalizer_rules(&old, &new, &mut causes);
+            if !causes.is_empty() {
+                return Err(ApiError::invalid(r.group, r.kind, name, causes));
+            }
+            if without_resource_version(&new) == without_resource_version(&old) {
+                // Upstream writes nothing for a no-op update and keeps the resourceVersion.
+                return Ok(old);
+            }
+            if dry_run {
+                return Ok(new);
+            }
+            if meta::is_deleting(&new) && !has_pending_finalizers(&new) {
+                match self.store.delete(&key, Some(current.mod_revision)).await {
+                    Ok((_, revision)) => return Ok(encode_value_at(new, revision)),
+                    Err(StoreError::Conflict { .. }) if pinned.is_empty() => continue,
+                    Err(StoreError::Conflict { .. }) => {
+                        return Err(ApiError::stale(r.group, r.plural, name))
+                    }
+                    Err(e) => return Err(store_error(e)),
+                }
+            }
+            match self
+                .store
+                .update(&key, current.mod_revision, move |rev| encode_at(new, rev))
+                .await
+            {
+                Ok(kv) => return decode(&kv.value),
+                Err(StoreError::Conflict { .. }) if pinned.is_empty() => continue,
+                Err(StoreError::Conflict { .. }) => {
+                    return Err(ApiError::stale(r.group, r.plural, name))
+                }
+                Err(StoreError::NotFound) => {
+                    return Err(ApiError::not_found(r.group, r.plural, name))
+                }
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+        Err(ApiError::conflict(
+            r.group,
+            r.plural,
+            name,
+            "too many concurrent writers, try again",
+        ))
+    }
+
+    pub async fn delete(
+        &self,
+        r: &'static Resource,
+        namespace: &str,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> ApiResult<Deleted> {
+        if let Some(policy) = &opts.propagation_policy {
+            if !matches!(policy.as_str(), "Orphan" | "Background" | "Foreground") {
+                return Err(ApiError::invalid(
+                    "",
+                    "DeleteOptions",
+                    "",
+                    vec![Cause { reason: "FieldValueNotSupported".into(), message: format!("Unsupported value: \"{policy}\": supported values: \"Foreground\", \"Background\", \"Orphan\""), field: "propagationPolicy".into() }],
+                ));
+            }
+        }
+        if opts.grace_period_seconds.is_some_and(|g| g < 0) {
+            return Err(ApiError::bad_request(
+                "gracePeriodSeconds must not be negative",
+            ));
+        }
+        let key = r.key(namespace, name);
+        for _ in 0..MAX_RETRIES {
+            let Some(current) = self.store.get(&key).map_err(store_error)? else {
+                return Err(ApiError::not_found(r.group, r.plural, name));
+            };
+            let old = decode(&current.value)?;
+            check_delete_preconditions(r, name, &old, &current, opts)?;
+            let marked = match mark_for_deletion(r, &old, opts) {
+                Some(marked) => marked,
+                None => {
+                    if opts.dry_run {
+                        return Ok(Deleted::Now(old));
+                    }
+                    match self.store.delete(&key, Some(current.mod_revision)).await {
+                        Ok((_, revision)) => {
+                            return Ok(Deleted::Now(encode_value_at(old, revision)))
+                        }
+                        Err(StoreError::Conflict { .. }) => continue,
+                        Err(StoreError::NotFound) => {
+                            return Err(ApiError::not_found(r.group, r.plural, name))
+                        }
+                        Err(e) => return Err(store_error(e)),
+                    }
+                }
+            };
+            if marked == old || opts.dry_run {
+                return Ok(Deleted::Marked(marked));
+            }
+            match self
+                .store
+                .update(&key, current.mod_revision, move |rev| {
+                    encode_at(marked, rev)
+                })
+                .await
+            {
+                Ok(kv) => return Ok(Deleted::Marked(decode(&kv.value)?)),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(StoreError::NotFound) => {
+                    return Err(ApiError::not_found(r.group, r.plural, name))
+                }
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+        Err(ApiError::conflict(
+            r.group,
+            r.plural,
+            name,
+            "too many concurrent writers, try again",
+        ))
+    }
+}
+
+/// Whether an object passes label and field selectors.
+pub fn matches_selectors(
+    r: &Resource,
+    obj: &Value,
+    labels: Option<&LabelSelector>,
+    fields: Option<&FieldSelector>,
+) -> ApiResult<bool> {
+    if let Some(sel) = labels {
+        if !sel.matches(&meta::labels(obj)) {
+            return Ok(false);
+        }
+    }
+    if let Some(sel) = fields {
+        return sel
+            .matches(|f| field_value(r.kind, obj, f))
+            .map_err(|e| ApiError::bad_request(e.to_string()));
+    }
+    Ok(true)
+}
+
+/// Checks the field selector only uses fields the kind supports, before any work is done.
+pub fn check_field_selector(r: &Resource, sel: &FieldSelector) -> ApiResult<()> {
+    let probe = json!({"metadata": {}});
+    for field in sel.fields() {
+        if field_value(r.kind, &probe, field).is_none() {
+            return Err(ApiError::bad_request(format!(
+                "field label not supported: {field}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_delete_preconditions(
+    r: &Resource,
+    name: &str,
+    old: &Value,
+    current: &KeyValue,
+    opts: &DeleteOptions,
+) -> ApiResult<()> {
+    if let Some(uid) = &opts.precondition_uid {
+        let actual = meta::meta_str(old, "uid");
+        if uid != actual {
+            return Err(ApiError::conflict(
+                r.group,
+                r.plural,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+                ),
+            ));
+        }
+    }
+    if let Some(rv) = &opts.precondition_resource_version {
+        if *rv != current.mod_revision.to_string() {
+            return Err(ApiError::conflict(r.group, r.plural, name, &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", current.mod_revision)));
+        }
+    }
+    Ok(())
+}
+
+/// The object marked for deletion, or None when it can go at once.
+fn mark_for_deletion(r: &Resource, old: &Value, opts: &DeleteOptions) -> Option<Value> {
+    let mut marked = old.clone();
+    if r.group.is_empty() && r.kind == "Pod" {
+        if let Some(grace) = pod_grace_period(old, opts) {
+            let current_grace = old
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64);
+            if current_grace.is_some_and(|g| g <= grace) {
+                return Some(marked);
+            }
+            let deadline = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
+            let deadline = jiff::Timestamp::from_second(deadline.as_second()).unwrap_or(deadline);
+            let meta = meta::metadata_mut(&mut marked);
+            meta.insert("deletionTimestamp".into(), json!(deadline.to_string()));
+            meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+            return Some(marked);
+        }
+    }
+    if !has_pending_finalizers(old) {
+        return None;
+    }
+    if meta::is_deleting(old) {
+        return Some(marked);
+    }
+    let meta = meta::metadata_mut(&mut marked);
+    meta.insert("deletionTimestamp".into(), json!(meta::now_rfc3339()));
+    meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+    if r.group.is_empty() && r.kind == "Namespace" {
+        marked["status"]["phase"] = json!("Terminating");
+    }
+    Some(marked)
+}
+
+/// A running pod on a node is stopped by its kubelet first: it gets a grace period. Pods never
+/// scheduled, already finished, or deleted with grace 0 go at once.
+fn pod_grace_period(pod: &Value, opts: &DeleteOptions) -> Option<i64> {
+    let node = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let phase = pod
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if node.is_empty() || phase == "Succeeded" || phase == "Failed" {
+        return None;
+    }
+    let default = pod
+        .pointer("/spec/terminationGracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(30);
+    let grace = opts.grace_period_seconds.unwrap_or(default);
+    (grace > 0).then_some(grace)
+}
+
+/// Finalizers in metadata, and for namespaces also those in spec.
+fn has_pending_finalizers(obj: &Value) -> bool {
+    let spec_finalizers = obj
+        .pointer("/spec/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty())
+        && obj.get("kind").and_then(Value::as_str) == Some("Namespace");
+    !meta::finalizers(obj).is_empty() || spec_finalizers
+}
+
+/// While an object is being deleted, finalizers may only be removed, never added.
+fn check_finalizer_rules(old: &Value, new: &Value, causes: &mut Vec<Cause>) {
+    if !meta::is_deleting(old) {
+        return;
+    }
+    let before = meta::finalizers(old);
+    for f in meta::finalizers(new) {
+        if !before.contains(&f) {
+            causes.push(Cause::forbidden("metadata.finalizers", &format!("no new finalizers can be added if the object is being deleted, found new finalizers [\"{f}\"]")));
+        }
+    }
+}
+
+/// Builds the stored object of an update from the old one and the client's proposal.
+fn merge_update(r: &Resource, old: &Value, proposed: Value, part: Part) -> ApiResult<Value> {
+    let mut new = match part {
+        Part::Main => {
+            let mut new = proposed;
+            if r.has_status {
+                match old.get("status") {
+                    Some(status) => new["status"] = status.clone(),
+                    None => {
+                        if let Some(o) = new.as_object_mut() {
+                            o.remove("status");
+                        }
+                    }
+                }
+            }
+            new
+        }
+        Part::Status => {
+            let mut new = old.clone();
+            match proposed.get("status") {
+                Some(status) => new["status"] = status.clone(),
+                None => {
+                    if let Some(o) = new.as_object_mut() {
+                        o.remove("status");
+                    }
+                }
+            }
+            new
+        }
+        Part::Finalize => {
+            let mut new = old.clone();
+            new["spec"]["finalizers"] = proposed
+                .pointer("/spec/finalizers")
+                .cloned()
+                .unwrap_or_else(|| json!([]));
+            new
+        }
+    };
+    // Fields the server owns come from the stored object whatever the client sent.
+    let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    let meta = meta::metadata_mut(&mut new);
+    for field in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+        "name",
+        "namespace",
+    ] {
+        match old_meta.get(field) {
+            Some(v) => meta.insert(field.into(), v.clone()),
+            None => meta.remove(field),
+        };
+    }
+    meta.remove("resourceVersion");
+    if kinds::tracks_generation(r) && spec_changed(old, &new) {
+        let generation = old_meta
+            .get("generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            + 1;
+        meta::metadata_mut(&mut new).insert("generation".into(), json!(generation));
+    }
+    Ok(new)
+}
+
+/// Did anything outside metadata and status change?
+fn spec_changed(old: &Value, new: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("metadata");
+            o.remove("status");
+        }
+        v
+    };
+    strip(old) != strip(new)
+}
+
+fn without_resource_version(obj: &Value) -> Value {
+    let mut obj = obj.clone();
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+    obj
+}
+
+fn namespaces_resource() -> &'static Resource {
+    resources::find("", "v1", "namespaces").expect("namespaces are always served")
+}
+
+/// `generateName` plus five characters from upstream's alphabet (no vowels, no look-alikes).
+fn generated_name(prefix: &str) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    let suffix: String = (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect();
+    let max_prefix = 63 - 5;
+    let prefix = if prefix.len() > max_prefix {
+        &prefix[..max_prefix]
+    } else {
+        prefix
+    };
+    format!("{prefix}{suffix}")
+}
+
+pub fn decode(raw: &[u8]) -> ApiResult<Value> {
+    serde_json::from_slice(raw)
+        .map_err(|e| ApiError::internal(format!("stored object is not valid JSON: {e}")))
+}
+
+/// The stored bytes of `obj` at `revision`: the revision becomes its resourceVersion.
+fn encode_at(mut obj: Value, revision: u64) -> Vec<u8> {
+    meta::set_resource_version(&mut obj, revision);
+    serde_json::to_vec(&obj).unwrap_or_default()
+}
+
+pub fn encode_value_at(mut obj: Value, revision: u64) -> Value {
+    meta::set_resource_version(&mut obj, revision);
+    obj
+}
+
+pub fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Compacted { compacted } => ApiError::gone(format!(
+            "too old resource version (oldest available: {compacted})"
+        )),
+        other => ApiError::internal(format!("storage error: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_names_keep_the_prefix_and_add_five_safe_characters() {
+        let name = generated_name("web-");
+        assert!(name.starts_with("web-") && name.len() == 9, "{name}");
+        assert!(name[4..]
+            .bytes()
+            .all(|b| b"bcdfghjklmnpqrstvwxz2456789".contains(&b)));
+    }
+
+    #[test]
+    fn update_keeps_server_owned_metadata_and_bumps_generation_on_spec_change() {
+        let deploy = resources::find("apps", "v1", "deployments").unwrap();
+        let old = json!({"metadata": {"name": "d", "uid": "u1", "generation": 1, "creationTimestamp": "t"}, "spec": {"replicas": 1}, "status": {"replicas": 1}});
+        let proposed = json!({"metadata": {"name": "d", "uid": "other", "labels": {"a": "b"}}, "spec": {"replicas": 2}, "status": {"replicas": 9}});
+        let new = merge_update(deploy, &old, proposed, Part::Main).unwrap();
+        assert_eq!(new["metadata"]["uid"], "u1");
+        assert_eq!(new["metadata"]["generation"], 2);
+        assert_eq!(
+            new["status"]["replicas"], 1,
+            "status comes from the stored object"
+        );
+        assert_eq!(new["metadata"]["labels"]["a"], "b");
+    }
+
+    #[test]
+    fn status_updates_change_only_status() {
+        let deploy = resources::find("apps", "v1", "deployments").unwrap();
+        let old = json!({"metadata": {"name": "d", "generation": 3}, "spec": {"replicas": 1}});
+        let proposed =
+            json!({"metadata": {"name": "d"}, "spec": {"replicas": 5}, "status": {"replicas": 1}});
+        let new = merge_update(deploy, &old, proposed, Part::Status).unwrap();
+        assert_eq!(new["spec"]["replicas"], 1);
+        assert_eq!(new["status"]["replicas"], 1);
+        assert_eq!(new["metadata"]["generation"], 3);
+    }
+
+    #[test]
+    fn pods_on_a_node_get_a_grace_period_and_others_go_at_once() {
+        let opts = DeleteOptions::default();
+        let running = json!({"spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 10}, "status": {"phase": "Running"}});
+        assert_eq!(pod_grace_period(&running, &opts), Some(10));
+        let pending = json!({"spec": {}, "status": {"phase": "Pending"}});
+        assert_eq!(pod_grace_period(&pending, &opts), None);
+        let now = DeleteOptions {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(pod_grace_period(&running, &now), None);
+    }
+
+    #[test]
+    fn finalizers_cannot_be_added_while_deleting() {
+        let old = json!({"metadata": {"deletionTimestamp": "t", "finalizers": ["a"]}});
+        let new = json!({"metadata": {"deletionTimestamp": "t", "finalizers": ["a", "b"]}});
+        let mut causes = Vec::new();
+        check_finalizer_rules(&old, &new, &mut causes);
+        assert_eq!(causes.len(), 1);
+    }
+
+    #[test]
+    fn namespaces_with_spec_finalizers_are_marked_terminating() {
+        let ns = namespaces_resource();
+        let old = json!({"kind": "Namespace", "metadata": {"name": "x"}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
+        let marked = mark_for_deletion(ns, &old, &DeleteOptions::default()).unwrap();
+        assert_eq!(marked["status"]["phase"], "Terminating");
+        assert!(meta::is_deleting(&marked));
+        let done =
+            json!({"kind": "Namespace", "metadata": {"name": "x"}, "spec": {"finalizers": []}});
+        assert!(mark_for_deletion(ns, &done, &DeleteOptions::default()).is_none());
+    }
+}
