@@ -12,6 +12,7 @@ use crate::apiserver::authn::Authenticator;
 use crate::apiserver::ApiServer;
 use crate::config::{Config, LogConfig, LogFormat};
 use crate::pki::{self, Pki, ServingNames};
+use crate::registry::services::ServiceNetwork;
 use crate::registry::{bootstrap, Registry};
 use crate::store::{Store, StoreOptions};
 
@@ -45,8 +46,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
     )
     .with_context(|| format!("cannot open the store {}", store_path.display()))?;
-    let registry = Registry::new(store);
-    bootstrap::ensure_system_objects(&registry)
+    let service_network =
+        ServiceNetwork::parse(&config.network.service_cidr, config.network.node_port_range)
+            .map_err(anyhow::Error::msg)?;
+    let registry = Registry::new(store, service_network);
+    bootstrap::ensure_system_objects(&registry, config.network.dns_ip)
         .await
         .context("cannot create the system namespaces")?;
 
