@@ -1,1 +1,3 @@
 //! See the crate-level layout.
+pub mod paging;
+pub mod selectors;
