@@ -540,15 +540,7 @@ pub fn matches_selectors(
 
 /// Checks the field selector only uses fields the kind supports, before any work is done.
 pub fn check_field_selector(r: &Resource, sel: &FieldSelector) -> ApiResult<()> {
-    let probe = json!({"metadata": {}});
-    for field in sel.fields() {
-        if field_value(r.kind, &probe, field).is_none() {
-            return Err(ApiError::bad_request(format!(
-                "field label not supported: {field}"
-            )));
-        }
-    }
-    Ok(())
+    sel.validate_for(r.kind).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 fn check_delete_preconditions(
