@@ -1,1 +1,4 @@
 //! See the crate-level layout.
+
+pub mod authn;
+pub mod serve;
