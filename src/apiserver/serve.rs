@@ -189,3 +189,328 @@ fn unauthorized() -> http::Response<Body> {
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{write_kubeconfig, Pki, ServingNames};
+    use axum::routing::get;
+    use axum::Extension;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt as _, Empty};
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio::io::AsyncWriteExt as _;
+    use tokio::sync::oneshot;
+    use tokio_rustls::TlsConnector;
+
+    type TestResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+    struct TestServer {
+        addr: SocketAddr,
+        pki: Pki,
+        dir: tempfile::TempDir,
+        stop: Option<oneshot::Sender<()>>,
+        task: tokio::task::JoinHandle<std::io::Result<()>>,
+    }
+
+    impl TestServer {
+        async fn stop(mut self) -> std::io::Result<()> {
+            if let Some(stop) = self.stop.take() {
+                let _ = stop.send(());
+            }
+            (&mut self.task).await.expect("serve task panicked")
+        }
+    }
+
+    impl Drop for TestServer {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    fn names() -> ServingNames {
+        ServingNames {
+            hostname: "test-node".into(),
+            ips: vec![],
+            cluster_domain: "cluster.local".into(),
+            service_cidr: "10.43.0.0/16".into(),
+        }
+    }
+
+    /// A router that answers with the authenticated user: `name|group,group`.
+    fn whoami_router() -> axum::Router {
+        axum::Router::new()
+            .route(
+                "/whoami",
+                get(|Extension(user): Extension<UserInfo>| async move {
+                    format!("{}|{}", user.name, user.groups.join(","))
+                }),
+            )
+            .route("/livez", get(|| async { "ok" }))
+    }
+
+    async fn start_server() -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::ensure(&dir.path().join("pki"), &names()).unwrap();
+        let tokens = dir.path().join("tokens.csv");
+        std::fs::write(&tokens, "good-token,jane,1001,\"dev,ops\"\n").unwrap();
+        let authn = Arc::new(Authenticator::new(Some(&tokens)).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(
+            listener,
+            pki.server_tls_config().unwrap(),
+            authn,
+            whoami_router(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        TestServer {
+            addr,
+            pki,
+            dir,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    fn client_tls(
+        ca_pem: &str,
+        client_cert: Option<(&str, &str)>,
+        alpn: &[&[u8]],
+    ) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+            .unwrap();
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+        let mut config = match client_cert {
+            Some((cert, key)) => builder
+                .with_client_auth_cert(
+                    vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+                    PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+                )
+                .unwrap(),
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
+    }
+
+    fn admin_tls(pki: &Pki) -> Arc<rustls::ClientConfig> {
+        client_tls(
+            &pki.ca_cert_pem,
+            Some((&pki.admin_cert_pem, &pki.admin_key_pem)),
+            &[b"http/1.1"],
+        )
+    }
+
+    fn anonymous_tls(pki: &Pki) -> Arc<rustls::ClientConfig> {
+        client_tls(&pki.ca_cert_pem, None, &[b"http/1.1"])
+    }
+
+    async fn connect(
+        addr: SocketAddr,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> TestResult<tokio_rustls::client::TlsStream<TcpStream>> {
+        let tcp = TcpStream::connect(addr).await?;
+        // Checked against the serving certificate's IP SAN.
+        let server_name = ServerName::IpAddress(addr.ip().into());
+        Ok(TlsConnector::from(tls).connect(server_name, tcp).await?)
+    }
+
+    fn request(path: &str, bearer: Option<&str>) -> http::Request<Empty<Bytes>> {
+        let mut builder = http::Request::get(path).header(http::header::HOST, "127.0.0.1");
+        if let Some(token) = bearer {
+            builder = builder.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        builder.body(Empty::new()).unwrap()
+    }
+
+    /// One HTTP/1.1 GET on a fresh TLS connection: (status, body).
+    async fn get_http1(
+        addr: SocketAddr,
+        tls: Arc<rustls::ClientConfig>,
+        path: &str,
+        bearer: Option<&str>,
+    ) -> TestResult<(http::StatusCode, String)> {
+        let stream = connect(addr, tls).await?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let response = sender.send_request(request(path, bearer)).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, String::from_utf8(body.to_vec())?))
+    }
+
+    #[tokio::test]
+    async fn admin_client_cert_authenticates_as_admin_in_system_masters() {
+        let server = start_server().await;
+        let (status, body) = get_http1(server.addr, admin_tls(&server.pki), "/whoami", None)
+            .await
+            .unwrap();
+        assert_eq!(status, http::StatusCode::OK);
+        assert_eq!(body, "admin|system:masters,system:authenticated");
+        server.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_issued_client_cert_carries_all_its_groups_through_tls() {
+        let server = start_server().await;
+        let groups = ["dev".to_string(), "ops".to_string()];
+        let (cert, key) = server
+            .pki
+            .issue_client_cert("jane", &groups, Duration::from_secs(600))
+            .unwrap();
+        let tls = client_tls(&server.pki.ca_cert_pem, Some((&cert, &key)), &[b"http/1.1"]);
+        let (_, body) = get_http1(server.addr, tls, "/whoami", None).await.unwrap();
+        assert_eq!(body, "jane|dev,ops,system:authenticated");
+    }
+
+    #[tokio::test]
+    async fn no_credentials_is_the_anonymous_user() {
+        let server = start_server().await;
+        let (status, body) = get_http1(server.addr, anonymous_tls(&server.pki), "/whoami", None)
+            .await
+            .unwrap();
+        assert_eq!(status, http::StatusCode::OK);
+        assert_eq!(body, "system:anonymous|system:unauthenticated");
+    }
+
+    #[tokio::test]
+    async fn a_bearer_token_from_the_token_file_authenticates_its_user() {
+        let server = start_server().await;
+        let tls = anonymous_tls(&server.pki);
+        let (status, body) = get_http1(server.addr, tls, "/whoami", Some("good-token"))
+            .await
+            .unwrap();
+        assert_eq!(status, http::StatusCode::OK);
+        assert_eq!(body, "jane|dev,ops,system:authenticated");
+    }
+
+    #[tokio::test]
+    async fn a_bad_bearer_token_gets_401_with_a_status_body() {
+        let server = start_server().await;
+        let tls = anonymous_tls(&server.pki);
+        let (status, body) = get_http1(server.addr, tls, "/whoami", Some("bad-token"))
+            .await
+            .unwrap();
+        assert_eq!(status, http::StatusCode::UNAUTHORIZED);
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            status,
+            serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                "status": "Failure", "message": "Unauthorized", "reason": "Unauthorized",
+                "code": 401})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_cert_from_another_ca_fails_the_handshake() {
+        let server = start_server().await;
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = Pki::ensure(other_dir.path(), &names()).unwrap();
+        let tls = client_tls(
+            &server.pki.ca_cert_pem,
+            Some((&other.admin_cert_pem, &other.admin_key_pem)),
+            &[b"http/1.1"],
+        );
+        // With TLS 1.3 the client learns of the rejection on its first read, so the failure
+        // shows up either at connect or at the request.
+        let outcome = get_http1(server.addr, tls, "/whoami", None).await;
+        assert!(
+            outcome.is_err(),
+            "foreign certificate was accepted: {outcome:?}"
+        );
+
+        // The server is unharmed and still serves the right certificate.
+        let (_, body) = get_http1(server.addr, admin_tls(&server.pki), "/whoami", None)
+            .await
+            .unwrap();
+        assert!(body.starts_with("admin|"));
+    }
+
+    #[tokio::test]
+    async fn garbage_instead_of_a_handshake_does_not_disturb_other_connections() {
+        let server = start_server().await;
+        let mut garbage = TcpStream::connect(server.addr).await.unwrap();
+        garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        // A connection that never says anything stays open meanwhile.
+        let _silent = TcpStream::connect(server.addr).await.unwrap();
+        let (status, _) = get_http1(server.addr, admin_tls(&server.pki), "/livez", None)
+            .await
+            .unwrap();
+        assert_eq!(status, http::StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn http2_is_negotiated_and_served() {
+        let server = start_server().await;
+        let tls = client_tls(
+            &server.pki.ca_cert_pem,
+            Some((&server.pki.admin_cert_pem, &server.pki.admin_key_pem)),
+            &[b"h2", b"http/1.1"],
+        );
+        let stream = connect(server.addr, tls).await.unwrap();
+        assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        // Two requests multiplexed on the one connection.
+        let uri = format!("https://{}/whoami", server.addr);
+        let first = sender.send_request(request(&uri, None));
+        let second = sender.send_request(request(&uri, None));
+        let (first, second) = tokio::join!(first, second);
+        for response in [first.unwrap(), second.unwrap()] {
+            assert_eq!(response.version(), http::Version::HTTP_2);
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"admin|system:masters,system:authenticated");
+        }
+    }
+
+    #[tokio::test]
+    async fn shutdown_stops_accepting_connections() {
+        let server = start_server().await;
+        let addr = server.addr;
+        let tls = admin_tls(&server.pki);
+        assert!(get_http1(addr, tls.clone(), "/livez", None).await.is_ok());
+        tokio::time::timeout(Duration::from_secs(10), server.stop())
+            .await
+            .expect("serve did not return after shutdown")
+            .unwrap();
+        assert!(get_http1(addr, tls, "/livez", None).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_kube_client_from_the_written_kubeconfig_reaches_the_router() {
+        let server = start_server().await;
+        let path = server.dir.path().join("kubeconfig.yaml");
+        write_kubeconfig(&path, &format!("https://{}", server.addr), &server.pki).unwrap();
+        let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap();
+        let client = kube::Client::try_from(config).unwrap();
+        let livez = client
+            .request_text(http::Request::get("/livez").body(vec![]).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(livez, "ok");
+        let whoami = client
+            .request_text(http::Request::get("/whoami").body(vec![]).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(whoami, "admin|system:masters,system:authenticated");
+    }
+}
