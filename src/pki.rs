@@ -11,7 +11,7 @@ use std::fmt;
 use std::fs;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -149,7 +149,7 @@ impl Pki {
     /// Loads the PKI from `dir`, creating whatever is missing and re-issuing leaf certificates
     /// that no longer fit `names` or are about to expire.
     pub fn ensure(dir: &Path, names: &ServingNames) -> Result<Pki, PkiError> {
-        create_dir(dir)?;
+        create_private_dir(dir)?;
         let (required_dns, required_ips) = names.required_sans()?;
 
         let (ca_cert_pem, ca_key_pem, ca_is_new) =
@@ -172,62 +172,31 @@ impl Pki {
             admin_cert_pem: String::new(),
             admin_key_pem: String::new(),
         };
+        // Fail here, naming the file, rather than at the first signature.
+        KeyPair::from_pem(&pki.ca_key_pem).map_err(|e| PkiError::Parse {
+            path: dir.join(CA_KEY),
+            reason: e.to_string(),
+        })?;
+        let ca_info = cert_info(&dir.join(CA_CERT), &pki.ca_cert_pem)?;
+        // A new CA invalidates every leaf, whatever the files say.
+        let ca_subject = (!ca_is_new).then_some(ca_info.subject);
 
-        let serving_cert_path = dir.join(SERVING_CERT);
-        let serving_key_path = dir.join(SERVING_KEY);
-        let existing = if ca_is_new {
-            None
-        } else {
-            load_pair(&serving_cert_path, &serving_key_path)?
-        };
-        let reusable = match existing {
-            Some((cert, key)) => {
-                let info = cert_info(&serving_cert_path, &cert)?;
-                let has_all_names =
-                    required_dns.is_subset(&info.dns_names) && required_ips.is_subset(&info.ips);
-                (has_all_names && !info.expires_soon() && info.issuer == pki.ca_subject()?)
-                    .then_some((cert, key))
-            }
-            None => None,
-        };
-        let (serving_cert, serving_key) = match reusable {
-            Some(pair) => pair,
-            None => {
-                let pair = pki.issue_serving_cert(&required_dns, &required_ips)?;
-                write_atomic(&serving_key_path, pair.1.as_bytes(), KEY_MODE)?;
-                write_atomic(&serving_cert_path, pair.0.as_bytes(), CERT_MODE)?;
-                pair
-            }
-        };
-        pki.serving_cert_pem = serving_cert;
-        pki.serving_key_pem = serving_key;
-
-        let admin_cert_path = dir.join(ADMIN_CERT);
-        let admin_key_path = dir.join(ADMIN_KEY);
-        let existing = if ca_is_new {
-            None
-        } else {
-            load_pair(&admin_cert_path, &admin_key_path)?
-        };
-        let reusable = match existing {
-            Some((cert, key)) => {
-                let info = cert_info(&admin_cert_path, &cert)?;
-                (!info.expires_soon() && info.issuer == pki.ca_subject()?).then_some((cert, key))
-            }
-            None => None,
-        };
-        let (admin_cert, admin_key) = match reusable {
-            Some(pair) => pair,
-            None => {
-                let pair =
-                    pki.issue_client_cert("admin", &["system:masters".to_string()], LEAF_VALIDITY)?;
-                write_atomic(&admin_key_path, pair.1.as_bytes(), KEY_MODE)?;
-                write_atomic(&admin_cert_path, pair.0.as_bytes(), CERT_MODE)?;
-                pair
-            }
-        };
-        pki.admin_cert_pem = admin_cert;
-        pki.admin_key_pem = admin_key;
+        (pki.serving_cert_pem, pki.serving_key_pem) = ensure_leaf(
+            dir,
+            SERVING_CERT,
+            SERVING_KEY,
+            ca_subject.as_deref(),
+            |info| required_dns.is_subset(&info.dns_names) && required_ips.is_subset(&info.ips),
+            || pki.issue_serving_cert(&required_dns, &required_ips),
+        )?;
+        (pki.admin_cert_pem, pki.admin_key_pem) = ensure_leaf(
+            dir,
+            ADMIN_CERT,
+            ADMIN_KEY,
+            ca_subject.as_deref(),
+            |_| true,
+            || pki.issue_client_cert("admin", &["system:masters".to_string()], LEAF_VALIDITY),
+        )?;
         Ok(pki)
     }
 
@@ -329,11 +298,6 @@ impl Pki {
         let generate = |source| PkiError::Generate { what, source };
         let ca_key = KeyPair::from_pem(&self.ca_key_pem).map_err(generate)?;
         Issuer::from_ca_cert_pem(&self.ca_cert_pem, ca_key).map_err(generate)
-    }
-
-    /// The CA's subject as x509-parser prints it, to tell whether a leaf came from this CA.
-    fn ca_subject(&self) -> Result<String, PkiError> {
-        Ok(cert_info(Path::new(CA_CERT), &self.ca_cert_pem)?.subject)
     }
 }
 
@@ -496,6 +460,37 @@ fn parse_certs(path: &Path, pem: &str) -> Result<Vec<CertificateDer<'static>>, P
     Ok(certs)
 }
 
+/// Loads the leaf pair `cert_name`/`key_name` from `dir` if it is still good: issued by the CA
+/// named `ca_subject` (`None`: the CA is new, nothing is good), not about to expire, and `fits`.
+/// Otherwise issues a new one and writes it.
+fn ensure_leaf(
+    dir: &Path,
+    cert_name: &str,
+    key_name: &str,
+    ca_subject: Option<&str>,
+    fits: impl Fn(&CertInfo) -> bool,
+    issue: impl FnOnce() -> Result<(String, String), PkiError>,
+) -> Result<(String, String), PkiError> {
+    let cert_path = dir.join(cert_name);
+    let key_path = dir.join(key_name);
+    if let Some(ca_subject) = ca_subject {
+        if let Some((cert, key)) = load_pair(&cert_path, &key_path)? {
+            match cert_info(&cert_path, &cert) {
+                Ok(info) if info.issuer == ca_subject && !info.expires_soon() && fits(&info) => {
+                    return Ok((cert, key));
+                }
+                Ok(_) => tracing::info!(path = %cert_path.display(), "re-issuing certificate"),
+                // A leaf is cheap to replace, unlike the CA: a damaged one is not fatal.
+                Err(error) => tracing::warn!(%error, "re-issuing unreadable certificate"),
+            }
+        }
+    }
+    let (cert, key) = issue()?;
+    write_atomic(&key_path, key.as_bytes(), KEY_MODE)?;
+    write_atomic(&cert_path, cert.as_bytes(), CERT_MODE)?;
+    Ok((cert, key))
+}
+
 /// Both files of a certificate/key pair, or `None` when either is missing (then the pair is
 /// made anew).
 fn load_pair(cert: &Path, key: &Path) -> Result<Option<(String, String)>, PkiError> {
@@ -514,6 +509,18 @@ fn read_optional(path: &Path) -> Result<Option<String>, PkiError> {
             source,
         }),
     }
+}
+
+/// Creates `dir` (and missing parents) readable only by its owner: it holds the CA key.
+fn create_private_dir(dir: &Path) -> Result<(), PkiError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| PkiError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })
 }
 
 fn create_dir(dir: &Path) -> Result<(), PkiError> {
@@ -809,24 +816,19 @@ mod tests {
 
     #[test]
     fn key_files_are_private_and_cert_files_world_readable() {
-        let dir = tempfile::tempdir().unwrap();
-        Pki::ensure(dir.path(), &test_names()).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("pki");
+        Pki::ensure(&dir, &test_names()).unwrap();
+        let mode = |name: &str| fs::metadata(dir.join(name)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(""), 0o700, "the pki directory");
         for key in [CA_KEY, SERVING_KEY, ADMIN_KEY] {
-            let mode = fs::metadata(dir.path().join(key))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600, "{key}");
+            assert_eq!(mode(key), 0o600, "{key}");
         }
         for cert in [CA_CERT, SERVING_CERT, ADMIN_CERT] {
-            let mode = fs::metadata(dir.path().join(cert))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o644, "{cert}");
+            assert_eq!(mode(cert), 0o644, "{cert}");
         }
         // No temp files left behind.
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 6);
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 6);
     }
 
     #[test]
@@ -838,6 +840,22 @@ mod tests {
         assert_ne!(first.ca_cert_pem, second.ca_cert_pem);
         assert_ne!(first.serving_cert_pem, second.serving_cert_pem);
         assert_ne!(first.admin_cert_pem, second.admin_cert_pem);
+    }
+
+    #[test]
+    fn a_damaged_leaf_is_reissued_but_a_damaged_ca_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Pki::ensure(dir.path(), &test_names()).unwrap();
+        fs::write(dir.path().join(ADMIN_CERT), "garbage").unwrap();
+        let second = Pki::ensure(dir.path(), &test_names()).unwrap();
+        assert_eq!(first.ca_cert_pem, second.ca_cert_pem);
+        assert_ne!(first.admin_cert_pem, second.admin_cert_pem);
+        assert!(cert_info(Path::new("admin"), &second.admin_cert_pem).is_ok());
+
+        fs::write(dir.path().join(CA_CERT), "garbage").unwrap();
+        let err = Pki::ensure(dir.path(), &test_names()).unwrap_err();
+        let expected_path = dir.path().join(CA_CERT).display().to_string();
+        assert!(err.to_string().contains(&expected_path), "{err}");
     }
 
     #[test]
