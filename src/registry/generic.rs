@@ -275,6 +275,10 @@ impl Registry {
             }
             let key = r.key(namespace, &name);
             let owner = format!("{namespace}/{name}");
+            // An existing service must read as AlreadyExists, not as "IP already allocated".
+            if is_service && self.store.get(&key).map_err(store_error)?.is_some() {
+                return Err(ApiError::already_exists(r.group, r.plural, &name));
+            }
             let allocations = match is_service {
                 true => services::allocate(&self.store, &self.services, &mut obj, &owner).await?,
                 false => Vec::new(),
@@ -540,7 +544,8 @@ pub fn matches_selectors(
 
 /// Checks the field selector only uses fields the kind supports, before any work is done.
 pub fn check_field_selector(r: &Resource, sel: &FieldSelector) -> ApiResult<()> {
-    sel.validate_for(r.kind).map_err(|e| ApiError::bad_request(e.to_string()))
+    sel.validate_for(r.kind)
+        .map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 fn check_delete_preconditions(
