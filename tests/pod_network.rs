@@ -27,6 +27,7 @@ static NEXT_POD: AtomicUsize = AtomicUsize::new(0);
 struct Node {
     ns: Netns,
     data_dir: tempfile::TempDir,
+    mtu: u32,
 }
 
 impl Node {
@@ -34,11 +35,15 @@ impl Node {
         Node {
             ns: Netns::new(),
             data_dir: tempfile::tempdir().expect("temp data dir"),
+            mtu: 1500,
         }
     }
 
     fn config(&self) -> NodeNetworkConfig {
-        NodeNetworkConfig::single_node(self.data_dir.path())
+        NodeNetworkConfig {
+            mtu: self.mtu,
+            ..NodeNetworkConfig::single_node(self.data_dir.path())
+        }
     }
 
     fn netns_path(&self) -> PathBuf {
@@ -367,4 +372,21 @@ fn cleanup_all_leaves_no_bridge_table_mounts_or_allocations() {
     assert!(!node.data_dir.path().join("netns").exists());
     assert!(!node.data_dir.path().join("network").exists());
     node.run(|net| async move { net.cleanup_all().await.expect("cleanup_all twice") });
+}
+
+#[test]
+fn pod_links_use_the_configured_mtu_and_hairpin_ports() {
+    let mut node = Node::new();
+    node.mtu = 1400;
+    node.init();
+    let pod = node.setup(&uid("mtu"));
+    let eth0 = in_pod(&pod, &["ip", "-o", "link", "show", "eth0"]);
+    assert!(eth0.contains("mtu 1400"), "{eth0}");
+    let veth = node
+        .ns
+        .exec_ok("ip", &["-d", "-o", "link", "show", &pod.host_veth]);
+    assert!(veth.contains("mtu 1400"), "{veth}");
+    assert!(veth.contains("hairpin on"), "{veth}");
+    let bridge = node.ns.exec_ok("ip", &["-o", "link", "show", "berth0"]);
+    assert!(bridge.contains("mtu 1400"), "{bridge}");
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use futures::TryStreamExt;
 use netlink_packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkMessage};
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::{netns, NetError};
 
@@ -110,6 +110,17 @@ impl Netlink {
             .execute()
             .await
             .map_err(|e| NetError::netlink(format!("attach link {index} to bridge"), e))
+    }
+
+    /// Lets bridge port `index` send frames back out the port they came in on.
+    pub async fn set_hairpin(&self, index: u32) -> Result<(), NetError> {
+        let message = LinkBridgePort::new(index).hairpin(true).build();
+        self.handle
+            .link()
+            .set_port(message)
+            .execute()
+            .await
+            .map_err(|e| NetError::netlink(format!("set hairpin on link {index}"), e))
     }
 
     /// Puts `ip/prefix_len` on link `index`, replacing the same address if already there.

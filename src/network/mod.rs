@@ -19,15 +19,15 @@ pub mod links;
 pub mod netns;
 pub mod nft;
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fs;
 use std::io::ErrorKind;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
+use tokio::sync::Mutex;
 
 pub use cidr::{CidrError, Ipv4Cidr};
 use ipam::Ipam;
@@ -36,6 +36,10 @@ use nft::Masquerade;
 
 /// The interface name every pod sees.
 pub const POD_INTERFACE: &str = "eth0";
+/// Ethernet's MTU: right for a bridge whose traffic leaves through a plain LAN interface.
+pub const DEFAULT_MTU: u32 = 1500;
+/// The size of one node's share of the cluster pod CIDR: 253 pods.
+const SINGLE_NODE_SLICE_LEN: u8 = 24;
 /// Where IPv4 forwarding is switched on for the node's namespace.
 const IP_FORWARD_SYSCTL: &str = "/proc/sys/net/ipv4/ip_forward";
 
@@ -127,9 +131,31 @@ impl NodeNetworkConfig {
             pod_cidr_slice: Ipv4Cidr::new(Ipv4Addr::new(10, 42, 0, 0), 24)
                 .unwrap_or_else(|_| unreachable!("a constant network address")),
             cluster_cidr,
-            mtu: 1500,
+            mtu: DEFAULT_MTU,
             state_dir: state_dir.into(),
         }
+    }
+}
+
+impl NodeNetworkConfig {
+    /// This node's layout from berth's config. A single node takes the first /24 of the
+    /// cluster's pod CIDR as its slice (the whole CIDR if that is smaller already).
+    pub fn from_config(config: &crate::config::Config) -> Result<NodeNetworkConfig, NetError> {
+        let cluster_cidr: Ipv4Cidr = config.network.pod_cidr.parse()?;
+        let slice_len = cluster_cidr.prefix_len().max(SINGLE_NODE_SLICE_LEN);
+        let pod_cidr_slice = cluster_cidr
+            .subnet(slice_len, 0)
+            .ok_or(NetError::BadSlice {
+                slice: cluster_cidr,
+                problem: "impossible to slice",
+            })?;
+        Ok(NodeNetworkConfig {
+            bridge: config.network.bridge.clone(),
+            pod_cidr_slice,
+            cluster_cidr,
+            mtu: DEFAULT_MTU,
+            state_dir: config.data_dir.clone(),
+        })
     }
 }
 
@@ -148,8 +174,10 @@ pub struct PodNetwork {
 pub struct NodeNetwork {
     config: NodeNetworkConfig,
     ipam: Ipam,
-    /// Serializes "look up, else allocate" so two setups of one pod cannot take two addresses.
-    allocating: Mutex<()>,
+    /// One change at a time: setups, teardowns and reconciles each read-then-write kernel and
+    /// disk state, and a pod setup takes milliseconds, so serializing them is the simple way to
+    /// never race (two setups of one pod, a reconcile during a setup).
+    changes: Mutex<()>,
 }
 
 impl NodeNetwork {
@@ -161,7 +189,7 @@ impl NodeNetwork {
         NodeNetwork {
             config,
             ipam,
-            allocating: Mutex::new(()),
+            changes: Mutex::new(()),
         }
     }
 
@@ -208,13 +236,8 @@ impl NodeNetwork {
     pub async fn setup_pod(&self, pod_uid: &str) -> Result<PodNetwork, NetError> {
         validate_pod_uid(pod_uid)?;
         let gateway = self.gateway()?;
-        let ip = {
-            let _guard = self
-                .allocating
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            self.ipam.allocate(pod_uid)?
-        };
+        let _one_change = self.changes.lock().await;
+        let ip = self.ipam.allocate(pod_uid)?;
         netns::ensure_private_dir(&self.netns_dir())?;
         let netns_path = self.netns_path(pod_uid);
         netns::create(&netns_path)?;
@@ -226,8 +249,11 @@ impl NodeNetwork {
         let host_veth = veth_name(pod_uid);
         let host_end = host.link_index(&host_veth).await?;
         let pod_end = pod.link_index(POD_INTERFACE).await?;
-        match (host_end, pod_end) {
-            (Some(index), Some(_)) => host.attach_up(index, bridge).await?,
+        let host_index = match (host_end, pod_end) {
+            (Some(index), Some(_)) => {
+                host.attach_up(index, bridge).await?;
+                index
+            }
             _ => {
                 // Half a pair is useless (an interrupted setup): start the pair over.
                 host.delete_link(&host_veth).await?;
@@ -241,8 +267,13 @@ impl NodeNetwork {
                     ns.as_raw_fd(),
                 )
                 .await?;
+                (host.link_index(&host_veth).await?)
+                    .ok_or_else(|| NetError::LinkVanished(host_veth.clone()))?
             }
-        }
+        };
+        // A pod reaching itself through a Service address leaves and re-enters the bridge by
+        // the same port; the bridge drops such frames unless the port is in hairpin mode.
+        host.set_hairpin(host_index).await?;
 
         let prefix_len = self.config.pod_cidr_slice.prefix_len();
         let lo = pod
@@ -267,6 +298,11 @@ impl NodeNetwork {
     /// Removes the pod's veth, namespace and address. Idempotent.
     pub async fn teardown_pod(&self, pod_uid: &str) -> Result<(), NetError> {
         validate_pod_uid(pod_uid)?;
+        let _one_change = self.changes.lock().await;
+        self.teardown_unlocked(pod_uid).await
+    }
+
+    async fn teardown_unlocked(&self, pod_uid: &str) -> Result<(), NetError> {
         Netlink::here()?.delete_link(&veth_name(pod_uid)).await?;
         netns::remove(&self.netns_path(pod_uid))?;
         self.ipam.release(pod_uid)?;
@@ -276,32 +312,30 @@ impl NodeNetwork {
     /// Tears down every pod network not in `live_pod_uids`: leaked addresses, namespaces and
     /// veths left by pods that went away while the daemon was not looking.
     pub async fn reconcile(&self, live_pod_uids: &HashSet<String>) -> Result<(), NetError> {
-        let mut dead: HashSet<String> = HashSet::new();
-        for (_, uid) in self.ipam.allocations()? {
-            if !live_pod_uids.contains(&uid) {
-                dead.insert(uid);
+        let _one_change = self.changes.lock().await;
+        let owners: Vec<String> = self
+            .ipam
+            .allocations()?
+            .into_iter()
+            .map(|(_, uid)| uid)
+            .collect();
+        let pinned = self.pinned_netns()?;
+        for uid in leaked_pods(&owners, &pinned, live_pod_uids) {
+            if validate_pod_uid(&uid).is_ok() {
+                self.teardown_unlocked(&uid).await?;
+                continue;
             }
-        }
-        for uid in self.pinned_netns()? {
-            if !live_pod_uids.contains(&uid) {
-                dead.insert(uid);
-            }
-        }
-        for uid in &dead {
-            if validate_pod_uid(uid).is_ok() {
-                self.teardown_pod(uid).await?;
-            } else {
-                // Unparseable owner (e.g. an allocation file a crash left empty).
-                self.ipam.release(uid)?;
+            // An owner no pod can have, e.g. the empty uid of an allocation file a crash cut
+            // short. A netns file of that name can only come from the directory listing.
+            self.ipam.release(&uid)?;
+            if pinned.contains(&uid) {
+                netns::remove(&self.netns_dir().join(&uid))?;
             }
         }
         let host = Netlink::here()?;
         if let Some(bridge) = host.link_index(&self.config.bridge).await? {
-            let live_veths: HashSet<String> = live_pod_uids.iter().map(|u| veth_name(u)).collect();
-            for port in host.bridge_ports(bridge).await? {
-                if port.starts_with("veth") && !live_veths.contains(&port) {
-                    host.delete_link(&port).await?;
-                }
+            for port in stale_ports(host.bridge_ports(bridge).await?, live_pod_uids) {
+                host.delete_link(&port).await?;
             }
         }
         Ok(())
@@ -310,9 +344,10 @@ impl NodeNetwork {
     /// Removes everything [`init`](Self::init) and the pods made: namespaces, the bridge and its
     /// ports, the whole `ip berth` table, all allocations (`berth reset`).
     pub async fn cleanup_all(&self) -> Result<(), NetError> {
+        let _one_change = self.changes.lock().await;
         let host = Netlink::here()?;
         for uid in self.pinned_netns()? {
-            let _ = host.delete_link(&veth_name(&uid)).await?;
+            host.delete_link(&veth_name(&uid)).await?;
             netns::remove(&self.netns_path(&uid))?;
         }
         let dir = self.netns_dir();
@@ -371,6 +406,30 @@ impl NodeNetwork {
         }
         Ok(uids)
     }
+}
+
+/// Owners of addresses or namespaces that are not live pods, each once, in order.
+fn leaked_pods(
+    address_owners: &[String],
+    pinned_netns: &[String],
+    live: &HashSet<String>,
+) -> BTreeSet<String> {
+    address_owners
+        .iter()
+        .chain(pinned_netns)
+        .filter(|uid| !live.contains(*uid))
+        .cloned()
+        .collect()
+}
+
+/// Pod veths on the bridge that belong to no live pod. Other ports (an uplink someone added)
+/// are left alone.
+fn stale_ports(ports: Vec<String>, live: &HashSet<String>) -> Vec<String> {
+    let live_veths: HashSet<String> = live.iter().map(|uid| veth_name(uid)).collect();
+    ports
+        .into_iter()
+        .filter(|port| port.starts_with("veth") && !live_veths.contains(port))
+        .collect()
 }
 
 /// The node-side veth of a pod: `veth` + 8 hex digits of the uid's SHA-256, 12 characters,
@@ -434,6 +493,42 @@ mod tests {
             PathBuf::from("/var/lib/berth/netns/p1")
         );
         assert_eq!(net.gateway().unwrap(), Ipv4Addr::new(10, 42, 0, 1));
+    }
+
+    #[test]
+    fn leaked_pods_are_owners_and_namespaces_that_are_not_live() {
+        let owners = ["a".to_string(), "b".to_string(), String::new()];
+        let pinned = ["b".to_string(), "c".to_string(), "d".to_string()];
+        let live = HashSet::from(["a".to_string(), "d".to_string()]);
+        let leaked: Vec<String> = leaked_pods(&owners, &pinned, &live).into_iter().collect();
+        assert_eq!(leaked, ["", "b", "c"]);
+    }
+
+    #[test]
+    fn stale_ports_are_pod_veths_of_dead_pods_only() {
+        let live = HashSet::from(["alive".to_string()]);
+        let ports = vec![veth_name("alive"), veth_name("dead"), "eth1".to_string()];
+        assert_eq!(stale_ports(ports, &live), [veth_name("dead")]);
+    }
+
+    #[test]
+    fn the_node_layout_follows_the_config_file() {
+        let mut config = crate::config::Config::default();
+        config.data_dir = PathBuf::from("/srv/berth");
+        assert_eq!(
+            NodeNetworkConfig::from_config(&config).unwrap(),
+            NodeNetworkConfig::single_node("/srv/berth")
+        );
+        config.network.pod_cidr = "192.168.100.0/26".into();
+        config.network.bridge = "br-pods".into();
+        let node = NodeNetworkConfig::from_config(&config).unwrap();
+        assert_eq!(node.pod_cidr_slice.to_string(), "192.168.100.0/26");
+        assert_eq!(node.bridge, "br-pods");
+        config.network.pod_cidr = "10.42.0.0".into();
+        assert!(matches!(
+            NodeNetworkConfig::from_config(&config),
+            Err(NetError::Cidr(_))
+        ));
     }
 
     #[test]
