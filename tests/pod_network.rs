@@ -390,3 +390,40 @@ fn pod_links_use_the_configured_mtu_and_hairpin_ports() {
     let bridge = node.ns.exec_ok("ip", &["-o", "link", "show", "berth0"]);
     assert!(bridge.contains("mtu 1400"), "{bridge}");
 }
+
+#[test]
+fn pods_set_up_concurrently_on_a_multi_threaded_runtime_get_distinct_addresses() {
+    let node = Node::new();
+    let config = node.config();
+    let uids: Vec<String> = (0..6).map(|_| uid("many")).collect();
+    let pods = in_netns(&node.netns_path(), move || {
+        // Worker threads are spawned from this thread, so they start in the test namespace,
+        // as the daemon's start in the node's.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        runtime.block_on(async move {
+            let net = std::sync::Arc::new(NodeNetwork::new(config));
+            net.init().await.expect("init");
+            let tasks: Vec<_> = uids
+                .into_iter()
+                .map(|uid| {
+                    let net = net.clone();
+                    tokio::spawn(async move { net.setup_pod(&uid).await.expect("setup_pod") })
+                })
+                .collect();
+            let mut pods = Vec::new();
+            for task in tasks {
+                pods.push(task.await.expect("setup task"));
+            }
+            pods
+        })
+    });
+    let ips: HashSet<Ipv4Addr> = pods.iter().map(|p| p.ip).collect();
+    assert_eq!(ips.len(), pods.len());
+    assert_eq!(node.ipam_files().len(), pods.len());
+    let seen = connect(&pods[0].netns_path, &pods[5].netns_path, pods[5].ip).expect("0 -> 5");
+    assert_eq!(seen.ip(), pods[0].ip);
+}

@@ -28,7 +28,7 @@ impl Netlink {
     /// A connection in the calling thread's namespace. Needs a tokio runtime.
     pub fn here() -> Result<Netlink, NetError> {
         let (connection, handle, _) =
-            rtnetlink::new_connection().map_err(|e| NetError::io("netlink socket", e))?;
+            rtnetlink::new_connection().map_err(NetError::NetlinkSocket)?;
         Ok(Netlink {
             handle,
             connection: tokio::spawn(connection),
@@ -41,14 +41,15 @@ impl Netlink {
     /// for its whole life. So a helper thread joins the pod's namespace only long enough to
     /// create the socket (registered with our runtime), then exits; every request after that
     /// runs on ordinary runtime threads, which never change namespace.
-    pub fn in_netns(netns_path: &Path) -> Result<Netlink, NetError> {
+    pub async fn in_netns(netns_path: &Path) -> Result<Netlink, NetError> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| NetError::Thread(format!("no tokio runtime: {e}")))?;
         let path = netns_path.to_path_buf();
         let (connection, handle, _) = netns::run_in(netns_path, move || {
             let _entered = runtime.enter();
             rtnetlink::new_connection().map_err(|e| NetError::io(&path, e))
-        })?;
+        })
+        .await?;
         Ok(Netlink {
             handle,
             connection: tokio::spawn(connection),

@@ -58,6 +58,8 @@ pub enum NetError {
     },
     #[error("{0} is not a network namespace")]
     NotANetns(PathBuf),
+    #[error("opening a netlink socket: {0}")]
+    NetlinkSocket(#[source] std::io::Error),
     #[error("netlink: {op}: {source}")]
     Netlink {
         op: String,
@@ -240,12 +242,12 @@ impl NodeNetwork {
         let ip = self.ipam.allocate(pod_uid)?;
         netns::ensure_private_dir(&self.netns_dir())?;
         let netns_path = self.netns_path(pod_uid);
-        netns::create(&netns_path)?;
+        netns::create(&netns_path).await?;
 
         let host = Netlink::here()?;
         let bridge = (host.link_index(&self.config.bridge).await?)
             .ok_or_else(|| NetError::NoBridge(self.config.bridge.clone()))?;
-        let pod = Netlink::in_netns(&netns_path)?;
+        let pod = Netlink::in_netns(&netns_path).await?;
         let host_veth = veth_name(pod_uid);
         let host_end = host.link_index(&host_veth).await?;
         let pod_end = pod.link_index(POD_INTERFACE).await?;
@@ -513,8 +515,10 @@ mod tests {
 
     #[test]
     fn the_node_layout_follows_the_config_file() {
-        let mut config = crate::config::Config::default();
-        config.data_dir = PathBuf::from("/srv/berth");
+        let mut config = crate::config::Config {
+            data_dir: PathBuf::from("/srv/berth"),
+            ..Default::default()
+        };
         assert_eq!(
             NodeNetworkConfig::from_config(&config).unwrap(),
             NodeNetworkConfig::single_node("/srv/berth")

@@ -49,7 +49,7 @@ pub fn is_netns(path: &Path) -> bool {
 }
 
 /// Creates a new network namespace pinned at `path`, or keeps the one already there.
-pub fn create(path: &Path) -> Result<(), NetError> {
+pub async fn create(path: &Path) -> Result<(), NetError> {
     if is_netns(path) {
         return Ok(());
     }
@@ -68,7 +68,8 @@ pub fn create(path: &Path) -> Result<(), NetError> {
             None::<&str>,
         )
         .map_err(|e| NetError::sys("bind-mount netns", &target, e))
-    });
+    })
+    .await;
     if result.is_err() {
         let _ = fs::remove_file(path);
     }
@@ -92,7 +93,7 @@ pub fn remove(path: &Path) -> Result<(), NetError> {
 /// Runs `f` on a fresh thread that has joined the network namespace at `path`. Sockets `f`
 /// opens stay in that namespace after the thread is gone, which is how the caller gets a
 /// netlink connection into a pod without moving any of its own threads.
-pub fn run_in<T, F>(path: &Path, f: F) -> Result<T, NetError>
+pub async fn run_in<T, F>(path: &Path, f: F) -> Result<T, NetError>
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T, NetError> + Send + 'static,
@@ -106,20 +107,25 @@ where
         setns(&ns, CloneFlags::CLONE_NEWNET).map_err(|e| NetError::sys("setns", &path, e))?;
         f()
     })
+    .await
 }
 
-/// Runs `f` on its own thread and waits for it; the thread's namespace changes die with it.
-fn on_thread<T, F>(f: F) -> Result<T, NetError>
+/// Runs `f` on its own thread and awaits its result without blocking the caller's runtime
+/// (creating a namespace can take milliseconds). The thread starts in the caller's namespace
+/// and its namespace changes die with it.
+async fn on_thread<T, F>(f: F) -> Result<T, NetError>
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T, NetError> + Send + 'static,
 {
-    let handle = std::thread::Builder::new()
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
         .name("berth-netns".into())
-        .spawn(f)
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
         .map_err(|e| NetError::Thread(e.to_string()))?;
-    handle
-        .join()
+    rx.await
         .map_err(|_| NetError::Thread("netns helper thread panicked".into()))?
 }
 
