@@ -239,14 +239,15 @@ impl NodeNetwork {
         validate_pod_uid(pod_uid)?;
         let gateway = self.gateway()?;
         let _one_change = self.changes.lock().await;
+        // Checked first so a setup before `init` leaves nothing behind.
+        let host = Netlink::here()?;
+        let bridge = (host.link_index(&self.config.bridge).await?)
+            .ok_or_else(|| NetError::NoBridge(self.config.bridge.clone()))?;
         let ip = self.ipam.allocate(pod_uid)?;
         netns::ensure_private_dir(&self.netns_dir())?;
         let netns_path = self.netns_path(pod_uid);
         netns::create(&netns_path).await?;
 
-        let host = Netlink::here()?;
-        let bridge = (host.link_index(&self.config.bridge).await?)
-            .ok_or_else(|| NetError::NoBridge(self.config.bridge.clone()))?;
         let pod = Netlink::in_netns(&netns_path).await?;
         let host_veth = veth_name(pod_uid);
         let host_end = host.link_index(&host_veth).await?;

@@ -151,13 +151,8 @@ mod tests {
 
     #[test]
     fn the_table_renders_as_nft_lists_it() {
-        let expected = "table ip berth {\n\
-                        \tchain postrouting {\n\
-                        \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
-                        \t\tip saddr 10.42.0.0/24 ip daddr != 10.42.0.0/16 masquerade\n\
-                        \t}\n\
-                        }\n";
-        assert_eq!(masquerade().to_nft(), expected);
+        let golden = include_str!("../../tests/fixtures/network/masquerade.nft");
+        assert_eq!(masquerade().to_nft(), golden);
     }
 
     #[test]
