@@ -438,10 +438,19 @@ fn read_put(
         .map_err(|e| shared.corrupt(format!("log entry {revision}: {e}")))?;
     Ok(KeyValue {
         key: entry.key.to_owned(),
-        value: Bytes::copy_from_slice(entry.value),
+        value: entry_value(shared, revision, &entry)?,
         create_revision: entry.create_revision,
         mod_revision: revision,
     })
+}
+
+/// The value of a decoded entry, decompressed.
+fn entry_value(shared: &Shared, revision: u64, entry: &LogEntry<'_>) -> Result<Bytes, StoreError> {
+    match entry.value() {
+        Ok(std::borrow::Cow::Borrowed(value)) => Ok(Bytes::copy_from_slice(value)),
+        Ok(std::borrow::Cow::Owned(value)) => Ok(Bytes::from(value)),
+        Err(e) => Err(shared.corrupt(format!("log entry {revision}: {e}"))),
+    }
 }
 
 /// The newest revision in a snapshot: the last log key (compaction never removes it).

@@ -692,3 +692,29 @@ async fn bench_updates_reports_few_commits_for_concurrent_writers() {
         report.write_bytes_per_update(),
     );
 }
+
+/// The SD-card wear figure: run alone (write_bytes counts the whole process), with
+/// `cargo test --lib store::tests::measure_write_bytes_per_update -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: run alone so other tests' writes do not count"]
+async fn measure_write_bytes_per_update() {
+    for kind in [bench::BenchValue::Json, bench::BenchValue::Noise] {
+        for writers in [1, 10] {
+            let (_dir, store) = open_temp(StoreOptions::default());
+            let report = bench::bench_updates_of(&store, writers, 1_000, 2_048, kind)
+                .await
+                .unwrap();
+            let per_update = report.write_bytes_per_update().unwrap();
+            eprintln!(
+                "{kind:?} 2 KiB, {writers} writers: {per_update} write_bytes per update, \
+                 {:.0} commits per 1000 updates, {:?}",
+                report.commits_per_1000_updates(),
+                report.elapsed,
+            );
+            assert!(
+                per_update > 0,
+                "an update that writes nothing is not durable"
+            );
+        }
+    }
+}

@@ -293,13 +293,7 @@ fn apply(
             if expected_mod_revision.is_some_and(|expected| expected != current_rev) {
                 return Ok(Err(StoreError::Conflict { current }));
             }
-            let tombstone = LogEntry {
-                tombstone: true,
-                create_revision: current.create_revision,
-                prev_revision: current_rev,
-                key: &key,
-                value: &[],
-            };
+            let tombstone = LogEntry::tombstone(current.create_revision, current_rev, &key);
             log.insert(revision, tombstone.encode().as_slice())
                 .map_err(|e| shared.redb_error("write log", e))?;
             index
@@ -351,13 +345,7 @@ fn put(
             limit: MAX_ENTRY_BYTES,
         }));
     }
-    let entry = LogEntry {
-        tombstone: false,
-        create_revision,
-        prev_revision,
-        key: &key,
-        value: &bytes,
-    };
+    let entry = LogEntry::put(create_revision, prev_revision, &key, &bytes);
     log.insert(revision, entry.encode().as_slice())
         .map_err(|e| shared.redb_error("write log", e))?;
     index
