@@ -116,6 +116,7 @@ impl<'a> LogEntry<'a> {
     }
 
     /// Length of the value once decompressed.
+    #[cfg(test)]
     pub fn value_len(&self) -> usize {
         match self.payload {
             Payload::Raw(value) => value.len(),

@@ -54,6 +54,7 @@ const CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// Largest key plus value accepted; the API server's own request limit is far below this.
 pub const MAX_ENTRY_BYTES: usize = 64 * 1024 * 1024;
 
+#[derive(Clone, Debug)]
 pub struct StoreOptions {
     /// Revisions of history kept for watches to resume from.
     pub history_revisions: u64,
@@ -143,6 +144,8 @@ pub enum StoreError {
         // Shared so one failed group commit can answer every caller in it.
         source: Arc<redb::Error>,
     },
+    #[error("cannot start the store's writer thread: {0}")]
+    Thread(std::io::Error),
     #[error("store {path} is corrupt: {detail}")]
     Corrupt { path: PathBuf, detail: String },
     #[error("the value function panicked; nothing was written")]
@@ -196,7 +199,11 @@ impl Drop for Handle {
         // free to reopen as soon as the store is dropped.
         self.requests.take();
         if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
+            // The last handle can die on the writer thread itself (a value closure that owned
+            // a Store clone); a thread cannot wait for itself, and it is about to exit anyway.
+            if writer.thread().id() != std::thread::current().id() {
+                let _ = writer.join();
+            }
         }
     }
 }

@@ -472,6 +472,19 @@ async fn concurrent_updates_share_commits_and_get_distinct_revisions() {
         ));
     }
     let commits_before = store.stats().commits;
+    // Hold the writer inside a transaction (value closures run on it) so the 100 updates
+    // below are all queued by the time it looks again, however fast this disk syncs.
+    let blocker = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let slow = |_| {
+                std::thread::sleep(Duration::from_millis(200));
+                b"slow".to_vec()
+            };
+            store.create("/blocker", slow).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
     let mut tasks = tokio::task::JoinSet::new();
     for (key, rev) in created {
         let store = store.clone();
@@ -481,12 +494,47 @@ async fn concurrent_updates_share_commits_and_get_distinct_revisions() {
     while let Some(result) = tasks.join_next().await {
         revisions.insert(result.unwrap().unwrap().mod_revision);
     }
+    blocker.await.unwrap().unwrap();
     let commits = store.stats().commits - commits_before;
     assert_eq!(revisions.len(), 100, "every update got its own revision");
-    assert_eq!(revisions.iter().max(), Some(&200));
+    assert_eq!(revisions.iter().max(), Some(&201));
+    assert!(commits <= 5, "101 concurrent writes took {commits} commits");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_whose_history_is_compacted_while_it_reads_ends_instead_of_skipping() {
+    // 1,200 writes with 900 kept: below the automatic compaction point, so only the explicit
+    // compact() below moves the horizon (to 300, past the first history chunk).
+    let (_dir, store) = open_temp(options(900, 10_000));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..600 {
+        let store = store.clone();
+        tasks.spawn(async move { store.create(&format!("/h/{i:03}"), text("v")).await });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.unwrap().unwrap();
+    }
+    // Creates supersede nothing, so make compaction drop history: update every key.
+    for i in 0..600 {
+        let key = format!("/h/{i:03}");
+        let current = store.get(&key).unwrap().unwrap();
+        let store = store.clone();
+        tasks.spawn(async move { store.update(&key, current.mod_revision, text("w")).await });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.unwrap().unwrap();
+    }
+    let mut watch = store.watch("/h/", 0).unwrap_or_else(|e| panic!("{e}"));
+    let mut delivered = vec![next_event(&mut watch).await.unwrap().revision];
+    assert_eq!(store.compact().await.unwrap(), 300);
+    while let Some(event) = next_event(&mut watch).await {
+        delivered.push(event.revision);
+    }
+    let expected: Vec<u64> = (1..=delivered.len() as u64).collect();
+    assert_eq!(delivered, expected, "what was delivered has no gap");
     assert!(
-        commits <= 20,
-        "100 concurrent updates took {commits} commits"
+        delivered.len() < 1_200,
+        "the stream ended once history was gone"
     );
 }
 

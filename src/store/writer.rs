@@ -65,7 +65,7 @@ pub(super) fn spawn(
             // waiting forever.
             shared.broadcaster.close();
         })
-        .map_err(|_| StoreError::Closed)
+        .map_err(StoreError::Thread)
 }
 
 fn run(shared: &Shared, queue: &mpsc::Receiver<Request>) {
