@@ -562,6 +562,17 @@ async fn concurrent_swaps_on_one_key_let_exactly_one_win() {
     assert_eq!(store.revision(), 2);
 }
 
+#[tokio::test]
+async fn a_batch_of_only_failed_checks_commits_nothing() {
+    let (_dir, store) = open_temp(StoreOptions::default());
+    store.create("/a", text("1")).await.unwrap();
+    let commits = store.stats().commits;
+    store.create("/a", text("again")).await.unwrap_err();
+    store.update("/a", 99, text("stale")).await.unwrap_err();
+    store.delete("/missing", None).await.unwrap_err();
+    assert_eq!(store.stats().commits, commits);
+}
+
 #[test]
 fn a_file_that_is_not_a_store_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -765,4 +776,19 @@ async fn measure_write_bytes_per_update() {
             );
         }
     }
+}
+
+#[test]
+fn handles_and_futures_can_cross_threads() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    let (_dir, store) = open_temp(StoreOptions::default());
+    send_sync(&store);
+    send(&store.create("/a", text("1")));
+    send(&store.update("/a", 1, text("2")));
+    send(&store.delete("/a", None));
+    let mut watch = store.watch("/", 0).unwrap();
+    send(&watch);
+    send(&watch.next());
+    assert_eq!(store.revision(), 0, "futures that are never polled write nothing");
 }
