@@ -282,6 +282,18 @@ async fn watch_resumed_after_revision_n_sees_exactly_the_later_events() {
 }
 
 #[tokio::test]
+async fn a_watch_after_a_future_revision_waits_for_it() {
+    let (_dir, store) = open_temp(StoreOptions::default());
+    let mut far = store.watch("/", u64::MAX).unwrap();
+    let mut next = store.watch("/", 1).unwrap();
+    store.create("/a", text("1")).await.unwrap();
+    store.create("/b", text("1")).await.unwrap();
+    assert_eq!(next_event(&mut next).await.unwrap().revision, 2);
+    let nothing = tokio::time::timeout(Duration::from_millis(100), far.next()).await;
+    assert!(nothing.is_err(), "no event comes after u64::MAX");
+}
+
+#[tokio::test]
 async fn watch_only_delivers_keys_under_its_prefix() {
     let (_dir, store) = open_temp(StoreOptions::default());
     store.create("/pods/a", text("1")).await.unwrap();
@@ -790,5 +802,9 @@ fn handles_and_futures_can_cross_threads() {
     let mut watch = store.watch("/", 0).unwrap();
     send(&watch);
     send(&watch.next());
-    assert_eq!(store.revision(), 0, "futures that are never polled write nothing");
+    assert_eq!(
+        store.revision(),
+        0,
+        "futures that are never polled write nothing"
+    );
 }

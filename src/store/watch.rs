@@ -118,6 +118,8 @@ impl Watch {
         prefix: &str,
         after_revision: u64,
     ) -> Result<Watch, StoreError> {
+        // Keeps `history_end + 1` from overflowing; no store gets near this revision.
+        let after_revision = after_revision.min(u64::MAX - 1);
         let (id, live) = shared.broadcaster.subscribe(prefix, shared.watch_buffer);
         // Built before reading history so that an error below unsubscribes (Drop).
         let mut watch = Watch {
