@@ -62,12 +62,19 @@ pub struct StoreOptions {
     pub watch_buffer: usize,
 }
 
+impl From<&crate::config::StoreConfig> for StoreOptions {
+    fn from(config: &crate::config::StoreConfig) -> Self {
+        StoreOptions {
+            history_revisions: config.history_revisions,
+            watch_buffer: config.watch_buffer,
+        }
+    }
+}
+
+/// The defaults of the config file (they live there, once).
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions {
-            history_revisions: 10_000,
-            watch_buffer: 1_000,
-        }
+        StoreOptions::from(&crate::config::StoreConfig::default())
     }
 }
 
