@@ -586,6 +586,20 @@ async fn a_batch_of_only_failed_checks_commits_nothing() {
 }
 
 #[test]
+fn a_store_already_open_is_refused_with_its_path() {
+    let (dir, _store) = open_temp(StoreOptions::default());
+    let path = dir.path().join("store.redb");
+    let err = Store::open(&path, StoreOptions::default())
+        .err()
+        .expect("a second open of the same file");
+    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_file_that_is_not_a_store_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("garbage.redb");
