@@ -123,10 +123,6 @@ pub fn parse_manifest(digest: &str, bytes: &[u8]) -> Result<AnyManifest, ImageEr
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ConfigFile {
     #[serde(default)]
-    pub architecture: String,
-    #[serde(default)]
-    pub os: String,
-    #[serde(default)]
     pub config: Option<ContainerConfig>,
     pub rootfs: RootFs,
 }
