@@ -224,17 +224,20 @@ impl ImageStore {
             let mut hasher = Sha256::new();
             let mut size = 0u64;
             while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| {
-                    // oci-client checks the digest at the end of the stream too.
-                    if e.to_string().to_lowercase().contains("digest") {
-                        ImageError::DigestMismatch {
+                let chunk = match chunk {
+                    Ok(chunk) => chunk,
+                    // oci-client checks the digest itself and fails the stream's end; by then
+                    // every byte has passed through here, so say what they really hash to.
+                    Err(_) if size == descriptor.size => {
+                        return Err(ImageError::DigestMismatch {
                             expected: descriptor.digest.clone(),
-                            actual: format!("something else ({e})"),
-                        }
-                    } else {
-                        registry_error(format!("blob {}: {e}", descriptor.digest))
+                            actual: format!("sha256:{}", hex::encode(hasher.finalize())),
+                        });
                     }
-                })?;
+                    Err(e) => {
+                        return Err(registry_error(format!("blob {}: {e}", descriptor.digest)))
+                    }
+                };
                 size += chunk.len() as u64;
                 if size > descriptor.size {
                     return Err(registry_error(format!(
