@@ -511,6 +511,42 @@ pub(super) mod fixtures {
         builder.into_inner().unwrap()
     }
 
+    /// An OCI layout whose one entry is a nested index: a foreign platform and this node's.
+    pub fn multi_platform_oci_archive(name: &str, image: &TestImage) -> Vec<u8> {
+        let node = super::super::reference::Platform::node();
+        let inner = Blob::new(
+            serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {"digest": format!("sha256:{}", "f".repeat(64)), "size": 1,
+                 "platform": {"architecture": "s390x", "os": "linux"}},
+                {"digest": image.manifest.digest, "size": image.manifest.bytes.len(),
+                 "platform": {"architecture": node.architecture, "os": "linux",
+                              "variant": node.variant}},
+            ]}))
+            .unwrap(),
+        );
+        let mut builder = tar::Builder::new(Vec::new());
+        for blob in [&image.config, &image.manifest, &inner]
+            .into_iter()
+            .chain(&image.layers)
+        {
+            let hex = &blob.digest["sha256:".len()..];
+            add(&mut builder, &format!("blobs/sha256/{hex}"), &blob.bytes);
+        }
+        let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": inner.digest, "size": inner.bytes.len(),
+            "annotations": {"org.opencontainers.image.ref.name": name}}]});
+        add(
+            &mut builder,
+            "index.json",
+            &serde_json::to_vec(&index).unwrap(),
+        );
+        builder.into_inner().unwrap()
+    }
+
     /// A `docker save` style archive (config and layers under arbitrary names).
     pub fn docker_archive(tags: &[&str], image: &TestImage) -> Vec<u8> {
         let mut builder = tar::Builder::new(Vec::new());
@@ -572,6 +608,29 @@ mod store_tests {
         // Lookup by (short) id works too.
         let short = &img.config.digest["sha256:".len().."sha256:".len() + 12];
         assert_eq!(store.get(short).unwrap().unwrap().id, img.config.digest);
+    }
+
+    #[test]
+    fn a_multi_platform_archive_imports_the_node_platform_named_by_the_index_digest() {
+        let (dir, store) = store();
+        let img = image(vec![layer(&[("native", b"yes")])], "sh");
+        let tar = multi_platform_oci_archive("quay.io/x/tool:2", &img);
+        let archive = write(&dir, "multi.tar.gz", &gzip(&tar));
+        let imported = store.import_archive(&archive).unwrap();
+        assert_eq!(imported[0].reference, "quay.io/x/tool:2");
+        assert_eq!(imported[0].id, img.config.digest);
+        assert!(imported[0].digest.starts_with("quay.io/x/tool@sha256:"));
+        assert!(!imported[0]
+            .digest
+            .ends_with(&img.manifest.digest["sha256:".len()..]));
+        assert!(imported[0].layers[0].join("native").is_file());
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(bytes).unwrap();
+        gz.finish().unwrap()
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Pulling from registries: resolve the reference to one manifest for this node's platform,
 //! fetch what is missing, verify every byte against its digest, record the image.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
+use oci_client::errors::{DigestError, OciDistributionError};
 use oci_client::{Client, Reference};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -13,7 +15,7 @@ use super::manifest::{
     parse_manifest, sha256_digest, AnyManifest, Descriptor, ImageManifest, ACCEPTED_MANIFESTS,
     MAX_DOCUMENT_BYTES,
 };
-use super::reference::{parse_reference, Platform};
+use super::reference::{normalize_reference, parse_reference, Platform};
 use super::{Image, ImageError, ImageStore, PullPolicy, PullReport, RegistryAuth};
 
 impl ImageStore {
@@ -25,16 +27,29 @@ impl ImageStore {
         policy: PullPolicy,
         auth: &RegistryAuth,
     ) -> Result<(Image, Option<PullReport>), ImageError> {
-        if policy != PullPolicy::Always {
-            if let Some(image) = self.get_blocking(reference).await? {
+        let normalized = normalize_reference(reference)?;
+        if policy == PullPolicy::Never {
+            return match self.get_blocking(&normalized).await? {
+                Some(image) => Ok((image, None)),
+                None => Err(ImageError::NotPresent(normalized)),
+            };
+        }
+        let inflight = self.inflight_lock(&normalized);
+        let _pulling = inflight.lock().await;
+        // Checked under the lock: a concurrent pull of the same reference may just have finished.
+        if policy == PullPolicy::IfNotPresent {
+            if let Some(image) = self.get_blocking(&normalized).await? {
                 return Ok((image, None));
             }
-            if policy == PullPolicy::Never {
-                return Err(ImageError::NotPresent(reference.to_string()));
-            }
         }
-        let (image, report) = self.pull(reference, auth).await?;
+        let (image, report) = self.pull(&normalized, auth).await?;
         Ok((image, Some(report)))
+    }
+
+    fn inflight_lock(&self, reference: &str) -> Arc<tokio::sync::Mutex<()>> {
+        // A poisoned map only means another pull panicked; the map itself is still sound.
+        let mut map = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(reference.to_string()).or_default().clone()
     }
 
     /// Fetches `reference` from its mirrors or registry, whatever is already present.
@@ -90,10 +105,16 @@ impl ImageStore {
         reference: &Reference,
     ) -> Result<(Image, u64), ImageError> {
         let name = reference.whole();
-        let registry_error = |e: oci_client::errors::OciDistributionError| ImageError::Registry {
-            reference: name.clone(),
-            endpoint: endpoint.host.clone(),
-            message: e.to_string(),
+        let registry_error = |e: OciDistributionError| match e {
+            OciDistributionError::DigestError(DigestError::VerificationError {
+                expected,
+                actual,
+            }) => ImageError::DigestMismatch { expected, actual },
+            other => ImageError::Registry {
+                reference: name.clone(),
+                endpoint: endpoint.host.clone(),
+                message: other.to_string(),
+            },
         };
         let client = endpoint.client()?;
         let auth = endpoint.oci_auth();
@@ -280,4 +301,229 @@ async fn run_blocking<T: Send + 'static>(
             source: std::io::Error::other(format!("image store task failed: {e}")),
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    use axum::extract::{Path as UrlPath, State};
+    use axum::http::{header, StatusCode};
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::get;
+
+    use super::super::archive::fixtures::{image, layer, TestImage};
+    use super::super::manifest::{OCI_INDEX, OCI_MANIFEST};
+    use super::*;
+
+    /// A minimal registry on 127.0.0.1:0 serving fixed content and counting blob downloads.
+    #[derive(Default)]
+    struct FakeRegistry {
+        /// "<repo>/manifests/<ref>" or "<repo>/blobs/<digest>" → (content type, body).
+        content: Mutex<HashMap<String, (String, Vec<u8>)>>,
+        blob_gets: AtomicUsize,
+    }
+
+    impl FakeRegistry {
+        fn put(&self, path: String, media_type: &str, body: &[u8]) {
+            let mut content = self.content.lock().unwrap();
+            content.insert(path, (media_type.to_string(), body.to_vec()));
+        }
+
+        fn put_image(&self, repo: &str, tag: &str, img: &TestImage) {
+            self.put(
+                format!("{repo}/manifests/{tag}"),
+                OCI_MANIFEST,
+                &img.manifest.bytes,
+            );
+            self.put(
+                format!("{repo}/manifests/{}", img.manifest.digest),
+                OCI_MANIFEST,
+                &img.manifest.bytes,
+            );
+            for blob in std::iter::once(&img.config).chain(&img.layers) {
+                self.put(
+                    format!("{repo}/blobs/{}", blob.digest),
+                    "application/octet-stream",
+                    &blob.bytes,
+                );
+            }
+        }
+    }
+
+    async fn serve(
+        State(registry): State<Arc<FakeRegistry>>,
+        UrlPath(path): UrlPath<String>,
+    ) -> Response {
+        if path.contains("/blobs/") {
+            registry.blob_gets.fetch_add(1, Ordering::SeqCst);
+        }
+        let found = registry.content.lock().unwrap().get(&path).cloned();
+        match found {
+            Some((media_type, body)) => {
+                ([(header::CONTENT_TYPE, media_type)], body).into_response()
+            }
+            None => StatusCode::NOT_FOUND.into_response(),
+        }
+    }
+
+    async fn start(registry: Arc<FakeRegistry>) -> (String, tokio::task::JoinHandle<()>) {
+        let app = axum::Router::new()
+            .route("/v2/", get(|| async { "{}" }))
+            .route("/v2/{*path}", get(serve))
+            .with_state(registry);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (addr.to_string(), task)
+    }
+
+    fn store() -> (tempfile::TempDir, ImageStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(&dir.path().join("images")).unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn an_index_resolves_to_the_node_platform_and_the_image_is_named_by_the_index_digest() {
+        let registry = Arc::new(FakeRegistry::default());
+        let img = image(vec![layer(&[("bin/app", b"native")])], "app");
+        registry.put_image("app", "unused", &img);
+        let node = Platform::node();
+        let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": [
+            {"mediaType": OCI_MANIFEST, "size": 1,
+             "digest": format!("sha256:{}", "e".repeat(64)),
+             "platform": {"architecture": "s390x", "os": "linux"}},
+            {"mediaType": OCI_MANIFEST, "size": img.manifest.bytes.len(),
+             "digest": img.manifest.digest,
+             "platform": {"architecture": node.architecture, "os": "linux",
+                          "variant": node.variant}},
+        ]}))
+        .unwrap();
+        registry.put("app/manifests/1".into(), OCI_INDEX, &index);
+        let (host, server) = start(registry.clone()).await;
+        let (_dir, store) = store();
+
+        let reference = format!("{host}/app:1");
+        let (pulled, report) = store
+            .ensure(
+                &reference,
+                PullPolicy::IfNotPresent,
+                &RegistryAuth::default(),
+            )
+            .await
+            .unwrap();
+        let report = report.expect("went to the registry");
+        assert!(report.bytes >= img.layers[0].bytes.len() as u64);
+        assert_eq!(
+            pulled.digest,
+            format!("{host}/app@{}", sha256_digest(&index))
+        );
+        assert_eq!(pulled.id, img.config.digest);
+        assert_eq!(
+            std::fs::read(pulled.layers[0].join("bin/app")).unwrap(),
+            b"native"
+        );
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn pods_pulling_one_image_at_once_download_it_once() {
+        let registry = Arc::new(FakeRegistry::default());
+        let img = image(vec![layer(&[("a", b"1")]), layer(&[("b", b"2")])], "x");
+        registry.put_image("app", "1", &img);
+        let (host, server) = start(registry.clone()).await;
+        let (_dir, store) = store();
+        let reference = format!("{host}/app:1");
+        let auth = RegistryAuth::default();
+
+        let other = store.clone();
+        let (a, b) = tokio::join!(
+            store.ensure(&reference, PullPolicy::IfNotPresent, &auth),
+            other.ensure(&reference, PullPolicy::IfNotPresent, &auth)
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a.0, b.0);
+        assert_eq!(usize::from(a.1.is_some()) + usize::from(b.1.is_some()), 1);
+        assert_eq!(
+            registry.blob_gets.load(Ordering::SeqCst),
+            3,
+            "config and two layers, once"
+        );
+
+        // Always goes back to the registry, but only for the manifest.
+        let (_, report) = store
+            .ensure(&reference, PullPolicy::Always, &auth)
+            .await
+            .unwrap();
+        assert_eq!(report.unwrap().bytes, img.manifest.bytes.len() as u64);
+        assert_eq!(registry.blob_gets.load(Ordering::SeqCst), 3);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_manifest_that_is_not_the_requested_digest_is_rejected() {
+        let registry = Arc::new(FakeRegistry::default());
+        let img = image(vec![layer(&[("a", b"1")])], "x");
+        let wanted = format!("sha256:{}", "d".repeat(64));
+        registry.put(
+            format!("app/manifests/{wanted}"),
+            OCI_MANIFEST,
+            &img.manifest.bytes,
+        );
+        let (host, server) = start(registry.clone()).await;
+        let (_dir, store) = store();
+
+        let err = store
+            .ensure(
+                &format!("{host}/app@{wanted}"),
+                PullPolicy::Always,
+                &RegistryAuth::default(),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+        assert!(store.list().unwrap().is_empty());
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn never_fails_for_a_missing_image_and_if_not_present_reuses_a_local_one() {
+        let (dir, store) = store();
+        // Port 1 on the loopback: nothing listens, so any attempt to pull would fail.
+        let reference = "127.0.0.1:1/app:1";
+        let err = store
+            .ensure(reference, PullPolicy::Never, &RegistryAuth::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ImageError::NotPresent(_)), "{err}");
+
+        let img = image(vec![layer(&[("a", b"1")])], "x");
+        let archive = dir.path().join("a.tar");
+        std::fs::write(
+            &archive,
+            super::super::archive::fixtures::oci_archive(&[(reference, &img)]),
+        )
+        .unwrap();
+        store.import_archive(&archive).unwrap();
+        for policy in [PullPolicy::Never, PullPolicy::IfNotPresent] {
+            let (image, report) = store
+                .ensure(reference, policy, &RegistryAuth::default())
+                .await
+                .unwrap();
+            assert_eq!(image.id, img.config.digest);
+            assert_eq!(report, None);
+        }
+        let err = store
+            .ensure(reference, PullPolicy::Always, &RegistryAuth::default())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+    }
 }

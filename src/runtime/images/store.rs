@@ -9,11 +9,12 @@
 //! Blobs and layers are content-addressed and appear by rename, so two writers of the same
 //! content simply agree.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -26,10 +27,13 @@ use super::{Image, ImageError, ImageRuntimeConfig};
 
 static NEXT_TMP: AtomicU64 = AtomicU64::new(0);
 
-/// Handle on `<data-dir>/images`. Cheap to clone; holds no open files.
+/// Handle on `<data-dir>/images`. Cheap to clone (clones share in-flight pulls); holds no
+/// open files.
 #[derive(Debug, Clone)]
 pub struct ImageStore {
     root: PathBuf,
+    /// One lock per reference being pulled, so pods starting together download an image once.
+    pub(super) inflight: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 /// `index.json`: what is recorded about each image.
@@ -67,6 +71,7 @@ impl ImageStore {
     pub fn open(root: &Path) -> Result<ImageStore, ImageError> {
         let store = ImageStore {
             root: root.to_path_buf(),
+            inflight: Arc::default(),
         };
         for dir in [store.blobs_dir(), store.layers_dir(), store.tmp_dir()] {
             fs::create_dir_all(&dir).map_err(ImageError::io(&dir))?;
