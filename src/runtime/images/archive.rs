@@ -45,6 +45,14 @@ struct DockerArchiveImage {
     layers: Vec<String>,
 }
 
+/// An image found in an archive, all of whose blobs are now in the store.
+struct ArchivedImage {
+    references: Vec<String>,
+    repo_digest: String,
+    manifest_digest: String,
+    manifest: ImageManifest,
+}
+
 #[derive(Deserialize)]
 struct LayoutIndex {
     manifests: Vec<Descriptor>,
@@ -75,10 +83,14 @@ impl ImageStore {
             ));
         };
         let mut result = Vec::new();
-        for (references, repo_digest, manifest_digest, manifest) in images {
-            let image =
-                self.commit_image(&references, &repo_digest, &manifest_digest, &manifest)?;
-            for reference in &references {
+        for found in images {
+            let image = self.commit_image(
+                &found.references,
+                &found.repo_digest,
+                &found.manifest_digest,
+                &found.manifest,
+            )?;
+            for reference in &found.references {
                 result.push(Image {
                     reference: reference.clone(),
                     ..image.clone()
@@ -154,7 +166,7 @@ impl ImageStore {
         &self,
         path: &Path,
         index_bytes: &[u8],
-    ) -> Result<Vec<(Vec<String>, String, String, ImageManifest)>, ImageError> {
+    ) -> Result<Vec<ArchivedImage>, ImageError> {
         let archive_error = |reason: String| ImageError::Archive {
             path: path.to_path_buf(),
             reason,
@@ -191,7 +203,12 @@ impl ImageStore {
                     return Err(archive_error(format!("lacks blob {}", blob.digest)));
                 }
             }
-            images.push((vec![reference], repo_digest, digest, manifest));
+            images.push(ArchivedImage {
+                references: vec![reference],
+                repo_digest,
+                manifest_digest: digest,
+                manifest,
+            });
         }
         Ok(images)
     }
@@ -212,7 +229,7 @@ impl ImageStore {
         &self,
         contents: &Contents,
         manifest_bytes: &[u8],
-    ) -> Result<Vec<(Vec<String>, String, String, ImageManifest)>, ImageError> {
+    ) -> Result<Vec<ArchivedImage>, ImageError> {
         let archive_error = |reason: String| ImageError::Archive {
             path: PathBuf::new(),
             reason,
@@ -253,7 +270,12 @@ impl ImageStore {
                 .map_err(|e| archive_error(format!("cannot encode manifest: {e}")))?;
             let digest = sha256_digest(&bytes);
             self.write_blob(&bytes[..], Some(&digest))?;
-            images.push((references, digest.clone(), digest, manifest));
+            images.push(ArchivedImage {
+                references,
+                repo_digest: digest.clone(),
+                manifest_digest: digest,
+                manifest,
+            });
         }
         Ok(images)
     }
@@ -605,9 +627,17 @@ mod store_tests {
         assert_eq!(got.layers.len(), 1);
         assert_eq!(fs::read(got.layers[0].join("bin/busybox")).unwrap(), b"ELF");
         assert!(store.has_blob(&img.layers[0].digest).unwrap());
-        // Lookup by (short) id works too.
+        // Lookup by (short) id works too, and by digest.
         let short = &img.config.digest["sha256:".len().."sha256:".len() + 12];
         assert_eq!(store.get(short).unwrap().unwrap().id, img.config.digest);
+        let by_digest = format!("busybox@{}", img.manifest.digest);
+        let found = store.get(&by_digest).unwrap().expect("found by digest");
+        assert_eq!(found.reference, format!("docker.io/library/{by_digest}"));
+        assert_eq!(found.id, img.config.digest);
+        assert!(store
+            .get(&format!("other@{}", img.manifest.digest))
+            .unwrap()
+            .is_none());
     }
 
     #[test]

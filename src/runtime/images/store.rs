@@ -28,7 +28,8 @@ use super::{Image, ImageError, ImageRuntimeConfig};
 static NEXT_TMP: AtomicU64 = AtomicU64::new(0);
 
 /// Handle on `<data-dir>/images`. Cheap to clone (clones share in-flight pulls); holds no
-/// open files.
+/// open files. All methods but `ensure`/`pull` block on file I/O and `flock`: from async code,
+/// call them through `spawn_blocking`.
 #[derive(Debug, Clone)]
 pub struct ImageStore {
     root: PathBuf,
@@ -91,11 +92,29 @@ impl ImageStore {
             let name = entry.references.first().cloned().unwrap_or_default();
             return Ok(Some(self.image(entry, &name)));
         }
-        let normalized = normalize_reference(reference)?;
-        Ok(index
+        let parsed = parse_reference(reference)?;
+        let normalized = parsed.whole();
+        if let Some(entry) = index
             .images
             .iter()
             .find(|e| e.references.contains(&normalized))
+        {
+            return Ok(Some(self.image(entry, &normalized)));
+        }
+        // `repo@sha256:...` also finds an image pulled by tag, if it is that content.
+        let Some(digest) = parsed.digest() else {
+            return Ok(None);
+        };
+        let repository = repository_of(&parsed);
+        Ok(index
+            .images
+            .iter()
+            .find(|e| {
+                (e.repo_digest == digest || e.manifest_digest == digest)
+                    && e.references
+                        .iter()
+                        .any(|r| parse_reference(r).is_ok_and(|r| repository_of(&r) == repository))
+            })
             .map(|e| self.image(e, &normalized)))
     }
 
