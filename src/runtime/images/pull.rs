@@ -310,7 +310,7 @@ mod tests {
     use std::sync::Mutex;
 
     use axum::extract::{Path as UrlPath, State};
-    use axum::http::{header, StatusCode};
+    use axum::http::{header, HeaderMap, StatusCode};
     use axum::response::{IntoResponse, Response};
     use axum::routing::get;
 
@@ -324,6 +324,8 @@ mod tests {
         /// "<repo>/manifests/<ref>" or "<repo>/blobs/<digest>" → (content type, body).
         content: Mutex<HashMap<String, (String, Vec<u8>)>>,
         blob_gets: AtomicUsize,
+        /// When set, every request needs this `Authorization` header value.
+        basic_auth: Option<String>,
     }
 
     impl FakeRegistry {
@@ -353,10 +355,32 @@ mod tests {
         }
     }
 
+    fn unauthorized(registry: &FakeRegistry, headers: &HeaderMap) -> Option<Response> {
+        let wanted = registry.basic_auth.as_deref()?;
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        (given != Some(wanted)).then(|| {
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Basic realm=\"fake\"")],
+            )
+                .into_response()
+        })
+    }
+
+    async fn ping(State(registry): State<Arc<FakeRegistry>>, headers: HeaderMap) -> Response {
+        unauthorized(&registry, &headers).unwrap_or_else(|| "{}".into_response())
+    }
+
     async fn serve(
         State(registry): State<Arc<FakeRegistry>>,
         UrlPath(path): UrlPath<String>,
+        headers: HeaderMap,
     ) -> Response {
+        if let Some(denied) = unauthorized(&registry, &headers) {
+            return denied;
+        }
         if path.contains("/blobs/") {
             registry.blob_gets.fetch_add(1, Ordering::SeqCst);
         }
@@ -371,7 +395,7 @@ mod tests {
 
     async fn start(registry: Arc<FakeRegistry>) -> (String, tokio::task::JoinHandle<()>) {
         let app = axum::Router::new()
-            .route("/v2/", get(|| async { "{}" }))
+            .route("/v2/", get(ping))
             .route("/v2/{*path}", get(serve))
             .with_state(registry);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -430,6 +454,66 @@ mod tests {
             std::fs::read(pulled.layers[0].join("bin/app")).unwrap(),
             b"native"
         );
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn mirrors_are_tried_in_order_and_a_dead_one_is_skipped() {
+        let registry = Arc::new(FakeRegistry::default());
+        let img = image(vec![layer(&[("m", b"from the mirror")])], "x");
+        registry.put_image("team/app", "1", &img);
+        let (mirror, server) = start(registry.clone()).await;
+        // The mirrored registry and the first mirror are loopback ports nothing listens on, so
+        // a failing test cannot send traffic anywhere.
+        let mut registries = crate::config::RegistriesConfig::default();
+        registries.mirrors.insert(
+            "127.0.0.1:1".into(),
+            crate::config::RegistryMirror {
+                endpoints: vec!["http://127.0.0.1:2".into(), format!("http://{mirror}")],
+            },
+        );
+        let (_dir, store) = store();
+        let (pulled, _) = store
+            .pull(
+                "127.0.0.1:1/team/app:1",
+                &RegistryAuth::from_config(&registries),
+            )
+            .await
+            .unwrap();
+        assert_eq!(pulled.reference, "127.0.0.1:1/team/app:1");
+        assert_eq!(
+            pulled.digest,
+            format!("127.0.0.1:1/team/app@{}", img.manifest.digest)
+        );
+        assert!(pulled.layers[0].join("m").is_file());
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn pull_secrets_authenticate_to_a_registry_that_demands_them() {
+        let registry = Arc::new(FakeRegistry {
+            // base64("pod:secret")
+            basic_auth: Some("Basic cG9kOnNlY3JldA==".into()),
+            ..Default::default()
+        });
+        let img = image(vec![layer(&[("a", b"1")])], "x");
+        registry.put_image("app", "1", &img);
+        let (host, server) = start(registry.clone()).await;
+        let (_dir, store) = store();
+        let reference = format!("{host}/app:1");
+
+        let err = store
+            .pull(&reference, &RegistryAuth::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ImageError::Registry { .. }), "{err}");
+
+        let mut auth = RegistryAuth::default();
+        let secret =
+            format!(r#"{{"auths":{{"{host}":{{"username":"pod","password":"secret"}}}}}}"#);
+        auth.add_docker_config_json(secret.as_bytes()).unwrap();
+        let (pulled, _) = store.pull(&reference, &auth).await.unwrap();
+        assert_eq!(pulled.id, img.config.digest);
         server.abort();
     }
 
