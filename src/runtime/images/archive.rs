@@ -155,6 +155,14 @@ impl ImageStore {
             let expected = name
                 .strip_prefix("blobs/sha256/")
                 .map(|hex| format!("sha256:{hex}"));
+            if let Some(digest) = &expected {
+                // Already stored (and verified when it was): re-importing costs no writes.
+                if self.has_blob(digest)? {
+                    let size = entry.header().size().unwrap_or(0);
+                    contents.files.insert(name, (digest.clone(), size));
+                    continue;
+                }
+            }
             let (digest, size) = self.write_blob(&mut entry, expected.as_deref())?;
             contents.files.insert(name, (digest, size));
         }
