@@ -117,7 +117,7 @@ struct Unpacker<'a> {
 }
 
 impl Unpacker<'_> {
-    fn unsafe_entry(&self, entry: &[u8], reason: impl Into<String>) -> ImageError {
+    fn bad_entry(&self, entry: &[u8], reason: impl Into<String>) -> ImageError {
         ImageError::UnsafeLayer {
             layer: self.layer.to_string(),
             entry: String::from_utf8_lossy(entry).into_owned(),
@@ -164,7 +164,7 @@ impl Unpacker<'_> {
             self.entry(&mut entry, kind, size, p)?;
         }
         if pending.path.is_some() || pending.link.is_some() {
-            return Err(self.unsafe_entry(b"", "extension header without an entry after it"));
+            return Err(self.bad_entry(b"", "extension header without an entry after it"));
         }
         self.finish_dirs()
     }
@@ -176,7 +176,7 @@ impl Unpacker<'_> {
         limit: u64,
     ) -> Result<Vec<u8>, ImageError> {
         if size > limit {
-            return Err(self.unsafe_entry(
+            return Err(self.bad_entry(
                 b"",
                 format!("extension header of {size} bytes exceeds the {limit} byte limit"),
             ));
@@ -198,12 +198,12 @@ impl Unpacker<'_> {
             let ext = ext.map_err(|e| self.tar_error(e))?;
             let key = ext
                 .key()
-                .map_err(|_| self.unsafe_entry(b"", "PAX key is not UTF-8"))?;
+                .map_err(|_| self.bad_entry(b"", "PAX key is not UTF-8"))?;
             let number = || -> Result<u64, ImageError> {
                 ext.value()
                     .ok()
                     .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| self.unsafe_entry(b"", format!("PAX {key} is not a number")))
+                    .ok_or_else(|| self.bad_entry(b"", format!("PAX {key} is not a number")))
             };
             match key {
                 "path" => pending.path = Some(ext.value_bytes().to_vec()),
@@ -237,18 +237,17 @@ impl Unpacker<'_> {
             .unwrap_or_else(|| header.path_bytes().into_owned());
         if let Some(pax_size) = pending.size {
             if pax_size != size {
-                return Err(self.unsafe_entry(&raw_path, "PAX size override is not supported"));
+                return Err(self.bad_entry(&raw_path, "PAX size override is not supported"));
             }
         }
-        let Some(components) =
-            clean_path(&raw_path).map_err(|r| self.unsafe_entry(&raw_path, r))?
+        let Some(components) = clean_path(&raw_path).map_err(|r| self.bad_entry(&raw_path, r))?
         else {
             // The layer root itself ("./"): its metadata belongs to the lower layers.
             return Ok(());
         };
         let (name, parents) = components
             .split_last()
-            .ok_or_else(|| self.unsafe_entry(&raw_path, "empty path"))?;
+            .ok_or_else(|| self.bad_entry(&raw_path, "empty path"))?;
         let parent = self.make_parents(parents, &raw_path)?;
         let name_bytes = name.as_bytes();
 
@@ -263,7 +262,7 @@ impl Unpacker<'_> {
         }
         if let Some(hidden) = name_bytes.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
             if hidden.is_empty() || hidden == b"." || hidden == b".." {
-                return Err(self.unsafe_entry(&raw_path, "whiteout without a name"));
+                return Err(self.bad_entry(&raw_path, "whiteout without a name"));
             }
             let target = parent.join(OsStr::from_bytes(hidden));
             self.clear(&target, false)?;
@@ -295,7 +294,7 @@ impl Unpacker<'_> {
                 let copied =
                     io::copy(&mut entry.take(size), &mut file).map_err(|e| self.tar_error(e))?;
                 if copied != size {
-                    return Err(self.unsafe_entry(&raw_path, "file data ends early"));
+                    return Err(self.bad_entry(&raw_path, "file data ends early"));
                 }
                 file.flush().map_err(ImageError::io(&path))?;
                 drop(file);
@@ -319,7 +318,7 @@ impl Unpacker<'_> {
                     .clone()
                     .or_else(|| header.link_name_bytes().map(|b| b.into_owned()))
                     .filter(|t| !t.is_empty())
-                    .ok_or_else(|| self.unsafe_entry(&raw_path, "symlink without a target"))?;
+                    .ok_or_else(|| self.bad_entry(&raw_path, "symlink without a target"))?;
                 self.clear(&path, false)?;
                 // The target is stored as is: it is only ever resolved inside the container's
                 // root, and nothing here writes through a symlink.
@@ -333,10 +332,10 @@ impl Unpacker<'_> {
                     .link
                     .clone()
                     .or_else(|| header.link_name_bytes().map(|b| b.into_owned()))
-                    .ok_or_else(|| self.unsafe_entry(&raw_path, "hard link without a target"))?;
+                    .ok_or_else(|| self.bad_entry(&raw_path, "hard link without a target"))?;
                 let target_components = clean_path(&target)
-                    .map_err(|r| self.unsafe_entry(&raw_path, format!("hard link target: {r}")))?
-                    .ok_or_else(|| self.unsafe_entry(&raw_path, "hard link to the layer root"))?;
+                    .map_err(|r| self.bad_entry(&raw_path, format!("hard link target: {r}")))?
+                    .ok_or_else(|| self.bad_entry(&raw_path, "hard link to the layer root"))?;
                 let source = self.existing_path(&target_components, &raw_path)?;
                 self.clear(&path, false)?;
                 // link(2) does not follow a symlink at `source`: the link names the symlink.
@@ -363,7 +362,7 @@ impl Unpacker<'_> {
                 set_mtime(&path, mtime);
             }
             EntryType::GNUSparse => {
-                return Err(self.unsafe_entry(&raw_path, "sparse files are not supported"));
+                return Err(self.bad_entry(&raw_path, "sparse files are not supported"));
             }
             // Volume labels and unknown types carry nothing a container sees.
             _ => {}
@@ -376,7 +375,7 @@ impl Unpacker<'_> {
         let minor = header.device_minor().ok().flatten();
         match (major, minor) {
             (Some(major), Some(minor)) => Ok(libc::makedev(major, minor)),
-            _ => Err(self.unsafe_entry(raw_path, "device entry without device numbers")),
+            _ => Err(self.bad_entry(raw_path, "device entry without device numbers")),
         }
     }
 
@@ -396,10 +395,10 @@ impl Unpacker<'_> {
             match fs::symlink_metadata(&dir) {
                 Ok(meta) if meta.is_dir() => {}
                 Ok(meta) if meta.file_type().is_symlink() => {
-                    return Err(self.unsafe_entry(raw_path, "a parent directory is a symlink"));
+                    return Err(self.bad_entry(raw_path, "a parent directory is a symlink"));
                 }
                 Ok(_) => {
-                    return Err(self.unsafe_entry(raw_path, "a parent is not a directory"));
+                    return Err(self.bad_entry(raw_path, "a parent is not a directory"));
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     fs::create_dir(&dir).map_err(ImageError::io(&dir))?;
@@ -415,15 +414,14 @@ impl Unpacker<'_> {
         let mut path = self.dest.to_path_buf();
         for (i, component) in components.iter().enumerate() {
             path.push(component);
-            let meta = fs::symlink_metadata(&path).map_err(|_| {
-                self.unsafe_entry(raw_path, "hard link target is not in this layer")
-            })?;
+            let meta = fs::symlink_metadata(&path)
+                .map_err(|_| self.bad_entry(raw_path, "hard link target is not in this layer"))?;
             let last = i + 1 == components.len();
             if !last && !meta.is_dir() {
-                return Err(self.unsafe_entry(raw_path, "hard link target passes a non-directory"));
+                return Err(self.bad_entry(raw_path, "hard link target passes a non-directory"));
             }
             if last && meta.is_dir() {
-                return Err(self.unsafe_entry(raw_path, "hard link to a directory"));
+                return Err(self.bad_entry(raw_path, "hard link to a directory"));
             }
         }
         Ok(path)
@@ -448,7 +446,7 @@ impl Unpacker<'_> {
 
     fn set_owner(&self, path: &Path, uid: u64, gid: u64) -> Result<(), ImageError> {
         let (Ok(uid), Ok(gid)) = (u32::try_from(uid), u32::try_from(gid)) else {
-            return Err(self.unsafe_entry(path.as_os_str().as_bytes(), "uid or gid out of range"));
+            return Err(self.bad_entry(path.as_os_str().as_bytes(), "uid or gid out of range"));
         };
         match std::os::unix::fs::lchown(path, Some(uid), Some(gid)) {
             Ok(()) => Ok(()),
@@ -465,7 +463,7 @@ impl Unpacker<'_> {
     ) -> Result<(), ImageError> {
         for (name, value) in xattrs {
             if name.starts_with("trusted.overlay.") {
-                return Err(self.unsafe_entry(
+                return Err(self.bad_entry(
                     path.as_os_str().as_bytes(),
                     format!("sets the overlay-private xattr {name}"),
                 ));
