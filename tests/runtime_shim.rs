@@ -353,3 +353,67 @@ async fn stop_pod_leaves_no_process_mount_cgroup_or_state_dir() {
     assert!(!cgroups::exists_anywhere(&pod.cgroup_parent).unwrap());
     assert!(pod.runtime.list_pods().await.unwrap().is_empty());
 }
+
+fn inode(path: &str) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).unwrap())
+}
+
+#[tokio::test]
+async fn containers_share_the_pods_network_ipc_and_uts_namespaces() {
+    let pod = Pod::start().await;
+    let script = "for ns in net ipc uts; do readlink /proc/self/ns/$ns; done; hostname";
+    pod.run(pod.spec("a", script)).await;
+    pod.run(pod.spec("b", script)).await;
+    assert_eq!(pod.wait_exit("a").await.0, 0);
+    assert_eq!(pod.wait_exit("b").await.0, 0);
+    let lines = |name: &str| -> Vec<String> {
+        pod.log(name)
+            .lines()
+            .map(|l| l.splitn(4, ' ').nth(3).unwrap().to_string())
+            .collect()
+    };
+    let (a, b) = (lines("a"), lines("b"));
+    assert_eq!(a, b, "containers of one pod see different namespaces");
+    assert_eq!(
+        a[0],
+        format!(
+            "net:[{}]",
+            inode(&format!("/run/netns/{}", pod._netns.name))
+        )
+    );
+    let shim = pod.state().await.shim_pid;
+    assert_eq!(
+        a[2],
+        format!("uts:[{}]", inode(&format!("/proc/{shim}/ns/uts")))
+    );
+    assert_ne!(a[2], format!("uts:[{}]", inode("/proc/self/ns/uts")));
+    assert_eq!(a[3], "testpod");
+}
+
+#[tokio::test]
+async fn stop_pod_also_cleans_up_after_a_shim_that_died() {
+    let pod = Pod::start().await;
+    pod.run(pod.spec("app", "exec sleep 1000")).await;
+    let state = pod.state().await;
+    let container_pid = state.containers[0].pid.unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(state.shim_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pod.runtime.pod_state(&pod.uid).await.is_ok() {
+        assert!(Instant::now() < deadline, "shim still answers");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(pid_alive(container_pid), "containers outlive their shim");
+
+    pod.runtime.stop_pod(&pod.uid).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pid_alive(container_pid) {
+        assert!(Instant::now() < deadline, "container still alive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!pod.runtime.pod_dir(&pod.uid).exists());
+    assert!(!cgroups::exists_anywhere(&pod.cgroup_parent).unwrap());
+}

@@ -203,6 +203,23 @@ pub fn remove_tree(cgroup_path: &str) -> Result<(), CgroupError> {
     Ok(())
 }
 
+/// Every process still in `cgroup_path` or below, in any hierarchy (duplicates removed).
+pub fn pids_in_tree(cgroup_path: &str) -> Result<Vec<i32>, CgroupError> {
+    let mounts = read_mounts()?;
+    let mut pids: Vec<i32> = removal_order(&mounts, cgroup_path)?
+        .iter()
+        .filter_map(|dir| std::fs::read_to_string(dir.join("cgroup.procs")).ok())
+        .flat_map(|text| {
+            text.lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    Ok(pids)
+}
+
 /// Whether any hierarchy still has a directory for `cgroup_path`.
 pub fn exists_anywhere(cgroup_path: &str) -> Result<bool, CgroupError> {
     let relative = check_relative(cgroup_path)?;

@@ -82,6 +82,8 @@ pub struct ContainerSpec {
     pub uid: u32,
     pub gid: u32,
     pub additional_gids: Vec<u32>,
+    /// Set only when the container gets a UTS namespace of its own; a shim-held pod shares
+    /// its UTS namespace, whose hostname is [`PodShimConfig::hostname`].
     pub hostname: String,
     pub mounts: Vec<MountSpec>,
     /// Join this network namespace; `None` inherits the shim's, i.e. the pod's.
