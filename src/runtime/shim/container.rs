@@ -151,7 +151,7 @@ impl Container {
         let result =
             Self::create_with_rootfs(&layout, pod, cgroup_namespace, spec, &rootfs, seccomp);
         match result {
-            Ok((id, pid, pipes)) => {
+            Ok((id, pid, pidfd, pipes)) => {
                 let state = ContainerState {
                     name: spec.name.clone(),
                     id,
@@ -163,7 +163,6 @@ impl Container {
                     finished_at: None,
                     oom_killed: false,
                 };
-                let pidfd = pidfd_open(pid)?;
                 let record = ContainerRecord {
                     state,
                     cgroup_path: spec.cgroup_path.clone(),
@@ -193,7 +192,7 @@ impl Container {
         spec: &ContainerSpec,
         rootfs: &Path,
         seccomp: Option<serde_json::Value>,
-    ) -> Result<(String, i32, Vec<LogPipe>), ShimError> {
+    ) -> Result<(String, i32, OwnedFd, Vec<LogPipe>), ShimError> {
         let oci = build_spec(spec, rootfs, pod, seccomp, cgroup_namespace)?;
         let bundle = layout.bundle(&spec.name);
         std::fs::create_dir_all(&bundle).map_err(io_err("create dir", &bundle))?;
@@ -229,11 +228,24 @@ impl Container {
             .with_systemd(false)
             .with_detach(true)
             .build()?;
-        let pid = container.pid().map(|p| p.as_raw()).ok_or_else(|| {
-            ShimError::Libcontainer(libcontainer::error::LibcontainerError::Other(
-                "created container has no pid".into(),
-            ))
-        })?;
+        // libcontainer speaks its own nix version's Pid: carry the raw number.
+        let pid = container.pid().map(|p| p.as_raw());
+        let no_pid = || ShimError::Sys {
+            op: "find container pid",
+            source: nix::Error::ESRCH,
+        };
+        let (pid, pidfd) = match pid.ok_or_else(no_pid).and_then(|p| Ok((p, pidfd_open(p)?))) {
+            Ok(found) => found,
+            Err(e) => {
+                // Without a pidfd the shim could never reap it: do not leave it behind.
+                let mut container = container;
+                let _ = container.delete(true);
+                if let Some(pid) = pid {
+                    let _ = waitpid(Pid::from_raw(pid), None);
+                }
+                return Err(e);
+            }
+        };
         let pipes = vec![
             LogPipe {
                 fd: out_read,
@@ -246,7 +258,7 @@ impl Container {
                 splitter: LineSplitter::default(),
             },
         ];
-        Ok((id, pid, pipes))
+        Ok((id, pid, pidfd, pipes))
     }
 
     fn lib_container(&self, dir: &Path) -> Result<LibContainer, ShimError> {

@@ -24,6 +24,9 @@ const MAX_SOCKET_PATH: usize = 107;
 /// connection cannot stall the pod.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Larger unterminated input is not a request; the client is dropped.
+const MAX_REQUEST_BYTES: usize = 4 << 20;
+
 struct Client {
     stream: UnixStream,
     buf: Vec<u8>,
@@ -134,7 +137,11 @@ impl Shim {
     fn serve(mut self) -> Result<(), ShimError> {
         while !self.shutting_down {
             for event in self.wait()? {
-                self.handle(event)?;
+                // One failed event (a full disk, a vanished pipe) must not take the pod down:
+                // the shim is the only one who can still reap and report its containers.
+                if let Err(e) = self.handle(event) {
+                    eprintln!("berth shim: {e}");
+                }
             }
         }
         let _ = std::fs::remove_file(self.dir.join(SOCKET_NAME));
@@ -242,6 +249,11 @@ impl Shim {
             return;
         }
         client.buf.extend_from_slice(&chunk[..n]);
+        if client.buf.len() > MAX_REQUEST_BYTES {
+            // Not a berth agent: a request never gets this large.
+            self.clients.remove(i);
+            return;
+        }
         while let Some(end) = self.clients[i].buf.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.clients[i].buf.drain(..=end).collect();
             let response = match serde_json::from_slice::<Request>(&line) {
