@@ -97,6 +97,7 @@ impl Pod {
             cgroup_path: cgroups::container_cgroup_path(&self.cgroup_parent, name),
             resources: Resources::default(),
             capabilities: None,
+            oom_score_adj: None,
             no_new_privileges: true,
             readonly_rootfs: false,
             seccomp: SeccompProfile::RuntimeDefault,
@@ -416,4 +417,22 @@ async fn stop_pod_also_cleans_up_after_a_shim_that_died() {
     }
     assert!(!pod.runtime.pod_dir(&pod.uid).exists());
     assert!(!cgroups::exists_anywhere(&pod.cgroup_parent).unwrap());
+}
+
+#[tokio::test]
+async fn oom_score_adj_applies_to_the_container_but_not_to_its_shim() {
+    let pod = Pod::start().await;
+    let shim_pid = pod.state().await.shim_pid;
+    let shim_adj = || std::fs::read_to_string(format!("/proc/{shim_pid}/oom_score_adj")).unwrap();
+    let before = shim_adj();
+    let mut spec = pod.spec("adj", "cat /proc/self/oom_score_adj");
+    spec.oom_score_adj = Some(789);
+    pod.run(spec).await;
+    assert_eq!(pod.wait_exit("adj").await.0, 0);
+    assert!(
+        pod.log("adj").contains("stdout F 789"),
+        "{}",
+        pod.log("adj")
+    );
+    assert_eq!(shim_adj(), before);
 }

@@ -244,7 +244,7 @@ pub fn build_spec(
     } else {
         spec.cwd.clone()
     };
-    let value = json!({
+    let mut value = json!({
         "ociVersion": "1.0.2",
         "root": { "path": rootfs, "readonly": spec.readonly_rootfs },
         "hostname": spec.hostname,
@@ -262,6 +262,9 @@ pub fn build_spec(
         "mounts": mounts,
         "linux": linux,
     });
+    if let Some(adj) = spec.oom_score_adj {
+        value["process"]["oomScoreAdj"] = json!(adj);
+    }
     serde_json::from_value(value).map_err(SpecError::Build)
 }
 
@@ -296,6 +299,7 @@ mod tests {
                 ..Default::default()
             },
             capabilities: None,
+            oom_score_adj: Some(500),
             no_new_privileges: true,
             readonly_rootfs: true,
             seccomp: SeccompProfile::RuntimeDefault,
@@ -382,6 +386,7 @@ mod tests {
         );
         assert_eq!(process.cwd(), Path::new("/"));
         assert_eq!(process.no_new_privileges(), Some(true));
+        assert_eq!(process.oom_score_adj(), Some(500));
         let bounding = process
             .capabilities()
             .as_ref()

@@ -93,6 +93,8 @@ pub struct ContainerSpec {
     pub resources: Resources,
     /// Capability names (`CAP_CHOWN`, ...); `None` is the containerd default set.
     pub capabilities: Option<Vec<String>>,
+    /// The kernel's OOM-kill preference for the container (Kubernetes sets it by QoS class).
+    pub oom_score_adj: Option<i32>,
     pub no_new_privileges: bool,
     pub readonly_rootfs: bool,
     pub seccomp: SeccompProfile,

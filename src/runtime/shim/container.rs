@@ -54,6 +54,8 @@ pub struct Container {
     log: Option<LogWriter>,
 }
 
+const OOM_SCORE_ADJ: &str = "/proc/self/oom_score_adj";
+
 fn now() -> String {
     jiff::Timestamp::now().to_string()
 }
@@ -216,18 +218,31 @@ impl Container {
         let containers_root = layout.containers();
         std::fs::create_dir_all(&containers_root)
             .map_err(io_err("create dir", &containers_root))?;
+        // libcontainer applies oomScoreAdj by writing the caller's own value before cloning:
+        // put the shim's back afterwards, or the shim would be killed as eagerly as its pod.
+        let own_oom_score_adj = std::fs::read_to_string(OOM_SCORE_ADJ).ok();
         // The builder owns the write ends and drops them once the init process holds its copies,
         // so the pipes reach EOF exactly when the container's processes are gone.
-        let container = ContainerBuilder::new(id.clone(), SyscallType::default())
-            .with_root_path(&containers_root)?
-            .with_stdin(stdin)
-            .with_stdout(out_write)
-            .with_stderr(err_write)
-            .validate_id()?
-            .as_init(&bundle)
-            .with_systemd(false)
-            .with_detach(true)
-            .build()?;
+        let built = ContainerBuilder::new(id.clone(), SyscallType::default())
+            .with_root_path(&containers_root)
+            .map(|builder| {
+                builder
+                    .with_stdin(stdin)
+                    .with_stdout(out_write)
+                    .with_stderr(err_write)
+            })
+            .and_then(|builder| builder.validate_id())
+            .and_then(|builder| {
+                builder
+                    .as_init(&bundle)
+                    .with_systemd(false)
+                    .with_detach(true)
+                    .build()
+            });
+        if let Some(value) = own_oom_score_adj {
+            let _ = std::fs::write(OOM_SCORE_ADJ, value.trim());
+        }
+        let container = built?;
         // libcontainer speaks its own nix version's Pid: carry the raw number.
         let pid = container.pid().map(|p| p.as_raw());
         let no_pid = || ShimError::Sys {
