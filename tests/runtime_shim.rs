@@ -436,3 +436,48 @@ async fn oom_score_adj_applies_to_the_container_but_not_to_its_shim() {
     );
     assert_eq!(shim_adj(), before);
 }
+
+#[tokio::test]
+async fn exec_sync_runs_in_the_container_and_is_killed_at_its_timeout() {
+    let pod = Pod::start().await;
+    pod.run(pod.spec("app", "echo hi > /tmp/marker; exec sleep 1000"))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let sh = |script: &str| vec!["sh".to_string(), "-c".to_string(), script.to_string()];
+    loop {
+        let result = pod
+            .runtime
+            .exec_sync(
+                &pod.uid,
+                "app",
+                sh("cat /tmp/marker; echo oops >&2; exit 4"),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        if result.stdout == "hi\n" {
+            assert_eq!(result.exit_code, 4);
+            assert_eq!(result.stderr, "oops\n");
+            assert!(!result.timed_out);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "marker never appeared: {result:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let started = Instant::now();
+    let slow = pod
+        .runtime
+        .exec_sync(&pod.uid, "app", sh("sleep 100"), Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(slow.timed_out);
+    assert_eq!(slow.exit_code, 137);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The container itself is untouched, and the shim kept answering.
+    let state = pod.state().await;
+    assert_eq!(state.containers[0].status, ContainerStatus::Running);
+}

@@ -7,12 +7,14 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use super::protocol::{Request, Response, POD_CONFIG_NAME, SOCKET_NAME};
+use super::protocol::{ExecResult, Request, Response, POD_CONFIG_NAME, SOCKET_NAME};
 use super::types::{ContainerSpec, PodShimConfig, PodState};
 use super::{cgroups, ContainerRuntime, RuntimeError};
 
 /// How long a freshly spawned shim may take to report that it listens.
 const SHIM_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How much longer than an exec's own timeout the agent waits for the shim's answer.
+const EXEC_MARGIN: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct ShimRuntime {
@@ -272,6 +274,31 @@ impl ContainerRuntime for ShimRuntime {
             },
         )
         .await
+    }
+
+    async fn exec_sync(
+        &self,
+        pod_uid: &str,
+        name: &str,
+        args: Vec<String>,
+        timeout: Duration,
+    ) -> Result<ExecResult, RuntimeError> {
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let request = Request::ExecSync {
+            name: name.to_string(),
+            args,
+            timeout_ms,
+        };
+        // The shim kills the command at its deadline; the margin covers start and teardown.
+        let answer = tokio::time::timeout(timeout + EXEC_MARGIN, self.call(pod_uid, &request))
+            .await
+            .map_err(|_| RuntimeError::Protocol(format!("exec in pod {pod_uid} did not answer")))?;
+        match answer? {
+            Response::Exec { exec } => Ok(exec),
+            other => Err(RuntimeError::Protocol(format!(
+                "unexpected response {other:?}"
+            ))),
+        }
     }
 
     async fn pod_state(&self, pod_uid: &str) -> Result<PodState, RuntimeError> {

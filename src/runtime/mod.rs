@@ -24,6 +24,7 @@ use std::future::Future;
 use std::path::PathBuf;
 
 pub use client::ShimRuntime;
+pub use protocol::ExecResult;
 pub use types::{
     ContainerSpec, ContainerState, ContainerStatus, MountKind, MountSpec, PodShimConfig, PodState,
     Resources, RootfsSpec, SeccompProfile,
@@ -83,6 +84,15 @@ pub trait ContainerRuntime: Send + Sync {
         pod_uid: &str,
         name: &str,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Runs `args` in a running container and returns its exit code and output (exec probes).
+    /// The command is killed after `timeout`.
+    fn exec_sync(
+        &self,
+        pod_uid: &str,
+        name: &str,
+        args: Vec<String>,
+        timeout: std::time::Duration,
+    ) -> impl Future<Output = Result<ExecResult, RuntimeError>> + Send;
     fn pod_state(
         &self,
         pod_uid: &str,

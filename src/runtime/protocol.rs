@@ -28,6 +28,13 @@ pub enum Request {
         name: String,
     },
     State,
+    /// Runs `args` in the running container `name`; killed after `timeout_ms`. The answer
+    /// comes when the command has exited; send nothing else on the connection meanwhile.
+    ExecSync {
+        name: String,
+        args: Vec<String>,
+        timeout_ms: u64,
+    },
     /// Kills every container, removes them and their mounts, then the shim exits.
     Shutdown,
 }
@@ -38,7 +45,18 @@ pub enum Response {
     Ok,
     Created { id: String },
     State { state: PodState },
+    Exec { exec: ExecResult },
     Error { message: String },
+}
+
+/// Outcome of an ExecSync. Output is capped per stream and decoded lossily as UTF-8.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecResult {
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    /// The command ran past its timeout and was killed.
+    pub timed_out: bool,
 }
 
 #[cfg(test)]

@@ -64,7 +64,7 @@ fn new_id() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
-fn pidfd_open(pid: i32) -> Result<OwnedFd, ShimError> {
+pub(super) fn pidfd_open(pid: i32) -> Result<OwnedFd, ShimError> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is shared.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
@@ -77,7 +77,32 @@ fn pidfd_open(pid: i32) -> Result<OwnedFd, ShimError> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-fn set_nonblocking(fd: &OwnedFd) -> Result<(), ShimError> {
+/// Signals a process through its pidfd (no pid-reuse race). A process that is already gone
+/// is not an error: the caller wanted it dead and it is.
+pub(super) fn pidfd_signal(pidfd: &OwnedFd, signal: i32) -> Result<(), ShimError> {
+    // SAFETY: pidfd_send_signal reads only its scalar arguments; the siginfo pointer is null.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    match rc {
+        0 => Ok(()),
+        _ => match nix::Error::last() {
+            nix::Error::ESRCH => Ok(()),
+            source => Err(ShimError::Sys {
+                op: "pidfd_send_signal",
+                source,
+            }),
+        },
+    }
+}
+
+pub(super) fn set_nonblocking(fd: &OwnedFd) -> Result<(), ShimError> {
     let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(sys_err("fcntl"))?;
     let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
     fcntl(fd, FcntlArg::F_SETFL(flags)).map_err(sys_err("fcntl"))?;
@@ -307,28 +332,9 @@ impl Container {
     /// Signals the container's init through its pidfd (no pid-reuse race). Signalling an
     /// exited container is a no-op: the caller wanted it dead and it is.
     pub fn signal(&self, signal: i32) -> Result<(), ShimError> {
-        let Some(pidfd) = &self.pidfd else {
-            return Ok(());
-        };
-        // SAFETY: pidfd_send_signal reads only its scalar arguments; the siginfo pointer is null.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                pidfd.as_raw_fd(),
-                signal,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        match rc {
-            0 => Ok(()),
-            _ => match nix::Error::last() {
-                nix::Error::ESRCH => Ok(()),
-                source => Err(ShimError::Sys {
-                    op: "pidfd_send_signal",
-                    source,
-                }),
-            },
+        match &self.pidfd {
+            Some(pidfd) => pidfd_signal(pidfd, signal),
+            None => Ok(()),
         }
     }
 

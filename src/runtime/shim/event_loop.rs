@@ -4,19 +4,20 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::{setns, unshare, CloneFlags};
 
 use super::container::Container;
 use super::daemonize::ReadyPipe;
+use super::exec::ExecRun;
 use super::state::StateFile;
 use super::{io_err, sys_err, ShimError};
 use crate::runtime::cgroups::{self, CgroupMode};
 use crate::runtime::protocol::{Request, Response, PID_FILE_NAME, POD_CONFIG_NAME, SOCKET_NAME};
 use crate::runtime::spec::PodNamespaces;
-use crate::runtime::types::{PodShimConfig, PodState};
+use crate::runtime::types::{ContainerStatus, PodShimConfig, PodState};
 
 /// sun_path is 108 bytes including the terminating NUL.
 const MAX_SOCKET_PATH: usize = 107;
@@ -28,6 +29,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_REQUEST_BYTES: usize = 4 << 20;
 
 struct Client {
+    /// Stable across removals of other clients, unlike the index: deferred answers use it.
+    id: u64,
     stream: UnixStream,
     buf: Vec<u8>,
 }
@@ -40,6 +43,8 @@ struct Shim {
     listener: UnixListener,
     clients: Vec<Client>,
     containers: Vec<Container>,
+    execs: Vec<ExecRun>,
+    next_client_id: u64,
     shutting_down: bool,
 }
 
@@ -49,6 +54,8 @@ enum Event {
     Client(usize),
     Pipe(usize, usize),
     Exit(usize),
+    ExecPipe(usize, usize),
+    ExecExit(usize),
 }
 
 pub fn run(dir: &Path, ready: Option<ReadyPipe>) -> Result<(), ShimError> {
@@ -130,13 +137,20 @@ impl Shim {
             listener,
             clients: Vec::new(),
             containers,
+            execs: Vec::new(),
+            next_client_id: 0,
             shutting_down: false,
         })
     }
 
     fn serve(mut self) -> Result<(), ShimError> {
         while !self.shutting_down {
-            for event in self.wait()? {
+            let events = self.wait()?;
+            let now = Instant::now();
+            for exec in &mut self.execs {
+                exec.enforce_deadline(now);
+            }
+            for event in events {
                 // One failed event (a full disk, a vanished pipe) must not take the pod down:
                 // the shim is the only one who can still reap and report its containers.
                 if let Err(e) = self.handle(event) {
@@ -171,8 +185,23 @@ impl Shim {
                 add(pidfd.as_fd(), Event::Exit(c));
             }
         }
+        for (e, exec) in self.execs.iter().enumerate() {
+            for (p, fd) in exec.pipe_fds() {
+                add(fd, Event::ExecPipe(e, p));
+            }
+            add(exec.pidfd.as_fd(), Event::ExecExit(e));
+        }
+        // Wake up for the nearest exec deadline.
+        let now = Instant::now();
+        let timeout = match self.execs.iter().map(|e| e.deadline).min() {
+            None => PollTimeout::NONE,
+            Some(deadline) => {
+                let ms = deadline.saturating_duration_since(now).as_millis() + 1;
+                PollTimeout::try_from(ms.min(60_000) as i32).unwrap_or(PollTimeout::MAX)
+            }
+        };
         loop {
-            match poll(&mut fds, PollTimeout::NONE) {
+            match poll(&mut fds, timeout) {
                 Ok(_) => break,
                 Err(nix::Error::EINTR) => continue,
                 Err(source) => return Err(ShimError::Sys { op: "poll", source }),
@@ -186,9 +215,11 @@ impl Shim {
             .collect();
         let rank = |e: &Event| match *e {
             Event::Pipe(c, p) => (0, usize::MAX - c, usize::MAX - p),
-            Event::Exit(c) => (1, usize::MAX - c, 0),
-            Event::Client(i) => (2, usize::MAX - i, 0),
-            Event::Accept => (3, 0, 0),
+            Event::ExecPipe(e, p) => (1, usize::MAX - e, usize::MAX - p),
+            Event::Exit(c) => (2, usize::MAX - c, 0),
+            Event::ExecExit(e) => (3, usize::MAX - e, 0),
+            Event::Client(i) => (4, usize::MAX - i, 0),
+            Event::Accept => (5, 0, 0),
         };
         ready.sort_by_key(rank);
         Ok(ready)
@@ -202,7 +233,10 @@ impl Shim {
                         // Requests are read only when poll says so; replies are small and
                         // written blocking, bounded by the timeout.
                         let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+                        let id = self.next_client_id;
+                        self.next_client_id += 1;
                         self.clients.push(Client {
+                            id,
                             stream,
                             buf: Vec::new(),
                         });
@@ -222,6 +256,22 @@ impl Shim {
                         eprintln!("berth shim: logs of {}: {e}", container.record.state.name);
                         container.pipes.remove(p);
                     }
+                }
+                Ok(())
+            }
+            Event::ExecPipe(e, p) => {
+                if let Some(exec) = self.execs.get_mut(e) {
+                    exec.read_pipe(p);
+                }
+                Ok(())
+            }
+            Event::ExecExit(e) => {
+                let Some(result) = self.execs.get_mut(e).and_then(|exec| exec.finish()) else {
+                    return Ok(());
+                };
+                let exec = self.execs.remove(e);
+                if let Some(i) = self.clients.iter().position(|c| c.id == exec.client) {
+                    self.reply(i, &Response::Exec { exec: result });
                 }
                 Ok(())
             }
@@ -256,26 +306,46 @@ impl Shim {
         }
         while let Some(end) = self.clients[i].buf.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.clients[i].buf.drain(..=end).collect();
+            let client_id = self.clients[i].id;
             let response = match serde_json::from_slice::<Request>(&line) {
-                Ok(request) => self.respond(request),
-                Err(e) => Response::Error {
+                Ok(request) => self.respond(request, client_id),
+                Err(e) => Some(Response::Error {
                     message: format!("bad request: {e}"),
-                },
+                }),
             };
-            let mut out = match serde_json::to_vec(&response) {
-                Ok(out) => out,
-                Err(e) => format!(r#"{{"result":"error","message":"{e}"}}"#).into_bytes(),
-            };
-            out.push(b'\n');
-            if self.clients[i].stream.write_all(&out).is_err() {
-                self.clients.remove(i);
-                return;
+            // None: an exec is running and answers when it exits.
+            if let Some(response) = response {
+                if !self.reply(i, &response) {
+                    return;
+                }
             }
         }
     }
 
-    fn respond(&mut self, request: Request) -> Response {
+    /// Writes one response line; drops the client (and returns false) if that fails.
+    fn reply(&mut self, i: usize, response: &Response) -> bool {
+        let mut out = match serde_json::to_vec(response) {
+            Ok(out) => out,
+            Err(e) => format!(r#"{{"result":"error","message":"{e}"}}"#).into_bytes(),
+        };
+        out.push(b'\n');
+        if self.clients[i].stream.write_all(&out).is_err() {
+            self.clients.remove(i);
+            return false;
+        }
+        true
+    }
+
+    fn respond(&mut self, request: Request, client: u64) -> Option<Response> {
         let result = match request {
+            Request::ExecSync {
+                name,
+                args,
+                timeout_ms,
+            } => match self.exec(&name, args, Duration::from_millis(timeout_ms), client) {
+                Ok(()) => return None,
+                Err(e) => Err(e),
+            },
             Request::CreateContainer { spec } => {
                 self.create(&spec).map(|id| Response::Created { id })
             }
@@ -295,9 +365,30 @@ impl Shim {
             }),
             Request::Shutdown => self.shutdown().map(|()| Response::Ok),
         };
-        result.unwrap_or_else(|e| Response::Error {
+        Some(result.unwrap_or_else(|e| Response::Error {
             message: e.to_string(),
-        })
+        }))
+    }
+
+    fn exec(
+        &mut self,
+        name: &str,
+        args: Vec<String>,
+        timeout: Duration,
+        client: u64,
+    ) -> Result<(), ShimError> {
+        let dir = self.dir.clone();
+        let container = self.find(name)?;
+        if container.record.state.status != ContainerStatus::Running {
+            return Err(ShimError::WrongStatus {
+                name: name.to_string(),
+                status: "not running",
+            });
+        }
+        let id = container.record.state.id.clone();
+        self.execs
+            .push(ExecRun::start(&dir, &id, args, timeout, client)?);
+        Ok(())
     }
 
     fn find(&mut self, name: &str) -> Result<&mut Container, ShimError> {

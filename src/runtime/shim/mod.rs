@@ -12,6 +12,7 @@
 mod container;
 mod daemonize;
 mod event_loop;
+mod exec;
 mod state;
 
 use std::ffi::OsString;
