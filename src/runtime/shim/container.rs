@@ -353,14 +353,9 @@ impl Container {
             Ok(WaitStatus::Exited(_, code)) => code,
             Ok(WaitStatus::Signaled(_, signal, _)) => 128 + signal as i32,
             Ok(_) => return Ok(false),
-            // Not our child any more (reaped elsewhere): the exit status is lost.
-            Err(nix::Error::ECHILD) => 255,
-            Err(source) => {
-                return Err(ShimError::Sys {
-                    op: "waitpid",
-                    source,
-                })
-            }
+            // Not our child any more or otherwise unwaitable: the exit status is lost, but the
+            // container is gone and must not be polled again.
+            Err(_) => 255,
         };
         let state = &mut self.record.state;
         state.exit_code = Some(code);
@@ -383,51 +378,55 @@ impl Container {
             return Ok(false);
         };
         let mut entries: Vec<(Vec<u8>, bool)> = Vec::new();
-        let eof = loop {
+        let mut eof = false;
+        // A bounded number of reads per wake-up, so one chatty container cannot starve the
+        // rest of the pod; poll reports the pipe again if more is waiting.
+        for _ in 0..16 {
             match nix::unistd::read(&pipe.fd, &mut buf) {
-                Ok(0) => break true,
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
                 Ok(n) => pipe
                     .splitter
                     .push(&buf[..n], |c, p| entries.push((c.to_vec(), p))),
-                Err(nix::Error::EAGAIN) => break false,
+                Err(nix::Error::EAGAIN) => break,
                 Err(nix::Error::EINTR) => continue,
                 Err(source) => {
+                    self.pipes.remove(index);
                     return Err(ShimError::Sys {
                         op: "read container pipe",
                         source,
-                    })
+                    });
                 }
             }
-        };
+        }
         if eof {
             pipe.splitter.finish(|c, p| entries.push((c.to_vec(), p)));
         }
         let stream = pipe.stream;
+        if eof {
+            self.pipes.remove(index);
+        }
         let time = jiff::Timestamp::now();
         if let Some(log) = &mut self.log {
             for (content, partial) in entries {
+                // The pipe keeps being drained even when the log cannot be written (full
+                // disk): a container blocked on, or killed by, its stdout is worse than a gap.
                 log.write_entry(time, stream, partial, &content)?;
             }
-        }
-        if eof {
-            self.pipes.remove(index);
         }
         Ok(!eof)
     }
 
-    /// Drains all pipes that still have data (used before removal).
+    /// Moves what the pipes still hold into the log and closes them (before removal).
     pub fn drain_logs(&mut self) {
-        let mut index = 0;
-        while index < self.pipes.len() {
-            match self.pump_log(index) {
-                Ok(true) => index += 1,
-                Ok(false) => {}
-                // A broken log must not block removal.
-                Err(_) => {
-                    self.pipes.remove(index);
-                }
-            }
+        // Highest index first: pump_log may remove the pipe it read.
+        for index in (0..self.pipes.len()).rev() {
+            // A broken log must not block removal.
+            let _ = self.pump_log(index);
         }
+        self.pipes.clear();
     }
 
     /// Kills (if needed), reaps and deletes the container with its bundle and rootfs mount.

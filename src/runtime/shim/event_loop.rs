@@ -254,7 +254,6 @@ impl Shim {
                 if let Some(container) = self.containers.get_mut(c) {
                     if let Err(e) = container.pump_log(p) {
                         eprintln!("berth shim: logs of {}: {e}", container.record.state.name);
-                        container.pipes.remove(p);
                     }
                 }
                 Ok(())
