@@ -481,3 +481,42 @@ async fn exec_sync_runs_in_the_container_and_is_killed_at_its_timeout() {
     let state = pod.state().await;
     assert_eq!(state.containers[0].status, ContainerStatus::Running);
 }
+
+/// Children of `pid` that have exited but were never reaped.
+fn zombie_children(pid: i32) -> Vec<String> {
+    let mut zombies = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let mut fields = rest.split(' ');
+        let (state, ppid) = (fields.next(), fields.next());
+        if state == Some("Z") && ppid == Some(&pid.to_string()) {
+            zombies.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    zombies
+}
+
+#[tokio::test]
+async fn a_container_that_cannot_start_is_reported_and_leaves_no_zombie() {
+    let pod = Pod::start().await;
+    let mut spec = pod.spec("broken", "true");
+    spec.args = vec!["/no/such/binary".into()];
+    let result = pod.runtime.create_container(&pod.uid, spec).await;
+    let shim = pod.state().await.shim_pid;
+    assert!(result.is_err(), "created a container without a binary");
+    assert!(pod.state().await.containers.is_empty());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(zombie_children(shim), Vec::<String>::new());
+    let cgroup = cgroups::container_cgroup_path(&pod.cgroup_parent, "broken");
+    assert!(
+        !cgroups::exists_anywhere(&cgroup).unwrap(),
+        "cgroup of the failed container left"
+    );
+    assert!(!pod.runtime.pod_dir(&pod.uid).join("b/broken").exists());
+    // The name is free again: a fixed spec can be created under it.
+    pod.run(pod.spec("broken", "echo fixed")).await;
+    assert_eq!(pod.wait_exit("broken").await.0, 0);
+}

@@ -157,10 +157,33 @@ impl Shim {
                     eprintln!("berth shim: {e}");
                 }
             }
+            self.reap_strays();
         }
         let _ = std::fs::remove_file(self.dir.join(SOCKET_NAME));
         let _ = std::fs::remove_file(self.dir.join(PID_FILE_NAME));
         Ok(())
+    }
+
+    /// Reaps children that are neither a container nor an exec: libcontainer's helpers, or the
+    /// init of a container whose creation failed. Looks without reaping first, so exit codes
+    /// of our own containers stay for their pidfd events; a stray behind one of ours is reaped
+    /// on a later turn, once ours has been.
+    fn reap_strays(&self) {
+        use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag};
+        let peek = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        while let Ok(status) = waitid(Id::All, peek) {
+            let Some(pid) = status.pid().map(|p| p.as_raw()) else {
+                break;
+            };
+            let ours = self
+                .containers
+                .iter()
+                .any(|c| c.pidfd.is_some() && c.record.state.pid == Some(pid))
+                || self.execs.iter().any(|e| e.pid == pid);
+            if ours || waitpid(nix::unistd::Pid::from_raw(pid), None).is_err() {
+                break;
+            }
+        }
     }
 
     /// Blocks until something is ready. Events come back in an order that is safe to handle

@@ -24,7 +24,7 @@ pub const MAX_OUTPUT_BYTES: usize = 1 << 20;
 pub struct ExecRun {
     /// The client waiting for the answer.
     pub client: u64,
-    pid: i32,
+    pub pid: i32,
     pub pidfd: OwnedFd,
     /// stdout then stderr; `None` once at EOF.
     pipes: [Option<OwnedFd>; 2],
