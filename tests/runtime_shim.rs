@@ -520,3 +520,29 @@ async fn a_container_that_cannot_start_is_reported_and_leaves_no_zombie() {
     pod.run(pod.spec("broken", "echo fixed")).await;
     assert_eq!(pod.wait_exit("broken").await.0, 0);
 }
+
+#[tokio::test]
+async fn logs_rotate_by_size_keeping_max_files() {
+    let pod = Pod::start().await;
+    let mut spec = pod.spec(
+        "chatty",
+        "i=0; while [ $i -lt 100 ]; do echo line-$i; i=$((i+1)); done",
+    );
+    spec.log_max_bytes = 1000;
+    spec.log_max_files = 2;
+    pod.run(spec).await;
+    assert_eq!(pod.wait_exit("chatty").await.0, 0);
+    let path = pod.log_path("chatty");
+    let rotated = PathBuf::from(format!("{}.1", path.display()));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !pod.log("chatty").contains("stdout F line-99") {
+        assert!(Instant::now() < deadline, "last line never logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(std::fs::metadata(&path).unwrap().len() <= 1000);
+    assert!(std::fs::metadata(&rotated).unwrap().len() <= 1000);
+    assert!(!PathBuf::from(format!("{}.2", path.display())).exists());
+    assert!(!std::fs::read_to_string(&rotated)
+        .unwrap()
+        .contains("line-0\n"));
+}
