@@ -7,7 +7,11 @@
 //! The shim daemonizes (double fork + setsid) so it is neither the daemon's child nor killed with
 //! it, holds the pod's network, IPC and UTS namespaces (containers join them through
 //! `/proc/<shim>/ns/*`, so no extra "pause" process is needed), and runs one poll loop over its
-//! socket, its clients, the containers' stdout/stderr pipes and their pidfds.
+//! socket, its clients, the containers' (and execs') stdout/stderr pipes and their pidfds.
+//!
+//! State dir layout: `pod.json` (written by the agent), `shim.sock`, `shim.pid`, `shim.log`,
+//! `state.json` (containers, exit codes, timestamps), `c/<id>` (libcontainer state),
+//! `b/<name>/config.json` (OCI bundle), `o/<name>/{upper,work,root}` (overlay rootfs).
 
 mod container;
 mod daemonize;
@@ -18,8 +22,6 @@ mod state;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-pub use state::StateFile;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShimError {
