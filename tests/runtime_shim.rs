@@ -546,3 +546,55 @@ async fn logs_rotate_by_size_keeping_max_files() {
         .unwrap()
         .contains("line-0\n"));
 }
+
+#[tokio::test]
+async fn the_shim_survives_the_death_of_the_process_group_that_started_it() {
+    use std::os::unix::process::CommandExt;
+    let root = tempfile::Builder::new()
+        .prefix("bt")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let uid = format!(
+        "t{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    );
+    let runtime =
+        ShimRuntime::with_shim_binary(root.path().join("pods"), env!("CARGO_BIN_EXE_berth"));
+    let dir = runtime.pod_dir(&uid);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = PodShimConfig {
+        pod_uid: uid.clone(),
+        netns_path: None,
+        hostname: "orphan".into(),
+        cgroup_parent: format!("berthtest-{uid}"),
+    };
+    std::fs::write(dir.join("pod.json"), serde_json::to_vec(&config).unwrap()).unwrap();
+    // A stand-in for the daemon: starts the shim, then lingers in its own process group.
+    let script = format!(
+        "{} shim --dir {} && exec sleep 1000",
+        env!("CARGO_BIN_EXE_berth"),
+        dir.display()
+    );
+    let mut starter = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while runtime.pod_state(&uid).await.is_err() {
+        assert!(Instant::now() < deadline, "shim never answered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Kill the starter's whole process group, as a dying daemon's service manager would.
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(starter.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    starter.wait().unwrap();
+    let state = runtime.pod_state(&uid).await.unwrap();
+    assert!(pid_alive(state.shim_pid));
+    runtime.stop_pod(&uid).await.unwrap();
+    assert!(!dir.exists());
+}

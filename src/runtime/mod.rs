@@ -55,7 +55,8 @@ pub enum RuntimeError {
 }
 
 /// What the agent needs from a container runtime. Implemented by [`ShimRuntime`]; a fake can
-/// implement it for agent tests.
+/// implement it for agent tests. Calls for one pod are expected one at a time (the agent's
+/// per-pod worker); calls for different pods may run concurrently.
 pub trait ContainerRuntime: Send + Sync {
     /// Starts the pod's shim (if not already running) and returns once it answers.
     fn start_pod_shim(
