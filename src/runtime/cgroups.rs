@@ -220,6 +220,28 @@ pub fn pids_in_tree(cgroup_path: &str) -> Result<Vec<i32>, CgroupError> {
     Ok(pids)
 }
 
+/// Moves the calling process into `cgroup_path` in every hierarchy that accepts it, creating
+/// the directories. v1 cpuset hierarchies are skipped: a new cpuset cgroup has no CPUs until
+/// configured, and cpusets play no part in who gets killed with whom.
+/// Returns the hierarchies that refused, for the caller to report.
+pub fn join(cgroup_path: &str) -> Result<Vec<(PathBuf, std::io::Error)>, CgroupError> {
+    let relative = check_relative(cgroup_path)?;
+    let pid = std::process::id().to_string();
+    let mut refused = Vec::new();
+    for mount in read_mounts()? {
+        if mount.controllers.iter().any(|c| c == "cpuset") {
+            continue;
+        }
+        let dir = mount.mount_point.join(relative);
+        let joined = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(dir.join("cgroup.procs"), &pid));
+        if let Err(e) = joined {
+            refused.push((dir, e));
+        }
+    }
+    Ok(refused)
+}
+
 /// Whether any hierarchy still has a directory for `cgroup_path`.
 pub fn exists_anywhere(cgroup_path: &str) -> Result<bool, CgroupError> {
     let relative = check_relative(cgroup_path)?;

@@ -19,6 +19,8 @@ use crate::runtime::protocol::{Request, Response, PID_FILE_NAME, POD_CONFIG_NAME
 use crate::runtime::spec::PodNamespaces;
 use crate::runtime::types::{ContainerStatus, PodShimConfig, PodState};
 
+/// The shim's own leaf below the pod's cgroup parent.
+pub const SHIM_CGROUP: &str = "shim";
 /// sun_path is 108 bytes including the terminating NUL.
 const MAX_SOCKET_PATH: usize = 107;
 /// A client that does not read its response within this time is dropped, so one stuck agent
@@ -95,6 +97,13 @@ impl Shim {
             .map_err(sys_err("unshare ipc+uts"))?;
         if !config.hostname.is_empty() {
             nix::unistd::sethostname(&config.hostname).map_err(sys_err("sethostname"))?;
+        }
+        // Leave the daemon's cgroup: a service manager stopping the daemon kills its whole
+        // cgroup, and the shim must outlive the daemon. Its own leaf also charges its memory to
+        // the pod (v2 allows processes only in leaves, hence `shim` below the pod's cgroup).
+        let shim_cgroup = cgroups::container_cgroup_path(&config.cgroup_parent, SHIM_CGROUP);
+        for (dir, e) in cgroups::join(&shim_cgroup).unwrap_or_default() {
+            eprintln!("berth shim: could not join cgroup {}: {e}", dir.display());
         }
         let pid = std::process::id();
         let pod_namespaces = PodNamespaces {
