@@ -1,7 +1,12 @@
 //! A network namespace made for one test and removed when it is dropped, so tests never touch the
 //! host's network and never send traffic off the machine.
+//!
+//! Needs root (`ip netns add`); CI runs as root.
 
 use std::process::{Command, Output};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -13,7 +18,11 @@ pub struct Netns {
 impl Netns {
     /// Creates `berth-t<pid>-<n>` with loopback up.
     pub fn new() -> Netns {
-        let name = format!("berth-t{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
+        let name = format!(
+            "berth-t{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
         run_ok("ip", &["netns", "add", &name]);
         let ns = Netns { name };
         ns.exec_ok("ip", &["link", "set", "lo", "up"]);
@@ -28,7 +37,10 @@ impl Netns {
     }
 
     pub fn exec(&self, program: &str, args: &[&str]) -> Output {
-        self.command(program).args(args).output().expect("run ip netns exec")
+        self.command(program)
+            .args(args)
+            .output()
+            .expect("run ip netns exec")
     }
 
     pub fn exec_ok(&self, program: &str, args: &[&str]) -> String {
@@ -41,16 +53,53 @@ impl Netns {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
-}
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "delete", &self.name]).status();
+    /// PIDs of the processes whose network namespace is this one.
+    pub fn pids(&self) -> Vec<u32> {
+        let out = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output();
+        match out {
+            Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+                .collect(),
+            _ => Vec::new(),
+        }
     }
 }
 
+impl Drop for Netns {
+    /// Kills whatever a test left running in the namespace (a fixture that panicked before its
+    /// own cleanup, say), then deletes it. Every such process was started by this test.
+    fn drop(&mut self) {
+        for pid in self.pids() {
+            if let Ok(pid) = i32::try_from(pid) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
+    }
+}
+
+/// Whether `ip netns list` shows a namespace called `name`.
+pub fn netns_exists(name: &str) -> bool {
+    run_ok("ip", &["netns", "list"])
+        .lines()
+        .any(|line| line.split_whitespace().next() == Some(name))
+}
+
 pub fn run_ok(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("run {program}: {e}"));
-    assert!(out.status.success(), "{program} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
