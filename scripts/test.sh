@@ -22,4 +22,4 @@ step() {
 
 step "install test dependencies" scripts/install-test-deps.sh
 step "cargo build" cargo build --bins --tests
-step "cargo test" cargo test "$@"
+step "cargo test" cargo test --no-fail-fast "$@"
