@@ -113,6 +113,33 @@ fn a_registry_in_a_netns_answers_v2_and_is_stopped_and_removed_on_drop() {
     );
 }
 
+#[test]
+fn an_oci_layout_pushed_with_skopeo_is_listed_by_the_registry() {
+    let ns = Netns::new();
+    let registry = Registry::start(&ns);
+    let layout_dir = tempfile::tempdir().expect("temp dir for the OCI layout");
+    let layout = layout_dir.path().join("layout");
+    let layout_arg = format!("{}:1.0", layout.display());
+    stdout_of(
+        Command::new("umoci")
+            .args(["init", "--layout"])
+            .arg(&layout),
+    );
+    stdout_of(Command::new("umoci").args(["new", "--image", &layout_arg]));
+
+    let reference = registry.push_oci_layout(&layout, "1.0", "berth-test/empty");
+    assert_eq!(
+        reference,
+        format!("{}/berth-test/empty:1.0", registry.addr())
+    );
+    let url = format!("http://{}/v2/berth-test/empty/tags/list", registry.addr());
+    let tags = ns.exec_ok("curl", &["--silent", "--fail", &url]);
+    assert!(
+        tags.contains(r#""tags":["1.0"]"#),
+        "GET {url} answered {tags}"
+    );
+}
+
 /// A stand-in for `berth` keeping its command-line contract (`server --data-dir D` writes
 /// `D/kubeconfig.yaml` once serving; `status --data-dir D` exits 0 when ready), so the server
 /// harness is tested on its own. Its kubeconfig names the server's PID in the URL path; with

@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::netns::Netns;
@@ -79,6 +79,36 @@ impl Registry {
 
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// Pushes the image tagged `tag` in the OCI layout `layout` to `<addr>/<repository>:<tag>` with
+    /// skopeo, from inside the netns; returns that reference.
+    pub fn push_oci_layout(&self, layout: &Path, tag: &str, repository: &str) -> String {
+        let reference = format!("{ADDR}/{repository}:{tag}");
+        // --insecure-policy: the host's signature policy has no say over a test's own images.
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.netns,
+                "skopeo",
+                "--insecure-policy",
+                "copy",
+                "--quiet",
+            ])
+            .arg("--dest-tls-verify=false")
+            .arg(format!("oci:{}:{tag}", layout.display()))
+            .arg(format!("docker://{reference}"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run skopeo (run scripts/install-test-deps.sh)");
+        assert!(
+            out.status.success(),
+            "skopeo push of {} to {reference} failed: {}",
+            layout.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        reference
     }
 
     fn wait_ready(&mut self, ns: &Netns) {
