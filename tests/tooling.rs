@@ -142,11 +142,11 @@ fn an_oci_layout_pushed_with_skopeo_is_listed_by_the_registry() {
 
 /// A stand-in for `berth` keeping its command-line contract (`server --data-dir D` writes
 /// `D/kubeconfig.yaml` once serving; `status --data-dir D` exits 0 when ready), so the server
-/// harness is tested on its own. Its kubeconfig names the server's PID in the URL path; with
-/// FAKE_BERTH_FAIL set it fails at start.
+/// harness is tested on its own; `kubeconfig` prints it. Its kubeconfig names the server's PID in
+/// the URL path; with FAKE_BERTH_FAIL set it fails at start.
 const FAKE_BERTH: &str = r#"#!/bin/sh
 command="$1"; shift
-data_dir=""
+data_dir="$BERTH_DATA_DIR"
 while [ $# -gt 0 ]; do
     case "$1" in
         --data-dir) data_dir="$2"; shift 2 ;;
@@ -176,6 +176,7 @@ case "$command" in
         exec sleep 600
         ;;
     status) test -f "$data_dir/kubeconfig.yaml" ;;
+    kubeconfig) cat "$data_dir/kubeconfig.yaml" ;;
     *) exit 2 ;;
 esac
 "#;
@@ -224,6 +225,13 @@ fn server_harness_waits_for_readiness_and_kubectl_uses_the_servers_kubeconfig() 
         ns.pids().contains(&pid),
         "server {pid} is not inside {}",
         ns.name
+    );
+    let printed = server.berth(&["kubeconfig"]);
+    assert!(printed.status.success(), "berth kubeconfig failed");
+    let printed = String::from_utf8_lossy(&printed.stdout);
+    assert!(
+        printed.contains(&format!("/pid-{pid}")),
+        "berth kubeconfig printed {printed}"
     );
 }
 

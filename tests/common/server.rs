@@ -14,6 +14,8 @@ use super::{tools, wait_until};
 
 /// How long a server may take from spawn to answering `berth status`.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one `berth status` probe may take.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct BerthServer {
     binary: PathBuf,
@@ -86,12 +88,12 @@ impl BerthServer {
     }
 
     pub fn kubectl(&self, args: &[&str]) -> Output {
-        run(self.command(&tools::kubectl()).args(args), None)
+        output(self.command(&tools::kubectl()).args(args))
     }
 
     /// Runs kubectl with `stdin` as its standard input (for `apply -f -`).
     pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Output {
-        run(self.command(&tools::kubectl()).args(args), Some(stdin))
+        output_with_stdin(self.command(&tools::kubectl()).args(args), stdin)
     }
 
     /// Runs kubectl, asserts it succeeded, returns its stdout.
@@ -100,7 +102,13 @@ impl BerthServer {
     }
 
     pub fn helm(&self, args: &[&str]) -> Output {
-        run(self.command(&tools::helm()).args(args), None)
+        output(self.command(&tools::helm()).args(args))
+    }
+
+    /// Runs another berth command (`kubeconfig`, `status`, ...) inside the netns against this
+    /// server's data dir and config.
+    pub fn berth(&self, args: &[&str]) -> Output {
+        output(self.berth_command().args(args))
     }
 
     pub fn helm_ok(&self, args: &[&str]) -> String {
@@ -173,20 +181,46 @@ impl BerthServer {
         );
     }
 
-    /// Whether `berth status --data-dir <dir>` succeeds inside the netns.
-    fn status_ok(&self) -> bool {
-        Command::new("ip")
-            .args(["netns", "exec", &self.netns])
+    /// The berth binary inside the netns, with this server's data dir and config in its
+    /// environment (`BERTH_DATA_DIR`, `BERTH_CONFIG`).
+    fn berth_command(&self) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.netns])
             .arg(&self.binary)
+            .env("BERTH_DATA_DIR", self.data_dir())
+            .env("BERTH_CONFIG", self.data_dir().join("test-config.toml"))
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Whether `berth status --data-dir <dir>` succeeds inside the netns. Bounded: a server that
+    /// accepts connections but never answers must not hang the test past its start timeout.
+    fn status_ok(&self) -> bool {
+        let spawned = self
+            .berth_command()
             .arg("status")
             .arg("--data-dir")
             .arg(self.data_dir())
-            .env("BERTH_CONFIG", self.data_dir().join("test-config.toml"))
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success())
+            .spawn();
+        let Ok(mut status) = spawned else {
+            return false;
+        };
+        let mut success = false;
+        let finished = wait_until(STATUS_TIMEOUT, || match status.try_wait() {
+            Ok(Some(exit)) => {
+                success = exit.success();
+                true
+            }
+            Ok(None) => false,
+            Err(_) => true,
+        });
+        if !finished {
+            let _ = status.kill();
+            let _ = status.wait();
+        }
+        success
     }
 }
 
@@ -205,31 +239,29 @@ impl Drop for BerthServer {
     }
 }
 
-fn run(cmd: &mut Command, stdin: Option<&str>) -> Output {
-    if stdin.is_none() {
-        return cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
-    }
+fn output(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"))
+}
+
+fn output_with_stdin(cmd: &mut Command, stdin: &str) -> Output {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    let mut pipe = child.stdin.take().expect("piped stdin");
+    let text = stdin.to_owned();
     // Written from a thread so a child that answers before reading all its input cannot block
-    // on a full stdout pipe while we block on its full stdin pipe.
-    let writer = child.stdin.take().zip(stdin).map(|(mut pipe, text)| {
-        let text = text.to_owned();
-        std::thread::spawn(move || {
-            // A child that exits without reading everything closes the pipe: not our failure.
-            let _ = pipe.write_all(text.as_bytes());
-        })
+    // on a full stdout pipe while we block on its full stdin pipe. A child that exits without
+    // reading everything closes the pipe: not a failure of ours.
+    let writer = std::thread::spawn(move || {
+        let _ = pipe.write_all(text.as_bytes());
     });
     let out = child
         .wait_with_output()
         .unwrap_or_else(|e| panic!("wait for {cmd:?}: {e}"));
-    if let Some(writer) = writer {
-        let _ = writer.join();
-    }
+    let _ = writer.join();
     out
 }
 
