@@ -8,7 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 build_packages=(gcc libc6-dev pkg-config libseccomp-dev libclang-dev)
 missing=()
 for pkg in "${build_packages[@]}"; do
-    dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null | grep -qx installed || missing+=("$pkg")
+    [[ "$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null)" == installed ]] || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
     echo "install: installing build dependencies: ${missing[*]}"
