@@ -84,7 +84,14 @@ impl<'a> Server<'a> {
     fn apply_json(&self, name: &str, object: Value) {
         let path = self.dir.path().join(name);
         std::fs::write(&path, object.to_string()).expect("write a manifest");
-        self.kubectl_ok(&["create", "-f", path.to_str().expect("a UTF-8 path")]);
+        // Manifests go in as JSON; --validate=false because kubectl's client-side schema check
+        // is not what these tests are about.
+        self.kubectl_ok(&[
+            "create",
+            "--validate=false",
+            "-f",
+            path.to_str().expect("a UTF-8 path"),
+        ]);
     }
 
     /// GETs `path` with curl, as the admin, sending `accept`.
@@ -169,7 +176,12 @@ fn kubectl_get_prints_upstream_columns_for_namespaces_services_configmaps_and_no
     assert_eq!(header, ["NAME", "STATUS", "AGE"]);
     assert_eq!(row_named(&rows, "default")[1], "Active");
 
-    server.kubectl_ok(&["create", "service", "clusterip", "web", "--tcp=80:8080"]);
+    server.apply_json(
+        "svc.json",
+        serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+            "spec": {"selector": {"app": "web"},
+                     "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}]}}),
+    );
     let svc: Value = serde_json::from_str(&server.kubectl_ok(&["get", "svc", "web", "-o", "json"]))
         .expect("service JSON");
     let cluster_ip = svc["spec"]["clusterIP"].as_str().expect("an allocated IP");
@@ -191,13 +203,11 @@ fn kubectl_get_prints_upstream_columns_for_namespaces_services_configmaps_and_no
     assert_eq!(header.last().map(String::as_str), Some("SELECTOR"));
     assert_eq!(row_named(&rows, "web")[6], "app=web");
 
-    server.kubectl_ok(&[
-        "create",
-        "configmap",
-        "settings",
-        "--from-literal=a=1",
-        "--from-literal=b=2",
-    ]);
+    server.apply_json(
+        "cm.json",
+        serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "settings"}, "data": {"a": "1", "b": "2"}}),
+    );
     let (header, rows) = table(&server.kubectl_ok(&["get", "cm"]));
     assert_eq!(header, ["NAME", "DATA", "AGE"]);
     assert_eq!(row_named(&rows, "settings")[1], "2");
@@ -324,12 +334,11 @@ fn kubectl_get_pods_watch_prints_one_header_and_a_row_per_change() {
 fn metadata_clients_get_partial_object_metadata_lists() {
     let ns = Netns::new();
     let server = Server::start(&ns);
-    server.kubectl_ok(&[
-        "create",
-        "configmap",
-        "meta",
-        "--from-literal=secretish=value",
-    ]);
+    server.apply_json(
+        "cm.json",
+        serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "meta"}, "data": {"secretish": "value"}}),
+    );
     let list = server.curl(
         "/api/v1/namespaces/default/configmaps",
         "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
