@@ -11,6 +11,7 @@ pub mod request;
 mod response;
 mod rest;
 pub mod serve;
+mod table;
 mod watch;
 
 use std::sync::atomic::{AtomicBool, Ordering};
