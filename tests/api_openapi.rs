@@ -149,6 +149,16 @@ fn kubectl_explain_prints_field_docs_and_walks_pods_recursively() {
     );
     assert!(out.contains("volumeMounts\t<[]VolumeMount>"), "{out}");
     assert!(out.lines().count() > 500, "{out}");
+
+    // The v2 renderer reads gnostic protobuf from /openapi/v2 (kubectl asks for nothing else).
+    let out = server.kubectl_ok(&[
+        "explain",
+        "deployment.spec.strategy",
+        "--output",
+        "plaintext-openapiv2",
+    ]);
+    assert!(out.contains("RESOURCE: strategy <Object>"), "{out}");
+    assert!(out.contains("rollingUpdate\t<Object>"), "{out}");
 }
 
 #[test]

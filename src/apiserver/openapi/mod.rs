@@ -6,6 +6,7 @@
 
 mod operations;
 mod v2;
+mod v2_proto;
 mod v3;
 
 use std::sync::OnceLock;
@@ -29,16 +30,32 @@ struct Served {
 
 impl Served {
     fn new(doc: &Value) -> Served {
-        let body = Bytes::from(doc.to_string());
+        Served::from_bytes(doc.to_string().into_bytes())
+    }
+
+    fn from_bytes(bytes: Vec<u8>) -> Served {
+        // Boxed so the body keeps no spare capacity from the growing serialiser: documents are big.
+        let body = Bytes::from(bytes.into_boxed_slice());
         let etag = hex::encode_upper(Sha512::digest(&body));
         Served { body, etag }
     }
 }
 
+/// The content types of `/openapi/v2` besides JSON.
+const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+const V2_PROTOBUF_DEPRECATED: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    /// gnostic's protobuf (only `/openapi/v2` offers it).
+    Protobuf,
+}
+
 /// Every v3 group-version document, keyed as the index names them (`api/v1`, `apis/apps/v1`).
 struct V3Documents {
     by_path: Vec<(String, Served)>,
-    index: Bytes,
+    index: Served,
 }
 
 fn v3_documents() -> &'static V3Documents {
@@ -60,14 +77,20 @@ fn v3_documents() -> &'static V3Documents {
                 (path.clone(), json!({"serverRelativeURL": url}))
             })
             .collect();
-        let index = Bytes::from(json!({"paths": paths}).to_string());
+        let index = Served::new(&json!({"paths": paths}));
         V3Documents { by_path, index }
     })
 }
 
-fn v2_document() -> &'static Served {
-    static DOC: OnceLock<Served> = OnceLock::new();
-    DOC.get_or_init(|| Served::new(&v2::document()))
+fn v2_document(format: Format) -> &'static Served {
+    static JSON: OnceLock<Served> = OnceLock::new();
+    static PROTOBUF: OnceLock<Served> = OnceLock::new();
+    match format {
+        Format::Json => JSON.get_or_init(|| Served::new(&v2::document())),
+        Format::Protobuf => {
+            PROTOBUF.get_or_init(|| Served::from_bytes(v2_proto::encode(&v2::document())))
+        }
+    }
 }
 
 /// `info` of every document.
@@ -94,16 +117,16 @@ pub fn handle(request: &Request) -> Response {
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if !accepts_json(accept) {
+    let Some(format) = negotiate(accept, path == "/openapi/v2") else {
         return error_response(&ApiError::not_acceptable(accept));
-    }
+    };
     let if_none_match = request
         .headers()
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok());
     match path {
-        "/openapi/v2" => document_response(v2_document(), if_none_match, None),
-        "/openapi/v3" => json_bytes(v3_documents().index.clone()),
+        "/openapi/v2" => document_response(v2_document(format), if_none_match, None, format),
+        "/openapi/v3" => document_response(&v3_documents().index, if_none_match, None, format),
         _ => {
             let key = path.trim_start_matches("/openapi/v3/");
             let docs = v3_documents();
@@ -121,31 +144,29 @@ pub fn handle(request: &Request) -> Response {
                     // A stale cached index: point the client at the current document.
                     redirect(&format!("/openapi/v3/{key}?hash={}", served.etag))
                 }
-                Some(h) if !h.is_empty() => document_response(served, if_none_match, Some(())),
-                _ => document_response(served, if_none_match, None),
+                Some(h) if !h.is_empty() => {
+                    document_response(served, if_none_match, Some(()), format)
+                }
+                _ => document_response(served, if_none_match, None, format),
             }
         }
     }
 }
 
-/// Does an Accept header admit JSON? Upstream also offers protobuf; berth answers JSON only, and
-/// every client that asks for protobuf first also lists JSON.
-fn accepts_json(accept: &str) -> bool {
+/// The first format the Accept header names that we serve. v3 is JSON only: kubectl asks v3 for
+/// JSON; it asks v2 for protobuf alone, so v2 offers both.
+fn negotiate(accept: &str, protobuf_offered: bool) -> Option<Format> {
     if accept.trim().is_empty() {
-        return true;
+        return Some(Format::Json);
     }
-    accept.split(',').any(|range| {
+    accept.split(',').find_map(|range| {
         let media = range.split(';').next().unwrap_or("").trim();
-        matches!(media, "application/json" | "application/*" | "*/*")
+        match media {
+            "application/json" | "application/*" | "*/*" => Some(Format::Json),
+            V2_PROTOBUF | V2_PROTOBUF_DEPRECATED if protobuf_offered => Some(Format::Protobuf),
+            _ => None,
+        }
     })
-}
-
-fn json_bytes(body: Bytes) -> Response {
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body))
-        .unwrap_or_else(|_| text_response(500, "response build failed"))
 }
 
 /// `immutable` is Some when the client named the document by its hash.
@@ -153,12 +174,19 @@ fn document_response(
     served: &Served,
     if_none_match: Option<&str>,
     immutable: Option<()>,
+    format: Format,
 ) -> Response {
     let etag = format!("\"{}\"", served.etag);
+    let content_type = match format {
+        Format::Json => "application/json",
+        // The `@` form clients ask for is not a valid media type for Go's parser; upstream
+        // answers with the dotted one.
+        Format::Protobuf => V2_PROTOBUF_DEPRECATED,
+    };
     let mut builder = Response::builder()
         .header(header::ETAG, &etag)
         .header(header::VARY, "Accept")
-        .header(header::CONTENT_TYPE, "application/json");
+        .header(header::CONTENT_TYPE, content_type);
     builder = match immutable {
         Some(()) => builder
             .header(header::CACHE_CONTROL, "public, immutable")
@@ -248,6 +276,30 @@ mod tests {
             get("/openapi/v3/api/v1", only).status(),
             StatusCode::NOT_ACCEPTABLE
         );
+    }
+
+    #[test]
+    fn v2_answers_protobuf_to_who_asks_only_for_it() {
+        let response = get("/openapi/v2", V2_PROTOBUF);
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            V2_PROTOBUF_DEPRECATED
+        );
+        let response = get("/openapi/v2", "application/json");
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+    }
+
+    #[test]
+    fn a_matching_if_none_match_is_not_modified() {
+        let first = get("/openapi/v3", "application/json");
+        let etag = first.headers()[header::ETAG].clone();
+        let request = http::Request::builder()
+            .uri("/openapi/v3")
+            .header(header::IF_NONE_MATCH, etag)
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(handle(&request).status(), StatusCode::NOT_MODIFIED);
     }
 
     #[test]
