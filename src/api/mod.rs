@@ -2,7 +2,9 @@
 
 pub mod meta;
 pub mod paging;
+pub mod patch_meta;
 pub mod resources;
+pub mod schemas;
 pub mod selectors;
 pub mod status;
 

@@ -5,6 +5,7 @@
 
 pub mod authn;
 pub mod discovery;
+pub mod openapi;
 mod patch;
 mod query;
 pub mod request;
@@ -87,6 +88,9 @@ async fn handle(State(server): State<Arc<ApiServer>>, request: Request) -> Respo
             )));
         }
         Some(_) => {}
+    }
+    if openapi::serves(&path) {
+        return openapi::handle(&request);
     }
     match request::parse_path(&path) {
         Ok(request::Target::Discovery {
