@@ -23,13 +23,14 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
-/// Runs `body` on a thread of its own that has entered `ns`, so every socket it opens lives there.
-fn in_netns<F, Fut>(ns: &Netns, body: F)
+/// Runs `body` on a thread of its own that has entered namespace `netns`, so every socket it
+/// opens lives there.
+fn in_netns<F, Fut>(netns: &str, body: F)
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = ()>,
 {
-    let path = format!("/run/netns/{}", ns.name);
+    let path = format!("/run/netns/{netns}");
     let thread = std::thread::spawn(move || {
         let file = std::fs::File::open(&path).expect("open the test netns");
         // Only this thread moves; the test harness and other tests stay where they are.
@@ -87,7 +88,11 @@ fn test_zone() -> ClusterZone {
 
 /// A stand-in upstream: `outside.example.` (and nothing else) has an address. Counts questions.
 async fn stub_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    stub_upstream_on("127.0.0.1:0".parse().unwrap()).await
+}
+
+async fn stub_upstream_on(addr: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>) {
+    let socket = UdpSocket::bind(addr).await.unwrap();
     let addr = socket.local_addr().unwrap();
     let asked = Arc::new(AtomicUsize::new(0));
     let counter = asked.clone();
@@ -198,7 +203,7 @@ fn has_soa_authority(message: &Message) -> bool {
 #[test]
 fn cluster_names_are_answered_and_other_names_forwarded_over_real_sockets() {
     let ns = Netns::new();
-    in_netns(&ns, || async {
+    in_netns(&ns.name, || async {
         let (upstream, asked) = stub_upstream().await;
         let server = start_server(upstream).await;
 
@@ -288,7 +293,7 @@ fn cluster_names_are_answered_and_other_names_forwarded_over_real_sockets() {
 #[test]
 fn answers_too_large_for_udp_are_truncated_and_complete_over_tcp() {
     let ns = Netns::new();
-    in_netns(&ns, || async {
+    in_netns(&ns.name, || async {
         let (upstream, _) = stub_upstream().await;
         let server = start_server(upstream).await;
 
@@ -317,7 +322,7 @@ fn answers_too_large_for_udp_are_truncated_and_complete_over_tcp() {
 #[test]
 fn dns_throughput_for_cluster_and_forwarded_names() {
     let ns = Netns::new();
-    in_netns(&ns, || async {
+    in_netns(&ns.name, || async {
         let (upstream, _) = stub_upstream().await;
         let server = start_server(upstream).await;
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -350,4 +355,169 @@ fn dns_throughput_for_cluster_and_forwarded_names() {
         rates.push(rate);
         assert!(rates.iter().all(|r| *r > 50.0), "far too slow: {rates:?}");
     });
+}
+
+/// The kubectl the test tooling installs (`BERTH_TEST_TOOLS` overrides its directory).
+fn kubectl_path() -> std::path::PathBuf {
+    std::env::var_os("BERTH_TEST_TOOLS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/usr/local/lib/berth-test/bin".into())
+        .join("kubectl")
+}
+
+/// A `berth server` child, killed by PID when dropped.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn kubectl_ok(ns: &Netns, kubeconfig: &std::path::Path, args: &[&str]) -> String {
+    let kubectl = kubectl_path();
+    let kubectl = kubectl.to_string_lossy();
+    let mut full = vec!["--kubeconfig", kubeconfig.to_str().unwrap()];
+    full.extend_from_slice(args);
+    ns.exec_ok(&kubectl, &full)
+}
+
+/// The daemon end to end: the bridge address appears, the server publishes itself as kube-dns'
+/// endpoint, and Services created and deleted through kubectl come and go in DNS.
+#[test]
+fn a_real_berth_server_serves_its_services_on_the_bridge_gateway() {
+    let ns = Netns::new();
+    // What the agent would create: the bridge with the gateway address DNS listens on.
+    ns.exec_ok("ip", &["link", "add", "berth0", "type", "bridge"]);
+    ns.exec_ok("ip", &["addr", "add", "10.42.0.1/24", "dev", "berth0"]);
+    ns.exec_ok("ip", &["link", "set", "berth0", "up"]);
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("berth-dns-{}-", std::process::id()))
+        .tempdir()
+        .unwrap();
+    // The stub upstream the test runs in the namespace, never the host's resolvers.
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[network]\nupstream_dns = [\"127.0.0.1:5399\"]\n").unwrap();
+    let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+    let child = ns
+        .command(env!("CARGO_BIN_EXE_berth"))
+        .args(["server", "--api-listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let _server = Server(child);
+    let kubeconfig = dir.path().join("kubeconfig.yaml");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !kubeconfig.exists() {
+        assert!(Instant::now() < deadline, "berth did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let services = dir.path().join("services.json");
+    std::fs::write(
+        &services,
+        r#"{"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+             "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80}]}},
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ext", "namespace": "default"},
+             "spec": {"type": "ExternalName", "externalName": "outside.example"}}]}"#,
+    )
+    .unwrap();
+    let created = kubectl_ok(
+        &ns,
+        &kubeconfig,
+        &[
+            "create",
+            "-f",
+            services.to_str().unwrap(),
+            "--validate=false",
+        ],
+    );
+    assert!(created.contains("service/web created"), "{created}");
+    let cluster_ip: Ipv4Addr = kubectl_ok(
+        &ns,
+        &kubeconfig,
+        &["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"],
+    )
+    .trim()
+    .parse()
+    .unwrap();
+
+    let slice = kubectl_ok(
+        &ns,
+        &kubeconfig,
+        &[
+            "get",
+            "endpointslice",
+            "kube-dns",
+            "-n",
+            "kube-system",
+            "-o",
+            "json",
+        ],
+    );
+    let slice: serde_json::Value = serde_json::from_str(&slice).unwrap();
+    assert_eq!(slice["endpoints"][0]["addresses"][0], "10.42.0.1");
+    assert_eq!(
+        slice["metadata"]["labels"]["kubernetes.io/service-name"],
+        "kube-dns"
+    );
+
+    let dns: SocketAddr = "10.42.0.1:53".parse().unwrap();
+    in_netns(&ns.name, move || async move {
+        let _ = stub_upstream_on("127.0.0.1:5399".parse().unwrap()).await;
+        let web = wait_for(dns, "web.default.svc.cluster.local.", |m| {
+            m.metadata.response_code == ResponseCode::NoError && !m.answers.is_empty()
+        })
+        .await;
+        assert_eq!(addresses(&web), vec![cluster_ip]);
+        let ext = ask_udp(dns, "ext.default.svc.cluster.local.", RecordType::A).await;
+        assert_eq!(addresses(&ext), vec![Ipv4Addr::new(192, 0, 2, 10)]);
+        let tcp = ask_tcp(
+            dns,
+            "kube-dns.kube-system.svc.cluster.local.",
+            RecordType::A,
+        )
+        .await;
+        assert_eq!(addresses(&tcp), vec![Ipv4Addr::new(10, 43, 0, 10)]);
+    });
+
+    kubectl_ok(&ns, &kubeconfig, &["delete", "svc", "web"]);
+    in_netns(&ns.name, move || async move {
+        wait_for(dns, "web.default.svc.cluster.local.", |m| {
+            m.metadata.response_code == ResponseCode::NXDomain
+        })
+        .await;
+    });
+}
+
+/// Asks for `qname` A until `done` holds for the answer (the zone follows the API shortly).
+async fn wait_for(server: SocketAddr, qname: &str, done: impl Fn(&Message) -> bool) -> Message {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let socket = UdpSocket::bind("0.0.0.0:0").await.unwrap();
+        socket.connect(server).await.unwrap();
+        let (_, bytes) = query_bytes(qname, RecordType::A, true);
+        let _ = socket.send(&bytes).await;
+        let mut buf = vec![0u8; 4096];
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(500), socket.recv(&mut buf)).await
+        {
+            if let Ok(answer) = Message::from_vec(&buf[..n]) {
+                if done(&answer) {
+                    return answer;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no satisfying answer for {qname}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
