@@ -225,11 +225,14 @@ impl ClusterZone {
                     .map(String::as_str)
                     == Some(name)
         });
+        // StatefulSets' peers must find each other before they are ready; such Services ask
+        // for every endpoint.
+        let everyone = spec.publish_not_ready_addresses == Some(true);
         for slice in mine {
             let ready: Vec<_> = slice
                 .endpoints
                 .iter()
-                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+                .filter(|e| everyone || e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
                 .collect();
             let weight = u16::try_from(100 / ready.len().max(1)).unwrap_or(1).max(1);
             for endpoint in ready {
@@ -537,6 +540,26 @@ mod tests {
         );
         let not_ready = name("db-3.db.prod.svc.cluster.local.");
         assert_eq!(zone.lookup(&not_ready, RecordType::A), Lookup::NxDomain);
+    }
+
+    #[test]
+    fn publish_not_ready_addresses_includes_unready_endpoints() {
+        let services = [service(
+            json!({"metadata": {"name": "db", "namespace": "prod"},
+            "spec": {"clusterIP": "None", "publishNotReadyAddresses": true}}),
+        )];
+        let slices = [slice(json!({
+            "metadata": {"name": "db-x", "namespace": "prod",
+                         "labels": {"kubernetes.io/service-name": "db"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.42.0.8"], "hostname": "db-0",
+                           "conditions": {"ready": false}}]
+        }))];
+        let services: Vec<&Service> = services.iter().collect();
+        let slices: Vec<&EndpointSlice> = slices.iter().collect();
+        let zone = ClusterZone::build("cluster.local", &services, &slices).unwrap();
+        let got = answers(zone.lookup(&name("db-0.db.prod.svc.cluster.local."), RecordType::A));
+        assert_eq!(got, vec![a("10.42.0.8")]);
     }
 
     #[test]
