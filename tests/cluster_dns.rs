@@ -86,7 +86,8 @@ fn test_zone() -> ClusterZone {
     ClusterZone::build("cluster.local", &services, &slices).unwrap()
 }
 
-/// A stand-in upstream: `outside.example.` (and nothing else) has an address. Counts questions.
+/// A stand-in upstream: `outside.example.` has an address, `big.example.` fifty of them (too
+/// many for its UDP answers, which come truncated), nothing else exists. Counts questions.
 async fn stub_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
     stub_upstream_on("127.0.0.1:0".parse().unwrap()).await
 }
@@ -94,6 +95,7 @@ async fn stub_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
 async fn stub_upstream_on(addr: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>) {
     let socket = UdpSocket::bind(addr).await.unwrap();
     let addr = socket.local_addr().unwrap();
+    let tcp = TcpListener::bind(addr).await.unwrap();
     let asked = Arc::new(AtomicUsize::new(0));
     let counter = asked.clone();
     tokio::spawn(async move {
@@ -103,25 +105,50 @@ async fn stub_upstream_on(addr: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>) {
                 continue;
             };
             counter.fetch_add(1, Ordering::SeqCst);
-            let mut reply = Message::response(query.metadata.id, OpCode::Query);
-            reply.metadata.recursion_available = true;
-            reply.add_queries(query.queries.clone());
-            let q = &query.queries[0];
-            if q.name() == &name("outside.example.") && q.query_type() == RecordType::A {
-                reply.add_answer(Record::from_rdata(
-                    q.name().clone(),
-                    120,
-                    RData::A(A(Ipv4Addr::new(192, 0, 2, 10))),
-                ));
-            } else {
-                reply.metadata.response_code = ResponseCode::NXDomain;
-                let soa = SOA::new(name("ns.example."), name("h.example."), 1, 1, 1, 1, 30);
-                reply.add_authority(Record::from_rdata(name("example."), 30, RData::SOA(soa)));
-            }
+            let reply = stub_answer(&query, true);
             let _ = socket.send_to(&reply.to_vec().unwrap(), from).await;
         }
     });
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = tcp.accept().await {
+            let Ok(len) = stream.read_u16().await else {
+                continue;
+            };
+            let mut buf = vec![0u8; usize::from(len)];
+            if stream.read_exact(&mut buf).await.is_err() {
+                continue;
+            }
+            let Ok(query) = Message::from_vec(&buf) else {
+                continue;
+            };
+            let reply = stub_answer(&query, false).to_vec().unwrap();
+            let _ = stream.write_u16(reply.len() as u16).await;
+            let _ = stream.write_all(&reply).await;
+        }
+    });
     (addr, asked)
+}
+
+fn stub_answer(query: &Message, over_udp: bool) -> Message {
+    let mut reply = Message::response(query.metadata.id, OpCode::Query);
+    reply.metadata.recursion_available = true;
+    reply.add_queries(query.queries.clone());
+    let q = &query.queries[0];
+    let a = |ip: Ipv4Addr| Record::from_rdata(q.name().clone(), 120, RData::A(A(ip)));
+    if q.name() == &name("outside.example.") && q.query_type() == RecordType::A {
+        reply.add_answer(a(Ipv4Addr::new(192, 0, 2, 10)));
+    } else if q.name() == &name("big.example.") && q.query_type() == RecordType::A {
+        if over_udp {
+            reply.metadata.truncation = true;
+        } else {
+            reply.add_answers((1..=50).map(|i| a(Ipv4Addr::new(198, 51, 100, i))));
+        }
+    } else {
+        reply.metadata.response_code = ResponseCode::NXDomain;
+        let soa = SOA::new(name("ns.example."), name("h.example."), 1, 1, 1, 1, 30);
+        reply.add_authority(Record::from_rdata(name("example."), 30, RData::SOA(soa)));
+    }
+    reply
 }
 
 /// Starts the server on loopback with the test zone and `upstream`; returns where it listens.
@@ -315,6 +342,11 @@ fn answers_too_large_for_udp_are_truncated_and_complete_over_tcp() {
         let tcp = ask_tcp(server, "big.default.svc.cluster.local.", RecordType::A).await;
         assert!(!tcp.metadata.truncation);
         assert_eq!(addresses(&tcp).len(), 100);
+
+        // An upstream answer truncated over UDP is fetched again over TCP.
+        let big = ask_tcp(server, "big.example.", RecordType::A).await;
+        assert_eq!(big.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(addresses(&big).len(), 50);
     });
 }
 

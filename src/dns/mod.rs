@@ -99,11 +99,6 @@ pub async fn run(client: kube::Client, config: DnsConfig) -> Result<(), DnsError
         zone,
         ready_tx,
     ));
-    let publish = tokio::spawn(endpoints::keep_published(
-        client,
-        config.listen,
-        config.port,
-    ));
 
     let serving = async {
         wait_for_address(config.listen).await;
@@ -118,6 +113,13 @@ pub async fn run(client: kube::Client, config: DnsConfig) -> Result<(), DnsError
             .await
             .map_err(|source| DnsError::Bind { addr, source })?;
         tracing::info!(%addr, upstreams = ?config.upstreams, "cluster DNS is serving");
+        // Published only now: an endpoint nothing listens on would just bounce queries.
+        let publish = tokio::spawn(endpoints::keep_published(
+            client,
+            config.listen,
+            config.port,
+        ));
+        let _stop_publishing = AbortOnDrop(publish);
         server::serve(udp, tcp, answerer, std::future::pending()).await?;
         Ok::<(), DnsError>(())
     };
@@ -126,8 +128,16 @@ pub async fn run(client: kube::Client, config: DnsConfig) -> Result<(), DnsError
         _ = &mut source => Err(DnsError::SourceStopped),
     };
     source.abort();
-    publish.abort();
     outcome
+}
+
+/// Ends a helper task when whatever it serves goes away.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Waits until `ip` is assigned to an interface of this host (network namespace).
