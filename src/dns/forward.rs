@@ -211,7 +211,8 @@ async fn udp_exchange(
     let socket = UdpSocket::bind(local).await.map_err(io)?;
     socket.connect(upstream).await.map_err(io)?;
     socket.send(query).await.map_err(io)?;
-    let mut buf = vec![0u8; usize::from(u16::MAX)];
+    // We advertise EDNS_PAYLOAD; anything longer than twice that is not an answer to us.
+    let mut buf = vec![0u8; 2 * usize::from(EDNS_PAYLOAD)];
     loop {
         let n = socket.recv(&mut buf).await.map_err(io)?;
         match Message::from_vec(&buf[..n]) {

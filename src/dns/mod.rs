@@ -32,6 +32,8 @@ use zone::ClusterZone;
 pub const DNS_PORT: u16 = 53;
 /// How often the listen address is looked for while the bridge does not exist yet.
 const ADDRESS_POLL: Duration = Duration::from_secs(1);
+/// How often binding is retried while the port is taken.
+const BIND_RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {
@@ -106,12 +108,7 @@ pub async fn run(client: kube::Client, config: DnsConfig) -> Result<(), DnsError
         // cache; better to not answer at all for that moment.
         let _ = ready_rx.await;
         let addr = SocketAddr::new(IpAddr::V4(config.listen), config.port);
-        let udp = UdpSocket::bind(addr)
-            .await
-            .map_err(|source| DnsError::Bind { addr, source })?;
-        let tcp = TcpListener::bind(addr)
-            .await
-            .map_err(|source| DnsError::Bind { addr, source })?;
+        let (udp, tcp) = bind_when_free(addr).await;
         tracing::info!(%addr, upstreams = ?config.upstreams, "cluster DNS is serving");
         // Published only now: an endpoint nothing listens on would just bounce queries.
         let publish = tokio::spawn(endpoints::keep_published(
@@ -137,6 +134,33 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// Binds UDP and TCP on `addr`, retrying while something else holds the port (a host DNS
+/// server listening on every address): the API must not go down over cluster DNS.
+async fn bind_when_free(addr: SocketAddr) -> (UdpSocket, TcpListener) {
+    let mut logged = false;
+    loop {
+        let bound = async {
+            let udp = UdpSocket::bind(addr)
+                .await
+                .map_err(|source| DnsError::Bind { addr, source })?;
+            let tcp = TcpListener::bind(addr)
+                .await
+                .map_err(|source| DnsError::Bind { addr, source })?;
+            Ok::<_, DnsError>((udp, tcp))
+        };
+        match bound.await {
+            Ok(sockets) => return sockets,
+            Err(error) => {
+                if !logged {
+                    tracing::warn!(%error, "cluster DNS cannot listen yet; retrying");
+                    logged = true;
+                }
+                tokio::time::sleep(BIND_RETRY).await;
+            }
+        }
     }
 }
 
