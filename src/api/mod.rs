@@ -2,6 +2,7 @@
 
 pub mod meta;
 pub mod paging;
+pub mod protobuf;
 pub mod resources;
 pub mod selectors;
 pub mod status;

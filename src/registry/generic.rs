@@ -540,7 +540,8 @@ pub fn matches_selectors(
 
 /// Checks the field selector only uses fields the kind supports, before any work is done.
 pub fn check_field_selector(r: &Resource, sel: &FieldSelector) -> ApiResult<()> {
-    sel.validate_for(r.kind).map_err(|e| ApiError::bad_request(e.to_string()))
+    sel.validate_for(r.kind)
+        .map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 fn check_delete_preconditions(
