@@ -8,6 +8,7 @@
 //! IntOrString, RawExtension, ...) are decoded by hand. Responses stay JSON, so there is no
 //! encoder.
 
+#[rustfmt::skip]
 mod schema;
 pub mod table;
 mod wire;
