@@ -275,6 +275,10 @@ impl Registry {
             }
             let key = r.key(namespace, &name);
             let owner = format!("{namespace}/{name}");
+            // An existing service must read as AlreadyExists, not as "IP already allocated".
+            if is_service && self.store.get(&key).map_err(store_error)?.is_some() {
+                return Err(ApiError::already_exists(r.group, r.plural, &name));
+            }
             let allocations = match is_service {
                 true => services::allocate(&self.store, &self.services, &mut obj, &owner).await?,
                 false => Vec::new(),

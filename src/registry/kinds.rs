@@ -157,17 +157,22 @@ pub fn validate_name(resource: &Resource, name: &str, causes: &mut Vec<Cause>) {
     }
 }
 
-/// Whether the kind has a `spec` whose changes bump `metadata.generation`.
+/// Whether the kind keeps `metadata.generation` (bumped on spec changes), as its upstream strategy does.
 pub fn tracks_generation(resource: &Resource) -> bool {
-    !matches!(
+    matches!(
         resource.kind,
-        "ConfigMap"
-            | "Secret"
-            | "Event"
-            | "Endpoints"
+        "Deployment"
+            | "ReplicaSet"
+            | "StatefulSet"
+            | "DaemonSet"
+            | "ReplicationController"
+            | "Job"
+            | "CronJob"
+            | "Pod"
+            | "PodDisruptionBudget"
+            | "Ingress"
+            | "NetworkPolicy"
             | "EndpointSlice"
-            | "ServiceAccount"
-            | "Lease"
     )
 }
 

@@ -27,13 +27,42 @@ impl BenchReport {
     }
 }
 
+/// What the benchmark writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchValue {
+    /// Pod-like JSON with ids and hashes in it: compresses about as well as real objects.
+    Json,
+    /// Random bytes: the worst case, nothing to compress.
+    Noise,
+}
+
+impl BenchValue {
+    pub fn make(self, size: usize, seed: u64) -> Vec<u8> {
+        match self {
+            BenchValue::Json => pod_like_json(size, seed),
+            BenchValue::Noise => noise(size, seed),
+        }
+    }
+}
+
 /// `writers` tasks each create their own key, then update it `updates / writers` times with a
-/// `value_size`-byte value. Only the update phase is measured.
+/// `value_size`-byte Pod-like JSON value. Only the update phase is measured.
 pub async fn bench_updates(
     store: &Store,
     writers: usize,
     updates: usize,
     value_size: usize,
+) -> Result<BenchReport, StoreError> {
+    bench_updates_of(store, writers, updates, value_size, BenchValue::Json).await
+}
+
+/// [`bench_updates`] with a choice of value.
+pub async fn bench_updates_of(
+    store: &Store,
+    writers: usize,
+    updates: usize,
+    value_size: usize,
+    kind: BenchValue,
 ) -> Result<BenchReport, StoreError> {
     let writers = writers.max(1);
     let per_writer = updates / writers;
@@ -41,7 +70,9 @@ pub async fn bench_updates(
     let mut revisions = Vec::with_capacity(writers);
     for writer in 0..writers {
         let key = format!("/bench/{run}/{writer}");
-        let kv = store.create(&key, move |_| vec![0; value_size]).await?;
+        let kv = store
+            .create(&key, move |_| kind.make(value_size, writer as u64))
+            .await?;
         revisions.push((key, kv.mod_revision));
     }
 
@@ -49,13 +80,13 @@ pub async fn bench_updates(
     let bytes_before = process_write_bytes();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for (key, mut revision) in revisions {
+    for (writer, (key, mut revision)) in revisions.into_iter().enumerate() {
         let store = store.clone();
         tasks.spawn(async move {
             for round in 0..per_writer {
-                let fill = (round % 251) as u8;
+                let seed = (writer * per_writer + round + 1) as u64 * 7919;
                 let kv = store
-                    .update(&key, revision, move |_| vec![fill; value_size])
+                    .update(&key, revision, move |_| kind.make(value_size, seed))
                     .await?;
                 revision = kv.mod_revision;
             }
@@ -84,4 +115,55 @@ pub fn process_write_bytes() -> Option<u64> {
     io.lines()
         .find_map(|line| line.strip_prefix("write_bytes:"))
         .and_then(|value| value.trim().parse().ok())
+}
+
+/// `len` bytes of deterministic noise (xorshift64): incompressible, like the worst-case value.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 32) as u8
+        })
+        .collect()
+}
+
+/// About `size` bytes of JSON shaped like a Pod: names, labels, an image, environment variables
+/// with hash-like values, so it compresses like the real thing (neither all text nor all noise).
+fn pod_like_json(size: usize, seed: u64) -> Vec<u8> {
+    let hex = |len: usize, salt: u64| {
+        noise(len / 2, seed ^ salt)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let mut json = format!(
+        concat!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"web-{name}","#,
+            r#""namespace":"default","uid":"{uid}","resourceVersion":"{seed}","#,
+            r#""labels":{{"app":"web","pod-template-hash":"{hash}"}}}},"spec":{{"containers":"#,
+            r#"[{{"name":"app","image":"registry.local/web@sha256:{digest}","env":["#
+        ),
+        name = hex(10, 1),
+        uid = hex(32, 2),
+        seed = seed,
+        hash = hex(10, 3),
+        digest = hex(64, 4),
+    );
+    let tail = r#"]}],"restartPolicy":"Always"},"status":{"phase":"Running"}}"#;
+    let mut var = 0u64;
+    while json.len() + tail.len() < size {
+        if var > 0 {
+            json.push(',');
+        }
+        json.push_str(&format!(
+            r#"{{"name":"SETTING_{var}","value":"{}"}}"#,
+            hex(8, 100 + var)
+        ));
+        var += 1;
+    }
+    json.push_str(tail);
+    json.into_bytes()
 }

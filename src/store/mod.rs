@@ -54,6 +54,7 @@ const CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// Largest key plus value accepted; the API server's own request limit is far below this.
 pub const MAX_ENTRY_BYTES: usize = 64 * 1024 * 1024;
 
+#[derive(Clone, Debug)]
 pub struct StoreOptions {
     /// Revisions of history kept for watches to resume from.
     pub history_revisions: u64,
@@ -61,12 +62,19 @@ pub struct StoreOptions {
     pub watch_buffer: usize,
 }
 
+impl From<&crate::config::StoreConfig> for StoreOptions {
+    fn from(config: &crate::config::StoreConfig) -> Self {
+        StoreOptions {
+            history_revisions: config.history_revisions,
+            watch_buffer: config.watch_buffer,
+        }
+    }
+}
+
+/// The defaults of the config file (they live there, once).
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions {
-            history_revisions: 10_000,
-            watch_buffer: 1_000,
-        }
+        StoreOptions::from(&crate::config::StoreConfig::default())
     }
 }
 
@@ -143,6 +151,8 @@ pub enum StoreError {
         // Shared so one failed group commit can answer every caller in it.
         source: Arc<redb::Error>,
     },
+    #[error("cannot start the store's writer thread: {0}")]
+    Thread(std::io::Error),
     #[error("store {path} is corrupt: {detail}")]
     Corrupt { path: PathBuf, detail: String },
     #[error("the value function panicked; nothing was written")]
@@ -196,7 +206,11 @@ impl Drop for Handle {
         // free to reopen as soon as the store is dropped.
         self.requests.take();
         if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
+            // The last handle can die on the writer thread itself (a value closure that owned
+            // a Store clone); a thread cannot wait for itself, and it is about to exit anyway.
+            if writer.thread().id() != std::thread::current().id() {
+                let _ = writer.join();
+            }
         }
     }
 }
@@ -438,10 +452,19 @@ fn read_put(
         .map_err(|e| shared.corrupt(format!("log entry {revision}: {e}")))?;
     Ok(KeyValue {
         key: entry.key.to_owned(),
-        value: Bytes::copy_from_slice(entry.value),
+        value: entry_value(shared, revision, &entry)?,
         create_revision: entry.create_revision,
         mod_revision: revision,
     })
+}
+
+/// The value of a decoded entry, decompressed.
+fn entry_value(shared: &Shared, revision: u64, entry: &LogEntry<'_>) -> Result<Bytes, StoreError> {
+    match entry.value() {
+        Ok(std::borrow::Cow::Borrowed(value)) => Ok(Bytes::copy_from_slice(value)),
+        Ok(std::borrow::Cow::Owned(value)) => Ok(Bytes::from(value)),
+        Err(e) => Err(shared.corrupt(format!("log entry {revision}: {e}"))),
+    }
 }
 
 /// The newest revision in a snapshot: the last log key (compaction never removes it).

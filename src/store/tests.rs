@@ -282,6 +282,18 @@ async fn watch_resumed_after_revision_n_sees_exactly_the_later_events() {
 }
 
 #[tokio::test]
+async fn a_watch_after_a_future_revision_waits_for_it() {
+    let (_dir, store) = open_temp(StoreOptions::default());
+    let mut far = store.watch("/", u64::MAX).unwrap();
+    let mut next = store.watch("/", 1).unwrap();
+    store.create("/a", text("1")).await.unwrap();
+    store.create("/b", text("1")).await.unwrap();
+    assert_eq!(next_event(&mut next).await.unwrap().revision, 2);
+    let nothing = tokio::time::timeout(Duration::from_millis(100), far.next()).await;
+    assert!(nothing.is_err(), "no event comes after u64::MAX");
+}
+
+#[tokio::test]
 async fn watch_only_delivers_keys_under_its_prefix() {
     let (_dir, store) = open_temp(StoreOptions::default());
     store.create("/pods/a", text("1")).await.unwrap();
@@ -472,6 +484,19 @@ async fn concurrent_updates_share_commits_and_get_distinct_revisions() {
         ));
     }
     let commits_before = store.stats().commits;
+    // Hold the writer inside a transaction (value closures run on it) so the 100 updates
+    // below are all queued by the time it looks again, however fast this disk syncs.
+    let blocker = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let slow = |_| {
+                std::thread::sleep(Duration::from_millis(200));
+                b"slow".to_vec()
+            };
+            store.create("/blocker", slow).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
     let mut tasks = tokio::task::JoinSet::new();
     for (key, rev) in created {
         let store = store.clone();
@@ -481,12 +506,47 @@ async fn concurrent_updates_share_commits_and_get_distinct_revisions() {
     while let Some(result) = tasks.join_next().await {
         revisions.insert(result.unwrap().unwrap().mod_revision);
     }
+    blocker.await.unwrap().unwrap();
     let commits = store.stats().commits - commits_before;
     assert_eq!(revisions.len(), 100, "every update got its own revision");
-    assert_eq!(revisions.iter().max(), Some(&200));
+    assert_eq!(revisions.iter().max(), Some(&201));
+    assert!(commits <= 5, "101 concurrent writes took {commits} commits");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_whose_history_is_compacted_while_it_reads_ends_instead_of_skipping() {
+    // 1,200 writes with 900 kept: below the automatic compaction point, so only the explicit
+    // compact() below moves the horizon (to 300, past the first history chunk).
+    let (_dir, store) = open_temp(options(900, 10_000));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..600 {
+        let store = store.clone();
+        tasks.spawn(async move { store.create(&format!("/h/{i:03}"), text("v")).await });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.unwrap().unwrap();
+    }
+    // Creates supersede nothing, so make compaction drop history: update every key.
+    for i in 0..600 {
+        let key = format!("/h/{i:03}");
+        let current = store.get(&key).unwrap().unwrap();
+        let store = store.clone();
+        tasks.spawn(async move { store.update(&key, current.mod_revision, text("w")).await });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.unwrap().unwrap();
+    }
+    let mut watch = store.watch("/h/", 0).unwrap_or_else(|e| panic!("{e}"));
+    let mut delivered = vec![next_event(&mut watch).await.unwrap().revision];
+    assert_eq!(store.compact().await.unwrap(), 300);
+    while let Some(event) = next_event(&mut watch).await {
+        delivered.push(event.revision);
+    }
+    let expected: Vec<u64> = (1..=delivered.len() as u64).collect();
+    assert_eq!(delivered, expected, "what was delivered has no gap");
     assert!(
-        commits <= 20,
-        "100 concurrent updates took {commits} commits"
+        delivered.len() < 1_200,
+        "the stream ended once history was gone"
     );
 }
 
@@ -512,6 +572,31 @@ async fn concurrent_swaps_on_one_key_let_exactly_one_win() {
     }
     assert_eq!((won, conflicted), (1, 9));
     assert_eq!(store.revision(), 2);
+}
+
+#[tokio::test]
+async fn a_batch_of_only_failed_checks_commits_nothing() {
+    let (_dir, store) = open_temp(StoreOptions::default());
+    store.create("/a", text("1")).await.unwrap();
+    let commits = store.stats().commits;
+    store.create("/a", text("again")).await.unwrap_err();
+    store.update("/a", 99, text("stale")).await.unwrap_err();
+    store.delete("/missing", None).await.unwrap_err();
+    assert_eq!(store.stats().commits, commits);
+}
+
+#[test]
+fn a_store_already_open_is_refused_with_its_path() {
+    let (dir, _store) = open_temp(StoreOptions::default());
+    let path = dir.path().join("store.redb");
+    let err = Store::open(&path, StoreOptions::default())
+        .err()
+        .expect("a second open of the same file");
+    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
 }
 
 #[test]
@@ -690,5 +775,50 @@ async fn bench_updates_reports_few_commits_for_concurrent_writers() {
         report.elapsed,
         report.commits_per_1000_updates(),
         report.write_bytes_per_update(),
+    );
+}
+
+/// The SD-card wear figure: run alone (write_bytes counts the whole process), with
+/// `cargo test --lib store::tests::measure_write_bytes_per_update -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: run alone so other tests' writes do not count"]
+async fn measure_write_bytes_per_update() {
+    for kind in [bench::BenchValue::Json, bench::BenchValue::Noise] {
+        for writers in [1, 10] {
+            let (_dir, store) = open_temp(StoreOptions::default());
+            let report = bench::bench_updates_of(&store, writers, 1_000, 2_048, kind)
+                .await
+                .unwrap();
+            let per_update = report.write_bytes_per_update().unwrap();
+            eprintln!(
+                "{kind:?} 2 KiB, {writers} writers: {per_update} write_bytes per update, \
+                 {:.0} commits per 1000 updates, {:?}",
+                report.commits_per_1000_updates(),
+                report.elapsed,
+            );
+            assert!(
+                per_update > 0,
+                "an update that writes nothing is not durable"
+            );
+        }
+    }
+}
+
+#[test]
+fn handles_and_futures_can_cross_threads() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    let (_dir, store) = open_temp(StoreOptions::default());
+    send_sync(&store);
+    send(&store.create("/a", text("1")));
+    send(&store.update("/a", 1, text("2")));
+    send(&store.delete("/a", None));
+    let mut watch = store.watch("/", 0).unwrap();
+    send(&watch);
+    send(&watch.next());
+    assert_eq!(
+        store.revision(),
+        0,
+        "futures that are never polled write nothing"
     );
 }

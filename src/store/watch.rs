@@ -13,7 +13,9 @@ use redb::{ReadTransaction, ReadableTable};
 use tokio::sync::mpsc;
 
 use super::codec::LogEntry;
-use super::{begin_read, read_put, snapshot_revision, Event, EventKind, KeyValue, Shared};
+use super::{
+    begin_read, entry_value, read_put, snapshot_revision, Event, EventKind, KeyValue, Shared,
+};
 use super::{StoreError, LOG, META};
 
 /// Log entries scanned per history read, bounding the time and memory of one refill.
@@ -116,6 +118,8 @@ impl Watch {
         prefix: &str,
         after_revision: u64,
     ) -> Result<Watch, StoreError> {
+        // Keeps `history_end + 1` from overflowing; no store gets near this revision.
+        let after_revision = after_revision.min(u64::MAX - 1);
         let (id, live) = shared.broadcaster.subscribe(prefix, shared.watch_buffer);
         // Built before reading history so that an error below unsubscribes (Drop).
         let mut watch = Watch {
@@ -193,7 +197,7 @@ impl Watch {
                 .map_err(|e| shared.corrupt(format!("log entry {revision}: {e}")))?;
             if entry.key.starts_with(&self.prefix) {
                 self.ready
-                    .push_back(history_event(shared, &log, revision, &entry));
+                    .push_back(history_event(shared, &log, revision, &entry)?);
             }
             scanned += 1;
             if scanned == HISTORY_CHUNK {
@@ -220,7 +224,7 @@ fn history_event(
     log: &impl ReadableTable<u64, &'static [u8]>,
     revision: u64,
     entry: &LogEntry<'_>,
-) -> Event {
+) -> Result<Event, StoreError> {
     let prev = (entry.prev_revision != 0)
         .then(|| read_put(shared, log, entry.prev_revision))
         .and_then(|read| {
@@ -234,23 +238,23 @@ fn history_event(
             create_revision: entry.create_revision,
             mod_revision: entry.prev_revision,
         });
-        Event {
+        Ok(Event {
             kind: EventKind::Delete,
             revision,
             kv: last,
             prev,
-        }
+        })
     } else {
-        Event {
+        Ok(Event {
             kind: EventKind::Put,
             revision,
             kv: KeyValue {
                 key: entry.key.to_owned(),
-                value: Bytes::copy_from_slice(entry.value),
+                value: entry_value(shared, revision, entry)?,
                 create_revision: entry.create_revision,
                 mod_revision: revision,
             },
             prev,
-        }
+        })
     }
 }

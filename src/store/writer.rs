@@ -65,7 +65,7 @@ pub(super) fn spawn(
             // waiting forever.
             shared.broadcaster.close();
         })
-        .map_err(|_| StoreError::Closed)
+        .map_err(StoreError::Thread)
 }
 
 fn run(shared: &Shared, queue: &mpsc::Receiver<Request>) {
@@ -80,6 +80,10 @@ fn run(shared: &Shared, queue: &mpsc::Receiver<Request>) {
         commit_batch(shared, batch);
     }
 }
+
+/// Most revisions one compaction pass covers, so that catching up on a long history (say,
+/// after `history_revisions` was lowered) is spread over several transactions.
+const MAX_COMPACTION_STEP: u64 = 16_384;
 
 /// How many revisions past the horizon accumulate before a compaction pass: passes are batched
 /// so each one frees a useful amount, but stay small enough to keep a commit quick.
@@ -110,7 +114,8 @@ fn commit_batch(shared: &Shared, batch: Vec<Request>) {
     let mut compacted = committed_compacted;
     let mut requests = batch.into_iter();
 
-    let result = (|| -> Result<(), StoreError> {
+    // Ok(false): nothing to write (every request failed its check), so nothing was committed.
+    let result = (|| -> Result<bool, StoreError> {
         let txn = shared
             .db
             .begin_write()
@@ -139,7 +144,8 @@ fn commit_batch(shared: &Shared, batch: Vec<Request>) {
                 }
             }
             let revision = next_revision - 1;
-            let target = horizon(revision, shared.history_revisions);
+            let target =
+                horizon(revision, shared.history_revisions).min(compacted + MAX_COMPACTION_STEP);
             let due = target >= compacted + compaction_interval(shared.history_revisions);
             if target > compacted && (due || !compact_replies.is_empty()) {
                 compact(shared, &mut log, compacted, target)?;
@@ -151,13 +157,21 @@ fn commit_batch(shared: &Shared, batch: Vec<Request>) {
                 compacted = target;
             }
         }
+        if events.is_empty() && compacted == committed_compacted {
+            // Answering conflicts needs no fsync; an empty commit would still rewrite pages.
+            txn.abort().map_err(|e| shared.redb_error("abort", e))?;
+            return Ok(false);
+        }
         // Durability::Immediate is redb's default: commit returns after fsync.
-        txn.commit().map_err(|e| shared.redb_error("commit", e))
+        txn.commit().map_err(|e| shared.redb_error("commit", e))?;
+        Ok(true)
     })();
 
     match result {
-        Ok(()) => {
-            shared.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(committed) => {
+            if committed {
+                shared.commits.fetch_add(1, Ordering::Relaxed);
+            }
             shared
                 .writes
                 .fetch_add(events.len() as u64, Ordering::Relaxed);
@@ -293,13 +307,7 @@ fn apply(
             if expected_mod_revision.is_some_and(|expected| expected != current_rev) {
                 return Ok(Err(StoreError::Conflict { current }));
             }
-            let tombstone = LogEntry {
-                tombstone: true,
-                create_revision: current.create_revision,
-                prev_revision: current_rev,
-                key: &key,
-                value: &[],
-            };
+            let tombstone = LogEntry::tombstone(current.create_revision, current_rev, &key);
             log.insert(revision, tombstone.encode().as_slice())
                 .map_err(|e| shared.redb_error("write log", e))?;
             index
@@ -351,13 +359,7 @@ fn put(
             limit: MAX_ENTRY_BYTES,
         }));
     }
-    let entry = LogEntry {
-        tombstone: false,
-        create_revision,
-        prev_revision,
-        key: &key,
-        value: &bytes,
-    };
+    let entry = LogEntry::put(create_revision, prev_revision, &key, &bytes);
     log.insert(revision, entry.encode().as_slice())
         .map_err(|e| shared.redb_error("write log", e))?;
     index
