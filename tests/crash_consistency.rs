@@ -60,7 +60,12 @@ fn acknowledged_writes_survive_kill_9_at_random_moments() {
         // Kill at a random moment once the workload is in full swing (start-up time varies a lot
         // on a loaded machine, so "in full swing" is measured, not guessed).
         let busy = common::wait_until(Duration::from_secs(60), || {
-            log.lock().unwrap().values().filter(|h| !h.acked.is_empty()).count() >= CLIENTS
+            log.lock()
+                .unwrap()
+                .values()
+                .filter(|h| !h.acked.is_empty())
+                .count()
+                >= CLIENTS
         });
         assert!(busy, "round {round}: the workload never got going");
         std::thread::sleep(Duration::from_millis(rand::random::<u64>() % 1000));

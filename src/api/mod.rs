@@ -1,5 +1,6 @@
 //! Shared API types: the resource table, `metav1.Status` errors, selectors. No I/O.
 
+pub mod body;
 pub mod meta;
 pub mod paging;
 pub mod protobuf;
