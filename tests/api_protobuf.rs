@@ -77,6 +77,82 @@ fn kubectl_create_commands_send_protobuf_that_berth_stores_faithfully() {
     assert_eq!(service["spec"]["type"], "ClusterIP");
 }
 
+#[test]
+fn the_other_typed_create_commands_work_over_protobuf() {
+    let ns = Netns::new();
+    let server = BerthServer::start(&ns);
+
+    server.kubectl_ok(&[
+        "create",
+        "cronjob",
+        "nightly",
+        "--image=busybox",
+        "--schedule=0 3 * * *",
+    ]);
+    let cronjob = get_json(&server, &["cronjob", "nightly"]);
+    assert_eq!(cronjob["spec"]["schedule"], "0 3 * * *");
+    assert_eq!(
+        cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["image"],
+        "busybox"
+    );
+
+    server.kubectl_ok(&[
+        "create",
+        "role",
+        "reader",
+        "--verb=get,list",
+        "--resource=pods",
+    ]);
+    let role = get_json(&server, &["role", "reader"]);
+    assert_eq!(role["rules"][0]["verbs"], json!(["get", "list"]));
+    assert_eq!(role["rules"][0]["resources"], json!(["pods"]));
+
+    server.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "read",
+        "--role=reader",
+        "--user=alice",
+    ]);
+    let binding = get_json(&server, &["rolebinding", "read"]);
+    assert_eq!(binding["roleRef"]["name"], "reader");
+    assert_eq!(binding["subjects"][0]["name"], "alice");
+
+    server.kubectl_ok(&["create", "quota", "small", "--hard=cpu=1,pods=2"]);
+    let quota = get_json(&server, &["resourcequota", "small"]);
+    assert_eq!(quota["spec"]["hard"], json!({"cpu": "1", "pods": "2"}));
+
+    server.kubectl_ok(&["create", "priorityclass", "high", "--value=1000"]);
+    let priority = get_json(&server, &["priorityclass", "high"]);
+    assert_eq!(priority["value"], 1000);
+
+    server.kubectl_ok(&[
+        "create",
+        "pdb",
+        "keep",
+        "--selector=app=web",
+        "--min-available=1",
+    ]);
+    let pdb = get_json(&server, &["pdb", "keep"]);
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        json!({"app": "web"})
+    );
+
+    server.kubectl_ok(&["create", "ingress", "site", "--rule=example.test/=web:80"]);
+    let ingress = get_json(&server, &["ingress", "site"]);
+    let rule = &ingress["spec"]["rules"][0];
+    assert_eq!(rule["host"], "example.test");
+    assert_eq!(
+        rule["http"]["paths"][0]["backend"]["service"],
+        json!({"name": "web", "port": {"number": 80}})
+    );
+
+    server.kubectl_ok(&["delete", "configmap", "--all"]);
+    server.kubectl_ok(&["delete", "ingress", "site", "--wait=false"]);
+}
+
 /// The admin client credentials and server address from the server's kubeconfig, written out
 /// as PEM files for curl.
 struct Credentials {
