@@ -1,4 +1,5 @@
-//! Shared API types: the resource table, `metav1.Status` errors, selectors. No I/O.
+//! Shared API types: the resource table, `metav1.Status` errors, selectors, request body
+//! formats (JSON, YAML, Kubernetes protobuf). No I/O.
 
 pub mod body;
 pub mod meta;
