@@ -313,6 +313,8 @@ struct GoTypes<'a> {
 struct GoField {
     json: String,
     omitempty: bool,
+    /// Go 1.24's `omitzero`: drops a zero struct too (ObjectMeta.creationTimestamp).
+    omitzero: bool,
     inline: bool,
     pointer: bool,
 }
@@ -418,7 +420,8 @@ fn parse_go_field(line: &str) -> Result<Option<(u32, GoField)>> {
         tag,
         GoField {
             json: json_name,
-            omitempty: flags.contains(&"omitempty") || flags.contains(&"omitzero"),
+            omitempty: flags.contains(&"omitempty"),
+            omitzero: flags.contains(&"omitzero"),
             inline,
             pointer: ty.starts_with('*'),
         },
@@ -592,8 +595,16 @@ fn generate(pb: &PbMessages, roots: &[Root], go: &GoTypes, versions: &str) -> Re
                 (_, true) => return Err(format!("{name}.{}: inline field is not single", g.json)),
                 (Label::Repeated, _) => "list",
                 (Label::Map, _) => "map",
+                // Go's JSON encoder drops a zero non-pointer scalar under `omitempty`, and a
+                // zero struct only under `omitzero`; its protobuf encoder writes both.
                 (Label::Single, _) => {
-                    if !g.pointer && g.omitempty && !matches!(f.kind, Scalar::Message(_)) {
+                    let is_struct = matches!(f.kind, Scalar::Message(_));
+                    let omitted = if is_struct {
+                        g.omitzero
+                    } else {
+                        g.omitempty || g.omitzero
+                    };
+                    if !g.pointer && omitted {
                         "omit_zero"
                     } else {
                         "one"

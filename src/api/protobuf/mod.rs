@@ -258,13 +258,16 @@ fn decode_message(index: usize, bytes: &[u8], depth: usize) -> Result<Value, Fai
     Ok(Value::Object(object))
 }
 
-/// Go's JSON encoder drops these under `omitempty`.
+/// Go's JSON encoder drops these under `omitempty` (scalars) or `omitzero` (also structs: the
+/// zero Time decodes to null, an all-zero struct to `{}`).
 fn is_zero(value: &Value) -> bool {
     match value {
+        Value::Null => true,
         Value::Bool(b) => !b,
         Value::Number(n) => n.as_f64() == Some(0.0),
         Value::String(s) => s.is_empty(),
-        _ => false,
+        Value::Object(o) => o.is_empty(),
+        Value::Array(_) => false,
     }
 }
 

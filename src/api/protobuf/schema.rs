@@ -297,7 +297,7 @@ pub static MESSAGES: &[Message] = &[
         F::omit_zero(5, "uid", K::String),
         F::omit_zero(6, "resourceVersion", K::String),
         F::omit_zero(7, "generation", K::Int64),
-        F::one(8, "creationTimestamp", K::Message(55)),
+        F::omit_zero(8, "creationTimestamp", K::Message(55)),
         F::one(9, "deletionTimestamp", K::Message(55)),
         F::one(10, "deletionGracePeriodSeconds", K::Int64),
         F::map(11, "labels", K::String),

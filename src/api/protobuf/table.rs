@@ -49,8 +49,8 @@ pub enum Kind {
 pub enum Label {
     /// Always present when on the wire (a Go pointer, a non-`omitempty` field, or a struct).
     One,
-    /// A non-pointer `omitempty` scalar: Go's protobuf encoder writes it even when zero, its
-    /// JSON encoder drops it then, so a zero value is dropped here too.
+    /// A non-pointer `omitempty` scalar or `omitzero` field: Go's protobuf encoder writes it
+    /// even when zero, its JSON encoder drops it then, so a zero value is dropped here too.
     OmitZero,
     /// `repeated`: a JSON array, omitted when empty.
     List,
