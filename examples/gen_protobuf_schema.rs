@@ -284,7 +284,7 @@ fn resolve_message(module: &[String], ty: &str) -> Result<String> {
     let path = ty
         .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
         .filter(|t| !t.is_empty() && !WRAPPERS.contains(t))
-        .last()
+        .next_back()
         .ok_or_else(|| format!("no message type in {ty:?}"))?;
     let mut base: Vec<String> = module.to_vec();
     let mut parts: Vec<&str> = path.split("::").collect();
