@@ -4,8 +4,10 @@
 pub mod body;
 pub mod meta;
 pub mod paging;
+pub mod patch_meta;
 pub mod protobuf;
 pub mod resources;
+pub mod schemas;
 pub mod selectors;
 pub mod status;
 

@@ -14,6 +14,7 @@ use super::patch::{self, PatchType};
 use super::query::{FieldValidation, Query};
 use super::request::ResourceRequest;
 use super::response::{error_response, json_response, list_body, raw_json_response};
+use super::table::{Render, Verb};
 use super::{watch, ApiServer};
 use crate::api::body::{self, BodyFormat};
 use crate::api::status::success_status;
@@ -77,20 +78,21 @@ async fn dispatch(
     match (&method, target.name.as_deref()) {
         (&Method::GET, Some(name)) if !query.watch => {
             let raw = registry.get(r, &namespace, name)?;
-            Ok(raw_json_response(200, raw))
+            render(&request, Verb::Get)?.object(r, raw)
         }
-        (&Method::GET, _) if query.watch => watch::serve(server, &target, &query),
+        (&Method::GET, _) if query.watch => {
+            watch::serve(server, &target, &query, render(&request, Verb::Watch)?)
+        }
         (&Method::GET, None) => {
             let opts = list_options(&query);
             let page = registry.list(r, target.namespace.as_deref(), &opts)?;
-            let body = list_body(
-                &r.api_version(),
-                &r.list_kind(),
+            let render = render(&request, Verb::List)?;
+            render.list(
+                r,
                 page.revision,
                 page.continue_token.as_deref(),
                 &page.items,
-            );
-            Ok(raw_json_response(200, body))
+            )
         }
         (&Method::POST, None) => {
             if r.namespaced && target.namespace.is_none() {
@@ -282,6 +284,11 @@ fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
         }
     }
     response
+}
+
+/// How to answer a GET: plain JSON, a Table or metadata only, as the client's Accept asks.
+fn render(request: &Request, verb: Verb) -> ApiResult<Render> {
+    Render::negotiate(request.headers(), request.uri().query(), verb)
 }
 
 fn list_options(query: &Query) -> ListOptions {
