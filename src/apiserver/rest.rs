@@ -16,6 +16,7 @@ use super::request::ResourceRequest;
 use super::response::{error_response, json_response, list_body, raw_json_response};
 use super::table::{Render, Verb};
 use super::{watch, ApiServer};
+use crate::api::body::{self, BodyFormat};
 use crate::api::status::success_status;
 use crate::api::{ApiError, ApiResult};
 use crate::registry::generic::check_field_selector;
@@ -335,27 +336,11 @@ async fn read_body(server: &ApiServer, request: Request) -> ApiResult<Bytes> {
     }
 }
 
-/// Reads a JSON object body; other content types are 415.
+/// Reads an object body (JSON, YAML or protobuf); other content types are 415.
 async fn read_json(server: &ApiServer, request: Request) -> ApiResult<Value> {
-    let content_type = header(&request, http::header::CONTENT_TYPE);
-    let media = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    if !(media.is_empty() || media == "application/json" || media == "*/*") {
-        return Err(ApiError::unsupported_media_type(&media));
-    }
+    let format = BodyFormat::from_content_type(&header(&request, http::header::CONTENT_TYPE))?;
     let body = read_body(server, request).await?;
-    let value: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
-    if !value.is_object() {
-        return Err(ApiError::bad_request(
-            "the request body must be a JSON object",
-        ));
-    }
-    Ok(value)
+    body::decode_object(format, &body)
 }
 
 /// DeleteOptions from the query and an optional JSON body (the body wins, as upstream).
@@ -370,13 +355,12 @@ async fn delete_options(
         dry_run: query.dry_run,
         ..Default::default()
     };
+    let format = BodyFormat::from_content_type(&header(&request, http::header::CONTENT_TYPE))?;
     let body = read_body(server, request).await?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(opts);
     }
-    let v: Value = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(format!("the DeleteOptions body is not valid JSON: {e}"))
-    })?;
+    let v = body::decode_object(format, &body)?;
     if let Some(grace) = v.get("gracePeriodSeconds").filter(|g| !g.is_null()) {
         opts.grace_period_seconds = Some(
             grace
