@@ -8,9 +8,8 @@
 //!
 //! - `K8S_PB_SRC`: the `src/` directory of the `k8s-pb` crate (cargo's registry holds it).
 //! - `API_SRC`, `APIMACHINERY_SRC`: checkouts of `k8s.io/api` and `k8s.io/apimachinery` at the
-//!   Kubernetes release we serve, in directories named after the tag (the header records them):
-//!   `git clone --depth 1 --branch v0.35.0 https://github.com/kubernetes/api api-v0.35.0`, and
-//!   the same for `apimachinery`.
+//!   Kubernetes release we serve (tag v0.35.0), in directories named after the tag, e.g.
+//!   `api-v0.35.0` and `apimachinery-v0.35.0` (the header records them).
 //!
 //! The output is committed; rustfmt skips it, so regenerating with unchanged inputs gives a
 //! byte-identical file.

@@ -179,6 +179,9 @@ pub fn tracks_generation(resource: &Resource) -> bool {
 /// Kind-specific changes on every write: Secret `stringData` folds into `data`.
 pub fn prepare_write(resource: &Resource, obj: &mut Value) {
     if resource.group.is_empty() && resource.kind == "Secret" {
+        if obj.get("type").and_then(Value::as_str).is_none_or(str::is_empty) {
+            obj["type"] = json!("Opaque");
+        }
         if let Some(Value::Object(string_data)) =
             obj.as_object_mut().and_then(|o| o.remove("stringData"))
         {
@@ -325,6 +328,7 @@ mod tests {
         prepare_write(secret, &mut obj);
         assert_eq!(obj["data"]["password"], "aHVudGVyMg==");
         assert_eq!(obj["data"]["a"], "Yg==");
+        assert_eq!(obj["type"], "Opaque", "a Secret without a type is Opaque");
         assert!(obj.get("stringData").is_none());
     }
 
