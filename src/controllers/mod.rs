@@ -1,3 +1,6 @@
 //! Controllers: level-triggered reconcilers, one per file. They use only the API client.
 
+pub mod common;
+pub mod deployment;
 pub mod namespace;
+pub mod replicaset;
