@@ -2,5 +2,7 @@
 
 pub mod common;
 pub mod deployment;
+pub mod gc;
 pub mod namespace;
 pub mod replicaset;
+pub mod serviceaccount;
