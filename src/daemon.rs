@@ -12,6 +12,7 @@ use crate::apiserver::authn::Authenticator;
 use crate::apiserver::ApiServer;
 use crate::config::{Config, LogConfig, LogFormat};
 use crate::pki::{self, Pki, ServingNames};
+use crate::registry::services::ServiceNetwork;
 use crate::registry::{bootstrap, Registry};
 use crate::store::{Store, StoreOptions};
 
@@ -45,8 +46,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
     )
     .with_context(|| format!("cannot open the store {}", store_path.display()))?;
-    let registry = Registry::new(store);
-    bootstrap::ensure_system_objects(&registry)
+    let service_network =
+        ServiceNetwork::parse(&config.network.service_cidr, config.network.node_port_range)
+            .map_err(anyhow::Error::msg)?;
+    let registry = Registry::new(store, service_network);
+    bootstrap::ensure_system_objects(&registry, config.network.dns_ip)
         .await
         .context("cannot create the system namespaces")?;
 
@@ -127,6 +131,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         });
     }
 
+    // The agent registers this machine as a Node and keeps its heartbeat.
+    let agent_client =
+        crate::client::in_process(router.clone(), crate::client::system_user("node"));
+    let node_name = config.node_name();
+    let facts = crate::agent::node::NodeFacts::gather(
+        &node_name,
+        &config.data_dir,
+        node_addresses(&node_name),
+        None,
+    );
+    components.spawn(async move {
+        crate::agent::node::run(agent_client, facts).await?;
+        anyhow::bail!("the node heartbeat stopped")
+    });
+
     let outcome = tokio::select! {
         signal = shutdown_signal() => {
             tracing::info!(signal, "shutting down");
@@ -163,6 +182,31 @@ fn client_address(bound: SocketAddr) -> SocketAddr {
         ip if ip.is_unspecified() => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), bound.port()),
         _ => bound,
     }
+}
+
+/// The node's addresses as a Node reports them: its first non-loopback IPv4 address (loopback
+/// when it has none, as in a bare network namespace) and its hostname.
+fn node_addresses(hostname: &str) -> Vec<(String, String)> {
+    let mut internal = None;
+    if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+        for a in addrs {
+            if let Some(v4) = a
+                .address
+                .as_ref()
+                .and_then(|s| s.as_sockaddr_in().map(|v| v.ip()))
+            {
+                if !v4.is_loopback() {
+                    internal = Some(v4);
+                    break;
+                }
+            }
+        }
+    }
+    let internal = internal.unwrap_or(Ipv4Addr::LOCALHOST);
+    vec![
+        ("InternalIP".into(), internal.to_string()),
+        ("Hostname".into(), hostname.to_string()),
+    ]
 }
 
 /// Names the serving certificate must carry: the hostname and every address of this node.

@@ -1,1 +1,3 @@
-//! See the crate-level layout.
+//! The node agent (our kubelet): registers the node and runs its pods.
+
+pub mod node;

@@ -38,6 +38,9 @@ fn subresources(r: &Resource) -> Vec<(&'static str, &'static [&'static str])> {
     if r.group.is_empty() && r.kind == "Namespace" {
         subs.push(("finalize", &["update"]));
     }
+    if r.group.is_empty() && r.kind == "Pod" {
+        subs.push(("binding", &["create"]));
+    }
     subs
 }
 

@@ -20,6 +20,19 @@ pub struct Query {
     pub grace_period_seconds: Option<i64>,
     pub field_manager: Option<String>,
     pub force: bool,
+    pub field_validation: FieldValidation,
+}
+
+/// What to do with fields the kind does not have.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum FieldValidation {
+    /// Fail with 400.
+    Strict,
+    /// Drop them and say so in `Warning` headers (upstream's default).
+    #[default]
+    Warn,
+    /// Drop them silently.
+    Ignore,
 }
 
 fn parse_bool(name: &str, value: &str) -> ApiResult<bool> {
@@ -98,6 +111,14 @@ impl Query {
                 }
                 "fieldManager" if !value.is_empty() => q.field_manager = Some(value.into_owned()),
                 "force" => q.force = parse_bool("force", &value)?,
+                "fieldValidation" => {
+                    q.field_validation = match value.as_ref() {
+                        "Strict" => FieldValidation::Strict,
+                        "Warn" | "" => FieldValidation::Warn,
+                        "Ignore" => FieldValidation::Ignore,
+                        other => return Err(ApiError::bad_request(format!("fieldValidation must be one of \"Ignore\", \"Warn\", or \"Strict\", got {other:?}"))),
+                    }
+                }
                 _ => {}
             }
         }

@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 
 use super::patch::{self, PatchType};
-use super::query::Query;
+use super::query::{FieldValidation, Query};
 use super::request::ResourceRequest;
 use super::response::{error_response, json_response, list_body, raw_json_response};
 use super::{watch, ApiServer};
@@ -43,6 +43,18 @@ async fn dispatch(
     let r = target.resource;
     let namespace = target.namespace.clone().unwrap_or_default();
     let method = request.method().clone();
+    if r.group.is_empty() && r.plural == "pods" && target.subresource.as_deref() == Some("binding")
+    {
+        let name = target.name.clone().unwrap_or_default();
+        if method != Method::POST {
+            return Err(ApiError::method_not_allowed(
+                method.as_str(),
+                "pods/binding",
+            ));
+        }
+        let body = read_json(server, request).await?;
+        return bind_pod(server, &namespace, &name, &body, query.dry_run).await;
+    }
     let part = match target.subresource.as_deref() {
         None => Part::Main,
         Some("status") if r.has_status => Part::Status,
@@ -87,26 +99,31 @@ async fn dispatch(
                 ));
             }
             let body = read_json(server, request).await?;
+            let warnings = check_fields(r, &body, query.field_validation)?;
             let created = registry.create(r, &namespace, body, query.dry_run).await?;
-            Ok(json_response(201, &created))
+            Ok(with_warnings(json_response(201, &created), &warnings))
         }
         (&Method::PUT, Some(name)) => {
             let body = read_json(server, request).await?;
+            let warnings = check_fields(r, &body, query.field_validation)?;
             let updated = registry
                 .update(r, &namespace, name, body, part, query.dry_run)
                 .await?;
-            Ok(json_response(200, &updated))
+            Ok(with_warnings(json_response(200, &updated), &warnings))
         }
         (&Method::PATCH, Some(name)) => {
             let content_type = header(&request, http::header::CONTENT_TYPE);
             let patch_type = PatchType::from_content_type(&content_type)?;
             let patch_body = read_body(server, request).await?;
+            let mut warnings = Vec::new();
             let updated = registry
                 .update_with(r, &namespace, name, part, query.dry_run, |old| {
-                    patch::apply(patch_type, old, &patch_body)
+                    let patched = patch::apply(patch_type, old, &patch_body)?;
+                    warnings = check_fields(r, &patched, query.field_validation)?;
+                    Ok(patched)
                 })
                 .await?;
-            Ok(json_response(200, &updated))
+            Ok(with_warnings(json_response(200, &updated), &warnings))
         }
         (&Method::DELETE, Some(name)) => {
             let opts = delete_options(server, &query, request).await?;
@@ -156,6 +173,114 @@ async fn dispatch(
             &format!("{}", r.plural),
         )),
     }
+}
+
+/// `pods/<name>/binding`: the scheduler's decision, written once into `spec.nodeName`.
+async fn bind_pod(
+    server: &ApiServer,
+    namespace: &str,
+    name: &str,
+    body: &Value,
+    dry_run: bool,
+) -> ApiResult<Response> {
+    let node = body
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if node.is_empty() {
+        let causes = vec![crate::api::Cause::required("target.name")];
+        return Err(ApiError::invalid("", "Binding", name, causes));
+    }
+    let pods = target_pods();
+    server
+        .registry
+        .update_with(pods, namespace, name, Part::Main, dry_run, |old| {
+            let current = old
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if !current.is_empty() {
+                return Err(ApiError::conflict(
+                    "",
+                    "pods",
+                    name,
+                    &format!("pod {name} is already assigned to node \"{current}\""),
+                ));
+            }
+            if crate::api::meta::is_deleting(old) {
+                return Err(ApiError::conflict(
+                    "",
+                    "pods",
+                    name,
+                    "pod is being deleted, cannot be assigned to a host",
+                ));
+            }
+            let mut new = old.clone();
+            new["spec"]["nodeName"] = Value::String(node.clone());
+            Ok(new)
+        })
+        .await?;
+    // PodScheduled is part of status: set it through the status path.
+    let now = crate::api::meta::now_rfc3339();
+    server
+        .registry
+        .update_with(pods, namespace, name, Part::Status, dry_run, |old| {
+            let mut new = old.clone();
+            let mut conditions: Vec<Value> = old
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .map(|c| c.iter().filter(|c| c["type"] != "PodScheduled").cloned().collect())
+                .unwrap_or_default();
+            conditions.push(serde_json::json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
+            new["status"]["conditions"] = Value::Array(conditions);
+            Ok(new)
+        })
+        .await?;
+    Ok(json_response(
+        201,
+        &serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
+}
+
+fn target_pods() -> &'static crate::api::resources::Resource {
+    crate::api::resources::find("", "v1", "pods").expect("pods are always served")
+}
+
+/// Applies the request's fieldValidation: Strict fails on unknown fields, Warn returns them as
+/// warnings, Ignore drops them silently (the decoder drops them in every case).
+fn check_fields(
+    r: &crate::api::resources::Resource,
+    body: &Value,
+    mode: FieldValidation,
+) -> ApiResult<Vec<String>> {
+    if mode == FieldValidation::Ignore {
+        return Ok(Vec::new());
+    }
+    let mut typed = body.clone();
+    crate::registry::kinds::check_type_meta(r, &mut typed)?;
+    let unknown: Vec<String> = crate::registry::kinds::unknown_fields(r, &typed)?
+        .into_iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect();
+    if mode == FieldValidation::Strict && !unknown.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "strict decoding error: {}",
+            unknown.join(", ")
+        )));
+    }
+    Ok(unknown)
+}
+
+/// Adds one `Warning: 299 - "..."` header per warning, as upstream does.
+fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        let text = format!("299 - \"{}\"", w.replace('"', "\\\""));
+        if let Ok(value) = http::HeaderValue::from_str(&text) {
+            response.headers_mut().append(http::header::WARNING, value);
+        }
+    }
+    response
 }
 
 fn list_options(query: &Query) -> ListOptions {

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::kinds;
+use super::services::{self, ServiceNetwork};
 use crate::api::meta;
 use crate::api::paging::ContinueToken;
 use crate::api::resources::{self, Resource};
@@ -59,14 +60,19 @@ pub enum Deleted {
 #[derive(Clone)]
 pub struct Registry {
     store: Store,
+    services: ServiceNetwork,
 }
 
 /// How many times a write is retried when another writer raced it (for unconditional writes).
 const MAX_RETRIES: usize = 16;
 
 impl Registry {
-    pub fn new(store: Store) -> Registry {
-        Registry { store }
+    pub fn new(store: Store, services: ServiceNetwork) -> Registry {
+        Registry { store, services }
+    }
+
+    pub fn service_network(&self) -> &ServiceNetwork {
+        &self.services
     }
 
     pub fn store(&self) -> &Store {
@@ -260,16 +266,32 @@ impl Registry {
             if !causes.is_empty() {
                 return Err(ApiError::invalid(r.group, r.kind, &name, causes));
             }
+            let is_service = r.group.is_empty() && r.kind == "Service";
+            if is_service {
+                services::default_and_validate(&mut obj, &name)?;
+            }
             if dry_run {
                 return Ok(obj);
             }
             let key = r.key(namespace, &name);
+            let owner = format!("{namespace}/{name}");
+            // An existing service must read as AlreadyExists, not as "IP already allocated".
+            if is_service && self.store.get(&key).map_err(store_error)?.is_some() {
+                return Err(ApiError::already_exists(r.group, r.plural, &name));
+            }
+            let allocations = match is_service {
+                true => services::allocate(&self.store, &self.services, &mut obj, &owner).await?,
+                false => Vec::new(),
+            };
             let to_store = obj.clone();
-            match self
+            let created = self
                 .store
                 .create(&key, move |rev| encode_at(to_store, rev))
-                .await
-            {
+                .await;
+            if created.is_err() {
+                services::release_keys(&self.store, &allocations).await;
+            }
+            match created {
                 Ok(kv) => return decode(&kv.value),
                 Err(StoreError::AlreadyExists) if explicit_name.is_empty() => continue,
                 Err(StoreError::AlreadyExists) => {
@@ -383,7 +405,10 @@ impl Registry {
             }
             if meta::is_deleting(&new) && !has_pending_finalizers(&new) {
                 match self.store.delete(&key, Some(current.mod_revision)).await {
-                    Ok((_, revision)) => return Ok(encode_value_at(new, revision)),
+                    Ok((_, revision)) => {
+                        self.after_delete(r, &new).await;
+                        return Ok(encode_value_at(new, revision));
+                    }
                     Err(StoreError::Conflict { .. }) if pinned.is_empty() => continue,
                     Err(StoreError::Conflict { .. }) => {
                         return Err(ApiError::stale(r.group, r.plural, name))
@@ -413,6 +438,13 @@ impl Registry {
             name,
             "too many concurrent writers, try again",
         ))
+    }
+
+    /// Frees what an object held outside itself once it is gone.
+    async fn after_delete(&self, r: &Resource, obj: &Value) {
+        if r.group.is_empty() && r.kind == "Service" {
+            services::release_keys(&self.store, &services::keys_of(obj)).await;
+        }
     }
 
     pub async fn delete(
@@ -452,7 +484,8 @@ impl Registry {
                     }
                     match self.store.delete(&key, Some(current.mod_revision)).await {
                         Ok((_, revision)) => {
-                            return Ok(Deleted::Now(encode_value_at(old, revision)))
+                            self.after_delete(r, &old).await;
+                            return Ok(Deleted::Now(encode_value_at(old, revision)));
                         }
                         Err(StoreError::Conflict { .. }) => continue,
                         Err(StoreError::NotFound) => {
@@ -511,15 +544,8 @@ pub fn matches_selectors(
 
 /// Checks the field selector only uses fields the kind supports, before any work is done.
 pub fn check_field_selector(r: &Resource, sel: &FieldSelector) -> ApiResult<()> {
-    let probe = json!({"metadata": {}});
-    for field in sel.fields() {
-        if field_value(r.kind, &probe, field).is_none() {
-            return Err(ApiError::bad_request(format!(
-                "field label not supported: {field}"
-            )));
-        }
-    }
-    Ok(())
+    sel.validate_for(r.kind)
+        .map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 fn check_delete_preconditions(
@@ -685,6 +711,9 @@ fn merge_update(r: &Resource, old: &Value, proposed: Value, part: Part) -> ApiRe
         };
     }
     meta.remove("resourceVersion");
+    if r.group.is_empty() && r.kind == "Service" {
+        keep_service_allocations(old, &mut new)?;
+    }
     if kinds::tracks_generation(r) && spec_changed(old, &new) {
         let generation = old_meta
             .get("generation")
@@ -694,6 +723,65 @@ fn merge_update(r: &Resource, old: &Value, proposed: Value, part: Part) -> ApiRe
         meta::metadata_mut(&mut new).insert("generation".into(), json!(generation));
     }
     Ok(new)
+}
+
+/// A service keeps its cluster IP and node ports: unset in an update means "unchanged", a
+/// different value is refused (upstream: the field is immutable).
+fn keep_service_allocations(old: &Value, new: &mut Value) -> ApiResult<()> {
+    let name = meta::name(old).to_string();
+    let old_ip = old
+        .pointer("/spec/clusterIP")
+        .cloned()
+        .unwrap_or(Value::Null);
+    match new.pointer("/spec/clusterIP").and_then(Value::as_str) {
+        None | Some("") => {
+            new["spec"]["clusterIP"] = old_ip.clone();
+            new["spec"]["clusterIPs"] = old
+                .pointer("/spec/clusterIPs")
+                .cloned()
+                .unwrap_or(Value::Null);
+        }
+        Some(ip) if Some(ip) == old_ip.as_str() => {}
+        Some(ip) => {
+            let cause = Cause::invalid("spec.clusterIPs[0]", ip, "may not change once set");
+            return Err(ApiError::invalid("", "Service", &name, vec![cause]));
+        }
+    }
+    for key in [
+        "ipFamilies",
+        "ipFamilyPolicy",
+        "type",
+        "sessionAffinity",
+        "internalTrafficPolicy",
+    ] {
+        if new.pointer(&format!("/spec/{key}")).is_none() {
+            if let Some(v) = old.pointer(&format!("/spec/{key}")) {
+                new["spec"][key] = v.clone();
+            }
+        }
+    }
+    let old_ports = old
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if let Some(ports) = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+        for port in ports.iter_mut() {
+            let same = old_ports
+                .iter()
+                .find(|p| p.get("port") == port.get("port") && p.get("name") == port.get("name"));
+            if let Some(old_port) = same {
+                for key in ["nodePort", "protocol", "targetPort"] {
+                    if port.get(key).is_none() {
+                        if let Some(v) = old_port.get(key) {
+                            port[key] = v.clone();
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Did anything outside metadata and status change?

@@ -72,6 +72,41 @@ fn roundtrip<T: DeserializeOwned + Serialize>(
         .map_err(|e| ApiError::internal(format!("encoding {}: {e}", resource.kind)))
 }
 
+/// Paths of fields in `body` the kind does not have (what the typed decoder would drop), in the
+/// form upstream reports them (`spec.foo`, `spec.containers[0].bar`).
+pub fn unknown_fields(resource: &Resource, body: &Value) -> ApiResult<Vec<String>> {
+    let known = normalize(resource, body.clone())?;
+    let mut found = Vec::new();
+    collect_unknown(body, &known, "", &mut found);
+    Ok(found)
+}
+
+fn collect_unknown(input: &Value, known: &Value, path: &str, found: &mut Vec<String>) {
+    match (input, known) {
+        (Value::Object(input), Value::Object(known)) => {
+            for (key, value) in input {
+                let child = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                match known.get(key) {
+                    Some(k) => collect_unknown(value, k, &child, found),
+                    // A null is "unset": never an unknown field.
+                    None if value.is_null() => {}
+                    None => found.push(child),
+                }
+            }
+        }
+        (Value::Array(input), Value::Array(known)) => {
+            for (i, (value, k)) in input.iter().zip(known).enumerate() {
+                collect_unknown(value, k, &format!("{path}[{i}]"), found);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Checks `apiVersion` and `kind` of a request body against the URL's resource, filling them in
 /// when missing (the URL says what they must be).
 pub fn check_type_meta(resource: &Resource, body: &mut Value) -> ApiResult<()> {
@@ -122,17 +157,22 @@ pub fn validate_name(resource: &Resource, name: &str, causes: &mut Vec<Cause>) {
     }
 }
 
-/// Whether the kind has a `spec` whose changes bump `metadata.generation`.
+/// Whether the kind keeps `metadata.generation` (bumped on spec changes), as its upstream strategy does.
 pub fn tracks_generation(resource: &Resource) -> bool {
-    !matches!(
+    matches!(
         resource.kind,
-        "ConfigMap"
-            | "Secret"
-            | "Event"
-            | "Endpoints"
+        "Deployment"
+            | "ReplicaSet"
+            | "StatefulSet"
+            | "DaemonSet"
+            | "ReplicationController"
+            | "Job"
+            | "CronJob"
+            | "Pod"
+            | "PodDisruptionBudget"
+            | "Ingress"
+            | "NetworkPolicy"
             | "EndpointSlice"
-            | "ServiceAccount"
-            | "Lease"
     )
 }
 
@@ -245,6 +285,26 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.code, 400);
+    }
+
+    #[test]
+    fn unknown_fields_are_reported_with_their_paths() {
+        let deploy = find("apps", "v1", "deployments").unwrap();
+        let body = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "d", "labels": {"any": "key"}},
+            "spec": {"replicas": 1, "bogus": true, "paused": null,
+                     "selector": {"matchLabels": {"a": "b"}},
+                     "template": {"spec": {"containers": [{"name": "c", "image": "i", "imagePullPolicyy": "Always"}]}}}
+        });
+        let unknown = unknown_fields(deploy, &body).unwrap();
+        assert_eq!(
+            unknown,
+            vec![
+                "spec.bogus",
+                "spec.template.spec.containers[0].imagePullPolicyy"
+            ]
+        );
     }
 
     #[test]

@@ -3,5 +3,6 @@
 pub mod bootstrap;
 pub mod generic;
 pub mod kinds;
+pub mod services;
 
 pub use generic::{DeleteOptions, Deleted, ListOptions, ListPage, Part, Registry};

@@ -13,7 +13,11 @@ pub struct Netns {
 impl Netns {
     /// Creates `berth-t<pid>-<n>` with loopback up.
     pub fn new() -> Netns {
-        let name = format!("berth-t{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
+        let name = format!(
+            "berth-t{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
         run_ok("ip", &["netns", "add", &name]);
         let ns = Netns { name };
         ns.exec_ok("ip", &["link", "set", "lo", "up"]);
@@ -28,7 +32,10 @@ impl Netns {
     }
 
     pub fn exec(&self, program: &str, args: &[&str]) -> Output {
-        self.command(program).args(args).output().expect("run ip netns exec")
+        self.command(program)
+            .args(args)
+            .output()
+            .expect("run ip netns exec")
     }
 
     pub fn exec_ok(&self, program: &str, args: &[&str]) -> String {
@@ -45,12 +52,21 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "delete", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
     }
 }
 
 pub fn run_ok(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("run {program}: {e}"));
-    assert!(out.status.success(), "{program} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -1,0 +1,461 @@
+//! Service defaults and the allocation of cluster IPs and node ports.
+//!
+//! Each allocation is its own store key, created with a compare-and-swap, so two services can
+//! never get the same IP or port even when created at the same moment; the key is removed with
+//! the service. `repair` frees allocations a crash left without a service.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
+use serde_json::{json, Value};
+
+use super::generic::{decode, store_error};
+use crate::api::{ApiError, ApiResult, Cause};
+use crate::store::{Store, StoreError};
+
+const IP_PREFIX: &str = "/allocations/clusterips/";
+const PORT_PREFIX: &str = "/allocations/nodeports/";
+
+/// The service CIDR and NodePort range services are allocated from.
+#[derive(Debug, Clone)]
+pub struct ServiceNetwork {
+    pub base: Ipv4Addr,
+    pub prefix_len: u8,
+    pub node_ports: (u16, u16),
+}
+
+impl ServiceNetwork {
+    pub fn parse(cidr: &str, node_ports: (u16, u16)) -> Result<ServiceNetwork, String> {
+        let (ip, len) = cidr
+            .split_once('/')
+            .ok_or_else(|| format!("service CIDR {cidr:?} lacks a /prefix"))?;
+        let base: Ipv4Addr = ip
+            .parse()
+            .map_err(|_| format!("service CIDR {cidr:?} is not IPv4"))?;
+        let prefix_len: u8 = len
+            .parse()
+            .map_err(|_| format!("service CIDR {cidr:?} has a bad prefix"))?;
+        if !(8..=30).contains(&prefix_len) {
+            return Err(format!(
+                "service CIDR {cidr:?}: prefix must be between /8 and /30"
+            ));
+        }
+        let mask = u32::MAX << (32 - prefix_len);
+        Ok(ServiceNetwork {
+            base: Ipv4Addr::from(u32::from(base) & mask),
+            prefix_len,
+            node_ports,
+        })
+    }
+
+    /// The n-th address of the range (1 = the `kubernetes` service).
+    pub fn nth(&self, n: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.base) + n)
+    }
+
+    fn size(&self) -> u32 {
+        1u32 << (32 - self.prefix_len)
+    }
+
+    fn contains(&self, ip: Ipv4Addr) -> bool {
+        let mask = u32::MAX << (32 - self.prefix_len);
+        u32::from(ip) & mask == u32::from(self.base)
+    }
+}
+
+/// Upstream's Service defaults, and the checks that need no store.
+pub fn default_and_validate(svc: &mut Value, name: &str) -> ApiResult<()> {
+    let spec = svc.get("spec").cloned().unwrap_or_else(|| json!({}));
+    let service_type = spec
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+        .to_string();
+    if !matches!(
+        service_type.as_str(),
+        "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName"
+    ) {
+        let causes = vec![Cause {
+            reason: "FieldValueNotSupported".into(),
+            message: format!("Unsupported value: \"{service_type}\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""),
+            field: "spec.type".into(),
+        }];
+        return Err(ApiError::invalid("", "Service", name, causes));
+    }
+    svc["spec"]["type"] = json!(service_type);
+    if service_type == "ExternalName" {
+        if spec
+            .get("externalName")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty()
+        {
+            return Err(ApiError::invalid(
+                "",
+                "Service",
+                name,
+                vec![Cause::required("spec.externalName")],
+            ));
+        }
+        return Ok(());
+    }
+    if let Some(families) = spec.get("ipFamilies").and_then(Value::as_array) {
+        for (i, f) in families.iter().enumerate() {
+            if f.as_str() != Some("IPv4") {
+                let value = f.as_str().unwrap_or("").to_string();
+                let cause = Cause::invalid(
+                    &format!("spec.ipFamilies[{i}]"),
+                    &value,
+                    "only IPv4 is supported by this cluster",
+                );
+                return Err(ApiError::invalid("", "Service", name, vec![cause]));
+            }
+        }
+    }
+    svc["spec"]["ipFamilies"] = json!(["IPv4"]);
+    svc["spec"]["ipFamilyPolicy"] = json!("SingleStack");
+    if spec.get("sessionAffinity").is_none() {
+        svc["spec"]["sessionAffinity"] = json!("None");
+    }
+    if spec.get("internalTrafficPolicy").is_none() {
+        svc["spec"]["internalTrafficPolicy"] = json!("Cluster");
+    }
+    if matches!(service_type.as_str(), "NodePort" | "LoadBalancer")
+        && spec.get("externalTrafficPolicy").is_none()
+    {
+        svc["spec"]["externalTrafficPolicy"] = json!("Cluster");
+    }
+    let headless = spec.get("clusterIP").and_then(Value::as_str) == Some("None");
+    let mut causes = Vec::new();
+    if let Some(ports) = svc["spec"]["ports"].as_array_mut() {
+        let many = ports.len() > 1;
+        for (i, port) in ports.iter_mut().enumerate() {
+            if port.get("protocol").is_none() {
+                port["protocol"] = json!("TCP");
+            }
+            let number = port.get("port").and_then(Value::as_i64).unwrap_or(0);
+            if !(1..=65535).contains(&number) {
+                causes.push(Cause::invalid(
+                    &format!("spec.ports[{i}].port"),
+                    &number.to_string(),
+                    "must be between 1 and 65535, inclusive",
+                ));
+            }
+            if port.get("targetPort").is_none() {
+                port["targetPort"] = json!(number);
+            }
+            if many
+                && port
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .is_empty()
+            {
+                causes.push(Cause::required(&format!("spec.ports[{i}].name")));
+            }
+        }
+    } else if !headless {
+        causes.push(Cause::required("spec.ports"));
+    }
+    if !causes.is_empty() {
+        return Err(ApiError::invalid("", "Service", name, causes));
+    }
+    Ok(())
+}
+
+/// Allocates the cluster IP and node ports a new service needs, writing them into it.
+/// Returns the allocation keys, to free if the service is not stored after all.
+pub async fn allocate(
+    store: &Store,
+    net: &ServiceNetwork,
+    svc: &mut Value,
+    owner: &str,
+) -> ApiResult<Vec<String>> {
+    let mut keys = Vec::new();
+    let result = allocate_into(store, net, svc, owner, &mut keys).await;
+    if result.is_err() {
+        release_keys(store, &keys).await;
+    }
+    result.map(|_| keys)
+}
+
+async fn allocate_into(
+    store: &Store,
+    net: &ServiceNetwork,
+    svc: &mut Value,
+    owner: &str,
+    keys: &mut Vec<String>,
+) -> ApiResult<()> {
+    let name = owner.rsplit('/').next().unwrap_or(owner).to_string();
+    let service_type = svc
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+        .to_string();
+    if service_type == "ExternalName" {
+        return Ok(());
+    }
+    let requested = svc
+        .pointer("/spec/clusterIP")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if requested != "None" {
+        let ip = if requested.is_empty() {
+            allocate_free_ip(store, net, owner).await?
+        } else {
+            let ip: Ipv4Addr = requested.parse().map_err(|_| {
+                ApiError::invalid(
+                    "",
+                    "Service",
+                    &name,
+                    vec![Cause::invalid(
+                        "spec.clusterIP",
+                        &requested,
+                        "must be a valid IP address",
+                    )],
+                )
+            })?;
+            if !net.contains(ip) {
+                let detail = format!(
+                    "provided IP is not in the valid range. The range of valid IPs is {}/{}",
+                    net.base, net.prefix_len
+                );
+                return Err(ApiError::invalid(
+                    "",
+                    "Service",
+                    &name,
+                    vec![Cause::invalid("spec.clusterIP", &requested, &detail)],
+                ));
+            }
+            if !claim(store, &format!("{IP_PREFIX}{ip}"), owner).await? {
+                let detail = "provided IP is already allocated";
+                return Err(ApiError::invalid(
+                    "",
+                    "Service",
+                    &name,
+                    vec![Cause::invalid("spec.clusterIP", &requested, detail)],
+                ));
+            }
+            ip
+        };
+        keys.push(format!("{IP_PREFIX}{ip}"));
+        svc["spec"]["clusterIP"] = json!(ip.to_string());
+        svc["spec"]["clusterIPs"] = json!([ip.to_string()]);
+    } else {
+        svc["spec"]["clusterIPs"] = json!(["None"]);
+    }
+    if matches!(service_type.as_str(), "NodePort" | "LoadBalancer") {
+        let count = svc
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        for i in 0..count {
+            let requested = svc["spec"]["ports"][i]
+                .get("nodePort")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            let port = if requested == 0 {
+                allocate_free_port(store, net, owner).await?
+            } else {
+                let (lo, hi) = net.node_ports;
+                let port = u16::try_from(requested).ok().filter(|p| (lo..=hi).contains(p)).ok_or_else(|| {
+                    let detail = format!("provided port is not in the valid range. The range of valid ports is {lo}-{hi}");
+                    ApiError::invalid("", "Service", &name, vec![Cause::invalid(&format!("spec.ports[{i}].nodePort"), &requested.to_string(), &detail)])
+                })?;
+                if !claim(store, &format!("{PORT_PREFIX}{port}"), owner).await? {
+                    let field = format!("spec.ports[{i}].nodePort");
+                    return Err(ApiError::invalid(
+                        "",
+                        "Service",
+                        &name,
+                        vec![Cause::invalid(
+                            &field,
+                            &requested.to_string(),
+                            "provided port is already allocated",
+                        )],
+                    ));
+                }
+                port
+            };
+            keys.push(format!("{PORT_PREFIX}{port}"));
+            svc["spec"]["ports"][i]["nodePort"] = json!(port);
+        }
+    }
+    Ok(())
+}
+
+/// Claims `key` for `owner`; false when someone holds it.
+async fn claim(store: &Store, key: &str, owner: &str) -> ApiResult<bool> {
+    let value = owner.as_bytes().to_vec();
+    match store.create(key, move |_| value).await {
+        Ok(_) => Ok(true),
+        Err(StoreError::AlreadyExists) => Ok(false),
+        Err(e) => Err(store_error(e)),
+    }
+}
+
+async fn allocate_free_ip(store: &Store, net: &ServiceNetwork, owner: &str) -> ApiResult<Ipv4Addr> {
+    let used = allocated(store, IP_PREFIX)?;
+    // Skip the network address, .1 (the `kubernetes` service) and the broadcast address; start
+    // at a random offset like upstream so deleted IPs are not handed out again at once.
+    let size = net.size();
+    let start = 2 + rand::random::<u32>() % (size - 3);
+    for i in 0..size - 3 {
+        let offset = 2 + (start - 2 + i) % (size - 3);
+        let ip = net.nth(offset);
+        if used.contains(&ip.to_string()) {
+            continue;
+        }
+        if claim(store, &format!("{IP_PREFIX}{ip}"), owner).await? {
+            return Ok(ip);
+        }
+    }
+    Err(ApiError::internal(
+        "failed to allocate a serviceIP: range is full",
+    ))
+}
+
+async fn allocate_free_port(store: &Store, net: &ServiceNetwork, owner: &str) -> ApiResult<u16> {
+    let used = allocated(store, PORT_PREFIX)?;
+    let (lo, hi) = net.node_ports;
+    let span = u32::from(hi - lo) + 1;
+    let start = rand::random::<u32>() % span;
+    for i in 0..span {
+        let port = lo + ((start + i) % span) as u16;
+        if used.contains(&port.to_string()) {
+            continue;
+        }
+        if claim(store, &format!("{PORT_PREFIX}{port}"), owner).await? {
+            return Ok(port);
+        }
+    }
+    Err(ApiError::internal(
+        "failed to allocate a nodePort: range is full",
+    ))
+}
+
+fn allocated(store: &Store, prefix: &str) -> ApiResult<HashSet<String>> {
+    let list = store.list(prefix, None, 0).map_err(store_error)?;
+    Ok(list
+        .kvs
+        .into_iter()
+        .map(|kv| kv.key[prefix.len()..].to_string())
+        .collect())
+}
+
+/// The allocation keys a stored service holds.
+pub fn keys_of(svc: &Value) -> Vec<String> {
+    let mut keys = Vec::new();
+    if let Some(ip) = svc.pointer("/spec/clusterIP").and_then(Value::as_str) {
+        if ip.parse::<Ipv4Addr>().is_ok() {
+            keys.push(format!("{IP_PREFIX}{ip}"));
+        }
+    }
+    for port in svc
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(p) = port.get("nodePort").and_then(Value::as_u64) {
+            keys.push(format!("{PORT_PREFIX}{p}"));
+        }
+    }
+    keys
+}
+
+pub async fn release_keys(store: &Store, keys: &[String]) {
+    for key in keys {
+        if let Err(e) = store.delete(key, None).await {
+            if !matches!(e, StoreError::NotFound) {
+                tracing::warn!(key, error = %e, "could not release a service allocation");
+            }
+        }
+    }
+}
+
+/// Frees allocations whose service is gone (a crash between allocating and storing, or between
+/// deleting and releasing).
+pub async fn repair(store: &Store) -> ApiResult<usize> {
+    let services = store
+        .list("/core/services/", None, 0)
+        .map_err(store_error)?;
+    let mut held = HashSet::new();
+    for kv in &services.kvs {
+        held.extend(keys_of(&decode(&kv.value)?));
+    }
+    let mut freed = 0;
+    for prefix in [IP_PREFIX, PORT_PREFIX] {
+        let list = store.list(prefix, None, 0).map_err(store_error)?;
+        for kv in list.kvs {
+            if !held.contains(&kv.key) {
+                release_keys(store, std::slice::from_ref(&kv.key)).await;
+                freed += 1;
+            }
+        }
+    }
+    Ok(freed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_cidr_parses_and_names_its_addresses() {
+        let net = ServiceNetwork::parse("10.43.0.0/16", (30000, 32767)).unwrap();
+        assert_eq!(net.nth(1), Ipv4Addr::new(10, 43, 0, 1));
+        assert_eq!(net.nth(10), Ipv4Addr::new(10, 43, 0, 10));
+        assert!(net.contains(Ipv4Addr::new(10, 43, 255, 1)));
+        assert!(!net.contains(Ipv4Addr::new(10, 44, 0, 1)));
+        assert!(ServiceNetwork::parse("10.43.0.0", (1, 2)).is_err());
+        assert!(ServiceNetwork::parse("nope/16", (1, 2)).is_err());
+    }
+
+    #[test]
+    fn defaults_fill_protocol_target_port_and_families() {
+        let mut svc = json!({"spec": {"ports": [{"port": 80}]}});
+        default_and_validate(&mut svc, "web").unwrap();
+        assert_eq!(svc["spec"]["type"], "ClusterIP");
+        assert_eq!(svc["spec"]["ports"][0]["protocol"], "TCP");
+        assert_eq!(svc["spec"]["ports"][0]["targetPort"], 80);
+        assert_eq!(svc["spec"]["ipFamilies"], json!(["IPv4"]));
+        assert_eq!(svc["spec"]["sessionAffinity"], "None");
+    }
+
+    #[test]
+    fn invalid_services_are_rejected_with_field_causes() {
+        let mut v6 = json!({"spec": {"ipFamilies": ["IPv6"], "ports": [{"port": 80}]}});
+        let err = default_and_validate(&mut v6, "x").unwrap_err();
+        assert_eq!(err.causes[0].field, "spec.ipFamilies[0]");
+        let mut unnamed = json!({"spec": {"ports": [{"port": 80}, {"port": 81}]}});
+        assert_eq!(
+            default_and_validate(&mut unnamed, "x").unwrap_err().code,
+            422
+        );
+        let mut bad_type = json!({"spec": {"type": "Magic", "ports": [{"port": 80}]}});
+        assert_eq!(
+            default_and_validate(&mut bad_type, "x").unwrap_err().causes[0].field,
+            "spec.type"
+        );
+        let mut no_ports = json!({"spec": {}});
+        assert_eq!(
+            default_and_validate(&mut no_ports, "x").unwrap_err().causes[0].field,
+            "spec.ports"
+        );
+    }
+
+    #[test]
+    fn keys_of_lists_ip_and_node_ports() {
+        let svc = json!({"spec": {"clusterIP": "10.43.0.5", "ports": [{"nodePort": 30001}]}});
+        assert_eq!(
+            keys_of(&svc),
+            vec![
+                "/allocations/clusterips/10.43.0.5",
+                "/allocations/nodeports/30001"
+            ]
+        );
+        assert!(keys_of(&json!({"spec": {"clusterIP": "None"}})).is_empty());
+    }
+}

@@ -1,0 +1,488 @@
+//! The API core driven by the real kubectl against a real `berth server` in a test-made network
+//! namespace. Needs root (network namespaces); CI runs as root.
+
+mod common;
+
+use std::io::Read;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::netns::Netns;
+use common::server::BerthServer;
+use serde_json::Value;
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+fn write_manifest(server: &BerthServer, name: &str, text: &str) -> String {
+    let path = server.data_dir().join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+const DEPLOYMENT: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: busybox
+        command: ["httpd", "-f", "-p", "8080"]
+"#;
+
+#[test]
+fn kubectl_discovers_the_api() {
+    let ns = Netns::new();
+    let server = BerthServer::start(&ns);
+    let version = server.kubectl_ok(&["version", "-o", "json"]);
+    assert_eq!(json(&version)["serverVersion"]["minor"], "35");
+    let resources = server.kubectl_ok(&["api-resources"]);
+    for line in [
+        "deployments",
+        "deploy",
+        "apps/v1",
+        "configmaps",
+        "cm",
+        "namespaces",
+        "ns",
+        "horizontalpodautoscalers",
+    ] {
+        assert!(
+            resources.contains(line),
+            "api-resources lacks {line}:\n{resources}"
+        );
+    }
+    let versions = server.kubectl_ok(&["api-versions"]);
+    for gv in [
+        "v1",
+        "apps/v1",
+        "batch/v1",
+        "rbac.authorization.k8s.io/v1",
+        "discovery.k8s.io/v1",
+    ] {
+        assert!(
+            versions.lines().any(|l| l == gv),
+            "api-versions lacks {gv}:\n{versions}"
+        );
+    }
+    let namespaces = server.kubectl_ok(&["get", "namespaces", "-o", "name"]);
+    for n in [
+        "namespace/default",
+        "namespace/kube-system",
+        "namespace/kube-public",
+        "namespace/kube-node-lease",
+    ] {
+        assert!(namespaces.contains(n), "{namespaces}");
+    }
+}
+
+#[test]
+fn configmaps_and_secrets_go_through_their_whole_life() {
+    let ns = Netns::new();
+    let server = BerthServer::start(&ns);
+    server.kubectl_ok(&["create", "namespace", "team"]);
+    server.kubectl_ok(&[
+        "create",
+        "configmap",
+        "settings",
+        "-n",
+        "team",
+        "--from-literal=mode=fast",
+        "--from-literal=level=3",
+    ]);
+    let cm =
+        json(&server.kubectl_ok(&["get", "configmap", "settings", "-n", "team", "-o", "json"]));
+    assert_eq!(cm["data"]["mode"], "fast");
+    assert!(!cm["metadata"]["uid"].as_str().unwrap().is_empty());
+    assert!(!cm["metadata"]["creationTimestamp"]
+        .as_str()
+        .unwrap()
+        .is_empty());
+    let yaml = server.kubectl_ok(&["get", "cm", "settings", "-n", "team", "-o", "yaml"]);
+    assert!(yaml.contains("mode: fast"), "{yaml}");
+
+    server.kubectl_ok(&["label", "cm", "settings", "-n", "team", "tier=backend"]);
+    server.kubectl_ok(&["annotate", "cm", "settings", "-n", "team", "owner=ops"]);
+    let names = server.kubectl_ok(&[
+        "get",
+        "cm",
+        "-n",
+        "team",
+        "-l",
+        "tier=backend",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(names.trim(), "configmap/settings");
+    let none = server.kubectl_ok(&[
+        "get",
+        "cm",
+        "-n",
+        "team",
+        "-l",
+        "tier!=backend,tier",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(none.trim(), "");
+    let by_field = server.kubectl_ok(&[
+        "get",
+        "cm",
+        "-n",
+        "team",
+        "--field-selector",
+        "metadata.name=settings",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(by_field.trim(), "configmap/settings");
+
+    server.kubectl_ok(&[
+        "patch",
+        "cm",
+        "settings",
+        "-n",
+        "team",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"mode":"slow"}}"#,
+    ]);
+    server.kubectl_ok(&[
+        "patch",
+        "cm",
+        "settings",
+        "-n",
+        "team",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/data/level"}]"#,
+    ]);
+    let cm = json(&server.kubectl_ok(&["get", "cm", "settings", "-n", "team", "-o", "json"]));
+    assert_eq!(cm["data"], serde_json::json!({"mode": "slow"}));
+    assert_eq!(cm["metadata"]["labels"]["tier"], "backend");
+    assert_eq!(cm["metadata"]["annotations"]["owner"], "ops");
+
+    // replace with a stale resourceVersion is a conflict; with the current one it works.
+    let mut stale = cm.clone();
+    stale["metadata"]["resourceVersion"] = Value::String("1".into());
+    let stale_path = write_manifest(&server, "stale.json", &stale.to_string());
+    let out = server.kubectl(&["replace", "-f", &stale_path]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the object has been modified"),
+        "{out:?}"
+    );
+    let mut fresh = cm.clone();
+    fresh["data"]["mode"] = Value::String("replaced".into());
+    let fresh_path = write_manifest(&server, "fresh.json", &fresh.to_string());
+    server.kubectl_ok(&["replace", "-f", &fresh_path]);
+    assert_eq!(
+        server.kubectl_ok(&[
+            "get",
+            "cm",
+            "settings",
+            "-n",
+            "team",
+            "-o",
+            "jsonpath={.data.mode}"
+        ]),
+        "replaced"
+    );
+
+    server.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "-n",
+        "team",
+        "--from-literal=password=hunter2",
+    ]);
+    let secret = json(&server.kubectl_ok(&["get", "secret", "creds", "-n", "team", "-o", "json"]));
+    assert_eq!(secret["data"]["password"], "aHVudGVyMg==");
+
+    server.kubectl_ok(&["delete", "cm", "settings", "-n", "team"]);
+    let gone = server.kubectl(&["get", "cm", "settings", "-n", "team"]);
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("configmaps \"settings\" not found"),
+        "{gone:?}"
+    );
+
+    // Deleting the namespace removes what is in it, then the namespace.
+    server.kubectl_ok(&["delete", "namespace", "team", "--timeout=60s"]);
+    let out = server.kubectl(&["get", "namespace", "team"]);
+    assert!(!out.status.success());
+    let out = server.kubectl(&["create", "configmap", "late", "-n", "team"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("namespaces \"team\" not found"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn deployments_and_services_are_created_from_manifests() {
+    let ns = Netns::new();
+    let server = BerthServer::start(&ns);
+    let path = write_manifest(&server, "deploy.yaml", DEPLOYMENT);
+    server.kubectl_ok(&["create", "-f", &path]);
+    let d = json(&server.kubectl_ok(&["get", "deploy", "web", "-o", "json"]));
+    assert_eq!(d["metadata"]["generation"], 1);
+    assert_eq!(d["spec"]["replicas"], 2);
+    server.kubectl_ok(&[
+        "patch",
+        "deployment",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"replicas":3}}"#,
+    ]);
+    let d = json(&server.kubectl_ok(&["get", "deploy", "web", "-o", "json"]));
+    assert_eq!(
+        d["metadata"]["generation"], 2,
+        "a spec change bumps the generation"
+    );
+    server.kubectl_ok(&["label", "deploy", "web", "stage=test"]);
+    let d = json(&server.kubectl_ok(&["get", "deploy", "web", "-o", "json"]));
+    assert_eq!(d["metadata"]["generation"], 2, "a label change does not");
+
+    server.kubectl_ok(&["create", "service", "clusterip", "web", "--tcp=80:8080"]);
+    let svc = json(&server.kubectl_ok(&["get", "svc", "web", "-o", "json"]));
+    assert_eq!(svc["spec"]["ports"][0]["port"], 80);
+    let all = server.kubectl_ok(&["get", "all", "-o", "name"]);
+    assert!(
+        all.contains("service/web") && all.contains("deployment.apps/web"),
+        "{all}"
+    );
+    server.kubectl_ok(&["delete", "-f", &path]);
+    server.kubectl_ok(&["delete", "svc", "web"]);
+    assert_eq!(
+        server
+            .kubectl_ok(&["get", "deploy,svc", "-o", "name", "--ignore-not-found"])
+            .trim(),
+        ""
+    );
+}
+
+#[test]
+fn bad_input_gets_clear_errors_and_stores_nothing() {
+    let ns = Netns::new();
+    let server = BerthServer::start(&ns);
+    let out = server.kubectl(&["create", "configmap", "Bad_Name"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("is invalid") && err.contains("RFC 1123"),
+        "{err}"
+    );
+    let raw = |path: &str| server.kubectl(&["get", "--raw", path]);
+    let out = raw("/api/v1/namespaces/default/widgets");
+    assert!(!out.status.success());
+    let body = write_manifest(&server, "garbage.json", "{not json");
+    let out = server.kubectl(&[
+        "create",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps",
+        "-f",
+        &body,
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not valid JSON"),
+        "{out:?}"
+    );
+    let wrong_ns = write_manifest(
+        &server,
+        "wrong.json",
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x","namespace":"other"}}"#,
+    );
+    let out = server.kubectl(&[
+        "create",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps",
+        "-f",
+        &wrong_ns,
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not match the namespace"),
+        "{out:?}"
+    );
+    let wrong_kind = write_manifest(
+        &server,
+        "kind.json",
+        r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"x"}}"#,
+    );
+    let out = server.kubectl(&[
+        "create",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps",
+        "-f",
+        &wrong_kind,
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not match the expected kind"),
+        "{out:?}"
+    );
+    let big = format!(
+        r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"big"}},"data":{{"k":"{}"}}}}"#,
+        "x".repeat(4 << 20)
+    );
+    let big = write_manifest(&server, "big.json", &big);
+    let out = server.kubectl(&[
+        "create",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps",
+        "-f",
+        &big,
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("too large"),
+        "{out:?}"
+    );
+    assert_eq!(
+        server.kubectl_ok(&["get", "cm", "-o", "name"]).trim(),
+        "",
+        "nothing was stored"
+    );
+    let dup = server.kubectl_ok(&["create", "cm", "dup"]);
+    assert!(dup.contains("created"));
+    let out = server.kubectl(&["create", "cm", "dup"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already exists"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_watch_sees_changes_made_elsewhere_and_wait_returns() {
+    let ns = Netns::new();
+    let server = BerthServer::start(&ns);
+    server.kubectl_ok(&["create", "cm", "watched", "--from-literal=v=1"]);
+    let mut watcher = server
+        .kubectl_command(&[
+            "get",
+            "cm",
+            "watched",
+            "-w",
+            "-o",
+            "jsonpath={.data.v}{\"\\n\"}",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    server.kubectl_ok(&[
+        "patch",
+        "cm",
+        "watched",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"v":"2"}}"#,
+    ]);
+    let waited = server.kubectl_ok(&[
+        "wait",
+        "cm/watched",
+        "--for=jsonpath={.data.v}=2",
+        "--timeout=30s",
+    ]);
+    assert!(waited.contains("condition met"), "{waited}");
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    let mut seen = String::new();
+    watcher
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut seen)
+        .unwrap();
+    assert!(
+        seen.lines().any(|l| l == "2"),
+        "the watch never saw v=2: {seen:?}"
+    );
+
+    let mut waiter = server
+        .kubectl_command(&["wait", "cm/watched", "--for=delete", "--timeout=60s"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    server.kubectl_ok(&["delete", "cm", "watched"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = waiter.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kubectl wait --for=delete did not return"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success());
+}
+
+#[test]
+fn kill_9_loses_no_acknowledged_write_and_watches_resume() {
+    let ns = Netns::new();
+    let mut server = BerthServer::start(&ns);
+    let mut versions = Vec::new();
+    for i in 0..200 {
+        let out = server.kubectl_ok(&[
+            "create",
+            "cm",
+            &format!("cm-{i:03}"),
+            "--from-literal=i=x",
+            "-o",
+            "jsonpath={.metadata.resourceVersion}",
+        ]);
+        versions.push((format!("cm-{i:03}"), out));
+    }
+    let (_, middle) = versions[99].clone();
+    server.kill9();
+    server.restart();
+    let list = json(&server.kubectl_ok(&["get", "cm", "-o", "json"]));
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 200);
+    for (name, rv) in &versions {
+        let item = items
+            .iter()
+            .find(|i| i["metadata"]["name"] == *name)
+            .unwrap_or_else(|| panic!("{name} lost"));
+        assert_eq!(
+            item["metadata"]["resourceVersion"], *rv,
+            "{name} changed its resourceVersion"
+        );
+    }
+    // A watch resumed from the 100th create sees exactly the 100 later ones.
+    let path = format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={middle}&timeoutSeconds=3");
+    let stream = server.kubectl_ok(&["get", "--raw", &path]);
+    let names: Vec<String> = stream
+        .lines()
+        .map(json)
+        .filter(|e| e["type"] == "ADDED")
+        .map(|e| {
+            e["object"]["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let expected: Vec<String> = versions[100..].iter().map(|(n, _)| n.clone()).collect();
+    assert_eq!(names, expected);
+    // A resourceVersion from before compaction or garbage gets a clear error, never a hang.
+    let out = server.kubectl(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=abc",
+    ]);
+    assert!(!out.status.success());
+}
