@@ -123,6 +123,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             crate::controllers::gc::run(c).await;
             anyhow::bail!("the garbage collector stopped")
         });
+        let c = client("kube-scheduler");
+        components.spawn(async move {
+            crate::scheduler::run(c).await;
+            anyhow::bail!("the scheduler stopped")
+        });
         let c = client("serviceaccount-controller");
         let ca_cert_pem = pki.ca_cert_pem.clone();
         components.spawn(async move {
