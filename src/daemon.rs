@@ -123,6 +123,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             crate::controllers::gc::run(c).await;
             anyhow::bail!("the garbage collector stopped")
         });
+        let c = client("endpointslice-controller");
+        components.spawn(async move {
+            crate::controllers::endpointslice::run(c).await;
+            anyhow::bail!("the endpointslice controller stopped")
+        });
         let c = client("kube-scheduler");
         components.spawn(async move {
             crate::scheduler::run(c).await;

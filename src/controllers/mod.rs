@@ -2,6 +2,7 @@
 
 pub mod common;
 pub mod deployment;
+pub mod endpointslice;
 pub mod gc;
 pub mod namespace;
 pub mod replicaset;
