@@ -9,7 +9,15 @@ use std::time::{Duration, Instant};
 
 use common::netns::Netns;
 use common::server::BerthServer;
+use common::tools;
 use serde_json::Value;
+
+/// kubectl in the server's netns as a `Command`, for runs the test watches while it works.
+fn kubectl_command(server: &BerthServer, args: &[&str]) -> std::process::Command {
+    let mut cmd = server.command(&tools::kubectl());
+    cmd.args(args);
+    cmd
+}
 
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
@@ -366,19 +374,21 @@ fn a_watch_sees_changes_made_elsewhere_and_wait_returns() {
     let ns = Netns::new();
     let server = BerthServer::start(&ns);
     server.kubectl_ok(&["create", "cm", "watched", "--from-literal=v=1"]);
-    let mut watcher = server
-        .kubectl_command(&[
+    let mut watcher = kubectl_command(
+        &server,
+        &[
             "get",
             "cm",
             "watched",
             "-w",
             "-o",
             "jsonpath={.data.v}{\"\\n\"}",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
     std::thread::sleep(Duration::from_secs(2));
     server.kubectl_ok(&[
         "patch",
@@ -410,10 +420,12 @@ fn a_watch_sees_changes_made_elsewhere_and_wait_returns() {
         "the watch never saw v=2: {seen:?}"
     );
 
-    let mut waiter = server
-        .kubectl_command(&["wait", "cm/watched", "--for=delete", "--timeout=60s"])
-        .spawn()
-        .unwrap();
+    let mut waiter = kubectl_command(
+        &server,
+        &["wait", "cm/watched", "--for=delete", "--timeout=60s"],
+    )
+    .spawn()
+    .unwrap();
     std::thread::sleep(Duration::from_secs(1));
     server.kubectl_ok(&["delete", "cm", "watched"]);
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -1,5 +1,6 @@
 //! Command line: clap definitions turned into a typed [`Config`]. Starts nothing itself.
 
+mod images;
 mod status;
 
 use std::net::SocketAddr;
@@ -29,6 +30,8 @@ pub enum Command {
     Kubeconfig(CommonArgs),
     /// Report whether the API server answers; with --wait-ready, wait until it does.
     Status(status::StatusArgs),
+    /// Manage the node's images: import, ls, rm.
+    Images(images::ImagesArgs),
     /// Print the version.
     Version,
 }
@@ -140,5 +143,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status(args) => status::run(args),
+        Command::Images(args) => images::run(args),
     }
 }

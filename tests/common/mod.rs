@@ -1,4 +1,28 @@
 //! Shared pieces of the integration tests. Each test module uses what it needs.
+//!
+//! - `netns`: a network namespace per test, removed on drop
+//! - `server`: `berth server` running inside a netns, driven with the real kubectl/helm
+//! - `registry`: a real OCI registry (Debian's docker-registry) inside a netns
+//! - `tools`: where kubectl and helm are
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod registry;
+pub mod server;
+pub mod tools;
+
+use std::time::{Duration, Instant};
+
+/// Polls `ready` every 100 ms until it returns true or `timeout` passes; returns whether it did.
+pub fn wait_until(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if ready() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,7 +1,12 @@
 //! A network namespace made for one test and removed when it is dropped, so tests never touch the
 //! host's network and never send traffic off the machine.
+//!
+//! Needs root (`ip netns add`); CI runs as root.
 
 use std::process::{Command, Output};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -48,14 +53,42 @@ impl Netns {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+
+    /// PIDs of the processes whose network namespace is this one.
+    pub fn pids(&self) -> Vec<u32> {
+        let out = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output();
+        match out {
+            Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 impl Drop for Netns {
+    /// Kills whatever a test left running in the namespace (a fixture that panicked before its
+    /// own cleanup, say), then deletes it. Every such process was started by this test.
     fn drop(&mut self) {
+        for pid in self.pids() {
+            if let Ok(pid) = i32::try_from(pid) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
         let _ = Command::new("ip")
             .args(["netns", "delete", &self.name])
             .status();
     }
+}
+
+/// Whether `ip netns list` shows a namespace called `name`.
+pub fn netns_exists(name: &str) -> bool {
+    run_ok("ip", &["netns", "list"])
+        .lines()
+        .any(|line| line.split_whitespace().next() == Some(name))
 }
 
 pub fn run_ok(program: &str, args: &[&str]) -> String {

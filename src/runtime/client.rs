@@ -1,0 +1,401 @@
+//! [`ShimRuntime`]: the agent side. Starts `berth shim` per pod and talks JSON lines to it
+//! over `<root>/<pod uid>/shim.sock`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use super::protocol::{ExecResult, Request, Response, POD_CONFIG_NAME, SOCKET_NAME};
+use super::types::{ContainerSpec, PodShimConfig, PodState};
+use super::{cgroups, ContainerRuntime, RuntimeError};
+
+/// How long a freshly spawned shim may take to report that it listens.
+const SHIM_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How much longer than an exec's own timeout the agent waits for the shim's answer.
+const EXEC_MARGIN: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct ShimRuntime {
+    /// `<data-dir>/pods`: one state dir per pod, named by its uid.
+    root: PathBuf,
+    /// The berth binary to run as `berth shim`.
+    shim_binary: PathBuf,
+}
+
+fn io_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> RuntimeError + 'a {
+    move |source| RuntimeError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Pod uids become directory names: refuse anything that could escape `root`.
+fn check_uid(pod_uid: &str) -> Result<(), RuntimeError> {
+    let ok = !pod_uid.is_empty()
+        && pod_uid.len() <= 64
+        && pod_uid
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(RuntimeError::InvalidPodUid(pod_uid.to_string()))
+    }
+}
+
+impl ShimRuntime {
+    /// A runtime whose shims are this very executable.
+    pub fn new(root: impl Into<PathBuf>) -> Result<Self, RuntimeError> {
+        let exe = std::env::current_exe().map_err(io_err("locate", Path::new("current_exe")))?;
+        Ok(Self::with_shim_binary(root, exe))
+    }
+
+    /// A runtime using another berth binary as the shim (tests run from a test harness binary).
+    pub fn with_shim_binary(root: impl Into<PathBuf>, shim_binary: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            shim_binary: shim_binary.into(),
+        }
+    }
+
+    pub fn pod_dir(&self, pod_uid: &str) -> PathBuf {
+        self.root.join(pod_uid)
+    }
+
+    async fn call(&self, pod_uid: &str, request: &Request) -> Result<Response, RuntimeError> {
+        check_uid(pod_uid)?;
+        let socket = self.pod_dir(pod_uid).join(SOCKET_NAME);
+        let mut stream = UnixStream::connect(&socket)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                    RuntimeError::NoShim(pod_uid.to_string())
+                }
+                _ => RuntimeError::Io {
+                    op: "connect",
+                    path: socket.clone(),
+                    source: e,
+                },
+            })?;
+        let mut line = serde_json::to_vec(request)
+            .map_err(|e| RuntimeError::Protocol(format!("encode request: {e}")))?;
+        line.push(b'\n');
+        stream
+            .write_all(&line)
+            .await
+            .map_err(io_err("write", &socket))?;
+        let mut reader = BufReader::new(stream);
+        let mut answer = String::new();
+        let n = reader
+            .read_line(&mut answer)
+            .await
+            .map_err(io_err("read", &socket))?;
+        if n == 0 {
+            return Err(RuntimeError::Protocol(format!(
+                "shim of pod {pod_uid} closed the socket"
+            )));
+        }
+        match serde_json::from_str(&answer) {
+            Ok(Response::Error { message }) => Err(RuntimeError::Shim {
+                pod: pod_uid.to_string(),
+                message,
+            }),
+            Ok(response) => Ok(response),
+            Err(e) => Err(RuntimeError::Protocol(format!("decode response: {e}"))),
+        }
+    }
+
+    async fn call_ok(&self, pod_uid: &str, request: &Request) -> Result<(), RuntimeError> {
+        match self.call(pod_uid, request).await? {
+            Response::Ok => Ok(()),
+            other => Err(RuntimeError::Protocol(format!(
+                "unexpected response {other:?}"
+            ))),
+        }
+    }
+
+    /// Reads the shim's pod config back (the shim may be gone): used to find its cgroups.
+    async fn pod_config(&self, pod_uid: &str) -> Option<PodShimConfig> {
+        let path = self.pod_dir(pod_uid).join(POD_CONFIG_NAME);
+        let bytes = tokio::fs::read(&path).await.ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Unmounts whatever is still mounted below `dir` (deepest first), e.g. overlays of a shim
+    /// that died.
+    async fn unmount_below(dir: &Path) -> Result<(), RuntimeError> {
+        let mountinfo = "/proc/self/mountinfo";
+        let text = tokio::fs::read_to_string(mountinfo)
+            .await
+            .map_err(io_err("read", Path::new(mountinfo)))?;
+        let mut mounts: Vec<PathBuf> = text
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .map(PathBuf::from)
+            .filter(|p| p.starts_with(dir))
+            .collect();
+        mounts.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for mount in mounts {
+            match nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH) {
+                Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
+                Err(e) => {
+                    return Err(RuntimeError::Io {
+                        op: "unmount",
+                        path: mount,
+                        source: e.into(),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ShimRuntime {
+    /// A shim that died leaves its containers running (they are re-parented, not killed):
+    /// SIGKILL whatever is left in the pod's cgroups so they can be removed.
+    async fn kill_leftovers(cgroup_parent: &str) -> Result<(), RuntimeError> {
+        for _ in 0..100 {
+            let pids = cgroups::pids_in_tree(cgroup_parent)?;
+            if pids.is_empty() {
+                return Ok(());
+            }
+            for pid in pids {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+}
+
+impl ContainerRuntime for ShimRuntime {
+    async fn start_pod_shim(&self, pod: &PodShimConfig) -> Result<(), RuntimeError> {
+        check_uid(&pod.pod_uid)?;
+        // Already running (re-adoption, or a repeated sync): nothing to do.
+        if self.call(&pod.pod_uid, &Request::State).await.is_ok() {
+            return Ok(());
+        }
+        let dir = self.pod_dir(&pod.pod_uid);
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(io_err("create dir", &dir))?;
+        let config_path = dir.join(POD_CONFIG_NAME);
+        let config = serde_json::to_vec(pod)
+            .map_err(|e| RuntimeError::Protocol(format!("encode pod config: {e}")))?;
+        tokio::fs::write(&config_path, config)
+            .await
+            .map_err(io_err("write", &config_path))?;
+
+        // The shim double-forks; the process we start exits once the daemon listens (0) or
+        // failed (non-zero, reason on stderr).
+        let child = tokio::process::Command::new(&self.shim_binary)
+            .arg("shim")
+            .arg("--dir")
+            .arg(&dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(io_err("spawn", &self.shim_binary))?;
+        let output = tokio::time::timeout(SHIM_START_TIMEOUT, child.wait_with_output())
+            .await
+            .map_err(|_| RuntimeError::ShimStart {
+                pod: pod.pod_uid.clone(),
+                message: "timed out".into(),
+            })?
+            .map_err(io_err("wait for", &self.shim_binary))?;
+        if !output.status.success() {
+            return Err(RuntimeError::ShimStart {
+                pod: pod.pod_uid.clone(),
+                message: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn create_container(
+        &self,
+        pod_uid: &str,
+        spec: ContainerSpec,
+    ) -> Result<String, RuntimeError> {
+        let request = Request::CreateContainer {
+            spec: Box::new(spec),
+        };
+        match self.call(pod_uid, &request).await? {
+            Response::Created { id } => Ok(id),
+            other => Err(RuntimeError::Protocol(format!(
+                "unexpected response {other:?}"
+            ))),
+        }
+    }
+
+    async fn start_container(&self, pod_uid: &str, name: &str) -> Result<(), RuntimeError> {
+        self.call_ok(
+            pod_uid,
+            &Request::StartContainer {
+                name: name.to_string(),
+            },
+        )
+        .await
+    }
+
+    async fn kill_container(
+        &self,
+        pod_uid: &str,
+        name: &str,
+        signal: i32,
+    ) -> Result<(), RuntimeError> {
+        self.call_ok(
+            pod_uid,
+            &Request::Kill {
+                name: name.to_string(),
+                signal,
+            },
+        )
+        .await
+    }
+
+    async fn remove_container(&self, pod_uid: &str, name: &str) -> Result<(), RuntimeError> {
+        self.call_ok(
+            pod_uid,
+            &Request::RemoveContainer {
+                name: name.to_string(),
+            },
+        )
+        .await
+    }
+
+    async fn exec_sync(
+        &self,
+        pod_uid: &str,
+        name: &str,
+        args: Vec<String>,
+        timeout: Duration,
+    ) -> Result<ExecResult, RuntimeError> {
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let request = Request::ExecSync {
+            name: name.to_string(),
+            args,
+            timeout_ms,
+        };
+        // The shim kills the command at its deadline; the margin covers start and teardown.
+        let answer = tokio::time::timeout(timeout + EXEC_MARGIN, self.call(pod_uid, &request))
+            .await
+            .map_err(|_| RuntimeError::Protocol(format!("exec in pod {pod_uid} did not answer")))?;
+        match answer? {
+            Response::Exec { exec } => Ok(exec),
+            other => Err(RuntimeError::Protocol(format!(
+                "unexpected response {other:?}"
+            ))),
+        }
+    }
+
+    async fn pod_state(&self, pod_uid: &str) -> Result<PodState, RuntimeError> {
+        match self.call(pod_uid, &Request::State).await? {
+            Response::State { state } => Ok(state),
+            other => Err(RuntimeError::Protocol(format!(
+                "unexpected response {other:?}"
+            ))),
+        }
+    }
+
+    async fn stop_pod(&self, pod_uid: &str) -> Result<(), RuntimeError> {
+        check_uid(pod_uid)?;
+        let dir = self.pod_dir(pod_uid);
+        let config = self.pod_config(pod_uid).await;
+        match self.call_ok(pod_uid, &Request::Shutdown).await {
+            // No shim (it died, or this is a repeated stop): clean up what it left.
+            Ok(()) | Err(RuntimeError::NoShim(_)) => {}
+            Err(e) => return Err(e),
+        }
+        Self::unmount_below(&dir).await?;
+        let parent = config
+            .map(|c| c.cgroup_parent)
+            .unwrap_or_else(|| cgroups::pod_cgroup_parent(pod_uid));
+        Self::kill_leftovers(&parent).await?;
+        cgroups::remove_tree(&parent)?;
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(RuntimeError::Io {
+                op: "remove",
+                path: dir,
+                source: e,
+            }),
+        }
+    }
+
+    async fn list_pods(&self) -> Result<Vec<String>, RuntimeError> {
+        let mut pods = Vec::new();
+        let mut entries = match tokio::fs::read_dir(&self.root).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(pods),
+            Err(e) => {
+                return Err(RuntimeError::Io {
+                    op: "list",
+                    path: self.root.clone(),
+                    source: e,
+                })
+            }
+        };
+        while let Some(entry) = entries
+            .next_entry()
+            .await
+            .map_err(io_err("list", &self.root))?
+        {
+            let is_pod = entry.path().join(POD_CONFIG_NAME).exists();
+            if let (true, Some(name)) = (is_pod, entry.file_name().to_str()) {
+                pods.push(name.to_string());
+            }
+        }
+        pods.sort();
+        Ok(pods)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_uids_that_could_escape_the_root_are_refused() {
+        assert!(check_uid("0b7c6a4e-5e1f-4c1e-9d9f-1a2b3c4d5e6f").is_ok());
+        for bad in ["", "..", "a/b", "../etc", "x y"] {
+            assert!(check_uid(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[tokio::test]
+    async fn list_pods_finds_state_dirs_with_a_pod_config() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("pod-a")).unwrap();
+        std::fs::write(root.path().join("pod-a").join(POD_CONFIG_NAME), "{}").unwrap();
+        std::fs::create_dir_all(root.path().join("stray")).unwrap();
+        let runtime = ShimRuntime::with_shim_binary(root.path(), "/nonexistent");
+        assert_eq!(
+            runtime.list_pods().await.unwrap(),
+            vec!["pod-a".to_string()]
+        );
+    }
+
+    #[tokio::test]
+    async fn calls_to_a_pod_without_a_shim_say_so() {
+        let root = tempfile::tempdir().unwrap();
+        let runtime = ShimRuntime::with_shim_binary(root.path(), "/nonexistent");
+        assert!(matches!(
+            runtime.pod_state("nopod").await,
+            Err(RuntimeError::NoShim(_))
+        ));
+    }
+}

@@ -1,0 +1,102 @@
+//! The agent ↔ shim protocol: one JSON request per line, one JSON response per line.
+
+use serde::{Deserialize, Serialize};
+
+use super::types::{ContainerSpec, PodState};
+
+/// Name of the shim's socket inside the pod's state dir.
+pub const SOCKET_NAME: &str = "shim.sock";
+/// Name of the pod config the agent writes before starting the shim.
+pub const POD_CONFIG_NAME: &str = "pod.json";
+/// Name of the shim's pid file.
+pub const PID_FILE_NAME: &str = "shim.pid";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    CreateContainer {
+        spec: Box<ContainerSpec>,
+    },
+    StartContainer {
+        name: String,
+    },
+    Kill {
+        name: String,
+        signal: i32,
+    },
+    RemoveContainer {
+        name: String,
+    },
+    State,
+    /// Runs `args` in the running container `name`; killed after `timeout_ms`. The answer
+    /// comes when the command has exited; send nothing else on the connection meanwhile.
+    ExecSync {
+        name: String,
+        args: Vec<String>,
+        timeout_ms: u64,
+    },
+    /// Kills every container, removes them and their mounts, then the shim exits.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    Ok,
+    Created { id: String },
+    State { state: PodState },
+    Exec { exec: ExecResult },
+    Error { message: String },
+}
+
+/// Outcome of an ExecSync. Output is capped per stream and decoded lossily as UTF-8.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecResult {
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    /// The command ran past its timeout and was killed.
+    pub timed_out: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_as_single_json_lines() {
+        let requests = [
+            Request::StartContainer { name: "app".into() },
+            Request::Kill {
+                name: "app".into(),
+                signal: 15,
+            },
+            Request::State,
+            Request::Shutdown,
+        ];
+        for request in requests {
+            let line = serde_json::to_string(&request).unwrap();
+            assert!(!line.contains('\n'));
+            assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), request);
+        }
+        assert_eq!(
+            serde_json::to_string(&Request::Kill {
+                name: "a".into(),
+                signal: 9
+            })
+            .unwrap(),
+            r#"{"op":"kill","name":"a","signal":9}"#
+        );
+    }
+
+    #[test]
+    fn error_responses_carry_their_message() {
+        let line = r#"{"result":"error","message":"no such container"}"#;
+        assert_eq!(
+            serde_json::from_str::<Response>(line).unwrap(),
+            Response::Error {
+                message: "no such container".into()
+            }
+        );
+    }
+}

@@ -1,0 +1,475 @@
+//! One container's lifecycle inside the shim: create (rootfs, OCI bundle, stdio pipes,
+//! libcontainer), start, signal, reap, remove.
+
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container as LibContainer;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use super::state::ContainerRecord;
+use super::{io_err, sys_err, ShimError};
+use crate::runtime::cgroups;
+use crate::runtime::logs::{LineSplitter, LogWriter, Stream};
+use crate::runtime::spec::{build_spec, resolve_seccomp, PodNamespaces};
+use crate::runtime::types::{ContainerSpec, ContainerState, ContainerStatus, RootfsSpec};
+
+/// Where things live inside the pod's state dir. Names are one letter to keep socket paths
+/// libcontainer creates below them well under the 108-byte limit.
+pub struct Layout<'a>(pub &'a Path);
+
+impl Layout<'_> {
+    /// libcontainer's state root: `<dir>/c/<id>`.
+    pub fn containers(&self) -> PathBuf {
+        self.0.join("c")
+    }
+    fn bundle(&self, name: &str) -> PathBuf {
+        self.0.join("b").join(name)
+    }
+    fn overlay(&self, name: &str) -> PathBuf {
+        self.0.join("o").join(name)
+    }
+}
+
+/// The read end of a container's stdout or stderr.
+pub struct LogPipe {
+    pub fd: OwnedFd,
+    pub stream: Stream,
+    splitter: LineSplitter,
+}
+
+/// A container the shim owns.
+pub struct Container {
+    pub record: ContainerRecord,
+    /// Readable once the container's init exits; `None` when it is not running.
+    pub pidfd: Option<OwnedFd>,
+    pub pipes: Vec<LogPipe>,
+    /// `None` for containers loaded from a previous shim's state file.
+    log: Option<LogWriter>,
+}
+
+const OOM_SCORE_ADJ: &str = "/proc/self/oom_score_adj";
+
+fn now() -> String {
+    jiff::Timestamp::now().to_string()
+}
+
+fn new_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+pub(super) fn pidfd_open(pid: i32) -> Result<OwnedFd, ShimError> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is shared.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(ShimError::Sys {
+            op: "pidfd_open",
+            source: nix::Error::last(),
+        });
+    }
+    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Signals a process through its pidfd (no pid-reuse race). A process that is already gone
+/// is not an error: the caller wanted it dead and it is.
+pub(super) fn pidfd_signal(pidfd: &OwnedFd, signal: i32) -> Result<(), ShimError> {
+    // SAFETY: pidfd_send_signal reads only its scalar arguments; the siginfo pointer is null.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    match rc {
+        0 => Ok(()),
+        _ => match nix::Error::last() {
+            nix::Error::ESRCH => Ok(()),
+            source => Err(ShimError::Sys {
+                op: "pidfd_send_signal",
+                source,
+            }),
+        },
+    }
+}
+
+pub(super) fn set_nonblocking(fd: &OwnedFd) -> Result<(), ShimError> {
+    let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(sys_err("fcntl"))?;
+    let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
+    fcntl(fd, FcntlArg::F_SETFL(flags)).map_err(sys_err("fcntl"))?;
+    Ok(())
+}
+
+fn mount_overlay(layout: &Layout, name: &str, lower: &[PathBuf]) -> Result<PathBuf, ShimError> {
+    let base = layout.overlay(name);
+    let (upper, work, root) = (base.join("upper"), base.join("work"), base.join("root"));
+    for dir in [&upper, &work, &root] {
+        std::fs::create_dir_all(dir).map_err(io_err("create dir", dir))?;
+    }
+    // overlayfs lists the top layer first; the spec gives layers lowest first.
+    let lowerdir: Vec<String> = lower
+        .iter()
+        .rev()
+        .map(|p| p.display().to_string())
+        .collect();
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lowerdir.join(":"),
+        upper.display(),
+        work.display()
+    );
+    mount(
+        Some("overlay"),
+        &root,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(options.as_str()),
+    )
+    .map_err(sys_err("mount overlay"))?;
+    Ok(root)
+}
+
+fn remove_dir_if_exists(path: &Path) -> Result<(), ShimError> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("remove", path)(e)),
+    }
+}
+
+impl Container {
+    /// A container known only from the state file of a previous shim.
+    pub fn from_record(record: ContainerRecord) -> Self {
+        Self {
+            record,
+            pidfd: None,
+            pipes: Vec::new(),
+            log: None,
+        }
+    }
+
+    /// Creates the container: its init process exists, waiting for [`Container::start`].
+    pub fn create(
+        dir: &Path,
+        pod: &PodNamespaces,
+        cgroup_namespace: bool,
+        spec: &ContainerSpec,
+    ) -> Result<Self, ShimError> {
+        let layout = Layout(dir);
+        // Resolve the profile first: failing here leaves nothing to clean up.
+        let seccomp = resolve_seccomp(spec)?;
+        let log = LogWriter::open(&spec.log_path, spec.log_max_bytes, spec.log_max_files)?;
+        let (rootfs, overlay_root) = match &spec.rootfs {
+            RootfsSpec::Dir(path) => (path.clone(), None),
+            RootfsSpec::Overlay { lower } => {
+                let root = mount_overlay(&layout, &spec.name, lower)?;
+                (root.clone(), Some(root))
+            }
+        };
+        let result =
+            Self::create_with_rootfs(&layout, pod, cgroup_namespace, spec, &rootfs, seccomp);
+        match result {
+            Ok((id, pid, pidfd, pipes)) => {
+                let state = ContainerState {
+                    name: spec.name.clone(),
+                    id,
+                    pid: Some(pid),
+                    status: ContainerStatus::Created,
+                    exit_code: None,
+                    created_at: now(),
+                    started_at: None,
+                    finished_at: None,
+                    oom_killed: false,
+                };
+                let record = ContainerRecord {
+                    state,
+                    cgroup_path: spec.cgroup_path.clone(),
+                    overlay_root,
+                };
+                Ok(Self {
+                    record,
+                    pidfd: Some(pidfd),
+                    pipes,
+                    log: Some(log),
+                })
+            }
+            Err(e) => {
+                if overlay_root.is_some() {
+                    let _ = Self::unmount_overlay(&layout, &spec.name);
+                }
+                let _ = remove_dir_if_exists(&layout.bundle(&spec.name));
+                Err(e)
+            }
+        }
+    }
+
+    fn create_with_rootfs(
+        layout: &Layout,
+        pod: &PodNamespaces,
+        cgroup_namespace: bool,
+        spec: &ContainerSpec,
+        rootfs: &Path,
+        seccomp: Option<serde_json::Value>,
+    ) -> Result<(String, i32, OwnedFd, Vec<LogPipe>), ShimError> {
+        let oci = build_spec(spec, rootfs, pod, seccomp, cgroup_namespace)?;
+        let bundle = layout.bundle(&spec.name);
+        std::fs::create_dir_all(&bundle).map_err(io_err("create dir", &bundle))?;
+        let config = bundle.join("config.json");
+        let json = serde_json::to_vec(&oci).map_err(|source| ShimError::State {
+            path: config.clone(),
+            source,
+        })?;
+        std::fs::write(&config, json).map_err(io_err("write", &config))?;
+
+        let id = new_id();
+        // The container must always get a stdin, or it inherits the shim's.
+        let stdin = File::open("/dev/null").map_err(io_err("open", "/dev/null"))?;
+        let (out_read, out_write) =
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe"))?;
+        let (err_read, err_write) =
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe"))?;
+        set_nonblocking(&out_read)?;
+        set_nonblocking(&err_read)?;
+
+        let containers_root = layout.containers();
+        std::fs::create_dir_all(&containers_root)
+            .map_err(io_err("create dir", &containers_root))?;
+        // libcontainer applies oomScoreAdj by writing the caller's own value before cloning:
+        // put the shim's back afterwards, or the shim would be killed as eagerly as its pod.
+        let own_oom_score_adj = std::fs::read_to_string(OOM_SCORE_ADJ).ok();
+        // The builder owns the write ends and drops them once the init process holds its copies,
+        // so the pipes reach EOF exactly when the container's processes are gone.
+        let built = ContainerBuilder::new(id.clone(), SyscallType::default())
+            .with_root_path(&containers_root)
+            .map(|builder| {
+                builder
+                    .with_stdin(stdin)
+                    .with_stdout(out_write)
+                    .with_stderr(err_write)
+            })
+            .and_then(|builder| builder.validate_id())
+            .and_then(|builder| {
+                builder
+                    .as_init(&bundle)
+                    .with_systemd(false)
+                    .with_detach(true)
+                    .build()
+            });
+        if let Some(value) = own_oom_score_adj {
+            let _ = std::fs::write(OOM_SCORE_ADJ, value.trim());
+        }
+        let container = built?;
+        // libcontainer speaks its own nix version's Pid: carry the raw number.
+        let pid = container.pid().map(|p| p.as_raw());
+        let no_pid = || ShimError::Sys {
+            op: "find container pid",
+            source: nix::Error::ESRCH,
+        };
+        let (pid, pidfd) = match pid.ok_or_else(no_pid).and_then(|p| Ok((p, pidfd_open(p)?))) {
+            Ok(found) => found,
+            Err(e) => {
+                // Without a pidfd the shim could never reap it: do not leave it behind.
+                let mut container = container;
+                let _ = container.delete(true);
+                if let Some(pid) = pid {
+                    let _ = waitpid(Pid::from_raw(pid), None);
+                }
+                return Err(e);
+            }
+        };
+        let pipes = vec![
+            LogPipe {
+                fd: out_read,
+                stream: Stream::Stdout,
+                splitter: LineSplitter::default(),
+            },
+            LogPipe {
+                fd: err_read,
+                stream: Stream::Stderr,
+                splitter: LineSplitter::default(),
+            },
+        ];
+        Ok((id, pid, pidfd, pipes))
+    }
+
+    fn lib_container(&self, dir: &Path) -> Result<LibContainer, ShimError> {
+        Ok(LibContainer::load(
+            Layout(dir).containers().join(&self.record.state.id),
+        )?)
+    }
+
+    pub fn start(&mut self, dir: &Path) -> Result<(), ShimError> {
+        if self.record.state.status != ContainerStatus::Created {
+            return Err(self.wrong_status());
+        }
+        self.lib_container(dir)?.start()?;
+        self.record.state.status = ContainerStatus::Running;
+        self.record.state.started_at = Some(now());
+        Ok(())
+    }
+
+    fn wrong_status(&self) -> ShimError {
+        let status = match self.record.state.status {
+            ContainerStatus::Created => "created",
+            ContainerStatus::Running => "running",
+            ContainerStatus::Exited => "exited",
+        };
+        ShimError::WrongStatus {
+            name: self.record.state.name.clone(),
+            status,
+        }
+    }
+
+    /// Signals the container's init through its pidfd (no pid-reuse race). Signalling an
+    /// exited container is a no-op: the caller wanted it dead and it is.
+    pub fn signal(&self, signal: i32) -> Result<(), ShimError> {
+        match &self.pidfd {
+            Some(pidfd) => pidfd_signal(pidfd, signal),
+            None => Ok(()),
+        }
+    }
+
+    /// Called when the pidfd is readable (or to wait for it when `block`): reaps the init
+    /// process and records how it ended. Returns whether it has exited.
+    pub fn reap(&mut self, block: bool) -> Result<bool, ShimError> {
+        let Some(pid) = self.record.state.pid else {
+            return Ok(true);
+        };
+        let flags = if block {
+            None
+        } else {
+            Some(WaitPidFlag::WNOHANG)
+        };
+        let code = match waitpid(Pid::from_raw(pid), flags) {
+            Ok(WaitStatus::Exited(_, code)) => code,
+            Ok(WaitStatus::Signaled(_, signal, _)) => 128 + signal as i32,
+            Ok(_) => return Ok(false),
+            // Not our child any more or otherwise unwaitable: the exit status is lost, but the
+            // container is gone and must not be polled again.
+            Err(_) => 255,
+        };
+        let state = &mut self.record.state;
+        state.exit_code = Some(code);
+        state.status = ContainerStatus::Exited;
+        state.finished_at = Some(now());
+        state.pid = None;
+        // The cgroup still exists (it goes with remove), so its OOM counter is still readable.
+        if cgroups::oom_kill_count(&self.record.cgroup_path).unwrap_or(0) > 0 {
+            state.oom_killed = true;
+        }
+        self.pidfd = None;
+        Ok(true)
+    }
+
+    /// Moves whatever the pipe at `index` holds into the log. Returns false at EOF, when the
+    /// pipe has been closed and dropped.
+    pub fn pump_log(&mut self, index: usize) -> Result<bool, ShimError> {
+        let mut buf = [0u8; 16 * 1024];
+        let Some(pipe) = self.pipes.get_mut(index) else {
+            return Ok(false);
+        };
+        let mut entries: Vec<(Vec<u8>, bool)> = Vec::new();
+        let mut eof = false;
+        // A bounded number of reads per wake-up, so one chatty container cannot starve the
+        // rest of the pod; poll reports the pipe again if more is waiting.
+        for _ in 0..16 {
+            match nix::unistd::read(&pipe.fd, &mut buf) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => pipe
+                    .splitter
+                    .push(&buf[..n], |c, p| entries.push((c.to_vec(), p))),
+                Err(nix::Error::EAGAIN) => break,
+                Err(nix::Error::EINTR) => continue,
+                Err(source) => {
+                    self.pipes.remove(index);
+                    return Err(ShimError::Sys {
+                        op: "read container pipe",
+                        source,
+                    });
+                }
+            }
+        }
+        if eof {
+            pipe.splitter.finish(|c, p| entries.push((c.to_vec(), p)));
+        }
+        let stream = pipe.stream;
+        if eof {
+            self.pipes.remove(index);
+        }
+        let time = jiff::Timestamp::now();
+        if let Some(log) = &mut self.log {
+            for (content, partial) in entries {
+                // The pipe keeps being drained even when the log cannot be written (full
+                // disk): a container blocked on, or killed by, its stdout is worse than a gap.
+                log.write_entry(time, stream, partial, &content)?;
+            }
+        }
+        Ok(!eof)
+    }
+
+    /// Moves what the pipes still hold into the log and closes them (before removal).
+    pub fn drain_logs(&mut self) {
+        // Highest index first: pump_log may remove the pipe it read.
+        for index in (0..self.pipes.len()).rev() {
+            // A broken log must not block removal.
+            let _ = self.pump_log(index);
+        }
+        self.pipes.clear();
+    }
+
+    /// Kills (if needed), reaps and deletes the container with its bundle and rootfs mount.
+    pub fn remove(mut self, dir: &Path) -> Result<(), ShimError> {
+        if self.record.state.status != ContainerStatus::Exited {
+            self.signal(libc::SIGKILL)?;
+            self.reap(true)?;
+        }
+        self.drain_logs();
+        let name = self.record.state.name.clone();
+        let layout = Layout(dir);
+        let state_dir = layout.containers().join(&self.record.state.id);
+        if state_dir.exists() {
+            self.lib_container(dir)?.delete(true)?;
+        }
+        // delete() removes the container's cgroup; on v1 a hierarchy it did not know may keep
+        // the directory, so sweep it too.
+        let _ = cgroups::remove_tree(&self.record.cgroup_path);
+        if self.record.overlay_root.is_some() {
+            Self::unmount_overlay(&layout, &name)?;
+        }
+        remove_dir_if_exists(&layout.bundle(&name))
+    }
+
+    fn unmount_overlay(layout: &Layout, name: &str) -> Result<(), ShimError> {
+        let base = layout.overlay(name);
+        let root = base.join("root");
+        match umount2(&root, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
+            Err(source) => {
+                return Err(ShimError::Sys {
+                    op: "umount overlay",
+                    source,
+                })
+            }
+        }
+        remove_dir_if_exists(&base)
+    }
+
+    pub fn pipe_fds(&self) -> impl Iterator<Item = (usize, std::os::fd::BorrowedFd<'_>)> {
+        self.pipes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i, p.fd.as_fd()))
+    }
+}

@@ -1,0 +1,490 @@
+//! The shim's setup (pod namespaces, socket) and its single poll loop.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::{setns, unshare, CloneFlags};
+
+use super::container::Container;
+use super::daemonize::ReadyPipe;
+use super::exec::ExecRun;
+use super::state::StateFile;
+use super::{io_err, sys_err, ShimError};
+use crate::runtime::cgroups::{self, CgroupMode};
+use crate::runtime::protocol::{Request, Response, PID_FILE_NAME, POD_CONFIG_NAME, SOCKET_NAME};
+use crate::runtime::spec::PodNamespaces;
+use crate::runtime::types::{ContainerStatus, PodShimConfig, PodState};
+
+/// The shim's own leaf below the pod's cgroup parent.
+pub const SHIM_CGROUP: &str = "shim";
+/// sun_path is 108 bytes including the terminating NUL.
+const MAX_SOCKET_PATH: usize = 107;
+/// A client that does not read its response within this time is dropped, so one stuck agent
+/// connection cannot stall the pod.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Larger unterminated input is not a request; the client is dropped.
+const MAX_REQUEST_BYTES: usize = 4 << 20;
+
+struct Client {
+    /// Stable across removals of other clients, unlike the index: deferred answers use it.
+    id: u64,
+    stream: UnixStream,
+    buf: Vec<u8>,
+}
+
+struct Shim {
+    dir: PathBuf,
+    config: PodShimConfig,
+    pod_namespaces: PodNamespaces,
+    cgroup_namespace: bool,
+    listener: UnixListener,
+    clients: Vec<Client>,
+    containers: Vec<Container>,
+    execs: Vec<ExecRun>,
+    next_client_id: u64,
+    shutting_down: bool,
+}
+
+/// What woke the loop up.
+enum Event {
+    Accept,
+    Client(usize),
+    Pipe(usize, usize),
+    Exit(usize),
+    ExecPipe(usize, usize),
+    ExecExit(usize),
+}
+
+pub fn run(dir: &Path, ready: Option<ReadyPipe>) -> Result<(), ShimError> {
+    let shim = match Shim::setup(dir) {
+        Ok(shim) => shim,
+        Err(e) => {
+            if let Some(ready) = ready {
+                ready.report(Err(e.to_string()));
+            }
+            return Err(e);
+        }
+    };
+    if let Some(ready) = ready {
+        ready.report(Ok(()));
+    }
+    shim.serve()
+}
+
+impl Shim {
+    fn setup(dir: &Path) -> Result<Self, ShimError> {
+        let dir = std::fs::canonicalize(dir).map_err(io_err("resolve", dir))?;
+        let config_path = dir.join(POD_CONFIG_NAME);
+        let bytes = std::fs::read(&config_path).map_err(io_err("read", &config_path))?;
+        let config: PodShimConfig =
+            serde_json::from_slice(&bytes).map_err(|source| ShimError::PodConfig {
+                path: config_path.clone(),
+                source,
+            })?;
+
+        // Hold the pod's namespaces: containers inherit the network namespace and join IPC and
+        // UTS through /proc/<shim>/ns, so they share them for as long as the shim lives.
+        if let Some(netns) = &config.netns_path {
+            let file = std::fs::File::open(netns).map_err(io_err("open", netns))?;
+            setns(file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(sys_err("setns net"))?;
+        }
+        unshare(CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS)
+            .map_err(sys_err("unshare ipc+uts"))?;
+        if !config.hostname.is_empty() {
+            nix::unistd::sethostname(&config.hostname).map_err(sys_err("sethostname"))?;
+        }
+        // Leave the daemon's cgroup: a service manager stopping the daemon kills its whole
+        // cgroup, and the shim must outlive the daemon. Its own leaf also charges its memory to
+        // the pod (v2 allows processes only in leaves, hence `shim` below the pod's cgroup).
+        let shim_cgroup = cgroups::container_cgroup_path(&config.cgroup_parent, SHIM_CGROUP);
+        for (dir, e) in cgroups::join(&shim_cgroup).unwrap_or_default() {
+            eprintln!("berth shim: could not join cgroup {}: {e}", dir.display());
+        }
+        let pid = std::process::id();
+        let pod_namespaces = PodNamespaces {
+            ipc: Some(PathBuf::from(format!("/proc/{pid}/ns/ipc"))),
+            uts: Some(PathBuf::from(format!("/proc/{pid}/ns/uts"))),
+        };
+        let cgroup_namespace = cgroups::detect()
+            .map(|m| m == CgroupMode::V2)
+            .unwrap_or(false);
+
+        let socket = dir.join(SOCKET_NAME);
+        if socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(ShimError::SocketPathTooLong(socket));
+        }
+        match std::fs::remove_file(&socket) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("remove stale", &socket)(e)),
+        }
+        let listener = UnixListener::bind(&socket).map_err(io_err("bind", &socket))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(io_err("set nonblocking", &socket))?;
+
+        let pid_file = dir.join(PID_FILE_NAME);
+        std::fs::write(&pid_file, pid.to_string()).map_err(io_err("write", &pid_file))?;
+
+        let containers = StateFile::load(&dir)?
+            .containers
+            .into_iter()
+            .map(Container::from_record)
+            .collect();
+        // Do not pin whatever directory the agent started us in.
+        std::env::set_current_dir("/").map_err(io_err("chdir", "/"))?;
+        Ok(Self {
+            dir,
+            config,
+            pod_namespaces,
+            cgroup_namespace,
+            listener,
+            clients: Vec::new(),
+            containers,
+            execs: Vec::new(),
+            next_client_id: 0,
+            shutting_down: false,
+        })
+    }
+
+    fn serve(mut self) -> Result<(), ShimError> {
+        while !self.shutting_down {
+            let events = self.wait()?;
+            let now = Instant::now();
+            for exec in &mut self.execs {
+                exec.enforce_deadline(now);
+            }
+            for event in events {
+                // One failed event (a full disk, a vanished pipe) must not take the pod down:
+                // the shim is the only one who can still reap and report its containers.
+                if let Err(e) = self.handle(event) {
+                    eprintln!("berth shim: {e}");
+                }
+            }
+            self.reap_strays();
+        }
+        let _ = std::fs::remove_file(self.dir.join(SOCKET_NAME));
+        let _ = std::fs::remove_file(self.dir.join(PID_FILE_NAME));
+        Ok(())
+    }
+
+    /// Reaps children that are neither a container nor an exec: libcontainer's helpers, or the
+    /// init of a container whose creation failed. Looks without reaping first, so exit codes
+    /// of our own containers stay for their pidfd events; a stray behind one of ours is reaped
+    /// on a later turn, once ours has been.
+    fn reap_strays(&self) {
+        use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag};
+        let peek = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        while let Ok(status) = waitid(Id::All, peek) {
+            let Some(pid) = status.pid().map(|p| p.as_raw()) else {
+                break;
+            };
+            let ours = self
+                .containers
+                .iter()
+                .any(|c| c.pidfd.is_some() && c.record.state.pid == Some(pid))
+                || self.execs.iter().any(|e| e.pid == pid);
+            if ours || waitpid(nix::unistd::Pid::from_raw(pid), None).is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Blocks until something is ready. Events come back in an order that is safe to handle
+    /// one after another: logs before exits, and higher indexes first, because handling a
+    /// client or pipe may remove it from its list.
+    fn wait<'a>(&'a self) -> Result<Vec<Event>, ShimError> {
+        let mut tags: Vec<Event> = Vec::new();
+        let mut fds: Vec<PollFd<'a>> = Vec::new();
+        let mut add = |fd: BorrowedFd<'a>, tag: Event| {
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            tags.push(tag);
+        };
+        add(self.listener.as_fd(), Event::Accept);
+        for (i, client) in self.clients.iter().enumerate() {
+            add(client.stream.as_fd(), Event::Client(i));
+        }
+        for (c, container) in self.containers.iter().enumerate() {
+            for (p, fd) in container.pipe_fds() {
+                add(fd, Event::Pipe(c, p));
+            }
+            if let Some(pidfd) = &container.pidfd {
+                add(pidfd.as_fd(), Event::Exit(c));
+            }
+        }
+        for (e, exec) in self.execs.iter().enumerate() {
+            for (p, fd) in exec.pipe_fds() {
+                add(fd, Event::ExecPipe(e, p));
+            }
+            add(exec.pidfd.as_fd(), Event::ExecExit(e));
+        }
+        // Wake up for the nearest exec deadline.
+        let now = Instant::now();
+        let timeout = match self.execs.iter().map(|e| e.deadline).min() {
+            None => PollTimeout::NONE,
+            Some(deadline) => {
+                let ms = deadline.saturating_duration_since(now).as_millis() + 1;
+                PollTimeout::try_from(ms.min(60_000) as i32).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        loop {
+            match poll(&mut fds, timeout) {
+                Ok(_) => break,
+                Err(nix::Error::EINTR) => continue,
+                Err(source) => return Err(ShimError::Sys { op: "poll", source }),
+            }
+        }
+        let mut ready: Vec<Event> = fds
+            .iter()
+            .zip(tags)
+            .filter(|(fd, _)| fd.revents().is_some_and(|r| !r.is_empty()))
+            .map(|(_, tag)| tag)
+            .collect();
+        let rank = |e: &Event| match *e {
+            Event::Pipe(c, p) => (0, usize::MAX - c, usize::MAX - p),
+            Event::ExecPipe(e, p) => (1, usize::MAX - e, usize::MAX - p),
+            Event::Exit(c) => (2, usize::MAX - c, 0),
+            Event::ExecExit(e) => (3, usize::MAX - e, 0),
+            Event::Client(i) => (4, usize::MAX - i, 0),
+            Event::Accept => (5, 0, 0),
+        };
+        ready.sort_by_key(rank);
+        Ok(ready)
+    }
+
+    fn handle(&mut self, event: Event) -> Result<(), ShimError> {
+        match event {
+            Event::Accept => loop {
+                match self.listener.accept() {
+                    Ok((stream, _)) => {
+                        // Requests are read only when poll says so; replies are small and
+                        // written blocking, bounded by the timeout.
+                        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+                        let id = self.next_client_id;
+                        self.next_client_id += 1;
+                        self.clients.push(Client {
+                            id,
+                            stream,
+                            buf: Vec::new(),
+                        });
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => break Err(io_err("accept", self.dir.join(SOCKET_NAME))(e)),
+                }
+            },
+            Event::Client(i) => {
+                self.serve_client(i);
+                Ok(())
+            }
+            Event::Pipe(c, p) => {
+                if let Some(container) = self.containers.get_mut(c) {
+                    if let Err(e) = container.pump_log(p) {
+                        eprintln!("berth shim: logs of {}: {e}", container.record.state.name);
+                    }
+                }
+                Ok(())
+            }
+            Event::ExecPipe(e, p) => {
+                if let Some(exec) = self.execs.get_mut(e) {
+                    exec.read_pipe(p);
+                }
+                Ok(())
+            }
+            Event::ExecExit(e) => {
+                let Some(result) = self.execs.get_mut(e).and_then(|exec| exec.finish()) else {
+                    return Ok(());
+                };
+                let exec = self.execs.remove(e);
+                if let Some(i) = self.clients.iter().position(|c| c.id == exec.client) {
+                    self.reply(i, &Response::Exec { exec: result });
+                }
+                Ok(())
+            }
+            Event::Exit(c) => {
+                if let Some(container) = self.containers.get_mut(c) {
+                    if container.reap(false)? {
+                        self.save()?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn serve_client(&mut self, i: usize) {
+        let mut chunk = [0u8; 64 * 1024];
+        let client = &mut self.clients[i];
+        let n = match client.stream.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return,
+            Err(_) => 0,
+        };
+        if n == 0 {
+            self.clients.remove(i);
+            return;
+        }
+        client.buf.extend_from_slice(&chunk[..n]);
+        if client.buf.len() > MAX_REQUEST_BYTES {
+            // Not a berth agent: a request never gets this large.
+            self.clients.remove(i);
+            return;
+        }
+        while let Some(end) = self.clients[i].buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.clients[i].buf.drain(..=end).collect();
+            let client_id = self.clients[i].id;
+            let response = match serde_json::from_slice::<Request>(&line) {
+                Ok(request) => self.respond(request, client_id),
+                Err(e) => Some(Response::Error {
+                    message: format!("bad request: {e}"),
+                }),
+            };
+            // None: an exec is running and answers when it exits.
+            if let Some(response) = response {
+                if !self.reply(i, &response) {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes one response line; drops the client (and returns false) if that fails.
+    fn reply(&mut self, i: usize, response: &Response) -> bool {
+        let mut out = match serde_json::to_vec(response) {
+            Ok(out) => out,
+            Err(e) => format!(r#"{{"result":"error","message":"{e}"}}"#).into_bytes(),
+        };
+        out.push(b'\n');
+        if self.clients[i].stream.write_all(&out).is_err() {
+            self.clients.remove(i);
+            return false;
+        }
+        true
+    }
+
+    fn respond(&mut self, request: Request, client: u64) -> Option<Response> {
+        let result = match request {
+            Request::ExecSync {
+                name,
+                args,
+                timeout_ms,
+            } => match self.exec(&name, args, Duration::from_millis(timeout_ms), client) {
+                Ok(()) => return None,
+                Err(e) => Err(e),
+            },
+            Request::CreateContainer { spec } => {
+                self.create(&spec).map(|id| Response::Created { id })
+            }
+            Request::StartContainer { name } => {
+                let dir = self.dir.clone();
+                self.find(&name)
+                    .and_then(|c| c.start(&dir))
+                    .and_then(|()| self.saved())
+            }
+            Request::Kill { name, signal } => self
+                .find(&name)
+                .and_then(|c| c.signal(signal))
+                .map(|()| Response::Ok),
+            Request::RemoveContainer { name } => self.remove(&name).and_then(|()| self.saved()),
+            Request::State => Ok(Response::State {
+                state: self.state(),
+            }),
+            Request::Shutdown => self.shutdown().map(|()| Response::Ok),
+        };
+        Some(result.unwrap_or_else(|e| Response::Error {
+            message: e.to_string(),
+        }))
+    }
+
+    fn exec(
+        &mut self,
+        name: &str,
+        args: Vec<String>,
+        timeout: Duration,
+        client: u64,
+    ) -> Result<(), ShimError> {
+        let dir = self.dir.clone();
+        let container = self.find(name)?;
+        if container.record.state.status != ContainerStatus::Running {
+            return Err(ShimError::WrongStatus {
+                name: name.to_string(),
+                status: "not running",
+            });
+        }
+        let id = container.record.state.id.clone();
+        self.execs
+            .push(ExecRun::start(&dir, &id, args, timeout, client)?);
+        Ok(())
+    }
+
+    fn find(&mut self, name: &str) -> Result<&mut Container, ShimError> {
+        self.containers
+            .iter_mut()
+            .find(|c| c.record.state.name == name)
+            .ok_or_else(|| ShimError::NotFound(name.to_string()))
+    }
+
+    fn create(&mut self, spec: &crate::runtime::types::ContainerSpec) -> Result<String, ShimError> {
+        if self
+            .containers
+            .iter()
+            .any(|c| c.record.state.name == spec.name)
+        {
+            return Err(ShimError::Exists(spec.name.clone()));
+        }
+        let container =
+            Container::create(&self.dir, &self.pod_namespaces, self.cgroup_namespace, spec)?;
+        let id = container.record.state.id.clone();
+        self.containers.push(container);
+        self.save()?;
+        Ok(id)
+    }
+
+    fn remove(&mut self, name: &str) -> Result<(), ShimError> {
+        let index = self
+            .containers
+            .iter()
+            .position(|c| c.record.state.name == name)
+            .ok_or_else(|| ShimError::NotFound(name.to_string()))?;
+        let container = self.containers.remove(index);
+        container.remove(&self.dir)
+    }
+
+    fn shutdown(&mut self) -> Result<(), ShimError> {
+        let mut first_error = None;
+        for container in std::mem::take(&mut self.containers) {
+            if let Err(e) = container.remove(&self.dir) {
+                first_error.get_or_insert(e);
+            }
+        }
+        self.save()?;
+        self.shutting_down = true;
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn state(&self) -> PodState {
+        PodState {
+            pod_uid: self.config.pod_uid.clone(),
+            shim_pid: std::process::id() as i32,
+            containers: self
+                .containers
+                .iter()
+                .map(|c| c.record.state.clone())
+                .collect(),
+        }
+    }
+
+    fn save(&self) -> Result<(), ShimError> {
+        let containers = self.containers.iter().map(|c| c.record.clone()).collect();
+        StateFile { containers }.save(&self.dir)
+    }
+
+    fn saved(&self) -> Result<Response, ShimError> {
+        self.save().map(|()| Response::Ok)
+    }
+}

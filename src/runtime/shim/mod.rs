@@ -1,0 +1,151 @@
+//! `berth shim --dir <pod-state-dir>`: the per-pod shim.
+//!
+//! It runs before any thread exists (the binary dispatches here first thing in `main`) and stays
+//! single-threaded: libcontainer clones the calling thread and runs Rust code in the child, which
+//! deadlocks if another thread held a lock at that moment, and it `chdir`s the whole process.
+//!
+//! The shim daemonizes (double fork + setsid) so it is neither the daemon's child nor killed with
+//! it, holds the pod's network, IPC and UTS namespaces (containers join them through
+//! `/proc/<shim>/ns/*`, so no extra "pause" process is needed), and runs one poll loop over its
+//! socket, its clients, the containers' (and execs') stdout/stderr pipes and their pidfds.
+//!
+//! State dir layout: `pod.json` (written by the agent), `shim.sock`, `shim.pid`, `shim.log`,
+//! `state.json` (containers, exit codes, timestamps), `c/<id>` (libcontainer state),
+//! `b/<name>/config.json` (OCI bundle), `o/<name>/{upper,work,root}` (overlay rootfs).
+
+mod container;
+mod daemonize;
+mod event_loop;
+mod exec;
+mod state;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShimError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{op}: {source}")]
+    Sys {
+        op: &'static str,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("pod config {path}: {source}")]
+    PodConfig {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("socket path {0} is too long for a unix socket (max 107 bytes)")]
+    SocketPathTooLong(PathBuf),
+    #[error("usage: berth shim --dir <pod-state-dir>")]
+    Usage,
+    #[error("container {0} already exists")]
+    Exists(String),
+    #[error("no container named {0}")]
+    NotFound(String),
+    #[error("container {name} is {status}")]
+    WrongStatus { name: String, status: &'static str },
+    #[error(transparent)]
+    Spec(#[from] crate::runtime::spec::SpecError),
+    #[error(transparent)]
+    Log(#[from] crate::runtime::logs::LogError),
+    #[error("libcontainer: {0}")]
+    Libcontainer(#[from] libcontainer::error::LibcontainerError),
+    #[error("state file {path}: {source}")]
+    State {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+pub(crate) fn io_err(
+    op: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> ShimError {
+    let path = path.into();
+    move |source| ShimError::Io { op, path, source }
+}
+
+pub(crate) fn sys_err(op: &'static str) -> impl FnOnce(nix::Error) -> ShimError {
+    move |source| ShimError::Sys { op, source }
+}
+
+fn parse_args(args: &[OsString]) -> Result<(PathBuf, bool), ShimError> {
+    let mut dir = None;
+    let mut foreground = false;
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        match arg.to_str() {
+            Some("--dir") => dir = iter.next().map(PathBuf::from),
+            Some("--foreground") => foreground = true,
+            _ => return Err(ShimError::Usage),
+        }
+    }
+    Ok((dir.ok_or(ShimError::Usage)?, foreground))
+}
+
+/// Entry point of `berth shim`. Must be called before any thread is started.
+pub fn main() -> ExitCode {
+    // argv: berth shim --dir <dir> [--foreground]
+    let args: Vec<OsString> = std::env::args_os().skip(2).collect();
+    let (dir, foreground) = match parse_args(&args) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("berth shim: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let ready = if foreground {
+        None
+    } else {
+        match daemonize::daemonize(&dir) {
+            Ok(daemonize::Role::Original(code)) => return code,
+            Ok(daemonize::Role::Daemon(ready)) => Some(ready),
+            Err(e) => {
+                eprintln!("berth shim: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    match event_loop::run(&dir, ready) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth shim: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_dir_is_required_and_unknown_flags_are_refused() {
+        let args = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            parse_args(&args(&["--dir", "/p"])).unwrap(),
+            (PathBuf::from("/p"), false)
+        );
+        assert!(
+            parse_args(&args(&["--dir", "/p", "--foreground"]))
+                .unwrap()
+                .1
+        );
+        assert!(matches!(parse_args(&args(&[])), Err(ShimError::Usage)));
+        assert!(matches!(
+            parse_args(&args(&["--bogus"])),
+            Err(ShimError::Usage)
+        ));
+    }
+}

@@ -1,0 +1,277 @@
+//! `berth server` running inside a test's network namespace, with its own temporary data dir,
+//! driven with the real kubectl and helm.
+//!
+//! Needs root (network namespaces); CI runs as root.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use super::netns::Netns;
+use super::{tools, wait_until};
+
+/// How long a server may take from spawn to answering `berth status`.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one `berth status` probe may take.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct BerthServer {
+    binary: PathBuf,
+    netns: String,
+    data_dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl BerthServer {
+    /// Starts `berth server --data-dir <temp> --api-listen 127.0.0.1:0` inside `ns` and waits
+    /// until it is ready. The server must be dropped before `ns`.
+    pub fn start(ns: &Netns) -> BerthServer {
+        BerthServer::start_binary(ns, Path::new(env!("CARGO_BIN_EXE_berth")))
+    }
+
+    /// Like `start`, with another binary that keeps berth's command-line contract (the harness's
+    /// own tests use a stand-in).
+    pub fn start_binary(ns: &Netns, binary: &Path) -> BerthServer {
+        let data_dir = tempfile::Builder::new()
+            .prefix(&format!("berth-test-{}-", std::process::id()))
+            .tempdir()
+            .expect("create a temporary data dir");
+        // An empty config file of our own, so a config in /etc/berth on the host never leaks in.
+        File::create(data_dir.path().join("test-config.toml")).expect("write test config");
+        let mut server = BerthServer {
+            binary: binary.to_owned(),
+            netns: ns.name.clone(),
+            data_dir,
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    pub fn kubeconfig_path(&self) -> PathBuf {
+        self.data_dir().join("kubeconfig.yaml")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.data_dir().join("server.log")
+    }
+
+    /// Everything the server has written to stdout and stderr so far, over all restarts.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// PID of the running server (`ip netns exec` execs, so this is berth itself).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// A `Command` running `program` inside the netns with this server's kubeconfig, and kubectl
+    /// and helm caches private to this server (ports are reused across tests, caches must not be).
+    pub fn command(&self, program: &Path) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.netns])
+            .arg(program)
+            .env("KUBECONFIG", self.kubeconfig_path())
+            .env("KUBECACHEDIR", self.data_dir().join("test-kube-cache"))
+            .env("HELM_CACHE_HOME", self.data_dir().join("test-helm/cache"))
+            .env("HELM_CONFIG_HOME", self.data_dir().join("test-helm/config"))
+            .env("HELM_DATA_HOME", self.data_dir().join("test-helm/data"))
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        output(self.command(&tools::kubectl()).args(args))
+    }
+
+    /// Runs kubectl with `stdin` as its standard input (for `apply -f -`).
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        output_with_stdin(self.command(&tools::kubectl()).args(args), stdin)
+    }
+
+    /// Runs kubectl, asserts it succeeded, returns its stdout.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        expect_success("kubectl", args, self.kubectl(args))
+    }
+
+    pub fn helm(&self, args: &[&str]) -> Output {
+        output(self.command(&tools::helm()).args(args))
+    }
+
+    /// Runs another berth command (`kubeconfig`, `status`, ...) inside the netns against this
+    /// server's data dir and config.
+    pub fn berth(&self, args: &[&str]) -> Output {
+        output(self.berth_command().args(args))
+    }
+
+    pub fn helm_ok(&self, args: &[&str]) -> String {
+        expect_success("helm", args, self.helm(args))
+    }
+
+    /// Kills the server with SIGKILL, as a crash or power cut would, and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the server if it is running and starts it again on the same data dir.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "spawn while a server is running");
+        // The new server writes a kubeconfig with its new port once it serves; removing the old one
+        // keeps the wait below from trusting a stale address.
+        let _ = std::fs::remove_file(self.kubeconfig_path());
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open server log");
+        let mut log_for_stderr = log.try_clone().expect("clone server log handle");
+        let _ = writeln!(log_for_stderr, "---- berth server starting ----");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.netns])
+            .arg(&self.binary)
+            .arg("server")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(["--api-listen", "127.0.0.1:0"])
+            .env("BERTH_CONFIG", self.data_dir().join("test-config.toml"))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_for_stderr)
+            .spawn()
+            .expect("spawn berth server");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let mut exited = None;
+        let ready = wait_until(START_TIMEOUT, || {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    exited = Some(status);
+                    return true;
+                }
+            }
+            self.kubeconfig_path().is_file() && self.status_ok()
+        });
+        if let Some(status) = exited {
+            self.child = None;
+            // Drop prints the log: it runs while this panic unwinds.
+            panic!("berth server exited during start ({status})");
+        }
+        assert!(
+            ready,
+            "berth server not ready after {START_TIMEOUT:?}: no kubeconfig.yaml, or `berth status` \
+             failed"
+        );
+    }
+
+    /// The berth binary inside the netns, with this server's data dir and config in its
+    /// environment (`BERTH_DATA_DIR`, `BERTH_CONFIG`).
+    fn berth_command(&self) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.netns])
+            .arg(&self.binary)
+            .env("BERTH_DATA_DIR", self.data_dir())
+            .env("BERTH_CONFIG", self.data_dir().join("test-config.toml"))
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Whether `berth status --data-dir <dir>` succeeds inside the netns. Bounded: a server that
+    /// accepts connections but never answers must not hang the test past its start timeout.
+    fn status_ok(&self) -> bool {
+        let spawned = self
+            .berth_command()
+            .arg("status")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let Ok(mut status) = spawned else {
+            return false;
+        };
+        let mut success = false;
+        let finished = wait_until(STATUS_TIMEOUT, || match status.try_wait() {
+            Ok(Some(exit)) => {
+                success = exit.success();
+                true
+            }
+            Ok(None) => false,
+            Err(_) => true,
+        });
+        if !finished {
+            let _ = status.kill();
+            let _ = status.wait();
+        }
+        success
+    }
+}
+
+impl Drop for BerthServer {
+    /// Kills and reaps the server; the data dir goes with the `TempDir`. When the test failed, the
+    /// server's log is printed first (the test harness shows it with the failure).
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- log of berth server in {} ----\n{}",
+                self.netns,
+                self.log()
+            );
+        }
+    }
+}
+
+fn output(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"))
+}
+
+fn output_with_stdin(cmd: &mut Command, stdin: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    let mut pipe = child.stdin.take().expect("piped stdin");
+    let text = stdin.to_owned();
+    // Written from a thread so a child that answers before reading all its input cannot block
+    // on a full stdout pipe while we block on its full stdin pipe. A child that exits without
+    // reading everything closes the pipe: not a failure of ours.
+    let writer = std::thread::spawn(move || {
+        let _ = pipe.write_all(text.as_bytes());
+    });
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("wait for {cmd:?}: {e}"));
+    let _ = writer.join();
+    out
+}
+
+fn expect_success(program: &str, args: &[&str], out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -1,0 +1,600 @@
+//! The pod shim for real: busybox containers through `berth shim` and libcontainer.
+//! Needs root (namespaces, cgroups, mounts), as in CI.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use berth::runtime::{
+    cgroups, ContainerRuntime, ContainerSpec, ContainerStatus, PodShimConfig, PodState, Resources,
+    RootfsSpec, SeccompProfile, ShimRuntime,
+};
+use common::netns::Netns;
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+const APPLETS: &[&str] = &[
+    "sh", "echo", "sleep", "dd", "mkdir", "unshare", "grep", "cat", "true",
+];
+
+/// A busybox root filesystem in `dir`.
+fn busybox_rootfs(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    for sub in ["bin", "proc", "sys", "dev", "tmp", "etc"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for applet in APPLETS {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    root
+}
+
+/// One pod with its own state root, netns and cgroup parent; stopped on drop so a failing test
+/// still cleans up.
+struct Pod {
+    runtime: ShimRuntime,
+    uid: String,
+    cgroup_parent: String,
+    root: tempfile::TempDir,
+    rootfs: PathBuf,
+    _netns: Netns,
+}
+
+impl Pod {
+    async fn start() -> Pod {
+        let uid = format!(
+            "t{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        // Short paths: the shim's socket lives below this dir.
+        let root = tempfile::Builder::new()
+            .prefix("bt")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let rootfs = busybox_rootfs(root.path());
+        let runtime =
+            ShimRuntime::with_shim_binary(root.path().join("pods"), env!("CARGO_BIN_EXE_berth"));
+        let netns = Netns::new();
+        let cgroup_parent = format!("berthtest-{uid}");
+        let config = PodShimConfig {
+            pod_uid: uid.clone(),
+            netns_path: Some(PathBuf::from(format!("/run/netns/{}", netns.name))),
+            hostname: "testpod".into(),
+            cgroup_parent: cgroup_parent.clone(),
+        };
+        runtime.start_pod_shim(&config).await.unwrap();
+        Pod {
+            runtime,
+            uid,
+            cgroup_parent,
+            root,
+            rootfs,
+            _netns: netns,
+        }
+    }
+
+    fn log_path(&self, name: &str) -> PathBuf {
+        self.root.path().join("logs").join(name).join("0.log")
+    }
+
+    fn spec(&self, name: &str, script: &str) -> ContainerSpec {
+        ContainerSpec {
+            name: name.into(),
+            rootfs: RootfsSpec::Dir(self.rootfs.clone()),
+            args: vec!["sh".into(), "-c".into(), script.into()],
+            env: vec!["PATH=/bin".into()],
+            cwd: "/".into(),
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+            hostname: "testpod".into(),
+            mounts: vec![],
+            netns_path: None,
+            cgroup_path: cgroups::container_cgroup_path(&self.cgroup_parent, name),
+            resources: Resources::default(),
+            capabilities: None,
+            oom_score_adj: None,
+            no_new_privileges: true,
+            readonly_rootfs: false,
+            seccomp: SeccompProfile::RuntimeDefault,
+            log_path: self.log_path(name),
+            log_max_bytes: 1 << 20,
+            log_max_files: 2,
+        }
+    }
+
+    async fn run(&self, spec: ContainerSpec) {
+        let name = spec.name.clone();
+        self.runtime
+            .create_container(&self.uid, spec)
+            .await
+            .unwrap();
+        self.runtime
+            .start_container(&self.uid, &name)
+            .await
+            .unwrap();
+    }
+
+    async fn state(&self) -> PodState {
+        self.runtime.pod_state(&self.uid).await.unwrap()
+    }
+
+    /// Waits until `name` has exited; returns (exit code, oom killed).
+    async fn wait_exit(&self, name: &str) -> (i32, bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let state = self.state().await;
+            let c = state
+                .containers
+                .iter()
+                .find(|c| c.name == name)
+                .expect("container listed");
+            if c.status == ContainerStatus::Exited {
+                assert!(c.finished_at.is_some());
+                return (c.exit_code.expect("exit code"), c.oom_killed);
+            }
+            assert!(Instant::now() < deadline, "{name} did not exit: {c:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.log_path(name)).unwrap_or_default()
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        let runtime = self.runtime.clone();
+        let uid = self.uid.clone();
+        // Drop cannot await; stop the pod from a helper thread with its own small runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let _ = rt.block_on(runtime.stop_pod(&uid));
+        })
+        .join();
+    }
+}
+
+fn pid_alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+#[tokio::test]
+async fn a_container_logs_hello_in_cri_format_and_exits_with_three() {
+    let pod = Pod::start().await;
+    let started = Instant::now();
+    pod.run(pod.spec("hello", "echo hello; sleep 1; exit 3"))
+        .await;
+    // Create → first line of output, through the shim.
+    while !pod.log("hello").contains("stdout F hello") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no output: {:?}",
+            pod.log("hello")
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    eprintln!(
+        "container start, create to first log line: {:?}",
+        started.elapsed()
+    );
+
+    let (code, oom) = pod.wait_exit("hello").await;
+    assert_eq!(code, 3);
+    assert!(!oom);
+    let log = pod.log("hello");
+    let line = log.lines().next().unwrap();
+    let (time, rest) = line.split_once(' ').unwrap();
+    assert!(
+        time.parse::<jiff::Timestamp>().is_ok(),
+        "bad timestamp in {line:?}"
+    );
+    assert_eq!(rest, "stdout F hello");
+    let state = pod.state().await;
+    let c = &state.containers[0];
+    assert!(c.started_at.is_some() && c.pid.is_none() && c.id.len() == 16);
+}
+
+#[tokio::test]
+async fn signals_end_containers_with_128_plus_the_signal() {
+    let pod = Pod::start().await;
+    // PID 1 of a pid namespace ignores signals it has no handler for, hence the trap.
+    pod.run(pod.spec("term", "trap 'exit 143' TERM; sleep 1000 & wait"))
+        .await;
+    pod.run(pod.spec("kill", "exec sleep 1000")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let state = pod.state().await;
+    assert!(state
+        .containers
+        .iter()
+        .all(|c| c.status == ContainerStatus::Running));
+
+    pod.runtime
+        .kill_container(&pod.uid, "term", libc::SIGTERM)
+        .await
+        .unwrap();
+    pod.runtime
+        .kill_container(&pod.uid, "kill", libc::SIGKILL)
+        .await
+        .unwrap();
+    assert_eq!(pod.wait_exit("term").await, (143, false));
+    assert_eq!(pod.wait_exit("kill").await, (137, false));
+    // Killing an exited container is not an error: it is as dead as asked.
+    pod.runtime
+        .kill_container(&pod.uid, "kill", libc::SIGKILL)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_memory_hog_over_its_limit_is_reported_oom_killed() {
+    let pod = Pod::start().await;
+    let mut spec = pod.spec("hog", "exec dd if=/dev/zero of=/dev/null bs=64M count=1");
+    spec.resources.memory_limit = Some(16 << 20);
+    pod.run(spec).await;
+    assert_eq!(pod.wait_exit("hog").await, (137, true));
+}
+
+#[tokio::test]
+async fn the_shim_outlives_its_starter_and_a_new_client_sees_running_containers() {
+    let pod = Pod::start().await;
+    pod.run(pod.spec("app", "exec sleep 1000")).await;
+    let first = pod.state().await;
+
+    // The process the runtime spawned has exited; the shim was re-parented away from us.
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", first.shim_pid)).unwrap();
+    let after_comm = stat.rsplit_once(") ").unwrap().1;
+    let ppid: u32 = after_comm.split(' ').nth(1).unwrap().parse().unwrap();
+    assert_ne!(ppid, std::process::id());
+
+    // A brand-new client, as after a daemon restart: finds the pod and its running container.
+    let fresh =
+        ShimRuntime::with_shim_binary(pod.root.path().join("pods"), env!("CARGO_BIN_EXE_berth"));
+    assert_eq!(fresh.list_pods().await.unwrap(), vec![pod.uid.clone()]);
+    let state = fresh.pod_state(&pod.uid).await.unwrap();
+    assert_eq!(state.shim_pid, first.shim_pid);
+    assert_eq!(state.containers[0].status, ContainerStatus::Running);
+    // Starting the shim again re-adopts the running one instead of starting a second.
+    let config: PodShimConfig =
+        serde_json::from_slice(&std::fs::read(fresh.pod_dir(&pod.uid).join("pod.json")).unwrap())
+            .unwrap();
+    fresh.start_pod_shim(&config).await.unwrap();
+    assert_eq!(
+        fresh.pod_state(&pod.uid).await.unwrap().shim_pid,
+        first.shim_pid
+    );
+}
+
+#[tokio::test]
+async fn seccomp_profiles_deny_what_they_forbid_and_fail_closed() {
+    let pod = Pod::start().await;
+    // Creating a user namespace needs no capability, but RuntimeDefault denies unshare(2) to
+    // containers without CAP_SYS_ADMIN.
+    let script = "grep Seccomp: /proc/self/status; unshare -U true && echo unshared";
+    pod.run(pod.spec("confined", script)).await;
+    let mut unconfined = pod.spec("unconfined", script);
+    unconfined.seccomp = SeccompProfile::Unconfined;
+    pod.run(unconfined).await;
+    assert_ne!(pod.wait_exit("confined").await.0, 0);
+    let confined_log = pod.log("confined");
+    assert!(confined_log.contains("Seccomp:\t2"), "{confined_log}");
+    assert!(
+        confined_log.contains("Operation not permitted"),
+        "{confined_log}"
+    );
+    assert_eq!(pod.wait_exit("unconfined").await.0, 0);
+    let unconfined_log = pod.log("unconfined");
+    assert!(unconfined_log.contains("Seccomp:\t0"), "{unconfined_log}");
+    assert!(
+        unconfined_log.contains("stdout F unshared"),
+        "{unconfined_log}"
+    );
+
+    // A Localhost profile that denies mkdir.
+    let profile = pod.root.path().join("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let mut no_mkdir = pod.spec("nomkdir", "mkdir /tmp/x && echo made");
+    no_mkdir.seccomp = SeccompProfile::Localhost(profile);
+    pod.run(no_mkdir).await;
+    assert_ne!(pod.wait_exit("nomkdir").await.0, 0);
+    assert!(!pod.log("nomkdir").contains("made"));
+
+    // A profile that cannot be read must not silently run the container unconfined.
+    let mut missing = pod.spec("missing", "true");
+    missing.seccomp = SeccompProfile::Localhost(pod.root.path().join("absent.json"));
+    assert!(pod
+        .runtime
+        .create_container(&pod.uid, missing)
+        .await
+        .is_err());
+    let state = pod.state().await;
+    assert!(!state.containers.iter().any(|c| c.name == "missing"));
+}
+
+#[tokio::test]
+async fn stop_pod_leaves_no_process_mount_cgroup_or_state_dir() {
+    let pod = Pod::start().await;
+    let mut spec = pod.spec("app", "echo up; exec sleep 1000");
+    spec.rootfs = RootfsSpec::Overlay {
+        lower: vec![pod.rootfs.clone()],
+    };
+    pod.run(spec).await;
+    let state = pod.state().await;
+    let container_pid = state.containers[0].pid.unwrap();
+    let pod_dir = pod.runtime.pod_dir(&pod.uid);
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        mountinfo.contains(pod_dir.to_str().unwrap()),
+        "overlay not mounted"
+    );
+    assert!(cgroups::exists_anywhere(&pod.cgroup_parent).unwrap());
+
+    pod.runtime.stop_pod(&pod.uid).await.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pid_alive(state.shim_pid) || pid_alive(container_pid) {
+        assert!(Instant::now() < deadline, "shim or container still alive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!pod_dir.exists());
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mountinfo.contains(pod_dir.to_str().unwrap()));
+    assert!(!cgroups::exists_anywhere(&pod.cgroup_parent).unwrap());
+    assert!(pod.runtime.list_pods().await.unwrap().is_empty());
+}
+
+fn inode(path: &str) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).unwrap())
+}
+
+#[tokio::test]
+async fn containers_share_the_pods_network_ipc_and_uts_namespaces() {
+    let pod = Pod::start().await;
+    let script = "for ns in net ipc uts; do readlink /proc/self/ns/$ns; done; hostname";
+    pod.run(pod.spec("a", script)).await;
+    pod.run(pod.spec("b", script)).await;
+    assert_eq!(pod.wait_exit("a").await.0, 0);
+    assert_eq!(pod.wait_exit("b").await.0, 0);
+    let lines = |name: &str| -> Vec<String> {
+        pod.log(name)
+            .lines()
+            .map(|l| l.splitn(4, ' ').nth(3).unwrap().to_string())
+            .collect()
+    };
+    let (a, b) = (lines("a"), lines("b"));
+    assert_eq!(a, b, "containers of one pod see different namespaces");
+    assert_eq!(
+        a[0],
+        format!(
+            "net:[{}]",
+            inode(&format!("/run/netns/{}", pod._netns.name))
+        )
+    );
+    let shim = pod.state().await.shim_pid;
+    assert_eq!(
+        a[2],
+        format!("uts:[{}]", inode(&format!("/proc/{shim}/ns/uts")))
+    );
+    assert_ne!(a[2], format!("uts:[{}]", inode("/proc/self/ns/uts")));
+    assert_eq!(a[3], "testpod");
+}
+
+#[tokio::test]
+async fn stop_pod_also_cleans_up_after_a_shim_that_died() {
+    let pod = Pod::start().await;
+    pod.run(pod.spec("app", "exec sleep 1000")).await;
+    let state = pod.state().await;
+    let container_pid = state.containers[0].pid.unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(state.shim_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pod.runtime.pod_state(&pod.uid).await.is_ok() {
+        assert!(Instant::now() < deadline, "shim still answers");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(pid_alive(container_pid), "containers outlive their shim");
+
+    pod.runtime.stop_pod(&pod.uid).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pid_alive(container_pid) {
+        assert!(Instant::now() < deadline, "container still alive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!pod.runtime.pod_dir(&pod.uid).exists());
+    assert!(!cgroups::exists_anywhere(&pod.cgroup_parent).unwrap());
+}
+
+#[tokio::test]
+async fn oom_score_adj_applies_to_the_container_but_not_to_its_shim() {
+    let pod = Pod::start().await;
+    let shim_pid = pod.state().await.shim_pid;
+    let shim_adj = || std::fs::read_to_string(format!("/proc/{shim_pid}/oom_score_adj")).unwrap();
+    let before = shim_adj();
+    let mut spec = pod.spec("adj", "cat /proc/self/oom_score_adj");
+    spec.oom_score_adj = Some(789);
+    pod.run(spec).await;
+    assert_eq!(pod.wait_exit("adj").await.0, 0);
+    assert!(
+        pod.log("adj").contains("stdout F 789"),
+        "{}",
+        pod.log("adj")
+    );
+    assert_eq!(shim_adj(), before);
+}
+
+#[tokio::test]
+async fn exec_sync_runs_in_the_container_and_is_killed_at_its_timeout() {
+    let pod = Pod::start().await;
+    pod.run(pod.spec("app", "echo hi > /tmp/marker; exec sleep 1000"))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let sh = |script: &str| vec!["sh".to_string(), "-c".to_string(), script.to_string()];
+    loop {
+        let result = pod
+            .runtime
+            .exec_sync(
+                &pod.uid,
+                "app",
+                sh("cat /tmp/marker; echo oops >&2; exit 4"),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        if result.stdout == "hi\n" {
+            assert_eq!(result.exit_code, 4);
+            assert_eq!(result.stderr, "oops\n");
+            assert!(!result.timed_out);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "marker never appeared: {result:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let started = Instant::now();
+    let slow = pod
+        .runtime
+        .exec_sync(&pod.uid, "app", sh("sleep 100"), Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(slow.timed_out);
+    assert_eq!(slow.exit_code, 137);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The container itself is untouched, and the shim kept answering.
+    let state = pod.state().await;
+    assert_eq!(state.containers[0].status, ContainerStatus::Running);
+}
+
+/// Children of `pid` that have exited but were never reaped.
+fn zombie_children(pid: i32) -> Vec<String> {
+    let mut zombies = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let mut fields = rest.split(' ');
+        let (state, ppid) = (fields.next(), fields.next());
+        if state == Some("Z") && ppid == Some(&pid.to_string()) {
+            zombies.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    zombies
+}
+
+#[tokio::test]
+async fn a_container_that_cannot_start_is_reported_and_leaves_no_zombie() {
+    let pod = Pod::start().await;
+    let mut spec = pod.spec("broken", "true");
+    spec.args = vec!["/no/such/binary".into()];
+    let result = pod.runtime.create_container(&pod.uid, spec).await;
+    let shim = pod.state().await.shim_pid;
+    assert!(result.is_err(), "created a container without a binary");
+    assert!(pod.state().await.containers.is_empty());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(zombie_children(shim), Vec::<String>::new());
+    let cgroup = cgroups::container_cgroup_path(&pod.cgroup_parent, "broken");
+    assert!(
+        !cgroups::exists_anywhere(&cgroup).unwrap(),
+        "cgroup of the failed container left"
+    );
+    assert!(!pod.runtime.pod_dir(&pod.uid).join("b/broken").exists());
+    // The name is free again: a fixed spec can be created under it.
+    pod.run(pod.spec("broken", "echo fixed")).await;
+    assert_eq!(pod.wait_exit("broken").await.0, 0);
+}
+
+#[tokio::test]
+async fn logs_rotate_by_size_keeping_max_files() {
+    let pod = Pod::start().await;
+    let mut spec = pod.spec(
+        "chatty",
+        "i=0; while [ $i -lt 100 ]; do echo line-$i; i=$((i+1)); done",
+    );
+    spec.log_max_bytes = 1000;
+    spec.log_max_files = 2;
+    pod.run(spec).await;
+    assert_eq!(pod.wait_exit("chatty").await.0, 0);
+    let path = pod.log_path("chatty");
+    let rotated = PathBuf::from(format!("{}.1", path.display()));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !pod.log("chatty").contains("stdout F line-99") {
+        assert!(Instant::now() < deadline, "last line never logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(std::fs::metadata(&path).unwrap().len() <= 1000);
+    assert!(std::fs::metadata(&rotated).unwrap().len() <= 1000);
+    assert!(!PathBuf::from(format!("{}.2", path.display())).exists());
+    assert!(!std::fs::read_to_string(&rotated)
+        .unwrap()
+        .contains("line-0\n"));
+}
+
+#[tokio::test]
+async fn the_shim_survives_the_death_of_the_process_group_that_started_it() {
+    use std::os::unix::process::CommandExt;
+    let root = tempfile::Builder::new()
+        .prefix("bt")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let uid = format!(
+        "t{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    );
+    let runtime =
+        ShimRuntime::with_shim_binary(root.path().join("pods"), env!("CARGO_BIN_EXE_berth"));
+    let dir = runtime.pod_dir(&uid);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = PodShimConfig {
+        pod_uid: uid.clone(),
+        netns_path: None,
+        hostname: "orphan".into(),
+        cgroup_parent: format!("berthtest-{uid}"),
+    };
+    std::fs::write(dir.join("pod.json"), serde_json::to_vec(&config).unwrap()).unwrap();
+    // A stand-in for the daemon: starts the shim, then lingers in its own process group.
+    let script = format!(
+        "{} shim --dir {} && exec sleep 1000",
+        env!("CARGO_BIN_EXE_berth"),
+        dir.display()
+    );
+    let mut starter = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while runtime.pod_state(&uid).await.is_err() {
+        assert!(Instant::now() < deadline, "shim never answered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Kill the starter's whole process group, as a dying daemon's service manager would.
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(starter.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    starter.wait().unwrap();
+    let state = runtime.pod_state(&uid).await.unwrap();
+    assert!(pid_alive(state.shim_pid));
+    runtime.stop_pod(&uid).await.unwrap();
+    assert!(!dir.exists());
+}
