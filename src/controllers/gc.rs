@@ -19,9 +19,10 @@ use kube::runtime::watcher;
 use crate::api::resources::{self, Resource, BUILTIN};
 
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
-const DEBOUNCE: Duration = Duration::from_millis(500);
+const DEBOUNCE: Duration = Duration::from_secs(1);
 
-/// Kinds that own others in practice; their deletions trigger a sweep.
+/// Kinds that own others in practice; their deletions trigger a sweep. Pods, ConfigMaps and
+/// the like rarely own anything and churn a lot: the periodic sweep covers them.
 const OWNER_KINDS: &[&str] = &[
     "Deployment",
     "ReplicaSet",
@@ -31,10 +32,7 @@ const OWNER_KINDS: &[&str] = &[
     "Job",
     "CronJob",
     "Service",
-    "Pod",
     "Node",
-    "ConfigMap",
-    "Secret",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +51,8 @@ pub async fn run(client: kube::Client) {
         tokio::select! {
             _ = tokio::time::sleep(SWEEP_INTERVAL) => {}
             Some(()) = deletions.next() => {
-                // Let a burst of deletions (a whole namespace, a cascade) settle first.
+                // Let a burst of deletions (a whole namespace, a cascade) settle first; this also
+                // bounds how often a sweep (which lists everything) can run.
                 tokio::time::sleep(DEBOUNCE).await;
                 while futures::poll!(deletions.next()).is_ready() {}
             }

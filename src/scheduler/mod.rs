@@ -32,6 +32,8 @@ pub const SCHEDULER_NAME: &str = "default-scheduler";
 /// Upstream moves unschedulable pods back to the active queue after at most five minutes; we
 /// are cheaper to run, so sooner.
 const UNSCHEDULABLE_RETRY: Duration = Duration::from_secs(30);
+/// Bindings and status writes in flight at once.
+const WRITE_PARALLELISM: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -260,29 +262,60 @@ impl Scheduler {
             .collect();
         pending.sort_by(|a, b| queue_order(a, b));
 
+        // Decide one pod after another (each decision counts the ones before it), then write
+        // the bindings concurrently: the store commits concurrent writes together, so this is
+        // what makes a burst of pods fast.
+        let mut binds: Vec<(&Pod, String)> = Vec::new();
+        let mut unplaceable: Vec<(&Pod, String)> = Vec::new();
         for pod in pending {
             let uid = pod.metadata.uid.clone().unwrap_or_default();
             match decide(pod, &nodes, &usage) {
-                Ok(node) => match self.bind(pod, node).await {
-                    Ok(true) => {
-                        if let Some(u) = usage.get_mut(node) {
-                            u.add_pod(pod);
-                        }
-                        self.unschedulable.remove(&uid);
-                        self.assumed.insert(uid, node.to_string());
+                Ok(node) => {
+                    let node = node.to_string();
+                    if let Some(u) = usage.get_mut(&node) {
+                        u.add_pod(pod);
                     }
-                    Ok(false) => {}
-                    Err(error) => {
-                        tracing::warn!(%error, pod = ?pod.metadata.name, "binding failed")
-                    }
-                },
+                    self.unschedulable.remove(&uid);
+                    self.assumed.insert(uid, node.clone());
+                    binds.push((pod, node));
+                }
                 Err(message) => {
                     self.unschedulable.insert(uid, (generation, Instant::now()));
-                    if let Err(error) = self.report_unschedulable(pod, &message).await {
-                        tracing::debug!(%error, "cannot record an unschedulable pod");
-                    }
+                    unplaceable.push((pod, message));
                 }
             }
+        }
+        let mut failed: Vec<String> = Vec::new();
+        for chunk in binds.chunks(WRITE_PARALLELISM) {
+            let results =
+                futures::future::join_all(chunk.iter().map(|(pod, node)| self.bind(pod, node)))
+                    .await;
+            for ((pod, _), result) in chunk.iter().zip(results) {
+                let ok = match result {
+                    Ok(bound) => bound,
+                    Err(error) => {
+                        tracing::warn!(%error, pod = ?pod.metadata.name, "binding failed");
+                        false
+                    }
+                };
+                if !ok {
+                    failed.extend(pod.metadata.uid.clone());
+                }
+            }
+        }
+        for chunk in unplaceable.chunks(WRITE_PARALLELISM) {
+            let reports = chunk
+                .iter()
+                .map(|(pod, message)| self.report_unschedulable(pod, message));
+            for result in futures::future::join_all(reports).await {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "cannot record an unschedulable pod");
+                }
+            }
+        }
+        // A binding that did not happen must not hold resources on its node.
+        for uid in failed {
+            self.assumed.remove(&uid);
         }
     }
 
