@@ -54,7 +54,7 @@ pub async fn run(client: kube::Client) {
                 // Let a burst of deletions (a whole namespace, a cascade) settle first; this also
                 // bounds how often a sweep (which lists everything) can run.
                 tokio::time::sleep(DEBOUNCE).await;
-                while futures::poll!(deletions.next()).is_ready() {}
+                while let std::task::Poll::Ready(Some(())) = futures::poll!(deletions.next()) {}
             }
         }
     }
