@@ -246,9 +246,9 @@ pub mod tests {
         assert!(!pod_is_active(&pod));
         assert!(pod_is_terminating(&pod));
         let mut done = ready_pod("q", Timestamp::now());
-        done.status
-            .as_mut()
-            .map(|s| s.phase = Some("Succeeded".into()));
+        if let Some(status) = done.status.as_mut() {
+            status.phase = Some("Succeeded".into());
+        }
         assert!(!pod_is_active(&done));
     }
 }

@@ -551,6 +551,36 @@ mod tests {
     }
 
     #[test]
+    fn a_replication_controller_without_a_selector_selects_its_template_labels() {
+        use k8s_openapi::api::core::v1::ReplicationControllerSpec;
+        let rc = ReplicationController {
+            spec: Some(ReplicationControllerSpec {
+                replicas: Some(2),
+                selector: None,
+                template: Some(PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        labels: Some(labels(&[("app", "legacy")])),
+                        ..Default::default()
+                    }),
+                    spec: None,
+                }),
+                min_ready_seconds: None,
+            }),
+            ..Default::default()
+        };
+        let spec = rc.replicated_spec().unwrap();
+        assert_eq!(spec.replicas, 2);
+        assert!(selector_matches(
+            &spec.selector,
+            &labels(&[("app", "legacy")])
+        ));
+        assert!(!selector_matches(
+            &spec.selector,
+            &labels(&[("app", "web")])
+        ));
+    }
+
+    #[test]
     fn the_replica_diff_creates_deletes_or_does_nothing() {
         assert_eq!(replica_diff(1, 3), Diff::Create(2));
         assert_eq!(replica_diff(5, 3), Diff::Delete(2));
@@ -635,7 +665,7 @@ mod tests {
             p.spec = recently_ready.spec;
             p
         };
-        let mut pods = vec![
+        let mut pods = [
             scheduled_ready,
             recently_ready,
             unscheduled,
