@@ -1,11 +1,13 @@
 //! Shared pieces of the integration tests. Each test module uses what it needs.
 //!
+//! - `inside`: running code (kube clients) inside a test's network namespace
 //! - `netns`: a network namespace per test, removed on drop
 //! - `server`: `berth server` running inside a netns, driven with the real kubectl/helm
 //! - `registry`: a real OCI registry (Debian's docker-registry) inside a netns
 //! - `tools`: where kubectl and helm are
 #![allow(dead_code)]
 
+pub mod inside;
 pub mod netns;
 pub mod registry;
 pub mod server;
