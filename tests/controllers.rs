@@ -171,6 +171,24 @@ fn a_deployment_keeps_its_pods_through_scaling_and_pod_deletion() {
     let replaced = wait_for_live_pods(&server, "web", 1);
     assert_ne!(replaced[0]["metadata"]["name"], victim.as_str());
 
+    // Once settled, nothing is rewritten: no controller wakes itself with its own writes.
+    std::thread::sleep(Duration::from_secs(2));
+    let versions = || {
+        let d = json(&server.kubectl_ok(&["get", "deployment", "web", "-o", "json"]));
+        let sets = replica_sets(&server, "web");
+        (
+            d["metadata"]["resourceVersion"].clone(),
+            sets[0]["metadata"]["resourceVersion"].clone(),
+        )
+    };
+    let before = versions();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        before,
+        versions(),
+        "a settled Deployment or ReplicaSet keeps changing"
+    );
+
     let d = json(&server.kubectl_ok(&["get", "deployment", "web", "-o", "json"]));
     assert_eq!(
         d["status"]["observedGeneration"],

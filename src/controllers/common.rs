@@ -128,6 +128,21 @@ pub fn until_available(
     (at > now).then(|| at.duration_since(now))
 }
 
+/// Would merging `patch` (`{"status": {...}}`) into `object` change its status? A field set
+/// to null counts as equal to an absent one.
+pub fn status_differs(object: &impl serde::Serialize, patch: &serde_json::Value) -> bool {
+    let current = serde_json::to_value(object)
+        .ok()
+        .and_then(|v| v.get("status").cloned())
+        .unwrap_or(serde_json::Value::Null);
+    let Some(fields) = patch.get("status").and_then(|s| s.as_object()) else {
+        return true;
+    };
+    fields
+        .iter()
+        .any(|(key, value)| current.get(key).unwrap_or(&serde_json::Value::Null) != value)
+}
+
 /// Publishes an event; a failure is only logged, since an event is never worth failing a
 /// reconcile over.
 pub async fn publish(
@@ -180,6 +195,15 @@ pub mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn an_unchanged_status_is_not_written_again() {
+        let pod = ready_pod("p", Timestamp::now());
+        let same = serde_json::json!({"status": {"phase": "Running", "podIP": null}});
+        let changed = serde_json::json!({"status": {"phase": "Failed"}});
+        assert!(!status_differs(&pod, &same));
+        assert!(status_differs(&pod, &changed));
     }
 
     #[test]

@@ -688,13 +688,15 @@ impl Sync<'_> {
             "conditions": self.conditions,
         }});
         let api: Api<Deployment> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
-        match api
-            .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&body))
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Action::await_change()),
-            Err(e) => return Err(e.into()),
+        if common::status_differs(self.d, &body) {
+            match api
+                .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&body))
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Action::await_change()),
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(match requeue {
             Some(wait) => Action::requeue(wait),
@@ -1147,7 +1149,7 @@ fn current_conditions(d: &Deployment) -> Vec<Value> {
 }
 
 fn condition(type_: &str, status: &str, reason: &str, message: &str) -> Value {
-    let now = Timestamp::now().to_string();
+    let now = crate::api::meta::now_rfc3339();
     json!({
         "type": type_, "status": status, "reason": reason, "message": message,
         "lastUpdateTime": now, "lastTransitionTime": now,

@@ -264,13 +264,16 @@ async fn reconcile<K: Replicated>(owner: Arc<K>, ctx: Arc<Context>) -> Result<Ac
         "observedGeneration": meta.generation,
         "conditions": conditions,
     }});
-    match api
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Action::await_change()),
-        Err(e) => return Err(e.into()),
+    // Writing an unchanged status would wake this controller (and the Deployment's) again.
+    if common::status_differs(owner.as_ref(), &body) {
+        match api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Action::await_change()),
+            Err(e) => return Err(e.into()),
+        }
     }
 
     // A ready pod turns available after minReadySeconds without any event to tell us.
@@ -305,10 +308,16 @@ fn failure_conditions<K: Replicated>(
             "status": "True",
             "reason": reason,
             "message": message,
-            "lastTransitionTime": now.to_string(),
+            "lastTransitionTime": crate::api::meta::now_rfc3339(),
         }));
     }
-    serde_json::Value::Array(kept)
+    // Null (not []) when there are none: merge patch then removes the field, and an absent
+    // field compares equal, so an unchanged status is never rewritten.
+    if kept.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::Value::Array(kept)
+    }
 }
 
 /// Patches a pod's owner references, guarded by its resourceVersion; false if the pod changed

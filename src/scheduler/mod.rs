@@ -388,7 +388,7 @@ impl Scheduler {
         }) {
             return Ok(());
         }
-        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        let now = crate::api::meta::now_rfc3339();
         let transition = previous
             .filter(|c| c.status == "False")
             .and_then(|c| c.last_transition_time.as_ref())
