@@ -593,7 +593,7 @@ impl Sync<'_> {
         new_index: Option<usize>,
         paused: bool,
     ) -> Result<Action, Error> {
-        let status = rollout_status(owned, new_index, self.desired);
+        let status = rollout_status(owned, new_index);
         let now = Timestamp::now();
         let min_available = self.desired - self.unavailable;
         let available_condition = if status.available >= min_available {
@@ -936,11 +936,8 @@ pub struct RolloutCounts {
     pub available: i32,
 }
 
-pub fn rollout_status(
-    owned: &[ReplicaSet],
-    new_index: Option<usize>,
-    _desired: i32,
-) -> RolloutCounts {
+/// The Deployment's status counts: sums over its ReplicaSets, "updated" from the new one.
+pub fn rollout_status(owned: &[ReplicaSet], new_index: Option<usize>) -> RolloutCounts {
     let mut counts = RolloutCounts::default();
     for (i, rs) in owned.iter().enumerate() {
         let status = rs.status.clone().unwrap_or_default();
