@@ -254,7 +254,7 @@ async fn reconcile<K: Replicated>(owner: Arc<K>, ctx: Arc<Context>) -> Result<Ac
     let now = Timestamp::now();
     let status = replica_status(&owned, &spec, now);
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
-    let conditions = failure_conditions(owner.as_ref(), failure, now);
+    let conditions = failure_conditions(owner.as_ref(), failure);
     let body = json!({"status": {
         "replicas": status.replicas,
         "fullyLabeledReplicas": status.fully_labeled,
@@ -291,7 +291,6 @@ async fn reconcile<K: Replicated>(owner: Arc<K>, ctx: Arc<Context>) -> Result<Ac
 fn failure_conditions<K: Replicated>(
     owner: &K,
     failure: Option<(&str, String)>,
-    now: Timestamp,
 ) -> serde_json::Value {
     let current = serde_json::to_value(owner)
         .ok()
