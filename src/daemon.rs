@@ -100,6 +100,46 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         crate::controllers::namespace::run(controllers).await;
         anyhow::bail!("the namespace controller stopped")
     });
+    let client =
+        |name: &str| crate::client::in_process(router.clone(), crate::client::system_user(name));
+    {
+        let c = client("replicaset-controller");
+        components.spawn(async move {
+            crate::controllers::replicaset::run(c).await;
+            anyhow::bail!("the replicaset controller stopped")
+        });
+        let c = client("replication-controller");
+        components.spawn(async move {
+            crate::controllers::replicaset::run_replication_controllers(c).await;
+            anyhow::bail!("the replication controller stopped")
+        });
+        let c = client("deployment-controller");
+        components.spawn(async move {
+            crate::controllers::deployment::run(c).await;
+            anyhow::bail!("the deployment controller stopped")
+        });
+        let c = client("generic-garbage-collector");
+        components.spawn(async move {
+            crate::controllers::gc::run(c).await;
+            anyhow::bail!("the garbage collector stopped")
+        });
+        let c = client("endpointslice-controller");
+        components.spawn(async move {
+            crate::controllers::endpointslice::run(c).await;
+            anyhow::bail!("the endpointslice controller stopped")
+        });
+        let c = client("kube-scheduler");
+        components.spawn(async move {
+            crate::scheduler::run(c).await;
+            anyhow::bail!("the scheduler stopped")
+        });
+        let c = client("serviceaccount-controller");
+        let ca_cert_pem = pki.ca_cert_pem.clone();
+        components.spawn(async move {
+            crate::controllers::serviceaccount::run(c, ca_cert_pem).await;
+            anyhow::bail!("the service account controller stopped")
+        });
+    }
 
     // The agent registers this machine as a Node and keeps its heartbeat.
     let agent_client =

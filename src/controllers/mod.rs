@@ -1,3 +1,9 @@
 //! Controllers: level-triggered reconcilers, one per file. They use only the API client.
 
+pub mod common;
+pub mod deployment;
+pub mod endpointslice;
+pub mod gc;
 pub mod namespace;
+pub mod replicaset;
+pub mod serviceaccount;

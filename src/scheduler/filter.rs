@@ -1,0 +1,548 @@
+//! Filter plugins: can this pod run on this node at all? Each returns the reasons it cannot,
+//! worded as upstream's plugins word them, since users grep events for those strings.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Container, Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration,
+};
+
+use super::quantity::parse_milli;
+
+pub const NODE_UNSCHEDULABLE: &str = "node(s) were unschedulable";
+pub const AFFINITY_MISMATCH: &str = "node(s) didn't match Pod's node affinity/selector";
+pub const TOO_MANY_PODS: &str = "Too many pods";
+pub const INSUFFICIENT_CPU: &str = "Insufficient cpu";
+pub const INSUFFICIENT_MEMORY: &str = "Insufficient memory";
+const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
+
+/// cpu in millicores and memory in milli-bytes, as the quantity parser gives them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub milli_cpu: i128,
+    pub memory: i128,
+}
+
+impl Resources {
+    pub fn add(&mut self, other: Resources) {
+        self.milli_cpu += other.milli_cpu;
+        self.memory += other.memory;
+    }
+}
+
+/// What is left to give on one node: allocatable, and what bound pods already asked for.
+#[derive(Debug, Clone, Default)]
+pub struct NodeUsage {
+    pub allocatable: Resources,
+    pub allowed_pods: i64,
+    pub requested: Resources,
+    /// Requested with upstream's non-zero defaults, for scoring.
+    pub requested_non_zero: Resources,
+    pub pod_count: i64,
+}
+
+impl NodeUsage {
+    pub fn from_node(node: &Node) -> NodeUsage {
+        let allocatable = node
+            .status
+            .as_ref()
+            .and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref()));
+        let get = |name: &str| {
+            allocatable
+                .and_then(|a| a.get(name))
+                .and_then(|q| parse_milli(&q.0))
+                .unwrap_or(0)
+        };
+        NodeUsage {
+            allocatable: Resources {
+                milli_cpu: get("cpu"),
+                memory: get("memory"),
+            },
+            allowed_pods: i64::try_from(get("pods") / 1000).unwrap_or(0),
+            ..Default::default()
+        }
+    }
+
+    /// Counts a pod bound (or about to be) to this node.
+    pub fn add_pod(&mut self, pod: &Pod) {
+        self.requested.add(pod_requests(pod, false));
+        self.requested_non_zero.add(pod_requests(pod, true));
+        self.pod_count += 1;
+    }
+}
+
+/// Upstream's default request for a container that names none, used only for scoring.
+const DEFAULT_MILLI_CPU: i128 = 100;
+const DEFAULT_MEMORY: i128 = 200 * 1024 * 1024 * 1000;
+
+fn container_requests(c: &Container, non_zero: bool) -> Resources {
+    let resources = c.resources.as_ref();
+    // Defaulting copies limits into missing requests; do the same for objects that skipped it.
+    let get = |name: &str| {
+        resources
+            .and_then(|r| r.requests.as_ref().and_then(|m| m.get(name)))
+            .or_else(|| resources.and_then(|r| r.limits.as_ref().and_then(|m| m.get(name))))
+            .and_then(|q| parse_milli(&q.0))
+    };
+    Resources {
+        milli_cpu: get("cpu").unwrap_or(if non_zero { DEFAULT_MILLI_CPU } else { 0 }),
+        memory: get("memory").unwrap_or(if non_zero { DEFAULT_MEMORY } else { 0 }),
+    }
+}
+
+/// A pod's effective request: the larger of its containers' sum (plus restartable init
+/// containers, which run alongside) and its largest init container, plus overhead.
+pub fn pod_requests(pod: &Pod, non_zero: bool) -> Resources {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Resources::default();
+    };
+    let mut sum = Resources::default();
+    for c in &spec.containers {
+        sum.add(container_requests(c, non_zero));
+    }
+    let mut sidecars = Resources::default();
+    let mut init_max = Resources::default();
+    for c in spec.init_containers.iter().flatten() {
+        let r = container_requests(c, false);
+        if c.restart_policy.as_deref() == Some("Always") {
+            sidecars.add(r);
+            sum.add(r);
+        } else {
+            init_max.milli_cpu = init_max.milli_cpu.max(r.milli_cpu + sidecars.milli_cpu);
+            init_max.memory = init_max.memory.max(r.memory + sidecars.memory);
+        }
+    }
+    let mut total = Resources {
+        milli_cpu: sum.milli_cpu.max(init_max.milli_cpu),
+        memory: sum.memory.max(init_max.memory),
+    };
+    for (name, q) in spec.overhead.iter().flatten() {
+        let v = parse_milli(&q.0).unwrap_or(0);
+        match name.as_str() {
+            "cpu" => total.milli_cpu += v,
+            "memory" => total.memory += v,
+            _ => {}
+        }
+    }
+    total
+}
+
+/// Runs every filter in upstream's order, stopping at the first that fails (as upstream does);
+/// empty means the pod fits.
+pub fn unfit_reasons(pod: &Pod, node: &Node, usage: &NodeUsage) -> Vec<String> {
+    let tolerations = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.tolerations.clone())
+        .unwrap_or_default();
+    if node_unschedulable(node, &tolerations) {
+        return vec![NODE_UNSCHEDULABLE.into()];
+    }
+    if let Some(taint) = untolerated_taint(node, &tolerations) {
+        return vec![format!(
+            "node(s) had untolerated taint {{{}: {}}}",
+            taint.key,
+            taint.value.clone().unwrap_or_default()
+        )];
+    }
+    if !matches_node_selector_and_affinity(pod, node) {
+        return vec![AFFINITY_MISMATCH.into()];
+    }
+    resource_misfit(pod, usage)
+}
+
+fn node_unschedulable(node: &Node, tolerations: &[Toleration]) -> bool {
+    let cordoned = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.unschedulable)
+        .unwrap_or(false);
+    let tolerated = tolerations.iter().any(|t| {
+        tolerates(
+            t,
+            &Taint {
+                key: UNSCHEDULABLE_TAINT.into(),
+                effect: "NoSchedule".into(),
+                ..Default::default()
+            },
+        )
+    });
+    cordoned && !tolerated
+}
+
+/// The first NoSchedule/NoExecute taint no toleration covers.
+pub fn untolerated_taint(node: &Node, tolerations: &[Toleration]) -> Option<Taint> {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
+        .find(|taint| !tolerations.iter().any(|t| tolerates(t, taint)))
+        .cloned()
+}
+
+/// Upstream's `Toleration.ToleratesTaint`.
+pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
+    let effect = toleration.effect.as_deref().unwrap_or("");
+    if !effect.is_empty() && effect != taint.effect {
+        return false;
+    }
+    let key = toleration.key.as_deref().unwrap_or("");
+    if !key.is_empty() && key != taint.key {
+        return false;
+    }
+    match toleration.operator.as_deref().unwrap_or("Equal") {
+        "Exists" => true,
+        "Equal" => {
+            // An empty key with Equal is invalid upstream; it tolerates nothing.
+            !key.is_empty()
+                && toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
+        }
+        _ => false,
+    }
+}
+
+/// nodeSelector and required node affinity must both hold.
+pub fn matches_node_selector_and_affinity(pod: &Pod, node: &Node) -> bool {
+    let empty = BTreeMap::new();
+    let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
+    let Some(spec) = pod.spec.as_ref() else {
+        return true;
+    };
+    for (k, v) in spec.node_selector.iter().flatten() {
+        if labels.get(k) != Some(v) {
+            return false;
+        }
+    }
+    let required = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
+    match required {
+        None => true,
+        Some(selector) => selector
+            .node_selector_terms
+            .iter()
+            .any(|term| term_matches(term, labels, node.metadata.name.as_deref().unwrap_or(""))),
+    }
+}
+
+/// A term holds when all its expressions and fields do; an empty term holds for no node.
+fn term_matches(
+    term: &NodeSelectorTerm,
+    labels: &BTreeMap<String, String>,
+    node_name: &str,
+) -> bool {
+    let expressions = term.match_expressions.as_deref().unwrap_or_default();
+    let fields = term.match_fields.as_deref().unwrap_or_default();
+    if expressions.is_empty() && fields.is_empty() {
+        return false;
+    }
+    expressions
+        .iter()
+        .all(|e| requirement_matches(e, labels.get(&e.key).map(String::as_str)))
+        && fields
+            .iter()
+            .all(|f| f.key == "metadata.name" && requirement_matches(f, Some(node_name)))
+}
+
+fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&str>) -> bool {
+    let values = req.values.as_deref().unwrap_or_default();
+    let single_int = || values.first().and_then(|v| v.parse::<i64>().ok());
+    match req.operator.as_str() {
+        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
+        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        "Gt" => {
+            matches!((value.and_then(|v| v.parse::<i64>().ok()), single_int()), (Some(v), Some(x)) if v > x)
+        }
+        "Lt" => {
+            matches!((value.and_then(|v| v.parse::<i64>().ok()), single_int()), (Some(v), Some(x)) if v < x)
+        }
+        _ => false,
+    }
+}
+
+/// NodeResourcesFit: pod count always; cpu and memory only for pods that request any.
+pub fn resource_misfit(pod: &Pod, usage: &NodeUsage) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if usage.pod_count + 1 > usage.allowed_pods {
+        reasons.push(TOO_MANY_PODS.to_string());
+    }
+    let want = pod_requests(pod, false);
+    if want.milli_cpu > 0
+        && usage.requested.milli_cpu + want.milli_cpu > usage.allocatable.milli_cpu
+    {
+        reasons.push(INSUFFICIENT_CPU.to_string());
+    }
+    if want.memory > 0 && usage.requested.memory + want.memory > usage.allocatable.memory {
+        reasons.push(INSUFFICIENT_MEMORY.to_string());
+    }
+    reasons
+}
+
+/// Upstream's FitError message: `0/3 nodes are available: 1 Insufficient cpu, 2 node(s) were
+/// unschedulable.` — counts per reason, sorted.
+pub fn fit_error_message(total_nodes: usize, reasons_per_node: &[Vec<String>]) -> String {
+    if total_nodes == 0 {
+        return "no nodes available to schedule pods".to_string();
+    }
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for reasons in reasons_per_node {
+        for r in reasons {
+            *counts.entry(r.as_str()).or_default() += 1;
+        }
+    }
+    let mut parts: Vec<String> = counts.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    parts.sort();
+    format!("0/{total_nodes} nodes are available: {}.", parts.join(", "))
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        Affinity, NodeAffinity, NodeSelector, NodeSpec, NodeStatus, PodSpec, ResourceRequirements,
+    };
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    pub fn node(name: &str, cpu: &str, memory: &str, pods: &str) -> Node {
+        let resources = BTreeMap::from([
+            ("cpu".to_string(), Quantity(cpu.into())),
+            ("memory".to_string(), Quantity(memory.into())),
+            ("pods".to_string(), Quantity(pods.into())),
+        ]);
+        Node {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some(BTreeMap::from([(
+                    "kubernetes.io/hostname".to_string(),
+                    name.to_string(),
+                )])),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec::default()),
+            status: Some(NodeStatus {
+                allocatable: Some(resources),
+                ..Default::default()
+            }),
+        }
+    }
+
+    pub fn pod(cpu: Option<&str>, memory: Option<&str>) -> Pod {
+        let mut requests = BTreeMap::new();
+        if let Some(c) = cpu {
+            requests.insert("cpu".to_string(), Quantity(c.into()));
+        }
+        if let Some(m) = memory {
+            requests.insert("memory".to_string(), Quantity(m.into()));
+        }
+        Pod {
+            metadata: ObjectMeta {
+                name: Some("p".into()),
+                namespace: Some("default".into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "c".into(),
+                    resources: Some(ResourceRequirements {
+                        requests: Some(requests),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    fn usage(n: &Node) -> NodeUsage {
+        NodeUsage::from_node(n)
+    }
+
+    #[test]
+    fn a_pod_fits_until_cpu_memory_or_pod_count_run_out() {
+        let n = node("n1", "2", "1Gi", "2");
+        let mut u = usage(&n);
+        assert!(unfit_reasons(&pod(Some("1500m"), Some("512Mi")), &n, &u).is_empty());
+        u.add_pod(&pod(Some("1500m"), Some("512Mi")));
+        assert_eq!(
+            unfit_reasons(&pod(Some("1"), Some("100Mi")), &n, &u),
+            vec![INSUFFICIENT_CPU]
+        );
+        assert_eq!(
+            unfit_reasons(&pod(Some("100m"), Some("600Mi")), &n, &u),
+            vec![INSUFFICIENT_MEMORY]
+        );
+        u.add_pod(&pod(None, None));
+        assert_eq!(unfit_reasons(&pod(None, None), &n, &u), vec![TOO_MANY_PODS]);
+    }
+
+    #[test]
+    fn the_node_selector_must_match_the_node_labels() {
+        let n = node("n1", "2", "1Gi", "10");
+        let mut p = pod(None, None);
+        p.spec.as_mut().unwrap().node_selector = Some(BTreeMap::from([(
+            "kubernetes.io/hostname".to_string(),
+            "n2".to_string(),
+        )]));
+        assert_eq!(unfit_reasons(&p, &n, &usage(&n)), vec![AFFINITY_MISMATCH]);
+        p.spec.as_mut().unwrap().node_selector = Some(BTreeMap::from([(
+            "kubernetes.io/hostname".to_string(),
+            "n1".to_string(),
+        )]));
+        assert!(unfit_reasons(&p, &n, &usage(&n)).is_empty());
+    }
+
+    #[test]
+    fn required_node_affinity_terms_are_ored_and_their_expressions_anded() {
+        let mut n = node("n1", "2", "1Gi", "10");
+        n.metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("arch".into(), "arm64".into());
+        let req = |key: &str, op: &str, values: &[&str]| NodeSelectorRequirement {
+            key: key.into(),
+            operator: op.into(),
+            values: Some(values.iter().map(|v| v.to_string()).collect()),
+        };
+        let with_terms = |terms: Vec<NodeSelectorTerm>| {
+            let mut p = pod(None, None);
+            p.spec.as_mut().unwrap().affinity = Some(Affinity {
+                node_affinity: Some(NodeAffinity {
+                    required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                        node_selector_terms: terms,
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            p
+        };
+        let term = |reqs: Vec<NodeSelectorRequirement>| NodeSelectorTerm {
+            match_expressions: Some(reqs),
+            match_fields: None,
+        };
+        let arm = with_terms(vec![term(vec![req("arch", "In", &["arm64", "arm"])])]);
+        assert!(matches_node_selector_and_affinity(&arm, &n));
+        let both = with_terms(vec![term(vec![
+            req("arch", "In", &["arm64"]),
+            req("gpu", "Exists", &[]),
+        ])]);
+        assert!(!matches_node_selector_and_affinity(&both, &n));
+        let either = with_terms(vec![
+            term(vec![req("gpu", "Exists", &[])]),
+            term(vec![req("arch", "NotIn", &["amd64"])]),
+        ]);
+        assert!(matches_node_selector_and_affinity(&either, &n));
+        assert!(!matches_node_selector_and_affinity(&with_terms(vec![]), &n));
+    }
+
+    #[test]
+    fn taints_need_a_matching_toleration_and_prefer_no_schedule_is_ignored() {
+        let mut n = node("n1", "2", "1Gi", "10");
+        n.spec.as_mut().unwrap().taints = Some(vec![
+            Taint {
+                key: "dedicated".into(),
+                value: Some("edge".into()),
+                effect: "NoSchedule".into(),
+                time_added: None,
+            },
+            Taint {
+                key: "soft".into(),
+                value: None,
+                effect: "PreferNoSchedule".into(),
+                time_added: None,
+            },
+        ]);
+        let p = pod(None, None);
+        assert_eq!(
+            unfit_reasons(&p, &n, &usage(&n)),
+            vec!["node(s) had untolerated taint {dedicated: edge}"]
+        );
+        let mut tolerant = p.clone();
+        tolerant.spec.as_mut().unwrap().tolerations = Some(vec![Toleration {
+            key: Some("dedicated".into()),
+            operator: Some("Equal".into()),
+            value: Some("edge".into()),
+            effect: Some("NoSchedule".into()),
+            ..Default::default()
+        }]);
+        assert!(unfit_reasons(&tolerant, &n, &usage(&n)).is_empty());
+        let mut wrong_value = p.clone();
+        wrong_value.spec.as_mut().unwrap().tolerations = Some(vec![Toleration {
+            key: Some("dedicated".into()),
+            value: Some("core".into()),
+            ..Default::default()
+        }]);
+        assert!(!unfit_reasons(&wrong_value, &n, &usage(&n)).is_empty());
+        let mut everything = p;
+        everything.spec.as_mut().unwrap().tolerations = Some(vec![Toleration {
+            operator: Some("Exists".into()),
+            ..Default::default()
+        }]);
+        assert!(unfit_reasons(&everything, &n, &usage(&n)).is_empty());
+    }
+
+    #[test]
+    fn a_cordoned_node_takes_only_pods_tolerating_unschedulable() {
+        let mut n = node("n1", "2", "1Gi", "10");
+        n.spec.as_mut().unwrap().unschedulable = Some(true);
+        let p = pod(None, None);
+        assert_eq!(unfit_reasons(&p, &n, &usage(&n)), vec![NODE_UNSCHEDULABLE]);
+        let mut tolerant = p;
+        tolerant.spec.as_mut().unwrap().tolerations = Some(vec![Toleration {
+            key: Some(UNSCHEDULABLE_TAINT.into()),
+            operator: Some("Exists".into()),
+            effect: Some("NoSchedule".into()),
+            ..Default::default()
+        }]);
+        assert!(unfit_reasons(&tolerant, &n, &usage(&n)).is_empty());
+    }
+
+    #[test]
+    fn init_containers_count_by_their_maximum_and_sidecars_by_their_sum() {
+        let mut p = pod(Some("100m"), None);
+        let init = |cpu: &str, restart: Option<&str>| Container {
+            name: "i".into(),
+            restart_policy: restart.map(String::from),
+            resources: Some(ResourceRequirements {
+                requests: Some(BTreeMap::from([("cpu".to_string(), Quantity(cpu.into()))])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        p.spec.as_mut().unwrap().init_containers = Some(vec![init("500m", None)]);
+        assert_eq!(pod_requests(&p, false).milli_cpu, 500);
+        p.spec.as_mut().unwrap().init_containers =
+            Some(vec![init("50m", Some("Always")), init("200m", None)]);
+        assert_eq!(pod_requests(&p, false).milli_cpu, 250);
+    }
+
+    #[test]
+    fn the_fit_error_counts_and_sorts_reasons_like_upstream() {
+        let reasons = vec![
+            vec![INSUFFICIENT_CPU.to_string()],
+            vec![NODE_UNSCHEDULABLE.to_string()],
+            vec![NODE_UNSCHEDULABLE.to_string()],
+        ];
+        assert_eq!(
+            fit_error_message(3, &reasons),
+            "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) were unschedulable."
+        );
+        assert_eq!(
+            fit_error_message(1, &[vec![INSUFFICIENT_CPU.to_string()]]),
+            "0/1 nodes are available: 1 Insufficient cpu."
+        );
+    }
+}
