@@ -4,10 +4,12 @@
 //! [`render`] is pure and produces a [`model::Ruleset`]; [`netlink`] diffs two rulesets and
 //! applies the difference in one atomic batch; [`controller`] watches the API and drives both.
 
+pub mod apply;
 pub mod model;
 pub mod netlink;
 pub mod render;
 
+pub use apply::{Applied, Applier};
 pub use model::Ruleset;
 pub use render::{render, ProxyConfig};
 
@@ -21,6 +23,11 @@ pub enum ProxyError {
     #[error("nf_tables refused the change ({op}): {errno}")]
     Kernel {
         op: &'static str,
+        errno: nix::errno::Errno,
+    },
+    #[error("nf_tables refused {subject}: {errno}")]
+    Refused {
+        subject: String,
         errno: nix::errno::Errno,
     },
     #[error("network namespace: {0}")]

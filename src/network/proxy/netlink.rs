@@ -240,6 +240,8 @@ pub struct Batch {
     /// Where the last object message starts, to ask for its acknowledgement.
     last: Option<usize>,
     next_set_id: u32,
+    /// What each message is about, by sequence number, to say which one the kernel refused.
+    subjects: Vec<String>,
 }
 
 impl Batch {
@@ -250,6 +252,7 @@ impl Batch {
             table: table.to_string(),
             last: None,
             next_set_id: 1,
+            subjects: Vec::new(),
         };
         batch.header(NFNL_MSG_BATCH_BEGIN, 0, 0, &Attrs::default());
         batch
@@ -283,6 +286,7 @@ impl Batch {
         self.buf.extend_from_slice(&res_id.to_be_bytes());
         self.buf.extend_from_slice(&attrs.0);
         self.seq += 1;
+        self.subjects.push(format!("message type {}", ty & 0xff));
         if ty != NFNL_MSG_BATCH_BEGIN && ty != NFNL_MSG_BATCH_END {
             self.last = Some(start);
         }
@@ -295,6 +299,12 @@ impl Batch {
             NFPROTO_IPV4,
             &attrs,
         );
+    }
+
+    fn describe_last(&mut self, subject: String) {
+        if let Some(last) = self.subjects.last_mut() {
+            *last = subject;
+        }
     }
 
     pub fn add_table(&mut self) {
@@ -316,6 +326,7 @@ impl Batch {
             attrs = attrs.nest(4, hook).u32(5, 1).str(7, kind);
         }
         self.object(NFT_MSG_NEWCHAIN, NLM_F_CREATE, attrs);
+        self.describe_last(format!("add chain {name}"));
     }
 
     /// Deleting a chain's rules: a rule delete naming only the chain.
@@ -345,8 +356,12 @@ impl Batch {
             flags |= NFT_SET_TIMEOUT | NFT_SET_EVAL;
             attrs = attrs.u64(11, secs.saturating_mul(1000));
         }
-        attrs = attrs.u32(3, flags);
+        // The kernel insists on a batch-local id even for sets it can find by name.
+        let id = self.next_set_id;
+        self.next_set_id += 1;
+        attrs = attrs.u32(3, flags).u32(10, id);
         self.object(NFT_MSG_NEWSET, NLM_F_CREATE, attrs);
+        self.describe_last(format!("add set {name}"));
     }
 
     pub fn delete_set(&mut self, name: &str) {
@@ -393,6 +408,7 @@ impl Batch {
             (NFT_MSG_NEWSETELEM, NLM_F_CREATE)
         };
         self.object(msg, flags, attrs);
+        self.describe_last(format!("elements of {set} (delete: {delete})"));
     }
 
     pub fn add_rule(&mut self, chain: &str, rule: &Rule) {
@@ -409,6 +425,7 @@ impl Batch {
             .str(2, chain)
             .nest(4, list);
         self.object(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, attrs);
+        self.describe_last(format!("rule in {chain}: {}", rule.to_nft()));
     }
 
     /// The expressions of one statement; an anonymous map is added to the batch first.
@@ -539,14 +556,14 @@ impl Batch {
 
     /// The finished transaction; the last object message asks for an acknowledgement, so a
     /// reply to it means the whole batch was committed (errors are reported either way).
-    pub fn finish(mut self) -> Vec<u8> {
+    pub fn finish(mut self) -> (Vec<u8>, Vec<String>) {
         if let Some(start) = self.last {
             let flags_at = start + 6;
             let flags = u16::from_ne_bytes([self.buf[flags_at], self.buf[flags_at + 1]]);
             self.buf[flags_at..flags_at + 2].copy_from_slice(&(flags | NLM_F_ACK).to_ne_bytes());
         }
         self.header(NFNL_MSG_BATCH_END, 0, 0, &Attrs::default());
-        self.buf
+        (self.buf, self.subjects)
     }
 }
 
@@ -682,18 +699,18 @@ impl NftSocket {
         if batch.is_empty() {
             return Ok(0);
         }
-        let bytes = batch.finish();
+        let (bytes, subjects) = batch.finish();
         // A batch is one datagram: the send buffer must hold it whole.
         let wanted = bytes.len() + 64 * 1024;
         socket::setsockopt(&self.fd, socket::sockopt::SndBufForce, &wanted)
             .map_err(|e| ProxyError::netlink("grow send buffer", e))?;
         socket::send(self.fd.as_raw_fd(), &bytes, MsgFlags::empty())
             .map_err(|e| ProxyError::netlink("send batch", e))?;
-        self.wait_ack()?;
+        self.wait_ack(&subjects)?;
         Ok(bytes.len())
     }
 
-    fn wait_ack(&self) -> Result<(), ProxyError> {
+    fn wait_ack(&self, subjects: &[String]) -> Result<(), ProxyError> {
         let mut buf = vec![0u8; 128 * 1024];
         loop {
             let n = socket::recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty())
@@ -705,8 +722,14 @@ impl NftSocket {
                         .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
                         .unwrap_or(0);
                     if errno != 0 {
-                        return Err(ProxyError::Kernel {
-                            op: "apply batch",
+                        // The refused message's header follows the error code.
+                        let seq = payload
+                            .get(12..16)
+                            .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                            .unwrap_or(0);
+                        let subject = subjects.get(seq as usize).cloned().unwrap_or_default();
+                        return Err(ProxyError::Refused {
+                            subject,
                             errno: nix::errno::Errno::from_raw(-errno),
                         });
                     }

@@ -1,0 +1,255 @@
+//! The service proxy's rules for real, in network namespaces the tests make.
+//!
+//! Needs root (network namespaces, mounts, nftables). The proxy's rules are programmed on a
+//! thread inside the test's "node" namespace; pods are namespaces on that node's bridge made by
+//! `NodeNetwork`, and the only traffic is TCP between these namespaces.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use berth::network::proxy::{render, Applier, ProxyConfig, Ruleset};
+use berth::network::{NodeNetwork, NodeNetworkConfig, PodNetwork};
+use common::netns::Netns;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use nix::mount::{umount2, MntFlags};
+use nix::sched::{setns, CloneFlags};
+
+static NEXT_POD: AtomicUsize = AtomicUsize::new(0);
+
+/// A node namespace with a pod network and the proxy's applier living on one thread inside it.
+struct Node {
+    ns: Netns,
+    data_dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn new() -> Node {
+        let node = Node {
+            ns: Netns::new(),
+            data_dir: tempfile::tempdir().expect("temp data dir"),
+        };
+        node.run(|net| async move { net.init().await.expect("init") });
+        node
+    }
+
+    fn config(&self) -> NodeNetworkConfig {
+        NodeNetworkConfig::single_node(self.data_dir.path())
+    }
+
+    fn netns_path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.ns.name)
+    }
+
+    fn run<T, F, Fut>(&self, f: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce(NodeNetwork) -> Fut + Send + 'static,
+        Fut: Future<Output = T>,
+    {
+        let config = self.config();
+        in_netns(&self.netns_path(), move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            runtime.block_on(f(NodeNetwork::new(config)))
+        })
+    }
+
+    fn pod(&self, tag: &str) -> PodNetwork {
+        let uid = format!(
+            "{tag}-{}-{}",
+            std::process::id(),
+            NEXT_POD.fetch_add(1, Ordering::SeqCst)
+        );
+        self.run(move |net| async move { net.setup_pod(&uid).await.expect("setup_pod") })
+    }
+
+    /// An applier whose socket lives in the node's namespace.
+    fn applier(&self) -> Applier {
+        in_netns(&self.netns_path(), || {
+            Applier::open().expect("open applier")
+        })
+    }
+
+    fn nft_list(&self) -> String {
+        self.ns.exec_ok("nft", &["list", "table", "ip", "berth"])
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let (path, config) = (self.netns_path(), self.config());
+        let _ = std::thread::spawn(move || {
+            let Ok(ns) = File::open(&path) else { return };
+            if setns(&ns, CloneFlags::CLONE_NEWNET).is_err() {
+                return;
+            }
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                let _ = runtime.block_on(NodeNetwork::new(config).cleanup_all());
+            }
+        })
+        .join();
+        for mount in mounts_under(self.data_dir.path()).into_iter().rev() {
+            let _ = umount2(&mount, MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+fn in_netns<T: Send + 'static>(netns: &Path, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let ns = File::open(netns).unwrap_or_else(|e| panic!("open {}: {e}", netns.display()));
+    std::thread::spawn(move || {
+        setns(&ns, CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
+    mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|mp| mp.starts_with(&dir))
+        .collect()
+}
+
+fn proxy_config(node_ip: Ipv4Addr) -> ProxyConfig {
+    ProxyConfig {
+        node_name: "node-1".into(),
+        node_ips: vec![node_ip],
+        cluster_cidr: "10.42.0.0/16".parse().unwrap(),
+    }
+}
+
+fn service(name: &str, cluster_ip: &str, port: u16, extra: serde_json::Value) -> Service {
+    let mut spec = serde_json::json!({
+        "clusterIP": cluster_ip,
+        "ports": [{"name": "http", "port": port, "protocol": "TCP", "targetPort": 8080}],
+    });
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            spec.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn slice(service: &str, port: u16, ready: &[Ipv4Addr], not_ready: &[Ipv4Addr]) -> EndpointSlice {
+    let mut endpoints: Vec<serde_json::Value> = ready
+        .iter()
+        .map(|ip| serde_json::json!({"addresses": [ip.to_string()], "conditions": {"ready": true}, "nodeName": "node-1"}))
+        .collect();
+    endpoints.extend(not_ready.iter().map(|ip| {
+        serde_json::json!({"addresses": [ip.to_string()], "conditions": {"ready": false}, "nodeName": "node-1"})
+    }));
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("{service}-abc"), "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+    }))
+    .unwrap()
+}
+
+/// A listener in `pod` that answers every connection with the pod's address and closes.
+fn serve_identity(pod: &PodNetwork, port: u16) {
+    let ip = pod.ip;
+    let listener = in_netns(&pod.netns_path, move || {
+        TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)).expect("bind")
+    });
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let _ = stream.write_all(ip.to_string().as_bytes());
+        }
+    });
+}
+
+/// Connects from `from` to `target`, returns what the server wrote.
+fn fetch(from: &Path, target: SocketAddr) -> std::io::Result<String> {
+    in_netns(from, move || {
+        let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(3))?;
+        stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer)
+    })
+}
+
+fn apply(node: &Node, applier: Applier, desired: Ruleset) -> Applier {
+    in_netns(&node.netns_path(), move || {
+        let mut applier = applier;
+        applier.apply(&desired).expect("apply");
+        applier
+    })
+}
+
+#[test]
+fn a_cluster_ip_balances_over_both_ready_backends_and_refuses_without_any() {
+    let node = Node::new();
+    let (a, b, client) = (node.pod("a"), node.pod("b"), node.pod("client"));
+    serve_identity(&a, 8080);
+    serve_identity(&b, 8080);
+    let services = vec![
+        service("web", "10.43.0.20", 80, serde_json::json!({})),
+        service("empty", "10.43.0.21", 80, serde_json::json!({})),
+    ];
+    let slices = vec![
+        slice("web", 8080, &[a.ip, b.ip], &[]),
+        slice("empty", 8080, &[], &[a.ip]),
+    ];
+    let desired = render(
+        &services,
+        &slices,
+        &proxy_config(Ipv4Addr::new(10, 42, 0, 1)),
+    );
+    let applier = apply(&node, node.applier(), desired);
+    let _ = applier;
+
+    let mut seen = BTreeMap::new();
+    for _ in 0..50 {
+        let answer = fetch(&client.netns_path, "10.43.0.20:80".parse().unwrap()).expect("connect");
+        *seen.entry(answer).or_insert(0) += 1;
+    }
+    let backends: HashSet<String> = seen.keys().cloned().collect();
+    assert_eq!(
+        backends,
+        HashSet::from([a.ip.to_string(), b.ip.to_string()]),
+        "50 connections reach both backends: {seen:?}\n{}",
+        node.nft_list()
+    );
+
+    let started = Instant::now();
+    let refused = fetch(&client.netns_path, "10.43.0.21:80".parse().unwrap());
+    let error = refused.expect_err("a service without ready endpoints refuses");
+    assert_eq!(
+        error.kind(),
+        std::io::ErrorKind::ConnectionRefused,
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "refused fast, not after a timeout"
+    );
+}
