@@ -5,6 +5,7 @@
 //! applies the difference in one atomic batch; [`controller`] watches the API and drives both.
 
 pub mod apply;
+pub mod controller;
 pub mod model;
 pub mod netlink;
 pub mod render;
