@@ -583,11 +583,12 @@ pub fn diff(table: &str, applied: &Ruleset, desired: &Ruleset, stale: &Stale) ->
     for name in &stale.chains {
         batch.flush_chain(name);
     }
-    for name in &stale.chains {
-        batch.delete_chain(name);
-    }
+    // Maps hold references to chains (their verdicts), so they go before the chains.
     for name in &stale.sets {
         batch.delete_set(name);
+    }
+    for name in &stale.chains {
+        batch.delete_chain(name);
     }
 
     // 1. New chains, empty, so rules and map elements can refer to them.
@@ -645,13 +646,13 @@ pub fn diff(table: &str, applied: &Ruleset, desired: &Ruleset, stale: &Stale) ->
     for name in &removed {
         batch.flush_chain(name);
     }
-    for name in &removed {
-        batch.delete_chain(name);
-    }
     for name in applied.sets.keys() {
         if !desired.sets.contains_key(name) {
             batch.delete_set(name);
         }
+    }
+    for name in &removed {
+        batch.delete_chain(name);
     }
     batch
 }

@@ -61,10 +61,42 @@ struct Backend {
 /// The whole desired ruleset.
 pub fn render(services: &[Service], slices: &[EndpointSlice], config: &ProxyConfig) -> Ruleset {
     let mut rs = skeleton(config);
+    let by_service = slices_by_service(slices);
+    let none = Vec::new();
     for service in services {
+        let key = (
+            service.metadata.namespace.as_deref().unwrap_or("default"),
+            service.metadata.name.as_deref().unwrap_or(""),
+        );
+        let slices = by_service.get(&key).unwrap_or(&none);
         render_service(&mut rs, service, slices, config);
     }
     rs
+}
+
+/// IPv4 EndpointSlices by (namespace, service name), so rendering stays linear in the number
+/// of slices however many services there are.
+fn slices_by_service(slices: &[EndpointSlice]) -> BTreeMap<(&str, &str), Vec<&EndpointSlice>> {
+    let mut by_service: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
+    for slice in slices {
+        if slice.address_type != "IPv4" {
+            continue;
+        }
+        let Some(service) = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        else {
+            continue;
+        };
+        let namespace = slice.metadata.namespace.as_deref().unwrap_or("default");
+        by_service
+            .entry((namespace, service.as_str()))
+            .or_default()
+            .push(slice);
+    }
+    by_service
 }
 
 /// The fixed chains and the shared maps, empty.
@@ -188,7 +220,7 @@ fn cluster_ip(service: &Service) -> Option<Ipv4Addr> {
 fn render_service(
     rs: &mut Ruleset,
     service: &Service,
-    slices: &[EndpointSlice],
+    slices: &[&EndpointSlice],
     config: &ProxyConfig,
 ) {
     if !is_proxied(service) {
@@ -223,7 +255,7 @@ fn render_service(
             continue;
         };
         let id = format!("{namespace}_{name}_{}_{service_port}", proto.nft());
-        let backends = backends(slices, namespace, name, port.name.as_deref(), proto, config);
+        let backends = backends(slices, port.name.as_deref(), proto, config);
         let cluster = usable(&backends, |_| true);
         let local = usable(&backends, |b| b.local);
 
@@ -413,9 +445,7 @@ fn usable(backends: &[Backend], filter: impl Fn(&Backend) -> bool) -> Vec<Backen
 
 /// The endpoints of one service port, from every slice of the service, deduplicated.
 fn backends(
-    slices: &[EndpointSlice],
-    namespace: &str,
-    service: &str,
+    slices: &[&EndpointSlice],
     port_name: Option<&str>,
     proto: Proto,
     config: &ProxyConfig,
@@ -423,18 +453,6 @@ fn backends(
     let mut found = BTreeMap::new();
     let port_name = port_name.unwrap_or("");
     for slice in slices {
-        if slice.metadata.namespace.as_deref().unwrap_or("default") != namespace
-            || slice.address_type != "IPv4"
-            || slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                .map(String::as_str)
-                != Some(service)
-        {
-            continue;
-        }
         let Some(port) = slice.ports.iter().flatten().find(|p| {
             p.name.as_deref().unwrap_or("") == port_name
                 && Proto::from_kubernetes(p.protocol.as_deref()) == Some(proto)
