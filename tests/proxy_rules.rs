@@ -27,7 +27,6 @@ static NEXT_POD: AtomicUsize = AtomicUsize::new(0);
 
 /// The node's address on its "LAN", a veth to the client namespace.
 const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 
 /// A node namespace with a pod network, and a client namespace on the node's LAN whose address
 /// is also the node's default gateway (so routing to cluster IPs behaves as on a real node).
@@ -404,4 +403,127 @@ fn one_change_among_a_thousand_services_is_a_small_fast_batch() {
         "one change is {one_change_bytes} bytes"
     );
     assert!(p99 < Duration::from_secs(1), "p99 {p99:?}");
+}
+
+/// The controller against a real (in-process) API server: a Service and its EndpointSlice
+/// created through the API become rules, a LoadBalancer gets the node's address as ingress,
+/// and deleting the Service removes its rules. Prints API-change-to-rules latencies.
+#[test]
+fn the_controller_follows_services_and_endpoint_slices_from_the_api() {
+    use berth::apiserver::ApiServer;
+    use berth::registry::services::ServiceNetwork;
+    use berth::registry::Registry;
+    use berth::store::{Store, StoreOptions};
+    use kube::api::{Api, DeleteParams, PostParams};
+
+    let node = Node::new();
+    let a = node.pod("a");
+    serve_identity(&a, 8080);
+    let store_dir = tempfile::tempdir().expect("store dir");
+    let store_path = store_dir.path().join("store.redb");
+    let ns_name = node.ns.name.clone();
+    let (a_ip, client) = (a.ip, node.pod("client"));
+    let client_path = client.netns_path.clone();
+    let listing = move || {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &ns_name, "nft", "list", "table", "ip", "berth",
+            ])
+            .output()
+            .expect("nft");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    in_netns(&node.netns_path(), move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let store = Store::open(&store_path, StoreOptions::default()).expect("store");
+            let network = ServiceNetwork::parse("10.43.0.0/16", (30000, 32767)).unwrap();
+            let registry = Registry::new(store, network);
+            berth::registry::bootstrap::ensure_system_objects(
+                &registry,
+                "10.43.0.10".parse().unwrap(),
+            )
+            .await
+            .expect("system objects");
+            let router = ApiServer::new(registry, 1 << 20).router();
+            let client =
+                berth::client::in_process(router, berth::client::system_user("kube-proxy"));
+            let proxy = tokio::spawn(berth::network::proxy::controller::run(
+                client.clone(),
+                proxy_config(),
+            ));
+
+            let services: Api<Service> = Api::namespaced(client.clone(), "default");
+            let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+            let mut lb = service("web", "", 80, serde_json::json!({"type": "LoadBalancer"}));
+            if let Some(spec) = lb.spec.as_mut() {
+                spec.cluster_ip = None;
+            }
+            let created = services
+                .create(&PostParams::default(), &lb)
+                .await
+                .expect("create service");
+            let cluster_ip = created.spec.unwrap().cluster_ip.unwrap();
+            slices
+                .create(&PostParams::default(), &slice("web", 8080, &[a_ip], &[]))
+                .await
+                .expect("create slice");
+
+            let wait_for = |want: bool, needle: String| {
+                let listing = listing.clone();
+                async move {
+                    let started = Instant::now();
+                    while listing().contains(&needle) != want {
+                        assert!(
+                            started.elapsed() < Duration::from_secs(10),
+                            "waited for {needle}"
+                        );
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    started.elapsed()
+                }
+            };
+            let took = wait_for(true, "ep_default_web_tcp_80__".to_string()).await;
+            eprintln!("service + slice created -> rules in force: {took:?}");
+            let target: SocketAddr = format!("{cluster_ip}:80").parse().unwrap();
+            let answer = tokio::task::spawn_blocking(move || fetch(&client_path, target))
+                .await
+                .unwrap()
+                .expect("connect to the cluster IP");
+            assert_eq!(answer, a_ip.to_string());
+
+            let started = Instant::now();
+            loop {
+                let svc = services.get("web").await.unwrap();
+                let ingress = svc
+                    .status
+                    .and_then(|s| s.load_balancer)
+                    .and_then(|l| l.ingress);
+                if ingress
+                    .and_then(|i| i.first().and_then(|i| i.ip.clone()))
+                    .as_deref()
+                    == Some("192.0.2.1")
+                {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "LoadBalancer ingress never set"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+
+            services
+                .delete("web", &DeleteParams::default())
+                .await
+                .expect("delete");
+            let took = wait_for(false, "svc_default_web_tcp_80".to_string()).await;
+            eprintln!("service deleted -> rules gone: {took:?}");
+            proxy.abort();
+        });
+    });
 }
