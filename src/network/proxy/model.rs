@@ -210,7 +210,7 @@ impl Set {
         }
     }
 
-    pub fn set(key: KeyType) -> Set {
+    pub fn plain(key: KeyType) -> Set {
         Set {
             is_map: false,
             ..Set::map(key)

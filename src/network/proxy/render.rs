@@ -172,12 +172,12 @@ fn skeleton(config: &ProxyConfig) -> Ruleset {
     rs.sets
         .insert(NODEPORTS_MAP.into(), Set::map(KeyType::ProtoPort));
     rs.sets
-        .insert(NO_ENDPOINTS_SET.into(), Set::set(KeyType::Destination));
+        .insert(NO_ENDPOINTS_SET.into(), Set::plain(KeyType::Destination));
     rs.sets.insert(
         NO_ENDPOINT_NODEPORTS_SET.into(),
-        Set::set(KeyType::ProtoPort),
+        Set::plain(KeyType::ProtoPort),
     );
-    let mut node_ips = Set::set(KeyType::Addr);
+    let mut node_ips = Set::plain(KeyType::Addr);
     for ip in &config.node_ips {
         node_ips.elements.insert(Key::Addr(*ip), None);
     }
@@ -361,7 +361,7 @@ fn render_service(
             ])];
             if let Some(secs) = affinity_secs {
                 let set_name = chain_name("aff", &ep_id);
-                let mut set = Set::set(KeyType::Addr);
+                let mut set = Set::plain(KeyType::Addr);
                 set.dynamic_timeout_secs = Some(secs);
                 rs.sets.insert(set_name.clone(), set);
                 rules.push(Rule(vec![Stmt::UpdateSaddr(set_name)]));
