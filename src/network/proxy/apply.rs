@@ -29,17 +29,18 @@ impl Applier {
         })
     }
 
-    /// One atomic batch from the kernel's current state to `desired`.
-    pub fn apply(&mut self, desired: &Ruleset) -> Result<Applied, ProxyError> {
+    /// One atomic batch from the kernel's current state to `desired`, which it keeps as the
+    /// base of the next diff.
+    pub fn apply(&mut self, desired: Ruleset) -> Result<Applied, ProxyError> {
         let (base, stale) = match self.applied.take() {
             Some(applied) => (applied, Stale::default()),
             // Start over: whatever an earlier run (or a failed batch) left is replaced.
             None => (Ruleset::default(), self.socket.list_stale(TABLE)?),
         };
-        let batch = diff(TABLE, &base, desired, &stale);
+        let batch = diff(TABLE, &base, &desired, &stale);
         let messages = batch.messages();
         let bytes = self.socket.send(batch)?;
-        self.applied = Some(desired.clone());
+        self.applied = Some(desired);
         Ok(Applied { messages, bytes })
     }
 }

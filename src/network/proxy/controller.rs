@@ -73,7 +73,7 @@ pub async fn run(client: kube::Client, config: ProxyConfig) -> anyhow::Result<()
                 anyhow::bail!("the proxy's applier was lost");
             };
             let (back, outcome) = tokio::task::spawn_blocking(move || {
-                let outcome = current.apply(&desired);
+                let outcome = current.apply(desired);
                 (current, outcome)
             })
             .await?;
