@@ -536,3 +536,40 @@ fn the_controller_follows_services_and_endpoint_slices_from_the_api() {
         });
     });
 }
+
+#[test]
+fn client_ip_affinity_sends_one_client_to_one_backend() {
+    let node = Node::new();
+    let (a, b, client) = (node.pod("a"), node.pod("b"), node.pod("client"));
+    serve_identity(&a, 8080);
+    serve_identity(&b, 8080);
+    let sticky = serde_json::json!({"sessionAffinity": "ClientIP"});
+    let services = vec![service("sticky", "10.43.0.50", 80, sticky)];
+    let slices = vec![slice("sticky", 8080, &[a.ip, b.ip], &[])];
+    let _applier = apply(
+        &node,
+        node.applier(),
+        render(&services, &slices, &proxy_config()),
+    );
+    let mut seen = HashSet::new();
+    for _ in 0..20 {
+        seen.insert(fetch(&client.netns_path, "10.43.0.50:80".parse().unwrap()).expect("connect"));
+    }
+    assert_eq!(seen.len(), 1, "one backend for one client: {seen:?}");
+}
+
+#[test]
+fn a_pod_reaches_itself_through_its_own_service() {
+    let node = Node::new();
+    let a = node.pod("a");
+    serve_identity(&a, 8080);
+    let services = vec![service("self", "10.43.0.60", 80, serde_json::json!({}))];
+    let slices = vec![slice("self", 8080, &[a.ip], &[])];
+    let _applier = apply(
+        &node,
+        node.applier(),
+        render(&services, &slices, &proxy_config()),
+    );
+    let answer = fetch(&a.netns_path, "10.43.0.60:80".parse().unwrap()).expect("hairpin");
+    assert_eq!(answer, a.ip.to_string());
+}
