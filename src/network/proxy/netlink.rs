@@ -836,3 +836,57 @@ fn attributes(mut buf: &[u8]) -> Vec<(u16, &[u8])> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn a_destination_key_pads_every_field_to_a_register_slice() {
+        let key = Key::Destination(Ipv4Addr::new(10, 43, 0, 1), Proto::Tcp, 443);
+        assert_eq!(
+            key_bytes(&key),
+            vec![10, 43, 0, 1, 6, 0, 0, 0, 1, 187, 0, 0]
+        );
+        assert_eq!(key_type(KeyType::Destination).1, 12);
+    }
+
+    #[test]
+    fn a_batch_is_framed_and_only_its_last_message_asks_for_an_ack() {
+        let mut batch = Batch::new("berth");
+        batch.add_table();
+        batch.flush_chain("svc_x");
+        assert_eq!(batch.messages(), 2);
+        let (bytes, subjects) = batch.finish();
+        let msgs = messages(&bytes);
+        let types: Vec<u16> = msgs.iter().map(|(t, _)| *t).collect();
+        assert_eq!(
+            types,
+            vec![
+                16,
+                (10 << 8) | NFT_MSG_NEWTABLE,
+                (10 << 8) | NFT_MSG_DELRULE,
+                17
+            ]
+        );
+        let flags = |i: usize| {
+            let mut offset = 0;
+            for _ in 0..i {
+                let len = u32::from_ne_bytes(bytes[offset..offset + 4].try_into().unwrap());
+                offset += len as usize;
+            }
+            u16::from_ne_bytes([bytes[offset + 6], bytes[offset + 7]])
+        };
+        assert_eq!(flags(1) & NLM_F_ACK, 0);
+        assert_eq!(flags(2) & NLM_F_ACK, NLM_F_ACK);
+        assert_eq!(subjects.len(), 4);
+    }
+
+    #[test]
+    fn only_the_proxys_names_count_as_its_objects() {
+        assert!(is_proxy_object("svc_default_web_tcp_80"));
+        assert!(is_proxy_object("proxy-services"));
+        assert!(!is_proxy_object("postrouting"));
+    }
+}
