@@ -165,6 +165,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         anyhow::bail!("the cluster DNS stopped")
     });
 
+    // The service proxy programs this node's nftables from Services and EndpointSlices.
+    let proxy_client =
+        crate::client::in_process(router.clone(), crate::client::system_user("kube-proxy"));
+    let cluster_cidr: crate::network::Ipv4Cidr = config
+        .network
+        .pod_cidr
+        .parse()
+        .with_context(|| format!("bad pod CIDR {}", config.network.pod_cidr))?;
+    let proxy_config = crate::network::proxy::ProxyConfig {
+        node_name: node_name.clone(),
+        node_ips: crate::network::proxy::controller::node_ips(&cluster_cidr),
+        cluster_cidr,
+    };
+    components.spawn(async move {
+        crate::network::proxy::controller::run(proxy_client, proxy_config).await?;
+        anyhow::bail!("the service proxy stopped")
+    });
+
     let outcome = tokio::select! {
         signal = shutdown_signal() => {
             tracing::info!(signal, "shutting down");

@@ -1,0 +1,46 @@
+//! Keeps the kernel's copy of the proxy's rules equal to the latest desired ruleset, sending
+//! only what changed since the last successful apply.
+
+use super::model::Ruleset;
+use super::netlink::{diff, NftSocket, Stale};
+use super::ProxyError;
+use crate::network::nft::TABLE;
+
+/// What one apply sent to the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub messages: usize,
+    pub bytes: usize,
+}
+
+pub struct Applier {
+    socket: NftSocket,
+    /// What the kernel holds; `None` until the first apply, or after a failed one, when the
+    /// next apply rebuilds everything from what it finds in the kernel.
+    applied: Option<Ruleset>,
+}
+
+impl Applier {
+    /// An applier for the network namespace of the calling thread.
+    pub fn open() -> Result<Applier, ProxyError> {
+        Ok(Applier {
+            socket: NftSocket::open()?,
+            applied: None,
+        })
+    }
+
+    /// One atomic batch from the kernel's current state to `desired`, which it keeps as the
+    /// base of the next diff.
+    pub fn apply(&mut self, desired: Ruleset) -> Result<Applied, ProxyError> {
+        let (base, stale) = match self.applied.take() {
+            Some(applied) => (applied, Stale::default()),
+            // Start over: whatever an earlier run (or a failed batch) left is replaced.
+            None => (Ruleset::default(), self.socket.list_stale(TABLE)?),
+        };
+        let batch = diff(TABLE, &base, &desired, &stale);
+        let messages = batch.messages();
+        let bytes = self.socket.send(batch)?;
+        self.applied = Some(desired);
+        Ok(Applied { messages, bytes })
+    }
+}
