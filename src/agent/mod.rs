@@ -1,3 +1,11 @@
 //! The node agent (our kubelet): registers the node and runs its pods.
+//!
+//! - [`node`]: Node registration and the Lease heartbeat.
+//! - [`spec`]: pure Pod → runtime `ContainerSpec` building (command, env merge, DNS, hosts).
+//! - [`env`]: a container's environment from env/envFrom.
+//! - [`backoff`]: the restart back-off curve.
 
+pub mod backoff;
+pub mod env;
 pub mod node;
+pub mod spec;
