@@ -54,6 +54,7 @@ pub async fn run_with(
                 AgentError::Runtime(crate::runtime::RuntimeError::Protocol(e.to_string()))
             })??
     };
+    ensure_cgroupfs_visible();
     let network = NodeNetwork::new(config.network.clone());
     network.init().await?;
     let recorder = Recorder::new(
@@ -201,5 +202,93 @@ async fn clean_orphans(ctx: &Ctx, live: &HashSet<String>) {
     }
     if let Err(e) = ctx.network.reconcile(live).await {
         tracing::warn!(error = %e, "cannot reconcile pod networks");
+    }
+}
+
+/// `ip netns exec` (how berth is run in a network namespace) gives its child a fresh sysfs
+/// without the cgroup mounts, so no container could get a cgroup. When this mount namespace
+/// (private to us, `ip netns exec` made it) sees no cgroups, the hierarchies this process
+/// belongs to (`/proc/self/cgroup`) are mounted again where the host has them.
+fn ensure_cgroupfs_visible() {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let has_entries = std::fs::read_dir(root)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    if has_entries {
+        return;
+    }
+    let Ok(own) = std::fs::read_to_string("/proc/self/cgroup") else {
+        return;
+    };
+    if let Err(e) = remount_cgroups(root, &own) {
+        tracing::warn!(error = %e, "no cgroups visible and cannot mount them");
+    } else {
+        tracing::info!("mounted the cgroup hierarchies into this mount namespace");
+    }
+}
+
+/// Mount points below the cgroup root for `/proc/self/cgroup` lines: `(dir, fstype, options)`.
+fn cgroup_mounts(own: &str) -> Vec<(String, &'static str, String)> {
+    let mut v1 = Vec::new();
+    let mut v2 = false;
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers) = (parts.next(), parts.next().unwrap_or(""));
+        if controllers.is_empty() {
+            v2 = true;
+        } else {
+            let dir = controllers.trim_start_matches("name=").to_string();
+            v1.push((dir, "cgroup", controllers.to_string()));
+        }
+    }
+    if v2 {
+        let dir = if v1.is_empty() { "" } else { "unified" };
+        v1.push((dir.to_string(), "cgroup2", String::new()));
+    }
+    v1
+}
+
+fn remount_cgroups(root: &std::path::Path, own: &str) -> Result<(), nix::Error> {
+    use nix::mount::{mount, MsFlags};
+    let mounts = cgroup_mounts(own);
+    let pure_v2 = mounts.len() == 1 && mounts[0].0.is_empty();
+    if !pure_v2 {
+        mount(
+            Some("tmpfs"),
+            root,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some("mode=755"),
+        )?;
+    }
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    for (dir, fstype, options) in mounts {
+        let target = root.join(&dir);
+        let _ = std::fs::create_dir_all(&target);
+        let data = (!options.is_empty()).then_some(options.as_str());
+        mount(Some("cgroup"), &target, Some(fstype), flags, data)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_mounts_follow_the_hierarchies_of_proc_self_cgroup() {
+        let hybrid = "12:cpu:/\n3:name=systemd:/x\n0::/\n";
+        assert_eq!(
+            cgroup_mounts(hybrid),
+            vec![
+                ("cpu".to_string(), "cgroup", "cpu".to_string()),
+                ("systemd".to_string(), "cgroup", "name=systemd".to_string()),
+                ("unified".to_string(), "cgroup2", String::new()),
+            ]
+        );
+        assert_eq!(
+            cgroup_mounts("0::/user.slice\n"),
+            vec![(String::new(), "cgroup2", String::new())]
+        );
     }
 }

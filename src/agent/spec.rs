@@ -513,7 +513,10 @@ pub fn container_spec(pod: &Pod, container: &Container, inputs: SpecInputs<'_>) 
         resources: resources(container),
         capabilities: None,
         oom_score_adj: Some(oom_score_adj(qos_class(spec))),
-        no_new_privileges: csc.and_then(|s| s.allow_privilege_escalation) == Some(false),
+        // Loading a seccomp filter without CAP_SYS_ADMIN needs no_new_privs, so only an
+        // unconfined container that explicitly allows escalation goes without it.
+        no_new_privileges: !(csc.and_then(|s| s.allow_privilege_escalation) == Some(true)
+            && seccomp(spec, container) == SeccompProfile::Unconfined),
         readonly_rootfs: csc
             .and_then(|s| s.read_only_root_filesystem)
             .unwrap_or(false),
