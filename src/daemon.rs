@@ -69,6 +69,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .context("cannot load the token file")?,
     );
     let api = ApiServer::new(registry, config.api.max_body_bytes);
+    api.set_pod_logs_dir(config.data_dir.join("logs"));
     let client_address = client_address(bound);
     api.set_server_address(client_address.to_string());
     let router = api.router();
