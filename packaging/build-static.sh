@@ -7,6 +7,8 @@
 # a seccomp profile in a container spec would be silently ignored, so it must be linked in.
 # `--target` is always passed so that RUSTFLAGS reach only the binary, not build scripts (a
 # crt-static build script cannot load proc-macro .so files).
+# From scratch it costs about 9 CPU-minutes (LTO, one codegen unit): some 6-8 minutes on an idle
+# 2-core machine, much longer on a busy one.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -255,6 +255,20 @@ insecure_skip_verify = true
     }
 
     #[test]
+    fn the_commented_example_config_parses_to_the_defaults() {
+        let text = include_str!("../configs/berth.toml");
+        let c = Config::parse(text).unwrap();
+        let d = Config::default();
+        assert_eq!(c.data_dir, d.data_dir);
+        assert_eq!(c.api.listen, d.api.listen);
+        assert_eq!(c.api.max_body_bytes, d.api.max_body_bytes);
+        assert_eq!(c.network.pod_cidr, d.network.pod_cidr);
+        assert_eq!(c.network.node_port_range, d.network.node_port_range);
+        assert_eq!(c.store.history_revisions, d.store.history_revisions);
+        assert_eq!(c.log.format, d.log.format);
+    }
+
+    #[test]
     fn unknown_keys_are_rejected_with_their_name() {
         let err = Config::parse("nope = 1").unwrap_err().to_string();
         assert!(err.contains("nope"), "{err}");

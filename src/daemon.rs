@@ -124,6 +124,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         anyhow::bail!("the pod workers stopped")
     });
 
+    // Cluster DNS on the bridge gateway, once the agent has created the bridge.
+    let dns_client = crate::client::in_process(router.clone(), crate::client::system_user("dns"));
+    let dns_config = crate::dns::DnsConfig::from_config(&config)
+        .context("cannot work out the cluster DNS settings")?;
+    components.spawn(async move {
+        crate::dns::run(dns_client, dns_config).await?;
+        anyhow::bail!("the cluster DNS stopped")
+    });
+
     let outcome = tokio::select! {
         signal = shutdown_signal() => {
             tracing::info!(signal, "shutting down");

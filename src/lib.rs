@@ -5,7 +5,8 @@
 //! - `config`: the TOML config file and every default, in one place.
 //! - `daemon`: wires the subsystems together behind readiness gates and one shutdown signal.
 //! - `pki`: the cluster CA, serving and client certificates, kubeconfig files.
-//! - `api`: shared API types: the resource table, `metav1.Status` errors, selectors. No I/O.
+//! - `api`: shared API types: the resource table, `metav1.Status` errors, selectors, request
+//!   body formats (JSON, YAML, protobuf). No I/O.
 //! - `apiserver`: HTTPS front end: authentication, discovery, REST verbs, watch streams.
 //! - `registry`: per-kind policy (defaults, validation, generation) and the generic CRUD on the store.
 //! - `store`: redb-backed key/value log with revisions, compaction and watch fan-out; knows no kinds.

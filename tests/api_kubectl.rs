@@ -9,7 +9,22 @@ use std::time::{Duration, Instant};
 
 use common::netns::Netns;
 use common::server::BerthServer;
+use common::tools;
 use serde_json::Value;
+
+/// kubectl in the server's netns as a `Command`, for runs the test watches while it works.
+fn kubectl_command(server: &BerthServer, args: &[&str]) -> std::process::Command {
+    let mut cmd = server.command(&tools::kubectl());
+    cmd.args(args);
+    cmd
+}
+
+/// POSTs the file at `body` to `path` with `kubectl create --raw`; returns kubectl's stderr.
+fn create_raw(server: &BerthServer, path: &str, body: &str) -> String {
+    let out = server.kubectl(&["create", "--raw", path, "-f", body]);
+    assert!(!out.status.success(), "expected a failure: {out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
 
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
@@ -288,65 +303,33 @@ fn bad_input_gets_clear_errors_and_stores_nothing() {
     let out = raw("/api/v1/namespaces/default/widgets");
     assert!(!out.status.success());
     let body = write_manifest(&server, "garbage.json", "{not json");
-    let out = server.kubectl(&[
-        "create",
-        "--raw",
-        "/api/v1/namespaces/default/configmaps",
-        "-f",
-        &body,
-    ]);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("not valid JSON"),
-        "{out:?}"
-    );
+    let err = create_raw(&server, "/api/v1/namespaces/default/configmaps", &body);
+    assert!(err.contains("not valid JSON"), "{err}");
     let wrong_ns = write_manifest(
         &server,
         "wrong.json",
         r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x","namespace":"other"}}"#,
     );
-    let out = server.kubectl(&[
-        "create",
-        "--raw",
-        "/api/v1/namespaces/default/configmaps",
-        "-f",
-        &wrong_ns,
-    ]);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("does not match the namespace"),
-        "{out:?}"
-    );
+    let err = create_raw(&server, "/api/v1/namespaces/default/configmaps", &wrong_ns);
+    assert!(err.contains("does not match the namespace"), "{err}");
     let wrong_kind = write_manifest(
         &server,
         "kind.json",
         r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"x"}}"#,
     );
-    let out = server.kubectl(&[
-        "create",
-        "--raw",
+    let err = create_raw(
+        &server,
         "/api/v1/namespaces/default/configmaps",
-        "-f",
         &wrong_kind,
-    ]);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("does not match the expected kind"),
-        "{out:?}"
     );
+    assert!(err.contains("does not match the expected kind"), "{err}");
     let big = format!(
         r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"big"}},"data":{{"k":"{}"}}}}"#,
         "x".repeat(4 << 20)
     );
     let big = write_manifest(&server, "big.json", &big);
-    let out = server.kubectl(&[
-        "create",
-        "--raw",
-        "/api/v1/namespaces/default/configmaps",
-        "-f",
-        &big,
-    ]);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("too large"),
-        "{out:?}"
-    );
+    let err = create_raw(&server, "/api/v1/namespaces/default/configmaps", &big);
+    assert!(err.contains("too large"), "{err}");
     assert_eq!(
         server.kubectl_ok(&["get", "cm", "-o", "name"]).trim(),
         "",
@@ -366,19 +349,21 @@ fn a_watch_sees_changes_made_elsewhere_and_wait_returns() {
     let ns = Netns::new();
     let server = BerthServer::start(&ns);
     server.kubectl_ok(&["create", "cm", "watched", "--from-literal=v=1"]);
-    let mut watcher = server
-        .kubectl_command(&[
+    let mut watcher = kubectl_command(
+        &server,
+        &[
             "get",
             "cm",
             "watched",
             "-w",
             "-o",
             "jsonpath={.data.v}{\"\\n\"}",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
     std::thread::sleep(Duration::from_secs(2));
     server.kubectl_ok(&[
         "patch",
@@ -410,10 +395,12 @@ fn a_watch_sees_changes_made_elsewhere_and_wait_returns() {
         "the watch never saw v=2: {seen:?}"
     );
 
-    let mut waiter = server
-        .kubectl_command(&["wait", "cm/watched", "--for=delete", "--timeout=60s"])
-        .spawn()
-        .unwrap();
+    let mut waiter = kubectl_command(
+        &server,
+        &["wait", "cm/watched", "--for=delete", "--timeout=60s"],
+    )
+    .spawn()
+    .unwrap();
     std::thread::sleep(Duration::from_secs(1));
     server.kubectl_ok(&["delete", "cm", "watched"]);
     let deadline = Instant::now() + Duration::from_secs(60);

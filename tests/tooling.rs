@@ -289,7 +289,6 @@ fn server_harness_fails_the_test_when_the_server_exits_at_start() {
 }
 
 #[test]
-#[ignore = "berth server is not wired yet: un-ignore when it serves"]
 fn berth_server_starts_in_a_netns_and_kubectl_lists_its_namespaces() {
     let ns = Netns::new();
     let server = BerthServer::start(&ns);

@@ -1,8 +1,13 @@
-//! Shared API types: the resource table, `metav1.Status` errors, selectors. No I/O.
+//! Shared API types: the resource table, `metav1.Status` errors, selectors, request body
+//! formats (JSON, YAML, Kubernetes protobuf). No I/O.
 
+pub mod body;
 pub mod meta;
 pub mod paging;
+pub mod patch_meta;
+pub mod protobuf;
 pub mod resources;
+pub mod schemas;
 pub mod selectors;
 pub mod status;
 

@@ -30,7 +30,7 @@ pub fn wants_aggregated(accept: &str) -> bool {
 }
 
 /// The subresources of a resource with the verbs each serves.
-fn subresources(r: &Resource) -> Vec<(&'static str, &'static [&'static str])> {
+pub(crate) fn subresources(r: &Resource) -> Vec<(&'static str, &'static [&'static str])> {
     let mut subs: Vec<(&'static str, &'static [&'static str])> = Vec::new();
     if r.has_status {
         subs.push(("status", &["get", "patch", "update"]));

@@ -6,12 +6,14 @@
 pub mod authn;
 pub mod discovery;
 mod logs;
+pub mod openapi;
 mod patch;
 mod query;
 pub mod request;
 mod response;
 mod rest;
 pub mod serve;
+mod table;
 mod watch;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -99,6 +101,9 @@ async fn handle(State(server): State<Arc<ApiServer>>, request: Request) -> Respo
             )));
         }
         Some(_) => {}
+    }
+    if openapi::serves(&path) {
+        return openapi::handle(&request);
     }
     match request::parse_path(&path) {
         Ok(request::Target::Discovery {

@@ -14,7 +14,9 @@ use super::patch::{self, PatchType};
 use super::query::{FieldValidation, Query};
 use super::request::ResourceRequest;
 use super::response::{error_response, json_response, list_body, raw_json_response};
+use super::table::{Render, Verb};
 use super::{watch, ApiServer};
+use crate::api::body::{self, BodyFormat};
 use crate::api::status::success_status;
 use crate::api::{ApiError, ApiResult};
 use crate::registry::generic::check_field_selector;
@@ -83,20 +85,21 @@ async fn dispatch(
     match (&method, target.name.as_deref()) {
         (&Method::GET, Some(name)) if !query.watch => {
             let raw = registry.get(r, &namespace, name)?;
-            Ok(raw_json_response(200, raw))
+            render(&request, Verb::Get)?.object(r, raw)
         }
-        (&Method::GET, _) if query.watch => watch::serve(server, &target, &query),
+        (&Method::GET, _) if query.watch => {
+            watch::serve(server, &target, &query, render(&request, Verb::Watch)?)
+        }
         (&Method::GET, None) => {
             let opts = list_options(&query);
             let page = registry.list(r, target.namespace.as_deref(), &opts)?;
-            let body = list_body(
-                &r.api_version(),
-                &r.list_kind(),
+            let render = render(&request, Verb::List)?;
+            render.list(
+                r,
                 page.revision,
                 page.continue_token.as_deref(),
                 &page.items,
-            );
-            Ok(raw_json_response(200, body))
+            )
         }
         (&Method::POST, None) => {
             if r.namespaced && target.namespace.is_none() {
@@ -290,6 +293,11 @@ fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
     response
 }
 
+/// How to answer a GET: plain JSON, a Table or metadata only, as the client's Accept asks.
+fn render(request: &Request, verb: Verb) -> ApiResult<Render> {
+    Render::negotiate(request.headers(), request.uri().query(), verb)
+}
+
 fn list_options(query: &Query) -> ListOptions {
     ListOptions {
         label_selector: query.label_selector.clone(),
@@ -335,27 +343,11 @@ async fn read_body(server: &ApiServer, request: Request) -> ApiResult<Bytes> {
     }
 }
 
-/// Reads a JSON object body; other content types are 415.
+/// Reads an object body (JSON, YAML or protobuf); other content types are 415.
 async fn read_json(server: &ApiServer, request: Request) -> ApiResult<Value> {
-    let content_type = header(&request, http::header::CONTENT_TYPE);
-    let media = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    if !(media.is_empty() || media == "application/json" || media == "*/*") {
-        return Err(ApiError::unsupported_media_type(&media));
-    }
+    let format = BodyFormat::from_content_type(&header(&request, http::header::CONTENT_TYPE))?;
     let body = read_body(server, request).await?;
-    let value: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
-    if !value.is_object() {
-        return Err(ApiError::bad_request(
-            "the request body must be a JSON object",
-        ));
-    }
-    Ok(value)
+    body::decode_object(format, &body)
 }
 
 /// DeleteOptions from the query and an optional JSON body (the body wins, as upstream).
@@ -370,13 +362,12 @@ async fn delete_options(
         dry_run: query.dry_run,
         ..Default::default()
     };
+    let format = BodyFormat::from_content_type(&header(&request, http::header::CONTENT_TYPE))?;
     let body = read_body(server, request).await?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(opts);
     }
-    let v: Value = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(format!("the DeleteOptions body is not valid JSON: {e}"))
-    })?;
+    let v = body::decode_object(format, &body)?;
     if let Some(grace) = v.get("gracePeriodSeconds").filter(|g| !g.is_null()) {
         opts.grace_period_seconds = Some(
             grace

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use super::query::Query;
 use super::request::ResourceRequest;
+use super::table::{Render, WatchRender};
 use super::ApiServer;
 use crate::api::meta;
 use crate::api::resources::Resource;
@@ -53,6 +54,7 @@ pub fn serve(
     server: &Arc<ApiServer>,
     target: &ResourceRequest,
     query: &Query,
+    render: Render,
 ) -> ApiResult<Response> {
     let r = target.resource;
     let namespace = target.namespace.as_deref();
@@ -108,11 +110,13 @@ pub fn serve(
     };
     let bookmarks = query.allow_watch_bookmarks;
     let initial_end = query.send_initial_events == Some(true);
+    let render = render.watch(r);
     tokio::spawn(async move {
         let _ = pump(
             tx,
             store_watch,
             filter,
+            render,
             initial,
             start,
             initial_end,
@@ -142,6 +146,7 @@ async fn pump(
     tx: mpsc::Sender<Bytes>,
     mut store_watch: crate::store::Watch,
     filter: Filter,
+    mut render: WatchRender,
     initial: Vec<Bytes>,
     start: u64,
     initial_end: bool,
@@ -149,10 +154,11 @@ async fn pump(
     timeout: Duration,
 ) -> Result<(), mpsc::error::SendError<Bytes>> {
     for raw in initial {
-        tx.send(event_line("ADDED", &raw)).await?;
+        tx.send(render.line(event_line("ADDED", &raw))).await?;
     }
     if initial_end {
-        tx.send(bookmark(filter.resource, start, true)).await?;
+        tx.send(render.line(bookmark(filter.resource, start, true)))
+            .await?;
     }
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
@@ -167,10 +173,10 @@ async fn pump(
                 let Some(event) = event else { return Ok(()) };
                 last = event.revision;
                 if let Some(line) = encode(&filter, &event) {
-                    tx.send(line).await?;
+                    tx.send(render.line(line)).await?;
                 }
             }
-            _ = ticker.tick(), if bookmarks => tx.send(bookmark(filter.resource, last, false)).await?,
+            _ = ticker.tick(), if bookmarks => tx.send(render.line(bookmark(filter.resource, last, false))).await?,
             _ = &mut deadline => return Ok(()),
             _ = tx.closed() => return Ok(()),
         }

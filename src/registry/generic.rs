@@ -661,27 +661,13 @@ fn merge_update(r: &Resource, old: &Value, proposed: Value, part: Part) -> ApiRe
         Part::Main => {
             let mut new = proposed;
             if r.has_status {
-                match old.get("status") {
-                    Some(status) => new["status"] = status.clone(),
-                    None => {
-                        if let Some(o) = new.as_object_mut() {
-                            o.remove("status");
-                        }
-                    }
-                }
+                copy_field(old, &mut new, "status");
             }
             new
         }
         Part::Status => {
             let mut new = old.clone();
-            match proposed.get("status") {
-                Some(status) => new["status"] = status.clone(),
-                None => {
-                    if let Some(o) = new.as_object_mut() {
-                        o.remove("status");
-                    }
-                }
-            }
+            copy_field(&proposed, &mut new, "status");
             new
         }
         Part::Finalize => {
@@ -723,6 +709,18 @@ fn merge_update(r: &Resource, old: &Value, proposed: Value, part: Part) -> ApiRe
         meta::metadata_mut(&mut new).insert("generation".into(), json!(generation));
     }
     Ok(new)
+}
+
+/// Makes `to[field]` what `from[field]` is, absent included.
+fn copy_field(from: &Value, to: &mut Value, field: &str) {
+    match from.get(field) {
+        Some(v) => to[field] = v.clone(),
+        None => {
+            if let Some(o) = to.as_object_mut() {
+                o.remove(field);
+            }
+        }
+    }
 }
 
 /// A service keeps its cluster IP and node ports: unset in an update means "unchanged", a

@@ -1,11 +1,31 @@
 //! Shared pieces of the integration tests. Each test module uses what it needs.
 //!
+//! - `inside`: running code (kube clients) inside a test's network namespace
 //! - `netns`: a network namespace per test, removed on drop
 //! - `server`: `berth server` running inside a netns, driven with the real kubectl/helm
 //! - `registry`: a real OCI registry (Debian's docker-registry) inside a netns
 //! - `tools`: where kubectl and helm are
+//!
+//! A test (needs root, as CI is):
+//!
+//! ```ignore
+//! mod common;
+//! use common::{netns::Netns, server::BerthServer};
+//!
+//! #[test]
+//! fn kubectl_lists_the_default_namespace() {
+//!     let ns = Netns::new(); // declared first, so dropped last
+//!     let server = BerthServer::start(&ns);
+//!     let out = server.kubectl_ok(&["get", "namespaces", "-o", "name"]);
+//!     assert!(out.contains("namespace/default"));
+//! }
+//! ```
+//!
+//! Fixtures kill what they started and remove their temp dirs on drop, and print their logs when
+//! the test failed. Dropping a `Netns` also kills any process still inside it.
 #![allow(dead_code)]
 
+pub mod inside;
 pub mod netns;
 pub mod registry;
 pub mod server;

@@ -1,0 +1,335 @@
+//! The JSON schemas of every built-in kind, taken from k8s-openapi and keyed by upstream's
+//! OpenAPI definition names (`io.k8s.api.apps.v1.Deployment`).
+//!
+//! The catalog is built once, on first use, and already carries the Kubernetes extensions
+//! (`x-kubernetes-group-version-kind`, patch and list metadata from [`super::patch_meta`]), so the
+//! OpenAPI v2 and v3 documents only differ in shape. References read `#/definitions/<name>`.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use k8s_openapi::api::{
+    apps, autoscaling, batch, coordination, core, discovery, events, networking, policy, rbac,
+    scheduling, storage,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
+use k8s_openapi::schemars::generate::{SchemaGenerator, SchemaSettings};
+use k8s_openapi::schemars::JsonSchema;
+use serde_json::{json, Map, Value};
+
+use super::patch_meta;
+
+/// Where a `$ref` of the catalog points.
+pub const REF_PREFIX: &str = "#/definitions/";
+
+/// The root definition of one kind (or of its list).
+#[derive(Debug, Clone)]
+pub struct KindDefinition {
+    pub api_version: &'static str,
+    pub kind: String,
+    pub definition: String,
+}
+
+/// Every definition the served kinds need, plus the kinds' roots.
+#[derive(Debug)]
+pub struct Catalog {
+    pub definitions: BTreeMap<String, Value>,
+    pub kinds: Vec<KindDefinition>,
+}
+
+/// Definition names of the meta types every group-version's operations refer to.
+pub const DELETE_OPTIONS: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions";
+pub const STATUS: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Status";
+pub const WATCH_EVENT: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.WatchEvent";
+pub const PATCH: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Patch";
+const LIST_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta";
+const INT_OR_STRING: &str = "io.k8s.apimachinery.pkg.util.intstr.IntOrString";
+const QUANTITY: &str = "io.k8s.apimachinery.pkg.api.resource.Quantity";
+
+pub fn catalog() -> &'static Catalog {
+    static CATALOG: OnceLock<Catalog> = OnceLock::new();
+    CATALOG.get_or_init(build)
+}
+
+/// The root definition name of objects of `api_version`/`kind` (`DeploymentList` included).
+pub fn kind_definition(api_version: &str, kind: &str) -> Option<&'static str> {
+    catalog()
+        .kinds
+        .iter()
+        .find(|k| k.api_version == api_version && k.kind == kind)
+        .map(|k| k.definition.as_str())
+}
+
+/// The definition a schema refers to, directly or through a one-element `allOf`.
+pub fn ref_target(schema: &Value) -> Option<&str> {
+    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+        return r.strip_prefix(REF_PREFIX);
+    }
+    match schema
+        .get("allOf")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+    {
+        Some([only]) => ref_target(only),
+        _ => None,
+    }
+}
+
+/// The named object type of `field` in `type_name`, looking through lists and maps.
+pub fn field_type(type_name: &str, field: &str) -> Option<&'static str> {
+    let definitions = &catalog().definitions;
+    let property = definitions.get(type_name)?.get("properties")?.get(field)?;
+    let target = ref_target(property)
+        .or_else(|| property.get("items").and_then(ref_target))
+        .or_else(|| property.get("additionalProperties").and_then(ref_target))?;
+    definitions
+        .get_key_value(target)
+        .map(|(name, _)| name.as_str())
+}
+
+/// Does the type named `type_name` have a property `field`?
+pub fn has_field(type_name: &str, field: &str) -> bool {
+    catalog()
+        .definitions
+        .get(type_name)
+        .and_then(|d| d.get("properties"))
+        .and_then(|p| p.get(field))
+        .is_some()
+}
+
+fn build() -> Catalog {
+    let settings = SchemaSettings::draft07().with(|s| {
+        s.definitions_path = "/definitions".into();
+        s.meta_schema = None;
+        s.transforms.clear();
+    });
+    let mut generator = SchemaGenerator::new(settings);
+    let mut kinds = Vec::new();
+    macro_rules! roots {
+        ($($t:ty),* $(,)?) => {
+            $( kinds.push(root::<$t>(&mut generator)); )*
+        };
+    }
+    roots!(
+        core::v1::Namespace,
+        core::v1::Pod,
+        core::v1::Node,
+        core::v1::Service,
+        core::v1::Endpoints,
+        core::v1::ConfigMap,
+        core::v1::Secret,
+        core::v1::ServiceAccount,
+        core::v1::Event,
+        core::v1::LimitRange,
+        core::v1::ResourceQuota,
+        core::v1::PersistentVolume,
+        core::v1::PersistentVolumeClaim,
+        core::v1::ReplicationController,
+        core::v1::Binding,
+        apps::v1::Deployment,
+        apps::v1::ReplicaSet,
+        apps::v1::StatefulSet,
+        apps::v1::DaemonSet,
+        apps::v1::ControllerRevision,
+        batch::v1::Job,
+        batch::v1::CronJob,
+        autoscaling::v2::HorizontalPodAutoscaler,
+        coordination::v1::Lease,
+        discovery::v1::EndpointSlice,
+        events::v1::Event,
+        networking::v1::Ingress,
+        networking::v1::IngressClass,
+        networking::v1::NetworkPolicy,
+        policy::v1::PodDisruptionBudget,
+        rbac::v1::ClusterRole,
+        rbac::v1::ClusterRoleBinding,
+        rbac::v1::Role,
+        rbac::v1::RoleBinding,
+        scheduling::v1::PriorityClass,
+        storage::v1::StorageClass,
+    );
+    generator.subschema_for::<meta::DeleteOptions>();
+    generator.subschema_for::<meta::Status>();
+    generator.subschema_for::<meta::WatchEvent<core::v1::Pod>>();
+    generator.subschema_for::<meta::Patch>();
+    generator.subschema_for::<meta::ListMeta>();
+    let mut definitions: BTreeMap<String, Value> =
+        generator.take_definitions(false).into_iter().collect();
+
+    let mut lists = Vec::new();
+    for k in &kinds {
+        if k.kind == "Binding" {
+            continue;
+        }
+        let list = KindDefinition {
+            api_version: k.api_version,
+            kind: format!("{}List", k.kind),
+            definition: format!("{}List", k.definition),
+        };
+        definitions.insert(list.definition.clone(), list_schema(k));
+        lists.push(list);
+    }
+    kinds.extend(lists);
+
+    for k in &kinds {
+        if let Some(Value::Object(d)) = definitions.get_mut(&k.definition) {
+            let (group, version) = split_api_version(k.api_version);
+            d.insert(
+                "x-kubernetes-group-version-kind".into(),
+                json!([{"group": group, "kind": k.kind, "version": version}]),
+            );
+        }
+    }
+    for (type_name, field, meta) in patch_meta::all() {
+        let property = definitions
+            .get_mut(&type_name)
+            .and_then(|d| d.get_mut("properties"))
+            .and_then(|p| p.get_mut(field))
+            .and_then(Value::as_object_mut);
+        if let Some(property) = property {
+            add_patch_extensions(property, meta);
+        }
+    }
+    for (name, definition) in definitions.iter_mut() {
+        if patch_meta::is_atomic_struct(name) {
+            if let Value::Object(d) = definition {
+                d.insert("x-kubernetes-map-type".into(), json!("atomic"));
+            }
+        }
+    }
+    // Upstream publishes these two as strings with a format, not as the CRD-only extension.
+    for (name, format) in [(INT_OR_STRING, Some("int-or-string")), (QUANTITY, None)] {
+        if let Some(Value::Object(d)) = definitions.get_mut(name) {
+            d.remove("x-kubernetes-int-or-string");
+            d.insert("type".into(), json!("string"));
+            if let Some(format) = format {
+                d.insert("format".into(), json!(format));
+            }
+        }
+    }
+    Catalog { definitions, kinds }
+}
+
+fn root<T: JsonSchema + k8s_openapi::Resource>(generator: &mut SchemaGenerator) -> KindDefinition {
+    generator.subschema_for::<T>();
+    KindDefinition {
+        api_version: T::API_VERSION,
+        kind: T::KIND.to_string(),
+        definition: T::schema_name().into_owned(),
+    }
+}
+
+/// `("apps", "v1")` from `apps/v1`, `("", "v1")` from `v1`.
+pub fn split_api_version(api_version: &str) -> (&str, &str) {
+    api_version.split_once('/').unwrap_or(("", api_version))
+}
+
+/// k8s-openapi has no schema for `List<T>`; upstream's lists all have this shape.
+fn list_schema(item: &KindDefinition) -> Value {
+    json!({
+        "description": format!("{}List is a list of {} objects.", item.kind, item.kind),
+        "type": "object",
+        "properties": {
+            "apiVersion": {
+                "description": "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources",
+                "type": "string",
+            },
+            "items": {
+                "description": format!("List of {}.", item.kind),
+                "type": "array",
+                "items": {"$ref": format!("{REF_PREFIX}{}", item.definition)},
+            },
+            "kind": {
+                "description": "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds",
+                "type": "string",
+            },
+            "metadata": {
+                "$ref": format!("{REF_PREFIX}{LIST_META}"),
+                "description": "Standard list metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata",
+            },
+        },
+        "required": ["items"],
+    })
+}
+
+fn add_patch_extensions(property: &mut Map<String, Value>, meta: &patch_meta::FieldPatchMeta) {
+    if let Some(strategy) = meta.strategy {
+        property.insert("x-kubernetes-patch-strategy".into(), json!(strategy));
+    }
+    if let Some(key) = meta.merge_key {
+        property.insert("x-kubernetes-patch-merge-key".into(), json!(key));
+    }
+    if let Some(list_type) = meta.list_type {
+        property.insert("x-kubernetes-list-type".into(), json!(list_type.as_str()));
+    }
+    if !meta.map_keys.is_empty() {
+        property.insert("x-kubernetes-list-map-keys".into(), json!(meta.map_keys));
+    }
+}
+
+/// Names of the definitions `roots` refer to, directly or not, roots included.
+pub fn reachable(roots: impl IntoIterator<Item = String>) -> std::collections::BTreeSet<String> {
+    let definitions = &catalog().definitions;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut pending: Vec<String> = roots.into_iter().collect();
+    while let Some(name) = pending.pop() {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        if let Some(d) = definitions.get(&name) {
+            collect_refs(d, &mut pending);
+        }
+    }
+    seen
+}
+
+fn collect_refs(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("$ref", Value::String(r)) => {
+                        if let Some(name) = r.strip_prefix(REF_PREFIX) {
+                            out.push(name.to_string());
+                        }
+                    }
+                    _ => collect_refs(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_refs(v, out)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_served_kind_has_a_root_definition_with_its_gvk() {
+        for r in crate::api::resources::BUILTIN {
+            let name = kind_definition(&r.api_version(), r.kind)
+                .unwrap_or_else(|| panic!("no schema for {}", r.kind));
+            let gvk = &catalog().definitions[name]["x-kubernetes-group-version-kind"][0];
+            assert_eq!(gvk["kind"], r.kind);
+            assert_eq!(gvk["group"], r.group);
+            assert!(kind_definition(&r.api_version(), &r.list_kind()).is_some());
+        }
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        let all = reachable(catalog().definitions.keys().cloned());
+        for name in all {
+            assert!(catalog().definitions.contains_key(&name), "{name}");
+        }
+    }
+
+    #[test]
+    fn int_or_string_is_a_string_with_a_format() {
+        let d = &catalog().definitions[INT_OR_STRING];
+        assert_eq!(d["format"], "int-or-string");
+        assert!(d.get("x-kubernetes-int-or-string").is_none());
+    }
+}

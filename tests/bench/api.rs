@@ -1,0 +1,435 @@
+//! API core benchmarks, side by side in one run (the machine is noisy: ratios matter).
+//!
+//! Run: `cargo bench --bench api` (root: berth runs in a network namespace the bench creates).
+//! Prints one table: idle RSS, GET and create latency against /livez, bytes written and fsyncs
+//! per 1,000 updates against etcd doing the same puts, and LIST of 10,000 ConfigMaps.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::inside::{block_on_in_netns, in_netns, kube_client};
+use common::netns::Netns;
+use common::server::BerthServer;
+
+const CONCURRENT_CLIENTS: usize = 50;
+const REQUESTS_PER_CLIENT: usize = 100;
+const UPDATES: usize = 1000;
+const UPDATE_WRITERS: usize = 10;
+const VALUE_BYTES: usize = 2048;
+const LIST_OBJECTS: usize = 10_000;
+const LISTS: usize = 20;
+
+fn main() {
+    let ns = Netns::new();
+    let server = BerthServer::start(&ns);
+    let pid = server.pid().expect("server runs");
+    let mut rows: Vec<(String, String, String)> = Vec::new();
+
+    std::thread::sleep(Duration::from_secs(5));
+    rows.push((
+        "idle RSS of berth server".into(),
+        format!("{:.1} MiB", rss_kib(pid) as f64 / 1024.0),
+        "goal ≤ 25 MiB".into(),
+    ));
+
+    let kubeconfig = server.kubeconfig_path();
+    rows.extend(block_on_in_netns(&ns.name, move || async move {
+        api_figures(&kubeconfig).await
+    }));
+
+    let (berth_bytes, berth_fsyncs) = {
+        let kubeconfig = server.kubeconfig_path();
+        let netns = ns.name.clone();
+        measure_io(pid, move || {
+            in_netns(&netns, move || updates_through_berth(&kubeconfig))
+        })
+    };
+    let etcd = Etcd::start(&ns);
+    let (etcd_bytes, etcd_fsyncs) = measure_io(etcd.pid(), || in_netns(&ns.name, puts_to_etcd));
+    drop(etcd);
+    rows.push((
+        format!("bytes written per update ({UPDATES} × {VALUE_BYTES} B, {UPDATE_WRITERS} writers)"),
+        format!(
+            "berth {:.0} B, etcd {:.0} B",
+            berth_bytes as f64 / UPDATES as f64,
+            etcd_bytes as f64 / UPDATES as f64
+        ),
+        format!(
+            "ratio {:.2} (goal ≤ 0.2)",
+            berth_bytes as f64 / etcd_bytes.max(1) as f64
+        ),
+    ));
+    rows.push((
+        format!("fsyncs per {UPDATES} updates"),
+        format!("berth {berth_fsyncs}, etcd {etcd_fsyncs}"),
+        String::new(),
+    ));
+
+    let kubeconfig = server.kubeconfig_path();
+    rows.extend(block_on_in_netns(&ns.name, move || async move {
+        list_figures(&kubeconfig).await
+    }));
+    rows.push((
+        "RSS after the run".into(),
+        format!("{:.1} MiB", rss_kib(pid) as f64 / 1024.0),
+        String::new(),
+    ));
+
+    let width = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(10);
+    println!("\n{:width$} | {:40} | goal", "what", "figure");
+    println!("{}", "-".repeat(width + 60));
+    for (what, figure, goal) in rows {
+        println!("{what:width$} | {figure:40} | {goal}");
+    }
+    drop(server);
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn write_bytes(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    io.lines()
+        .find(|l| l.starts_with("write_bytes:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Bytes the process wrote to disk and the fsync-family calls it made while `work` ran.
+fn measure_io(pid: u32, work: impl FnOnce()) -> (u64, u64) {
+    let summary =
+        std::env::temp_dir().join(format!("berth-bench-strace-{}-{pid}", std::process::id()));
+    let mut strace = Command::new("strace")
+        .args([
+            "-f",
+            "-c",
+            "-e",
+            "trace=fsync,fdatasync,sync_file_range",
+            "-o",
+        ])
+        .arg(&summary)
+        .args(["-p", &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("strace (apt-get install strace)");
+    std::thread::sleep(Duration::from_millis(500));
+    let before = write_bytes(pid);
+    work();
+    // Let the last commit reach the disk before reading the counters.
+    std::thread::sleep(Duration::from_millis(500));
+    let bytes = write_bytes(pid) - before;
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(strace.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    let _ = strace.wait();
+    let text = std::fs::read_to_string(&summary).unwrap_or_default();
+    let _ = std::fs::remove_file(&summary);
+    let fsyncs = text
+        .lines()
+        .filter(|l| l.contains("sync"))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .nth(3)
+                .and_then(|c| c.parse::<u64>().ok())
+        })
+        .sum();
+    (bytes, fsyncs)
+}
+
+async fn client(kubeconfig: &Path) -> kube::Client {
+    kube_client(kubeconfig).await
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// `CONCURRENT_CLIENTS` tasks each sending `REQUESTS_PER_CLIENT` requests made by `make`.
+async fn latencies(
+    client: &kube::Client,
+    make: Arc<dyn Fn(usize, usize) -> http::Request<Vec<u8>> + Send + Sync>,
+) -> Vec<Duration> {
+    let mut tasks = Vec::new();
+    for c in 0..CONCURRENT_CLIENTS {
+        let client = client.clone();
+        let make = make.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::with_capacity(REQUESTS_PER_CLIENT);
+            for i in 0..REQUESTS_PER_CLIENT {
+                let start = Instant::now();
+                client.request_text(make(c, i)).await.expect("request");
+                out.push(start.elapsed());
+            }
+            out
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    all
+}
+
+async fn api_figures(kubeconfig: &Path) -> Vec<(String, String, String)> {
+    let client = client(kubeconfig).await;
+    let body = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bench-get"}, "data": {"k": "v"}});
+    let create = http::Request::post("/api/v1/namespaces/default/configmaps")
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&body).unwrap())
+        .unwrap();
+    client.request_text(create).await.unwrap();
+    let livez = latencies(
+        &client,
+        Arc::new(|_, _| http::Request::get("/livez").body(Vec::new()).unwrap()),
+    )
+    .await;
+    let get = latencies(
+        &client,
+        Arc::new(|_, _| {
+            http::Request::get("/api/v1/namespaces/default/configmaps/bench-get")
+                .body(Vec::new())
+                .unwrap()
+        }),
+    )
+    .await;
+    let creates = latencies(
+        &client,
+        Arc::new(|c, i| {
+            let body = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("bench-{c}-{i}")}});
+            http::Request::post("/api/v1/namespaces/default/configmaps")
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(&body).unwrap())
+                .unwrap()
+        }),
+    )
+    .await;
+    let (l50, l99) = (percentile(&livez, 0.5), percentile(&livez, 0.99));
+    let (g50, g99) = (percentile(&get, 0.5), percentile(&get, 0.99));
+    let (c50, c99) = (percentile(&creates, 0.5), percentile(&creates, 0.99));
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
+    vec![
+        (
+            format!("/livez p50/p99 ({CONCURRENT_CLIENTS} clients, TLS)"),
+            format!("{} / {}", ms(l50), ms(l99)),
+            String::new(),
+        ),
+        (
+            "GET one ConfigMap p50/p99".into(),
+            format!("{} / {}", ms(g50), ms(g99)),
+            format!(
+                "ratio {:.2} / {:.2} (goal ≤ 1.5)",
+                ratio(g50, l50),
+                ratio(g99, l99)
+            ),
+        ),
+        (
+            "create p50/p99".into(),
+            format!("{} / {}", ms(c50), ms(c99)),
+            format!(
+                "ratio {:.2} / {:.2} (goal ≤ 3)",
+                ratio(c50, l50),
+                ratio(c99, l99)
+            ),
+        ),
+    ]
+}
+
+fn payload(writer: usize, round: usize) -> String {
+    let mut s = format!("{writer}-{round}-");
+    while s.len() < VALUE_BYTES {
+        s.push_str("abcdefghijklmnopqrstuvwxyz0123456789");
+    }
+    s.truncate(VALUE_BYTES);
+    s
+}
+
+fn updates_through_berth(kubeconfig: &Path) {
+    let kubeconfig = kubeconfig.to_owned();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let client = client(&kubeconfig).await;
+        let mut tasks = Vec::new();
+        for w in 0..UPDATE_WRITERS {
+            let client = client.clone();
+            tasks.push(tokio::spawn(async move {
+                let name = format!("bench-update-{w}");
+                let body = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
+                let create = http::Request::post("/api/v1/namespaces/default/configmaps")
+                    .header("content-type", "application/json")
+                    .body(serde_json::to_vec(&body).unwrap())
+                    .unwrap();
+                client.request_text(create).await.unwrap();
+                for round in 0..UPDATES / UPDATE_WRITERS {
+                    let body = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"v": payload(w, round)}});
+                    let put = http::Request::put(format!("/api/v1/namespaces/default/configmaps/{name}"))
+                        .header("content-type", "application/json")
+                        .body(serde_json::to_vec(&body).unwrap())
+                        .unwrap();
+                    client.request_text(put).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+}
+
+/// etcd 3.4 (Debian's etcd-server) on loopback inside the bench's netns, with its own data dir.
+struct Etcd {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    fn start(ns: &Netns) -> Etcd {
+        let dir = tempfile::tempdir().unwrap();
+        let child = ns
+            .command("etcd")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args([
+                "--listen-client-urls=http://127.0.0.1:2379",
+                "--advertise-client-urls=http://127.0.0.1:2379",
+                "--listen-peer-urls=http://127.0.0.1:2380",
+                "--initial-advertise-peer-urls=http://127.0.0.1:2380",
+                "--initial-cluster=default=http://127.0.0.1:2380",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd (apt-get install etcd-server)");
+        let etcd = Etcd { child, dir };
+        let ready = common::wait_until(Duration::from_secs(30), || {
+            ns.exec(
+                "busybox",
+                &["wget", "-q", "-O-", "http://127.0.0.1:2379/health"],
+            )
+            .status
+            .success()
+        });
+        assert!(ready, "etcd did not become healthy");
+        etcd
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = &self.dir;
+    }
+}
+
+/// The same 1,000 puts as the berth run, through etcd's JSON gateway.
+fn puts_to_etcd() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let mut tasks = Vec::new();
+        for w in 0..UPDATE_WRITERS {
+            let client = client.clone();
+            tasks.push(tokio::spawn(async move {
+                for round in 0..UPDATES / UPDATE_WRITERS {
+                    let body = serde_json::json!({"key": b64(&format!("/registry/configmaps/default/bench-update-{w}")), "value": b64(&payload(w, round))});
+                    let request = http::Request::post("http://127.0.0.1:2379/v3/kv/put")
+                        .body(http_body_util::Full::new(bytes::Bytes::from(serde_json::to_vec(&body).unwrap())))
+                        .unwrap();
+                    let response = client.request(request).await.expect("etcd put");
+                    assert!(response.status().is_success(), "etcd put failed: {}", response.status());
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+}
+
+async fn list_figures(kubeconfig: &Path) -> Vec<(String, String, String)> {
+    let client = client(kubeconfig).await;
+    let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench-list"}});
+    let create_ns = http::Request::post("/api/v1/namespaces")
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&ns).unwrap())
+        .unwrap();
+    client.request_text(create_ns).await.unwrap();
+    let mut tasks = Vec::new();
+    let per_task = LIST_OBJECTS / CONCURRENT_CLIENTS;
+    for t in 0..CONCURRENT_CLIENTS {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per_task {
+                let body = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("cm-{t}-{i}"), "labels": {"app": "bench"}}, "data": {"key": "value"}});
+                let request = http::Request::post("/api/v1/namespaces/bench-list/configmaps")
+                    .header("content-type", "application/json")
+                    .body(serde_json::to_vec(&body).unwrap())
+                    .unwrap();
+                client.request_text(request).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut times = Vec::new();
+    for _ in 0..LISTS {
+        let start = Instant::now();
+        let body = client
+            .request_text(
+                http::Request::get("/api/v1/namespaces/bench-list/configmaps")
+                    .body(Vec::new())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        times.push(start.elapsed());
+        assert!(body.len() > LIST_OBJECTS * 50);
+    }
+    times.sort();
+    vec![(
+        format!("LIST {LIST_OBJECTS} ConfigMaps p50/p99"),
+        format!(
+            "{} / {}",
+            ms(percentile(&times, 0.5)),
+            ms(percentile(&times, 0.99))
+        ),
+        "goal p99 ≤ 300 ms".into(),
+    )]
+}
