@@ -69,6 +69,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .context("cannot load the token file")?,
     );
     let api = ApiServer::new(registry, config.api.max_body_bytes);
+    api.set_pod_logs_dir(config.data_dir.join("logs"));
     let client_address = client_address(bound);
     api.set_server_address(client_address.to_string());
     let router = api.router();
@@ -151,9 +152,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         node_addresses(&node_name),
         None,
     );
+    let pods_client = agent_client.clone();
     components.spawn(async move {
         crate::agent::node::run(agent_client, facts).await?;
         anyhow::bail!("the node heartbeat stopped")
+    });
+    // ... and runs the pods bound to it.
+    let agent_config = agent_config(&config, &node_name)?;
+    components.spawn(async move {
+        crate::agent::run(pods_client, agent_config).await?;
+        anyhow::bail!("the pod workers stopped")
     });
 
     // Cluster DNS on the bridge gateway, once the agent has created the bridge.
@@ -219,6 +227,28 @@ fn client_address(bound: SocketAddr) -> SocketAddr {
         ip if ip.is_unspecified() => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), bound.port()),
         _ => bound,
     }
+}
+
+/// What the pod workers need from the config.
+fn agent_config(config: &Config, node_name: &str) -> anyhow::Result<crate::agent::AgentConfig> {
+    let host_ip = node_addresses(node_name)
+        .into_iter()
+        .find(|(kind, _)| kind == "InternalIP")
+        .map(|(_, ip)| ip)
+        .unwrap_or_else(|| Ipv4Addr::LOCALHOST.to_string());
+    Ok(crate::agent::AgentConfig {
+        node_name: node_name.to_string(),
+        data_dir: config.data_dir.clone(),
+        host_ip,
+        dns: crate::agent::spec::DnsSettings {
+            cluster_dns: config.network.dns_ip,
+            cluster_domain: config.network.cluster_domain.clone(),
+            host_resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        },
+        registries: config.registries.clone(),
+        network: crate::network::NodeNetworkConfig::from_config(config)
+            .context("invalid pod network settings")?,
+    })
 }
 
 /// The node's addresses as a Node reports them: its first non-loopback IPv4 address (loopback

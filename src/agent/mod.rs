@@ -1,3 +1,37 @@
 //! The node agent (our kubelet): registers the node and runs its pods.
+//!
+//! - [`node`]: Node registration and the Lease heartbeat.
+//! - [`pods`]: the pod worker manager: a pod watch, one worker task per pod uid.
+//! - [`sync`]: `sync_pod` (sandbox, containers, restarts, status) and pod termination.
+//! - [`spec`]: pure Pod → runtime `ContainerSpec` building (command, env merge, DNS, hosts).
+//! - [`env`]: a container's environment from env/envFrom.
+//! - [`volumes`]: pod volumes on disk (emptyDir, hostPath, configMap, secret, downwardAPI).
+//! - [`status`]: pod status (phase, conditions, container statuses) from what was observed.
+//! - [`probes`]: startup, liveness and readiness probes.
+//! - [`backoff`]: the restart back-off curve.
 
+pub mod backoff;
+pub mod env;
 pub mod node;
+pub mod pods;
+pub mod probes;
+pub mod spec;
+pub mod status;
+pub mod sync;
+pub mod volumes;
+
+pub use pods::run;
+
+use std::path::PathBuf;
+
+/// What the agent needs to know about its node.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node_name: String,
+    pub data_dir: PathBuf,
+    /// The node's address, reported as the pods' hostIP.
+    pub host_ip: String,
+    pub dns: spec::DnsSettings,
+    pub registries: crate::config::RegistriesConfig,
+    pub network: crate::network::NodeNetworkConfig,
+}

@@ -5,6 +5,7 @@
 
 pub mod authn;
 pub mod discovery;
+mod logs;
 pub mod openapi;
 mod patch;
 mod query;
@@ -35,6 +36,8 @@ pub struct ApiServer {
     /// `host:port` clients reach us at, for `/api`'s serverAddressByClientCIDRs.
     server_address: RwLock<String>,
     ready: AtomicBool,
+    /// Where this node's container logs are, for `pods/log` (set when the node runs pods).
+    pod_logs_dir: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 impl ApiServer {
@@ -44,6 +47,7 @@ impl ApiServer {
             max_body_bytes,
             server_address: RwLock::new(String::new()),
             ready: AtomicBool::new(false),
+            pod_logs_dir: std::sync::OnceLock::new(),
         })
     }
 
@@ -51,6 +55,15 @@ impl ApiServer {
         if let Ok(mut a) = self.server_address.write() {
             *a = address;
         }
+    }
+
+    /// `pods/log` reads container logs from `dir` from now on.
+    pub fn set_pod_logs_dir(&self, dir: std::path::PathBuf) {
+        let _ = self.pod_logs_dir.set(dir);
+    }
+
+    pub(crate) fn pod_logs_dir(&self) -> Option<std::path::PathBuf> {
+        self.pod_logs_dir.get().cloned()
     }
 
     /// `/readyz` answers ok from now on.

@@ -57,6 +57,13 @@ async fn dispatch(
         let body = read_json(server, request).await?;
         return bind_pod(server, &namespace, &name, &body, query.dry_run).await;
     }
+    if r.group.is_empty() && r.plural == "pods" && target.subresource.as_deref() == Some("log") {
+        if method != Method::GET {
+            return Err(ApiError::method_not_allowed(method.as_str(), "pods/log"));
+        }
+        let name = target.name.clone().unwrap_or_default();
+        return super::logs::serve(server, &namespace, &name, request.uri().query()).await;
+    }
     let part = match target.subresource.as_deref() {
         None => Part::Main,
         Some("status") if r.has_status => Part::Status,

@@ -1,0 +1,294 @@
+//! Pods run as real containers: berth in a test netns pulls the busybox test image from a
+//! local registry and runs pods that kubectl creates, reports their status, serves their logs,
+//! restarts them, cleans up after them and re-adopts them across a restart of berth.
+//!
+//! Needs root (network namespaces, cgroups, mounts), as in CI.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::netns::Netns;
+use common::registry::Registry;
+use common::server::BerthServer;
+use common::wait_until;
+
+/// Builds the busybox test image (once per test binary run) and returns its OCI layout.
+fn test_image(dir: &Path) -> PathBuf {
+    let layout = dir.join("busybox-layout");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-test-image.sh");
+    let out = Command::new(script)
+        .arg(&layout)
+        .output()
+        .expect("run build-test-image.sh");
+    assert!(
+        out.status.success(),
+        "build-test-image.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    layout
+}
+
+/// A berth server whose docker.io mirror is the test registry, with busybox pushed to it.
+struct Cluster {
+    server: BerthServer,
+    _registry: Registry,
+    node: String,
+    _work: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start(ns: &Netns) -> Cluster {
+        let work = tempfile::Builder::new()
+            .prefix(&format!("berth-agent-test-{}-", std::process::id()))
+            .tempdir()
+            .unwrap();
+        let registry = Registry::start(ns);
+        registry.push_oci_layout(&test_image(work.path()), "latest", "library/busybox");
+        let mut server = BerthServer::start(ns);
+        std::fs::write(
+            server.data_dir().join("test-config.toml"),
+            format!(
+                "[registries.mirrors.\"docker.io\"]\nendpoints = [\"http://{}\"]\n",
+                registry.addr()
+            ),
+        )
+        .unwrap();
+        server.restart();
+        let node = server
+            .kubectl_ok(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"])
+            .trim()
+            .to_string();
+        assert!(!node.is_empty(), "the node registered itself");
+        Cluster {
+            server,
+            _registry: registry,
+            node,
+            _work: work,
+        }
+    }
+
+    fn create(&self, json: serde_json::Value) {
+        let path = self
+            .server
+            .data_dir()
+            .join(format!("obj-{}.json", rand_suffix()));
+        std::fs::write(&path, json.to_string()).unwrap();
+        self.server
+            .kubectl_ok(&["create", "--validate=false", "-f", path.to_str().unwrap()]);
+    }
+
+    fn pod(&self, name: &str, spec: serde_json::Value) -> serde_json::Value {
+        let mut spec = spec;
+        spec["nodeName"] = serde_json::json!(self.node);
+        serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec})
+    }
+
+    fn get(&self, name: &str) -> serde_json::Value {
+        let out = self.server.kubectl(&["get", "pod", name, "-o", "json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        ok: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let mut last = serde_json::Value::Null;
+        let done = wait_until(Duration::from_secs(90), || {
+            last = self.get(name);
+            ok(&last)
+        });
+        assert!(done, "pod {name} never got {what}: {last:#}");
+        last
+    }
+
+    fn pods_dir(&self) -> PathBuf {
+        self.server.data_dir().join("pods")
+    }
+}
+
+impl Drop for Cluster {
+    /// Containers outlive berth by design: delete every pod and wait until the agent has
+    /// released them, so no shim, cgroup or mount stays behind.
+    fn drop(&mut self) {
+        let _ = self.server.kubectl(&[
+            "delete",
+            "pods",
+            "--all",
+            "--grace-period=1",
+            "--wait=false",
+        ]);
+        let pods = self.pods_dir();
+        wait_until(Duration::from_secs(60), || {
+            std::fs::read_dir(&pods)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(true)
+        });
+    }
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    N.fetch_add(1, Ordering::SeqCst).to_string()
+}
+
+fn phase(pod: &serde_json::Value) -> &str {
+    pod["status"]["phase"].as_str().unwrap_or("")
+}
+
+#[test]
+fn pods_run_log_restart_share_volumes_and_are_cleaned_up_and_readopted() {
+    let ns = Netns::new();
+    let mut cluster = Cluster::start(&ns);
+
+    // A long-running pod: Running with an IP, and its output in `kubectl logs`.
+    cluster.create(cluster.pod(
+        "ticker",
+        serde_json::json!({"containers": [{"name": "main", "image": "busybox",
+            "command": ["sh", "-c", "echo hello from $(POD_NAME); i=0; while true; do echo tick $i; i=$((i+1)); sleep 1; done"],
+            "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}]}),
+    ));
+    let running = cluster.wait_for("ticker", "Running", |p| phase(p) == "Running");
+    let pod_ip = running["status"]["podIP"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        pod_ip.starts_with("10.42."),
+        "pod IP from the pod CIDR: {pod_ip:?}"
+    );
+    assert_eq!(running["status"]["containerStatuses"][0]["ready"], true);
+    let logs_ok = wait_until(Duration::from_secs(20), || {
+        let out = cluster.server.kubectl(&["logs", "ticker"]);
+        String::from_utf8_lossy(&out.stdout).contains("tick 2")
+    });
+    assert!(logs_ok, "kubectl logs shows the container's output");
+    let first = cluster.server.kubectl_ok(&["logs", "ticker"]);
+    assert!(first.starts_with("hello from ticker\n"), "{first}");
+    // `logs -f` keeps streaming: after 3 s it has seen lines that did not exist at its start.
+    let mut follow = cluster
+        .server
+        .command(&common::tools::kubectl())
+        .args(["logs", "-f", "ticker", "--tail=1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let _ = follow.kill();
+    let followed = follow.wait_with_output().unwrap();
+    let followed = String::from_utf8_lossy(&followed.stdout);
+    assert!(
+        followed.lines().count() >= 3,
+        "follow streamed new lines: {followed:?}"
+    );
+
+    // A crashing container: CrashLoopBackOff with a growing restart count.
+    cluster.create(cluster.pod(
+        "crasher",
+        serde_json::json!({"containers": [{"name": "main", "image": "busybox",
+            "command": ["sh", "-c", "echo dying; exit 1"]}]}),
+    ));
+    let crashing = cluster.wait_for("crasher", "CrashLoopBackOff", |p| {
+        let cs = &p["status"]["containerStatuses"][0];
+        cs["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+            && cs["restartCount"].as_i64().unwrap_or(0) >= 1
+    });
+    assert_eq!(
+        crashing["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"],
+        1
+    );
+    let previous = cluster
+        .server
+        .kubectl_ok(&["logs", "crasher", "--previous"]);
+    assert_eq!(previous, "dying\n");
+
+    // ConfigMap env, a configMap volume, an emptyDir shared by two containers, init first.
+    cluster.create(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "settings"}, "data": {"color": "blue", "greeting.txt": "hi there"}}));
+    cluster.create(cluster.pod(
+        "shared",
+        serde_json::json!({
+            "volumes": [{"name": "scratch", "emptyDir": {}},
+                        {"name": "conf", "configMap": {"name": "settings"}}],
+            "initContainers": [{"name": "init", "image": "busybox",
+                "command": ["sh", "-c", "echo init-ran > /scratch/init"],
+                "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]}],
+            "containers": [
+                {"name": "writer", "image": "busybox",
+                 "command": ["sh", "-c", "echo from-writer > /scratch/shared; sleep 3600"],
+                 "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]},
+                {"name": "reader", "image": "busybox",
+                 "command": ["sh", "-c", "echo color=$COLOR; cat /conf/greeting.txt; echo; cat /scratch/init; while [ ! -f /scratch/shared ]; do sleep 0.2; done; cat /scratch/shared; sleep 3600"],
+                 "env": [{"name": "COLOR", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "color"}}}],
+                 "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"},
+                                  {"name": "conf", "mountPath": "/conf", "readOnly": true}]}]}),
+    ));
+    cluster.wait_for("shared", "Running", |p| phase(p) == "Running");
+    let reader_ok = wait_until(Duration::from_secs(20), || {
+        let out = cluster.server.kubectl(&["logs", "shared", "-c", "reader"]);
+        String::from_utf8_lossy(&out.stdout).contains("from-writer")
+    });
+    let reader = cluster
+        .server
+        .kubectl_ok(&["logs", "shared", "-c", "reader"]);
+    assert!(reader_ok, "the reader saw the writer's file: {reader}");
+    assert_eq!(reader, "color=blue\nhi there\ninit-ran\nfrom-writer\n");
+
+    // kill -9 of berth: the container keeps running and is re-adopted, same id and count.
+    let before = cluster.get("ticker");
+    let id_before = before["status"]["containerStatuses"][0]["containerID"].clone();
+    cluster.server.kill9();
+    std::thread::sleep(Duration::from_secs(2));
+    cluster.server.restart();
+    std::thread::sleep(Duration::from_secs(4));
+    let after = cluster.wait_for("ticker", "Running after restart", |p| phase(p) == "Running");
+    assert_eq!(
+        after["status"]["containerStatuses"][0]["containerID"],
+        id_before
+    );
+    assert_eq!(after["status"]["containerStatuses"][0]["restartCount"], 0);
+    let still = cluster.server.kubectl_ok(&["logs", "ticker", "--tail=1"]);
+    assert!(still.starts_with("tick "), "{still}");
+
+    // Deleting a pod frees its shim, state dir, netns, veth and address.
+    let uid = after["metadata"]["uid"].as_str().unwrap_or("").to_string();
+    cluster
+        .server
+        .kubectl_ok(&["delete", "pod", "ticker", "--grace-period=2"]);
+    let gone = wait_until(Duration::from_secs(30), || {
+        cluster.get("ticker").is_null() && !cluster.pods_dir().join(&uid).exists()
+    });
+    assert!(gone, "the pod object and its state dir are gone");
+    let netns_file = cluster.server.data_dir().join("netns").join(&uid);
+    assert!(!netns_file.exists(), "the pod's netns is unpinned");
+    let links = ns.exec_ok("ip", &["-o", "link"]);
+    let veth = berth::network::veth_name(&uid);
+    assert!(!links.contains(&veth), "veth {veth} removed: {links}");
+    let cgroup = format!("/sys/fs/cgroup/memory/berth/pod{uid}");
+    assert!(!Path::new(&cgroup).exists(), "the pod cgroup is removed");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&uid), "no mount of the pod is left");
+}
+
+#[test]
+fn a_memory_hog_over_its_limit_is_oom_killed() {
+    let ns = Netns::new();
+    let cluster = Cluster::start(&ns);
+    cluster.create(cluster.pod(
+        "hog",
+        serde_json::json!({"restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox",
+            "command": ["sh", "-c", "dd if=/dev/zero of=/dev/null bs=128M count=1"],
+            "resources": {"limits": {"memory": "32Mi"}}}]}),
+    ));
+    let pod = cluster.wait_for("hog", "a termination", |p| {
+        !p["status"]["containerStatuses"][0]["state"]["terminated"].is_null()
+    });
+    let terminated = &pod["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(terminated["reason"], "OOMKilled", "{pod:#}");
+    assert_eq!(phase(&pod), "Failed");
+}
