@@ -12,6 +12,7 @@ pub mod request;
 mod response;
 mod rest;
 pub mod serve;
+mod strategic;
 mod table;
 mod watch;
 
