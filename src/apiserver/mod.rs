@@ -5,6 +5,7 @@
 
 pub mod authn;
 pub mod discovery;
+mod fieldset;
 pub mod openapi;
 mod patch;
 mod query;
