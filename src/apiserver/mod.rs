@@ -5,6 +5,7 @@
 
 pub mod authn;
 pub mod discovery;
+mod fieldset;
 mod logs;
 pub mod openapi;
 mod patch;
@@ -13,6 +14,7 @@ pub mod request;
 mod response;
 mod rest;
 pub mod serve;
+mod strategic;
 mod table;
 mod watch;
 

@@ -1,8 +1,9 @@
-//! PATCH bodies: JSON Patch, JSON Merge Patch and (for now) strategic merge patch.
+//! PATCH bodies: JSON Patch, JSON Merge Patch and strategic merge patch.
 
 use serde_json::Value;
 
-use crate::api::{ApiError, ApiResult};
+use super::strategic;
+use crate::api::{patch_meta, ApiError, ApiResult};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PatchType {
@@ -46,12 +47,12 @@ pub fn apply(patch_type: PatchType, doc: &Value, patch: &[u8]) -> ApiResult<Valu
             if !patch.is_object() {
                 return Err(ApiError::bad_request("a merge patch must be a JSON object"));
             }
-            let patch = if patch_type == PatchType::Strategic {
-                strip_directives(patch)?
+            if patch_type == PatchType::Strategic {
+                doc = strategic::merge(&doc, &patch, root_type(&doc))
+                    .map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?;
             } else {
-                patch
-            };
-            json_patch::merge(&mut doc, &patch);
+                json_patch::merge(&mut doc, &patch);
+            }
         }
         PatchType::Apply => {
             return Err(ApiError::unsupported_media_type(
@@ -62,33 +63,11 @@ pub fn apply(patch_type: PatchType, doc: &Value, patch: &[u8]) -> ApiResult<Valu
     Ok(doc)
 }
 
-/// Strategic merge patch, approximated as a merge patch: `$setElementOrder` and `$retainKeys`
-/// only shape list order and retention, so they are dropped; directives that change meaning
-/// (`$patch`, `$deleteFromPrimitiveList`) are refused rather than misapplied.
-fn strip_directives(patch: Value) -> ApiResult<Value> {
-    match patch {
-        Value::Object(map) => {
-            let mut out = serde_json::Map::new();
-            for (key, value) in map {
-                if key.starts_with("$setElementOrder/") || key == "$retainKeys" {
-                    continue;
-                }
-                if key.starts_with('$') {
-                    return Err(ApiError::new(422, "Invalid", format!("strategic merge patch directive {key} is not supported yet")));
-                }
-                out.insert(key, strip_directives(value)?);
-            }
-            Ok(Value::Object(out))
-        }
-        // Lists of objects merge by key in a strategic patch; a merge patch would replace them
-        // wholesale and silently drop fields, so they are refused until full support lands.
-        Value::Array(items) if items.iter().any(Value::is_object) => Err(ApiError::new(
-            422,
-            "Invalid",
-            "strategic merge patch of lists of objects is not supported yet; use --type=merge or --type=json",
-        )),
-        other => Ok(other),
-    }
+/// The upstream type name of `doc`, for the types whose patch metadata is known.
+fn root_type(doc: &Value) -> Option<&'static str> {
+    let api_version = doc.get("apiVersion")?.as_str()?;
+    let kind = doc.get("kind")?.as_str()?;
+    patch_meta::kind_type(api_version, kind)
 }
 
 #[cfg(test)]
@@ -129,31 +108,26 @@ mod tests {
     }
 
     #[test]
-    fn strategic_patch_drops_ordering_directives_and_refuses_others() {
-        let doc = json!({"spec": {"replicas": 1}});
+    fn strategic_patch_merges_containers_by_name_and_refuses_bad_directives_with_422() {
+        let doc = json!({"apiVersion": "v1", "kind": "Pod",
+            "spec": {"containers": [{"name": "a", "image": "a:1"}, {"name": "b"}]}});
         let out = apply(
             PatchType::Strategic,
             &doc,
-            br#"{"spec":{"replicas":3,"$setElementOrder/containers":[{"name":"a"}]}}"#,
+            br#"{"spec":{"containers":[{"name":"a","image":"a:2"}]}}"#,
         )
         .unwrap();
-        assert_eq!(out, json!({"spec": {"replicas": 3}}));
+        assert_eq!(
+            out["spec"]["containers"],
+            json!([{"name": "a", "image": "a:2"}, {"name": "b"}])
+        );
         let err = apply(
             PatchType::Strategic,
             &doc,
-            br#"{"spec":{"$patch":"replace"}}"#,
+            br#"{"spec":{"$patch":"bogus"}}"#,
         )
         .unwrap_err();
         assert_eq!(err.code, 422);
-        let err = apply(
-            PatchType::Strategic,
-            &doc,
-            br#"{"spec":{"containers":[{"name":"a"}]}}"#,
-        )
-        .unwrap_err();
-        assert_eq!(err.code, 422);
-        let out = apply(PatchType::Strategic, &doc, br#"{"spec":{"args":["x"]}}"#).unwrap();
-        assert_eq!(out["spec"]["args"], json!(["x"]));
     }
 
     #[test]
