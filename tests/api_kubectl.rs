@@ -282,7 +282,11 @@ fn deployments_and_services_are_created_from_manifests() {
     server.kubectl_ok(&["delete", "-f", &path]);
     server.kubectl_ok(&["delete", "svc", "web"]);
     let left = server.kubectl_ok(&["get", "deploy,svc", "-o", "name"]);
-    assert_eq!(left.trim(), "service/kubernetes", "only the API's own service is left");
+    assert_eq!(
+        left.trim(),
+        "service/kubernetes",
+        "only the API's own service is left"
+    );
 }
 
 #[test]

@@ -249,6 +249,11 @@ impl PodWorker {
     async fn ensure_sandbox(&mut self, ctx: &Ctx, pod: &Pod) -> anyhow::Result<()> {
         let uid = uid_of(pod);
         if self.network.is_none() && !host_network(pod) {
+            // A shim that outlived an earlier berth still holds the pod's namespace: pin it
+            // again from the shim rather than give the pod a fresh, empty one.
+            if let Ok(state) = ctx.runtime.pod_state(&uid).await {
+                ctx.network.repin_pod_netns(&uid, state.shim_pid)?;
+            }
             self.network = Some(ctx.network.setup_pod(&uid).await?);
         }
         if !self.shim_ready {

@@ -209,6 +209,14 @@ impl NodeNetwork {
         self.netns_dir().join(pod_uid)
     }
 
+    /// Pins the pod's namespace again from a process still inside it (its shim), for a berth
+    /// that cannot see the pin an earlier berth made. Does nothing when the pin is visible.
+    pub fn repin_pod_netns(&self, pod_uid: &str, holder_pid: i32) -> Result<(), NetError> {
+        validate_pod_uid(pod_uid)?;
+        netns::ensure_private_dir(&self.netns_dir())?;
+        netns::pin_from_process(&self.netns_path(pod_uid), holder_pid)
+    }
+
     /// Bridge with the gateway address, forwarding, masquerade, the netns directory. Idempotent.
     pub async fn init(&self) -> Result<(), NetError> {
         let gateway = self.gateway()?;

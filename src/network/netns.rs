@@ -76,6 +76,25 @@ pub async fn create(path: &Path) -> Result<(), NetError> {
     result
 }
 
+/// Pins the network namespace process `pid` is in at `path`, unless a namespace is pinned
+/// there already. A pin made by a berth that ran in another mount namespace (as under
+/// `ip netns exec`) is invisible to the next one; the pod's shim still holds the namespace.
+pub fn pin_from_process(path: &Path, pid: i32) -> Result<(), NetError> {
+    if is_netns(path) {
+        return Ok(());
+    }
+    File::create(path).map_err(|e| NetError::io(path, e))?;
+    let source = PathBuf::from(format!("/proc/{pid}/ns/net"));
+    mount(
+        Some(&source),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| NetError::sys("bind-mount netns", path, e))
+}
+
 /// Unmounts and deletes the namespace file at `path`; the namespace dies with its last user.
 /// Idempotent.
 pub fn remove(path: &Path) -> Result<(), NetError> {

@@ -179,7 +179,11 @@ pub fn tracks_generation(resource: &Resource) -> bool {
 /// Kind-specific changes on every write: Secret `stringData` folds into `data`.
 pub fn prepare_write(resource: &Resource, obj: &mut Value) {
     if resource.group.is_empty() && resource.kind == "Secret" {
-        if obj.get("type").and_then(Value::as_str).is_none_or(str::is_empty) {
+        if obj
+            .get("type")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
             obj["type"] = json!("Opaque");
         }
         if let Some(Value::Object(string_data)) =
