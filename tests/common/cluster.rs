@@ -110,6 +110,14 @@ impl Drop for Cluster {
     /// Containers outlive berth by design: delete every pod and wait until the agent has
     /// released them, so no shim, cgroup or mount stays behind.
     fn drop(&mut self) {
+        // Controllers first, so no pod is created again while the pods go.
+        let _ = self.server.kubectl(&[
+            "delete",
+            "deployments,replicasets,replicationcontrollers",
+            "--all",
+            "--cascade=orphan",
+            "--wait=false",
+        ]);
         let _ = self.server.kubectl(&[
             "delete",
             "pods",
