@@ -229,6 +229,7 @@ impl Drop for BerthServer {
     /// server's log is printed first (the test harness shows it with the failure).
     fn drop(&mut self) {
         self.kill9();
+        stop_pods_left_behind(&self.data_dir().join("pods"));
         if std::thread::panicking() {
             eprintln!(
                 "---- log of berth server in {} ----\n{}",
@@ -236,6 +237,73 @@ impl Drop for BerthServer {
                 self.log()
             );
         }
+    }
+}
+
+/// Pods outlive berth by design (their shims and containers keep running): a test that ends
+/// with pods still there would leave them on the machine. Kills each pod's shim and every
+/// process in its cgroups, then removes those cgroups. Mounts and network namespaces go with
+/// the last process of the server's private mount namespace.
+fn stop_pods_left_behind(pods: &Path) {
+    let Ok(entries) = std::fs::read_dir(pods) else {
+        return;
+    };
+    let hierarchies: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    for entry in entries.flatten() {
+        let uid = entry.file_name().to_string_lossy().into_owned();
+        if let Ok(pid) = std::fs::read_to_string(entry.path().join("shim.pid")) {
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        for hierarchy in &hierarchies {
+            let pod = hierarchy.join("berth").join(format!("pod{uid}"));
+            if !pod.is_dir() {
+                continue;
+            }
+            kill_cgroup_tree(&pod);
+            remove_cgroup_tree(&pod);
+        }
+    }
+    // berth's root cgroup goes when no other test's pods are in it (removing a busy one fails).
+    for hierarchy in &hierarchies {
+        let _ = std::fs::remove_dir(hierarchy.join("berth"));
+    }
+}
+
+fn kill_cgroup_tree(dir: &Path) {
+    if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    if let Ok(children) = std::fs::read_dir(dir) {
+        for child in children.flatten().filter(|c| c.path().is_dir()) {
+            kill_cgroup_tree(&child.path());
+        }
+    }
+}
+
+/// Removes a cgroup and its children, waiting briefly for killed processes to leave them.
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(children) = std::fs::read_dir(dir) {
+        for child in children.flatten().filter(|c| c.path().is_dir()) {
+            remove_cgroup_tree(&child.path());
+        }
+    }
+    for _ in 0..50 {
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
