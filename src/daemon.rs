@@ -93,6 +93,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .context("cannot write the kubeconfig")?;
     api.set_ready();
     tracing::info!(%url, kubeconfig = %config.kubeconfig_path().display(), "berth API server is ready");
+    notify_systemd("READY=1");
 
     // Controllers act through the API like any other client.
     let controllers =
@@ -301,5 +302,48 @@ fn serving_names(config: &Config, bound: SocketAddr) -> ServingNames {
         ips,
         cluster_domain: config.network.cluster_domain.clone(),
         service_cidr: config.network.service_cidr.clone(),
+    }
+}
+
+/// Tells systemd (a `Type=notify` unit) about our state; a no-op when not started by systemd.
+/// The protocol is one datagram to `$NOTIFY_SOCKET`, a path or, with a leading `@`, an
+/// abstract socket name.
+fn notify_systemd(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
+
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let target = target.to_string_lossy().into_owned();
+    let address = match target.strip_prefix('@') {
+        Some(name) => UnixAddr::from_abstract_name(name.as_bytes()),
+        None => UnixAddr::from_pathname(&target),
+    };
+    let sent = address.and_then(|address| {
+        let socket = UnixDatagram::unbound()?;
+        socket.send_to_addr(state.as_bytes(), &address)
+    });
+    if let Err(error) = sent {
+        tracing::warn!(%error, socket = %target, "cannot notify systemd");
+    }
+}
+
+#[cfg(test)]
+mod notify_tests {
+    use super::notify_systemd;
+
+    #[test]
+    fn systemd_gets_the_state_as_one_datagram() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let listener = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        // Tests run in threads of one process: this is the only test that sets NOTIFY_SOCKET.
+        std::env::set_var("NOTIFY_SOCKET", &path);
+        notify_systemd("READY=1");
+        std::env::remove_var("NOTIFY_SOCKET");
+        let mut buf = [0u8; 64];
+        let n = listener.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
     }
 }

@@ -1,5 +1,6 @@
 //! Command line: clap definitions turned into a typed [`Config`]. Starts nothing itself.
 
+mod check;
 mod images;
 mod status;
 
@@ -32,6 +33,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Manage the node's images: import, ls, rm.
     Images(images::ImagesArgs),
+    /// Check that this machine can run berth: kernel, cgroups, memory, disk, ports, clock.
+    Check(check::CheckArgs),
     /// Print the version.
     Version,
 }
@@ -144,5 +147,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status(args) => status::run(args),
         Command::Images(args) => images::run(args),
+        Command::Check(args) => check::run(args),
     }
 }
