@@ -6,7 +6,9 @@
 //! pods live, fixes each node (create the missing pod, delete extras, failed ones and those on
 //! nodes that no longer fit), then rolls outdated pods within maxUnavailable / maxSurge.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,26 +56,51 @@ pub async fn run(client: kube::Client) {
     let nodes: Api<Node> = Api::all(client.clone());
     let recorder = Recorder::new(client.clone(), Reporter::from(CONTROLLER));
     let context = Arc::new(Context { client, recorder });
-    let controller = Controller::new(sets, watcher::Config::default());
-    let store = controller.store();
-    controller
+    Controller::new(sets, watcher::Config::default())
         .watches(pods, watcher::Config::default(), |pod| {
             let namespace = pod.metadata.namespace.clone().unwrap_or_default();
             common::controller_of(&pod.metadata)
                 .filter(|owner| owner.kind == "DaemonSet")
                 .map(|owner| ObjectRef::new(&owner.name).within(&namespace))
         })
-        // Any node that comes, goes or changes its labels or taints concerns every set.
-        .watches(nodes, watcher::Config::default(), move |_node| {
-            store
-                .state()
-                .iter()
-                .map(|ds| ObjectRef::from_obj(ds.as_ref()))
-                .collect::<Vec<_>>()
-        })
+        .reconcile_all_on(node_changes(nodes))
         .run(reconcile, error_policy, context)
         .for_each(|_| async {})
         .await;
+}
+
+/// Fires when a node comes, goes, or changes what eligibility depends on (labels, taints,
+/// name); a node's heartbeats, which only touch its status, wake no set.
+fn node_changes(nodes: Api<Node>) -> impl futures::Stream<Item = ()> {
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    watcher::watcher(nodes, watcher::Config::default()).filter_map(move |event| {
+        let fire = match event {
+            Ok(watcher::Event::Apply(node) | watcher::Event::InitApply(node)) => {
+                let name = node.metadata.name.clone().unwrap_or_default();
+                let fingerprint = eligibility_fingerprint(&node);
+                seen.insert(name, fingerprint) != Some(fingerprint)
+            }
+            Ok(watcher::Event::Delete(node)) => {
+                seen.remove(node.metadata.name.as_deref().unwrap_or_default());
+                true
+            }
+            // After a re-list: a node deleted while the watch was down has no event of its own.
+            Ok(watcher::Event::InitDone) => true,
+            Ok(watcher::Event::Init) | Err(_) => false,
+        };
+        futures::future::ready(fire.then_some(()))
+    })
+}
+
+fn eligibility_fingerprint(node: &Node) -> u64 {
+    let relevant = json!([
+        node.metadata.labels,
+        node.spec.as_ref().map(|s| &s.taints),
+        node.spec.as_ref().map(|s| s.unschedulable),
+    ]);
+    let mut hasher = DefaultHasher::new();
+    relevant.to_string().hash(&mut hasher);
+    hasher.finish()
 }
 
 fn error_policy(_: Arc<DaemonSet>, error: &Error, _: Arc<Context>) -> Action {
