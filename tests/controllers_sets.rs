@@ -218,6 +218,20 @@ fn a_stateful_set_starts_in_order_with_a_volume_per_pod_and_keeps_claims_on_scal
     rollout_status(server, "statefulset/web");
     assert_eq!(items(server, &["pvc"]).len(), 3, "claims are kept");
 
+    // Deleting a claim whose class reclaims with Delete removes its volume and directory.
+    let claim = json(&server.kubectl_ok(&["get", "pvc", "data-web-2", "-o", "json"]));
+    let volume = claim["spec"]["volumeName"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let dir = server.data_dir().join("storage").join(&volume);
+    assert!(dir.is_dir(), "{} exists while claimed", dir.display());
+    server.kubectl_ok(&["delete", "pvc", "data-web-2"]);
+    let ok = wait_until(TIMEOUT, || {
+        !dir.exists() && !server.kubectl(&["get", "pv", &volume]).status.success()
+    });
+    assert!(ok, "volume {volume} outlived its claim\n{}", server.log());
+
     // A template change rolls web-0 onto a new revision; history lists both and undo goes back.
     server.kubectl_ok(&["set", "env", "statefulset/web", "COLOUR=blue"]);
     rollout_status(server, "statefulset/web");
