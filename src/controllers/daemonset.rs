@@ -28,8 +28,8 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use serde_json::json;
 
-use super::common;
 use super::revision::{self, REVISION_HASH_LABEL};
+use super::{common, ownership};
 use crate::scheduler::filter;
 
 const CONTROLLER: &str = "daemonset-controller";
@@ -420,7 +420,7 @@ fn rolling_budget(ds: &DaemonSet, desired: i32) -> Option<Rolling> {
 }
 
 async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let (Some(name), Some(namespace), Some(uid), Some(spec)) = (
+    let (Some(name), Some(namespace), Some(_), Some(spec)) = (
         ds.metadata.name.clone(),
         ds.metadata.namespace.clone(),
         ds.metadata.uid.clone(),
@@ -464,13 +464,14 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Erro
         .await?
         .items;
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let pods: Vec<Pod> = pods_api
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|p| common::is_controlled_by(&p.metadata, &uid))
-        .collect();
+    let all = pods_api.list(&ListParams::default()).await?.items;
+    let claimer = ownership::Claimer {
+        api_version: "apps/v1",
+        kind: "DaemonSet",
+        meta: &ds.metadata,
+        selector: &spec.selector,
+    };
+    let pods = ownership::claim_pods(&pods_api, &claimer, all, |_| true).await?;
 
     let now = Timestamp::now();
     let min_ready = spec.min_ready_seconds.unwrap_or(0);

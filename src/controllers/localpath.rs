@@ -18,9 +18,12 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use serde_json::{json, Value};
+
+use super::common;
 
 pub const PROVISIONER: &str = "berth.io/local-path";
 pub const CLASS_NAME: &str = "local-path";
@@ -43,6 +46,7 @@ pub enum Error {
 
 struct Context {
     client: kube::Client,
+    recorder: Recorder,
     /// Where volumes live: `<data-dir>/storage`.
     storage_dir: PathBuf,
 }
@@ -82,6 +86,7 @@ pub async fn run(client: kube::Client, storage_dir: PathBuf) {
     }
     let context = Arc::new(Context {
         client: client.clone(),
+        recorder: Recorder::new(client.clone(), Reporter::from(PROVISIONER)),
         storage_dir,
     });
     let claims = Controller::new(
@@ -284,7 +289,16 @@ async fn reconcile_claim(
         None if waits_for_consumer => consumer_node(&ctx.client, &namespace, &name).await?,
         None => any_node(&ctx.client).await?,
     };
+    let reference = common::object_reference("v1", "PersistentVolumeClaim", &claim.metadata);
     let Some(node) = node else {
+        common::publish(
+            &ctx.recorder,
+            &reference,
+            EventType::Normal,
+            "WaitForFirstConsumer",
+            "waiting for first consumer to be created before binding".into(),
+        )
+        .await;
         return Ok(Action::await_change());
     };
 
@@ -293,7 +307,14 @@ async fn reconcile_claim(
     let pv_name = pv.metadata.name.clone().unwrap_or_default();
     let pv = match volumes.create(&PostParams::default(), &pv).await {
         Ok(created) => {
-            tracing::info!(volume = %pv_name, claim = %name, %namespace, %node, "provisioned a local-path volume");
+            common::publish(
+                &ctx.recorder,
+                &reference,
+                EventType::Normal,
+                "ProvisioningSucceeded",
+                format!("Successfully provisioned volume {pv_name}"),
+            )
+            .await;
             created
         }
         Err(kube::Error::Api(e)) if e.code == 409 => volumes.get(&pv_name).await?,

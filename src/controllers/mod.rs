@@ -7,6 +7,7 @@ pub mod endpointslice;
 pub mod gc;
 pub mod localpath;
 pub mod namespace;
+pub mod ownership;
 pub mod replicaset;
 pub mod revision;
 pub mod serviceaccount;

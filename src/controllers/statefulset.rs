@@ -26,8 +26,8 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use serde_json::json;
 
-use super::common;
 use super::revision::{self, REVISION_HASH_LABEL};
+use super::{common, ownership};
 
 const CONTROLLER: &str = "statefulset-controller";
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
@@ -115,6 +115,8 @@ pub struct Policy {
     pub parallel: bool,
     /// `RollingUpdate` with this partition; `None` for `OnDelete`.
     pub rolling_partition: Option<i32>,
+    /// Pods a rolling update may have down at once (upstream default 1).
+    pub max_unavailable: i32,
 }
 
 /// The creations and deletions of one sync, in upstream's order. `members` may be in any
@@ -176,17 +178,27 @@ pub fn plan(members: &[Member], policy: Policy, update_revision: &str) -> Vec<St
     if !steps.is_empty() && ordered {
         return steps;
     }
+    // Upstream's maxUnavailable rolling update: pods not healthy anywhere in the set use up
+    // the budget; the rest replaces outdated pods from the highest ordinal down.
+    let unavailable = by_ordinal
+        .values()
+        .filter(|m| in_range(m.ordinal) && (!m.healthy || m.terminating))
+        .count() as i32
+        + (policy.start..end)
+            .filter(|o| !by_ordinal.contains_key(o))
+            .count() as i32;
+    let mut budget = policy.max_unavailable.max(1) - unavailable;
     let update_min = policy.start + partition.max(0);
     for ordinal in (update_min..end).rev() {
+        if budget <= 0 {
+            break;
+        }
         let Some(m) = by_ordinal.get(&ordinal) else {
-            return steps;
+            continue;
         };
         if m.revision != update_revision && !m.terminating {
             steps.push(Step::Delete(ordinal));
-            return steps;
-        }
-        if !m.healthy || m.terminating {
-            return steps;
+            budget -= 1;
         }
     }
     steps
@@ -228,6 +240,7 @@ fn set_spec(set: &StatefulSet) -> Option<SetSpec<'_>> {
             replicas: spec.replicas.unwrap_or(1),
             parallel: spec.pod_management_policy.as_deref() == Some("Parallel"),
             rolling_partition: rolling.then_some(partition),
+            max_unavailable: max_unavailable(spec),
         },
         service_name: spec.service_name.clone().unwrap_or_default(),
         template: &spec.template,
@@ -241,6 +254,19 @@ fn set_spec(set: &StatefulSet) -> Option<SetSpec<'_>> {
         delete_claims_when_deleted: retention.and_then(|r| r.when_deleted.as_deref())
             == Some("Delete"),
     })
+}
+
+/// `maxUnavailable` as a count of the replicas (a percentage rounds up, as upstream), at
+/// least 1.
+fn max_unavailable(spec: &k8s_openapi::api::apps::v1::StatefulSetSpec) -> i32 {
+    let replicas = spec.replicas.unwrap_or(1);
+    spec.update_strategy
+        .as_ref()
+        .and_then(|s| s.rolling_update.as_ref())
+        .and_then(|r| r.max_unavailable.as_ref())
+        .map(|v| super::deployment::scaled_value(v, replicas, true))
+        .unwrap_or(1)
+        .max(1)
 }
 
 fn pod_revision(pod: &Pod) -> String {
@@ -271,15 +297,26 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action, E
     if set.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let uid = set.metadata.uid.clone().unwrap_or_default();
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &spec.namespace);
-    let pods: Vec<Pod> = pods_api
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|p| common::is_controlled_by(&p.metadata, &uid))
-        .collect();
+    let all = pods_api.list(&ListParams::default()).await?.items;
+    let selector = set
+        .spec
+        .as_ref()
+        .map(|s| s.selector.clone())
+        .unwrap_or_default();
+    let claimer = ownership::Claimer {
+        api_version: "apps/v1",
+        kind: "StatefulSet",
+        meta: &set.metadata,
+        selector: &selector,
+    };
+    let pods = ownership::claim_pods(&pods_api, &claimer, all, |p| {
+        p.metadata
+            .name
+            .as_deref()
+            .is_some_and(|n| parse_ordinal(&spec.name, n).is_some())
+    })
+    .await?;
 
     let collision_count = set.status.as_ref().and_then(|s| s.collision_count);
     let owner = revision::Owner {
@@ -712,6 +749,7 @@ mod tests {
             replicas,
             parallel: false,
             rolling_partition: Some(0),
+            max_unavailable: 1,
         }
     }
 
@@ -798,6 +836,29 @@ mod tests {
         let mut rolling = rolling.to_vec();
         rolling[2].revision = "r2".into();
         assert_eq!(plan(&rolling, ordered(3), "r2"), vec![]);
+    }
+
+    #[test]
+    fn max_unavailable_replaces_several_pods_at_once_within_its_budget() {
+        let policy = Policy {
+            max_unavailable: 2,
+            ..ordered(3)
+        };
+        let all = [healthy(0, "r1"), healthy(1, "r1"), healthy(2, "r1")];
+        assert_eq!(
+            plan(&all, policy, "r2"),
+            vec![Step::Delete(2), Step::Delete(1)]
+        );
+        let parallel = Policy {
+            parallel: true,
+            ..policy
+        };
+        let mut one_down = all.to_vec();
+        one_down[2] = Member {
+            revision: "r2".into(),
+            ..starting(2)
+        };
+        assert_eq!(plan(&one_down, parallel, "r2"), vec![Step::Delete(1)]);
     }
 
     #[test]
