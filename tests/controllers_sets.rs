@@ -170,6 +170,12 @@ fn a_stateful_set_starts_in_order_with_a_volume_per_pod_and_keeps_claims_on_scal
         );
     }
 
+    eprintln!(
+        "stateful set of 3 with volumes: web-0 created {}, web-2 ready {}",
+        pods[0]["metadata"]["creationTimestamp"],
+        ready_since(&pods[2])
+    );
+
     // Each claim is bound to its own volume, whose directory under the data dir holds what
     // its pod wrote.
     let claims = items(server, &["pvc"]);
