@@ -135,6 +135,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             crate::scheduler::run(c).await;
             anyhow::bail!("the scheduler stopped")
         });
+        let c = client("statefulset-controller");
+        components.spawn(async move {
+            crate::controllers::statefulset::run(c).await;
+            anyhow::bail!("the statefulset controller stopped")
+        });
+        let c = client("daemonset-controller");
+        components.spawn(async move {
+            crate::controllers::daemonset::run(c).await;
+            anyhow::bail!("the daemonset controller stopped")
+        });
+        let c = client("local-path-provisioner");
+        let storage_dir = config.data_dir.join("storage");
+        components.spawn(async move {
+            crate::controllers::localpath::run(c, storage_dir).await;
+            anyhow::bail!("the local-path provisioner stopped")
+        });
         let c = client("serviceaccount-controller");
         let ca_cert_pem = pki.ca_cert_pem.clone();
         components.spawn(async move {

@@ -12,6 +12,8 @@ use super::spec::expand;
 pub struct Sources {
     pub config_maps: HashMap<String, BTreeMap<String, String>>,
     pub secrets: HashMap<String, BTreeMap<String, Vec<u8>>>,
+    /// Host directories of the pod's bound PersistentVolumeClaims, by claim name.
+    pub claims: HashMap<String, std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -11,6 +11,7 @@
 //! - [`backoff`]: the restart back-off curve.
 
 pub mod backoff;
+pub mod claims;
 pub mod env;
 pub mod node;
 pub mod pods;

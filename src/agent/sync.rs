@@ -857,6 +857,9 @@ async fn fetch_sources(ctx: &Ctx, pod: &Pod, with_volumes: bool) -> Result<Sourc
             sources.config_maps.insert(name, data);
         }
     }
+    if with_volumes {
+        sources.claims = super::claims::bound_claim_dirs(&ctx.client, pod).await?;
+    }
     let secret_api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     for name in secrets {
         if let Some(s) = secret_api.get_opt(&name).await? {

@@ -34,6 +34,8 @@ pub enum VolumeError {
     BadPath { volume: String, path: String },
     #[error("volume {volume}: {reason}")]
     Unsupported { volume: String, reason: String },
+    #[error("volume {volume}: persistentvolumeclaim {claim:?} is not bound yet")]
+    ClaimNotBound { volume: String, claim: String },
     #[error("volumeMount {0:?} names no volume of the pod")]
     NoSuchVolume(String),
     #[error("mount tmpfs on {path}: {source}")]
@@ -347,6 +349,11 @@ pub fn prepare(
             paths.insert(v.name.clone(), path);
             continue;
         }
+        if let Some(pvc) = &v.persistent_volume_claim {
+            let path = claim_dir(v, &pvc.claim_name, sources)?;
+            paths.insert(v.name.clone(), path);
+            continue;
+        }
         if let Some(empty) = &v.empty_dir {
             let fresh = !dir.exists();
             std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
@@ -372,6 +379,24 @@ pub fn prepare(
         }
     }
     Ok(paths)
+}
+
+/// The bound volume's directory on this node, created if missing (a local-path volume is
+/// provisioned as an object first; its directory appears with its first pod). World-writable
+/// as upstream's local-path provisioner makes it, so non-root pods can write.
+fn claim_dir(volume: &Volume, claim: &str, sources: &Sources) -> Result<PathBuf, VolumeError> {
+    let Some(path) = sources.claims.get(claim) else {
+        return Err(VolumeError::ClaimNotBound {
+            volume: volume.name.clone(),
+            claim: claim.into(),
+        });
+    };
+    if !path.exists() {
+        std::fs::create_dir_all(path).map_err(io("create", path))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777))
+            .map_err(io("chmod", path))?;
+    }
+    Ok(path.clone())
 }
 
 fn mount_tmpfs(dir: &Path, size: Option<&str>) -> Result<(), VolumeError> {

@@ -1,9 +1,14 @@
 //! Controllers: level-triggered reconcilers, one per file. They use only the API client.
 
 pub mod common;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpointslice;
 pub mod gc;
+pub mod localpath;
 pub mod namespace;
+pub mod ownership;
 pub mod replicaset;
+pub mod revision;
 pub mod serviceaccount;
+pub mod statefulset;
