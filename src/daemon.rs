@@ -119,6 +119,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             crate::controllers::deployment::run(c).await;
             anyhow::bail!("the deployment controller stopped")
         });
+        let c = client("job-controller");
+        components.spawn(async move {
+            crate::controllers::job::run(c).await;
+            anyhow::bail!("the job controller stopped")
+        });
         let c = client("generic-garbage-collector");
         components.spawn(async move {
             crate::controllers::gc::run(c).await;
