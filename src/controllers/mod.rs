@@ -2,6 +2,7 @@
 
 pub mod common;
 pub mod cron;
+pub mod cronjob;
 pub mod deployment;
 pub mod endpointslice;
 pub mod gc;
@@ -9,3 +10,4 @@ pub mod job;
 pub mod namespace;
 pub mod replicaset;
 pub mod serviceaccount;
+pub mod ttl_after_finished;

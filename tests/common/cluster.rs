@@ -113,7 +113,7 @@ impl Drop for Cluster {
         // Controllers first, so no pod is created again while the pods go.
         let _ = self.server.kubectl(&[
             "delete",
-            "deployments,replicasets,replicationcontrollers",
+            "cronjobs,jobs,deployments,replicasets,replicationcontrollers",
             "--all",
             "--cascade=orphan",
             "--wait=false",
