@@ -503,6 +503,10 @@ async fn collect(
 mod tests {
     use super::*;
 
+    fn owner_ref(uid: &str) -> OwnerReference {
+        owner(uid)
+    }
+
     fn owner(uid: &str) -> OwnerReference {
         OwnerReference {
             api_version: "apps/v1".into(),
@@ -534,5 +538,46 @@ mod tests {
         let gone = HashSet::from(["a".to_string()]);
         assert_eq!(verdict(&[], &gone), Verdict::Keep);
         assert_eq!(verdict(&[owner("b")], &gone), Verdict::Keep);
+    }
+
+    fn object(finalizers: &[&str], owners: Vec<OwnerReference>) -> DynamicObject {
+        let mut o = DynamicObject::new(
+            "x",
+            &api_resource(BUILTIN.iter().find(|r| r.kind == "Pod").unwrap()),
+        );
+        o.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::now(),
+        ));
+        o.metadata.finalizers = Some(finalizers.iter().map(|f| f.to_string()).collect());
+        o.metadata.owner_references = Some(owners);
+        o
+    }
+
+    #[test]
+    fn a_foreground_owner_waits_only_for_dependents_that_block_it() {
+        let pods = BUILTIN.iter().find(|r| r.kind == "Pod").unwrap();
+        let owner = object(&[FOREGROUND], vec![]);
+        let blocking = object(&[], vec![owner_ref("a")]);
+        let mut loose_ref = owner_ref("a");
+        loose_ref.block_owner_deletion = None;
+        let loose = object(&[], vec![loose_ref]);
+        let dependents = [(pods, &blocking), (pods, &loose)];
+        assert_eq!(
+            next_step(&owner, &dependents, "a"),
+            Some(Step::DeleteDependents(1))
+        );
+        assert_eq!(
+            next_step(&owner, &dependents[1..], "a"),
+            Some(Step::DeleteDependents(0))
+        );
+    }
+
+    #[test]
+    fn orphaning_comes_before_foreground_and_live_owners_need_nothing() {
+        let both = object(&[FOREGROUND, ORPHAN], vec![]);
+        assert_eq!(next_step(&both, &[], "a"), Some(Step::Orphan));
+        let mut live = object(&[ORPHAN], vec![]);
+        live.metadata.deletion_timestamp = None;
+        assert_eq!(next_step(&live, &[], "a"), None);
     }
 }
