@@ -120,6 +120,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             crate::controllers::deployment::run(c).await;
             anyhow::bail!("the deployment controller stopped")
         });
+        let c = client("job-controller");
+        components.spawn(async move {
+            crate::controllers::job::run(c).await;
+            anyhow::bail!("the job controller stopped")
+        });
+        let c = client("cronjob-controller");
+        components.spawn(async move {
+            crate::controllers::cronjob::run(c).await;
+            anyhow::bail!("the cronjob controller stopped")
+        });
+        let c = client("ttl-after-finished-controller");
+        components.spawn(async move {
+            crate::controllers::ttl_after_finished::run(c).await;
+            anyhow::bail!("the ttl-after-finished controller stopped")
+        });
         let c = client("generic-garbage-collector");
         components.spawn(async move {
             crate::controllers::gc::run(c).await;

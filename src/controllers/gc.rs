@@ -3,12 +3,20 @@
 //! to vanished owners are dropped from objects that still have a live owner.
 //!
 //! Level-triggered by sweeps: one after any owner-kind deletion is seen (debounced) and one
-//! every minute regardless, so a missed event only delays collection. Foreground deletion and
-//! orphaning (the `foregroundDeletion` / `orphan` finalizers) are not handled yet.
+//! every minute regardless, so a missed event only delays collection.
+//!
+//! Foreground and orphan deletion: an owner being deleted with the `foregroundDeletion`
+//! finalizer has its dependents deleted, and loses the finalizer once no dependent with
+//! `blockOwnerDeletion` is left; one with `orphan` has its references removed from its
+//! dependents, then loses the finalizer. Owners of the owner kinds are seen as soon as they
+//! are marked (watch); others at the next sweep. While any owner waits, the collector looks
+//! at it every second.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::pin::pin;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -17,6 +25,9 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::watcher;
 
 use crate::api::resources::{self, Resource, BUILTIN};
+/// The finalizers the API server adds on a delete with `Foreground` / `Orphan` propagation.
+const FOREGROUND: &str = "foregroundDeletion";
+const ORPHAN: &str = "orphan";
 
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 const DEBOUNCE: Duration = Duration::from_secs(1);
@@ -41,20 +52,75 @@ pub enum Error {
     Kube(#[from] kube::Error),
 }
 
-/// Runs sweeps forever.
+/// What the watches tell the collector.
+enum Signal {
+    /// An owner went away: its dependents may now be garbage.
+    OwnerGone,
+    /// An owner waits for the collector (`foregroundDeletion` or `orphan` finalizer).
+    Deleting(DeletingOwner),
+}
+
+/// An object being deleted whose dependents must be deleted or orphaned first.
+#[derive(Debug, Clone)]
+struct DeletingOwner {
+    resource: &'static Resource,
+    namespace: Option<String>,
+    name: String,
+    uid: String,
+}
+
+/// While owners wait on the collector, it looks at them this often (their dependents' own
+/// deletions are not all watched).
+const PENDING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Runs sweeps and cascades forever.
 pub async fn run(client: kube::Client) {
-    let mut deletions = pin!(owner_deletions(&client));
+    let mut signals = pin!(owner_signals(&client));
+    let mut pending: HashMap<String, DeletingOwner> = HashMap::new();
+    let mut next_sweep = Instant::now();
     loop {
-        if let Err(error) = sweep(&client).await {
-            tracing::warn!(%error, "garbage collection sweep failed");
+        if Instant::now() >= next_sweep {
+            match sweep(&client).await {
+                Ok(deleting) => pending.extend(deleting.into_iter().map(|o| (o.uid.clone(), o))),
+                Err(error) => tracing::warn!(%error, "garbage collection sweep failed"),
+            }
+            next_sweep = Instant::now() + SWEEP_INTERVAL;
         }
+        if !pending.is_empty() {
+            match cascade(&client, &pending).await {
+                Ok(done) => pending.retain(|uid, _| !done.contains(uid)),
+                Err(error) => tracing::warn!(%error, "cascading deletion failed"),
+            }
+        }
+        let wait = if pending.is_empty() {
+            next_sweep.saturating_duration_since(Instant::now())
+        } else {
+            PENDING_INTERVAL
+        };
         tokio::select! {
-            _ = tokio::time::sleep(SWEEP_INTERVAL) => {}
-            Some(()) = deletions.next() => {
-                // Let a burst of deletions (a whole namespace, a cascade) settle first; this also
-                // bounds how often a sweep (which lists everything) can run.
+            _ = tokio::time::sleep(wait) => {}
+            Some(signal) = signals.next() => {
+                let mut signal = Some(signal);
+                let mut gone = false;
+                // Let a burst (a whole namespace, a cascade) settle first; this also bounds how
+                // often a sweep (which lists everything) can run.
                 tokio::time::sleep(DEBOUNCE).await;
-                while let std::task::Poll::Ready(Some(())) = futures::poll!(deletions.next()) {}
+                loop {
+                    match signal.take() {
+                        Some(Signal::OwnerGone) => gone = true,
+                        Some(Signal::Deleting(owner)) => {
+                            pending.insert(owner.uid.clone(), owner);
+                        }
+                        None => {}
+                    }
+                    match futures::poll!(signals.next()) {
+                        std::task::Poll::Ready(Some(next)) => signal = Some(next),
+                        _ => break,
+                    }
+                }
+                if gone {
+                    next_sweep = Instant::now();
+                }
             }
         }
     }
@@ -65,20 +131,50 @@ fn api_resource(r: &Resource) -> ApiResource {
     ApiResource::from_gvk_with_plural(&gvk, r.plural)
 }
 
-/// One item per deletion of an object of an owner kind.
-fn owner_deletions(client: &kube::Client) -> impl Stream<Item = ()> + Send + use<> {
+fn api_for(client: &kube::Client, r: &Resource, namespace: Option<&str>) -> Api<DynamicObject> {
+    match (namespace, r.namespaced) {
+        (Some(ns), true) => Api::namespaced_with(client.clone(), ns, &api_resource(r)),
+        _ => Api::all_with(client.clone(), &api_resource(r)),
+    }
+}
+
+/// Deletions of owner-kind objects, and owners marked for foreground or orphan deletion.
+fn owner_signals(client: &kube::Client) -> impl Stream<Item = Signal> + Send + use<> {
     let streams = BUILTIN
         .iter()
         .filter(|r| OWNER_KINDS.contains(&r.kind))
         .map(|r| {
             let api: Api<DynamicObject> = Api::all_with(client.clone(), &api_resource(r));
             watcher::watcher(api, watcher::Config::default())
-                .filter_map(|event| async move {
-                    matches!(event, Ok(watcher::Event::Delete(_))).then_some(())
+                .filter_map(move |event| async move {
+                    match event {
+                        Ok(watcher::Event::Delete(_)) => Some(Signal::OwnerGone),
+                        Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                            deleting_owner(r, &o).map(Signal::Deleting)
+                        }
+                        _ => None,
+                    }
                 })
                 .boxed()
         });
     futures::stream::select_all(streams)
+}
+
+/// The object as a deleting owner, if it waits on the collector.
+fn deleting_owner(r: &'static Resource, o: &DynamicObject) -> Option<DeletingOwner> {
+    o.metadata.deletion_timestamp.as_ref()?;
+    let waits = o
+        .metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == FOREGROUND || f == ORPHAN);
+    waits.then(|| DeletingOwner {
+        resource: r,
+        namespace: o.metadata.namespace.clone(),
+        name: o.metadata.name.clone().unwrap_or_default(),
+        uid: o.metadata.uid.clone().unwrap_or_default(),
+    })
 }
 
 /// What to do with one object, given which of its owners are gone.
@@ -109,25 +205,36 @@ pub fn verdict(refs: &[OwnerReference], gone: &HashSet<String>) -> Verdict {
     }
 }
 
-/// Lists every kind, then checks the owners nobody listed against the API one by one: an
-/// owner created after its kind was listed must not be taken for gone.
-async fn sweep(client: &kube::Client) -> Result<(), Error> {
-    let mut listed: Vec<(&'static Resource, Vec<DynamicObject>)> = Vec::new();
-    let mut uids: HashSet<String> = HashSet::new();
+type Listing = Vec<(&'static Resource, Vec<DynamicObject>)>;
+
+/// Every object of every kind (events aside).
+async fn list_everything(client: &kube::Client) -> Result<Listing, Error> {
+    let mut listed = Vec::new();
     for r in BUILTIN.iter().filter(|r| r.kind != "Event") {
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &api_resource(r));
-        let items = match api.list(&ListParams::default()).await {
-            Ok(list) => list.items,
+        match api.list(&ListParams::default()).await {
+            Ok(list) => listed.push((r, list.items)),
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 405 => continue,
             Err(e) => return Err(e.into()),
-        };
-        uids.extend(items.iter().filter_map(|o| o.metadata.uid.clone()));
-        listed.push((r, items));
+        }
     }
+    Ok(listed)
+}
+
+/// Lists every kind, then checks the owners nobody listed against the API one by one: an
+/// owner created after its kind was listed must not be taken for gone. Returns the owners
+/// found waiting on the collector, of any kind.
+async fn sweep(client: &kube::Client) -> Result<Vec<DeletingOwner>, Error> {
+    let listed = list_everything(client).await?;
+    let mut alive: HashSet<String> = listed
+        .iter()
+        .flat_map(|(_, items)| items.iter().filter_map(|o| o.metadata.uid.clone()))
+        .collect();
     let mut gone: HashSet<String> = HashSet::new();
-    let mut alive: HashSet<String> = uids;
+    let mut deleting = Vec::new();
     for (r, items) in &listed {
         for object in items {
+            deleting.extend(deleting_owner(r, object));
             let refs = object.metadata.owner_references.clone().unwrap_or_default();
             if refs.is_empty() || object.metadata.deletion_timestamp.is_some() {
                 continue;
@@ -153,7 +260,181 @@ async fn sweep(client: &kube::Client) -> Result<(), Error> {
             collect(client, r, object, verdict(&refs, &gone)).await?;
         }
     }
-    Ok(())
+    Ok(deleting)
+}
+
+/// One round over the owners waiting on the collector; returns the uids of those finished
+/// with (their finalizer removed, or they are gone).
+async fn cascade(
+    client: &kube::Client,
+    pending: &HashMap<String, DeletingOwner>,
+) -> Result<HashSet<String>, Error> {
+    let listed = list_everything(client).await?;
+    let mut done = HashSet::new();
+    for owner in pending.values() {
+        let dependents: Vec<(&'static Resource, &DynamicObject)> = listed
+            .iter()
+            .flat_map(|(r, items)| items.iter().map(move |o| (*r, o)))
+            .filter(|(_, o)| {
+                o.metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|r| r.uid == owner.uid)
+            })
+            .collect();
+        if cascade_one(client, owner, &dependents).await? {
+            done.insert(owner.uid.clone());
+        }
+    }
+    Ok(done)
+}
+
+/// Orphans or deletes one owner's dependents, then lifts its finalizer; true when finished.
+async fn cascade_one(
+    client: &kube::Client,
+    owner: &DeletingOwner,
+    dependents: &[(&'static Resource, &DynamicObject)],
+) -> Result<bool, Error> {
+    let api = api_for(client, owner.resource, owner.namespace.as_deref());
+    let Some(current) = api.get_opt(&owner.name).await? else {
+        return Ok(true);
+    };
+    if current.metadata.uid.as_deref() != Some(owner.uid.as_str()) {
+        return Ok(true);
+    }
+    let Some(step) = next_step(&current, dependents, &owner.uid) else {
+        return Ok(true);
+    };
+    match step {
+        Step::Orphan => {
+            for (r, dependent) in dependents {
+                let refs: Vec<&OwnerReference> = dependent
+                    .metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .filter(|x| x.uid != owner.uid)
+                    .collect();
+                let body = serde_json::json!({"metadata": {
+                    "ownerReferences": if refs.is_empty() { serde_json::Value::Null } else { serde_json::json!(refs) },
+                    "resourceVersion": dependent.metadata.resource_version,
+                }});
+                let name = dependent.metadata.name.clone().unwrap_or_default();
+                let dependent_api = api_for(client, r, dependent.metadata.namespace.as_deref());
+                match dependent_api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&body))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    // Changed meanwhile: the next round sees it again.
+                    Err(kube::Error::Api(e)) if e.code == 409 => return Ok(false),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            remove_finalizer(&api, &current, ORPHAN).await
+        }
+        Step::DeleteDependents(blocking) => {
+            for (r, dependent) in dependents {
+                if dependent.metadata.deletion_timestamp.is_some() {
+                    continue;
+                }
+                // Owners among the dependents cascade in the foreground too, so the whole
+                // tree is gone before the top owner.
+                let params = if OWNER_KINDS.contains(&r.kind) {
+                    DeleteParams::foreground()
+                } else {
+                    DeleteParams::background()
+                };
+                let params = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: dependent.metadata.uid.clone(),
+                        resource_version: None,
+                    }),
+                    ..params
+                };
+                let name = dependent.metadata.name.clone().unwrap_or_default();
+                let dependent_api = api_for(client, r, dependent.metadata.namespace.as_deref());
+                match dependent_api.delete(&name, &params).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if blocking > 0 {
+                return Ok(false);
+            }
+            remove_finalizer(&api, &current, FOREGROUND).await
+        }
+    }
+}
+
+/// What a deleting owner needs next.
+#[derive(Debug, PartialEq)]
+enum Step {
+    /// Drop the references to it from its dependents, then lift `orphan`.
+    Orphan,
+    /// Delete its dependents; lift `foregroundDeletion` once none of the given number of
+    /// dependents with `blockOwnerDeletion` is left.
+    DeleteDependents(usize),
+}
+
+/// Orphaning comes first when both finalizers are present (upstream does the same).
+fn next_step(
+    owner: &DynamicObject,
+    dependents: &[(&'static Resource, &DynamicObject)],
+    owner_uid: &str,
+) -> Option<Step> {
+    owner.metadata.deletion_timestamp.as_ref()?;
+    let finalizers = owner.metadata.finalizers.clone().unwrap_or_default();
+    if finalizers.iter().any(|f| f == ORPHAN) {
+        return Some(Step::Orphan);
+    }
+    if finalizers.iter().any(|f| f == FOREGROUND) {
+        let blocking = dependents
+            .iter()
+            .filter(|(_, d)| {
+                d.metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|r| r.uid == owner_uid && r.block_owner_deletion == Some(true))
+            })
+            .count();
+        return Some(Step::DeleteDependents(blocking));
+    }
+    None
+}
+
+/// Lifts one finalizer, guarded by the resourceVersion; true when done.
+async fn remove_finalizer(
+    api: &Api<DynamicObject>,
+    owner: &DynamicObject,
+    finalizer: &str,
+) -> Result<bool, Error> {
+    let rest: Vec<&String> = owner
+        .metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .filter(|f| *f != finalizer)
+        .collect();
+    let body = serde_json::json!({"metadata": {
+        "finalizers": if rest.is_empty() { serde_json::Value::Null } else { serde_json::json!(rest) },
+        "resourceVersion": owner.metadata.resource_version,
+    }});
+    let name = owner.metadata.name.clone().unwrap_or_default();
+    match api
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&body))
+        .await
+    {
+        // Another finalizer may still hold it; ours is done either way.
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Some(exists) for a served kind; None if the kind is unknown.
@@ -222,6 +503,10 @@ async fn collect(
 mod tests {
     use super::*;
 
+    fn owner_ref(uid: &str) -> OwnerReference {
+        owner(uid)
+    }
+
     fn owner(uid: &str) -> OwnerReference {
         OwnerReference {
             api_version: "apps/v1".into(),
@@ -253,5 +538,46 @@ mod tests {
         let gone = HashSet::from(["a".to_string()]);
         assert_eq!(verdict(&[], &gone), Verdict::Keep);
         assert_eq!(verdict(&[owner("b")], &gone), Verdict::Keep);
+    }
+
+    fn object(finalizers: &[&str], owners: Vec<OwnerReference>) -> DynamicObject {
+        let mut o = DynamicObject::new(
+            "x",
+            &api_resource(BUILTIN.iter().find(|r| r.kind == "Pod").unwrap()),
+        );
+        o.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::now(),
+        ));
+        o.metadata.finalizers = Some(finalizers.iter().map(|f| f.to_string()).collect());
+        o.metadata.owner_references = Some(owners);
+        o
+    }
+
+    #[test]
+    fn a_foreground_owner_waits_only_for_dependents_that_block_it() {
+        let pods = BUILTIN.iter().find(|r| r.kind == "Pod").unwrap();
+        let owner = object(&[FOREGROUND], vec![]);
+        let blocking = object(&[], vec![owner_ref("a")]);
+        let mut loose_ref = owner_ref("a");
+        loose_ref.block_owner_deletion = None;
+        let loose = object(&[], vec![loose_ref]);
+        let dependents = [(pods, &blocking), (pods, &loose)];
+        assert_eq!(
+            next_step(&owner, &dependents, "a"),
+            Some(Step::DeleteDependents(1))
+        );
+        assert_eq!(
+            next_step(&owner, &dependents[1..], "a"),
+            Some(Step::DeleteDependents(0))
+        );
+    }
+
+    #[test]
+    fn orphaning_comes_before_foreground_and_live_owners_need_nothing() {
+        let both = object(&[FOREGROUND, ORPHAN], vec![]);
+        assert_eq!(next_step(&both, &[], "a"), Some(Step::Orphan));
+        let mut live = object(&[ORPHAN], vec![]);
+        live.metadata.deletion_timestamp = None;
+        assert_eq!(next_step(&live, &[], "a"), None);
     }
 }

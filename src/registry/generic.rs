@@ -5,6 +5,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::kinds;
+use super::propagation;
 use super::services::{self, ServiceNetwork};
 use crate::api::meta;
 use crate::api::paging::ContinueToken;
@@ -476,7 +477,9 @@ impl Registry {
             };
             let old = decode(&current.value)?;
             check_delete_preconditions(r, name, &old, &current, opts)?;
-            let marked = match mark_for_deletion(r, &old, opts) {
+            let with_gc =
+                propagation::with_gc_finalizer(r, &old, opts.propagation_policy.as_deref());
+            let marked = match mark_for_deletion(r, &with_gc, opts) {
                 Some(marked) => marked,
                 None => {
                     if opts.dry_run {

@@ -3,6 +3,7 @@
 pub mod bootstrap;
 pub mod generic;
 pub mod kinds;
+pub mod propagation;
 pub mod services;
 
 pub use generic::{DeleteOptions, Deleted, ListOptions, ListPage, Part, Registry};

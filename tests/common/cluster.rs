@@ -113,7 +113,7 @@ impl Drop for Cluster {
         // Controllers first, so no pod is created again while the pods go.
         let _ = self.server.kubectl(&[
             "delete",
-            "deployments,replicasets,replicationcontrollers,statefulsets,daemonsets",
+            "cronjobs,jobs,deployments,replicasets,replicationcontrollers,statefulsets,daemonsets",
             "--all",
             "--cascade=orphan",
             "--wait=false",

@@ -1,0 +1,387 @@
+//! Jobs, CronJobs, TTL-after-finished and cascading deletion, driven with the real kubectl
+//! against a real `berth server` running real busybox containers in a test-made network
+//! namespace. Needs root (network namespaces, cgroups); CI runs as root.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cluster::Cluster;
+use common::netns::Netns;
+use common::server::BerthServer;
+use common::wait_until;
+use serde_json::{json, Value};
+
+fn apply(server: &BerthServer, manifest: &Value) {
+    let out = server.kubectl_stdin(
+        &["apply", "--validate=false", "-f", "-"],
+        &manifest.to_string(),
+    );
+    assert!(
+        out.status.success(),
+        "kubectl apply failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn get(server: &BerthServer, what: &str) -> Option<Value> {
+    let out = server.kubectl(&["get", what, "-o", "json"]);
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+fn items(server: &BerthServer, args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["get"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", "json"]);
+    let out = server.kubectl_ok(&all);
+    let list: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn job(name: &str, spec: Value, command: &str) -> Value {
+    let mut spec = spec;
+    spec["template"] = json!({"spec": {
+        "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": 1,
+        "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", command]}],
+    }});
+    json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name}, "spec": spec})
+}
+
+fn wait_for_condition(server: &BerthServer, job: &str, condition: &str, timeout: &str) {
+    let out = server.kubectl(&[
+        "wait",
+        &format!("--for=condition={condition}"),
+        &format!("job/{job}"),
+        &format!("--timeout={timeout}"),
+    ]);
+    assert!(
+        out.status.success(),
+        "job {job} never became {condition}: {}\n{:#}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        get(server, &format!("job/{job}")).unwrap_or(Value::Null),
+        server.log()
+    );
+}
+
+fn condition<'a>(job: &'a Value, type_: &str) -> Option<&'a Value> {
+    job["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+/// Deletes what could start pods again, so the cluster's teardown finds only pods to stop.
+fn stop_batch_work(server: &BerthServer) {
+    server.kubectl_ok(&["delete", "cronjobs,jobs", "--all", "--cascade=background"]);
+}
+
+#[test]
+fn jobs_complete_fail_at_the_backoff_limit_run_indexed_and_expire() {
+    let ns = Netns::new();
+    let cluster = Cluster::start(&ns);
+    let server = &cluster.server;
+    apply(
+        server,
+        &job(
+            "five",
+            json!({"completions": 5, "parallelism": 2}),
+            "sleep 1",
+        ),
+    );
+    apply(server, &job("doomed", json!({"backoffLimit": 2}), "exit 1"));
+    apply(
+        server,
+        &job(
+            "indexed",
+            json!({"completions": 3, "parallelism": 3, "completionMode": "Indexed"}),
+            "echo index=$JOB_COMPLETION_INDEX host=$(hostname)",
+        ),
+    );
+    apply(
+        server,
+        &job("shortlived", json!({"ttlSecondsAfterFinished": 2}), "true"),
+    );
+
+    // Completions 5 / parallelism 2: never more than two at once, five successes in all.
+    let mut most_active = 0;
+    let done = wait_until(Duration::from_secs(180), || {
+        let Some(j) = get(server, "job/five") else {
+            return false;
+        };
+        most_active = most_active.max(j["status"]["active"].as_i64().unwrap_or(0));
+        condition(&j, "Complete").is_some_and(|c| c["status"] == "True")
+    });
+    assert!(done, "job five did not complete\n{}", server.log());
+    wait_for_condition(server, "five", "complete", "10s");
+    let five = get(server, "job/five").expect("job five");
+    assert_eq!(five["status"]["succeeded"], 5, "{five:#}");
+    assert!(
+        most_active <= 2,
+        "at most parallelism pods run at once, saw {most_active}"
+    );
+    assert!(five["status"]["completionTime"].is_string(), "{five:#}");
+    assert_eq!(
+        condition(&five, "SuccessCriteriaMet").map(|c| &c["status"]),
+        Some(&json!("True"))
+    );
+    let five_pods = items(server, &["pods", "-l", "job-name=five"]);
+    assert_eq!(five_pods.len(), 5, "one pod per completion");
+    assert!(
+        five_pods.iter().all(|p| p["metadata"]["finalizers"]
+            .as_array()
+            .is_none_or(|f| f.is_empty())),
+        "counted pods lose the tracking finalizer"
+    );
+
+    // Indexed: each pod knows its index and is named after it.
+    wait_for_condition(server, "indexed", "complete", "120s");
+    let indexed = get(server, "job/indexed").expect("job indexed");
+    assert_eq!(indexed["status"]["completedIndexes"], "0-2", "{indexed:#}");
+    let mut seen = Vec::new();
+    for pod in items(server, &["pods", "-l", "job-name=indexed"]) {
+        let name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let index = pod["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string();
+        let logs = server.kubectl_ok(&["logs", &name]);
+        assert_eq!(
+            logs.trim(),
+            format!("index={index} host=indexed-{index}"),
+            "pod {name}"
+        );
+        seen.push(index);
+    }
+    seen.sort();
+    assert_eq!(seen, ["0", "1", "2"]);
+
+    // Failing: three failures (backoffLimit 2) end it as BackoffLimitExceeded.
+    wait_for_condition(server, "doomed", "failed", "150s");
+    let doomed = get(server, "job/doomed").expect("job doomed");
+    let failed = condition(&doomed, "Failed").expect("a Failed condition");
+    assert_eq!(failed["reason"], "BackoffLimitExceeded", "{doomed:#}");
+    assert_eq!(
+        condition(&doomed, "FailureTarget").map(|c| &c["reason"]),
+        Some(&json!("BackoffLimitExceeded"))
+    );
+    assert_eq!(doomed["status"]["failed"], 3, "{doomed:#}");
+    assert_eq!(doomed["status"]["active"], 0, "{doomed:#}");
+
+    // TTL after finished: the job goes by itself, and its pod with it.
+    let gone = wait_until(Duration::from_secs(60), || {
+        get(server, "job/shortlived").is_none()
+    });
+    assert!(
+        gone,
+        "a finished job with ttlSecondsAfterFinished 2 was not deleted"
+    );
+    let pods_gone = wait_until(Duration::from_secs(60), || {
+        items(server, &["pods", "-l", "job-name=shortlived"]).is_empty()
+    });
+    assert!(pods_gone, "the expired job's pods were not deleted");
+
+    stop_batch_work(server);
+}
+
+#[test]
+fn a_cronjob_runs_on_schedule_keeps_its_history_limit_and_starts_jobs_by_hand() {
+    let ns = Netns::new();
+    let cluster = Cluster::start(&ns);
+    let server = &cluster.server;
+    let mut template = job("unused", json!({}), "true");
+    let job_spec = template["spec"].take();
+    apply(
+        server,
+        &json!({
+            "apiVersion": "batch/v1",
+            "kind": "CronJob",
+            "metadata": {"name": "tick"},
+            "spec": {
+                "schedule": "*/1 * * * *",
+                "successfulJobsHistoryLimit": 1,
+                "jobTemplate": {"spec": job_spec},
+            },
+        }),
+    );
+
+    // By hand: `kubectl create job --from` makes a Job owned by the CronJob.
+    server.kubectl_ok(&["create", "job", "manual", "--from=cronjob/tick"]);
+    wait_for_condition(server, "manual", "complete", "90s");
+    let manual = get(server, "job/manual").expect("job manual");
+    assert_eq!(
+        manual["metadata"]["ownerReferences"][0]["kind"], "CronJob",
+        "{manual:#}"
+    );
+
+    // On schedule: a Job named after the scheduled minute within about a minute.
+    let started = Instant::now();
+    let mut scheduled = Vec::new();
+    let ran = wait_until(Duration::from_secs(75), || {
+        scheduled = items(server, &["jobs"])
+            .into_iter()
+            .filter(|j| j["metadata"]["name"] != "manual")
+            .collect();
+        !scheduled.is_empty()
+    });
+    assert!(ran, "no scheduled job within 75 s\n{}", server.log());
+    let name = scheduled[0]["metadata"]["name"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let minutes: i64 = name
+        .strip_prefix("tick-")
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("job name {name} is not tick-<minutes>"));
+    let scheduled_at = scheduled[0]["metadata"]["annotations"]
+        ["batch.kubernetes.io/cronjob-scheduled-timestamp"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        scheduled_at.ends_with(":00Z"),
+        "scheduled on a whole minute: {scheduled_at}"
+    );
+    assert!(minutes > 29_000_000, "minutes since the epoch: {minutes}");
+    eprintln!("first scheduled job after {:?}", started.elapsed());
+    wait_for_condition(server, &name, "complete", "90s");
+
+    // History: only one successful Job is kept, the newest; the status says when.
+    let completed = |server: &BerthServer| -> Vec<Value> {
+        items(server, &["jobs"])
+            .into_iter()
+            .filter(|j| condition(j, "Complete").is_some_and(|c| c["status"] == "True"))
+            .map(|j| j["metadata"]["name"].clone())
+            .collect()
+    };
+    let trimmed = wait_until(Duration::from_secs(30), || {
+        get(server, "job/manual").is_none() && completed(server).len() == 1
+    });
+    assert!(
+        trimmed,
+        "history not trimmed to one: {:?}",
+        completed(server)
+    );
+    let tick = get(server, "cronjob/tick").expect("cronjob");
+    assert!(tick["status"]["lastScheduleTime"].is_string(), "{tick:#}");
+    assert!(tick["status"]["lastSuccessfulTime"].is_string(), "{tick:#}");
+
+    stop_batch_work(server);
+}
+
+fn deployment(name: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [{"name": "main", "image": "busybox", "command": ["sleep", "3600"]}],
+                },
+            },
+        },
+    })
+}
+
+fn wait_for_pods(server: &BerthServer, app: &str, count: usize) {
+    let ok = wait_until(Duration::from_secs(90), || {
+        items(server, &["pods", "-l", &format!("app={app}")]).len() == count
+    });
+    assert!(ok, "{app} never had {count} pods\n{}", server.log());
+}
+
+#[test]
+fn kubectl_delete_cascade_foreground_orphan_and_background_do_what_they_say() {
+    let ns = Netns::new();
+    let cluster = Cluster::start(&ns);
+    let server = &cluster.server;
+    for name in ["fg", "orphaned", "bg"] {
+        apply(server, &deployment(name));
+    }
+    for name in ["fg", "orphaned", "bg"] {
+        wait_for_pods(server, name, 2);
+    }
+
+    // Foreground: the Deployment waits, marked, until its ReplicaSet and pods are gone.
+    server.kubectl_ok(&[
+        "delete",
+        "deployment",
+        "fg",
+        "--cascade=foreground",
+        "--wait=false",
+    ]);
+    let marked = get(server, "deployment/fg");
+    if let Some(d) = &marked {
+        assert!(d["metadata"]["deletionTimestamp"].is_string(), "{d:#}");
+        assert!(
+            d["metadata"]["finalizers"]
+                .as_array()
+                .is_some_and(|f| f.contains(&json!("foregroundDeletion"))),
+            "{d:#}"
+        );
+    }
+    let gone = wait_until(Duration::from_secs(90), || {
+        get(server, "deployment/fg").is_none()
+    });
+    assert!(
+        gone,
+        "the foreground-deleted deployment stayed\n{}",
+        server.log()
+    );
+    assert!(
+        items(server, &["replicasets", "-l", "app=fg"]).is_empty(),
+        "its ReplicaSet went first"
+    );
+    assert!(
+        items(server, &["pods", "-l", "app=fg"]).is_empty(),
+        "its pods went first"
+    );
+
+    // Orphan: the Deployment goes; its ReplicaSet and pods stay, no longer owned.
+    server.kubectl_ok(&["delete", "deployment", "orphaned", "--cascade=orphan"]);
+    assert!(get(server, "deployment/orphaned").is_none());
+    let sets = items(server, &["replicasets", "-l", "app=orphaned"]);
+    assert_eq!(sets.len(), 1);
+    assert!(
+        sets[0]["metadata"]["ownerReferences"]
+            .as_array()
+            .is_none_or(|r| r.is_empty()),
+        "{:#}",
+        sets[0]
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        items(server, &["pods", "-l", "app=orphaned"]).len(),
+        2,
+        "pods stay"
+    );
+
+    // Background: the Deployment goes at once, the rest follows.
+    server.kubectl_ok(&[
+        "delete",
+        "deployment",
+        "bg",
+        "--cascade=background",
+        "--wait=false",
+    ]);
+    let followed = wait_until(Duration::from_secs(90), || {
+        get(server, "deployment/bg").is_none()
+            && items(server, &["replicasets", "-l", "app=bg"]).is_empty()
+            && items(server, &["pods", "-l", "app=bg"]).is_empty()
+    });
+    assert!(
+        followed,
+        "background deletion left something behind\n{}",
+        server.log()
+    );
+
+    server.kubectl_ok(&["delete", "replicasets", "-l", "app=orphaned"]);
+}
