@@ -164,13 +164,25 @@ fn a_second_manager_conflicts_until_it_forces() {
     );
 
     // A plain update records an Update entry for its manager and takes the field over.
-    server.kubectl_ok(&["scale", "deployment", "web", "--replicas=2"]);
+    server.kubectl_ok(&[
+        "patch",
+        "deployment",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"replicas":2}}"#,
+    ]);
     let fields = managed_fields(&server, "deployment", "web");
+    let patcher = entry(&fields, "kubectl-patch", "Update").unwrap_or_else(|| panic!("{fields:?}"));
+    assert_eq!(patcher["apiVersion"], "apps/v1");
+    assert_eq!(
+        patcher["fieldsV1"],
+        serde_json::json!({"f:spec": {"f:replicas": {}}})
+    );
+    let theirs = entry(&fields, "other", "Apply").unwrap_or_else(|| panic!("{fields:?}"));
     assert!(
-        fields.iter().any(
-            |e| e["operation"] == "Update" && e["fieldsV1"]["f:spec"]["f:replicas"].is_object()
-        ),
-        "{fields:?}"
+        theirs["fieldsV1"]["f:spec"].get("f:replicas").is_none(),
+        "{theirs}"
     );
 }
 

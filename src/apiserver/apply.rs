@@ -103,13 +103,27 @@ pub fn apply(
         type_name,
     ));
     let changed = comparison.changed();
-    let conflicts: Vec<(String, Vec<String>)> = managed
+    let mut conflicts: Vec<(String, FieldSet)> = managed
         .entries
         .iter()
-        .map(|e| (e.describe(), e.fields.intersection(&changed).paths()))
-        .filter(|(_, paths)| !paths.is_empty())
+        .map(|e| (e.describe(), e.fields.intersection(&changed)))
+        .filter(|(_, fields)| !fields.is_empty())
         .collect();
+    // kubectl moving an object from client-side to server-side apply may take the fields its
+    // last-applied annotation still describes (upstream's lastAppliedManager).
+    if !conflicts.is_empty() && manager.name == KUBECTL {
+        if let Some(allowed) = allowed_by_last_applied(live, type_name) {
+            for (_, fields) in &mut conflicts {
+                *fields = fields.difference(&allowed);
+            }
+            conflicts.retain(|(_, fields)| !fields.is_empty());
+        }
+    }
     if !conflicts.is_empty() && !force {
+        let conflicts = conflicts
+            .into_iter()
+            .map(|(who, fields)| (who, fields.paths()))
+            .collect();
         return Err(conflict_error(conflicts));
     }
     managed.forget(&comparison);
@@ -126,7 +140,56 @@ pub fn apply(
         fields: applied,
     });
     managed.encode_into(&mut result);
+    if manager.name == KUBECTL {
+        sync_last_applied(&mut result, &config);
+    }
     Ok(result)
+}
+
+/// The manager name kubectl applies with by default: its applies keep the client-side apply
+/// annotation in step, so a later client-side apply still sees what was applied.
+const KUBECTL: &str = "kubectl";
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// The fields of the last-applied annotation whose values the live object still has.
+fn allowed_by_last_applied(live: &Value, type_name: Option<&str>) -> Option<FieldSet> {
+    let text = live
+        .pointer("/metadata/annotations")?
+        .get(LAST_APPLIED)?
+        .as_str()?;
+    let last: Value = serde_json::from_str(text).ok()?;
+    let differs = fieldset::compare(&last, live, type_name);
+    Some(
+        FieldSet::from_object(&last, type_name)
+            .difference(&differs.modified)
+            .difference(&differs.added)
+            .difference(&differs.removed),
+    )
+}
+
+/// Rewrites an existing last-applied annotation to the configuration just applied.
+fn sync_last_applied(result: &mut Value, config: &Value) {
+    let has_annotation = result
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(LAST_APPLIED))
+        .is_some();
+    if !has_annotation {
+        return;
+    }
+    let mut applied = config.clone();
+    if let Some(annotations) = applied
+        .pointer_mut("/metadata/annotations")
+        .and_then(Value::as_object_mut)
+    {
+        annotations.remove(LAST_APPLIED);
+        if annotations.is_empty() {
+            if let Some(m) = applied["metadata"].as_object_mut() {
+                m.remove("annotations");
+            }
+        }
+    }
+    result["metadata"]["annotations"][LAST_APPLIED] = Value::String(applied.to_string());
 }
 
 /// The 409 upstream answers: one cause per conflicting field.
@@ -450,6 +513,36 @@ mod tests {
             err.message,
             "Apply failed with 1 conflict: conflict with \"kubectl-client-side-apply\" using apps/v1: .spec.replicas"
         );
+    }
+
+    #[test]
+    fn kubectl_may_take_over_fields_its_last_applied_annotation_describes() {
+        let mut live = config(Some(2), &[]);
+        live["metadata"]["annotations"] = json!({LAST_APPLIED: config(Some(2), &[]).to_string()});
+        managed::record_update(
+            deployments(),
+            Part::Main,
+            None,
+            &mut live,
+            &manager("kubectl-client-side-apply"),
+        )
+        .unwrap();
+        let err = apply_as(Some(&live), &config(Some(3), &[]), "other", false).unwrap_err();
+        assert_eq!(err.code, 409);
+        let out = apply_as(Some(&live), &config(Some(3), &[]), "kubectl", false).unwrap();
+        assert_eq!(out["spec"]["replicas"], 3);
+        let synced: Value = serde_json::from_str(
+            out["metadata"]["annotations"][LAST_APPLIED]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(synced["spec"]["replicas"], 3);
+        // A field changed since the last client-side apply is still a conflict.
+        let mut drifted = live.clone();
+        drifted["metadata"]["annotations"][LAST_APPLIED] = json!(config(Some(5), &[]).to_string());
+        let err = apply_as(Some(&drifted), &config(Some(3), &[]), "kubectl", false).unwrap_err();
+        assert_eq!(err.code, 409);
     }
 
     #[test]
