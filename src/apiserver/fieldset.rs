@@ -6,9 +6,6 @@
 //! of a set list. A node that is itself a member (not only a parent of members) is written with
 //! a `"."` child when it also has children.
 
-// Server-side apply, its user, is not wired in yet.
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
@@ -36,10 +33,29 @@ impl FieldSet {
     /// every list atomic).
     pub fn from_object(object: &Value, type_name: Option<&str>) -> FieldSet {
         let mut set = FieldSet::default();
-        if let Value::Object(map) = object {
-            add_struct(&mut set, map, type_name);
+        for (path, _) in members(object, type_name) {
+            set.insert(&path);
         }
         set
+    }
+
+    /// Makes the node at `path` a member.
+    pub fn insert(&mut self, path: &[String]) {
+        let mut node = self;
+        for element in path {
+            node = node.child(element.clone());
+        }
+        node.member = true;
+    }
+
+    /// The set below one path element, if it has any members.
+    pub fn get(&self, element: &str) -> Option<&FieldSet> {
+        self.children.get(element)
+    }
+
+    /// The path elements directly below this node and their sets.
+    pub fn children(&self) -> impl Iterator<Item = (&String, &FieldSet)> {
+        self.children.iter()
     }
 
     /// Decodes `metadata.managedFields[].fieldsV1`.
@@ -175,32 +191,55 @@ fn display_element(key: &str) -> String {
     key.to_string()
 }
 
-fn add_struct(set: &mut FieldSet, map: &Map<String, Value>, type_name: Option<&str>) {
+/// One member of an object's field set, as the walk meets it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Member<'a> {
+    /// Compared by value: a scalar, an atomic list or struct, an empty map, a set item.
+    Leaf(&'a Value),
+    /// A free-form map or a keyed list item: present or not, its children say the rest.
+    Node,
+}
+
+type FieldPath = Vec<String>;
+
+/// Every member of `map` (a struct of the type named `type_name`) with its path.
+fn walk_struct<'a>(
+    map: &'a Map<String, Value>,
+    type_name: Option<&str>,
+    path: &mut FieldPath,
+    out: &mut Vec<(FieldPath, Member<'a>)>,
+) {
     for (field, value) in map {
         let child_type = type_name.and_then(|t| patch_meta::field_type(t, field));
         let list_type = type_name
             .and_then(|t| patch_meta::patch_meta(t, field))
             .map(|m| (m.list_type, m.map_keys));
-        let node = set.child(format!("f:{field}"));
-        add_value(node, value, child_type, list_type);
+        path.push(format!("f:{field}"));
+        walk_value(value, child_type, list_type, path, out);
+        path.pop();
     }
 }
 
-fn add_value(
-    node: &mut FieldSet,
-    value: &Value,
+fn walk_value<'a>(
+    value: &'a Value,
     type_name: Option<&str>,
     list: Option<(Option<ListType>, &[&str])>,
+    path: &mut FieldPath,
+    out: &mut Vec<(FieldPath, Member<'a>)>,
 ) {
     match value {
         Value::Object(map) if !map.is_empty() => match type_name {
-            Some(t) if patch_meta::is_atomic_struct(t) => node.member = true,
-            Some(t) => add_struct(node, map, Some(t)),
+            Some(t) if patch_meta::is_atomic_struct(t) => {
+                out.push((path.clone(), Member::Leaf(value)))
+            }
+            Some(t) => walk_struct(map, Some(t), path, out),
             // A map with free-form keys (labels, data) is a member itself, as are its keys.
             None => {
-                node.member = true;
+                out.push((path.clone(), Member::Node));
                 for (key, item) in map {
-                    add_value(node.child(format!("f:{key}")), item, None, None);
+                    path.push(format!("f:{key}"));
+                    walk_value(item, None, None, path, out);
+                    path.pop();
                 }
             }
         },
@@ -208,27 +247,82 @@ fn add_value(
             Some((Some(ListType::Map), keys)) if !keys.is_empty() => {
                 for item in items {
                     let Value::Object(fields) = item else {
-                        node.member = true;
+                        out.push((path.clone(), Member::Leaf(value)));
                         continue;
                     };
-                    let key: Map<String, Value> = keys
-                        .iter()
-                        .filter_map(|k| fields.get(*k).map(|v| (k.to_string(), v.clone())))
-                        .collect();
-                    let child = node.child(format!("k:{}", Value::Object(key)));
-                    child.member = true;
-                    add_struct(child, fields, type_name);
+                    path.push(item_key(fields, keys));
+                    out.push((path.clone(), Member::Node));
+                    walk_struct(fields, type_name, path, out);
+                    path.pop();
                 }
             }
             Some((Some(ListType::Set), _)) => {
                 for item in items {
-                    node.child(format!("v:{item}")).member = true;
+                    path.push(format!("v:{item}"));
+                    out.push((path.clone(), Member::Leaf(item)));
+                    path.pop();
                 }
             }
-            _ => node.member = true,
+            _ => out.push((path.clone(), Member::Leaf(value))),
         },
-        _ => node.member = true,
+        _ => out.push((path.clone(), Member::Leaf(value))),
     }
+}
+
+/// The `k:` path element of a keyed list item: its key fields as JSON.
+pub fn item_key(fields: &Map<String, Value>, keys: &[&str]) -> String {
+    let key: Map<String, Value> = keys
+        .iter()
+        .filter_map(|k| fields.get(*k).map(|v| (k.to_string(), v.clone())))
+        .collect();
+    format!("k:{}", Value::Object(key))
+}
+
+fn members<'a>(object: &'a Value, type_name: Option<&str>) -> Vec<(FieldPath, Member<'a>)> {
+    let mut out = Vec::new();
+    if let Value::Object(map) = object {
+        walk_struct(map, type_name, &mut Vec::new(), &mut out);
+    }
+    out
+}
+
+/// How two versions of an object differ, field by field (structured-merge-diff's Comparison).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Comparison {
+    pub added: FieldSet,
+    pub modified: FieldSet,
+    pub removed: FieldSet,
+}
+
+impl Comparison {
+    pub fn is_same(&self) -> bool {
+        self.added.is_empty() && self.modified.is_empty() && self.removed.is_empty()
+    }
+
+    /// What the new version set: the fields a writer takes ownership of.
+    pub fn changed(&self) -> FieldSet {
+        self.added.union(&self.modified)
+    }
+}
+
+/// Compares `old` with `new`, both objects of the type named `type_name`.
+pub fn compare(old: &Value, new: &Value, type_name: Option<&str>) -> Comparison {
+    let before: BTreeMap<FieldPath, Member> = members(old, type_name).into_iter().collect();
+    let after: BTreeMap<FieldPath, Member> = members(new, type_name).into_iter().collect();
+    let mut out = Comparison::default();
+    for (path, member) in &after {
+        match before.get(path) {
+            None => out.added.insert(path),
+            Some(old_member) if old_member != member => out.modified.insert(path),
+            Some(_) => {}
+        }
+    }
+    for path in before.keys() {
+        if !after.contains_key(path) {
+            out.removed.insert(path);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

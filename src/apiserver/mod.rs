@@ -3,10 +3,12 @@
 //! The router is a plain `axum::Router`, so the same code serves TLS clients (see `serve`) and the
 //! in-process client (see `crate::client`).
 
+mod apply;
 pub mod authn;
 pub mod discovery;
 mod fieldset;
 mod logs;
+mod managed;
 pub mod openapi;
 mod patch;
 mod query;

@@ -20,7 +20,7 @@ impl PatchType {
             "application/json-patch+json" => Ok(PatchType::Json),
             "application/merge-patch+json" => Ok(PatchType::Merge),
             "application/strategic-merge-patch+json" => Ok(PatchType::Strategic),
-            "application/apply-patch+yaml" | "application/apply-patch+cbor" => Ok(PatchType::Apply),
+            "application/apply-patch+yaml" => Ok(PatchType::Apply),
             other => Err(ApiError::unsupported_media_type(other)),
         }
     }
@@ -54,9 +54,10 @@ pub fn apply(patch_type: PatchType, doc: &Value, patch: &[u8]) -> ApiResult<Valu
                 json_patch::merge(&mut doc, &patch);
             }
         }
+        // Apply merges by ownership, not by patch: see `apply.rs`.
         PatchType::Apply => {
-            return Err(ApiError::unsupported_media_type(
-                "application/apply-patch+yaml (server-side apply is not served yet)",
+            return Err(ApiError::internal(
+                "an apply patch must go through server-side apply",
             ))
         }
     }

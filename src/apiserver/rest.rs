@@ -10,12 +10,13 @@ use http::Method;
 use http_body_util::BodyExt;
 use serde_json::Value;
 
+use super::managed::{self, Manager};
 use super::patch::{self, PatchType};
 use super::query::{FieldValidation, Query};
 use super::request::ResourceRequest;
 use super::response::{error_response, json_response, list_body, raw_json_response};
 use super::table::{Render, Verb};
-use super::{watch, ApiServer};
+use super::{apply, watch, ApiServer};
 use crate::api::body::{self, BodyFormat};
 use crate::api::status::success_status;
 use crate::api::{ApiError, ApiResult};
@@ -82,6 +83,8 @@ async fn dispatch(
         ));
     }
     let registry = &server.registry;
+    let user_agent = header(&request, http::header::USER_AGENT);
+    let manager = || Manager::of_request(query.field_manager.as_deref(), &user_agent, part);
     match (&method, target.name.as_deref()) {
         (&Method::GET, Some(name)) if !query.watch => {
             let raw = registry.get(r, &namespace, name)?;
@@ -108,16 +111,26 @@ async fn dispatch(
                     &format!("{} across all namespaces", r.plural),
                 ));
             }
-            let body = read_json(server, request).await?;
+            let mut body = read_json(server, request).await?;
             let warnings = check_fields(r, &body, query.field_validation)?;
+            managed::record_update(r, part, None, &mut body, &manager()?)?;
             let created = registry.create(r, &namespace, body, query.dry_run).await?;
             Ok(with_warnings(json_response(201, &created), &warnings))
         }
         (&Method::PUT, Some(name)) => {
             let body = read_json(server, request).await?;
             let warnings = check_fields(r, &body, query.field_validation)?;
+            let manager = manager()?;
             let updated = registry
-                .update(r, &namespace, name, body, part, query.dry_run)
+                .update_recorded(
+                    r,
+                    &namespace,
+                    name,
+                    body,
+                    part,
+                    query.dry_run,
+                    |old, new| managed::record_update(r, part, Some(old), new, &manager),
+                )
                 .await?;
             Ok(with_warnings(json_response(200, &updated), &warnings))
         }
@@ -125,11 +138,23 @@ async fn dispatch(
             let content_type = header(&request, http::header::CONTENT_TYPE);
             let patch_type = PatchType::from_content_type(&content_type)?;
             let patch_body = read_body(server, request).await?;
+            if patch_type == PatchType::Apply {
+                return server_side_apply(server, &target, part, &query, manager()?, &patch_body)
+                    .await;
+            }
+            if query.force {
+                return Err(managed::invalid_options(crate::api::Cause::forbidden(
+                    "force",
+                    "may not be specified for non-apply patch",
+                )));
+            }
+            let manager = manager()?;
             let mut warnings = Vec::new();
             let updated = registry
                 .update_with(r, &namespace, name, part, query.dry_run, |old| {
-                    let patched = patch::apply(patch_type, old, &patch_body)?;
+                    let mut patched = patch::apply(patch_type, old, &patch_body)?;
                     warnings = check_fields(r, &patched, query.field_validation)?;
+                    managed::record_update(r, part, Some(old), &mut patched, &manager)?;
                     Ok(patched)
                 })
                 .await?;
@@ -182,6 +207,48 @@ async fn dispatch(
             m.as_str(),
             &format!("{}", r.plural),
         )),
+    }
+}
+
+/// PATCH with an apply configuration: merges it into the object, or creates the object from it
+/// when there is none yet (as upstream does).
+async fn server_side_apply(
+    server: &ApiServer,
+    target: &ResourceRequest,
+    part: Part,
+    query: &Query,
+    manager: Manager,
+    body: &[u8],
+) -> ApiResult<Response> {
+    let r = target.resource;
+    let namespace = target.namespace.clone().unwrap_or_default();
+    let name = target.name.clone().unwrap_or_default();
+    if query.field_manager.is_none() {
+        return Err(managed::invalid_options(crate::api::Cause {
+            reason: "FieldValueRequired".into(),
+            message: "Required value: is required for apply patch".into(),
+            field: "fieldManager".into(),
+        }));
+    }
+    let config = apply::decode_config(r, &name, body)?;
+    let warnings = check_fields(r, &config, query.field_validation)?;
+    let updated = server
+        .registry
+        .update_with(r, &namespace, &name, part, query.dry_run, |old| {
+            apply::apply(r, part, Some(old), &config, &manager, query.force)
+        })
+        .await;
+    match updated {
+        Ok(updated) => Ok(with_warnings(json_response(200, &updated), &warnings)),
+        Err(e) if e.code == 404 && part == Part::Main => {
+            let new = apply::apply(r, part, None, &config, &manager, query.force)?;
+            let created = server
+                .registry
+                .create(r, &namespace, new, query.dry_run)
+                .await?;
+            Ok(with_warnings(json_response(201, &created), &warnings))
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -334,9 +334,26 @@ impl Registry {
         r: &'static Resource,
         namespace: &str,
         name: &str,
+        body: Value,
+        part: Part,
+        dry_run: bool,
+    ) -> ApiResult<Value> {
+        self.update_recorded(r, namespace, name, body, part, dry_run, |_, _| Ok(()))
+            .await
+    }
+
+    /// Replaces an object (PUT); `record` sees the stored object and the replacement before it
+    /// is written (managedFields bookkeeping).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn update_recorded(
+        &self,
+        r: &'static Resource,
+        namespace: &str,
+        name: &str,
         mut body: Value,
         part: Part,
         dry_run: bool,
+        mut record: impl FnMut(&Value, &mut Value) -> ApiResult<()>,
     ) -> ApiResult<Value> {
         kinds::check_type_meta(r, &mut body)?;
         let body = kinds::normalize(r, body)?;
@@ -352,8 +369,12 @@ impl Registry {
                 "the namespace of the provided object does not match the namespace sent on the request",
             ));
         }
-        self.update_with(r, namespace, name, part, dry_run, |_| Ok(body.clone()))
-            .await
+        self.update_with(r, namespace, name, part, dry_run, |old| {
+            let mut new = body.clone();
+            record(old, &mut new)?;
+            Ok(new)
+        })
+        .await
     }
 
     /// The guaranteed update: reads the object, asks `mutate` for the new one, writes it with a

@@ -1,0 +1,620 @@
+//! `metadata.managedFields`: which field manager owns which fields, kept on every write.
+//!
+//! An Update (create, replace, patch) gives its manager the fields it changed and takes them
+//! from everyone else; an Apply (see `apply.rs`) gives its manager exactly the fields of its
+//! configuration. Entries are identified as upstream does: manager name, operation, subresource
+//! and, for Updates only, the API version.
+
+use serde_json::{json, Map, Value};
+
+use super::fieldset::{self, Comparison, FieldSet};
+use crate::api::resources::Resource;
+use crate::api::{meta, patch_meta, ApiError, ApiResult, Cause};
+use crate::registry::{kinds, Part};
+
+/// Upstream's limit on a field manager's name.
+const MAX_MANAGER_LENGTH: usize = 128;
+
+/// Who is writing, as recorded in managedFields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manager {
+    pub name: String,
+    /// `status` for writes to the status subresource, else empty.
+    pub subresource: String,
+}
+
+impl Manager {
+    /// The `fieldManager` parameter, else the product part of the User-Agent
+    /// (`kubectl/v1.35.0 (linux/amd64)` → `kubectl`), as upstream derives it.
+    pub fn of_request(
+        field_manager: Option<&str>,
+        user_agent: &str,
+        part: Part,
+    ) -> ApiResult<Manager> {
+        let name = match field_manager {
+            Some(name) => {
+                if name.len() > MAX_MANAGER_LENGTH {
+                    return Err(invalid_options(Cause {
+                        reason: "FieldValueTooLong".into(),
+                        message: format!(
+                            "Too long: may not be more than {MAX_MANAGER_LENGTH} bytes"
+                        ),
+                        field: "fieldManager".into(),
+                    }));
+                }
+                if name.chars().any(char::is_control) {
+                    return Err(invalid_options(Cause::invalid(
+                        "fieldManager",
+                        name,
+                        "invalid characters",
+                    )));
+                }
+                name.to_string()
+            }
+            None => prefix_of_user_agent(user_agent),
+        };
+        let subresource = match part {
+            Part::Main => "",
+            Part::Status => "status",
+            Part::Finalize => "finalize",
+        };
+        Ok(Manager {
+            name,
+            subresource: subresource.to_string(),
+        })
+    }
+}
+
+fn prefix_of_user_agent(user_agent: &str) -> String {
+    let product = user_agent.split('/').next().unwrap_or("");
+    let mut out = String::new();
+    for c in product.chars().filter(|c| !c.is_control()) {
+        if out.len() + c.len_utf8() > MAX_MANAGER_LENGTH {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A 422 about PatchOptions/CreateOptions, as upstream reports bad options.
+pub fn invalid_options(cause: Cause) -> ApiError {
+    ApiError::invalid("meta.k8s.io", "PatchOptions", "", vec![cause])
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Operation {
+    Apply,
+    Update,
+}
+
+impl Operation {
+    fn as_str(self) -> &'static str {
+        match self {
+            Operation::Apply => "Apply",
+            Operation::Update => "Update",
+        }
+    }
+}
+
+/// One `managedFields` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub manager: String,
+    pub operation: Operation,
+    pub api_version: String,
+    pub time: Option<String>,
+    pub subresource: String,
+    pub fields: FieldSet,
+}
+
+impl Entry {
+    /// Is this the entry `manager` writes with `operation`? Appliers keep one entry whatever
+    /// the API version they use.
+    fn belongs_to(&self, manager: &Manager, operation: Operation, api_version: &str) -> bool {
+        self.manager == manager.name
+            && self.operation == operation
+            && self.subresource == manager.subresource
+            && (operation == Operation::Apply || self.api_version == api_version)
+    }
+
+    /// How conflict messages name the entry: `"kubectl-client-side-apply" using apps/v1`.
+    pub fn describe(&self) -> String {
+        let mut out = format!("{:?}", self.manager);
+        if !self.subresource.is_empty() {
+            out.push_str(&format!(" with subresource {:?}", self.subresource));
+        }
+        if self.operation == Operation::Update {
+            out.push_str(&format!(" using {}", self.api_version));
+        }
+        out
+    }
+
+    fn decode(value: &Value) -> Option<Entry> {
+        let text = |field: &str| {
+            value
+                .get(field)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let operation = match value.get("operation").and_then(Value::as_str) {
+            Some("Apply") => Operation::Apply,
+            Some("Update") => Operation::Update,
+            // An entry without an operation (`[{}]`, the documented way to clear
+            // managedFields) owns nothing.
+            None | Some("") => Operation::Update,
+            Some(_) => return None,
+        };
+        match value.get("fieldsType").and_then(Value::as_str) {
+            None | Some("") | Some("FieldsV1") => {}
+            Some(_) => return None,
+        }
+        let fields = match value.get("fieldsV1") {
+            None | Some(Value::Null) => FieldSet::default(),
+            Some(v) => FieldSet::from_fields_v1(v).ok()?,
+        };
+        Some(Entry {
+            manager: text("manager"),
+            operation,
+            api_version: text("apiVersion"),
+            time: value
+                .get("time")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            subresource: text("subresource"),
+            fields,
+        })
+    }
+
+    fn encode(&self) -> Value {
+        let mut out = Map::new();
+        out.insert("manager".into(), json!(self.manager));
+        out.insert("operation".into(), json!(self.operation.as_str()));
+        out.insert("apiVersion".into(), json!(self.api_version));
+        if let Some(time) = &self.time {
+            out.insert("time".into(), json!(time));
+        }
+        out.insert("fieldsType".into(), json!("FieldsV1"));
+        out.insert("fieldsV1".into(), self.fields.to_fields_v1());
+        if !self.subresource.is_empty() {
+            out.insert("subresource".into(), json!(self.subresource));
+        }
+        Value::Object(out)
+    }
+}
+
+/// The managedFields of one object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ManagedFields {
+    pub entries: Vec<Entry>,
+}
+
+impl ManagedFields {
+    /// Decodes `metadata.managedFields`; None when they are malformed (then upstream falls back
+    /// to what is stored).
+    pub fn decode(obj: &Value) -> Option<ManagedFields> {
+        let entries = match obj.pointer("/metadata/managedFields") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items.iter().map(Entry::decode).collect::<Option<_>>()?,
+            Some(_) => return None,
+        };
+        Some(ManagedFields { entries })
+    }
+
+    /// The fields of `obj` as stored: empty when absent or malformed.
+    pub fn of(obj: &Value) -> ManagedFields {
+        ManagedFields::decode(obj).unwrap_or_default()
+    }
+
+    /// Writes the entries into `obj`, sorted as upstream sorts them; no entries, no field.
+    pub fn encode_into(mut self, obj: &mut Value) {
+        self.entries.retain(|e| !e.fields.is_empty());
+        self.entries.sort_by(|p, q| {
+            (
+                p.operation,
+                &p.time,
+                &p.manager,
+                &p.api_version,
+                &p.subresource,
+            )
+                .cmp(&(
+                    q.operation,
+                    &q.time,
+                    &q.manager,
+                    &q.api_version,
+                    &q.subresource,
+                ))
+        });
+        let meta = meta::metadata_mut(obj);
+        if self.entries.is_empty() {
+            meta.remove("managedFields");
+        } else {
+            let list = self.entries.iter().map(Entry::encode).collect();
+            meta.insert("managedFields".into(), Value::Array(list));
+        }
+    }
+
+    /// Removes and returns the entry of `manager` for `operation`.
+    pub fn take(
+        &mut self,
+        manager: &Manager,
+        operation: Operation,
+        api_version: &str,
+    ) -> Option<Entry> {
+        let i = self
+            .entries
+            .iter()
+            .position(|e| e.belongs_to(manager, operation, api_version))?;
+        Some(self.entries.remove(i))
+    }
+
+    /// Every field some manager owns.
+    pub fn owned(&self) -> FieldSet {
+        self.entries
+            .iter()
+            .fold(FieldSet::default(), |all, e| all.union(&e.fields))
+    }
+
+    /// The writer changed `comparison`: the fields it set or removed are no one else's now.
+    pub fn forget(&mut self, comparison: &Comparison) {
+        let taken = comparison.changed().union(&comparison.removed);
+        for entry in &mut self.entries {
+            entry.fields = entry.fields.difference(&taken);
+        }
+    }
+}
+
+/// The fields no manager owns: identity and server-set metadata (upstream's stripMeta).
+fn server_fields() -> FieldSet {
+    let mut set = FieldSet::default();
+    for path in [
+        &["f:apiVersion"][..],
+        &["f:kind"],
+        &["f:metadata"],
+        &["f:metadata", "f:name"],
+        &["f:metadata", "f:namespace"],
+        &["f:metadata", "f:creationTimestamp"],
+        &["f:metadata", "f:selfLink"],
+        &["f:metadata", "f:uid"],
+        &["f:metadata", "f:clusterName"],
+        &["f:metadata", "f:generation"],
+        &["f:metadata", "f:managedFields"],
+        &["f:metadata", "f:resourceVersion"],
+    ] {
+        let path: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+        set.insert(&path);
+    }
+    set
+}
+
+/// Removes the fields no manager owns from `set`.
+pub fn ownable(set: &FieldSet) -> FieldSet {
+    set.difference(&server_fields())
+}
+
+/// The upstream type name of objects of `r`, for the kinds with a known schema.
+pub fn type_of(r: &Resource) -> Option<&'static str> {
+    patch_meta::kind_type(&r.api_version(), r.kind)
+}
+
+/// The part of `obj` a write to `part` may own: the main resource of a kind with a status
+/// subresource does not own status, the status subresource owns only status (upstream's reset
+/// fields). managedFields themselves are never compared.
+pub fn view(r: &Resource, part: Part, obj: &Value) -> Value {
+    let keep_only = |field: &str| {
+        let mut out = Map::new();
+        if let Some(v) = obj.get(field) {
+            out.insert(field.to_string(), v.clone());
+        }
+        Value::Object(out)
+    };
+    match part {
+        Part::Status => keep_only("status"),
+        Part::Finalize => keep_only("spec"),
+        Part::Main => {
+            let mut out = obj.clone();
+            if let Some(o) = out.as_object_mut() {
+                if r.has_status {
+                    o.remove("status");
+                }
+            }
+            if let Some(m) = out.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("managedFields");
+            }
+            out
+        }
+    }
+}
+
+/// The object as the registry would store it, so comparisons see what will be written.
+pub fn normalized(r: &Resource, mut obj: Value) -> ApiResult<Value> {
+    kinds::check_type_meta(r, &mut obj)?;
+    let mut obj = kinds::normalize(r, obj)?;
+    kinds::prepare_write(r, &mut obj);
+    Ok(obj)
+}
+
+/// Records an Update of `live` (None: a create) into `new` by `manager`: it owns what it
+/// changed, others lose it. managedFields the client sent replace the stored ones (that is how
+/// clients edit them); none, an empty list or malformed ones keep the stored ones.
+pub fn record_update(
+    r: &Resource,
+    part: Part,
+    live: Option<&Value>,
+    new: &mut Value,
+    manager: &Manager,
+) -> ApiResult<()> {
+    let empty = json!({});
+    let live = live.unwrap_or(&empty);
+    let sent = match part {
+        Part::Main => ManagedFields::decode(new).filter(|m| !m.entries.is_empty()),
+        _ => None,
+    };
+    let mut managed = sent.unwrap_or_else(|| ManagedFields::of(live));
+    let proposed = normalized(r, new.clone())?;
+    let type_name = type_of(r);
+    let comparison = owned_changes(fieldset::compare(
+        &view(r, part, live),
+        &view(r, part, &proposed),
+        type_name,
+    ));
+    if !comparison.is_same() {
+        let api_version = r.api_version();
+        let previous = managed.take(manager, Operation::Update, &api_version);
+        managed.forget(&comparison);
+        let fields = previous
+            .map(|e| e.fields.difference(&comparison.removed))
+            .unwrap_or_default()
+            .union(&comparison.changed());
+        managed.entries.push(Entry {
+            manager: manager.name.clone(),
+            operation: Operation::Update,
+            api_version,
+            time: Some(meta::now_rfc3339()),
+            subresource: manager.subresource.clone(),
+            fields,
+        });
+    }
+    managed.encode_into(new);
+    Ok(())
+}
+
+/// A comparison without the fields no one owns.
+pub fn owned_changes(c: Comparison) -> Comparison {
+    Comparison {
+        added: ownable(&c.added),
+        modified: ownable(&c.modified),
+        removed: ownable(&c.removed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::resources::find;
+
+    fn deployments() -> &'static Resource {
+        find("apps", "v1", "deployments").unwrap()
+    }
+
+    fn kubectl(name: &str) -> Manager {
+        Manager {
+            name: name.into(),
+            subresource: String::new(),
+        }
+    }
+
+    fn deployment(replicas: i64, image: &str) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "default", "uid": "u1", "labels": {"app": "web"}},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": image}]}}}})
+    }
+
+    fn entries(obj: &Value) -> Vec<Entry> {
+        ManagedFields::decode(obj).unwrap().entries
+    }
+
+    #[test]
+    fn the_manager_comes_from_the_user_agent_when_no_field_manager_is_given() {
+        let m = Manager::of_request(
+            None,
+            "kubectl/v1.35.0 (linux/amd64) kubernetes/abc",
+            Part::Main,
+        )
+        .unwrap();
+        assert_eq!(m.name, "kubectl");
+        let m = Manager::of_request(Some("helm"), "Helm/4.0", Part::Status).unwrap();
+        assert_eq!(
+            (m.name.as_str(), m.subresource.as_str()),
+            ("helm", "status")
+        );
+        let long = "x".repeat(200);
+        assert_eq!(
+            Manager::of_request(Some(&long), "", Part::Main)
+                .unwrap_err()
+                .code,
+            422
+        );
+    }
+
+    #[test]
+    fn a_create_gives_its_manager_every_field_but_server_set_metadata() {
+        let mut obj = deployment(2, "busybox");
+        record_update(
+            deployments(),
+            Part::Main,
+            None,
+            &mut obj,
+            &kubectl("kubectl-create"),
+        )
+        .unwrap();
+        let e = &entries(&obj)[0];
+        assert_eq!(e.manager, "kubectl-create");
+        assert_eq!(e.operation, Operation::Update);
+        assert_eq!(e.api_version, "apps/v1");
+        let paths = e.fields.paths();
+        assert!(paths.contains(&".spec.replicas".to_string()), "{paths:?}");
+        assert!(!paths
+            .iter()
+            .any(|p| p == ".metadata.name" || p == ".metadata.uid"));
+        assert!(!paths.iter().any(|p| p.starts_with(".kind")));
+    }
+
+    #[test]
+    fn an_update_takes_the_fields_it_changes_from_their_owner() {
+        let mut live = deployment(2, "busybox");
+        record_update(
+            deployments(),
+            Part::Main,
+            None,
+            &mut live,
+            &kubectl("creator"),
+        )
+        .unwrap();
+        let mut new = live.clone();
+        new["spec"]["replicas"] = json!(5);
+        record_update(
+            deployments(),
+            Part::Main,
+            Some(&live),
+            &mut new,
+            &kubectl("scaler"),
+        )
+        .unwrap();
+        let all = entries(&new);
+        let creator = all.iter().find(|e| e.manager == "creator").unwrap();
+        let scaler = all.iter().find(|e| e.manager == "scaler").unwrap();
+        assert_eq!(scaler.fields.paths(), [".spec.replicas"]);
+        assert!(!creator
+            .fields
+            .paths()
+            .contains(&".spec.replicas".to_string()));
+        assert!(creator
+            .fields
+            .paths()
+            .contains(&".metadata.labels.app".to_string()));
+    }
+
+    #[test]
+    fn an_update_that_changes_nothing_records_nothing() {
+        let mut live = deployment(2, "busybox");
+        record_update(
+            deployments(),
+            Part::Main,
+            None,
+            &mut live,
+            &kubectl("creator"),
+        )
+        .unwrap();
+        let mut same = live.clone();
+        if let Some(m) = same["metadata"].as_object_mut() {
+            m.remove("managedFields");
+        }
+        record_update(
+            deployments(),
+            Part::Main,
+            Some(&live),
+            &mut same,
+            &kubectl("other"),
+        )
+        .unwrap();
+        assert_eq!(same, live);
+    }
+
+    #[test]
+    fn status_writes_own_only_status_under_the_status_subresource() {
+        let mut live = deployment(2, "busybox");
+        record_update(
+            deployments(),
+            Part::Main,
+            None,
+            &mut live,
+            &kubectl("creator"),
+        )
+        .unwrap();
+        let mut new = live.clone();
+        new["status"] = json!({"replicas": 2});
+        new["spec"]["replicas"] = json!(9);
+        let controller =
+            Manager::of_request(None, "kube-controller-manager/v1.35", Part::Status).unwrap();
+        record_update(
+            deployments(),
+            Part::Status,
+            Some(&live),
+            &mut new,
+            &controller,
+        )
+        .unwrap();
+        let status = entries(&new)
+            .into_iter()
+            .find(|e| e.subresource == "status")
+            .unwrap();
+        assert_eq!(status.fields.paths(), [".status.replicas"]);
+        assert_eq!(status.manager, "kube-controller-manager");
+    }
+
+    #[test]
+    fn client_sent_managed_fields_replace_the_stored_ones_but_an_empty_list_does_not() {
+        let mut live = deployment(2, "busybox");
+        record_update(
+            deployments(),
+            Part::Main,
+            None,
+            &mut live,
+            &kubectl("creator"),
+        )
+        .unwrap();
+        let mut cleared = live.clone();
+        cleared["metadata"]["managedFields"] = json!([]);
+        record_update(
+            deployments(),
+            Part::Main,
+            Some(&live),
+            &mut cleared,
+            &kubectl("x"),
+        )
+        .unwrap();
+        assert_eq!(entries(&cleared), entries(&live));
+        let mut reset = live.clone();
+        reset["metadata"]["managedFields"] = json!([{}]);
+        record_update(
+            deployments(),
+            Part::Main,
+            Some(&live),
+            &mut reset,
+            &kubectl("x"),
+        )
+        .unwrap();
+        assert!(reset["metadata"].get("managedFields").is_none());
+    }
+
+    #[test]
+    fn managed_fields_encode_sorted_applies_first() {
+        let mut obj = deployment(1, "a");
+        let set = FieldSet::from_object(&json!({"spec": {"replicas": 1}}), type_of(deployments()));
+        let entry = |manager: &str, operation| Entry {
+            manager: manager.into(),
+            operation,
+            api_version: "apps/v1".into(),
+            time: Some("2026-01-01T00:00:00Z".into()),
+            subresource: String::new(),
+            fields: set.clone(),
+        };
+        ManagedFields {
+            entries: vec![
+                entry("b", Operation::Update),
+                entry("a", Operation::Apply),
+                entry("gone", Operation::Update),
+            ],
+        }
+        .encode_into(&mut obj);
+        let list = obj["metadata"]["managedFields"].as_array().unwrap();
+        assert_eq!(list[0]["operation"], "Apply");
+        assert_eq!(list[0]["fieldsType"], "FieldsV1");
+        assert_eq!(list[0]["fieldsV1"], json!({"f:spec": {"f:replicas": {}}}));
+        assert_eq!(list.len(), 3);
+    }
+}
