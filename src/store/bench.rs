@@ -15,11 +15,19 @@ pub struct BenchReport {
     /// the block device. None where the file is unavailable. Counts the whole process, so run
     /// the benchmark alone to get a meaningful figure.
     pub write_bytes: Option<u64>,
+    /// `write_bytes` of the checkpoint after the run, which moves what the updates left in the
+    /// write-ahead log into redb: the rest of the updates' cost, paid once for many of them.
+    pub checkpoint_write_bytes: Option<u64>,
 }
 
 impl BenchReport {
     pub fn write_bytes_per_update(&self) -> Option<u64> {
         Some(self.write_bytes? / self.updates.max(1))
+    }
+
+    /// Bytes per update including the checkpoint that follows the run.
+    pub fn write_bytes_per_update_with_checkpoint(&self) -> Option<u64> {
+        Some((self.write_bytes? + self.checkpoint_write_bytes?) / self.updates.max(1))
     }
 
     pub fn commits_per_1000_updates(&self) -> f64 {
@@ -97,15 +105,23 @@ pub async fn bench_updates_of(
         joined.map_err(|_| StoreError::Closed)??;
     }
     let elapsed = started.elapsed();
-    let write_bytes = match (bytes_before, process_write_bytes()) {
+    let bytes_after = process_write_bytes();
+    let write_bytes = match (bytes_before, bytes_after) {
+        (Some(before), Some(after)) => Some(after.saturating_sub(before)),
+        _ => None,
+    };
+    let commits = store.stats().commits - commits_before;
+    store.checkpoint().await?;
+    let checkpoint_write_bytes = match (bytes_after, process_write_bytes()) {
         (Some(before), Some(after)) => Some(after.saturating_sub(before)),
         _ => None,
     };
     Ok(BenchReport {
         updates: (per_writer * writers) as u64,
         elapsed,
-        commits: store.stats().commits - commits_before,
+        commits,
         write_bytes,
+        checkpoint_write_bytes,
     })
 }
 

@@ -129,7 +129,7 @@ impl<'a> LogEntry<'a> {
         match self.payload {
             Payload::Raw(value) => Ok(Cow::Borrowed(value)),
             Payload::Zstd { frame, raw_len } => {
-                let value = zstd::bulk::decompress(frame, raw_len)
+                let value = decompress(frame, raw_len)
                     .map_err(|e| DecodeError::BadCompression(e.to_string()))?;
                 if value.len() != raw_len {
                     return Err(DecodeError::BadCompression(format!(
@@ -199,9 +199,30 @@ fn compress(value: &[u8]) -> Option<Vec<u8>> {
     if value.len() < COMPRESS_MIN {
         return None;
     }
-    zstd::bulk::compress(value, ZSTD_LEVEL)
+    COMPRESSOR
+        .with(|compressor| match compressor.borrow_mut().as_mut() {
+            Some(compressor) => compressor.compress(value),
+            None => zstd::bulk::compress(value, ZSTD_LEVEL),
+        })
         .ok()
         .filter(|frame| frame.len() + 4 < value.len())
+}
+
+thread_local! {
+    // One zstd context per thread, reused: setting a context up costs more than compressing or
+    // decompressing a few KiB, and every write and every read of a stored value needs one.
+    // None if zstd could not allocate one; each call then makes its own.
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        std::cell::RefCell::new(zstd::bulk::Compressor::new(ZSTD_LEVEL).ok());
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        std::cell::RefCell::new(zstd::bulk::Decompressor::new().ok());
+}
+
+fn decompress(frame: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|decompressor| match decompressor.borrow_mut().as_mut() {
+        Some(decompressor) => decompressor.decompress(frame, raw_len),
+        None => zstd::bulk::decompress(frame, raw_len),
+    })
 }
 
 /// Bytes an entry for this key and value may take, to refuse oversized writes before redb does.

@@ -12,8 +12,11 @@
 //!
 //! # Writes
 //! One writer thread ([`writer`]) drains every queued write into one redb transaction, checks each
-//! compare-and-swap in order inside it, commits durably once and then answers every caller
-//! (group commit). Compaction runs inside those same transactions, every so many revisions.
+//! compare-and-swap in order inside it, appends the batch to the write-ahead log ([`wal`]) with
+//! one sync, commits to redb without durability (readers see it at once) and then answers every
+//! caller (group commit). A checkpoint (a durable redb commit) every so often lets the log start
+//! over; opening the store replays what the log holds beyond redb's last durable revision.
+//! Compaction runs inside checkpoints, every so many revisions.
 //!
 //! # Watches
 //! One broadcaster ([`watch`]) fans committed events out to bounded per-watcher channels; a
@@ -22,6 +25,7 @@
 pub mod bench;
 mod codec;
 mod read;
+mod wal;
 mod watch;
 mod writer;
 
@@ -151,6 +155,12 @@ pub enum StoreError {
         // Shared so one failed group commit can answer every caller in it.
         source: Arc<redb::Error>,
     },
+    #[error("write-ahead log {path}: {context}: {source}")]
+    Wal {
+        path: PathBuf,
+        context: &'static str,
+        source: Arc<std::io::Error>,
+    },
     #[error("cannot start the store's writer thread: {0}")]
     Thread(std::io::Error),
     #[error("store {path} is corrupt: {detail}")]
@@ -231,6 +241,8 @@ impl Store {
         }
         let db = open_database(path)?;
         let (revision, compacted) = prepare_tables(&db, path)?;
+        let (wal, logged) = wal::Wal::open(&wal::path_for(path), wal::CAPACITY)?;
+        let revision = replay(&db, path, revision, logged)?;
         let shared = Arc::new(Shared {
             db,
             path: path.to_path_buf(),
@@ -245,7 +257,7 @@ impl Store {
             watch_buffer: options.watch_buffer.max(1),
         });
         let (requests, queue) = mpsc::channel();
-        let writer = writer::spawn(Arc::clone(&shared), queue)?;
+        let writer = writer::spawn(Arc::clone(&shared), queue, wal)?;
         Ok(Store {
             handle: Arc::new(Handle {
                 shared,
@@ -359,6 +371,14 @@ impl Store {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Makes every write durable in redb itself now (a checkpoint), so the write-ahead log is
+    /// empty; the writer does this on its own when the log fills, after a while, and on close.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Checkpoint { reply })?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
     /// Events for keys under `prefix` with revision > `after_revision`, in order, gapless: first
     /// the history from the log, then live events. Err(Compacted) if `after_revision` <
     /// compacted_revision(). The stream ends (None) when the watcher fell more than
@@ -436,6 +456,70 @@ fn prepare_tables(db: &Database, path: &Path) -> Result<(u64, u64), StoreError> 
     };
     txn.commit().map_err(|e| fail("commit", e.into()))?;
     Ok((revision, compacted))
+}
+
+/// Applies the write-ahead log's entries newer than redb's durable `revision` in one durable
+/// commit and returns the store's revision. The log must continue redb's revisions exactly: a
+/// gap means lost acknowledged writes, which must not go unnoticed.
+fn replay(
+    db: &Database,
+    path: &Path,
+    revision: u64,
+    logged: Vec<(u64, Vec<u8>)>,
+) -> Result<u64, StoreError> {
+    let fail = |context: &'static str, source: redb::Error| StoreError::Redb {
+        path: path.to_path_buf(),
+        context,
+        source: Arc::new(source),
+    };
+    let corrupt = |detail: String| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let newer: Vec<_> = logged
+        .into_iter()
+        .filter(|(rev, _)| *rev > revision)
+        .collect();
+    let Some((first, _)) = newer.first() else {
+        return Ok(revision);
+    };
+    if *first != revision + 1 {
+        return Err(corrupt(format!(
+            "the write-ahead log resumes at revision {first}, but the store ends at {revision}"
+        )));
+    }
+    let txn = db
+        .begin_write()
+        .map_err(|e| fail("begin write", e.into()))?;
+    let mut last = revision;
+    {
+        let mut log = txn
+            .open_table(LOG)
+            .map_err(|e| fail("open log", e.into()))?;
+        let mut index = txn
+            .open_table(INDEX)
+            .map_err(|e| fail("open index", e.into()))?;
+        for (rev, bytes) in &newer {
+            let entry = LogEntry::decode(bytes)
+                .map_err(|e| corrupt(format!("write-ahead log entry {rev}: {e}")))?;
+            log.insert(*rev, bytes.as_slice())
+                .map_err(|e| fail("write log", e.into()))?;
+            if entry.tombstone {
+                index
+                    .remove(entry.key)
+                    .map_err(|e| fail("write index", e.into()))?;
+            } else {
+                index
+                    .insert(entry.key, *rev)
+                    .map_err(|e| fail("write index", e.into()))?;
+            }
+            last = *rev;
+        }
+    }
+    txn.commit().map_err(|e| fail("commit", e.into()))?;
+    tracing::info!(path = %path.display(), from = revision + 1, to = last,
+        "replayed the write-ahead log");
+    Ok(last)
 }
 
 /// Reads the value `revision` holds, as the KeyValue of a put.

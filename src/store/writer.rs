@@ -1,24 +1,36 @@
-//! The writer thread: group commit and compaction.
+//! The writer thread: group commit, checkpoints and compaction.
 //!
 //! A dedicated OS thread (not a tokio task) because a commit blocks on fsync for milliseconds.
 //! While one commit is in flight, new writes pile up in the queue; the next transaction takes
 //! all of them at once, so under load the store fsyncs once per group, not once per write.
+//!
+//! A group is made durable by one append to the write-ahead log; redb gets it as a
+//! non-durable commit. A checkpoint (durable redb commit, then the log starts over) happens
+//! when the log is full, when compaction is due, [`CHECKPOINT_AFTER`] after the first write
+//! it has not persisted yet, on request, and when the store closes.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use redb::{ReadableTable, Table};
+use redb::{Durability, ReadableTable, Table};
 use tokio::sync::oneshot;
 
 use super::codec::{encoded_len, LogEntry};
+use super::wal::{self, Wal};
 use super::{read_put, Event, EventKind, KeyValue, Shared, StoreError, MAX_ENTRY_BYTES};
 use super::{INDEX, LOG, META, META_COMPACTED};
 
 /// Upper bound on writes in one transaction, so one commit's latency stays bounded.
 const MAX_BATCH: usize = 1_024;
+
+/// Longest a write stays only in the log: bounds replay work and the memory redb holds for
+/// pages it has not written yet, while letting many updates of the same objects share one
+/// rewrite of their pages (the point of the log: fewer bytes on the SD card).
+const CHECKPOINT_AFTER: Duration = Duration::from_secs(30);
 
 pub(super) type ValueFn = Box<dyn FnOnce(u64) -> Vec<u8> + Send>;
 
@@ -51,16 +63,35 @@ pub(super) enum Request {
     Compact {
         reply: oneshot::Sender<Result<u64, StoreError>>,
     },
+    Checkpoint {
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+}
+
+/// The writer thread's own state.
+struct Writer {
+    wal: Wal,
+    /// When the oldest write that is only in the log was committed.
+    unpersisted_since: Option<Instant>,
 }
 
 pub(super) fn spawn(
     shared: Arc<Shared>,
     queue: mpsc::Receiver<Request>,
+    wal: Wal,
 ) -> Result<JoinHandle<()>, StoreError> {
+    let mut writer = Writer {
+        wal,
+        unpersisted_since: None,
+    };
     std::thread::Builder::new()
         .name("store-writer".to_owned())
         .spawn(move || {
-            run(&shared, &queue);
+            run(&shared, &queue, &mut writer);
+            // A clean close leaves everything in redb and nothing to replay.
+            if !writer.wal.is_empty() {
+                commit_batch(&shared, &mut writer, Vec::new(), true);
+            }
             // Ending every watch tells watchers the store is gone instead of leaving them
             // waiting forever.
             shared.broadcaster.close();
@@ -68,8 +99,24 @@ pub(super) fn spawn(
         .map_err(StoreError::Thread)
 }
 
-fn run(shared: &Shared, queue: &mpsc::Receiver<Request>) {
-    while let Ok(first) = queue.recv() {
+fn run(shared: &Shared, queue: &mpsc::Receiver<Request>, writer: &mut Writer) {
+    loop {
+        let first = match writer.unpersisted_since {
+            None => match queue.recv() {
+                Ok(request) => request,
+                Err(_) => return,
+            },
+            Some(since) => {
+                match queue.recv_timeout(CHECKPOINT_AFTER.saturating_sub(since.elapsed())) {
+                    Ok(request) => request,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        commit_batch(shared, writer, Vec::new(), true);
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            }
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
@@ -77,7 +124,7 @@ fn run(shared: &Shared, queue: &mpsc::Receiver<Request>) {
                 Err(_) => break,
             }
         }
-        commit_batch(shared, batch);
+        commit_batch(shared, writer, batch, false);
     }
 }
 
@@ -104,18 +151,30 @@ struct Pending {
     result: Result<Outcome, StoreError>,
 }
 
-fn commit_batch(shared: &Shared, batch: Vec<Request>) {
+/// How a batch reached the disk.
+enum Committed {
+    /// Every request failed its check: nothing to write.
+    Nothing,
+    /// Appended to the write-ahead log; redb has it without durability.
+    Logged,
+    /// A durable redb commit: the log is no longer needed.
+    Checkpoint,
+}
+
+/// Runs one batch. `checkpoint` forces a durable redb commit even if nothing else asks for one.
+fn commit_batch(shared: &Shared, writer: &mut Writer, batch: Vec<Request>, checkpoint: bool) {
     let committed_revision = shared.revision.load(Ordering::Acquire);
     let committed_compacted = shared.compacted.load(Ordering::Acquire);
     let mut next_revision = committed_revision + 1;
     let mut pending = Vec::with_capacity(batch.len());
     let mut compact_replies = Vec::new();
+    let mut checkpoint_replies = Vec::new();
+    let mut record = Vec::new();
     let mut events = Vec::new();
     let mut compacted = committed_compacted;
     let mut requests = batch.into_iter();
 
-    // Ok(false): nothing to write (every request failed its check), so nothing was committed.
-    let result = (|| -> Result<bool, StoreError> {
+    let result = (|| -> Result<Committed, StoreError> {
         let txn = shared
             .db
             .begin_write()
@@ -130,7 +189,8 @@ fn commit_batch(shared: &Shared, batch: Vec<Request>) {
             for request in requests.by_ref() {
                 match request {
                     Request::Write { op, reply } => {
-                        let result = apply(shared, &mut log, &mut index, op, next_revision)?;
+                        let result =
+                            apply(shared, &mut log, &mut index, &mut record, op, next_revision)?;
                         if let Ok((_, event)) = &result {
                             next_revision += 1;
                             events.push(event.clone());
@@ -141,6 +201,7 @@ fn commit_batch(shared: &Shared, batch: Vec<Request>) {
                         });
                     }
                     Request::Compact { reply } => compact_replies.push(reply),
+                    Request::Checkpoint { reply } => checkpoint_replies.push(reply),
                 }
             }
             let revision = next_revision - 1;
@@ -157,20 +218,51 @@ fn commit_batch(shared: &Shared, batch: Vec<Request>) {
                 compacted = target;
             }
         }
-        if events.is_empty() && compacted == committed_compacted {
+        let checkpoint = checkpoint
+            || compacted != committed_compacted
+            || !checkpoint_replies.is_empty()
+            || !writer.wal.fits(record.len());
+        if events.is_empty() && (!checkpoint || writer.wal.is_empty()) {
             // Answering conflicts needs no fsync; an empty commit would still rewrite pages.
             txn.abort().map_err(|e| shared.redb_error("abort", e))?;
-            return Ok(false);
+            return Ok(Committed::Nothing);
         }
-        // Durability::Immediate is redb's default: commit returns after fsync.
-        txn.commit().map_err(|e| shared.redb_error("commit", e))?;
-        Ok(true)
+        if checkpoint {
+            // Durability::Immediate is redb's default: commit returns after fsync, and it
+            // persists every earlier non-durable commit with it.
+            txn.commit().map_err(|e| shared.redb_error("commit", e))?;
+            writer.wal.rewind();
+            return Ok(Committed::Checkpoint);
+        }
+        // The log first: once redb commits, readers see the writes, so they must be durable.
+        // An error here drops the transaction, which aborts it.
+        let offset = writer.wal.append(&record)?;
+        let mut txn = txn;
+        let committed = txn
+            .set_durability(Durability::None)
+            .map_err(|e| shared.redb_error("set durability", redb::Error::from(e)))
+            .and_then(|()| txn.commit().map_err(|e| shared.redb_error("commit", e)));
+        if let Err(error) = committed {
+            if let Err(undo) = writer.wal.undo(offset) {
+                tracing::error!(%undo, "cannot erase a write-ahead log record redb refused");
+            }
+            return Err(error);
+        }
+        Ok(Committed::Logged)
     })();
 
     match result {
         Ok(committed) => {
-            if committed {
-                shared.commits.fetch_add(1, Ordering::Relaxed);
+            match committed {
+                Committed::Nothing => {}
+                Committed::Logged => {
+                    shared.commits.fetch_add(1, Ordering::Relaxed);
+                    writer.unpersisted_since.get_or_insert_with(Instant::now);
+                }
+                Committed::Checkpoint => {
+                    shared.commits.fetch_add(1, Ordering::Relaxed);
+                    writer.unpersisted_since = None;
+                }
             }
             shared
                 .writes
@@ -189,6 +281,9 @@ fn commit_batch(shared: &Shared, batch: Vec<Request>) {
             for reply in compact_replies {
                 let _ = reply.send(Ok(compacted));
             }
+            for reply in checkpoint_replies {
+                let _ = reply.send(Ok(()));
+            }
         }
         Err(error) => {
             // Nothing of this batch was written: every caller in it gets the error, and the
@@ -200,6 +295,9 @@ fn commit_batch(shared: &Shared, batch: Vec<Request>) {
             for reply in compact_replies {
                 let _ = reply.send(Err(duplicate(&error)));
             }
+            for reply in checkpoint_replies {
+                let _ = reply.send(Err(duplicate(&error)));
+            }
             // Requests the failed transaction never reached.
             for request in requests {
                 match request {
@@ -207,6 +305,9 @@ fn commit_batch(shared: &Shared, batch: Vec<Request>) {
                         let _ = reply.send(Err(duplicate(&error)));
                     }
                     Request::Compact { reply } => {
+                        let _ = reply.send(Err(duplicate(&error)));
+                    }
+                    Request::Checkpoint { reply } => {
                         let _ = reply.send(Err(duplicate(&error)));
                     }
                 }
@@ -231,6 +332,15 @@ fn duplicate(error: &StoreError) -> StoreError {
             path: path.clone(),
             detail: detail.clone(),
         },
+        StoreError::Wal {
+            path,
+            context,
+            source,
+        } => StoreError::Wal {
+            path: path.clone(),
+            context,
+            source: Arc::clone(source),
+        },
         _ => StoreError::Closed,
     }
 }
@@ -242,6 +352,7 @@ fn apply(
     shared: &Shared,
     log: &mut Table<u64, &'static [u8]>,
     index: &mut Table<&'static str, u64>,
+    record: &mut Vec<u8>,
     op: WriteOp,
     revision: u64,
 ) -> Result<Result<(Outcome, Event), StoreError>, StoreError> {
@@ -250,7 +361,9 @@ fn apply(
             if current_revision(shared, index, &key)?.is_some() {
                 return Ok(Err(StoreError::AlreadyExists));
             }
-            let kv = match put(shared, log, index, key, value, revision, 0, revision)? {
+            let kv = match put(
+                shared, log, index, record, key, value, revision, 0, revision,
+            )? {
                 Ok(kv) => kv,
                 Err(error) => return Ok(Err(error)),
             };
@@ -279,6 +392,7 @@ fn apply(
                 shared,
                 log,
                 index,
+                record,
                 key,
                 value,
                 revision,
@@ -307,9 +421,11 @@ fn apply(
             if expected_mod_revision.is_some_and(|expected| expected != current_rev) {
                 return Ok(Err(StoreError::Conflict { current }));
             }
-            let tombstone = LogEntry::tombstone(current.create_revision, current_rev, &key);
-            log.insert(revision, tombstone.encode().as_slice())
+            let tombstone =
+                LogEntry::tombstone(current.create_revision, current_rev, &key).encode();
+            log.insert(revision, tombstone.as_slice())
                 .map_err(|e| shared.redb_error("write log", e))?;
+            wal::push_entry(record, revision, &tombstone);
             index
                 .remove(key.as_str())
                 .map_err(|e| shared.redb_error("write index", e))?;
@@ -341,6 +457,7 @@ fn put(
     shared: &Shared,
     log: &mut Table<u64, &'static [u8]>,
     index: &mut Table<&'static str, u64>,
+    record: &mut Vec<u8>,
     key: String,
     value: ValueFn,
     revision: u64,
@@ -359,9 +476,10 @@ fn put(
             limit: MAX_ENTRY_BYTES,
         }));
     }
-    let entry = LogEntry::put(create_revision, prev_revision, &key, &bytes);
-    log.insert(revision, entry.encode().as_slice())
+    let entry = LogEntry::put(create_revision, prev_revision, &key, &bytes).encode();
+    log.insert(revision, entry.as_slice())
         .map_err(|e| shared.redb_error("write log", e))?;
+    wal::push_entry(record, revision, &entry);
     index
         .insert(key.as_str(), revision)
         .map_err(|e| shared.redb_error("write index", e))?;
