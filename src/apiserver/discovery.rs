@@ -40,6 +40,13 @@ pub(crate) fn subresources(r: &Resource) -> Vec<(&'static str, &'static [&'stati
     }
     if r.group.is_empty() && r.kind == "Pod" {
         subs.push(("binding", &["create"]));
+        subs.push(("eviction", &["create"]));
+    }
+    if super::subresources::has_scale(r) {
+        subs.push(("scale", &["get", "patch", "update"]));
+    }
+    if r.group.is_empty() && r.kind == "ServiceAccount" {
+        subs.push(("token", &["create"]));
     }
     subs
 }
@@ -71,13 +78,19 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         }
         list.push(entry);
         for (sub, verbs) in subresources(r) {
-            list.push(json!({
+            let mut entry = json!({
                 "name": format!("{}/{sub}", r.plural),
                 "singularName": "",
                 "namespaced": r.namespaced,
                 "kind": r.kind,
                 "verbs": verbs,
-            }));
+            });
+            if let Some((g, v, k)) = super::subresources::response_kind(sub) {
+                entry["group"] = json!(g);
+                entry["version"] = json!(v);
+                entry["kind"] = json!(k);
+            }
+            list.push(entry);
         }
     }
     Some(
@@ -140,7 +153,13 @@ fn aggregated_version(group: &str, version: &str) -> Value {
             }
             let subs: Vec<Value> = subresources(r)
                 .into_iter()
-                .map(|(sub, verbs)| json!({"subresource": sub, "responseKind": response_kind, "verbs": verbs}))
+                .map(|(sub, verbs)| {
+                    let kind = match super::subresources::response_kind(sub) {
+                        Some((g, v, k)) => json!({"group": g, "version": v, "kind": k}),
+                        None => response_kind.clone(),
+                    };
+                    json!({"subresource": sub, "responseKind": kind, "verbs": verbs})
+                })
                 .collect();
             if !subs.is_empty() {
                 entry["subresources"] = json!(subs);
