@@ -301,6 +301,22 @@ fn an_eviction_that_would_break_a_disruption_budget_is_refused_with_429() {
     );
     assert!(server.kubectl(&["get", "pod", "guarded"]).status.success());
 
+    // kubectl drain finds the eviction subresource in discovery and is held up by the budget too.
+    let node = server.kubectl_ok(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
+    let scheduled = common::wait_until(Duration::from_secs(20), || {
+        let on = server.kubectl_ok(&["get", "pod", "guarded", "-o", "jsonpath={.spec.nodeName}"]);
+        on.trim() == node.trim()
+    });
+    assert!(scheduled, "the pod is scheduled onto the node");
+    let drain = server.kubectl(&["drain", node.trim(), "--force", "--timeout=3s"]);
+    assert!(!drain.status.success(), "{drain:?}");
+    assert!(
+        stderr(&drain).contains("Cannot evict pod as it would violate the pod's disruption budget"),
+        "{}",
+        stderr(&drain)
+    );
+    assert!(server.kubectl(&["get", "pod", "guarded"]).status.success());
+
     // With a budget that allows it, the eviction deletes the pod and the budget records it.
     server.kubectl_ok(&["delete", "pdb", "db"]);
     server.kubectl_ok(&[
