@@ -109,6 +109,13 @@ fn auth_can_i_whoami_and_service_account_tokens_work() {
     let server = BerthServer::start(&ns);
     let can = server.kubectl_ok(&["auth", "can-i", "create", "pods"]);
     assert_eq!(can.trim(), "yes");
+    let resources = server.kubectl_ok(&["api-resources"]);
+    for line in ["selfsubjectaccessreviews", "selfsubjectreviews"] {
+        assert!(
+            resources.contains(line),
+            "api-resources lacks {line}:\n{resources}"
+        );
+    }
     let me = json(&server.kubectl_ok(&["auth", "whoami", "-o", "json"]));
     assert_eq!(me["kind"], "SelfSubjectReview");
     assert_eq!(me["status"]["userInfo"]["username"], "admin");

@@ -29,6 +29,36 @@ pub const REVIEWS: &[(&str, &str, &str, &str)] = &[
     ),
 ];
 
+/// The review groups, for discovery (each serves one version).
+pub fn groups() -> Vec<(&'static str, &'static str)> {
+    REVIEWS.iter().map(|(g, v, _, _)| (*g, *v)).collect()
+}
+
+/// Discovery entries of `group/version`'s reviews: legacy APIResource entries and aggregated
+/// ones. Empty when the group/version serves no review.
+pub fn discovery_entries(group: &str, version: &str, aggregated: bool) -> Vec<Value> {
+    REVIEWS
+        .iter()
+        .filter(|(g, v, _, _)| *g == group && *v == version)
+        .map(|(g, v, plural, kind)| match aggregated {
+            true => json!({
+                "resource": plural,
+                "responseKind": {"group": g, "version": v, "kind": kind},
+                "scope": "Cluster",
+                "singularResource": plural.trim_end_matches('s'),
+                "verbs": ["create"],
+            }),
+            false => json!({
+                "name": plural,
+                "singularName": plural.trim_end_matches('s'),
+                "namespaced": false,
+                "kind": kind,
+                "verbs": ["create"],
+            }),
+        })
+        .collect()
+}
+
 /// The review kind a path names, if any.
 pub fn route(path: &str) -> Option<&'static str> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -131,6 +161,16 @@ mod tests {
             uid: String::new(),
             groups: vec!["system:masters".into(), "system:authenticated".into()],
         }
+    }
+
+    #[test]
+    fn reviews_appear_in_discovery_as_create_only_cluster_resources() {
+        let legacy = discovery_entries("authorization.k8s.io", "v1", false);
+        assert_eq!(legacy[0]["name"], "selfsubjectaccessreviews");
+        assert_eq!(legacy[0]["verbs"], json!(["create"]));
+        let aggregated = discovery_entries("authentication.k8s.io", "v1", true);
+        assert_eq!(aggregated[0]["responseKind"]["kind"], "SelfSubjectReview");
+        assert!(discovery_entries("apps", "v1", false).is_empty());
     }
 
     #[test]
