@@ -250,7 +250,6 @@ impl Registry {
             meta.remove("generation");
         }
         defaults::apply(r, &mut obj);
-        defaults::on_create(r, &mut obj);
         kinds::prepare_create(r, &mut obj);
         if r.namespaced {
             self.check_namespace_open(namespace)?;
@@ -262,6 +261,8 @@ impl Registry {
                 explicit_name.clone()
             };
             meta::metadata_mut(&mut obj).insert("name".into(), json!(name));
+            // After the name: a job's generated labels carry it (generateName included).
+            defaults::on_create(r, &mut obj);
             let mut causes = Vec::new();
             kinds::validate_name(r, &name, &mut causes);
             meta::validate_labels_and_annotations(&obj, &mut causes);
