@@ -64,11 +64,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let tls = pki
         .server_tls_config()
         .context("cannot build the TLS configuration")?;
+    let token_signer = Arc::new(
+        crate::apiserver::sa_token::TokenSigner::load_or_create(
+            &config.pki_dir(),
+            registry.store().clone(),
+        )
+        .context("cannot set up the service account token key")?,
+    );
     let authn = Arc::new(
         Authenticator::new(config.api.token_file.as_deref())
-            .context("cannot load the token file")?,
+            .context("cannot load the token file")?
+            .with_service_account_tokens(token_signer.clone()),
     );
     let api = ApiServer::new(registry, config.api.max_body_bytes);
+    api.set_token_signer(token_signer);
     api.set_pod_logs_dir(config.data_dir.join("logs"));
     let client_address = client_address(bound);
     api.set_server_address(client_address.to_string());

@@ -61,6 +61,8 @@ impl UserInfo {
 #[derive(Debug, Default)]
 pub struct Authenticator {
     tokens: HashMap<String, UserInfo>,
+    /// Verifies service account tokens (JWTs), when the server issues them.
+    service_accounts: Option<std::sync::Arc<super::sa_token::TokenSigner>>,
 }
 
 impl Authenticator {
@@ -115,7 +117,10 @@ impl Authenticator {
                 return Err(line_error("duplicate token".into()));
             }
         }
-        Ok(Authenticator { tokens })
+        Ok(Authenticator {
+            tokens,
+            service_accounts: None,
+        })
     }
 
     /// The user named by a client certificate the TLS layer has already verified against the
@@ -144,7 +149,30 @@ impl Authenticator {
     /// another scheme or an unknown token.
     pub fn from_bearer(&self, header_value: &str) -> Option<UserInfo> {
         let token = bearer_token(header_value)?;
-        self.tokens.get(token).cloned()
+        if let Some(user) = self.tokens.get(token) {
+            return Some(user.clone());
+        }
+        let signer = self.service_accounts.as_ref()?;
+        if !super::sa_token::looks_like_jwt(token) {
+            return None;
+        }
+        let now = jiff::Timestamp::now().as_second();
+        match signer.authenticate(token, now) {
+            Ok(user) => Some(user),
+            Err(e) => {
+                tracing::debug!("service account token refused: {e}");
+                None
+            }
+        }
+    }
+
+    /// Accepts the service account tokens `signer` issued from now on.
+    pub fn with_service_account_tokens(
+        mut self,
+        signer: std::sync::Arc<super::sa_token::TokenSigner>,
+    ) -> Authenticator {
+        self.service_accounts = Some(signer);
+        self
     }
 }
 

@@ -40,12 +40,25 @@ pub(crate) fn subresources(r: &Resource) -> Vec<(&'static str, &'static [&'stati
     }
     if r.group.is_empty() && r.kind == "Pod" {
         subs.push(("binding", &["create"]));
+        subs.push(("eviction", &["create"]));
+    }
+    if super::subresources::has_scale(r) {
+        subs.push(("scale", &["get", "patch", "update"]));
+    }
+    if r.group.is_empty() && r.kind == "ServiceAccount" {
+        subs.push(("token", &["create"]));
     }
     subs
 }
 
 /// `/api/v1` or `/apis/<group>/<version>`: an APIResourceList.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    let reviews = super::reviews::discovery_entries(group, version, false);
+    if !reviews.is_empty() {
+        return Some(
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{group}/{version}"), "resources": reviews}),
+        );
+    }
     if !resources::serves_group_version(group, version) {
         return None;
     }
@@ -71,13 +84,19 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         }
         list.push(entry);
         for (sub, verbs) in subresources(r) {
-            list.push(json!({
+            let mut entry = json!({
                 "name": format!("{}/{sub}", r.plural),
                 "singularName": "",
                 "namespaced": r.namespaced,
                 "kind": r.kind,
                 "verbs": verbs,
-            }));
+            });
+            if let Some((g, v, k)) = super::subresources::response_kind(sub) {
+                entry["group"] = json!(g);
+                entry["version"] = json!(v);
+                entry["kind"] = json!(k);
+            }
+            list.push(entry);
         }
     }
     Some(
@@ -104,7 +123,7 @@ fn api_group(group: &str, versions: &[&str]) -> Value {
 
 /// `/apis`: APIGroupList.
 pub fn api_group_list() -> Value {
-    let groups: Vec<Value> = resources::groups()
+    let groups: Vec<Value> = all_groups()
         .iter()
         .map(|(g, versions)| api_group(g, versions))
         .collect();
@@ -113,7 +132,7 @@ pub fn api_group_list() -> Value {
 
 /// `/apis/<group>`: APIGroup.
 pub fn api_group_doc(group: &str) -> Option<Value> {
-    let groups = resources::groups();
+    let groups = all_groups();
     let (g, versions) = groups.iter().find(|(g, _)| *g == group)?;
     let mut doc = api_group(g, versions);
     doc["kind"] = json!("APIGroup");
@@ -121,7 +140,20 @@ pub fn api_group_doc(group: &str) -> Option<Value> {
     Some(doc)
 }
 
+/// The groups of the resource table and those of the review APIs, which are never stored.
+fn all_groups() -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut groups = resources::groups();
+    for (group, version) in super::reviews::groups() {
+        groups.push((group, vec![version]));
+    }
+    groups
+}
+
 fn aggregated_version(group: &str, version: &str) -> Value {
+    let reviews = super::reviews::discovery_entries(group, version, true);
+    if !reviews.is_empty() {
+        return json!({"version": version, "resources": reviews, "freshness": "Current"});
+    }
     let list: Vec<Value> = resources::in_group_version(group, version)
         .map(|r| {
             let response_kind = json!({"group": r.group, "version": r.version, "kind": r.kind});
@@ -140,7 +172,13 @@ fn aggregated_version(group: &str, version: &str) -> Value {
             }
             let subs: Vec<Value> = subresources(r)
                 .into_iter()
-                .map(|(sub, verbs)| json!({"subresource": sub, "responseKind": response_kind, "verbs": verbs}))
+                .map(|(sub, verbs)| {
+                    let kind = match super::subresources::response_kind(sub) {
+                        Some((g, v, k)) => json!({"group": g, "version": v, "kind": k}),
+                        None => response_kind.clone(),
+                    };
+                    json!({"subresource": sub, "responseKind": kind, "verbs": verbs})
+                })
                 .collect();
             if !subs.is_empty() {
                 entry["subresources"] = json!(subs);
@@ -158,7 +196,7 @@ pub fn aggregated(legacy: bool) -> Value {
             json!({"metadata": {"creationTimestamp": null}, "versions": [aggregated_version("", "v1")]}),
         ]
     } else {
-        resources::groups()
+        all_groups()
             .iter()
             .map(|(g, versions)| {
                 let versions: Vec<Value> =

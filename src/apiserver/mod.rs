@@ -15,8 +15,11 @@ mod query;
 pub mod request;
 mod response;
 mod rest;
+mod reviews;
+pub mod sa_token;
 pub mod serve;
 mod strategic;
+mod subresources;
 mod table;
 mod watch;
 
@@ -42,6 +45,8 @@ pub struct ApiServer {
     ready: AtomicBool,
     /// Where this node's container logs are, for `pods/log` (set when the node runs pods).
     pod_logs_dir: std::sync::OnceLock<std::path::PathBuf>,
+    /// Signs TokenRequests (set when the server has a service account key).
+    token_signer: std::sync::OnceLock<Arc<sa_token::TokenSigner>>,
 }
 
 impl ApiServer {
@@ -52,6 +57,7 @@ impl ApiServer {
             server_address: RwLock::new(String::new()),
             ready: AtomicBool::new(false),
             pod_logs_dir: std::sync::OnceLock::new(),
+            token_signer: std::sync::OnceLock::new(),
         })
     }
 
@@ -68,6 +74,15 @@ impl ApiServer {
 
     pub(crate) fn pod_logs_dir(&self) -> Option<std::path::PathBuf> {
         self.pod_logs_dir.get().cloned()
+    }
+
+    /// `serviceaccounts/<name>/token` signs with `signer` from now on.
+    pub fn set_token_signer(&self, signer: Arc<sa_token::TokenSigner>) {
+        let _ = self.token_signer.set(signer);
+    }
+
+    pub(crate) fn token_signer(&self) -> Option<Arc<sa_token::TokenSigner>> {
+        self.token_signer.get().cloned()
     }
 
     /// `/readyz` answers ok from now on.
@@ -96,7 +111,7 @@ async fn handle(State(server): State<Arc<ApiServer>>, request: Request) -> Respo
         _ => {}
     }
     let user = request.extensions().get::<UserInfo>().cloned();
-    match user {
+    let user = match user {
         None => return error_response(&ApiError::unauthorized()),
         Some(u) if u.is_anonymous() => {
             let verb = request.method().as_str().to_lowercase();
@@ -104,7 +119,12 @@ async fn handle(State(server): State<Arc<ApiServer>>, request: Request) -> Respo
                 "forbidden: User \"system:anonymous\" cannot {verb} path \"{path}\""
             )));
         }
-        Some(_) => {}
+        Some(u) => u,
+    };
+    if let Some(kind) = reviews::route(&path) {
+        return reviews::serve(&server, kind, &user, request)
+            .await
+            .unwrap_or_else(|e| error_response(&e));
     }
     if openapi::serves(&path) {
         return openapi::handle(&request);

@@ -65,6 +65,11 @@ async fn dispatch(
         let name = target.name.clone().unwrap_or_default();
         return super::logs::serve(server, &namespace, &name, request.uri().query()).await;
     }
+    if let Some(sub) = target.subresource.as_deref() {
+        if super::subresources::serves(r, sub) {
+            return super::subresources::handle(server, &target, query.dry_run, request).await;
+        }
+    }
     let part = match target.subresource.as_deref() {
         None => Part::Main,
         Some("status") if r.has_status => Part::Status,
@@ -384,7 +389,7 @@ fn header(request: &Request, name: http::header::HeaderName) -> String {
 }
 
 /// Reads the body, refusing bodies over the configured limit with 413.
-async fn read_body(server: &ApiServer, request: Request) -> ApiResult<Bytes> {
+pub(super) async fn read_body(server: &ApiServer, request: Request) -> ApiResult<Bytes> {
     let limit = server.max_body_bytes;
     if let Some(len) = request
         .headers()
@@ -411,7 +416,7 @@ async fn read_body(server: &ApiServer, request: Request) -> ApiResult<Bytes> {
 }
 
 /// Reads an object body (JSON, YAML or protobuf); other content types are 415.
-async fn read_json(server: &ApiServer, request: Request) -> ApiResult<Value> {
+pub(super) async fn read_json(server: &ApiServer, request: Request) -> ApiResult<Value> {
     let format = BodyFormat::from_content_type(&header(&request, http::header::CONTENT_TYPE))?;
     let body = read_body(server, request).await?;
     body::decode_object(format, &body)

@@ -4,9 +4,9 @@
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::kinds;
 use super::propagation;
 use super::services::{self, ServiceNetwork};
+use super::{defaults, kinds, validation};
 use crate::api::meta;
 use crate::api::paging::ContinueToken;
 use crate::api::resources::{self, Resource};
@@ -250,6 +250,7 @@ impl Registry {
         } else {
             meta.remove("generation");
         }
+        defaults::apply(r, &mut obj);
         kinds::prepare_create(r, &mut obj);
         if r.namespaced {
             self.check_namespace_open(namespace)?;
@@ -261,9 +262,12 @@ impl Registry {
                 explicit_name.clone()
             };
             meta::metadata_mut(&mut obj).insert("name".into(), json!(name));
+            // After the name: a job's generated labels carry it (generateName included).
+            defaults::on_create(r, &mut obj);
             let mut causes = Vec::new();
             kinds::validate_name(r, &name, &mut causes);
             meta::validate_labels_and_annotations(&obj, &mut causes);
+            causes.extend(validation::validate(r, &obj));
             if !causes.is_empty() {
                 return Err(ApiError::invalid(r.group, r.kind, &name, causes));
             }
@@ -398,6 +402,7 @@ impl Registry {
             kinds::check_type_meta(r, &mut proposed)?;
             let mut proposed = kinds::normalize(r, proposed)?;
             kinds::prepare_write(r, &mut proposed);
+            defaults::apply(r, &mut proposed);
             let pinned = meta::resource_version(&proposed).to_string();
             if !pinned.is_empty() && pinned != current.mod_revision.to_string() {
                 return Err(ApiError::stale(r.group, r.plural, name));
@@ -415,6 +420,10 @@ impl Registry {
             let mut causes = Vec::new();
             meta::validate_labels_and_annotations(&new, &mut causes);
             check_finalizer_rules(&old, &new, &mut causes);
+            if part == Part::Main {
+                causes.extend(validation::validate(r, &new));
+                causes.extend(validation::validate_update(r, &old, &new));
+            }
             if !causes.is_empty() {
                 return Err(ApiError::invalid(r.group, r.kind, name, causes));
             }
