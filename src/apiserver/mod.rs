@@ -15,6 +15,7 @@ mod response;
 mod rest;
 pub mod serve;
 mod strategic;
+mod stream;
 mod table;
 mod watch;
 
@@ -40,6 +41,8 @@ pub struct ApiServer {
     ready: AtomicBool,
     /// Where this node's container logs are, for `pods/log` (set when the node runs pods).
     pod_logs_dir: std::sync::OnceLock<std::path::PathBuf>,
+    /// The runtime of this node's pods, for `pods/exec` and `pods/portforward`.
+    pod_runtime: std::sync::OnceLock<crate::runtime::ShimRuntime>,
 }
 
 impl ApiServer {
@@ -50,6 +53,7 @@ impl ApiServer {
             server_address: RwLock::new(String::new()),
             ready: AtomicBool::new(false),
             pod_logs_dir: std::sync::OnceLock::new(),
+            pod_runtime: std::sync::OnceLock::new(),
         })
     }
 
@@ -66,6 +70,15 @@ impl ApiServer {
 
     pub(crate) fn pod_logs_dir(&self) -> Option<std::path::PathBuf> {
         self.pod_logs_dir.get().cloned()
+    }
+
+    /// Streaming subresources reach this node's pods through `runtime` from now on.
+    pub fn set_pod_runtime(&self, runtime: crate::runtime::ShimRuntime) {
+        let _ = self.pod_runtime.set(runtime);
+    }
+
+    pub(crate) fn pod_runtime(&self) -> Option<crate::runtime::ShimRuntime> {
+        self.pod_runtime.get().cloned()
     }
 
     /// `/readyz` answers ok from now on.

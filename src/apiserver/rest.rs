@@ -64,6 +64,10 @@ async fn dispatch(
         let name = target.name.clone().unwrap_or_default();
         return super::logs::serve(server, &namespace, &name, request.uri().query()).await;
     }
+    if r.group.is_empty() && r.plural == "pods" && target.subresource.as_deref() == Some("exec") {
+        let name = target.name.clone().unwrap_or_default();
+        return super::stream::serve_exec(server, &namespace, &name, request).await;
+    }
     let part = match target.subresource.as_deref() {
         None => Part::Main,
         Some("status") if r.has_status => Part::Status,
