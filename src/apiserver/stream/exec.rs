@@ -5,6 +5,8 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -16,15 +18,54 @@ use crate::runtime::session::{ExecSession, Resizer};
 /// child holding the pipes open must not keep the session alive forever.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub async fn run<S>(
-    ws: WebSocketStream<S>,
-    protocol: Protocol,
-    mut session: ExecSession,
-    options: StreamOptions,
-) where
+/// How long a tty exec waits for the client's first terminal size before it starts anyway.
+const FIRST_SIZE_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub async fn run<S, F>(ws: WebSocketStream<S>, protocol: Protocol, start: F, options: StreamOptions)
+where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    F: std::future::Future<Output = Result<ExecSession, String>>,
 {
-    let (mut sink, incoming) = ws.split();
+    let (mut sink, mut incoming) = ws.split();
+    // kubectl sends the terminal size first thing: start the process with it.
+    let mut early = Vec::new();
+    let mut first_size = None;
+    if options.tty {
+        let deadline = tokio::time::Instant::now() + FIRST_SIZE_TIMEOUT;
+        while first_size.is_none() {
+            let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, incoming.next()).await
+            else {
+                break;
+            };
+            if let Message::Binary(data) = message {
+                match channel::parse(protocol, &data) {
+                    Incoming::Resize(size) => first_size = Some(size),
+                    _ => early.push(data),
+                }
+            }
+        }
+    }
+    let mut session = match start.await {
+        Ok(session) => session,
+        Err(e) => {
+            let status = serde_json::to_vec(&channel::error_status(&e)).unwrap_or_default();
+            let _ = sink
+                .send(Message::binary(channel::frame(channel::ERROR, &status)))
+                .await;
+            let _ = sink.send(normal_close()).await;
+            return;
+        }
+    };
+    if let (Some(size), Some(resizer)) = (first_size, session.resizer()) {
+        resizer.resize(size);
+    }
+    if let Some(pipe) = session.stdin.as_mut() {
+        for data in early {
+            if let Incoming::Stdin(bytes) = channel::parse(protocol, &data) {
+                let _ = pipe.write_all(&bytes).await;
+            }
+        }
+    }
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(16);
 
     // Output pumps: each stream to its channel.
@@ -83,7 +124,17 @@ pub async fn run<S>(
     let _ = sink
         .send(Message::binary(channel::frame(channel::ERROR, &status)))
         .await;
+    // A normal closure: clients treat a close without a code (1005) as an error.
+    let _ = sink.send(normal_close()).await;
     let _ = sink.close().await;
+}
+
+/// A normal closure: clients treat a close without a code (1005) as an error.
+fn normal_close() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    }))
 }
 
 async fn read_client<S>(

@@ -145,17 +145,16 @@ pub async fn serve_exec(
         .as_str()
         .unwrap_or_default()
         .to_string();
-    // Start the process before answering the upgrade, so a failure is a plain HTTP error.
-    let session = runtime
-        .exec(
-            &uid,
-            &container,
-            options.command.clone(),
-            options.tty,
-            options.stdin,
-        )
-        .await
-        .map_err(|e| ApiError::internal(format!("exec in {name}/{container}: {e}")))?;
+    // The process starts once the websocket is up: a terminal's first size arrives only then,
+    // and a shell must not start at 0x0.
+    let command = options.command.clone();
+    let (tty, stdin) = (options.tty, options.stdin);
+    let start = async move {
+        runtime
+            .exec(&uid, &container, command, tty, stdin)
+            .await
+            .map_err(|e| format!("exec in {container}: {e}"))
+    };
     let key = request
         .headers()
         .get("sec-websocket-key")
@@ -173,7 +172,7 @@ pub async fn serve_exec(
                     None,
                 )
                 .await;
-                exec::run(ws, protocol, session, options).await;
+                exec::run(ws, protocol, start, options).await;
             }
             Err(e) => tracing::debug!("exec upgrade failed: {e}"),
         }
