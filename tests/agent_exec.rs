@@ -96,12 +96,11 @@ fn kubectl_exec_runs_commands_with_stdin_tty_and_exit_codes_and_cp_copies_both_w
     );
     assert_eq!(String::from_utf8_lossy(&piped.stdout), "data\nmore data\n");
 
-    // A tty: kubectl needs a terminal of its own for -t, so run it under script(1). The process
-    // starts before its pty master reaches berth (as with `runc exec -t`), so the first size
-    // lands a moment after start: read it after a pause.
+    // A tty: kubectl needs a terminal of its own for -t, so run it under script(1). The first
+    // size kubectl sends is set by the shim as soon as the pty exists.
     let kubectl = common::tools::kubectl();
     let line = format!(
-        "stty cols 91 rows 17; {} exec -it box -- sh -c 'tty; sleep 1; stty size; exit 4'",
+        "stty cols 91 rows 17; {} exec -it box -- sh -c 'tty; stty size; exit 4'",
         kubectl.display()
     );
     let tty = cluster

@@ -44,6 +44,9 @@ pub enum Request {
         args: Vec<String>,
         tty: bool,
         stdin: bool,
+        /// The terminal's size, set as soon as the pty exists.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<crate::runtime::session::TerminalSize>,
     },
     /// Kills every container, removes them and their mounts, then the shim exits.
     Shutdown,

@@ -25,7 +25,7 @@ pub struct ExecSession {
 }
 
 /// A terminal size as `kubectl` sends it on the resize channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TerminalSize {
     #[serde(rename = "Width")]
     pub width: u16,
@@ -68,16 +68,21 @@ pub struct Resizer(OwnedFd);
 
 impl Resizer {
     pub fn resize(&self, size: TerminalSize) {
-        let ws = libc::winsize {
-            ws_row: size.height,
-            ws_col: size.width,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which lives across the call.
-        unsafe {
-            libc::ioctl(self.0.as_raw_fd(), libc::TIOCSWINSZ, &ws);
-        }
+        set_terminal_size(&self.0, size);
+    }
+}
+
+/// Sets the window size of the pty whose master (or slave) is `fd`.
+pub fn set_terminal_size(fd: &impl AsRawFd, size: TerminalSize) {
+    let ws = libc::winsize {
+        ws_row: size.height,
+        ws_col: size.width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which lives across the call.
+    unsafe {
+        libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws);
     }
 }
 
@@ -90,6 +95,7 @@ impl ShimRuntime {
         args: Vec<String>,
         tty: bool,
         stdin: bool,
+        size: Option<TerminalSize>,
     ) -> Result<ExecSession, RuntimeError> {
         super::client::check_uid(pod_uid)?;
         let socket = self.pod_dir(pod_uid).join(SOCKET_NAME);
@@ -98,6 +104,7 @@ impl ShimRuntime {
             args,
             tty,
             stdin,
+            size,
         };
         let pod = pod_uid.to_string();
         let (stream, fds) = tokio::task::spawn_blocking(move || start(&socket, &request, &pod))

@@ -12,7 +12,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::channel::{self, Incoming, Protocol};
 use super::StreamOptions;
-use crate::runtime::session::{ExecSession, Resizer};
+use crate::runtime::session::{ExecSession, Resizer, TerminalSize};
 
 /// After the process exits, output still in flight is waited for this long: a background
 /// child holding the pipes open must not keep the session alive forever.
@@ -21,10 +21,15 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a tty exec waits for the client's first terminal size before it starts anyway.
 const FIRST_SIZE_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub async fn run<S, F>(ws: WebSocketStream<S>, protocol: Protocol, start: F, options: StreamOptions)
-where
+pub async fn run<S, F, Fut>(
+    ws: WebSocketStream<S>,
+    protocol: Protocol,
+    start: F,
+    options: StreamOptions,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    F: std::future::Future<Output = Result<ExecSession, String>>,
+    F: FnOnce(Option<TerminalSize>) -> Fut,
+    Fut: std::future::Future<Output = Result<ExecSession, String>>,
 {
     let (mut sink, mut incoming) = ws.split();
     // kubectl sends the terminal size first thing: start the process with it.
@@ -45,7 +50,7 @@ where
             }
         }
     }
-    let mut session = match start.await {
+    let mut session = match start(first_size).await {
         Ok(session) => session,
         Err(e) => {
             let status = serde_json::to_vec(&channel::error_status(&e)).unwrap_or_default();
@@ -124,7 +129,6 @@ where
     let _ = sink
         .send(Message::binary(channel::frame(channel::ERROR, &status)))
         .await;
-    // A normal closure: clients treat a close without a code (1005) as an error.
     let _ = sink.send(normal_close()).await;
     let _ = sink.close().await;
 }

@@ -149,9 +149,9 @@ pub async fn serve_exec(
     // and a shell must not start at 0x0.
     let command = options.command.clone();
     let (tty, stdin) = (options.tty, options.stdin);
-    let start = async move {
+    let start = move |size| async move {
         runtime
-            .exec(&uid, &container, command, tty, stdin)
+            .exec(&uid, &container, command, tty, stdin, size)
             .await
             .map_err(|e| format!("exec in {container}: {e}"))
     };

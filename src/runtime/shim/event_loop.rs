@@ -403,7 +403,8 @@ impl Shim {
                 args,
                 tty,
                 stdin,
-            } => match self.start_session(&name, args, tty, stdin, client) {
+                size,
+            } => match self.start_session(&name, args, tty, stdin, size, client) {
                 Ok(()) => return None,
                 Err(e) => Err(e),
             },
@@ -459,6 +460,7 @@ impl Shim {
         args: Vec<String>,
         tty: bool,
         stdin: bool,
+        size: Option<crate::runtime::session::TerminalSize>,
         client: u64,
     ) -> Result<(), ShimError> {
         let dir = self.dir.clone();
@@ -473,6 +475,10 @@ impl Shim {
         let bundle = super::container::Layout(&dir).bundle(name);
         let seq = self.next_client_id;
         let started = Session::start(&dir, &bundle, &id, args, tty, stdin, client, seq)?;
+        if let (true, Some(size), Some(master)) = (tty, size, started.fds.first()) {
+            // Right away: the process is already running and may ask for its size.
+            crate::runtime::session::set_terminal_size(master, size);
+        }
         let mut line = serde_json::to_vec(&Response::ExecStarted {
             fds: started.fds.len(),
         })
