@@ -79,6 +79,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let api = ApiServer::new(registry, config.api.max_body_bytes);
     api.set_token_signer(token_signer);
     api.set_pod_logs_dir(config.data_dir.join("logs"));
+    api.set_pod_runtime(
+        crate::runtime::ShimRuntime::new(config.data_dir.join("pods"))
+            .context("cannot locate the berth binary")?,
+    );
     let client_address = client_address(bound);
     api.set_server_address(client_address.to_string());
     let router = api.router();

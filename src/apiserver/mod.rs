@@ -20,6 +20,7 @@ pub mod sa_token;
 pub mod serve;
 mod strategic;
 mod subresources;
+mod stream;
 mod table;
 mod watch;
 
@@ -47,6 +48,8 @@ pub struct ApiServer {
     pod_logs_dir: std::sync::OnceLock<std::path::PathBuf>,
     /// Signs TokenRequests (set when the server has a service account key).
     token_signer: std::sync::OnceLock<Arc<sa_token::TokenSigner>>,
+    /// The runtime of this node's pods, for `pods/exec` and `pods/portforward`.
+    pod_runtime: std::sync::OnceLock<crate::runtime::ShimRuntime>,
 }
 
 impl ApiServer {
@@ -58,6 +61,7 @@ impl ApiServer {
             ready: AtomicBool::new(false),
             pod_logs_dir: std::sync::OnceLock::new(),
             token_signer: std::sync::OnceLock::new(),
+            pod_runtime: std::sync::OnceLock::new(),
         })
     }
 
@@ -83,6 +87,15 @@ impl ApiServer {
 
     pub(crate) fn token_signer(&self) -> Option<Arc<sa_token::TokenSigner>> {
         self.token_signer.get().cloned()
+    }
+
+    /// Streaming subresources reach this node's pods through `runtime` from now on.
+    pub fn set_pod_runtime(&self, runtime: crate::runtime::ShimRuntime) {
+        let _ = self.pod_runtime.set(runtime);
+    }
+
+    pub(crate) fn pod_runtime(&self) -> Option<crate::runtime::ShimRuntime> {
+        self.pod_runtime.get().cloned()
     }
 
     /// `/readyz` answers ok from now on.

@@ -36,7 +36,7 @@ fn io_err<'a>(
 }
 
 /// Pod uids become directory names: refuse anything that could escape `root`.
-fn check_uid(pod_uid: &str) -> Result<(), RuntimeError> {
+pub(super) fn check_uid(pod_uid: &str) -> Result<(), RuntimeError> {
     let ok = !pod_uid.is_empty()
         && pod_uid.len() <= 64
         && pod_uid

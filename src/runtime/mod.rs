@@ -17,6 +17,7 @@ pub mod images;
 pub mod logs;
 pub mod protocol;
 pub mod seccomp;
+pub mod session;
 pub mod shim;
 pub mod spec;
 pub mod types;

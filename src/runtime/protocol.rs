@@ -35,6 +35,19 @@ pub enum Request {
         args: Vec<String>,
         timeout_ms: u64,
     },
+    /// Starts an interactive `args` in the running container `name`. The answer
+    /// (`ExecStarted`) carries the process's stdio as file descriptors (SCM_RIGHTS): with `tty`
+    /// one pty master, else stdin (only with `stdin`), stdout and stderr pipes. A second answer,
+    /// `ExecExited`, follows when it exits; closing the connection before that kills it.
+    Exec {
+        name: String,
+        args: Vec<String>,
+        tty: bool,
+        stdin: bool,
+        /// The terminal's size, set as soon as the pty exists.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<crate::runtime::session::TerminalSize>,
+    },
     /// Kills every container, removes them and their mounts, then the shim exits.
     Shutdown,
 }
@@ -43,10 +56,25 @@ pub enum Request {
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
     Ok,
-    Created { id: String },
-    State { state: PodState },
-    Exec { exec: ExecResult },
-    Error { message: String },
+    Created {
+        id: String,
+    },
+    State {
+        state: PodState,
+    },
+    Exec {
+        exec: ExecResult,
+    },
+    /// An interactive exec runs; `fds` file descriptors came with this line.
+    ExecStarted {
+        fds: usize,
+    },
+    ExecExited {
+        exit_code: i32,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// Outcome of an ExecSync. Output is capped per stream and decoded lossily as UTF-8.

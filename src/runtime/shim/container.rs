@@ -29,7 +29,7 @@ impl Layout<'_> {
     pub fn containers(&self) -> PathBuf {
         self.0.join("c")
     }
-    fn bundle(&self, name: &str) -> PathBuf {
+    pub fn bundle(&self, name: &str) -> PathBuf {
         self.0.join("b").join(name)
     }
     fn overlay(&self, name: &str) -> PathBuf {

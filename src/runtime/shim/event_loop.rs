@@ -12,6 +12,7 @@ use nix::sched::{setns, unshare, CloneFlags};
 use super::container::Container;
 use super::daemonize::ReadyPipe;
 use super::exec::ExecRun;
+use super::interactive::{send_with_fds, Session};
 use super::state::StateFile;
 use super::{io_err, sys_err, ShimError};
 use crate::runtime::cgroups::{self, CgroupMode};
@@ -46,6 +47,7 @@ struct Shim {
     clients: Vec<Client>,
     containers: Vec<Container>,
     execs: Vec<ExecRun>,
+    sessions: Vec<Session>,
     next_client_id: u64,
     shutting_down: bool,
 }
@@ -58,6 +60,7 @@ enum Event {
     Exit(usize),
     ExecPipe(usize, usize),
     ExecExit(usize),
+    SessionExit(usize),
 }
 
 pub fn run(dir: &Path, ready: Option<ReadyPipe>) -> Result<(), ShimError> {
@@ -147,6 +150,7 @@ impl Shim {
             clients: Vec::new(),
             containers,
             execs: Vec::new(),
+            sessions: Vec::new(),
             next_client_id: 0,
             shutting_down: false,
         })
@@ -166,6 +170,7 @@ impl Shim {
                     eprintln!("berth shim: {e}");
                 }
             }
+            self.kill_orphaned_sessions();
             self.reap_strays();
         }
         let _ = std::fs::remove_file(self.dir.join(SOCKET_NAME));
@@ -188,7 +193,8 @@ impl Shim {
                 .containers
                 .iter()
                 .any(|c| c.pidfd.is_some() && c.record.state.pid == Some(pid))
-                || self.execs.iter().any(|e| e.pid == pid);
+                || self.execs.iter().any(|e| e.pid == pid)
+                || self.sessions.iter().any(|s| s.pid == pid);
             if ours || waitpid(nix::unistd::Pid::from_raw(pid), None).is_err() {
                 break;
             }
@@ -223,6 +229,9 @@ impl Shim {
             }
             add(exec.pidfd.as_fd(), Event::ExecExit(e));
         }
+        for (s, session) in self.sessions.iter().enumerate() {
+            add(session.pidfd.as_fd(), Event::SessionExit(s));
+        }
         // Wake up for the nearest exec deadline.
         let now = Instant::now();
         let timeout = match self.execs.iter().map(|e| e.deadline).min() {
@@ -250,6 +259,7 @@ impl Shim {
             Event::ExecPipe(e, p) => (1, usize::MAX - e, usize::MAX - p),
             Event::Exit(c) => (2, usize::MAX - c, 0),
             Event::ExecExit(e) => (3, usize::MAX - e, 0),
+            Event::SessionExit(s) => (3, usize::MAX - s, 1),
             Event::Client(i) => (4, usize::MAX - i, 0),
             Event::Accept => (5, 0, 0),
         };
@@ -303,6 +313,17 @@ impl Shim {
                 let exec = self.execs.remove(e);
                 if let Some(i) = self.clients.iter().position(|c| c.id == exec.client) {
                     self.reply(i, &Response::Exec { exec: result });
+                }
+                Ok(())
+            }
+            Event::SessionExit(s) => {
+                let Some(exit_code) = self.sessions.get(s).and_then(|session| session.finish())
+                else {
+                    return Ok(());
+                };
+                let session = self.sessions.remove(s);
+                if let Some(i) = self.clients.iter().position(|c| c.id == session.client) {
+                    self.reply(i, &Response::ExecExited { exit_code });
                 }
                 Ok(())
             }
@@ -377,6 +398,16 @@ impl Shim {
                 Ok(()) => return None,
                 Err(e) => Err(e),
             },
+            Request::Exec {
+                name,
+                args,
+                tty,
+                stdin,
+                size,
+            } => match self.start_session(&name, args, tty, stdin, size, client) {
+                Ok(()) => return None,
+                Err(e) => Err(e),
+            },
             Request::CreateContainer { spec } => {
                 self.create(&spec).map(|id| Response::Created { id })
             }
@@ -420,6 +451,64 @@ impl Shim {
         self.execs
             .push(ExecRun::start(&dir, &id, args, timeout, client)?);
         Ok(())
+    }
+
+    /// Starts an interactive exec and sends its descriptors to `client`.
+    fn start_session(
+        &mut self,
+        name: &str,
+        args: Vec<String>,
+        tty: bool,
+        stdin: bool,
+        size: Option<crate::runtime::session::TerminalSize>,
+        client: u64,
+    ) -> Result<(), ShimError> {
+        let dir = self.dir.clone();
+        let container = self.find(name)?;
+        if container.record.state.status != ContainerStatus::Running {
+            return Err(ShimError::WrongStatus {
+                name: name.to_string(),
+                status: "not running",
+            });
+        }
+        let id = container.record.state.id.clone();
+        let bundle = super::container::Layout(&dir).bundle(name);
+        let seq = self.next_client_id;
+        let started = Session::start(&dir, &bundle, &id, args, tty, stdin, client, seq)?;
+        if let (true, Some(size), Some(master)) = (tty, size, started.fds.first()) {
+            // Right away: the process is already running and may ask for its size.
+            crate::runtime::session::set_terminal_size(master, size);
+        }
+        let mut line = serde_json::to_vec(&Response::ExecStarted {
+            fds: started.fds.len(),
+        })
+        .map_err(|source| ShimError::State {
+            path: dir.clone(),
+            source,
+        })?;
+        line.push(b'\n');
+        let mut session = started.session;
+        let sent = match self.clients.iter().find(|c| c.id == client) {
+            Some(c) => send_with_fds(&c.stream, &line, &started.fds),
+            None => Ok(()),
+        };
+        // Our copies of the descriptors close here; the agent holds its own.
+        drop(started.fds);
+        if sent.is_err() {
+            session.kill();
+        }
+        self.sessions.push(session);
+        sent
+    }
+
+    /// A session whose client is gone would run with nobody reading it: kill it (the pidfd
+    /// event then reaps it).
+    fn kill_orphaned_sessions(&mut self) {
+        for session in &mut self.sessions {
+            if !self.clients.iter().any(|c| c.id == session.client) {
+                session.kill();
+            }
+        }
     }
 
     fn find(&mut self, name: &str) -> Result<&mut Container, ShimError> {

@@ -17,6 +17,7 @@ mod container;
 mod daemonize;
 mod event_loop;
 mod exec;
+mod interactive;
 mod state;
 
 use std::ffi::OsString;
