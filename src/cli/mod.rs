@@ -1,6 +1,7 @@
 //! Command line: clap definitions turned into a typed [`Config`]. Starts nothing itself.
 
 mod images;
+mod reset;
 mod status;
 
 use std::net::SocketAddr;
@@ -32,6 +33,9 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Manage the node's images: import, ls, rm.
     Images(images::ImagesArgs),
+    /// Stop and remove what a stopped server left on this machine: pods, cgroups, mounts,
+    /// network namespaces, veths, the bridge, nftables tables; with --data, the data dir too.
+    Reset(reset::ResetArgs),
     /// Print the version.
     Version,
 }
@@ -144,5 +148,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status(args) => status::run(args),
         Command::Images(args) => images::run(args),
+        Command::Reset(args) => reset::run(args),
     }
 }
