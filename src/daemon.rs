@@ -231,9 +231,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         node_ips: crate::network::proxy::controller::node_ips(&cluster_cidr),
         cluster_cidr,
     };
+    let policy_config = crate::network::policy::controller::PolicyConfig {
+        node_name: node_name.clone(),
+        node_ips: proxy_config.node_ips.clone(),
+    };
     components.spawn(async move {
         crate::network::proxy::controller::run(proxy_client, proxy_config).await?;
         anyhow::bail!("the service proxy stopped")
+    });
+    // NetworkPolicies and pods' host ports, in tables of their own.
+    let policy_client =
+        crate::client::in_process(router.clone(), crate::client::system_user("network-policy"));
+    components.spawn(async move {
+        crate::network::policy::controller::run(policy_client, policy_config).await?;
+        anyhow::bail!("the network policy controller stopped")
     });
 
     let outcome = tokio::select! {

@@ -209,7 +209,7 @@ async fn clean_orphans(ctx: &Ctx, live: &HashSet<String>) {
 /// without the cgroup mounts, so no container could get a cgroup. When this mount namespace
 /// (private to us, `ip netns exec` made it) sees no cgroups, the hierarchies this process
 /// belongs to (`/proc/self/cgroup`) are mounted again where the host has them.
-fn ensure_cgroupfs_visible() {
+pub(crate) fn ensure_cgroupfs_visible() {
     let root = std::path::Path::new("/sys/fs/cgroup");
     let has_entries = std::fs::read_dir(root)
         .map(|mut d| d.next().is_some())

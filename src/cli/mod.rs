@@ -2,6 +2,7 @@
 
 mod check;
 mod images;
+mod reset;
 mod status;
 
 use std::net::SocketAddr;
@@ -35,6 +36,9 @@ pub enum Command {
     Images(images::ImagesArgs),
     /// Check that this machine can run berth: kernel, cgroups, memory, disk, ports, clock.
     Check(check::CheckArgs),
+    /// Stop and remove what a stopped server left on this machine: pods, cgroups, mounts,
+    /// network namespaces, veths, the bridge, nftables tables; with --data, the data dir too.
+    Reset(reset::ResetArgs),
     /// Print the version.
     Version,
 }
@@ -148,5 +152,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => status::run(args),
         Command::Images(args) => images::run(args),
         Command::Check(args) => check::run(args),
+        Command::Reset(args) => reset::run(args),
     }
 }

@@ -18,6 +18,7 @@ pub mod ipam;
 pub mod links;
 pub mod netns;
 pub mod nft;
+pub mod policy;
 pub mod proxy;
 
 use std::collections::{BTreeSet, HashSet};

@@ -14,6 +14,7 @@ pub const AFFINITY_MISMATCH: &str = "node(s) didn't match Pod's node affinity/se
 pub const TOO_MANY_PODS: &str = "Too many pods";
 pub const INSUFFICIENT_CPU: &str = "Insufficient cpu";
 pub const INSUFFICIENT_MEMORY: &str = "Insufficient memory";
+pub const HOST_PORTS_TAKEN: &str = "node(s) didn't have free ports for the requested pod ports";
 const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
 
 /// cpu in millicores and memory in milli-bytes, as the quantity parser gives them.
@@ -39,6 +40,59 @@ pub struct NodeUsage {
     /// Requested with upstream's non-zero defaults, for scoring.
     pub requested_non_zero: Resources,
     pub pod_count: i64,
+    /// Host ports bound pods hold.
+    pub host_ports: Vec<HostPort>,
+}
+
+/// One `hostPort` claim: address (empty for all), protocol, port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    pub ip: String,
+    pub protocol: String,
+    pub port: i32,
+}
+
+impl HostPort {
+    /// Upstream's rule: same protocol and port, and either side listens on every address or
+    /// both on the same one.
+    fn conflicts_with(&self, other: &HostPort) -> bool {
+        let wildcard = |ip: &str| ip.is_empty() || ip == "0.0.0.0" || ip == "::";
+        self.protocol == other.protocol
+            && self.port == other.port
+            && (wildcard(&self.ip) || wildcard(&other.ip) || self.ip == other.ip)
+    }
+}
+
+/// The host ports a pod's containers ask for.
+pub fn host_ports(pod: &Pod) -> Vec<HostPort> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Vec::new();
+    };
+    let containers = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten());
+    containers
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let port = p.host_port.filter(|port| *port > 0)?;
+            Some(HostPort {
+                ip: p.host_ip.clone().unwrap_or_default(),
+                protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                port,
+            })
+        })
+        .collect()
+}
+
+/// Whether a host port the pod wants is taken on the node already (upstream's NodePorts).
+pub fn host_ports_taken(pod: &Pod, usage: &NodeUsage) -> bool {
+    host_ports(pod).iter().any(|want| {
+        usage
+            .host_ports
+            .iter()
+            .any(|held| want.conflicts_with(held))
+    })
 }
 
 impl NodeUsage {
@@ -68,6 +122,7 @@ impl NodeUsage {
         self.requested.add(pod_requests(pod, false));
         self.requested_non_zero.add(pod_requests(pod, true));
         self.pod_count += 1;
+        self.host_ports.extend(host_ports(pod));
     }
 }
 
@@ -147,6 +202,9 @@ pub fn unfit_reasons(pod: &Pod, node: &Node, usage: &NodeUsage) -> Vec<String> {
     }
     if !matches_node_selector_and_affinity(pod, node) {
         return vec![AFFINITY_MISMATCH.into()];
+    }
+    if host_ports_taken(pod, usage) {
+        return vec![HOST_PORTS_TAKEN.into()];
     }
     resource_misfit(pod, usage)
 }
@@ -544,5 +602,31 @@ pub mod tests {
             fit_error_message(1, &[vec![INSUFFICIENT_CPU.to_string()]]),
             "0/1 nodes are available: 1 Insufficient cpu."
         );
+    }
+
+    #[test]
+    fn a_host_port_is_taken_for_the_same_protocol_and_an_overlapping_address() {
+        let with_port = |port: serde_json::Value| -> Pod {
+            serde_json::from_value(serde_json::json!({"spec": {"containers": [
+                {"name": "c", "image": "x", "ports": [port]}]}}))
+            .unwrap()
+        };
+        let n = node("n", "4", "4Gi", "110");
+        let mut u = usage(&n);
+        u.add_pod(&with_port(
+            serde_json::json!({"containerPort": 80, "hostPort": 8080, "hostIP": "10.0.0.1"}),
+        ));
+        let wildcard = with_port(serde_json::json!({"containerPort": 80, "hostPort": 8080}));
+        let other_ip = with_port(
+            serde_json::json!({"containerPort": 80, "hostPort": 8080, "hostIP": "10.0.0.2"}),
+        );
+        let udp = with_port(
+            serde_json::json!({"containerPort": 80, "hostPort": 8080, "protocol": "UDP"}),
+        );
+        let other_port = with_port(serde_json::json!({"containerPort": 80, "hostPort": 8081}));
+        assert_eq!(unfit_reasons(&wildcard, &n, &u), vec![HOST_PORTS_TAKEN]);
+        assert!(unfit_reasons(&other_ip, &n, &u).is_empty());
+        assert!(unfit_reasons(&udp, &n, &u).is_empty());
+        assert!(unfit_reasons(&other_port, &n, &u).is_empty());
     }
 }

@@ -2,7 +2,7 @@
 //! only what changed since the last successful apply.
 
 use super::model::Ruleset;
-use super::netlink::{diff, NftSocket, Stale};
+use super::netlink::{diff, is_proxy_object, NftSocket, Stale};
 use super::ProxyError;
 use crate::network::nft::TABLE;
 
@@ -15,6 +15,9 @@ pub struct Applied {
 
 pub struct Applier {
     socket: NftSocket,
+    table: &'static str,
+    /// Which names in the table are this applier's to replace after a restart.
+    owned: fn(&str) -> bool,
     /// What the kernel holds; `None` until the first apply, or after a failed one, when the
     /// next apply rebuilds everything from what it finds in the kernel.
     applied: Option<Ruleset>,
@@ -23,8 +26,16 @@ pub struct Applier {
 impl Applier {
     /// An applier for the network namespace of the calling thread.
     pub fn open() -> Result<Applier, ProxyError> {
+        Applier::open_table(TABLE, is_proxy_object)
+    }
+
+    /// An applier for another `ip` table (network policy, host ports), which owns the names
+    /// `owned` accepts.
+    pub fn open_table(table: &'static str, owned: fn(&str) -> bool) -> Result<Applier, ProxyError> {
         Ok(Applier {
             socket: NftSocket::open()?,
+            table,
+            owned,
             applied: None,
         })
     }
@@ -35,9 +46,12 @@ impl Applier {
         let (base, stale) = match self.applied.take() {
             Some(applied) => (applied, Stale::default()),
             // Start over: whatever an earlier run (or a failed batch) left is replaced.
-            None => (Ruleset::default(), self.socket.list_stale(TABLE)?),
+            None => (
+                Ruleset::default(),
+                self.socket.list_owned(self.table, self.owned)?,
+            ),
         };
-        let batch = diff(TABLE, &base, &desired, &stale);
+        let batch = diff(self.table, &base, &desired, &stale);
         let messages = batch.messages();
         let bytes = self.socket.send(batch)?;
         self.applied = Some(desired);

@@ -150,6 +150,21 @@ pub enum Stmt {
     Drop,
     Jump(String),
     Goto(String),
+    /// `ct state established,related`
+    CtStateEstablished,
+    /// `ip daddr [!=] <cidr>`
+    Daddr {
+        cidr: Ipv4Cidr,
+        negate: bool,
+    },
+    /// `meta l4proto <proto>`
+    L4Proto(Proto),
+    /// `th dport <from>` or, for a range, `th dport <from>-<to>`
+    Dport {
+        from: u16,
+        to: u16,
+    },
+    Accept,
 }
 
 /// A named set, or a map whose values are verdicts.
@@ -273,6 +288,15 @@ impl Stmt {
             Stmt::Drop => "drop".into(),
             Stmt::Jump(c) => format!("jump {c}"),
             Stmt::Goto(c) => format!("goto {c}"),
+            Stmt::CtStateEstablished => "ct state established,related".into(),
+            Stmt::Daddr { cidr, negate } => {
+                let op = if *negate { "!= " } else { "" };
+                format!("ip daddr {op}{}", nft_prefix(cidr))
+            }
+            Stmt::L4Proto(proto) => format!("meta l4proto {}", proto.nft()),
+            Stmt::Dport { from, to } if from == to => format!("th dport {from}"),
+            Stmt::Dport { from, to } => format!("th dport {from}-{to}"),
+            Stmt::Accept => "accept".into(),
         }
     }
 }

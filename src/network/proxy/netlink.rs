@@ -53,6 +53,7 @@ const REG32_00: u32 = 8;
 const NFT_GOTO: i32 = -4;
 const NFT_JUMP: i32 = -3;
 const NF_DROP: i32 = 0;
+const NF_ACCEPT: i32 = 1;
 const NFT_DATA_VERDICT: u32 = 0xffff_ff00;
 const NFT_SET_ANONYMOUS: u32 = 0x1;
 const NFT_SET_CONSTANT: u32 = 0x2;
@@ -66,8 +67,12 @@ const META_MARK: u32 = 3;
 const META_L4PROTO: u32 = 16;
 const CMP_EQ: u32 = 0;
 const CMP_NEQ: u32 = 1;
+const CMP_LTE: u32 = 3;
+const CMP_GTE: u32 = 5;
 const CT_STATE: u32 = 0;
 const CT_STATE_NEW: u32 = 1 << 3;
+const CT_STATE_ESTABLISHED: u32 = 1 << 1;
+const CT_STATE_RELATED: u32 = 1 << 2;
 
 // nft's datatype numbers, so `nft list` prints our sets readably.
 const TYPE_INTEGER: u32 = 4;
@@ -525,6 +530,37 @@ impl Batch {
             Stmt::Drop => out.push(immediate_verdict(NF_DROP, None)),
             Stmt::Jump(chain) => out.push(immediate_verdict(NFT_JUMP, Some(chain))),
             Stmt::Goto(chain) => out.push(immediate_verdict(NFT_GOTO, Some(chain))),
+            Stmt::CtStateEstablished => {
+                out.push(Expr("ct", Attrs::default().u32(1, REG_1).u32(2, CT_STATE)));
+                out.push(bitwise(
+                    &(CT_STATE_ESTABLISHED | CT_STATE_RELATED).to_ne_bytes(),
+                    &[0; 4],
+                ));
+                out.push(cmp(CMP_NEQ, &[0; 4]));
+            }
+            Stmt::Daddr { cidr, negate } => {
+                out.push(payload(REG_1, PAYLOAD_NETWORK, 16, 4));
+                if cidr.prefix_len() < 32 {
+                    out.push(bitwise(&cidr.netmask().octets(), &[0; 4]));
+                }
+                let op = if *negate { CMP_NEQ } else { CMP_EQ };
+                out.push(cmp(op, &cidr.network().octets()));
+            }
+            Stmt::L4Proto(proto) => {
+                out.push(meta_load(REG_1, META_L4PROTO));
+                out.push(cmp(CMP_EQ, &[proto.number()]));
+            }
+            Stmt::Dport { from, to } => {
+                out.push(payload(REG_1, PAYLOAD_TRANSPORT, 2, 2));
+                // Ports are big-endian in the register, so byte-wise comparison orders them.
+                if from == to {
+                    out.push(cmp(CMP_EQ, &from.to_be_bytes()));
+                } else {
+                    out.push(cmp(CMP_GTE, &from.to_be_bytes()));
+                    out.push(cmp(CMP_LTE, &to.to_be_bytes()));
+                }
+            }
+            Stmt::Accept => out.push(immediate_verdict(NF_ACCEPT, None)),
         }
     }
 
@@ -743,11 +779,16 @@ impl NftSocket {
 
     /// Names of the proxy's chains and sets currently in `table`.
     pub fn list_stale(&self, table: &str) -> Result<Stale, ProxyError> {
+        self.list_owned(table, is_proxy_object)
+    }
+
+    /// Names of the chains and sets in `table` that `owned` claims.
+    pub fn list_owned(&self, table: &str, owned: fn(&str) -> bool) -> Result<Stale, ProxyError> {
         let chains = self.dump_names(NFT_MSG_GETCHAIN, table, 3)?;
         let sets = self.dump_names(NFT_MSG_GETSET, table, 2)?;
         Ok(Stale {
-            chains: chains.into_iter().filter(|n| is_proxy_object(n)).collect(),
-            sets: sets.into_iter().filter(|n| is_proxy_object(n)).collect(),
+            chains: chains.into_iter().filter(|n| owned(n)).collect(),
+            sets: sets.into_iter().filter(|n| owned(n)).collect(),
         })
     }
 

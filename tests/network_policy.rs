@@ -1,0 +1,487 @@
+//! NetworkPolicy, hostPort and `berth reset` with real containers, in network namespaces the
+//! tests make. Needs root (as CI is).
+//!
+//! Servers are busybox `nc -ll -p 8080 -e echo hi` pods (`-ll`: keep serving). Clients are busybox pods too; the
+//! test connects from inside a client pod's network namespace (entered through its container
+//! process), which is exactly where the pod's own `nc` would connect from, and answers in
+//! milliseconds instead of one pod start per probe.
+
+mod common;
+
+use std::fs::File;
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::cluster::Cluster;
+use common::netns::Netns;
+use common::wait_until;
+use nix::sched::{setns, CloneFlags};
+use serde_json::json;
+
+/// How long a policy change may take to be in force (watch, debounce, apply).
+const CONVERGE: Duration = Duration::from_secs(20);
+
+fn server_spec(host_port: Option<u16>) -> serde_json::Value {
+    let mut port = json!({"name": "http", "containerPort": 8080});
+    if let Some(host_port) = host_port {
+        port["hostPort"] = json!(host_port);
+    }
+    json!({"containers": [{"name": "srv", "image": "busybox",
+        "command": ["nc", "-ll", "-p", "8080", "-e", "echo", "hi"], "ports": [port]}],
+        "terminationGracePeriodSeconds": 1})
+}
+
+/// A client pod that only sleeps; `marker` (its sleep length) makes its process findable.
+fn client_spec(marker: &str) -> serde_json::Value {
+    json!({"containers": [{"name": "cli", "image": "busybox", "command": ["sleep", marker]}],
+           "terminationGracePeriodSeconds": 1})
+}
+
+fn create_pod(
+    cluster: &Cluster,
+    namespace: &str,
+    name: &str,
+    labels: serde_json::Value,
+    spec: serde_json::Value,
+) {
+    let mut spec = spec;
+    spec["nodeName"] = json!(cluster.node);
+    cluster.create(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels}, "spec": spec}));
+}
+
+/// Waits until the pod runs and returns its IP.
+fn running_pod_ip(cluster: &Cluster, namespace: &str, name: &str) -> String {
+    let mut last = String::new();
+    let running = wait_until(Duration::from_secs(120), || {
+        let out = cluster.server.kubectl(&[
+            "get",
+            "pod",
+            "-n",
+            namespace,
+            name,
+            "-o",
+            "jsonpath={.status.phase} {.status.podIP}",
+        ]);
+        last = String::from_utf8_lossy(&out.stdout).to_string();
+        last.starts_with("Running ") && last.len() > "Running ".len()
+    });
+    assert!(running, "pod {namespace}/{name} never ran: {last:?}");
+    last["Running ".len()..].trim().to_string()
+}
+
+/// A unique sleep length per client pod of this test process.
+fn marker(n: u32) -> String {
+    format!("{}{n:02}", 10_000_000 + std::process::id() % 1_000_000)
+}
+
+/// The process running `sleep <marker>`: a client pod's container.
+fn process_with_marker(marker: &str) -> Option<u32> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.len() >= 2 && args[0].ends_with(b"sleep") && args[1] == marker.as_bytes() {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// The network namespace of a running client pod, as a path to open.
+fn client_netns(marker: &str) -> PathBuf {
+    let mut pid = None;
+    wait_until(Duration::from_secs(60), || {
+        pid = process_with_marker(marker);
+        pid.is_some()
+    });
+    let pid = pid.unwrap_or_else(|| panic!("no container process sleeps {marker}"));
+    PathBuf::from(format!("/proc/{pid}/ns/net"))
+}
+
+/// Whether a TCP connection from inside `netns` to `addr` gets the server's "hi".
+fn reaches(netns: &Path, addr: &str) -> bool {
+    let netns = netns.to_path_buf();
+    let addr: SocketAddr = addr.parse().expect("socket address");
+    std::thread::spawn(move || {
+        let Ok(ns) = File::open(&netns) else {
+            return false;
+        };
+        if setns(&ns, CloneFlags::CLONE_NEWNET).is_err() {
+            return false;
+        }
+        let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(1500)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer.contains("hi")
+    })
+    .join()
+    .unwrap_or(false)
+}
+
+/// Asserts that `from` reaches `addr` (`want`) within [`CONVERGE`], and still does (or does
+/// not) right after, so a rule that flaps fails the test.
+fn expect(from: &Path, addr: &str, want: bool, what: &str) {
+    let settled = wait_until(CONVERGE, || reaches(from, addr) == want);
+    assert!(
+        settled && reaches(from, addr) == want,
+        "{what}: expected {} to be {}",
+        addr,
+        if want { "reachable" } else { "blocked" }
+    );
+}
+
+fn apply(cluster: &Cluster, manifest: serde_json::Value) {
+    cluster
+        .server
+        .kubectl_stdin(&["apply", "-f", "-"], &manifest.to_string());
+}
+
+fn policy(namespace: &str, name: &str, spec: serde_json::Value) -> serde_json::Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+           "metadata": {"name": name, "namespace": namespace}, "spec": spec})
+}
+
+#[test]
+fn policies_isolate_pods_allow_exactly_their_peers_and_let_go_when_removed() {
+    let ns = Netns::new();
+    let cluster = Cluster::start(&ns);
+    let server = &cluster.server;
+    server.kubectl_ok(&["create", "namespace", "other"]);
+    server.kubectl_ok(&["label", "namespace", "other", "team=other"]);
+
+    create_pod(
+        &cluster,
+        "default",
+        "srv",
+        json!({"app": "server"}),
+        server_spec(None),
+    );
+    let (m_friend, m_stranger, m_other) = (marker(1), marker(2), marker(3));
+    create_pod(
+        &cluster,
+        "default",
+        "friend",
+        json!({"role": "client"}),
+        client_spec(&m_friend),
+    );
+    create_pod(
+        &cluster,
+        "default",
+        "stranger",
+        json!({"role": "stranger"}),
+        client_spec(&m_stranger),
+    );
+    create_pod(
+        &cluster,
+        "other",
+        "outsider",
+        json!({"role": "client"}),
+        client_spec(&m_other),
+    );
+    cluster.create(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "srv"},
+        "spec": {"selector": {"app": "server"}, "ports": [{"port": 80, "targetPort": 8080}]}}));
+    let server_ip = running_pod_ip(&cluster, "default", "srv");
+    for (namespace, name) in [
+        ("default", "friend"),
+        ("default", "stranger"),
+        ("other", "outsider"),
+    ] {
+        running_pod_ip(&cluster, namespace, name);
+    }
+    let cluster_ip = server
+        .kubectl_ok(&["get", "service", "srv", "-o", "jsonpath={.spec.clusterIP}"])
+        .trim()
+        .to_string();
+    let direct = format!("{server_ip}:8080");
+    let via_service = format!("{cluster_ip}:80");
+    let friend = client_netns(&m_friend);
+    let stranger = client_netns(&m_stranger);
+    let outsider = client_netns(&m_other);
+    let node = PathBuf::from(format!("/run/netns/{}", ns.name));
+
+    // No policy: everyone gets through.
+    expect(&friend, &direct, true, "no policy, friend");
+    expect(&stranger, &direct, true, "no policy, stranger");
+    expect(&outsider, &direct, true, "no policy, other namespace");
+    expect(
+        &friend,
+        &via_service,
+        true,
+        "no policy, friend via the Service",
+    );
+
+    // Deny all ingress in `default`: nobody, by pod IP or through the Service.
+    apply(
+        &cluster,
+        policy("default", "deny-all", json!({"podSelector": {}})),
+    );
+    expect(&friend, &direct, false, "deny-all, friend");
+    expect(&outsider, &direct, false, "deny-all, other namespace");
+    expect(
+        &friend,
+        &via_service,
+        false,
+        "deny-all, friend via the Service",
+    );
+    // The node itself (kubelet probes) is never cut off.
+    expect(&node, &direct, true, "deny-all, from the node");
+
+    // Allow role=client of the same namespace to the named port: exactly that path reopens.
+    apply(
+        &cluster,
+        policy(
+            "default",
+            "allow-clients",
+            json!({"podSelector": {"matchLabels": {"app": "server"}},
+                   "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "client"}}}],
+                                "ports": [{"port": "http", "protocol": "TCP"}]}]}),
+        ),
+    );
+    expect(&friend, &direct, true, "allow by label, friend");
+    expect(
+        &friend,
+        &via_service,
+        true,
+        "allow by label, friend via the Service",
+    );
+    expect(&stranger, &direct, false, "allow by label, stranger");
+    expect(
+        &outsider,
+        &direct,
+        false,
+        "allow by label, same label in another namespace",
+    );
+
+    // Allow the namespace labelled team=other.
+    apply(
+        &cluster,
+        policy(
+            "default",
+            "allow-other-team",
+            json!({"podSelector": {"matchLabels": {"app": "server"}},
+                   "ingress": [{"from": [{"namespaceSelector":
+                                          {"matchLabels": {"team": "other"}}}]}]}),
+        ),
+    );
+    expect(
+        &outsider,
+        &direct,
+        true,
+        "namespace selector, other namespace",
+    );
+    expect(&stranger, &direct, false, "namespace selector, stranger");
+
+    // Removing the policies restores access.
+    server.kubectl_ok(&["delete", "networkpolicy", "--all"]);
+    expect(&stranger, &direct, true, "policies removed, stranger");
+    expect(
+        &stranger,
+        &via_service,
+        true,
+        "policies removed, stranger via the Service",
+    );
+
+    // Egress deny-all for role=client: friend cannot get out, stranger is not selected.
+    apply(
+        &cluster,
+        policy(
+            "default",
+            "clients-no-egress",
+            json!({"podSelector": {"matchLabels": {"role": "client"}},
+                   "policyTypes": ["Egress"]}),
+        ),
+    );
+    expect(&friend, &direct, false, "egress deny, friend");
+    expect(
+        &friend,
+        &via_service,
+        false,
+        "egress deny, friend via the Service",
+    );
+    expect(&stranger, &direct, true, "egress deny, stranger");
+    server.kubectl_ok(&["delete", "networkpolicy", "clients-no-egress"]);
+    expect(&friend, &direct, true, "egress policy removed, friend");
+}
+
+/// A client namespace on the node's "LAN": a veth whose node end is 192.0.2.1, made before the
+/// server starts so the node counts that address as its own.
+fn lan(node: &Netns) -> Netns {
+    let client = Netns::new();
+    let tag = std::process::id() % 100_000;
+    let (near, far) = (format!("hl{tag}"), format!("hc{tag}"));
+    node.exec_ok(
+        "ip",
+        &[
+            "link",
+            "add",
+            &near,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &far,
+            "netns",
+            &client.name,
+        ],
+    );
+    node.exec_ok("ip", &["addr", "add", "192.0.2.1/24", "dev", &near]);
+    node.exec_ok("ip", &["link", "set", &near, "up"]);
+    client.exec_ok("ip", &["addr", "add", "192.0.2.2/24", "dev", &far]);
+    client.exec_ok("ip", &["link", "set", &far, "up"]);
+    client.exec_ok("ip", &["route", "add", "default", "via", "192.0.2.1"]);
+    client
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie has exited; it only waits for its parent to reap it.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+fn pod_cgroups(uid: &str) -> Vec<PathBuf> {
+    std::fs::read_dir("/sys/fs/cgroup")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .chain(std::iter::once(PathBuf::from("/sys/fs/cgroup")))
+                .map(|h| h.join("berth").join(format!("pod{uid}")))
+                .filter(|p| p.exists())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn host_ports_answer_on_the_node_address_and_reset_removes_everything_after_kill_9() {
+    let ns = Netns::new();
+    let client = lan(&ns);
+    let mut cluster = Cluster::start(&ns);
+    create_pod(
+        &cluster,
+        "default",
+        "web",
+        json!({"app": "web"}),
+        server_spec(Some(18080)),
+    );
+    create_pod(
+        &cluster,
+        "default",
+        "idle",
+        json!({}),
+        client_spec(&marker(9)),
+    );
+    running_pod_ip(&cluster, "default", "web");
+    running_pod_ip(&cluster, "default", "idle");
+
+    // From the LAN (prerouting) and from the node itself (output).
+    let from_lan = PathBuf::from(format!("/run/netns/{}", client.name));
+    let from_node = PathBuf::from(format!("/run/netns/{}", ns.name));
+    expect(&from_lan, "192.0.2.1:18080", true, "hostPort from the LAN");
+    expect(
+        &from_node,
+        "192.0.2.1:18080",
+        true,
+        "hostPort from the node",
+    );
+
+    // Refused while the server runs.
+    let data_dir = cluster.server.data_dir().to_path_buf();
+    let data_arg = data_dir.to_str().expect("utf-8 data dir").to_string();
+    let refused = cluster.server.berth(&["reset", "--data-dir", &data_arg]);
+    assert!(!refused.status.success(), "reset ran next to a live server");
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("is running"), "{message}");
+
+    // What the pods hold, before the crash.
+    let uids: Vec<String> = std::fs::read_dir(cluster.pods_dir())
+        .expect("pods dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(uids.len(), 2, "two pods have state: {uids:?}");
+    let shims: Vec<i32> = uids
+        .iter()
+        .filter_map(|uid| {
+            std::fs::read_to_string(cluster.pods_dir().join(uid).join("shim.pid")).ok()
+        })
+        .filter_map(|pid| pid.trim().parse().ok())
+        .collect();
+    assert_eq!(shims.len(), 2);
+    assert!(uids.iter().all(|uid| !pod_cgroups(uid).is_empty()));
+    let links = ns.exec_ok("ip", &["-o", "link"]);
+    assert!(
+        links.contains("berth0") && links.contains("veth"),
+        "{links}"
+    );
+    let tables = ns.exec_ok("nft", &["list", "tables"]);
+    for table in ["berth", "berth-policy", "berth-hostports"] {
+        assert!(tables.contains(&format!("table ip {table}\n")), "{tables}");
+    }
+
+    cluster.server.kill9();
+    let out = cluster.server.berth(&["reset", "--data-dir", &data_arg]);
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "reset failed: {printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for shim in &shims {
+        assert!(printed.contains(&format!("(pid {shim})")), "{printed}");
+        assert!(
+            wait_until(Duration::from_secs(5), || !alive(*shim)),
+            "shim {shim} survived"
+        );
+    }
+    for uid in &uids {
+        assert!(pod_cgroups(uid).is_empty(), "cgroup of pod {uid} left");
+    }
+    let links = ns.exec_ok("ip", &["-o", "link"]);
+    assert!(
+        !links.contains("berth0") && !links.contains("veth"),
+        "links left: {links}"
+    );
+    let tables = ns.exec_ok("nft", &["list", "tables"]);
+    assert!(!tables.contains("berth"), "tables left: {tables}");
+    let pins = std::fs::read_dir(data_dir.join("netns"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(pins, 0, "network namespace pins left");
+    // No process of the server's is left in the node's namespace, so no mount namespace holds
+    // pod mounts any more; and none is visible here either.
+    for pid in ns.pids() {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(
+            !cmdline.contains("shim") && !cmdline.contains("sleep") && !cmdline.contains("nc "),
+            "process {pid} ({cmdline}) survived the reset"
+        );
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    assert!(
+        !mountinfo.contains(&data_arg),
+        "mounts left under the data dir"
+    );
+    assert!(!Path::new(&data_dir).join("pods").join(&uids[0]).exists());
+
+    // Idempotent, and the store survives without --data.
+    let again = cluster.server.berth(&["reset", "--data-dir", &data_arg]);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to remove"));
+    assert!(data_dir.join("berth.redb").exists());
+}
