@@ -114,7 +114,10 @@ pub fn verdict(refs: &[OwnerReference], gone: &HashSet<String>) -> Verdict {
 async fn sweep(client: &kube::Client) -> Result<(), Error> {
     let mut listed: Vec<(&'static Resource, Vec<DynamicObject>)> = Vec::new();
     let mut uids: HashSet<String> = HashSet::new();
-    for r in BUILTIN.iter().filter(|r| r.kind != "Event") {
+    for r in resources::all_stored()
+        .into_iter()
+        .filter(|r| r.kind != "Event")
+    {
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &api_resource(r));
         let items = match api.list(&ListParams::default()).await {
             Ok(list) => list.items,
