@@ -215,10 +215,7 @@ fn custom_objects_are_validated_pruned_defaulted_and_printed_with_their_columns(
     let out = server.kubectl_stdin(&["apply", "-f", "-"], &invalid);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(
-        err.contains("Widget.example.com \"w3\" is invalid"),
-        "{err}"
-    );
+    assert!(err.contains("The Widget \"w3\" is invalid"), "{err}");
     assert!(err.contains("spec.size"), "{err}");
     assert!(
         err.contains("spec.color: Unsupported value: \"purple\""),

@@ -311,6 +311,38 @@ mod tests {
     }
 
     #[test]
+    fn custom_resources_join_and_leave_and_are_stored_once_across_versions() {
+        let group = format!("res{}.example.com", std::process::id());
+        let make = |version: &str| Resource {
+            group: intern_str(&group),
+            version: intern_str(version),
+            kind: "Thing",
+            plural: "things",
+            singular: "thing",
+            namespaced: true,
+            short_names: intern_strs(&["th".to_string()]),
+            categories: NONE,
+            has_status: false,
+        };
+        set_custom(&format!("things.{group}"), vec![make("v1"), make("v2")]);
+        let v1 = find(&group, "v1", "things").unwrap();
+        assert!(is_custom(v1));
+        assert!(!is_custom(find("", "v1", "pods").unwrap()));
+        assert!(std::ptr::eq(v1, intern(make("v1"))), "interned once");
+        let stored: Vec<_> = all_stored()
+            .into_iter()
+            .filter(|r| r.group == group)
+            .collect();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(
+            builtin_groups().iter().filter(|(g, _)| *g == group).count(),
+            0
+        );
+        set_custom(&format!("things.{group}"), Vec::new());
+        assert!(find(&group, "v1", "things").is_none());
+    }
+
+    #[test]
     fn groups_list_each_group_once() {
         let groups = groups();
         assert_eq!(groups.iter().filter(|(g, _)| *g == "apps").count(), 1);

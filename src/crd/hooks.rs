@@ -256,6 +256,38 @@ mod tests {
     }
 
     #[test]
+    fn objects_read_through_another_served_version_carry_that_api_version() {
+        let group = format!("convert{}.example.com", std::process::id());
+        let crd = json!({"spec": {"group": group, "scope": "Cluster",
+            "names": {"plural": "dials", "kind": "Dial"},
+            "versions": [
+                {"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {"type": "object"}}},
+                {"name": "v1beta1", "served": true, "storage": false, "schema": {"openAPIV3Schema": {"type": "object"}}}]}});
+        crate::crd::serve(crate::crd::Definition::from_crd(&crd).unwrap());
+        let beta = crate::api::resources::find(&group, "v1beta1", "dials").unwrap();
+        let stored =
+            Bytes::from(json!({"apiVersion": format!("{group}/v1"), "kind": "Dial"}).to_string());
+        let seen: Value = serde_json::from_slice(&convert_raw(beta, stored.clone())).unwrap();
+        assert_eq!(seen["apiVersion"], format!("{group}/v1beta1"));
+        let v1 = crate::api::resources::find(&group, "v1", "dials").unwrap();
+        assert_eq!(
+            convert_raw(v1, stored.clone()),
+            stored,
+            "same version: bytes untouched"
+        );
+        let pods = crate::api::resources::find("", "v1", "pods").unwrap();
+        assert_eq!(
+            convert_raw(pods, stored.clone()),
+            stored,
+            "built-ins are never converted"
+        );
+        assert!(
+            tracks_generation(v1) && refuses_strategic_merge(v1) && !refuses_strategic_merge(pods)
+        );
+        crate::crd::stop_serving(&format!("dials.{group}"));
+    }
+
+    #[test]
     fn set_pointer_creates_missing_objects() {
         let mut doc = json!({"metadata": {}});
         set_pointer(&mut doc, "/spec/replicas", json!(4));
