@@ -102,7 +102,7 @@ impl Definition {
                 })
             })
             .collect();
-        versions.sort_by(|a, b| version_priority(&a.name).cmp(&version_priority(&b.name)));
+        versions.sort_by_key(|v| version_priority(&v.name));
         Some(Definition {
             name: format!("{plural}.{group}"),
             namespaced: text(spec, "scope").as_deref() == Some("Namespaced"),

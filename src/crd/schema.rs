@@ -49,7 +49,7 @@ pub fn prune(value: &mut Value, schema: &Value, root: bool) {
                     return true;
                 }
                 match member_schema(schema, key) {
-                    Some(s) => !(member.is_null() && !flag(s, "nullable")),
+                    Some(s) => !member.is_null() || flag(s, "nullable"),
                     None => keeps_unknown_members(schema),
                 }
             });
