@@ -53,6 +53,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     bootstrap::ensure_system_objects(&registry, config.network.dns_ip)
         .await
         .context("cannot create the system namespaces")?;
+    crate::crd::load(&registry).map_err(|e| anyhow::anyhow!("cannot load the CRDs: {e}"))?;
 
     // Then the API, over TLS.
     let listener = tokio::net::TcpListener::bind(config.api.listen)
@@ -157,6 +158,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         components.spawn(async move {
             crate::controllers::endpointslice::run(c).await;
             anyhow::bail!("the endpointslice controller stopped")
+        });
+        let c = client("apiextensions-controller");
+        components.spawn(async move {
+            crate::crd::controller::run(c).await;
+            anyhow::bail!("the CRD controller stopped")
         });
         let c = client("kube-scheduler");
         components.spawn(async move {

@@ -11,6 +11,7 @@
 //! - `registry`: per-kind policy (defaults, validation, generation) and the generic CRUD on the store.
 //! - `store`: redb-backed key/value log with revisions, compaction and watch fan-out; knows no kinds.
 //! - `client`: the in-process `kube::Client` whose transport is the apiserver's router.
+//! - `crd`: CustomResourceDefinitions: the served custom resources, their schemas and controller.
 //! - `controllers`: level-triggered reconcilers, one per file; they only use the client.
 //! - `scheduler`: assigns pods to nodes through the `binding` subresource.
 //! - `agent`: the kubelet: node registration, pod workers, status.
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod controllers;
+pub mod crd;
 pub mod daemon;
 pub mod dns;
 pub mod network;

@@ -1,6 +1,10 @@
 //! The table of resources berth serves: group, version, kind, plural, scope, short names.
 //!
-//! Discovery, routing and storage keys are all derived from this one table.
+//! Discovery, routing and storage keys are all derived from this one table, plus the resources
+//! CustomResourceDefinitions add at runtime.
+
+use std::collections::BTreeSet;
+use std::sync::{Mutex, RwLock};
 
 /// One served resource (a group/version/plural).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +58,7 @@ impl Resource {
 }
 
 /// The core group is stored under `core` so keys never have an empty segment.
-fn storage_group(r: &Resource) -> &'static str {
+fn storage_group(r: &Resource) -> &str {
     if r.group.is_empty() {
         "core"
     } else {
@@ -118,34 +122,132 @@ pub static BUILTIN: &[Resource] = &[
     resource!("rbac.authorization.k8s.io", "v1", "Role", "roles", "role", namespaced: true, short: NONE, categories: NONE, status: false),
     resource!("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", "rolebinding", namespaced: true, short: NONE, categories: NONE, status: false),
     resource!("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", "priorityclass", namespaced: false, short: &["pc"], categories: NONE, status: false),
+    resource!("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", "customresourcedefinition", namespaced: false, short: &["crd", "crds"], categories: &["api-extensions"], status: true),
     resource!("storage.k8s.io", "v1", "StorageClass", "storageclasses", "storageclass", namespaced: false, short: &["sc"], categories: NONE, status: false),
 ];
 
+/// Resources defined at runtime (by CustomResourceDefinitions), served after the built-ins.
+///
+/// Entries are interned (see [`intern`]) so the whole crate keeps passing `&'static Resource`
+/// around: a definition costs its few strings once, however often it is re-registered.
+static CUSTOM: RwLock<Vec<&'static Resource>> = RwLock::new(Vec::new());
+
+/// Every served resource: the built-ins, then the custom ones in registration order.
+pub fn all() -> Vec<&'static Resource> {
+    let custom = CUSTOM.read().map(|c| c.clone()).unwrap_or_default();
+    BUILTIN.iter().chain(custom).collect()
+}
+
+/// One entry per stored resource: a custom resource served at several versions appears once
+/// (its objects share one key prefix).
+pub fn all_stored() -> Vec<&'static Resource> {
+    let mut out: Vec<&'static Resource> = Vec::new();
+    for r in all() {
+        if !out.iter().any(|o| o.key_prefix() == r.key_prefix()) {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// Makes `resources` the served custom resources of `owner` (a CRD name), replacing what `owner`
+/// served before; an empty list stops serving them.
+pub fn set_custom(owner: &str, resources: Vec<Resource>) {
+    let interned: Vec<&'static Resource> = resources.into_iter().map(intern).collect();
+    if let Ok(mut custom) = CUSTOM.write() {
+        custom.retain(|r| custom_owner(r) != owner);
+        custom.extend(interned);
+    }
+}
+
+/// Is `r` defined at runtime rather than built in?
+pub fn is_custom(r: &Resource) -> bool {
+    !BUILTIN.iter().any(|b| std::ptr::eq(b, r))
+}
+
+/// The CRD name (`<plural>.<group>`) a custom resource comes from.
+fn custom_owner(r: &Resource) -> String {
+    format!("{}.{}", r.plural, r.group)
+}
+
+/// One leaked copy of each distinct resource and string: CRDs are few and change rarely, and
+/// leaking lets runtime resources share the `&'static` signature of the built-in table.
+fn intern(r: Resource) -> &'static Resource {
+    static SEEN: Mutex<Vec<&'static Resource>> = Mutex::new(Vec::new());
+    let Ok(mut seen) = SEEN.lock() else {
+        return Box::leak(Box::new(r));
+    };
+    if let Some(found) = seen.iter().find(|s| ***s == r) {
+        return found;
+    }
+    let leaked: &'static Resource = Box::leak(Box::new(r));
+    seen.push(leaked);
+    leaked
+}
+
+/// A `&'static str` equal to `s`, leaked once per distinct value.
+pub fn intern_str(s: &str) -> &'static str {
+    static SEEN: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+    let Ok(mut seen) = SEEN.lock() else {
+        return Box::leak(s.to_string().into_boxed_str());
+    };
+    if let Some(found) = seen.get(s) {
+        return found;
+    }
+    let leaked: &'static str = Box::leak(s.to_string().into_boxed_str());
+    seen.insert(leaked);
+    leaked
+}
+
+/// A `&'static` slice of interned strings.
+pub fn intern_strs(items: &[String]) -> &'static [&'static str] {
+    static SEEN: Mutex<Vec<&'static [&'static str]>> = Mutex::new(Vec::new());
+    let wanted: Vec<&'static str> = items.iter().map(|s| intern_str(s)).collect();
+    let Ok(mut seen) = SEEN.lock() else {
+        return Box::leak(wanted.into_boxed_slice());
+    };
+    if let Some(found) = seen.iter().find(|s| **s == wanted.as_slice()) {
+        return found;
+    }
+    let leaked: &'static [&'static str] = Box::leak(wanted.into_boxed_slice());
+    seen.push(leaked);
+    leaked
+}
+
 /// The resource served at `group/version/plural`.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
-    BUILTIN
-        .iter()
+    all()
+        .into_iter()
         .find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
 /// The resource whose objects have `apiVersion` and `kind`.
 pub fn find_kind(api_version: &str, kind: &str) -> Option<&'static Resource> {
-    BUILTIN
-        .iter()
+    all()
+        .into_iter()
         .find(|r| r.kind == kind && r.api_version() == api_version)
 }
 
 /// Is `group/version` served at all (for 404 vs 405 decisions and discovery)?
 pub fn serves_group_version(group: &str, version: &str) -> bool {
-    BUILTIN
-        .iter()
+    all()
+        .into_iter()
         .any(|r| r.group == group && r.version == version)
 }
 
 /// Groups in discovery order, each with its versions (preferred first).
 pub fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
+    groups_of(&all())
+}
+
+/// The groups of the built-in resources alone (what never changes at runtime).
+pub fn builtin_groups() -> Vec<(&'static str, Vec<&'static str>)> {
+    groups_of(&BUILTIN.iter().collect::<Vec<_>>())
+}
+
+fn groups_of(resources: &[&'static Resource]) -> Vec<(&'static str, Vec<&'static str>)> {
     let mut out: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
-    for r in BUILTIN.iter().filter(|r| !r.group.is_empty()) {
+    for r in resources.iter().filter(|r| !r.group.is_empty()) {
         match out.iter_mut().find(|(g, _)| *g == r.group) {
             Some((_, versions)) if !versions.contains(&r.version) => versions.push(r.version),
             Some(_) => {}
@@ -160,8 +262,8 @@ pub fn in_group_version<'a>(
     group: &'a str,
     version: &'a str,
 ) -> impl Iterator<Item = &'static Resource> + 'a {
-    BUILTIN
-        .iter()
+    all()
+        .into_iter()
         .filter(move |r| r.group == group && r.version == version)
 }
 
@@ -206,6 +308,38 @@ mod tests {
             find_kind("events.k8s.io/v1", "Event").unwrap().group,
             "events.k8s.io"
         );
+    }
+
+    #[test]
+    fn custom_resources_join_and_leave_and_are_stored_once_across_versions() {
+        let group = format!("res{}.example.com", std::process::id());
+        let make = |version: &str| Resource {
+            group: intern_str(&group),
+            version: intern_str(version),
+            kind: "Thing",
+            plural: "things",
+            singular: "thing",
+            namespaced: true,
+            short_names: intern_strs(&["th".to_string()]),
+            categories: NONE,
+            has_status: false,
+        };
+        set_custom(&format!("things.{group}"), vec![make("v1"), make("v2")]);
+        let v1 = find(&group, "v1", "things").unwrap();
+        assert!(is_custom(v1));
+        assert!(!is_custom(find("", "v1", "pods").unwrap()));
+        assert!(std::ptr::eq(v1, intern(make("v1"))), "interned once");
+        let stored: Vec<_> = all_stored()
+            .into_iter()
+            .filter(|r| r.group == group)
+            .collect();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(
+            builtin_groups().iter().filter(|(g, _)| *g == group).count(),
+            0
+        );
+        set_custom(&format!("things.{group}"), Vec::new());
+        assert!(find(&group, "v1", "things").is_none());
     }
 
     #[test]

@@ -147,6 +147,7 @@ fn build() -> Catalog {
         rbac::v1::RoleBinding,
         scheduling::v1::PriorityClass,
         storage::v1::StorageClass,
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
     );
     generator.subschema_for::<meta::DeleteOptions>();
     generator.subschema_for::<meta::Status>();

@@ -35,6 +35,9 @@ pub(crate) fn subresources(r: &Resource) -> Vec<(&'static str, &'static [&'stati
     if r.has_status {
         subs.push(("status", &["get", "patch", "update"]));
     }
+    if crate::crd::hooks::scale_of(r).is_some() {
+        subs.push(("scale", &["get", "patch", "update"]));
+    }
     if r.group.is_empty() && r.kind == "Namespace" {
         subs.push(("finalize", &["update"]));
     }

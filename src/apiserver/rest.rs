@@ -65,6 +65,9 @@ async fn dispatch(
         let name = target.name.clone().unwrap_or_default();
         return super::logs::serve(server, &namespace, &name, request.uri().query()).await;
     }
+    if target.subresource.as_deref() == Some("scale") && crate::crd::hooks::scale_of(r).is_some() {
+        return custom_scale(server, &target, &query, request).await;
+    }
     if r.group.is_empty() && r.plural == "pods" && target.subresource.as_deref() == Some("exec") {
         let name = target.name.clone().unwrap_or_default();
         return super::stream::serve_exec(server, &namespace, &name, request).await;
@@ -146,6 +149,9 @@ async fn dispatch(
         (&Method::PATCH, Some(name)) => {
             let content_type = header(&request, http::header::CONTENT_TYPE);
             let patch_type = PatchType::from_content_type(&content_type)?;
+            if patch_type == PatchType::Strategic && crate::crd::hooks::refuses_strategic_merge(r) {
+                return Err(ApiError::unsupported_media_type(&content_type));
+            }
             let patch_body = read_body(server, request).await?;
             if patch_type == PatchType::Apply {
                 return server_side_apply(server, &target, part, &query, manager()?, &patch_body)
@@ -327,6 +333,44 @@ async fn bind_pod(
         201,
         &serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
     ))
+}
+
+/// `/scale` of a custom resource whose CRD declares it.
+async fn custom_scale(
+    server: &Arc<ApiServer>,
+    target: &ResourceRequest,
+    query: &Query,
+    request: Request,
+) -> ApiResult<Response> {
+    use crate::crd::hooks::ScaleWrite;
+    let method = request.method().clone();
+    let name = target.name.clone().unwrap_or_default();
+    let namespace = target.namespace.clone().unwrap_or_default();
+    let write = match method {
+        Method::GET => None,
+        Method::PUT => Some(ScaleWrite::Put(read_json(server, request).await?)),
+        Method::PATCH => {
+            let content_type = header(&request, http::header::CONTENT_TYPE);
+            let body = read_body(server, request).await?;
+            match PatchType::from_content_type(&content_type)? {
+                PatchType::Json => Some(ScaleWrite::JsonPatch(body)),
+                // A Scale has no list fields, so a strategic merge is a plain merge.
+                PatchType::Merge | PatchType::Strategic => Some(ScaleWrite::MergePatch(body)),
+                PatchType::Apply => return Err(ApiError::unsupported_media_type(&content_type)),
+            }
+        }
+        other => return Err(ApiError::method_not_allowed(other.as_str(), "scale")),
+    };
+    let scale = crate::crd::hooks::scale(
+        &server.registry,
+        target.resource,
+        &namespace,
+        &name,
+        write,
+        query.dry_run,
+    )
+    .await?;
+    Ok(json_response(200, &scale))
 }
 
 fn target_pods() -> &'static crate::api::resources::Resource {

@@ -188,9 +188,10 @@ fn encode(filter: &Filter, event: &Event) -> Option<Bytes> {
     if filter.key.as_ref().is_some_and(|k| *k != event.kv.key) {
         return None;
     }
+    let value = crate::crd::hooks::convert_raw(filter.resource, event.kv.value.clone());
     match event.kind {
         EventKind::Delete => {
-            let mut obj = decode(&event.kv.value).ok()?;
+            let mut obj = decode(&value).ok()?;
             if filter.is_selecting() && !filter.matches(&obj) {
                 return None;
             }
@@ -204,10 +205,10 @@ fn encode(filter: &Filter, event: &Event) -> Option<Bytes> {
             } else {
                 "ADDED"
             };
-            Some(event_line(kind, &event.kv.value))
+            Some(event_line(kind, &value))
         }
         EventKind::Put => {
-            let now = decode(&event.kv.value).ok()?;
+            let now = decode(&value).ok()?;
             let matches_now = filter.matches(&now);
             let matched_before = event
                 .prev
@@ -215,9 +216,9 @@ fn encode(filter: &Filter, event: &Event) -> Option<Bytes> {
                 .and_then(|p| decode(&p.value).ok())
                 .is_some_and(|p| filter.matches(&p));
             match (matched_before, matches_now) {
-                (true, true) => Some(event_line("MODIFIED", &event.kv.value)),
-                (false, true) => Some(event_line("ADDED", &event.kv.value)),
-                (true, false) => Some(event_line("DELETED", &event.kv.value)),
+                (true, true) => Some(event_line("MODIFIED", &value)),
+                (false, true) => Some(event_line("ADDED", &value)),
+                (true, false) => Some(event_line("DELETED", &value)),
                 (false, false) => None,
             }
         }

@@ -210,7 +210,10 @@ type Listing = Vec<(&'static Resource, Vec<DynamicObject>)>;
 /// Every object of every kind (events aside).
 async fn list_everything(client: &kube::Client) -> Result<Listing, Error> {
     let mut listed = Vec::new();
-    for r in BUILTIN.iter().filter(|r| r.kind != "Event") {
+    for r in resources::all_stored()
+        .into_iter()
+        .filter(|r| r.kind != "Event")
+    {
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &api_resource(r));
         match api.list(&ListParams::default()).await {
             Ok(list) => listed.push((r, list.items)),

@@ -11,7 +11,7 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 
-use crate::api::resources::BUILTIN;
+use crate::api::resources;
 
 const FINALIZER: &str = "kubernetes";
 
@@ -71,7 +71,7 @@ async fn reconcile(ns: Arc<Namespace>, client: Arc<kube::Client>) -> Result<Acti
 /// Deletes everything namespaced in `namespace`; true once nothing is left.
 async fn delete_content(client: &kube::Client, namespace: &str) -> Result<bool, Error> {
     let mut empty = true;
-    for r in BUILTIN.iter().filter(|r| r.namespaced) {
+    for r in resources::all_stored().into_iter().filter(|r| r.namespaced) {
         let gvk = GroupVersionKind::gvk(r.group, r.version, r.kind);
         let resource = ApiResource::from_gvk_with_plural(&gvk, r.plural);
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);

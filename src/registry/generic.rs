@@ -87,7 +87,7 @@ impl Registry {
             .get(&r.key(namespace, name))
             .map_err(store_error)?
         {
-            Some(kv) => Ok(kv.value),
+            Some(kv) => Ok(crate::crd::hooks::convert_raw(r, kv.value)),
             None => Err(ApiError::not_found(r.group, r.plural, name)),
         }
     }
@@ -141,7 +141,7 @@ impl Registry {
             for kv in page.kvs {
                 last_key = Some(kv.key.clone());
                 if !filtering || self.matches(r, &kv.value, opts)? {
-                    items.push(kv.value);
+                    items.push(crate::crd::hooks::convert_raw(r, kv.value));
                 }
                 if opts.limit != 0 && items.len() == opts.limit {
                     break;
@@ -268,6 +268,7 @@ impl Registry {
             kinds::validate_name(r, &name, &mut causes);
             meta::validate_labels_and_annotations(&obj, &mut causes);
             causes.extend(validation::validate(r, &obj));
+            crate::crd::hooks::validate(r, &obj, &mut causes);
             if !causes.is_empty() {
                 return Err(ApiError::invalid(r.group, r.kind, &name, causes));
             }
@@ -397,7 +398,8 @@ impl Registry {
             let Some(current) = self.store.get(&key).map_err(store_error)? else {
                 return Err(ApiError::not_found(r.group, r.plural, name));
             };
-            let old = decode(&current.value)?;
+            let mut old = decode(&current.value)?;
+            crate::crd::hooks::convert(r, &mut old);
             let mut proposed = mutate(&old)?;
             kinds::check_type_meta(r, &mut proposed)?;
             let mut proposed = kinds::normalize(r, proposed)?;
@@ -424,6 +426,7 @@ impl Registry {
                 causes.extend(validation::validate(r, &new));
                 causes.extend(validation::validate_update(r, &old, &new));
             }
+            crate::crd::hooks::validate(r, &new, &mut causes);
             if !causes.is_empty() {
                 return Err(ApiError::invalid(r.group, r.kind, name, causes));
             }

@@ -18,7 +18,7 @@ pub fn normalize(resource: &Resource, body: Value) -> ApiResult<Value> {
         ($($group:literal $kind:literal => $ty:ty),* $(,)?) => {
             match (resource.group, resource.kind) {
                 $(($group, $kind) => roundtrip::<$ty>(resource, body),)*
-                _ => Ok(body),
+                _ => crate::crd::hooks::normalize(resource, body),
             }
         };
     }
@@ -58,6 +58,8 @@ pub fn normalize(resource: &Resource, body: Value) -> ApiResult<Value> {
         "rbac.authorization.k8s.io" "RoleBinding" => rbac::v1::RoleBinding,
         "scheduling.k8s.io" "PriorityClass" => scheduling::v1::PriorityClass,
         "storage.k8s.io" "StorageClass" => storage::v1::StorageClass,
+        "apiextensions.k8s.io" "CustomResourceDefinition" =>
+            k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
     }
 }
 
@@ -159,25 +161,27 @@ pub fn validate_name(resource: &Resource, name: &str, causes: &mut Vec<Cause>) {
 
 /// Whether the kind keeps `metadata.generation` (bumped on spec changes), as its upstream strategy does.
 pub fn tracks_generation(resource: &Resource) -> bool {
-    matches!(
-        resource.kind,
-        "Deployment"
-            | "ReplicaSet"
-            | "StatefulSet"
-            | "DaemonSet"
-            | "ReplicationController"
-            | "Job"
-            | "CronJob"
-            | "Pod"
-            | "PodDisruptionBudget"
-            | "Ingress"
-            | "NetworkPolicy"
-            | "EndpointSlice"
-    )
+    crate::crd::hooks::tracks_generation(resource)
+        || matches!(
+            resource.kind,
+            "Deployment"
+                | "ReplicaSet"
+                | "StatefulSet"
+                | "DaemonSet"
+                | "ReplicationController"
+                | "Job"
+                | "CronJob"
+                | "Pod"
+                | "PodDisruptionBudget"
+                | "Ingress"
+                | "NetworkPolicy"
+                | "EndpointSlice"
+        )
 }
 
 /// Kind-specific changes on every write: Secret `stringData` folds into `data`.
 pub fn prepare_write(resource: &Resource, obj: &mut Value) {
+    crate::crd::hooks::prepare_write(resource, obj);
     if resource.group.is_empty() && resource.kind == "Secret" {
         if obj
             .get("type")

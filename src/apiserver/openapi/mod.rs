@@ -62,7 +62,7 @@ fn v3_documents() -> &'static V3Documents {
     static DOCS: OnceLock<V3Documents> = OnceLock::new();
     DOCS.get_or_init(|| {
         let mut by_path = vec![("api/v1".to_string(), Served::new(&v3::document("", "v1")))];
-        for (group, versions) in resources::groups() {
+        for (group, versions) in resources::builtin_groups() {
             for version in versions {
                 by_path.push((
                     format!("apis/{group}/{version}"),
@@ -70,16 +70,34 @@ fn v3_documents() -> &'static V3Documents {
                 ));
             }
         }
-        let paths: serde_json::Map<String, Value> = by_path
-            .iter()
-            .map(|(path, served)| {
-                let url = format!("/openapi/v3/{path}?hash={}", served.etag);
-                (path.clone(), json!({"serverRelativeURL": url}))
-            })
-            .collect();
-        let index = Served::new(&json!({"paths": paths}));
+        let index = v3_index(&by_path, &[]);
         V3Documents { by_path, index }
     })
+}
+
+fn v3_index(builtin: &[(String, Served)], custom: &[(String, Served)]) -> Served {
+    let paths: serde_json::Map<String, Value> = builtin
+        .iter()
+        .chain(custom)
+        .map(|(path, served)| {
+            let url = format!("/openapi/v3/{path}?hash={}", served.etag);
+            (path.clone(), json!({"serverRelativeURL": url}))
+        })
+        .collect();
+    Served::new(&json!({"paths": paths}))
+}
+
+/// The documents of group-versions CRDs serve: built per request, as they change at runtime.
+fn custom_v3_documents() -> Vec<(String, Served)> {
+    crate::crd::openapi::custom_group_versions()
+        .into_iter()
+        .map(|(group, version)| {
+            (
+                format!("apis/{group}/{version}"),
+                Served::new(&v3::document(group, version)),
+            )
+        })
+        .collect()
 }
 
 fn v2_document(format: Format) -> &'static Served {
@@ -126,12 +144,27 @@ pub fn handle(request: &Request) -> Response {
         .and_then(|v| v.to_str().ok());
     match path {
         "/openapi/v2" => document_response(v2_document(format), if_none_match, None, format),
-        "/openapi/v3" => document_response(&v3_documents().index, if_none_match, None, format),
+        "/openapi/v3" => {
+            let custom = custom_v3_documents();
+            if custom.is_empty() {
+                return document_response(&v3_documents().index, if_none_match, None, format);
+            }
+            let index = v3_index(&v3_documents().by_path, &custom);
+            document_response(&index, if_none_match, None, format)
+        }
         _ => {
             let key = path.trim_start_matches("/openapi/v3/");
             let docs = v3_documents();
-            let Some((_, served)) = docs.by_path.iter().find(|(p, _)| p == key) else {
-                return error_response(&ApiError::no_route(path));
+            let custom;
+            let served = match docs.by_path.iter().find(|(p, _)| p == key) {
+                Some((_, served)) => served,
+                None => {
+                    custom = custom_v3_documents();
+                    match custom.iter().find(|(p, _)| p == key) {
+                        Some((_, served)) => served,
+                        None => return error_response(&ApiError::no_route(path)),
+                    }
+                }
             };
             let hash = request
                 .uri()

@@ -164,11 +164,13 @@ pub fn paths(group: &str, version: &str) -> Vec<PathItem> {
 fn resource_paths(r: &Resource) -> Vec<PathItem> {
     let api_version = r.api_version();
     let kind_def = schemas::kind_definition(&api_version, r.kind)
-        .unwrap_or_default()
-        .to_string();
+        .map(str::to_string)
+        .or_else(|| crate::crd::openapi::kind_definition(r))
+        .unwrap_or_default();
     let list_def = schemas::kind_definition(&api_version, &r.list_kind())
-        .unwrap_or_default()
-        .to_string();
+        .map(str::to_string)
+        .or_else(|| crate::crd::openapi::list_definition(r))
+        .unwrap_or_default();
     let gv = format!("{}{}", group_camel(r.group), upper_first(r.version));
     let scope = if r.namespaced { "Namespaced" } else { "" };
     let id = |verb: &str, suffix: &str| format!("{verb}{gv}{scope}{}{suffix}", r.kind);

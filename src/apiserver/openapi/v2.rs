@@ -20,7 +20,7 @@ pub fn document() -> Value {
         .collect();
     let mut paths = Map::new();
     let group_versions = std::iter::once(("", "v1")).chain(
-        resources::groups()
+        resources::builtin_groups()
             .into_iter()
             .flat_map(|(g, versions)| versions.into_iter().map(move |v| (g, v))),
     );

@@ -21,6 +21,7 @@ pub fn document(group: &str, version: &str) -> Value {
         .iter()
         .map(|s| s.to_string())
         .collect();
+    roots.extend(crate::crd::openapi::referenced().map(str::to_string));
     let mut paths = Map::new();
     for item in &items {
         for op in &item.operations {
@@ -38,6 +39,11 @@ pub fn document(group: &str, version: &str) -> Value {
             components.insert(name, to_v3_schema(schema));
         }
     }
+    components.extend(crate::crd::openapi::definitions(
+        group,
+        version,
+        COMPONENTS_PREFIX,
+    ));
     json!({
         "openapi": "3.0.0",
         "info": super::info(),
@@ -124,8 +130,11 @@ fn operation(item: &PathItem, op: &Operation) -> Value {
             });
         }
         Some(Body::Patch) => {
+            // Custom resources have no patch strategy: kubectl must not send them a strategic merge.
+            let custom = crate::crd::openapi::is_custom_kind(group, version, kind);
             let content: Map<String, Value> = PATCH_TYPES
                 .iter()
+                .filter(|t| !(custom && t.contains("strategic")))
                 .map(|t| (t.to_string(), json!({"schema": reference(PATCH)})))
                 .collect();
             out["requestBody"] = json!({"content": content, "required": true});

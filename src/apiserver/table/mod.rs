@@ -145,7 +145,9 @@ impl Render {
     fn row(&self, resource: &Resource, obj: &Value, version: MetaVersion, now: Timestamp) -> Value {
         let printer = printers::for_resource(resource);
         let mut row = Map::new();
-        row.insert("cells".into(), Value::Array((printer.row)(obj, now)));
+        let cells =
+            crate::crd::columns::cells(resource, obj).unwrap_or_else(|| (printer.row)(obj, now));
+        row.insert("cells".into(), Value::Array(cells));
         if resource.group.is_empty() && resource.kind == "Pod" {
             if let Some(conditions) = printers::pod_row_conditions(obj) {
                 row.insert("conditions".into(), conditions);
@@ -183,6 +185,10 @@ fn table(
     rows: Vec<Value>,
 ) -> Value {
     let columns: Vec<Value> = if with_columns {
+        if let Some(custom) = crate::crd::columns::definitions(resource) {
+            return json!({"kind": "Table", "apiVersion": version.api_version(), "metadata": metadata,
+                   "columnDefinitions": custom, "rows": rows});
+        }
         printers::for_resource(resource)
             .columns
             .iter()
