@@ -441,8 +441,8 @@ fn helm_installs_a_chart_with_a_crd_and_an_object_of_it() {
     )
     .unwrap();
     let chart = chart.to_string_lossy().into_owned();
-    // Server-side apply is not served yet; helm v4 uses it by default.
-    server.helm_ok(&["install", "--server-side=false", "demo", &chart]);
+    // helm v4 installs with server-side apply by default: custom objects go through it too.
+    server.helm_ok(&["install", "demo", &chart]);
     let w = json(&server.kubectl_ok(&["get", "widget", "demo-widget", "-o", "json"]));
     assert_eq!(w["spec"]["size"], 3);
     assert_eq!(
