@@ -19,8 +19,8 @@ mod reviews;
 pub mod sa_token;
 pub mod serve;
 mod strategic;
-mod subresources;
 mod stream;
+mod subresources;
 mod table;
 mod watch;
 

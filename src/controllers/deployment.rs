@@ -1077,42 +1077,11 @@ pub fn pod_template_hash(
 ) -> Result<String, Error> {
     let value = serde_json::to_value(template)?;
     let mut bytes = Vec::new();
-    write_canonical(&value, &mut bytes);
+    common::write_canonical_json(&value, &mut bytes);
     if let Some(count) = collision_count {
         bytes.extend_from_slice(&count.to_le_bytes());
     }
     Ok(safe_encode(&fnv32a(&bytes).to_string()))
-}
-
-/// JSON with object keys sorted, whatever map type serde_json was built with.
-fn write_canonical(value: &Value, out: &mut Vec<u8>) {
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push(b'{');
-            for (i, key) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(Value::String(key.clone()).to_string().as_bytes());
-                out.push(b':');
-                write_canonical(&map[key], out);
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(b']');
-        }
-        other => out.extend_from_slice(other.to_string().as_bytes()),
-    }
 }
 
 pub fn fnv32a(bytes: &[u8]) -> u32 {

@@ -55,7 +55,7 @@ pub fn template_of(revision: &ControllerRevision) -> Option<PodTemplateSpec> {
 /// sorted keys, so equal templates hash equally whatever order their fields came in.
 pub fn revision_hash(data: &Value, collision_count: Option<i32>) -> String {
     let mut bytes = Vec::new();
-    write_canonical(data, &mut bytes);
+    common::write_canonical_json(data, &mut bytes);
     if let Some(count) = collision_count {
         bytes.extend_from_slice(count.to_string().as_bytes());
     }
@@ -69,36 +69,6 @@ fn fnv32(bytes: &[u8]) -> u32 {
         hash ^= u32::from(*b);
     }
     hash
-}
-
-fn write_canonical(value: &Value, out: &mut Vec<u8>) {
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push(b'{');
-            for (i, key) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(Value::String(key.clone()).to_string().as_bytes());
-                out.push(b':');
-                write_canonical(&map[key], out);
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(b']');
-        }
-        other => out.extend_from_slice(other.to_string().as_bytes()),
-    }
 }
 
 /// Upstream's `ControllerRevisionName`: the owner's name cut to 223 characters, a dash, the
