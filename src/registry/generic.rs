@@ -443,10 +443,9 @@ impl Registry {
                         self.after_delete(r, &new).await;
                         return Ok(encode_value_at(new, revision));
                     }
-                    Err(StoreError::Conflict { .. }) if pinned.is_empty() => continue,
-                    Err(StoreError::Conflict { .. }) => {
-                        return Err(ApiError::stale(r.group, r.plural, name))
-                    }
+                    // Someone wrote in between: read again. A caller's own resourceVersion
+                    // is checked against the fresh object at the top of the loop.
+                    Err(StoreError::Conflict { .. }) => continue,
                     Err(e) => return Err(store_error(e)),
                 }
             }
@@ -456,10 +455,9 @@ impl Registry {
                 .await
             {
                 Ok(kv) => return decode(&kv.value),
-                Err(StoreError::Conflict { .. }) if pinned.is_empty() => continue,
-                Err(StoreError::Conflict { .. }) => {
-                    return Err(ApiError::stale(r.group, r.plural, name))
-                }
+                // As above: a patch re-applies to the fresh object, while an update that
+                // named the old resourceVersion fails the check at the top of the loop.
+                Err(StoreError::Conflict { .. }) => continue,
                 Err(StoreError::NotFound) => {
                     return Err(ApiError::not_found(r.group, r.plural, name))
                 }
@@ -888,6 +886,76 @@ pub fn store_error(e: StoreError) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A patch carries the resourceVersion of the object it was applied to. When another
+    /// writer gets in between the read and the write, the patch must be applied again to the
+    /// fresh object (as upstream's GuaranteedUpdate does), not answered with 409; an update
+    /// that named the old resourceVersion itself still gets 409.
+    #[tokio::test]
+    async fn a_patch_racing_another_writer_is_retried_and_a_stale_update_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &dir.path().join("s.redb"),
+            crate::store::StoreOptions {
+                history_revisions: 100,
+                watch_buffer: 16,
+            },
+        )
+        .unwrap();
+        let network = ServiceNetwork::parse("10.43.0.0/16", (30000, 32767)).unwrap();
+        let registry = Registry::new(store.clone(), network);
+        let r = resources::find("", "v1", "configmaps").unwrap();
+        let key = r.key("default", "cm");
+        let object = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "cm", "namespace": "default", "uid": "u1"}, "data": {"a": "1"}});
+        store
+            .create(&key, move |rev| encode_at(object, rev))
+            .await
+            .unwrap();
+
+        // The first time the patch is applied, another writer changes the object first.
+        let mut calls = 0;
+        let patched = registry
+            .update_with(r, "default", "cm", Part::Main, false, |old| {
+                calls += 1;
+                if calls == 1 {
+                    let current = store.get(&key).unwrap().unwrap();
+                    let mut other = decode(&current.value).unwrap();
+                    other["data"]["b"] = json!("2");
+                    let store = store.clone();
+                    let key = key.clone();
+                    std::thread::spawn(move || {
+                        futures::executor::block_on(store.update(
+                            &key,
+                            current.mod_revision,
+                            move |rev| encode_at(other, rev),
+                        ))
+                    })
+                    .join()
+                    .unwrap()
+                    .unwrap();
+                }
+                let mut new = old.clone();
+                new["data"]["c"] = json!("3");
+                Ok(new)
+            })
+            .await
+            .unwrap();
+        assert_eq!(calls, 2, "applied again to the fresh object");
+        assert_eq!(patched["data"], json!({"a": "1", "b": "2", "c": "3"}));
+
+        // An update that names an old resourceVersion is refused.
+        let stale = registry
+            .update_with(r, "default", "cm", Part::Main, false, |old| {
+                let mut new = old.clone();
+                new["metadata"]["resourceVersion"] = json!("1");
+                new["data"]["d"] = json!("4");
+                Ok(new)
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(stale.code, 409);
+    }
 
     #[test]
     fn generated_names_keep_the_prefix_and_add_five_safe_characters() {
