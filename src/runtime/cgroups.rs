@@ -191,17 +191,33 @@ fn collect_depth_first(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// Removes `cgroup_path` and every cgroup below it from all hierarchies. The cgroups must hold
 /// no processes any more. Missing directories are fine: cleanup is idempotent.
+///
+/// A process that has just exited still counts as a member in some hierarchies (the named
+/// `systemd` one, cgroup2) until its parent reaps it, so `rmdir` answers EBUSY for a moment
+/// after a shim's exit: busy directories are retried for up to [`BUSY_RETRY`]. This blocks.
 pub fn remove_tree(cgroup_path: &str) -> Result<(), CgroupError> {
     let mounts = read_mounts()?;
+    let deadline = std::time::Instant::now() + BUSY_RETRY;
     for dir in removal_order(&mounts, cgroup_path)? {
-        match std::fs::remove_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(CgroupError::Remove { path: dir, source }),
+        loop {
+            match std::fs::remove_dir(&dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EBUSY)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(source) => return Err(CgroupError::Remove { path: dir, source }),
+            }
         }
     }
     Ok(())
 }
+
+/// How long [`remove_tree`] waits for exited processes to leave their cgroups.
+const BUSY_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Every process still in `cgroup_path` or below, in any hierarchy (duplicates removed).
 pub fn pids_in_tree(cgroup_path: &str) -> Result<Vec<i32>, CgroupError> {

@@ -324,7 +324,11 @@ impl ContainerRuntime for ShimRuntime {
             .map(|c| c.cgroup_parent)
             .unwrap_or_else(|| cgroups::pod_cgroup_parent(pod_uid));
         Self::kill_leftovers(&parent).await?;
-        cgroups::remove_tree(&parent)?;
+        // remove_tree may wait briefly for the exited shim to be reaped: keep it off the
+        // async workers.
+        tokio::task::spawn_blocking(move || cgroups::remove_tree(&parent))
+            .await
+            .map_err(|e| RuntimeError::Protocol(format!("cgroup cleanup task failed: {e}")))??;
         match tokio::fs::remove_dir_all(&dir).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -230,6 +230,7 @@ impl Drop for BerthServer {
     fn drop(&mut self) {
         self.kill9();
         stop_pods_left_behind(&self.data_dir().join("pods"));
+        remove_empty_pod_cgroup_parents();
         if std::thread::panicking() {
             eprintln!(
                 "---- log of berth server in {} ----\n{}",
@@ -289,6 +290,18 @@ fn kill_cgroup_tree(dir: &Path) {
         for child in children.flatten().filter(|c| c.path().is_dir()) {
             kill_cgroup_tree(&child.path());
         }
+    }
+}
+
+/// Removes berth's `berth` cgroup parent from every hierarchy once no pod is left in it.
+/// Another test's pods keep it (rmdir of a non-empty cgroup fails and is ignored), and a
+/// shim that creates it again concurrently creates the whole path.
+fn remove_empty_pod_cgroup_parents() {
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    for hierarchy in hierarchies.flatten() {
+        let _ = std::fs::remove_dir(hierarchy.path().join("berth"));
     }
 }
 
