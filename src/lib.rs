@@ -8,6 +8,7 @@
 //! - `api`: shared API types: the resource table, `metav1.Status` errors, selectors, request
 //!   body formats (JSON, YAML, protobuf). No I/O.
 //! - `apiserver`: HTTPS front end: authentication, discovery, REST verbs, watch streams.
+//! - `admission`: the mutating and validating plugin chain every write passes through.
 //! - `registry`: per-kind policy (defaults, validation, generation) and the generic CRUD on the store.
 //! - `store`: redb-backed key/value log with revisions, compaction and watch fan-out; knows no kinds.
 //! - `client`: the in-process `kube::Client` whose transport is the apiserver's router.
@@ -19,6 +20,7 @@
 //! - `network`: bridge, veths, IPAM and the nftables service proxy.
 //! - `dns`: the cluster DNS server.
 
+pub mod admission;
 pub mod agent;
 pub mod api;
 pub mod apiserver;

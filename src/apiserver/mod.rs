@@ -148,7 +148,9 @@ async fn handle(State(server): State<Arc<ApiServer>>, request: Request) -> Respo
             version,
             legacy,
         }) => discovery_response(&server, &request, group, version, legacy),
-        Ok(request::Target::Resource(target)) => rest::handle(&server, target, request).await,
+        Ok(request::Target::Resource(target)) => {
+            crate::admission::as_user(user, rest::handle(&server, target, request)).await
+        }
         Err(e) => error_response(&e),
     }
 }

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use super::propagation;
 use super::services::{self, ServiceNetwork};
 use super::{defaults, kinds, validation};
+use crate::admission::{self, Operation};
 use crate::api::meta;
 use crate::api::paging::ContinueToken;
 use crate::api::resources::{self, Resource};
@@ -62,6 +63,7 @@ pub enum Deleted {
 pub struct Registry {
     store: Store,
     services: ServiceNetwork,
+    admission: admission::Chain,
 }
 
 /// How many times a write is retried when another writer raced it (for unconditional writes).
@@ -69,7 +71,16 @@ const MAX_RETRIES: usize = 16;
 
 impl Registry {
     pub fn new(store: Store, services: ServiceNetwork) -> Registry {
-        Registry { store, services }
+        Registry {
+            store,
+            services,
+            admission: admission::Chain::default(),
+        }
+    }
+
+    /// The admission plugins every write passes through.
+    pub fn admission(&self) -> &admission::Chain {
+        &self.admission
     }
 
     pub fn service_network(&self) -> &ServiceNetwork {
@@ -264,6 +275,18 @@ impl Registry {
             meta::metadata_mut(&mut obj).insert("name".into(), json!(name));
             // After the name: a job's generated labels carry it (generateName included).
             defaults::on_create(r, &mut obj);
+            let attributes = self.admission_attributes(
+                Operation::Create,
+                r,
+                None,
+                namespace,
+                &name,
+                None,
+                dry_run,
+            );
+            if let Some(a) = &attributes {
+                self.admission.mutate(a, &mut obj).await?;
+            }
             let mut causes = Vec::new();
             kinds::validate_name(r, &name, &mut causes);
             meta::validate_labels_and_annotations(&obj, &mut causes);
@@ -271,6 +294,9 @@ impl Registry {
             crate::crd::hooks::validate(r, &obj, &mut causes);
             if !causes.is_empty() {
                 return Err(ApiError::invalid(r.group, r.kind, &name, causes));
+            }
+            if let Some(a) = &attributes {
+                self.admission.validate(a, Some(&obj)).await?;
             }
             let is_service = r.group.is_empty() && r.kind == "Service";
             if is_service {
@@ -418,7 +444,19 @@ impl Registry {
                     &format!("Precondition failed: UID in precondition: {proposed_uid}, UID in object meta: {}", meta::meta_str(&old, "uid")),
                 ));
             }
-            let new = merge_update(r, &old, proposed, part)?;
+            let mut new = merge_update(r, &old, proposed, part)?;
+            let attributes = self.admission_attributes(
+                Operation::Update,
+                r,
+                part.subresource(),
+                namespace,
+                name,
+                Some(&old),
+                dry_run,
+            );
+            if let Some(a) = &attributes {
+                self.admission.mutate(a, &mut new).await?;
+            }
             let mut causes = Vec::new();
             meta::validate_labels_and_annotations(&new, &mut causes);
             check_finalizer_rules(&old, &new, &mut causes);
@@ -429,6 +467,9 @@ impl Registry {
             crate::crd::hooks::validate(r, &new, &mut causes);
             if !causes.is_empty() {
                 return Err(ApiError::invalid(r.group, r.kind, name, causes));
+            }
+            if let Some(a) = &attributes {
+                self.admission.validate(a, Some(&new)).await?;
             }
             if without_resource_version(&new) == without_resource_version(&old) {
                 // Upstream writes nothing for a no-op update and keeps the resourceVersion.
@@ -508,6 +549,18 @@ impl Registry {
             };
             let old = decode(&current.value)?;
             check_delete_preconditions(r, name, &old, &current, opts)?;
+            let attributes = self.admission_attributes(
+                Operation::Delete,
+                r,
+                None,
+                namespace,
+                name,
+                Some(&old),
+                opts.dry_run,
+            );
+            if let Some(a) = &attributes {
+                self.admission.validate(a, None).await?;
+            }
             let with_gc =
                 propagation::with_gc_finalizer(r, &old, opts.propagation_policy.as_deref());
             let marked = match mark_for_deletion(r, &with_gc, opts) {
@@ -553,6 +606,46 @@ impl Registry {
             name,
             "too many concurrent writers, try again",
         ))
+    }
+}
+
+impl Part {
+    /// The subresource a write of this part goes through, as admission names it.
+    pub fn subresource(self) -> Option<&'static str> {
+        match self {
+            Part::Main => None,
+            Part::Status => Some("status"),
+            Part::Finalize => Some("finalize"),
+        }
+    }
+}
+
+impl Registry {
+    /// What admission plugins see of a write, or `None` when no plugin is registered.
+    #[allow(clippy::too_many_arguments)]
+    fn admission_attributes<'a>(
+        &self,
+        operation: Operation,
+        resource: &'static Resource,
+        subresource: Option<&'static str>,
+        namespace: &'a str,
+        name: &'a str,
+        old: Option<&'a Value>,
+        dry_run: bool,
+    ) -> Option<admission::Attributes<'a>> {
+        if self.admission.is_empty() {
+            return None;
+        }
+        Some(admission::Attributes {
+            operation,
+            resource,
+            subresource,
+            namespace,
+            name,
+            old,
+            dry_run,
+            user: admission::current_user(),
+        })
     }
 }
 
