@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 
 use super::propagation;
 use super::services::{self, ServiceNetwork};
+use super::stored::RevisionTemplate;
 use super::{defaults, kinds, validation};
 use crate::admission::{self, Operation};
 use crate::api::meta;
@@ -315,16 +316,16 @@ impl Registry {
                 true => services::allocate(&self.store, &self.services, &mut obj, &owner).await?,
                 false => Vec::new(),
             };
-            let to_store = obj.clone();
+            let template = RevisionTemplate::new(&mut obj);
             let created = self
                 .store
-                .create(&key, move |rev| encode_at(to_store, rev))
+                .create(&key, move |rev| template.render(rev))
                 .await;
             if created.is_err() {
                 services::release_keys(&self.store, &allocations).await;
             }
             match created {
-                Ok(kv) => return decode(&kv.value),
+                Ok(kv) => return Ok(encode_value_at(obj, kv.mod_revision)),
                 Err(StoreError::AlreadyExists) if explicit_name.is_empty() => continue,
                 Err(StoreError::AlreadyExists) => {
                     return Err(ApiError::already_exists(r.group, r.plural, &name))
@@ -490,12 +491,13 @@ impl Registry {
                     Err(e) => return Err(store_error(e)),
                 }
             }
+            let template = RevisionTemplate::new(&mut new);
             match self
                 .store
-                .update(&key, current.mod_revision, move |rev| encode_at(new, rev))
+                .update(&key, current.mod_revision, move |rev| template.render(rev))
                 .await
             {
-                Ok(kv) => return decode(&kv.value),
+                Ok(kv) => return Ok(encode_value_at(new, kv.mod_revision)),
                 // As above: a patch re-applies to the fresh object, while an update that
                 // named the old resourceVersion fails the check at the top of the loop.
                 Err(StoreError::Conflict { .. }) => continue,
@@ -585,14 +587,14 @@ impl Registry {
             if marked == old || opts.dry_run {
                 return Ok(Deleted::Marked(marked));
             }
+            let mut marked = marked;
+            let template = RevisionTemplate::new(&mut marked);
             match self
                 .store
-                .update(&key, current.mod_revision, move |rev| {
-                    encode_at(marked, rev)
-                })
+                .update(&key, current.mod_revision, move |rev| template.render(rev))
                 .await
             {
-                Ok(kv) => return Ok(Deleted::Marked(decode(&kv.value)?)),
+                Ok(kv) => return Ok(Deleted::Marked(encode_value_at(marked, kv.mod_revision))),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(StoreError::NotFound) => {
                     return Err(ApiError::not_found(r.group, r.plural, name))
@@ -957,6 +959,7 @@ pub fn decode(raw: &[u8]) -> ApiResult<Value> {
 }
 
 /// The stored bytes of `obj` at `revision`: the revision becomes its resourceVersion.
+#[cfg(test)]
 fn encode_at(mut obj: Value, revision: u64) -> Vec<u8> {
     meta::set_resource_version(&mut obj, revision);
     serde_json::to_vec(&obj).unwrap_or_default()

@@ -6,6 +6,7 @@ pub mod generic;
 pub mod kinds;
 pub mod propagation;
 pub mod services;
+mod stored;
 pub mod validation;
 
 pub use generic::{DeleteOptions, Deleted, ListOptions, ListPage, Part, Registry};

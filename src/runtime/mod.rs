@@ -10,11 +10,13 @@
 //! - [`shim`]: `berth shim`, the per-pod process that owns the containers.
 //! - [`client`]: [`ShimRuntime`], the agent-side [`ContainerRuntime`] implementation.
 //! - [`images`]: image pull, the content-addressed store, layer unpacking, archive import.
+//! - [`memory`]: handing start-up-only memory back to the kernel once the node has settled.
 
 pub mod cgroups;
 pub mod client;
 pub mod images;
 pub mod logs;
+pub mod memory;
 pub mod protocol;
 pub mod seccomp;
 pub mod session;

@@ -1,0 +1,118 @@
+//! Handing back memory that only start-up needed.
+//!
+//! Most of berth's resident memory after start is not data but code: the kernel maps the
+//! executable's pages in as they run, 64 KiB around each fault, and start-up runs code from nearly
+//! every subsystem once (certificate generation, store recovery, bootstrap objects) that an idle
+//! node never runs again. On a 512 MB board those pages are worth giving back, so once the node
+//! has settled we ask the kernel to reclaim the executable's mappings (`MADV_PAGEOUT`, Linux 5.4+)
+//! and glibc to return its free heap. Code that is still used faults straight back in; the rest
+//! leaves RAM until it is needed.
+
+use std::path::{Path, PathBuf};
+
+/// What a trim asked the kernel to reclaim.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Trimmed {
+    /// Bytes of the executable's read-only mappings handed to `MADV_PAGEOUT`.
+    pub executable_bytes: u64,
+    /// Whether the kernel accepted the advice (false on kernels without `MADV_PAGEOUT`).
+    pub reclaimed: bool,
+}
+
+/// One line of /proc/self/maps that matters here.
+#[derive(Debug, PartialEq, Eq)]
+struct Mapping {
+    start: usize,
+    end: usize,
+    writable: bool,
+    path: PathBuf,
+}
+
+fn parse_maps_line(line: &str) -> Option<Mapping> {
+    let mut fields = line.split_whitespace();
+    let range = fields.next()?;
+    let perms = fields.next()?;
+    let path = fields.nth(3)?;
+    let (start, end) = range.split_once('-')?;
+    Some(Mapping {
+        start: usize::from_str_radix(start, 16).ok()?,
+        end: usize::from_str_radix(end, 16).ok()?,
+        writable: perms.as_bytes().get(1) == Some(&b'w'),
+        path: PathBuf::from(path),
+    })
+}
+
+/// The read-only (code and constant data) mappings of `executable` in a maps listing: clean
+/// file pages, which the kernel can drop and read again at any time.
+fn read_only_mappings_of(maps: &str, executable: &Path) -> Vec<(usize, usize)> {
+    maps.lines()
+        .filter_map(parse_maps_line)
+        .filter(|m| !m.writable && m.path == executable && m.end > m.start)
+        .map(|m| (m.start, m.end - m.start))
+        .collect()
+}
+
+/// Returns start-up-only memory to the kernel; see the module documentation.
+pub fn trim_after_startup() -> Trimmed {
+    let mut trimmed = Trimmed::default();
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks glibc's own free lists; it takes no pointers from us.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    let (Ok(executable), Ok(maps)) = (
+        std::fs::read_link("/proc/self/exe"),
+        std::fs::read_to_string("/proc/self/maps"),
+    ) else {
+        return trimmed;
+    };
+    for (start, len) in read_only_mappings_of(&maps, &executable) {
+        trimmed.executable_bytes += len as u64;
+        // SAFETY: the range is one of our own file-backed, read-only mappings, taken from
+        // /proc/self/maps; MADV_PAGEOUT only drops pages the kernel can read back from the file,
+        // so no memory we own changes contents and nothing is unmapped.
+        let advised = unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_PAGEOUT) };
+        trimmed.reclaimed |= advised == 0;
+    }
+    trimmed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAPS: &str = "\
+55d0c0000000-55d0c1000000 r--p 00000000 fe:01 123 /usr/local/bin/berth
+55d0c1000000-55d0c2400000 r-xp 01000000 fe:01 123 /usr/local/bin/berth
+55d0c2400000-55d0c2500000 rw-p 02400000 fe:01 123 /usr/local/bin/berth
+55d0c2500000-55d0c2600000 rw-p 00000000 00:00 0 [heap]
+7f0000000000-7f0000001000 r-xp 00000000 fe:01 999 /usr/lib/other.so
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0
+";
+
+    #[test]
+    fn only_the_executables_read_only_mappings_are_trimmed() {
+        let found = read_only_mappings_of(MAPS, Path::new("/usr/local/bin/berth"));
+        assert_eq!(
+            found,
+            vec![(0x55d0c0000000, 0x1000000), (0x55d0c1000000, 0x1400000)]
+        );
+    }
+
+    #[test]
+    fn anonymous_mappings_and_garbage_lines_are_skipped() {
+        assert_eq!(
+            parse_maps_line("7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0"),
+            None
+        );
+        assert_eq!(parse_maps_line("not a mapping"), None);
+    }
+
+    #[test]
+    fn trimming_this_process_keeps_it_running() {
+        let trimmed = trim_after_startup();
+        assert!(trimmed.executable_bytes > 0);
+        // The code that runs next was just paged out: calling into it must still work.
+        assert_eq!(read_only_mappings_of("", Path::new("/x")), vec![]);
+    }
+}
