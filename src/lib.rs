@@ -18,6 +18,7 @@
 //! - `runtime`: the container runtime: the per-pod shim, libcontainer, images, cgroups. Knows no API.
 //! - `network`: bridge, veths, IPAM and the nftables service proxy.
 //! - `dns`: the cluster DNS server.
+//! - `ingress`: the built-in Ingress controller: IngressClass `berth` and an HTTP(S) reverse proxy.
 
 pub mod agent;
 pub mod api;
@@ -29,6 +30,7 @@ pub mod controllers;
 pub mod crd;
 pub mod daemon;
 pub mod dns;
+pub mod ingress;
 pub mod network;
 pub mod pki;
 pub mod registry;
