@@ -307,6 +307,141 @@ fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
 mod tests {
     use super::*;
 
+    use crate::ingress::routes::{Backend, RoutingTable};
+    use crate::ingress::state::{Routing, State};
+    use crate::ingress::tls::{fallback_certificate, Certificates};
+    use k8s_openapi::api::networking::v1::Ingress;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A pod stand-in on loopback: `/ws` switches to an echo protocol, other paths answer with
+    /// the forwarding headers they got.
+    async fn backend() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(|mut req: Request<Incoming>| async move {
+                    if req.uri().path() == "/ws" {
+                        let upgrade = hyper::upgrade::on(&mut req);
+                        tokio::spawn(async move {
+                            let Ok(upgraded) = upgrade.await else { return };
+                            let (mut reader, mut writer) = tokio::io::split(TokioIo::new(upgraded));
+                            let _ = tokio::io::copy(&mut reader, &mut writer).await;
+                        });
+                        let mut response = Response::new(Full::new(Bytes::new()));
+                        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                        response
+                            .headers_mut()
+                            .insert(header::UPGRADE, HeaderValue::from_static("echo"));
+                        response
+                            .headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                        return Ok::<_, Infallible>(response);
+                    }
+                    let get = |name: &str| {
+                        req.headers()
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-")
+                            .to_string()
+                    };
+                    let text = format!(
+                        "xff={} proto={} fhost={} host={}",
+                        get("x-forwarded-for"),
+                        get("x-forwarded-proto"),
+                        get("x-forwarded-host"),
+                        get("host"),
+                    );
+                    Ok(Response::new(Full::new(Bytes::from(text))))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades(),
+                );
+            }
+        });
+        addr
+    }
+
+    /// The proxy on loopback, routing every request for `a.test` to `pod`.
+    async fn proxy_to(pod: SocketAddr) -> SocketAddr {
+        let ingress: Ingress = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "i", "namespace": "default"},
+            "spec": {"rules": [{"host": "a.test", "http": {"paths": [{"path": "/", "pathType": "Prefix",
+                "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]},
+        }))
+        .unwrap();
+        let fallback = fallback_certificate().unwrap();
+        let state = State::new(fallback.clone());
+        state.replace(Routing {
+            table: RoutingTable::build(&[&ingress], |_, _| Backend::new("web".into(), vec![pod])),
+            certificates: Certificates::new(fallback),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve_http(listener, Proxy::new(state)));
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_request_reaches_the_pod_with_forwarding_headers_and_its_host() {
+        let proxy = proxy_to(backend().await).await;
+        let mut stream = TcpStream::connect(proxy).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nX-Forwarded-For: 192.0.2.1\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            answer.ends_with("xff=192.0.2.1, 127.0.0.1 proto=http fhost=a.test host=a.test"),
+            "{answer}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_host_is_404_without_reaching_a_pod() {
+        let proxy = proxy_to(backend().await).await;
+        let mut stream = TcpStream::connect(proxy).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn an_upgrade_becomes_a_byte_pipe_to_the_pod() {
+        let proxy = proxy_to(backend().await).await;
+        let mut stream = TcpStream::connect(proxy).await.unwrap();
+        stream
+            .write_all(
+                b"GET /ws HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            stream.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 101"), "{head}");
+        assert!(head.contains("upgrade: echo"), "{head}");
+        stream.write_all(b"ping over the pipe").await.unwrap();
+        let mut echoed = [0u8; 18];
+        stream.read_exact(&mut echoed).await.unwrap();
+        assert_eq!(&echoed, b"ping over the pipe");
+    }
+
     #[test]
     fn forwarded_headers_extend_the_clients_chain() {
         let mut headers = HeaderMap::new();
