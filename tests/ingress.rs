@@ -382,54 +382,54 @@ fn ingresses_route_by_host_and_path_with_tls_defaults_and_live_updates() {
         .kubectl_ok(&["delete", "ingress", "--all", "--wait=false"]);
 }
 
-/// Requests per second from `clients` concurrent connections-per-request clients against
-/// `addr` for `duration`; every answer must be a 200 with `want` in it.
+/// Requests per second from `clients` concurrent clients against `addr` for `duration`, each
+/// on a new connection per request or on one kept-alive connection; every answer must be a 200
+/// with `want` in it.
 fn load(
     ns: &Netns,
     addr: SocketAddr,
-    host: &str,
     want: &str,
     clients: usize,
+    keep_alive: bool,
     duration: Duration,
 ) -> f64 {
-    let (host, want) = (host.to_string(), want.to_string());
+    let want = want.to_string();
     in_netns(&ns.name, move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let request = request(&host, "/", true);
-            let start = Instant::now();
-            let mut tasks = Vec::new();
-            for _ in 0..clients {
-                let (request, want) = (request.clone(), want.clone());
-                tasks.push(tokio::spawn(async move {
-                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                    let mut done = 0u64;
-                    while start.elapsed() < duration {
-                        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-                        stream.write_all(request.as_bytes()).await.unwrap();
-                        let mut answer = Vec::new();
-                        stream.read_to_end(&mut answer).await.unwrap();
-                        let text = String::from_utf8_lossy(&answer);
-                        assert!(
-                            text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200"),
-                            "{text}"
-                        );
-                        assert!(text.contains(&want), "{text}");
-                        done += 1;
-                    }
-                    done
-                }));
-            }
-            let mut total = 0;
-            for task in tasks {
-                total += task.await.unwrap();
-            }
-            total as f64 / start.elapsed().as_secs_f64()
-        })
+        let request = request("a.test", "/", !keep_alive);
+        let start = Instant::now();
+        // Threads started here inherit this thread's network namespace.
+        let done: u64 = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..clients)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = 0u64;
+                        let mut kept: Option<(TcpStream, BufReader<TcpStream>)> = None;
+                        while start.elapsed() < duration {
+                            let (stream, reader) = match kept.take() {
+                                Some(connection) => connection,
+                                None => {
+                                    let stream = TcpStream::connect(addr).unwrap();
+                                    stream.set_nodelay(true).unwrap();
+                                    let reader = BufReader::new(stream.try_clone().unwrap());
+                                    (stream, reader)
+                                }
+                            };
+                            let (mut stream, mut reader) = (stream, reader);
+                            stream.write_all(request.as_bytes()).unwrap();
+                            let (status, body) = read_response(&mut reader).unwrap();
+                            assert_eq!((status, body.as_str()), (200, want.as_str()));
+                            done += 1;
+                            if keep_alive {
+                                kept = Some((stream, reader));
+                            }
+                        }
+                        done
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).sum()
+        });
+        done as f64 / start.elapsed().as_secs_f64()
     })
 }
 
@@ -454,28 +454,18 @@ fn ingress_throughput_compared_with_the_pod_directly() {
     let pod = SocketAddr::new(pod_ip.parse().unwrap(), 8080);
     let duration = Duration::from_secs(10);
     for clients in [1, 8] {
-        // Warm both paths first, then measure them one after the other.
-        load(
-            &ns,
-            pod,
-            "a.test",
-            "page-a",
-            clients,
-            Duration::from_secs(1),
-        );
-        load(
-            &ns,
-            http,
-            "a.test",
-            "page-a",
-            clients,
-            Duration::from_secs(1),
-        );
-        let direct = load(&ns, pod, "a.test", "page-a", clients, duration);
-        let through = load(&ns, http, "a.test", "page-a", clients, duration);
+        // Warm every path first, then measure them one after the other.
+        load(&ns, pod, "page-a", clients, false, Duration::from_secs(1));
+        load(&ns, http, "page-a", clients, true, Duration::from_secs(1));
+        let direct = load(&ns, pod, "page-a", clients, false, duration);
+        let through = load(&ns, http, "page-a", clients, false, duration);
+        let kept = load(&ns, http, "page-a", clients, true, duration);
         println!(
-            "ingress bench, {clients} client(s): direct {direct:.0} req/s, through the ingress {through:.0} req/s, ratio {:.2}",
-            through / direct
+            "ingress bench, {clients} client(s): direct to the pod {direct:.0} req/s; through the \
+             ingress {through:.0} req/s (ratio {:.2}), with keep-alive to the ingress {kept:.0} \
+             req/s (ratio {:.2})",
+            through / direct,
+            kept / direct
         );
     }
 }

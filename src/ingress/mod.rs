@@ -21,6 +21,7 @@ pub mod tls;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -39,7 +40,12 @@ pub enum IngressError {
     TlsConfig(#[from] rustls::Error),
     #[error("the ingress {0} server stopped: {1}")]
     Serve(&'static str, std::io::Error),
+    #[error("the ingress controller's watches ended")]
+    SourceStopped,
 }
+
+/// How often binding is retried while a port is taken.
+const BIND_RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct IngressConfig {
@@ -61,12 +67,10 @@ impl IngressConfig {
 }
 
 /// Runs the controller: the class, the routing state from the API via `client`, and the two
-/// listeners. Returns only when a listener fails.
+/// listeners. Returns only when something fails for good.
 pub async fn run(client: kube::Client, config: IngressConfig) -> Result<(), IngressError> {
     let fallback = tls::fallback_certificate()?;
     let state = state::State::new(fallback.clone());
-    let http = bind(config.http).await?;
-    let https = bind(config.https).await?;
     let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -87,27 +91,40 @@ pub async fn run(client: kube::Client, config: IngressConfig) -> Result<(), Ingr
         move || node_ips(&pod_cidr),
     );
     let proxy = proxy::Proxy::new(state);
-    tracing::info!(http = %config.http, https = %config.https, "ingress controller is serving");
+    let http = async {
+        let listener = bind_when_free(config.http).await;
+        tracing::info!(addr = %config.http, "ingress HTTP is serving");
+        proxy::serve_http(listener, proxy.clone()).await
+    };
+    let https = async {
+        let listener = bind_when_free(config.https).await;
+        tracing::info!(addr = %config.https, "ingress HTTPS is serving");
+        proxy::serve_https(listener, proxy.clone(), Arc::new(tls)).await
+    };
     tokio::select! {
-        () = source => unreachable_end(),
-        r = proxy::serve_http(http, proxy.clone()) => r.map_err(|e| IngressError::Serve("HTTP", e)),
-        r = proxy::serve_https(https, proxy, Arc::new(tls)) => r.map_err(|e| IngressError::Serve("HTTPS", e)),
+        () = source => Err(IngressError::SourceStopped),
+        r = http => r.map_err(|e| IngressError::Serve("HTTP", e)),
+        r = https => r.map_err(|e| IngressError::Serve("HTTPS", e)),
     }
 }
 
-/// The reflectors never end on their own (they back off and retry); should they, the process
-/// ends as for any other component.
-fn unreachable_end() -> Result<(), IngressError> {
-    Err(IngressError::Serve(
-        "routing source",
-        std::io::Error::other("the ingress watches ended"),
-    ))
-}
-
-async fn bind(addr: SocketAddr) -> Result<TcpListener, IngressError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| IngressError::Bind { addr, source })
+/// A listener on `addr` once it can be had: a port another server holds (a web server already
+/// on port 80, say) is retried rather than taking the whole node down.
+async fn bind_when_free(addr: SocketAddr) -> TcpListener {
+    let mut logged = false;
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => return listener,
+            Err(source) => {
+                if !logged {
+                    let error = IngressError::Bind { addr, source };
+                    tracing::warn!(%error, "ingress cannot listen yet; retrying");
+                    logged = true;
+                }
+                tokio::time::sleep(BIND_RETRY).await;
+            }
+        }
+    }
 }
 
 /// The addresses Ingresses are reachable at, for their status: the node's own IPv4 addresses
