@@ -24,6 +24,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub log: LogConfig,
     pub registries: RegistriesConfig,
+    pub ingress: IngressConfig,
 }
 
 impl Default for Config {
@@ -36,6 +37,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             log: LogConfig::default(),
             registries: RegistriesConfig::default(),
+            ingress: IngressConfig::default(),
         }
     }
 }
@@ -91,6 +93,25 @@ impl Default for NetworkConfig {
             cluster_domain: "cluster.local".into(),
             node_port_range: (30000, 32767),
             upstream_dns: Vec::new(),
+        }
+    }
+}
+
+/// The built-in Ingress controller: an HTTP(S) reverse proxy on the node's own ports.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngressConfig {
+    pub enabled: bool,
+    pub http_port: u16,
+    pub https_port: u16,
+}
+
+impl Default for IngressConfig {
+    fn default() -> Self {
+        IngressConfig {
+            enabled: true,
+            http_port: 80,
+            https_port: 443,
         }
     }
 }

@@ -261,6 +261,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         anyhow::bail!("the network policy controller stopped")
     });
 
+    // The built-in Ingress controller on the node's HTTP and HTTPS ports.
+    if config.ingress.enabled {
+        let c = client("ingress-controller");
+        let ingress_config =
+            crate::ingress::IngressConfig::from_config(&config.ingress, cluster_cidr);
+        components.spawn(async move {
+            crate::ingress::run(c, ingress_config).await?;
+            anyhow::bail!("the ingress controller stopped")
+        });
+    }
+
     let outcome = tokio::select! {
         signal = shutdown_signal() => {
             tracing::info!(signal, "shutting down");

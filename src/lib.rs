@@ -19,6 +19,7 @@
 //! - `runtime`: the container runtime: the per-pod shim, libcontainer, images, cgroups. Knows no API.
 //! - `network`: bridge, veths, IPAM and the nftables service proxy.
 //! - `dns`: the cluster DNS server.
+//! - `ingress`: the built-in Ingress controller: IngressClass `berth` and an HTTP(S) reverse proxy.
 
 pub mod admission;
 pub mod agent;
@@ -31,6 +32,7 @@ pub mod controllers;
 pub mod crd;
 pub mod daemon;
 pub mod dns;
+pub mod ingress;
 pub mod network;
 pub mod pki;
 pub mod registry;

@@ -264,6 +264,7 @@ impl Registry {
         }
         defaults::apply(r, &mut obj);
         kinds::prepare_create(r, &mut obj);
+        super::default_ingress_class::admit(self, r, &mut obj)?;
         if r.namespaced {
             self.check_namespace_open(namespace)?;
         }
