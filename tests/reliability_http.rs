@@ -17,15 +17,14 @@ use common::inside::block_on_in_netns;
 use common::netns::Netns;
 use common::server::BerthServer;
 use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-/// The API server's address and a TLS client that trusts its CA, from a kubeconfig. Requests
-/// carry no credentials: the anonymous user may read, which is all these tests need to prove
-/// the server is responsive.
+/// The API server's address and a TLS client that trusts its CA and presents the kubeconfig's
+/// client certificate, from a kubeconfig.
 #[derive(Clone)]
 struct Endpoint {
     addr: SocketAddr,
@@ -53,12 +52,33 @@ impl Endpoint {
         for cert in CertificateDer::pem_slice_iter(&ca_pem) {
             roots.add(cert.expect("CA PEM")).expect("add the CA");
         }
+        // The kubeconfig's user: read as plain YAML, its key is the admin's own.
+        let yaml: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&std::fs::read_to_string(path).expect("read kubeconfig"))
+                .expect("kubeconfig is YAML");
+        let user = &yaml["users"][0]["user"];
+        let decode = |field: &str| {
+            base64::engine::general_purpose::STANDARD
+                .decode(
+                    user[field]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("{field} in kubeconfig")),
+                )
+                .expect("base64")
+        };
+        let cert_pem = decode("client-certificate-data");
+        let key_pem = decode("client-key-data");
+        let certs = CertificateDer::pem_slice_iter(&cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .expect("client certificate PEM");
+        let key = PrivateKeyDer::from_pem_slice(&key_pem).expect("client key PEM");
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("TLS versions")
             .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_client_auth_cert(certs, key)
+            .expect("client certificate");
         Endpoint {
             addr,
             tls: TlsConnector::from(Arc::new(tls)),
