@@ -211,11 +211,17 @@ pub async fn run(client: kube::Client, facts: NodeFacts) -> Result<(), kube::Err
     let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
     let mut last_status = std::time::Instant::now() - STATUS_REPORT;
     loop {
+        // A failed heartbeat (a full disk refusing writes, say) is retried on the next tick, as
+        // the kubelet does: ending the task would take all of berth down with it.
         if last_status.elapsed() >= STATUS_REPORT {
-            post_status(&nodes, &facts).await?;
-            last_status = std::time::Instant::now();
+            match post_status(&nodes, &facts).await {
+                Ok(()) => last_status = std::time::Instant::now(),
+                Err(error) => tracing::warn!(%error, "cannot post the node status; will retry"),
+            }
         }
-        renew_lease(&leases, &facts.name).await?;
+        if let Err(error) = renew_lease(&leases, &facts.name).await {
+            tracing::warn!(%error, "cannot renew the node lease; will retry");
+        }
         tokio::time::sleep(LEASE_RENEW).await;
     }
 }

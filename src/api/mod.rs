@@ -11,4 +11,7 @@ pub mod schemas;
 pub mod selectors;
 pub mod status;
 
+#[cfg(test)]
+mod hostile_input;
+
 pub use status::{ApiError, ApiResult, Cause};

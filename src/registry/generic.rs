@@ -976,6 +976,10 @@ pub fn store_error(e: StoreError) -> ApiError {
         StoreError::Compacted { compacted } => ApiError::gone(format!(
             "too old resource version (oldest available: {compacted})"
         )),
+        // 507 tells the client the write may succeed later, once the disk has room again.
+        full if full.is_no_space() => {
+            ApiError::new(507, "InsufficientStorage", format!("storage error: {full}"))
+        }
         other => ApiError::internal(format!("storage error: {other}")),
     }
 }

@@ -25,6 +25,7 @@
 pub mod bench;
 mod codec;
 mod read;
+mod space;
 mod wal;
 mod watch;
 mod writer;
@@ -163,12 +164,40 @@ pub enum StoreError {
     },
     #[error("cannot start the store's writer thread: {0}")]
     Thread(std::io::Error),
-    #[error("store {path} is corrupt: {detail}")]
+    // Said at start, where the operator reads it: what to do next, not only what is wrong.
+    #[error(
+        "store {path} is damaged: {detail}; restore it from a backup, or move {path} and its \
+         .wal file away to start with an empty store"
+    )]
     Corrupt { path: PathBuf, detail: String },
+    #[error(
+        "the disk holding {path} is full: {available} bytes free, {reserve} are kept free so the \
+         store can always flush what it holds; writes resume once space is freed on it"
+    )]
+    NoSpace {
+        path: PathBuf,
+        available: u64,
+        reserve: u64,
+    },
     #[error("the value function panicked; nothing was written")]
     ValueFnPanicked,
     #[error("store is closed")]
     Closed,
+}
+
+impl StoreError {
+    /// Whether the write failed because the disk is full: it may succeed once space is freed.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            StoreError::NoSpace { .. } => true,
+            StoreError::Wal { source, .. } => space::is_no_space(source),
+            StoreError::Redb { source, .. } => match source.as_ref() {
+                redb::Error::Io(io) => space::is_no_space(io),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
 }
 
 /// What the writer thread, readers and watches share.
@@ -412,6 +441,10 @@ fn open_database(path: &Path) -> Result<Database, StoreError> {
     // Belt and braces: redb documents that opening a damaged file may panic.
     match std::panic::catch_unwind(open) {
         Ok(Ok(db)) => Ok(db),
+        Ok(Err(source)) if is_damage(&source) => Err(StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: source.to_string(),
+        }),
         Ok(Err(source)) => Err(StoreError::Open {
             path: path.to_path_buf(),
             source,
@@ -420,6 +453,20 @@ fn open_database(path: &Path) -> Result<Database, StoreError> {
             path: path.to_path_buf(),
             detail: "redb panicked while opening the file".to_owned(),
         }),
+    }
+}
+
+/// Whether redb refused the file for what is in it (truncated, overwritten, not a redb file),
+/// as opposed to how it is reached (permissions, a lock held by another berth).
+fn is_damage(error: &redb::DatabaseError) -> bool {
+    match error {
+        redb::DatabaseError::UpgradeRequired(_) => true,
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(_)) => true,
+        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => matches!(
+            io.kind(),
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+        ),
+        _ => false,
     }
 }
 

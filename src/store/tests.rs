@@ -1001,3 +1001,42 @@ async fn a_log_that_skips_revisions_is_refused_instead_of_losing_writes() {
         .expect("a gap must be refused");
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn a_truncated_or_foreign_store_file_is_refused_saying_how_to_restore() {
+    let damages: [(&str, fn(&Path)); 2] = [
+        ("truncated", |path| {
+            let len = std::fs::metadata(path).unwrap().len();
+            std::fs::File::options()
+                .write(true)
+                .open(path)
+                .and_then(|f| f.set_len(len / 2))
+                .unwrap();
+        }),
+        ("not a store", |path| {
+            std::fs::write(path, b"not a store\n".repeat(1000)).unwrap()
+        }),
+    ];
+    for (what, damage) in damages {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        {
+            let store = Store::open(&path, StoreOptions::default()).unwrap();
+            sequential_writes(&store, 12).await;
+        }
+        damage(&path);
+        let err = Store::open(&path, StoreOptions::default())
+            .err()
+            .unwrap_or_else(|| panic!("a {what} file must be refused"));
+        let message = err.to_string();
+        assert!(
+            matches!(err, StoreError::Corrupt { .. }),
+            "{what}: {message}"
+        );
+        assert!(
+            message.contains("restore it from a backup")
+                && message.contains(&format!("move {}", path.display())),
+            "{what}: {message}"
+        );
+    }
+}

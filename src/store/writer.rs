@@ -20,6 +20,7 @@ use redb::{Durability, ReadableTable, Table};
 use tokio::sync::oneshot;
 
 use super::codec::{encoded_len, LogEntry};
+use super::space;
 use super::wal::{self, Wal};
 use super::{read_put, Event, EventKind, KeyValue, Shared, StoreError, MAX_ENTRY_BYTES};
 use super::{INDEX, LOG, META, META_COMPACTED};
@@ -163,6 +164,18 @@ enum Committed {
 
 /// Runs one batch. `checkpoint` forces a durable redb commit even if nothing else asks for one.
 fn commit_batch(shared: &Shared, writer: &mut Writer, batch: Vec<Request>, checkpoint: bool) {
+    if let Err(error) = space::ensure_room(&shared.path, space::RESERVE_BYTES) {
+        tracing::warn!(%error, "store write refused");
+        for request in batch {
+            refuse(request, &error);
+        }
+        // What the log holds is durable already; the checkpoint is tried again later rather
+        // than at once (a due checkpoint would otherwise spin on a full disk).
+        if writer.unpersisted_since.is_some() {
+            writer.unpersisted_since = Some(Instant::now());
+        }
+        return;
+    }
     let committed_revision = shared.revision.load(Ordering::Acquire);
     let committed_compacted = shared.compacted.load(Ordering::Acquire);
     let mut next_revision = committed_revision + 1;
@@ -300,18 +313,23 @@ fn commit_batch(shared: &Shared, writer: &mut Writer, batch: Vec<Request>, check
             }
             // Requests the failed transaction never reached.
             for request in requests {
-                match request {
-                    Request::Write { reply, .. } => {
-                        let _ = reply.send(Err(duplicate(&error)));
-                    }
-                    Request::Compact { reply } => {
-                        let _ = reply.send(Err(duplicate(&error)));
-                    }
-                    Request::Checkpoint { reply } => {
-                        let _ = reply.send(Err(duplicate(&error)));
-                    }
-                }
+                refuse(request, &error);
             }
+        }
+    }
+}
+
+/// Answers a request that was not carried out with (a copy of) `error`.
+fn refuse(request: Request, error: &StoreError) {
+    match request {
+        Request::Write { reply, .. } => {
+            let _ = reply.send(Err(duplicate(error)));
+        }
+        Request::Compact { reply } => {
+            let _ = reply.send(Err(duplicate(error)));
+        }
+        Request::Checkpoint { reply } => {
+            let _ = reply.send(Err(duplicate(error)));
         }
     }
 }
@@ -340,6 +358,15 @@ fn duplicate(error: &StoreError) -> StoreError {
             path: path.clone(),
             context,
             source: Arc::clone(source),
+        },
+        StoreError::NoSpace {
+            path,
+            available,
+            reserve,
+        } => StoreError::NoSpace {
+            path: path.clone(),
+            available: *available,
+            reserve: *reserve,
         },
         _ => StoreError::Closed,
     }

@@ -38,6 +38,15 @@ impl BerthServer {
             .prefix(&format!("berth-test-{}-", std::process::id()))
             .tempdir()
             .expect("create a temporary data dir");
+        BerthServer::start_with(ns, binary, data_dir)
+    }
+
+    /// Like `start`, on a data dir the test made (on a small file system, say).
+    pub fn start_in(ns: &Netns, data_dir: tempfile::TempDir) -> BerthServer {
+        BerthServer::start_with(ns, Path::new(env!("CARGO_BIN_EXE_berth")), data_dir)
+    }
+
+    fn start_with(ns: &Netns, binary: &Path, data_dir: tempfile::TempDir) -> BerthServer {
         // An empty config file of our own, so a config in /etc/berth on the host never leaks in.
         File::create(data_dir.path().join("test-config.toml")).expect("write test config");
         let mut server = BerthServer {
@@ -70,6 +79,13 @@ impl BerthServer {
     /// PID of the running server (`ip netns exec` execs, so this is berth itself).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the server process is still alive (not exited, crashed or killed).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
     /// A `Command` running `program` inside the netns with this server's kubeconfig, and kubectl

@@ -18,6 +18,9 @@ mod reference;
 mod store;
 mod unpack;
 
+#[cfg(test)]
+mod hostile_layers;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
