@@ -1,10 +1,13 @@
-//! Streaming pod subresources: `pods/exec` over the websocket channel protocol.
+//! Streaming pod subresources: `pods/exec` over the websocket channel protocol,
+//! `pods/portforward` over SPDY/3.1 or websockets.
 //!
 //! Single node for now: the API server reaches the pod's shim directly through the runtime
 //! the agent registered (see `ApiServer::set_pod_runtime`).
 
 pub mod channel;
 mod exec;
+pub mod portforward;
+mod spdy;
 
 use std::sync::Arc;
 
