@@ -341,7 +341,8 @@ where
                     let complete = pairs
                         .get(&request_id)
                         .is_some_and(|p| p.error.is_some() && p.data.is_some());
-                    if let (true, Some(pair)) = (complete, pairs.remove(&request_id)) {
+                    // Only a complete pair leaves the map: a half one waits for its partner.
+                    if let Some(pair) = complete.then(|| pairs.remove(&request_id)).flatten() {
                         if let (Some(error), Some((data, rx))) = (pair.error, pair.data) {
                             let forward =
                                 forward(target.clone(), pair.port, error, data, rx, out.clone());
@@ -639,6 +640,134 @@ mod tests {
         list.iter()
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect()
+    }
+
+    fn syn(stream_id: u32, kind: &str, port: u16) -> Frame {
+        Frame::SynStream {
+            stream_id,
+            associated_to: 0,
+            priority: 0,
+            flags: 0,
+            headers: pairs(&[
+                ("streamtype", kind),
+                ("port", &port.to_string()),
+                ("requestid", "0"),
+            ]),
+        }
+    }
+
+    fn fin(stream_id: u32) -> Frame {
+        Frame::Data {
+            stream_id,
+            flags: FLAG_FIN,
+            data: Vec::new(),
+        }
+    }
+
+    /// Drives a SPDY session the way kubectl does for one connection and returns the frames
+    /// the server sent on the data (3) and error (1) streams, until both are finished.
+    async fn one_connection(port: u16, send: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let target = Target {
+            netns: None,
+            pod: "default/web".into(),
+            uid: "u1".into(),
+        };
+        let session = tokio::spawn(spdy_session(server, target));
+        let (mut rd, mut wr) = tokio::io::split(client);
+        let mut codec = Codec::new();
+        let mut wire = Vec::new();
+        wire.extend(codec.encode(&syn(1, "error", port)).unwrap());
+        wire.extend(codec.encode(&fin(1)).unwrap());
+        wire.extend(codec.encode(&syn(3, "data", port)).unwrap());
+        wire.extend(
+            codec
+                .encode(&Frame::Data {
+                    stream_id: 3,
+                    flags: FLAG_FIN,
+                    data: send.to_vec(),
+                })
+                .unwrap(),
+        );
+        wr.write_all(&wire).await.unwrap();
+        let (mut data, mut error) = (Vec::new(), Vec::new());
+        let (mut data_done, mut error_done, mut replies) = (false, false, 0);
+        let mut reader = Codec::new();
+        let mut buf = Vec::new();
+        let mut chunk = vec![0u8; 4096];
+        while !(data_done && error_done) {
+            while let Some(frame) = reader.decode(&mut buf).unwrap() {
+                match frame {
+                    Frame::SynReply { .. } => replies += 1,
+                    Frame::Data {
+                        stream_id: 3,
+                        flags,
+                        data: d,
+                    } => {
+                        data.extend(d);
+                        data_done |= flags & FLAG_FIN != 0;
+                    }
+                    Frame::Data {
+                        stream_id: 1,
+                        flags,
+                        data: d,
+                    } => {
+                        error.extend(d);
+                        error_done |= flags & FLAG_FIN != 0;
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            if data_done && error_done {
+                break;
+            }
+            let n = tokio::time::timeout(Duration::from_secs(10), rd.read(&mut chunk))
+                .await
+                .expect("the server answers")
+                .unwrap();
+            assert!(n > 0, "the session stays up");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        assert_eq!(replies, 2, "both streams are answered");
+        drop((rd, wr));
+        tokio::time::timeout(Duration::from_secs(10), session)
+            .await
+            .expect("the session ends with its connection")
+            .unwrap();
+        (data, error)
+    }
+
+    #[tokio::test]
+    async fn a_stream_pair_is_forwarded_to_the_port_both_ways() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let echo = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut got = Vec::new();
+            std::io::Read::read_to_end(&mut conn, &mut got).unwrap();
+            std::io::Write::write_all(&mut conn, &got).unwrap();
+        });
+        let (data, error) = one_connection(port, b"ping").await;
+        echo.join().unwrap();
+        assert_eq!(data, b"ping", "the client's half-close reached the pod");
+        assert!(error.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_port_nobody_listens_on_is_reported_on_the_error_stream() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let (data, error) = one_connection(port, b"").await;
+        assert!(data.is_empty());
+        let error = String::from_utf8(error).unwrap();
+        assert!(
+            error.starts_with(&format!(
+                "error forwarding port {port} to pod default/web, uid u1: "
+            )),
+            "{error}"
+        );
     }
 
     #[test]
