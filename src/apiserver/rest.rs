@@ -72,6 +72,10 @@ async fn dispatch(
         let name = target.name.clone().unwrap_or_default();
         return super::stream::serve_exec(server, &namespace, &name, request).await;
     }
+    if r.group.is_empty() && r.plural == "pods" && target.subresource.as_deref() == Some("attach") {
+        let name = target.name.clone().unwrap_or_default();
+        return super::stream::serve_attach(server, &namespace, &name, request).await;
+    }
     if r.group.is_empty()
         && r.plural == "pods"
         && target.subresource.as_deref() == Some("portforward")
