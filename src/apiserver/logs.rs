@@ -129,7 +129,11 @@ fn with_rotations(path: &Path) -> Vec<PathBuf> {
 }
 
 /// Which container and which run a request is about: `(log file, container)`.
-fn locate(logs_dir: &Path, pod: &Value, options: &LogOptions) -> ApiResult<(PathBuf, String)> {
+pub(super) fn locate(
+    logs_dir: &Path,
+    pod: &Value,
+    options: &LogOptions,
+) -> ApiResult<(PathBuf, String)> {
     let name = pod
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -314,6 +318,17 @@ pub async fn serve(
         rx.recv().await.map(|item| (item, rx))
     });
     plain(Body::from_stream(stream))
+}
+
+/// True while `container` of the pod has not terminated (`pods/attach` follows it until then).
+pub(super) fn still_running(
+    server: &ApiServer,
+    namespace: &str,
+    name: &str,
+    container: &str,
+) -> bool {
+    crate::api::resources::find("", "v1", "pods")
+        .is_some_and(|pods| container_running(server, pods, namespace, name, container))
 }
 
 fn container_running(

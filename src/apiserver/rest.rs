@@ -72,6 +72,17 @@ async fn dispatch(
         let name = target.name.clone().unwrap_or_default();
         return super::stream::serve_exec(server, &namespace, &name, request).await;
     }
+    if r.group.is_empty() && r.plural == "pods" && target.subresource.as_deref() == Some("attach") {
+        let name = target.name.clone().unwrap_or_default();
+        return super::stream::serve_attach(server, &namespace, &name, request).await;
+    }
+    if r.group.is_empty()
+        && r.plural == "pods"
+        && target.subresource.as_deref() == Some("portforward")
+    {
+        let name = target.name.clone().unwrap_or_default();
+        return super::stream::portforward::serve(server, &namespace, &name, request).await;
+    }
     if let Some(sub) = target.subresource.as_deref() {
         if super::subresources::serves(r, sub) {
             return super::subresources::handle(server, &target, query.dry_run, request).await;

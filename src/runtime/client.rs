@@ -120,6 +120,23 @@ impl ShimRuntime {
         }
     }
 
+    /// The network namespace the pod's containers share, `None` for hostNetwork pods
+    /// (`pods/portforward` connects inside it).
+    pub async fn pod_netns(&self, pod_uid: &str) -> Result<Option<PathBuf>, RuntimeError> {
+        check_uid(pod_uid)?;
+        let path = self.pod_dir(pod_uid).join(POD_CONFIG_NAME);
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(io_err("read", &path))?;
+        let config: PodShimConfig =
+            serde_json::from_slice(&bytes).map_err(|e| RuntimeError::Io {
+                op: "parse",
+                path: path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })?;
+        Ok(config.netns_path)
+    }
+
     /// Reads the shim's pod config back (the shim may be gone): used to find its cgroups.
     async fn pod_config(&self, pod_uid: &str) -> Option<PodShimConfig> {
         let path = self.pod_dir(pod_uid).join(POD_CONFIG_NAME);

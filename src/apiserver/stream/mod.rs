@@ -1,10 +1,14 @@
-//! Streaming pod subresources: `pods/exec` over the websocket channel protocol.
+//! Streaming pod subresources: `pods/exec` over the websocket channel protocol,
+//! `pods/attach` (output followed from the CRI log), `pods/portforward` over SPDY/3.1 or websockets.
 //!
 //! Single node for now: the API server reaches the pod's shim directly through the runtime
 //! the agent registered (see `ApiServer::set_pod_runtime`).
 
+mod attach;
 pub mod channel;
 mod exec;
+pub mod portforward;
+mod spdy;
 
 use std::sync::Arc;
 
@@ -109,6 +113,9 @@ pub fn check_running(pod: &Value, container: &str) -> ApiResult<()> {
     }
     Ok(())
 }
+
+/// Handles `GET|POST pods/<name>/attach`.
+pub use attach::serve as serve_attach;
 
 /// Handles `GET|POST pods/<name>/exec`.
 pub async fn serve_exec(
