@@ -272,6 +272,7 @@ impl Registry {
             if !causes.is_empty() {
                 return Err(ApiError::invalid(r.group, r.kind, &name, causes));
             }
+            crate::apiserver::rbac::escalation::check(r, namespace, &obj, None)?;
             let is_service = r.group.is_empty() && r.kind == "Service";
             if is_service {
                 services::default_and_validate(&mut obj, &name)?;
@@ -430,6 +431,7 @@ impl Registry {
             if !causes.is_empty() {
                 return Err(ApiError::invalid(r.group, r.kind, name, causes));
             }
+            crate::apiserver::rbac::escalation::check(r, namespace, &new, Some(&old))?;
             if without_resource_version(&new) == without_resource_version(&old) {
                 // Upstream writes nothing for a no-op update and keeps the resourceVersion.
                 return Ok(old);
