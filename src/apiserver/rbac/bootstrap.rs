@@ -220,7 +220,7 @@ fn component_rules(role: &str) -> Vec<PolicyRule> {
         "system:controller:local-path-provisioner" => vec![
             manage("", &["persistentvolumes", "persistentvolumeclaims"]),
             core_read(&["pods", "nodes"]),
-            r(READ, &["storage.k8s.io"], &["storageclasses"]),
+            manage("storage.k8s.io", &["storageclasses"]),
             events(),
         ],
         "system:controller:serviceaccount-controller" => vec![
