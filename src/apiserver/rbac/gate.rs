@@ -23,8 +23,7 @@ pub fn check(
 ) -> ApiResult<UserInfo> {
     let user = impersonate(rbac, user, headers)?;
     let attributes = Attributes::from_request(method, path, query);
-    let decision = rbac.authorize(&user, &attributes);
-    match decision.allowed {
+    match rbac.allows(&user, &attributes) {
         true => Ok(user),
         false => Err(super::forbidden(&user, &attributes, "")),
     }
@@ -64,7 +63,7 @@ fn impersonate(rbac: &Rbac, user: UserInfo, headers: &HeaderMap) -> ApiResult<Us
         checks.push(target("authentication.k8s.io", "uids", "", uid));
     }
     for attributes in &checks {
-        if !rbac.authorize(&user, attributes).allowed {
+        if !rbac.allows(&user, attributes) {
             return Err(super::forbidden(&user, attributes, ""));
         }
     }

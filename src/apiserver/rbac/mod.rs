@@ -83,6 +83,15 @@ impl Rbac {
             .apply(key, object);
     }
 
+    /// Whether `user` may do what `attributes` describe; the request path's question.
+    pub fn allows(&self, user: &UserInfo, attributes: &Attributes) -> bool {
+        is_master(user)
+            || self
+                .read()
+                .allows(user, attributes.namespace(), |rule| rule.allows(attributes))
+    }
+
+    /// [`Rbac::allows`] with upstream's reason, for reviews.
     pub fn authorize(&self, user: &UserInfo, attributes: &Attributes) -> Decision {
         if is_master(user) {
             return Decision {

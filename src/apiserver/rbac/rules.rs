@@ -74,15 +74,19 @@ impl PolicyRule {
     /// `pods` matches the resource, `pods/log` one subresource, `*/scale` a subresource of
     /// every resource.
     fn resource_matches(&self, resource: &str, subresource: &str) -> bool {
-        let combined = match subresource {
-            "" => resource.to_string(),
-            sub => format!("{resource}/{sub}"),
-        };
+        // Compared piecewise: this runs on every request, and `resource/sub` would allocate.
         self.resources.iter().any(|r| {
-            r == ALL
-                || *r == combined
-                || (!subresource.is_empty()
-                    && r.strip_prefix("*/").is_some_and(|s| s == subresource))
+            if r == ALL {
+                return true;
+            }
+            match (r.split_once('/'), subresource) {
+                (None, "") => r == resource,
+                (None, _) => false,
+                (Some(_), "") => false,
+                (Some((rule_resource, rule_sub)), sub) => {
+                    rule_sub == sub && (rule_resource == resource || rule_resource == ALL)
+                }
+            }
         })
     }
 
