@@ -35,6 +35,9 @@ use std::path::{Path, PathBuf};
 const EXTRA_ROOTS: &[(&str, &str, &str)] = &[
     ("", "DeleteOptions", "apimachinery/pkg/apis/meta/v1"),
     ("authorization.k8s.io/v1", "SelfSubjectAccessReview", ""),
+    ("authorization.k8s.io/v1", "SelfSubjectRulesReview", ""),
+    ("authorization.k8s.io/v1", "SubjectAccessReview", ""),
+    ("authorization.k8s.io/v1", "LocalSubjectAccessReview", ""),
     ("authentication.k8s.io/v1", "SelfSubjectReview", ""),
     ("authentication.k8s.io/v1", "TokenRequest", ""),
     ("v1", "Binding", ""),
@@ -454,6 +457,11 @@ fn roots() -> Result<Vec<Root>> {
         let [group, version, kind] = quoted.as_slice() else {
             continue;
         };
+        // CRDs are types of apiextensions-apiserver, not of k8s.io/api (and not in k8s-pb's
+        // api packages): their bodies are read as JSON only.
+        if *group == "apiextensions.k8s.io" {
+            continue;
+        }
         out.push(root_for(group, version, kind));
     }
     if out.is_empty() {

@@ -54,6 +54,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("cannot create the system namespaces")?;
     crate::crd::load(&registry).map_err(|e| anyhow::anyhow!("cannot load the CRDs: {e}"))?;
+    crate::apiserver::rbac::bootstrap::reconcile(&registry)
+        .await
+        .context("cannot reconcile the default RBAC policy")?;
 
     // Then the API, over TLS.
     let listener = tokio::net::TcpListener::bind(config.api.listen)
@@ -77,7 +80,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .context("cannot load the token file")?
             .with_service_account_tokens(token_signer.clone()),
     );
+    let rbac = crate::apiserver::rbac::Rbac::start(registry.store())
+        .context("cannot load the RBAC policy")?;
     let api = ApiServer::new(registry, config.api.max_body_bytes);
+    api.registry.admission().register(Arc::new(
+        crate::apiserver::rbac::escalation::EscalationCheck { rbac: rbac.clone() },
+    ));
+    api.enable_rbac(rbac);
     api.set_token_signer(token_signer);
     api.set_pod_logs_dir(config.data_dir.join("logs"));
     api.set_pod_runtime(
@@ -171,6 +180,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         components.spawn(async move {
             crate::crd::controller::run(c).await;
             anyhow::bail!("the CRD controller stopped")
+        });
+        let c = client("clusterrole-aggregation-controller");
+        components.spawn(async move {
+            crate::apiserver::rbac::aggregation::run(c).await;
+            anyhow::bail!("the cluster role aggregation controller stopped")
         });
         let c = client("kube-scheduler");
         components.spawn(async move {

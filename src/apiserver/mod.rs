@@ -12,6 +12,7 @@ mod managed;
 pub mod openapi;
 mod patch;
 mod query;
+pub mod rbac;
 pub mod request;
 mod response;
 mod rest;
@@ -50,6 +51,8 @@ pub struct ApiServer {
     token_signer: std::sync::OnceLock<Arc<sa_token::TokenSigner>>,
     /// The runtime of this node's pods, for `pods/exec` and `pods/portforward`.
     pod_runtime: std::sync::OnceLock<crate::runtime::ShimRuntime>,
+    /// Authorizes every request once set; until then every authenticated user may do anything.
+    rbac: std::sync::OnceLock<Arc<rbac::Rbac>>,
 }
 
 impl ApiServer {
@@ -62,6 +65,7 @@ impl ApiServer {
             pod_logs_dir: std::sync::OnceLock::new(),
             token_signer: std::sync::OnceLock::new(),
             pod_runtime: std::sync::OnceLock::new(),
+            rbac: std::sync::OnceLock::new(),
         })
     }
 
@@ -98,6 +102,15 @@ impl ApiServer {
         self.pod_runtime.get().cloned()
     }
 
+    /// Every request is authorized by `rbac` from now on.
+    pub fn enable_rbac(&self, rbac: Arc<rbac::Rbac>) {
+        let _ = self.rbac.set(rbac);
+    }
+
+    pub(crate) fn rbac(&self) -> Option<Arc<rbac::Rbac>> {
+        self.rbac.get().cloned()
+    }
+
     /// `/readyz` answers ok from now on.
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::SeqCst);
@@ -124,18 +137,42 @@ async fn handle(State(server): State<Arc<ApiServer>>, request: Request) -> Respo
         _ => {}
     }
     let user = request.extensions().get::<UserInfo>().cloned();
-    let user = match user {
-        None => return error_response(&ApiError::unauthorized()),
-        Some(u) if u.is_anonymous() => {
+    let user = match (user, server.rbac()) {
+        (None, _) => return error_response(&ApiError::unauthorized()),
+        (Some(u), Some(rbac)) => {
+            return match rbac::gate::check(
+                &rbac,
+                u,
+                request.method().as_str(),
+                &path,
+                request.uri().query().unwrap_or(""),
+                request.headers(),
+            ) {
+                Ok(user) => {
+                    let mut request = request;
+                    request.extensions_mut().insert(user.clone());
+                    route(&server, &path, user, request).await
+                }
+                Err(denied) => error_response(&denied),
+            };
+        }
+        (Some(u), None) if u.is_anonymous() => {
             let verb = request.method().as_str().to_lowercase();
             return error_response(&ApiError::forbidden(format!(
                 "forbidden: User \"system:anonymous\" cannot {verb} path \"{path}\""
             )));
         }
-        Some(u) => u,
+        (Some(u), None) => u,
     };
-    if let Some(kind) = reviews::route(&path) {
-        return reviews::serve(&server, kind, &user, request)
+    route(&server, &path, user, request).await
+}
+
+/// Serves an authenticated (and authorized) request.
+async fn route(server: &Arc<ApiServer>, path: &str, user: UserInfo, request: Request) -> Response {
+    let server = server.clone();
+    let path = path.to_string();
+    if let Some(review) = reviews::route(&path) {
+        return reviews::serve(&server, review, &user, request)
             .await
             .unwrap_or_else(|e| error_response(&e));
     }

@@ -33,11 +33,12 @@ fn user_agent_of(user: &str) -> http::HeaderValue {
     http::HeaderValue::from_str(&text).unwrap_or(http::HeaderValue::from_static("berth"))
 }
 
-/// The identity berth's own components use until they get users of their own.
+/// The user a berth component acts as: `system:<component>`, allowed what its bootstrap
+/// ClusterRole grants (see `apiserver::rbac::bootstrap::COMPONENTS`), not everything.
 pub fn system_user(component: &str) -> UserInfo {
     UserInfo {
         name: format!("system:{component}"),
         uid: String::new(),
-        groups: vec!["system:masters".into(), "system:authenticated".into()],
+        groups: vec!["system:authenticated".into()],
     }
 }

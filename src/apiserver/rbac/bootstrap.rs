@@ -1,0 +1,715 @@
+//! The default policy every cluster starts with, reconciled at each start as upstream's
+//! `bootstrappolicy`: the user-facing roles (cluster-admin, admin, edit, view), the roles every
+//! authenticated user has (discovery, basic-user, public-info-viewer), and one least-privilege
+//! role per berth component, bound to the user that component acts as.
+//!
+//! A role missing is created; a role whose rules no longer cover the defaults gets the missing
+//! ones added, unless its `rbac.authorization.kubernetes.io/autoupdate` annotation is "false"
+//! (upstream's opt-out). Rules an administrator added are kept.
+
+use serde_json::{json, Value};
+
+use super::rules::{covers, PolicyRule};
+use crate::api::resources;
+use crate::api::ApiResult;
+use crate::registry::{Part, Registry};
+
+const GROUP: &str = "rbac.authorization.k8s.io";
+const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
+pub const AGGREGATE_TO: &str = "rbac.authorization.k8s.io/aggregate-to-";
+
+const READ: &[&str] = &["get", "list", "watch"];
+const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
+const ALL_BUT_RBAC_SPECIAL: &[&str] = &[
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+];
+
+fn r(verbs: &[&str], groups: &[&str], resources: &[&str]) -> PolicyRule {
+    PolicyRule::resources(verbs, groups, resources)
+}
+
+/// Rules letting a component record Events (core and events.k8s.io).
+fn events() -> PolicyRule {
+    r(
+        &["create", "update", "patch"],
+        &["", "events.k8s.io"],
+        &["events"],
+    )
+}
+
+/// Full use of `plurals` in `group` with their status, finalizers and scale subresources.
+fn manage(group: &str, plurals: &[&str]) -> PolicyRule {
+    let mut resources = Vec::new();
+    for plural in plurals {
+        for suffix in ["", "/status", "/finalizers", "/scale"] {
+            resources.push(format!("{plural}{suffix}"));
+        }
+    }
+    let resources: Vec<&str> = resources.iter().map(String::as_str).collect();
+    r(ALL_BUT_RBAC_SPECIAL, &[group], &resources)
+}
+
+/// A bootstrap ClusterRole: name, labels, rules, aggregation selectors.
+struct Role {
+    name: &'static str,
+    labels: Vec<(String, &'static str)>,
+    rules: Vec<PolicyRule>,
+    aggregate_from: Vec<&'static str>,
+}
+
+fn role(name: &'static str, rules: Vec<PolicyRule>) -> Role {
+    Role {
+        name,
+        labels: Vec::new(),
+        rules,
+        aggregate_from: Vec::new(),
+    }
+}
+
+fn aggregate_label(to: &str) -> String {
+    format!("{AGGREGATE_TO}{to}")
+}
+
+/// The users berth's components act as (`system:<component>`), and the ClusterRole each has.
+pub const COMPONENTS: &[(&str, &str)] = &[
+    ("controllers", "system:controller:namespace-controller"),
+    (
+        "replicaset-controller",
+        "system:controller:replicaset-controller",
+    ),
+    (
+        "replication-controller",
+        "system:controller:replication-controller",
+    ),
+    (
+        "deployment-controller",
+        "system:controller:deployment-controller",
+    ),
+    ("job-controller", "system:controller:job-controller"),
+    ("cronjob-controller", "system:controller:cronjob-controller"),
+    (
+        "ttl-after-finished-controller",
+        "system:controller:ttl-after-finished-controller",
+    ),
+    (
+        "generic-garbage-collector",
+        "system:controller:generic-garbage-collector",
+    ),
+    (
+        "endpointslice-controller",
+        "system:controller:endpointslice-controller",
+    ),
+    (
+        "apiextensions-controller",
+        "system:controller:apiextensions-controller",
+    ),
+    (
+        "statefulset-controller",
+        "system:controller:statefulset-controller",
+    ),
+    (
+        "daemonset-controller",
+        "system:controller:daemonset-controller",
+    ),
+    (
+        "local-path-provisioner",
+        "system:controller:local-path-provisioner",
+    ),
+    (
+        "serviceaccount-controller",
+        "system:controller:serviceaccount-controller",
+    ),
+    (
+        "clusterrole-aggregation-controller",
+        "system:controller:clusterrole-aggregation-controller",
+    ),
+    ("kube-scheduler", "system:kube-scheduler"),
+    ("node", "system:node"),
+    ("dns", "system:berth:dns"),
+    ("kube-proxy", "system:node-proxier"),
+    ("network-policy", "system:berth:network-policy"),
+];
+
+fn component_rules(role: &str) -> Vec<PolicyRule> {
+    let core_read = |plurals: &[&str]| r(READ, &[""], plurals);
+    match role {
+        "system:controller:namespace-controller" => vec![
+            r(
+                &["get", "list", "watch", "delete", "update", "patch"],
+                &[""],
+                &["namespaces"],
+            ),
+            r(
+                &["update", "patch"],
+                &[""],
+                &["namespaces/finalize", "namespaces/status"],
+            ),
+            r(
+                &["get", "list", "watch", "delete", "deletecollection"],
+                &["*"],
+                &["*"],
+            ),
+        ],
+        "system:controller:replicaset-controller" => vec![
+            manage("apps", &["replicasets"]),
+            manage("", &["pods"]),
+            events(),
+        ],
+        "system:controller:replication-controller" => {
+            vec![manage("", &["replicationcontrollers", "pods"]), events()]
+        }
+        "system:controller:deployment-controller" => vec![
+            manage("apps", &["deployments", "replicasets"]),
+            manage("", &["pods"]),
+            events(),
+        ],
+        "system:controller:job-controller" => {
+            vec![manage("batch", &["jobs"]), manage("", &["pods"]), events()]
+        }
+        "system:controller:cronjob-controller" => vec![
+            manage("batch", &["cronjobs", "jobs"]),
+            manage("", &["pods"]),
+            events(),
+        ],
+        "system:controller:ttl-after-finished-controller" => {
+            vec![
+                r(&["get", "list", "watch", "delete"], &["batch"], &["jobs"]),
+                events(),
+            ]
+        }
+        "system:controller:generic-garbage-collector" => vec![r(
+            &["get", "list", "watch", "patch", "update", "delete"],
+            &["*"],
+            &["*"],
+        )],
+        "system:controller:endpointslice-controller" => vec![
+            core_read(&["services", "pods", "nodes", "namespaces"]),
+            manage("discovery.k8s.io", &["endpointslices"]),
+            manage("", &["endpoints"]),
+            r(&["update", "patch"], &[""], &["services/finalizers"]),
+            events(),
+        ],
+        "system:controller:apiextensions-controller" => vec![
+            manage("apiextensions.k8s.io", &["customresourcedefinitions"]),
+            r(
+                &["get", "list", "watch", "delete", "deletecollection"],
+                &["*"],
+                &["*"],
+            ),
+            events(),
+        ],
+        "system:controller:statefulset-controller" => vec![
+            manage("apps", &["statefulsets", "controllerrevisions"]),
+            manage("", &["pods", "persistentvolumeclaims"]),
+            events(),
+        ],
+        "system:controller:daemonset-controller" => vec![
+            manage("apps", &["daemonsets", "controllerrevisions"]),
+            manage("", &["pods"]),
+            r(&["create"], &[""], &["pods/binding"]),
+            core_read(&["nodes"]),
+            events(),
+        ],
+        "system:controller:local-path-provisioner" => vec![
+            manage("", &["persistentvolumes", "persistentvolumeclaims"]),
+            core_read(&["pods", "nodes"]),
+            manage("storage.k8s.io", &["storageclasses"]),
+            events(),
+        ],
+        "system:controller:serviceaccount-controller" => vec![
+            manage("", &["serviceaccounts", "configmaps"]),
+            core_read(&["namespaces"]),
+            events(),
+        ],
+        "system:controller:clusterrole-aggregation-controller" => vec![r(
+            &["escalate", "get", "list", "watch", "patch", "update"],
+            &[GROUP],
+            &["clusterroles"],
+        )],
+        "system:kube-scheduler" => vec![
+            core_read(&[
+                "pods",
+                "nodes",
+                "namespaces",
+                "services",
+                "persistentvolumes",
+                "persistentvolumeclaims",
+                "replicationcontrollers",
+            ]),
+            r(READ, &["apps"], &["replicasets", "statefulsets"]),
+            r(
+                READ,
+                &["storage.k8s.io"],
+                &["storageclasses", "csinodes", "csidrivers"],
+            ),
+            r(READ, &["policy"], &["poddisruptionbudgets"]),
+            r(&["create"], &[""], &["pods/binding", "bindings"]),
+            r(&["update", "patch"], &[""], &["pods/status"]),
+            r(&["delete"], &[""], &["pods"]),
+            manage("coordination.k8s.io", &["leases"]),
+            events(),
+        ],
+        "system:node" => vec![
+            manage("", &["nodes", "pods"]),
+            core_read(&[
+                "configmaps",
+                "secrets",
+                "services",
+                "endpoints",
+                "namespaces",
+                "serviceaccounts",
+                "persistentvolumes",
+            ]),
+            manage("", &["persistentvolumeclaims"]),
+            r(
+                &["create"],
+                &[""],
+                &["serviceaccounts/token", "pods/eviction"],
+            ),
+            manage("coordination.k8s.io", &["leases"]),
+            r(READ, &["storage.k8s.io"], &["storageclasses", "csidrivers"]),
+            r(READ, &["node.k8s.io"], &["runtimeclasses"]),
+            events(),
+        ],
+        "system:berth:dns" => vec![
+            core_read(&["services", "endpoints", "pods", "namespaces"]),
+            r(READ, &["discovery.k8s.io"], &["endpointslices"]),
+            // It publishes the kube-dns Endpoints and EndpointSlice; a create has no name to
+            // restrict, an update does.
+            r(&["create"], &[""], &["endpoints"]),
+            r(&["create"], &["discovery.k8s.io"], &["endpointslices"]),
+            r(&["update", "patch"], &[""], &["endpoints"]).with_names(&["kube-dns"]),
+            r(
+                &["update", "patch"],
+                &["discovery.k8s.io"],
+                &["endpointslices"],
+            )
+            .with_names(&["kube-dns"]),
+        ],
+        "system:node-proxier" => vec![
+            core_read(&["services", "endpoints", "nodes", "pods", "namespaces"]),
+            r(READ, &["discovery.k8s.io"], &["endpointslices"]),
+            r(&["update", "patch"], &[""], &["services/status"]),
+            events(),
+        ],
+        "system:berth:network-policy" => vec![
+            core_read(&["pods", "namespaces", "nodes"]),
+            r(READ, &["networking.k8s.io"], &["networkpolicies"]),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+fn cluster_roles() -> Vec<Role> {
+    let read_write = [READ, WRITE].concat();
+    let mut roles = vec![
+        role(
+            "cluster-admin",
+            vec![r(&["*"], &["*"], &["*"]), PolicyRule::urls(&["*"], &["*"])],
+        ),
+        Role {
+            name: "admin",
+            labels: Vec::new(),
+            rules: Vec::new(),
+            aggregate_from: vec!["admin"],
+        },
+        Role {
+            name: "edit",
+            labels: vec![(aggregate_label("admin"), "true")],
+            rules: Vec::new(),
+            aggregate_from: vec!["edit"],
+        },
+        Role {
+            name: "view",
+            labels: vec![(aggregate_label("edit"), "true")],
+            rules: Vec::new(),
+            aggregate_from: vec!["view"],
+        },
+        Role {
+            name: "system:aggregate-to-admin",
+            labels: vec![(aggregate_label("admin"), "true")],
+            rules: vec![
+                r(
+                    &["create"],
+                    &["authorization.k8s.io"],
+                    &["localsubjectaccessreviews"],
+                ),
+                r(&read_write, &[GROUP], &["rolebindings", "roles"]),
+            ],
+            aggregate_from: Vec::new(),
+        },
+        Role {
+            name: "system:aggregate-to-edit",
+            labels: vec![(aggregate_label("edit"), "true")],
+            rules: vec![
+                r(
+                    READ,
+                    &[""],
+                    &[
+                        "pods/attach",
+                        "pods/exec",
+                        "pods/portforward",
+                        "pods/proxy",
+                        "secrets",
+                        "services/proxy",
+                    ],
+                ),
+                r(&["impersonate"], &[""], &["serviceaccounts"]),
+                r(
+                    WRITE,
+                    &[""],
+                    &[
+                        "pods",
+                        "pods/attach",
+                        "pods/exec",
+                        "pods/portforward",
+                        "pods/proxy",
+                    ],
+                ),
+                r(
+                    &["create"],
+                    &[""],
+                    &["pods/eviction", "serviceaccounts/token"],
+                ),
+                r(
+                    WRITE,
+                    &[""],
+                    &[
+                        "configmaps",
+                        "events",
+                        "persistentvolumeclaims",
+                        "replicationcontrollers",
+                        "replicationcontrollers/scale",
+                        "secrets",
+                        "serviceaccounts",
+                        "services",
+                        "services/proxy",
+                    ],
+                ),
+                r(
+                    WRITE,
+                    &["apps"],
+                    &[
+                        "daemonsets",
+                        "deployments",
+                        "deployments/rollback",
+                        "deployments/scale",
+                        "replicasets",
+                        "replicasets/scale",
+                        "statefulsets",
+                        "statefulsets/scale",
+                    ],
+                ),
+                r(WRITE, &["autoscaling"], &["horizontalpodautoscalers"]),
+                r(WRITE, &["batch"], &["cronjobs", "jobs"]),
+                r(WRITE, &["policy"], &["poddisruptionbudgets"]),
+                r(
+                    WRITE,
+                    &["networking.k8s.io"],
+                    &["ingresses", "networkpolicies"],
+                ),
+                r(&read_write, &["coordination.k8s.io"], &["leases"]),
+            ],
+            aggregate_from: Vec::new(),
+        },
+        Role {
+            name: "system:aggregate-to-view",
+            labels: vec![(aggregate_label("view"), "true")],
+            rules: vec![
+                r(
+                    READ,
+                    &[""],
+                    &[
+                        "configmaps",
+                        "endpoints",
+                        "persistentvolumeclaims",
+                        "persistentvolumeclaims/status",
+                        "pods",
+                        "replicationcontrollers",
+                        "replicationcontrollers/scale",
+                        "serviceaccounts",
+                        "services",
+                        "services/status",
+                    ],
+                ),
+                r(
+                    READ,
+                    &[""],
+                    &[
+                        "bindings",
+                        "events",
+                        "limitranges",
+                        "namespaces/status",
+                        "pods/log",
+                        "pods/status",
+                        "replicationcontrollers/status",
+                        "resourcequotas",
+                        "resourcequotas/status",
+                    ],
+                ),
+                r(READ, &[""], &["namespaces"]),
+                r(READ, &["discovery.k8s.io"], &["endpointslices"]),
+                r(
+                    READ,
+                    &["apps"],
+                    &[
+                        "controllerrevisions",
+                        "daemonsets",
+                        "daemonsets/status",
+                        "deployments",
+                        "deployments/scale",
+                        "deployments/status",
+                        "replicasets",
+                        "replicasets/scale",
+                        "replicasets/status",
+                        "statefulsets",
+                        "statefulsets/scale",
+                        "statefulsets/status",
+                    ],
+                ),
+                r(
+                    READ,
+                    &["autoscaling"],
+                    &[
+                        "horizontalpodautoscalers",
+                        "horizontalpodautoscalers/status",
+                    ],
+                ),
+                r(
+                    READ,
+                    &["batch"],
+                    &["cronjobs", "cronjobs/status", "jobs", "jobs/status"],
+                ),
+                r(
+                    READ,
+                    &["policy"],
+                    &["poddisruptionbudgets", "poddisruptionbudgets/status"],
+                ),
+                r(
+                    READ,
+                    &["networking.k8s.io"],
+                    &["ingresses", "ingresses/status", "networkpolicies"],
+                ),
+            ],
+            aggregate_from: Vec::new(),
+        },
+        role(
+            "system:basic-user",
+            vec![
+                r(
+                    &["create"],
+                    &["authorization.k8s.io"],
+                    &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+                ),
+                r(
+                    &["create"],
+                    &["authentication.k8s.io"],
+                    &["selfsubjectreviews"],
+                ),
+            ],
+        ),
+        role(
+            "system:discovery",
+            vec![PolicyRule::urls(
+                &["get"],
+                &[
+                    "/api",
+                    "/api/*",
+                    "/apis",
+                    "/apis/*",
+                    "/healthz",
+                    "/livez",
+                    "/openapi",
+                    "/openapi/*",
+                    "/readyz",
+                    "/version",
+                    "/version/",
+                ],
+            )],
+        ),
+        role(
+            "system:public-info-viewer",
+            vec![PolicyRule::urls(
+                &["get"],
+                &["/healthz", "/livez", "/readyz", "/version", "/version/"],
+            )],
+        ),
+    ];
+    for (_, name) in COMPONENTS {
+        roles.push(role(name, component_rules(name)));
+    }
+    roles
+}
+
+/// `(binding name, role, subjects)` of the default ClusterRoleBindings.
+fn cluster_role_bindings() -> Vec<(String, String, Vec<Value>)> {
+    let group = |name: &str| json!({"apiGroup": GROUP, "kind": "Group", "name": name});
+    let user = |name: &str| json!({"apiGroup": GROUP, "kind": "User", "name": name});
+    let mut bindings = vec![
+        (
+            "cluster-admin".to_string(),
+            "cluster-admin".to_string(),
+            vec![group("system:masters")],
+        ),
+        (
+            "system:basic-user".into(),
+            "system:basic-user".into(),
+            vec![group("system:authenticated")],
+        ),
+        (
+            "system:discovery".into(),
+            "system:discovery".into(),
+            vec![group("system:authenticated")],
+        ),
+        (
+            "system:public-info-viewer".into(),
+            "system:public-info-viewer".into(),
+            vec![
+                group("system:authenticated"),
+                group("system:unauthenticated"),
+            ],
+        ),
+    ];
+    for (component, role) in COMPONENTS {
+        bindings.push((
+            role.to_string(),
+            role.to_string(),
+            vec![user(&format!("system:{component}"))],
+        ));
+    }
+    bindings
+}
+
+fn bootstrap_metadata(name: &str, labels: &[(String, &str)]) -> Value {
+    let mut all_labels = serde_json::Map::new();
+    all_labels.insert("kubernetes.io/bootstrapping".into(), json!("rbac-defaults"));
+    for (key, value) in labels {
+        all_labels.insert(key.clone(), json!(value));
+    }
+    json!({
+        "name": name,
+        "labels": all_labels,
+        "annotations": {AUTOUPDATE: "true"},
+    })
+}
+
+/// Creates the default roles and bindings that are missing and adds missing default rules to
+/// existing ones.
+pub async fn reconcile(registry: &Registry) -> ApiResult<()> {
+    let roles =
+        resources::find(GROUP, "v1", "clusterroles").expect("clusterroles are always served");
+    for role in cluster_roles() {
+        let mut body = json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": bootstrap_metadata(role.name, &role.labels),
+            "rules": role.rules,
+        });
+        if !role.aggregate_from.is_empty() {
+            let selectors: Vec<Value> = role
+                .aggregate_from
+                .iter()
+                .map(|to| json!({"matchLabels": {aggregate_label(to): "true"}}))
+                .collect();
+            body["aggregationRule"] = json!({"clusterRoleSelectors": selectors});
+        }
+        match registry.get_value(roles, "", role.name) {
+            Err(e) if e.code == 404 => {
+                registry.create(roles, "", body, false).await?;
+            }
+            Err(e) => return Err(e),
+            Ok(existing) => {
+                if existing.pointer(&format!(
+                    "/metadata/annotations/{}",
+                    AUTOUPDATE.replace('/', "~1")
+                )) == Some(&json!("false"))
+                    || !role.aggregate_from.is_empty()
+                {
+                    continue;
+                }
+                let have: Vec<PolicyRule> = existing
+                    .get("rules")
+                    .cloned()
+                    .and_then(|r| serde_json::from_value(r).ok())
+                    .unwrap_or_default();
+                if covers(&have, &role.rules).is_ok() {
+                    continue;
+                }
+                let mut updated = existing.clone();
+                let missing: Vec<PolicyRule> = role
+                    .rules
+                    .iter()
+                    .filter(|want| covers(&have, std::slice::from_ref(*want)).is_err())
+                    .cloned()
+                    .collect();
+                let mut rules = have;
+                rules.extend(missing);
+                updated["rules"] = json!(rules);
+                registry
+                    .update(roles, "", role.name, updated, Part::Main, false)
+                    .await?;
+                tracing::info!(role = role.name, "added missing default rules");
+            }
+        }
+    }
+    let bindings = resources::find(GROUP, "v1", "clusterrolebindings")
+        .expect("clusterrolebindings are always served");
+    for (name, role, subjects) in cluster_role_bindings() {
+        let body = json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": bootstrap_metadata(&name, &[]),
+            "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": role},
+            "subjects": subjects,
+        });
+        match registry.create(bindings, "", body, false).await {
+            Ok(_) | Err(crate::api::ApiError { code: 409, .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_component_has_a_role_with_rules_and_a_binding() {
+        let roles = cluster_roles();
+        let bindings = cluster_role_bindings();
+        for (component, role) in COMPONENTS {
+            let found = roles.iter().find(|r| r.name == *role).unwrap();
+            assert!(!found.rules.is_empty(), "{role} has no rules");
+            assert!(
+                !found.rules.iter().any(|r| r.verbs.iter().any(|v| v == "*")),
+                "{role} must list its verbs"
+            );
+            let binding = bindings.iter().find(|(_, r, _)| r == role).unwrap();
+            assert_eq!(binding.2[0]["name"], format!("system:{component}"));
+        }
+    }
+
+    #[test]
+    fn edit_aggregates_into_admin_and_view_into_edit() {
+        let roles = cluster_roles();
+        let label = |name: &str| {
+            roles
+                .iter()
+                .find(|r| r.name == name)
+                .unwrap()
+                .labels
+                .clone()
+        };
+        assert_eq!(label("edit"), vec![(aggregate_label("admin"), "true")]);
+        assert_eq!(label("view"), vec![(aggregate_label("edit"), "true")]);
+        assert!(label("system:aggregate-to-view").contains(&(aggregate_label("view"), "true")));
+    }
+}
