@@ -54,6 +54,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("cannot create the system namespaces")?;
     crate::crd::load(&registry).map_err(|e| anyhow::anyhow!("cannot load the CRDs: {e}"))?;
+    registry
+        .admission()
+        .register(crate::admission::webhook::Webhooks::start(&registry));
 
     // Then the API, over TLS.
     let listener = tokio::net::TcpListener::bind(config.api.listen)
