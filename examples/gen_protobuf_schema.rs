@@ -45,6 +45,9 @@ const EXTRA_ROOTS: &[(&str, &str, &str)] = &[
     ("autoscaling/v1", "Scale", ""),
 ];
 
+/// Groups of the resource table whose types `k8s.io/api` does not hold.
+const OUTSIDE_K8S_API: &[&str] = &["apiextensions.k8s.io", "apiregistration.k8s.io"];
+
 /// Messages with their own JSON form in Go (custom MarshalJSON), decoded by hand.
 const SPECIAL: &[(&str, &str)] = &[
     ("k8s.io.apimachinery.pkg.apis.meta.v1.Time", "Time"),
@@ -457,9 +460,9 @@ fn roots() -> Result<Vec<Root>> {
         let [group, version, kind] = quoted.as_slice() else {
             continue;
         };
-        // CRDs are types of apiextensions-apiserver, not of k8s.io/api (and not in k8s-pb's
-        // api packages): their bodies are read as JSON only.
-        if *group == "apiextensions.k8s.io" {
+        // Their Go types live outside k8s.io/api (apiextensions-apiserver, kube-aggregator):
+        // not decoded from protobuf, clients send them as JSON.
+        if OUTSIDE_K8S_API.contains(group) {
             continue;
         }
         out.push(root_for(group, version, kind));

@@ -57,6 +57,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     crate::apiserver::rbac::bootstrap::reconcile(&registry)
         .await
         .context("cannot reconcile the default RBAC policy")?;
+    registry
+        .admission()
+        .register(crate::admission::webhook::Webhooks::start(&registry));
 
     // Then the API, over TLS.
     let listener = tokio::net::TcpListener::bind(config.api.listen)

@@ -68,6 +68,7 @@ fn storage_group(r: &Resource) -> &str {
 
 const ALL: &[&str] = &["all"];
 const NONE: &[&str] = &[];
+const API_EXTENSIONS: &[&str] = &["api-extensions"];
 
 macro_rules! resource {
     ($group:expr, $version:expr, $kind:expr, $plural:expr, $singular:expr, namespaced: $ns:expr,
@@ -122,8 +123,18 @@ pub static BUILTIN: &[Resource] = &[
     resource!("rbac.authorization.k8s.io", "v1", "Role", "roles", "role", namespaced: true, short: NONE, categories: NONE, status: false),
     resource!("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", "rolebinding", namespaced: true, short: NONE, categories: NONE, status: false),
     resource!("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", "priorityclass", namespaced: false, short: &["pc"], categories: NONE, status: false),
-    resource!("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", "customresourcedefinition", namespaced: false, short: &["crd", "crds"], categories: &["api-extensions"], status: true),
+    resource!("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", "customresourcedefinition", namespaced: false, short: &["crd", "crds"], categories: API_EXTENSIONS, status: true),
     resource!("storage.k8s.io", "v1", "StorageClass", "storageclasses", "storageclass", namespaced: false, short: &["sc"], categories: NONE, status: false),
+    resource!("storage.k8s.io", "v1", "CSIDriver", "csidrivers", "csidriver", namespaced: false, short: NONE, categories: NONE, status: false),
+    resource!("storage.k8s.io", "v1", "CSINode", "csinodes", "csinode", namespaced: false, short: NONE, categories: NONE, status: false),
+    resource!("storage.k8s.io", "v1", "VolumeAttachment", "volumeattachments", "volumeattachment", namespaced: false, short: NONE, categories: NONE, status: true),
+    resource!("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration", "mutatingwebhookconfigurations", "mutatingwebhookconfiguration", namespaced: false, short: NONE, categories: API_EXTENSIONS, status: false),
+    resource!("admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration", "validatingwebhookconfigurations", "validatingwebhookconfiguration", namespaced: false, short: NONE, categories: API_EXTENSIONS, status: false),
+    resource!("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicy", "validatingadmissionpolicies", "validatingadmissionpolicy", namespaced: false, short: NONE, categories: API_EXTENSIONS, status: true),
+    resource!("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicyBinding", "validatingadmissionpolicybindings", "validatingadmissionpolicybinding", namespaced: false, short: NONE, categories: API_EXTENSIONS, status: false),
+    resource!("apiregistration.k8s.io", "v1", "APIService", "apiservices", "apiservice", namespaced: false, short: NONE, categories: API_EXTENSIONS, status: true),
+    resource!("node.k8s.io", "v1", "RuntimeClass", "runtimeclasses", "runtimeclass", namespaced: false, short: NONE, categories: NONE, status: false),
+    resource!("certificates.k8s.io", "v1", "CertificateSigningRequest", "certificatesigningrequests", "certificatesigningrequest", namespaced: false, short: &["csr"], categories: NONE, status: true),
 ];
 
 /// Resources defined at runtime (by CustomResourceDefinitions), served after the built-ins.

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use k8s_openapi::api::{
-    apps, autoscaling, batch, coordination, core, discovery, events, networking, policy, rbac,
-    scheduling, storage,
+    admissionregistration, apps, autoscaling, batch, certificates, coordination, core, discovery,
+    events, networking, node, policy, rbac, scheduling, storage,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_openapi::schemars::generate::{SchemaGenerator, SchemaSettings};
@@ -147,6 +147,16 @@ fn build() -> Catalog {
         rbac::v1::RoleBinding,
         scheduling::v1::PriorityClass,
         storage::v1::StorageClass,
+        storage::v1::CSIDriver,
+        storage::v1::CSINode,
+        storage::v1::VolumeAttachment,
+        admissionregistration::v1::MutatingWebhookConfiguration,
+        admissionregistration::v1::ValidatingWebhookConfiguration,
+        admissionregistration::v1::ValidatingAdmissionPolicy,
+        admissionregistration::v1::ValidatingAdmissionPolicyBinding,
+        k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService,
+        node::v1::RuntimeClass,
+        certificates::v1::CertificateSigningRequest,
         k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
     );
     generator.subschema_for::<meta::DeleteOptions>();

@@ -48,6 +48,9 @@ pub(crate) fn subresources(r: &Resource) -> Vec<(&'static str, &'static [&'stati
     if super::subresources::has_scale(r) {
         subs.push(("scale", &["get", "patch", "update"]));
     }
+    if r.group == "certificates.k8s.io" && r.kind == "CertificateSigningRequest" {
+        subs.push(("approval", &["get", "patch", "update"]));
+    }
     if r.group.is_empty() && r.kind == "ServiceAccount" {
         subs.push(("token", &["create"]));
     }

@@ -57,6 +57,7 @@ impl Manager {
             Part::Main => "",
             Part::Status => "status",
             Part::Finalize => "finalize",
+            Part::Approval => "approval",
         };
         Ok(Manager {
             name,
@@ -310,7 +311,7 @@ pub fn view(r: &Resource, part: Part, obj: &Value) -> Value {
         Value::Object(out)
     };
     match part {
-        Part::Status => keep_only("status"),
+        Part::Status | Part::Approval => keep_only("status"),
         Part::Finalize => keep_only("spec"),
         Part::Main => {
             let mut out = obj.clone();

@@ -92,6 +92,7 @@ async fn dispatch(
         None => Part::Main,
         Some("status") if r.has_status => Part::Status,
         Some("finalize") if r.plural == "namespaces" && r.group.is_empty() => Part::Finalize,
+        Some("approval") if r.plural == "certificatesigningrequests" => Part::Approval,
         Some(other) => {
             return Err(ApiError::no_route(&format!(
                 "{} subresource {other}",

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use super::propagation;
 use super::services::{self, ServiceNetwork};
 use super::stored::RevisionTemplate;
-use super::{defaults, kinds, validation};
+use super::{certificates, defaults, kinds, validation};
 use crate::admission::{self, Operation};
 use crate::api::meta;
 use crate::api::paging::ContinueToken;
@@ -25,6 +25,8 @@ pub enum Part {
     Status,
     /// The namespace `/finalize` subresource: only `spec.finalizers` changes.
     Finalize,
+    /// The certificate signing request `/approval` subresource: only its conditions change.
+    Approval,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -619,6 +621,7 @@ impl Part {
             Part::Main => None,
             Part::Status => Some("status"),
             Part::Finalize => Some("finalize"),
+            Part::Approval => Some("approval"),
         }
     }
 }
@@ -788,6 +791,17 @@ fn check_finalizer_rules(old: &Value, new: &Value, causes: &mut Vec<Cause>) {
 /// Builds the stored object of an update from the old one and the client's proposal.
 fn merge_update(r: &Resource, old: &Value, proposed: Value, part: Part) -> ApiResult<Value> {
     let mut new = match part {
+        // A signing request's spec never changes after create.
+        Part::Main if certificates::is_csr(r.group, r.kind) => {
+            let mut new = proposed;
+            copy_field(old, &mut new, "spec");
+            copy_field(old, &mut new, "status");
+            new
+        }
+        Part::Status if certificates::is_csr(r.group, r.kind) => {
+            certificates::merge_status(old, &proposed)
+        }
+        Part::Approval => certificates::merge_approval(old, &proposed)?,
         Part::Main => {
             let mut new = proposed;
             if r.has_status {

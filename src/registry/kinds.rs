@@ -58,6 +58,17 @@ pub fn normalize(resource: &Resource, body: Value) -> ApiResult<Value> {
         "rbac.authorization.k8s.io" "RoleBinding" => rbac::v1::RoleBinding,
         "scheduling.k8s.io" "PriorityClass" => scheduling::v1::PriorityClass,
         "storage.k8s.io" "StorageClass" => storage::v1::StorageClass,
+        "storage.k8s.io" "CSIDriver" => storage::v1::CSIDriver,
+        "storage.k8s.io" "CSINode" => storage::v1::CSINode,
+        "storage.k8s.io" "VolumeAttachment" => storage::v1::VolumeAttachment,
+        "admissionregistration.k8s.io" "MutatingWebhookConfiguration" => admissionregistration::v1::MutatingWebhookConfiguration,
+        "admissionregistration.k8s.io" "ValidatingWebhookConfiguration" => admissionregistration::v1::ValidatingWebhookConfiguration,
+        "admissionregistration.k8s.io" "ValidatingAdmissionPolicy" => admissionregistration::v1::ValidatingAdmissionPolicy,
+        "admissionregistration.k8s.io" "ValidatingAdmissionPolicyBinding" => admissionregistration::v1::ValidatingAdmissionPolicyBinding,
+        "apiregistration.k8s.io" "APIService" =>
+            k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService,
+        "node.k8s.io" "RuntimeClass" => node::v1::RuntimeClass,
+        "certificates.k8s.io" "CertificateSigningRequest" => certificates::v1::CertificateSigningRequest,
         "apiextensions.k8s.io" "CustomResourceDefinition" =>
             k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
     }
@@ -224,6 +235,9 @@ pub fn prepare_create(resource: &Resource, obj: &mut Value) {
         }
         ("", "PersistentVolumeClaim") | ("", "PersistentVolume") => {
             obj["status"] = json!({"phase": "Pending"});
+        }
+        ("certificates.k8s.io", "CertificateSigningRequest") => {
+            super::certificates::prepare_create(obj, crate::admission::current_user().as_ref());
         }
         _ if resource.has_status => {
             if let Some(o) = obj.as_object_mut() {

@@ -1,6 +1,7 @@
 //! Per-kind policy and the generic CRUD on the store.
 
 pub mod bootstrap;
+pub mod certificates;
 pub mod default_ingress_class;
 pub mod defaults;
 pub mod generic;

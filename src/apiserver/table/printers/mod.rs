@@ -3,6 +3,7 @@
 
 mod cluster;
 mod core;
+mod extensions;
 mod pods;
 mod workloads;
 
@@ -112,7 +113,8 @@ pub fn for_resource(resource: &Resource) -> &'static Printer {
     let found = match resource.group {
         "" => core::printer(resource.kind).or_else(|| pods::printer(resource.kind)),
         "apps" | "batch" | "autoscaling" | "policy" => workloads::printer(resource.kind),
-        _ => cluster::printer(resource.group, resource.kind),
+        _ => cluster::printer(resource.group, resource.kind)
+            .or_else(|| extensions::printer(resource.group, resource.kind)),
     };
     found.unwrap_or(&DEFAULT)
 }
