@@ -211,13 +211,25 @@ pub async fn run(client: kube::Client, facts: NodeFacts) -> Result<(), kube::Err
     let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
     let mut last_status = std::time::Instant::now() - STATUS_REPORT;
     loop {
-        if last_status.elapsed() >= STATUS_REPORT {
+        // The node lifecycle controller marks a node Unknown when it missed heartbeats (a
+        // suspended machine, an overloaded API): say at once that we are back.
+        if last_status.elapsed() >= STATUS_REPORT || !marked_ready(&nodes, &facts.name).await {
             post_status(&nodes, &facts).await?;
             last_status = std::time::Instant::now();
         }
         renew_lease(&leases, &facts.name).await?;
         tokio::time::sleep(LEASE_RENEW).await;
     }
+}
+
+async fn marked_ready(nodes: &Api<Node>, name: &str) -> bool {
+    let Ok(node) = nodes.get(name).await else {
+        return true;
+    };
+    let conditions = node.status.and_then(|s| s.conditions).unwrap_or_default();
+    conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 async fn post_status(nodes: &Api<Node>, facts: &NodeFacts) -> Result<(), kube::Error> {
