@@ -25,6 +25,7 @@ pub struct Config {
     pub log: LogConfig,
     pub registries: RegistriesConfig,
     pub ingress: IngressConfig,
+    pub controllers: ControllersConfig,
 }
 
 impl Default for Config {
@@ -38,6 +39,7 @@ impl Default for Config {
             log: LogConfig::default(),
             registries: RegistriesConfig::default(),
             ingress: IngressConfig::default(),
+            controllers: ControllersConfig::default(),
         }
     }
 }
@@ -130,6 +132,31 @@ impl Default for StoreConfig {
         StoreConfig {
             history_revisions: 10_000,
             watch_buffer: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControllersConfig {
+    /// How often the node lifecycle controller looks at node heartbeats.
+    pub node_monitor_period_seconds: u64,
+    /// A node whose heartbeat is older than this is marked Ready=Unknown and tainted unreachable.
+    pub node_monitor_grace_period_seconds: u64,
+    /// Finished pods beyond this many are deleted, oldest first. Upstream's 12500 is far more than
+    /// a small device should keep.
+    pub terminated_pod_gc_threshold: usize,
+    /// How often finished and orphaned pods are looked for.
+    pub pod_gc_period_seconds: u64,
+}
+
+impl Default for ControllersConfig {
+    fn default() -> Self {
+        ControllersConfig {
+            node_monitor_period_seconds: 5,
+            node_monitor_grace_period_seconds: 40,
+            terminated_pod_gc_threshold: 1000,
+            pod_gc_period_seconds: 20,
         }
     }
 }

@@ -50,6 +50,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ServiceNetwork::parse(&config.network.service_cidr, config.network.node_port_range)
             .map_err(anyhow::Error::msg)?;
     let registry = Registry::new(store, service_network);
+    crate::admission::builtin::register(&registry);
     bootstrap::ensure_system_objects(&registry, config.network.dns_ip)
         .await
         .context("cannot create the system namespaces")?;
@@ -209,6 +210,38 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         components.spawn(async move {
             crate::controllers::localpath::run(c, storage_dir).await;
             anyhow::bail!("the local-path provisioner stopped")
+        });
+        let c = client("node-controller");
+        let settings = crate::controllers::nodelifecycle::Settings {
+            period: std::time::Duration::from_secs(
+                config.controllers.node_monitor_period_seconds.max(1),
+            ),
+            grace: std::time::Duration::from_secs(
+                config.controllers.node_monitor_grace_period_seconds,
+            ),
+        };
+        components.spawn(async move {
+            crate::controllers::nodelifecycle::run(c, settings).await;
+            anyhow::bail!("the node lifecycle controller stopped")
+        });
+        let c = client("disruption-controller");
+        components.spawn(async move {
+            crate::controllers::disruption::run(c).await;
+            anyhow::bail!("the disruption controller stopped")
+        });
+        let c = client("resourcequota-controller");
+        components.spawn(async move {
+            crate::controllers::resourcequota::run(c).await;
+            anyhow::bail!("the resource quota controller stopped")
+        });
+        let c = client("pod-garbage-collector");
+        let settings = crate::controllers::podgc::Settings {
+            period: std::time::Duration::from_secs(config.controllers.pod_gc_period_seconds.max(1)),
+            terminated_threshold: config.controllers.terminated_pod_gc_threshold,
+        };
+        components.spawn(async move {
+            crate::controllers::podgc::run(c, settings).await;
+            anyhow::bail!("the pod garbage collector stopped")
         });
         let c = client("serviceaccount-controller");
         let ca_cert_pem = pki.ca_cert_pem.clone();

@@ -10,6 +10,11 @@
 //! [`as_user`], so a plugin can ask [`current_user`] without the user being threaded through every
 //! registry call. Writes made by berth itself outside a request have no user.
 
+pub mod builtin;
+pub mod default_toleration_seconds;
+pub mod limit_range;
+pub mod quota;
+pub mod resource_quota;
 pub mod webhook;
 
 use std::sync::{Arc, RwLock};

@@ -212,8 +212,10 @@ pub async fn run(client: kube::Client, facts: NodeFacts) -> Result<(), kube::Err
     let mut last_status = std::time::Instant::now() - STATUS_REPORT;
     loop {
         // A failed heartbeat (a full disk refusing writes, say) is retried on the next tick, as
-        // the kubelet does: ending the task would take all of berth down with it.
-        if last_status.elapsed() >= STATUS_REPORT {
+        // the kubelet does: ending the task would take all of berth down with it. The node
+        // lifecycle controller marks a node Unknown when it missed heartbeats (a suspended
+        // machine, an overloaded API): then say at once that we are back.
+        if last_status.elapsed() >= STATUS_REPORT || !marked_ready(&nodes, &facts.name).await {
             match post_status(&nodes, &facts).await {
                 Ok(()) => last_status = std::time::Instant::now(),
                 Err(error) => tracing::warn!(%error, "cannot post the node status; will retry"),
@@ -224,6 +226,16 @@ pub async fn run(client: kube::Client, facts: NodeFacts) -> Result<(), kube::Err
         }
         tokio::time::sleep(LEASE_RENEW).await;
     }
+}
+
+async fn marked_ready(nodes: &Api<Node>, name: &str) -> bool {
+    let Ok(node) = nodes.get(name).await else {
+        return true;
+    };
+    let conditions = node.status.and_then(|s| s.conditions).unwrap_or_default();
+    conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 async fn post_status(nodes: &Api<Node>, facts: &NodeFacts) -> Result<(), kube::Error> {

@@ -392,8 +392,9 @@ fn budget_numbers(pdb: &Value, selected: &[Value]) -> (i64, i64, i64) {
 }
 
 /// Refuses with 429 when evicting `pod` would take the budget below what it must keep, else
-/// records the disruption in the budget's status (upstream's eviction REST does both; there is
-/// no disruption controller, so the numbers are computed here from the selected pods).
+/// records the disruption in the budget's status (upstream's eviction REST does both). The
+/// numbers are computed here from the selected pods, so they are never staler than the
+/// disruption controller's last pass.
 async fn check_budget(
     server: &ApiServer,
     pods: &'static Resource,
@@ -417,47 +418,54 @@ async fn check_budget(
             selected.push(p);
         }
     }
-    let (healthy, desired, expected) = budget_numbers(pdb, &selected);
+    let (_, desired, expected) = budget_numbers(pdb, &selected);
     let pdb_name = meta::name(pdb).to_string();
     let pod_name = meta::name(pod).to_string();
     // An unhealthy pod may go while the budget is met (unhealthyPodEvictionPolicy IfHealthyBudget).
     let pod_healthy = is_healthy(pod);
-    let allowed = (healthy - desired).max(0);
-    let permitted = if pod_healthy {
-        allowed > 0
-    } else {
-        healthy >= desired
-    };
-    if !permitted {
-        let mut err = ApiError::new(
-            429,
-            "TooManyRequests",
-            "Cannot evict pod as it would violate the pod's disruption budget.",
-        );
-        err.causes = vec![Cause {
-            reason: "DisruptionBudget".into(),
-            message: format!(
-                "The disruption budget {pdb_name} needs {desired} healthy pods and has {healthy} currently"
-            ),
-            field: String::new(),
-        }];
-        return Err(err);
-    }
     let now = meta::now_rfc3339();
-    let left = if pod_healthy { allowed - 1 } else { allowed };
+    // Decided inside the budget's guaranteed update: two evictions racing each other are
+    // serialised by it, and the second sees the first in `disruptedPods` and counts that pod
+    // as gone, as upstream's eviction does with its resourceVersion-checked status update.
     server
         .registry
         .update_with(pdbs, namespace, &pdb_name, Part::Status, dry_run, |old| {
-            let mut new = old.clone();
-            let generation = old
-                .pointer("/metadata/generation")
-                .cloned()
-                .unwrap_or(json!(1));
             let mut disrupted = old
                 .pointer("/status/disruptedPods")
                 .cloned()
                 .filter(Value::is_object)
                 .unwrap_or_else(|| json!({}));
+            let healthy = selected
+                .iter()
+                .filter(|p| is_healthy(p) && disrupted.get(meta::name(p)).is_none())
+                .count() as i64;
+            let allowed = (healthy - desired).max(0);
+            let permitted = if pod_healthy {
+                allowed > 0
+            } else {
+                healthy >= desired
+            };
+            if !permitted {
+                let mut err = ApiError::new(
+                    429,
+                    "TooManyRequests",
+                    "Cannot evict pod as it would violate the pod's disruption budget.",
+                );
+                err.causes = vec![Cause {
+                    reason: "DisruptionBudget".into(),
+                    message: format!(
+                        "The disruption budget {pdb_name} needs {desired} healthy pods and has {healthy} currently"
+                    ),
+                    field: String::new(),
+                }];
+                return Err(err);
+            }
+            let left = if pod_healthy { allowed - 1 } else { allowed };
+            let mut new = old.clone();
+            let generation = old
+                .pointer("/metadata/generation")
+                .cloned()
+                .unwrap_or(json!(1));
             if pod_healthy {
                 disrupted[&pod_name] = json!(now);
             }
