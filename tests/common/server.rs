@@ -34,12 +34,23 @@ impl BerthServer {
     /// Like `start`, with another binary that keeps berth's command-line contract (the harness's
     /// own tests use a stand-in).
     pub fn start_binary(ns: &Netns, binary: &Path) -> BerthServer {
+        BerthServer::start_with(ns, binary, "")
+    }
+
+    /// Like `start`, with `config` (TOML) as the server's config file.
+    pub fn start_with_config(ns: &Netns, config: &str) -> BerthServer {
+        BerthServer::start_with(ns, Path::new(env!("CARGO_BIN_EXE_berth")), config)
+    }
+
+    fn start_with(ns: &Netns, binary: &Path, config: &str) -> BerthServer {
         let data_dir = tempfile::Builder::new()
             .prefix(&format!("berth-test-{}-", std::process::id()))
             .tempdir()
             .expect("create a temporary data dir");
-        // An empty config file of our own, so a config in /etc/berth on the host never leaks in.
-        File::create(data_dir.path().join("test-config.toml")).expect("write test config");
+        // A config file of our own, so a config in /etc/berth on the host never leaks in.
+        File::create(data_dir.path().join("test-config.toml"))
+            .and_then(|mut f| f.write_all(config.as_bytes()))
+            .expect("write test config");
         let mut server = BerthServer {
             binary: binary.to_owned(),
             netns: ns.name.clone(),
