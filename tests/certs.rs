@@ -133,6 +133,32 @@ fn certificates_due_for_rotation_are_replaced_while_kubectl_keeps_working() {
         apiserver_row.split_whitespace().any(|cell| cell == "0"),
         "less than a day left: {apiserver_row}"
     );
+
+    // Less than the 30-day warning window is left: a Warning event names the node.
+    let mut events = String::new();
+    let warned = wait_until(Duration::from_secs(10), || {
+        events = server.kubectl_ok(&[
+            "get",
+            "events",
+            "-n",
+            "default",
+            "-o",
+            "jsonpath={range .items[*]}{.reason} {.type} {.involvedObject.kind} {.message}{\"\\n\"}{end}",
+        ]);
+        events.contains("CertificateExpiring")
+    });
+    assert!(warned, "no CertificateExpiring event: {events:?}");
+    let expiring: Vec<&str> = events
+        .lines()
+        .filter(|l| l.starts_with("CertificateExpiring "))
+        .collect();
+    assert!(
+        expiring
+            .iter()
+            .all(|l| l.starts_with("CertificateExpiring Warning Node ")),
+        "{events}"
+    );
+    assert!(expiring.iter().any(|l| l.contains("apiserver")), "{events}");
 }
 
 #[test]
