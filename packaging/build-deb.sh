@@ -52,6 +52,7 @@ done
 
 mkdir -p "$outdir"
 deb="$outdir/berth_${version}_${arch}.deb"
-# --root-owner-group: files owned by root whoever builds; xz keeps the download small.
-dpkg-deb --root-owner-group -Zxz --build "$pkg" "$deb" >&2
+# --root-owner-group: files owned by root whoever builds; xz keeps the download small
+# (BERTH_DEB_COMPRESSION=gzip or none builds faster, for tests).
+dpkg-deb --root-owner-group -Z"${BERTH_DEB_COMPRESSION:-xz}" --build "$pkg" "$deb" >&2
 echo "$deb"
