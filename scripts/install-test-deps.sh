@@ -23,6 +23,7 @@ want_helm="v4."
 apt_packages=(
     iproute2 nftables skopeo docker-registry busybox-static umoci libseccomp-dev pkg-config
     runc etcd-server jq file curl ca-certificates python3-pip gcc libc6-dev libclang-dev strace
+    openssl squashfs-tools
 )
 
 log() { echo "install-test-deps: $*"; }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -26,6 +27,9 @@ pub struct Config {
     pub registries: RegistriesConfig,
     pub ingress: IngressConfig,
     pub controllers: ControllersConfig,
+    pub pki: PkiConfig,
+    pub runtime: RuntimeConfig,
+    pub images: ImagesConfig,
 }
 
 impl Default for Config {
@@ -40,6 +44,9 @@ impl Default for Config {
             registries: RegistriesConfig::default(),
             ingress: IngressConfig::default(),
             controllers: ControllersConfig::default(),
+            pki: PkiConfig::default(),
+            runtime: RuntimeConfig::default(),
+            images: ImagesConfig::default(),
         }
     }
 }
@@ -210,6 +217,79 @@ pub struct RegistryHostConfig {
     pub ca_file: Option<PathBuf>,
 }
 
+/// Certificate lifetimes and rotation (the CA is not rotated: it lives 10 years).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PkiConfig {
+    /// Lifetime of the serving and client certificates berth issues.
+    pub cert_validity_days: u64,
+    /// Certificates with less than this left are re-issued.
+    pub rotate_before_days: u64,
+    /// A certificate this close to expiry (one rotation could not replace) is reported by a log
+    /// line and a Warning event.
+    pub warn_before_days: u64,
+    /// How often expiry and the files on disk (`berth certs rotate`) are checked.
+    pub check_interval_seconds: u64,
+    /// For tests: overrides `cert_validity_days` with seconds.
+    pub cert_validity_seconds: Option<u64>,
+    /// For tests: overrides `rotate_before_days` with seconds.
+    pub rotate_before_seconds: Option<u64>,
+}
+
+impl Default for PkiConfig {
+    fn default() -> Self {
+        PkiConfig {
+            cert_validity_days: 365,
+            rotate_before_days: 90,
+            warn_before_days: 30,
+            check_interval_seconds: 60,
+            cert_validity_seconds: None,
+            rotate_before_seconds: None,
+        }
+    }
+}
+
+impl PkiConfig {
+    pub fn rotation_policy(&self) -> crate::pki::RotationPolicy {
+        let days = |d: u64| Duration::from_secs(d.saturating_mul(24 * 3600));
+        crate::pki::RotationPolicy {
+            validity: self
+                .cert_validity_seconds
+                .map_or_else(|| days(self.cert_validity_days), Duration::from_secs),
+            renew_before: self
+                .rotate_before_seconds
+                .map_or_else(|| days(self.rotate_before_days), Duration::from_secs),
+        }
+    }
+
+    pub fn warn_before(&self) -> Duration {
+        Duration::from_secs(self.warn_before_days.saturating_mul(24 * 3600))
+    }
+
+    pub fn check_interval(&self) -> Duration {
+        // Zero would spin.
+        Duration::from_secs(self.check_interval_seconds.max(1))
+    }
+}
+
+/// The async runtime the server runs on.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Tokio worker threads; unset means one per CPU. Each idle worker still holds its stack
+    /// and allocator arenas, so a 512 MB device does well with 1 or 2.
+    pub worker_threads: Option<usize>,
+}
+
+/// The node's image store.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImagesConfig {
+    /// Image archives (`docker save`, OCI layout `.tar`) in this directory are imported at
+    /// every start: for sites without a registry.
+    pub import_dir: Option<PathBuf>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -314,6 +394,45 @@ insecure_skip_verify = true
         assert_eq!(c.network.node_port_range, d.network.node_port_range);
         assert_eq!(c.store.history_revisions, d.store.history_revisions);
         assert_eq!(c.log.format, d.log.format);
+        assert_eq!(c.pki.rotation_policy(), d.pki.rotation_policy());
+        assert_eq!(c.pki.check_interval(), d.pki.check_interval());
+        assert_eq!(c.runtime.worker_threads, d.runtime.worker_threads);
+        assert_eq!(c.images.import_dir, d.images.import_dir);
+    }
+
+    #[test]
+    fn the_example_profiles_parse_with_no_unknown_keys() {
+        let parse = |name: &str, text: &str| {
+            Config::parse(text).unwrap_or_else(|e| panic!("configs/{name}.toml: {e}"))
+        };
+        let pi = parse("pi-512mb", include_str!("../configs/pi-512mb.toml"));
+        assert_eq!(pi.runtime.worker_threads, Some(1));
+        assert!(pi.store.history_revisions < StoreConfig::default().history_revisions);
+        assert!(pi.store.watch_buffer < StoreConfig::default().watch_buffer);
+
+        let workstation = parse("workstation", include_str!("../configs/workstation.toml"));
+        assert!(workstation.api.listen.ip().is_loopback());
+
+        let airgap = parse("airgap", include_str!("../configs/airgap.toml"));
+        assert!(airgap.registries.mirrors.contains_key("docker.io"));
+        assert!(airgap.images.import_dir.is_some());
+        let policy = airgap.pki.rotation_policy();
+        assert!(policy.validity > policy.renew_before);
+    }
+
+    #[test]
+    fn pki_defaults_are_one_year_renewed_90_days_ahead() {
+        let policy = Config::default().pki.rotation_policy();
+        assert_eq!(policy, crate::pki::RotationPolicy::default());
+        assert_eq!(policy.validity, Duration::from_secs(365 * 86400));
+        assert_eq!(policy.renew_before, Duration::from_secs(90 * 86400));
+        let test =
+            Config::parse("[pki]\ncert_validity_seconds = 3600\nrotate_before_seconds = 7200")
+                .unwrap()
+                .pki
+                .rotation_policy();
+        assert_eq!(test.validity, Duration::from_secs(3600));
+        assert_eq!(test.renew_before, Duration::from_secs(7200));
     }
 
     #[test]

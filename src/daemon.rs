@@ -67,10 +67,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.api.listen))?;
     let bound = listener.local_addr()?;
-    let pki = Pki::ensure(&config.pki_dir(), &serving_names(&config, bound))
+    let names = serving_names(&config, bound);
+    let pki = Pki::ensure_with(&config.pki_dir(), &names, &config.pki.rotation_policy())
         .context("cannot set up the cluster PKI")?;
+    let serving_cert =
+        crate::certs::LiveServingCert::new(&pki).context("cannot load the serving certificate")?;
     let tls = pki
-        .server_tls_config()
+        .server_tls_config_with(serving_cert.clone())
         .context("cannot build the TLS configuration")?;
     let token_signer = Arc::new(
         crate::apiserver::sa_token::TokenSigner::load_or_create(
@@ -118,6 +121,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let url = format!("https://{client_address}");
     pki::write_kubeconfig(&config.kubeconfig_path(), &url, &pki)
         .context("cannot write the kubeconfig")?;
+    {
+        let target = crate::certs::RotationTarget {
+            pki_dir: config.pki_dir(),
+            names,
+            policy: config.pki.rotation_policy(),
+            warn_before: config.pki.warn_before(),
+            kubeconfig_path: config.kubeconfig_path(),
+            server_url: url.clone(),
+        };
+        let rotator = crate::certs::Rotator::new(target, serving_cert, pki.clone());
+        let c =
+            crate::client::in_process(router.clone(), crate::client::system_user("berth-certs"));
+        let (interval, node) = (config.pki.check_interval(), config.node_name());
+        components.spawn(async move {
+            crate::certs::run(rotator, interval, c, node).await;
+            anyhow::bail!("certificate rotation stopped")
+        });
+    }
     api.set_ready();
     tracing::info!(%url, kubeconfig = %config.kubeconfig_path().display(), "berth API server is ready");
     notify_systemd("READY=1");
@@ -266,7 +287,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         crate::agent::node::run(agent_client, facts).await?;
         anyhow::bail!("the node heartbeat stopped")
     });
-    // ... and runs the pods bound to it.
+    // ... and runs the pods bound to it, after importing carried-in images they may need.
+    if let Some(dir) = config.images.import_dir.clone() {
+        let root = config.data_dir.join("images");
+        tokio::task::spawn_blocking(move || crate::image_import::import_into(&root, &dir)).await?;
+    }
     let agent_config = agent_config(&config, &node_name)?;
     components.spawn(async move {
         crate::agent::run(pods_client, agent_config).await?;

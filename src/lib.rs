@@ -5,6 +5,8 @@
 //! - `config`: the TOML config file and every default, in one place.
 //! - `daemon`: wires the subsystems together behind readiness gates and one shutdown signal.
 //! - `pki`: the cluster CA, serving and client certificates, kubeconfig files.
+//! - `image_import`: image archives imported from a directory at start (air-gapped sites).
+//! - `certs`: certificate rotation while the server runs (live serving cert, kubeconfig rewrite).
 //! - `api`: shared API types: the resource table, `metav1.Status` errors, selectors, request
 //!   body formats (JSON, YAML, protobuf). No I/O.
 //! - `apiserver`: HTTPS front end: authentication, discovery, REST verbs, watch streams.
@@ -25,6 +27,7 @@ pub mod admission;
 pub mod agent;
 pub mod api;
 pub mod apiserver;
+pub mod certs;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -32,6 +35,7 @@ pub mod controllers;
 pub mod crd;
 pub mod daemon;
 pub mod dns;
+pub mod image_import;
 pub mod ingress;
 pub mod network;
 pub mod pki;

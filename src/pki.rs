@@ -4,7 +4,8 @@
 //! Everything lives as PEM files under `<data-dir>/pki/`. The first start generates them; later
 //! starts load them and re-issue only what no longer fits (a serving certificate missing a name
 //! the node now answers to, or a leaf certificate close to expiry). The CA itself is never
-//! replaced while its files exist: every kubeconfig handed out trusts it.
+//! replaced while its files exist: every kubeconfig handed out trusts it. `crate::certs` runs the
+//! same check on a timer while the server runs.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -24,19 +25,20 @@ use rcgen::{
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+const DAY: Duration = Duration::from_secs(24 * 3600);
 const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 const LEAF_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
-/// Leaf certificates this close to expiry are re-issued at start, so a device that restarts now
-/// and then never finds its API unreachable because of an expired certificate.
+/// Leaf certificates this close to expiry are re-issued, so an unattended device never finds its
+/// API unreachable because of an expired certificate.
 const RENEW_BEFORE: Duration = Duration::from_secs(90 * 24 * 3600);
 /// Certificates are backdated a little so a peer whose clock lags ours still accepts them.
 const BACKDATE: Duration = Duration::from_secs(3600);
 
-const CA_CERT: &str = "ca.crt";
+pub const CA_CERT: &str = "ca.crt";
 const CA_KEY: &str = "ca.key";
-const SERVING_CERT: &str = "apiserver.crt";
+pub const SERVING_CERT: &str = "apiserver.crt";
 const SERVING_KEY: &str = "apiserver.key";
-const ADMIN_CERT: &str = "admin.crt";
+pub const ADMIN_CERT: &str = "admin.crt";
 const ADMIN_KEY: &str = "admin.key";
 
 const CERT_MODE: u32 = 0o644;
@@ -64,6 +66,62 @@ pub enum PkiError {
     Tls(#[from] rustls::Error),
     #[error("client certificate verifier: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("{0}: no serving certificate to rotate (has `berth server` run with this data dir?)")]
+    NothingToRotate(PathBuf),
+}
+
+/// How long leaf certificates live and how early they are replaced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RotationPolicy {
+    pub validity: Duration,
+    pub renew_before: Duration,
+}
+
+impl Default for RotationPolicy {
+    fn default() -> Self {
+        RotationPolicy {
+            validity: LEAF_VALIDITY,
+            renew_before: RENEW_BEFORE,
+        }
+    }
+}
+
+/// One certificate of the cluster PKI as `berth certs check` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertStatus {
+    /// The file name without `.crt`: `ca`, `apiserver`, `admin`.
+    pub name: String,
+    pub path: PathBuf,
+    pub not_after_unix: i64,
+    /// Lower-case hex, as `openssl x509 -serial` prints it.
+    pub serial: String,
+}
+
+impl CertStatus {
+    /// Whole days until expiry; negative once expired.
+    pub fn days_left(&self) -> i64 {
+        let now = i64::try_from(unix_now().as_secs()).unwrap_or(i64::MAX);
+        (self.not_after_unix - now).div_euclid(DAY.as_secs() as i64)
+    }
+}
+
+/// The expiry of every certificate in `dir` (CA first), skipping missing files.
+pub fn cert_statuses(dir: &Path) -> Result<Vec<CertStatus>, PkiError> {
+    let mut statuses = Vec::new();
+    for file in [CA_CERT, SERVING_CERT, ADMIN_CERT] {
+        let path = dir.join(file);
+        let Some(pem) = read_optional(&path)? else {
+            continue;
+        };
+        let info = cert_info(&path, &pem)?;
+        statuses.push(CertStatus {
+            name: file.trim_end_matches(".crt").to_string(),
+            path,
+            not_after_unix: info.not_after_unix,
+            serial: info.serial,
+        });
+    }
+    Ok(statuses)
 }
 
 /// The names the API server answers to; the serving certificate must carry all of them.
@@ -149,8 +207,37 @@ impl Pki {
     /// Loads the PKI from `dir`, creating whatever is missing and re-issuing leaf certificates
     /// that no longer fit `names` or are about to expire.
     pub fn ensure(dir: &Path, names: &ServingNames) -> Result<Pki, PkiError> {
+        Pki::ensure_with(dir, names, &RotationPolicy::default())
+    }
+
+    /// [`Pki::ensure`] with the validity and renewal window of `policy`.
+    pub fn ensure_with(
+        dir: &Path,
+        names: &ServingNames,
+        policy: &RotationPolicy,
+    ) -> Result<Pki, PkiError> {
+        let (dns, ips) = names.required_sans()?;
+        Pki::ensure_sans(dir, &dns, &ips, policy, false)
+    }
+
+    /// Re-issues the serving and admin certificates in `dir` now, whatever their expiry, keeping
+    /// the CA and the names the serving certificate carries. A running server picks the new files
+    /// up at its next check.
+    pub fn rotate_now(dir: &Path, policy: &RotationPolicy) -> Result<Pki, PkiError> {
+        let path = dir.join(SERVING_CERT);
+        let pem = read_optional(&path)?.ok_or_else(|| PkiError::NothingToRotate(path.clone()))?;
+        let info = cert_info(&path, &pem)?;
+        Pki::ensure_sans(dir, &info.dns_names, &info.ips, policy, true)
+    }
+
+    fn ensure_sans(
+        dir: &Path,
+        required_dns: &BTreeSet<String>,
+        required_ips: &BTreeSet<IpAddr>,
+        policy: &RotationPolicy,
+        force: bool,
+    ) -> Result<Pki, PkiError> {
         create_private_dir(dir)?;
-        let (required_dns, required_ips) = names.required_sans()?;
 
         let (ca_cert_pem, ca_key_pem, ca_is_new) =
             match load_pair(&dir.join(CA_CERT), &dir.join(CA_KEY))? {
@@ -179,23 +266,29 @@ impl Pki {
         })?;
         let ca_info = cert_info(&dir.join(CA_CERT), &pki.ca_cert_pem)?;
         // A new CA invalidates every leaf, whatever the files say.
-        let ca_subject = (!ca_is_new).then_some(ca_info.subject);
+        // A forced rotation treats every leaf as no longer good.
+        let ca_subject = (!ca_is_new && !force).then_some(ca_info.subject);
+        let fits_policy = |info: &CertInfo| !info.expires_within(policy.renew_before);
 
         (pki.serving_cert_pem, pki.serving_key_pem) = ensure_leaf(
             dir,
             SERVING_CERT,
             SERVING_KEY,
             ca_subject.as_deref(),
-            |info| required_dns.is_subset(&info.dns_names) && required_ips.is_subset(&info.ips),
-            || pki.issue_serving_cert(&required_dns, &required_ips),
+            |info| {
+                fits_policy(info)
+                    && required_dns.is_subset(&info.dns_names)
+                    && required_ips.is_subset(&info.ips)
+            },
+            || pki.issue_serving_cert(required_dns, required_ips, policy.validity),
         )?;
         (pki.admin_cert_pem, pki.admin_key_pem) = ensure_leaf(
             dir,
             ADMIN_CERT,
             ADMIN_KEY,
             ca_subject.as_deref(),
-            |_| true,
-            || pki.issue_client_cert("admin", &["system:masters".to_string()], LEAF_VALIDITY),
+            fits_policy,
+            || pki.issue_client_cert("admin", &["system:masters".to_string()], policy.validity),
         )?;
         Ok(pki)
     }
@@ -231,6 +324,16 @@ impl Pki {
     /// 1.3, ALPN h2 and http/1.1, and client certificates optional but, when presented, verified
     /// against the cluster CA (an unverifiable one fails the handshake).
     pub fn server_tls_config(&self) -> Result<Arc<rustls::ServerConfig>, PkiError> {
+        let serving = Arc::new(StaticServingCert(self.serving_certified_key()?));
+        self.server_tls_config_with(serving)
+    }
+
+    /// [`Pki::server_tls_config`] with the serving certificate chosen per handshake by
+    /// `serving`, so that it can be replaced while the server runs.
+    pub fn server_tls_config_with(
+        &self,
+        serving: Arc<dyn rustls::server::ResolvesServerCert>,
+    ) -> Result<Arc<rustls::ServerConfig>, PkiError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         for cert in parse_certs(Path::new(CA_CERT), &self.ca_cert_pem)? {
@@ -242,6 +345,17 @@ impl Pki {
         )
         .allow_unauthenticated()
         .build()?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(serving);
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// The serving certificate and its key, ready for rustls; fails when they do not belong
+    /// together.
+    pub fn serving_certified_key(&self) -> Result<Arc<rustls::sign::CertifiedKey>, PkiError> {
         let certs = parse_certs(Path::new(SERVING_CERT), &self.serving_cert_pem)?;
         let key = PrivateKeyDer::from_pem_slice(self.serving_key_pem.as_bytes()).map_err(|e| {
             PkiError::Parse {
@@ -249,21 +363,20 @@ impl Pki {
                 reason: e.to_string(),
             }
         })?;
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(certs, key)?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
+        let provider = rustls::crypto::ring::default_provider();
+        Ok(Arc::new(rustls::sign::CertifiedKey::from_der(
+            certs, key, &provider,
+        )?))
     }
 
     fn issue_serving_cert(
         &self,
         dns_names: &BTreeSet<String>,
         ips: &BTreeSet<IpAddr>,
+        validity: Duration,
     ) -> Result<(String, String), PkiError> {
         let what = "serving certificate";
-        let mut params = leaf_params(LEAF_VALIDITY)?;
+        let mut params = leaf_params(validity)?;
         params.distinguished_name = DistinguishedName::new();
         params
             .distinguished_name
@@ -298,6 +411,19 @@ impl Pki {
         let generate = |source| PkiError::Generate { what, source };
         let ca_key = KeyPair::from_pem(&self.ca_key_pem).map_err(generate)?;
         Issuer::from_ca_cert_pem(&self.ca_cert_pem, ca_key).map_err(generate)
+    }
+}
+
+/// One serving certificate for the life of the config.
+#[derive(Debug)]
+struct StaticServingCert(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for StaticServingCert {
+    fn resolve(
+        &self,
+        _: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
     }
 }
 
@@ -396,13 +522,16 @@ struct CertInfo {
     subject: String,
     issuer: String,
     not_after_unix: i64,
+    serial: String,
+    /// DER SubjectPublicKeyInfo, to tell whether a key file belongs to the certificate.
+    public_key: Vec<u8>,
     dns_names: BTreeSet<String>,
     ips: BTreeSet<IpAddr>,
 }
 
 impl CertInfo {
-    fn expires_soon(&self) -> bool {
-        let deadline = unix_now() + RENEW_BEFORE;
+    fn expires_within(&self, window: Duration) -> bool {
+        let deadline = unix_now() + window;
         self.not_after_unix < i64::try_from(deadline.as_secs()).unwrap_or(i64::MAX)
     }
 }
@@ -420,6 +549,8 @@ fn cert_info(path: &Path, pem: &str) -> Result<CertInfo, PkiError> {
         subject: cert.subject().to_string(),
         issuer: cert.issuer().to_string(),
         not_after_unix: cert.validity().not_after.timestamp(),
+        serial: cert.raw_serial_as_string().replace(':', ""),
+        public_key: cert.public_key().raw.to_vec(),
         dns_names: BTreeSet::new(),
         ips: BTreeSet::new(),
     };
@@ -476,7 +607,9 @@ fn ensure_leaf(
     if let Some(ca_subject) = ca_subject {
         if let Some((cert, key)) = load_pair(&cert_path, &key_path)? {
             match cert_info(&cert_path, &cert) {
-                Ok(info) if info.issuer == ca_subject && !info.expires_soon() && fits(&info) => {
+                Ok(info)
+                    if info.issuer == ca_subject && key_matches(&info, &key) && fits(&info) =>
+                {
                     return Ok((cert, key));
                 }
                 Ok(_) => tracing::info!(path = %cert_path.display(), "re-issuing certificate"),
@@ -489,6 +622,13 @@ fn ensure_leaf(
     write_atomic(&key_path, key.as_bytes(), KEY_MODE)?;
     write_atomic(&cert_path, cert.as_bytes(), CERT_MODE)?;
     Ok((cert, key))
+}
+
+/// Whether `key_pem` is the private key of the certificate `info` describes. A pair caught half
+/// written (another process rotating it between our two reads) does not match.
+fn key_matches(info: &CertInfo, key_pem: &str) -> bool {
+    KeyPair::from_pem(key_pem)
+        .is_ok_and(|key| rcgen::PublicKeyData::subject_public_key_info(&key) == info.public_key)
 }
 
 /// Both files of a certificate/key pair, or `None` when either is missing (then the pair is

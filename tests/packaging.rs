@@ -244,3 +244,186 @@ fn berth_check_names_the_pi_cmdline_fix_and_applies_it_to_a_copy() {
         "console=tty1 root=PARTUUID=abc rootwait\n"
     );
 }
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_deb_installs_into_a_scratch_root_runs_and_purges_leaving_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let binary = stripped_berth(work.path());
+    let deb = run_ok(
+        Command::new(repo().join("packaging/build-deb.sh"))
+            .arg("amd64")
+            .arg(&binary)
+            .arg(work.path())
+            .env("BERTH_DEB_COMPRESSION", "gzip"),
+    );
+    let deb = PathBuf::from(deb.trim());
+    assert!(deb.ends_with(format!("berth_{}_amd64.deb", env!("CARGO_PKG_VERSION"))));
+
+    let info = run_ok(Command::new("dpkg-deb").arg("--info").arg(&deb));
+    for line in [
+        "Package: berth",
+        "Architecture: amd64",
+        &format!("Version: {}", env!("CARGO_PKG_VERSION")),
+    ] {
+        assert!(info.contains(line), "no {line:?} in {info}");
+    }
+    for script in ["postinst", "prerm", "postrm", "conffiles"] {
+        assert!(info.contains(script), "no {script} in {info}");
+    }
+    let contents = run_ok(Command::new("dpkg-deb").arg("--contents").arg(&deb));
+    for path in [
+        "./usr/bin/berth",
+        "./lib/systemd/system/berth.service",
+        "./etc/berth/config.toml",
+        "./usr/share/doc/berth/examples/pi-512mb.toml",
+    ] {
+        assert!(contents.contains(path), "no {path} in {contents}");
+    }
+    assert!(
+        contents
+            .lines()
+            .filter(|l| l.contains("./usr/bin/berth"))
+            .all(|l| l.starts_with("-rwxr-xr-x root/root")),
+        "{contents}"
+    );
+
+    // A scratch root with its own dpkg database: the host's packages are never touched, and
+    // DPKG_ROOT keeps the maintainer scripts away from the host's systemd.
+    let root = work.path().join("root");
+    let admin = root.join("var/lib/dpkg");
+    std::fs::create_dir_all(admin.join("info")).unwrap();
+    std::fs::create_dir_all(admin.join("updates")).unwrap();
+    std::fs::write(admin.join("status"), "").unwrap();
+    let dpkg = || {
+        let mut cmd = Command::new("dpkg");
+        cmd.arg(format!("--root={}", root.display()))
+            .arg(format!("--admindir={}", admin.display()))
+            .args(["--force-script-chrootless", "--force-not-root"]);
+        cmd
+    };
+    run_ok(dpkg().arg("-i").arg(&deb));
+    let version = run_ok(Command::new(root.join("usr/bin/berth")).arg("version"));
+    assert_eq!(
+        version.trim(),
+        format!("berth version {}", env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(
+        std::fs::read_link(root.join("etc/berth/berth.yaml")).unwrap(),
+        Path::new("/var/lib/berth/kubeconfig.yaml")
+    );
+    let unit = std::fs::read_to_string(root.join("lib/systemd/system/berth.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/bin/berth server"), "{unit}");
+    let status = run_ok(dpkg().args(["-s", "berth"]));
+    assert!(status.contains("Status: install ok installed"), "{status}");
+
+    run_ok(dpkg().args(["--purge", "berth"]));
+    let left: Vec<String> = files_under(&root)
+        .into_iter()
+        .filter(|f| !f.starts_with("var/lib/dpkg/"))
+        .collect();
+    assert!(left.is_empty(), "left behind after purge: {left:?}");
+    for dir in ["etc/berth", "usr/share/doc/berth", "lib/systemd/system"] {
+        assert!(!root.join(dir).exists(), "{dir} left behind after purge");
+    }
+}
+
+/// A stripped copy of the test binary: the debug build with its symbols is hundreds of MB,
+/// which packaging would spend minutes compressing.
+fn stripped_berth(dir: &Path) -> PathBuf {
+    let out = dir.join("berth");
+    run_ok(Command::new("strip").arg("-o").arg(&out).arg(berth()));
+    out
+}
+
+fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn the_snap_is_classic_with_a_notify_daemon_and_runs_from_its_squashfs() {
+    let work = tempfile::tempdir().unwrap();
+    let script = repo().join("packaging/build-snap.sh");
+    let packed = have("snap") || have("mksquashfs");
+    let binary = stripped_berth(work.path());
+    let out = Command::new(&script)
+        .arg("amd64")
+        .arg(&binary)
+        .arg(work.path())
+        .env("BERTH_SNAP_COMPRESSION", "gzip")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() || !packed,
+        "build-snap.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let prime = work.path().join("snap-prime-amd64");
+    let meta = std::fs::read_to_string(prime.join("meta/snap.yaml")).unwrap();
+    let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&meta).unwrap();
+    assert_eq!(yaml["name"].as_str(), Some("berth"));
+    assert_eq!(yaml["version"].as_str(), Some(env!("CARGO_PKG_VERSION")));
+    assert_eq!(yaml["confinement"].as_str(), Some("classic"));
+    assert_eq!(yaml["architectures"][0].as_str(), Some("amd64"));
+    assert!(yaml["description"]
+        .as_str()
+        .unwrap()
+        .contains("snap refresh --hold"));
+    let daemon = &yaml["apps"]["daemon"];
+    assert_eq!(daemon["command"].as_str(), Some("bin/berth server"));
+    assert_eq!(daemon["daemon"].as_str(), Some("notify"));
+    assert_eq!(daemon["stop-mode"].as_str(), Some("sigterm"));
+    assert_eq!(daemon["refresh-mode"].as_str(), Some("endure"));
+    assert_eq!(yaml["apps"]["berth"]["command"].as_str(), Some("bin/berth"));
+    // The metadata snapcraft.yaml declares is the metadata packed.
+    let snapcraft: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(repo().join("packaging/snap/snapcraft.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(yaml["apps"], snapcraft["apps"]);
+    for key in ["summary", "base", "grade"] {
+        assert_eq!(yaml[key], snapcraft[key], "{key}");
+    }
+
+    if !packed || !have("unsquashfs") {
+        eprintln!("neither snapd nor squashfs-tools: checked the prime directory only");
+        return;
+    }
+    let snap = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let listing = run_ok(Command::new("unsquashfs").arg("-l").arg(&snap));
+    for path in [
+        "squashfs-root/bin/berth",
+        "squashfs-root/meta/snap.yaml",
+        "squashfs-root/meta/hooks/install",
+        "squashfs-root/meta/hooks/remove",
+        "squashfs-root/etc/berth/config.toml",
+    ] {
+        assert!(listing.lines().any(|l| l == path), "no {path} in {listing}");
+    }
+    let unpacked = work.path().join("unpacked");
+    run_ok(
+        Command::new("unsquashfs")
+            .args(["-q", "-d"])
+            .arg(&unpacked)
+            .arg(&snap),
+    );
+    let version = run_ok(Command::new(unpacked.join("bin/berth")).arg("version"));
+    assert_eq!(
+        version.trim(),
+        format!("berth version {}", env!("CARGO_PKG_VERSION"))
+    );
+}

@@ -1,5 +1,6 @@
 //! Command line: clap definitions turned into a typed [`Config`]. Starts nothing itself.
 
+mod certs;
 mod check;
 mod images;
 mod reset;
@@ -39,6 +40,8 @@ pub enum Command {
     /// Stop and remove what a stopped server left on this machine: pods, cgroups, mounts,
     /// network namespaces, veths, the bridge, nftables tables; with --data, the data dir too.
     Reset(reset::ResetArgs),
+    /// Show certificate expiry (`check`) or re-issue the certificates now (`rotate`).
+    Certs(certs::CertsArgs),
     /// Print the version.
     Version,
 }
@@ -112,6 +115,17 @@ impl ServerArgs {
     }
 }
 
+fn server_runtime(
+    config: &crate::config::RuntimeConfig,
+) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(threads) = config.worker_threads {
+        builder.worker_threads(threads.max(1));
+    }
+    builder.build()
+}
+
 /// Parses argv and runs the command; errors become one line on stderr and exit code 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -133,7 +147,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Server(args) => {
             let config = args.load()?;
             crate::daemon::init_logging(&config.log);
-            let runtime = tokio::runtime::Runtime::new()?;
+            let runtime = server_runtime(&config.runtime)?;
             runtime.block_on(crate::daemon::run(config))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -153,5 +167,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Images(args) => images::run(args),
         Command::Check(args) => check::run(args),
         Command::Reset(args) => reset::run(args),
+        Command::Certs(args) => certs::run(args),
     }
 }

@@ -24,6 +24,13 @@ pub struct BerthServer {
     child: Option<Child>,
 }
 
+fn temp_data_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("berth-test-{}-", std::process::id()))
+        .tempdir()
+        .expect("create a temporary data dir")
+}
+
 impl BerthServer {
     /// Starts `berth server --data-dir <temp> --api-listen 127.0.0.1:0` inside `ns` and waits
     /// until it is ready. The server must be dropped before `ns`.
@@ -34,21 +41,30 @@ impl BerthServer {
     /// Like `start`, with another binary that keeps berth's command-line contract (the harness's
     /// own tests use a stand-in).
     pub fn start_binary(ns: &Netns, binary: &Path) -> BerthServer {
-        let data_dir = tempfile::Builder::new()
-            .prefix(&format!("berth-test-{}-", std::process::id()))
-            .tempdir()
-            .expect("create a temporary data dir");
-        BerthServer::start_with(ns, binary, data_dir)
+        BerthServer::start_with(ns, binary, temp_data_dir(), "")
+    }
+
+    /// Like `start`, with `config` (TOML) as the server's config file.
+    pub fn start_with_config(ns: &Netns, config: &str) -> BerthServer {
+        let binary = Path::new(env!("CARGO_BIN_EXE_berth"));
+        BerthServer::start_with(ns, binary, temp_data_dir(), config)
     }
 
     /// Like `start`, on a data dir the test made (on a small file system, say).
     pub fn start_in(ns: &Netns, data_dir: tempfile::TempDir) -> BerthServer {
-        BerthServer::start_with(ns, Path::new(env!("CARGO_BIN_EXE_berth")), data_dir)
+        BerthServer::start_with(ns, Path::new(env!("CARGO_BIN_EXE_berth")), data_dir, "")
     }
 
-    fn start_with(ns: &Netns, binary: &Path, data_dir: tempfile::TempDir) -> BerthServer {
-        // An empty config file of our own, so a config in /etc/berth on the host never leaks in.
-        File::create(data_dir.path().join("test-config.toml")).expect("write test config");
+    fn start_with(
+        ns: &Netns,
+        binary: &Path,
+        data_dir: tempfile::TempDir,
+        config: &str,
+    ) -> BerthServer {
+        // A config file of our own, so a config in /etc/berth on the host never leaks in.
+        File::create(data_dir.path().join("test-config.toml"))
+            .and_then(|mut f| f.write_all(config.as_bytes()))
+            .expect("write test config");
         let mut server = BerthServer {
             binary: binary.to_owned(),
             netns: ns.name.clone(),
