@@ -38,12 +38,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // Store first: nothing else is of use without it.
     let store_path = config.store_path();
-    let store = Store::open(
+    let encryption =
+        crate::encryption::open(&config.data_dir).context("cannot set up secrets encryption")?;
+    let store = Store::open_with_transformer(
         &store_path,
         StoreOptions {
             history_revisions: config.store.history_revisions,
             watch_buffer: config.store.watch_buffer,
         },
+        Some(encryption.clone()),
     )
     .with_context(|| format!("cannot open the store {}", store_path.display()))?;
     let service_network =
@@ -53,6 +56,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     bootstrap::ensure_system_objects(&registry, config.network.dns_ip)
         .await
         .context("cannot create the system namespaces")?;
+    crate::encryption::rotation::reseal_if_needed(&config.data_dir, registry.store(), &encryption)
+        .await
+        .context("cannot seal the secrets with the primary key")?;
     crate::crd::load(&registry).map_err(|e| anyhow::anyhow!("cannot load the CRDs: {e}"))?;
 
     // Then the API, over TLS.
@@ -77,6 +83,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .context("cannot load the token file")?
             .with_service_account_tokens(token_signer.clone()),
     );
+    let api_store = registry.store().clone();
     let api = ApiServer::new(registry, config.api.max_body_bytes);
     api.set_token_signer(token_signer);
     api.set_pod_logs_dir(config.data_dir.join("logs"));
@@ -102,6 +109,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .map_err(anyhow::Error::from)
         });
     }
+    components.spawn(crate::encryption::rotation::watch_key_file(
+        config.data_dir.clone(),
+        api_store.clone(),
+        encryption,
+    ));
     let url = format!("https://{client_address}");
     pki::write_kubeconfig(&config.kubeconfig_path(), &url, &pki)
         .context("cannot write the kubeconfig")?;

@@ -10,6 +10,7 @@
 //! - `apiserver`: HTTPS front end: authentication, discovery, REST verbs, watch streams.
 //! - `admission`: the mutating and validating plugin chain every write passes through.
 //! - `registry`: per-kind policy (defaults, validation, generation) and the generic CRUD on the store.
+//! - `encryption`: Secrets sealed with AES-256-GCM at rest, the key file and key rotation.
 //! - `store`: redb-backed key/value log with revisions, compaction and watch fan-out; knows no kinds.
 //! - `client`: the in-process `kube::Client` whose transport is the apiserver's router.
 //! - `crd`: CustomResourceDefinitions: the served custom resources, their schemas and controller.
@@ -31,6 +32,7 @@ pub mod controllers;
 pub mod crd;
 pub mod daemon;
 pub mod dns;
+pub mod encryption;
 pub mod network;
 pub mod pki;
 pub mod registry;

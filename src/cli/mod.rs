@@ -3,6 +3,7 @@
 mod check;
 mod images;
 mod reset;
+mod secrets_encrypt;
 mod status;
 
 use std::net::SocketAddr;
@@ -39,6 +40,8 @@ pub enum Command {
     /// Stop and remove what a stopped server left on this machine: pods, cgroups, mounts,
     /// network namespaces, veths, the bridge, nftables tables; with --data, the data dir too.
     Reset(reset::ResetArgs),
+    /// Secrets encryption at rest: `status`, or `rotate` to a new key.
+    SecretsEncrypt(secrets_encrypt::SecretsEncryptArgs),
     /// Print the version.
     Version,
 }
@@ -153,5 +156,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Images(args) => images::run(args),
         Command::Check(args) => check::run(args),
         Command::Reset(args) => reset::run(args),
+        Command::SecretsEncrypt(args) => secrets_encrypt::run(args),
     }
 }

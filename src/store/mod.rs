@@ -165,6 +165,8 @@ pub enum StoreError {
     Thread(std::io::Error),
     #[error("store {path} is corrupt: {detail}")]
     Corrupt { path: PathBuf, detail: String },
+    #[error("cannot transform the value of {key} for storage: {detail}")]
+    Transform { key: String, detail: String },
     #[error("the value function panicked; nothing was written")]
     ValueFnPanicked,
     #[error("store is closed")]
@@ -184,6 +186,17 @@ struct Shared {
     broadcaster: Broadcaster,
     history_revisions: u64,
     watch_buffer: usize,
+    transformer: Option<Arc<dyn ValueTransformer>>,
+}
+
+/// Turns a value into the bytes kept on disk and back, for the keys it applies to: encryption
+/// at rest. Values outside it, and values stored before it was set, pass through unchanged,
+/// so it must recognise (and leave alone) bytes it did not produce.
+pub trait ValueTransformer: Send + Sync {
+    /// Asked on every write and read, so it must be cheap (a prefix check).
+    fn applies_to(&self, key: &str) -> bool;
+    fn to_storage(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, String>;
+    fn from_storage(&self, key: &str, stored: &[u8]) -> Result<Vec<u8>, String>;
 }
 
 impl Shared {
@@ -233,6 +246,15 @@ pub struct Store {
 impl Store {
     /// Opens the store at `path`, creating the file (and its directory) if missing.
     pub fn open(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
+        Store::open_with_transformer(path, options, None)
+    }
+
+    /// Opens the store with values of some keys transformed on their way to and from disk.
+    pub fn open_with_transformer(
+        path: &Path,
+        options: StoreOptions,
+        transformer: Option<Arc<dyn ValueTransformer>>,
+    ) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
                 path: dir.to_path_buf(),
@@ -255,6 +277,7 @@ impl Store {
             history_revisions: options.history_revisions,
             // A zero-capacity channel cannot exist; one event is the least a watcher can hold.
             watch_buffer: options.watch_buffer.max(1),
+            transformer,
         });
         let (requests, queue) = mpsc::channel();
         let writer = writer::spawn(Arc::clone(&shared), queue, wal)?;
@@ -542,12 +565,27 @@ fn read_put(
     })
 }
 
-/// The value of a decoded entry, decompressed.
+/// The value of a decoded entry, decompressed and, where a transformer applies, decrypted.
 fn entry_value(shared: &Shared, revision: u64, entry: &LogEntry<'_>) -> Result<Bytes, StoreError> {
-    match entry.value() {
-        Ok(std::borrow::Cow::Borrowed(value)) => Ok(Bytes::copy_from_slice(value)),
-        Ok(std::borrow::Cow::Owned(value)) => Ok(Bytes::from(value)),
-        Err(e) => Err(shared.corrupt(format!("log entry {revision}: {e}"))),
+    let value = entry
+        .value()
+        .map_err(|e| shared.corrupt(format!("log entry {revision}: {e}")))?;
+    if let Some(transformer) = shared
+        .transformer
+        .as_ref()
+        .filter(|t| t.applies_to(entry.key))
+    {
+        return transformer
+            .from_storage(entry.key, &value)
+            .map(Bytes::from)
+            .map_err(|detail| StoreError::Transform {
+                key: entry.key.to_owned(),
+                detail,
+            });
+    }
+    match value {
+        std::borrow::Cow::Borrowed(value) => Ok(Bytes::copy_from_slice(value)),
+        std::borrow::Cow::Owned(value) => Ok(Bytes::from(value)),
     }
 }
 
