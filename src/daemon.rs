@@ -53,6 +53,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ServiceNetwork::parse(&config.network.service_cidr, config.network.node_port_range)
             .map_err(anyhow::Error::msg)?;
     let registry = Registry::new(store, service_network);
+    let pod_security = crate::admission::pod_security::Defaults::from_config(&config.pod_security)
+        .map_err(anyhow::Error::msg)?;
+    registry
+        .admission()
+        .register(Arc::new(crate::admission::pod_security::PodSecurity::new(
+            registry.store().clone(),
+            pod_security,
+        )));
     bootstrap::ensure_system_objects(&registry, config.network.dns_ip)
         .await
         .context("cannot create the system namespaces")?;
@@ -94,17 +102,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let client_address = client_address(bound);
     api.set_server_address(client_address.to_string());
     let router = api.router();
+    let auditor = Arc::new(
+        crate::audit::Auditor::open(
+            config.audit.policy_file.as_deref(),
+            &config.audit_log_path(),
+            config.audit.max_size_mb.saturating_mul(1024 * 1024),
+            config.audit.max_backups,
+        )
+        .context("cannot set up the audit log")?,
+    );
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut components = JoinSet::new();
     {
         let mut rx = shutdown_rx.clone();
-        let router = router.clone();
+        let audited = crate::audit::layer(router.clone(), auditor);
         components.spawn(async move {
             let shutdown = async move {
                 let _ = rx.wait_for(|stop| *stop).await;
             };
-            crate::apiserver::serve::serve(listener, tls, authn, router, shutdown)
+            crate::apiserver::serve::serve(listener, tls, authn, audited, shutdown)
                 .await
                 .map_err(anyhow::Error::from)
         });

@@ -8,6 +8,7 @@
 //! - `api`: shared API types: the resource table, `metav1.Status` errors, selectors, request
 //!   body formats (JSON, YAML, protobuf). No I/O.
 //! - `apiserver`: HTTPS front end: authentication, discovery, REST verbs, watch streams.
+//! - `audit`: the audit log: an audit.k8s.io/v1 policy, JSON-line events, size rotation.
 //! - `admission`: the mutating and validating plugin chain every write passes through.
 //! - `registry`: per-kind policy (defaults, validation, generation) and the generic CRUD on the store.
 //! - `encryption`: Secrets sealed with AES-256-GCM at rest, the key file and key rotation.
@@ -25,6 +26,7 @@ pub mod admission;
 pub mod agent;
 pub mod api;
 pub mod apiserver;
+pub mod audit;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -10,6 +10,9 @@
 //! [`as_user`], so a plugin can ask [`current_user`] without the user being threaded through every
 //! registry call. Writes made by berth itself outside a request have no user.
 
+pub mod pod_security;
+pub mod warnings;
+
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;

@@ -4,6 +4,7 @@
 //! in-process client (see `crate::client`).
 
 mod apply;
+pub mod auth_limit;
 pub mod authn;
 pub mod discovery;
 mod fieldset;
@@ -22,6 +23,7 @@ mod strategic;
 mod stream;
 mod subresources;
 mod table;
+pub mod token_review;
 mod watch;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -123,6 +125,9 @@ async fn handle(State(server): State<Arc<ApiServer>>, request: Request) -> Respo
         "/version" => return json_response(200, &discovery::version()),
         _ => {}
     }
+    if let Some(response) = token_review::oidc_discovery(&server, &path) {
+        return response; // public keys, open to anonymous users as upstream's discovery role
+    }
     let user = request.extensions().get::<UserInfo>().cloned();
     let user = match user {
         None => return error_response(&ApiError::unauthorized()),
@@ -149,7 +154,9 @@ async fn handle(State(server): State<Arc<ApiServer>>, request: Request) -> Respo
             legacy,
         }) => discovery_response(&server, &request, group, version, legacy),
         Ok(request::Target::Resource(target)) => {
-            crate::admission::as_user(user, rest::handle(&server, target, request)).await
+            let handled = crate::admission::as_user(user, rest::handle(&server, target, request));
+            let (response, warnings) = crate::admission::warnings::collect(handled).await;
+            crate::admission::warnings::add_headers(response, &warnings)
         }
         Err(e) => error_response(&e),
     }

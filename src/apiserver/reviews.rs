@@ -27,6 +27,7 @@ pub const REVIEWS: &[(&str, &str, &str, &str)] = &[
         "selfsubjectreviews",
         "SelfSubjectReview",
     ),
+    ("authentication.k8s.io", "v1", "tokenreviews", "TokenReview"),
 ];
 
 /// The review groups, for discovery (each serves one version).
@@ -82,6 +83,9 @@ pub async fn serve(
             request.method().as_str(),
             kind,
         ));
+    }
+    if kind == "TokenReview" {
+        return super::token_review::serve(server, request).await;
     }
     let body = super::rest::read_json(server, request).await?;
     let answer = match kind {

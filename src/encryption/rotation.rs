@@ -9,6 +9,8 @@
 //! the key file and re-seals then. The first start after an upgrade re-seals plaintext Secrets
 //! the same way.
 
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,7 +48,13 @@ fn write_status(data_dir: &Path, status: &Status) -> std::io::Result<()> {
     let path = status_file(data_dir);
     let temporary = path.with_extension("new");
     let text = serde_json::to_vec_pretty(status).map_err(std::io::Error::other)?;
-    std::fs::write(&temporary, text)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)?;
+    file.write_all(&text)?;
     std::fs::rename(&temporary, &path)
 }
 

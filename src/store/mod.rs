@@ -264,6 +264,18 @@ impl Store {
         let db = open_database(path)?;
         let (revision, compacted) = prepare_tables(&db, path)?;
         let (wal, logged) = wal::Wal::open(&wal::path_for(path), wal::CAPACITY)?;
+        // Both files hold every object (Secrets sealed, the rest in clear): owner only, also
+        // for files an older berth created with the umask's mode.
+        for file in [path.to_path_buf(), wal::path_for(path)] {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).map_err(
+                |source| StoreError::Wal {
+                    path: file.clone(),
+                    context: "restrict the file mode",
+                    source: Arc::new(source),
+                },
+            )?;
+        }
         let revision = replay(&db, path, revision, logged)?;
         let shared = Arc::new(Shared {
             db,
