@@ -21,6 +21,7 @@ fn server_url(server: &BerthServer) -> String {
         .find_map(|l| l.trim().strip_prefix("server: "))
         .expect("a server line")
         .trim()
+        .trim_matches('"')
         .to_string()
 }
 

@@ -32,7 +32,13 @@ pub const REVIEWS: &[(&str, &str, &str, &str)] = &[
 
 /// The review groups, for discovery (each serves one version).
 pub fn groups() -> Vec<(&'static str, &'static str)> {
-    REVIEWS.iter().map(|(g, v, _, _)| (*g, *v)).collect()
+    let mut groups: Vec<(&'static str, &'static str)> = Vec::new();
+    for (g, v, _, _) in REVIEWS {
+        if !groups.contains(&(*g, *v)) {
+            groups.push((*g, *v));
+        }
+    }
+    groups
 }
 
 /// Discovery entries of `group/version`'s reviews: legacy APIResource entries and aggregated

@@ -231,11 +231,19 @@ fn user_json(user: Option<&UserInfo>) -> Value {
 
 async fn capture_body(request: Request) -> (Request, Option<Value>) {
     let (parts, body) = request.into_parts();
+    // kubectl writes built-in kinds as protobuf: decode whatever format the handler accepts.
+    let format = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(crate::api::body::BodyFormat::from_content_type)
+        .unwrap_or(Ok(crate::api::body::BodyFormat::Json));
     match axum::body::to_bytes(body, crate::store::MAX_ENTRY_BYTES).await {
         Ok(bytes) => {
-            let object = (bytes.len() <= MAX_AUDITED_BODY)
-                .then(|| serde_json::from_slice::<Value>(&bytes).ok())
-                .flatten();
+            let object = match (&format, bytes.len() <= MAX_AUDITED_BODY) {
+                (Ok(format), true) => crate::api::body::decode_object(*format, &bytes).ok(),
+                _ => None,
+            };
             (Request::from_parts(parts, Body::from(bytes)), object)
         }
         // The body could not be read whole: hand the handler an empty one, which it refuses.

@@ -238,6 +238,7 @@ rules:
         let mut proxy = request("create", "deployments");
         proxy.user = "system:kube-proxy".into();
         assert_eq!(policy.decide(&proxy).0, Level::None);
+        deploy.subresource = "scale".into();
         assert_eq!(policy.decide(&deploy).1, vec!["RequestReceived"]);
     }
 }
