@@ -35,6 +35,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .mode(0o700)
         .create(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    // Also for a data dir made by someone else (an installer, a test): it holds every key.
+    std::fs::set_permissions(
+        &config.data_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .with_context(|| format!("cannot make {} private", config.data_dir.display()))?;
 
     // Store first: nothing else is of use without it.
     let store_path = config.store_path();

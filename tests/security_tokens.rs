@@ -176,9 +176,18 @@ fn failed_authentications_are_rate_limited_per_address() {
         args.push(u);
     }
     let out = curl(&server, &args);
+    // `-o` covers the first URL only: the other bodies come out too, each followed by its code.
     let codes: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
-        .map(String::from)
+        .map(|line| {
+            line.chars()
+                .rev()
+                .take(3)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect()
+        })
         .collect();
     assert_eq!(codes.len(), 30, "{codes:?}");
     assert_eq!(codes[0], "401");
