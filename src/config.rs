@@ -30,6 +30,8 @@ pub struct Config {
     pub pki: PkiConfig,
     pub runtime: RuntimeConfig,
     pub images: ImagesConfig,
+    pub audit: AuditConfig,
+    pub pod_security: PodSecurityConfig,
 }
 
 impl Default for Config {
@@ -47,6 +49,8 @@ impl Default for Config {
             pki: PkiConfig::default(),
             runtime: RuntimeConfig::default(),
             images: ImagesConfig::default(),
+            audit: AuditConfig::default(),
+            pod_security: PodSecurityConfig::default(),
         }
     }
 }
@@ -164,6 +168,52 @@ impl Default for ControllersConfig {
             node_monitor_grace_period_seconds: 40,
             terminated_pod_gc_threshold: 1000,
             pod_gc_period_seconds: 20,
+        }
+    }
+}
+
+/// Pod Security Admission's cluster defaults, for namespaces without the
+/// `pod-security.kubernetes.io/*` labels: privileged, baseline or restricted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PodSecurityConfig {
+    pub enforce: String,
+    pub audit: String,
+    pub warn: String,
+    /// Namespaces no pod security level applies to (berth's own pods live in kube-system).
+    pub exempt_namespaces: Vec<String>,
+}
+
+impl Default for PodSecurityConfig {
+    fn default() -> Self {
+        PodSecurityConfig {
+            enforce: "baseline".into(),
+            audit: "restricted".into(),
+            warn: "restricted".into(),
+            exempt_namespaces: vec!["kube-system".into()],
+        }
+    }
+}
+
+/// The audit log: an `audit.k8s.io/v1` Policy file (default: the metadata of every write) and
+/// a size-rotated JSON-lines file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    pub policy_file: Option<PathBuf>,
+    /// Default: `<data-dir>/audit/audit.log`.
+    pub log_path: Option<PathBuf>,
+    pub max_size_mb: u64,
+    pub max_backups: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            policy_file: None,
+            log_path: None,
+            max_size_mb: 20,
+            max_backups: 3,
         }
     }
 }
@@ -328,6 +378,13 @@ impl Config {
 
     pub fn store_path(&self) -> PathBuf {
         self.data_dir.join("berth.redb")
+    }
+
+    pub fn audit_log_path(&self) -> PathBuf {
+        self.audit
+            .log_path
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("audit").join("audit.log"))
     }
 
     pub fn pki_dir(&self) -> PathBuf {

@@ -35,15 +35,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .mode(0o700)
         .create(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    // Also for a data dir made by someone else (an installer, a test): it holds every key.
+    std::fs::set_permissions(
+        &config.data_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .with_context(|| format!("cannot make {} private", config.data_dir.display()))?;
 
     // Store first: nothing else is of use without it.
     let store_path = config.store_path();
-    let store = Store::open(
+    let encryption =
+        crate::encryption::open(&config.data_dir).context("cannot set up secrets encryption")?;
+    let store = Store::open_with_transformer(
         &store_path,
         StoreOptions {
             history_revisions: config.store.history_revisions,
             watch_buffer: config.store.watch_buffer,
         },
+        Some(encryption.clone()),
     )
     .with_context(|| format!("cannot open the store {}", store_path.display()))?;
     let service_network =
@@ -51,9 +60,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg)?;
     let registry = Registry::new(store, service_network);
     crate::admission::builtin::register(&registry);
+    let pod_security = crate::admission::pod_security::Defaults::from_config(&config.pod_security)
+        .map_err(anyhow::Error::msg)?;
+    registry
+        .admission()
+        .register(Arc::new(crate::admission::pod_security::PodSecurity::new(
+            registry.store().clone(),
+            pod_security,
+        )));
     bootstrap::ensure_system_objects(&registry, config.network.dns_ip)
         .await
         .context("cannot create the system namespaces")?;
+    crate::encryption::rotation::reseal_if_needed(&config.data_dir, registry.store(), &encryption)
+        .await
+        .context("cannot seal the secrets with the primary key")?;
     crate::crd::load(&registry).map_err(|e| anyhow::anyhow!("cannot load the CRDs: {e}"))?;
     crate::apiserver::rbac::bootstrap::reconcile(&registry)
         .await
@@ -89,6 +109,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let rbac = crate::apiserver::rbac::Rbac::start(registry.store())
         .context("cannot load the RBAC policy")?;
+    let api_store = registry.store().clone();
     let api = ApiServer::new(registry, config.api.max_body_bytes);
     api.registry.admission().register(Arc::new(
         crate::apiserver::rbac::escalation::EscalationCheck { rbac: rbac.clone() },
@@ -103,21 +124,35 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let client_address = client_address(bound);
     api.set_server_address(client_address.to_string());
     let router = api.router();
+    let auditor = Arc::new(
+        crate::audit::Auditor::open(
+            config.audit.policy_file.as_deref(),
+            &config.audit_log_path(),
+            config.audit.max_size_mb.saturating_mul(1024 * 1024),
+            config.audit.max_backups,
+        )
+        .context("cannot set up the audit log")?,
+    );
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut components = JoinSet::new();
     {
         let mut rx = shutdown_rx.clone();
-        let router = router.clone();
+        let audited = crate::audit::layer(router.clone(), auditor);
         components.spawn(async move {
             let shutdown = async move {
                 let _ = rx.wait_for(|stop| *stop).await;
             };
-            crate::apiserver::serve::serve(listener, tls, authn, router, shutdown)
+            crate::apiserver::serve::serve(listener, tls, authn, audited, shutdown)
                 .await
                 .map_err(anyhow::Error::from)
         });
     }
+    components.spawn(crate::encryption::rotation::watch_key_file(
+        config.data_dir.clone(),
+        api_store.clone(),
+        encryption,
+    ));
     let url = format!("https://{client_address}");
     pki::write_kubeconfig(&config.kubeconfig_path(), &url, &pki)
         .context("cannot write the kubeconfig")?;

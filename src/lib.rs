@@ -10,8 +10,10 @@
 //! - `api`: shared API types: the resource table, `metav1.Status` errors, selectors, request
 //!   body formats (JSON, YAML, protobuf). No I/O.
 //! - `apiserver`: HTTPS front end: authentication, discovery, REST verbs, watch streams.
+//! - `audit`: the audit log: an audit.k8s.io/v1 policy, JSON-line events, size rotation.
 //! - `admission`: the mutating and validating plugin chain every write passes through.
 //! - `registry`: per-kind policy (defaults, validation, generation) and the generic CRUD on the store.
+//! - `encryption`: Secrets sealed with AES-256-GCM at rest, the key file and key rotation.
 //! - `store`: redb-backed key/value log with revisions, compaction and watch fan-out; knows no kinds.
 //! - `client`: the in-process `kube::Client` whose transport is the apiserver's router.
 //! - `crd`: CustomResourceDefinitions: the served custom resources, their schemas and controller.
@@ -27,6 +29,7 @@ pub mod admission;
 pub mod agent;
 pub mod api;
 pub mod apiserver;
+pub mod audit;
 pub mod certs;
 pub mod cli;
 pub mod client;
@@ -35,6 +38,7 @@ pub mod controllers;
 pub mod crd;
 pub mod daemon;
 pub mod dns;
+pub mod encryption;
 pub mod image_import;
 pub mod ingress;
 pub mod network;

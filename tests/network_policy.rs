@@ -371,6 +371,13 @@ fn host_ports_answer_on_the_node_address_and_reset_removes_everything_after_kill
     let ns = Netns::new();
     let client = lan(&ns);
     let mut cluster = Cluster::start(&ns);
+    // hostPort is beyond the baseline Pod Security level the cluster enforces by default.
+    cluster.server.kubectl_ok(&[
+        "label",
+        "namespace",
+        "default",
+        "pod-security.kubernetes.io/enforce=privileged",
+    ]);
     create_pod(
         &cluster,
         "default",

@@ -13,8 +13,10 @@
 pub mod builtin;
 pub mod default_toleration_seconds;
 pub mod limit_range;
+pub mod pod_security;
 pub mod quota;
 pub mod resource_quota;
+pub mod warnings;
 pub mod webhook;
 
 use std::sync::{Arc, RwLock};

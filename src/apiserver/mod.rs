@@ -4,6 +4,7 @@
 //! in-process client (see `crate::client`).
 
 mod apply;
+pub mod auth_limit;
 pub mod authn;
 pub mod discovery;
 mod fieldset;
@@ -23,6 +24,7 @@ mod strategic;
 mod stream;
 mod subresources;
 mod table;
+pub mod token_review;
 mod watch;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -136,6 +138,9 @@ async fn handle(State(server): State<Arc<ApiServer>>, request: Request) -> Respo
         "/version" => return json_response(200, &discovery::version()),
         _ => {}
     }
+    if let Some(response) = token_review::oidc_discovery(&server, &path) {
+        return response; // public keys, open to anonymous users as upstream's discovery role
+    }
     let user = request.extensions().get::<UserInfo>().cloned();
     let user = match (user, server.rbac()) {
         (None, _) => return error_response(&ApiError::unauthorized()),
@@ -186,7 +191,9 @@ async fn route(server: &Arc<ApiServer>, path: &str, user: UserInfo, request: Req
             legacy,
         }) => discovery_response(&server, &request, group, version, legacy),
         Ok(request::Target::Resource(target)) => {
-            crate::admission::as_user(user, rest::handle(&server, target, request)).await
+            let handled = crate::admission::as_user(user, rest::handle(&server, target, request));
+            let (response, warnings) = crate::admission::warnings::collect(handled).await;
+            crate::admission::warnings::add_headers(response, &warnings)
         }
         Err(e) => error_response(&e),
     }

@@ -53,12 +53,23 @@ pub const REVIEWS: &[(&str, &str, &str, &str, bool)] = &[
         "SelfSubjectReview",
         false,
     ),
+    (
+        "authentication.k8s.io",
+        "v1",
+        "tokenreviews",
+        "TokenReview",
+        false,
+    ),
 ];
 
 /// The review groups, for discovery (each serves one version).
 pub fn groups() -> Vec<(&'static str, &'static str)> {
-    let mut groups: Vec<(&str, &str)> = REVIEWS.iter().map(|(g, v, _, _, _)| (*g, *v)).collect();
-    groups.dedup();
+    let mut groups: Vec<(&'static str, &'static str)> = Vec::new();
+    for (g, v, _, _, _) in REVIEWS {
+        if !groups.contains(&(*g, *v)) {
+            groups.push((*g, *v));
+        }
+    }
     groups
 }
 
@@ -127,6 +138,9 @@ pub async fn serve(
             request.method().as_str(),
             kind,
         ));
+    }
+    if kind == "TokenReview" {
+        return super::token_review::serve(server, request).await;
     }
     let body = super::rest::read_json(server, request).await?;
     let rbac = server.rbac();

@@ -55,6 +55,8 @@ pub enum TokenError {
     WrongIssuerOrAudience,
     #[error("service account {0} no longer exists")]
     AccountGone(String),
+    #[error("pod {0} the token is bound to no longer exists")]
+    BoundObjectGone(String),
 }
 
 /// What a token is issued for.
@@ -66,6 +68,18 @@ pub struct TokenClaims {
     pub audiences: Vec<String>,
     pub issued_at: i64,
     pub expiration_seconds: i64,
+    /// The pod (name, uid) the token is bound to: it dies with the pod.
+    pub bound_pod: Option<(String, String)>,
+}
+
+/// Who a token stands for and what it was checked against, for TokenReview.
+#[derive(Debug, Clone)]
+pub struct Reviewed {
+    pub user: UserInfo,
+    /// The requested audiences the token is valid for.
+    pub audiences: Vec<String>,
+    /// The pod (name, uid) a bound token belongs to.
+    pub pod: Option<(String, String)>,
 }
 
 /// Signs and verifies service account tokens.
@@ -122,7 +136,7 @@ impl TokenSigner {
     /// A signed JWT for `claims`.
     pub fn sign(&self, claims: &TokenClaims) -> Result<String, String> {
         let header = json!({"alg": "ES256", "kid": self.key_id});
-        let payload = json!({
+        let mut payload = json!({
             "aud": claims.audiences,
             "exp": claims.issued_at + claims.expiration_seconds,
             "iat": claims.issued_at,
@@ -135,6 +149,9 @@ impl TokenSigner {
                 "serviceaccount": {"name": claims.name, "uid": claims.uid},
             },
         });
+        if let Some((pod, uid)) = &claims.bound_pod {
+            payload["kubernetes.io"]["pod"] = json!({"name": pod, "uid": uid});
+        }
         let signing_input = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(header.to_string()),
@@ -150,9 +167,21 @@ impl TokenSigner {
         ))
     }
 
-    /// The user a token stands for, if it is ours, signed, current, and its account still exists.
+    /// The user a token stands for, if it is ours, signed, current, meant for the API server,
+    /// and its account (and bound pod) still exist.
     pub fn authenticate(&self, token: &str, now: i64) -> Result<UserInfo, TokenError> {
-        let claims = self.verify(token, now)?;
+        self.review(token, now, &[]).map(|reviewed| reviewed.user)
+    }
+
+    /// As [`authenticate`](Self::authenticate), for a token meant for any of `audiences`
+    /// (the API server's own when empty), as TokenReview asks.
+    pub fn review(
+        &self,
+        token: &str,
+        now: i64,
+        audiences: &[String],
+    ) -> Result<Reviewed, TokenError> {
+        let (claims, audiences) = self.verify(token, now, audiences)?;
         let k8s = &claims["kubernetes.io"];
         let namespace = k8s["namespace"].as_str().ok_or(TokenError::Malformed)?;
         let name = k8s["serviceaccount"]["name"]
@@ -160,23 +189,78 @@ impl TokenSigner {
             .ok_or(TokenError::Malformed)?;
         let uid = k8s["serviceaccount"]["uid"].as_str().unwrap_or("");
         let who = format!("{namespace}/{name}");
-        let accounts = crate::api::resources::find("", "v1", "serviceaccounts")
-            .ok_or_else(|| TokenError::AccountGone(who.clone()))?;
-        let stored = self
-            .store
-            .get(&accounts.key(namespace, name))
-            .ok()
-            .flatten()
-            .and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
-            .ok_or_else(|| TokenError::AccountGone(who.clone()))?;
-        if crate::api::meta::meta_str(&stored, "uid") != uid {
+        if self
+            .stored_uid("serviceaccounts", namespace, name)
+            .as_deref()
+            != Some(uid)
+        {
             return Err(TokenError::AccountGone(who));
         }
-        Ok(service_account_user(namespace, name, uid))
+        let pod = match k8s.get("pod") {
+            Some(pod) => {
+                let pod_name = pod["name"].as_str().ok_or(TokenError::Malformed)?;
+                let pod_uid = pod["uid"].as_str().unwrap_or("");
+                if self.stored_uid("pods", namespace, pod_name).as_deref() != Some(pod_uid) {
+                    return Err(TokenError::BoundObjectGone(format!(
+                        "{namespace}/{pod_name}"
+                    )));
+                }
+                Some((pod_name.to_owned(), pod_uid.to_owned()))
+            }
+            None => None,
+        };
+        Ok(Reviewed {
+            user: service_account_user(namespace, name, uid),
+            audiences,
+            pod,
+        })
+    }
+
+    /// The public half of the signing key as a JSON Web Key Set, for `/openid/v1/jwks`.
+    pub fn jwks(&self) -> Value {
+        // An uncompressed P-256 point: 0x04, then x and y, 32 bytes each.
+        let point = self.key.public_key().as_ref();
+        let (x, y) = match point.get(1..65) {
+            Some(xy) => xy.split_at(32),
+            None => (&[][..], &[][..]),
+        };
+        json!({"keys": [{
+            "use": "sig",
+            "kty": "EC",
+            "kid": self.key_id,
+            "crv": "P-256",
+            "alg": "ES256",
+            "x": URL_SAFE_NO_PAD.encode(x),
+            "y": URL_SAFE_NO_PAD.encode(y),
+        }]})
+    }
+
+    /// The uid of a stored core object, if it exists: one point read in the store, as cheap
+    /// as any cache would be (the store keeps hot pages in memory).
+    fn stored_uid(&self, plural: &str, namespace: &str, name: &str) -> Option<String> {
+        let resource = crate::api::resources::find("", "v1", plural)?;
+        let kv = self.store.get(&resource.key(namespace, name)).ok()??;
+        #[derive(serde::Deserialize)]
+        struct Meta {
+            uid: Option<String>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Object {
+            metadata: Meta,
+        }
+        // Only the uid is parsed; the rest of the object is skipped, not built.
+        let object: Object = serde_json::from_slice(&kv.value).ok()?;
+        object.metadata.uid
     }
 
     /// The claims of a token whose signature, time window, issuer and audience are right.
-    fn verify(&self, token: &str, now: i64) -> Result<Value, TokenError> {
+    /// Also returns the wanted audiences (`wanted`, or the API server's) the token carries.
+    fn verify(
+        &self,
+        token: &str,
+        now: i64,
+        wanted: &[String],
+    ) -> Result<(Value, Vec<String>), TokenError> {
         let mut parts = token.split('.');
         let (Some(header), Some(payload), Some(sig), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -213,16 +297,39 @@ impl TokenSigner {
         {
             return Err(TokenError::NotYetValid);
         }
-        let audience_ok = match &claims["aud"] {
-            Value::String(a) => a == ISSUER,
-            Value::Array(list) => list.iter().any(|a| a == ISSUER),
-            _ => false,
+        let carried: Vec<&str> = match &claims["aud"] {
+            Value::String(a) => vec![a.as_str()],
+            Value::Array(list) => list.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
         };
-        if claims["iss"] != ISSUER || !audience_ok {
+        let api_audience = [ISSUER.to_string()];
+        let wanted = if wanted.is_empty() {
+            &api_audience[..]
+        } else {
+            wanted
+        };
+        let matched: Vec<String> = wanted
+            .iter()
+            .filter(|a| carried.contains(&a.as_str()))
+            .cloned()
+            .collect();
+        if claims["iss"] != ISSUER || matched.is_empty() {
             return Err(TokenError::WrongIssuerOrAudience);
         }
-        Ok(claims)
+        Ok((claims, matched))
     }
+}
+
+/// The OpenID provider configuration for `/.well-known/openid-configuration`, as upstream
+/// serves it; `server` is the API server's external `https://host:port`.
+pub fn openid_configuration(server: &str) -> Value {
+    json!({
+        "issuer": ISSUER,
+        "jwks_uri": format!("{server}/openid/v1/jwks"),
+        "response_types_supported": ["id_token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["ES256"],
+    })
 }
 
 /// The identity of a service account, as upstream's `serviceaccount.UserInfo`.
@@ -312,6 +419,7 @@ mod tests {
             audiences: vec![ISSUER.into()],
             issued_at: now,
             expiration_seconds: 3600,
+            bound_pod: None,
         }
     }
 
@@ -373,5 +481,75 @@ mod tests {
             reloaded.authenticate(&token, 1_000_100),
             Err(TokenError::AccountGone(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_pod_bound_token_dies_with_its_pod() {
+        let dir = tempfile::tempdir().unwrap();
+        let (signer, store) = signer_with_account(dir.path()).await;
+        let pods = crate::api::resources::find("", "v1", "pods").unwrap();
+        let pod = json!({"metadata": {"name": "p", "namespace": "ns1", "uid": "pod-uid"}});
+        store
+            .create(&pods.key("ns1", "p"), move |_| {
+                serde_json::to_vec(&pod).unwrap()
+            })
+            .await
+            .unwrap();
+        let mut bound = claims(1_000_000);
+        bound.bound_pod = Some(("p".into(), "pod-uid".into()));
+        let token = signer.sign(&bound).unwrap();
+        let reviewed = signer.review(&token, 1_000_100, &[]).unwrap();
+        assert_eq!(reviewed.pod, Some(("p".into(), "pod-uid".into())));
+        store.delete(&pods.key("ns1", "p"), None).await.unwrap();
+        assert_eq!(
+            signer.authenticate(&token, 1_000_100),
+            Err(TokenError::BoundObjectGone("ns1/p".into()))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_review_accepts_only_the_audiences_the_token_carries() {
+        let dir = tempfile::tempdir().unwrap();
+        let (signer, _store) = signer_with_account(dir.path()).await;
+        let mut for_vault = claims(1_000_000);
+        for_vault.audiences = vec!["vault".into(), "other".into()];
+        let token = signer.sign(&for_vault).unwrap();
+        assert_eq!(
+            signer.authenticate(&token, 1_000_100),
+            Err(TokenError::WrongIssuerOrAudience),
+            "not meant for the API server"
+        );
+        let reviewed = signer
+            .review(&token, 1_000_100, &["vault".into(), "nope".into()])
+            .unwrap();
+        assert_eq!(reviewed.audiences, vec!["vault".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn the_jwks_holds_the_public_point_the_tokens_verify_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let (signer, _store) = signer_with_account(dir.path()).await;
+        let jwks = signer.jwks();
+        let key = &jwks["keys"][0];
+        assert_eq!(key["kty"], "EC");
+        assert_eq!(key["crv"], "P-256");
+        let x = URL_SAFE_NO_PAD.decode(key["x"].as_str().unwrap()).unwrap();
+        let y = URL_SAFE_NO_PAD.decode(key["y"].as_str().unwrap()).unwrap();
+        let mut point = vec![4u8];
+        point.extend(x);
+        point.extend(y);
+        let token = signer.sign(&claims(1_000_000)).unwrap();
+        let (signed, sig) = token.rsplit_once('.').unwrap();
+        let public = signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point);
+        public
+            .verify(signed.as_bytes(), &URL_SAFE_NO_PAD.decode(sig).unwrap())
+            .expect("the published key verifies a token");
+        let token_kid: Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(token.split('.').next().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(token_kid["kid"], key["kid"]);
     }
 }

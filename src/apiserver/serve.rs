@@ -42,6 +42,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let acceptor = TlsAcceptor::from(tls);
+    let limiter = Arc::new(super::auth_limit::FailedAuthLimiter::default());
     let (stop_tx, stop_rx) = watch::channel(());
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -57,6 +58,7 @@ pub async fn serve(
                         peer,
                         acceptor.clone(),
                         authn.clone(),
+                        limiter.clone(),
                         app.clone(),
                         stop_rx.clone(),
                     ));
@@ -92,6 +94,7 @@ async fn serve_connection(
     peer: SocketAddr,
     acceptor: TlsAcceptor,
     authn: Arc<Authenticator>,
+    limiter: Arc<super::auth_limit::FailedAuthLimiter>,
     app: axum::Router,
     mut stop: watch::Receiver<()>,
 ) {
@@ -119,13 +122,25 @@ async fn serve_connection(
     let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
         let app = app.clone();
         let user = authenticate(&authn, cert_user.as_ref(), request.headers());
+        let refused = match user {
+            Some(_) => None,
+            None => Some(match limiter.failed(peer.ip(), std::time::Instant::now()) {
+                Ok(()) => unauthorized(),
+                Err(wait) => super::auth_limit::too_many_requests(wait),
+            }),
+        };
+        // TokenReview checks tokens with the same authenticator.
+        request.extensions_mut().insert(authn.clone());
+        request
+            .extensions_mut()
+            .insert(crate::audit::PeerAddress(peer));
         async move {
-            match user {
-                Some(user) => {
+            match (user, refused) {
+                (Some(user), _) => {
                     request.extensions_mut().insert(user);
                     app.oneshot(request).await
                 }
-                None => Ok::<_, Infallible>(unauthorized()),
+                (None, refused) => Ok::<_, Infallible>(refused.unwrap_or_else(unauthorized)),
             }
         }
     });

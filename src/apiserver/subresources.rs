@@ -531,8 +531,13 @@ async fn token_request(
         })
         .filter(|a: &Vec<String>| !a.is_empty())
         .unwrap_or_else(|| vec![sa_token::ISSUER.to_string()]);
+    let bound_pod = match spec.get("boundObjectRef").filter(|b| !b.is_null()) {
+        Some(bound) => crate::apiserver::token_review::bound_pod(server, namespace, bound)?,
+        None => None,
+    };
     let now = jiff::Timestamp::now().as_second();
     let claims = TokenClaims {
+        bound_pod: bound_pod.clone(),
         namespace: namespace.to_string(),
         name: name.to_string(),
         uid,
@@ -547,6 +552,9 @@ async fn token_request(
     let mut answer_spec = json!({"audiences": audiences, "expirationSeconds": expiration});
     if let Some(bound) = spec.get("boundObjectRef").filter(|b| !b.is_null()) {
         answer_spec["boundObjectRef"] = bound.clone();
+        if let Some((_, uid)) = &bound_pod {
+            answer_spec["boundObjectRef"]["uid"] = json!(uid);
+        }
     }
     Ok(json_response(
         201,

@@ -4,6 +4,7 @@ mod certs;
 mod check;
 mod images;
 mod reset;
+mod secrets_encrypt;
 mod status;
 
 use std::net::SocketAddr;
@@ -42,6 +43,8 @@ pub enum Command {
     Reset(reset::ResetArgs),
     /// Show certificate expiry (`check`) or re-issue the certificates now (`rotate`).
     Certs(certs::CertsArgs),
+    /// Secrets encryption at rest: `status`, or `rotate` to a new key.
+    SecretsEncrypt(secrets_encrypt::SecretsEncryptArgs),
     /// Print the version.
     Version,
 }
@@ -168,5 +171,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => check::run(args),
         Command::Reset(args) => reset::run(args),
         Command::Certs(args) => certs::run(args),
+        Command::SecretsEncrypt(args) => secrets_encrypt::run(args),
     }
 }

@@ -179,6 +179,8 @@ pub enum StoreError {
         available: u64,
         reserve: u64,
     },
+    #[error("cannot transform the value of {key} for storage: {detail}")]
+    Transform { key: String, detail: String },
     #[error("the value function panicked; nothing was written")]
     ValueFnPanicked,
     #[error("store is closed")]
@@ -213,6 +215,17 @@ struct Shared {
     broadcaster: Broadcaster,
     history_revisions: u64,
     watch_buffer: usize,
+    transformer: Option<Arc<dyn ValueTransformer>>,
+}
+
+/// Turns a value into the bytes kept on disk and back, for the keys it applies to: encryption
+/// at rest. Values outside it, and values stored before it was set, pass through unchanged,
+/// so it must recognise (and leave alone) bytes it did not produce.
+pub trait ValueTransformer: Send + Sync {
+    /// Asked on every write and read, so it must be cheap (a prefix check).
+    fn applies_to(&self, key: &str) -> bool;
+    fn to_storage(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, String>;
+    fn from_storage(&self, key: &str, stored: &[u8]) -> Result<Vec<u8>, String>;
 }
 
 impl Shared {
@@ -262,6 +275,15 @@ pub struct Store {
 impl Store {
     /// Opens the store at `path`, creating the file (and its directory) if missing.
     pub fn open(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
+        Store::open_with_transformer(path, options, None)
+    }
+
+    /// Opens the store with values of some keys transformed on their way to and from disk.
+    pub fn open_with_transformer(
+        path: &Path,
+        options: StoreOptions,
+        transformer: Option<Arc<dyn ValueTransformer>>,
+    ) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
                 path: dir.to_path_buf(),
@@ -271,6 +293,18 @@ impl Store {
         let db = open_database(path)?;
         let (revision, compacted) = prepare_tables(&db, path)?;
         let (wal, logged) = wal::Wal::open(&wal::path_for(path), wal::CAPACITY)?;
+        // Both files hold every object (Secrets sealed, the rest in clear): owner only, also
+        // for files an older berth created with the umask's mode.
+        for file in [path.to_path_buf(), wal::path_for(path)] {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).map_err(
+                |source| StoreError::Wal {
+                    path: file.clone(),
+                    context: "restrict the file mode",
+                    source: Arc::new(source),
+                },
+            )?;
+        }
         let revision = replay(&db, path, revision, logged)?;
         let shared = Arc::new(Shared {
             db,
@@ -284,6 +318,7 @@ impl Store {
             history_revisions: options.history_revisions,
             // A zero-capacity channel cannot exist; one event is the least a watcher can hold.
             watch_buffer: options.watch_buffer.max(1),
+            transformer,
         });
         let (requests, queue) = mpsc::channel();
         let writer = writer::spawn(Arc::clone(&shared), queue, wal)?;
@@ -589,12 +624,27 @@ fn read_put(
     })
 }
 
-/// The value of a decoded entry, decompressed.
+/// The value of a decoded entry, decompressed and, where a transformer applies, decrypted.
 fn entry_value(shared: &Shared, revision: u64, entry: &LogEntry<'_>) -> Result<Bytes, StoreError> {
-    match entry.value() {
-        Ok(std::borrow::Cow::Borrowed(value)) => Ok(Bytes::copy_from_slice(value)),
-        Ok(std::borrow::Cow::Owned(value)) => Ok(Bytes::from(value)),
-        Err(e) => Err(shared.corrupt(format!("log entry {revision}: {e}"))),
+    let value = entry
+        .value()
+        .map_err(|e| shared.corrupt(format!("log entry {revision}: {e}")))?;
+    if let Some(transformer) = shared
+        .transformer
+        .as_ref()
+        .filter(|t| t.applies_to(entry.key))
+    {
+        return transformer
+            .from_storage(entry.key, &value)
+            .map(Bytes::from)
+            .map_err(|detail| StoreError::Transform {
+                key: entry.key.to_owned(),
+                detail,
+            });
+    }
+    match value {
+        std::borrow::Cow::Borrowed(value) => Ok(Bytes::copy_from_slice(value)),
+        std::borrow::Cow::Owned(value) => Ok(Bytes::from(value)),
     }
 }
 

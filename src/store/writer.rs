@@ -503,7 +503,16 @@ fn put(
             limit: MAX_ENTRY_BYTES,
         }));
     }
-    let entry = LogEntry::put(create_revision, prev_revision, &key, &bytes).encode();
+    // Only the log (and so the write-ahead log) holds the transformed bytes; the caller and
+    // live watchers get the value as it was given.
+    let stored = match shared.transformer.as_ref().filter(|t| t.applies_to(&key)) {
+        Some(transformer) => match transformer.to_storage(&key, &bytes) {
+            Ok(stored) => std::borrow::Cow::Owned(stored),
+            Err(detail) => return Ok(Err(StoreError::Transform { key, detail })),
+        },
+        None => std::borrow::Cow::Borrowed(bytes.as_slice()),
+    };
+    let entry = LogEntry::put(create_revision, prev_revision, &key, &stored).encode();
     log.insert(revision, entry.as_slice())
         .map_err(|e| shared.redb_error("write log", e))?;
     wal::push_entry(record, revision, &entry);
