@@ -144,8 +144,16 @@ fn auth_can_i_whoami_and_service_account_tokens_work() {
         groups.contains("system:serviceaccounts:default"),
         "{groups}"
     );
+    // Authenticated, but RBAC grants a service account nothing by default: 403, not 401.
     let pods = server.kubectl(&["--kubeconfig", &with_token, "get", "pods"]);
-    assert!(pods.status.success(), "{}", stderr(&pods));
+    assert!(!pods.status.success());
+    assert!(
+        stderr(&pods).contains(
+            "pods is forbidden: User \"system:serviceaccount:default:default\" cannot list resource \"pods\""
+        ),
+        "{}",
+        stderr(&pods)
+    );
 
     // A tampered token is refused.
     let mut tampered = token.to_string();

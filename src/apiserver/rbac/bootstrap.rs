@@ -130,6 +130,21 @@ pub const COMPONENTS: &[(&str, &str)] = &[
         "clusterrole-aggregation-controller",
         "system:controller:clusterrole-aggregation-controller",
     ),
+    ("node-controller", "system:controller:node-controller"),
+    (
+        "disruption-controller",
+        "system:controller:disruption-controller",
+    ),
+    (
+        "resourcequota-controller",
+        "system:controller:resourcequota-controller",
+    ),
+    (
+        "pod-garbage-collector",
+        "system:controller:pod-garbage-collector",
+    ),
+    ("ingress-controller", "system:berth:ingress-controller"),
+    ("berth-certs", "system:berth:certs"),
     ("kube-scheduler", "system:kube-scheduler"),
     ("node", "system:node"),
     ("dns", "system:berth:dns"),
@@ -233,6 +248,53 @@ fn component_rules(role: &str) -> Vec<PolicyRule> {
             &[GROUP],
             &["clusterroles"],
         )],
+        "system:controller:node-controller" => vec![
+            manage("", &["nodes"]),
+            r(READ, &["coordination.k8s.io"], &["leases"]),
+            r(&["get", "list", "watch", "delete"], &[""], &["pods"]),
+            r(&["create"], &[""], &["pods/eviction"]),
+            r(&["update", "patch"], &[""], &["pods/status"]),
+            events(),
+        ],
+        "system:controller:disruption-controller" => vec![
+            core_read(&["pods", "replicationcontrollers"]),
+            r(
+                READ,
+                &["apps"],
+                &["deployments", "replicasets", "statefulsets"],
+            ),
+            r(READ, &["policy"], &["poddisruptionbudgets"]),
+            r(
+                &["update", "patch"],
+                &["policy"],
+                &["poddisruptionbudgets/status"],
+            ),
+            events(),
+        ],
+        // As upstream: quota counts every kind, so it may list and watch them all.
+        "system:controller:resourcequota-controller" => vec![
+            r(&["list", "watch"], &["*"], &["*"]),
+            r(&["update", "patch"], &[""], &["resourcequotas/status"]),
+            events(),
+        ],
+        "system:controller:pod-garbage-collector" => vec![
+            r(&["get", "list", "watch", "delete"], &[""], &["pods"]),
+            r(&["update", "patch"], &[""], &["pods/status"]),
+            core_read(&["nodes"]),
+        ],
+        "system:berth:ingress-controller" => vec![
+            r(READ, &["networking.k8s.io"], &["ingresses"]),
+            r(
+                &["update", "patch"],
+                &["networking.k8s.io"],
+                &["ingresses/status"],
+            ),
+            manage("networking.k8s.io", &["ingressclasses"]),
+            core_read(&["services", "secrets", "nodes"]),
+            r(READ, &["discovery.k8s.io"], &["endpointslices"]),
+            events(),
+        ],
+        "system:berth:certs" => vec![core_read(&["nodes"]), events()],
         "system:kube-scheduler" => vec![
             core_read(&[
                 "pods",
