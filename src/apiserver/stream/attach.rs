@@ -15,7 +15,6 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
-use http::Method;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
@@ -36,12 +35,7 @@ pub async fn serve(
     name: &str,
     mut request: Request,
 ) -> ApiResult<Response> {
-    if request.method() != Method::GET && request.method() != Method::POST {
-        return Err(ApiError::method_not_allowed(
-            request.method().as_str(),
-            "pods/attach",
-        ));
-    }
+    super::check_method(&request, "pods/attach")?;
     let options = StreamOptions::parse(request.uri().query());
     if !(options.stdin || options.stdout || options.stderr) {
         return Err(ApiError::bad_request(

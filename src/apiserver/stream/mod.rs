@@ -117,6 +117,14 @@ pub fn check_running(pod: &Value, container: &str) -> ApiResult<()> {
 /// Handles `GET|POST pods/<name>/attach`.
 pub use attach::serve as serve_attach;
 
+/// Streaming subresources are reached with GET or POST (clients upgrade with either).
+fn check_method(request: &Request, subresource: &str) -> ApiResult<()> {
+    match *request.method() {
+        Method::GET | Method::POST => Ok(()),
+        ref other => Err(ApiError::method_not_allowed(other.as_str(), subresource)),
+    }
+}
+
 /// Handles `GET|POST pods/<name>/exec`.
 pub async fn serve_exec(
     server: &Arc<ApiServer>,
@@ -124,12 +132,7 @@ pub async fn serve_exec(
     name: &str,
     mut request: Request,
 ) -> ApiResult<Response> {
-    if request.method() != Method::GET && request.method() != Method::POST {
-        return Err(ApiError::method_not_allowed(
-            request.method().as_str(),
-            "pods/exec",
-        ));
-    }
+    check_method(&request, "pods/exec")?;
     let options = StreamOptions::parse(request.uri().query());
     if options.command.is_empty() {
         return Err(ApiError::bad_request(

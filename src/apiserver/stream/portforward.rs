@@ -22,7 +22,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
-use http::{header, Method};
+use http::header;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -100,12 +100,7 @@ pub async fn serve(
     name: &str,
     mut request: Request,
 ) -> ApiResult<Response> {
-    if request.method() != Method::GET && request.method() != Method::POST {
-        return Err(ApiError::method_not_allowed(
-            request.method().as_str(),
-            "pods/portforward",
-        ));
-    }
+    super::check_method(&request, "pods/portforward")?;
     let mode = mode(&request)?;
     let ports = parse_ports(request.uri().query())?;
     if mode == Mode::Channels && ports.is_empty() {
