@@ -45,6 +45,16 @@ impl UserInfo {
         }
     }
 
+    /// A user with exactly these groups, for tests of authorization.
+    #[cfg(test)]
+    pub fn with_groups(name: &str, groups: &[&str]) -> UserInfo {
+        UserInfo {
+            name: name.into(),
+            uid: String::new(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+
     pub fn is_anonymous(&self) -> bool {
         self.name == ANONYMOUS_USER
     }

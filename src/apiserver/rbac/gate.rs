@@ -118,11 +118,7 @@ mod tests {
     use serde_json::json;
 
     fn user(name: &str, groups: &[&str]) -> UserInfo {
-        UserInfo {
-            name: name.into(),
-            uid: String::new(),
-            groups: groups.iter().map(|g| g.to_string()).collect(),
-        }
+        UserInfo::with_groups(name, groups)
     }
 
     fn rbac() -> Rbac {
