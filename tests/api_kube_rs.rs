@@ -142,14 +142,30 @@ fn typed_deployment_crud_watch_and_server_side_apply() {
             .iter()
             .any(|d| d.metadata.name.as_deref() == Some("kube-rs")));
 
-        let mut changed = fetched.clone();
-        if let Some(spec) = changed.spec.as_mut() {
-            spec.replicas = Some(3);
+        // The deployment controller writes status concurrently, so a replace may meet a 409
+        // Conflict on a stale resourceVersion: re-read and try again, as clients must.
+        let mut replaced = None;
+        for _ in 0..20 {
+            let mut changed = deployments
+                .get("kube-rs")
+                .await
+                .expect("get before replace");
+            if let Some(spec) = changed.spec.as_mut() {
+                spec.replicas = Some(3);
+            }
+            match deployments
+                .replace("kube-rs", &PostParams::default(), &changed)
+                .await
+            {
+                Ok(d) => {
+                    replaced = Some(d);
+                    break;
+                }
+                Err(kube::Error::Api(status)) if status.code == 409 => continue,
+                Err(e) => panic!("replace: {e}"),
+            }
         }
-        let replaced = deployments
-            .replace("kube-rs", &PostParams::default(), &changed)
-            .await
-            .expect("replace");
+        let replaced = replaced.expect("replace kept conflicting");
         assert_eq!(replaced.spec.as_ref().and_then(|s| s.replicas), Some(3));
         let patched = deployments
             .patch(
