@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use super::fieldset::{self, Comparison, FieldSet};
 use crate::api::resources::Resource;
 use crate::api::{meta, patch_meta, ApiError, ApiResult, Cause};
-use crate::registry::{kinds, Part};
+use crate::registry::{kinds, Normalized, Part};
 
 /// Upstream's limit on a field manager's name.
 const MAX_MANAGER_LENGTH: usize = 128;
@@ -339,6 +339,7 @@ pub fn normalized(r: &Resource, mut obj: Value) -> ApiResult<Value> {
 /// Records an Update of `live` (None: a create) into `new` by `manager`: it owns what it
 /// changed, others lose it. managedFields the client sent replace the stored ones (that is how
 /// clients edit them); none, an empty list or malformed ones keep the stored ones.
+#[cfg(test)]
 pub fn record_update(
     r: &Resource,
     part: Part,
@@ -346,6 +347,35 @@ pub fn record_update(
     new: &mut Value,
     manager: &Manager,
 ) -> ApiResult<()> {
+    let proposed = normalized(r, new.clone())?;
+    let managed = updated_managed_fields(r, part, live, new, &proposed, manager);
+    managed.encode_into(new);
+    Ok(())
+}
+
+/// `record_update` for an object already normalized, so it needs no decode of its own.
+pub fn record_normalized_update(
+    r: &Resource,
+    part: Part,
+    live: Option<&Value>,
+    new: &mut Normalized,
+    manager: &Manager,
+) {
+    let managed = updated_managed_fields(r, part, live, new.value(), new.value(), manager);
+    // managedFields come out of `encode_into` in the decoder's own shape: still normalized.
+    managed.encode_into(new.value_mut());
+}
+
+/// The managedFields after `manager` writes `proposed` (the normalized form of `new`) over
+/// `live`.
+fn updated_managed_fields(
+    r: &Resource,
+    part: Part,
+    live: Option<&Value>,
+    new: &Value,
+    proposed: &Value,
+    manager: &Manager,
+) -> ManagedFields {
     let empty = json!({});
     let live = live.unwrap_or(&empty);
     let sent = match part {
@@ -353,11 +383,10 @@ pub fn record_update(
         _ => None,
     };
     let mut managed = sent.unwrap_or_else(|| ManagedFields::of(live));
-    let proposed = normalized(r, new.clone())?;
     let type_name = type_of(r);
     let comparison = owned_changes(fieldset::compare(
         &view(r, part, live),
-        &view(r, part, &proposed),
+        &view(r, part, proposed),
         type_name,
     ));
     if !comparison.is_same() {
@@ -377,8 +406,7 @@ pub fn record_update(
             fields,
         });
     }
-    managed.encode_into(new);
-    Ok(())
+    managed
 }
 
 /// A comparison without the fields no one owns.
@@ -416,6 +444,48 @@ mod tests {
 
     fn entries(obj: &Value) -> Vec<Entry> {
         ManagedFields::decode(obj).unwrap().entries
+    }
+
+    #[test]
+    fn recording_on_a_normalized_object_matches_recording_on_the_raw_body_and_stays_normalized() {
+        let r = deployments();
+        let live = normalized(r, deployment(1, "a")).unwrap();
+        let mut live_recorded = live.clone();
+        record_update(r, Part::Main, None, &mut live_recorded, &kubectl("kubectl")).unwrap();
+        let mut raw = deployment(2, "b");
+        record_update(
+            r,
+            Part::Main,
+            Some(&live_recorded),
+            &mut raw,
+            &kubectl("other"),
+        )
+        .unwrap();
+        let mut once = Normalized::new(r, deployment(2, "b")).unwrap();
+        record_normalized_update(
+            r,
+            Part::Main,
+            Some(&live_recorded),
+            &mut once,
+            &kubectl("other"),
+        );
+        // The entries carry a time of day: compare everything but it.
+        let untimed = |mut v: Value| {
+            for e in v["metadata"]["managedFields"].as_array_mut().unwrap() {
+                e.as_object_mut().unwrap().remove("time");
+            }
+            v
+        };
+        assert_eq!(
+            untimed(normalized(r, raw).unwrap()),
+            untimed(once.value().clone())
+        );
+        assert_eq!(entries(once.value()).len(), 2);
+        let again = Normalized::new(r, once.value().clone()).unwrap();
+        assert_eq!(
+            again, once,
+            "managedFields written after the decode keep the object normalized"
+        );
     }
 
     #[test]

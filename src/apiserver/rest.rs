@@ -21,7 +21,7 @@ use crate::api::body::{self, BodyFormat};
 use crate::api::status::success_status;
 use crate::api::{ApiError, ApiResult};
 use crate::registry::generic::check_field_selector;
-use crate::registry::{DeleteOptions, Deleted, ListOptions, Part};
+use crate::registry::{DeleteOptions, Deleted, ListOptions, Normalized, Part};
 
 pub async fn handle(
     server: &Arc<ApiServer>,
@@ -135,15 +135,17 @@ async fn dispatch(
                     &format!("{} across all namespaces", r.plural),
                 ));
             }
-            let mut body = read_json(server, request).await?;
-            let warnings = check_fields(r, &body, query.field_validation)?;
-            managed::record_update(r, part, None, &mut body, &manager()?)?;
-            let created = registry.create(r, &namespace, body, query.dry_run).await?;
+            let body = read_json(server, request).await?;
+            let (mut body, warnings) = check_fields(r, body, query.field_validation)?;
+            managed::record_normalized_update(r, part, None, &mut body, &manager()?);
+            let created = registry
+                .create_normalized(r, &namespace, body, query.dry_run)
+                .await?;
             Ok(with_warnings(json_response(201, &created), &warnings))
         }
         (&Method::PUT, Some(name)) => {
             let body = read_json(server, request).await?;
-            let warnings = check_fields(r, &body, query.field_validation)?;
+            let (body, warnings) = check_fields(r, body, query.field_validation)?;
             let manager = manager()?;
             let updated = registry
                 .update_recorded(
@@ -153,7 +155,10 @@ async fn dispatch(
                     body,
                     part,
                     query.dry_run,
-                    |old, new| managed::record_update(r, part, Some(old), new, &manager),
+                    |old, new| {
+                        managed::record_normalized_update(r, part, Some(old), new, &manager);
+                        Ok(())
+                    },
                 )
                 .await?;
             Ok(with_warnings(json_response(200, &updated), &warnings))
@@ -178,10 +183,11 @@ async fn dispatch(
             let manager = manager()?;
             let mut warnings = Vec::new();
             let updated = registry
-                .update_with(r, &namespace, name, part, query.dry_run, |old| {
-                    let mut patched = patch::apply(patch_type, old, &patch_body)?;
-                    warnings = check_fields(r, &patched, query.field_validation)?;
-                    managed::record_update(r, part, Some(old), &mut patched, &manager)?;
+                .update_with_normalized(r, &namespace, name, part, query.dry_run, |old| {
+                    let patched = patch::apply(patch_type, old, &patch_body)?;
+                    let (mut patched, unknown) = check_fields(r, patched, query.field_validation)?;
+                    warnings = unknown;
+                    managed::record_normalized_update(r, part, Some(old), &mut patched, &manager);
                     Ok(patched)
                 })
                 .await?;
@@ -258,7 +264,7 @@ async fn server_side_apply(
         }));
     }
     let config = apply::decode_config(r, &name, body)?;
-    let warnings = check_fields(r, &config, query.field_validation)?;
+    let (_, warnings) = check_fields(r, config.clone(), query.field_validation)?;
     let updated = server
         .registry
         .update_with(r, &namespace, &name, part, query.dry_run, |old| {
@@ -389,19 +395,19 @@ fn target_pods() -> &'static crate::api::resources::Resource {
     crate::api::resources::find("", "v1", "pods").expect("pods are always served")
 }
 
-/// Applies the request's fieldValidation: Strict fails on unknown fields, Warn returns them as
-/// warnings, Ignore drops them silently (the decoder drops them in every case).
+/// Decodes `body` once for the whole write and applies the request's fieldValidation: Strict
+/// fails on unknown fields, Warn returns them as warnings, Ignore drops them silently (the
+/// decoder drops them in every case).
 fn check_fields(
     r: &crate::api::resources::Resource,
-    body: &Value,
+    body: Value,
     mode: FieldValidation,
-) -> ApiResult<Vec<String>> {
+) -> ApiResult<(Normalized, Vec<String>)> {
     if mode == FieldValidation::Ignore {
-        return Ok(Vec::new());
+        return Ok((Normalized::new(r, body)?, Vec::new()));
     }
-    let mut typed = body.clone();
-    crate::registry::kinds::check_type_meta(r, &mut typed)?;
-    let unknown: Vec<String> = crate::registry::kinds::unknown_fields(r, &typed)?
+    let (normalized, unknown) = Normalized::with_unknown_fields(r, body)?;
+    let unknown: Vec<String> = unknown
         .into_iter()
         .map(|f| format!("unknown field \"{f}\""))
         .collect();
@@ -411,7 +417,7 @@ fn check_fields(
             unknown.join(", ")
         )));
     }
-    Ok(unknown)
+    Ok((normalized, unknown))
 }
 
 /// Adds one `Warning: 299 - "..."` header per warning, as upstream does.

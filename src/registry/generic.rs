@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use super::normalized::Normalized;
 use super::propagation;
 use super::services::{self, ServiceNetwork};
 use super::stored::RevisionTemplate;
@@ -206,12 +207,22 @@ impl Registry {
         &self,
         r: &'static Resource,
         namespace: &str,
-        mut body: Value,
+        body: Value,
         dry_run: bool,
     ) -> ApiResult<Value> {
-        kinds::check_type_meta(r, &mut body)?;
-        let mut obj = kinds::normalize(r, body)?;
-        kinds::prepare_write(r, &mut obj);
+        self.create_normalized(r, namespace, Normalized::new(r, body)?, dry_run)
+            .await
+    }
+
+    /// Creates an object from a body already put through `Normalized::new`.
+    pub async fn create_normalized(
+        &self,
+        r: &'static Resource,
+        namespace: &str,
+        body: Normalized,
+        dry_run: bool,
+    ) -> ApiResult<Value> {
+        let mut obj = body.into_value();
         let meta = meta::metadata_mut(&mut obj);
         if r.namespaced {
             match meta.get("namespace").and_then(Value::as_str) {
@@ -373,6 +384,7 @@ impl Registry {
         part: Part,
         dry_run: bool,
     ) -> ApiResult<Value> {
+        let body = Normalized::new(r, body)?;
         self.update_recorded(r, namespace, name, body, part, dry_run, |_, _| Ok(()))
             .await
     }
@@ -385,26 +397,24 @@ impl Registry {
         r: &'static Resource,
         namespace: &str,
         name: &str,
-        mut body: Value,
+        body: Normalized,
         part: Part,
         dry_run: bool,
-        mut record: impl FnMut(&Value, &mut Value) -> ApiResult<()>,
+        mut record: impl FnMut(&Value, &mut Normalized) -> ApiResult<()>,
     ) -> ApiResult<Value> {
-        kinds::check_type_meta(r, &mut body)?;
-        let body = kinds::normalize(r, body)?;
-        let body_name = meta::name(&body);
+        let body_name = meta::name(body.value());
         if body_name != name {
             return Err(ApiError::bad_request(format!(
                 "the name of the object ({body_name}) does not match the name on the URL ({name})"
             )));
         }
-        let body_ns = meta::namespace(&body);
+        let body_ns = meta::namespace(body.value());
         if r.namespaced && !body_ns.is_empty() && body_ns != namespace {
             return Err(ApiError::bad_request(
                 "the namespace of the provided object does not match the namespace sent on the request",
             ));
         }
-        self.update_with(r, namespace, name, part, dry_run, |old| {
+        self.update_with_normalized(r, namespace, name, part, dry_run, |old| {
             let mut new = body.clone();
             record(old, &mut new)?;
             Ok(new)
@@ -423,6 +433,22 @@ impl Registry {
         dry_run: bool,
         mut mutate: impl FnMut(&Value) -> ApiResult<Value>,
     ) -> ApiResult<Value> {
+        self.update_with_normalized(r, namespace, name, part, dry_run, |old| {
+            Normalized::new(r, mutate(old)?)
+        })
+        .await
+    }
+
+    /// `update_with` for a `mutate` that returns the new object already normalized.
+    pub async fn update_with_normalized(
+        &self,
+        r: &'static Resource,
+        namespace: &str,
+        name: &str,
+        part: Part,
+        dry_run: bool,
+        mut mutate: impl FnMut(&Value) -> ApiResult<Normalized>,
+    ) -> ApiResult<Value> {
         let key = r.key(namespace, name);
         for _ in 0..MAX_RETRIES {
             let Some(current) = self.store.get(&key).map_err(store_error)? else {
@@ -430,10 +456,7 @@ impl Registry {
             };
             let mut old = decode(&current.value)?;
             crate::crd::hooks::convert(r, &mut old);
-            let mut proposed = mutate(&old)?;
-            kinds::check_type_meta(r, &mut proposed)?;
-            let mut proposed = kinds::normalize(r, proposed)?;
-            kinds::prepare_write(r, &mut proposed);
+            let mut proposed = mutate(&old)?.into_value();
             defaults::apply(r, &mut proposed);
             let pinned = meta::resource_version(&proposed).to_string();
             if !pinned.is_empty() && pinned != current.mod_revision.to_string() {

@@ -89,9 +89,14 @@ fn roundtrip<T: DeserializeOwned + Serialize>(
 /// form upstream reports them (`spec.foo`, `spec.containers[0].bar`).
 pub fn unknown_fields(resource: &Resource, body: &Value) -> ApiResult<Vec<String>> {
     let known = normalize(resource, body.clone())?;
+    Ok(unknown_paths(body, &known))
+}
+
+/// Paths of fields in `body` that `known` (its decoded form) does not have.
+pub fn unknown_paths(body: &Value, known: &Value) -> Vec<String> {
     let mut found = Vec::new();
-    collect_unknown(body, &known, "", &mut found);
-    Ok(found)
+    collect_unknown(body, known, "", &mut found);
+    found
 }
 
 fn collect_unknown(input: &Value, known: &Value, path: &str, found: &mut Vec<String>) {

@@ -6,9 +6,11 @@ pub mod default_ingress_class;
 pub mod defaults;
 pub mod generic;
 pub mod kinds;
+pub mod normalized;
 pub mod propagation;
 pub mod services;
 mod stored;
 pub mod validation;
 
 pub use generic::{DeleteOptions, Deleted, ListOptions, ListPage, Part, Registry};
+pub use normalized::Normalized;

@@ -31,11 +31,19 @@ fn temp_data_dir() -> tempfile::TempDir {
         .expect("create a temporary data dir")
 }
 
+/// The berth binary tests run: this build's, or `BERTH_TEST_BINARY` (an optimised build, for
+/// benchmarks that must not measure a debug build).
+fn berth_binary() -> std::path::PathBuf {
+    std::env::var_os("BERTH_TEST_BINARY")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_berth").into())
+}
+
 impl BerthServer {
     /// Starts `berth server --data-dir <temp> --api-listen 127.0.0.1:0` inside `ns` and waits
     /// until it is ready. The server must be dropped before `ns`.
     pub fn start(ns: &Netns) -> BerthServer {
-        BerthServer::start_binary(ns, Path::new(env!("CARGO_BIN_EXE_berth")))
+        BerthServer::start_binary(ns, &berth_binary())
     }
 
     /// Like `start`, with another binary that keeps berth's command-line contract (the harness's
@@ -46,13 +54,12 @@ impl BerthServer {
 
     /// Like `start`, with `config` (TOML) as the server's config file.
     pub fn start_with_config(ns: &Netns, config: &str) -> BerthServer {
-        let binary = Path::new(env!("CARGO_BIN_EXE_berth"));
-        BerthServer::start_with(ns, binary, temp_data_dir(), config)
+        BerthServer::start_with(ns, &berth_binary(), temp_data_dir(), config)
     }
 
     /// Like `start`, on a data dir the test made (on a small file system, say).
     pub fn start_in(ns: &Netns, data_dir: tempfile::TempDir) -> BerthServer {
-        BerthServer::start_with(ns, Path::new(env!("CARGO_BIN_EXE_berth")), data_dir, "")
+        BerthServer::start_with(ns, &berth_binary(), data_dir, "")
     }
 
     fn start_with(
