@@ -423,7 +423,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     outcome
 }
 
-async fn shutdown_signal() -> &'static str {
+pub(crate) async fn shutdown_signal() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -446,7 +446,10 @@ fn client_address(bound: SocketAddr) -> SocketAddr {
 }
 
 /// What the pod workers need from the config.
-fn agent_config(config: &Config, node_name: &str) -> anyhow::Result<crate::agent::AgentConfig> {
+pub(crate) fn agent_config(
+    config: &Config,
+    node_name: &str,
+) -> anyhow::Result<crate::agent::AgentConfig> {
     let host_ip = node_addresses(node_name)
         .into_iter()
         .find(|(kind, _)| kind == "InternalIP")
@@ -469,7 +472,7 @@ fn agent_config(config: &Config, node_name: &str) -> anyhow::Result<crate::agent
 
 /// The node's addresses as a Node reports them: its first non-loopback IPv4 address (loopback
 /// when it has none, as in a bare network namespace) and its hostname.
-fn node_addresses(hostname: &str) -> Vec<(String, String)> {
+pub(crate) fn node_addresses(hostname: &str) -> Vec<(String, String)> {
     let mut internal = None;
     if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
         for a in addrs {

@@ -8,6 +8,8 @@
 //! - [`bootstrap`]: the agent's side: trust from the token, a certificate through a CSR.
 //! - [`agent`]: the `berth agent` process: heartbeat, pods, proxy, policy against a remote API.
 
+pub mod agent;
+pub mod bootstrap;
 pub mod csr;
 pub mod node_authz;
 pub mod nodeipam;
