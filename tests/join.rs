@@ -154,7 +154,7 @@ fn node_kubeconfig(server: &BerthServer, agent: &Agent) -> PathBuf {
     let dir = agent.data_dir().join("agent");
     let path = agent.dir.path().join("node-kubeconfig.yaml");
     let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {url}\n    certificate-authority: {}\nusers:\n- name: n\n  user:\n    client-certificate: {}\n    client-key: {}\ncontexts:\n- name: n\n  context: {{cluster: c, user: n}}\ncurrent-context: n\n",
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {url}\n    certificate-authority: {}\nusers:\n- name: node-user\n  user:\n    client-certificate: {}\n    client-key: {}\ncontexts:\n- name: node\n  context: {{cluster: c, user: node-user}}\ncurrent-context: node\n",
         dir.join("ca.crt").display(),
         dir.join("client.crt").display(),
         dir.join("client.key").display(),
@@ -360,7 +360,9 @@ fn an_agent_joins_with_a_token_runs_its_pod_and_reads_only_its_pods_secrets() {
     ]);
     assert_eq!(
         String::from_utf8_lossy(&whoami.stdout).trim(),
-        format!("system:node:{node}")
+        format!("system:node:{node}"),
+        "{}",
+        String::from_utf8_lossy(&whoami.stderr)
     );
     let own = as_node(&["get", "secret", "mine", "-o", "name"]);
     assert!(
