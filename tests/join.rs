@@ -106,6 +106,12 @@ impl Agent {
         std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
     }
 
+    fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -173,7 +179,8 @@ fn an_agent_joins_with_a_token_runs_its_pod_and_reads_only_its_pods_secrets() {
         &format!("{SERVER_IP}/24"),
         &format!("{AGENT_IP}/24"),
     );
-    let server = BerthServer::start_listening(&server_ns, &format!("{SERVER_IP}:0"));
+    // A fixed port (the namespace is private), so a restarted server is where the agent looks.
+    let mut server = BerthServer::start_listening(&server_ns, &format!("{SERVER_IP}:6443"));
     // The agent's images come from a registry on its own machine.
     let registry = Registry::start(&agent_ns);
     let work = tempfile::tempdir().unwrap();
@@ -381,6 +388,25 @@ fn an_agent_joins_with_a_token_runs_its_pod_and_reads_only_its_pods_secrets() {
     assert!(
         !other_node.status.success(),
         "a node cannot change another Node"
+    );
+
+    // Losing the server stops no pod; the agent carries on when the server is back.
+    server.kill9();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(agent.is_running(), "the agent outlives the server");
+    server.restart();
+    let second = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "after-restart"},
+        "spec": {"nodeName": node, "containers": [{"name": "main", "image": "busybox",
+            "command": ["sleep", "3600"]}]}});
+    std::fs::write(&path, second.to_string()).unwrap();
+    server.kubectl_ok(&["create", "-f", path.to_str().unwrap()]);
+    let both_run = wait_until(Duration::from_secs(120), || {
+        last = server.kubectl_ok(&["get", "pods", "-o", "jsonpath={.items[*].status.phase}"]);
+        last == "Running Running"
+    });
+    assert!(
+        both_run,
+        "the agent took a new pod after the server came back: {last}"
     );
 
     // Restarted without a token, the agent reuses its certificate.

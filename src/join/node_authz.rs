@@ -293,4 +293,97 @@ mod tests {
             None
         );
     }
+
+    async fn store_with(objects: &[(&str, &str, &str, Value)]) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store.redb"), Default::default()).unwrap();
+        for (plural, namespace, name, object) in objects {
+            let r = resources::find("", "v1", plural).unwrap();
+            let bytes = serde_json::to_vec(object).unwrap();
+            store
+                .create(&r.key(namespace, name), move |_| bytes)
+                .await
+                .unwrap();
+        }
+        (dir, store)
+    }
+
+    fn request(
+        verb: &str,
+        resource: &str,
+        subresource: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Attributes {
+        Attributes {
+            verb: verb.into(),
+            path: String::new(),
+            resource: Some(ResourceAttributes {
+                resource: resource.into(),
+                subresource: subresource.into(),
+                namespace: namespace.into(),
+                name: name.into(),
+                ..ResourceAttributes::default()
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_node_reads_only_the_secrets_of_its_pods_and_writes_only_its_own_objects() {
+        let pod = |node: &str, secret: &str| {
+            json!({"metadata": {"name": "p"}, "spec": {"nodeName": node,
+            "volumes": [{"name": "s", "secret": {"secretName": secret}}], "containers": []}})
+        };
+        let (_dir, store) = store_with(&[
+            ("pods", "ns", "mine", pod("pi", "own")),
+            ("pods", "ns", "theirs", pod("other", "foreign")),
+        ])
+        .await;
+        let authz = NodeAuthorizer::new(store);
+        let pi = UserInfo::with_groups("system:node:pi", &[NODES_GROUP]);
+        let decide = |a: Attributes| authz.decide(&pi, &a).map(|d| d.is_ok());
+        assert_eq!(
+            decide(request("get", "secrets", "", "ns", "own")),
+            Some(true)
+        );
+        let denied = authz
+            .decide(&pi, &request("get", "secrets", "", "ns", "foreign"))
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(denied.code, 403);
+        assert!(
+            denied
+                .message
+                .contains("no relationship found between node 'pi'"),
+            "{}",
+            denied.message
+        );
+        assert_eq!(
+            decide(request("list", "secrets", "", "ns", "")),
+            Some(false)
+        );
+        assert_eq!(
+            decide(request("update", "pods", "status", "ns", "mine")),
+            Some(true)
+        );
+        assert_eq!(
+            decide(request("update", "pods", "status", "ns", "theirs")),
+            Some(false)
+        );
+        assert_eq!(decide(request("create", "pods", "", "ns", "")), Some(false));
+        assert_eq!(
+            decide(request("patch", "nodes", "status", "", "pi")),
+            Some(true)
+        );
+        assert_eq!(
+            decide(request("patch", "nodes", "", "", "other")),
+            Some(false)
+        );
+        // Not the node authorizer's business: RBAC decides.
+        assert_eq!(decide(request("list", "services", "", "", "")), None);
+        let alice = UserInfo::with_groups("alice", &["dev"]);
+        assert!(authz
+            .decide(&alice, &request("get", "secrets", "", "ns", "foreign"))
+            .is_none());
+    }
 }
