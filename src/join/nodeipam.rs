@@ -74,6 +74,17 @@ pub async fn run(client: kube::Client, allocator: Allocator) {
             continue;
         }
         let name = node.metadata.name.clone().unwrap_or_default();
+        // The event may be older than our own patch (a create and a status update arrive
+        // before it): judge the stored Node, and write only over that version of it.
+        let node = match nodes.get_opt(&name).await {
+            Ok(Some(node)) if pod_cidr(&node).is_none() => node,
+            Ok(_) => continue,
+            Err(error) => {
+                tracing::warn!(node = %name, %error, "cannot read the node");
+                continue;
+            }
+        };
+        let version = node.metadata.resource_version.clone().unwrap_or_default();
         // Re-listed each time: one allocation at a time, so what is taken is what is stored.
         let taken: BTreeSet<String> = match nodes.list(&Default::default()).await {
             Ok(list) => list.items.iter().filter_map(pod_cidr).collect(),
@@ -86,7 +97,10 @@ pub async fn run(client: kube::Client, allocator: Allocator) {
             tracing::warn!(node = %name, "no pod CIDR left for the node");
             continue;
         };
-        let patch = serde_json::json!({"spec": {"podCIDR": slice.to_string(), "podCIDRs": [slice.to_string()]}});
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": version},
+            "spec": {"podCIDR": slice.to_string(), "podCIDRs": [slice.to_string()]},
+        });
         match nodes
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
