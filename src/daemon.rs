@@ -108,7 +108,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let authn = Arc::new(
         Authenticator::new(config.api.token_file.as_deref())
             .context("cannot load the token file")?
-            .with_service_account_tokens(token_signer.clone()),
+            .with_service_account_tokens(token_signer.clone())
+            .with_bootstrap_tokens(crate::join::token::BootstrapTokens::new(
+                registry.store().clone(),
+            )),
     );
     let rbac = crate::apiserver::rbac::Rbac::start(registry.store())
         .context("cannot load the RBAC policy")?;
@@ -118,6 +121,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         crate::apiserver::rbac::escalation::EscalationCheck { rbac: rbac.clone() },
     ));
     api.enable_rbac(rbac);
+    api.registry
+        .admission()
+        .register(Arc::new(crate::join::node_authz::NodeRestriction));
     api.set_token_signer(token_signer);
     api.set_pod_logs_dir(config.data_dir.join("logs"));
     api.set_pod_runtime(
@@ -310,6 +316,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         });
     }
 
+    // Joining workers: cluster-info, CSR approval and signing, node pod CIDRs.
+    let cluster_cidr: crate::network::Ipv4Cidr = config
+        .network
+        .pod_cidr
+        .parse()
+        .with_context(|| format!("bad pod CIDR {}", config.network.pod_cidr))?;
+    crate::join::server::start(
+        &api.registry,
+        &url,
+        &pki,
+        &client,
+        cluster_cidr,
+        &config.node_name(),
+        &mut components,
+    )
+    .await?;
+
     // The agent registers this machine as a Node and keeps its heartbeat.
     let agent_client =
         crate::client::in_process(router.clone(), crate::client::system_user("node"));
@@ -348,11 +371,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // The service proxy programs this node's nftables from Services and EndpointSlices.
     let proxy_client =
         crate::client::in_process(router.clone(), crate::client::system_user("kube-proxy"));
-    let cluster_cidr: crate::network::Ipv4Cidr = config
-        .network
-        .pod_cidr
-        .parse()
-        .with_context(|| format!("bad pod CIDR {}", config.network.pod_cidr))?;
     let proxy_config = crate::network::proxy::ProxyConfig {
         node_name: node_name.clone(),
         node_ips: crate::network::proxy::controller::node_ips(&cluster_cidr),
@@ -405,7 +423,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     outcome
 }
 
-async fn shutdown_signal() -> &'static str {
+pub(crate) async fn shutdown_signal() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -428,7 +446,10 @@ fn client_address(bound: SocketAddr) -> SocketAddr {
 }
 
 /// What the pod workers need from the config.
-fn agent_config(config: &Config, node_name: &str) -> anyhow::Result<crate::agent::AgentConfig> {
+pub(crate) fn agent_config(
+    config: &Config,
+    node_name: &str,
+) -> anyhow::Result<crate::agent::AgentConfig> {
     let host_ip = node_addresses(node_name)
         .into_iter()
         .find(|(kind, _)| kind == "InternalIP")
@@ -451,7 +472,7 @@ fn agent_config(config: &Config, node_name: &str) -> anyhow::Result<crate::agent
 
 /// The node's addresses as a Node reports them: its first non-loopback IPv4 address (loopback
 /// when it has none, as in a bare network namespace) and its hostname.
-fn node_addresses(hostname: &str) -> Vec<(String, String)> {
+pub(crate) fn node_addresses(hostname: &str) -> Vec<(String, String)> {
     let mut internal = None;
     if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
         for a in addrs {

@@ -24,6 +24,7 @@
 //! - `network`: bridge, veths, IPAM and the nftables service proxy.
 //! - `dns`: the cluster DNS server.
 //! - `ingress`: the built-in Ingress controller: IngressClass `berth` and an HTTP(S) reverse proxy.
+//! - `join`: worker nodes: join tokens, CSR approval and signing, node authorization, `berth agent`.
 
 pub mod admission;
 pub mod agent;
@@ -41,6 +42,7 @@ pub mod dns;
 pub mod encryption;
 pub mod image_import;
 pub mod ingress;
+pub mod join;
 pub mod network;
 pub mod pki;
 pub mod registry;

@@ -320,6 +320,31 @@ impl Pki {
         Ok((der::certificate_pem(&der), key.serialize_pem()))
     }
 
+    /// Signs a client certificate for the public key of a PKCS#10 request (whose signature must
+    /// verify). Only the request's subject (CN and every O) is taken from it: the usages are
+    /// client authentication and the extensions are ours, so a request cannot ask to be a CA.
+    pub fn sign_client_csr(&self, csr_pem: &str, validity: Duration) -> Result<String, PkiError> {
+        let what = "certificate from a signing request";
+        let generate = |source| PkiError::Generate { what, source };
+        let (common_name, groups) = csr_subject(csr_pem)
+            .ok_or_else(|| generate(rcgen::Error::CouldNotParseCertificationRequest))?;
+        let mut request =
+            rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(generate)?;
+        let mut params = leaf_params(validity)?;
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name.as_str());
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        request.params = params;
+        let issuer = self.issuer(what)?;
+        let cert = request.signed_by(&issuer).map_err(generate)?;
+        let der = der::replace_subject(cert.der(), &der::client_subject(&common_name, &groups))
+            .ok_or_else(|| generate(rcgen::Error::CouldNotParseCertificate))?;
+        let der = der::resign(&der, issuer.key()).map_err(generate)?;
+        Ok(der::certificate_pem(&der))
+    }
+
     /// The rustls server configuration for the API server: the serving certificate, TLS 1.2 and
     /// 1.3, ALPN h2 and http/1.1, and client certificates optional but, when presented, verified
     /// against the cluster CA (an unverifiable one fails the handshake).
@@ -425,6 +450,28 @@ impl rustls::server::ResolvesServerCert for StaticServingCert {
     ) -> Option<Arc<rustls::sign::CertifiedKey>> {
         Some(self.0.clone())
     }
+}
+
+/// The common name and organizations of a PEM certificate signing request.
+pub fn csr_subject(csr_pem: &str) -> Option<(String, Vec<String>)> {
+    use x509_parser::prelude::FromDer;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(csr_pem.as_bytes()).ok()?;
+    let (_, csr) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(&pem.contents)
+            .ok()?;
+    let subject = &csr.certification_request_info.subject;
+    let common_name = subject
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
+    let groups = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok())
+        .map(String::from)
+        .collect();
+    Some((common_name, groups))
 }
 
 /// Writes a kubeconfig for `server_url` that trusts the cluster CA and logs in as the admin,

@@ -73,6 +73,8 @@ pub struct Authenticator {
     tokens: HashMap<String, UserInfo>,
     /// Verifies service account tokens (JWTs), when the server issues them.
     service_accounts: Option<std::sync::Arc<super::sa_token::TokenSigner>>,
+    /// Join tokens of nodes that have no certificate yet.
+    bootstrap_tokens: Option<crate::join::token::BootstrapTokens>,
 }
 
 impl Authenticator {
@@ -129,7 +131,7 @@ impl Authenticator {
         }
         Ok(Authenticator {
             tokens,
-            service_accounts: None,
+            ..Authenticator::default()
         })
     }
 
@@ -162,6 +164,11 @@ impl Authenticator {
         if let Some(user) = self.tokens.get(token) {
             return Some(user.clone());
         }
+        if let Some(bootstrap) = &self.bootstrap_tokens {
+            if let Some(user) = bootstrap.authenticate(token, jiff::Timestamp::now().as_second()) {
+                return Some(user);
+            }
+        }
         let signer = self.service_accounts.as_ref()?;
         if !super::sa_token::looks_like_jwt(token) {
             return None;
@@ -174,6 +181,15 @@ impl Authenticator {
                 None
             }
         }
+    }
+
+    /// Accepts the valid bootstrap (join) tokens stored as Secrets.
+    pub fn with_bootstrap_tokens(
+        mut self,
+        tokens: crate::join::token::BootstrapTokens,
+    ) -> Authenticator {
+        self.bootstrap_tokens = Some(tokens);
+        self
     }
 
     /// Accepts the service account tokens `signer` issued from now on.

@@ -6,6 +6,7 @@ mod images;
 mod reset;
 mod secrets_encrypt;
 mod status;
+mod token;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,6 +31,10 @@ pub struct Cli {
 pub enum Command {
     /// Run everything on this node: API server, store, controllers and agent.
     Server(ServerArgs),
+    /// Join a cluster as a worker node and run its pods (`--server URL --token T`).
+    Agent(AgentArgs),
+    /// Join tokens for worker nodes: create, list, delete.
+    Token(token::TokenArgs),
     /// Print the admin kubeconfig.
     Kubeconfig(CommonArgs),
     /// Report whether the API server answers; with --wait-ready, wait until it does.
@@ -76,6 +81,27 @@ pub struct ServerArgs {
     /// Log format.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `berth=debug`.
+    #[arg(long)]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The API server to join, e.g. https://10.0.0.1:6443.
+    #[arg(long, env = "BERTH_URL")]
+    pub server: String,
+    /// The join token from `berth token create` (not needed once the node has its certificate).
+    #[arg(long, env = "BERTH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The server CA's public key hash, `sha256:<hex>`, as `berth token create` prints it.
+    #[arg(long, env = "BERTH_CA_CERT_HASH")]
+    pub ca_cert_hash: Option<String>,
+    /// Node name (default: the hostname).
+    #[arg(long)]
+    pub node_name: Option<String>,
     /// Log filter, e.g. `info` or `berth=debug`.
     #[arg(long)]
     pub log_level: Option<String>,
@@ -154,6 +180,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(crate::daemon::run(config))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Agent(args) => {
+            let mut config = args.common.load()?;
+            if let Some(name) = &args.node_name {
+                config.node.name = Some(name.clone());
+            }
+            if let Some(level) = &args.log_level {
+                config.log.level = level.clone();
+            }
+            crate::daemon::init_logging(&config.log);
+            let runtime = server_runtime(&config.runtime)?;
+            let options = crate::join::agent::AgentOptions {
+                server_url: args.server.clone(),
+                token: args.token.clone(),
+                ca_cert_hash: args.ca_cert_hash.clone(),
+            };
+            runtime.block_on(crate::join::agent::run(config, options))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token(args) => token::run(args),
         Command::Kubeconfig(args) => {
             let config = args.load()?;
             let path = config.kubeconfig_path();

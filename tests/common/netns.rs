@@ -84,6 +84,25 @@ impl Drop for Netns {
     }
 }
 
+/// Joins two namespaces with a veth pair, as two machines on one link: `a` gets `ip_a` and `b`
+/// gets `ip_b` (CIDR notation, e.g. `192.168.250.1/24`). The pair is created straight inside the
+/// namespaces and goes away with them.
+pub fn connect(a: &Netns, b: &Netns, ip_a: &str, ip_b: &str) {
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let (end_a, end_b) = (format!("vj{n}a"), format!("vj{n}b"));
+    run_ok(
+        "ip",
+        &[
+            "link", "add", &end_a, "netns", &a.name, "type", "veth", "peer", "name", &end_b,
+            "netns", &b.name,
+        ],
+    );
+    for (ns, end, ip) in [(a, &end_a, ip_a), (b, &end_b, ip_b)] {
+        ns.exec_ok("ip", &["addr", "add", ip, "dev", end]);
+        ns.exec_ok("ip", &["link", "set", end, "up"]);
+    }
+}
+
 /// Whether `ip netns list` shows a namespace called `name`.
 pub fn netns_exists(name: &str) -> bool {
     run_ok("ip", &["netns", "list"])

@@ -22,6 +22,7 @@ pub struct BerthServer {
     netns: String,
     data_dir: tempfile::TempDir,
     child: Option<Child>,
+    api_listen: String,
 }
 
 fn temp_data_dir() -> tempfile::TempDir {
@@ -57,6 +58,15 @@ impl BerthServer {
         BerthServer::start_with(ns, &berth_binary(), temp_data_dir(), config)
     }
 
+    /// Like `start`, listening on `listen` (an address other namespaces can reach, say).
+    pub fn start_listening(ns: &Netns, listen: &str) -> BerthServer {
+        let binary = Path::new(env!("CARGO_BIN_EXE_berth"));
+        let mut server = BerthServer::prepare(ns, binary, temp_data_dir(), "");
+        server.api_listen = listen.to_string();
+        server.spawn();
+        server
+    }
+
     /// Like `start`, on a data dir the test made (on a small file system, say).
     pub fn start_in(ns: &Netns, data_dir: tempfile::TempDir) -> BerthServer {
         BerthServer::start_with(ns, &berth_binary(), data_dir, "")
@@ -68,18 +78,28 @@ impl BerthServer {
         data_dir: tempfile::TempDir,
         config: &str,
     ) -> BerthServer {
+        let mut server = BerthServer::prepare(ns, binary, data_dir, config);
+        server.spawn();
+        server
+    }
+
+    fn prepare(
+        ns: &Netns,
+        binary: &Path,
+        data_dir: tempfile::TempDir,
+        config: &str,
+    ) -> BerthServer {
         // A config file of our own, so a config in /etc/berth on the host never leaks in.
         File::create(data_dir.path().join("test-config.toml"))
             .and_then(|mut f| f.write_all(config.as_bytes()))
             .expect("write test config");
-        let mut server = BerthServer {
+        BerthServer {
             binary: binary.to_owned(),
             netns: ns.name.clone(),
             data_dir,
             child: None,
-        };
-        server.spawn();
-        server
+            api_listen: "127.0.0.1:0".to_string(),
+        }
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -186,7 +206,7 @@ impl BerthServer {
             .arg("server")
             .arg("--data-dir")
             .arg(self.data_dir())
-            .args(["--api-listen", "127.0.0.1:0"])
+            .args(["--api-listen", &self.api_listen])
             .env("BERTH_CONFIG", self.data_dir().join("test-config.toml"))
             .stdin(Stdio::null())
             .stdout(log)

@@ -147,6 +147,14 @@ pub const COMPONENTS: &[(&str, &str)] = &[
     ("berth-certs", "system:berth:certs"),
     ("kube-scheduler", "system:kube-scheduler"),
     ("node", "system:node"),
+    (
+        "certificate-controller",
+        "system:controller:certificate-controller",
+    ),
+    (
+        "node-ipam-controller",
+        "system:controller:node-ipam-controller",
+    ),
     ("dns", "system:berth:dns"),
     ("kube-proxy", "system:node-proxier"),
     ("network-policy", "system:berth:network-policy"),
@@ -248,6 +256,31 @@ fn component_rules(role: &str) -> Vec<PolicyRule> {
             &[GROUP],
             &["clusterroles"],
         )],
+        "system:controller:certificate-controller" => vec![
+            r(
+                READ,
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests"],
+            ),
+            r(
+                &["update", "patch"],
+                &["certificates.k8s.io"],
+                &[
+                    "certificatesigningrequests/approval",
+                    "certificatesigningrequests/status",
+                ],
+            ),
+            r(&["approve", "sign"], &["certificates.k8s.io"], &["signers"]),
+            events(),
+        ],
+        "system:controller:node-ipam-controller" => vec![
+            r(
+                &["get", "list", "watch", "patch", "update"],
+                &[""],
+                &["nodes"],
+            ),
+            events(),
+        ],
         "system:controller:node-controller" => vec![
             manage("", &["nodes"]),
             r(READ, &["coordination.k8s.io"], &["leases"]),

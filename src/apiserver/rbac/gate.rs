@@ -23,6 +23,9 @@ pub fn check(
 ) -> ApiResult<UserInfo> {
     let user = impersonate(rbac, user, headers)?;
     let attributes = Attributes::from_request(method, path, query);
+    if let Some(decision) = rbac.node_decision(&user, &attributes) {
+        return decision.map(|()| user);
+    }
     match rbac.allows(&user, &attributes) {
         true => Ok(user),
         false => Err(super::forbidden(&user, &attributes, "")),

@@ -44,6 +44,9 @@ pub struct Decision {
 /// The RBAC authorizer: the policy index and the decisions made from it.
 pub struct Rbac {
     policy: RwLock<Policy>,
+    /// Joined nodes' requests are decided by the node authorizer first, as upstream's
+    /// `--authorization-mode=Node,RBAC`.
+    nodes: Option<crate::join::node_authz::NodeAuthorizer>,
 }
 
 impl Rbac {
@@ -53,6 +56,7 @@ impl Rbac {
         let (policy, revision) = sync::load(store)?;
         let rbac = Arc::new(Rbac {
             policy: RwLock::new(policy),
+            nodes: Some(crate::join::node_authz::NodeAuthorizer::new(store.clone())),
         });
         tokio::spawn(sync::follow(Arc::downgrade(&rbac), store.clone(), revision));
         Ok(rbac)
@@ -63,7 +67,17 @@ impl Rbac {
     pub fn from_policy(policy: Policy) -> Rbac {
         Rbac {
             policy: RwLock::new(policy),
+            nodes: None,
         }
+    }
+
+    /// The node authorizer's decision, when it has one for this request.
+    pub fn node_decision(
+        &self,
+        user: &UserInfo,
+        attributes: &Attributes,
+    ) -> Option<crate::api::ApiResult<()>> {
+        self.nodes.as_ref()?.decide(user, attributes)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Policy> {

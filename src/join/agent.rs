@@ -1,0 +1,154 @@
+//! `berth agent`: a worker node. It joins (see [`super::bootstrap`]) and then runs only a
+//! node's parts against the remote API over HTTPS with its own certificate: the Node heartbeat,
+//! the pod workers, the service proxy and network policy. No store, controllers or scheduler.
+//!
+//! Running pods do not depend on the agent: shims own them. When the server is away, the
+//! watches retry with back-off and the heartbeat keeps trying, so the agent picks up again
+//! when the server is back.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::Api;
+use tokio::task::JoinSet;
+
+use super::bootstrap::{self, JoinRequest};
+use crate::config::Config;
+
+/// What `berth agent` was asked to do.
+pub struct AgentOptions {
+    pub server_url: String,
+    pub token: Option<String>,
+    pub ca_cert_hash: Option<String>,
+}
+
+/// The slowest retry of a failed registration.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+pub async fn run(config: Config, options: AgentOptions) -> anyhow::Result<()> {
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let dir = &config.data_dir;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create data dir {}", dir.display()))?;
+        // It holds the node's key.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} private", dir.display()))?;
+    }
+    let node_name = config.node_name();
+    let join = JoinRequest {
+        server_url: &options.server_url,
+        token: options.token.as_deref(),
+        ca_cert_hash: options.ca_cert_hash.as_deref(),
+        node_name: &node_name,
+    };
+    let identity = bootstrap::ensure_identity(&config.data_dir, &join).await?;
+    let client = bootstrap::node_client(&options.server_url, &identity)?;
+
+    let mut components: JoinSet<anyhow::Result<()>> = JoinSet::new();
+    let facts = crate::agent::node::NodeFacts::gather(
+        &node_name,
+        &config.data_dir,
+        crate::daemon::node_addresses(&node_name),
+        None,
+    );
+    {
+        let client = client.clone();
+        components.spawn(async move {
+            heartbeat(client, facts).await;
+            anyhow::bail!("the node heartbeat stopped")
+        });
+    }
+    // The bridge and IPAM use the slice node IPAM gave this Node.
+    let slice = wait_for_pod_cidr(&client, &node_name).await;
+    tracing::info!(node = %node_name, cidr = %slice, "using the node's pod CIDR");
+    let mut agent_config = crate::daemon::agent_config(&config, &node_name)?;
+    agent_config.network.pod_cidr_slice = slice;
+    let cluster_cidr = agent_config.network.cluster_cidr;
+    if let Some(dir) = config.images.import_dir.clone() {
+        let root = config.data_dir.join("images");
+        tokio::task::spawn_blocking(move || crate::image_import::import_into(&root, &dir)).await?;
+    }
+    {
+        let client = client.clone();
+        components.spawn(async move {
+            crate::agent::run(client, agent_config).await?;
+            anyhow::bail!("the pod workers stopped")
+        });
+    }
+    let proxy_config = crate::network::proxy::ProxyConfig {
+        node_name: node_name.clone(),
+        node_ips: crate::network::proxy::controller::node_ips(&cluster_cidr),
+        cluster_cidr,
+    };
+    let policy_config = crate::network::policy::controller::PolicyConfig {
+        node_name: node_name.clone(),
+        node_ips: proxy_config.node_ips.clone(),
+    };
+    {
+        let client = client.clone();
+        components.spawn(async move {
+            crate::network::proxy::controller::run(client, proxy_config).await?;
+            anyhow::bail!("the service proxy stopped")
+        });
+    }
+    components.spawn(async move {
+        crate::network::policy::controller::run(client, policy_config).await?;
+        anyhow::bail!("the network policy controller stopped")
+    });
+    tracing::info!(node = %node_name, server = %options.server_url, "berth agent is running");
+
+    let outcome = tokio::select! {
+        signal = crate::daemon::shutdown_signal() => {
+            tracing::info!(signal, "shutting down");
+            Ok(())
+        }
+        Some(finished) = components.join_next() => match finished {
+            Ok(Ok(())) => Err(anyhow::anyhow!("a component stopped unexpectedly")),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(anyhow::anyhow!("a component panicked: {e}")),
+        },
+    };
+    components.abort_all();
+    outcome.context("berth agent")
+}
+
+/// Registers the Node and keeps it fresh; a registration the server cannot take now (it is
+/// down, restarting) is retried with back-off instead of ending the agent.
+async fn heartbeat(client: kube::Client, facts: crate::agent::node::NodeFacts) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        if let Err(error) = crate::agent::node::run(client.clone(), facts.clone()).await {
+            tracing::warn!(%error, retry_in = ?backoff, "cannot register the node");
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// The Node's `spec.podCIDR`, once node IPAM has set it.
+async fn wait_for_pod_cidr(client: &kube::Client, node: &str) -> crate::network::Ipv4Cidr {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut logged = false;
+    loop {
+        let cidr = nodes
+            .get_opt(node)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|n| n.spec?.pod_cidr)
+            .and_then(|c| c.parse().ok());
+        if let Some(cidr) = cidr {
+            return cidr;
+        }
+        if !logged {
+            tracing::info!(node, "waiting for the node's pod CIDR");
+            logged = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -1,0 +1,389 @@
+//! The joining node's side of trust (kubeadm's discovery token + the kubelet's TLS bootstrap):
+//! 1. fetch `cluster-info` from `kube-public` without trusting the server yet, and accept its
+//!    CA only if its public key matches the pinned hash;
+//! 2. with that CA and the join token, send a CSR for `system:node:<name>` in `system:nodes`
+//!    and wait until the server's approver and signer have answered it;
+//! 3. keep the key and certificate in the data dir and reuse them on later starts.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use k8s_openapi::api::certificates::v1::{
+    CertificateSigningRequest, CertificateSigningRequestSpec,
+};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, PostParams};
+
+use super::token::{self, BootstrapToken};
+
+const CA_FILE: &str = "ca.crt";
+const CERT_FILE: &str = "client.crt";
+const KEY_FILE: &str = "client.key";
+/// How long a node waits for its certificate before giving up with a clear error.
+const CSR_TIMEOUT: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "no valid node certificate in {0} and no join token to get one (--token or BERTH_TOKEN)"
+    )]
+    NoToken(PathBuf),
+    #[error("the join token is malformed: {0}")]
+    Token(#[from] token::TokenError),
+    #[error("no CA hash to check the server against: give --ca-cert-hash sha256:... (printed by `berth token create`)")]
+    NoHash,
+    #[error("bad server URL {0:?}")]
+    Url(String),
+    #[error("cannot reach the server at {url}: {source}")]
+    Discovery {
+        url: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("the server's cluster-info has no usable CA: {0}")]
+    ClusterInfo(String),
+    #[error("the server's CA ({actual}) does not match the pinned hash {expected}: refusing to trust it")]
+    HashMismatch { expected: String, actual: String },
+    #[error("the server refused the join token: it is wrong, expired or deleted")]
+    TokenRefused,
+    #[error("the certificate request failed: {0}")]
+    Request(kube::Error),
+    #[error("the certificate request {0} was denied")]
+    Denied(String),
+    #[error("no certificate for request {0} within {1:?}; is it approved? (kubectl get csr)")]
+    Timeout(String, Duration),
+    #[error("cannot make a key or request: {0}")]
+    Key(#[from] rcgen::Error),
+    #[error("cannot build a client: {0}")]
+    Client(kube::Error),
+}
+
+/// Where a node keeps what it needs to reach the cluster.
+pub struct Credentials {
+    dir: PathBuf,
+}
+
+/// The node's certificate identity and the cluster CA it trusts, in PEM.
+pub struct Identity {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl Credentials {
+    pub fn new(data_dir: &Path) -> Credentials {
+        Credentials {
+            dir: data_dir.join("agent"),
+        }
+    }
+
+    fn read(&self, name: &str) -> Option<String> {
+        std::fs::read_to_string(self.dir.join(name)).ok()
+    }
+
+    /// The stored identity, when it is for `node` and not about to expire.
+    pub fn load(&self, node: &str) -> Option<Identity> {
+        let identity = Identity {
+            ca_pem: self.read(CA_FILE)?,
+            cert_pem: self.read(CERT_FILE)?,
+            key_pem: self.read(KEY_FILE)?,
+        };
+        let (_, pem) = x509_parser::pem::parse_x509_pem(identity.cert_pem.as_bytes()).ok()?;
+        let cert = pem.parse_x509().ok()?;
+        let common_name = cert
+            .subject()
+            .iter_common_name()
+            .next()?
+            .as_str()
+            .ok()?
+            .to_string();
+        let left = cert.validity().time_to_expiration()?;
+        let fresh = left.whole_seconds() > 3600;
+        (common_name == format!("{}{node}", super::csr::NODE_USER_PREFIX) && fresh)
+            .then_some(identity)
+    }
+
+    fn save(&self, identity: &Identity) -> Result<(), BootstrapError> {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| BootstrapError::Io { path, source }
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(io(&self.dir))?;
+        // Key last: a half-written set is one `load` refuses, never a certificate without its key.
+        for (name, text) in [
+            (CA_FILE, &identity.ca_pem),
+            (CERT_FILE, &identity.cert_pem),
+            (KEY_FILE, &identity.key_pem),
+        ] {
+            let path = self.dir.join(name);
+            let tmp = self.dir.join(format!(".{name}.tmp"));
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io(&tmp))?;
+            file.write_all(text.as_bytes()).map_err(io(&tmp))?;
+            file.sync_all().map_err(io(&tmp))?;
+            std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        }
+        Ok(())
+    }
+}
+
+/// A join token as given: `<id>.<secret>`, or k3s's form carrying the CA pin,
+/// `K10<sha256 hex>::<id>.<secret>`.
+pub fn parse_join_token(text: &str) -> Result<(BootstrapToken, Option<String>), token::TokenError> {
+    let text = text.trim();
+    if let Some(rest) = text.strip_prefix("K10") {
+        let (hash, token) = rest.split_once("::").ok_or(token::TokenError::Format)?;
+        let hash = token::parse_ca_cert_hash(&format!("sha256:{hash}"))?;
+        return Ok((BootstrapToken::parse(token)?, Some(hash)));
+    }
+    Ok((BootstrapToken::parse(text)?, None))
+}
+
+fn base_config(url: &str) -> Result<kube::Config, BootstrapError> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| BootstrapError::Url(url.to_string()))?;
+    let mut config = kube::Config::new(uri);
+    config.connect_timeout = Some(Duration::from_secs(10));
+    Ok(config)
+}
+
+fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
+    let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
+    Some(parsed.contents)
+}
+
+/// A client that trusts only `ca_pem` and authenticates with the node's certificate.
+pub fn node_client(url: &str, identity: &Identity) -> Result<kube::Client, BootstrapError> {
+    let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    let mut config = base_config(url)?;
+    let ca = pem_to_der(&identity.ca_pem)
+        .ok_or_else(|| BootstrapError::ClusterInfo("the stored CA does not parse".into()))?;
+    config.root_cert = Some(vec![ca]);
+    config.auth_info.client_certificate_data = Some(b64(&identity.cert_pem));
+    config.auth_info.client_key_data = Some(b64(&identity.key_pem).into());
+    kube::Client::try_from(config).map_err(BootstrapError::Client)
+}
+
+/// The server's CA, checked against `pin` (`sha256:<hex>`).
+async fn discover_ca(url: &str, pin: &str) -> Result<String, BootstrapError> {
+    let mut config = base_config(url)?;
+    // Nothing is trusted yet: the answer is believed only if its CA matches the pin.
+    config.accept_invalid_certs = true;
+    let client = kube::Client::try_from(config).map_err(BootstrapError::Client)?;
+    let api: Api<ConfigMap> = Api::namespaced(client, super::server::PUBLIC_NAMESPACE);
+    let info = api
+        .get(super::server::CLUSTER_INFO)
+        .await
+        .map_err(|source| BootstrapError::Discovery {
+            url: url.to_string(),
+            source,
+        })?;
+    let text = info
+        .data
+        .and_then(|d| d.get("kubeconfig").cloned())
+        .ok_or_else(|| BootstrapError::ClusterInfo("no kubeconfig".into()))?;
+    let kubeconfig: kube::config::Kubeconfig =
+        serde_yaml_ng::from_str(&text).map_err(|e| BootstrapError::ClusterInfo(e.to_string()))?;
+    let encoded = kubeconfig
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.as_ref())
+        .and_then(|c| c.certificate_authority_data.clone())
+        .ok_or_else(|| BootstrapError::ClusterInfo("no certificate-authority-data".into()))?;
+    let ca = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| {
+            BootstrapError::ClusterInfo("certificate-authority-data is not base64 PEM".into())
+        })?;
+    let actual = token::ca_cert_hash(&ca)?;
+    if actual != pin {
+        return Err(BootstrapError::HashMismatch {
+            expected: pin.to_string(),
+            actual,
+        });
+    }
+    Ok(ca)
+}
+
+/// What `berth agent` was given to join with.
+pub struct JoinRequest<'a> {
+    pub server_url: &'a str,
+    pub token: Option<&'a str>,
+    pub ca_cert_hash: Option<&'a str>,
+    pub node_name: &'a str,
+}
+
+/// The node's identity: the stored one, or a new one obtained with the join token.
+pub async fn ensure_identity(
+    data_dir: &Path,
+    join: &JoinRequest<'_>,
+) -> Result<Identity, BootstrapError> {
+    let credentials = Credentials::new(data_dir);
+    if let Some(identity) = credentials.load(join.node_name) {
+        tracing::info!(node = %join.node_name, "using the stored node certificate");
+        return Ok(identity);
+    }
+    let text = join
+        .token
+        .ok_or_else(|| BootstrapError::NoToken(credentials.dir.clone()))?;
+    let (token, carried) = parse_join_token(text)?;
+    let pin = match (join.ca_cert_hash, carried) {
+        (Some(given), _) => token::parse_ca_cert_hash(given)?,
+        (None, Some(carried)) => carried,
+        (None, None) => return Err(BootstrapError::NoHash),
+    };
+    let ca_pem = discover_ca(join.server_url, &pin).await?;
+    let (cert_pem, key_pem) =
+        request_certificate(join.server_url, &ca_pem, &token, join.node_name).await?;
+    let identity = Identity {
+        ca_pem,
+        cert_pem,
+        key_pem,
+    };
+    credentials.save(&identity)?;
+    tracing::info!(node = %join.node_name, "joined: node certificate issued");
+    Ok(identity)
+}
+
+async fn request_certificate(
+    url: &str,
+    ca_pem: &str,
+    token: &BootstrapToken,
+    node: &str,
+) -> Result<(String, String), BootstrapError> {
+    let mut config = base_config(url)?;
+    let ca = pem_to_der(ca_pem)
+        .ok_or_else(|| BootstrapError::ClusterInfo("the CA does not parse".into()))?;
+    config.root_cert = Some(vec![ca]);
+    config.auth_info.token = Some(token.to_string().into());
+    let client = kube::Client::try_from(config).map_err(BootstrapError::Client)?;
+    let api: Api<CertificateSigningRequest> = Api::all(client);
+
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("{}{node}", super::csr::NODE_USER_PREFIX),
+    );
+    params.distinguished_name.push(
+        rcgen::DnType::OrganizationName,
+        super::node_authz::NODES_GROUP,
+    );
+    let request = params.serialize_request(&key)?.pem()?;
+    let csr = CertificateSigningRequest {
+        metadata: kube::api::ObjectMeta {
+            generate_name: Some("node-csr-".into()),
+            ..Default::default()
+        },
+        spec: CertificateSigningRequestSpec {
+            request: k8s_openapi::ByteString(request.into_bytes()),
+            signer_name: super::csr::KUBELET_CLIENT_SIGNER.into(),
+            usages: Some(vec!["digital signature".into(), "client auth".into()]),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let created = match api.create(&PostParams::default(), &csr).await {
+        Ok(created) => created,
+        Err(kube::Error::Api(status)) if status.code == 401 => {
+            return Err(BootstrapError::TokenRefused)
+        }
+        Err(e) => return Err(BootstrapError::Request(e)),
+    };
+    let name = created.metadata.name.unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + CSR_TIMEOUT;
+    loop {
+        let current = api.get(&name).await.map_err(BootstrapError::Request)?;
+        let status = current.status.unwrap_or_default();
+        let conditions = status.conditions.unwrap_or_default();
+        if conditions
+            .iter()
+            .any(|c| (c.type_ == "Denied" || c.type_ == "Failed") && c.status == "True")
+        {
+            return Err(BootstrapError::Denied(name));
+        }
+        if let Some(cert) = status.certificate.filter(|c| !c.0.is_empty()) {
+            let cert = String::from_utf8_lossy(&cert.0).into_owned();
+            return Ok((cert, key.serialize_pem()));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(BootstrapError::Timeout(name, CSR_TIMEOUT));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_join_token_may_carry_its_ca_pin() {
+        let hex = "ab".repeat(32);
+        let (token, pin) = parse_join_token(&format!("K10{hex}::abcdef.0123456789abcdef")).unwrap();
+        assert_eq!(token.id, "abcdef");
+        assert_eq!(pin, Some(format!("sha256:{hex}")));
+        let (_, pin) = parse_join_token("abcdef.0123456789abcdef").unwrap();
+        assert_eq!(pin, None);
+        assert!(parse_join_token("K10zz::abcdef.0123456789abcdef").is_err());
+        assert!(parse_join_token("nonsense").is_err());
+    }
+
+    #[test]
+    fn stored_credentials_are_reused_only_for_the_same_node_and_with_private_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = crate::pki::ServingNames {
+            hostname: "node".into(),
+            ips: vec![],
+            cluster_domain: "cluster.local".into(),
+            service_cidr: "10.43.0.0/16".into(),
+        };
+        let pki = crate::pki::Pki::ensure(&dir.path().join("pki"), &names).unwrap();
+        let (cert_pem, key_pem) = pki
+            .issue_client_cert(
+                "system:node:pi",
+                &["system:nodes".into()],
+                Duration::from_secs(86_400),
+            )
+            .unwrap();
+        let credentials = Credentials::new(dir.path());
+        assert!(credentials.load("pi").is_none());
+        credentials
+            .save(&Identity {
+                ca_pem: pki.ca_cert_pem.clone(),
+                cert_pem,
+                key_pem,
+            })
+            .unwrap();
+        assert!(credentials.load("pi").is_some());
+        assert!(credentials.load("other").is_none());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("agent").join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

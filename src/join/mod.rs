@@ -1,0 +1,17 @@
+//! Worker nodes joining a cluster with a token (`berth token`, `berth agent`).
+//!
+//! - [`token`]: bootstrap tokens (format, their Secrets, authentication, the CA pin).
+//! - [`server`]: what the server publishes for joining nodes (`cluster-info`, bindings).
+//! - [`csr`]: the approver and signer of node client certificates.
+//! - [`node_authz`]: the Node authorizer and NodeRestriction admission.
+//! - [`nodeipam`]: gives every Node a pod CIDR slice.
+//! - [`bootstrap`]: the agent's side: trust from the token, a certificate through a CSR.
+//! - [`agent`]: the `berth agent` process: heartbeat, pods, proxy, policy against a remote API.
+
+pub mod agent;
+pub mod bootstrap;
+pub mod csr;
+pub mod node_authz;
+pub mod nodeipam;
+pub mod server;
+pub mod token;

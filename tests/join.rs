@@ -1,0 +1,438 @@
+//! Worker nodes join with a token: a server in one network namespace and `berth agent` in
+//! another, the two joined by a veth pair as two machines on one link. The agent pins the
+//! server's CA by hash, gets its certificate through a CSR the server approves and signs,
+//! registers its Node and runs a pod bound to it; its identity reads only what its pods need.
+//!
+//! Needs root (network namespaces, cgroups, mounts), as in CI.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use common::cluster::test_image;
+use common::netns::{connect, Netns};
+use common::registry::Registry;
+use common::server::BerthServer;
+use common::wait_until;
+
+const SERVER_IP: &str = "192.168.250.1";
+const AGENT_IP: &str = "192.168.250.2";
+
+/// `berth agent` in its own namespace and data dir; on drop, its pods are deleted and released
+/// before it is killed, so nothing stays behind.
+struct Agent {
+    netns: String,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Agent {
+    fn command(ns: &Netns, dir: &Path, args: &[&str]) -> Command {
+        let mut cmd = ns.command(env!("CARGO_BIN_EXE_berth"));
+        cmd.arg("agent")
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(args)
+            .env("BERTH_CONFIG", dir.join("config.toml"))
+            .env_remove("BERTH_TOKEN")
+            .env_remove("BERTH_URL")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn new_dir() -> tempfile::TempDir {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("berth-test-agent-{}-", std::process::id()))
+            .tempdir()
+            .unwrap();
+        let config = format!(
+            "[registries.mirrors.\"docker.io\"]\nendpoints = [\"http://{}\"]\n",
+            "127.0.0.1:5000"
+        );
+        std::fs::write(dir.path().join("config.toml"), config).unwrap();
+        dir
+    }
+
+    /// Runs an agent that is expected to fail fast; its output.
+    fn run_once(ns: &Netns, args: &[&str]) -> Output {
+        let dir = Agent::new_dir();
+        let mut child = Agent::command(ns, dir.path(), args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let done = wait_until(Duration::from_secs(60), || {
+            matches!(child.try_wait(), Ok(Some(_)))
+        });
+        if !done {
+            let _ = child.kill();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    fn start(ns: &Netns, args: &[&str]) -> Agent {
+        let mut agent = Agent {
+            netns: ns.name.clone(),
+            dir: Agent::new_dir(),
+            child: None,
+        };
+        agent.spawn(ns, args);
+        agent
+    }
+
+    /// Starts (again) on the same data dir, the log appended to.
+    fn spawn(&mut self, ns: &Netns, args: &[&str]) {
+        self.stop();
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("agent.log"))
+            .unwrap();
+        let child = Agent::command(ns, self.dir.path(), args)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- log of berth agent in {} ----\n{}",
+                self.netns,
+                self.log()
+            );
+        }
+    }
+}
+
+fn node_ready(server: &BerthServer, node: &str) -> bool {
+    let out = server.kubectl(&[
+        "get",
+        "node",
+        node,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+    ]);
+    out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "True"
+}
+
+fn last_line(text: &str) -> String {
+    text.lines().last().unwrap_or_default().trim().to_string()
+}
+
+/// A kubeconfig that logs in with the agent's own node certificate.
+fn node_kubeconfig(server: &BerthServer, agent: &Agent) -> PathBuf {
+    let admin = std::fs::read_to_string(server.kubeconfig_path()).unwrap();
+    let url = admin
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    let dir = agent.data_dir().join("agent");
+    let path = agent.dir.path().join("node-kubeconfig.yaml");
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {url}\n    certificate-authority: {}\nusers:\n- name: node-user\n  user:\n    client-certificate: {}\n    client-key: {}\ncontexts:\n- name: node\n  context: {{cluster: c, user: node-user}}\ncurrent-context: node\n",
+        dir.join("ca.crt").display(),
+        dir.join("client.crt").display(),
+        dir.join("client.key").display(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn an_agent_joins_with_a_token_runs_its_pod_and_reads_only_its_pods_secrets() {
+    let server_ns = Netns::new();
+    let agent_ns = Netns::new();
+    connect(
+        &server_ns,
+        &agent_ns,
+        &format!("{SERVER_IP}/24"),
+        &format!("{AGENT_IP}/24"),
+    );
+    // A fixed port (the namespace is private), so a restarted server is where the agent looks.
+    let mut server = BerthServer::start_listening(&server_ns, &format!("{SERVER_IP}:6443"));
+    // The agent's images come from a registry on its own machine.
+    let registry = Registry::start(&agent_ns);
+    let work = tempfile::tempdir().unwrap();
+    registry.push_oci_layout(&test_image(work.path()), "latest", "library/busybox");
+
+    let admin = std::fs::read_to_string(server.kubeconfig_path()).unwrap();
+    let url = admin
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    assert!(
+        url.contains(SERVER_IP),
+        "the server is reachable over the link: {url}"
+    );
+
+    // A token; `create` prints the join command with the CA hash and the token alone last.
+    let out = server.berth(&["token", "create", "--ttl", "1h", "--description", "test"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let token = last_line(&text);
+    assert!(token.len() == 23 && token.as_bytes()[6] == b'.', "{text}");
+    let hash = text
+        .split_whitespace()
+        .skip_while(|w| *w != "--ca-cert-hash")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    assert!(hash.starts_with("sha256:"), "{text}");
+    let listed = String::from_utf8_lossy(&server.berth(&["token", "list"]).stdout).into_owned();
+    assert!(
+        listed.contains(&token) && listed.contains("test"),
+        "{listed}"
+    );
+
+    // A wrong token, an expired one and a wrong CA pin are refused with one clear line.
+    let wrong = Agent::run_once(
+        &agent_ns,
+        &[
+            "--server",
+            &url,
+            "--token",
+            "abcdef.0123456789abcdef",
+            "--ca-cert-hash",
+            &hash,
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(!wrong.status.success());
+    assert!(stderr.contains("refused the join token"), "{stderr}");
+    let out = server.berth(&["token", "create", "--ttl", "1s"]);
+    let expired = last_line(&String::from_utf8_lossy(&out.stdout));
+    std::thread::sleep(Duration::from_secs(2));
+    let refused = Agent::run_once(
+        &agent_ns,
+        &[
+            "--server",
+            &url,
+            "--token",
+            &expired,
+            "--ca-cert-hash",
+            &hash,
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(stderr.contains("refused the join token"), "{stderr}");
+    let bad_pin = format!("sha256:{}", "0".repeat(64));
+    let pinned = Agent::run_once(
+        &agent_ns,
+        &[
+            "--server",
+            &url,
+            "--token",
+            &token,
+            "--ca-cert-hash",
+            &bad_pin,
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&pinned.stderr);
+    assert!(!pinned.status.success());
+    assert!(
+        stderr.contains("does not match the pinned hash"),
+        "{stderr}"
+    );
+    // The deleted token is gone for good.
+    let deleted = server.berth(&["token", "delete", &expired]);
+    assert!(
+        deleted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+
+    // The real join.
+    let node = format!("join-agent-{}", std::process::id());
+    let mut agent = Agent::start(
+        &agent_ns,
+        &[
+            "--server",
+            &url,
+            "--token",
+            &token,
+            "--ca-cert-hash",
+            &hash,
+            "--node-name",
+            &node,
+        ],
+    );
+    let server_node = server
+        .kubectl_ok(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"])
+        .trim()
+        .to_string();
+    assert!(
+        wait_until(Duration::from_secs(90), || node_ready(&server, &node)
+            && node_ready(&server, &server_node)),
+        "both nodes Ready: {}",
+        server.kubectl_ok(&["get", "nodes", "-o", "wide"])
+    );
+    let csrs = server.kubectl_ok(&[
+        "get",
+        "csr",
+        "-o",
+        "jsonpath={.items[*].status.conditions[*].type}",
+    ]);
+    assert!(csrs.contains("Approved"), "{csrs}");
+    let cidr = server.kubectl_ok(&["get", "node", &node, "-o", "jsonpath={.spec.podCIDR}"]);
+    let server_cidr = server.kubectl_ok(&[
+        "get",
+        "node",
+        &server_node,
+        "-o",
+        "jsonpath={.spec.podCIDR}",
+    ]);
+    assert_eq!(server_cidr.trim(), "10.42.0.0/24");
+    assert!(
+        cidr.trim().starts_with("10.42.") && cidr.trim() != server_cidr.trim(),
+        "{cidr}"
+    );
+
+    // A pod bound to the agent runs there, with a Secret of its own.
+    server.kubectl_ok(&["create", "secret", "generic", "mine", "--from-literal=k=v"]);
+    server.kubectl_ok(&["create", "secret", "generic", "other", "--from-literal=k=v"]);
+    let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "on-agent"},
+        "spec": {"nodeName": node, "containers": [{"name": "main", "image": "busybox",
+            "command": ["sh", "-c", "echo $K; sleep 3600"],
+            "env": [{"name": "K", "valueFrom": {"secretKeyRef": {"name": "mine", "key": "k"}}}]}]}});
+    let path = work.path().join("pod.json");
+    std::fs::write(&path, pod.to_string()).unwrap();
+    server.kubectl_ok(&["create", "-f", path.to_str().unwrap()]);
+    let mut last = String::new();
+    let running = wait_until(Duration::from_secs(120), || {
+        last = server.kubectl_ok(&[
+            "get",
+            "pod",
+            "on-agent",
+            "-o",
+            "jsonpath={.status.phase} {.status.podIP}",
+        ]);
+        last.starts_with("Running")
+    });
+    assert!(running, "the pod runs on the agent: {last}");
+    assert!(
+        last.contains(&format!(" {}", cidr.trim().trim_end_matches("0/24"))),
+        "pod IP from the node's CIDR: {last} vs {cidr}"
+    );
+
+    // The node's identity: its own pod's Secret yes, another no, and no Node but its own.
+    let kubeconfig = node_kubeconfig(&server, &agent);
+    let as_node = |args: &[&str]| {
+        let mut full = vec!["--kubeconfig", kubeconfig.to_str().unwrap()];
+        full.extend_from_slice(args);
+        server.kubectl(&full)
+    };
+    let whoami = as_node(&[
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&whoami.stdout).trim(),
+        format!("system:node:{node}"),
+        "{}",
+        String::from_utf8_lossy(&whoami.stderr)
+    );
+    let own = as_node(&["get", "secret", "mine", "-o", "name"]);
+    assert!(
+        own.status.success(),
+        "{}",
+        String::from_utf8_lossy(&own.stderr)
+    );
+    let foreign = as_node(&["get", "secret", "other"]);
+    let stderr = String::from_utf8_lossy(&foreign.stderr);
+    assert!(!foreign.status.success());
+    assert!(
+        stderr.contains("Forbidden") && stderr.contains("no relationship found"),
+        "{stderr}"
+    );
+    let other_node = as_node(&["label", "node", &server_node, "hijacked=yes"]);
+    assert!(
+        !other_node.status.success(),
+        "a node cannot change another Node"
+    );
+
+    // Losing the server stops no pod; the agent carries on when the server is back.
+    server.kill9();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(agent.is_running(), "the agent outlives the server");
+    server.restart();
+    let second = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "after-restart"},
+        "spec": {"nodeName": node, "containers": [{"name": "main", "image": "busybox",
+            "command": ["sleep", "3600"]}]}});
+    std::fs::write(&path, second.to_string()).unwrap();
+    server.kubectl_ok(&["create", "-f", path.to_str().unwrap()]);
+    let both_run = wait_until(Duration::from_secs(120), || {
+        last = server.kubectl_ok(&["get", "pods", "-o", "jsonpath={.items[*].status.phase}"]);
+        last == "Running Running"
+    });
+    assert!(
+        both_run,
+        "the agent took a new pod after the server came back: {last}"
+    );
+
+    // Restarted without a token, the agent reuses its certificate.
+    agent.spawn(&agent_ns, &["--server", &url, "--node-name", &node]);
+    assert!(
+        wait_until(Duration::from_secs(30), || agent
+            .log()
+            .contains("using the stored node certificate")),
+        "the certificate is reused"
+    );
+
+    // Clean up: the agent releases its pod before it goes.
+    server.kubectl_ok(&[
+        "delete",
+        "pod",
+        "on-agent",
+        "--grace-period=1",
+        "--wait=false",
+    ]);
+    let pods = agent.data_dir().join("pods");
+    let released = wait_until(Duration::from_secs(60), || {
+        std::fs::read_dir(&pods)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true)
+    });
+    assert!(released, "the agent released its pod");
+    agent.stop();
+    drop(registry);
+}
