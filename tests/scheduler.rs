@@ -75,14 +75,15 @@ fn node_of(pod: &Value) -> Option<String> {
         .map(String::from)
 }
 
+/// The notes of the events (events.k8s.io/v1, as the scheduler records them) about a pod.
 fn events_for(server: &BerthServer, pod: &str, reason: &str) -> Vec<String> {
-    let events = get(server, &["events"]);
+    let events = get(server, &["events.v1.events.k8s.io"]);
     events["items"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|e| e["involvedObject"]["name"] == pod && e["reason"] == reason)
-        .map(|e| e["message"].as_str().unwrap_or("").to_string())
+        .filter(|e| e["regarding"]["name"] == pod && e["reason"] == reason)
+        .map(|e| e["note"].as_str().unwrap_or("").to_string())
         .collect()
 }
 

@@ -363,8 +363,8 @@ struct Preemption<'a> {
 
 impl Scheduler {
     /// The cluster as the caches show it, with the pods assumed bound here.
-    fn snapshot(&self, live: &HashMap<&str, &Arc<Pod>>) -> Cluster {
-        let mut cluster = Cluster::new(self.nodes.state()).with_pods(self.pods.state());
+    fn snapshot(&self, pods: &[Arc<Pod>], live: &HashMap<&str, &Arc<Pod>>) -> Cluster {
+        let mut cluster = Cluster::new(self.nodes.state()).with_pods(pods.iter().cloned());
         for (uid, node) in &self.assumed {
             if let Some(pod) = live.get(uid.as_str()) {
                 cluster.place(Arc::clone(pod), node);
@@ -417,7 +417,7 @@ impl Scheduler {
         self.unschedulable
             .retain(|uid, _| live.get(uid.as_str()).is_some_and(|p| needs_scheduling(p)));
 
-        let mut cluster = self.snapshot(&live);
+        let mut cluster = self.snapshot(&pods, &live);
         let generation = self.capacity_changes.load(Ordering::Relaxed);
         let mut pending: Vec<&Arc<Pod>> = pods
             .iter()
@@ -509,11 +509,16 @@ impl Scheduler {
         unplaceable: &[(&'a Arc<Pod>, String)],
         cluster: &mut Cluster,
     ) -> Vec<Preemption<'a>> {
+        // Saves listing budgets when nobody could be evicted anyway.
+        let lowest = cluster
+            .placed_pods()
+            .map(|(_, p)| preemption::priority(p))
+            .min();
         let eligible: Vec<&Arc<Pod>> = unplaceable
             .iter()
             .map(|(pod, _)| *pod)
+            .filter(|pod| lowest.is_some_and(|low| low < preemption::priority(pod)))
             .filter(|pod| preemption::may_preempt(pod, cluster))
-            .filter(|pod| has_lower_priority_pods(pod, cluster))
             .collect();
         if eligible.is_empty() {
             return Vec::new();
@@ -528,6 +533,10 @@ impl Scheduler {
         };
         let mut plans = Vec::new();
         for pod in eligible {
+            // Its own reservation on its nominated node is room it may take, not a pod to keep.
+            if let (Some(node), Some(uid)) = (nominated_node(pod), pod.metadata.uid.clone()) {
+                cluster.remove(node, &[uid]);
+            }
             let Some(candidate) = preemption::find(pod, cluster, &budgets) else {
                 continue;
             };
@@ -719,14 +728,6 @@ fn nominated_node(pod: &Pod) -> Option<&str> {
         .as_ref()
         .and_then(|s| s.nominated_node_name.as_deref())
         .filter(|n| !n.is_empty())
-}
-
-/// Is there anyone this pod could evict? Saves listing budgets when there is not.
-fn has_lower_priority_pods(pod: &Pod, cluster: &Cluster) -> bool {
-    let own = preemption::priority(pod);
-    cluster
-        .placed_pods()
-        .any(|(_, p)| preemption::priority(p) < own)
 }
 
 fn pod_reference(pod: &Pod) -> ObjectReference {
