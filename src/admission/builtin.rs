@@ -6,6 +6,7 @@ use crate::registry::generic::Registry;
 
 pub fn register(registry: &Registry) {
     let chain = registry.admission();
+    chain.register(Arc::new(super::priority::Priority::new(registry.clone())));
     chain.register(Arc::new(
         super::default_toleration_seconds::DefaultTolerationSeconds,
     ));

@@ -14,6 +14,7 @@ pub mod builtin;
 pub mod default_toleration_seconds;
 pub mod limit_range;
 pub mod pod_security;
+pub mod priority;
 pub mod quota;
 pub mod resource_quota;
 pub mod warnings;

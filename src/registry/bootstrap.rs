@@ -53,6 +53,7 @@ pub async fn ensure_system_objects(
         Err(e) if e.code == 409 => {}
         Err(e) => return Err(e),
     }
+    crate::admission::priority::ensure_system_classes(registry).await?;
     let freed = super::services::repair(registry.store()).await?;
     if freed > 0 {
         tracing::info!(freed, "released service allocations left by a crash");

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration,
+    Container, Node, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint,
+    Toleration,
 };
 
 use super::quantity::parse_milli;
@@ -281,13 +282,50 @@ pub fn matches_node_selector_and_affinity(pod: &Pod, node: &Node) -> bool {
             a.required_during_scheduling_ignored_during_execution
                 .as_ref()
         });
-    match required {
-        None => true,
-        Some(selector) => selector
-            .node_selector_terms
-            .iter()
-            .any(|term| term_matches(term, labels, node.metadata.name.as_deref().unwrap_or(""))),
-    }
+    required.is_none_or(|selector| node_selector_matches(selector, node))
+}
+
+/// A NodeSelector holds when any of its terms does.
+pub fn node_selector_matches(selector: &NodeSelector, node: &Node) -> bool {
+    let empty = BTreeMap::new();
+    let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
+    let name = node.metadata.name.as_deref().unwrap_or("");
+    selector
+        .node_selector_terms
+        .iter()
+        .any(|term| term_matches(term, labels, name))
+}
+
+/// NodeAffinity's score: the summed weights of the preferred terms the node matches.
+pub fn preferred_node_affinity(pod: &Pod, node: &Node) -> i64 {
+    let empty = BTreeMap::new();
+    let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
+    let name = node.metadata.name.as_deref().unwrap_or("");
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.affinity.as_ref())
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|a| {
+            a.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .into_iter()
+        .flatten()
+        .filter(|p| term_matches(&p.preference, labels, name))
+        .map(|p| i64::from(p.weight))
+        .sum()
+}
+
+/// TaintToleration's score input: how many PreferNoSchedule taints the pod does not tolerate.
+pub fn intolerable_soft_taints(node: &Node, tolerations: &[Toleration]) -> i64 {
+    let taints = node.spec.as_ref().and_then(|s| s.taints.as_ref());
+    let count = taints
+        .into_iter()
+        .flatten()
+        .filter(|t| t.effect == "PreferNoSchedule")
+        .filter(|taint| !tolerations.iter().any(|t| tolerates(t, taint)))
+        .count();
+    i64::try_from(count).unwrap_or(i64::MAX)
 }
 
 /// A term holds when all its expressions and fields do; an empty term holds for no node.
@@ -366,7 +404,7 @@ pub fn fit_error_message(total_nodes: usize, reasons_per_node: &[Vec<String>]) -
 pub mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{
-        Affinity, NodeAffinity, NodeSelector, NodeSpec, NodeStatus, PodSpec, ResourceRequirements,
+        Affinity, NodeAffinity, NodeSpec, NodeStatus, PodSpec, ResourceRequirements,
     };
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;

@@ -7,25 +7,34 @@
 //! a `PodScheduled=False` condition, and is tried again when nodes or bound pods change (or
 //! after a while regardless, in case a change went unseen).
 
+pub mod cluster;
 pub mod filter;
+pub mod interpod;
+pub mod preemption;
 pub mod quantity;
 pub mod score;
+pub mod spread;
+pub mod volumes;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{
+    Binding, Namespace, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
+};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use serde_json::json;
 
+use cluster::Cluster;
 use filter::{fit_error_message, unfit_reasons, NodeUsage};
 
 pub const SCHEDULER_NAME: &str = "default-scheduler";
@@ -58,61 +67,127 @@ pub fn needs_scheduling(pod: &Pod) -> bool {
         && !matches!(phase, Some("Succeeded" | "Failed"))
 }
 
-/// What every node has left, counting pods bound to it that still hold resources.
-pub fn usage_by_node<'a>(
-    nodes: impl IntoIterator<Item = &'a Node>,
-    pods: impl IntoIterator<Item = &'a Pod>,
-) -> BTreeMap<String, NodeUsage> {
-    let mut usage: BTreeMap<String, NodeUsage> = nodes
-        .into_iter()
-        .filter_map(|n| Some((n.metadata.name.clone()?, NodeUsage::from_node(n))))
-        .collect();
-    for pod in pods {
-        let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
-        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-        if matches!(phase, Some("Succeeded" | "Failed")) {
-            continue;
-        }
-        if let Some(u) = node.and_then(|n| usage.get_mut(n)) {
-            u.add_pod(pod);
-        }
+/// Why the pod cannot go to this node, in upstream's filter order; empty if it can.
+fn node_unfit(
+    pod: &Pod,
+    node: &Node,
+    cluster: &Cluster,
+    affinity: &interpod::Prepared,
+    spreading: &spread::Prepared,
+) -> Vec<String> {
+    let name = node.metadata.name.as_deref().unwrap_or("");
+    let empty = NodeUsage::default();
+    let usage = cluster.usage.get(name).unwrap_or(&empty);
+    let unfit = unfit_reasons(pod, node, usage);
+    if !unfit.is_empty() {
+        return unfit;
     }
-    usage
+    let labels = cluster.node_labels(name);
+    let volume = match volumes::uses_claims(pod) {
+        true => volumes::unfit(pod, node, cluster),
+        false => None,
+    };
+    volume
+        .or_else(|| spreading.unfit(labels))
+        .or_else(|| affinity.unfit(labels))
+        .map(String::from)
+        .into_iter()
+        .collect()
+}
+
+/// The weighted sum of every score plugin, per feasible node.
+fn total_scores(
+    pod: &Pod,
+    feasible: &[&Node],
+    cluster: &Cluster,
+    affinity: &interpod::Prepared,
+    spreading: &spread::Prepared,
+) -> Vec<i64> {
+    let name = |n: &Node| n.metadata.name.clone().unwrap_or_default();
+    let empty = NodeUsage::default();
+    let mut totals: Vec<i64> = feasible
+        .iter()
+        .map(|n| {
+            let usage = cluster.usage.get(&name(n)).unwrap_or(&empty);
+            score::least_allocated(pod, usage) * score::RESOURCES_WEIGHT
+        })
+        .collect();
+    let mut add = |scores: Vec<i64>, weight: i64| {
+        for (total, s) in totals.iter_mut().zip(scores) {
+            *total += s * weight;
+        }
+    };
+    let tolerations = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.tolerations.clone())
+        .unwrap_or_default();
+    let soft_taints: Vec<i64> = feasible
+        .iter()
+        .map(|n| filter::intolerable_soft_taints(n, &tolerations))
+        .collect();
+    add(
+        score::normalize_by_max(&soft_taints, true),
+        score::TAINT_TOLERATION_WEIGHT,
+    );
+    let preferred: Vec<i64> = feasible
+        .iter()
+        .map(|n| filter::preferred_node_affinity(pod, n))
+        .collect();
+    add(
+        score::normalize_by_max(&preferred, false),
+        score::NODE_AFFINITY_WEIGHT,
+    );
+    if affinity.scores_anything() {
+        let raw: Vec<i64> = feasible
+            .iter()
+            .map(|n| affinity.score(cluster.node_labels(&name(n))))
+            .collect();
+        add(
+            score::normalize_min_max(&raw),
+            score::INTER_POD_AFFINITY_WEIGHT,
+        );
+    }
+    if spreading.scores_anything() {
+        let raw: Vec<Option<f64>> = feasible
+            .iter()
+            .map(|n| spreading.raw_score(cluster.node_labels(&name(n))))
+            .collect();
+        add(spread::normalize(&raw), score::TOPOLOGY_SPREAD_WEIGHT);
+    }
+    totals
 }
 
 /// The scheduling decision for one pod: the best node, or upstream's FitError message. Ties go
 /// to the first node by name, so decisions are reproducible.
-pub fn decide<'a>(
-    pod: &Pod,
-    nodes: &'a [Arc<Node>],
-    usage: &BTreeMap<String, NodeUsage>,
-) -> Result<&'a str, String> {
-    let mut best: Option<(&str, i64)> = None;
+pub fn decide(pod: &Pod, cluster: &Cluster) -> Result<String, String> {
+    let affinity = interpod::Prepared::new(pod, cluster);
+    let spreading = spread::Prepared::new(pod, cluster);
+    let mut feasible: Vec<&Node> = Vec::new();
     let mut reasons = Vec::new();
-    let empty = NodeUsage::default();
-    for node in nodes {
-        let Some(name) = node.metadata.name.as_deref() else {
-            continue;
-        };
-        let node_usage = usage.get(name).unwrap_or(&empty);
-        let unfit = unfit_reasons(pod, node, node_usage);
-        if !unfit.is_empty() {
-            reasons.push(unfit);
-            continue;
-        }
-        let score = score::least_allocated(pod, node_usage);
-        let better = match best {
-            None => true,
-            Some((best_name, best_score)) => {
-                score > best_score || (score == best_score && name < best_name)
-            }
-        };
-        if better {
-            best = Some((name, score));
+    for node in &cluster.nodes {
+        let unfit = node_unfit(pod, node, cluster, &affinity, &spreading);
+        match unfit.is_empty() {
+            true => feasible.push(node),
+            false => reasons.push(unfit),
         }
     }
-    best.map(|(name, _)| name)
-        .ok_or_else(|| fit_error_message(nodes.len(), &reasons))
+    let best = match feasible.len() {
+        0 => None,
+        1 => feasible.first().copied(),
+        _ => {
+            let scores = total_scores(pod, &feasible, cluster, &affinity, &spreading);
+            let mut best: Option<(&Node, i64)> = None;
+            for (node, score) in feasible.iter().zip(scores) {
+                if best.is_none_or(|(_, s)| score > s) {
+                    best = Some((node, score));
+                }
+            }
+            best.map(|(n, _)| n)
+        }
+    };
+    best.and_then(|n| n.metadata.name.clone())
+        .ok_or_else(|| fit_error_message(cluster.nodes.len(), &reasons))
 }
 
 /// Highest priority first, then oldest first (upstream's PrioritySort).
@@ -130,6 +205,9 @@ struct Scheduler {
     recorder: Recorder,
     pods: Store<Pod>,
     nodes: Store<Node>,
+    namespaces: Store<Namespace>,
+    claims: Store<PersistentVolumeClaim>,
+    volumes: Store<PersistentVolume>,
     /// Bumped whenever capacity may have changed: a node event, a bound pod changing or going.
     capacity_changes: Arc<AtomicU64>,
     /// Pods bound here but not yet seen bound in the cache: uid → node.
@@ -138,68 +216,120 @@ struct Scheduler {
     unschedulable: HashMap<String, (u64, Instant)>,
 }
 
-/// Runs until a watch ends.
-pub async fn run(client: kube::Client) {
-    let (pod_reader, pod_writer) = reflector::store();
-    let (node_reader, node_writer) = reflector::store();
-    let wake = Arc::new(tokio::sync::Notify::new());
-    let capacity_changes = Arc::new(AtomicU64::new(0));
-
-    let pod_events = {
-        let wake = wake.clone();
-        let changes = capacity_changes.clone();
-        let api: Api<Pod> = Api::all(client.clone());
-        reflector::reflector(
-            pod_writer,
-            watcher::watcher(api, watcher::Config::default()),
-        )
+/// A reflector over every object of a kind that bumps `changes` (when `counts` says the event
+/// may change where pods fit) and wakes the scheduler.
+fn reflect<K>(
+    client: &kube::Client,
+    writer: reflector::store::Writer<K>,
+    wake: &Arc<tokio::sync::Notify>,
+    changes: &Arc<AtomicU64>,
+    counts: fn(&watcher::Event<K>) -> bool,
+) -> impl std::future::Future<Output = ()>
+where
+    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (wake, changes) = (wake.clone(), changes.clone());
+    let api: Api<K> = Api::all(client.clone());
+    reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()))
         .default_backoff()
         .for_each(move |event| {
             if let Ok(event) = event {
-                let bound = |p: &Pod| !needs_scheduling(p);
-                let capacity = match &event {
-                    watcher::Event::Apply(p) | watcher::Event::InitApply(p) => bound(p),
-                    watcher::Event::Delete(_) | watcher::Event::InitDone => true,
-                    watcher::Event::Init => false,
-                };
-                if capacity {
+                if counts(&event) {
                     changes.fetch_add(1, Ordering::Relaxed);
                 }
                 wake.notify_one();
             }
             async {}
         })
-    };
-    let node_events = {
-        let wake = wake.clone();
-        let changes = capacity_changes.clone();
-        let api: Api<Node> = Api::all(client.clone());
-        reflector::reflector(
-            node_writer,
-            watcher::watcher(api, watcher::Config::default()),
-        )
+}
+
+/// Like [`reflect`] for namespaced kinds, watched across all namespaces.
+fn reflect_namespaced<K>(
+    client: &kube::Client,
+    writer: reflector::store::Writer<K>,
+    wake: &Arc<tokio::sync::Notify>,
+    changes: &Arc<AtomicU64>,
+    counts: fn(&watcher::Event<K>) -> bool,
+) -> impl std::future::Future<Output = ()>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (wake, changes) = (wake.clone(), changes.clone());
+    let api: Api<K> = Api::all(client.clone());
+    reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()))
         .default_backoff()
         .for_each(move |event| {
-            if event.is_ok() {
-                changes.fetch_add(1, Ordering::Relaxed);
+            if let Ok(event) = event {
+                if counts(&event) {
+                    changes.fetch_add(1, Ordering::Relaxed);
+                }
                 wake.notify_one();
             }
             async {}
         })
-    };
+}
+
+fn always<K>(_: &watcher::Event<K>) -> bool {
+    true
+}
+
+/// A pending pod changing frees nothing; a bound one changing or going may.
+fn pod_event_counts(event: &watcher::Event<Pod>) -> bool {
+    match event {
+        watcher::Event::Apply(p) | watcher::Event::InitApply(p) => !needs_scheduling(p),
+        watcher::Event::Delete(_) | watcher::Event::InitDone => true,
+        watcher::Event::Init => false,
+    }
+}
+
+/// Runs until a watch ends.
+pub async fn run(client: kube::Client) {
+    let (pod_reader, pod_writer) = reflector::store();
+    let (node_reader, node_writer) = reflector::store();
+    let (namespace_reader, namespace_writer) = reflector::store();
+    let (claim_reader, claim_writer) = reflector::store();
+    let (volume_reader, volume_writer) = reflector::store();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let changes = Arc::new(AtomicU64::new(0));
+
+    let pod_events = reflect_namespaced(&client, pod_writer, &wake, &changes, pod_event_counts);
+    let node_events = reflect(&client, node_writer, &wake, &changes, always);
+    let namespace_events = reflect(&client, namespace_writer, &wake, &changes, always);
+    let claim_events = reflect_namespaced(&client, claim_writer, &wake, &changes, always);
+    let volume_events = reflect(&client, volume_writer, &wake, &changes, always);
     let recorder = Recorder::new(client.clone(), Reporter::from(SCHEDULER_NAME));
     let mut scheduler = Scheduler {
         client,
         recorder,
         pods: pod_reader,
         nodes: node_reader,
-        capacity_changes,
+        namespaces: namespace_reader,
+        claims: claim_reader,
+        volumes: volume_reader,
+        capacity_changes: changes,
         assumed: HashMap::new(),
         unschedulable: HashMap::new(),
     };
     let scheduling = async move {
         let _ = scheduler.pods.wait_until_ready().await;
         let _ = scheduler.nodes.wait_until_ready().await;
+        let _ = scheduler.namespaces.wait_until_ready().await;
+        let _ = scheduler.claims.wait_until_ready().await;
+        let _ = scheduler.volumes.wait_until_ready().await;
         loop {
             scheduler.round().await;
             tokio::select! {
@@ -208,46 +338,89 @@ pub async fn run(client: kube::Client) {
             }
         }
     };
-    let (pod_events, node_events, scheduling) =
-        (pin!(pod_events), pin!(node_events), pin!(scheduling));
+    let watches = async {
+        tokio::select! {
+            _ = pod_events => "pod",
+            _ = node_events => "node",
+            _ = namespace_events => "namespace",
+            _ = claim_events => "persistentvolumeclaim",
+            _ = volume_events => "persistentvolume",
+        }
+    };
+    let (watches, scheduling) = (pin!(watches), pin!(scheduling));
     tokio::select! {
-        _ = pod_events => tracing::warn!("the scheduler's pod watch ended"),
-        _ = node_events => tracing::warn!("the scheduler's node watch ended"),
+        kind = watches => tracing::warn!(kind, "a scheduler watch ended"),
         _ = scheduling => {}
     }
 }
 
+/// A pod the scheduler decided to preempt for.
+struct Preemption<'a> {
+    pod: &'a Pod,
+    node: String,
+    victims: Vec<Arc<Pod>>,
+}
+
 impl Scheduler {
+    /// The cluster as the caches show it, with the pods assumed bound here.
+    fn snapshot(&self, pods: &[Arc<Pod>], live: &HashMap<&str, &Arc<Pod>>) -> Cluster {
+        let mut cluster = Cluster::new(self.nodes.state()).with_pods(pods.iter().cloned());
+        for (uid, node) in &self.assumed {
+            if let Some(pod) = live.get(uid.as_str()) {
+                cluster.place(Arc::clone(pod), node);
+            }
+        }
+        cluster.namespace_labels = self
+            .namespaces
+            .state()
+            .iter()
+            .filter_map(|n| {
+                Some((
+                    n.metadata.name.clone()?,
+                    n.metadata.labels.clone().unwrap_or_default(),
+                ))
+            })
+            .collect();
+        cluster.claims = self
+            .claims
+            .state()
+            .into_iter()
+            .filter_map(|c| {
+                let key = format!(
+                    "{}/{}",
+                    c.metadata.namespace.as_deref()?,
+                    c.metadata.name.as_deref()?
+                );
+                Some((key, c))
+            })
+            .collect();
+        cluster.volumes = self
+            .volumes
+            .state()
+            .into_iter()
+            .filter_map(|v| Some((v.metadata.name.clone()?, v)))
+            .collect();
+        cluster
+    }
+
     /// Places every pending pod it can, in queue order, against one snapshot of the cluster.
     async fn round(&mut self) {
         let pods = self.pods.state();
-        let mut nodes = self.nodes.state();
-        nodes.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
 
         // Forget assumptions the cache has caught up with (bound, or the pod is gone).
-        let live: HashMap<&str, &Pod> = pods
+        let live: HashMap<&str, &Arc<Pod>> = pods
             .iter()
-            .filter_map(|p| Some((p.metadata.uid.as_deref()?, p.as_ref())))
+            .filter_map(|p| Some((p.metadata.uid.as_deref()?, p)))
             .collect();
         self.assumed
             .retain(|uid, _| live.get(uid.as_str()).is_some_and(|p| needs_scheduling(p)));
         self.unschedulable
             .retain(|uid, _| live.get(uid.as_str()).is_some_and(|p| needs_scheduling(p)));
 
-        let mut usage = usage_by_node(
-            nodes.iter().map(|n| n.as_ref()),
-            pods.iter().map(|p| p.as_ref()),
-        );
-        for (uid, node) in &self.assumed {
-            if let (Some(pod), Some(u)) = (live.get(uid.as_str()), usage.get_mut(node)) {
-                u.add_pod(pod);
-            }
-        }
-
+        let mut cluster = self.snapshot(&pods, &live);
         let generation = self.capacity_changes.load(Ordering::Relaxed);
-        let mut pending: Vec<&Pod> = pods
+        let mut pending: Vec<&Arc<Pod>> = pods
             .iter()
-            .map(|p| p.as_ref())
             .filter(|p| needs_scheduling(p))
             .filter(|p| {
                 let uid = p.metadata.uid.as_deref().unwrap_or("");
@@ -266,25 +439,29 @@ impl Scheduler {
         // the bindings concurrently: the store commits concurrent writes together, so this is
         // what makes a burst of pods fast.
         let mut binds: Vec<(&Pod, String)> = Vec::new();
-        let mut unplaceable: Vec<(&Pod, String)> = Vec::new();
+        let mut unplaceable: Vec<(&Arc<Pod>, String)> = Vec::new();
         for pod in pending {
             let uid = pod.metadata.uid.clone().unwrap_or_default();
-            match decide(pod, &nodes, &usage) {
+            match decide(pod, &cluster) {
                 Ok(node) => {
-                    let node = node.to_string();
-                    if let Some(u) = usage.get_mut(&node) {
-                        u.add_pod(pod);
-                    }
+                    cluster.place(Arc::clone(pod), &node);
                     self.unschedulable.remove(&uid);
                     self.assumed.insert(uid, node.clone());
                     binds.push((pod, node));
                 }
                 Err(message) => {
+                    // A pod that preempted keeps its nominated node's room while the victims
+                    // leave, so pods of lower priority do not take it.
+                    if let Some(node) = nominated_node(pod) {
+                        cluster.place(Arc::clone(pod), node);
+                    }
                     self.unschedulable.insert(uid, (generation, Instant::now()));
                     unplaceable.push((pod, message));
                 }
             }
         }
+        let preemptions = self.plan_preemptions(&unplaceable, &mut cluster).await;
+
         let mut failed: Vec<String> = Vec::new();
         for chunk in binds.chunks(WRITE_PARALLELISM) {
             let results =
@@ -313,10 +490,136 @@ impl Scheduler {
                 }
             }
         }
+        for preemption in preemptions {
+            if let Err(error) = self.preempt(&preemption).await {
+                tracing::warn!(%error, pod = ?preemption.pod.metadata.name, "preemption failed");
+            }
+        }
         // A binding that did not happen must not hold resources on its node.
         for uid in failed {
             self.assumed.remove(&uid);
         }
+    }
+
+    /// For each unplaceable pod that may preempt, in queue order: the node and victims. Each
+    /// plan takes its victims out of the snapshot and reserves the node for its pod, so the
+    /// next plan sees the room already claimed.
+    async fn plan_preemptions<'a>(
+        &self,
+        unplaceable: &[(&'a Arc<Pod>, String)],
+        cluster: &mut Cluster,
+    ) -> Vec<Preemption<'a>> {
+        // Saves listing budgets when nobody could be evicted anyway.
+        let lowest = cluster
+            .placed_pods()
+            .map(|(_, p)| preemption::priority(p))
+            .min();
+        let eligible: Vec<&Arc<Pod>> = unplaceable
+            .iter()
+            .map(|(pod, _)| *pod)
+            .filter(|pod| lowest.is_some_and(|low| low < preemption::priority(pod)))
+            .filter(|pod| preemption::may_preempt(pod, cluster))
+            .collect();
+        if eligible.is_empty() {
+            return Vec::new();
+        }
+        let pdbs: Api<PodDisruptionBudget> = Api::all(self.client.clone());
+        let budgets = match pdbs.list(&Default::default()).await {
+            Ok(list) => preemption::budgets(&list.items),
+            Err(error) => {
+                tracing::warn!(%error, "cannot list PodDisruptionBudgets; not preempting now");
+                return Vec::new();
+            }
+        };
+        let mut plans = Vec::new();
+        for pod in eligible {
+            // Its own reservation on its nominated node is room it may take, not a pod to keep.
+            if let (Some(node), Some(uid)) = (nominated_node(pod), pod.metadata.uid.clone()) {
+                cluster.remove(node, &[uid]);
+            }
+            let Some(candidate) = preemption::find(pod, cluster, &budgets) else {
+                continue;
+            };
+            let uids: Vec<String> = candidate
+                .victims
+                .iter()
+                .filter_map(|v| v.metadata.uid.clone())
+                .collect();
+            cluster.remove(&candidate.node, &uids);
+            cluster.place(Arc::clone(pod), &candidate.node);
+            plans.push(Preemption {
+                pod: pod.as_ref(),
+                node: candidate.node,
+                victims: candidate.victims,
+            });
+        }
+        plans
+    }
+
+    /// Nominates the node for the pod, then evicts the victims there, as upstream: each victim
+    /// gets a `DisruptionTarget` condition, a `Preempted` event and a graceful delete.
+    async fn preempt(&self, plan: &Preemption<'_>) -> Result<(), Error> {
+        let (Some(name), Some(namespace)) = (&plan.pod.metadata.name, &plan.pod.metadata.namespace)
+        else {
+            return Ok(());
+        };
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let body = json!({"status": {"nominatedNodeName": plan.node}});
+        match api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
+            .await
+        {
+            Ok(_) => {}
+            // The pod is gone: nothing to make room for.
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        let preemptor = plan.pod.metadata.uid.as_deref().unwrap_or(name.as_str());
+        for victim in &plan.victims {
+            let (Some(victim_name), Some(victim_namespace)) =
+                (&victim.metadata.name, &victim.metadata.namespace)
+            else {
+                continue;
+            };
+            let victims: Api<Pod> = Api::namespaced(self.client.clone(), victim_namespace);
+            let now = crate::api::meta::now_rfc3339();
+            let condition = json!({"status": {"conditions": [{
+                "type": "DisruptionTarget",
+                "status": "True",
+                "reason": "PreemptionByScheduler",
+                "message": format!("{SCHEDULER_NAME}: preempting to accommodate a higher priority pod"),
+                "lastTransitionTime": now,
+            }]}});
+            // Strategic merge keys conditions by type, so the others stay.
+            let _ = victims
+                .patch_status(
+                    victim_name,
+                    &PatchParams::default(),
+                    &Patch::Strategic(&condition),
+                )
+                .await;
+            crate::controllers::common::publish(
+                &self.recorder,
+                &pod_reference(victim),
+                EventType::Normal,
+                "Preempted",
+                format!("Preempted by pod {preemptor} on node {}", plan.node),
+            )
+            .await;
+            let params = DeleteParams {
+                preconditions: victim.metadata.uid.clone().map(|uid| Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            match victims.delete(victim_name, &params).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// POSTs the Binding; false if the pod went away or was bound by someone else meanwhile.
@@ -420,6 +723,13 @@ impl Scheduler {
     }
 }
 
+fn nominated_node(pod: &Pod) -> Option<&str> {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.nominated_node_name.as_deref())
+        .filter(|n| !n.is_empty())
+}
+
 fn pod_reference(pod: &Pod) -> ObjectReference {
     crate::controllers::common::object_reference("v1", "Pod", &pod.metadata)
 }
@@ -428,6 +738,7 @@ fn pod_reference(pod: &Pod) -> ObjectReference {
 mod tests {
     use super::filter::tests::{node, pod};
     use super::*;
+    use std::collections::BTreeMap;
 
     fn named(mut p: Pod, name: &str) -> Pod {
         p.metadata.name = Some(name.into());
@@ -445,48 +756,136 @@ mod tests {
         assert!(!needs_scheduling(&p));
     }
 
+    fn cluster(nodes: Vec<Node>, pods: Vec<Pod>) -> Cluster {
+        Cluster::new(nodes.into_iter().map(Arc::new).collect())
+            .with_pods(pods.into_iter().map(Arc::new))
+    }
+
     #[test]
     fn the_least_allocated_fitting_node_wins() {
-        let nodes = vec![
-            Arc::new(node("busy", "4", "8Gi", "110")),
-            Arc::new(node("idle", "4", "8Gi", "110")),
-            Arc::new(node("tiny", "500m", "8Gi", "110")),
-        ];
         let mut placed = named(pod(Some("2"), Some("4Gi")), "placed");
         placed.spec.as_mut().unwrap().node_name = Some("busy".into());
-        let usage = usage_by_node(nodes.iter().map(|n| n.as_ref()), [&placed]);
+        let c = cluster(
+            vec![
+                node("busy", "4", "8Gi", "110"),
+                node("idle", "4", "8Gi", "110"),
+                node("tiny", "500m", "8Gi", "110"),
+            ],
+            vec![placed],
+        );
         assert_eq!(
-            decide(&pod(Some("1"), Some("1Gi")), &nodes, &usage),
-            Ok("idle")
+            decide(&pod(Some("1"), Some("1Gi")), &c),
+            Ok("idle".to_string())
         );
     }
 
     #[test]
     fn a_pod_that_fits_nowhere_gets_upstreams_message() {
-        let nodes = vec![Arc::new(node("n1", "1", "1Gi", "110"))];
-        let usage = usage_by_node(nodes.iter().map(|n| n.as_ref()), []);
+        let c = cluster(vec![node("n1", "1", "1Gi", "110")], vec![]);
         assert_eq!(
-            decide(&pod(Some("2"), None), &nodes, &usage),
+            decide(&pod(Some("2"), None), &c),
             Err("0/1 nodes are available: 1 Insufficient cpu.".to_string())
         );
         assert_eq!(
-            decide(&pod(None, None), &[], &usage),
+            decide(&pod(None, None), &cluster(vec![], vec![])),
             Err("no nodes available to schedule pods".to_string())
         );
     }
 
     #[test]
     fn finished_pods_no_longer_hold_resources() {
-        let nodes = [node("n1", "1", "1Gi", "110")];
         let mut done = pod(Some("1"), None);
         done.spec.as_mut().unwrap().node_name = Some("n1".into());
         done.status = Some(k8s_openapi::api::core::v1::PodStatus {
             phase: Some("Succeeded".into()),
             ..Default::default()
         });
-        let usage = usage_by_node(nodes.iter(), [&done]);
-        assert_eq!(usage["n1"].pod_count, 0);
-        assert_eq!(usage["n1"].requested.milli_cpu, 0);
+        let c = cluster(vec![node("n1", "1", "1Gi", "110")], vec![done]);
+        assert_eq!(c.usage["n1"].pod_count, 0);
+        assert_eq!(c.usage["n1"].requested.milli_cpu, 0);
+    }
+
+    fn labelled(mut n: Node, key: &str, value: &str) -> Node {
+        n.metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(key.into(), value.into());
+        n
+    }
+
+    #[test]
+    fn preferred_node_affinity_outweighs_a_small_resource_difference() {
+        let mut placed = named(pod(Some("500m"), None), "placed");
+        placed.spec.as_mut().unwrap().node_name = Some("ssd".into());
+        let c = cluster(
+            vec![
+                node("plain", "4", "8Gi", "110"),
+                labelled(node("ssd", "4", "8Gi", "110"), "disk", "ssd"),
+            ],
+            vec![placed],
+        );
+        let mut p = pod(Some("100m"), None);
+        p.spec.as_mut().unwrap().affinity = serde_json::from_value(serde_json::json!({
+            "nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 50,
+                "preference": {"matchExpressions": [
+                    {"key": "disk", "operator": "In", "values": ["ssd"]}]}}]}}))
+        .unwrap();
+        assert_eq!(decide(&p, &c), Ok("ssd".to_string()));
+        assert_eq!(
+            decide(&pod(Some("100m"), None), &c),
+            Ok("plain".to_string())
+        );
+    }
+
+    #[test]
+    fn a_prefer_no_schedule_taint_steers_pods_elsewhere_when_there_is_a_choice() {
+        let mut soft = node("a-soft", "4", "8Gi", "110");
+        soft.spec.as_mut().unwrap().taints = Some(vec![k8s_openapi::api::core::v1::Taint {
+            key: "edge".into(),
+            effect: "PreferNoSchedule".into(),
+            ..Default::default()
+        }]);
+        let c = cluster(vec![soft, node("b-clean", "4", "8Gi", "110")], vec![]);
+        assert_eq!(decide(&pod(None, None), &c), Ok("b-clean".to_string()));
+    }
+
+    #[test]
+    fn required_anti_affinity_places_replicas_one_per_node_then_refuses() {
+        let mut c = cluster(
+            vec![
+                node("n1", "4", "8Gi", "110"),
+                node("n2", "4", "8Gi", "110"),
+                node("n3", "4", "8Gi", "110"),
+            ],
+            vec![],
+        );
+        let replica = |i: usize| {
+            let mut p = named(pod(None, None), &format!("web-{i}"));
+            p.metadata.uid = Some(format!("uid-{i}"));
+            p.metadata.labels = Some(BTreeMap::from([("app".to_string(), "web".to_string())]));
+            p.spec.as_mut().unwrap().affinity = serde_json::from_value(serde_json::json!({
+                "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+                    "labelSelector": {"matchLabels": {"app": "web"}},
+                    "topologyKey": "kubernetes.io/hostname"}]}}))
+            .unwrap();
+            p
+        };
+        let mut placed = Vec::new();
+        for i in 0..3 {
+            let p = replica(i);
+            let node = decide(&p, &c).expect("a node");
+            c.place(Arc::new(p), &node);
+            placed.push(node);
+        }
+        placed.sort();
+        assert_eq!(placed, vec!["n1", "n2", "n3"]);
+        assert_eq!(
+            decide(&replica(3), &c),
+            Err(
+                "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules."
+                    .to_string()
+            )
+        );
     }
 
     #[test]

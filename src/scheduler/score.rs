@@ -1,5 +1,6 @@
 //! Score plugins: among nodes that fit, which is best? LeastAllocated, as upstream's default
-//! NodeResourcesFit scoring: the emptier a node would be after placing the pod, the better.
+//! NodeResourcesFit scoring: the emptier a node would be after placing the pod, the better;
+//! and the normalisations the other plugins' raw scores go through before they are weighed.
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -28,6 +29,40 @@ pub fn least_allocated(pod: &Pod, usage: &NodeUsage) -> i64 {
     (cpu + memory) / 2
 }
 
+/// Upstream's default plugin weights in the sum of scores.
+pub const RESOURCES_WEIGHT: i64 = 1;
+pub const NODE_AFFINITY_WEIGHT: i64 = 2;
+pub const INTER_POD_AFFINITY_WEIGHT: i64 = 2;
+pub const TOPOLOGY_SPREAD_WEIGHT: i64 = 2;
+pub const TAINT_TOLERATION_WEIGHT: i64 = 3;
+
+/// Scales to 0..=100 by the highest score; `reverse` gives the most to the lowest (upstream's
+/// DefaultNormalizeScore).
+pub fn normalize_by_max(raw: &[i64], reverse: bool) -> Vec<i64> {
+    let max = raw.iter().copied().max().unwrap_or(0);
+    raw.iter()
+        .map(|&s| match (max, reverse) {
+            (0, true) => MAX_SCORE,
+            (0, false) => s,
+            (max, false) => s * MAX_SCORE / max,
+            (max, true) => MAX_SCORE - s * MAX_SCORE / max,
+        })
+        .collect()
+}
+
+/// Scales to 0..=100 between the lowest and the highest score (InterPodAffinity's
+/// normalisation, since its raw scores may be negative).
+pub fn normalize_min_max(raw: &[i64]) -> Vec<i64> {
+    let max = raw.iter().copied().max().unwrap_or(0);
+    let min = raw.iter().copied().min().unwrap_or(0);
+    raw.iter()
+        .map(|&s| match max - min {
+            0 => 0,
+            range => MAX_SCORE * (s - min) / range,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,5 +85,14 @@ mod tests {
         let usage = NodeUsage::from_node(&n);
         // 100m of 1000m and 200Mi of 1Gi: 90 and 80 → 85.
         assert_eq!(least_allocated(&pod(None, None), &usage), 85);
+    }
+
+    #[test]
+    fn normalisations_map_raw_scores_onto_zero_to_a_hundred() {
+        assert_eq!(normalize_by_max(&[0, 5, 10], false), vec![0, 50, 100]);
+        assert_eq!(normalize_by_max(&[0, 1, 2], true), vec![100, 50, 0]);
+        assert_eq!(normalize_by_max(&[0, 0], true), vec![100, 100]);
+        assert_eq!(normalize_min_max(&[-10, 0, 10]), vec![0, 50, 100]);
+        assert_eq!(normalize_min_max(&[3, 3]), vec![0, 0]);
     }
 }

@@ -1,0 +1,275 @@
+//! DefaultPreemption, the essential part: when a pod fits nowhere, find the node where evicting
+//! lower-priority pods makes room, evicting as few and as unimportant pods as possible and
+//! sparing those a PodDisruptionBudget protects where it can.
+//!
+//! Per node: take away every lower-priority pod; if the pod then fits, give back ("reprieve")
+//! the most important ones first, PDB-protected ones before the rest, as long as the pod still
+//! fits. The victims are what could not be given back. Among nodes, the one with the fewest
+//! PDB violations wins, then the lowest highest-victim priority, then the smallest priority
+//! sum, then the fewest victims (upstream's order, less its start-time tie-breaks).
+//!
+//! Preemption frees resources and host ports; a node the pod is kept off by anything else
+//! (taints, affinity, topology spread, volumes) is not a candidate.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+
+use super::cluster::Cluster;
+use super::filter::{unfit_reasons, NodeUsage};
+use super::{interpod, spread, volumes};
+use crate::api::selectors::LabelSelector;
+
+/// A node and the pods to evict there.
+#[derive(Debug)]
+pub struct Candidate {
+    pub node: String,
+    pub victims: Vec<Arc<Pod>>,
+    pdb_violations: usize,
+}
+
+/// What a PodDisruptionBudget still allows.
+pub struct Budget {
+    namespace: String,
+    selector: LabelSelector,
+    allowed: i64,
+}
+
+pub fn budgets(pdbs: &[PodDisruptionBudget]) -> Vec<Budget> {
+    pdbs.iter()
+        .filter_map(|pdb| {
+            let selector = pdb.spec.as_ref()?.selector.as_ref()?;
+            Some(Budget {
+                namespace: pdb.metadata.namespace.clone()?,
+                selector: LabelSelector::from_label_selector(selector).ok()?,
+                allowed: i64::from(pdb.status.as_ref()?.disruptions_allowed),
+            })
+        })
+        .collect()
+}
+
+pub fn priority(pod: &Pod) -> i32 {
+    pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0)
+}
+
+/// May this pod evict others? Not with `preemptionPolicy: Never`, and not while the victims of
+/// its last preemption are still leaving its nominated node (it would only evict more).
+pub fn may_preempt(pod: &Pod, cluster: &Cluster) -> bool {
+    let spec = pod.spec.as_ref();
+    if spec.and_then(|s| s.preemption_policy.as_deref()) == Some("Never") {
+        return false;
+    }
+    let nominated = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.nominated_node_name.as_deref());
+    let own_priority = priority(pod);
+    !nominated.is_some_and(|node| {
+        cluster
+            .pods_on(node)
+            .iter()
+            .any(|p| p.metadata.deletion_timestamp.is_some() && priority(p) < own_priority)
+    })
+}
+
+fn fits(pod: &Pod, node: &k8s_openapi::api::core::v1::Node, usage: &NodeUsage) -> bool {
+    unfit_reasons(pod, node, usage).is_empty()
+}
+
+/// The best node to preempt on, if any.
+pub fn find(pod: &Pod, cluster: &Cluster, budgets: &[Budget]) -> Option<Candidate> {
+    let own_priority = priority(pod);
+    let affinity = interpod::Prepared::new(pod, cluster);
+    let spreading = spread::Prepared::new(pod, cluster);
+    let mut best: Option<(Candidate, (usize, i32, i64, usize))> = None;
+    for node in &cluster.nodes {
+        let Some(name) = node.metadata.name.as_deref() else {
+            continue;
+        };
+        let labels = cluster.node_labels(name);
+        if affinity.unfit(labels).is_some()
+            || spreading.unfit(labels).is_some()
+            || volumes::unfit(pod, node, cluster).is_some()
+        {
+            continue;
+        }
+        let (mut lower, higher): (Vec<&Arc<Pod>>, Vec<&Arc<Pod>>) = cluster
+            .pods_on(name)
+            .iter()
+            .partition(|p| priority(p) < own_priority && p.metadata.deletion_timestamp.is_none());
+        if lower.is_empty() {
+            continue;
+        }
+        let mut usage = NodeUsage::from_node(node);
+        for p in higher {
+            usage.add_pod(p);
+        }
+        if !fits(pod, node, &usage) {
+            continue;
+        }
+        // Most important first: they are the first given back.
+        lower.sort_by(|a, b| {
+            priority(b).cmp(&priority(a)).then(
+                a.metadata
+                    .creation_timestamp
+                    .cmp(&b.metadata.creation_timestamp),
+            )
+        });
+        let mut remaining: Vec<i64> = budgets.iter().map(|b| b.allowed).collect();
+        let (protected, unprotected): (Vec<&Arc<Pod>>, Vec<&Arc<Pod>>) =
+            lower.into_iter().partition(|p| {
+                let mut violates = false;
+                for (budget, left) in budgets.iter().zip(remaining.iter_mut()) {
+                    let empty = BTreeMap::new();
+                    let labels = p.metadata.labels.as_ref().unwrap_or(&empty);
+                    if p.metadata.namespace.as_deref() == Some(budget.namespace.as_str())
+                        && budget.selector.matches(labels)
+                    {
+                        *left -= 1;
+                        violates |= *left < 0;
+                    }
+                }
+                violates
+            });
+        let mut victims = Vec::new();
+        let mut pdb_violations = 0;
+        for (p, is_protected) in protected
+            .iter()
+            .map(|p| (p, true))
+            .chain(unprotected.iter().map(|p| (p, false)))
+        {
+            let mut with = usage.clone();
+            with.add_pod(p);
+            if fits(pod, node, &with) {
+                usage = with;
+            } else {
+                pdb_violations += usize::from(is_protected);
+                victims.push(Arc::clone(p));
+            }
+        }
+        let rank = (
+            pdb_violations,
+            victims
+                .iter()
+                .map(|p| priority(p))
+                .max()
+                .unwrap_or(i32::MIN),
+            victims.iter().map(|p| i64::from(priority(p))).sum::<i64>(),
+            victims.len(),
+        );
+        if best.as_ref().is_none_or(|(_, r)| rank < *r) {
+            let candidate = Candidate {
+                node: name.to_string(),
+                victims,
+                pdb_violations,
+            };
+            best = Some((candidate, rank));
+        }
+    }
+    best.map(|(c, _)| c)
+}
+
+impl Candidate {
+    pub fn violates_budgets(&self) -> bool {
+        self.pdb_violations > 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::filter::tests::{node, pod};
+    use serde_json::json;
+
+    fn prioritized(name: &str, cpu: &str, priority: i32, node: Option<&str>) -> Pod {
+        let mut p = pod(Some(cpu), None);
+        p.metadata.name = Some(name.into());
+        p.metadata.uid = Some(name.into());
+        p.metadata.labels = Some(BTreeMap::from([("app".to_string(), name.to_string())]));
+        let spec = p.spec.as_mut().unwrap();
+        spec.priority = Some(priority);
+        spec.node_name = node.map(String::from);
+        p
+    }
+
+    fn cluster(pods: Vec<Pod>) -> Cluster {
+        Cluster::new(vec![
+            Arc::new(node("n1", "2", "4Gi", "110")),
+            Arc::new(node("n2", "2", "4Gi", "110")),
+        ])
+        .with_pods(pods.into_iter().map(Arc::new))
+    }
+
+    fn victim_names(c: &Candidate) -> Vec<&str> {
+        c.victims
+            .iter()
+            .filter_map(|p| p.metadata.name.as_deref())
+            .collect()
+    }
+
+    #[test]
+    fn the_node_with_the_least_important_victims_is_chosen_and_no_more_are_evicted() {
+        let c = cluster(vec![
+            prioritized("mid", "1500m", 100, Some("n1")),
+            prioritized("low-a", "1", 10, Some("n2")),
+            prioritized("low-b", "1", 10, Some("n2")),
+        ]);
+        let high = prioritized("high", "1", 1000, None);
+        let chosen = find(&high, &c, &[]).expect("a candidate");
+        // n1 would need "mid" (priority 100) to go; n2 needs only one priority-10 pod.
+        assert_eq!(chosen.node, "n2");
+        assert_eq!(chosen.victims.len(), 1);
+    }
+
+    #[test]
+    fn pods_of_equal_or_higher_priority_are_never_victims() {
+        let c = cluster(vec![
+            prioritized("peer1", "2", 1000, Some("n1")),
+            prioritized("peer2", "2", 2000, Some("n2")),
+        ]);
+        assert!(find(&prioritized("high", "1", 1000, None), &c, &[]).is_none());
+    }
+
+    #[test]
+    fn a_pod_protected_by_a_budget_is_spared_when_another_victim_will_do() {
+        let c = cluster(vec![
+            prioritized("guarded", "1", 10, Some("n1")),
+            prioritized("free", "1", 10, Some("n1")),
+            prioritized("big", "2", 500, Some("n2")),
+        ]);
+        let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+            "metadata": {"name": "g", "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"app": "guarded"}}},
+            "status": {"disruptionsAllowed": 0, "currentHealthy": 1, "desiredHealthy": 1,
+                "expectedPods": 1}}))
+        .unwrap();
+        let chosen =
+            find(&prioritized("high", "1", 1000, None), &c, &budgets(&[pdb])).expect("a candidate");
+        assert_eq!(chosen.node, "n1");
+        assert_eq!(victim_names(&chosen), vec!["free"]);
+        assert!(!chosen.violates_budgets());
+    }
+
+    #[test]
+    fn never_policy_and_victims_still_leaving_hold_preemption_back() {
+        let mut polite = prioritized("polite", "1", 1000, None);
+        polite.spec.as_mut().unwrap().preemption_policy = Some("Never".into());
+        let c = cluster(vec![]);
+        assert!(!may_preempt(&polite, &c));
+
+        let mut leaving = prioritized("leaving", "2", 10, Some("n1"));
+        leaving.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+        );
+        let c = cluster(vec![leaving]);
+        let mut waiting = prioritized("waiting", "1", 1000, None);
+        assert!(may_preempt(&waiting, &c));
+        waiting.status = Some(k8s_openapi::api::core::v1::PodStatus {
+            nominated_node_name: Some("n1".into()),
+            ..Default::default()
+        });
+        assert!(!may_preempt(&waiting, &c));
+    }
+}
