@@ -418,11 +418,12 @@ fn an_agent_joins_with_a_token_runs_its_pod_and_reads_only_its_pods_secrets() {
         "the certificate is reused"
     );
 
-    // Clean up: the agent releases its pod before it goes.
+    // Clean up: the agent releases its pods before it goes.
     server.kubectl_ok(&[
         "delete",
         "pod",
         "on-agent",
+        "after-restart",
         "--grace-period=1",
         "--wait=false",
     ]);
@@ -432,7 +433,7 @@ fn an_agent_joins_with_a_token_runs_its_pod_and_reads_only_its_pods_secrets() {
             .map(|mut d| d.next().is_none())
             .unwrap_or(true)
     });
-    assert!(released, "the agent released its pod");
+    assert!(released, "the agent released its pods");
     agent.stop();
     drop(registry);
 }
