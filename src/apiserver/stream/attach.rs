@@ -98,14 +98,15 @@ async fn run<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sink, incoming) = ws.split();
-    // The client's messages are read by their own task, so a container slow to read its
-    // stdin never holds its output back; the task ends when the client leaves.
-    let mut client = tokio::spawn(read_client(incoming, protocol, stdin));
-    // Only output from now on, as attaching to a live process shows.
+    // Only output from now on, as attaching to a live process shows. Taken before any stdin
+    // is passed on, or the answer to it could land before this point and be skipped.
     let mut offset = tokio::fs::metadata(&path)
         .await
         .map(|m| m.len())
         .unwrap_or(0);
+    // The client's messages are read by their own task, so a container slow to read its
+    // stdin never holds its output back; the task ends when the client leaves.
+    let mut client = tokio::spawn(read_client(incoming, protocol, stdin));
     let mut carry = Vec::new();
     let mut ticker = tokio::time::interval(POLL);
     loop {
