@@ -104,6 +104,9 @@ impl Pod {
             log_path: self.log_path(name),
             log_max_bytes: 1 << 20,
             log_max_files: 2,
+            stdin: false,
+            stdin_once: false,
+            pid_namespace: None,
         }
     }
 

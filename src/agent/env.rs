@@ -14,6 +14,8 @@ pub struct Sources {
     pub secrets: HashMap<String, BTreeMap<String, Vec<u8>>>,
     /// Host directories of the pod's bound PersistentVolumeClaims, by claim name.
     pub claims: HashMap<String, std::path::PathBuf>,
+    /// Projected service account tokens, by `tokens::token_key(volume, path)`.
+    pub tokens: HashMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -5,7 +5,9 @@
 //! - [`sync`]: `sync_pod` (sandbox, containers, restarts, status) and pod termination.
 //! - [`spec`]: pure Pod → runtime `ContainerSpec` building (command, env merge, DNS, hosts).
 //! - [`env`]: a container's environment from env/envFrom.
-//! - [`volumes`]: pod volumes on disk (emptyDir, hostPath, configMap, secret, downwardAPI).
+//! - [`volumes`]: pod volumes on disk (emptyDir, hostPath, configMap, secret, downwardAPI,
+//!   projected), kept up to date with their sources while the pod runs.
+//! - [`tokens`]: projected service account tokens, requested and rotated.
 //! - [`status`]: pod status (phase, conditions, container statuses) from what was observed.
 //! - [`probes`]: startup, liveness and readiness probes.
 //! - [`backoff`]: the restart back-off curve.
@@ -19,6 +21,7 @@ pub mod probes;
 pub mod spec;
 pub mod status;
 pub mod sync;
+pub mod tokens;
 pub mod volumes;
 
 pub use pods::run;

@@ -524,6 +524,9 @@ pub fn container_spec(pod: &Pod, container: &Container, inputs: SpecInputs<'_>) 
         log_path: inputs.log_path,
         log_max_bytes: LOG_MAX_BYTES,
         log_max_files: LOG_MAX_FILES,
+        stdin: container.stdin == Some(true),
+        stdin_once: container.stdin_once == Some(true),
+        pid_namespace: None,
     }
 }
 

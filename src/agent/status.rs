@@ -112,6 +112,9 @@ impl ContainerView {
 pub struct PodView {
     pub init: Vec<ContainerView>,
     pub containers: Vec<ContainerView>,
+    /// Debug containers added through `pods/ephemeralcontainers`: reported, never counted
+    /// for phase or readiness.
+    pub ephemeral: Vec<ContainerView>,
     pub pod_ip: Option<String>,
     pub host_ip: Option<String>,
     /// Network and shim are up.
@@ -277,6 +280,12 @@ pub fn compute(old_status: &Value, restart_policy: &str, view: &PodView, now: &s
         "containerStatuses".into(),
         Value::Array(view.containers.iter().map(ContainerView::to_json).collect()),
     );
+    if !view.ephemeral.is_empty() {
+        status.insert(
+            "ephemeralContainerStatuses".into(),
+            Value::Array(view.ephemeral.iter().map(ContainerView::to_json).collect()),
+        );
+    }
     if let Some(q) = old_status.get("qosClass") {
         status.insert("qosClass".into(), q.clone());
     }
@@ -343,6 +352,7 @@ mod tests {
 
     fn pod(init: Vec<ContainerView>, containers: Vec<ContainerView>) -> PodView {
         PodView {
+            ephemeral: Vec::new(),
             init,
             containers,
             pod_ip: Some("10.42.0.9".into()),

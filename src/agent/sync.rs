@@ -33,6 +33,9 @@ const RETRY: Duration = Duration::from_secs(5);
 /// How long an idle pod (nothing running, nothing to restart) sleeps unless its object changes.
 const IDLE: Duration = Duration::from_secs(60);
 const DEFAULT_GRACE_SECONDS: i64 = 30;
+/// How often a running pod's configMap, secret, downwardAPI and projected volumes are compared
+/// with their sources (kubelet: its sync period plus a cache TTL, about a minute at most).
+const VOLUME_REFRESH: Duration = Duration::from_secs(10);
 
 /// What every pod worker shares.
 pub struct Ctx {
@@ -97,6 +100,9 @@ pub struct PodWorker {
     network: Option<PodNetwork>,
     shim_ready: bool,
     volumes: Option<HashMap<String, PathBuf>>,
+    /// When the volumes were last compared with their sources.
+    volumes_checked: Option<Instant>,
+    tokens: super::tokens::TokenCache,
     containers: HashMap<String, Tracked>,
     seeded: bool,
 }
@@ -225,6 +231,7 @@ impl PodWorker {
             HashMap::new()
         };
         if setup_error.is_none() {
+            wake = wake.min(self.refresh_volumes(ctx, pod).await);
             wake = wake.min(self.step(ctx, pod, &observed).await);
         }
         // Read again: containers may have been started by the step just taken.
@@ -267,7 +274,9 @@ impl PodWorker {
             self.shim_ready = true;
         }
         if self.volumes.is_none() {
-            let sources = fetch_sources(ctx, pod, true).await?;
+            self.tokens.refresh(&ctx.client, pod).await?;
+            let mut sources = fetch_sources(ctx, pod, true).await?;
+            sources.tokens = self.tokens.tokens();
             let pod_dir = ctx.runtime.pod_dir(&uid);
             let facts = self.facts(ctx);
             let owned_pod = pod.clone();
@@ -286,8 +295,61 @@ impl PodWorker {
             })
             .await??;
             self.volumes = Some(volumes);
+            self.volumes_checked = Some(Instant::now());
         }
         Ok(())
+    }
+
+    /// Brings the atomic-writer volumes up to date with their sources when due, and rotates
+    /// projected tokens; returns when to look again.
+    async fn refresh_volumes(&mut self, ctx: &Ctx, pod: &Pod) -> Duration {
+        let now = Instant::now();
+        let next_token = self.tokens.next_refresh();
+        let due = match self.volumes_checked {
+            None => return IDLE,
+            Some(_) if !volumes::has_updatable(pod) => return IDLE,
+            Some(at) => now >= at + VOLUME_REFRESH || next_token.is_some_and(|t| now >= t),
+        };
+        if !due || pod.metadata.deletion_timestamp.is_some() {
+            return self.volume_wake(self.volumes_checked.unwrap_or(now));
+        }
+        self.volumes_checked = Some(now);
+        let uid = uid_of(pod);
+        if let Err(e) = self.tokens.refresh(&ctx.client, pod).await {
+            tracing::warn!(pod = %uid, error = %e, "cannot request service account token");
+        }
+        let mut sources = match fetch_sources(ctx, pod, true).await {
+            Ok(sources) => sources,
+            Err(e) => {
+                tracing::debug!(pod = %uid, error = %e, "cannot read volume sources");
+                return self.volume_wake(now);
+            }
+        };
+        sources.tokens = self.tokens.tokens();
+        let pod_dir = ctx.runtime.pod_dir(&uid);
+        let facts = self.facts(ctx);
+        let owned_pod = pod.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            volumes::refresh(&pod_dir, &owned_pod, &sources, &facts)
+        })
+        .await;
+        match written {
+            Ok(Ok(names)) if !names.is_empty() => {
+                tracing::debug!(pod = %uid, volumes = ?names, "volumes updated");
+            }
+            Ok(Err(e)) => tracing::warn!(pod = %uid, error = %e, "cannot update volumes"),
+            _ => {}
+        }
+        self.volume_wake(now)
+    }
+
+    /// When the volumes checked at `checked` are due again (or a token is).
+    fn volume_wake(&self, checked: Instant) -> Duration {
+        let mut at = checked + VOLUME_REFRESH;
+        if let Some(t) = self.tokens.next_refresh() {
+            at = at.min(t);
+        }
+        at.saturating_duration_since(Instant::now()).max(POLL)
     }
 
     fn facts(&self, ctx: &Ctx) -> PodFacts {
@@ -346,6 +408,16 @@ impl PodWorker {
                         self.note_exit(ctx, pod, c, s).await;
                     }
                 }
+            }
+        }
+        // Debug containers start once the pod runs and are never restarted.
+        for c in ephemeral_containers(pod) {
+            match observed.get(&c.name) {
+                None => wake = wake.min(self.start_or_wait(ctx, pod, &c, now).await),
+                Some(s) if s.status == ContainerStatus::Exited => {
+                    self.note_exit(ctx, pod, &c, s).await
+                }
+                Some(_) => {}
             }
         }
         wake
@@ -605,7 +677,7 @@ impl PodWorker {
             .join(&c.name)
             .join(format!("{restart_count}.log"));
         let cgroup_parent = cgroups::pod_cgroup_parent(&uid);
-        let container_spec = spec::container_spec(
+        let mut container_spec = spec::container_spec(
             pod,
             c,
             SpecInputs {
@@ -616,6 +688,7 @@ impl PodWorker {
                 log_path,
             },
         );
+        container_spec.pid_namespace = target_pid_namespace(ctx, pod, &c.name).await;
         // A previous instance of this container (a restart) goes first: names are unique.
         let _ = ctx.runtime.remove_container(&uid, &c.name).await;
         let runtime_err = |e: RuntimeError| ("CreateContainerError", e.to_string());
@@ -798,6 +871,10 @@ impl PodWorker {
                 .map(|c| one(c, true))
                 .collect(),
             containers: spec.containers.iter().map(|c| one(c, false)).collect(),
+            ephemeral: ephemeral_containers(pod)
+                .iter()
+                .map(|c| one(c, true))
+                .collect(),
             pod_ip: self
                 .facts(ctx)
                 .pod_ip
@@ -828,6 +905,38 @@ impl PodWorker {
             tracing::warn!(pod = %name, error = %e, "cannot write pod status");
         }
     }
+}
+
+/// The pod's ephemeral containers as plain containers: the fields they share are the same,
+/// and the runtime does not care which kind started them.
+fn ephemeral_containers(pod: &Pod) -> Vec<Container> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.ephemeral_containers.iter().flatten())
+        .filter_map(|e| serde_json::to_value(e).ok())
+        .filter_map(|v| serde_json::from_value(v).ok())
+        .collect()
+}
+
+/// For an ephemeral container with a `targetContainerName`: the running target's pid
+/// namespace, so the debugger sees (and can trace) its processes, as `kubectl debug
+/// --target` means.
+async fn target_pid_namespace(ctx: &Ctx, pod: &Pod, name: &str) -> Option<PathBuf> {
+    let target = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.ephemeral_containers.iter().flatten())
+        .find(|e| e.name == name)?
+        .target_container_name
+        .clone()
+        .filter(|t| !t.is_empty())?;
+    let state = ctx.runtime.pod_state(&uid_of(pod)).await.ok()?;
+    let pid = state
+        .containers
+        .iter()
+        .find(|c| c.name == target && c.status == ContainerStatus::Running)?
+        .pid?;
+    Some(PathBuf::from(format!("/proc/{pid}/ns/pid")))
 }
 
 /// The ConfigMaps and Secrets the pod refers to (env, and volumes when `with_volumes`);

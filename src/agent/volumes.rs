@@ -254,7 +254,24 @@ pub fn payload(
                 let items = d.items.clone().unwrap_or_default();
                 files.extend(downward_files(name, pod, &items, mode, facts)?);
             }
-            // serviceAccountToken and the other projections are not issued yet.
+            if let Some(t) = &source.service_account_token {
+                check_relative(name, &t.path)?;
+                // Not issued yet (the agent requests tokens before writing volumes): the
+                // volume waits for it rather than show an empty token.
+                let token = sources
+                    .tokens
+                    .get(&super::tokens::token_key(name, &t.path))
+                    .ok_or_else(|| VolumeError::Unsupported {
+                        volume: name.into(),
+                        reason: format!("no service account token issued for {}", t.path),
+                    })?;
+                files.push(PayloadFile {
+                    path: t.path.clone(),
+                    content: token.clone().into_bytes(),
+                    mode,
+                });
+            }
+            // clusterTrustBundle and podCertificate projections are not served.
         }
         return Ok(Some(files));
     }
@@ -314,6 +331,73 @@ pub fn write_atomic(dir: &Path, files: &[PayloadFile]) -> Result<(), VolumeError
         }
     }
     Ok(())
+}
+
+/// Whether the pod has volumes whose content follows API objects (and so may change).
+pub fn has_updatable(pod: &Pod) -> bool {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .any(|v| {
+            v.config_map.is_some()
+                || v.secret.is_some()
+                || v.downward_api.is_some()
+                || v.projected.is_some()
+        })
+}
+
+/// Whether `dir` already holds exactly `files` (same paths, contents and modes).
+fn holds(dir: &Path, files: &[PayloadFile]) -> bool {
+    let data = dir.join(DATA_LINK);
+    let same = files.iter().all(|f| {
+        let path = data.join(&f.path);
+        let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o7777);
+        mode.is_ok_and(|m| m == f.mode) && std::fs::read(&path).is_ok_and(|c| c == f.content)
+    });
+    same && count_files(&data) == files.len()
+}
+
+fn count_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => count_files(&e.path()),
+            _ => 1,
+        })
+        .sum()
+}
+
+/// Writes the pod's configMap, secret, downwardAPI and projected volumes again where what
+/// they show changed (kubelet's periodic remount): running containers see the new files
+/// through the `..data` swap, except through subPath mounts, which pinned the old file as
+/// upstream's do. A volume whose source is gone keeps its last content. Returns the names of
+/// the volumes rewritten. Blocking: call from a blocking thread.
+pub fn refresh(
+    pod_dir: &Path,
+    pod: &Pod,
+    sources: &Sources,
+    facts: &PodFacts,
+) -> Result<Vec<String>, VolumeError> {
+    let mut written = Vec::new();
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let files = match payload(v, pod, sources, facts) {
+            Ok(Some(files)) => files,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::debug!(volume = %v.name, error = %e, "volume not refreshed");
+                continue;
+            }
+        };
+        let dir = volume_dir(pod_dir, &v.name);
+        if !holds(&dir, &files) {
+            write_atomic(&dir, &files)?;
+            written.push(v.name.clone());
+        }
+    }
+    Ok(written)
 }
 
 /// Where volume `name` of the pod lives.
@@ -544,6 +628,60 @@ mod tests {
             })
             .count();
         assert_eq!(stamped, 1, "the old data dir is removed");
+    }
+
+    #[test]
+    fn refresh_rewrites_only_volumes_whose_sources_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pod(json!([
+            {"name": "c", "configMap": {"name": "cm"}},
+            {"name": "t", "projected": {"sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
+                {"secret": {"name": "sec"}}
+            ]}}
+        ]));
+        let mut s = sources();
+        s.tokens.insert(
+            super::super::tokens::token_key("t", "token"),
+            "tok-1".into(),
+        );
+        prepare(dir.path(), &p, &s, &PodFacts::default()).unwrap();
+        let vol = |name: &str| volume_dir(dir.path(), name);
+        assert_eq!(
+            std::fs::read_to_string(vol("t").join("token")).unwrap(),
+            "tok-1"
+        );
+        assert!(refresh(dir.path(), &p, &s, &PodFacts::default())
+            .unwrap()
+            .is_empty());
+        s.tokens.insert(
+            super::super::tokens::token_key("t", "token"),
+            "tok-2".into(),
+        );
+        s.config_maps
+            .get_mut("cm")
+            .unwrap()
+            .insert("one".into(), "uno".into());
+        let mut written = refresh(dir.path(), &p, &s, &PodFacts::default()).unwrap();
+        written.sort();
+        assert_eq!(written, ["c", "t"]);
+        assert_eq!(
+            std::fs::read_to_string(vol("c").join("one")).unwrap(),
+            "uno"
+        );
+        assert_eq!(
+            std::fs::read_to_string(vol("t").join("token")).unwrap(),
+            "tok-2"
+        );
+        // A source that is gone leaves the last content in place.
+        s.config_maps.clear();
+        assert!(refresh(dir.path(), &p, &s, &PodFacts::default())
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            std::fs::read_to_string(vol("c").join("one")).unwrap(),
+            "uno"
+        );
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub(crate) fn subresources(r: &Resource) -> Vec<(&'static str, &'static [&'stati
     if r.group.is_empty() && r.kind == "Pod" {
         subs.push(("binding", &["create"]));
         subs.push(("eviction", &["create"]));
+        subs.push(("ephemeralcontainers", &["get", "patch", "update"]));
     }
     if super::subresources::has_scale(r) {
         subs.push(("scale", &["get", "patch", "update"]));

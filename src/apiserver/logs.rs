@@ -156,8 +156,9 @@ pub(super) fn locate(
     };
     let containers = names("containers");
     let init = names("initContainers");
+    let ephemeral = names("ephemeralContainers");
     let container = match &options.container {
-        Some(c) if containers.contains(c) || init.contains(c) => c.clone(),
+        Some(c) if containers.contains(c) || init.contains(c) || ephemeral.contains(c) => c.clone(),
         Some(c) => {
             return Err(ApiError::bad_request(format!(
                 "container {c} is not valid for pod {name}"
@@ -171,17 +172,21 @@ pub(super) fn locate(
             )))
         }
     };
-    let restart_count = ["containerStatuses", "initContainerStatuses"]
-        .iter()
-        .flat_map(|k| {
-            pod.pointer(&format!("/status/{k}"))
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default()
-        })
-        .find(|s| s.get("name").and_then(Value::as_str) == Some(container.as_str()))
-        .and_then(|s| s.get("restartCount").and_then(Value::as_i64))
-        .unwrap_or(0);
+    let restart_count = [
+        "containerStatuses",
+        "initContainerStatuses",
+        "ephemeralContainerStatuses",
+    ]
+    .iter()
+    .flat_map(|k| {
+        pod.pointer(&format!("/status/{k}"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    })
+    .find(|s| s.get("name").and_then(Value::as_str) == Some(container.as_str()))
+    .and_then(|s| s.get("restartCount").and_then(Value::as_i64))
+    .unwrap_or(0);
     let run = if options.previous {
         if restart_count == 0 {
             return Err(ApiError::bad_request(format!(
@@ -344,16 +349,20 @@ fn container_running(
     let Ok(pod) = serde_json::from_slice::<Value>(&raw) else {
         return false;
     };
-    ["containerStatuses", "initContainerStatuses"]
-        .iter()
-        .flat_map(|k| {
-            pod.pointer(&format!("/status/{k}"))
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default()
-        })
-        .find(|s| s.get("name").and_then(Value::as_str) == Some(container))
-        .is_some_and(|s| s.pointer("/state/terminated").is_none())
+    [
+        "containerStatuses",
+        "initContainerStatuses",
+        "ephemeralContainerStatuses",
+    ]
+    .iter()
+    .flat_map(|k| {
+        pod.pointer(&format!("/status/{k}"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    })
+    .find(|s| s.get("name").and_then(Value::as_str) == Some(container))
+    .is_some_and(|s| s.pointer("/state/terminated").is_none())
 }
 
 #[cfg(test)]

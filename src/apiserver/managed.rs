@@ -58,6 +58,7 @@ impl Manager {
             Part::Status => "status",
             Part::Finalize => "finalize",
             Part::Approval => "approval",
+            Part::EphemeralContainers => "ephemeralcontainers",
         };
         Ok(Manager {
             name,
@@ -312,7 +313,7 @@ pub fn view(r: &Resource, part: Part, obj: &Value) -> Value {
     };
     match part {
         Part::Status | Part::Approval => keep_only("status"),
-        Part::Finalize => keep_only("spec"),
+        Part::Finalize | Part::EphemeralContainers => keep_only("spec"),
         Part::Main => {
             let mut out = obj.clone();
             if let Some(o) = out.as_object_mut() {

@@ -93,6 +93,9 @@ async fn dispatch(
         Some("status") if r.has_status => Part::Status,
         Some("finalize") if r.plural == "namespaces" && r.group.is_empty() => Part::Finalize,
         Some("approval") if r.plural == "certificatesigningrequests" => Part::Approval,
+        Some("ephemeralcontainers") if r.plural == "pods" && r.group.is_empty() => {
+            Part::EphemeralContainers
+        }
         Some(other) => {
             return Err(ApiError::no_route(&format!(
                 "{} subresource {other}",

@@ -28,6 +28,8 @@ pub enum Part {
     Finalize,
     /// The certificate signing request `/approval` subresource: only its conditions change.
     Approval,
+    /// The pod `/ephemeralcontainers` subresource: only `spec.ephemeralContainers` changes.
+    EphemeralContainers,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -491,6 +493,9 @@ impl Registry {
                 causes.extend(validation::validate(r, &new));
                 causes.extend(validation::validate_update(r, &old, &new));
             }
+            if part == Part::EphemeralContainers {
+                causes.extend(super::ephemeral::validate_update(&old, &new));
+            }
             crate::crd::hooks::validate(r, &new, &mut causes);
             if !causes.is_empty() {
                 return Err(ApiError::invalid(r.group, r.kind, name, causes));
@@ -645,6 +650,7 @@ impl Part {
             Part::Status => Some("status"),
             Part::Finalize => Some("finalize"),
             Part::Approval => Some("approval"),
+            Part::EphemeralContainers => Some("ephemeralcontainers"),
         }
     }
 }
@@ -825,6 +831,7 @@ fn merge_update(r: &Resource, old: &Value, proposed: Value, part: Part) -> ApiRe
             certificates::merge_status(old, &proposed)
         }
         Part::Approval => certificates::merge_approval(old, &proposed)?,
+        Part::EphemeralContainers => super::ephemeral::merge(old, &proposed),
         Part::Main => {
             let mut new = proposed;
             if r.has_status {

@@ -4,6 +4,7 @@ pub mod bootstrap;
 pub mod certificates;
 pub mod default_ingress_class;
 pub mod defaults;
+pub mod ephemeral;
 pub mod generic;
 pub mod kinds;
 pub mod normalized;

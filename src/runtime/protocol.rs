@@ -48,6 +48,12 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         size: Option<crate::runtime::session::TerminalSize>,
     },
+    /// Asks for a writer of the running container's stdin (`stdin: true` containers). The
+    /// answer (`Attached`) carries it as a file descriptor, or none when the container has no
+    /// stdin to give (any more: a `stdin_once` stdin goes to the first attach only).
+    Attach {
+        name: String,
+    },
     /// Kills every container, removes them and their mounts, then the shim exits.
     Shutdown,
 }
@@ -71,6 +77,10 @@ pub enum Response {
     },
     ExecExited {
         exit_code: i32,
+    },
+    /// Answer to `Attach`: `fds` (0 or 1) file descriptors came with this line.
+    Attached {
+        fds: usize,
     },
     Error {
         message: String,

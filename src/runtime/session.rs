@@ -148,6 +148,38 @@ impl ShimRuntime {
     }
 }
 
+impl ShimRuntime {
+    /// A writer of the running container's stdin for one attach; `None` when it has no stdin
+    /// (not `stdin: true`, or a `stdin_once` stdin already taken).
+    pub async fn attach_stdin(
+        &self,
+        pod_uid: &str,
+        name: &str,
+    ) -> Result<Option<pipe::Sender>, RuntimeError> {
+        super::client::check_uid(pod_uid)?;
+        let socket = self.pod_dir(pod_uid).join(SOCKET_NAME);
+        let request = Request::Attach {
+            name: name.to_string(),
+        };
+        let pod = pod_uid.to_string();
+        let (_stream, response, fds) =
+            tokio::task::spawn_blocking(move || request_with_fds(&socket, &request, &pod))
+                .await
+                .map_err(|e| RuntimeError::Protocol(format!("attach: {e}")))??;
+        match response {
+            Response::Attached { fds: n } if n == fds.len() => match fds.into_iter().next() {
+                Some(fd) => pipe::Sender::from_owned_fd(fd)
+                    .map(Some)
+                    .map_err(|e| RuntimeError::Protocol(format!("attach stdin: {e}"))),
+                None => Ok(None),
+            },
+            other => Err(RuntimeError::Protocol(format!(
+                "unexpected attach answer {other:?}"
+            ))),
+        }
+    }
+}
+
 fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
     let flags = fcntl(fd, FcntlArg::F_GETFL)?;
@@ -159,11 +191,11 @@ fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
 }
 
 /// Blocking: sends the request and reads the first answer line with its descriptors.
-fn start(
+fn request_with_fds(
     socket: &Path,
     request: &Request,
     pod: &str,
-) -> Result<(UnixStream, Vec<OwnedFd>), RuntimeError> {
+) -> Result<(UnixStream, Response, Vec<OwnedFd>), RuntimeError> {
     let io = |op: &'static str| {
         let path = socket.to_path_buf();
         move |source| RuntimeError::Io { op, path, source }
@@ -214,20 +246,36 @@ fn start(
         answer.push(byte[0]);
     }
     match serde_json::from_slice(&answer) {
-        Ok(Response::ExecStarted { fds: n }) if n == fds.len() => {
-            stream
-                .set_nonblocking(true)
-                .map_err(io("set nonblocking"))?;
-            Ok((stream, fds))
-        }
         Ok(Response::Error { message }) => Err(RuntimeError::Shim {
             pod: pod.to_string(),
             message,
         }),
-        Ok(other) => Err(RuntimeError::Protocol(format!(
+        Ok(response) => Ok((stream, response, fds)),
+        Err(e) => Err(RuntimeError::Protocol(format!("decode exec answer: {e}"))),
+    }
+}
+
+/// Blocking: starts an exec; returns the connection its exit line will come on.
+fn start(
+    socket: &Path,
+    request: &Request,
+    pod: &str,
+) -> Result<(UnixStream, Vec<OwnedFd>), RuntimeError> {
+    let (stream, response, fds) = request_with_fds(socket, request, pod)?;
+    match response {
+        Response::ExecStarted { fds: n } if n == fds.len() => {
+            stream
+                .set_nonblocking(true)
+                .map_err(|source| RuntimeError::Io {
+                    op: "set nonblocking",
+                    path: socket.to_path_buf(),
+                    source,
+                })?;
+            Ok((stream, fds))
+        }
+        other => Err(RuntimeError::Protocol(format!(
             "unexpected exec answer {other:?} with {} descriptors",
             fds.len()
         ))),
-        Err(e) => Err(RuntimeError::Protocol(format!("decode exec answer: {e}"))),
     }
 }

@@ -205,7 +205,11 @@ pub fn build_spec(
     cgroup_namespace: bool,
 ) -> Result<Spec, SpecError> {
     let caps = capabilities(spec);
-    let mut namespaces = vec![json!({"type": "pid"}), json!({"type": "mount"})];
+    let pid = match &spec.pid_namespace {
+        Some(path) => json!({"type": "pid", "path": path}),
+        None => json!({"type": "pid"}),
+    };
+    let mut namespaces = vec![pid, json!({"type": "mount"})];
     for (kind, path) in [
         ("ipc", &pod.ipc),
         ("uts", &pod.uts),
@@ -306,6 +310,9 @@ mod tests {
             log_path: "/var/log/app.log".into(),
             log_max_bytes: 1 << 20,
             log_max_files: 2,
+            stdin: false,
+            stdin_once: false,
+            pid_namespace: None,
         }
     }
 

@@ -101,6 +101,18 @@ pub struct ContainerSpec {
     pub log_path: PathBuf,
     pub log_max_bytes: u64,
     pub log_max_files: u32,
+    /// Kubernetes' `stdin`: the container's stdin is a pipe the shim holds, written by
+    /// attach; otherwise it is `/dev/null`.
+    #[serde(default)]
+    pub stdin: bool,
+    /// Kubernetes' `stdinOnce`: the first attach gets the only writer, so the container sees
+    /// end of file when that attach ends.
+    #[serde(default)]
+    pub stdin_once: bool,
+    /// Join this pid namespace (an ephemeral container targeting another container's
+    /// processes); `None` gives the container its own.
+    #[serde(default)]
+    pub pid_namespace: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,8 +5,9 @@
 //! client, the daemon needs no new channel to it, and an attach survives a daemon restart
 //! because the file does. The cost is up to one poll interval of latency.
 //!
-//! Not yet: stdin. Containers get `/dev/null` as stdin (the shim keeps no pipe), so stdin a
-//! client sends is read and dropped.
+//! Stdin goes the other way through a pipe: a `stdin: true` container's stdin is a pipe whose
+//! writer the shim holds and hands to each attach as a file descriptor (for `stdinOnce`, the
+//! only writer, to the first attach), so the bytes never pass through the shim's loop.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -54,6 +55,16 @@ pub async fn serve(
     };
     let (path, _) = super::super::logs::locate(&logs_dir, &pod, &log_options)?;
     let protocol = super::websocket_protocol(&request)?;
+    let stdin = match (options.stdin, server.pod_runtime()) {
+        (true, Some(runtime)) => {
+            let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
+            runtime
+                .attach_stdin(uid, &container)
+                .await
+                .map_err(|e| ApiError::internal(format!("attach to {container}: {e}")))?
+        }
+        _ => None,
+    };
     let key = request
         .headers()
         .get("sec-websocket-key")
@@ -68,7 +79,7 @@ pub async fn serve(
             Ok(upgraded) => {
                 let io = hyper_util::rt::TokioIo::new(upgraded);
                 let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-                run(ws, path, running, options).await;
+                run(ws, protocol, path, running, stdin, options).await;
             }
             Err(e) => tracing::debug!("attach upgrade failed: {e}"),
         }
@@ -78,26 +89,29 @@ pub async fn serve(
 
 async fn run<S>(
     ws: WebSocketStream<S>,
+    protocol: channel::Protocol,
     path: PathBuf,
     running: impl Fn() -> bool,
+    stdin: Option<tokio::net::unix::pipe::Sender>,
     options: StreamOptions,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sink, mut incoming) = ws.split();
-    // Only output from now on, as attaching to a live process shows.
+    let (mut sink, incoming) = ws.split();
+    // Only output from now on, as attaching to a live process shows. Taken before any stdin
+    // is passed on, or the answer to it could land before this point and be skipped.
     let mut offset = tokio::fs::metadata(&path)
         .await
         .map(|m| m.len())
         .unwrap_or(0);
+    // The client's messages are read by their own task, so a container slow to read its
+    // stdin never holds its output back; the task ends when the client leaves.
+    let mut client = tokio::spawn(read_client(incoming, protocol, stdin));
     let mut carry = Vec::new();
     let mut ticker = tokio::time::interval(POLL);
     loop {
         tokio::select! {
-            message = incoming.next() => match message {
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
-                Some(Ok(_)) => continue,
-            },
+            _ = &mut client => return,
             _ = ticker.tick() => {}
         }
         // Read "running" before the file: output written before the exit is then never missed.
@@ -128,6 +142,36 @@ async fn run<S>(
                 .await;
             let _ = sink.close().await;
             return;
+        }
+    }
+}
+
+/// Reads the client's messages until it leaves, writing stdin to the container's pipe; the
+/// pipe is closed when the client closes its stdin (v5) so the container sees end of file.
+async fn read_client<S>(
+    mut incoming: futures::stream::SplitStream<WebSocketStream<S>>,
+    protocol: channel::Protocol,
+    mut stdin: Option<tokio::net::unix::pipe::Sender>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    while let Some(Ok(message)) = incoming.next().await {
+        let data = match message {
+            Message::Binary(data) => data,
+            Message::Close(_) => return,
+            _ => continue,
+        };
+        match channel::parse(protocol, &data) {
+            channel::Incoming::Stdin(bytes) => {
+                if let Some(pipe) = stdin.as_mut() {
+                    if pipe.write_all(&bytes).await.is_err() {
+                        stdin = None;
+                    }
+                }
+            }
+            channel::Incoming::Close(channel::STDIN) => stdin = None,
+            _ => {}
         }
     }
 }

@@ -75,7 +75,14 @@ pub fn choose_container(pod: &Value, wanted: Option<&str>) -> ApiResult<String> 
             )))
         }
     };
-    if !names.contains(&name) {
+    // Init and ephemeral containers may be named, never defaulted to (`kubectl debug -it`
+    // attaches to its ephemeral container by name).
+    let others = ["initContainers", "ephemeralContainers"].map(|key| {
+        pod["spec"][key]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["name"] == name))
+    });
+    if !names.contains(&name) && !others.contains(&true) {
         return Err(ApiError::bad_request(format!(
             "container {name} is not valid for pod {pod_name}"
         )));
@@ -101,11 +108,14 @@ pub fn check_running(pod: &Value, container: &str) -> ApiResult<()> {
             "pod {pod_name} does not have a host assigned"
         )));
     }
-    let running = pod["status"]["containerStatuses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|s| s["name"] == container && s["state"]["running"].is_object());
+    let running = [
+        "containerStatuses",
+        "initContainerStatuses",
+        "ephemeralContainerStatuses",
+    ]
+    .iter()
+    .flat_map(|key| pod["status"][key].as_array().into_iter().flatten())
+    .any(|s| s["name"] == container && s["state"]["running"].is_object());
     if !running {
         return Err(ApiError::bad_request(format!(
             "container {container} is not running in pod {pod_name} (phase {phase})"
@@ -274,6 +284,20 @@ mod tests {
         let e = choose_container(&pod(), Some("nope")).unwrap_err();
         assert_eq!(e.code, 400);
         assert!(e.message.contains("container nope is not valid for pod p"));
+    }
+
+    #[test]
+    fn an_ephemeral_container_is_reachable_by_name_but_never_the_default() {
+        let mut debug = pod();
+        debug["spec"]["ephemeralContainers"] = json!([{"name": "debugger-x"}]);
+        debug["status"]["ephemeralContainerStatuses"] =
+            json!([{"name": "debugger-x", "state": {"running": {}}}]);
+        assert_eq!(
+            choose_container(&debug, Some("debugger-x")).unwrap(),
+            "debugger-x"
+        );
+        assert_eq!(choose_container(&debug, None).unwrap(), "b");
+        assert!(check_running(&debug, "debugger-x").is_ok());
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub struct Container {
     pub pipes: Vec<LogPipe>,
     /// `None` for containers loaded from a previous shim's state file.
     log: Option<LogWriter>,
+    /// The write end of the container's stdin pipe (`stdin: true`), handed to attaches;
+    /// given away for good by the first attach of a `stdin_once` container.
+    stdin: Option<OwnedFd>,
+    stdin_once: bool,
 }
 
 const OOM_SCORE_ADJ: &str = "/proc/self/oom_score_adj";
@@ -154,6 +158,8 @@ impl Container {
             pidfd: None,
             pipes: Vec::new(),
             log: None,
+            stdin: None,
+            stdin_once: false,
         }
     }
 
@@ -178,7 +184,7 @@ impl Container {
         let result =
             Self::create_with_rootfs(&layout, pod, cgroup_namespace, spec, &rootfs, seccomp);
         match result {
-            Ok((id, pid, pidfd, pipes)) => {
+            Ok((id, pid, pidfd, pipes, stdin)) => {
                 let state = ContainerState {
                     name: spec.name.clone(),
                     id,
@@ -200,6 +206,8 @@ impl Container {
                     pidfd: Some(pidfd),
                     pipes,
                     log: Some(log),
+                    stdin,
+                    stdin_once: spec.stdin_once,
                 })
             }
             Err(e) => {
@@ -219,7 +227,7 @@ impl Container {
         spec: &ContainerSpec,
         rootfs: &Path,
         seccomp: Option<serde_json::Value>,
-    ) -> Result<(String, i32, OwnedFd, Vec<LogPipe>), ShimError> {
+    ) -> Result<(String, i32, OwnedFd, Vec<LogPipe>, Option<OwnedFd>), ShimError> {
         let oci = build_spec(spec, rootfs, pod, seccomp, cgroup_namespace)?;
         let bundle = layout.bundle(&spec.name);
         std::fs::create_dir_all(&bundle).map_err(io_err("create dir", &bundle))?;
@@ -232,7 +240,13 @@ impl Container {
 
         let id = new_id();
         // The container must always get a stdin, or it inherits the shim's.
-        let stdin = File::open("/dev/null").map_err(io_err("open", "/dev/null"))?;
+        let (stdin, stdin_writer): (OwnedFd, Option<OwnedFd>) = if spec.stdin {
+            let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe"))?;
+            (read, Some(write))
+        } else {
+            let null = File::open("/dev/null").map_err(io_err("open", "/dev/null"))?;
+            (null.into(), None)
+        };
         let (out_read, out_write) =
             nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe"))?;
         let (err_read, err_write) =
@@ -298,7 +312,26 @@ impl Container {
                 splitter: LineSplitter::default(),
             },
         ];
-        Ok((id, pid, pidfd, pipes))
+        Ok((id, pid, pidfd, pipes, stdin_writer))
+    }
+
+    /// A writer for the container's stdin, for one attach: a duplicate of the shim's, or for
+    /// `stdin_once` the shim's own (so the container sees end of file when the attach ends).
+    /// `None` when the container has no stdin or a once-only stdin was already taken.
+    pub fn stdin_for_attach(&mut self) -> Result<Option<OwnedFd>, ShimError> {
+        if self.record.state.status == ContainerStatus::Exited {
+            return Ok(None);
+        }
+        if self.stdin_once {
+            return Ok(self.stdin.take());
+        }
+        match &self.stdin {
+            Some(fd) => fd
+                .try_clone()
+                .map(Some)
+                .map_err(io_err("dup stdin", PathBuf::from(&self.record.state.name))),
+            None => Ok(None),
+        }
     }
 
     fn lib_container(&self, dir: &Path) -> Result<LibContainer, ShimError> {
@@ -367,6 +400,7 @@ impl Container {
             state.oom_killed = true;
         }
         self.pidfd = None;
+        self.stdin = None;
         Ok(true)
     }
 

@@ -408,6 +408,10 @@ impl Shim {
                 Ok(()) => return None,
                 Err(e) => Err(e),
             },
+            Request::Attach { name } => match self.attach(&name, client) {
+                Ok(()) => return None,
+                Err(e) => Err(e),
+            },
             Request::CreateContainer { spec } => {
                 self.create(&spec).map(|id| Response::Created { id })
             }
@@ -499,6 +503,31 @@ impl Shim {
         }
         self.sessions.push(session);
         sent
+    }
+
+    /// Sends `client` a writer of container `name`'s stdin, if it has one to give.
+    fn attach(&mut self, name: &str, client: u64) -> Result<(), ShimError> {
+        let container = self.find(name)?;
+        let fds: Vec<std::os::fd::OwnedFd> = container.stdin_for_attach()?.into_iter().collect();
+        let mut line =
+            serde_json::to_vec(&Response::Attached { fds: fds.len() }).map_err(|source| {
+                ShimError::State {
+                    path: self.dir.clone(),
+                    source,
+                }
+            })?;
+        line.push(b'\n');
+        let Some(c) = self.clients.iter().find(|c| c.id == client) else {
+            return Ok(());
+        };
+        if fds.is_empty() {
+            let mut stream = &c.stream;
+            stream
+                .write_all(&line)
+                .map_err(io_err("write", self.dir.join(SOCKET_NAME)))
+        } else {
+            send_with_fds(&c.stream, &line, &fds)
+        }
     }
 
     /// A session whose client is gone would run with nobody reading it: kill it (the pidfd
