@@ -23,6 +23,7 @@
 //! - `runtime`: the container runtime: the per-pod shim, libcontainer, images, cgroups. Knows no API.
 //! - `network`: bridge, veths, IPAM and the nftables service proxy.
 //! - `dns`: the cluster DNS server.
+//! - `metrics`: this node's CPU and memory usage sampled from cgroups, for `metrics.k8s.io`.
 //! - `ingress`: the built-in Ingress controller: IngressClass `berth` and an HTTP(S) reverse proxy.
 
 pub mod admission;
@@ -41,6 +42,7 @@ pub mod dns;
 pub mod encryption;
 pub mod image_import;
 pub mod ingress;
+pub mod metrics;
 pub mod network;
 pub mod pki;
 pub mod registry;

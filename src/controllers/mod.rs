@@ -8,6 +8,7 @@ pub mod deployment;
 pub mod disruption;
 pub mod endpointslice;
 pub mod gc;
+pub mod hpa;
 pub mod job;
 pub mod localpath;
 pub mod namespace;
