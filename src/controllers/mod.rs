@@ -10,6 +10,7 @@ pub mod endpointslice;
 pub mod gc;
 pub mod hpa;
 pub mod job;
+pub mod job_index;
 pub mod localpath;
 pub mod namespace;
 pub mod nodelifecycle;
