@@ -193,11 +193,11 @@ fn component_rules(role: &str) -> Vec<PolicyRule> {
         "system:controller:horizontal-pod-autoscaler" => vec![
             r(READ, &["autoscaling"], &["horizontalpodautoscalers"]),
             r(
-                &["update"],
+                &["update", "patch"],
                 &["autoscaling"],
                 &["horizontalpodautoscalers/status"],
             ),
-            r(&["get", "update"], &["*"], &["*/scale"]),
+            r(&["get", "update", "patch"], &["*"], &["*/scale"]),
             core_read(&["pods"]),
             r(&["get", "list"], &["metrics.k8s.io"], &["pods"]),
             events(),
