@@ -231,14 +231,19 @@ fn an_hpa_at_fifty_percent_cpu_scales_a_busy_deployment_up() {
         "{table}"
     );
 
-    let events = cluster.server.kubectl_ok(&[
+    // Events go through events.k8s.io/v1, as upstream's controllers record them.
+    let events: serde_json::Value = serde_json::from_str(&cluster.server.kubectl_ok(&[
         "get",
-        "events",
-        "--field-selector",
-        "reason=SuccessfulRescale",
+        "events.v1.events.k8s.io",
         "-o",
-        "jsonpath={.items[*].message}",
-    ]);
-    assert!(events.contains("New size: "), "no rescale event: {events}");
+        "json",
+    ]))
+    .unwrap();
+    let rescaled = events["items"].as_array().unwrap().iter().any(|e| {
+        e["reason"] == "SuccessfulRescale"
+            && e["regarding"]["name"] == "web"
+            && e["note"].as_str().unwrap_or("").starts_with("New size: ")
+    });
+    assert!(rescaled, "no rescale event: {events:#}");
     cluster.server.kubectl_ok(&["delete", "hpa", "web"]);
 }
