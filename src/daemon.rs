@@ -225,6 +225,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             crate::controllers::job::run(c).await;
             anyhow::bail!("the job controller stopped")
         });
+        let c = client("horizontal-pod-autoscaler");
+        components.spawn(async move {
+            crate::controllers::hpa::run(c).await;
+            anyhow::bail!("the horizontal pod autoscaler stopped")
+        });
         let c = client("cronjob-controller");
         components.spawn(async move {
             crate::controllers::cronjob::run(c).await;
@@ -358,6 +363,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         crate::agent::run(pods_client, agent_config).await?;
         anyhow::bail!("the pod workers stopped")
     });
+    // Resource usage of this node and its pods for `metrics.k8s.io` (kubectl top, autoscaling).
+    let metrics = crate::metrics::Metrics::for_node(&node_name);
+    api.set_metrics(metrics.clone());
+    tokio::spawn(crate::metrics::run_sampler(
+        metrics,
+        crate::metrics::SAMPLE_INTERVAL,
+    ));
 
     // Cluster DNS on the bridge gateway, once the agent has created the bridge.
     let dns_client = crate::client::in_process(router.clone(), crate::client::system_user("dns"));

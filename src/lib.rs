@@ -23,6 +23,7 @@
 //! - `runtime`: the container runtime: the per-pod shim, libcontainer, images, cgroups. Knows no API.
 //! - `network`: bridge, veths, IPAM and the nftables service proxy.
 //! - `dns`: the cluster DNS server.
+//! - `metrics`: this node's CPU and memory usage sampled from cgroups, for `metrics.k8s.io`.
 //! - `ingress`: the built-in Ingress controller: IngressClass `berth` and an HTTP(S) reverse proxy.
 //! - `join`: worker nodes: join tokens, CSR approval and signing, node authorization, `berth agent`.
 
@@ -43,6 +44,7 @@ pub mod encryption;
 pub mod image_import;
 pub mod ingress;
 pub mod join;
+pub mod metrics;
 pub mod network;
 pub mod pki;
 pub mod registry;

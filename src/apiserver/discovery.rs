@@ -60,6 +60,11 @@ pub(crate) fn subresources(r: &Resource) -> Vec<(&'static str, &'static [&'stati
 
 /// `/api/v1` or `/apis/<group>/<version>`: an APIResourceList.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    if let Some(metrics) = super::metrics::discovery_entries(group, version, false) {
+        return Some(
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{group}/{version}"), "resources": metrics}),
+        );
+    }
     let reviews = super::reviews::discovery_entries(group, version, false);
     if !reviews.is_empty() {
         return Some(
@@ -153,10 +158,14 @@ fn all_groups() -> Vec<(&'static str, Vec<&'static str>)> {
     for (group, version) in super::reviews::groups() {
         groups.push((group, vec![version]));
     }
+    groups.push((super::metrics::GROUP, vec![super::metrics::VERSION]));
     groups
 }
 
 fn aggregated_version(group: &str, version: &str) -> Value {
+    if let Some(metrics) = super::metrics::discovery_entries(group, version, true) {
+        return json!({"version": version, "resources": metrics, "freshness": "Current"});
+    }
     let reviews = super::reviews::discovery_entries(group, version, true);
     if !reviews.is_empty() {
         return json!({"version": version, "resources": reviews, "freshness": "Current"});

@@ -10,6 +10,7 @@ pub mod discovery;
 mod fieldset;
 mod logs;
 mod managed;
+pub mod metrics;
 pub mod openapi;
 mod patch;
 mod query;
@@ -55,6 +56,8 @@ pub struct ApiServer {
     pod_runtime: std::sync::OnceLock<crate::runtime::ShimRuntime>,
     /// Authorizes every request once set; until then every authenticated user may do anything.
     rbac: std::sync::OnceLock<Arc<rbac::Rbac>>,
+    /// This node's resource usage, for `metrics.k8s.io` (set when the node runs pods).
+    metrics: std::sync::OnceLock<crate::metrics::Metrics>,
 }
 
 impl ApiServer {
@@ -68,6 +71,7 @@ impl ApiServer {
             token_signer: std::sync::OnceLock::new(),
             pod_runtime: std::sync::OnceLock::new(),
             rbac: std::sync::OnceLock::new(),
+            metrics: std::sync::OnceLock::new(),
         })
     }
 
@@ -111,6 +115,15 @@ impl ApiServer {
 
     pub(crate) fn rbac(&self) -> Option<Arc<rbac::Rbac>> {
         self.rbac.get().cloned()
+    }
+
+    /// `metrics.k8s.io` serves `metrics` from now on.
+    pub fn set_metrics(&self, metrics: crate::metrics::Metrics) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    pub(crate) fn metrics(&self) -> Option<crate::metrics::Metrics> {
+        self.metrics.get().cloned()
     }
 
     /// `/readyz` answers ok from now on.
@@ -180,6 +193,9 @@ async fn route(server: &Arc<ApiServer>, path: &str, user: UserInfo, request: Req
         return reviews::serve(&server, review, &user, request)
             .await
             .unwrap_or_else(|e| error_response(&e));
+    }
+    if let Some(metrics_route) = metrics::route(&path) {
+        return metrics::serve(&server, metrics_route, &request);
     }
     if openapi::serves(&path) {
         return openapi::handle(&request);

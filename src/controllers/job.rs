@@ -31,6 +31,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::common;
+use super::job_index;
 
 pub const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
 pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
@@ -164,6 +165,8 @@ impl JobParams {
 pub enum FailureAction {
     /// Fail the job at once; the message names the rule.
     FailJob(String),
+    /// Fail the pod's index at once (Indexed jobs with a per-index backoff limit).
+    FailIndex,
     /// Not counted towards the backoff limit.
     Ignore,
     Count,
@@ -220,6 +223,7 @@ pub fn failure_action(rules: &[PodFailurePolicyRule], pod: &Pod) -> FailureActio
             return match rule.action.as_str() {
                 "FailJob" => FailureAction::FailJob(message),
                 "Ignore" => FailureAction::Ignore,
+                "FailIndex" => FailureAction::FailIndex,
                 _ => FailureAction::Count,
             };
         }
@@ -409,6 +413,10 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
         return Ok(Action::await_change());
     }
     let params = JobParams::of(&job);
+    let index_policy = job_index::IndexPolicy::of(&job);
+    let per_index_limit = index_policy
+        .backoff_limit_per_index
+        .filter(|_| params.indexed);
     let now = Timestamp::now();
     let reference = common::object_reference("batch/v1", "Job", &job.metadata);
     let status = job.status.clone().unwrap_or_default();
@@ -425,6 +433,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
     let mut uncounted_failed: BTreeSet<String> =
         uncounted.failed.unwrap_or_default().into_iter().collect();
     let mut completed = parse_indexes(status.completed_indexes.as_deref().unwrap_or(""));
+    let mut failed_indexes = parse_indexes(status.failed_indexes.as_deref().unwrap_or(""));
     let mut fail_job: Option<String> = None;
     let mut release = Vec::new();
     let mut recorded = false;
@@ -445,7 +454,24 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
                     fail_job.get_or_insert(message);
                     recorded |= uncounted_failed.insert(pod_uid);
                 }
-                FailureAction::Count => recorded |= uncounted_failed.insert(pod_uid),
+                FailureAction::FailIndex if per_index_limit.is_some() => {
+                    if let Some(index) = completion_index(pod) {
+                        recorded |= failed_indexes.insert(index);
+                    }
+                    recorded |= uncounted_failed.insert(pod_uid);
+                }
+                FailureAction::FailIndex | FailureAction::Count => {
+                    let failures = job_index::index_failure_count(pod) + 1;
+                    match (per_index_limit, completion_index(pod)) {
+                        (Some(limit), Some(index))
+                            if job_index::index_exhausted(failures, limit) =>
+                        {
+                            recorded |= failed_indexes.insert(index);
+                        }
+                        _ => {}
+                    }
+                    recorded |= uncounted_failed.insert(pod_uid);
+                }
             }
             release.push(pod);
         }
@@ -466,6 +492,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
                 "failed": uncounted_failed,
             },
             "completedIndexes": params.indexed.then(|| format_indexes(&completed)),
+            "failedIndexes": per_index_limit.map(|_| format_indexes(&failed_indexes)),
             "conditions": conditions.values().collect::<Vec<_>>(),
         }});
         if !write_status(&jobs, name, &body).await? {
@@ -541,6 +568,18 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
                     "Job has reached the specified backoff limit",
                 ),
             );
+        } else if let Some((reason, message)) = job_index::failed_indexes_verdict(
+            &index_policy,
+            params.completions.unwrap_or(0),
+            &completed,
+            &failed_indexes,
+        )
+        .filter(|_| params.indexed)
+        {
+            conditions.insert(
+                "FailureTarget".into(),
+                condition("FailureTarget", "True", reason, message),
+            );
         } else if deadline_left.is_some_and(|d| !d.is_positive()) {
             conditions.insert(
                 "FailureTarget".into(),
@@ -556,7 +595,19 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
                 Some(completions) => done >= completions,
                 None => succeeded > 0 && active.is_empty(),
             };
-            if complete {
+            let success_rule = job_index::success_rule_met(&index_policy.success_rules, &completed)
+                .filter(|_| params.indexed);
+            if let Some(rule) = success_rule {
+                conditions.insert(
+                    "SuccessCriteriaMet".into(),
+                    condition(
+                        "SuccessCriteriaMet",
+                        "True",
+                        "SuccessPolicy",
+                        &format!("Matched rules at index {rule}"),
+                    ),
+                );
+            } else if complete {
                 conditions.insert(
                     "SuccessCriteriaMet".into(),
                     condition(
@@ -679,8 +730,25 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
         if wait > Duration::ZERO {
             requeue = Some(requeue.map_or(wait, |r| r.min(wait)));
         } else {
+            // A failed index is not run again; with podReplacementPolicy Failed a pod still
+            // terminating keeps its place.
+            let blocked: BTreeSet<i32> = completed.union(&failed_indexes).copied().collect();
+            let mut holding = active.clone();
+            if index_policy.replace_only_failed {
+                holding.extend(pods.iter().filter(|p| common::pod_is_terminating(p)));
+            }
+            let index_failures =
+                job_index::failures_per_index(pods.iter().filter(|p| pod_failed(p)));
             start_pods(
-                &ctx, &pods_api, &job, &params, &active, &completed, succeeded, &reference,
+                &ctx,
+                &pods_api,
+                &job,
+                &params,
+                &holding,
+                &blocked,
+                &index_failures,
+                succeeded,
+                &reference,
             )
             .await;
         }
@@ -702,6 +770,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
         "startTime": start_time_out,
         "completionTime": completion_time,
         "completedIndexes": params.indexed.then(|| format_indexes(&completed)),
+        "failedIndexes": per_index_limit.map(|_| format_indexes(&failed_indexes)),
         "uncountedTerminatedPods": {
             "succeeded": uncounted_succeeded,
             "failed": uncounted_failed,
@@ -821,6 +890,7 @@ async fn start_pods(
     params: &JobParams,
     active: &[&Pod],
     completed: &BTreeSet<i32>,
+    index_failures: &BTreeMap<i32, i32>,
     succeeded: i32,
     reference: &k8s_openapi::api::core::v1::ObjectReference,
 ) {
@@ -840,7 +910,13 @@ async fn start_pods(
         vec![None; count as usize]
     };
     for index in indexes {
-        let pod = pod_for(job, index);
+        let mut pod = pod_for(job, index);
+        if let Some(failures) = index.and_then(|i| index_failures.get(&i)) {
+            pod.metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(job_index::INDEX_FAILURE_COUNT.into(), failures.to_string());
+        }
         match pods.create(&PostParams::default(), &pod).await {
             Ok(created) => {
                 let name = created.metadata.name.unwrap_or_default();

@@ -10,6 +10,7 @@
 //! - [`shim`]: `berth shim`, the per-pod process that owns the containers.
 //! - [`client`]: [`ShimRuntime`], the agent-side [`ContainerRuntime`] implementation.
 //! - [`images`]: image pull, the content-addressed store, layer unpacking, archive import.
+//! - [`stats`]: CPU time and memory working set of cgroups and of the node.
 //! - [`memory`]: handing start-up-only memory back to the kernel once the node has settled.
 
 pub mod cgroups;
@@ -22,6 +23,7 @@ pub mod seccomp;
 pub mod session;
 pub mod shim;
 pub mod spec;
+pub mod stats;
 pub mod types;
 
 use std::future::Future;

@@ -93,6 +93,10 @@ pub const COMPONENTS: &[(&str, &str)] = &[
         "system:controller:deployment-controller",
     ),
     ("job-controller", "system:controller:job-controller"),
+    (
+        "horizontal-pod-autoscaler",
+        "system:controller:horizontal-pod-autoscaler",
+    ),
     ("cronjob-controller", "system:controller:cronjob-controller"),
     (
         "ttl-after-finished-controller",
@@ -191,6 +195,19 @@ fn component_rules(role: &str) -> Vec<PolicyRule> {
         "system:controller:deployment-controller" => vec![
             manage("apps", &["deployments", "replicasets"]),
             manage("", &["pods"]),
+            events(),
+        ],
+        // As upstream: scale any scalable resource, read pods and their resource metrics.
+        "system:controller:horizontal-pod-autoscaler" => vec![
+            r(READ, &["autoscaling"], &["horizontalpodautoscalers"]),
+            r(
+                &["update", "patch"],
+                &["autoscaling"],
+                &["horizontalpodautoscalers/status"],
+            ),
+            r(&["get", "update", "patch"], &["*"], &["*/scale"]),
+            core_read(&["pods"]),
+            r(&["get", "list"], &["metrics.k8s.io"], &["pods"]),
             events(),
         ],
         "system:controller:job-controller" => {
@@ -637,6 +654,16 @@ fn cluster_roles() -> Vec<Role> {
             )],
         ),
     ];
+    // What upstream's metrics-server installs: `kubectl top` for whoever may view pods.
+    roles.push(Role {
+        name: "system:aggregated-metrics-reader",
+        labels: ["view", "edit", "admin"]
+            .iter()
+            .map(|to| (aggregate_label(to), "true"))
+            .collect(),
+        rules: vec![r(READ, &["metrics.k8s.io"], &["pods", "nodes"])],
+        aggregate_from: Vec::new(),
+    });
     for (_, name) in COMPONENTS {
         roles.push(role(name, component_rules(name)));
     }
@@ -806,5 +833,9 @@ mod tests {
         assert_eq!(label("edit"), vec![(aggregate_label("admin"), "true")]);
         assert_eq!(label("view"), vec![(aggregate_label("edit"), "true")]);
         assert!(label("system:aggregate-to-view").contains(&(aggregate_label("view"), "true")));
+        let metrics = label("system:aggregated-metrics-reader");
+        for to in ["view", "edit", "admin"] {
+            assert!(metrics.contains(&(aggregate_label(to), "true")));
+        }
     }
 }
