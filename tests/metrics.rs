@@ -75,7 +75,7 @@ fn running(pod: &serde_json::Value) -> bool {
 }
 
 #[test]
-fn kubectl_top_shows_a_busy_pod_near_one_core_and_an_idle_one_near_zero() {
+fn kubectl_top_shows_a_busy_pod_using_cpu_and_an_idle_one_near_zero() {
     let ns = Netns::new();
     let cluster = Cluster::start(&ns);
     let container = |command: &str| json!({"containers": [{"name": "app", "image": "busybox", "command": ["sh", "-c", command]}]});
