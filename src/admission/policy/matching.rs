@@ -13,9 +13,11 @@ use crate::admission::Attributes;
 use crate::api::selectors::LabelSelector;
 
 /// `namespace` is the write's Namespace object (None for cluster-scoped writes). No constraints
-/// select nothing, as a policy without `matchConstraints` is refused upstream.
+/// select nothing, as a policy without `matchConstraints` is refused upstream. A binding's
+/// `matchResources` without resource rules (`rules_optional`) narrows by its selectors only.
 pub fn matches(
     constraints: Option<&MatchResources>,
+    rules_optional: bool,
     a: &Attributes<'_>,
     object: Option<&Value>,
     namespace: Option<&Value>,
@@ -23,11 +25,12 @@ pub fn matches(
     let Some(m) = constraints else {
         return false;
     };
-    let included = m
-        .resource_rules
-        .iter()
-        .flatten()
-        .any(|rule| named_rule_matches(rule, a));
+    let no_rules = m.resource_rules.as_ref().is_none_or(Vec::is_empty);
+    let included = (rules_optional && no_rules)
+        || m.resource_rules
+            .iter()
+            .flatten()
+            .any(|rule| named_rule_matches(rule, a));
     let excluded = m
         .exclude_resource_rules
         .iter()

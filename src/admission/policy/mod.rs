@@ -140,13 +140,14 @@ impl Plugin for ValidatingAdmissionPolicies {
             let labels_of_namespace = namespace.as_ref();
             if !matching::matches(
                 policy_spec.match_constraints.as_ref(),
+                false,
                 a,
                 object,
                 labels_of_namespace,
             ) || !spec
                 .match_resources
                 .as_ref()
-                .is_none_or(|m| matching::matches(Some(m), a, object, labels_of_namespace))
+                .is_none_or(|m| matching::matches(Some(m), true, a, object, labels_of_namespace))
             {
                 continue;
             }

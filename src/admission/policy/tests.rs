@@ -155,36 +155,85 @@ fn match_constraints_select_by_rule_name_and_labels() {
     };
     let rule = json!({"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["deployments"]});
     let all = constraints(json!({"resourceRules": [rule]}));
-    assert!(matching::matches(Some(&all), &a, Some(&object), None));
+    assert!(matching::matches(
+        Some(&all),
+        false,
+        &a,
+        Some(&object),
+        None
+    ));
     let other = constraints(
         json!({"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["*"], "resources": ["pods"]}]}),
     );
-    assert!(!matching::matches(Some(&other), &a, Some(&object), None));
+    assert!(!matching::matches(
+        Some(&other),
+        false,
+        &a,
+        Some(&object),
+        None
+    ));
     let mut named = rule.clone();
     named["resourceNames"] = json!(["other"]);
     let named = constraints(json!({"resourceRules": [named]}));
-    assert!(!matching::matches(Some(&named), &a, Some(&object), None));
+    assert!(!matching::matches(
+        Some(&named),
+        false,
+        &a,
+        Some(&object),
+        None
+    ));
     let excluded = constraints(json!({"resourceRules": [rule], "excludeResourceRules": [rule]}));
-    assert!(!matching::matches(Some(&excluded), &a, Some(&object), None));
+    assert!(!matching::matches(
+        Some(&excluded),
+        false,
+        &a,
+        Some(&object),
+        None
+    ));
     let labelled = constraints(
         json!({"resourceRules": [rule], "objectSelector": {"matchLabels": {"app": "db"}}}),
     );
-    assert!(!matching::matches(Some(&labelled), &a, Some(&object), None));
+    assert!(!matching::matches(
+        Some(&labelled),
+        false,
+        &a,
+        Some(&object),
+        None
+    ));
     let in_prod = constraints(
         json!({"resourceRules": [rule], "namespaceSelector": {"matchLabels": {"env": "prod"}}}),
     );
     let prod = json!({"metadata": {"name": "default", "labels": {"env": "prod"}}});
     assert!(matching::matches(
         Some(&in_prod),
+        false,
         &a,
         Some(&object),
         Some(&prod)
     ));
     assert!(!matching::matches(
         Some(&in_prod),
+        false,
         &a,
         Some(&object),
         Some(&json!({}))
     ));
-    assert!(!matching::matches(None, &a, Some(&object), None));
+    assert!(!matching::matches(None, false, &a, Some(&object), None));
+    // A binding's matchResources may leave the rules to the policy and only add selectors.
+    let selectors_only =
+        constraints(json!({"namespaceSelector": {"matchLabels": {"env": "prod"}}}));
+    assert!(matching::matches(
+        Some(&selectors_only),
+        true,
+        &a,
+        Some(&object),
+        Some(&prod)
+    ));
+    assert!(!matching::matches(
+        Some(&selectors_only),
+        false,
+        &a,
+        Some(&object),
+        Some(&prod)
+    ));
 }
