@@ -83,6 +83,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .context("cannot reconcile the default RBAC policy")?;
     registry
         .admission()
+        .register(crate::admission::policy::ValidatingAdmissionPolicies::start(&registry));
+    registry
+        .admission()
         .register(crate::admission::webhook::Webhooks::start(&registry));
 
     // Then the API, over TLS.

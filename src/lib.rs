@@ -12,6 +12,7 @@
 //! - `apiserver`: HTTPS front end: authentication, discovery, REST verbs, watch streams.
 //! - `audit`: the audit log: an audit.k8s.io/v1 policy, JSON-line events, size rotation.
 //! - `admission`: the mutating and validating plugin chain every write passes through.
+//! - `cel`: CEL expressions (compiled once, cached, bounded in cost) for policies and CRD rules.
 //! - `registry`: per-kind policy (defaults, validation, generation) and the generic CRUD on the store.
 //! - `encryption`: Secrets sealed with AES-256-GCM at rest, the key file and key rotation.
 //! - `store`: redb-backed key/value log with revisions, compaction and watch fan-out; knows no kinds.
@@ -32,6 +33,7 @@ pub mod agent;
 pub mod api;
 pub mod apiserver;
 pub mod audit;
+pub mod cel;
 pub mod certs;
 pub mod cli;
 pub mod client;

@@ -11,9 +11,11 @@
 //! registry call. Writes made by berth itself outside a request have no user.
 
 pub mod builtin;
+pub mod cel_request;
 pub mod default_toleration_seconds;
 pub mod limit_range;
 pub mod pod_security;
+pub mod policy;
 pub mod priority;
 pub mod quota;
 pub mod resource_quota;

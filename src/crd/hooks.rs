@@ -48,14 +48,19 @@ pub fn prepare_write(r: &Resource, obj: &mut Value) {
 }
 
 /// Validation beyond names and labels: CRDs against the CRD rules, custom objects against their
-/// schema.
-pub fn validate(r: &Resource, obj: &Value, causes: &mut Vec<Cause>) {
+/// schema and its CEL rules (`old` is the stored object on update, for transition rules).
+pub fn validate(r: &Resource, obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
     if is_crd(r) {
         causes.extend(validation::validate(obj));
         return;
     }
     if let Some(version) = version_of(r) {
+        let before = causes.len();
         schema::validate(obj, &version.schema, "", causes);
+        // Rules assume the schema holds (upstream skips them on schema errors too).
+        if causes.len() == before {
+            super::rules::validate(obj, old, &version.schema, causes);
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! - `definition`: what a stored CRD says, read once into [`Definition`], and the set of served ones.
 //! - `validation`: the rules a CRD must pass (names, group, versions, structural schema).
 //! - `schema`: custom objects against their structural schema: validate, prune, default.
+//! - `rules`: the CEL rules of a schema (`x-kubernetes-validations`), transition rules included.
 //! - `columns`: `additionalPrinterColumns` and the JSONPath subset they use.
 //! - `openapi`: OpenAPI v3 documents built from the served schemas.
 //! - `controller`: serves established CRDs, writes their status, deletes their objects on delete.
@@ -15,6 +16,7 @@ pub mod controller;
 mod definition;
 pub mod hooks;
 pub mod openapi;
+pub mod rules;
 pub mod schema;
 pub mod validation;
 

@@ -182,12 +182,11 @@ fn validate_versions(crd: &Value, causes: &mut Vec<Cause>) {
                 message: "Required value: schemas are required".into(),
                 field: format!("{path}.schema.openAPIV3Schema"),
             }),
-            Some(schema) => check_structural(
-                schema,
-                &format!("{path}.schema.openAPIV3Schema"),
-                true,
-                causes,
-            ),
+            Some(schema) => {
+                let schema_path = format!("{path}.schema.openAPIV3Schema");
+                check_structural(schema, &schema_path, true, causes);
+                super::rules::check_compiles(schema, &schema_path, causes);
+            }
         }
         for (j, column) in v
             .get("additionalPrinterColumns")

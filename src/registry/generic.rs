@@ -308,7 +308,7 @@ impl Registry {
             kinds::validate_name(r, &name, &mut causes);
             meta::validate_labels_and_annotations(&obj, &mut causes);
             causes.extend(validation::validate(r, &obj));
-            crate::crd::hooks::validate(r, &obj, &mut causes);
+            crate::crd::hooks::validate(r, &obj, None, &mut causes);
             if !causes.is_empty() {
                 return Err(ApiError::invalid(r.group, r.kind, &name, causes));
             }
@@ -496,7 +496,7 @@ impl Registry {
             if part == Part::EphemeralContainers {
                 causes.extend(super::ephemeral::validate_update(&old, &new));
             }
-            crate::crd::hooks::validate(r, &new, &mut causes);
+            crate::crd::hooks::validate(r, &new, Some(&old), &mut causes);
             if !causes.is_empty() {
                 return Err(ApiError::invalid(r.group, r.kind, name, causes));
             }

@@ -5,8 +5,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, RuleWithOperations, ValidatingWebhookConfiguration,
-    WebhookClientConfig,
+    MatchCondition, MutatingWebhookConfiguration, RuleWithOperations,
+    ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as MetaLabelSelector;
 use serde::de::DeserializeOwned;
@@ -35,6 +35,8 @@ pub struct Hook {
     /// sideEffects None or NoneOnDryRun: safe to call on a dry run.
     pub dry_run_safe: bool,
     pub timeout: Duration,
+    /// CEL conditions that must all hold for the webhook to be called.
+    pub match_conditions: Vec<MatchCondition>,
 }
 
 #[derive(Debug, Default)]
@@ -81,6 +83,7 @@ impl Cache {
                     w.object_selector,
                     w.side_effects,
                     w.timeout_seconds,
+                    w.match_conditions,
                 )
             })
             .collect(),
@@ -100,6 +103,7 @@ impl Cache {
                     w.object_selector,
                     w.side_effects,
                     w.timeout_seconds,
+                    w.match_conditions,
                 )
             })
             .collect(),
@@ -162,6 +166,7 @@ fn hook(
     object_selector: Option<MetaLabelSelector>,
     side_effects: String,
     timeout_seconds: Option<i32>,
+    match_conditions: Option<Vec<MatchCondition>>,
 ) -> Option<Hook> {
     let selector = |s: Option<MetaLabelSelector>| match s {
         Some(s) => LabelSelector::from_label_selector(&s).ok(),
@@ -182,5 +187,6 @@ fn hook(
         object_selector: selector(object_selector)?,
         dry_run_safe: matches!(side_effects.as_str(), "None" | "NoneOnDryRun"),
         timeout,
+        match_conditions: match_conditions.unwrap_or_default(),
     })
 }

@@ -8,14 +8,17 @@
 //! failurePolicy is Ignore; writes of the admission configuration kinds themselves never go to
 //! webhooks, so a broken webhook can always be removed.
 //!
-//! Not done: `matchConditions` (CEL), `reinvocationPolicy: IfNeeded` (mutating webhooks run
+//! `matchConditions` (CEL) are evaluated after the selectors; a condition that fails to evaluate
+//! follows the failurePolicy. `warnings` in a response become `Warning:` headers.
+//!
+//! Not done: `reinvocationPolicy: IfNeeded` (mutating webhooks run
 //! once), `matchPolicy: Equivalent` beyond the exact resource (berth serves each built-in
-//! resource at one version), warnings in the response, and validating webhooks run one after
+//! resource at one version), the `authorizer` CEL variable, and validating webhooks run one after
 //! another rather than in parallel.
 
 mod call;
 mod config;
-mod rules;
+pub(crate) mod rules;
 
 use std::sync::Arc;
 
@@ -51,7 +54,19 @@ impl Webhooks {
         if !rules::object_selector_matches(&hook.object_selector, object, a.old) {
             return Ok(false);
         }
-        self.namespace_selector_matches(hook, a, object)
+        if !self.namespace_selector_matches(hook, a, object)? {
+            return Ok(false);
+        }
+        if hook.match_conditions.is_empty() {
+            return Ok(true);
+        }
+        let activation = crate::admission::cel_request::activation(a, object);
+        match crate::admission::cel_request::conditions_hold(&hook.match_conditions, &activation) {
+            Ok(holds) => Ok(holds),
+            Err(e) => self
+                .failed(hook, format!("failed evaluating match conditions: {e}"))
+                .map(|_| false),
+        }
     }
 
     /// Cluster-scoped objects other than namespaces are never exempted; a namespace is matched
@@ -180,8 +195,14 @@ fn exempt(a: &Attributes<'_>) -> bool {
     a.resource.group == "admissionregistration.k8s.io"
 }
 
-/// A refusal becomes the Status the webhook gave, its message prefixed as upstream does.
+/// A refusal becomes the Status the webhook gave, its message prefixed as upstream does. The
+/// response's warnings go to the client either way.
 fn refuse_unless_allowed(hook: &Hook, response: &Value) -> ApiResult<()> {
+    for warning in response["warnings"].as_array().into_iter().flatten() {
+        if let Some(text) = warning.as_str().filter(|t| !t.is_empty()) {
+            crate::admission::warnings::warn(text.to_string());
+        }
+    }
     if response["allowed"].as_bool() == Some(true) {
         return Ok(());
     }
@@ -256,7 +277,19 @@ mod tests {
             object_selector: LabelSelector::default(),
             dry_run_safe: true,
             timeout: Duration::from_secs(10),
+            match_conditions: Vec::new(),
         }
+    }
+
+    #[test]
+    fn the_warnings_of_a_response_reach_the_client() {
+        let response = json!({"uid": "u", "allowed": true, "warnings": ["deprecated field", ""]});
+        let (result, warnings) =
+            futures::executor::block_on(crate::admission::warnings::collect(async {
+                refuse_unless_allowed(&hook(), &response)
+            }));
+        assert!(result.is_ok());
+        assert_eq!(warnings, vec!["deprecated field"]);
     }
 
     #[test]
