@@ -14,7 +14,8 @@
 //! - `admission`: the mutating and validating plugin chain every write passes through.
 //! - `registry`: per-kind policy (defaults, validation, generation) and the generic CRUD on the store.
 //! - `encryption`: Secrets sealed with AES-256-GCM at rest, the key file and key rotation.
-//! - `store`: redb-backed key/value log with revisions, compaction and watch fan-out; knows no kinds.
+//! - `store`: key/value log with revisions, compaction and watch fan-out, on embedded redb or on
+//!   etcd (HA); knows no kinds.
 //! - `client`: the in-process `kube::Client` whose transport is the apiserver's router.
 //! - `crd`: CustomResourceDefinitions: the served custom resources, their schemas and controller.
 //! - `controllers`: level-triggered reconcilers, one per file; they only use the client.
@@ -24,6 +25,7 @@
 //! - `network`: bridge, veths, IPAM and the nftables service proxy.
 //! - `dns`: the cluster DNS server.
 //! - `ingress`: the built-in Ingress controller: IngressClass `berth` and an HTTP(S) reverse proxy.
+//! - `leader`: Lease-based election of the server that runs the controllers when servers share etcd.
 
 pub mod admission;
 pub mod agent;
@@ -41,6 +43,7 @@ pub mod dns;
 pub mod encryption;
 pub mod image_import;
 pub mod ingress;
+pub mod leader;
 pub mod network;
 pub mod pki;
 pub mod registry;
