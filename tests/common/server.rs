@@ -24,7 +24,7 @@ pub struct BerthServer {
     child: Option<Child>,
 }
 
-fn temp_data_dir() -> tempfile::TempDir {
+pub fn temp_data_dir() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix(&format!("berth-test-{}-", std::process::id()))
         .tempdir()
@@ -53,6 +53,15 @@ impl BerthServer {
     /// Like `start`, on a data dir the test made (on a small file system, say).
     pub fn start_in(ns: &Netns, data_dir: tempfile::TempDir) -> BerthServer {
         BerthServer::start_with(ns, Path::new(env!("CARGO_BIN_EXE_berth")), data_dir, "")
+    }
+
+    /// Like `start_in`, with `config` (TOML) as the server's config file.
+    pub fn start_in_with_config(
+        ns: &Netns,
+        data_dir: tempfile::TempDir,
+        config: &str,
+    ) -> BerthServer {
+        BerthServer::start_with(ns, Path::new(env!("CARGO_BIN_EXE_berth")), data_dir, config)
     }
 
     fn start_with(
