@@ -189,7 +189,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // Controllers act through the API like any other client; with a store other servers share
     // (etcd), only on the one that holds the controllers' lease.
-    let mut start_controllers = {
+    let start_controllers = {
         let router = router.clone();
         let config = config.clone();
         let ca_cert_pem = pki.ca_cert_pem.clone();
