@@ -28,13 +28,42 @@ impl Etcd {
     /// Starts etcd serving clients on 127.0.0.1 and on `extra_ip` (reachable from other
     /// namespaces), and waits until it is healthy.
     fn start(ns: &Netns, extra_ip: Option<&str>) -> Etcd {
+        Etcd::start_with(ns, extra_ip, None)
+    }
+
+    /// Starts etcd serving clients over TLS on 127.0.0.1, requiring client certificates signed
+    /// by the CA in `tls`.
+    fn start_with(ns: &Netns, extra_ip: Option<&str>, tls: Option<&EtcdTls>) -> Etcd {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let dir = tempfile::Builder::new()
             .prefix(&format!("berth-etcd-{}-", std::process::id()))
             .tempdir()
             .expect("make etcd's data dir");
-        let mut client_urls = format!("http://127.0.0.1:{ETCD_PORT}");
+        let mut client_urls = format!("{scheme}://127.0.0.1:{ETCD_PORT}");
         if let Some(ip) = extra_ip {
-            client_urls.push_str(&format!(",http://{ip}:{ETCD_PORT}"));
+            client_urls.push_str(&format!(",{scheme}://{ip}:{ETCD_PORT}"));
+        }
+        let mut tls_args = Vec::new();
+        let mut curl_tls = Vec::new();
+        if let Some(tls) = tls {
+            let path = |name: &str| tls.dir.path().join(name).display().to_string();
+            tls_args = vec![
+                "--client-cert-auth".to_owned(),
+                "--trusted-ca-file".to_owned(),
+                path("ca.crt"),
+                "--cert-file".to_owned(),
+                path("server.crt"),
+                "--key-file".to_owned(),
+                path("server.key"),
+            ];
+            curl_tls = vec![
+                "--cacert".to_owned(),
+                path("ca.crt"),
+                "--cert".to_owned(),
+                path("client.crt"),
+                "--key".to_owned(),
+                path("client.key"),
+            ];
         }
         let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd log");
         let child = ns
@@ -47,6 +76,7 @@ impl Etcd {
             .args(["--listen-peer-urls", "http://127.0.0.1:2380"])
             .args(["--initial-advertise-peer-urls", "http://127.0.0.1:2380"])
             .args(["--initial-cluster", "m1=http://127.0.0.1:2380"])
+            .args(&tls_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("etcd log"))
             .stderr(log)
@@ -54,12 +84,10 @@ impl Etcd {
             .expect("spawn etcd");
         let etcd = Etcd { child, dir };
         let healthy = wait_until(Duration::from_secs(30), || {
-            ns.exec(
-                "curl",
-                &["-sf", &format!("http://127.0.0.1:{ETCD_PORT}/health")],
-            )
-            .status
-            .success()
+            let health = format!("{scheme}://127.0.0.1:{ETCD_PORT}/health");
+            let mut args: Vec<&str> = vec!["-sf", &health];
+            args.extend(curl_tls.iter().map(String::as_str));
+            ns.exec("curl", &args).status.success()
         });
         assert!(healthy, "etcd did not become healthy:\n{}", etcd.log());
         etcd
@@ -78,6 +106,67 @@ impl Drop for Etcd {
             eprintln!("---- etcd log ----\n{}", self.log());
         }
     }
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with berth's own
+/// PKI code (its serving and admin certificates have the usages etcd checks).
+struct EtcdTls {
+    dir: tempfile::TempDir,
+}
+
+impl EtcdTls {
+    fn new() -> EtcdTls {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("berth-etcd-tls-{}-", std::process::id()))
+            .tempdir()
+            .expect("make the TLS dir");
+        let names = berth::pki::ServingNames {
+            hostname: "localhost".to_owned(),
+            ips: vec!["127.0.0.1".parse().expect("an IP")],
+            cluster_domain: "cluster.local".to_owned(),
+            service_cidr: "10.43.0.0/16".to_owned(),
+        };
+        let pki = berth::pki::Pki::ensure(&dir.path().join("pki"), &names).expect("make a PKI");
+        for (name, pem) in [
+            ("ca.crt", &pki.ca_cert_pem),
+            ("server.crt", &pki.serving_cert_pem),
+            ("server.key", &pki.serving_key_pem),
+            ("client.crt", &pki.admin_cert_pem),
+            ("client.key", &pki.admin_key_pem),
+        ] {
+            std::fs::write(dir.path().join(name), pem).expect("write a TLS file");
+        }
+        EtcdTls { dir }
+    }
+
+    fn config(&self, node: &str) -> String {
+        let path = |name: &str| self.dir.path().join(name).display().to_string();
+        format!(
+            "[store]\ndatastore_endpoint = [\"https://127.0.0.1:{ETCD_PORT}\"]\n\
+             datastore_cafile = \"{}\"\ndatastore_certfile = \"{}\"\n\
+             datastore_keyfile = \"{}\"\n\n[node]\nname = \"{node}\"\n\n\
+             [ingress]\nenabled = false\n",
+            path("ca.crt"),
+            path("client.crt"),
+            path("client.key"),
+        )
+    }
+}
+
+#[test]
+fn berth_reaches_etcd_over_tls_with_a_client_certificate() {
+    let ns = Netns::new();
+    let tls = EtcdTls::new();
+    let etcd = Etcd::start_with(&ns, None, Some(&tls));
+    let node = format!("etcd-tls-{}", std::process::id());
+    let server = BerthServer::start_with_config(&ns, &tls.config(&node));
+    server.kubectl_ok(&["create", "configmap", "over-tls", "--from-literal=k=v"]);
+    assert_eq!(
+        json(&server, &["get", "configmap", "over-tls"])["data"]["k"],
+        "v"
+    );
+    drop(server);
+    drop(etcd);
 }
 
 fn config_for(endpoint: &str, node: &str) -> String {
