@@ -136,6 +136,16 @@ pub struct StoreConfig {
     pub history_revisions: u64,
     /// Per-watcher event buffer; a watcher that falls this far behind is dropped and must re-list.
     pub watch_buffer: usize,
+    /// etcd v3 endpoints (`https://host:2379`, comma-separated on the command line); empty keeps
+    /// the embedded redb store. Several servers on one etcd share the cluster (HA).
+    pub datastore_endpoint: Vec<String>,
+    /// CA that signed the etcd servers' certificates.
+    pub datastore_cafile: Option<PathBuf>,
+    /// Client certificate and key berth presents to etcd.
+    pub datastore_certfile: Option<PathBuf>,
+    pub datastore_keyfile: Option<PathBuf>,
+    /// Key prefix of every object in etcd (upstream's and kine's).
+    pub datastore_prefix: String,
 }
 
 impl Default for StoreConfig {
@@ -143,6 +153,11 @@ impl Default for StoreConfig {
         StoreConfig {
             history_revisions: 10_000,
             watch_buffer: 1024,
+            datastore_endpoint: Vec::new(),
+            datastore_cafile: None,
+            datastore_certfile: None,
+            datastore_keyfile: None,
+            datastore_prefix: "/registry".to_owned(),
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::config::{Config, LogConfig, LogFormat};
 use crate::pki::{self, Pki, ServingNames};
 use crate::registry::services::ServiceNetwork;
 use crate::registry::{bootstrap, Registry};
-use crate::store::{Store, StoreOptions};
+use crate::store::Store;
 
 /// Sets up `tracing` once for the process.
 pub fn init_logging(log: &LogConfig) {
@@ -46,15 +46,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let store_path = config.store_path();
     let encryption =
         crate::encryption::open(&config.data_dir).context("cannot set up secrets encryption")?;
-    let store = Store::open_with_transformer(
-        &store_path,
-        StoreOptions {
-            history_revisions: config.store.history_revisions,
-            watch_buffer: config.store.watch_buffer,
-        },
-        Some(encryption.clone()),
-    )
-    .with_context(|| format!("cannot open the store {}", store_path.display()))?;
+    let store = Store::open_configured(&config.store, &store_path, Some(encryption.clone()))
+        .with_context(|| {
+            format!(
+                "cannot open the store {}",
+                crate::store::location(&config.store, &store_path)
+            )
+        })?;
     let service_network =
         ServiceNetwork::parse(&config.network.service_cidr, config.network.node_port_range)
             .map_err(anyhow::Error::msg)?;
@@ -198,131 +196,155 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     });
 
-    // Controllers act through the API like any other client.
-    let controllers =
-        crate::client::in_process(router.clone(), crate::client::system_user("controllers"));
-    components.spawn(async move {
-        crate::controllers::namespace::run(controllers).await;
-        anyhow::bail!("the namespace controller stopped")
-    });
+    // Controllers act through the API like any other client; with a store other servers share
+    // (etcd), only on the one that holds the controllers' lease.
+    let start_controllers = {
+        let router = router.clone();
+        let config = config.clone();
+        let ca_cert_pem = pki.ca_cert_pem.clone();
+        move |components: &mut JoinSet<anyhow::Result<()>>| {
+            let controllers = crate::client::in_process(
+                router.clone(),
+                crate::client::system_user("controllers"),
+            );
+            components.spawn(async move {
+                crate::controllers::namespace::run(controllers).await;
+                anyhow::bail!("the namespace controller stopped")
+            });
+            let client = |name: &str| {
+                crate::client::in_process(router.clone(), crate::client::system_user(name))
+            };
+            {
+                let c = client("replicaset-controller");
+                components.spawn(async move {
+                    crate::controllers::replicaset::run(c).await;
+                    anyhow::bail!("the replicaset controller stopped")
+                });
+                let c = client("replication-controller");
+                components.spawn(async move {
+                    crate::controllers::replicaset::run_replication_controllers(c).await;
+                    anyhow::bail!("the replication controller stopped")
+                });
+                let c = client("deployment-controller");
+                components.spawn(async move {
+                    crate::controllers::deployment::run(c).await;
+                    anyhow::bail!("the deployment controller stopped")
+                });
+                let c = client("job-controller");
+                components.spawn(async move {
+                    crate::controllers::job::run(c).await;
+                    anyhow::bail!("the job controller stopped")
+                });
+                let c = client("cronjob-controller");
+                components.spawn(async move {
+                    crate::controllers::cronjob::run(c).await;
+                    anyhow::bail!("the cronjob controller stopped")
+                });
+                let c = client("ttl-after-finished-controller");
+                components.spawn(async move {
+                    crate::controllers::ttl_after_finished::run(c).await;
+                    anyhow::bail!("the ttl-after-finished controller stopped")
+                });
+                let c = client("generic-garbage-collector");
+                components.spawn(async move {
+                    crate::controllers::gc::run(c).await;
+                    anyhow::bail!("the garbage collector stopped")
+                });
+                let c = client("endpointslice-controller");
+                components.spawn(async move {
+                    crate::controllers::endpointslice::run(c).await;
+                    anyhow::bail!("the endpointslice controller stopped")
+                });
+                let c = client("apiextensions-controller");
+                components.spawn(async move {
+                    crate::crd::controller::run(c).await;
+                    anyhow::bail!("the CRD controller stopped")
+                });
+                let c = client("clusterrole-aggregation-controller");
+                components.spawn(async move {
+                    crate::apiserver::rbac::aggregation::run(c).await;
+                    anyhow::bail!("the cluster role aggregation controller stopped")
+                });
+                let c = client("kube-scheduler");
+                components.spawn(async move {
+                    crate::scheduler::run(c).await;
+                    anyhow::bail!("the scheduler stopped")
+                });
+                let c = client("statefulset-controller");
+                components.spawn(async move {
+                    crate::controllers::statefulset::run(c).await;
+                    anyhow::bail!("the statefulset controller stopped")
+                });
+                let c = client("daemonset-controller");
+                components.spawn(async move {
+                    crate::controllers::daemonset::run(c).await;
+                    anyhow::bail!("the daemonset controller stopped")
+                });
+                let c = client("local-path-provisioner");
+                let storage_dir = config.data_dir.join("storage");
+                components.spawn(async move {
+                    crate::controllers::localpath::run(c, storage_dir).await;
+                    anyhow::bail!("the local-path provisioner stopped")
+                });
+                let c = client("node-controller");
+                let settings = crate::controllers::nodelifecycle::Settings {
+                    period: std::time::Duration::from_secs(
+                        config.controllers.node_monitor_period_seconds.max(1),
+                    ),
+                    grace: std::time::Duration::from_secs(
+                        config.controllers.node_monitor_grace_period_seconds,
+                    ),
+                };
+                components.spawn(async move {
+                    crate::controllers::nodelifecycle::run(c, settings).await;
+                    anyhow::bail!("the node lifecycle controller stopped")
+                });
+                let c = client("disruption-controller");
+                components.spawn(async move {
+                    crate::controllers::disruption::run(c).await;
+                    anyhow::bail!("the disruption controller stopped")
+                });
+                let c = client("resourcequota-controller");
+                components.spawn(async move {
+                    crate::controllers::resourcequota::run(c).await;
+                    anyhow::bail!("the resource quota controller stopped")
+                });
+                let c = client("pod-garbage-collector");
+                let settings = crate::controllers::podgc::Settings {
+                    period: std::time::Duration::from_secs(
+                        config.controllers.pod_gc_period_seconds.max(1),
+                    ),
+                    terminated_threshold: config.controllers.terminated_pod_gc_threshold,
+                };
+                components.spawn(async move {
+                    crate::controllers::podgc::run(c, settings).await;
+                    anyhow::bail!("the pod garbage collector stopped")
+                });
+                let c = client("serviceaccount-controller");
+                let ca_cert_pem = ca_cert_pem.clone();
+                components.spawn(async move {
+                    crate::controllers::serviceaccount::run(c, ca_cert_pem).await;
+                    anyhow::bail!("the service account controller stopped")
+                });
+                let c = client("horizontal-pod-autoscaler");
+                components.spawn(async move {
+                    crate::controllers::hpa::run(c).await;
+                    anyhow::bail!("the horizontal pod autoscaler stopped")
+                });
+            }
+        }
+    };
+    if api_store.is_shared() {
+        let c =
+            crate::client::in_process(router.clone(), crate::client::system_user("leader-elector"));
+        let identity = crate::leader::identity(&config.node_name());
+        let elector = crate::leader::Elector::new(c, identity, Default::default());
+        components.spawn(elector.run_while_leading(start_controllers));
+    } else {
+        start_controllers(&mut components);
+    }
     let client =
         |name: &str| crate::client::in_process(router.clone(), crate::client::system_user(name));
-    {
-        let c = client("replicaset-controller");
-        components.spawn(async move {
-            crate::controllers::replicaset::run(c).await;
-            anyhow::bail!("the replicaset controller stopped")
-        });
-        let c = client("replication-controller");
-        components.spawn(async move {
-            crate::controllers::replicaset::run_replication_controllers(c).await;
-            anyhow::bail!("the replication controller stopped")
-        });
-        let c = client("deployment-controller");
-        components.spawn(async move {
-            crate::controllers::deployment::run(c).await;
-            anyhow::bail!("the deployment controller stopped")
-        });
-        let c = client("job-controller");
-        components.spawn(async move {
-            crate::controllers::job::run(c).await;
-            anyhow::bail!("the job controller stopped")
-        });
-        let c = client("horizontal-pod-autoscaler");
-        components.spawn(async move {
-            crate::controllers::hpa::run(c).await;
-            anyhow::bail!("the horizontal pod autoscaler stopped")
-        });
-        let c = client("cronjob-controller");
-        components.spawn(async move {
-            crate::controllers::cronjob::run(c).await;
-            anyhow::bail!("the cronjob controller stopped")
-        });
-        let c = client("ttl-after-finished-controller");
-        components.spawn(async move {
-            crate::controllers::ttl_after_finished::run(c).await;
-            anyhow::bail!("the ttl-after-finished controller stopped")
-        });
-        let c = client("generic-garbage-collector");
-        components.spawn(async move {
-            crate::controllers::gc::run(c).await;
-            anyhow::bail!("the garbage collector stopped")
-        });
-        let c = client("endpointslice-controller");
-        components.spawn(async move {
-            crate::controllers::endpointslice::run(c).await;
-            anyhow::bail!("the endpointslice controller stopped")
-        });
-        let c = client("apiextensions-controller");
-        components.spawn(async move {
-            crate::crd::controller::run(c).await;
-            anyhow::bail!("the CRD controller stopped")
-        });
-        let c = client("clusterrole-aggregation-controller");
-        components.spawn(async move {
-            crate::apiserver::rbac::aggregation::run(c).await;
-            anyhow::bail!("the cluster role aggregation controller stopped")
-        });
-        let c = client("kube-scheduler");
-        components.spawn(async move {
-            crate::scheduler::run(c).await;
-            anyhow::bail!("the scheduler stopped")
-        });
-        let c = client("statefulset-controller");
-        components.spawn(async move {
-            crate::controllers::statefulset::run(c).await;
-            anyhow::bail!("the statefulset controller stopped")
-        });
-        let c = client("daemonset-controller");
-        components.spawn(async move {
-            crate::controllers::daemonset::run(c).await;
-            anyhow::bail!("the daemonset controller stopped")
-        });
-        let c = client("local-path-provisioner");
-        let storage_dir = config.data_dir.join("storage");
-        components.spawn(async move {
-            crate::controllers::localpath::run(c, storage_dir).await;
-            anyhow::bail!("the local-path provisioner stopped")
-        });
-        let c = client("node-controller");
-        let settings = crate::controllers::nodelifecycle::Settings {
-            period: std::time::Duration::from_secs(
-                config.controllers.node_monitor_period_seconds.max(1),
-            ),
-            grace: std::time::Duration::from_secs(
-                config.controllers.node_monitor_grace_period_seconds,
-            ),
-        };
-        components.spawn(async move {
-            crate::controllers::nodelifecycle::run(c, settings).await;
-            anyhow::bail!("the node lifecycle controller stopped")
-        });
-        let c = client("disruption-controller");
-        components.spawn(async move {
-            crate::controllers::disruption::run(c).await;
-            anyhow::bail!("the disruption controller stopped")
-        });
-        let c = client("resourcequota-controller");
-        components.spawn(async move {
-            crate::controllers::resourcequota::run(c).await;
-            anyhow::bail!("the resource quota controller stopped")
-        });
-        let c = client("pod-garbage-collector");
-        let settings = crate::controllers::podgc::Settings {
-            period: std::time::Duration::from_secs(config.controllers.pod_gc_period_seconds.max(1)),
-            terminated_threshold: config.controllers.terminated_pod_gc_threshold,
-        };
-        components.spawn(async move {
-            crate::controllers::podgc::run(c, settings).await;
-            anyhow::bail!("the pod garbage collector stopped")
-        });
-        let c = client("serviceaccount-controller");
-        let ca_cert_pem = pki.ca_cert_pem.clone();
-        components.spawn(async move {
-            crate::controllers::serviceaccount::run(c, ca_cert_pem).await;
-            anyhow::bail!("the service account controller stopped")
-        });
-    }
 
     // Joining workers: cluster-info, CSR approval and signing, node pod CIDRs.
     let cluster_cidr: crate::network::Ipv4Cidr = config

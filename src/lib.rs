@@ -15,7 +15,8 @@
 //! - `cel`: CEL expressions (compiled once, cached, bounded in cost) for policies and CRD rules.
 //! - `registry`: per-kind policy (defaults, validation, generation) and the generic CRUD on the store.
 //! - `encryption`: Secrets sealed with AES-256-GCM at rest, the key file and key rotation.
-//! - `store`: redb-backed key/value log with revisions, compaction and watch fan-out; knows no kinds.
+//! - `store`: key/value log with revisions, compaction and watch fan-out, on embedded redb or on
+//!   etcd (HA); knows no kinds.
 //! - `client`: the in-process `kube::Client` whose transport is the apiserver's router.
 //! - `crd`: CustomResourceDefinitions: the served custom resources, their schemas and controller.
 //! - `controllers`: level-triggered reconcilers, one per file; they only use the client.
@@ -27,6 +28,7 @@
 //! - `metrics`: this node's CPU and memory usage sampled from cgroups, for `metrics.k8s.io`.
 //! - `ingress`: the built-in Ingress controller: IngressClass `berth` and an HTTP(S) reverse proxy.
 //! - `join`: worker nodes: join tokens, CSR approval and signing, node authorization, `berth agent`.
+//! - `leader`: Lease-based election of the server that runs the controllers when servers share etcd.
 
 pub mod admission;
 pub mod agent;
@@ -46,6 +48,7 @@ pub mod encryption;
 pub mod image_import;
 pub mod ingress;
 pub mod join;
+pub mod leader;
 pub mod metrics;
 pub mod network;
 pub mod pki;

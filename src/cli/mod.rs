@@ -2,6 +2,7 @@
 
 mod certs;
 mod check;
+mod datastore;
 mod images;
 mod reset;
 mod secrets_encrypt;
@@ -84,6 +85,8 @@ pub struct ServerArgs {
     /// Log filter, e.g. `info` or `berth=debug`.
     #[arg(long)]
     pub log_level: Option<String>,
+    #[command(flatten)]
+    pub datastore: datastore::DatastoreArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -140,6 +143,7 @@ impl ServerArgs {
         if let Some(level) = &self.log_level {
             config.log.level = level.clone();
         }
+        self.datastore.apply(&mut config.store);
         Ok(config)
     }
 }

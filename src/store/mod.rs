@@ -22,8 +22,10 @@
 //! One broadcaster ([`watch`]) fans committed events out to bounded per-watcher channels; a
 //! watcher that falls behind is dropped rather than slowing the writer.
 
+mod backend;
 pub mod bench;
 mod codec;
+pub mod etcd;
 mod read;
 mod space;
 mod wal;
@@ -42,7 +44,8 @@ use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
-pub use watch::Watch;
+pub use backend::{location, Store, Watch};
+pub use watch::Watch as RedbWatch;
 
 use codec::LogEntry;
 use watch::Broadcaster;
@@ -183,6 +186,11 @@ pub enum StoreError {
     Transform { key: String, detail: String },
     #[error("the value function panicked; nothing was written")]
     ValueFnPanicked,
+    #[error("etcd: {context}: {detail}")]
+    Etcd {
+        context: &'static str,
+        detail: String,
+    },
     #[error("store is closed")]
     Closed,
 }
@@ -197,6 +205,8 @@ impl StoreError {
                 redb::Error::Io(io) => space::is_no_space(io),
                 _ => false,
             },
+            // etcd's NOSPACE alarm: writes resume once an operator defragments or raises the quota.
+            StoreError::Etcd { detail, .. } => detail.contains("database space exceeded"),
             _ => false,
         }
     }
@@ -245,7 +255,7 @@ impl Shared {
     }
 }
 
-/// Owns the writer thread: dropping the last [`Store`] clone stops it and closes the file.
+/// Owns the writer thread: dropping the last [`RedbStore`] clone stops it and closes the file.
 struct Handle {
     shared: Arc<Shared>,
     requests: Option<mpsc::Sender<Request>>,
@@ -259,7 +269,7 @@ impl Drop for Handle {
         self.requests.take();
         if let Some(writer) = self.writer.take() {
             // The last handle can die on the writer thread itself (a value closure that owned
-            // a Store clone); a thread cannot wait for itself, and it is about to exit anyway.
+            // a store clone); a thread cannot wait for itself, and it is about to exit anyway.
             if writer.thread().id() != std::thread::current().id() {
                 let _ = writer.join();
             }
@@ -267,15 +277,16 @@ impl Drop for Handle {
     }
 }
 
+/// The embedded backend: the default, and the only one a single server needs.
 #[derive(Clone)]
-pub struct Store {
+pub struct RedbStore {
     handle: Arc<Handle>,
 }
 
-impl Store {
+impl RedbStore {
     /// Opens the store at `path`, creating the file (and its directory) if missing.
-    pub fn open(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
-        Store::open_with_transformer(path, options, None)
+    pub fn open(path: &Path, options: StoreOptions) -> Result<RedbStore, StoreError> {
+        RedbStore::open_with_transformer(path, options, None)
     }
 
     /// Opens the store with values of some keys transformed on their way to and from disk.
@@ -283,7 +294,7 @@ impl Store {
         path: &Path,
         options: StoreOptions,
         transformer: Option<Arc<dyn ValueTransformer>>,
-    ) -> Result<Store, StoreError> {
+    ) -> Result<RedbStore, StoreError> {
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
                 path: dir.to_path_buf(),
@@ -322,7 +333,7 @@ impl Store {
         });
         let (requests, queue) = mpsc::channel();
         let writer = writer::spawn(Arc::clone(&shared), queue, wal)?;
-        Ok(Store {
+        Ok(RedbStore {
             handle: Arc::new(Handle {
                 shared,
                 requests: Some(requests),
@@ -448,8 +459,8 @@ impl Store {
     /// compacted_revision(). The stream ends (None) when the watcher fell more than
     /// `watch_buffer` events behind: it was dropped and must re-list. Dropping the Watch
     /// unsubscribes.
-    pub fn watch(&self, prefix: &str, after_revision: u64) -> Result<Watch, StoreError> {
-        Watch::start(&self.handle.shared, prefix, after_revision)
+    pub fn watch(&self, prefix: &str, after_revision: u64) -> Result<RedbWatch, StoreError> {
+        RedbWatch::start(&self.handle.shared, prefix, after_revision)
     }
 
     async fn submit(&self, op: WriteOp) -> Result<Outcome, StoreError> {

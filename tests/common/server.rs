@@ -25,7 +25,7 @@ pub struct BerthServer {
     api_listen: String,
 }
 
-fn temp_data_dir() -> tempfile::TempDir {
+pub fn temp_data_dir() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix(&format!("berth-test-{}-", std::process::id()))
         .tempdir()
@@ -70,6 +70,15 @@ impl BerthServer {
     /// Like `start`, on a data dir the test made (on a small file system, say).
     pub fn start_in(ns: &Netns, data_dir: tempfile::TempDir) -> BerthServer {
         BerthServer::start_with(ns, &berth_binary(), data_dir, "")
+    }
+
+    /// Like `start_in`, with `config` (TOML) as the server's config file.
+    pub fn start_in_with_config(
+        ns: &Netns,
+        data_dir: tempfile::TempDir,
+        config: &str,
+    ) -> BerthServer {
+        BerthServer::start_with(ns, Path::new(env!("CARGO_BIN_EXE_berth")), data_dir, config)
     }
 
     fn start_with(

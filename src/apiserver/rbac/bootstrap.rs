@@ -162,6 +162,7 @@ pub const COMPONENTS: &[(&str, &str)] = &[
     ("dns", "system:berth:dns"),
     ("kube-proxy", "system:node-proxier"),
     ("network-policy", "system:berth:network-policy"),
+    ("leader-elector", "system:berth:leader-elector"),
 ];
 
 fn component_rules(role: &str) -> Vec<PolicyRule> {
@@ -411,6 +412,12 @@ fn component_rules(role: &str) -> Vec<PolicyRule> {
             r(&["update", "patch"], &[""], &["services/status"]),
             events(),
         ],
+        // Holds the Lease that picks which server runs the controllers (HA on etcd).
+        "system:berth:leader-elector" => vec![r(
+            &["get", "create", "update"],
+            &["coordination.k8s.io"],
+            &["leases"],
+        )],
         "system:berth:network-policy" => vec![
             core_read(&["pods", "namespaces", "nodes"]),
             r(READ, &["networking.k8s.io"], &["networkpolicies"]),

@@ -1,0 +1,549 @@
+//! berth on etcd (the HA store): a real etcd (Debian's etcd-server, one member, plain HTTP on
+//! addresses inside the test's network namespaces) and real `berth server`s on it, driven with
+//! the real kubectl.
+//!
+//! Needs root (network namespaces) and /usr/bin/etcd; CI runs as root.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::netns::Netns;
+use common::server::{temp_data_dir, BerthServer};
+use common::{tools, wait_until};
+
+const ETCD_PORT: u16 = 2379;
+
+/// One etcd member inside a netns, killed and its data removed on drop.
+struct Etcd {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    /// Starts etcd serving clients on 127.0.0.1 and on `extra_ip` (reachable from other
+    /// namespaces), and waits until it is healthy.
+    fn start(ns: &Netns, extra_ip: Option<&str>) -> Etcd {
+        Etcd::start_with(ns, extra_ip, None)
+    }
+
+    /// Starts etcd serving clients over TLS on 127.0.0.1, requiring client certificates signed
+    /// by the CA in `tls`.
+    fn start_with(ns: &Netns, extra_ip: Option<&str>, tls: Option<&EtcdTls>) -> Etcd {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("berth-etcd-{}-", std::process::id()))
+            .tempdir()
+            .expect("make etcd's data dir");
+        let mut client_urls = format!("{scheme}://127.0.0.1:{ETCD_PORT}");
+        if let Some(ip) = extra_ip {
+            client_urls.push_str(&format!(",{scheme}://{ip}:{ETCD_PORT}"));
+        }
+        let mut tls_args = Vec::new();
+        let mut curl_tls = Vec::new();
+        if let Some(tls) = tls {
+            let path = |name: &str| tls.dir.path().join(name).display().to_string();
+            tls_args = vec![
+                "--client-cert-auth".to_owned(),
+                "--trusted-ca-file".to_owned(),
+                path("ca.crt"),
+                "--cert-file".to_owned(),
+                path("server.crt"),
+                "--key-file".to_owned(),
+                path("server.key"),
+            ];
+            curl_tls = vec![
+                "--cacert".to_owned(),
+                path("ca.crt"),
+                "--cert".to_owned(),
+                path("client.crt"),
+                "--key".to_owned(),
+                path("client.key"),
+            ];
+        }
+        let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd log");
+        let child = ns
+            .command("/usr/bin/etcd")
+            .args(["--name", "m1"])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--listen-client-urls", &client_urls])
+            .args(["--advertise-client-urls", &client_urls])
+            .args(["--listen-peer-urls", "http://127.0.0.1:2380"])
+            .args(["--initial-advertise-peer-urls", "http://127.0.0.1:2380"])
+            .args(["--initial-cluster", "m1=http://127.0.0.1:2380"])
+            .args(&tls_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("etcd log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn etcd");
+        let etcd = Etcd { child, dir };
+        let healthy = wait_until(Duration::from_secs(30), || {
+            let health = format!("{scheme}://127.0.0.1:{ETCD_PORT}/health");
+            let mut args: Vec<&str> = vec!["-sf", &health];
+            args.extend(curl_tls.iter().map(String::as_str));
+            ns.exec("curl", &args).status.success()
+        });
+        assert!(healthy, "etcd did not become healthy:\n{}", etcd.log());
+        etcd
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- etcd log ----\n{}", self.log());
+        }
+    }
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with berth's own
+/// PKI code (its serving and admin certificates have the usages etcd checks).
+struct EtcdTls {
+    dir: tempfile::TempDir,
+}
+
+impl EtcdTls {
+    fn new() -> EtcdTls {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("berth-etcd-tls-{}-", std::process::id()))
+            .tempdir()
+            .expect("make the TLS dir");
+        let names = berth::pki::ServingNames {
+            hostname: "localhost".to_owned(),
+            ips: vec!["127.0.0.1".parse().expect("an IP")],
+            cluster_domain: "cluster.local".to_owned(),
+            service_cidr: "10.43.0.0/16".to_owned(),
+        };
+        let pki = berth::pki::Pki::ensure(&dir.path().join("pki"), &names).expect("make a PKI");
+        for (name, pem) in [
+            ("ca.crt", &pki.ca_cert_pem),
+            ("server.crt", &pki.serving_cert_pem),
+            ("server.key", &pki.serving_key_pem),
+            ("client.crt", &pki.admin_cert_pem),
+            ("client.key", &pki.admin_key_pem),
+        ] {
+            std::fs::write(dir.path().join(name), pem).expect("write a TLS file");
+        }
+        EtcdTls { dir }
+    }
+
+    fn config(&self, node: &str) -> String {
+        let path = |name: &str| self.dir.path().join(name).display().to_string();
+        format!(
+            "[store]\ndatastore_endpoint = [\"https://127.0.0.1:{ETCD_PORT}\"]\n\
+             datastore_cafile = \"{}\"\ndatastore_certfile = \"{}\"\n\
+             datastore_keyfile = \"{}\"\n\n[node]\nname = \"{node}\"\n\n\
+             [ingress]\nenabled = false\n",
+            path("ca.crt"),
+            path("client.crt"),
+            path("client.key"),
+        )
+    }
+}
+
+#[test]
+fn berth_reaches_etcd_over_tls_with_a_client_certificate() {
+    let ns = Netns::new();
+    let tls = EtcdTls::new();
+    let etcd = Etcd::start_with(&ns, None, Some(&tls));
+    let node = format!("etcd-tls-{}", std::process::id());
+    let server = BerthServer::start_with_config(&ns, &tls.config(&node));
+    server.kubectl_ok(&["create", "configmap", "over-tls", "--from-literal=k=v"]);
+    assert_eq!(
+        json(&server, &["get", "configmap", "over-tls"])["data"]["k"],
+        "v"
+    );
+    drop(server);
+    drop(etcd);
+}
+
+fn config_for(endpoint: &str, node: &str) -> String {
+    format!(
+        "[store]\ndatastore_endpoint = [\"{endpoint}\"]\n\n[node]\nname = \"{node}\"\n\n\
+         [ingress]\nenabled = false\n"
+    )
+}
+
+fn json(server: &BerthServer, args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    serde_json::from_str(&server.kubectl_ok(&all)).expect("kubectl printed JSON")
+}
+
+fn resource_version(object: &serde_json::Value) -> u64 {
+    object["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|rv| rv.parse().ok())
+        .expect("a numeric resourceVersion")
+}
+
+/// `kubectl get <what> --watch` running in the background, its lines collected.
+struct Watcher {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Watcher {
+    fn start(server: &BerthServer, args: &[&str]) -> Watcher {
+        let mut child = server
+            .command(&tools::kubectl())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn kubectl --watch");
+        let stdout = child.stdout.take().expect("kubectl's stdout");
+        let (send, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if send.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Watcher { child, lines }
+    }
+
+    /// Waits for a line containing `event` and `name`.
+    fn expect(&self, event: &str, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line)
+                    if line.contains(&format!("\"type\":\"{event}\""))
+                        && line.contains(&format!("\"name\":\"{name}\"")) =>
+                {
+                    return
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("the watch never printed {event} {name}");
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn kubectl_works_on_etcd_and_nothing_is_lost_when_berth_is_killed() {
+    let ns = Netns::new();
+    let etcd = Etcd::start(&ns, None);
+    let endpoint = format!("http://127.0.0.1:{ETCD_PORT}");
+    let node = format!("etcd-one-{}", std::process::id());
+    let mut server = BerthServer::start_with_config(&ns, &config_for(&endpoint, &node));
+
+    // A watch from the list's revision, as clients start one; its events are JSON lines.
+    let listed = json(&server, &["get", "configmaps"]);
+    let from = listed["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("the list's resourceVersion")
+        .to_owned();
+    let watch = Watcher::start(
+        &server,
+        &[
+            "get",
+            "--raw",
+            &format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={from}"),
+        ],
+    );
+    server.kubectl_ok(&["create", "configmap", "first", "--from-literal=k=v1"]);
+    watch.expect("ADDED", "first");
+    let first = json(&server, &["get", "configmap", "first"]);
+    assert_eq!(first["data"]["k"], "v1");
+
+    // An update naming the current resourceVersion succeeds; the stale one then conflicts.
+    let mut edited = first.clone();
+    edited["data"]["k"] = "v2".into();
+    server.kubectl_stdin(&["replace", "-f", "-"], &edited.to_string());
+    let second = json(&server, &["get", "configmap", "first"]);
+    assert_eq!(second["data"]["k"], "v2");
+    assert!(resource_version(&second) > resource_version(&first));
+    watch.expect("MODIFIED", "first");
+    let stale = server.kubectl_stdin(&["replace", "-f", "-"], &edited.to_string());
+    assert!(!stale.status.success(), "a stale replace must fail");
+    let said = String::from_utf8_lossy(&stale.stderr);
+    assert!(
+        said.contains("Conflict") || said.contains("has been modified"),
+        "a stale replace is a conflict: {said}"
+    );
+
+    for name in ["a", "b", "c"] {
+        server.kubectl_ok(&["create", "configmap", name, "--from-literal=x=y"]);
+    }
+    let listed = json(&server, &["get", "configmaps"]);
+    let names: Vec<&str> = listed["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|item| item["metadata"]["name"].as_str())
+        .collect();
+    for name in ["a", "b", "c", "first"] {
+        assert!(names.contains(&name), "{name} listed in {names:?}");
+    }
+    // Paging through etcd: two at a time still yields every object once.
+    let paged = server.kubectl_ok(&["get", "configmaps", "--chunk-size=2", "-o", "name"]);
+    for name in ["a", "b", "c", "first"] {
+        assert_eq!(
+            paged.matches(&format!("configmap/{name}\n")).count(),
+            1,
+            "{name} once in {paged}"
+        );
+    }
+    server.kubectl_ok(&["delete", "configmap", "c"]);
+    watch.expect("DELETED", "c");
+    drop(watch);
+
+    let before_kill = json(&server, &["get", "configmap", "first"]);
+    server.kill9();
+    server.restart();
+    let after = json(&server, &["get", "configmap", "first"]);
+    assert_eq!(after["data"]["k"], "v2");
+    assert_eq!(
+        resource_version(&after),
+        resource_version(&before_kill),
+        "the object is unchanged across the restart"
+    );
+    let gone = server.kubectl(&["get", "configmap", "c"]);
+    assert!(!gone.status.success(), "the deleted object stays deleted");
+    server.kubectl_ok(&["create", "configmap", "after-restart", "--from-literal=k=v"]);
+    let newer = json(&server, &["get", "configmap", "after-restart"]);
+    assert!(resource_version(&newer) > resource_version(&after));
+    drop(server);
+    drop(etcd);
+}
+
+/// The holder of the controllers' Lease, as `<node>_<uuid>`.
+fn lease_holder(server: &BerthServer) -> Option<String> {
+    let out = server.kubectl(&[
+        "-n",
+        "kube-system",
+        "get",
+        "lease",
+        "berth-controllers",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    let holder = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (out.status.success() && !holder.is_empty()).then_some(holder)
+}
+
+/// Connects two namespaces with a veth pair: `10.250.0.1` in `a`, `10.250.0.2` in `b`.
+fn link(a: &Netns, b: &Netns) {
+    a.exec_ok(
+        "ip",
+        &[
+            "link", "add", "ha0", "type", "veth", "peer", "name", "ha1", "netns", &b.name,
+        ],
+    );
+    a.exec_ok("ip", &["addr", "add", "10.250.0.1/24", "dev", "ha0"]);
+    a.exec_ok("ip", &["link", "set", "ha0", "up"]);
+    b.exec_ok("ip", &["addr", "add", "10.250.0.2/24", "dev", "ha1"]);
+    b.exec_ok("ip", &["link", "set", "ha1", "up"]);
+}
+
+/// A data dir holding `from`'s secrets encryption key, as every server of one cluster must.
+fn data_dir_sharing_keys(from: &Path) -> tempfile::TempDir {
+    let dir = temp_data_dir();
+    let keys = from.join("encryption");
+    std::fs::create_dir_all(dir.path().join("encryption")).expect("make the key dir");
+    for entry in std::fs::read_dir(&keys).expect("read the key dir") {
+        let entry = entry.expect("key dir entry");
+        std::fs::copy(
+            entry.path(),
+            dir.path().join("encryption").join(entry.file_name()),
+        )
+        .expect("copy a key file");
+    }
+    dir
+}
+
+#[test]
+fn two_servers_share_etcd_and_the_controllers_fail_over_within_the_lease() {
+    let ns_a = Netns::new();
+    let ns_b = Netns::new();
+    link(&ns_a, &ns_b);
+    let etcd = Etcd::start(&ns_a, Some("10.250.0.1"));
+    let pid = std::process::id();
+    let (node_a, node_b) = (format!("ha-a-{pid}"), format!("ha-b-{pid}"));
+    let a = BerthServer::start_with_config(
+        &ns_a,
+        &config_for(&format!("http://127.0.0.1:{ETCD_PORT}"), &node_a),
+    );
+    let b = BerthServer::start_in_with_config(
+        &ns_b,
+        data_dir_sharing_keys(a.data_dir()),
+        &config_for(&format!("http://10.250.0.1:{ETCD_PORT}"), &node_b),
+    );
+
+    // One store: what is written through one server is read through the other.
+    a.kubectl_ok(&["create", "configmap", "shared", "--from-literal=from=a"]);
+    a.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "sealed",
+        "--from-literal=k=v",
+    ]);
+    assert_eq!(
+        json(&b, &["get", "configmap", "shared"])["data"]["from"],
+        "a"
+    );
+    assert_eq!(json(&b, &["get", "secret", "sealed"])["data"]["k"], "dg==");
+    let nodes = b.kubectl_ok(&["get", "nodes", "-o", "name"]);
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            let nodes = b.kubectl_ok(&["get", "nodes", "-o", "name"]);
+            nodes.contains(&node_a) && nodes.contains(&node_b)
+        }),
+        "both servers registered their nodes: {nodes}"
+    );
+
+    // Exactly one holds the lease, and it stays with it.
+    let mut holder = None;
+    assert!(wait_until(Duration::from_secs(30), || {
+        holder = lease_holder(&a);
+        holder.is_some()
+    }));
+    let holder = holder.unwrap_or_default();
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(lease_holder(&b).as_deref(), Some(holder.as_str()));
+    let (mut leader, survivor, survivor_node) = if holder.starts_with(&format!("{node_a}_")) {
+        (a, b, node_b)
+    } else {
+        assert!(holder.starts_with(&format!("{node_b}_")), "holder {holder}");
+        (b, a, node_a)
+    };
+
+    // The leader dies; the survivor takes the lease over within its duration (15 s), give or
+    // take a retry period and the time kubectl takes.
+    leader.kill9();
+    let killed = Instant::now();
+    let took_over = wait_until(Duration::from_secs(25), || {
+        lease_holder(&survivor).is_some_and(|h| h.starts_with(&format!("{survivor_node}_")))
+    });
+    assert!(took_over, "the survivor took the controllers' lease over");
+    eprintln!("controllers failed over in {:?}", killed.elapsed());
+
+    // And runs the controllers: a Deployment created now gets its ReplicaSet.
+    survivor.kubectl_ok(&[
+        "create",
+        "deployment",
+        "after-failover",
+        "--image=busybox",
+        "--replicas=1",
+    ]);
+    let got_replica_set = wait_until(Duration::from_secs(30), || {
+        survivor
+            .kubectl_ok(&[
+                "get",
+                "replicasets",
+                "-l",
+                "app=after-failover",
+                "-o",
+                "name",
+            ])
+            .contains("replicaset.apps/after-failover-")
+    });
+    assert!(
+        got_replica_set,
+        "the new leader's deployment controller made the ReplicaSet"
+    );
+    drop(leader);
+    drop(survivor);
+    drop(etcd);
+}
+
+/// Latencies in milliseconds of `samples` sequential ConfigMap creates and GETs through a kube
+/// client, as (create p50, create p99, get p50, get p99).
+fn api_latency(ns: &Netns, kubeconfig: std::path::PathBuf, samples: usize) -> [f64; 4] {
+    common::inside::block_on_in_netns(&ns.name, move || async move {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        use kube::api::{Api, PostParams};
+        let client = common::inside::kube_client(&kubeconfig).await;
+        let maps: Api<ConfigMap> = Api::namespaced(client, "default");
+        let (mut creates, mut gets) = (Vec::new(), Vec::new());
+        for i in 0..samples {
+            let name = format!("latency-{i}");
+            let map = ConfigMap {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                },
+                data: Some([("k".to_owned(), "v".repeat(256))].into()),
+                ..Default::default()
+            };
+            let started = Instant::now();
+            maps.create(&PostParams::default(), &map)
+                .await
+                .expect("create");
+            creates.push(started.elapsed().as_secs_f64() * 1000.0);
+            let started = Instant::now();
+            maps.get(&name).await.expect("get");
+            gets.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        let quantile = |samples: &mut Vec<f64>, q: f64| {
+            samples.sort_by(f64::total_cmp);
+            samples[((samples.len() - 1) as f64 * q).round() as usize]
+        };
+        [
+            quantile(&mut creates, 0.5),
+            quantile(&mut creates, 0.99),
+            quantile(&mut gets, 0.5),
+            quantile(&mut gets, 0.99),
+        ]
+    })
+}
+
+/// The issue's figure: API p99 with the etcd backend against redb, in one run. Ignored by
+/// default: it measures a debug build unless run with `--release`, and takes a while.
+#[test]
+#[ignore]
+fn api_latency_on_etcd_against_redb() {
+    const SAMPLES: usize = 300;
+    let ns_redb = Netns::new();
+    let ns_etcd = Netns::new();
+    let pid = std::process::id();
+    let redb = BerthServer::start_with_config(
+        &ns_redb,
+        &format!("[node]\nname = \"lat-redb-{pid}\"\n\n[ingress]\nenabled = false\n"),
+    );
+    let etcd = Etcd::start(&ns_etcd, None);
+    let on_etcd = BerthServer::start_with_config(
+        &ns_etcd,
+        &config_for(
+            &format!("http://127.0.0.1:{ETCD_PORT}"),
+            &format!("lat-etcd-{pid}"),
+        ),
+    );
+    let r = api_latency(&ns_redb, redb.kubeconfig_path(), SAMPLES);
+    let e = api_latency(&ns_etcd, on_etcd.kubeconfig_path(), SAMPLES);
+    eprintln!(
+        "API latency over {SAMPLES} sequential requests (ms)\n\
+         backend  create p50  create p99  get p50  get p99\n\
+         redb     {:10.2}  {:10.2}  {:7.2}  {:7.2}\n\
+         etcd     {:10.2}  {:10.2}  {:7.2}  {:7.2}",
+        r[0], r[1], r[2], r[3], e[0], e[1], e[2], e[3]
+    );
+    assert!(r.iter().chain(&e).all(|ms| ms.is_finite() && *ms > 0.0));
+    drop(on_etcd);
+    drop(etcd);
+    drop(redb);
+}
