@@ -23,6 +23,7 @@
 //! - `runtime`: the container runtime: the per-pod shim, libcontainer, images, cgroups. Knows no API.
 //! - `network`: bridge, veths, IPAM and the nftables service proxy.
 //! - `dns`: the cluster DNS server.
+//! - `fuzzing`: entry points for the fuzz targets (hostile bytes into the server's own parsers).
 //! - `ingress`: the built-in Ingress controller: IngressClass `berth` and an HTTP(S) reverse proxy.
 
 pub mod admission;
@@ -39,6 +40,8 @@ pub mod crd;
 pub mod daemon;
 pub mod dns;
 pub mod encryption;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod image_import;
 pub mod ingress;
 pub mod network;

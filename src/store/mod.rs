@@ -23,10 +23,10 @@
 //! watcher that falls behind is dropped rather than slowing the writer.
 
 pub mod bench;
-mod codec;
+pub(crate) mod codec;
 mod read;
 mod space;
-mod wal;
+pub(crate) mod wal;
 mod watch;
 mod writer;
 
