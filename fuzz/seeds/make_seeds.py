@@ -118,13 +118,14 @@ patches = {
     "merge": (1, deployment, {"spec": {"replicas": None, "template": {"spec": {"containers": [{"name": "x"}]}}}}),
     "strategic-containers": (2, pod, {"spec": {"containers": [{"name": "web", "image": "nginx"},
                                                               {"name": "side", "image": "busybox"}]}}),
-    "strategic-directives": (2, deployment, {"spec": {"template": {"spec": {
-        "containers": [{"name": "web", "$patch": "delete"}],
-        "$setElementOrder/containers": [{"name": "web"}],
-        "volumes": [{"name": "v", "emptyDir": {}}]}},
-        "$retainKeys": ["replicas", "template"]}}),
-    "strategic-service-ports": (2, service, {"spec": {"ports": [{"port": 80, "$patch": "replace"}],
-                                                       "$deleteFromPrimitiveList/finalizers": ["x"]}}),
+    # The directives as kubectl writes them.
+    "strategic-set-element-order": (2, deployment, {"spec": {"template": {"spec": {
+        "$setElementOrder/containers": [{"name": "side"}, {"name": "web"}],
+        "containers": [{"name": "side", "image": "busybox"}]}}}}),
+    "strategic-delete-item": (2, pod, {"spec": {"containers": [{"name": "web", "$patch": "delete"}]}}),
+    "strategic-retain-keys": (2, deployment, {"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}),
+    "strategic-service-ports": (2, service, {"spec": {"ports": [{"port": 443, "targetPort": 8443}]},
+                                             "metadata": {"finalizers": ["example.com/x"]}}),
 }
 for name, (kind, doc, patch) in patches.items():
     write("patch_body", name, bytes([kind]) + json.dumps(doc).encode() + b"\x00" + json.dumps(patch).encode())
