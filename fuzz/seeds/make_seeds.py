@@ -182,7 +182,8 @@ syn = control(1, 0, struct.pack(">II", 1, 0) + b"\x00\x00" + header_block([("str
 write("spdy_frames", "syn-data", syn + data(1, 0, b"hello") + data(1, 1, b""))
 write("spdy_frames", "ping-goaway", control(6, 0, struct.pack(">I", 1)) + control(7, 0, struct.pack(">II", 0, 0)))
 write("spdy_frames", "rst-window", control(3, 0, struct.pack(">II", 1, 5)) + control(9, 0, struct.pack(">II", 1, 65536)))
-write("spdy_frames", "settings", control(4, 0, struct.pack(">I", 1) + struct.pack(">II", 0x07000000, 65536)))
+write("spdy_frames", "settings", control(4, 0, struct.pack(">I", 1) + struct.pack(">II", 0x07000000, 65536))
+      + control(6, 0, struct.pack(">I", 2)))
 
 # --- CRI log lines ------------------------------------------------------------------------
 write("cri_log", "seed-0", "2026-11-27T04:45:09.123456789Z stdout F hello\n"
