@@ -25,6 +25,7 @@
 //! - `runtime`: the container runtime: the per-pod shim, libcontainer, images, cgroups. Knows no API.
 //! - `network`: bridge, veths, IPAM and the nftables service proxy.
 //! - `dns`: the cluster DNS server.
+//! - `fuzzing`: entry points for the fuzz targets (hostile bytes into the server's own parsers).
 //! - `metrics`: this node's CPU and memory usage sampled from cgroups, for `metrics.k8s.io`.
 //! - `ingress`: the built-in Ingress controller: IngressClass `berth` and an HTTP(S) reverse proxy.
 //! - `join`: worker nodes: join tokens, CSR approval and signing, node authorization, `berth agent`.
@@ -45,6 +46,8 @@ pub mod crd;
 pub mod daemon;
 pub mod dns;
 pub mod encryption;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod image_import;
 pub mod ingress;
 pub mod join;

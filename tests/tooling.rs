@@ -280,6 +280,70 @@ fn server_harness_drop_kills_the_server_and_removes_its_data_dir() {
     assert!(!data_dir.exists(), "{} left behind", data_dir.display());
 }
 
+/// A stand-in for a pod shim: a process whose command line says `shim --dir <dir>`, as berth's
+/// shims do. A shell blocked reading its stdin (a pipe the test holds) starts no child that a
+/// SIGKILL would leave behind.
+fn fake_shim(dir: &Path) -> std::process::Child {
+    Command::new("sh")
+        .args(["-c", "read line", "berth", "shim", "--dir"])
+        .arg(dir)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn a stand-in shim")
+}
+
+/// Whether `child` ends (reaped) within a few seconds.
+fn ends_soon(child: &mut std::process::Child) -> bool {
+    common::wait_until(Duration::from_secs(5), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    })
+}
+
+#[test]
+fn server_harness_drop_kills_shims_of_its_pods_even_when_their_state_dir_is_gone() {
+    let (_fake_dir, fake) = fake_berth(false);
+    let ns = Netns::new();
+    let server = BerthServer::start_binary(&ns, &fake);
+    // Never created: the pod's state dir was already removed, so only the command line tells.
+    let mut shim = fake_shim(&server.data_dir().join("pods").join("gone-pod"));
+    let mut other = fake_shim(Path::new("/nonexistent-berth-data/pods/other"));
+
+    drop(server);
+    assert!(
+        ends_soon(&mut shim),
+        "the shim of a dropped server lived on"
+    );
+    assert!(
+        matches!(other.try_wait(), Ok(None)),
+        "a shim of another server was killed"
+    );
+    let _ = other.kill();
+    let _ = other.wait();
+}
+
+#[test]
+fn a_server_starting_stops_shims_whose_data_dir_is_gone() {
+    let (_fake_dir, fake) = fake_berth(false);
+    // A test that died before its drop ran leaves a shim and removes nothing else; its data dir
+    // went with the next cleanup of /tmp.
+    let gone = tempfile::tempdir().expect("temp dir");
+    let mut orphan = fake_shim(&gone.path().join("pods").join("orphan"));
+    let live = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(live.path().join("pods/live")).expect("pods dir");
+    let mut alive = fake_shim(&live.path().join("pods").join("live"));
+    drop(gone);
+
+    let ns = Netns::new();
+    let _server = BerthServer::start_binary(&ns, &fake);
+    assert!(ends_soon(&mut orphan), "the orphaned shim lived on");
+    assert!(
+        matches!(alive.try_wait(), Ok(None)),
+        "a shim whose data dir exists was killed"
+    );
+    let _ = alive.kill();
+    let _ = alive.wait();
+}
+
 #[test]
 #[should_panic(expected = "berth server exited during start")]
 fn server_harness_fails_the_test_when_the_server_exits_at_start() {

@@ -3,16 +3,16 @@
 //! The router is a plain `axum::Router`, so the same code serves TLS clients (see `serve`) and the
 //! in-process client (see `crate::client`).
 
-mod apply;
+pub(crate) mod apply;
 pub mod auth_limit;
 pub mod authn;
 pub mod discovery;
 mod fieldset;
-mod logs;
-mod managed;
+pub(crate) mod logs;
+pub(crate) mod managed;
 pub mod metrics;
 pub mod openapi;
-mod patch;
+pub(crate) mod patch;
 mod query;
 pub mod rbac;
 pub mod request;
@@ -22,7 +22,7 @@ mod reviews;
 pub mod sa_token;
 pub mod serve;
 mod strategic;
-mod stream;
+pub(crate) mod stream;
 mod subresources;
 mod table;
 pub mod token_review;

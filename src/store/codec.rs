@@ -230,6 +230,12 @@ pub(super) fn encoded_len(key: &str, value_len: usize) -> usize {
     HEADER_LEN + key.len() + value_len
 }
 
+/// Whether `bytes` decode as one log entry whose value reads back (decompressed if need be).
+/// The fuzz targets' way to the decoder without opening its types to the crate.
+pub(crate) fn decodes(bytes: &[u8]) -> bool {
+    LogEntry::decode(bytes).is_ok_and(|entry| entry.value().is_ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

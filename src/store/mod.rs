@@ -24,11 +24,11 @@
 
 mod backend;
 pub mod bench;
-mod codec;
+pub(crate) mod codec;
 pub mod etcd;
 mod read;
 mod space;
-mod wal;
+pub(crate) mod wal;
 mod watch;
 mod writer;
 

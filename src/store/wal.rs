@@ -244,7 +244,7 @@ fn preallocate(file: &File, capacity: u64) -> std::io::Result<()> {
 }
 
 /// The entries of the valid prefix of a log file.
-fn parse(contents: &[u8]) -> Vec<(u64, Vec<u8>)> {
+pub(crate) fn parse(contents: &[u8]) -> Vec<(u64, Vec<u8>)> {
     let mut entries: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut offset = 0;
     while let Some(body) = record_at(contents, offset) {

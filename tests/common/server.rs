@@ -5,6 +5,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -98,6 +99,7 @@ impl BerthServer {
         data_dir: tempfile::TempDir,
         config: &str,
     ) -> BerthServer {
+        stop_orphaned_pods();
         // A config file of our own, so a config in /etc/berth on the host never leaks in.
         File::create(data_dir.path().join("test-config.toml"))
             .and_then(|mut f| f.write_all(config.as_bytes()))
@@ -313,16 +315,34 @@ impl Drop for BerthServer {
 /// with pods still there would leave them on the machine. Kills each pod's shim and every
 /// process in its cgroups, then removes those cgroups. Mounts and network namespaces go with
 /// the last process of the server's private mount namespace.
+///
+/// Pods are found two ways: by their state dirs under `pods/`, and by the command lines of
+/// running shims (`berth shim --dir <pods>/<uid>`), which also finds a shim whose state dir
+/// was already removed or that had not yet joined its cgroup — such a shim used to outlive
+/// the test.
 fn stop_pods_left_behind(pods: &Path) {
-    let Ok(entries) = std::fs::read_dir(pods) else {
-        return;
-    };
     let hierarchies: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
-    for entry in entries.flatten() {
-        let uid = entry.file_name().to_string_lossy().into_owned();
-        if let Ok(pid) = std::fs::read_to_string(entry.path().join("shim.pid")) {
+    let mut uids: std::collections::BTreeSet<String> = std::fs::read_dir(pods)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    // Twice: a shim caught while double-forking leaves a child the first pass did not see.
+    for _ in 0..2 {
+        for (pid, uid) in shims_under(|dir| dir.parent() == Some(pods)) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            uids.insert(uid);
+        }
+    }
+    for uid in uids {
+        if let Ok(pid) = std::fs::read_to_string(pods.join(&uid).join("shim.pid")) {
             if let Ok(pid) = pid.trim().parse::<i32>() {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid),
@@ -330,18 +350,73 @@ fn stop_pods_left_behind(pods: &Path) {
                 );
             }
         }
-        for hierarchy in &hierarchies {
-            let pod = hierarchy.join("berth").join(format!("pod{uid}"));
-            if !pod.is_dir() {
-                continue;
-            }
-            kill_cgroup_tree(&pod);
-            remove_cgroup_tree(&pod);
-        }
+        stop_pod_cgroups(&hierarchies, &uid);
     }
     // berth's root cgroup goes when no other test's pods are in it (removing a busy one fails).
     for hierarchy in &hierarchies {
         let _ = std::fs::remove_dir(hierarchy.join("berth"));
+    }
+}
+
+/// Kills every process in the pod's cgroups and removes them.
+fn stop_pod_cgroups(hierarchies: &[PathBuf], uid: &str) {
+    for hierarchy in hierarchies {
+        let pod = hierarchy.join("berth").join(format!("pod{uid}"));
+        if pod.is_dir() {
+            kill_cgroup_tree(&pod);
+            remove_cgroup_tree(&pod);
+        }
+    }
+}
+
+/// Running shims whose `--dir` matches `wanted`, as (pid, pod uid).
+fn shims_under(wanted: impl Fn(&Path) -> bool) -> Vec<(i32, String)> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in procs.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let Some(at) = args
+            .windows(3)
+            .position(|w| w[0] == b"shim" && w[1] == b"--dir")
+        else {
+            continue;
+        };
+        let dir = Path::new(std::ffi::OsStr::from_bytes(args[at + 2]));
+        if let (true, Some(uid)) = (wanted(dir), dir.file_name()) {
+            found.push((pid, uid.to_string_lossy().into_owned()));
+        }
+    }
+    found
+}
+
+/// Kills the pods of servers whose data dir is gone: their test ended (or was killed) without
+/// stopping them. A live test's data dir always exists, so its pods are never touched.
+fn stop_orphaned_pods() {
+    let orphans = shims_under(|dir| {
+        dir.parent()
+            .and_then(Path::parent)
+            .is_some_and(|data_dir| !data_dir.exists())
+    });
+    if orphans.is_empty() {
+        return;
+    }
+    let hierarchies: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    for (pid, uid) in orphans {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        stop_pod_cgroups(&hierarchies, &uid);
     }
 }
 

@@ -8,7 +8,7 @@ mod attach;
 pub mod channel;
 mod exec;
 pub mod portforward;
-mod spdy;
+pub(crate) mod spdy;
 
 use std::sync::Arc;
 

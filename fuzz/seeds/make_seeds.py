@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""Writes the starting corpus of each fuzz target into corpus/<target>/ (run from fuzz/).
+
+Seeds are small valid inputs, so the fuzzer starts from the shapes the server really sees.
+Protobuf bodies are encoded by hand here (the wire format is tiny) the way Go clients send them.
+"""
+import json
+import os
+import struct
+import subprocess
+import zlib
+
+
+def write(target, name, data):
+    os.makedirs(f"corpus/{target}", exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode()
+    with open(f"corpus/{target}/{name}", "wb") as f:
+        f.write(data)
+
+
+# --- protobuf wire format ---------------------------------------------------------------
+def varint(n):
+    out = b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out += bytes([b | 0x80])
+        else:
+            return out + bytes([b])
+
+
+def field_bytes(num, payload):
+    if isinstance(payload, str):
+        payload = payload.encode()
+    return varint(num << 3 | 2) + varint(len(payload)) + payload
+
+
+def field_varint(num, n):
+    return varint(num << 3) + varint(n)
+
+
+def string_map(num, pairs):
+    return b"".join(field_bytes(num, field_bytes(1, k) + field_bytes(2, v)) for k, v in pairs)
+
+
+def meta(name, labels=()):
+    return field_bytes(1, name) + field_bytes(3, "default") + string_map(11, labels)
+
+
+def envelope(api_version, kind, raw):
+    type_meta = field_bytes(1, api_version) + field_bytes(2, kind)
+    unknown = field_bytes(1, type_meta) + field_bytes(2, raw) + field_bytes(3, "") + field_bytes(4, "")
+    return b"k8s\x00" + unknown
+
+
+container = field_bytes(1, "web") + field_bytes(2, "busybox") + field_bytes(3, "sleep")
+pod_spec = field_bytes(2, container)
+protobuf = {
+    "configmap": envelope("v1", "ConfigMap", field_bytes(1, meta("cm")) + string_map(2, [("a", "1")])),
+    "pod": envelope("v1", "Pod", field_bytes(1, meta("web", [("app", "web")])) + field_bytes(2, pod_spec)),
+    "deployment": envelope(
+        "apps/v1",
+        "Deployment",
+        field_bytes(1, meta("web"))
+        + field_bytes(
+            2,
+            field_varint(1, 3)
+            + field_bytes(2, string_map(1, [("app", "web")]))
+            + field_bytes(3, field_bytes(1, meta("", [("app", "web")])) + field_bytes(2, pod_spec)),
+        ),
+    ),
+    "secret": envelope("v1", "Secret", field_bytes(1, meta("s")) + field_bytes(2, field_bytes(1, "k") + field_bytes(2, b"\x00\xff"))),
+}
+for name, body in protobuf.items():
+    write("protobuf_body", name, body)
+    write("request_body", f"protobuf-{name}", b"\x02" + body)
+
+# --- JSON and YAML bodies ---------------------------------------------------------------
+pod = {
+    "apiVersion": "v1",
+    "kind": "Pod",
+    "metadata": {"name": "web", "namespace": "default", "labels": {"app": "web"}},
+    "spec": {"containers": [{"name": "web", "image": "busybox", "ports": [{"containerPort": 80}],
+                             "env": [{"name": "A", "value": "1"}],
+                             "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}}}]},
+}
+deployment = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": {"name": "web", "namespace": "default"},
+    "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+             "template": {"metadata": {"labels": {"app": "web"}}, "spec": pod["spec"]}},
+}
+service = {
+    "apiVersion": "v1",
+    "kind": "Service",
+    "metadata": {"name": "web", "namespace": "default"},
+    "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}]},
+}
+configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}, "data": {"a": "1"}}
+objects = {"pod": pod, "deployment": deployment, "service": service, "configmap": configmap}
+for name, obj in objects.items():
+    write("request_body", f"json-{name}", b"\x00" + json.dumps(obj).encode())
+    yaml = "apiVersion: %s\nkind: %s\nmetadata:\n  name: %s\n  labels: {app: web}\nspec:\n  replicas: 1\n  ports:\n  - port: 80\n" % (
+        obj["apiVersion"], obj["kind"], obj["metadata"]["name"])
+    write("request_body", f"yaml-{name}", b"\x01" + yaml.encode())
+write("request_body", "yaml-anchors", b"\x01a: &x [1, 2]\nb: *x\nc: !!binary aGk=\n")
+
+# --- patches: [type][doc] NUL [patch] ----------------------------------------------------
+patches = {
+    "json": (0, pod, [{"op": "add", "path": "/metadata/labels/tier", "value": "front"},
+                      {"op": "replace", "path": "/spec/containers/0/image", "value": "nginx"},
+                      {"op": "move", "from": "/metadata/labels/app", "path": "/metadata/annotations"},
+                      {"op": "test", "path": "/kind", "value": "Pod"},
+                      {"op": "remove", "path": "/spec/containers/0/env/0"}]),
+    "merge": (1, deployment, {"spec": {"replicas": None, "template": {"spec": {"containers": [{"name": "x"}]}}}}),
+    "strategic-containers": (2, pod, {"spec": {"containers": [{"name": "web", "image": "nginx"},
+                                                              {"name": "side", "image": "busybox"}]}}),
+    # The directives as kubectl writes them.
+    "strategic-set-element-order": (2, deployment, {"spec": {"template": {"spec": {
+        "$setElementOrder/containers": [{"name": "side"}, {"name": "web"}],
+        "containers": [{"name": "side", "image": "busybox"}]}}}}),
+    "strategic-delete-item": (2, pod, {"spec": {"containers": [{"name": "web", "$patch": "delete"}]}}),
+    "strategic-retain-keys": (2, deployment, {"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}),
+    "strategic-service-ports": (2, service, {"spec": {"ports": [{"port": 443, "targetPort": 8443}]},
+                                             "metadata": {"finalizers": ["example.com/x"]}}),
+}
+for name, (kind, doc, patch) in patches.items():
+    write("patch_body", name, bytes([kind]) + json.dumps(doc).encode() + b"\x00" + json.dumps(patch).encode())
+
+# --- server-side apply: [kind][force][live] NUL [apply body] ------------------------------
+live = dict(deployment)
+live["metadata"] = dict(deployment["metadata"], managedFields=[{
+    "manager": "kubectl", "operation": "Apply", "apiVersion": "apps/v1", "fieldsType": "FieldsV1",
+    "fieldsV1": {"f:spec": {"f:replicas": {}, "f:template": {"f:spec": {"f:containers": {
+        'k:{"name":"web"}': {".": {}, "f:image": {}, "f:name": {}}}}}}}}, {
+    "manager": "kube-controller-manager", "operation": "Update", "apiVersion": "apps/v1",
+    "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {"f:replicas": {}}}}])
+apply_yaml = ("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 3\n"
+              "  template:\n    spec:\n      containers:\n      - name: web\n        image: nginx\n"
+              "        ports:\n        - containerPort: 80\n          protocol: TCP\n")
+write("server_side_apply", "deployment-update", b"\x01\x00" + json.dumps(live).encode() + b"\x00" + apply_yaml.encode())
+write("server_side_apply", "deployment-force", b"\x01\x03" + json.dumps(live).encode() + b"\x00" + apply_yaml.encode())
+write("server_side_apply", "pod-create", b"\x00\x00null\x00" + json.dumps(dict(pod, metadata={"name": "fuzz"})).encode())
+write("server_side_apply", "service-create", b"\x02\x00null\x00" + json.dumps(dict(service, metadata={"name": "fuzz"})).encode())
+
+# --- selectors: [label] NUL [field] -------------------------------------------------------
+for i, (label, field) in enumerate([
+    ("app=web,tier!=back", "metadata.name=web-0,spec.nodeName!=x"),
+    ("app in (web, api),!legacy,env", "status.phase==Running"),
+    ("tier notin (a,b),x.io/y==z", "metadata.namespace!=kube-system"),
+    ("version>3,version<10", r"metadata.name=a\,b"),
+]):
+    write("selectors", f"seed-{i}", f"{label}\x00{field}")
+
+# --- quantities ---------------------------------------------------------------------------
+for i, q in enumerate(["500m", "1.5Gi", "-2e3", "0.000001", "129e-2", "1Ei", "+7.", "9223372036854775807k"]):
+    write("quantity", f"seed-{i}", q)
+
+# --- SPDY/3.1 frames ----------------------------------------------------------------------
+# A stored deflate block has no back-references, so it needs no dictionary; its zlib header
+# (0x78 0x01) leaves the dictionary flag off.
+def header_block(pairs):
+    raw = struct.pack(">I", len(pairs))
+    for k, v in pairs:
+        raw += struct.pack(">I", len(k)) + k.encode() + struct.pack(">I", len(v)) + v.encode()
+    stored = b"\x00" + struct.pack("<H", len(raw)) + struct.pack("<H", 0xFFFF ^ len(raw)) + raw
+    return b"\x78\x01" + stored
+
+
+def control(kind, flags, payload):
+    return struct.pack(">HHB", 0x8003, kind, flags) + struct.pack(">I", len(payload))[1:] + payload
+
+
+def data(stream, flags, payload):
+    return struct.pack(">I", stream) + bytes([flags]) + struct.pack(">I", len(payload))[1:] + payload
+
+
+syn = control(1, 0, struct.pack(">II", 1, 0) + b"\x00\x00" + header_block([("streamtype", "data"), ("port", "80"), ("requestid", "0")]))
+write("spdy_frames", "syn-data", syn + data(1, 0, b"hello") + data(1, 1, b""))
+write("spdy_frames", "ping-goaway", control(6, 0, struct.pack(">I", 1)) + control(7, 0, struct.pack(">II", 0, 0)))
+write("spdy_frames", "rst-window", control(3, 0, struct.pack(">II", 1, 5)) + control(9, 0, struct.pack(">II", 1, 65536)))
+write("spdy_frames", "settings", control(4, 0, struct.pack(">I", 1) + struct.pack(">II", 0x07000000, 65536))
+      + control(6, 0, struct.pack(">I", 2)))
+
+# --- CRI log lines ------------------------------------------------------------------------
+write("cri_log", "seed-0", "2026-11-27T04:45:09.123456789Z stdout F hello\n"
+      "2026-11-27T04:45:09.2Z stderr P part one \n2026-11-27T04:45:09.3Z stderr F and two\n")
+write("cri_log", "seed-1", "2026-11-27T04:45:09Z stdout F \n\nnot a line\n2026-11-27T04:45:09Z stdout X y\n")
+
+# --- write-ahead log and store entries ------------------------------------------------------
+def log_entry_put(create, prev, key, value):
+    # kind, create revision, previous revision, key length, key, value: the store codec's layout.
+    return bytes([1]) + struct.pack("<QQI", create, prev, len(key)) + key.encode() + value
+
+
+def wal_record(entries):
+    body = b"".join(struct.pack("<QI", rev, len(e)) + e for rev, e in entries)
+    crc = zlib.crc32(struct.pack("<I", len(body)) + body)
+    return struct.pack("<II", len(body), crc) + body
+
+
+e1 = log_entry_put(1, 0, "/configmaps/default/a", b'{"data":{"a":"1"}}')
+e2 = log_entry_put(1, 1, "/configmaps/default/a", b'{"data":{"a":"2"}}')
+write("wal_file", "two-records", wal_record([(1, e1)]) + wal_record([(2, e2), (3, e1)]) + b"\x00" * 64)
+write("wal_file", "torn-tail", wal_record([(5, e1)]) + wal_record([(6, e2)])[:-3])
+write("store_entry", "put", e1)
+write("store_entry", "tombstone", bytes([2]) + struct.pack("<QQI", 1, 4, 5) + b"/a/bc")
+
+value = json.dumps({"data": {"k%d" % i: "v" * 40 for i in range(20)}}).encode()
+frame = subprocess.run(["zstd", "-q", "-c", "--no-check"], input=value, capture_output=True, check=True).stdout
+zstd_entry = bytes([3]) + struct.pack("<QQI", 1, 0, 2) + b"/z" + struct.pack("<I", len(value)) + frame
+write("store_entry", "put-zstd", zstd_entry)
+write("wal_file", "zstd-record", wal_record([(7, zstd_entry)]))
