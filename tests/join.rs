@@ -123,6 +123,8 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.stop();
+        // A test that failed before the agent released its pods must not leave them running.
+        common::server::stop_pods_left_behind(&self.data_dir().join("pods"));
         if std::thread::panicking() {
             eprintln!(
                 "---- log of berth agent in {} ----\n{}",

@@ -320,7 +320,7 @@ impl Drop for BerthServer {
 /// running shims (`berth shim --dir <pods>/<uid>`), which also finds a shim whose state dir
 /// was already removed or that had not yet joined its cgroup — such a shim used to outlive
 /// the test.
-fn stop_pods_left_behind(pods: &Path) {
+pub fn stop_pods_left_behind(pods: &Path) {
     let hierarchies: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
