@@ -216,7 +216,7 @@ struct Scheduler {
     unschedulable: HashMap<String, (u64, Instant)>,
 }
 
-/// A reflector over every object of a kind that bumps `changes` (when `counts` says the event
+/// A reflector over every object of a kind (in all namespaces, for namespaced kinds) that bumps `changes` (when `counts` says the event
 /// may change where pods fit) and wakes the scheduler.
 fn reflect<K>(
     client: &kube::Client,
@@ -226,40 +226,7 @@ fn reflect<K>(
     counts: fn(&watcher::Event<K>) -> bool,
 ) -> impl std::future::Future<Output = ()>
 where
-    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    let (wake, changes) = (wake.clone(), changes.clone());
-    let api: Api<K> = Api::all(client.clone());
-    reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()))
-        .default_backoff()
-        .for_each(move |event| {
-            if let Ok(event) = event {
-                if counts(&event) {
-                    changes.fetch_add(1, Ordering::Relaxed);
-                }
-                wake.notify_one();
-            }
-            async {}
-        })
-}
-
-/// Like [`reflect`] for namespaced kinds, watched across all namespaces.
-fn reflect_namespaced<K>(
-    client: &kube::Client,
-    writer: reflector::store::Writer<K>,
-    wake: &Arc<tokio::sync::Notify>,
-    changes: &Arc<AtomicU64>,
-    counts: fn(&watcher::Event<K>) -> bool,
-) -> impl std::future::Future<Output = ()>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+    K: kube::Resource
         + Clone
         + std::fmt::Debug
         + serde::de::DeserializeOwned
@@ -306,10 +273,10 @@ pub async fn run(client: kube::Client) {
     let wake = Arc::new(tokio::sync::Notify::new());
     let changes = Arc::new(AtomicU64::new(0));
 
-    let pod_events = reflect_namespaced(&client, pod_writer, &wake, &changes, pod_event_counts);
+    let pod_events = reflect(&client, pod_writer, &wake, &changes, pod_event_counts);
     let node_events = reflect(&client, node_writer, &wake, &changes, always);
     let namespace_events = reflect(&client, namespace_writer, &wake, &changes, always);
-    let claim_events = reflect_namespaced(&client, claim_writer, &wake, &changes, always);
+    let claim_events = reflect(&client, claim_writer, &wake, &changes, always);
     let volume_events = reflect(&client, volume_writer, &wake, &changes, always);
     let recorder = Recorder::new(client.clone(), Reporter::from(SCHEDULER_NAME));
     let mut scheduler = Scheduler {
