@@ -296,10 +296,18 @@ fn an_agent_joins_with_a_token_runs_its_pod_and_reads_only_its_pods_secrets() {
             &node,
         ],
     );
+    // The server's own node: the one that is not the agent's (names sort either way, and the
+    // agent may already be listed).
     let server_node = server
-        .kubectl_ok(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"])
-        .trim()
+        .kubectl_ok(&["get", "nodes", "-o", "jsonpath={.items[*].metadata.name}"])
+        .split_whitespace()
+        .find(|name| *name != node)
+        .unwrap_or_default()
         .to_string();
+    assert!(
+        !server_node.is_empty(),
+        "the server registered its own node"
+    );
     assert!(
         wait_until(Duration::from_secs(90), || node_ready(&server, &node)
             && node_ready(&server, &server_node)),
