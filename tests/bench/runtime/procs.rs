@@ -78,19 +78,26 @@ fn cpu_ticks(pid: u32) -> u64 {
     field(11) + field(12)
 }
 
-/// The share of one core the daemon and the shims under `pods_dir` used over `window`.
-pub async fn cpu_share(daemon: u32, pods_dir: &Path, window: Duration) -> f64 {
+/// The shares of one core the daemon and the shims under `pods_dir` used over `window`.
+pub async fn cpu_share(daemon: u32, pods_dir: &Path, window: Duration) -> (f64, f64) {
     let ticks = || {
         let shims = shims(pods_dir);
-        cpu_ticks(daemon) + shims.iter().map(|pid| cpu_ticks(*pid)).sum::<u64>()
+        (
+            cpu_ticks(daemon),
+            shims.iter().map(|pid| cpu_ticks(*pid)).sum::<u64>(),
+        )
     };
     let before = ticks();
     let started = Instant::now();
     tokio::time::sleep(window).await;
-    let used = ticks().saturating_sub(before);
+    let after = ticks();
     let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()
         .unwrap_or(100) as f64;
-    used as f64 / hz / started.elapsed().as_secs_f64()
+    let share = |used: u64| used as f64 / hz / started.elapsed().as_secs_f64();
+    (
+        share(after.0.saturating_sub(before.0)),
+        share(after.1.saturating_sub(before.1)),
+    )
 }

@@ -9,6 +9,17 @@ use berth::runtime::{
     ShimRuntime,
 };
 
+/// Times from a container's create request, through berth's shim.
+#[derive(Clone, Copy, Default)]
+pub struct Phases {
+    /// The shim answered the create (libcontainer made the container, its init waits).
+    pub created: Duration,
+    /// The shim answered the start.
+    pub started: Duration,
+    /// The container's first line of output is in its log.
+    pub first_line: Duration,
+}
+
 pub struct ShimBench {
     runtime: ShimRuntime,
     /// Short on purpose: the shims' unix sockets live below it (108 bytes at most).
@@ -57,9 +68,15 @@ impl ShimBench {
         uid
     }
 
-    /// Creates and starts a container running `args` in pod `uid`; the time from the create
-    /// request to its first line of output in its log.
-    pub async fn first_line(&mut self, uid: &str, args: &[&str]) -> Duration {
+    /// Creates and starts a container running `args` in pod `uid` under `seccomp`; the times
+    /// from the create request to its answer, to the start's answer and to the container's
+    /// first line of output in its log.
+    pub async fn first_line(
+        &mut self,
+        uid: &str,
+        args: &[&str],
+        seccomp: SeccompProfile,
+    ) -> Phases {
         let name = self.unique("c");
         let log_path = self.root.path().join("logs").join(&name).join("0.log");
         let spec = ContainerSpec {
@@ -80,9 +97,7 @@ impl ShimBench {
             oom_score_adj: None,
             no_new_privileges: true,
             readonly_rootfs: false,
-            // What every pod gets by default in berth; the runc bundle has no profile, so this
-            // handicaps berth slightly.
-            seccomp: SeccompProfile::RuntimeDefault,
+            seccomp,
             log_path: log_path.clone(),
             log_max_bytes: 1 << 20,
             log_max_files: 2,
@@ -95,10 +110,12 @@ impl ShimBench {
             .create_container(uid, spec)
             .await
             .expect("create container");
+        let created = started.elapsed();
         self.runtime
             .start_container(uid, &name)
             .await
             .expect("start container");
+        let running = started.elapsed();
         loop {
             let log = std::fs::read(&log_path).unwrap_or_default();
             if log.contains(&b'\n') {
@@ -110,9 +127,13 @@ impl ShimBench {
             );
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
-        let elapsed = started.elapsed();
+        let first_line = started.elapsed();
         let _ = self.runtime.remove_container(uid, &name).await;
-        elapsed
+        Phases {
+            created,
+            started: running,
+            first_line,
+        }
     }
 
     pub async fn stop_pod(&mut self, uid: &str) {
