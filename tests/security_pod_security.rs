@@ -246,3 +246,51 @@ fn pods_of_an_exempt_runtime_class_and_by_an_exempt_user_are_not_checked() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_debug_container_is_checked_like_the_rest_of_the_pod() {
+    let ns = Netns::new();
+    let server = BerthServer::start(&ns);
+    let plain = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"},
+        "spec": {"nodeName": "nowhere", "containers": [{"name": "c", "image": "busybox"}]}});
+    assert!(server
+        .kubectl_stdin(&["create", "-f", "-"], &plain.to_string())
+        .status
+        .success());
+
+    // The sysadmin profile makes the debug container privileged: baseline refuses it.
+    let privileged = server.kubectl(&[
+        "debug",
+        "x",
+        "--image=busybox",
+        "--profile=sysadmin",
+        "--container=root",
+    ]);
+    assert!(!privileged.status.success());
+    let stderr = String::from_utf8_lossy(&privileged.stderr);
+    assert!(
+        stderr.contains("violates PodSecurity \"baseline:latest\": privileged (container \"root\" must not set securityContext.privileged=true)"),
+        "{stderr}"
+    );
+
+    let compliant = server.kubectl(&[
+        "debug",
+        "x",
+        "--image=busybox",
+        "--profile=baseline",
+        "--container=look",
+    ]);
+    assert!(
+        compliant.status.success(),
+        "{}",
+        String::from_utf8_lossy(&compliant.stderr)
+    );
+    let names = server.kubectl_ok(&[
+        "get",
+        "pod",
+        "x",
+        "-o",
+        "jsonpath={.spec.ephemeralContainers[*].name}",
+    ]);
+    assert_eq!(names.trim(), "look");
+}
