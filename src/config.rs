@@ -197,6 +197,10 @@ pub struct PodSecurityConfig {
     pub warn: String,
     /// Namespaces no pod security level applies to (berth's own pods live in kube-system).
     pub exempt_namespaces: Vec<String>,
+    /// Users whose pod writes are never checked (say, a trusted operator's account).
+    pub exempt_usernames: Vec<String>,
+    /// Pods with one of these `runtimeClassName`s are never checked.
+    pub exempt_runtime_classes: Vec<String>,
 }
 
 impl Default for PodSecurityConfig {
@@ -206,6 +210,8 @@ impl Default for PodSecurityConfig {
             audit: "restricted".into(),
             warn: "restricted".into(),
             exempt_namespaces: vec!["kube-system".into()],
+            exempt_usernames: Vec::new(),
+            exempt_runtime_classes: Vec::new(),
         }
     }
 }

@@ -1,7 +1,11 @@
 //! Authorization overhead: GET of one ConfigMap through the real router, as a user whose access
 //! comes from a RoleBinding while 1,000 other RoleBindings exist, against the admin's
 //! `system:masters` fast path, interleaved in the same run. Run with `--nocapture` to see the
-//! figures. Needs no root.
+//! figures. The first test needs no root; the second (ignored by default) drives a real
+//! `berth server` (an optimised one when `BERTH_TEST_BINARY` names it) over HTTPS with
+//! client certificates, from inside a test-made network namespace, so needs root.
+
+mod common;
 
 use std::time::{Duration, Instant};
 
@@ -162,4 +166,146 @@ async fn rbac_gets_with_a_thousand_role_bindings_cost_little_more_than_the_admin
     // The goal is 1.2x; the p99 of a shared 2-core machine is noisy, so it gets some slack.
     assert!(ratio50 <= 1.2, "p50 ratio {ratio50:.3}");
     assert!(ratio99 <= 1.5, "p99 ratio {ratio99:.3}");
+}
+
+/// A client certificate for `user`, signed with the cluster CA from the data dir.
+fn user_certificate(data_dir: &std::path::Path, user: &str) -> (String, String) {
+    let pki = data_dir.join("pki");
+    let ca_cert = std::fs::read_to_string(pki.join("ca.crt")).unwrap();
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(pki.join("ca.key")).unwrap()).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert, ca_key).unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, user);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "group-3");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// The admin kubeconfig with its user's certificate and key replaced by `user`'s.
+fn kubeconfig_as(server: &common::server::BerthServer, user: &str) -> std::path::PathBuf {
+    use base64::Engine;
+    let (cert, key) = user_certificate(server.data_dir(), user);
+    let text = std::fs::read_to_string(server.kubeconfig_path()).unwrap();
+    let mut config: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
+    let encode = |pem: &str| base64::engine::general_purpose::STANDARD.encode(pem);
+    let credentials = &mut config["users"][0]["user"];
+    if let Some(fields) = credentials.as_object_mut() {
+        fields.remove("client-certificate");
+        fields.remove("client-key");
+    }
+    credentials["client-certificate-data"] = json!(encode(&cert));
+    credentials["client-key-data"] = json!(encode(&key));
+    let path = server.data_dir().join(format!("{user}.kubeconfig"));
+    std::fs::write(&path, serde_yaml_ng::to_string(&config).unwrap()).unwrap();
+    path
+}
+
+/// The same comparison end to end: HTTPS, client-certificate authentication, the real binary.
+#[test]
+#[ignore]
+fn rbac_gets_against_the_server_binary_cost_little_more_than_the_admin_fast_path() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::Api;
+
+    let ns = common::netns::Netns::new();
+    let server = common::server::BerthServer::start(&ns);
+    server.kubectl_ok(&["create", "configmap", "settings", "--from-literal=a=b"]);
+    server.kubectl_ok(&[
+        "create",
+        "clusterrole",
+        "bench-reader",
+        "--verb=get,list,watch",
+        "--resource=configmaps,pods,services",
+    ]);
+    let namespaces: Vec<serde_json::Value> = (0..50)
+        .filter(|i| i % 10 != 0)
+        .map(|i| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": format!("team-{i}")}}))
+        .collect();
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": namespaces});
+    assert!(server
+        .kubectl_stdin(&["create", "-f", "-"], &list.to_string())
+        .status
+        .success());
+    for chunk in (0..BINDINGS).collect::<Vec<_>>().chunks(250) {
+        let bindings: Vec<serde_json::Value> = chunk
+            .iter()
+            .map(|i| {
+                let namespace = if i % 10 == 0 {
+                    "default".to_string()
+                } else {
+                    format!("team-{}", i % 50)
+                };
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                    "metadata": {"name": format!("binding-{i}"), "namespace": namespace},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "bench-reader"},
+                    "subjects": [{"kind": "User", "name": format!("user-{i}")},
+                                 {"kind": "Group", "name": format!("group-{}", i % 7)}]})
+            })
+            .collect();
+        let list = json!({"apiVersion": "v1", "kind": "List", "items": bindings});
+        let out = server.kubectl_stdin(&["create", "-f", "-"], &list.to_string());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    server.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "reader",
+        "--clusterrole=bench-reader",
+        "--user=reader",
+    ]);
+    let reader_config = kubeconfig_as(&server, "reader");
+    let admin_config = server.kubeconfig_path();
+
+    let (as_reader, as_admin) = common::inside::block_on_in_netns(&ns.name, move || async move {
+        let reader: Api<ConfigMap> =
+            Api::namespaced(common::inside::kube_client(&reader_config).await, "default");
+        let admin: Api<ConfigMap> =
+            Api::namespaced(common::inside::kube_client(&admin_config).await, "default");
+        // The policy follows the store's watch: wait until the reader's binding counts.
+        let ready = Instant::now();
+        while reader.get("settings").await.is_err() {
+            assert!(
+                ready.elapsed() < Duration::from_secs(20),
+                "reader never allowed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let timed = |api: Api<ConfigMap>| async move {
+            let started = Instant::now();
+            api.get("settings").await.expect("GET settings");
+            started.elapsed()
+        };
+        let (mut r, mut a) = (Vec::new(), Vec::new());
+        for round in 0..ROUNDS + 200 {
+            let (rt, at) = (timed(reader.clone()).await, timed(admin.clone()).await);
+            if round >= 200 {
+                r.push(rt);
+                a.push(at);
+            }
+        }
+        (r, a)
+    });
+    let (mut as_reader, mut as_admin) = (as_reader, as_admin);
+    as_reader.sort();
+    as_admin.sort();
+    let (r50, r99) = (percentile(&as_reader, 0.5), percentile(&as_reader, 0.99));
+    let (a50, a99) = (percentile(&as_admin, 0.5), percentile(&as_admin, 0.99));
+    let ratio50 = r50.as_secs_f64() / a50.as_secs_f64();
+    let ratio99 = r99.as_secs_f64() / a99.as_secs_f64();
+    println!(
+        "server binary, HTTPS GET with {BINDINGS} RoleBindings: RBAC p50 {r50:?} p99 {r99:?}; admin fast path p50 {a50:?} p99 {a99:?}; ratio p50 {ratio50:.3} p99 {ratio99:.3}"
+    );
+    assert!(ratio50 <= 1.2, "p50 ratio {ratio50:.3}");
 }

@@ -101,3 +101,66 @@ fn secret_values_never_reach_the_disk_in_clear_and_survive_rotation_and_restart(
     }
     assert_nowhere_on_disk(&server);
 }
+
+/// The key names in the data dir's key file, primary first.
+fn key_names(server: &BerthServer) -> Vec<String> {
+    let text = std::fs::read_to_string(server.data_dir().join("encryption").join("keys"))
+        .expect("the key file");
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .filter_map(|line| line.split(' ').next().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn after_rotation_the_old_key_is_dropped_once_no_stored_value_needs_it() {
+    let ns = Netns::new();
+    // Little history, so compaction soon passes the re-sealing.
+    let mut server = BerthServer::start_with_config(&ns, "[store]\nhistory_revisions = 16\n");
+    let value = format!("pruned-{}-plaintext", std::process::id());
+    server.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "s0",
+        &format!("--from-literal=password={value}"),
+    ]);
+    let rotated = server.berth(&["secrets-encrypt", "rotate"]);
+    assert!(
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stdout)
+    );
+    assert_eq!(key_names(&server), vec!["key2", "key1"]);
+
+    // Writes move the history on; the server drops key1 once compaction has passed the
+    // re-sealing (history older than it may hold key1 values until then).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut round = 0;
+    while key_names(&server) != vec!["key2"] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "key1 is still there: {:?}",
+            key_names(&server)
+        );
+        let items: Vec<serde_json::Value> = (0..20)
+            .map(|i| {
+                serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": format!("filler-{round}-{i}")}, "data": {"i": "x"}})
+            })
+            .collect();
+        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+        let out = server.kubectl_stdin(&["create", "-f", "-"], &list.to_string());
+        assert!(out.status.success());
+        round += 1;
+        std::thread::sleep(std::time::Duration::from_secs(3));
+    }
+    let status = server.berth(&["secrets-encrypt", "status"]);
+    let status = String::from_utf8_lossy(&status.stdout).to_string();
+    assert!(status.contains("Keys: key2\n"), "{status}");
+    assert_eq!(read_back(&server, "s0"), value);
+
+    server.restart();
+    assert_eq!(key_names(&server), vec!["key2"]);
+    assert_eq!(read_back(&server, "s0"), value);
+}

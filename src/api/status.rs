@@ -38,7 +38,7 @@ impl Cause {
     }
 
     /// The text upstream shows for the cause inside the Status message.
-    fn summary(&self) -> String {
+    pub fn summary(&self) -> String {
         format!("{}: {}", self.field, self.message)
     }
 }

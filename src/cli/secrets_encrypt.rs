@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use super::CommonArgs;
-use crate::encryption::rotation::{read_status, KEY_FILE_POLL};
+use crate::encryption::rotation::{lock_keys, read_status, KEY_FILE_POLL};
 use crate::encryption::{key_file, KeyFile};
 
 #[derive(Debug, Clone, Args)]
@@ -24,7 +24,8 @@ pub struct SecretsEncryptArgs {
 pub enum Action {
     /// Print the keys (names only), the primary and the last finished re-sealing.
     Status,
-    /// Make a new primary key and wait until the server has re-sealed every Secret with it.
+    /// Make a new primary key and wait until the server has re-sealed every Secret with it. The
+    /// server drops the old keys once no stored value (history included) needs them.
     Rotate {
         /// How long to wait for the server, in seconds.
         #[arg(long, default_value_t = 60)]
@@ -56,10 +57,13 @@ pub fn run(args: SecretsEncryptArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Action::Rotate { timeout } => {
+            // The server may be dropping unused keys from the same file.
+            let lock = lock_keys(&config.data_dir, true)?;
             let mut keys = KeyFile::read(&path)
                 .with_context(|| "has `berth server` run with this data dir?".to_string())?;
             let name = keys.add_primary()?;
             keys.write(&path)?;
+            drop(lock);
             println!("New primary key: {name}");
             let deadline = Instant::now() + Duration::from_secs(timeout);
             while Instant::now() < deadline {

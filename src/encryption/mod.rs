@@ -12,11 +12,11 @@
 
 pub mod rotation;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 use base64::Engine;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
@@ -143,7 +143,30 @@ impl KeyFile {
             .map_err(error)?;
         file.write_all(text.as_bytes()).map_err(error)?;
         file.sync_all().map_err(error)?;
-        std::fs::rename(&temporary, path).map_err(error)
+        std::fs::rename(&temporary, path).map_err(error)?;
+        // The rename is durable only once the directory is synced: until then a crash could
+        // bring back the old file, or (after a prune) lose the new one.
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(error)?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the primary and the keys named in `in_use`; returns the names of the others,
+    /// which it drops.
+    pub fn retain_used(&mut self, in_use: &HashSet<String>) -> Vec<String> {
+        let primary = self.primary().to_owned();
+        let mut dropped = Vec::new();
+        self.keys.retain(|(name, _)| {
+            let keep = *name == primary || in_use.contains(name);
+            if !keep {
+                dropped.push(name.clone());
+            }
+            keep
+        });
+        dropped
     }
 
     /// A file with one fresh key.
@@ -210,6 +233,9 @@ pub struct SecretsEncryption {
     prefix: String,
     keys: RwLock<Keys>,
     random: SystemRandom,
+    /// While a census runs ([`SecretsEncryption::census`]), the names of the keys values were
+    /// opened with: the store hands the transformer the stored bytes and nobody else.
+    census: Mutex<Option<HashSet<String>>>,
 }
 
 impl SecretsEncryption {
@@ -221,6 +247,7 @@ impl SecretsEncryption {
             prefix,
             keys: RwLock::new(Keys::from_file(file)),
             random: SystemRandom::new(),
+            census: Mutex::new(None),
         }
     }
 
@@ -240,6 +267,36 @@ impl SecretsEncryption {
 
     pub fn storage_prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// Runs `read` (which reads stored Secrets) and returns the names of the keys the values
+    /// it read were sealed with. Reads by others meanwhile count too, which can only keep a
+    /// key longer, never drop one still needed.
+    pub async fn census<F, T>(&self, read: F) -> (T, HashSet<String>)
+    where
+        F: std::future::Future<Output = T>,
+    {
+        if let Ok(mut census) = self.census.lock() {
+            *census = Some(HashSet::new());
+        }
+        let output = read.await;
+        let seen = self
+            .census
+            .lock()
+            .ok()
+            .and_then(|mut census| census.take())
+            .unwrap_or_default();
+        (output, seen)
+    }
+
+    fn count_in_census(&self, name: &str) {
+        if let Ok(mut census) = self.census.lock() {
+            if let Some(seen) = census.as_mut() {
+                if !seen.contains(name) {
+                    seen.insert(name.to_owned());
+                }
+            }
+        }
     }
 
     fn seal(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, String> {
@@ -282,6 +339,7 @@ impl SecretsEncryption {
             .position(|&b| b == b':')
             .ok_or("sealed value without a key name")?;
         let name = String::from_utf8_lossy(&rest[..colon]);
+        self.count_in_census(&name);
         let body = &rest[colon + 1..];
         if body.len() < NONCE_LEN {
             return Err("sealed value too short".to_owned());

@@ -13,6 +13,10 @@
 //! level warns about the pods already there that would now be refused (upstream's dry run).
 
 pub mod checks;
+pub mod namespace;
+pub mod policy;
+
+use std::time::Instant;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -21,17 +25,36 @@ use super::{Attributes, Operation, Plugin};
 use crate::api::{ApiError, ApiResult};
 use crate::store::Store;
 use checks::Level;
+use policy::{ModePolicy, NamespacePolicy};
 
-const LABEL_PREFIX: &str = "pod-security.kubernetes.io/";
 const AUDIT_ANNOTATION: &str = "pod-security.kubernetes.io/audit-violations";
+const ENFORCED_ANNOTATION: &str = "pod-security.kubernetes.io/enforce-policy";
+const EXEMPT_ANNOTATION: &str = "pod-security.kubernetes.io/exempt";
 
-/// The cluster-wide defaults, from `[pod_security]` in the config file.
+/// Pod subresources that cannot change what the checks read; every other one (say
+/// `ephemeralcontainers`) is evaluated as a pod update, as upstream.
+const IGNORED_POD_SUBRESOURCES: &[&str] = &[
+    "exec",
+    "attach",
+    "binding",
+    "eviction",
+    "log",
+    "portforward",
+    "proxy",
+    "status",
+];
+
+/// The cluster-wide defaults and exemptions, from `[pod_security]` in the config file.
 #[derive(Debug, Clone)]
 pub struct Defaults {
     pub enforce: Level,
     pub audit: Level,
     pub warn: Level,
     pub exempt_namespaces: Vec<String>,
+    /// Users whose pod writes are never checked (upstream's `exemptions.usernames`).
+    pub exempt_usernames: Vec<String>,
+    /// Pods with one of these `runtimeClassName`s are never checked.
+    pub exempt_runtime_classes: Vec<String>,
 }
 
 impl Defaults {
@@ -46,90 +69,151 @@ impl Defaults {
             audit: level("audit", &config.audit)?,
             warn: level("warn", &config.warn)?,
             exempt_namespaces: config.exempt_namespaces.clone(),
+            exempt_usernames: config.exempt_usernames.clone(),
+            exempt_runtime_classes: config.exempt_runtime_classes.clone(),
         })
     }
-}
 
-/// One mode's level and version (`restricted:latest`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct ModePolicy {
-    level: Level,
-    version: String,
-}
-
-impl ModePolicy {
-    fn label(&self) -> String {
-        format!("{}:{}", self.level.as_str(), self.version)
+    fn policy(&self) -> NamespacePolicy {
+        NamespacePolicy {
+            enforce: ModePolicy::latest(self.enforce),
+            audit: ModePolicy::latest(self.audit),
+            warn: ModePolicy::latest(self.warn),
+        }
     }
 }
 
-#[derive(Debug, Clone)]
-struct NamespacePolicy {
-    enforce: ModePolicy,
-    audit: ModePolicy,
-    warn: ModePolicy,
+/// Why a write is exempt, as upstream's `exempt` audit annotation says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exemption {
+    Namespace,
+    User,
+    RuntimeClass,
+}
+
+impl Exemption {
+    fn as_str(self) -> &'static str {
+        match self {
+            Exemption::Namespace => "namespace",
+            Exemption::User => "user",
+            Exemption::RuntimeClass => "runtimeClass",
+        }
+    }
+}
+
+/// Whether a pod is evaluated against the enforce level (pods) or only warned and audited
+/// (the pod templates of workloads: their pods are checked when created).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Enforce {
+    Yes,
+    No,
 }
 
 pub struct PodSecurity {
     store: Store,
     defaults: Defaults,
+    default_policy: NamespacePolicy,
 }
 
 impl PodSecurity {
     pub fn new(store: Store, defaults: Defaults) -> PodSecurity {
-        PodSecurity { store, defaults }
-    }
-
-    /// The policy a namespace's labels give, the defaults filling the gaps. An unknown level
-    /// in a label counts as restricted, as upstream (fail closed).
-    fn policy_of_labels(&self, labels: Option<&Value>) -> NamespacePolicy {
-        let mode = |name: &str, default: Level| {
-            let label = |suffix: &str| {
-                labels
-                    .and_then(|l| l.get(format!("{LABEL_PREFIX}{suffix}")))
-                    .and_then(Value::as_str)
-            };
-            let level = match label(name) {
-                Some(text) => Level::parse(text).unwrap_or(Level::Restricted),
-                None => default,
-            };
-            let version = label(&format!("{name}-version"))
-                .unwrap_or("latest")
-                .to_string();
-            ModePolicy { level, version }
-        };
-        NamespacePolicy {
-            enforce: mode("enforce", self.defaults.enforce),
-            audit: mode("audit", self.defaults.audit),
-            warn: mode("warn", self.defaults.warn),
+        let default_policy = defaults.policy();
+        PodSecurity {
+            store,
+            defaults,
+            default_policy,
         }
     }
 
-    fn namespace_policy(&self, namespace: &str) -> NamespacePolicy {
+    fn namespace_policy(
+        &self,
+        namespace: &str,
+    ) -> (NamespacePolicy, Vec<crate::api::status::Cause>) {
         let namespace = crate::api::resources::find("", "v1", "namespaces")
             .and_then(|r| self.store.get(&r.key("", namespace)).ok().flatten())
             .and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok());
-        self.policy_of_labels(
+        policy::policy_to_evaluate(
             namespace
                 .as_ref()
                 .and_then(|ns| ns.pointer("/metadata/labels")),
+            &self.default_policy,
         )
     }
 
-    fn check_pod(&self, attributes: &Attributes<'_>, pod: &Value) -> ApiResult<()> {
-        let policy = self.namespace_policy(attributes.namespace);
-        let metadata = pod.get("metadata").cloned().unwrap_or(Value::Null);
-        let spec = pod.get("spec").cloned().unwrap_or(Value::Null);
-        let evaluate = |mode: &ModePolicy| checks::check(mode.level, &metadata, &spec);
-        let enforced = evaluate(&policy.enforce);
-        if !enforced.is_empty() {
-            return Err(ApiError::forbidden(format!(
-                "pods \"{}\" is forbidden: violates PodSecurity \"{}\": {}",
-                attributes.name,
-                policy.enforce.label(),
-                checks::render(&enforced)
-            )));
+    /// The exemption a write by `attributes`' user in its namespace has, if any.
+    fn request_exemption(&self, attributes: &Attributes<'_>) -> Option<Exemption> {
+        let namespace = attributes.namespace;
+        if !namespace.is_empty()
+            && self
+                .defaults
+                .exempt_namespaces
+                .iter()
+                .any(|n| n == namespace)
+        {
+            return Some(Exemption::Namespace);
         }
+        let user = attributes
+            .user
+            .as_ref()
+            .map(|u| u.name.as_str())
+            .unwrap_or("");
+        if !user.is_empty() && self.defaults.exempt_usernames.iter().any(|u| u == user) {
+            return Some(Exemption::User);
+        }
+        None
+    }
+
+    fn exempt_runtime_class(&self, spec: &Value) -> bool {
+        let class = spec
+            .get("runtimeClassName")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        !class.is_empty()
+            && self
+                .defaults
+                .exempt_runtime_classes
+                .iter()
+                .any(|c| c == class)
+    }
+
+    /// Upstream's `EvaluatePod`: enforce (pods only) refuses, audit annotates the audit event,
+    /// warn warns the client unless the write is refused anyway.
+    fn evaluate(
+        &self,
+        attributes: &Attributes<'_>,
+        policy: &NamespacePolicy,
+        policy_errors: &[crate::api::status::Cause],
+        metadata: &Value,
+        spec: &Value,
+        enforce: Enforce,
+    ) -> ApiResult<()> {
+        if self.exempt_runtime_class(spec) {
+            crate::audit::annotate(EXEMPT_ANNOTATION, Exemption::RuntimeClass.as_str().into());
+            return Ok(());
+        }
+        if !policy_errors.is_empty() {
+            let errors: Vec<String> = policy_errors.iter().map(|c| c.summary()).collect();
+            crate::audit::annotate(
+                "pod-security.kubernetes.io/error",
+                format!("Failed to parse policy: {}", errors.join(", ")),
+            );
+        }
+        let evaluate = |mode: &ModePolicy| checks::check(mode.level, metadata, spec);
+        if enforce == Enforce::Yes {
+            crate::audit::annotate(ENFORCED_ANNOTATION, policy.enforce.label());
+            let enforced = evaluate(&policy.enforce);
+            if !enforced.is_empty() {
+                self.audit(&policy.audit, &evaluate(&policy.audit));
+                return Err(ApiError::forbidden(format!(
+                    "{} \"{}\" is forbidden: violates PodSecurity \"{}\": {}",
+                    attributes.resource.plural,
+                    attributes.name,
+                    policy.enforce.label(),
+                    checks::render(&enforced)
+                )));
+            }
+        }
+        self.audit(&policy.audit, &evaluate(&policy.audit));
         let warned = evaluate(&policy.warn);
         if !warned.is_empty() {
             super::warnings::warn(format!(
@@ -138,34 +222,7 @@ impl PodSecurity {
                 checks::render(&warned)
             ));
         }
-        self.audit(&policy.audit, &evaluate(&policy.audit));
         Ok(())
-    }
-
-    /// Workloads only get warnings: for the enforce level (their pods would be refused) and for
-    /// the warn level.
-    fn check_template(&self, attributes: &Attributes<'_>, template: &Value) {
-        let policy = self.namespace_policy(attributes.namespace);
-        let metadata = template.get("metadata").cloned().unwrap_or(Value::Null);
-        let spec = template.get("spec").cloned().unwrap_or(Value::Null);
-        let mut levels = vec![&policy.enforce];
-        if policy.warn != policy.enforce {
-            levels.push(&policy.warn);
-        }
-        for mode in levels {
-            let violations = checks::check(mode.level, &metadata, &spec);
-            if !violations.is_empty() {
-                super::warnings::warn(format!(
-                    "would violate PodSecurity \"{}\": {}",
-                    mode.label(),
-                    checks::render(&violations)
-                ));
-            }
-        }
-        self.audit(
-            &policy.audit,
-            &checks::check(policy.audit.level, &metadata, &spec),
-        );
     }
 
     fn audit(&self, mode: &ModePolicy, violations: &[checks::Violation]) {
@@ -181,53 +238,116 @@ impl PodSecurity {
         }
     }
 
-    /// A namespace whose enforce level gets stricter: warn about the pods already in it that
-    /// the new level would refuse.
-    fn check_relabel(&self, old: &Value, new: &Value) {
-        let name = crate::api::meta::meta_str(new, "name").to_string();
-        if self.defaults.exempt_namespaces.contains(&name) {
-            return;
+    fn validate_pod(&self, attributes: &Attributes<'_>, pod: &Value) -> ApiResult<()> {
+        if attributes.operation == Operation::Delete
+            || attributes
+                .subresource
+                .is_some_and(|s| IGNORED_POD_SUBRESOURCES.contains(&s))
+        {
+            return Ok(());
         }
-        let before = self.policy_of_labels(old.pointer("/metadata/labels"));
-        let after = self.policy_of_labels(new.pointer("/metadata/labels"));
-        if after.enforce == before.enforce || after.enforce.level == Level::Privileged {
-            return;
+        if let Some(exemption) = self.request_exemption(attributes) {
+            crate::audit::annotate(EXEMPT_ANNOTATION, exemption.as_str().into());
+            return Ok(());
         }
-        let Some(pods) = crate::api::resources::find("", "v1", "pods") else {
-            return;
-        };
-        let Ok(listed) = self
-            .store
-            .list(&pods.list_prefix(Some(name.as_str())), None, 0)
-        else {
-            return;
-        };
-        let mut offenders = Vec::new();
-        for kv in listed.kvs {
-            let Ok(pod) = serde_json::from_slice::<Value>(&kv.value) else {
-                continue;
-            };
-            let metadata = pod.get("metadata").cloned().unwrap_or(Value::Null);
-            let spec = pod.get("spec").cloned().unwrap_or(Value::Null);
-            let violations = checks::check(after.enforce.level, &metadata, &spec);
-            if !violations.is_empty() {
-                let reasons: Vec<&str> = violations.iter().map(|v| v.reason).collect();
-                offenders.push(format!(
-                    "{}: {}",
-                    crate::api::meta::meta_str(&pod, "name"),
-                    reasons.join(", ")
-                ));
+        let (policy, errors) = self.namespace_policy(attributes.namespace);
+        if errors.is_empty() && policy.fully_privileged() {
+            return Ok(());
+        }
+        if let (Operation::Update, Some(old)) = (attributes.operation, attributes.old) {
+            if !policy::is_significant_pod_update(pod, old) {
+                return Ok(());
             }
         }
-        if !offenders.is_empty() {
-            super::warnings::warn(format!(
-                "existing pods in namespace \"{name}\" violate the new PodSecurity enforce level \"{}\"",
-                after.enforce.label()
-            ));
-            for offender in offenders {
-                super::warnings::warn(offender);
-            }
+        let metadata = pod.get("metadata").unwrap_or(&Value::Null);
+        let spec = pod.get("spec").unwrap_or(&Value::Null);
+        self.evaluate(attributes, &policy, &errors, metadata, spec, Enforce::Yes)
+    }
+
+    /// Workloads are never refused: their pod template is warned about and audited at those
+    /// modes' levels; the pods they make meet the enforce level when created.
+    fn validate_template(&self, attributes: &Attributes<'_>, template: &Value) -> ApiResult<()> {
+        if let Some(exemption) = self.request_exemption(attributes) {
+            crate::audit::annotate(EXEMPT_ANNOTATION, exemption.as_str().into());
+            return Ok(());
         }
+        let (policy, errors) = self.namespace_policy(attributes.namespace);
+        if errors.is_empty()
+            && policy.warn.level == Level::Privileged
+            && policy.audit.level == Level::Privileged
+        {
+            return Ok(());
+        }
+        let metadata = template.get("metadata").unwrap_or(&Value::Null);
+        let spec = template.get("spec").unwrap_or(&Value::Null);
+        self.evaluate(attributes, &policy, &errors, metadata, spec, Enforce::No)
+    }
+
+    /// Namespace writes: labels that do not parse are refused when they are new; an enforce
+    /// level made stricter warns about the pods already there that it would refuse.
+    fn validate_namespace(&self, attributes: &Attributes<'_>, namespace: &Value) -> ApiResult<()> {
+        let (after, errors) =
+            policy::policy_to_evaluate(namespace.pointer("/metadata/labels"), &self.default_policy);
+        let name = crate::api::meta::meta_str(namespace, "name").to_string();
+        // Upstream's PodSecurity names the kind in lower case here.
+        let invalid = |errors: Vec<crate::api::status::Cause>| {
+            ApiError::invalid("", "namespace", &name, errors)
+        };
+        match (attributes.operation, attributes.old) {
+            (Operation::Create, _) => match errors.is_empty() {
+                true => Ok(()),
+                false => Err(invalid(errors)),
+            },
+            (Operation::Update, Some(old)) => {
+                let (before, old_errors) = policy::policy_to_evaluate(
+                    old.pointer("/metadata/labels"),
+                    &self.default_policy,
+                );
+                if !errors.is_empty() && (old_errors.is_empty() || old_errors != errors) {
+                    return Err(invalid(errors));
+                }
+                let relaxed_or_same = after.enforce.version == before.enforce.version
+                    && after.enforce.level <= before.enforce.level;
+                if after.enforce == before.enforce
+                    || after.enforce.level == Level::Privileged
+                    || relaxed_or_same
+                    || self.defaults.exempt_namespaces.contains(&name)
+                {
+                    return Ok(());
+                }
+                for warning in self.existing_pod_warnings(&name, &after.enforce) {
+                    super::warnings::warn(warning);
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn existing_pod_warnings(&self, namespace: &str, enforce: &ModePolicy) -> Vec<String> {
+        let deadline = Instant::now() + namespace::CHECK_TIMEOUT;
+        let listed = crate::api::resources::find("", "v1", "pods")
+            .ok_or(())
+            .and_then(|pods| {
+                self.store
+                    .list(&pods.list_prefix(Some(namespace)), None, 0)
+                    .map_err(|_| ())
+            });
+        let Ok(listed) = listed else {
+            return vec!["failed to list pods while checking new PodSecurity enforce level".into()];
+        };
+        let pods = listed
+            .kvs
+            .iter()
+            .filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+            .collect();
+        namespace::existing_pod_warnings(
+            namespace,
+            enforce,
+            pods,
+            &self.defaults.exempt_runtime_classes,
+            deadline,
+        )
     }
 }
 
@@ -254,37 +374,19 @@ impl Plugin for PodSecurity {
         let Some(object) = object else {
             return Ok(());
         };
-        if attributes.subresource.is_some() {
-            return Ok(());
-        }
         let r = attributes.resource;
-        if r.group.is_empty() && r.plural == "namespaces" {
-            if let (Operation::Update, Some(old)) = (attributes.operation, attributes.old) {
-                self.check_relabel(old, object);
-            }
-            return Ok(());
-        }
-        if self
-            .defaults
-            .exempt_namespaces
-            .iter()
-            .any(|n| n == attributes.namespace)
-        {
-            return Ok(());
-        }
-        // Pods are checked when created; updates can change almost nothing a check reads
-        // (upstream skips the ignorable ones too).
         if r.group.is_empty() && r.plural == "pods" {
-            if attributes.operation == Operation::Create {
-                return self.check_pod(attributes, object);
-            }
+            return self.validate_pod(attributes, object);
+        }
+        if attributes.subresource.is_some() || attributes.operation == Operation::Delete {
             return Ok(());
         }
-        if attributes.operation != Operation::Delete {
-            if let Some(template) = pod_template(attributes, object) {
-                self.check_template(attributes, template);
-            }
+        if r.group.is_empty() && r.plural == "namespaces" {
+            return self.validate_namespace(attributes, object);
         }
-        Ok(())
+        match pod_template(attributes, object) {
+            Some(template) => self.validate_template(attributes, template),
+            None => Ok(()),
+        }
     }
 }

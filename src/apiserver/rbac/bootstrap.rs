@@ -20,16 +20,6 @@ pub const AGGREGATE_TO: &str = "rbac.authorization.k8s.io/aggregate-to-";
 
 const READ: &[&str] = &["get", "list", "watch"];
 const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
-const ALL_BUT_RBAC_SPECIAL: &[&str] = &[
-    "get",
-    "list",
-    "watch",
-    "create",
-    "update",
-    "patch",
-    "delete",
-    "deletecollection",
-];
 
 fn r(verbs: &[&str], groups: &[&str], resources: &[&str]) -> PolicyRule {
     PolicyRule::resources(verbs, groups, resources)
@@ -42,18 +32,6 @@ fn events() -> PolicyRule {
         &["", "events.k8s.io"],
         &["events"],
     )
-}
-
-/// Full use of `plurals` in `group` with their status, finalizers and scale subresources.
-fn manage(group: &str, plurals: &[&str]) -> PolicyRule {
-    let mut resources = Vec::new();
-    for plural in plurals {
-        for suffix in ["", "/status", "/finalizers", "/scale"] {
-            resources.push(format!("{plural}{suffix}"));
-        }
-    }
-    let resources: Vec<&str> = resources.iter().map(String::as_str).collect();
-    r(ALL_BUT_RBAC_SPECIAL, &[group], &resources)
 }
 
 /// A bootstrap ClusterRole: name, labels, rules, aggregation selectors.
@@ -165,8 +143,33 @@ pub const COMPONENTS: &[(&str, &str)] = &[
     ("leader-elector", "system:berth:leader-elector"),
 ];
 
+/// Verbs for the objects a controller owns the state of: it reads them, and writes only what
+/// it computes (its own status, or annotations and owner references on the object itself).
+const OWN: &[&str] = &["get", "list", "watch", "update", "patch"];
+/// Verbs for the objects a controller makes and removes (a ReplicaSet's pods, ...).
+const MADE: &[&str] = &[
+    "get", "list", "watch", "create", "update", "patch", "delete",
+];
+const STATUS_WRITE: &[&str] = &["update", "patch"];
+
+/// `plural/status` (and `plural/finalizers`, which an owner reference with
+/// `blockOwnerDeletion` needs upstream) for a controller's own kind.
+fn status_of(group: &str, plural: &str) -> Vec<PolicyRule> {
+    let status = format!("{plural}/status");
+    let finalizers = format!("{plural}/finalizers");
+    vec![
+        r(STATUS_WRITE, &[group], &[status.as_str()]),
+        r(&["update"], &[group], &[finalizers.as_str()]),
+    ]
+}
+
+/// Each component's rules: what its code does through the API and no more (the table test
+/// below lists those calls). Wildcards only where upstream has them too, because the component
+/// works on every kind: namespace deletion, garbage collection, quota counting, `*/scale` for
+/// the HPA, and removing a deleted CRD's objects.
 fn component_rules(role: &str) -> Vec<PolicyRule> {
     let core_read = |plurals: &[&str]| r(READ, &[""], plurals);
+    let rules = |parts: Vec<Vec<PolicyRule>>| parts.concat();
     match role {
         "system:controller:namespace-controller" => vec![
             r(
@@ -175,7 +178,7 @@ fn component_rules(role: &str) -> Vec<PolicyRule> {
                 &["namespaces"],
             ),
             r(
-                &["update", "patch"],
+                STATUS_WRITE,
                 &[""],
                 &["namespaces/finalize", "namespaces/status"],
             ),
@@ -185,24 +188,30 @@ fn component_rules(role: &str) -> Vec<PolicyRule> {
                 &["*"],
             ),
         ],
-        "system:controller:replicaset-controller" => vec![
-            manage("apps", &["replicasets"]),
-            manage("", &["pods"]),
-            events(),
-        ],
-        "system:controller:replication-controller" => {
-            vec![manage("", &["replicationcontrollers", "pods"]), events()]
-        }
-        "system:controller:deployment-controller" => vec![
-            manage("apps", &["deployments", "replicasets"]),
-            manage("", &["pods"]),
-            events(),
-        ],
+        "system:controller:replicaset-controller" => rules(vec![
+            vec![r(OWN, &["apps"], &["replicasets"])],
+            status_of("apps", "replicasets"),
+            vec![r(MADE, &[""], &["pods"]), events()],
+        ]),
+        "system:controller:replication-controller" => rules(vec![
+            vec![r(OWN, &[""], &["replicationcontrollers"])],
+            status_of("", "replicationcontrollers"),
+            vec![r(MADE, &[""], &["pods"]), events()],
+        ]),
+        "system:controller:deployment-controller" => rules(vec![
+            vec![r(OWN, &["apps"], &["deployments"])],
+            status_of("apps", "deployments"),
+            vec![
+                r(MADE, &["apps"], &["replicasets"]),
+                core_read(&["pods"]),
+                events(),
+            ],
+        ]),
         // As upstream: scale any scalable resource, read pods and their resource metrics.
         "system:controller:horizontal-pod-autoscaler" => vec![
             r(READ, &["autoscaling"], &["horizontalpodautoscalers"]),
             r(
-                &["update", "patch"],
+                STATUS_WRITE,
                 &["autoscaling"],
                 &["horizontalpodautoscalers/status"],
             ),
@@ -211,14 +220,16 @@ fn component_rules(role: &str) -> Vec<PolicyRule> {
             r(&["get", "list"], &["metrics.k8s.io"], &["pods"]),
             events(),
         ],
-        "system:controller:job-controller" => {
-            vec![manage("batch", &["jobs"]), manage("", &["pods"]), events()]
-        }
-        "system:controller:cronjob-controller" => vec![
-            manage("batch", &["cronjobs", "jobs"]),
-            manage("", &["pods"]),
-            events(),
-        ],
+        "system:controller:job-controller" => rules(vec![
+            vec![r(OWN, &["batch"], &["jobs"])],
+            status_of("batch", "jobs"),
+            vec![r(MADE, &[""], &["pods"]), events()],
+        ]),
+        "system:controller:cronjob-controller" => rules(vec![
+            vec![r(OWN, &["batch"], &["cronjobs"])],
+            status_of("batch", "cronjobs"),
+            vec![r(MADE, &["batch"], &["jobs"]), events()],
+        ]),
         "system:controller:ttl-after-finished-controller" => {
             vec![
                 r(&["get", "list", "watch", "delete"], &["batch"], &["jobs"]),
@@ -232,40 +243,75 @@ fn component_rules(role: &str) -> Vec<PolicyRule> {
         )],
         "system:controller:endpointslice-controller" => vec![
             core_read(&["services", "pods", "nodes", "namespaces"]),
-            manage("discovery.k8s.io", &["endpointslices"]),
-            manage("", &["endpoints"]),
+            r(MADE, &["discovery.k8s.io"], &["endpointslices"]),
+            r(MADE, &[""], &["endpoints"]),
             r(&["update", "patch"], &[""], &["services/finalizers"]),
             events(),
         ],
+        // The CRD's own status, and a deleted CRD's objects, which can be of any group.
         "system:controller:apiextensions-controller" => vec![
-            manage("apiextensions.k8s.io", &["customresourcedefinitions"]),
             r(
-                &["get", "list", "watch", "delete", "deletecollection"],
-                &["*"],
-                &["*"],
+                OWN,
+                &["apiextensions.k8s.io"],
+                &["customresourcedefinitions"],
+            ),
+            r(
+                STATUS_WRITE,
+                &["apiextensions.k8s.io"],
+                &["customresourcedefinitions/status"],
+            ),
+            r(&["list", "delete"], &["*"], &["*"]),
+            events(),
+        ],
+        "system:controller:statefulset-controller" => rules(vec![
+            vec![r(OWN, &["apps"], &["statefulsets"])],
+            status_of("apps", "statefulsets"),
+            vec![
+                r(MADE, &["apps"], &["controllerrevisions"]),
+                r(MADE, &[""], &["pods", "persistentvolumeclaims"]),
+                events(),
+            ],
+        ]),
+        "system:controller:daemonset-controller" => rules(vec![
+            vec![r(READ, &["apps"], &["daemonsets"])],
+            status_of("apps", "daemonsets"),
+            vec![
+                r(MADE, &["apps"], &["controllerrevisions"]),
+                r(MADE, &[""], &["pods"]),
+                r(&["create"], &[""], &["pods/binding"]),
+                core_read(&["nodes"]),
+                events(),
+            ],
+        ]),
+        "system:controller:local-path-provisioner" => vec![
+            r(MADE, &[""], &["persistentvolumes"]),
+            r(OWN, &[""], &["persistentvolumeclaims"]),
+            r(
+                STATUS_WRITE,
+                &[""],
+                &["persistentvolumes/status", "persistentvolumeclaims/status"],
+            ),
+            core_read(&["pods", "nodes"]),
+            // It creates the default StorageClass at start.
+            r(
+                &["get", "list", "watch", "create"],
+                &["storage.k8s.io"],
+                &["storageclasses"],
             ),
             events(),
         ],
-        "system:controller:statefulset-controller" => vec![
-            manage("apps", &["statefulsets", "controllerrevisions"]),
-            manage("", &["pods", "persistentvolumeclaims"]),
-            events(),
-        ],
-        "system:controller:daemonset-controller" => vec![
-            manage("apps", &["daemonsets", "controllerrevisions"]),
-            manage("", &["pods"]),
-            r(&["create"], &[""], &["pods/binding"]),
-            core_read(&["nodes"]),
-            events(),
-        ],
-        "system:controller:local-path-provisioner" => vec![
-            manage("", &["persistentvolumes", "persistentvolumeclaims"]),
-            core_read(&["pods", "nodes"]),
-            manage("storage.k8s.io", &["storageclasses"]),
-            events(),
-        ],
+        // Every namespace gets a default ServiceAccount and the kube-root-ca.crt ConfigMap.
         "system:controller:serviceaccount-controller" => vec![
-            manage("", &["serviceaccounts", "configmaps"]),
+            r(
+                &["get", "list", "watch", "create"],
+                &[""],
+                &["serviceaccounts"],
+            ),
+            r(
+                &["get", "list", "watch", "create", "update", "patch"],
+                &[""],
+                &["configmaps"],
+            ),
             core_read(&["namespaces"]),
             events(),
         ],
@@ -288,7 +334,15 @@ fn component_rules(role: &str) -> Vec<PolicyRule> {
                     "certificatesigningrequests/status",
                 ],
             ),
-            r(&["approve", "sign"], &["certificates.k8s.io"], &["signers"]),
+            // As upstream: approve kubelet client certificates, sign for the built-in signers.
+            r(&["approve"], &["certificates.k8s.io"], &["signers"])
+                .with_names(&["kubernetes.io/kube-apiserver-client-kubelet"]),
+            r(&["sign"], &["certificates.k8s.io"], &["signers"]).with_names(&[
+                "kubernetes.io/legacy-unknown",
+                "kubernetes.io/kube-apiserver-client",
+                "kubernetes.io/kube-apiserver-client-kubelet",
+                "kubernetes.io/kubelet-serving",
+            ]),
             events(),
         ],
         "system:controller:node-ipam-controller" => vec![
@@ -300,11 +354,16 @@ fn component_rules(role: &str) -> Vec<PolicyRule> {
             events(),
         ],
         "system:controller:node-controller" => vec![
-            manage("", &["nodes"]),
+            r(
+                &["get", "list", "watch", "update", "patch", "delete"],
+                &[""],
+                &["nodes"],
+            ),
+            r(STATUS_WRITE, &[""], &["nodes/status"]),
             r(READ, &["coordination.k8s.io"], &["leases"]),
             r(&["get", "list", "watch", "delete"], &[""], &["pods"]),
             r(&["create"], &[""], &["pods/eviction"]),
-            r(&["update", "patch"], &[""], &["pods/status"]),
+            r(STATUS_WRITE, &[""], &["pods/status"]),
             events(),
         ],
         "system:controller:disruption-controller" => vec![
@@ -315,22 +374,18 @@ fn component_rules(role: &str) -> Vec<PolicyRule> {
                 &["deployments", "replicasets", "statefulsets"],
             ),
             r(READ, &["policy"], &["poddisruptionbudgets"]),
-            r(
-                &["update", "patch"],
-                &["policy"],
-                &["poddisruptionbudgets/status"],
-            ),
+            r(STATUS_WRITE, &["policy"], &["poddisruptionbudgets/status"]),
             events(),
         ],
         // As upstream: quota counts every kind, so it may list and watch them all.
         "system:controller:resourcequota-controller" => vec![
             r(&["list", "watch"], &["*"], &["*"]),
-            r(&["update", "patch"], &[""], &["resourcequotas/status"]),
+            r(STATUS_WRITE, &[""], &["resourcequotas/status"]),
             events(),
         ],
         "system:controller:pod-garbage-collector" => vec![
             r(&["get", "list", "watch", "delete"], &[""], &["pods"]),
-            r(&["update", "patch"], &[""], &["pods/status"]),
+            r(STATUS_WRITE, &[""], &["pods/status"]),
             core_read(&["nodes"]),
         ],
         "system:berth:ingress-controller" => vec![
@@ -340,7 +395,12 @@ fn component_rules(role: &str) -> Vec<PolicyRule> {
                 &["networking.k8s.io"],
                 &["ingresses/status"],
             ),
-            manage("networking.k8s.io", &["ingressclasses"]),
+            // It creates its IngressClass at start.
+            r(
+                &["get", "list", "watch", "create"],
+                &["networking.k8s.io"],
+                &["ingressclasses"],
+            ),
             core_read(&["services", "secrets", "nodes"]),
             r(READ, &["discovery.k8s.io"], &["endpointslices"]),
             events(),
@@ -365,12 +425,20 @@ fn component_rules(role: &str) -> Vec<PolicyRule> {
             r(READ, &["policy"], &["poddisruptionbudgets"]),
             r(&["create"], &[""], &["pods/binding", "bindings"]),
             r(&["update", "patch"], &[""], &["pods/status"]),
+            // Preemption deletes the victims.
             r(&["delete"], &[""], &["pods"]),
-            manage("coordination.k8s.io", &["leases"]),
             events(),
         ],
+        // The agent registers its Node, keeps its status and Lease, runs and reports its pods.
         "system:node" => vec![
-            manage("", &["nodes", "pods"]),
+            r(
+                &["get", "list", "watch", "create", "update", "patch"],
+                &[""],
+                &["nodes"],
+            ),
+            r(STATUS_WRITE, &[""], &["nodes/status"]),
+            r(&["get", "list", "watch", "delete"], &[""], &["pods"]),
+            r(STATUS_WRITE, &[""], &["pods/status"]),
             core_read(&[
                 "configmaps",
                 "secrets",
@@ -379,14 +447,14 @@ fn component_rules(role: &str) -> Vec<PolicyRule> {
                 "namespaces",
                 "serviceaccounts",
                 "persistentvolumes",
+                "persistentvolumeclaims",
             ]),
-            manage("", &["persistentvolumeclaims"]),
+            r(&["create"], &[""], &["serviceaccounts/token"]),
             r(
-                &["create"],
-                &[""],
-                &["serviceaccounts/token", "pods/eviction"],
+                &["get", "list", "watch", "create", "update", "patch"],
+                &["coordination.k8s.io"],
+                &["leases"],
             ),
-            manage("coordination.k8s.io", &["leases"]),
             r(READ, &["storage.k8s.io"], &["storageclasses", "csidrivers"]),
             r(READ, &["node.k8s.io"], &["runtimeclasses"]),
             events(),
@@ -808,6 +876,7 @@ pub async fn reconcile(registry: &Registry) -> ApiResult<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::attributes::{Attributes, ResourceAttributes};
     use super::*;
 
     #[test]
@@ -823,6 +892,369 @@ mod tests {
             );
             let binding = bindings.iter().find(|(_, r, _)| r == role).unwrap();
             assert_eq!(binding.2[0]["name"], format!("system:{component}"));
+        }
+    }
+
+    /// `verb group resource[/subresource]` as a request's attributes.
+    fn request(call: &str) -> Attributes {
+        let mut words = call.split(' ');
+        let verb = words.next().unwrap_or_default();
+        let group = words.next().unwrap_or_default().trim_matches('-');
+        let target = words.next().unwrap_or_default();
+        let (resource, subresource) = target.split_once('/').unwrap_or((target, ""));
+        Attributes {
+            verb: verb.into(),
+            path: String::new(),
+            resource: Some(ResourceAttributes {
+                api_group: group.into(),
+                api_version: "v1".into(),
+                resource: resource.into(),
+                subresource: subresource.into(),
+                namespace: "default".into(),
+                name: "x".into(),
+            }),
+        }
+    }
+
+    fn allowed(role: &str, call: &str) -> bool {
+        let request = request(call);
+        component_rules(role)
+            .iter()
+            .any(|rule| rule.allows(&request))
+    }
+
+    /// What each component's code does through the API (`-` is the core group), read from its
+    /// source: the role must allow each call.
+    const CALLS: &[(&str, &[&str])] = &[
+        (
+            "system:controller:replicaset-controller",
+            &[
+                "list apps replicasets",
+                "watch apps replicasets",
+                "patch apps replicasets/status",
+                "list - pods",
+                "watch - pods",
+                "create - pods",
+                "delete - pods",
+                "patch - pods",
+                "create - events",
+            ],
+        ),
+        (
+            "system:controller:replication-controller",
+            &[
+                "watch - replicationcontrollers",
+                "patch - replicationcontrollers/status",
+                "create - pods",
+                "delete - pods",
+                "patch - pods",
+            ],
+        ),
+        (
+            "system:controller:deployment-controller",
+            &[
+                "watch apps deployments",
+                "patch apps deployments",
+                "patch apps deployments/status",
+                "watch apps replicasets",
+                "create apps replicasets",
+                "patch apps replicasets",
+                "delete apps replicasets",
+                "list - pods",
+            ],
+        ),
+        (
+            "system:controller:job-controller",
+            &[
+                "watch batch jobs",
+                "patch batch jobs",
+                "patch batch jobs/status",
+                "watch - pods",
+                "create - pods",
+                "delete - pods",
+                "patch - pods",
+            ],
+        ),
+        (
+            "system:controller:cronjob-controller",
+            &[
+                "watch batch cronjobs",
+                "patch batch cronjobs/status",
+                "watch batch jobs",
+                "create batch jobs",
+                "delete batch jobs",
+            ],
+        ),
+        (
+            "system:controller:statefulset-controller",
+            &[
+                "watch apps statefulsets",
+                "patch apps statefulsets/status",
+                "watch - pods",
+                "create - pods",
+                "delete - pods",
+                "patch - pods",
+                "get - persistentvolumeclaims",
+                "create - persistentvolumeclaims",
+                "patch - persistentvolumeclaims",
+                "list apps controllerrevisions",
+                "create apps controllerrevisions",
+                "patch apps controllerrevisions",
+                "delete apps controllerrevisions",
+            ],
+        ),
+        (
+            "system:controller:daemonset-controller",
+            &[
+                "watch apps daemonsets",
+                "patch apps daemonsets/status",
+                "list - nodes",
+                "watch - pods",
+                "create - pods",
+                "delete - pods",
+                "create apps controllerrevisions",
+            ],
+        ),
+        (
+            "system:controller:local-path-provisioner",
+            &[
+                "create storage.k8s.io storageclasses",
+                "watch storage.k8s.io storageclasses",
+                "watch - persistentvolumeclaims",
+                "get - persistentvolumeclaims",
+                "patch - persistentvolumeclaims",
+                "patch - persistentvolumeclaims/status",
+                "create - persistentvolumes",
+                "delete - persistentvolumes",
+                "patch - persistentvolumes/status",
+                "watch - pods",
+                "list - pods",
+            ],
+        ),
+        (
+            "system:controller:serviceaccount-controller",
+            &[
+                "watch - namespaces",
+                "watch - serviceaccounts",
+                "create - serviceaccounts",
+                "get - configmaps",
+                "create - configmaps",
+                "patch - configmaps",
+            ],
+        ),
+        (
+            "system:controller:endpointslice-controller",
+            &[
+                "watch - services",
+                "watch - pods",
+                "list - pods",
+                "watch discovery.k8s.io endpointslices",
+                "create discovery.k8s.io endpointslices",
+                "update discovery.k8s.io endpointslices",
+                "delete discovery.k8s.io endpointslices",
+                "get - endpoints",
+                "create - endpoints",
+                "update - endpoints",
+            ],
+        ),
+        (
+            "system:controller:apiextensions-controller",
+            &[
+                "watch apiextensions.k8s.io customresourcedefinitions",
+                "patch apiextensions.k8s.io customresourcedefinitions",
+                "patch apiextensions.k8s.io customresourcedefinitions/status",
+                "list example.com widgets",
+                "delete example.com widgets",
+            ],
+        ),
+        (
+            "system:controller:node-controller",
+            &[
+                "watch - nodes",
+                "patch - nodes",
+                "patch - nodes/status",
+                "watch coordination.k8s.io leases",
+                "list - pods",
+                "delete - pods",
+            ],
+        ),
+        (
+            "system:controller:horizontal-pod-autoscaler",
+            &[
+                "watch autoscaling horizontalpodautoscalers",
+                "patch autoscaling horizontalpodautoscalers/status",
+                "get apps deployments/scale",
+                "patch apps deployments/scale",
+                "list - pods",
+                "list metrics.k8s.io pods",
+            ],
+        ),
+        (
+            "system:berth:ingress-controller",
+            &[
+                "get networking.k8s.io ingressclasses",
+                "create networking.k8s.io ingressclasses",
+                "watch networking.k8s.io ingresses",
+                "patch networking.k8s.io ingresses/status",
+                "watch - services",
+                "watch - secrets",
+                "watch discovery.k8s.io endpointslices",
+            ],
+        ),
+        (
+            "system:kube-scheduler",
+            &[
+                "watch - pods",
+                "watch - nodes",
+                "create - pods/binding",
+                "patch - pods/status",
+                "delete - pods",
+                "watch policy poddisruptionbudgets",
+            ],
+        ),
+        (
+            "system:node",
+            &[
+                "get - nodes",
+                "create - nodes",
+                "patch - nodes",
+                "patch - nodes/status",
+                "get coordination.k8s.io leases",
+                "create coordination.k8s.io leases",
+                "patch coordination.k8s.io leases",
+                "watch - pods",
+                "delete - pods",
+                "patch - pods/status",
+                "get - secrets",
+                "get - configmaps",
+                "get - persistentvolumeclaims",
+                "get - persistentvolumes",
+                "create - serviceaccounts/token",
+            ],
+        ),
+    ];
+
+    #[test]
+    fn every_component_may_make_the_calls_its_code_makes() {
+        for (role, calls) in CALLS {
+            for call in *calls {
+                assert!(allowed(role, call), "{role} may not {call}");
+            }
+        }
+    }
+
+    #[test]
+    fn components_get_no_more_than_their_work_needs() {
+        // Kinds a component only reads are not writable, and what it never touches is denied.
+        let denied: &[(&str, &[&str])] = &[
+            (
+                "system:controller:replicaset-controller",
+                &[
+                    "create apps replicasets",
+                    "delete apps replicasets",
+                    "get - secrets",
+                    "deletecollection - pods",
+                    "patch apps replicasets/scale",
+                ],
+            ),
+            (
+                "system:controller:deployment-controller",
+                &[
+                    "create - pods",
+                    "delete - pods",
+                    "create apps deployments",
+                    "deletecollection apps replicasets",
+                ],
+            ),
+            (
+                "system:controller:cronjob-controller",
+                &["create - pods", "create batch cronjobs"],
+            ),
+            (
+                "system:controller:daemonset-controller",
+                &["update apps daemonsets", "create - nodes"],
+            ),
+            (
+                "system:controller:serviceaccount-controller",
+                &[
+                    "delete - serviceaccounts",
+                    "delete - configmaps",
+                    "get - secrets",
+                ],
+            ),
+            (
+                "system:controller:local-path-provisioner",
+                &[
+                    "delete storage.k8s.io storageclasses",
+                    "create - persistentvolumeclaims",
+                    "delete - persistentvolumeclaims",
+                ],
+            ),
+            (
+                "system:controller:apiextensions-controller",
+                &[
+                    "get - secrets",
+                    "watch - secrets",
+                    "deletecollection - pods",
+                    "create apiextensions.k8s.io customresourcedefinitions",
+                ],
+            ),
+            (
+                "system:controller:node-controller",
+                &["create - nodes", "create - pods"],
+            ),
+            (
+                "system:kube-scheduler",
+                &[
+                    "create coordination.k8s.io leases",
+                    "get - secrets",
+                    "create - pods",
+                ],
+            ),
+            (
+                "system:node",
+                &[
+                    "delete - nodes",
+                    "create - pods",
+                    "create - pods/eviction",
+                    "create - persistentvolumeclaims",
+                    "delete coordination.k8s.io leases",
+                    "deletecollection - pods",
+                ],
+            ),
+            (
+                "system:berth:ingress-controller",
+                &[
+                    "delete networking.k8s.io ingressclasses",
+                    "create - secrets",
+                ],
+            ),
+        ];
+        for (role, calls) in denied {
+            for call in *calls {
+                assert!(!allowed(role, call), "{role} may {call}");
+            }
+        }
+        // Wildcard groups or resources only where upstream's role has them.
+        let wildcard_roles = [
+            "system:controller:namespace-controller",
+            "system:controller:generic-garbage-collector",
+            "system:controller:resourcequota-controller",
+            "system:controller:horizontal-pod-autoscaler",
+            "system:controller:apiextensions-controller",
+        ];
+        for (_, role) in COMPONENTS {
+            let wild = component_rules(role).iter().any(|rule| {
+                rule.api_groups.iter().any(|g| g == "*")
+                    || rule.resources.iter().any(|r| r.starts_with('*'))
+            });
+            assert_eq!(wild, wildcard_roles.contains(role), "{role}");
+            let collection = allowed(role, "deletecollection - configmaps");
+            assert_eq!(
+                collection,
+                *role == "system:controller:namespace-controller",
+                "{role}"
+            );
         }
     }
 
