@@ -367,8 +367,9 @@ fn pods_reach_each_other_across_nodes(
     ([cli_server, cli_agent], [web_server_ip, web_agent_ip])
 }
 
-/// The route to the agent's pods goes when its Node does (and the agent stays away).
-fn the_route_goes_with_the_node(mut nodes: TwoNodes) {
+/// The route to the agent's pods goes when its Node does (and the agent stays away); then
+/// `berth reset` on the agent removes its routes and tunnel.
+fn the_route_goes_with_the_node_and_reset_removes_the_rest(mut nodes: TwoNodes) {
     let agent_cidr = nodes.pod_cidr(&nodes.agent_node);
     let routed = |nodes: &TwoNodes| {
         nodes
@@ -385,6 +386,35 @@ fn the_route_goes_with_the_node(mut nodes: TwoNodes) {
         wait_until(CONVERGE, || !routed(&nodes)),
         "the route to a deleted Node's pods is gone: {}",
         nodes.routing_state()
+    );
+
+    let berth_routes = |ns: &Netns| ns.exec_ok("ip", &["route", "show", "proto", "98"]);
+    assert!(
+        !berth_routes(&nodes.agent_ns).trim().is_empty(),
+        "the stopped agent's route to the server's pods is still there"
+    );
+    let reset = nodes
+        .agent_ns
+        .command(env!("CARGO_BIN_EXE_berth"))
+        .arg("reset")
+        .arg("--data-dir")
+        .arg(nodes.agent.data_dir())
+        .env("BERTH_CONFIG", nodes.agent.dir.path().join("config.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        reset.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reset.stderr)
+    );
+    assert_eq!(
+        berth_routes(&nodes.agent_ns).trim(),
+        "",
+        "reset removes berth's routes"
+    );
+    assert!(
+        !nodes.agent_ns.exec_ok("ip", &["link"]).contains("berth.1"),
+        "reset removes the tunnel"
     );
 }
 
@@ -435,7 +465,7 @@ fn pods_on_two_nodes_on_one_link_reach_each_other_over_host_gw_and_obey_network_
         true,
         "a policy allowing clients lets the server's client in again",
     );
-    the_route_goes_with_the_node(nodes);
+    the_route_goes_with_the_node_and_reset_removes_the_rest(nodes);
 }
 
 #[test]
@@ -470,5 +500,5 @@ fn pods_on_two_nodes_reach_each_other_through_vxlan() {
     );
     let mtu = nodes.agent_ns.exec_ok("ip", &["link", "show", "berth0"]);
     assert!(mtu.contains("mtu 1450"), "pods get the tunnel's MTU: {mtu}");
-    the_route_goes_with_the_node(nodes);
+    the_route_goes_with_the_node_and_reset_removes_the_rest(nodes);
 }
