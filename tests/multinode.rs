@@ -502,3 +502,93 @@ fn pods_on_two_nodes_reach_each_other_through_vxlan() {
     assert!(mtu.contains("mtu 1450"), "pods get the tunnel's MTU: {mtu}");
     the_route_goes_with_the_node_and_reset_removes_the_rest(nodes);
 }
+
+/// Bytes per throughput sample.
+const STREAM_BYTES: usize = 256 * 1024 * 1024;
+
+/// MiB/s of one TCP stream from the namespace `from` to a listener in the namespace `to`
+/// (at `to_ip`), both pods' namespaces: the pod network's path alone, no process in the pods.
+fn stream_throughput(from: &Path, to: &Path, to_ip: &str) -> f64 {
+    use std::io::Write;
+    use std::net::TcpListener;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let to = to.to_path_buf();
+    let to_ip = to_ip.to_string();
+    let sink = std::thread::spawn(move || {
+        let ns = File::open(&to).unwrap();
+        setns(&ns, CloneFlags::CLONE_NEWNET).unwrap();
+        let listener = TcpListener::bind(format!("{to_ip}:0")).unwrap();
+        ready_tx.send(listener.local_addr().unwrap()).unwrap();
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0;
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        total
+    });
+    let addr = ready_rx.recv().unwrap();
+    let from = from.to_path_buf();
+    let elapsed = std::thread::spawn(move || {
+        let ns = File::open(&from).unwrap();
+        setns(&ns, CloneFlags::CLONE_NEWNET).unwrap();
+        let mut stream = TcpStream::connect(addr).unwrap();
+        let chunk = vec![7u8; 1 << 16];
+        let started = std::time::Instant::now();
+        let mut sent = 0;
+        while sent < STREAM_BYTES {
+            stream.write_all(&chunk).unwrap();
+            sent += chunk.len();
+        }
+        drop(stream);
+        started
+    })
+    .join()
+    .unwrap();
+    let received = sink.join().unwrap();
+    assert_eq!(received, STREAM_BYTES);
+    received as f64 / (1024.0 * 1024.0) / elapsed.elapsed().as_secs_f64()
+}
+
+/// Cross-node pod-to-pod throughput against same-node, for one backend: three best-of runs.
+fn throughput_for(backend: &str, first_marker: u32) {
+    let nodes = TwoNodes::start(backend);
+    let (server_node, agent_node) = (nodes.server_node.clone(), nodes.agent_node.clone());
+    let markers = [
+        marker(first_marker),
+        marker(first_marker + 1),
+        marker(first_marker + 2),
+    ];
+    nodes.client_pod("a-on-server", &server_node, &markers[0]);
+    nodes.client_pod("b-on-server", &server_node, &markers[1]);
+    nodes.client_pod("c-on-agent", &agent_node, &markers[2]);
+    let b_ip = nodes.running_ip("b-on-server");
+    nodes.running_ip("a-on-server");
+    nodes.running_ip("c-on-agent");
+    let [a, b, c] = markers.map(|m| client_netns(&m));
+    // The route to the other node may trail the pods by a watch event.
+    std::thread::sleep(Duration::from_secs(3));
+    let best = |from: &Path| {
+        (0..3)
+            .map(|_| stream_throughput(from, &b, &b_ip))
+            .fold(0.0, f64::max)
+    };
+    let same = best(&a);
+    let cross = best(&c);
+    eprintln!(
+        "pod-to-pod TCP, {backend}: same node {same:.0} MiB/s, across nodes {cross:.0} MiB/s, ratio {:.2}",
+        cross / same
+    );
+    assert!(cross > 0.0 && same > 0.0);
+    nodes.delete_pods();
+}
+
+#[test]
+#[ignore = "benchmark: run on its own"]
+fn cross_node_throughput_against_same_node() {
+    throughput_for("host-gw", 5);
+    throughput_for("vxlan", 8);
+}
