@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
 use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::link::{InfoData, InfoVxlan, LinkAttribute, LinkInfo, LinkMessage};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
@@ -92,7 +93,46 @@ fn mask(prefix: u8) -> u32 {
     }
 }
 
+/// What an existing VXLAN device was made with: its MAC and local address.
+fn vxlan_identity(link: &LinkMessage) -> (Option<Vec<u8>>, Option<Ipv4Addr>) {
+    let mac = link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Address(mac) => Some(mac.clone()),
+        _ => None,
+    });
+    let local = link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|info| match info {
+            LinkInfo::Data(InfoData::Vxlan(data)) => data.iter().find_map(|d| match d {
+                InfoVxlan::Local(ip) => Some(*ip),
+                _ => None,
+            }),
+            _ => None,
+        }),
+        _ => None,
+    });
+    (mac, local)
+}
+
 async fn ensure_vxlan(nl: &Netlink, local: &LocalVtep) -> Result<u32, NetError> {
+    let existing = nl
+        .handle
+        .link()
+        .get()
+        .match_name(VXLAN_DEVICE.to_string())
+        .execute()
+        .try_next()
+        .await;
+    if let Ok(Some(link)) = existing {
+        // A device of an earlier address (the node's IP changed) or name would send from the
+        // wrong place or under a MAC peers no longer know: made again, as flannel does.
+        let wanted = (Some(local.mac.to_vec()), Some(local.address));
+        if vxlan_identity(&link) != wanted {
+            tracing::info!(
+                device = VXLAN_DEVICE,
+                "re-creating the VXLAN device for a new address"
+            );
+            nl.delete_link(VXLAN_DEVICE).await?;
+        }
+    }
     let index = match nl.link_index(VXLAN_DEVICE).await? {
         Some(index) => index,
         None => {
@@ -275,6 +315,28 @@ async fn sync_routes(nl: &Netlink, wanted: &[Route], vxlan: Option<u32>) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_vxlan_devices_identity_is_its_mac_and_local_address() {
+        let mut link = LinkMessage::default();
+        assert_eq!(vxlan_identity(&link), (None, None));
+        link.attributes
+            .push(LinkAttribute::Address(vec![2, 0, 0, 0, 0, 1]));
+        link.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Data(
+                InfoData::Vxlan(vec![
+                    InfoVxlan::Id(1),
+                    InfoVxlan::Local(Ipv4Addr::new(192, 168, 1, 2)),
+                ]),
+            )]));
+        assert_eq!(
+            vxlan_identity(&link),
+            (
+                Some(vec![2, 0, 0, 0, 0, 1]),
+                Some(Ipv4Addr::new(192, 168, 1, 2))
+            )
+        );
+    }
 
     #[test]
     fn masks_cover_the_whole_prefix_range() {
