@@ -94,6 +94,8 @@ pub struct NetworkConfig {
     pub node_port_range: (u16, u16),
     /// Upstream resolvers for names outside the cluster; empty means the host's resolv.conf.
     pub upstream_dns: Vec<SocketAddr>,
+    /// How pods reach other nodes' pods: `auto`, `host-gw` or `vxlan`.
+    pub backend: crate::network::routes::Backend,
 }
 
 impl Default for NetworkConfig {
@@ -106,6 +108,7 @@ impl Default for NetworkConfig {
             cluster_domain: "cluster.local".into(),
             node_port_range: (30000, 32767),
             upstream_dns: Vec::new(),
+            backend: Default::default(),
         }
     }
 }

@@ -198,10 +198,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // Controllers act through the API like any other client; with a store other servers share
     // (etcd), only on the one that holds the controllers' lease.
+    let cluster_cidr: crate::network::Ipv4Cidr = config
+        .network
+        .pod_cidr
+        .parse()
+        .with_context(|| format!("bad pod CIDR {}", config.network.pod_cidr))?;
     let start_controllers = {
         let router = router.clone();
         let config = config.clone();
         let ca_cert_pem = pki.ca_cert_pem.clone();
+        let join_pki = std::sync::Arc::new(pki.clone());
         move |components: &mut JoinSet<anyhow::Result<()>>| {
             let controllers = crate::client::in_process(
                 router.clone(),
@@ -331,6 +337,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     crate::controllers::hpa::run(c).await;
                     anyhow::bail!("the horizontal pod autoscaler stopped")
                 });
+                // Joining workers: CSR approval and signing, node pod CIDRs.
+                crate::join::server::start_controllers(
+                    &client,
+                    join_pki.clone(),
+                    cluster_cidr,
+                    components,
+                );
             }
         }
     };
@@ -346,22 +359,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let client =
         |name: &str| crate::client::in_process(router.clone(), crate::client::system_user(name));
 
-    // Joining workers: cluster-info, CSR approval and signing, node pod CIDRs.
-    let cluster_cidr: crate::network::Ipv4Cidr = config
-        .network
-        .pod_cidr
-        .parse()
-        .with_context(|| format!("bad pod CIDR {}", config.network.pod_cidr))?;
-    crate::join::server::start(
-        &api.registry,
-        &url,
-        &pki,
-        &client,
-        cluster_cidr,
-        &config.node_name(),
-        &mut components,
-    )
-    .await?;
+    // Joining workers: cluster-info and the bindings.
+    crate::join::server::start(&api.registry, &url, &pki).await?;
 
     // The agent registers this machine as a Node and keeps its heartbeat.
     let agent_client =
@@ -383,10 +382,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let root = config.data_dir.join("images");
         tokio::task::spawn_blocking(move || crate::image_import::import_into(&root, &dir)).await?;
     }
-    let agent_config = agent_config(&config, &node_name)?;
+    // The bridge, IPAM and DNS use the slice node IPAM gave this Node (the first, alone).
+    let slice = crate::join::agent::wait_for_pod_cidr(&pods_client, &node_name).await;
+    let mut agent_config = agent_config(&config, &node_name)?;
+    agent_config.network.pod_cidr_slice = slice;
+    let routes =
+        crate::network::routes::controller::RouteConfig::for_node(&config, &node_name, slice)?;
+    let routes_client = pods_client.clone();
     components.spawn(async move {
         crate::agent::run(pods_client, agent_config).await?;
         anyhow::bail!("the pod workers stopped")
+    });
+    components.spawn(async move {
+        crate::network::routes::controller::run(routes_client, routes).await?;
+        anyhow::bail!("the route controller stopped")
     });
     // Resource usage of this node and its pods for `metrics.k8s.io` (kubectl top, autoscaling).
     let metrics = crate::metrics::Metrics::for_node(&node_name);
@@ -398,8 +407,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // Cluster DNS on the bridge gateway, once the agent has created the bridge.
     let dns_client = crate::client::in_process(router.clone(), crate::client::system_user("dns"));
-    let dns_config = crate::dns::DnsConfig::from_config(&config)
+    let mut dns_config = crate::dns::DnsConfig::from_config(&config)
         .context("cannot work out the cluster DNS settings")?;
+    dns_config.listen = slice.gateway().unwrap_or(slice.network());
     components.spawn(async move {
         crate::dns::run(dns_client, dns_config).await?;
         anyhow::bail!("the cluster DNS stopped")

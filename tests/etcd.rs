@@ -415,6 +415,17 @@ fn two_servers_share_etcd_and_the_controllers_fail_over_within_the_lease() {
         }),
         "both servers registered their nodes: {nodes}"
     );
+    // Node IPAM runs on the leader alone, so the two Nodes get different pod CIDRs, one of them
+    // the first slice.
+    let mut cidrs = String::new();
+    let both = wait_until(Duration::from_secs(30), || {
+        cidrs = b.kubectl_ok(&["get", "nodes", "-o", "jsonpath={.items[*].spec.podCIDR}"]);
+        cidrs.split_whitespace().count() == 2
+    });
+    assert!(both, "both nodes got a pod CIDR: {cidrs}");
+    let slices: Vec<&str> = cidrs.split_whitespace().collect();
+    assert_ne!(slices[0], slices[1], "no pod CIDR is given out twice");
+    assert!(slices.contains(&"10.42.0.0/24"), "{cidrs}");
 
     // Exactly one holds the lease, and it stays with it.
     let mut holder = None;

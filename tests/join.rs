@@ -7,10 +7,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use common::agent::Agent;
 use common::cluster::test_image;
 use common::netns::{connect, Netns};
 use common::registry::Registry;
@@ -19,121 +19,6 @@ use common::wait_until;
 
 const SERVER_IP: &str = "192.168.250.1";
 const AGENT_IP: &str = "192.168.250.2";
-
-/// `berth agent` in its own namespace and data dir; on drop, its pods are deleted and released
-/// before it is killed, so nothing stays behind.
-struct Agent {
-    netns: String,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl Agent {
-    fn command(ns: &Netns, dir: &Path, args: &[&str]) -> Command {
-        let mut cmd = ns.command(env!("CARGO_BIN_EXE_berth"));
-        cmd.arg("agent")
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .args(args)
-            .env("BERTH_CONFIG", dir.join("config.toml"))
-            .env_remove("BERTH_TOKEN")
-            .env_remove("BERTH_URL")
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    fn new_dir() -> tempfile::TempDir {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("berth-test-agent-{}-", std::process::id()))
-            .tempdir()
-            .unwrap();
-        let config = format!(
-            "[registries.mirrors.\"docker.io\"]\nendpoints = [\"http://{}\"]\n",
-            "127.0.0.1:5000"
-        );
-        std::fs::write(dir.path().join("config.toml"), config).unwrap();
-        dir
-    }
-
-    /// Runs an agent that is expected to fail fast; its output.
-    fn run_once(ns: &Netns, args: &[&str]) -> Output {
-        let dir = Agent::new_dir();
-        let mut child = Agent::command(ns, dir.path(), args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let done = wait_until(Duration::from_secs(60), || {
-            matches!(child.try_wait(), Ok(Some(_)))
-        });
-        if !done {
-            let _ = child.kill();
-        }
-        child.wait_with_output().unwrap()
-    }
-
-    fn start(ns: &Netns, args: &[&str]) -> Agent {
-        let mut agent = Agent {
-            netns: ns.name.clone(),
-            dir: Agent::new_dir(),
-            child: None,
-        };
-        agent.spawn(ns, args);
-        agent
-    }
-
-    /// Starts (again) on the same data dir, the log appended to.
-    fn spawn(&mut self, ns: &Netns, args: &[&str]) {
-        self.stop();
-        let log = std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("agent.log"))
-            .unwrap();
-        let child = Agent::command(ns, self.dir.path(), args)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
-    }
-
-    fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.stop();
-        // A test that failed before the agent released its pods must not leave them running.
-        common::server::stop_pods_left_behind(&self.data_dir().join("pods"));
-        if std::thread::panicking() {
-            eprintln!(
-                "---- log of berth agent in {} ----\n{}",
-                self.netns,
-                self.log()
-            );
-        }
-    }
-}
 
 fn node_ready(server: &BerthServer, node: &str) -> bool {
     let out = server.kubectl(&[

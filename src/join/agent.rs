@@ -69,6 +69,8 @@ pub async fn run(config: Config, options: AgentOptions) -> anyhow::Result<()> {
     let mut agent_config = crate::daemon::agent_config(&config, &node_name)?;
     agent_config.network.pod_cidr_slice = slice;
     let cluster_cidr = agent_config.network.cluster_cidr;
+    let routes =
+        crate::network::routes::controller::RouteConfig::for_node(&config, &node_name, slice)?;
     if let Some(dir) = config.images.import_dir.clone() {
         let root = config.data_dir.join("images");
         tokio::task::spawn_blocking(move || crate::image_import::import_into(&root, &dir)).await?;
@@ -94,6 +96,13 @@ pub async fn run(config: Config, options: AgentOptions) -> anyhow::Result<()> {
         components.spawn(async move {
             crate::network::proxy::controller::run(client, proxy_config).await?;
             anyhow::bail!("the service proxy stopped")
+        });
+    }
+    {
+        let client = client.clone();
+        components.spawn(async move {
+            crate::network::routes::controller::run(client, routes).await?;
+            anyhow::bail!("the route controller stopped")
         });
     }
     components.spawn(async move {
@@ -131,7 +140,10 @@ async fn heartbeat(client: kube::Client, facts: crate::agent::node::NodeFacts) {
 }
 
 /// The Node's `spec.podCIDR`, once node IPAM has set it.
-async fn wait_for_pod_cidr(client: &kube::Client, node: &str) -> crate::network::Ipv4Cidr {
+pub(crate) async fn wait_for_pod_cidr(
+    client: &kube::Client,
+    node: &str,
+) -> crate::network::Ipv4Cidr {
     let nodes: Api<Node> = Api::all(client.clone());
     let mut logged = false;
     loop {

@@ -1,6 +1,8 @@
 //! Node IPAM (upstream's `nodeipam` controller with the range allocator): every Node gets
-//! `spec.podCIDR`, a /24 slice of the cluster pod CIDR. The server's own node keeps the first
-//! slice, the one a single-node berth has always used, so nothing moves when nodes join.
+//! `spec.podCIDR`, a /24 slice of the cluster pod CIDR: the lowest free one, so the first node
+//! to register (a single server's own) gets the slice a single-node berth has always used, and
+//! nothing moves when nodes join. It runs on the leader only: with servers sharing a store, two
+//! allocators would hand one slice out twice.
 
 use std::collections::BTreeSet;
 
@@ -15,19 +17,17 @@ use crate::network::Ipv4Cidr;
 /// A node's slice length, as a single node's.
 pub const SLICE_LEN: u8 = 24;
 
-/// The slices of `cluster` handed out: by index, `reserved_for` always owning index 0.
+/// The slices of `cluster` handed out, lowest free index first.
 pub struct Allocator {
     cluster: Ipv4Cidr,
     slice_len: u8,
-    reserved_for: String,
 }
 
 impl Allocator {
-    pub fn new(cluster: Ipv4Cidr, reserved_for: &str) -> Allocator {
+    pub fn new(cluster: Ipv4Cidr) -> Allocator {
         Allocator {
             cluster,
             slice_len: cluster.prefix_len().max(SLICE_LEN),
-            reserved_for: reserved_for.to_string(),
         }
     }
 
@@ -36,12 +36,9 @@ impl Allocator {
             .unwrap_or(u32::MAX)
     }
 
-    /// The slice for `node`, given the slices other nodes hold; None when all are taken.
-    pub fn allocate(&self, node: &str, taken: &BTreeSet<String>) -> Option<Ipv4Cidr> {
-        if node == self.reserved_for {
-            return self.cluster.subnet(self.slice_len, 0);
-        }
-        (1..self.count())
+    /// A slice no node holds (`taken`); None when all are taken.
+    pub fn allocate(&self, taken: &BTreeSet<String>) -> Option<Ipv4Cidr> {
+        (0..self.count())
             .filter_map(|index| self.cluster.subnet(self.slice_len, index))
             .find(|slice| !taken.contains(&slice.to_string()))
     }
@@ -93,7 +90,7 @@ pub async fn run(client: kube::Client, allocator: Allocator) {
                 continue;
             }
         };
-        let Some(slice) = allocator.allocate(&name, &taken) else {
+        let Some(slice) = allocator.allocate(&taken) else {
             tracing::warn!(node = %name, "no pod CIDR left for the node");
             continue;
         };
@@ -115,40 +112,43 @@ pub async fn run(client: kube::Client, allocator: Allocator) {
 mod tests {
     use super::*;
 
+    fn set(slices: &[&str]) -> BTreeSet<String> {
+        slices.iter().map(|s| s.to_string()).collect()
+    }
+
     #[test]
-    fn the_server_keeps_the_first_slice_and_others_get_the_next_free_one() {
-        let allocator = Allocator::new("10.42.0.0/16".parse().unwrap(), "server");
-        let none = BTreeSet::new();
+    fn the_first_node_gets_the_first_slice_and_later_ones_the_lowest_free_one() {
+        let allocator = Allocator::new("10.42.0.0/16".parse().unwrap());
         assert_eq!(
-            allocator.allocate("server", &none).unwrap().to_string(),
+            allocator.allocate(&set(&[])).unwrap().to_string(),
             "10.42.0.0/24"
         );
         assert_eq!(
-            allocator.allocate("a", &none).unwrap().to_string(),
+            allocator
+                .allocate(&set(&["10.42.0.0/24"]))
+                .unwrap()
+                .to_string(),
             "10.42.1.0/24"
         );
-        let taken: BTreeSet<String> = ["10.42.0.0/24", "10.42.1.0/24", "10.42.3.0/24"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let taken = set(&["10.42.0.0/24", "10.42.1.0/24", "10.42.3.0/24"]);
         assert_eq!(
-            allocator.allocate("b", &taken).unwrap().to_string(),
+            allocator.allocate(&taken).unwrap().to_string(),
             "10.42.2.0/24"
         );
     }
 
     #[test]
     fn a_full_cluster_cidr_allocates_nothing() {
-        let allocator = Allocator::new("10.42.0.0/23".parse().unwrap(), "server");
-        let taken: BTreeSet<String> = ["10.42.1.0/24".to_string()].into();
-        assert_eq!(allocator.allocate("b", &taken), None);
-        let tiny = Allocator::new("10.42.0.0/25".parse().unwrap(), "server");
-        assert_eq!(tiny.allocate("a", &BTreeSet::new()), None);
+        let allocator = Allocator::new("10.42.0.0/23".parse().unwrap());
         assert_eq!(
-            tiny.allocate("server", &BTreeSet::new())
-                .unwrap()
-                .to_string(),
+            allocator.allocate(&set(&["10.42.0.0/24", "10.42.1.0/24"])),
+            None
+        );
+        let tiny = Allocator::new("10.42.0.0/25".parse().unwrap());
+        assert_eq!(
+            tiny.allocate(&set(&[])).unwrap().to_string(),
             "10.42.0.0/25"
         );
+        assert_eq!(tiny.allocate(&set(&["10.42.0.0/25"])), None);
     }
 }

@@ -156,32 +156,35 @@ mod tests {
     }
 }
 
-/// The server's part in joining: bootstrap tokens are accepted by the authenticator (see
-/// `daemon`); this publishes `cluster-info` and the bindings, and starts the certificate
-/// controllers and node IPAM.
+/// The server's part in joining that every server does: bootstrap tokens are accepted by the
+/// authenticator (see `daemon`); this publishes `cluster-info` and the bindings.
 pub async fn start(
     registry: &Registry,
     server_url: &str,
     pki: &crate::pki::Pki,
-    client: &dyn Fn(&str) -> kube::Client,
-    cluster_cidr: crate::network::Ipv4Cidr,
-    own_node: &str,
-    components: &mut tokio::task::JoinSet<anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
     publish(registry, server_url, &pki.ca_cert_pem)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot publish cluster-info: {}", e.message))?;
+        .map_err(|e| anyhow::anyhow!("cannot publish cluster-info: {}", e.message))
+}
+
+/// The controllers of joining, run by the leader alone: the certificate approver and signer
+/// (two would race on one CSR) and node IPAM (two would hand one pod CIDR out twice).
+pub fn start_controllers(
+    client: &dyn Fn(&str) -> kube::Client,
+    pki: std::sync::Arc<crate::pki::Pki>,
+    cluster_cidr: crate::network::Ipv4Cidr,
+    components: &mut tokio::task::JoinSet<anyhow::Result<()>>,
+) {
     let c = client("certificate-controller");
-    let pki = std::sync::Arc::new(pki.clone());
     components.spawn(async move {
         super::csr::run(c, pki).await;
         anyhow::bail!("the certificate controller stopped")
     });
     let c = client("node-ipam-controller");
-    let allocator = super::nodeipam::Allocator::new(cluster_cidr, own_node);
+    let allocator = super::nodeipam::Allocator::new(cluster_cidr);
     components.spawn(async move {
         super::nodeipam::run(c, allocator).await;
         anyhow::bail!("the node IPAM controller stopped")
     });
-    Ok(())
 }

@@ -14,7 +14,7 @@ const ENODEV: i32 = libc::ENODEV;
 
 /// One rtnetlink connection, bound to the network namespace it was opened in.
 pub struct Netlink {
-    handle: Handle,
+    pub(super) handle: Handle,
     connection: tokio::task::JoinHandle<()>,
 }
 
@@ -227,7 +227,7 @@ impl Netlink {
 }
 
 /// The errno of a kernel-refused request (positive, like `libc::ENODEV`).
-fn errno(e: &rtnetlink::Error) -> Option<i32> {
+pub(super) fn errno(e: &rtnetlink::Error) -> Option<i32> {
     match e {
         rtnetlink::Error::NetlinkError(msg) => Some(msg.raw_code().abs()),
         _ => None,

@@ -20,6 +20,7 @@ pub mod netns;
 pub mod nft;
 pub mod policy;
 pub mod proxy;
+pub mod routes;
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs;
@@ -157,7 +158,7 @@ impl NodeNetworkConfig {
             bridge: config.network.bridge.clone(),
             pod_cidr_slice,
             cluster_cidr,
-            mtu: DEFAULT_MTU,
+            mtu: config.network.backend.pod_mtu(DEFAULT_MTU),
             state_dir: config.data_dir.clone(),
         })
     }
@@ -377,6 +378,7 @@ impl NodeNetwork {
             }
             host.delete_link(&self.config.bridge).await?;
         }
+        routes::kernel::remove_all(&host).await?;
         nft::delete_table()?;
         self.ipam.remove_all()?;
         let network_dir = self.config.state_dir.join("network");

@@ -1,5 +1,6 @@
 //! Shared pieces of the integration tests. Each test module uses what it needs.
 //!
+//! - `agent`: `berth agent` in a netns of its own, joined to a server
 //! - `cluster`: a server whose pods pull the busybox test image from a registry in the netns
 //! - `inside`: running code (kube clients) inside a test's network namespace
 //! - `netns`: a network namespace per test, removed on drop
@@ -26,6 +27,7 @@
 //! the test failed. Dropping a `Netns` also kills any process still inside it.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod cluster;
 pub mod inside;
 pub mod netns;

@@ -68,6 +68,15 @@ impl BerthServer {
         server
     }
 
+    /// Like `start_listening`, with `config` (TOML) as the server's config file.
+    pub fn start_listening_with_config(ns: &Netns, listen: &str, config: &str) -> BerthServer {
+        let binary = Path::new(env!("CARGO_BIN_EXE_berth"));
+        let mut server = BerthServer::prepare(ns, binary, temp_data_dir(), config);
+        server.api_listen = listen.to_string();
+        server.spawn();
+        server
+    }
+
     /// Like `start`, on a data dir the test made (on a small file system, say).
     pub fn start_in(ns: &Netns, data_dir: tempfile::TempDir) -> BerthServer {
         BerthServer::start_with(ns, &berth_binary(), data_dir, "")

@@ -1,0 +1,594 @@
+//! The pod network across nodes: a server in one network namespace and `berth agent` in
+//! another, joined by a veth pair as two machines on one link. Pods on the two nodes reach each
+//! other by pod IP and through ClusterIP Services (each node's service proxy sends to pods on
+//! the other), with the host-gw backend and with VXLAN; a NetworkPolicy on one node governs
+//! clients on the other; routes follow the Nodes.
+//!
+//! Clients are sleeping busybox pods; the test connects from inside a client pod's network
+//! namespace (entered through its container process), where the pod's own `nc` would connect
+//! from. Servers are busybox `nc -ll -p 8080 -e echo hi`.
+//!
+//! Needs root (network namespaces, cgroups, mounts), as in CI.
+
+mod common;
+
+use std::fs::File;
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::agent::Agent;
+use common::cluster::test_image;
+use common::netns::{connect, Netns};
+use common::registry::Registry;
+use common::server::BerthServer;
+use common::wait_until;
+use nix::sched::{setns, CloneFlags};
+use serde_json::json;
+
+const SERVER_IP: &str = "192.168.251.1";
+const AGENT_IP: &str = "192.168.251.2";
+/// How long a route, proxy or policy change may take to be in force.
+const CONVERGE: Duration = Duration::from_secs(30);
+
+/// A server and an agent, each with a registry of its own, both Ready.
+struct TwoNodes {
+    // Dropped in this order: the agent (releasing its pods), the server, the registries, and
+    // the namespaces last.
+    agent: Agent,
+    server: BerthServer,
+    _registries: [Registry; 2],
+    _work: tempfile::TempDir,
+    agent_node: String,
+    server_node: String,
+    agent_ns: Netns,
+    server_ns: Netns,
+}
+
+impl TwoNodes {
+    fn start(backend: &str) -> TwoNodes {
+        let server_ns = Netns::new();
+        let agent_ns = Netns::new();
+        connect(
+            &server_ns,
+            &agent_ns,
+            &format!("{SERVER_IP}/24"),
+            &format!("{AGENT_IP}/24"),
+        );
+        let work = tempfile::tempdir().unwrap();
+        let image = test_image(work.path());
+        let registries = [Registry::start(&server_ns), Registry::start(&agent_ns)];
+        for registry in &registries {
+            registry.push_oci_layout(&image, "latest", "library/busybox");
+        }
+        let network = format!("[network]\nbackend = \"{backend}\"\n");
+        let server_config = format!(
+            "{network}[registries.mirrors.\"docker.io\"]\nendpoints = [\"http://{}\"]\n",
+            registries[0].addr()
+        );
+        let server = BerthServer::start_listening_with_config(
+            &server_ns,
+            &format!("{SERVER_IP}:6443"),
+            &server_config,
+        );
+        let out = server.berth(&["token", "create", "--ttl", "1h"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let token = text.lines().last().unwrap_or_default().trim().to_string();
+        let hash = text
+            .split_whitespace()
+            .skip_while(|w| *w != "--ca-cert-hash")
+            .nth(1)
+            .unwrap()
+            .to_string();
+        let agent_node = format!("mn-agent-{}", std::process::id());
+        let url = format!("https://{SERVER_IP}:6443");
+        let agent = Agent::start_with_config(
+            &agent_ns,
+            &[
+                "--server",
+                &url,
+                "--token",
+                &token,
+                "--ca-cert-hash",
+                &hash,
+                "--node-name",
+                &agent_node,
+            ],
+            &network,
+        );
+        let mut nodes = TwoNodes {
+            agent,
+            server,
+            _registries: registries,
+            _work: work,
+            agent_node,
+            server_node: String::new(),
+            agent_ns,
+            server_ns,
+        };
+        let ready = wait_until(Duration::from_secs(120), || {
+            let out = nodes.server.kubectl_ok(&[
+                "get",
+                "nodes",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name} {.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
+            ]);
+            let ready: Vec<&str> = out
+                .lines()
+                .filter(|l| l.ends_with(" True"))
+                .filter_map(|l| l.split_whitespace().next())
+                .collect();
+            ready.len() == 2 && ready.contains(&nodes.agent_node.as_str())
+        });
+        assert!(
+            ready,
+            "both nodes Ready: {}",
+            nodes.server.kubectl_ok(&["get", "nodes", "-o", "wide"])
+        );
+        nodes.server_node = nodes
+            .server
+            .kubectl_ok(&["get", "nodes", "-o", "jsonpath={.items[*].metadata.name}"])
+            .split_whitespace()
+            .find(|name| *name != nodes.agent_node)
+            .unwrap()
+            .to_string();
+        nodes
+    }
+
+    fn pod_cidr(&self, node: &str) -> String {
+        self.server
+            .kubectl_ok(&["get", "node", node, "-o", "jsonpath={.spec.podCIDR}"])
+            .trim()
+            .to_string()
+    }
+
+    fn create(&self, object: serde_json::Value) {
+        let out = self
+            .server
+            .kubectl_stdin(&["create", "-f", "-"], &object.to_string());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn server_pod(&self, name: &str, node: &str, app: &str) {
+        self.create(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": {"app": app}},
+            "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "srv", "image": "busybox",
+                    "command": ["nc", "-ll", "-p", "8080", "-e", "echo", "hi"],
+                    "ports": [{"containerPort": 8080}]}]}}));
+    }
+
+    fn client_pod(&self, name: &str, node: &str, marker: &str) {
+        self.create(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": {"app": "client"}},
+            "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "cli", "image": "busybox", "command": ["sleep", marker]}]}}));
+    }
+
+    fn service(&self, name: &str, app: &str) -> String {
+        self.create(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name},
+            "spec": {"selector": {"app": app}, "ports": [{"port": 80, "targetPort": 8080}]}}));
+        self.server
+            .kubectl_ok(&["get", "service", name, "-o", "jsonpath={.spec.clusterIP}"])
+            .trim()
+            .to_string()
+    }
+
+    /// Waits until the pod runs; its IP.
+    fn running_ip(&self, name: &str) -> String {
+        let mut last = String::new();
+        let running = wait_until(Duration::from_secs(180), || {
+            last = self.server.kubectl_ok(&[
+                "get",
+                "pod",
+                name,
+                "-o",
+                "jsonpath={.status.phase} {.status.podIP}",
+            ]);
+            last.starts_with("Running ") && last.trim().len() > "Running".len()
+        });
+        assert!(running, "pod {name} never ran: {last:?}");
+        last["Running ".len()..].trim().to_string()
+    }
+
+    /// The server namespace's `ip route` and `ip link` and neighbours, for failure messages.
+    fn routing_state(&self) -> String {
+        let mut text = String::new();
+        for (what, ns) in [("server", &self.server_ns), ("agent", &self.agent_ns)] {
+            for args in [&["route"][..], &["-d", "link"][..], &["neigh"][..]] {
+                let out = ns.exec("ip", args);
+                text.push_str(&format!(
+                    "--- {what}: ip {}\n{}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stdout)
+                ));
+            }
+        }
+        text
+    }
+
+    /// Deletes the pods and waits until the agent has released its own.
+    fn delete_pods(&self) {
+        self.server.kubectl_ok(&[
+            "delete",
+            "pods",
+            "--all",
+            "--grace-period=1",
+            "--wait=false",
+        ]);
+        let pods = self.agent.data_dir().join("pods");
+        let released = wait_until(Duration::from_secs(90), || {
+            std::fs::read_dir(&pods)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(true)
+        });
+        assert!(released, "the agent released its pods");
+    }
+}
+
+/// A unique sleep length per client pod of this test process (tests in it run in parallel,
+/// and all their containers are processes of this one machine).
+fn marker(n: u32) -> String {
+    format!("{}{n:02}", 20_000_000 + std::process::id() % 1_000_000)
+}
+
+/// The process running `sleep <marker>`: a client pod's container.
+fn process_with_marker(marker: &str) -> Option<u32> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.len() >= 2 && args[0].ends_with(b"sleep") && args[1] == marker.as_bytes() {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// The network namespace of a running client pod, as a path to open.
+fn client_netns(marker: &str) -> PathBuf {
+    let mut pid = None;
+    wait_until(Duration::from_secs(60), || {
+        pid = process_with_marker(marker);
+        pid.is_some()
+    });
+    let pid = pid.unwrap_or_else(|| panic!("no container process sleeps {marker}"));
+    PathBuf::from(format!("/proc/{pid}/ns/net"))
+}
+
+/// Whether a TCP connection from inside `netns` to `addr` gets the server's "hi".
+fn reaches(netns: &Path, addr: &str) -> bool {
+    let netns = netns.to_path_buf();
+    let addr: SocketAddr = addr.parse().expect("socket address");
+    std::thread::spawn(move || {
+        let Ok(ns) = File::open(&netns) else {
+            return false;
+        };
+        if setns(&ns, CloneFlags::CLONE_NEWNET).is_err() {
+            return false;
+        }
+        let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(1500)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer.contains("hi")
+    })
+    .join()
+    .unwrap_or(false)
+}
+
+/// Asserts that `from` reaches `addr` (or not) within [`CONVERGE`], and still does right after.
+fn expect(nodes: &TwoNodes, from: &Path, addr: &str, want: bool, what: &str) {
+    let settled = wait_until(CONVERGE, || reaches(from, addr) == want);
+    assert!(
+        settled && reaches(from, addr) == want,
+        "{what}: expected {addr} to be {}\n{}",
+        if want { "reachable" } else { "blocked" },
+        nodes.routing_state()
+    );
+}
+
+/// Pods on the two nodes reach each other directly and through Services; returns the clients'
+/// namespaces (on the server, on the agent) and the server pods' IPs (same order). The client
+/// pods' markers are `first_marker` and the next.
+fn pods_reach_each_other_across_nodes(
+    nodes: &TwoNodes,
+    first_marker: u32,
+) -> ([PathBuf; 2], [String; 2]) {
+    let (server_node, agent_node) = (nodes.server_node.as_str(), nodes.agent_node.as_str());
+    nodes.server_pod("web-on-server", server_node, "web-on-server");
+    nodes.server_pod("web-on-agent", agent_node, "web-on-agent");
+    let (m_server, m_agent) = (marker(first_marker), marker(first_marker + 1));
+    nodes.client_pod("cli-on-server", server_node, &m_server);
+    nodes.client_pod("cli-on-agent", agent_node, &m_agent);
+    let to_server_pods = nodes.service("to-server", "web-on-server");
+    let to_agent_pods = nodes.service("to-agent", "web-on-agent");
+
+    let web_server_ip = nodes.running_ip("web-on-server");
+    let web_agent_ip = nodes.running_ip("web-on-agent");
+    nodes.running_ip("cli-on-server");
+    nodes.running_ip("cli-on-agent");
+    let server_cidr = nodes.pod_cidr(server_node);
+    let agent_cidr = nodes.pod_cidr(agent_node);
+    assert_eq!(
+        server_cidr, "10.42.0.0/24",
+        "the first node keeps the first slice"
+    );
+    assert_ne!(agent_cidr, server_cidr);
+    assert!(web_agent_ip.starts_with(agent_cidr.trim_end_matches("0/24")));
+
+    let cli_server = client_netns(&m_server);
+    let cli_agent = client_netns(&m_agent);
+    expect(
+        nodes,
+        &cli_server,
+        &format!("{web_agent_ip}:8080"),
+        true,
+        "a pod on the server reaches a pod on the agent by IP",
+    );
+    expect(
+        nodes,
+        &cli_agent,
+        &format!("{web_server_ip}:8080"),
+        true,
+        "a pod on the agent reaches a pod on the server by IP",
+    );
+    expect(
+        nodes,
+        &cli_server,
+        &format!("{to_agent_pods}:80"),
+        true,
+        "the server's proxy sends a Service's traffic to the agent's pod",
+    );
+    expect(
+        nodes,
+        &cli_agent,
+        &format!("{to_server_pods}:80"),
+        true,
+        "the agent's proxy sends a Service's traffic to the server's pod",
+    );
+    ([cli_server, cli_agent], [web_server_ip, web_agent_ip])
+}
+
+/// The route to the agent's pods goes when its Node does (and the agent stays away); then
+/// `berth reset` on the agent removes its routes and tunnel.
+fn the_route_goes_with_the_node_and_reset_removes_the_rest(mut nodes: TwoNodes) {
+    let agent_cidr = nodes.pod_cidr(&nodes.agent_node);
+    let routed = |nodes: &TwoNodes| {
+        nodes
+            .server_ns
+            .exec_ok("ip", &["route", "show", &agent_cidr])
+            .contains(&agent_cidr)
+    };
+    assert!(routed(&nodes), "{}", nodes.routing_state());
+    nodes.delete_pods();
+    nodes.agent.stop();
+    let agent_node = nodes.agent_node.clone();
+    nodes.server.kubectl_ok(&["delete", "node", &agent_node]);
+    assert!(
+        wait_until(CONVERGE, || !routed(&nodes)),
+        "the route to a deleted Node's pods is gone: {}",
+        nodes.routing_state()
+    );
+
+    let berth_routes = |ns: &Netns| ns.exec_ok("ip", &["route", "show", "proto", "98"]);
+    assert!(
+        !berth_routes(&nodes.agent_ns).trim().is_empty(),
+        "the stopped agent's route to the server's pods is still there"
+    );
+    let reset = nodes
+        .agent_ns
+        .command(env!("CARGO_BIN_EXE_berth"))
+        .arg("reset")
+        .arg("--data-dir")
+        .arg(nodes.agent.data_dir())
+        .env("BERTH_CONFIG", nodes.agent.dir.path().join("config.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        reset.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reset.stderr)
+    );
+    assert_eq!(
+        berth_routes(&nodes.agent_ns).trim(),
+        "",
+        "reset removes berth's routes"
+    );
+    assert!(
+        !nodes.agent_ns.exec_ok("ip", &["link"]).contains("berth.1"),
+        "reset removes the tunnel"
+    );
+}
+
+#[test]
+fn pods_on_two_nodes_on_one_link_reach_each_other_over_host_gw_and_obey_network_policy() {
+    let nodes = TwoNodes::start("auto");
+    let ([cli_server, _cli_agent], [_, web_agent_ip]) =
+        pods_reach_each_other_across_nodes(&nodes, 1);
+    let agent_cidr = nodes.pod_cidr(&nodes.agent_node);
+    let route = nodes
+        .server_ns
+        .exec_ok("ip", &["route", "show", &agent_cidr]);
+    assert!(
+        route.contains(&format!("via {AGENT_IP}")),
+        "auto picks host-gw on one link: {route}"
+    );
+    assert!(
+        !nodes.server_ns.exec_ok("ip", &["link"]).contains("berth.1"),
+        "no tunnel without a peer that needs one"
+    );
+
+    // A policy on the agent's pod, enforced by the agent, against a client on the server.
+    let target = format!("{web_agent_ip}:8080");
+    nodes.create(
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "deny-web-on-agent"},
+        "spec": {"podSelector": {"matchLabels": {"app": "web-on-agent"}},
+                 "policyTypes": ["Ingress"]}}),
+    );
+    expect(
+        &nodes,
+        &cli_server,
+        &target,
+        false,
+        "a deny-all policy on the agent blocks the server's client",
+    );
+    nodes.create(
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "allow-clients"},
+        "spec": {"podSelector": {"matchLabels": {"app": "web-on-agent"}},
+                 "policyTypes": ["Ingress"],
+                 "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}]}]}}),
+    );
+    expect(
+        &nodes,
+        &cli_server,
+        &target,
+        true,
+        "a policy allowing clients lets the server's client in again",
+    );
+    the_route_goes_with_the_node_and_reset_removes_the_rest(nodes);
+}
+
+#[test]
+fn pods_on_two_nodes_reach_each_other_through_vxlan() {
+    let nodes = TwoNodes::start("vxlan");
+    pods_reach_each_other_across_nodes(&nodes, 3);
+    let agent_cidr = nodes.pod_cidr(&nodes.agent_node);
+    let route = nodes
+        .server_ns
+        .exec_ok("ip", &["route", "show", &agent_cidr]);
+    assert!(
+        route.contains("dev berth.1") && route.contains("onlink"),
+        "the agent's pods are routed into the tunnel: {route}"
+    );
+    let link = nodes
+        .server_ns
+        .exec_ok("ip", &["-d", "link", "show", "berth.1"]);
+    assert!(
+        link.contains("vxlan id 1") && link.contains("dstport 8472") && link.contains("mtu 1450"),
+        "{link}"
+    );
+    let annotation = nodes.server.kubectl_ok(&[
+        "get",
+        "node",
+        &nodes.agent_node,
+        "-o",
+        "jsonpath={.metadata.annotations.berth\\.io/backend-data}",
+    ]);
+    assert!(
+        annotation.contains("\"VtepMAC\"") && annotation.contains("\"VNI\":1"),
+        "the agent published its VTEP: {annotation}"
+    );
+    let mtu = nodes.agent_ns.exec_ok("ip", &["link", "show", "berth0"]);
+    assert!(mtu.contains("mtu 1450"), "pods get the tunnel's MTU: {mtu}");
+    the_route_goes_with_the_node_and_reset_removes_the_rest(nodes);
+}
+
+/// Bytes per throughput sample.
+const STREAM_BYTES: usize = 256 * 1024 * 1024;
+
+/// MiB/s of one TCP stream from the namespace `from` to a listener in the namespace `to`
+/// (at `to_ip`), both pods' namespaces: the pod network's path alone, no process in the pods.
+fn stream_throughput(from: &Path, to: &Path, to_ip: &str) -> f64 {
+    use std::io::Write;
+    use std::net::TcpListener;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let to = to.to_path_buf();
+    let to_ip = to_ip.to_string();
+    let sink = std::thread::spawn(move || {
+        let ns = File::open(&to).unwrap();
+        setns(&ns, CloneFlags::CLONE_NEWNET).unwrap();
+        let listener = TcpListener::bind(format!("{to_ip}:0")).unwrap();
+        ready_tx.send(listener.local_addr().unwrap()).unwrap();
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0;
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        total
+    });
+    let addr = ready_rx.recv().unwrap();
+    let from = from.to_path_buf();
+    let elapsed = std::thread::spawn(move || {
+        let ns = File::open(&from).unwrap();
+        setns(&ns, CloneFlags::CLONE_NEWNET).unwrap();
+        let mut stream = TcpStream::connect(addr).unwrap();
+        let chunk = vec![7u8; 1 << 16];
+        let started = std::time::Instant::now();
+        let mut sent = 0;
+        while sent < STREAM_BYTES {
+            stream.write_all(&chunk).unwrap();
+            sent += chunk.len();
+        }
+        drop(stream);
+        started
+    })
+    .join()
+    .unwrap();
+    let received = sink.join().unwrap();
+    assert_eq!(received, STREAM_BYTES);
+    received as f64 / (1024.0 * 1024.0) / elapsed.elapsed().as_secs_f64()
+}
+
+/// Cross-node pod-to-pod throughput against same-node, for one backend: three best-of runs.
+fn throughput_for(backend: &str, first_marker: u32) {
+    let nodes = TwoNodes::start(backend);
+    let (server_node, agent_node) = (nodes.server_node.clone(), nodes.agent_node.clone());
+    let markers = [
+        marker(first_marker),
+        marker(first_marker + 1),
+        marker(first_marker + 2),
+    ];
+    nodes.client_pod("a-on-server", &server_node, &markers[0]);
+    nodes.client_pod("b-on-server", &server_node, &markers[1]);
+    nodes.client_pod("c-on-agent", &agent_node, &markers[2]);
+    let b_ip = nodes.running_ip("b-on-server");
+    nodes.running_ip("a-on-server");
+    nodes.running_ip("c-on-agent");
+    let [a, b, c] = markers.map(|m| client_netns(&m));
+    // The route to the other node may trail the pods by a watch event.
+    std::thread::sleep(Duration::from_secs(3));
+    let best = |from: &Path| {
+        (0..3)
+            .map(|_| stream_throughput(from, &b, &b_ip))
+            .fold(0.0, f64::max)
+    };
+    let same = best(&a);
+    let cross = best(&c);
+    eprintln!(
+        "pod-to-pod TCP, {backend}: same node {same:.0} MiB/s, across nodes {cross:.0} MiB/s, ratio {:.2}",
+        cross / same
+    );
+    assert!(cross > 0.0 && same > 0.0);
+    nodes.delete_pods();
+}
+
+#[test]
+#[ignore = "benchmark: run on its own"]
+fn cross_node_throughput_against_same_node() {
+    throughput_for("host-gw", 5);
+    throughput_for("vxlan", 8);
+}
