@@ -191,3 +191,52 @@ fn opting_out_on_the_pod_or_its_account_mounts_nothing_and_a_missing_account_is_
          error looking up service account default/ghost: serviceaccount \"ghost\" not found"
     );
 }
+
+/// What the token volume costs a pod's start: create → Running (seen by `kubectl wait`'s
+/// watch) for pods with and without it, interleaved, in one run. Run with
+/// `BERTH_TEST_BINARY=<optimised berth> cargo test --test security_service_accounts -- --ignored`.
+#[test]
+#[ignore = "benchmark"]
+fn bench_pod_start_with_and_without_the_token_volume() {
+    let ns = Netns::new();
+    let cluster = Cluster::start(&ns);
+    // Warm up: image unpacked, root CA published, first token signed.
+    cluster.create(cluster.pod(
+        "warm",
+        json!({"containers": [{"name": "main", "image": "busybox", "command": ["sleep", "3600"]}]}),
+    ));
+    cluster.wait_for("warm", "Running", |p| p["status"]["phase"] == "Running");
+    let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for i in 0..10 {
+        for (slot, automount) in [(0, true), (1, false)] {
+            let name = format!("p{i}-{automount}");
+            let started = std::time::Instant::now();
+            cluster.create(cluster.pod(
+                &name,
+                json!({"automountServiceAccountToken": automount,
+                       "containers": [{"name": "main", "image": "busybox", "command": ["sleep", "3600"]}]}),
+            ));
+            cluster.server.kubectl_ok(&[
+                "wait",
+                "--for=jsonpath={.status.phase}=Running",
+                &format!("pod/{name}"),
+                "--timeout=60s",
+            ]);
+            times[slot].push(started.elapsed().as_secs_f64() * 1000.0);
+            cluster
+                .server
+                .kubectl_ok(&["delete", "pod", &name, "--wait=false"]);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let with = median(&mut times[0]);
+    let without = median(&mut times[1]);
+    println!(
+        "pod create -> Running p50: {with:.0} ms with the token volume, {without:.0} ms without, ratio {:.2}",
+        with / without
+    );
+    assert!(with > 0.0 && without > 0.0);
+}
