@@ -268,3 +268,81 @@ print("closed:", data, err)
         "{stdout}"
     );
 }
+
+/// Reads from `stream` until a newline, end of file or 20 s.
+async fn read_line<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !data.ends_with(b"\n") {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => data.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&data).into_owned()
+}
+
+#[test]
+fn kube_rs_forwards_with_the_websocket_channel_protocol() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::Api;
+    use tokio::io::AsyncWriteExt;
+
+    let ns = Netns::new();
+    let cluster = Cluster::start(&ns);
+    start_echo_pod(&cluster);
+    let kubeconfig = cluster.server.kubeconfig_path().to_path_buf();
+    let (greeting, echo, big, error) =
+        common::inside::block_on_in_netns(&ns.name, move || async move {
+            let client = common::inside::kube_client(&kubeconfig).await;
+            let pods: Api<Pod> = Api::namespaced(client, "default");
+            // Two ports on one connection, each its own pair of channels.
+            let mut forward = pods
+                .portforward("web", &[8081, 8080])
+                .await
+                .expect("port-forward upgrades");
+            let mut greeter = forward.take_stream(8081).expect("a stream for 8081");
+            let mut echoer = forward.take_stream(8080).expect("a stream for 8080");
+            let greeting = read_line(&mut greeter).await;
+            echoer.write_all(b"ping\n").await.expect("send");
+            let echo = read_line(&mut echoer).await;
+            let payload = "y".repeat(200_000) + "\n";
+            echoer.write_all(payload.as_bytes()).await.expect("send");
+            let mut big = 0;
+            while big < payload.len() {
+                let line = read_line(&mut echoer).await;
+                if line.is_empty() {
+                    break;
+                }
+                big += line.len();
+            }
+            drop((greeter, echoer));
+            forward.abort();
+
+            // Nothing listens on port 9: the error channel says so.
+            let mut refused = pods
+                .portforward("web", &[9])
+                .await
+                .expect("port-forward upgrades");
+            let error = refused.take_error(9).expect("an error channel for 9");
+            let mut stream = refused.take_stream(9).expect("a stream for 9");
+            let _ = stream.write_all(b"x").await;
+            let error = tokio::time::timeout(Duration::from_secs(20), error)
+                .await
+                .ok()
+                .flatten();
+            refused.abort();
+            (greeting, echo, big, error)
+        });
+    assert_eq!(greeting, "hi\n");
+    assert_eq!(echo, "ping\n");
+    assert_eq!(big, 200_001, "more than a flow-control window passes");
+    let error = error.expect("an error for port 9");
+    assert!(
+        error.contains("error forwarding port 9 to pod default/web")
+            && error.to_lowercase().contains("connection refused"),
+        "{error}"
+    );
+}

@@ -106,6 +106,7 @@ impl Pod {
             log_max_files: 2,
             stdin: false,
             stdin_once: false,
+            tty: false,
             pid_namespace: None,
         }
     }

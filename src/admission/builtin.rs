@@ -13,6 +13,9 @@ pub fn register(registry: &Registry) {
     chain.register(Arc::new(super::limit_range::LimitRanger::new(
         registry.clone(),
     )));
+    chain.register(Arc::new(super::service_account::ServiceAccount::new(
+        registry.clone(),
+    )));
     chain.register(Arc::new(super::resource_quota::ResourceQuota::new(
         registry.clone(),
     )));

@@ -19,6 +19,7 @@ pub mod policy;
 pub mod priority;
 pub mod quota;
 pub mod resource_quota;
+pub mod service_account;
 pub mod warnings;
 pub mod webhook;
 

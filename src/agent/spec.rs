@@ -526,6 +526,7 @@ pub fn container_spec(pod: &Pod, container: &Container, inputs: SpecInputs<'_>) 
         log_max_files: LOG_MAX_FILES,
         stdin: container.stdin == Some(true),
         stdin_once: container.stdin_once == Some(true),
+        tty: container.tty == Some(true),
         pid_namespace: None,
     }
 }

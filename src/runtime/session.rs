@@ -148,14 +148,39 @@ impl ShimRuntime {
     }
 }
 
+/// What one attach may write to: the container's stdin, and with a tty its terminal's size.
+pub struct AttachInput {
+    pub stdin: pipe::Sender,
+    pub resizer: Option<Resizer>,
+}
+
+impl AttachInput {
+    /// A stdin pipe, or the pty master of a `tty: true` container (which the shim sends the
+    /// same way; only a terminal can be resized).
+    fn from_fd(fd: OwnedFd) -> std::io::Result<AttachInput> {
+        if !nix::unistd::isatty(&fd).unwrap_or(false) {
+            return Ok(AttachInput {
+                stdin: pipe::Sender::from_owned_fd(fd)?,
+                resizer: None,
+            });
+        }
+        set_nonblocking(&fd)?;
+        let resizer = Resizer(fd.try_clone()?);
+        Ok(AttachInput {
+            stdin: pipe::Sender::from_owned_fd_unchecked(fd)?,
+            resizer: Some(resizer),
+        })
+    }
+}
+
 impl ShimRuntime {
-    /// A writer of the running container's stdin for one attach; `None` when it has no stdin
-    /// (not `stdin: true`, or a `stdin_once` stdin already taken).
+    /// A writer of the running container's stdin (or terminal) for one attach; `None` when it
+    /// has neither (not `stdin: true`, or a `stdin_once` stdin already taken).
     pub async fn attach_stdin(
         &self,
         pod_uid: &str,
         name: &str,
-    ) -> Result<Option<pipe::Sender>, RuntimeError> {
+    ) -> Result<Option<AttachInput>, RuntimeError> {
         super::client::check_uid(pod_uid)?;
         let socket = self.pod_dir(pod_uid).join(SOCKET_NAME);
         let request = Request::Attach {
@@ -168,7 +193,7 @@ impl ShimRuntime {
                 .map_err(|e| RuntimeError::Protocol(format!("attach: {e}")))??;
         match response {
             Response::Attached { fds: n } if n == fds.len() => match fds.into_iter().next() {
-                Some(fd) => pipe::Sender::from_owned_fd(fd)
+                Some(fd) => AttachInput::from_fd(fd)
                     .map(Some)
                     .map_err(|e| RuntimeError::Protocol(format!("attach stdin: {e}"))),
                 None => Ok(None),

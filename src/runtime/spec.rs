@@ -266,6 +266,15 @@ pub fn build_spec(
         "mounts": mounts,
         "linux": linux,
     });
+    if spec.tty {
+        value["process"]["terminal"] = json!(true);
+        // As containerd does for tty containers, so shells and editors know what they drive.
+        if !spec.env.iter().any(|e| e.starts_with("TERM=")) {
+            let mut env = spec.env.clone();
+            env.push("TERM=xterm".to_string());
+            value["process"]["env"] = json!(env);
+        }
+    }
     if let Some(adj) = spec.oom_score_adj {
         value["process"]["oomScoreAdj"] = json!(adj);
     }
@@ -312,6 +321,7 @@ mod tests {
             log_max_files: 2,
             stdin: false,
             stdin_once: false,
+            tty: false,
             pid_namespace: None,
         }
     }
@@ -361,6 +371,23 @@ mod tests {
             .unwrap()
             .iter()
             .any(|m| m.destination() == Path::new("/sys/fs/cgroup")));
+    }
+
+    #[test]
+    fn a_tty_container_gets_a_terminal_and_term_unless_it_sets_its_own() {
+        let plain = build_spec(&sample(), Path::new("/r"), &pod(), None, false).unwrap();
+        assert_eq!(plain.process().as_ref().unwrap().terminal(), Some(false));
+        let mut spec = sample();
+        spec.tty = true;
+        let oci = build_spec(&spec, Path::new("/r"), &pod(), None, false).unwrap();
+        let process = oci.process().as_ref().unwrap();
+        assert_eq!(process.terminal(), Some(true));
+        let env = process.env().clone().unwrap();
+        assert_eq!(env, vec!["PATH=/bin".to_string(), "TERM=xterm".to_string()]);
+        spec.env.push("TERM=vt100".into());
+        let own = build_spec(&spec, Path::new("/r"), &pod(), None, false).unwrap();
+        let env = own.process().as_ref().unwrap().env().clone().unwrap();
+        assert_eq!(env, vec!["PATH=/bin".to_string(), "TERM=vt100".to_string()]);
     }
 
     #[test]

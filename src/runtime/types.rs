@@ -109,6 +109,10 @@ pub struct ContainerSpec {
     /// end of file when that attach ends.
     #[serde(default)]
     pub stdin_once: bool,
+    /// Kubernetes' `tty`: the container's stdio is a pty the shim allocates; the shim keeps
+    /// the master, logs what it reads from it and hands it to attaches (input and resizes).
+    #[serde(default)]
+    pub tty: bool,
     /// Join this pid namespace (an ephemeral container targeting another container's
     /// processes); `None` gives the container its own.
     #[serde(default)]

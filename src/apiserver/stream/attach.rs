@@ -7,7 +7,9 @@
 //!
 //! Stdin goes the other way through a pipe: a `stdin: true` container's stdin is a pipe whose
 //! writer the shim holds and hands to each attach as a file descriptor (for `stdinOnce`, the
-//! only writer, to the first attach), so the bytes never pass through the shim's loop.
+//! only writer, to the first attach), so the bytes never pass through the shim's loop. A
+//! `tty: true` container's shim hands out its pty master instead: input goes to the terminal
+//! and the client's resize messages set the terminal's size.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::channel;
 use super::{ApiServer, StreamOptions};
 use crate::api::{ApiError, ApiResult};
+use crate::runtime::session::{AttachInput, Resizer};
 
 /// How often the log file is checked for new output.
 const POLL: Duration = Duration::from_millis(100);
@@ -55,7 +58,7 @@ pub async fn serve(
     };
     let (path, _) = super::super::logs::locate(&logs_dir, &pod, &log_options)?;
     let protocol = super::websocket_protocol(&request)?;
-    let stdin = match (options.stdin, server.pod_runtime()) {
+    let input = match (options.stdin || options.tty, server.pod_runtime()) {
         (true, Some(runtime)) => {
             let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
             runtime
@@ -79,7 +82,7 @@ pub async fn serve(
             Ok(upgraded) => {
                 let io = hyper_util::rt::TokioIo::new(upgraded);
                 let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-                run(ws, protocol, path, running, stdin, options).await;
+                run(ws, protocol, path, running, input, options).await;
             }
             Err(e) => tracing::debug!("attach upgrade failed: {e}"),
         }
@@ -92,7 +95,7 @@ async fn run<S>(
     protocol: channel::Protocol,
     path: PathBuf,
     running: impl Fn() -> bool,
-    stdin: Option<tokio::net::unix::pipe::Sender>,
+    input: Option<AttachInput>,
     options: StreamOptions,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -106,7 +109,12 @@ async fn run<S>(
         .unwrap_or(0);
     // The client's messages are read by their own task, so a container slow to read its
     // stdin never holds its output back; the task ends when the client leaves.
-    let mut client = tokio::spawn(read_client(incoming, protocol, stdin));
+    let (stdin, resizer) = match input {
+        Some(input) => (Some(input.stdin), input.resizer),
+        None => (None, None),
+    };
+    let stdin = stdin.filter(|_| options.stdin);
+    let mut client = tokio::spawn(read_client(incoming, protocol, stdin, resizer));
     let mut carry = Vec::new();
     let mut ticker = tokio::time::interval(POLL);
     loop {
@@ -152,6 +160,7 @@ async fn read_client<S>(
     mut incoming: futures::stream::SplitStream<WebSocketStream<S>>,
     protocol: channel::Protocol,
     mut stdin: Option<tokio::net::unix::pipe::Sender>,
+    resizer: Option<Resizer>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -171,6 +180,11 @@ async fn read_client<S>(
                 }
             }
             channel::Incoming::Close(channel::STDIN) => stdin = None,
+            channel::Incoming::Resize(size) => {
+                if let Some(resizer) = &resizer {
+                    resizer.resize(size);
+                }
+            }
             _ => {}
         }
     }

@@ -56,6 +56,19 @@ pub struct Container {
     /// given away for good by the first attach of a `stdin_once` container.
     stdin: Option<OwnedFd>,
     stdin_once: bool,
+    /// A `tty: true` container's pty master (a second descriptor of the one its log pipe
+    /// reads), handed to attaches for input and resizes.
+    tty: Option<OwnedFd>,
+}
+
+/// What creating the container's process gives the shim to keep.
+struct Created {
+    id: String,
+    pid: i32,
+    pidfd: OwnedFd,
+    pipes: Vec<LogPipe>,
+    stdin: Option<OwnedFd>,
+    tty: Option<OwnedFd>,
 }
 
 const OOM_SCORE_ADJ: &str = "/proc/self/oom_score_adj";
@@ -160,6 +173,7 @@ impl Container {
             log: None,
             stdin: None,
             stdin_once: false,
+            tty: None,
         }
     }
 
@@ -184,7 +198,14 @@ impl Container {
         let result =
             Self::create_with_rootfs(&layout, pod, cgroup_namespace, spec, &rootfs, seccomp);
         match result {
-            Ok((id, pid, pidfd, pipes, stdin)) => {
+            Ok(Created {
+                id,
+                pid,
+                pidfd,
+                pipes,
+                stdin,
+                tty,
+            }) => {
                 let state = ContainerState {
                     name: spec.name.clone(),
                     id,
@@ -208,6 +229,7 @@ impl Container {
                     log: Some(log),
                     stdin,
                     stdin_once: spec.stdin_once,
+                    tty,
                 })
             }
             Err(e) => {
@@ -227,7 +249,7 @@ impl Container {
         spec: &ContainerSpec,
         rootfs: &Path,
         seccomp: Option<serde_json::Value>,
-    ) -> Result<(String, i32, OwnedFd, Vec<LogPipe>, Option<OwnedFd>), ShimError> {
+    ) -> Result<Created, ShimError> {
         let oci = build_spec(spec, rootfs, pod, seccomp, cgroup_namespace)?;
         let bundle = layout.bundle(&spec.name);
         std::fs::create_dir_all(&bundle).map_err(io_err("create dir", &bundle))?;
@@ -239,6 +261,9 @@ impl Container {
         std::fs::write(&config, json).map_err(io_err("write", &config))?;
 
         let id = new_id();
+        if spec.tty {
+            return Self::create_with_tty(layout, &bundle, id);
+        }
         // The container must always get a stdin, or it inherits the shim's.
         let (stdin, stdin_writer): (OwnedFd, Option<OwnedFd>) = if spec.stdin {
             let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe"))?;
@@ -312,7 +337,92 @@ impl Container {
                 splitter: LineSplitter::default(),
             },
         ];
-        Ok((id, pid, pidfd, pipes, stdin_writer))
+        Ok(Created {
+            id,
+            pid,
+            pidfd,
+            pipes,
+            stdin: stdin_writer,
+            tty: None,
+        })
+    }
+
+    /// A `tty: true` container: libcontainer makes the pty inside the container (so `tty`
+    /// names a /dev/pts device there and it is the controlling terminal) and sends the master
+    /// over a console socket, as `runc create --console-socket` does. Its output is one
+    /// stream, logged as stdout, as upstream's runtimes log a tty.
+    fn create_with_tty(layout: &Layout, bundle: &Path, id: String) -> Result<Created, ShimError> {
+        // Short: the socket path must stay under the 108-byte limit.
+        let socket_path = layout.0.join(format!("t{}.sock", &id[..8]));
+        let _cleanup = super::interactive::RemoveOnDrop(vec![socket_path.clone()]);
+        let _ = std::fs::remove_file(&socket_path);
+        let listener = std::os::unix::net::UnixListener::bind(&socket_path)
+            .map_err(io_err("bind", &socket_path))?;
+        let null = || File::open("/dev/null").map_err(io_err("open", "/dev/null"));
+        let (stdin, stdout, stderr) = (null()?, null()?, null()?);
+        let containers_root = layout.containers();
+        std::fs::create_dir_all(&containers_root)
+            .map_err(io_err("create dir", &containers_root))?;
+        let own_oom_score_adj = std::fs::read_to_string(OOM_SCORE_ADJ).ok();
+        let built = ContainerBuilder::new(id.clone(), SyscallType::default())
+            .with_root_path(&containers_root)
+            .map(|builder| {
+                builder
+                    .with_console_socket(Some(&socket_path))
+                    .with_stdin(stdin)
+                    .with_stdout(stdout)
+                    .with_stderr(stderr)
+            })
+            .and_then(|builder| builder.validate_id())
+            .and_then(|builder| {
+                builder
+                    .as_init(bundle)
+                    .with_systemd(false)
+                    .with_detach(true)
+                    .build()
+            });
+        if let Some(value) = own_oom_score_adj {
+            let _ = std::fs::write(OOM_SCORE_ADJ, value.trim());
+        }
+        let mut container = built?;
+        super::interactive::remove_console_links(&containers_root.join(&id), &socket_path);
+        let pid = container.pid().map(|p| p.as_raw());
+        let opened = pid
+            .ok_or(ShimError::Sys {
+                op: "find container pid",
+                source: nix::Error::ESRCH,
+            })
+            .and_then(|p| {
+                let pidfd = pidfd_open(p)?;
+                let master = super::interactive::receive_pty_master(&listener, &socket_path)?;
+                set_nonblocking(&master)?;
+                let for_attach = master
+                    .try_clone()
+                    .map_err(io_err("dup pty master", &socket_path))?;
+                Ok((p, pidfd, master, for_attach))
+            });
+        let (pid, pidfd, master, for_attach) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                let _ = container.delete(true);
+                if let Some(pid) = pid {
+                    let _ = waitpid(Pid::from_raw(pid), None);
+                }
+                return Err(e);
+            }
+        };
+        Ok(Created {
+            id,
+            pid,
+            pidfd,
+            pipes: vec![LogPipe {
+                fd: master,
+                stream: Stream::Stdout,
+                splitter: LineSplitter::default(),
+            }],
+            stdin: None,
+            tty: Some(for_attach),
+        })
     }
 
     /// A writer for the container's stdin, for one attach: a duplicate of the shim's, or for
@@ -321,6 +431,13 @@ impl Container {
     pub fn stdin_for_attach(&mut self) -> Result<Option<OwnedFd>, ShimError> {
         if self.record.state.status == ContainerStatus::Exited {
             return Ok(None);
+        }
+        if let Some(master) = &self.tty {
+            // Every attach of a tty writes to and resizes the same terminal.
+            return master.try_clone().map(Some).map_err(io_err(
+                "dup pty master",
+                PathBuf::from(&self.record.state.name),
+            ));
         }
         if self.stdin_once {
             return Ok(self.stdin.take());
@@ -401,6 +518,7 @@ impl Container {
         }
         self.pidfd = None;
         self.stdin = None;
+        self.tty = None;
         Ok(true)
     }
 
@@ -417,7 +535,9 @@ impl Container {
         // rest of the pod; poll reports the pipe again if more is waiting.
         for _ in 0..16 {
             match nix::unistd::read(&pipe.fd, &mut buf) {
-                Ok(0) => {
+                // A pty master reads EIO once the last process holding its slave is gone:
+                // that is its end of file.
+                Ok(0) | Err(nix::Error::EIO) => {
                     eof = true;
                     break;
                 }

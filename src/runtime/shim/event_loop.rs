@@ -478,9 +478,10 @@ impl Shim {
         let id = container.record.state.id.clone();
         let bundle = super::container::Layout(&dir).bundle(name);
         let seq = self.next_client_id;
-        let started = Session::start(&dir, &bundle, &id, args, tty, stdin, client, seq)?;
+        let started = Session::start(&dir, &bundle, &id, args, tty, stdin, size, client, seq)?;
         if let (true, Some(size), Some(master)) = (tty, size, started.fds.first()) {
-            // Right away: the process is already running and may ask for its size.
+            // The process set this size itself before its program ran (`SizedTerminal`);
+            // setting it again here costs nothing and covers a process that could not.
             crate::runtime::session::set_terminal_size(master, size);
         }
         let mut line = serde_json::to_vec(&Response::ExecStarted {

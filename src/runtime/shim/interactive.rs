@@ -16,8 +16,13 @@ use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use libcontainer::oci_spec::runtime::Spec;
+use libcontainer::workload::default::DefaultExecutor;
+use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
+
 use super::container::{pidfd_open, pidfd_signal, Layout};
 use super::{io_err, sys_err, ShimError};
+use crate::runtime::session::TerminalSize;
 
 /// How long the container's new process may take to send its pty master.
 const CONSOLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,12 +54,17 @@ impl Session {
         args: Vec<String>,
         tty: bool,
         stdin: bool,
+        size: Option<TerminalSize>,
         client: u64,
         seq: u64,
     ) -> Result<Started, ShimError> {
         let builder = ContainerBuilder::new(container_id.to_string(), SyscallType::default())
             .with_root_path(Layout(dir).containers())?;
         let (pid, fds) = if tty {
+            let builder = match size {
+                Some(size) => builder.with_executor(SizedTerminal(size)),
+                None => builder,
+            };
             start_with_tty(dir, bundle, container_id, builder, args, seq)?
         } else {
             start_with_pipes(builder, args, stdin)?
@@ -160,6 +170,24 @@ fn start_with_tty(
     Ok((pid, vec![master]))
 }
 
+/// Runs a tty exec's program with its terminal already at the client's size. libcontainer
+/// makes the pty in the new process and execs the program at once, so a size the shim set
+/// afterwards would race the program's first look at it (`stty size` would see 0x0). This
+/// runs in the new process, after its stdio became the pty slave.
+#[derive(Clone)]
+struct SizedTerminal(TerminalSize);
+
+impl Executor for SizedTerminal {
+    fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        crate::runtime::session::set_terminal_size(&std::io::stdin(), self.0);
+        DefaultExecutor {}.exec(spec)
+    }
+
+    fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        DefaultExecutor {}.validate(spec)
+    }
+}
+
 /// The exec's process: the container's own (user, env, cwd, capabilities) with new args and a
 /// terminal. TERM is set as containerd does for tty execs, so shells and editors work.
 fn write_tty_process(bundle: &Path, path: &Path, args: Vec<String>) -> Result<(), ShimError> {
@@ -191,7 +219,10 @@ fn write_tty_process(bundle: &Path, path: &Path, args: Vec<String>) -> Result<()
     std::fs::write(path, out).map_err(io_err("write", path))
 }
 
-fn receive_pty_master(listener: &UnixListener, path: &Path) -> Result<OwnedFd, ShimError> {
+pub(super) fn receive_pty_master(
+    listener: &UnixListener,
+    path: &Path,
+) -> Result<OwnedFd, ShimError> {
     // libcontainer's process has connected and sent the master by the time build() returns;
     // the timeout only guards against a process that died first.
     listener
@@ -263,7 +294,7 @@ pub fn send_with_fds(
 }
 
 /// libcontainer links the console socket into the container's state dir and leaves the link.
-fn remove_console_links(container_dir: &Path, socket: &Path) {
+pub(super) fn remove_console_links(container_dir: &Path, socket: &Path) {
     let Ok(entries) = std::fs::read_dir(container_dir) else {
         return;
     };
@@ -275,7 +306,7 @@ fn remove_console_links(container_dir: &Path, socket: &Path) {
     }
 }
 
-struct RemoveOnDrop(Vec<PathBuf>);
+pub(super) struct RemoveOnDrop(pub Vec<PathBuf>);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
