@@ -158,7 +158,7 @@ pub async fn watch(client: kube::Client, shared: SharedOwners) {
     let services = watch_kind::<Service>(client.clone(), shared.clone(), "Service", |s| {
         let selector = s.spec.as_ref()?.selector.clone()?;
         // A Service without a selector selects no pods (it is fed by hand).
-        (!selector.is_empty()).then(|| LabelSelector {
+        (!selector.is_empty()).then_some(LabelSelector {
             match_labels: Some(selector),
             match_expressions: None,
         })
