@@ -42,6 +42,15 @@ fn get(server: &BerthServer, args: &[&str]) -> Value {
 
 /// A Ready Node object nobody runs, with room for a few pods.
 fn fake_node(server: &BerthServer, name: &str, cpu: &str) {
+    fake_node_with(
+        server,
+        name,
+        json!({"cpu": cpu, "memory": "8Gi", "pods": "110"}),
+    );
+}
+
+/// A Ready Node object nobody runs, with `resources` as its capacity and allocatable.
+fn fake_node_with(server: &BerthServer, name: &str, resources: Value) {
     create(
         server,
         &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name,
@@ -54,8 +63,8 @@ fn fake_node(server: &BerthServer, name: &str, cpu: &str) {
     let status = json!({"status": {
         "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
             "lastHeartbeatTime": now, "lastTransitionTime": now}],
-        "capacity": {"cpu": cpu, "memory": "8Gi", "pods": "110"},
-        "allocatable": {"cpu": cpu, "memory": "8Gi", "pods": "110"},
+        "capacity": resources,
+        "allocatable": resources,
     }});
     server.kubectl_ok(&[
         "patch",
@@ -228,4 +237,51 @@ fn a_higher_priority_pod_preempts_a_lower_one_unless_its_policy_is_never() {
             .any(|m| m == &format!("Preempted by pod {uid} on node {node}")),
         "{messages:?}"
     );
+}
+
+#[test]
+fn pods_wanting_more_ephemeral_storage_or_extended_resources_than_nodes_have_say_which() {
+    let ns = Netns::new();
+    let server = BerthServer::start_with_config(&ns, CONFIG);
+    let node = format!("gpu-{}", std::process::id());
+    fake_node_with(
+        &server,
+        &node,
+        json!({"cpu": "4", "memory": "8Gi", "pods": "110", "ephemeral-storage": "1Gi",
+            "example.com/gpu": "1"}),
+    );
+    let pod = |name: &str, requests: Value| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"terminationGracePeriodSeconds": 0,
+                "nodeSelector": {"kubernetes.io/hostname": node},
+                "containers": [{"name": "c", "image": "busybox",
+                    "resources": {"requests": requests, "limits": requests}}]}})
+    };
+    create(&server, &pod("one-gpu", json!({"example.com/gpu": "1"})));
+    let bound = wait_until(TIMEOUT, || {
+        node_of(&get(&server, &["pod", "one-gpu"])).as_deref() == Some(node.as_str())
+    });
+    assert!(bound, "the pod asking for the one GPU was not bound");
+
+    create(&server, &pod("second-gpu", json!({"example.com/gpu": "1"})));
+    create(
+        &server,
+        &pod("scratch", json!({"ephemeral-storage": "2Gi"})),
+    );
+    for (name, reason) in [
+        ("second-gpu", "1 Insufficient example.com/gpu"),
+        ("scratch", "1 Insufficient ephemeral-storage"),
+    ] {
+        let mut notes = Vec::new();
+        let reported = wait_until(TIMEOUT, || {
+            notes = events_for(&server, name, "FailedScheduling");
+            !notes.is_empty()
+        });
+        assert!(reported, "no FailedScheduling event for {name}");
+        let expected = format!(
+            "0/2 nodes are available: {reason}, 1 node(s) didn't match Pod's node affinity/selector."
+        );
+        assert!(notes.iter().any(|n| n.contains(&expected)), "{notes:?}");
+        assert!(node_of(&get(&server, &["pod", name])).is_none());
+    }
 }

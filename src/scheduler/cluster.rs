@@ -8,8 +8,9 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 
 use super::filter::NodeUsage;
+use super::owners::Owners;
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Cluster {
     /// Sorted by name, so ties resolve the same way every time.
     pub nodes: Vec<Arc<Node>>,
@@ -25,6 +26,8 @@ pub struct Cluster {
     pub claims: HashMap<String, Arc<PersistentVolumeClaim>>,
     /// PersistentVolumes by name.
     pub volumes: HashMap<String, Arc<PersistentVolume>>,
+    /// What groups pods, for default topology spreading.
+    pub owners: Owners,
     node_index: HashMap<String, usize>,
 }
 

@@ -8,6 +8,8 @@ use k8s_openapi::api::core::v1::{
     Toleration,
 };
 
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
 use super::quantity::parse_milli;
 
 pub const NODE_UNSCHEDULABLE: &str = "node(s) were unschedulable";
@@ -15,21 +17,69 @@ pub const AFFINITY_MISMATCH: &str = "node(s) didn't match Pod's node affinity/se
 pub const TOO_MANY_PODS: &str = "Too many pods";
 pub const INSUFFICIENT_CPU: &str = "Insufficient cpu";
 pub const INSUFFICIENT_MEMORY: &str = "Insufficient memory";
+pub const INSUFFICIENT_EPHEMERAL_STORAGE: &str = "Insufficient ephemeral-storage";
 pub const HOST_PORTS_TAKEN: &str = "node(s) didn't have free ports for the requested pod ports";
 const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
 
-/// cpu in millicores and memory in milli-bytes, as the quantity parser gives them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What pods ask of a node, in milli-units as the quantity parser gives them: cpu in
+/// millicores, memory and ephemeral storage in milli-bytes, and extended resources
+/// (`example.com/gpu`, `hugepages-2Mi`, ...) by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Resources {
     pub milli_cpu: i128,
     pub memory: i128,
+    pub ephemeral_storage: i128,
+    pub extended: BTreeMap<String, i128>,
 }
 
 impl Resources {
-    pub fn add(&mut self, other: Resources) {
+    pub fn add(&mut self, other: &Resources) {
         self.milli_cpu += other.milli_cpu;
         self.memory += other.memory;
+        self.ephemeral_storage += other.ephemeral_storage;
+        for (name, amount) in &other.extended {
+            *self.extended.entry(name.clone()).or_default() += amount;
+        }
     }
+
+    /// Each resource at the larger of the two (an init container runs alone).
+    fn max_with(&mut self, other: &Resources) {
+        self.milli_cpu = self.milli_cpu.max(other.milli_cpu);
+        self.memory = self.memory.max(other.memory);
+        self.ephemeral_storage = self.ephemeral_storage.max(other.ephemeral_storage);
+        for (name, amount) in &other.extended {
+            let mine = self.extended.entry(name.clone()).or_default();
+            *mine = (*mine).max(*amount);
+        }
+    }
+
+    /// Reads a resource list (`requests`, `allocatable`, `overhead`).
+    fn from_list(list: &BTreeMap<String, Quantity>) -> Resources {
+        let mut resources = Resources::default();
+        for (name, quantity) in list {
+            let amount = parse_milli(&quantity.0).unwrap_or(0);
+            match name.as_str() {
+                "cpu" => resources.milli_cpu = amount,
+                "memory" => resources.memory = amount,
+                "ephemeral-storage" => resources.ephemeral_storage = amount,
+                name if is_extended(name) => {
+                    resources.extended.insert(name.to_string(), amount);
+                }
+                _ => {}
+            }
+        }
+        resources
+    }
+}
+
+/// Resources the fit filter counts by name beyond cpu, memory and ephemeral storage: extended
+/// resources a device plugin advertises, huge pages, attachable volumes (upstream's scalar
+/// resources). `pods` and `storage` are not asked for by containers.
+fn is_extended(name: &str) -> bool {
+    !matches!(
+        name,
+        "cpu" | "memory" | "ephemeral-storage" | "pods" | "storage"
+    )
 }
 
 /// What is left to give on one node: allocatable, and what bound pods already asked for.
@@ -102,26 +152,21 @@ impl NodeUsage {
             .status
             .as_ref()
             .and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref()));
-        let get = |name: &str| {
-            allocatable
-                .and_then(|a| a.get(name))
-                .and_then(|q| parse_milli(&q.0))
-                .unwrap_or(0)
-        };
+        let pods = allocatable
+            .and_then(|a| a.get("pods"))
+            .and_then(|q| parse_milli(&q.0))
+            .unwrap_or(0);
         NodeUsage {
-            allocatable: Resources {
-                milli_cpu: get("cpu"),
-                memory: get("memory"),
-            },
-            allowed_pods: i64::try_from(get("pods") / 1000).unwrap_or(0),
+            allocatable: allocatable.map(Resources::from_list).unwrap_or_default(),
+            allowed_pods: i64::try_from(pods / 1000).unwrap_or(0),
             ..Default::default()
         }
     }
 
     /// Counts a pod bound (or about to be) to this node.
     pub fn add_pod(&mut self, pod: &Pod) {
-        self.requested.add(pod_requests(pod, false));
-        self.requested_non_zero.add(pod_requests(pod, true));
+        self.requested.add(&pod_requests(pod, false));
+        self.requested_non_zero.add(&pod_requests(pod, true));
         self.pod_count += 1;
         self.host_ports.extend(host_ports(pod));
     }
@@ -134,16 +179,20 @@ const DEFAULT_MEMORY: i128 = 200 * 1024 * 1024 * 1000;
 fn container_requests(c: &Container, non_zero: bool) -> Resources {
     let resources = c.resources.as_ref();
     // Defaulting copies limits into missing requests; do the same for objects that skipped it.
-    let get = |name: &str| {
+    let mut list = resources.and_then(|r| r.limits.clone()).unwrap_or_default();
+    list.extend(
         resources
-            .and_then(|r| r.requests.as_ref().and_then(|m| m.get(name)))
-            .or_else(|| resources.and_then(|r| r.limits.as_ref().and_then(|m| m.get(name))))
-            .and_then(|q| parse_milli(&q.0))
-    };
-    Resources {
-        milli_cpu: get("cpu").unwrap_or(if non_zero { DEFAULT_MILLI_CPU } else { 0 }),
-        memory: get("memory").unwrap_or(if non_zero { DEFAULT_MEMORY } else { 0 }),
+            .and_then(|r| r.requests.clone())
+            .unwrap_or_default(),
+    );
+    let mut requests = Resources::from_list(&list);
+    if non_zero && !list.contains_key("cpu") {
+        requests.milli_cpu = DEFAULT_MILLI_CPU;
     }
+    if non_zero && !list.contains_key("memory") {
+        requests.memory = DEFAULT_MEMORY;
+    }
+    requests
 }
 
 /// A pod's effective request: the larger of its containers' sum (plus restartable init
@@ -154,31 +203,25 @@ pub fn pod_requests(pod: &Pod, non_zero: bool) -> Resources {
     };
     let mut sum = Resources::default();
     for c in &spec.containers {
-        sum.add(container_requests(c, non_zero));
+        sum.add(&container_requests(c, non_zero));
     }
     let mut sidecars = Resources::default();
     let mut init_max = Resources::default();
     for c in spec.init_containers.iter().flatten() {
         let r = container_requests(c, false);
         if c.restart_policy.as_deref() == Some("Always") {
-            sidecars.add(r);
-            sum.add(r);
+            sidecars.add(&r);
+            sum.add(&r);
         } else {
-            init_max.milli_cpu = init_max.milli_cpu.max(r.milli_cpu + sidecars.milli_cpu);
-            init_max.memory = init_max.memory.max(r.memory + sidecars.memory);
+            let mut alongside = r;
+            alongside.add(&sidecars);
+            init_max.max_with(&alongside);
         }
     }
-    let mut total = Resources {
-        milli_cpu: sum.milli_cpu.max(init_max.milli_cpu),
-        memory: sum.memory.max(init_max.memory),
-    };
-    for (name, q) in spec.overhead.iter().flatten() {
-        let v = parse_milli(&q.0).unwrap_or(0);
-        match name.as_str() {
-            "cpu" => total.milli_cpu += v,
-            "memory" => total.memory += v,
-            _ => {}
-        }
+    let mut total = sum;
+    total.max_with(&init_max);
+    if let Some(overhead) = spec.overhead.as_ref() {
+        total.add(&Resources::from_list(overhead));
     }
     total
 }
@@ -365,20 +408,36 @@ fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&str>) -> bo
     }
 }
 
-/// NodeResourcesFit: pod count always; cpu and memory only for pods that request any.
+/// NodeResourcesFit: pod count always; each resource only for pods that request some, in
+/// upstream's order (pods, cpu, memory, ephemeral storage, then extended resources by name). A
+/// node that does not advertise an extended resource has none of it.
 pub fn resource_misfit(pod: &Pod, usage: &NodeUsage) -> Vec<String> {
     let mut reasons = Vec::new();
     if usage.pod_count + 1 > usage.allowed_pods {
         reasons.push(TOO_MANY_PODS.to_string());
     }
     let want = pod_requests(pod, false);
-    if want.milli_cpu > 0
-        && usage.requested.milli_cpu + want.milli_cpu > usage.allocatable.milli_cpu
-    {
+    let (used, allocatable) = (&usage.requested, &usage.allocatable);
+    let short = |asked: i128, used: i128, has: i128| asked > 0 && used + asked > has;
+    if short(want.milli_cpu, used.milli_cpu, allocatable.milli_cpu) {
         reasons.push(INSUFFICIENT_CPU.to_string());
     }
-    if want.memory > 0 && usage.requested.memory + want.memory > usage.allocatable.memory {
+    if short(want.memory, used.memory, allocatable.memory) {
         reasons.push(INSUFFICIENT_MEMORY.to_string());
+    }
+    if short(
+        want.ephemeral_storage,
+        used.ephemeral_storage,
+        allocatable.ephemeral_storage,
+    ) {
+        reasons.push(INSUFFICIENT_EPHEMERAL_STORAGE.to_string());
+    }
+    for (name, &asked) in &want.extended {
+        let used = used.extended.get(name).copied().unwrap_or(0);
+        let has = allocatable.extended.get(name).copied().unwrap_or(0);
+        if short(asked, used, has) {
+            reasons.push(format!("Insufficient {name}"));
+        }
     }
     reasons
 }
@@ -481,6 +540,50 @@ pub mod tests {
         );
         u.add_pod(&pod(None, None));
         assert_eq!(unfit_reasons(&pod(None, None), &n, &u), vec![TOO_MANY_PODS]);
+    }
+
+    fn with_requests(extra: &[(&str, &str)]) -> Pod {
+        let mut p = pod(Some("100m"), None);
+        let requests = p.spec.as_mut().unwrap().containers[0]
+            .resources
+            .as_mut()
+            .unwrap()
+            .requests
+            .as_mut()
+            .unwrap();
+        for (name, amount) in extra {
+            requests.insert(name.to_string(), Quantity(amount.to_string()));
+        }
+        p
+    }
+
+    #[test]
+    fn ephemeral_storage_and_extended_resources_are_requests_against_allocatable() {
+        let mut n = node("n1", "4", "4Gi", "110");
+        let allocatable = n.status.as_mut().unwrap().allocatable.as_mut().unwrap();
+        allocatable.insert("ephemeral-storage".into(), Quantity("10Gi".into()));
+        allocatable.insert("example.com/fpga".into(), Quantity("2".into()));
+        let mut u = usage(&n);
+        let scratch = with_requests(&[("ephemeral-storage", "6Gi")]);
+        assert!(unfit_reasons(&scratch, &n, &u).is_empty());
+        u.add_pod(&scratch);
+        assert_eq!(
+            unfit_reasons(&scratch, &n, &u),
+            vec![INSUFFICIENT_EPHEMERAL_STORAGE]
+        );
+        let fpga = with_requests(&[("example.com/fpga", "2")]);
+        assert!(unfit_reasons(&fpga, &n, &u).is_empty());
+        u.add_pod(&with_requests(&[("example.com/fpga", "1")]));
+        assert_eq!(
+            unfit_reasons(&fpga, &n, &u),
+            vec!["Insufficient example.com/fpga"]
+        );
+        // A resource the node does not advertise at all: it has none.
+        let gpu = with_requests(&[("nvidia.com/gpu", "1"), ("hugepages-2Mi", "4Mi")]);
+        assert_eq!(
+            unfit_reasons(&gpu, &n, &u),
+            vec!["Insufficient hugepages-2Mi", "Insufficient nvidia.com/gpu"]
+        );
     }
 
     #[test]

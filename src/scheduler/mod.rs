@@ -7,9 +7,11 @@
 //! a `PodScheduled=False` condition, and is tried again when nodes or bound pods change (or
 //! after a while regardless, in case a change went unseen).
 
+pub mod binder;
 pub mod cluster;
 pub mod filter;
 pub mod interpod;
+pub mod owners;
 pub mod preemption;
 pub mod quantity;
 pub mod score;
@@ -23,17 +25,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{
-    Binding, Namespace, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
-};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::events::{EventType, Recorder, Reporter};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use serde_json::json;
 
+use binder::Binder;
 use cluster::Cluster;
 use filter::{fit_error_message, unfit_reasons, NodeUsage};
 
@@ -41,8 +41,6 @@ pub const SCHEDULER_NAME: &str = "default-scheduler";
 /// Upstream moves unschedulable pods back to the active queue after at most five minutes; we
 /// are cheaper to run, so sooner.
 const UNSCHEDULABLE_RETRY: Duration = Duration::from_secs(30);
-/// Bindings and status writes in flight at once.
-const WRITE_PARALLELISM: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -68,7 +66,7 @@ pub fn needs_scheduling(pod: &Pod) -> bool {
 }
 
 /// Why the pod cannot go to this node, in upstream's filter order; empty if it can.
-fn node_unfit(
+pub(crate) fn node_unfit(
     pod: &Pod,
     node: &Node,
     cluster: &Cluster,
@@ -110,6 +108,7 @@ fn total_scores(
         .map(|n| {
             let usage = cluster.usage.get(&name(n)).unwrap_or(&empty);
             score::least_allocated(pod, usage) * score::RESOURCES_WEIGHT
+                + score::balanced_allocation(pod, usage) * score::BALANCED_ALLOCATION_WEIGHT
         })
         .collect();
     let mut add = |scores: Vec<i64>, weight: i64| {
@@ -158,9 +157,9 @@ fn total_scores(
     totals
 }
 
-/// The scheduling decision for one pod: the best node, or upstream's FitError message. Ties go
-/// to the first node by name, so decisions are reproducible.
-pub fn decide(pod: &Pod, cluster: &Cluster) -> Result<String, String> {
+/// The scheduling decision for one pod: the best node, or upstream's FitError message. Ties
+/// are broken at random, as upstream, so equal nodes share a burst of equal pods.
+pub fn decide(pod: &Pod, cluster: &Cluster, rng: &mut impl rand::Rng) -> Result<String, String> {
     let affinity = interpod::Prepared::new(pod, cluster);
     let spreading = spread::Prepared::new(pod, cluster);
     let mut feasible: Vec<&Node> = Vec::new();
@@ -177,17 +176,34 @@ pub fn decide(pod: &Pod, cluster: &Cluster) -> Result<String, String> {
         1 => feasible.first().copied(),
         _ => {
             let scores = total_scores(pod, &feasible, cluster, &affinity, &spreading);
-            let mut best: Option<(&Node, i64)> = None;
-            for (node, score) in feasible.iter().zip(scores) {
-                if best.is_none_or(|(_, s)| score > s) {
-                    best = Some((node, score));
-                }
-            }
-            best.map(|(n, _)| n)
+            pick_best(&feasible, &scores, rng)
         }
     };
     best.and_then(|n| n.metadata.name.clone())
         .ok_or_else(|| fit_error_message(cluster.nodes.len(), &reasons))
+}
+
+/// The highest-scoring node; among several with the top score, each is equally likely (one
+/// pass of reservoir sampling, as upstream's selectHost).
+fn pick_best<'a>(nodes: &[&'a Node], scores: &[i64], rng: &mut impl rand::Rng) -> Option<&'a Node> {
+    let mut best: Option<(&Node, i64)> = None;
+    let mut tied = 0u32;
+    for (node, &score) in nodes.iter().zip(scores) {
+        match best {
+            Some((_, top)) if score < top => {}
+            Some((_, top)) if score == top => {
+                tied += 1;
+                if rng.random_range(0..tied) == 0 {
+                    best = Some((node, score));
+                }
+            }
+            _ => {
+                best = Some((node, score));
+                tied = 1;
+            }
+        }
+    }
+    best.map(|(n, _)| n)
 }
 
 /// Highest priority first, then oldest first (upstream's PrioritySort).
@@ -202,7 +218,7 @@ fn queue_order(a: &Pod, b: &Pod) -> std::cmp::Ordering {
 
 struct Scheduler {
     client: kube::Client,
-    recorder: Recorder,
+    binder: Binder,
     pods: Store<Pod>,
     nodes: Store<Node>,
     namespaces: Store<Namespace>,
@@ -214,6 +230,9 @@ struct Scheduler {
     assumed: HashMap<String, String>,
     /// Pods found unschedulable: uid → (capacity generation, when).
     unschedulable: HashMap<String, (u64, Instant)>,
+    /// Breaks ties between equally good nodes.
+    rng: rand::rngs::StdRng,
+    owners: owners::SharedOwners,
 }
 
 /// A reflector over every object of a kind (in all namespaces, for namespaced kinds) that bumps `changes` (when `counts` says the event
@@ -278,10 +297,11 @@ pub async fn run(client: kube::Client) {
     let namespace_events = reflect(&client, namespace_writer, &wake, &changes, always);
     let claim_events = reflect(&client, claim_writer, &wake, &changes, always);
     let volume_events = reflect(&client, volume_writer, &wake, &changes, always);
-    let recorder = Recorder::new(client.clone(), Reporter::from(SCHEDULER_NAME));
+    let shared_owners = owners::SharedOwners::default();
+    let owner_events = owners::watch(client.clone(), shared_owners.clone());
     let mut scheduler = Scheduler {
+        binder: Binder::new(client.clone()),
         client,
-        recorder,
         pods: pod_reader,
         nodes: node_reader,
         namespaces: namespace_reader,
@@ -290,6 +310,8 @@ pub async fn run(client: kube::Client) {
         capacity_changes: changes,
         assumed: HashMap::new(),
         unschedulable: HashMap::new(),
+        rng: rand::SeedableRng::from_os_rng(),
+        owners: shared_owners.clone(),
     };
     let scheduling = async move {
         let _ = scheduler.pods.wait_until_ready().await;
@@ -302,6 +324,10 @@ pub async fn run(client: kube::Client) {
             tokio::select! {
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(UNSCHEDULABLE_RETRY) => {}
+                // Its node's room is free again, and the pod goes back in the queue.
+                uid = scheduler.binder.next_failure() => {
+                    scheduler.assumed.remove(&uid);
+                }
             }
         }
     };
@@ -312,6 +338,7 @@ pub async fn run(client: kube::Client) {
             _ = namespace_events => "namespace",
             _ = claim_events => "persistentvolumeclaim",
             _ = volume_events => "persistentvolume",
+            _ = owner_events => "service, replicaset, statefulset or replicationcontroller",
         }
     };
     let (watches, scheduling) = (pin!(watches), pin!(scheduling));
@@ -361,6 +388,7 @@ impl Scheduler {
                 Some((key, c))
             })
             .collect();
+        cluster.owners = owners::read(&self.owners);
         cluster.volumes = self
             .volumes
             .state()
@@ -384,7 +412,6 @@ impl Scheduler {
         self.unschedulable
             .retain(|uid, _| live.get(uid.as_str()).is_some_and(|p| needs_scheduling(p)));
 
-        let mut cluster = self.snapshot(&pods, &live);
         let generation = self.capacity_changes.load(Ordering::Relaxed);
         let mut pending: Vec<&Arc<Pod>> = pods
             .iter()
@@ -400,21 +427,24 @@ impl Scheduler {
                 })
             })
             .collect();
+        // Most wake-ups are a bound pod's status changing: nothing to place, so no snapshot.
+        if pending.is_empty() {
+            return;
+        }
         pending.sort_by(|a, b| queue_order(a, b));
+        let mut cluster = self.snapshot(&pods, &live);
 
-        // Decide one pod after another (each decision counts the ones before it), then write
-        // the bindings concurrently: the store commits concurrent writes together, so this is
-        // what makes a burst of pods fast.
-        let mut binds: Vec<(&Pod, String)> = Vec::new();
+        // Decide one pod after another (each decision counts the ones before it, bound or
+        // merely assumed); the bindings are written meanwhile, concurrently, by the binder.
         let mut unplaceable: Vec<(&Arc<Pod>, String)> = Vec::new();
         for pod in pending {
             let uid = pod.metadata.uid.clone().unwrap_or_default();
-            match decide(pod, &cluster) {
+            match decide(pod, &cluster, &mut self.rng) {
                 Ok(node) => {
                     cluster.place(Arc::clone(pod), &node);
                     self.unschedulable.remove(&uid);
                     self.assumed.insert(uid, node.clone());
-                    binds.push((pod, node));
+                    self.binder.bind(Arc::clone(pod), node);
                 }
                 Err(message) => {
                     // A pod that preempted keeps its nominated node's room while the victims
@@ -428,43 +458,14 @@ impl Scheduler {
             }
         }
         let preemptions = self.plan_preemptions(&unplaceable, &mut cluster).await;
-
-        let mut failed: Vec<String> = Vec::new();
-        for chunk in binds.chunks(WRITE_PARALLELISM) {
-            let results =
-                futures::future::join_all(chunk.iter().map(|(pod, node)| self.bind(pod, node)))
-                    .await;
-            for ((pod, _), result) in chunk.iter().zip(results) {
-                let ok = match result {
-                    Ok(bound) => bound,
-                    Err(error) => {
-                        tracing::warn!(%error, pod = ?pod.metadata.name, "binding failed");
-                        false
-                    }
-                };
-                if !ok {
-                    failed.extend(pod.metadata.uid.clone());
-                }
-            }
-        }
-        for chunk in unplaceable.chunks(WRITE_PARALLELISM) {
-            let reports = chunk
-                .iter()
-                .map(|(pod, message)| self.report_unschedulable(pod, message));
-            for result in futures::future::join_all(reports).await {
-                if let Err(error) = result {
-                    tracing::debug!(%error, "cannot record an unschedulable pod");
-                }
-            }
+        for (pod, message) in &unplaceable {
+            self.binder
+                .report_unschedulable(Arc::clone(pod), message.clone());
         }
         for preemption in preemptions {
             if let Err(error) = self.preempt(&preemption).await {
                 tracing::warn!(%error, pod = ?preemption.pod.metadata.name, "preemption failed");
             }
-        }
-        // A binding that did not happen must not hold resources on its node.
-        for uid in failed {
-            self.assumed.remove(&uid);
         }
     }
 
@@ -566,8 +567,8 @@ impl Scheduler {
                 )
                 .await;
             crate::controllers::common::publish(
-                &self.recorder,
-                &pod_reference(victim),
+                self.binder.recorder(),
+                &binder::pod_reference(victim),
                 EventType::Normal,
                 "Preempted",
                 format!("Preempted by pod {preemptor} on node {}", plan.node),
@@ -588,106 +589,6 @@ impl Scheduler {
         }
         Ok(())
     }
-
-    /// POSTs the Binding; false if the pod went away or was bound by someone else meanwhile.
-    async fn bind(&self, pod: &Pod, node: &str) -> Result<bool, Error> {
-        let (Some(name), Some(namespace)) = (&pod.metadata.name, &pod.metadata.namespace) else {
-            return Ok(false);
-        };
-        let binding = Binding {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(namespace.clone()),
-                uid: pod.metadata.uid.clone(),
-                ..Default::default()
-            },
-            target: ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Node".into()),
-                name: Some(node.to_string()),
-                ..Default::default()
-            },
-        };
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        match api
-            .create_subresource::<_, serde_json::Value>(
-                "binding",
-                name,
-                &PostParams::default(),
-                &binding,
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => return Ok(false),
-            Err(e) => return Err(e.into()),
-        }
-        crate::controllers::common::publish(
-            &self.recorder,
-            &pod_reference(pod),
-            EventType::Normal,
-            "Scheduled",
-            format!("Successfully assigned {namespace}/{name} to {node}"),
-        )
-        .await;
-        Ok(true)
-    }
-
-    async fn report_unschedulable(&self, pod: &Pod, message: &str) -> Result<(), Error> {
-        let (Some(name), Some(namespace)) = (&pod.metadata.name, &pod.metadata.namespace) else {
-            return Ok(());
-        };
-        crate::controllers::common::publish(
-            &self.recorder,
-            &pod_reference(pod),
-            EventType::Warning,
-            "FailedScheduling",
-            message.to_string(),
-        )
-        .await;
-        let current = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.clone())
-            .unwrap_or_default();
-        let previous = current.iter().find(|c| c.type_ == "PodScheduled");
-        if previous.is_some_and(|c| {
-            c.status == "False"
-                && c.reason.as_deref() == Some("Unschedulable")
-                && c.message.as_deref() == Some(message)
-        }) {
-            return Ok(());
-        }
-        let now = crate::api::meta::now_rfc3339();
-        let transition = previous
-            .filter(|c| c.status == "False")
-            .and_then(|c| c.last_transition_time.as_ref())
-            .map(|t| t.0.to_string())
-            .unwrap_or(now);
-        let mut conditions: Vec<serde_json::Value> = current
-            .iter()
-            .filter(|c| c.type_ != "PodScheduled")
-            .filter_map(|c| serde_json::to_value(c).ok())
-            .collect();
-        conditions.push(json!({
-            "type": "PodScheduled",
-            "status": "False",
-            "reason": "Unschedulable",
-            "message": message,
-            "lastProbeTime": null,
-            "lastTransitionTime": transition,
-        }));
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        let body = json!({"status": {"conditions": conditions}});
-        match api
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
-            Err(e) => Err(e.into()),
-        }
-    }
 }
 
 fn nominated_node(pod: &Pod) -> Option<&str> {
@@ -697,15 +598,83 @@ fn nominated_node(pod: &Pod) -> Option<&str> {
         .filter(|n| !n.is_empty())
 }
 
-fn pod_reference(pod: &Pod) -> ObjectReference {
-    crate::controllers::common::object_reference("v1", "Pod", &pod.metadata)
-}
-
 #[cfg(test)]
 mod tests {
     use super::filter::tests::{node, pod};
     use super::*;
     use std::collections::BTreeMap;
+
+    fn decide_seeded(pod: &Pod, cluster: &Cluster) -> Result<String, String> {
+        let mut rng: rand::rngs::StdRng = rand::SeedableRng::seed_from_u64(7);
+        decide(pod, cluster, &mut rng)
+    }
+
+    #[test]
+    fn equally_good_nodes_share_pods_at_random_and_a_seed_repeats_the_choices() {
+        let c = cluster(
+            vec![
+                node("a", "4", "8Gi", "110"),
+                node("b", "4", "8Gi", "110"),
+                node("c", "4", "8Gi", "110"),
+            ],
+            vec![],
+        );
+        let choices = |seed: u64| -> Vec<String> {
+            let mut rng: rand::rngs::StdRng = rand::SeedableRng::seed_from_u64(seed);
+            (0..60)
+                .map(|_| decide(&pod(Some("100m"), None), &c, &mut rng).expect("a node"))
+                .collect()
+        };
+        let first = choices(1);
+        for name in ["a", "b", "c"] {
+            let times = first.iter().filter(|n| *n == name).count();
+            assert!(times >= 5, "{name} chosen {times} times of 60: {first:?}");
+        }
+        assert_eq!(first, choices(1));
+    }
+
+    #[test]
+    fn a_pod_asking_for_an_extended_resource_goes_only_where_enough_is_left() {
+        let mut gpu_node = node("gpu", "4", "8Gi", "110");
+        gpu_node
+            .status
+            .as_mut()
+            .unwrap()
+            .allocatable
+            .as_mut()
+            .unwrap()
+            .insert(
+                "example.com/gpu".into(),
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity("1".into()),
+            );
+        let mut wants_gpu = pod(Some("100m"), None);
+        wants_gpu.spec.as_mut().unwrap().containers[0]
+            .resources
+            .as_mut()
+            .unwrap()
+            .requests
+            .as_mut()
+            .unwrap()
+            .insert(
+                "example.com/gpu".into(),
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity("1".into()),
+            );
+        let c = cluster(
+            vec![gpu_node.clone(), node("plain", "4", "8Gi", "110")],
+            vec![],
+        );
+        assert_eq!(decide_seeded(&wants_gpu, &c), Ok("gpu".to_string()));
+        let mut holder = wants_gpu.clone();
+        holder.spec.as_mut().unwrap().node_name = Some("gpu".into());
+        let c = cluster(
+            vec![gpu_node, node("plain", "4", "8Gi", "110")],
+            vec![holder],
+        );
+        assert_eq!(
+            decide_seeded(&wants_gpu, &c),
+            Err("0/2 nodes are available: 2 Insufficient example.com/gpu.".to_string())
+        );
+    }
 
     fn named(mut p: Pod, name: &str) -> Pod {
         p.metadata.name = Some(name.into());
@@ -741,7 +710,7 @@ mod tests {
             vec![placed],
         );
         assert_eq!(
-            decide(&pod(Some("1"), Some("1Gi")), &c),
+            decide_seeded(&pod(Some("1"), Some("1Gi")), &c),
             Ok("idle".to_string())
         );
     }
@@ -750,11 +719,11 @@ mod tests {
     fn a_pod_that_fits_nowhere_gets_upstreams_message() {
         let c = cluster(vec![node("n1", "1", "1Gi", "110")], vec![]);
         assert_eq!(
-            decide(&pod(Some("2"), None), &c),
+            decide_seeded(&pod(Some("2"), None), &c),
             Err("0/1 nodes are available: 1 Insufficient cpu.".to_string())
         );
         assert_eq!(
-            decide(&pod(None, None), &cluster(vec![], vec![])),
+            decide_seeded(&pod(None, None), &cluster(vec![], vec![])),
             Err("no nodes available to schedule pods".to_string())
         );
     }
@@ -797,9 +766,9 @@ mod tests {
                 "preference": {"matchExpressions": [
                     {"key": "disk", "operator": "In", "values": ["ssd"]}]}}]}}))
         .unwrap();
-        assert_eq!(decide(&p, &c), Ok("ssd".to_string()));
+        assert_eq!(decide_seeded(&p, &c), Ok("ssd".to_string()));
         assert_eq!(
-            decide(&pod(Some("100m"), None), &c),
+            decide_seeded(&pod(Some("100m"), None), &c),
             Ok("plain".to_string())
         );
     }
@@ -813,7 +782,10 @@ mod tests {
             ..Default::default()
         }]);
         let c = cluster(vec![soft, node("b-clean", "4", "8Gi", "110")], vec![]);
-        assert_eq!(decide(&pod(None, None), &c), Ok("b-clean".to_string()));
+        assert_eq!(
+            decide_seeded(&pod(None, None), &c),
+            Ok("b-clean".to_string())
+        );
     }
 
     #[test]
@@ -840,14 +812,14 @@ mod tests {
         let mut placed = Vec::new();
         for i in 0..3 {
             let p = replica(i);
-            let node = decide(&p, &c).expect("a node");
+            let node = decide_seeded(&p, &c).expect("a node");
             c.place(Arc::new(p), &node);
             placed.push(node);
         }
         placed.sort();
         assert_eq!(placed, vec!["n1", "n2", "n3"]);
         assert_eq!(
-            decide(&replica(3), &c),
+            decide_seeded(&replica(3), &c),
             Err(
                 "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules."
                     .to_string()

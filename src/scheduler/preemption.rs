@@ -8,18 +8,19 @@
 //! PDB violations wins, then the lowest highest-victim priority, then the smallest priority
 //! sum, then the fewest victims (upstream's order, less its start-time tie-breaks).
 //!
-//! Preemption frees resources and host ports; a node the pod is kept off by anything else
-//! (taints, affinity, topology spread, volumes) is not a candidate.
+//! A node is a candidate only if the pod would pass every filter there once all lower-priority
+//! pods are gone: evictions free resources and host ports, and take away the pods whose
+//! anti-affinity (or whose count in a topology spread) kept it out; they do nothing for a
+//! node selector, a taint or a volume's node affinity (upstream's UnschedulableAndUnresolvable).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
 use super::cluster::Cluster;
-use super::filter::{unfit_reasons, NodeUsage};
-use super::{interpod, spread, volumes};
+use super::{interpod, spread};
 use crate::api::selectors::LabelSelector;
 
 /// A node and the pods to evict there.
@@ -74,39 +75,40 @@ pub fn may_preempt(pod: &Pod, cluster: &Cluster) -> bool {
     })
 }
 
-fn fits(pod: &Pod, node: &k8s_openapi::api::core::v1::Node, usage: &NodeUsage) -> bool {
-    unfit_reasons(pod, node, usage).is_empty()
+/// Does the pod pass every filter on `node` in the cluster as `cluster` shows it?
+fn fits(pod: &Pod, node: &Node, cluster: &Cluster) -> bool {
+    let affinity = interpod::Prepared::new(pod, cluster);
+    let spreading = spread::Prepared::new(pod, cluster);
+    super::node_unfit(pod, node, cluster, &affinity, &spreading).is_empty()
+}
+
+fn uid(pod: &Pod) -> String {
+    pod.metadata.uid.clone().unwrap_or_default()
 }
 
 /// The best node to preempt on, if any.
 pub fn find(pod: &Pod, cluster: &Cluster, budgets: &[Budget]) -> Option<Candidate> {
     let own_priority = priority(pod);
-    let affinity = interpod::Prepared::new(pod, cluster);
-    let spreading = spread::Prepared::new(pod, cluster);
     let mut best: Option<(Candidate, (usize, i32, i64, usize))> = None;
     for node in &cluster.nodes {
         let Some(name) = node.metadata.name.as_deref() else {
             continue;
         };
-        let labels = cluster.node_labels(name);
-        if affinity.unfit(labels).is_some()
-            || spreading.unfit(labels).is_some()
-            || volumes::unfit(pod, node, cluster).is_some()
-        {
-            continue;
-        }
-        let (mut lower, higher): (Vec<&Arc<Pod>>, Vec<&Arc<Pod>>) = cluster
+        let mut lower: Vec<&Arc<Pod>> = cluster
             .pods_on(name)
             .iter()
-            .partition(|p| priority(p) < own_priority && p.metadata.deletion_timestamp.is_none());
+            .filter(|p| priority(p) < own_priority && p.metadata.deletion_timestamp.is_none())
+            .collect();
         if lower.is_empty() {
             continue;
         }
-        let mut usage = NodeUsage::from_node(node);
-        for p in higher {
-            usage.add_pod(p);
-        }
-        if !fits(pod, node, &usage) {
+        // With every lower-priority pod gone, the pod must fit: a node that still refuses it
+        // does so for a reason no eviction fixes (taints, node affinity, volumes, the
+        // affinity of pods that stay).
+        let mut simulated = cluster.clone();
+        let all_lower: Vec<String> = lower.iter().map(|p| uid(p)).collect();
+        simulated.remove(name, &all_lower);
+        if !fits(pod, node, &simulated) {
             continue;
         }
         // Most important first: they are the first given back.
@@ -140,11 +142,9 @@ pub fn find(pod: &Pod, cluster: &Cluster, budgets: &[Budget]) -> Option<Candidat
             .map(|p| (p, true))
             .chain(unprotected.iter().map(|p| (p, false)))
         {
-            let mut with = usage.clone();
-            with.add_pod(p);
-            if fits(pod, node, &with) {
-                usage = with;
-            } else {
+            simulated.place(Arc::clone(p), name);
+            if !fits(pod, node, &simulated) {
+                simulated.remove(name, &[uid(p)]);
                 pdb_violations += usize::from(is_protected);
                 victims.push(Arc::clone(p));
             }
@@ -221,6 +221,52 @@ mod tests {
         // n1 would need "mid" (priority 100) to go; n2 needs only one priority-10 pod.
         assert_eq!(chosen.node, "n2");
         assert_eq!(chosen.victims.len(), 1);
+    }
+
+    #[test]
+    fn a_victim_whose_anti_affinity_keeps_the_pod_out_is_evicted() {
+        let mut loner = prioritized("loner", "100m", 10, Some("n1"));
+        loner.spec.as_mut().unwrap().affinity = serde_json::from_value(json!({
+            "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+                "labelSelector": {"matchLabels": {"app": "high"}},
+                "topologyKey": "kubernetes.io/hostname"}]}}))
+        .unwrap();
+        let c = Cluster::new(vec![Arc::new(node("n1", "4", "4Gi", "110"))]).with_pods([
+            Arc::new(loner),
+            Arc::new(prioritized("bystander", "100m", 10, Some("n1"))),
+        ]);
+        let chosen = find(&prioritized("high", "100m", 1000, None), &c, &[]).expect("a candidate");
+        assert_eq!(chosen.node, "n1");
+        assert_eq!(victim_names(&chosen), vec!["loner"]);
+    }
+
+    #[test]
+    fn no_eviction_helps_on_a_node_the_pod_does_not_tolerate_or_select() {
+        let mut tainted = node("n1", "1", "4Gi", "110");
+        tainted.spec.as_mut().unwrap().taints = Some(vec![k8s_openapi::api::core::v1::Taint {
+            key: "dedicated".into(),
+            effect: "NoSchedule".into(),
+            ..Default::default()
+        }]);
+        let c = Cluster::new(vec![
+            Arc::new(tainted),
+            Arc::new(node("n2", "1", "4Gi", "110")),
+        ])
+        .with_pods([
+            Arc::new(prioritized("low-1", "1", 10, Some("n1"))),
+            Arc::new(prioritized("low-2", "1", 10, Some("n2"))),
+        ]);
+        let mut high = prioritized("high", "1", 1000, None);
+        high.spec.as_mut().unwrap().node_selector = Some(BTreeMap::from([(
+            "kubernetes.io/hostname".to_string(),
+            "n1".to_string(),
+        )]));
+        // n1 is tainted and n2 is not selected: evicting anything would not help.
+        assert!(find(&high, &c, &[]).is_none());
+        // Without the selector, n2 will do.
+        high.spec.as_mut().unwrap().node_selector = None;
+        let chosen = find(&high, &c, &[]).expect("a candidate");
+        assert_eq!(chosen.node, "n2");
     }
 
     #[test]

@@ -29,8 +29,42 @@ pub fn least_allocated(pod: &Pod, usage: &NodeUsage) -> i64 {
     (cpu + memory) / 2
 }
 
+/// NodeResourcesBalancedAllocation: 0..=100, higher when the node's cpu and memory would be
+/// used in equal shares once the pod is placed, so neither runs out while the other idles.
+/// Counts requests as they are (no defaults); a pod asking for neither scores 0 everywhere,
+/// as upstream skips the plugin for best-effort pods (it would pile them onto one node).
+pub fn balanced_allocation(pod: &Pod, usage: &NodeUsage) -> i64 {
+    let want = pod_requests(pod, false);
+    if want.milli_cpu == 0 && want.memory == 0 {
+        return 0;
+    }
+    let share = |allocatable: i128, requested: i128| -> Option<f64> {
+        (allocatable > 0).then(|| (requested as f64 / allocatable as f64).min(1.0))
+    };
+    let shares: Vec<f64> = [
+        share(
+            usage.allocatable.milli_cpu,
+            usage.requested.milli_cpu + want.milli_cpu,
+        ),
+        share(
+            usage.allocatable.memory,
+            usage.requested.memory + want.memory,
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    // With two resources the standard deviation is half their difference.
+    let deviation = match shares.as_slice() {
+        [cpu, memory] => (cpu - memory).abs() / 2.0,
+        _ => 0.0,
+    };
+    ((1.0 - deviation) * MAX_SCORE as f64) as i64
+}
+
 /// Upstream's default plugin weights in the sum of scores.
 pub const RESOURCES_WEIGHT: i64 = 1;
+pub const BALANCED_ALLOCATION_WEIGHT: i64 = 1;
 pub const NODE_AFFINITY_WEIGHT: i64 = 2;
 pub const INTER_POD_AFFINITY_WEIGHT: i64 = 2;
 pub const TOPOLOGY_SPREAD_WEIGHT: i64 = 2;
@@ -85,6 +119,35 @@ mod tests {
         let usage = NodeUsage::from_node(&n);
         // 100m of 1000m and 200Mi of 1Gi: 90 and 80 → 85.
         assert_eq!(least_allocated(&pod(None, None), &usage), 85);
+    }
+
+    #[test]
+    fn a_node_whose_cpu_and_memory_stay_in_step_scores_higher() {
+        let n = node("n", "4", "4Gi", "110");
+        let empty = NodeUsage::from_node(&n);
+        let mut memory_heavy = NodeUsage::from_node(&n);
+        memory_heavy.add_pod(&pod(None, Some("3Gi")));
+        let p = pod(Some("2"), Some("2Gi"));
+        // Empty node: 50% and 50% → no deviation.
+        assert_eq!(balanced_allocation(&p, &empty), 100);
+        // 50% cpu and 100% (capped) memory: deviation 0.25.
+        assert_eq!(balanced_allocation(&p, &memory_heavy), 75);
+        // A cpu-only pod evens out the memory-heavy node.
+        let cpu_only = pod(Some("3"), None);
+        assert_eq!(balanced_allocation(&cpu_only, &memory_heavy), 100);
+        assert_eq!(balanced_allocation(&cpu_only, &empty), 62);
+    }
+
+    #[test]
+    fn best_effort_pods_are_not_scored_for_balance() {
+        let n = node("n", "4", "4Gi", "110");
+        let mut lopsided = NodeUsage::from_node(&n);
+        lopsided.add_pod(&pod(Some("4"), None));
+        assert_eq!(balanced_allocation(&pod(None, None), &lopsided), 0);
+        assert_eq!(
+            balanced_allocation(&pod(None, None), &NodeUsage::from_node(&n)),
+            0
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::{Node, Pod, TopologySpreadConstraint};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as LabelSelector_;
 
 use super::cluster::Cluster;
 use super::filter::{matches_node_selector_and_affinity, untolerated_taint};
@@ -34,6 +35,27 @@ struct Counted {
 pub struct Prepared {
     hard: Vec<Counted>,
     soft: Vec<Counted>,
+    /// The soft constraints are the system defaults: a node missing one's key is scored on the
+    /// others rather than given nothing.
+    system_defaulted: bool,
+}
+
+/// Upstream's system default constraints, for a pod that states none and is grouped by a
+/// Service or a controller: spread over nodes (skew 3) and zones (skew 5), as a preference.
+fn default_constraints(selector: LabelSelector_) -> Vec<TopologySpreadConstraint> {
+    [
+        ("kubernetes.io/hostname", 3),
+        ("topology.kubernetes.io/zone", 5),
+    ]
+    .into_iter()
+    .map(|(key, max_skew)| TopologySpreadConstraint {
+        label_selector: Some(selector.clone()),
+        max_skew,
+        topology_key: key.to_string(),
+        when_unsatisfiable: "ScheduleAnyway".to_string(),
+        ..Default::default()
+    })
+    .collect()
 }
 
 fn selector_of(constraint: &TopologySpreadConstraint, pod: &Pod) -> Option<LabelSelector> {
@@ -123,6 +145,21 @@ impl Prepared {
             .as_ref()
             .and_then(|s| s.topology_spread_constraints.as_deref())
             .unwrap_or_default();
+        if constraints.is_empty() {
+            let defaults = cluster
+                .owners
+                .default_selector(pod)
+                .map(default_constraints)
+                .unwrap_or_default();
+            return Prepared {
+                hard: Vec::new(),
+                soft: defaults
+                    .iter()
+                    .map(|c| count(c, &[], pod, cluster))
+                    .collect(),
+                system_defaulted: true,
+            };
+        }
         let of_kind = |kind: &str| -> Vec<&TopologySpreadConstraint> {
             constraints
                 .iter()
@@ -139,6 +176,7 @@ impl Prepared {
         Prepared {
             hard: prepare(of_kind("DoNotSchedule")),
             soft: prepare(of_kind("ScheduleAnyway")),
+            system_defaulted: false,
         }
     }
 
@@ -165,7 +203,11 @@ impl Prepared {
     pub fn raw_score(&self, node_labels: &BTreeMap<String, String>) -> Option<f64> {
         let mut total = 0.0;
         for c in &self.soft {
-            let domain = node_labels.get(&c.key)?;
+            let domain = match node_labels.get(&c.key) {
+                Some(domain) => domain,
+                None if self.system_defaulted => continue,
+                None => return None,
+            };
             let count = c.counts.get(domain).copied().unwrap_or(0);
             let weight = ((c.counts.len() + 2) as f64).ln();
             total += count as f64 * weight + (c.max_skew - 1) as f64;
@@ -299,6 +341,39 @@ mod tests {
             serde_json::from_value(json!([ignoring])).unwrap();
         let prepared = Prepared::new(&p, &c);
         assert_eq!(prepared.unfit(c.node_labels("a2")), Some(CONSTRAINTS_UNMET));
+    }
+
+    #[test]
+    fn a_pod_its_replica_set_groups_is_spread_by_default_even_without_zones() {
+        let mut c = Cluster::new(vec![zoned("n1", None), zoned("n2", None)]);
+        c.owners = crate::scheduler::owners::tests::owners(&[(
+            "ReplicaSet",
+            "web-1",
+            json!({"matchLabels": {"app": "web"}}),
+        )]);
+        let mut replica = web(json!(null));
+        replica.metadata.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "apps/v1".into(),
+                kind: "ReplicaSet".into(),
+                name: "web-1".into(),
+                uid: "u".into(),
+                controller: Some(true),
+                block_owner_deletion: None,
+            },
+        ]);
+        c.place(Arc::new(replica.clone()), "n1");
+        c.place(Arc::new(replica.clone()), "n1");
+        let prepared = Prepared::new(&replica, &c);
+        assert!(prepared.scores_anything());
+        let raw: Vec<Option<f64>> = ["n1", "n2"]
+            .iter()
+            .map(|n| prepared.raw_score(c.node_labels(n)))
+            .collect();
+        let scores = normalize(&raw);
+        assert!(scores[1] > scores[0], "{scores:?}");
+        // A pod nothing groups is not spread.
+        assert!(!Prepared::new(&web(json!(null)), &c).scores_anything());
     }
 
     #[test]

@@ -315,6 +315,49 @@ async fn sync(
 }
 
 /// The autoscaler's metrics; none means upstream's default, 80 % CPU utilization.
+/// Pods and Object metrics come from custom.metrics.k8s.io and External ones from
+/// external.metrics.k8s.io, which berth does not serve (no metrics adapter runs): the reason
+/// and error upstream's controller reports when those APIs are missing.
+fn unserved_metric(metric: &MetricSpec, type_: &str) -> (&'static str, String) {
+    let missing = "the server could not find the requested resource";
+    match type_ {
+        "Pods" => {
+            let name = metric.pods.as_ref().map_or("", |p| p.metric.name.as_str());
+            (
+                "FailedGetPodsMetric",
+                format!("unable to get metric {name}: unable to fetch metrics from custom metrics API: {missing}"),
+            )
+        }
+        "Object" => {
+            let (name, kind, object) = metric.object.as_ref().map_or(("", "", ""), |o| {
+                (
+                    o.metric.name.as_str(),
+                    o.described_object.kind.as_str(),
+                    o.described_object.name.as_str(),
+                )
+            });
+            (
+                "FailedGetObjectMetric",
+                format!("unable to get metric {name}: {kind} on {object}/unable to fetch metrics from custom metrics API: {missing}"),
+            )
+        }
+        "External" => {
+            let name = metric
+                .external
+                .as_ref()
+                .map_or("", |e| e.metric.name.as_str());
+            (
+                "FailedGetExternalMetric",
+                format!("unable to get external metric {name}: unable to fetch metrics from external metrics API: {missing}"),
+            )
+        }
+        other => (
+            "InvalidMetricSourceType",
+            format!("invalid metric source type \"{other}\""),
+        ),
+    }
+}
+
 fn metric_specs(metrics: &Option<Vec<MetricSpec>>) -> Vec<MetricSpec> {
     match metrics {
         Some(m) if !m.is_empty() => m.clone(),
@@ -445,11 +488,8 @@ async fn compute(
                 (c.name.clone(), Some(c.container.clone()), c.target.clone())
             }
             (other, _, _) => {
-                fail(
-                    &mut computed,
-                    "InvalidMetricSourceType",
-                    format!("unsupported metric source type \"{other}\": berth serves resource metrics only"),
-                );
+                let (reason, error) = unserved_metric(metric, other);
+                fail(&mut computed, reason, error);
                 continue;
             }
         };
@@ -782,5 +822,38 @@ mod tests {
         let resource = metrics[0].resource.as_ref().unwrap();
         assert_eq!(resource.name, "cpu");
         assert_eq!(resource.target.average_utilization, Some(80));
+    }
+
+    #[test]
+    fn metrics_berth_does_not_serve_fail_with_upstreams_reasons() {
+        let spec =
+            |value: serde_json::Value| -> MetricSpec { serde_json::from_value(value).unwrap() };
+        let pods = spec(
+            json!({"type": "Pods", "pods": {"metric": {"name": "requests"},
+            "target": {"type": "AverageValue", "averageValue": "10"}}}),
+        );
+        let (reason, error) = unserved_metric(&pods, "Pods");
+        assert_eq!(reason, "FailedGetPodsMetric");
+        assert!(
+            error.starts_with("unable to get metric requests: "),
+            "{error}"
+        );
+        let object = spec(
+            json!({"type": "Object", "object": {"metric": {"name": "hits"},
+            "describedObject": {"kind": "Ingress", "name": "web", "apiVersion": "networking.k8s.io/v1"},
+            "target": {"type": "Value", "value": "10"}}}),
+        );
+        assert_eq!(
+            unserved_metric(&object, "Object").0,
+            "FailedGetObjectMetric"
+        );
+        let external = spec(
+            json!({"type": "External", "external": {"metric": {"name": "queue"},
+            "target": {"type": "Value", "value": "10"}}}),
+        );
+        assert_eq!(
+            unserved_metric(&external, "External").0,
+            "FailedGetExternalMetric"
+        );
     }
 }
