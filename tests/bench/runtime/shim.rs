@@ -103,6 +103,7 @@ impl ShimBench {
             log_max_files: 2,
             stdin: false,
             stdin_once: false,
+            tty: false,
             pid_namespace: None,
         };
         let started = Instant::now();
