@@ -127,7 +127,7 @@ pub fn format_quantity(value: u64, resource: Resource) -> String {
     let suffixes = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
     let mut n = value;
     let mut i = 0;
-    while n % 1024 == 0 && i + 1 < suffixes.len() {
+    while n.is_multiple_of(1024) && i + 1 < suffixes.len() {
         n /= 1024;
         i += 1;
     }
