@@ -30,6 +30,7 @@ pub struct Config {
     pub pki: PkiConfig,
     pub runtime: RuntimeConfig,
     pub images: ImagesConfig,
+    pub eviction: EvictionConfig,
     pub audit: AuditConfig,
     pub pod_security: PodSecurityConfig,
 }
@@ -49,6 +50,7 @@ impl Default for Config {
             pki: PkiConfig::default(),
             runtime: RuntimeConfig::default(),
             images: ImagesConfig::default(),
+            eviction: EvictionConfig::default(),
             audit: AuditConfig::default(),
             pod_security: PodSecurityConfig::default(),
         }
@@ -356,12 +358,71 @@ pub struct RuntimeConfig {
 }
 
 /// The node's image store.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ImagesConfig {
     /// Image archives (`docker save`, OCI layout `.tar`) in this directory are imported at
     /// every start: for sites without a registry.
     pub import_dir: Option<PathBuf>,
+    /// Image garbage collection starts when the image filesystem is this full (percent; 100
+    /// turns it off), as kubelet's `imageGCHighThresholdPercent`...
+    pub gc_high_threshold_percent: u8,
+    /// ... and deletes unused images, least recently used first, until it is below this one
+    /// (`imageGCLowThresholdPercent`).
+    pub gc_low_threshold_percent: u8,
+    /// An image unused for less than this is never collected (`imageMinimumGCAge`).
+    pub gc_minimum_age_seconds: u64,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        ImagesConfig {
+            import_dir: None,
+            gc_high_threshold_percent: 85,
+            gc_low_threshold_percent: 80,
+            gc_minimum_age_seconds: 120,
+        }
+    }
+}
+
+/// Node-pressure eviction, as kubelet's `evictionHard`, `evictionSoft`,
+/// `evictionSoftGracePeriod` and `evictionPressureTransitionPeriod`. Signals:
+/// `memory.available`, `nodefs.available`, `nodefs.inodesFree`, `imagefs.available`,
+/// `imagefs.inodesFree`; values are quantities (`100Mi`) or percentages of capacity (`10%`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvictionConfig {
+    /// Crossing one of these evicts at once.
+    pub hard: BTreeMap<String, String>,
+    /// Crossing one of these evicts only after it stayed crossed for its grace period.
+    pub soft: BTreeMap<String, String>,
+    pub soft_grace_period_seconds: BTreeMap<String, u64>,
+    /// A pressure condition stays True this long after the signal recovered, so the node
+    /// does not flap in and out of pressure.
+    pub pressure_transition_period_seconds: u64,
+    /// How often the signals are read.
+    pub monitoring_interval_seconds: u64,
+}
+
+impl Default for EvictionConfig {
+    fn default() -> Self {
+        let hard = [
+            ("memory.available", "100Mi"),
+            ("nodefs.available", "10%"),
+            ("nodefs.inodesFree", "5%"),
+            ("imagefs.available", "15%"),
+        ];
+        EvictionConfig {
+            hard: hard
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            soft: BTreeMap::new(),
+            soft_grace_period_seconds: BTreeMap::new(),
+            pressure_transition_period_seconds: 300,
+            monitoring_interval_seconds: 10,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -514,6 +514,8 @@ pub(crate) fn agent_config(
         registries: config.registries.clone(),
         network: crate::network::NodeNetworkConfig::from_config(config)
             .context("invalid pod network settings")?,
+        pressure: crate::agent::eviction::Settings::from_config(config)
+            .context("invalid eviction thresholds")?,
     })
 }
 

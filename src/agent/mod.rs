@@ -9,12 +9,17 @@
 //!   projected), kept up to date with their sources while the pod runs.
 //! - [`tokens`]: projected service account tokens, requested and rotated.
 //! - [`status`]: pod status (phase, conditions, container statuses) from what was observed.
-//! - [`probes`]: startup, liveness and readiness probes.
+//! - [`probes`]: startup, liveness and readiness probes; [`grpc_probe`] their gRPC kind.
 //! - [`backoff`]: the restart back-off curve.
+//! - [`eviction`]: node-pressure eviction, pressure conditions and the node's image list.
+//! - [`image_gc`]: image garbage collection.
 
 pub mod backoff;
 pub mod claims;
 pub mod env;
+pub mod eviction;
+pub mod grpc_probe;
+pub mod image_gc;
 pub mod node;
 pub mod pods;
 pub mod probes;
@@ -38,4 +43,6 @@ pub struct AgentConfig {
     pub dns: spec::DnsSettings,
     pub registries: crate::config::RegistriesConfig,
     pub network: crate::network::NodeNetworkConfig,
+    /// Eviction thresholds and image garbage collection.
+    pub pressure: eviction::Settings,
 }

@@ -145,19 +145,9 @@ impl NodeFacts {
             ),
             capacity: Some(capacity),
             allocatable: Some(allocatable),
+            // MemoryPressure and DiskPressure are posted by the eviction manager, which
+            // measures them (see `agent::eviction`).
             conditions: Some(vec![
-                condition(
-                    "MemoryPressure",
-                    false,
-                    "KubeletHasSufficientMemory",
-                    "kubelet has sufficient memory available",
-                ),
-                condition(
-                    "DiskPressure",
-                    false,
-                    "KubeletHasNoDiskPressure",
-                    "kubelet has no disk pressure",
-                ),
                 condition(
                     "PIDPressure",
                     false,
@@ -242,8 +232,13 @@ async fn post_status(nodes: &Api<Node>, facts: &NodeFacts) -> Result<(), kube::E
     let now = Time(jiff::Timestamp::now());
     let status = facts.status(&now, true);
     let patch = serde_json::json!({"status": status});
+    // Strategic: conditions merge by type, so the eviction manager's pressure conditions stay.
     nodes
-        .patch_status(&facts.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch_status(
+            &facts.name,
+            &PatchParams::default(),
+            &Patch::Strategic(&patch),
+        )
         .await?;
     Ok(())
 }

@@ -72,7 +72,9 @@ pub async fn run_with(
         network,
         config,
         recorder,
+        evictions: super::eviction::Evictions::default(),
     });
+    tokio::spawn(super::eviction::run(ctx.clone()));
 
     let pods: Api<Pod> = Api::all(client);
     let selector = format!("spec.nodeName={node_name}");
@@ -151,6 +153,7 @@ fn dispatch(
     let done = done.clone();
     tokio::spawn(async move {
         work(&ctx, rx).await;
+        ctx.evictions.forget(&uid);
         let _ = done.send(uid);
     });
 }
@@ -159,6 +162,7 @@ fn dispatch(
 async fn work(ctx: &Ctx, mut inbox: watch::Receiver<Option<Pod>>) {
     let mut worker = PodWorker::default();
     let mut last: Option<Pod> = None;
+    let mut evicted = false;
     loop {
         let current = inbox.borrow_and_update().clone();
         match current {
@@ -173,7 +177,28 @@ async fn work(ctx: &Ctx, mut inbox: watch::Receiver<Option<Pod>>) {
                 terminate_pod(ctx, &pod, true).await;
                 return;
             }
+            // Evicted: its containers stay stopped until the object is deleted.
+            Some(pod) if super::eviction::is_evicted(&pod) || evicted => {
+                if !evicted {
+                    // Recorded before a restart of berth: make sure nothing of it runs.
+                    super::sync::release_pod(ctx, pod.metadata.uid.as_deref().unwrap_or_default())
+                        .await;
+                    evicted = true;
+                }
+                last = Some(pod);
+                if inbox.changed().await.is_err() {
+                    return;
+                }
+            }
             Some(pod) => {
+                let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+                if let Some(message) = ctx.evictions.requested(uid) {
+                    // The eviction manager chose this pod: stop it here, between two syncs.
+                    super::eviction::evict(ctx, &pod, &message).await;
+                    evicted = true;
+                    last = Some(pod);
+                    continue;
+                }
                 let wake = worker.sync(ctx, &pod).await;
                 last = Some(pod);
                 tokio::select! {

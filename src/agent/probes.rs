@@ -1,4 +1,4 @@
-//! Container probes: exec through the shim, tcpSocket and httpGet from inside the pod's
+//! Container probes: exec through the shim, tcpSocket, httpGet and grpc from inside the pod's
 //! network namespace (a fresh thread joins it, so no shared thread ever changes namespace,
 //! and no tool needs to exist in the image).
 
@@ -173,7 +173,14 @@ pub async fn run(probe: &Probe, target: &Target<'_>, timeout: Duration) -> Resul
         })
         .await;
     }
-    // gRPC probes are not implemented: treated as passing rather than killing containers.
+    if let Some(grpc) = &probe.grpc {
+        let port = u16::try_from(grpc.port).map_err(|_| format!("invalid port {}", grpc.port))?;
+        let service = grpc.service.clone().unwrap_or_default();
+        let netns = target.netns.map(Path::to_path_buf);
+        return super::grpc_probe::check(netns, target.pod_ip.to_string(), port, service, timeout)
+            .await;
+    }
+    // Validation requires one handler; a probe without one has nothing to fail.
     Ok(())
 }
 
@@ -192,10 +199,10 @@ fn resolve_port(port: &IntOrString, container: &Container) -> Result<u16, String
 
 /// Runs `f` on a new thread that has joined `netns` (the thread ends with `f`, so the
 /// namespace change never leaks to a thread that runs anything else).
-async fn in_netns(
+pub(super) async fn in_netns<T: Send + 'static>(
     netns: Option<PathBuf>,
-    f: impl FnOnce() -> Result<(), String> + Send + 'static,
-) -> Result<(), String> {
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let spawned = std::thread::Builder::new()
         .name("berth-probe".into())
@@ -218,7 +225,7 @@ async fn in_netns(
         .unwrap_or_else(|_| Err("probe thread ended without an answer".into()))
 }
 
-fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, String> {
+pub(super) fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, String> {
     let addr: SocketAddr = (host, port)
         .to_socket_addrs()
         .map_err(|e| format!("resolve {host}: {e}"))?

@@ -45,11 +45,13 @@ pub struct Ctx {
     pub network: NodeNetwork,
     pub config: AgentConfig,
     pub recorder: Recorder,
+    /// Pods the eviction manager wants gone.
+    pub evictions: super::eviction::Evictions,
 }
 
 impl Ctx {
     /// Records an event about `pod`; losing one is not worth failing a sync for.
-    async fn event(&self, pod: &Pod, warning: bool, reason: &str, note: String) {
+    pub(super) async fn event(&self, pod: &Pod, warning: bool, reason: &str, note: String) {
         let ev = Event {
             type_: if warning {
                 EventType::Warning

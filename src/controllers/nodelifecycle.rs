@@ -25,6 +25,14 @@ pub const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
 pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
 pub const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
 
+/// Pressure conditions and the NoSchedule taint each one puts on the node while True
+/// (upstream's TaintNodesByCondition).
+const PRESSURE_TAINTS: [(&str, &str); 3] = [
+    ("MemoryPressure", "node.kubernetes.io/memory-pressure"),
+    ("DiskPressure", "node.kubernetes.io/disk-pressure"),
+    ("PIDPressure", "node.kubernetes.io/pid-pressure"),
+];
+
 /// The conditions the kubelet owns, all turned Unknown when it goes silent.
 const KUBELET_CONDITIONS: [&str; 4] = ["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"];
 
@@ -104,7 +112,10 @@ async fn monitor(
         let spec = node.spec.clone().unwrap_or_default();
         let current = spec.taints.clone().unwrap_or_default();
         let unschedulable = spec.unschedulable.unwrap_or(false);
-        let desired = desired_taints(&current, ready, unschedulable, now);
+        let desired = pressure_taints(
+            desired_taints(&current, ready, unschedulable, now),
+            &conditions,
+        );
         if desired != current {
             // The resourceVersion makes this a compare-and-swap: a taint someone else added
             // meanwhile is not lost, the next pass sees it.
@@ -234,6 +245,30 @@ pub fn desired_taints(
                 value: None,
                 time_added: (effect == "NoExecute").then_some(Time(now)),
             });
+        }
+    }
+    taints
+}
+
+/// `taints` with the pressure taints made to match the node's conditions: a
+/// `node.kubernetes.io/<kind>-pressure:NoSchedule` taint while that pressure condition is True.
+pub fn pressure_taints(mut taints: Vec<Taint>, conditions: &[NodeCondition]) -> Vec<Taint> {
+    for (condition, key) in PRESSURE_TAINTS {
+        let pressure = conditions
+            .iter()
+            .any(|c| c.type_ == condition && c.status == "True");
+        let present = taints
+            .iter()
+            .any(|t| t.key == key && t.effect == "NoSchedule");
+        if pressure && !present {
+            taints.push(Taint {
+                key: key.into(),
+                effect: "NoSchedule".into(),
+                value: None,
+                time_added: None,
+            });
+        } else if !pressure && present {
+            taints.retain(|t| t.key != key);
         }
     }
     taints
@@ -453,6 +488,41 @@ mod tests {
         assert_eq!(
             cordoned,
             vec![taint(UNSCHEDULABLE_TAINT, "NoSchedule", None)]
+        );
+    }
+
+    #[test]
+    fn pressure_conditions_become_no_schedule_taints_and_go_with_them() {
+        let condition = |type_: &str, status: &str| NodeCondition {
+            type_: type_.into(),
+            status: status.into(),
+            ..Default::default()
+        };
+        let foreign = taint("dedicated", "NoSchedule", None);
+        let pressured = pressure_taints(
+            vec![foreign.clone()],
+            &[
+                condition("MemoryPressure", "True"),
+                condition("DiskPressure", "False"),
+            ],
+        );
+        assert_eq!(
+            pressured,
+            vec![
+                foreign.clone(),
+                taint("node.kubernetes.io/memory-pressure", "NoSchedule", None)
+            ]
+        );
+        assert_eq!(
+            pressure_taints(pressured.clone(), &[condition("DiskPressure", "True")]),
+            vec![
+                foreign.clone(),
+                taint("node.kubernetes.io/disk-pressure", "NoSchedule", None)
+            ]
+        );
+        assert_eq!(
+            pressure_taints(pressured, &[condition("MemoryPressure", "Unknown")]),
+            vec![foreign]
         );
     }
 

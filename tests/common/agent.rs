@@ -37,8 +37,10 @@ impl Agent {
             .prefix(&format!("berth-test-agent-{}-", std::process::id()))
             .tempdir()
             .unwrap();
+        // No eviction or image GC: how full the test machine is must not touch the test's pods.
         let config = format!(
-            "{extra_config}\n[registries.mirrors.\"docker.io\"]\nendpoints = [\"http://{}\"]\n",
+            "{extra_config}\n[registries.mirrors.\"docker.io\"]\nendpoints = [\"http://{}\"]\n\
+             [eviction]\nhard = {{}}\n[images]\ngc_high_threshold_percent = 100\n",
             "127.0.0.1:5000"
         );
         std::fs::write(dir.path().join("config.toml"), config).unwrap();

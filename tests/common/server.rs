@@ -213,6 +213,7 @@ impl BerthServer {
         // The new server writes a kubeconfig with its new port once it serves; removing the old one
         // keeps the wait below from trusting a stale address.
         let _ = std::fs::remove_file(self.kubeconfig_path());
+        without_node_pressure(&self.data_dir().join("test-config.toml"));
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -507,4 +508,29 @@ fn expect_success(program: &str, args: &[&str], out: Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Turns off node-pressure eviction and image garbage collection in a test server's config,
+/// unless the test configured them itself: how full the test machine's disk or memory is must
+/// not evict a test's pods or delete its images.
+fn without_node_pressure(config: &Path) {
+    let text = std::fs::read_to_string(config).unwrap_or_default();
+    let Ok(mut table) = text.parse::<toml::Table>() else {
+        return;
+    };
+    if !table.contains_key("eviction") {
+        let mut eviction = toml::Table::new();
+        eviction.insert("hard".into(), toml::Value::Table(toml::Table::new()));
+        table.insert("eviction".into(), toml::Value::Table(eviction));
+    }
+    if let Some(images) = table
+        .entry("images")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+    {
+        images
+            .entry("gc_high_threshold_percent")
+            .or_insert(toml::Value::Integer(100));
+    }
+    let _ = std::fs::write(config, table.to_string());
 }
