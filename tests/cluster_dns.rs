@@ -553,3 +553,139 @@ async fn wait_for(server: SocketAddr, qname: &str, done: impl Fn(&Message) -> bo
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The process running `sleep <marker>`: the test's client pod's container.
+fn process_with_marker(marker: &str) -> Option<u32> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.len() >= 2 && args[0].ends_with(b"sleep") && args[1] == marker.as_bytes() {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// The benchmark of issue 6: queries per second from inside a pod, one at a time over UDP, for
+/// a cluster name and for an outside name at the cluster DNS Service (forwarded, then cached),
+/// against the same outside name asked of the upstream itself (a stub the test runs on the
+/// node), same run. Needs the busybox test image (as every pod test).
+/// `cargo test --test cluster_dns -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn dns_queries_per_second_from_a_pod_against_the_upstream_directly() {
+    use common::cluster::Cluster;
+    use nix::sched::{setns, CloneFlags};
+
+    const UPSTREAM_PORT: u16 = 5399;
+    let ns = Netns::new();
+    let mut cluster = Cluster::start(&ns);
+    let config = cluster.server.data_dir().join("test-config.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[network]\nupstream_dns = [\"127.0.0.1:{UPSTREAM_PORT}\"]\n"
+    ));
+    std::fs::write(&config, text).unwrap();
+    cluster.server.restart();
+    let marker = format!("{}", 20_000_000 + std::process::id() % 1_000_000);
+    cluster.create(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "dns-client"},
+        "spec": {"nodeName": cluster.node, "terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "c", "image": "busybox", "command": ["sleep", marker]}]}}));
+    let mut pod_ip = String::new();
+    let running = common::wait_until(Duration::from_secs(120), || {
+        pod_ip = cluster.server.kubectl_ok(&[
+            "get",
+            "pod",
+            "dns-client",
+            "-o",
+            "jsonpath={.status.podIP}",
+        ]);
+        !pod_ip.trim().is_empty() && process_with_marker(&marker).is_some()
+    });
+    assert!(running, "the client pod never ran");
+    let pid = process_with_marker(&marker).unwrap();
+    let octets: Vec<&str> = pod_ip.trim().split('.').collect();
+    let gateway: Ipv4Addr = format!("{}.{}.{}.1", octets[0], octets[1], octets[2])
+        .parse()
+        .unwrap();
+    let node_netns = format!("/run/netns/{}", ns.name);
+    let pod_netns = format!("/proc/{pid}/ns/net");
+
+    let rates = std::thread::spawn(move || {
+        let enter = |path: &str| {
+            let file = std::fs::File::open(path).unwrap();
+            setns(&file, CloneFlags::CLONE_NEWNET).unwrap();
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            // Sockets live in the namespace of the thread that makes them: the upstream on the
+            // node (where berth forwards to it), the client's in the pod.
+            enter(&node_netns);
+            let (_, asked) =
+                stub_upstream_on(SocketAddr::from((Ipv4Addr::UNSPECIFIED, UPSTREAM_PORT))).await;
+            enter(&pod_netns);
+            let cluster_dns = SocketAddr::from((Ipv4Addr::new(10, 43, 0, 10), 53));
+            wait_for(cluster_dns, "kubernetes.default.svc.cluster.local.", |m| {
+                m.metadata.response_code == ResponseCode::NoError && !m.answers.is_empty()
+            })
+            .await;
+            const N: u32 = 2000;
+            let mut rates = Vec::new();
+            for (label, server, qname) in [
+                (
+                    "cluster name via the cluster DNS",
+                    cluster_dns,
+                    "kubernetes.default.svc.cluster.local.",
+                ),
+                (
+                    "outside name via the cluster DNS (forwarded, cached)",
+                    cluster_dns,
+                    "outside.example.",
+                ),
+                (
+                    "outside name asked of the upstream directly",
+                    SocketAddr::from((gateway, UPSTREAM_PORT)),
+                    "outside.example.",
+                ),
+            ] {
+                let socket = UdpSocket::bind("0.0.0.0:0").await.unwrap();
+                socket.connect(server).await.unwrap();
+                // Warm up (and fill the forwarder's cache).
+                for _ in 0..50 {
+                    ask_udp_on(&socket, qname, RecordType::A, true).await;
+                }
+                let started = Instant::now();
+                for _ in 0..N {
+                    let answer = ask_udp_on(&socket, qname, RecordType::A, true).await;
+                    assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+                    assert!(!answer.answers.is_empty());
+                }
+                rates.push((label, f64::from(N) / started.elapsed().as_secs_f64()));
+            }
+            assert!(asked.load(Ordering::SeqCst) > 0, "berth never forwarded");
+            rates
+        })
+    })
+    .join()
+    .unwrap();
+    let upstream = rates[2].1;
+    for (label, rate) in &rates {
+        println!(
+            "dns bench from a pod: {label}: {rate:.0} queries/s ({:.2}x the upstream directly)",
+            rate / upstream
+        );
+    }
+    cluster
+        .server
+        .kubectl_ok(&["delete", "pod", "dns-client", "--wait=false"]);
+}

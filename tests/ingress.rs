@@ -146,6 +146,29 @@ fn request(host: &str, path: &str, close: bool) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: {connection}\r\n\r\n")
 }
 
+/// The status line and headers of the answer to one plain HTTP request.
+fn http_response_head(ns: &Netns, addr: SocketAddr, host: &str, path: &str) -> String {
+    let request = request(host, path, true);
+    in_netns(&ns.name, move || {
+        let attempt = || -> std::io::Result<String> {
+            let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+            stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+            stream.write_all(request.as_bytes())?;
+            let mut reader = BufReader::new(stream);
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            Ok(head)
+        };
+        attempt().unwrap_or_else(|e| e.to_string())
+    })
+}
+
 /// One plain HTTP request to `addr` from inside the netns.
 fn http_get(ns: &Netns, addr: SocketAddr, host: &str, path: &str) -> Answer {
     let request = request(host, path, true);
@@ -370,6 +393,16 @@ fn ingresses_route_by_host_and_path_with_tls_defaults_and_live_updates() {
         last == Ok((200, "page-a".into()))
     });
     assert!(served, "https://secure.test/ answered {last:?}");
+    // Plain HTTP for a host with TLS is sent to HTTPS, path and query kept; other hosts not.
+    let head = http_response_head(&ns, http, "secure.test", "/page?q=1");
+    assert!(head.starts_with("HTTP/1.1 308"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains(&format!(
+            "location: https://secure.test:{HTTPS_PORT}/page?q=1\r\n"
+        )),
+        "{head}"
+    );
+    assert_eq!(http_get(&ns, http, "a.test", "/"), (200, "page-a".into()));
     // Another host gets the fallback certificate, which the test's CA did not sign.
     let other = https_get(&ns, https, "a.test", &ca);
     assert!(

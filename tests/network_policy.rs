@@ -209,6 +209,13 @@ fn policies_isolate_pods_allow_exactly_their_peers_and_let_go_when_removed() {
     let stranger = client_netns(&m_stranger);
     let outsider = client_netns(&m_other);
     let node = PathBuf::from(format!("/run/netns/{}", ns.name));
+    // The node as its pods see it: the bridge's address, the first of the node's pod range.
+    let listener = NodeListener::start(&node);
+    let gateway = {
+        let octets: Vec<&str> = server_ip.split('.').collect();
+        format!("{}.{}.{}.1", octets[0], octets[1], octets[2])
+    };
+    let to_node = format!("{gateway}:{}", listener.port);
 
     // No policy: everyone gets through.
     expect(&friend, &direct, true, "no policy, friend");
@@ -220,6 +227,7 @@ fn policies_isolate_pods_allow_exactly_their_peers_and_let_go_when_removed() {
         true,
         "no policy, friend via the Service",
     );
+    expect(&friend, &to_node, true, "no policy, friend to the node");
 
     // Deny all ingress in `default`: nobody, by pod IP or through the Service.
     apply(
@@ -310,8 +318,93 @@ fn policies_isolate_pods_allow_exactly_their_peers_and_let_go_when_removed() {
         "egress deny, friend via the Service",
     );
     expect(&stranger, &direct, true, "egress deny, stranger");
-    server.kubectl_ok(&["delete", "networkpolicy", "clients-no-egress"]);
+    // What pods send to the node's own addresses is egress too (as with Calico).
+    expect(&friend, &to_node, false, "egress deny, friend to the node");
+    expect(
+        &stranger,
+        &to_node,
+        true,
+        "egress deny, stranger to the node",
+    );
+    // An ipBlock naming the node's address reopens exactly that.
+    apply(
+        &cluster,
+        policy(
+            "default",
+            "clients-to-node",
+            json!({"podSelector": {"matchLabels": {"role": "client"}},
+                   "policyTypes": ["Egress"],
+                   "egress": [{"to": [{"ipBlock": {"cidr": format!("{gateway}/32")}}]}]}),
+        ),
+    );
+    expect(
+        &friend,
+        &to_node,
+        true,
+        "ipBlock of the node, friend to the node",
+    );
+    expect(
+        &friend,
+        &direct,
+        false,
+        "ipBlock of the node, friend to a pod",
+    );
+    server.kubectl_ok(&[
+        "delete",
+        "networkpolicy",
+        "clients-no-egress",
+        "clients-to-node",
+    ]);
     expect(&friend, &direct, true, "egress policy removed, friend");
+}
+
+/// A TCP listener answering "hi" on every address of a network namespace (the node's), until
+/// dropped.
+struct NodeListener {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NodeListener {
+    fn start(netns: &Path) -> NodeListener {
+        use std::io::Write;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let netns = netns.to_path_buf();
+        let (send, receive) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let ns = File::open(&netns).expect("node netns");
+            setns(&ns, CloneFlags::CLONE_NEWNET).expect("join the node netns");
+            let listener = std::net::TcpListener::bind("0.0.0.0:0").expect("listen");
+            listener.set_nonblocking(true).expect("nonblocking");
+            send.send(listener.local_addr().expect("address").port())
+                .expect("report the port");
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        let _ = stream.write_all(b"hi\n");
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        let port = receive.recv().expect("listener port");
+        NodeListener {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for NodeListener {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// A client namespace on the node's "LAN": a veth whose node end is 192.0.2.1, made before the
@@ -367,7 +460,7 @@ fn pod_cgroups(uid: &str) -> Vec<PathBuf> {
 }
 
 #[test]
-fn host_ports_answer_on_the_node_address_and_reset_removes_everything_after_kill_9() {
+fn host_ports_answer_on_the_node_address_and_loopback_and_reset_removes_everything_after_kill_9() {
     let ns = Netns::new();
     let client = lan(&ns);
     let mut cluster = Cluster::start(&ns);
@@ -404,6 +497,12 @@ fn host_ports_answer_on_the_node_address_and_reset_removes_everything_after_kill
         "192.0.2.1:18080",
         true,
         "hostPort from the node",
+    );
+    expect(
+        &from_node,
+        "127.0.0.1:18080",
+        true,
+        "hostPort from 127.0.0.1 on the node",
     );
 
     // Refused while the server runs.

@@ -342,10 +342,14 @@ fn a_restarted_proxy_replaces_what_it_finds_in_one_batch() {
     );
 }
 
-/// 1,000 services with 5 endpoints each, then 100 single-endpoint changes: prints the
-/// netlink bytes of one change and the p50/p99 of render + diff + apply.
+/// 1,000 services with 5 endpoints each, then 100 single-endpoint changes, applied the way the
+/// proxy does (only the changed Service re-rendered and diffed) and, for comparison in the same
+/// run, by rendering and diffing the whole table. Prints bytes sent over netlink for one change
+/// and p50/p99 of each.
 #[test]
 fn one_change_among_a_thousand_services_is_a_small_fast_batch() {
+    use berth::network::proxy::incremental::{Cluster, ProxyRules};
+
     let node = Node::new();
     let mut services = Vec::new();
     let mut slices = Vec::new();
@@ -359,46 +363,73 @@ fn one_change_among_a_thousand_services_is_a_small_fast_batch() {
         slices.push(slice(&name, 8080, &eps, &[]));
     }
     let config = proxy_config();
-    let full = render(&services, &slices, &config);
-    let (report, timings) = in_netns(&node.netns_path(), move || {
-        let mut applier = Applier::open().expect("open");
-        let first = applier.apply(full).expect("full apply");
-        let mut timings = Vec::new();
-        let mut render_times = Vec::new();
+    let key = |i: usize| ("default".to_string(), format!("s{i}"));
+    let mut cluster = Cluster::default();
+    for (i, (service, slice)) in services.iter().zip(&slices).enumerate() {
+        cluster.services.insert(key(i), service.clone());
+        cluster
+            .slices
+            .entry(key(i))
+            .or_default()
+            .insert("s-abc".into(), slice.clone());
+    }
+    let changed_slice = |change: usize| {
+        let i = (change * 37) % 1000;
+        let base = u32::from(Ipv4Addr::new(10, 42, 2, 0)) + i as u32 * 5;
+        // Alternately drop and restore the service's last endpoint.
+        let count = if change % 2 == 0 { 4 } else { 5 };
+        let eps: Vec<Ipv4Addr> = (0..count).map(|e| Ipv4Addr::from(base + e)).collect();
+        (i, slice(&format!("s{i}"), 8080, &eps, &[]))
+    };
+    let (report, incremental, whole) = in_netns(&node.netns_path(), move || {
+        let mut rules = ProxyRules::open(config.clone()).expect("open");
+        let first = rules.sync_all(&cluster).expect("full sync");
+        let mut incremental = Vec::new();
         let mut one_change = None;
         for change in 0..100usize {
-            let i = (change * 37) % 1000;
-            let name = format!("s{i}");
-            let base = u32::from(Ipv4Addr::new(10, 42, 2, 0)) + i as u32 * 5;
-            // Alternately drop and restore the service's last endpoint.
-            let count = if change % 2 == 0 { 4 } else { 5 };
-            let eps: Vec<Ipv4Addr> = (0..count).map(|e| Ipv4Addr::from(base + e)).collect();
-            slices[i] = slice(&name, 8080, &eps, &[]);
+            let (i, slice) = changed_slice(change);
+            cluster
+                .slices
+                .entry(key(i))
+                .or_default()
+                .insert("s-abc".into(), slice);
             let started = Instant::now();
-            let desired = render(&services, &slices, &config);
-            let rendered = started.elapsed();
-            let sent = applier.apply(desired).expect("apply change");
-            timings.push(started.elapsed());
-            render_times.push(rendered);
+            let sent = rules
+                .sync_changed(&cluster, [&key(i)])
+                .expect("apply change");
+            incremental.push(started.elapsed());
             one_change.get_or_insert(sent);
         }
+        drop(rules);
+        // The same changes the old way: render everything, diff everything.
+        let mut applier = Applier::open().expect("open");
+        applier
+            .apply(render(&services, &slices, &config))
+            .expect("full apply");
+        let mut whole = Vec::new();
+        for change in 0..100usize {
+            let (i, slice) = changed_slice(change);
+            slices[i] = slice;
+            let started = Instant::now();
+            let desired = render(&services, &slices, &config);
+            applier.apply(desired).expect("apply change");
+            whole.push(started.elapsed());
+        }
         (
-            {
-                render_times.sort();
-                format!(
-                    "full: {first:?}, one change: {one_change:?}, render alone p50 {:?}",
-                    render_times[49]
-                )
-            },
-            timings,
+            format!("full sync: {first:?}, one change: {one_change:?}"),
+            incremental,
+            whole,
         )
     });
-    let mut sorted = timings.clone();
-    sorted.sort();
-    let p50 = sorted[49];
-    let p99 = sorted[98];
+    let percentiles = |mut times: Vec<Duration>| {
+        times.sort();
+        (times[49], times[98])
+    };
+    let (p50, p99) = percentiles(incremental);
+    let (whole_p50, whole_p99) = percentiles(whole);
     eprintln!(
-        "1000 services x 5 endpoints: {report}; change to rules in force p50 {p50:?} p99 {p99:?}"
+        "1000 services x 5 endpoints: {report}; one Service re-rendered and applied: p50 {p50:?} \
+         p99 {p99:?}; whole table re-rendered and diffed: p50 {whole_p50:?} p99 {whole_p99:?}"
     );
     let one_change_bytes: usize = report
         .split("one change: Some(Applied { messages: ")
@@ -412,6 +443,10 @@ fn one_change_among_a_thousand_services_is_a_small_fast_batch() {
         "one change is {one_change_bytes} bytes"
     );
     assert!(p99 < Duration::from_secs(1), "p99 {p99:?}");
+    assert!(
+        p50 < whole_p50,
+        "incremental {p50:?} vs whole {whole_p50:?}"
+    );
 }
 
 /// The controller against a real (in-process) API server: a Service and its EndpointSlice

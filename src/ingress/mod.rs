@@ -90,7 +90,7 @@ pub async fn run(client: kube::Client, config: IngressConfig) -> Result<(), Ingr
         fallback,
         move || node_ips(&pod_cidr),
     );
-    let proxy = proxy::Proxy::new(state);
+    let proxy = proxy::Proxy::redirecting_to_https(state, config.https.port());
     let http = async {
         let listener = bind_when_free(config.http).await;
         tracing::info!(addr = %config.http, "ingress HTTP is serving");

@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use super::routes::Route;
+use super::routes::{normalize_host, Route};
 use super::state::State;
 
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -40,16 +40,33 @@ pub struct Proxy {
     state: State,
     /// Pools keep-alive connections to pods across requests.
     upstream: Client<HttpConnector, Incoming>,
+    /// Where plain HTTP requests for hosts with a TLS certificate are sent instead.
+    https_port: Option<u16>,
 }
 
 impl Proxy {
     pub fn new(state: State) -> Arc<Proxy> {
+        Proxy::build(state, None)
+    }
+
+    /// A proxy whose plain HTTP requests for a host that has its own certificate get a
+    /// permanent redirect (308, which keeps the method and body) to HTTPS on `https_port`, as
+    /// ingress-nginx does by default for hosts named in an Ingress's `tls`.
+    pub fn redirecting_to_https(state: State, https_port: u16) -> Arc<Proxy> {
+        Proxy::build(state, Some(https_port))
+    }
+
+    fn build(state: State, https_port: Option<u16>) -> Arc<Proxy> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let upstream = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(std::time::Duration::from_secs(30))
             .build(connector);
-        Arc::new(Proxy { state, upstream })
+        Arc::new(Proxy {
+            state,
+            upstream,
+            https_port,
+        })
     }
 }
 
@@ -134,6 +151,11 @@ pub async fn handle(
 ) -> Response<ProxyBody> {
     let host = request_host(&req);
     let routing = proxy.state.current();
+    if let (Some(https_port), "http") = (proxy.https_port, scheme) {
+        if routing.certificates.has_own(&host) {
+            return redirect_to_https(&host, https_port, req.uri());
+        }
+    }
     let backend = match routing.table.route(&host, req.uri().path()) {
         Route::Backend(backend) => backend.clone(),
         Route::NotFound => return plain(StatusCode::NOT_FOUND, "404 page not found\n"),
@@ -194,6 +216,28 @@ pub async fn handle(
             tracing::debug!(%endpoint, service = %backend.service, %error, "ingress backend failed");
             plain(StatusCode::BAD_GATEWAY, "502 bad gateway\n")
         }
+    }
+}
+
+/// 308 to the same host and path over HTTPS.
+fn redirect_to_https(host: &str, https_port: u16, uri: &Uri) -> Response<ProxyBody> {
+    let mut name = normalize_host(host);
+    if name.contains(':') {
+        name = format!("[{name}]");
+    }
+    let authority = if https_port == 443 {
+        name
+    } else {
+        format!("{name}:{https_port}")
+    };
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut response = plain(StatusCode::PERMANENT_REDIRECT, "308 permanent redirect\n");
+    match HeaderValue::from_str(&format!("https://{authority}{path}")) {
+        Ok(location) => {
+            response.headers_mut().insert(header::LOCATION, location);
+            response
+        }
+        Err(_) => plain(StatusCode::BAD_REQUEST, "400 bad request host\n"),
     }
 }
 
@@ -402,6 +446,19 @@ mod tests {
             answer.ends_with("xff=192.0.2.1, 127.0.0.1 proto=http fhost=a.test host=a.test"),
             "{answer}"
         );
+    }
+
+    #[test]
+    fn a_redirect_keeps_host_path_and_query_and_names_a_port_other_than_443() {
+        let uri: Uri = "/a/b?x=1".parse().unwrap();
+        let moved = redirect_to_https("Secure.Test:8880", 8443, &uri);
+        assert_eq!(moved.status(), StatusCode::PERMANENT_REDIRECT);
+        assert_eq!(
+            moved.headers()[header::LOCATION],
+            "https://secure.test:8443/a/b?x=1"
+        );
+        let moved = redirect_to_https("secure.test", 443, &"/".parse().unwrap());
+        assert_eq!(moved.headers()[header::LOCATION], "https://secure.test/");
     }
 
     #[tokio::test]

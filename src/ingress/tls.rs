@@ -95,6 +95,16 @@ impl Certificates {
         certs
     }
 
+    /// True when `host` (a Host header, port allowed) has a certificate of its own, not just
+    /// the fallback: its Ingress asked for TLS.
+    pub fn has_own(&self, host: &str) -> bool {
+        let name = normalize_host(host);
+        self.exact.contains_key(&name)
+            || name
+                .split_once('.')
+                .is_some_and(|(_, parent)| self.wildcard.contains_key(parent))
+    }
+
     /// The certificate for SNI name `server_name`.
     pub fn for_name(&self, server_name: Option<&str>) -> Arc<CertifiedKey> {
         let Some(name) = server_name.map(normalize_host) else {

@@ -240,6 +240,12 @@ impl NodeNetwork {
         host.set_up(bridge).await?;
         // Written from this thread on purpose: /proc/sys/net is the namespace of the writer.
         fs::write(IP_FORWARD_SYSCTL, "1").map_err(|e| NetError::io(IP_FORWARD_SYSCTL, e))?;
+        // Host ports answer on 127.0.0.1 (see policy::hostports, which also guards it).
+        let route_localnet = format!(
+            "/proc/sys/net/ipv4/conf/{}/route_localnet",
+            self.config.bridge
+        );
+        fs::write(&route_localnet, "1").map_err(|e| NetError::io(&route_localnet, e))?;
         self.masquerade().apply()?;
         netns::ensure_private_dir(&self.netns_dir())
     }

@@ -5,11 +5,20 @@
 //! `hostports`, which sends it to the pod's `hp_...` chain and its `dnat`. Port conflicts are
 //! the scheduler's to prevent; should two pods claim one, the first (by namespace and name)
 //! keeps it.
+//!
+//! A host port without a `hostIP` also answers on 127.0.0.1 from the node, as upstream's
+//! portmap plugin does: the DNATed packet keeps its loopback source, which the kernel routes
+//! out of the bridge only with `route_localnet` set there (the node network sets it), and
+//! `hostport-postrouting` masquerades it so the pod can answer. `route_localnet` would also let
+//! a pod reach the node's loopback services by sending to 127.0.0.1 through its gateway
+//! (CVE-2020-8558), so `hostport-localnet-guard` drops packets for 127.0.0.0/8 that did not
+//! arrive on loopback, as kube-proxy does.
 
 use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::Pod;
 
+use crate::network::cidr::Ipv4Cidr;
 use crate::network::proxy::model::*;
 
 /// The host port table, family `ip`.
@@ -17,6 +26,10 @@ pub const TABLE: &str = "berth-hostports";
 pub const MAP: &str = "hostports";
 /// Before the service proxy's dstnat chains (-100), so a host port wins over a NodePort.
 const PRIORITY: i32 = -101;
+/// The raw priority: before conntrack and NAT, so only packets as they arrived are judged.
+const GUARD_PRIORITY: i32 = -300;
+/// The source NAT priority.
+const POSTROUTING_PRIORITY: i32 = 100;
 
 /// True for the names this table's applier created.
 pub fn is_hostport_object(name: &str) -> bool {
@@ -44,6 +57,42 @@ pub fn render(pods: &[Pod], node_name: &str, node_ips: &[Ipv4Addr]) -> Ruleset {
             },
         );
     }
+    let loopback = Ipv4Cidr::new(Ipv4Addr::new(127, 0, 0, 0), 8).unwrap_or_else(|_| unreachable!());
+    rs.chains.insert(
+        "hostport-postrouting".into(),
+        Chain {
+            base: Some(BaseChain {
+                kind: ChainKind::Nat,
+                hook: HookPoint::Postrouting,
+                priority: POSTROUTING_PRIORITY,
+            }),
+            rules: vec![Rule(vec![
+                Stmt::Saddr {
+                    cidr: loopback,
+                    negate: false,
+                },
+                Stmt::Masquerade,
+            ])],
+        },
+    );
+    rs.chains.insert(
+        "hostport-localnet-guard".into(),
+        Chain {
+            base: Some(BaseChain {
+                kind: ChainKind::Filter,
+                hook: HookPoint::Prerouting,
+                priority: GUARD_PRIORITY,
+            }),
+            rules: vec![Rule(vec![
+                Stmt::IifNotLoopback,
+                Stmt::Daddr {
+                    cidr: loopback,
+                    negate: false,
+                },
+                Stmt::Drop,
+            ])],
+        },
+    );
     let mut map = Set::map(KeyType::Destination);
 
     let mut sorted: Vec<&Pod> = pods.iter().collect();
@@ -87,7 +136,11 @@ pub fn render(pods: &[Pod], node_name: &str, node_ips: &[Ipv4Addr]) -> Ruleset {
                 continue;
             };
             let addresses: Vec<Ipv4Addr> = match port.host_ip.as_deref() {
-                None | Some("" | "0.0.0.0") => node_ips.to_vec(),
+                None | Some("" | "0.0.0.0") => node_ips
+                    .iter()
+                    .copied()
+                    .chain(std::iter::once(Ipv4Addr::LOCALHOST))
+                    .collect(),
                 Some(ip) => match ip.parse::<Ipv4Addr>() {
                     Ok(ip) => vec![ip],
                     Err(_) => continue,
@@ -171,7 +224,7 @@ mod tests {
     }
 
     #[test]
-    fn a_host_port_dnats_every_node_address_to_the_pod() {
+    fn a_host_port_dnats_every_node_address_and_loopback_to_the_pod() {
         let pods = vec![pod(
             "web",
             "node-1",
@@ -179,7 +232,7 @@ mod tests {
             json!([{"containerPort": 80, "hostPort": 8080}]),
         )];
         let rs = render(&pods, "node-1", &node_ips());
-        for ip in node_ips() {
+        for ip in node_ips().into_iter().chain([Ipv4Addr::LOCALHOST]) {
             let key = Key::Destination(ip, Proto::Tcp, 8080);
             assert_eq!(
                 rs.sets[MAP].elements[&key].as_deref(),
@@ -231,6 +284,6 @@ mod tests {
         done.status.as_mut().unwrap().phase = Some("Succeeded".into());
         let rs = render(&[waiting, done], "node-1", &node_ips());
         assert!(rs.sets[MAP].elements.is_empty());
-        assert_eq!(rs.chains.len(), 2);
+        assert_eq!(rs.chains.len(), 4);
     }
 }

@@ -10,6 +10,13 @@
 //!   `policy-egress-isolated` (`policy-ingress-isolated`). Two base chains rather than one
 //!   because `accept` ends only the base chain it is in: a packet the egress side accepts must
 //!   still pass the ingress side of its destination.
+//! - `policy-egress-node` (filter input): what a pod sends to the node's own addresses passes
+//!   the same egress rules, as Calico and Cilium do for pods that are not on the host network:
+//!   the node is not a pod, so only `ipBlock` peers (or rules without peers) allow it. Pods
+//!   reaching the API server through the `kubernetes` Service need such a rule, as upstream.
+//!   One exception: port 53, the cluster DNS, which berth serves from the node rather than
+//!   from a `kube-dns` pod that the usual "allow DNS" rules (a `kube-system` namespace or
+//!   `k8s-app: kube-dns` pod selector) would match.
 //! - `pol_<ns>_<name>_pods`: the IPs of the pods a policy selects.
 //! - `pol_<ns>_<name>_in<i>_peers` / `_eg<i>_peers`: the IPs of the pods the pod and namespace
 //!   selectors of rule `i` match; ipBlock peers are matched by prefix in the rule itself.
@@ -34,6 +41,7 @@ use crate::network::proxy::model::*;
 pub const TABLE: &str = "berth-policy";
 pub const EGRESS_CHAIN: &str = "policy-egress";
 pub const INGRESS_CHAIN: &str = "policy-ingress";
+pub const EGRESS_NODE_CHAIN: &str = "policy-egress-node";
 pub const EGRESS_ISOLATED_SET: &str = "policy-egress-isolated";
 pub const INGRESS_ISOLATED_SET: &str = "policy-ingress-isolated";
 /// Every namespace carries its name as this label (upstream sets it on create).
@@ -143,8 +151,21 @@ fn render_rules(policies: &[NetworkPolicy], pods: &[Pod], namespaces: &[Namespac
 
     let established = Rule(vec![Stmt::CtStateEstablished, Stmt::Accept]);
     let mut egress = vec![established.clone()];
-    egress.extend(egress_jumps);
+    egress.extend(egress_jumps.iter().cloned());
     egress.push(Rule(vec![
+        Stmt::SaddrInSet(EGRESS_ISOLATED_SET.into()),
+        Stmt::Drop,
+    ]));
+    let mut egress_node = vec![established.clone()];
+    egress_node.extend([Proto::Udp, Proto::Tcp].map(|proto| {
+        Rule(vec![
+            Stmt::L4Proto(proto),
+            Stmt::Dport { from: 53, to: 53 },
+            Stmt::Accept,
+        ])
+    }));
+    egress_node.extend(egress_jumps.iter().cloned());
+    egress_node.push(Rule(vec![
         Stmt::SaddrInSet(EGRESS_ISOLATED_SET.into()),
         Stmt::Drop,
     ]));
@@ -159,6 +180,13 @@ fn render_rules(policies: &[NetworkPolicy], pods: &[Pod], namespaces: &[Namespac
     // Service, DNATed in prerouting before this hook) always does, with the real pod address.
     rs.chains
         .insert(EGRESS_CHAIN.into(), chain(Some(forward(0)), egress));
+    let input = BaseChain {
+        kind: ChainKind::Filter,
+        hook: HookPoint::Input,
+        priority: 0,
+    };
+    rs.chains
+        .insert(EGRESS_NODE_CHAIN.into(), chain(Some(input), egress_node));
     rs.chains
         .insert(INGRESS_CHAIN.into(), chain(Some(forward(1)), ingress));
     rs.sets.insert(EGRESS_ISOLATED_SET.into(), egress_isolated);
@@ -684,6 +712,26 @@ mod tests {
             rules(&rs, EGRESS_CHAIN)[1],
             "ip saddr @pol_default_no-egress_pods jump pol_default_no-egress_egress"
         );
+    }
+
+    #[test]
+    fn what_pods_send_to_the_node_passes_the_same_egress_rules_except_cluster_dns() {
+        let (pods, namespaces) = cluster();
+        let rs = render(&sample()[3..], &pods, &namespaces);
+        let node = &rs.chains[EGRESS_NODE_CHAIN];
+        assert_eq!(node.base.map(|b| b.hook), Some(HookPoint::Input));
+        let egress = rules(&rs, EGRESS_CHAIN);
+        let to_node = rules(&rs, EGRESS_NODE_CHAIN);
+        assert_eq!(
+            to_node[..3],
+            [
+                "ct state established,related accept",
+                "meta l4proto udp th dport 53 accept",
+                "meta l4proto tcp th dport 53 accept",
+            ]
+        );
+        // Then exactly the forward chain's policy jumps and its isolation drop.
+        assert_eq!(to_node[3..], egress[1..]);
     }
 
     #[test]

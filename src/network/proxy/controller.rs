@@ -1,117 +1,278 @@
-//! The proxy's control loop: reflect Services and EndpointSlices from the API, and after each
-//! burst of changes (debounced) render the desired ruleset and apply the difference.
+//! The proxy's control loop: watch Services and EndpointSlices, and after each burst of changes
+//! (debounced from its first event) re-render only the Services involved and apply their difference.
 //! LoadBalancer Services get the node's addresses as their ingress, like k3s' ServiceLB.
 
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::{reflector, watcher, WatchStreamExt};
+use kube::runtime::watcher::{self, watcher, Event};
+use kube::runtime::WatchStreamExt;
 use kube::Api;
-use tokio::sync::Notify;
 
-use super::render::{is_proxied, render, ProxyConfig};
-use super::Applier;
+use super::incremental::{Cluster, ProxyRules, ServiceKey};
+use super::render::{is_proxied, slice_service, ProxyConfig};
 
-/// How long to wait after a change for the ones that usually come with it (a Service and its
-/// EndpointSlice, a rollout's endpoints), so they land in one batch.
-pub const DEBOUNCE: Duration = Duration::from_millis(10);
+/// How long after the first change of a burst to wait for the ones that usually come with it
+/// (a Service and its EndpointSlice, a rollout's endpoints), so they land in one batch. The
+/// wait starts at the first event, so no change waits longer than this for its batch.
+pub const DEBOUNCE: Duration = Duration::from_millis(5);
 /// Retry pause after a failed apply.
 const RETRY: Duration = Duration::from_secs(1);
 
+enum Change {
+    Service(Event<Service>),
+    Slice(Event<EndpointSlice>),
+}
+
+/// The cluster as the watches report it, and which Services changed since the last apply.
+#[derive(Default)]
+struct Tracker {
+    cluster: Cluster,
+    /// Which Service each slice (namespace, slice name) belonged to when last seen, so a slice
+    /// that moves or goes away re-renders the Service it left.
+    slice_owner: HashMap<(String, String), ServiceKey>,
+    changed: HashSet<ServiceKey>,
+    /// A watch re-listed: render everything once both lists are in.
+    resync: bool,
+    listing_services: Option<HashMap<ServiceKey, Service>>,
+    listing_slices: Option<Vec<EndpointSlice>>,
+    services_listed: bool,
+    slices_listed: bool,
+}
+
+impl Tracker {
+    fn ready(&self) -> bool {
+        self.services_listed && self.slices_listed
+    }
+
+    fn absorb(&mut self, change: Change) {
+        match change {
+            Change::Service(event) => self.service_event(event),
+            Change::Slice(event) => self.slice_event(event),
+        }
+    }
+
+    fn service_event(&mut self, event: Event<Service>) {
+        match event {
+            Event::Apply(service) => {
+                if let Some(key) = service_key(&service) {
+                    self.changed.insert(key.clone());
+                    self.cluster.services.insert(key, service);
+                }
+            }
+            Event::Delete(service) => {
+                if let Some(key) = service_key(&service) {
+                    self.cluster.services.remove(&key);
+                    self.changed.insert(key);
+                }
+            }
+            Event::Init => self.listing_services = Some(HashMap::new()),
+            Event::InitApply(service) => {
+                if let (Some(key), Some(listing)) =
+                    (service_key(&service), self.listing_services.as_mut())
+                {
+                    listing.insert(key, service);
+                }
+            }
+            Event::InitDone => {
+                if let Some(listing) = self.listing_services.take() {
+                    self.cluster.services = listing;
+                }
+                self.services_listed = true;
+                self.resync = true;
+            }
+        }
+    }
+
+    fn slice_event(&mut self, event: Event<EndpointSlice>) {
+        match event {
+            Event::Apply(slice) => self.put_slice(slice),
+            Event::Delete(slice) => {
+                if let Some(id) = slice_id(&slice) {
+                    self.drop_slice(&id);
+                }
+            }
+            Event::Init => self.listing_slices = Some(Vec::new()),
+            Event::InitApply(slice) => {
+                if let Some(listing) = self.listing_slices.as_mut() {
+                    listing.push(slice);
+                }
+            }
+            Event::InitDone => {
+                if let Some(listing) = self.listing_slices.take() {
+                    self.cluster.slices.clear();
+                    self.slice_owner.clear();
+                    for slice in listing {
+                        self.put_slice(slice);
+                    }
+                }
+                self.slices_listed = true;
+                self.resync = true;
+            }
+        }
+    }
+
+    fn put_slice(&mut self, slice: EndpointSlice) {
+        let Some(id) = slice_id(&slice) else {
+            return;
+        };
+        self.drop_slice(&id);
+        if let Some(owner) = slice_service(&slice) {
+            self.changed.insert(owner.clone());
+            self.slice_owner.insert(id.clone(), owner.clone());
+            self.cluster
+                .slices
+                .entry(owner)
+                .or_default()
+                .insert(id.1, slice);
+        }
+    }
+
+    fn drop_slice(&mut self, id: &(String, String)) {
+        if let Some(owner) = self.slice_owner.remove(id) {
+            if let Some(slices) = self.cluster.slices.get_mut(&owner) {
+                slices.remove(&id.1);
+                if slices.is_empty() {
+                    self.cluster.slices.remove(&owner);
+                }
+            }
+            self.changed.insert(owner);
+        }
+    }
+}
+
+fn service_key(service: &Service) -> Option<ServiceKey> {
+    Some((
+        service.metadata.namespace.clone()?,
+        service.metadata.name.clone()?,
+    ))
+}
+
+fn slice_id(slice: &EndpointSlice) -> Option<(String, String)> {
+    Some((
+        slice.metadata.namespace.clone()?,
+        slice.metadata.name.clone()?,
+    ))
+}
+
 /// Runs until the API watches end. `config.node_ips` are the addresses NodePorts answer on.
 pub async fn run(client: kube::Client, config: ProxyConfig) -> anyhow::Result<()> {
-    let mut applier = Some(tokio::task::spawn_blocking(Applier::open).await??);
-    let changed = Arc::new(Notify::new());
-
-    let (services, services_writer) = reflector::store::<Service>();
-    let (slices, slices_writer) = reflector::store::<EndpointSlice>();
-    let watch_services = watcher(
+    let node_ips = config.node_ips.clone();
+    let mut rules = Some(tokio::task::spawn_blocking(move || ProxyRules::open(config)).await??);
+    let services = watcher(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
     )
     .default_backoff()
-    .reflect(services_writer)
-    .touched_objects();
-    let watch_slices = watcher(
+    .map(|e| e.map(Change::Service));
+    let slices = watcher(
         Api::<EndpointSlice>::all(client.clone()),
         watcher::Config::default(),
     )
     .default_backoff()
-    .reflect(slices_writer)
-    .touched_objects();
-    let notify = changed.clone();
-    let mut events = std::pin::pin!(futures::stream::select(
-        watch_services.map(|r| r.map(|_| ())),
-        watch_slices.map(|r| r.map(|_| ())),
-    ));
-    let pump = async move {
-        while let Some(event) = events.next().await {
-            if let Err(e) = event {
-                tracing::warn!(error = %e, "proxy watch error");
-            }
-            notify.notify_one();
-        }
-    };
+    .map(|e| e.map(Change::Slice));
+    let mut events = std::pin::pin!(futures::stream::select(services, slices));
+    let mut tracker = Tracker::default();
 
-    let apply_loop = async {
-        services.wait_until_ready().await?;
-        slices.wait_until_ready().await?;
+    loop {
+        // Sleep until something changes, then gather the rest of the burst.
+        let Some(first) = events.next().await else {
+            anyhow::bail!("the proxy's watches ended");
+        };
+        let deadline = tokio::time::Instant::now() + DEBOUNCE;
+        let mut next = Some(first);
         loop {
-            tokio::time::sleep(DEBOUNCE).await;
-            let started = Instant::now();
-            let service_list: Vec<Service> =
-                services.state().iter().map(|s| (**s).clone()).collect();
-            let slice_list: Vec<EndpointSlice> =
-                slices.state().iter().map(|s| (**s).clone()).collect();
-            let desired = render(&service_list, &slice_list, &config);
-            let Some(mut current) = applier.take() else {
-                anyhow::bail!("the proxy's applier was lost");
-            };
-            let (back, outcome) = tokio::task::spawn_blocking(move || {
-                let outcome = current.apply(desired);
-                (current, outcome)
-            })
-            .await?;
-            applier = Some(back);
-            match outcome {
-                Ok(sent) => tracing::debug!(
-                    messages = sent.messages,
-                    bytes = sent.bytes,
-                    elapsed_us = started.elapsed().as_micros() as u64,
-                    "proxy rules applied"
-                ),
+            match next.take() {
+                Some(Ok(change)) => tracker.absorb(change),
+                Some(Err(e)) => tracing::warn!(error = %e, "proxy watch error"),
+                None => {}
+            }
+            tokio::select! {
+                event = events.next() => match event {
+                    Some(event) => next = Some(event),
+                    None => anyhow::bail!("the proxy's watches ended"),
+                },
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        if !tracker.ready() {
+            continue;
+        }
+        loop {
+            match apply(&client, &node_ips, &mut rules, &mut tracker).await? {
+                Ok(()) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "applying proxy rules failed; retrying");
                     tokio::time::sleep(RETRY).await;
-                    continue;
                 }
             }
-            publish_load_balancers(&client, &service_list, &config.node_ips).await;
-            changed.notified().await;
         }
-        #[allow(unreachable_code)]
-        Ok::<(), anyhow::Error>(())
-    };
-
-    tokio::select! {
-        () = pump => anyhow::bail!("the proxy's watches ended"),
-        result = apply_loop => result,
     }
+}
+
+/// Sends the changes the tracker gathered (or everything, after a re-list or a failure) and
+/// publishes LoadBalancer addresses for the Services involved.
+async fn apply(
+    client: &kube::Client,
+    node_ips: &[Ipv4Addr],
+    rules: &mut Option<ProxyRules>,
+    tracker: &mut Tracker,
+) -> anyhow::Result<Result<(), super::ProxyError>> {
+    let started = Instant::now();
+    let Some(mut current) = rules.take() else {
+        anyhow::bail!("the proxy's rules were lost");
+    };
+    let everything = tracker.resync || !current.in_sync();
+    let changed = std::mem::take(&mut tracker.changed);
+    let cluster = std::mem::take(&mut tracker.cluster);
+    // Rendering and the netlink round trip block; the cluster travels with them and back.
+    let (current, cluster, outcome) = tokio::task::spawn_blocking(move || {
+        let outcome = if everything {
+            current.sync_all(&cluster)
+        } else {
+            current.sync_changed(&cluster, &changed)
+        };
+        (current, cluster, outcome.map(|sent| (sent, changed)))
+    })
+    .await?;
+    *rules = Some(current);
+    tracker.cluster = cluster;
+    let (sent, changed) = match outcome {
+        Ok(done) => done,
+        Err(e) => return Ok(Err(e)),
+    };
+    tracker.resync = false;
+    tracing::debug!(
+        messages = sent.messages,
+        bytes = sent.bytes,
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "proxy rules applied"
+    );
+    let services: Vec<&Service> = if everything {
+        tracker.cluster.services.values().collect()
+    } else {
+        changed
+            .iter()
+            .filter_map(|key| tracker.cluster.services.get(key))
+            .collect()
+    };
+    publish_load_balancers(client, &services, node_ips).await;
+    Ok(Ok(()))
 }
 
 /// Sets `status.loadBalancer.ingress` of LoadBalancer Services to the node's addresses, where
 /// it is not so already.
 async fn publish_load_balancers(
     client: &kube::Client,
-    services: &[Service],
+    services: &[&Service],
     node_ips: &[Ipv4Addr],
 ) {
-    for service in services {
+    for service in services.iter().copied() {
         let spec = service.spec.as_ref();
         if spec.and_then(|s| s.type_.as_deref()) != Some("LoadBalancer") || !is_proxied(service) {
             continue;
@@ -165,4 +326,95 @@ pub fn node_ips(cluster_cidr: &crate::network::Ipv4Cidr) -> Vec<Ipv4Addr> {
         }
     }
     ips
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn service(name: &str) -> Service {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"clusterIP": "10.43.0.20", "ports": [{"port": 80}]},
+        }))
+        .unwrap()
+    }
+
+    fn slice(name: &str, service: &str) -> EndpointSlice {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.42.0.5"]}],
+        }))
+        .unwrap()
+    }
+
+    fn key(name: &str) -> ServiceKey {
+        ("default".into(), name.into())
+    }
+
+    fn listed() -> Tracker {
+        let mut tracker = Tracker::default();
+        tracker.absorb(Change::Service(Event::InitDone));
+        tracker.absorb(Change::Slice(Event::InitDone));
+        tracker.changed.clear();
+        tracker.resync = false;
+        tracker
+    }
+
+    #[test]
+    fn nothing_is_applied_before_both_lists_are_in() {
+        let mut tracker = Tracker::default();
+        tracker.absorb(Change::Service(Event::Init));
+        tracker.absorb(Change::Service(Event::InitApply(service("web"))));
+        tracker.absorb(Change::Service(Event::InitDone));
+        assert!(!tracker.ready());
+        tracker.absorb(Change::Slice(Event::Init));
+        tracker.absorb(Change::Slice(Event::InitDone));
+        assert!(tracker.ready() && tracker.resync);
+        assert!(tracker.cluster.services.contains_key(&key("web")));
+    }
+
+    #[test]
+    fn a_slice_change_marks_only_its_own_service() {
+        let mut tracker = listed();
+        tracker.absorb(Change::Service(Event::Apply(service("web"))));
+        tracker.absorb(Change::Service(Event::Apply(service("db"))));
+        tracker.changed.clear();
+        tracker.absorb(Change::Slice(Event::Apply(slice("web-1", "web"))));
+        assert_eq!(tracker.changed, HashSet::from([key("web")]));
+        assert_eq!(tracker.cluster.slices_of(&key("web")).len(), 1);
+        assert!(!tracker.resync);
+    }
+
+    #[test]
+    fn a_slice_that_moves_or_goes_re_renders_the_service_it_left() {
+        let mut tracker = listed();
+        tracker.absorb(Change::Slice(Event::Apply(slice("s-1", "web"))));
+        tracker.changed.clear();
+        tracker.absorb(Change::Slice(Event::Apply(slice("s-1", "db"))));
+        assert_eq!(tracker.changed, HashSet::from([key("web"), key("db")]));
+        assert!(tracker.cluster.slices_of(&key("web")).is_empty());
+        tracker.changed.clear();
+        tracker.absorb(Change::Slice(Event::Delete(slice("s-1", "db"))));
+        assert_eq!(tracker.changed, HashSet::from([key("db")]));
+        assert!(tracker.cluster.slices.is_empty());
+    }
+
+    #[test]
+    fn a_re_list_replaces_what_was_known_and_asks_for_a_full_sync() {
+        let mut tracker = listed();
+        tracker.absorb(Change::Service(Event::Apply(service("gone"))));
+        tracker.absorb(Change::Service(Event::Init));
+        tracker.absorb(Change::Service(Event::InitApply(service("web"))));
+        assert!(tracker.cluster.services.contains_key(&key("gone")));
+        tracker.absorb(Change::Service(Event::InitDone));
+        assert!(tracker.resync);
+        assert_eq!(
+            tracker.cluster.services.keys().collect::<Vec<_>>(),
+            [&key("web")]
+        );
+    }
 }

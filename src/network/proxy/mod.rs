@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod controller;
+pub mod incremental;
 pub mod model;
 pub mod netlink;
 pub mod render;

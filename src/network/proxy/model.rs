@@ -165,6 +165,8 @@ pub enum Stmt {
         to: u16,
     },
     Accept,
+    /// `iif != "lo"`: the packet did not arrive on loopback (index 1 in every namespace).
+    IifNotLoopback,
 }
 
 /// A named set, or a map whose values are verdicts.
@@ -297,6 +299,7 @@ impl Stmt {
             Stmt::Dport { from, to } if from == to => format!("th dport {from}"),
             Stmt::Dport { from, to } => format!("th dport {from}-{to}"),
             Stmt::Accept => "accept".into(),
+            Stmt::IifNotLoopback => "iif != \"lo\"".into(),
         }
     }
 }

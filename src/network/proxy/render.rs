@@ -74,6 +74,77 @@ pub fn render(services: &[Service], slices: &[EndpointSlice], config: &ProxyConf
     rs
 }
 
+/// What one Service adds to the ruleset: its own chains and sets, and its elements in the
+/// shared maps (which are present, possibly empty, so two fragments diff element by element).
+/// The skeleton merged with every Service's fragment is [`render`]'s result.
+pub fn render_fragment(
+    service: &Service,
+    slices: &[&EndpointSlice],
+    config: &ProxyConfig,
+) -> Ruleset {
+    let mut rs = shared_sets();
+    render_service(&mut rs, service, slices, config);
+    rs
+}
+
+/// The fixed chains and shared maps that belong to no Service.
+pub fn render_skeleton(config: &ProxyConfig) -> Ruleset {
+    skeleton(config)
+}
+
+/// The shared maps and sets with no elements: the common ground two fragments are diffed on.
+pub fn shared_sets() -> Ruleset {
+    let mut rs = Ruleset::default();
+    for (name, set) in shared_set_definitions() {
+        rs.sets.insert(name.into(), set);
+    }
+    rs
+}
+
+fn shared_set_definitions() -> [(&'static str, Set); 5] {
+    [
+        (SERVICES_MAP, Set::map(KeyType::Destination)),
+        (NODEPORTS_MAP, Set::map(KeyType::ProtoPort)),
+        (NO_ENDPOINTS_SET, Set::plain(KeyType::Destination)),
+        (NO_ENDPOINT_NODEPORTS_SET, Set::plain(KeyType::ProtoPort)),
+        (NODE_IPS_SET, Set::plain(KeyType::Addr)),
+    ]
+}
+
+/// Adds `fragment` to `into`; in a shared map the key claimed first keeps its value, as in
+/// [`render`].
+pub fn merge(into: &mut Ruleset, fragment: &Ruleset) {
+    for (name, chain) in &fragment.chains {
+        into.chains.insert(name.clone(), chain.clone());
+    }
+    for (name, set) in &fragment.sets {
+        match into.sets.get_mut(name) {
+            Some(existing) => {
+                for (key, value) in &set.elements {
+                    existing
+                        .elements
+                        .entry(*key)
+                        .or_insert_with(|| value.clone());
+                }
+            }
+            None => {
+                into.sets.insert(name.clone(), set.clone());
+            }
+        }
+    }
+}
+
+/// The (namespace, name) of the Service an EndpointSlice belongs to, if it is one the proxy
+/// reads (IPv4, labelled with its Service).
+pub fn slice_service(slice: &EndpointSlice) -> Option<(String, String)> {
+    if slice.address_type != "IPv4" {
+        return None;
+    }
+    let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    let namespace = slice.metadata.namespace.as_deref().unwrap_or("default");
+    Some((namespace.to_string(), service.clone()))
+}
+
 /// IPv4 EndpointSlices by (namespace, service name), so rendering stays linear in the number
 /// of slices however many services there are.
 fn slices_by_service(slices: &[EndpointSlice]) -> BTreeMap<(&str, &str), Vec<&EndpointSlice>> {
@@ -167,21 +238,14 @@ fn skeleton(config: &ProxyConfig) -> Ruleset {
             ]),
         ]),
     );
-    rs.sets
-        .insert(SERVICES_MAP.into(), Set::map(KeyType::Destination));
-    rs.sets
-        .insert(NODEPORTS_MAP.into(), Set::map(KeyType::ProtoPort));
-    rs.sets
-        .insert(NO_ENDPOINTS_SET.into(), Set::plain(KeyType::Destination));
-    rs.sets.insert(
-        NO_ENDPOINT_NODEPORTS_SET.into(),
-        Set::plain(KeyType::ProtoPort),
-    );
-    let mut node_ips = Set::plain(KeyType::Addr);
-    for ip in &config.node_ips {
-        node_ips.elements.insert(Key::Addr(*ip), None);
+    for (name, set) in shared_set_definitions() {
+        rs.sets.insert(name.into(), set);
     }
-    rs.sets.insert(NODE_IPS_SET.into(), node_ips);
+    if let Some(node_ips) = rs.sets.get_mut(NODE_IPS_SET) {
+        for ip in &config.node_ips {
+            node_ips.elements.insert(Key::Addr(*ip), None);
+        }
+    }
     rs
 }
 
@@ -715,6 +779,79 @@ mod tests {
         assert_eq!(
             diff("berth", &after, &after, &Stale::default()).messages(),
             0
+        );
+    }
+
+    fn fragments(services: &[Service], slices: &[EndpointSlice]) -> Vec<Ruleset> {
+        services
+            .iter()
+            .map(|service| {
+                let name = service.metadata.name.as_deref().unwrap();
+                let own: Vec<&EndpointSlice> = slices
+                    .iter()
+                    .filter(|s| slice_service(s).is_some_and(|(_, n)| n == name))
+                    .collect();
+                render_fragment(service, &own, &config())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_skeleton_merged_with_every_services_fragment_is_the_full_render() {
+        let (services, slices) = sample();
+        let mut whole = render_skeleton(&config());
+        for fragment in fragments(&services, &slices) {
+            merge(&mut whole, &fragment);
+        }
+        assert_eq!(whole, render(&services, &slices, &config()));
+    }
+
+    #[test]
+    fn diffing_one_services_fragments_sends_what_diffing_the_whole_table_sends() {
+        let (services, mut slices) = sample();
+        let before_all = render(&services, &slices, &config());
+        let before = fragments(&services[..1], &slices).remove(0);
+        slices[0] = slice(
+            "web",
+            8080,
+            vec![endpoint("10.42.0.5", "node-1", true, false)],
+        );
+        let after_all = render(&services, &slices, &config());
+        let after = fragments(&services[..1], &slices).remove(0);
+        let whole = diff("berth", &before_all, &after_all, &Stale::default()).finish();
+        let partial = diff("berth", &before, &after, &Stale::default()).finish();
+        assert_eq!(partial, whole);
+    }
+
+    #[test]
+    fn a_service_losing_its_endpoints_moves_from_the_services_map_to_the_reject_set() {
+        let (services, slices) = sample();
+        let before = fragments(&services[..1], &slices).remove(0);
+        let after = render_fragment(&services[0], &[], &config());
+        let key = Key::Destination(Ipv4Addr::new(10, 43, 0, 20), Proto::Tcp, 80);
+        assert!(before.sets[SERVICES_MAP].elements.contains_key(&key));
+        assert!(after.sets[NO_ENDPOINTS_SET].elements.contains_key(&key));
+        assert!(after.chains.is_empty(), "{:?}", after.chains.keys());
+        // Shared maps are diffed element by element, never recreated.
+        let (_, subjects) = diff("berth", &before, &after, &Stale::default()).finish();
+        let elements: Vec<&String> = subjects
+            .iter()
+            .filter(|s| s.starts_with("elements of"))
+            .collect();
+        assert_eq!(
+            elements,
+            [
+                "elements of proxy-no-endpoints (delete: false)",
+                "elements of proxy-services (delete: true)",
+            ],
+            "{subjects:?}"
+        );
+        // NFT_MSG_NEWSET and NFT_MSG_DELSET: no set is created or deleted.
+        assert!(
+            !subjects
+                .iter()
+                .any(|s| s.starts_with("add set") || s == "message type 11"),
+            "{subjects:?}"
         );
     }
 }
