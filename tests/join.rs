@@ -499,6 +499,9 @@ fn cpu_ticks(pid: u32) -> u64 {
 /// Ready, no pods), idle for a minute. Ignored by default: it takes a minute and a half and
 /// should measure an optimised build:
 /// `BERTH_TEST_BINARY=<optimised berth> cargo test --test join -- --ignored --nocapture agent_alone`
+/// The agent's binary should be a file the test's server does not run (a copy will do): on a
+/// worker node no server maps it, while here shared code pages would count in the server's
+/// favour and could not be handed back by the agent.
 #[test]
 #[ignore]
 fn agent_alone_idle_memory_and_cpu_over_a_minute() {
