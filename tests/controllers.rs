@@ -295,6 +295,15 @@ fn services_get_endpoint_slices_and_namespaces_get_their_defaults() {
         .as_str()
         .unwrap_or("")
         .contains("BEGIN CERTIFICATE"));
+    // The controller follows that one ConfigMap: deleted, it is published again.
+    server.kubectl_ok(&["delete", "configmap", "kube-root-ca.crt", "-n", "team"]);
+    assert!(
+        wait_until(TIMEOUT, || server
+            .kubectl(&["get", "configmap", "kube-root-ca.crt", "-n", "team"])
+            .status
+            .success()),
+        "kube-root-ca.crt is published again after a delete"
+    );
 
     apply(
         &server,

@@ -6,6 +6,7 @@
 //! and, for Updates only, the API version.
 
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 
 use super::fieldset::{self, Comparison, FieldSet};
 use crate::api::resources::Resource;
@@ -302,19 +303,28 @@ pub fn type_of(r: &Resource) -> Option<&'static str> {
 
 /// The part of `obj` a write to `part` may own: the main resource of a kind with a status
 /// subresource does not own status, the status subresource owns only status (upstream's reset
-/// fields). managedFields themselves are never compared.
-pub fn view(r: &Resource, part: Part, obj: &Value) -> Value {
+/// fields). managedFields themselves are never compared. Borrowed when that is all of `obj`
+/// (most writes to the main resource), since every write computes two views.
+pub fn view<'a>(r: &Resource, part: Part, obj: &'a Value) -> Cow<'a, Value> {
     let keep_only = |field: &str| {
         let mut out = Map::new();
         if let Some(v) = obj.get(field) {
             out.insert(field.to_string(), v.clone());
         }
-        Value::Object(out)
+        Cow::Owned(Value::Object(out))
     };
     match part {
         Part::Status | Part::Approval => keep_only("status"),
         Part::Finalize | Part::EphemeralContainers => keep_only("spec"),
         Part::Main => {
+            let has_status = r.has_status && obj.get("status").is_some();
+            let has_managed = obj
+                .get("metadata")
+                .and_then(|m| m.get("managedFields"))
+                .is_some();
+            if !has_status && !has_managed {
+                return Cow::Borrowed(obj);
+            }
             let mut out = obj.clone();
             if let Some(o) = out.as_object_mut() {
                 if r.has_status {
@@ -324,7 +334,7 @@ pub fn view(r: &Resource, part: Part, obj: &Value) -> Value {
             if let Some(m) = out.get_mut("metadata").and_then(Value::as_object_mut) {
                 m.remove("managedFields");
             }
-            out
+            Cow::Owned(out)
         }
     }
 }

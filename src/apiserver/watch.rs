@@ -39,6 +39,24 @@ impl Filter {
             || self.fields.as_ref().is_some_and(|s| !s.is_empty())
     }
 
+    /// Whether an event on `key` can concern this watch, judged from the key alone: a watch
+    /// selecting one name (`metadata.name=x`, how controllers follow one object across
+    /// namespaces) then skips decoding every other object's events. Names never change, so an
+    /// object with another name matched neither before nor after the event.
+    fn may_concern(&self, key: &str) -> bool {
+        if self.key.as_ref().is_some_and(|k| k != key) {
+            return false;
+        }
+        match self
+            .fields
+            .as_ref()
+            .and_then(|f| f.exact_match("metadata.name"))
+        {
+            Some(name) => key.rsplit('/').next() == Some(name),
+            None => true,
+        }
+    }
+
     fn matches(&self, obj: &Value) -> bool {
         matches_selectors(
             self.resource,
@@ -185,7 +203,7 @@ async fn pump(
 
 /// The watch event for a store event, or None when the client's filter hides it.
 fn encode(filter: &Filter, event: &Event) -> Option<Bytes> {
-    if filter.key.as_ref().is_some_and(|k| *k != event.kv.key) {
+    if !filter.may_concern(&event.kv.key) {
         return None;
     }
     let value = crate::crd::hooks::convert_raw(filter.resource, event.kv.value.clone());
@@ -328,5 +346,34 @@ mod tests {
             prev: None,
         };
         assert!(encode(&filter, &other).is_none());
+    }
+
+    #[test]
+    fn a_watch_selecting_one_name_across_namespaces_gets_only_that_names_events() {
+        let r = find("", "v1", "configmaps").unwrap();
+        let filter = Filter {
+            resource: r,
+            key: None,
+            labels: None,
+            fields: Some(FieldSelector::parse("metadata.name=root").unwrap()),
+        };
+        let event = |key: &str, name: &str, kind: EventKind| Event {
+            kind,
+            revision: 3,
+            kv: kv(
+                key,
+                json!({"metadata": {"name": name, "namespace": "d"}}),
+                3,
+            ),
+            prev: None,
+        };
+        let wanted = event("/core/configmaps/d/root", "root", EventKind::Put);
+        assert_eq!(parse(&encode(&filter, &wanted).unwrap())["type"], "ADDED");
+        let gone = event("/core/configmaps/e/root", "root", EventKind::Delete);
+        assert_eq!(parse(&encode(&filter, &gone).unwrap())["type"], "DELETED");
+        for kind in [EventKind::Put, EventKind::Delete] {
+            let other = event("/core/configmaps/d/rooted", "rooted", kind);
+            assert!(encode(&filter, &other).is_none());
+        }
     }
 }

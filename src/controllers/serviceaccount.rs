@@ -45,12 +45,18 @@ pub async fn run(client: kube::Client, ca_cert_pem: String) {
         .watches(accounts, watcher::Config::default(), |sa| {
             wake_namespace(&sa.metadata, DEFAULT_ACCOUNT)
         })
-        .watches(config_maps, watcher::Config::default(), |cm| {
+        // Only the one ConfigMap this controller writes: watching them all would decode and
+        // cache every ConfigMap of the cluster here, and cost every ConfigMap write that work.
+        .watches(config_maps, root_ca_only(), |cm| {
             wake_namespace(&cm.metadata, ROOT_CA_CONFIGMAP)
         })
         .run(reconcile, error_policy, context)
         .for_each(|_| async {})
         .await;
+}
+
+fn root_ca_only() -> watcher::Config {
+    watcher::Config::default().fields(&format!("metadata.name={ROOT_CA_CONFIGMAP}"))
 }
 
 fn wake_namespace(meta: &ObjectMeta, name: &str) -> Option<ObjectRef<Namespace>> {

@@ -1,6 +1,8 @@
 //! API core benchmarks, side by side in one run (the machine is noisy: ratios matter).
 //!
 //! Run: `cargo bench --bench api` (root: berth runs in a network namespace the bench creates).
+//! Before/after: `BERTH_BENCH_BASELINE=<other berth> BERTH_TEST_BINARY=<this berth> cargo bench
+//! --bench api` measures both, one after the other, and prints them side by side.
 //! Prints one table: idle RSS, GET and create latency against /livez, bytes written and fsyncs
 //! per 1,000 updates against etcd doing the same puts, and LIST of 10,000 ConfigMaps.
 
@@ -25,11 +27,52 @@ const VALUE_BYTES: usize = 2048;
 const LIST_OBJECTS: usize = 10_000;
 const LISTS: usize = 20;
 
+type Row = (String, String, String);
+
+/// With `BERTH_BENCH_BASELINE` naming another berth binary, the figures are measured for it
+/// first and then for this build (or `BERTH_TEST_BINARY`), and printed side by side.
 fn main() {
+    let this: std::path::PathBuf = std::env::var_os("BERTH_TEST_BINARY")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_berth").into());
+    let runs: Vec<(String, Vec<Row>)> = match std::env::var_os("BERTH_BENCH_BASELINE") {
+        Some(baseline) => {
+            let baseline = std::path::PathBuf::from(baseline);
+            vec![
+                ("baseline".to_string(), figures(&baseline)),
+                ("this build".to_string(), figures(&this)),
+            ]
+        }
+        None => vec![("figure".to_string(), figures(&this))],
+    };
+    let width = runs[0]
+        .1
+        .iter()
+        .map(|r| r.0.chars().count())
+        .max()
+        .unwrap_or(10);
+    let mut header = format!("\n{:width$}", "what");
+    for (label, _) in &runs {
+        header.push_str(&format!(" | {label:40} | goal"));
+    }
+    println!("{header}");
+    println!("{}", "-".repeat(width + 60 * runs.len()));
+    for (i, (what, _, _)) in runs[0].1.iter().enumerate() {
+        let mut line = format!("{what:width$}");
+        for (_, rows) in &runs {
+            let (_, figure, goal) = &rows[i];
+            line.push_str(&format!(" | {figure:40} | {goal}"));
+        }
+        println!("{line}");
+    }
+}
+
+/// Every figure of the table for one berth binary, in a network namespace of its own.
+fn figures(binary: &Path) -> Vec<Row> {
     let ns = Netns::new();
-    let server = BerthServer::start(&ns);
+    let server = BerthServer::start_binary(&ns, binary);
     let pid = server.pid().expect("server runs");
-    let mut rows: Vec<(String, String, String)> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
 
     // Once just after start, and once settled: berth hands start-up-only code pages back to the
     // kernel 10 s after it is ready (see runtime::memory).
@@ -88,14 +131,8 @@ fn main() {
         rss_breakdown(pid),
         String::new(),
     ));
-
-    let width = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(10);
-    println!("\n{:width$} | {:40} | goal", "what", "figure");
-    println!("{}", "-".repeat(width + 60));
-    for (what, figure, goal) in rows {
-        println!("{what:width$} | {figure:40} | {goal}");
-    }
     drop(server);
+    rows
 }
 
 /// A `/proc/<pid>/status` field in KiB.

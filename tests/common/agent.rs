@@ -20,7 +20,7 @@ pub struct Agent {
 
 impl Agent {
     pub fn command(ns: &Netns, dir: &Path, args: &[&str]) -> Command {
-        let mut cmd = ns.command(env!("CARGO_BIN_EXE_berth"));
+        let mut cmd = ns.command(&agent_binary().to_string_lossy());
         cmd.arg("agent")
             .arg("--data-dir")
             .arg(dir.join("data"))
@@ -103,6 +103,11 @@ impl Agent {
         std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
     }
 
+    /// The agent's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child
             .as_mut()
@@ -130,4 +135,12 @@ impl Drop for Agent {
             );
         }
     }
+}
+
+/// This build's berth, or `BERTH_TEST_BINARY` (an optimised build, for figures that must not
+/// measure a debug build), as the server harness does.
+fn agent_binary() -> std::path::PathBuf {
+    std::env::var_os("BERTH_TEST_BINARY")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_berth").into())
 }
