@@ -168,3 +168,24 @@ fn a_memory_hog_over_its_limit_is_oom_killed() {
     assert_eq!(terminated["reason"], "OOMKilled", "{pod:#}");
     assert_eq!(phase(&pod), "Failed");
 }
+
+#[test]
+fn a_guaranteed_pod_runs_with_the_oom_score_adj_of_its_class() {
+    let ns = Netns::new();
+    let cluster = Cluster::start(&ns);
+    let resources = serde_json::json!({"requests": {"cpu": "100m", "memory": "64Mi"},
+        "limits": {"cpu": "100m", "memory": "64Mi"}});
+    cluster.create(cluster.pod(
+        "guaranteed",
+        serde_json::json!({"restartPolicy": "Never", "containers": [{"name": "main",
+            "image": "busybox", "command": ["cat", "/proc/self/oom_score_adj"],
+            "resources": resources}]}),
+    ));
+    let done = cluster.wait_for("guaranteed", "Succeeded", |p| {
+        matches!(phase(p), "Succeeded" | "Failed")
+    });
+    assert_eq!(done["status"]["qosClass"], "Guaranteed", "{done:#}");
+    assert_eq!(phase(&done), "Succeeded", "{done:#}");
+    let logs = cluster.server.kubectl_ok(&["logs", "guaranteed"]);
+    assert_eq!(logs.trim(), "-997");
+}
