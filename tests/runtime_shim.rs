@@ -441,6 +441,36 @@ async fn oom_score_adj_applies_to_the_container_but_not_to_its_shim() {
     assert_eq!(shim_adj(), before);
 }
 
+/// Whether this process may lower its own oom_score_adj to `value` (CAP_SYS_RESOURCE).
+fn may_lower_oom_score_adj_to(value: i32) -> bool {
+    let own = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap();
+    let allowed = std::fs::write("/proc/self/oom_score_adj", value.to_string()).is_ok();
+    std::fs::write("/proc/self/oom_score_adj", own.trim()).unwrap();
+    allowed
+}
+
+#[tokio::test]
+async fn a_lower_oom_score_adj_than_the_host_allows_still_starts_the_container() {
+    let pod = Pod::start().await;
+    let shim_pid = pod.state().await.shim_pid;
+    let shim_adj = std::fs::read_to_string(format!("/proc/{shim_pid}/oom_score_adj")).unwrap();
+    let mut spec = pod.spec("low", "cat /proc/self/oom_score_adj");
+    spec.oom_score_adj = Some(-997);
+    pod.run(spec).await;
+    assert_eq!(pod.wait_exit("low").await.0, 0);
+    // With CAP_SYS_RESOURCE the container gets what it asked for; without, the shim's own.
+    let expected = if may_lower_oom_score_adj_to(-997) {
+        "-997".to_string()
+    } else {
+        shim_adj.trim().to_string()
+    };
+    assert!(
+        pod.log("low").contains(&format!("stdout F {expected}\n")),
+        "{}",
+        pod.log("low")
+    );
+}
+
 #[tokio::test]
 async fn exec_sync_runs_in_the_container_and_is_killed_at_its_timeout() {
     let pod = Pod::start().await;

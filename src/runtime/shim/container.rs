@@ -73,6 +73,29 @@ struct Created {
 
 const OOM_SCORE_ADJ: &str = "/proc/self/oom_score_adj";
 
+/// The oom_score_adj the shim can give a container that wants `wanted`. Going below the shim's
+/// own value needs CAP_SYS_RESOURCE, which a confined host (berth itself in a container, a
+/// restricted service unit) may withhold: the container then keeps the shim's own value, the
+/// lowest it may have, rather than failing to start.
+fn settable_oom_score_adj(wanted: i32) -> i32 {
+    let Some(own) = std::fs::read_to_string(OOM_SCORE_ADJ)
+        .ok()
+        .and_then(|v| v.trim().parse::<i32>().ok())
+    else {
+        return wanted;
+    };
+    if wanted >= own {
+        return wanted;
+    }
+    // Only the kernel knows (capabilities, oom_score_adj_min): try, then put ours back.
+    if std::fs::write(OOM_SCORE_ADJ, wanted.to_string()).is_ok() {
+        let _ = std::fs::write(OOM_SCORE_ADJ, own.to_string());
+        wanted
+    } else {
+        own
+    }
+}
+
 fn now() -> String {
     jiff::Timestamp::now().to_string()
 }
@@ -250,6 +273,17 @@ impl Container {
         rootfs: &Path,
         seccomp: Option<serde_json::Value>,
     ) -> Result<Created, ShimError> {
+        let settable = spec.oom_score_adj.map(settable_oom_score_adj);
+        let adjusted;
+        let spec = if settable != spec.oom_score_adj {
+            adjusted = ContainerSpec {
+                oom_score_adj: settable,
+                ..spec.clone()
+            };
+            &adjusted
+        } else {
+            spec
+        };
         let oci = build_spec(spec, rootfs, pod, seccomp, cgroup_namespace)?;
         let bundle = layout.bundle(&spec.name);
         std::fs::create_dir_all(&bundle).map_err(io_err("create dir", &bundle))?;
