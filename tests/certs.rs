@@ -33,13 +33,19 @@ fn api_port(server: &BerthServer) -> String {
 }
 
 fn served_cert(ns: &Netns, port: &str) -> Served {
-    let hello = ns
-        .command("openssl")
-        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .expect("run openssl s_client");
+    // Bounded and retried: one s_client that never finishes must not hang the whole test.
+    let hello = (0..5)
+        .map(|_| {
+            ns.command("timeout")
+                .args(["10", "openssl", "s_client", "-connect"])
+                .arg(format!("127.0.0.1:{port}"))
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output()
+                .expect("run openssl s_client")
+        })
+        .find(|out| out.stdout.windows(5).any(|w| w == b"BEGIN"))
+        .expect("openssl s_client got the served certificate");
     let mut x509 = Command::new("openssl")
         .args(["x509", "-noout", "-serial", "-enddate"])
         .stdin(Stdio::piped())

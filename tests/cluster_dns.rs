@@ -480,19 +480,34 @@ fn a_real_berth_server_serves_its_services_on_the_bridge_gateway() {
     .parse()
     .unwrap();
 
-    let slice = kubectl_ok(
-        &ns,
-        &kubeconfig,
-        &[
-            "get",
-            "endpointslice",
-            "kube-dns",
-            "-n",
-            "kube-system",
-            "-o",
-            "json",
-        ],
-    );
+    // DNS is published once the node has its pod CIDR, which the node IPAM assigns after start.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let slice = loop {
+        let out = ns
+            .command(&kubectl_path().to_string_lossy())
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args([
+                "get",
+                "endpointslice",
+                "kube-dns",
+                "-n",
+                "kube-system",
+                "-o",
+                "json",
+            ])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no kube-dns EndpointSlice: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
     let slice: serde_json::Value = serde_json::from_str(&slice).unwrap();
     assert_eq!(slice["endpoints"][0]["addresses"][0], "10.42.0.1");
     assert_eq!(

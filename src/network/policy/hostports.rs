@@ -66,11 +66,15 @@ pub fn render(pods: &[Pod], node_name: &str, node_ips: &[Ipv4Addr]) -> Ruleset {
                 hook: HookPoint::Postrouting,
                 priority: POSTROUTING_PRIORITY,
             }),
+            // Only what leaves loopback (a DNATed hostPort packet on its way to a pod):
+            // masquerading loopback-to-loopback traffic would rewrite every local connection,
+            // the API server's own clients among them.
             rules: vec![Rule(vec![
                 Stmt::Saddr {
                     cidr: loopback,
                     negate: false,
                 },
+                Stmt::OifNotLoopback,
                 Stmt::Masquerade,
             ])],
         },

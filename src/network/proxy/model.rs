@@ -167,6 +167,8 @@ pub enum Stmt {
     Accept,
     /// `iif != "lo"`: the packet did not arrive on loopback (index 1 in every namespace).
     IifNotLoopback,
+    /// `oif != "lo"`: the packet does not leave through loopback.
+    OifNotLoopback,
 }
 
 /// A named set, or a map whose values are verdicts.
@@ -300,6 +302,7 @@ impl Stmt {
             Stmt::Dport { from, to } => format!("th dport {from}-{to}"),
             Stmt::Accept => "accept".into(),
             Stmt::IifNotLoopback => "iif != \"lo\"".into(),
+            Stmt::OifNotLoopback => "oif != \"lo\"".into(),
         }
     }
 }

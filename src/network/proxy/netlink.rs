@@ -66,6 +66,7 @@ const PAYLOAD_TRANSPORT: u32 = 2;
 const META_MARK: u32 = 3;
 const META_L4PROTO: u32 = 16;
 const META_IIF: u32 = 4;
+const META_OIF: u32 = 5;
 /// The loopback device's index, the same in every network namespace.
 const LOOPBACK_IFINDEX: u32 = 1;
 const CMP_EQ: u32 = 0;
@@ -566,6 +567,10 @@ impl Batch {
             Stmt::Accept => out.push(immediate_verdict(NF_ACCEPT, None)),
             Stmt::IifNotLoopback => {
                 out.push(meta_load(REG_1, META_IIF));
+                out.push(cmp(CMP_NEQ, &LOOPBACK_IFINDEX.to_ne_bytes()));
+            }
+            Stmt::OifNotLoopback => {
+                out.push(meta_load(REG_1, META_OIF));
                 out.push(cmp(CMP_NEQ, &LOOPBACK_IFINDEX.to_ne_bytes()));
             }
         }
