@@ -14,13 +14,14 @@ mod common;
 
 use std::fs::File;
 use std::io::Read;
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::agent::Agent;
 use common::cluster::test_image;
 use common::netns::{connect, Netns};
+use common::podnet::{client_netns, reaches};
 use common::registry::Registry;
 use common::server::BerthServer;
 use common::wait_until;
@@ -241,57 +242,6 @@ impl TwoNodes {
 /// and all their containers are processes of this one machine).
 fn marker(n: u32) -> String {
     format!("{}{n:02}", 20_000_000 + std::process::id() % 1_000_000)
-}
-
-/// The process running `sleep <marker>`: a client pod's container.
-fn process_with_marker(marker: &str) -> Option<u32> {
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        if args.len() >= 2 && args[0].ends_with(b"sleep") && args[1] == marker.as_bytes() {
-            return Some(pid);
-        }
-    }
-    None
-}
-
-/// The network namespace of a running client pod, as a path to open.
-fn client_netns(marker: &str) -> PathBuf {
-    let mut pid = None;
-    wait_until(Duration::from_secs(60), || {
-        pid = process_with_marker(marker);
-        pid.is_some()
-    });
-    let pid = pid.unwrap_or_else(|| panic!("no container process sleeps {marker}"));
-    PathBuf::from(format!("/proc/{pid}/ns/net"))
-}
-
-/// Whether a TCP connection from inside `netns` to `addr` gets the server's "hi".
-fn reaches(netns: &Path, addr: &str) -> bool {
-    let netns = netns.to_path_buf();
-    let addr: SocketAddr = addr.parse().expect("socket address");
-    std::thread::spawn(move || {
-        let Ok(ns) = File::open(&netns) else {
-            return false;
-        };
-        if setns(&ns, CloneFlags::CLONE_NEWNET).is_err() {
-            return false;
-        }
-        let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(1500)) else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-        let mut answer = String::new();
-        let _ = stream.read_to_string(&mut answer);
-        answer.contains("hi")
-    })
-    .join()
-    .unwrap_or(false)
 }
 
 /// Asserts that `from` reaches `addr` (or not) within [`CONVERGE`], and still does right after.

@@ -31,6 +31,7 @@ pub mod agent;
 pub mod cluster;
 pub mod inside;
 pub mod netns;
+pub mod podnet;
 pub mod registry;
 pub mod server;
 pub mod tools;
