@@ -25,7 +25,7 @@ want_helm="v4."
 apt_packages=(
     iproute2 nftables skopeo docker-registry busybox-static umoci libseccomp-dev pkg-config
     runc etcd-server jq file curl ca-certificates python3-pip gcc libc6-dev libclang-dev strace
-    openssl squashfs-tools podman catatonit
+    openssl squashfs-tools podman catatonit snapd
 )
 
 log() { echo "install-test-deps: $*"; }

@@ -355,9 +355,14 @@ fn have(program: &str) -> bool {
 
 #[test]
 fn the_snap_is_classic_with_a_notify_daemon_and_runs_from_its_squashfs() {
+    // `snap pack` (Debian's snapd) validates meta/snap.yaml as the store would; the test
+    // dependencies install it, so a missing one is a failure, not a skip.
+    assert!(
+        have("snap"),
+        "snapd's `snap` is not installed (scripts/install-test-deps.sh)"
+    );
     let work = tempfile::tempdir().unwrap();
     let script = repo().join("packaging/build-snap.sh");
-    let packed = have("snap") || have("mksquashfs");
     let binary = stripped_berth(work.path());
     let out = Command::new(&script)
         .arg("amd64")
@@ -367,7 +372,7 @@ fn the_snap_is_classic_with_a_notify_daemon_and_runs_from_its_squashfs() {
         .output()
         .unwrap();
     assert!(
-        out.status.success() || !packed,
+        out.status.success(),
         "build-snap.sh failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -399,10 +404,6 @@ fn the_snap_is_classic_with_a_notify_daemon_and_runs_from_its_squashfs() {
         assert_eq!(yaml[key], snapcraft[key], "{key}");
     }
 
-    if !packed || !have("unsquashfs") {
-        eprintln!("neither snapd nor squashfs-tools: checked the prime directory only");
-        return;
-    }
     let snap = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     let listing = run_ok(Command::new("unsquashfs").arg("-l").arg(&snap));
     for path in [
@@ -414,16 +415,52 @@ fn the_snap_is_classic_with_a_notify_daemon_and_runs_from_its_squashfs() {
     ] {
         assert!(listing.lines().any(|l| l == path), "no {path} in {listing}");
     }
-    let unpacked = work.path().join("unpacked");
+    // Run berth from the mounted squashfs, as snapd would mount it.
+    let mountpoint = work.path().join("mnt");
+    std::fs::create_dir(&mountpoint).unwrap();
     run_ok(
-        Command::new("unsquashfs")
-            .args(["-q", "-d"])
-            .arg(&unpacked)
-            .arg(&snap),
+        Command::new("mount")
+            .args(["-t", "squashfs", "-o", "loop,ro"])
+            .arg(&snap)
+            .arg(&mountpoint),
     );
-    let version = run_ok(Command::new(unpacked.join("bin/berth")).arg("version"));
+    let version = Command::new(mountpoint.join("bin/berth"))
+        .arg("version")
+        .output();
+    let unmounted = Command::new("umount").arg(&mountpoint).status();
+    let version = version.unwrap();
+    assert!(unmounted.is_ok_and(|s| s.success()), "umount failed");
     assert_eq!(
-        version.trim(),
+        String::from_utf8_lossy(&version.stdout).trim(),
         format!("berth version {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn snap_pack_refuses_a_snap_yaml_the_store_would_refuse() {
+    assert!(
+        have("snap"),
+        "snapd's `snap` is not installed (scripts/install-test-deps.sh)"
+    );
+    let work = tempfile::tempdir().unwrap();
+    let prime = work.path().join("prime");
+    std::fs::create_dir_all(prime.join("meta")).unwrap();
+    // An upper-case snap name is invalid in the store; `snap pack` must say so.
+    std::fs::write(
+        prime.join("meta/snap.yaml"),
+        "name: Berth\nversion: '1'\nsummary: s\ndescription: d\nconfinement: classic\n",
+    )
+    .unwrap();
+    let out = Command::new("snap")
+        .arg("pack")
+        .arg(&prime)
+        .arg(work.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "snap pack accepted an invalid name");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid snap name"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
