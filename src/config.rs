@@ -310,6 +310,9 @@ pub struct PkiConfig {
     pub cert_validity_seconds: Option<u64>,
     /// For tests: overrides `rotate_before_days` with seconds.
     pub rotate_before_seconds: Option<u64>,
+    /// Lifetime of the node client certificates signed for joined agents (upstream's
+    /// `--cluster-signing-duration`); default a year. Agents renew theirs at 70-90 % of it.
+    pub node_cert_validity_seconds: Option<u64>,
 }
 
 impl Default for PkiConfig {
@@ -321,6 +324,7 @@ impl Default for PkiConfig {
             check_interval_seconds: 60,
             cert_validity_seconds: None,
             rotate_before_seconds: None,
+            node_cert_validity_seconds: None,
         }
     }
 }
@@ -336,6 +340,10 @@ impl PkiConfig {
                 .rotate_before_seconds
                 .map_or_else(|| days(self.rotate_before_days), Duration::from_secs),
         }
+    }
+
+    pub fn node_cert_validity(&self) -> Duration {
+        Duration::from_secs(self.node_cert_validity_seconds.unwrap_or(365 * 24 * 3600))
     }
 
     pub fn warn_before(&self) -> Duration {

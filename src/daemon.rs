@@ -131,6 +131,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         crate::runtime::ShimRuntime::new(config.data_dir.join("pods"))
             .context("cannot locate the berth binary")?,
     );
+    api.set_kubelet_client(Arc::new(
+        crate::apiserver::kubelet_proxy::KubeletClient::new(config.node_name(), pki.clone()),
+    ));
     let client_address = client_address(bound);
     api.set_server_address(client_address.to_string());
     let router = api.router();
@@ -208,6 +211,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let config = config.clone();
         let ca_cert_pem = pki.ca_cert_pem.clone();
         let join_pki = std::sync::Arc::new(pki.clone());
+        let node_cert_validity = config.pki.node_cert_validity();
         move |components: &mut JoinSet<anyhow::Result<()>>| {
             let controllers = crate::client::in_process(
                 router.clone(),
@@ -340,7 +344,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 // Joining workers: CSR approval and signing, node pod CIDRs.
                 crate::join::server::start_controllers(
                     &client,
-                    join_pki.clone(),
+                    crate::join::csr::Signer {
+                        pki: join_pki.clone(),
+                        duration: node_cert_validity,
+                    },
                     cluster_cidr,
                     components,
                 );

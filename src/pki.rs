@@ -541,7 +541,10 @@ fn new_ca() -> Result<(String, String), PkiError> {
 fn leaf_params(validity: Duration) -> Result<CertificateParams, PkiError> {
     let now = unix_now();
     let mut params = CertificateParams::default();
-    params.not_before = rcgen::date_time_ymd(1970, 1, 1) + now.saturating_sub(BACKDATE);
+    // A short-lived certificate is backdated in proportion: an hour would be most of the
+    // lifetime its holder plans its renewal by.
+    let backdate = BACKDATE.min(validity / 10);
+    params.not_before = rcgen::date_time_ymd(1970, 1, 1) + now.saturating_sub(backdate);
     params.not_after = rcgen::date_time_ymd(1970, 1, 1) + now + validity;
     params.serial_number = Some(random_serial());
     params.is_ca = IsCa::ExplicitNoCa;

@@ -49,6 +49,11 @@ struct TwoNodes {
 
 impl TwoNodes {
     fn start(backend: &str) -> TwoNodes {
+        TwoNodes::start_with(backend, "")
+    }
+
+    /// Like `start`, with `server_extra` (TOML, top-level tables) in the server's config.
+    fn start_with(backend: &str, server_extra: &str) -> TwoNodes {
         let server_ns = Netns::new();
         let agent_ns = Netns::new();
         connect(
@@ -65,7 +70,7 @@ impl TwoNodes {
         }
         let network = format!("[network]\nbackend = \"{backend}\"\n");
         let server_config = format!(
-            "{network}[registries.mirrors.\"docker.io\"]\nendpoints = [\"http://{}\"]\n",
+            "{network}{server_extra}\n[registries.mirrors.\"docker.io\"]\nendpoints = [\"http://{}\"]\n",
             registries[0].addr()
         );
         let server = BerthServer::start_listening_with_config(
@@ -541,4 +546,256 @@ fn throughput_for(backend: &str, first_marker: u32) {
 fn cross_node_throughput_against_same_node() {
     throughput_for("host-gw", 5);
     throughput_for("vxlan", 8);
+}
+
+/// What `kubectl port-forward` of `pod` to `port` answers on a connection that sends nothing:
+/// kubectl forwards from the server's namespace, the API server proxies to the agent's kubelet.
+fn port_forward_answer(nodes: &TwoNodes, pod: &str, port: u16, websockets: bool) -> String {
+    use std::io::{BufRead, BufReader};
+    let local = 19_000 + (std::process::id() % 1_000) as u16 + u16::from(websockets);
+    let mut child = nodes
+        .server
+        .command(&common::tools::kubectl())
+        .args(["port-forward", pod, &format!("{local}:{port}")])
+        .env(
+            "KUBECTL_PORT_FORWARD_WEBSOCKETS",
+            if websockets { "true" } else { "false" },
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let ready = rx
+        .recv_timeout(Duration::from_secs(30))
+        .is_ok_and(|line| line.contains("Forwarding from"));
+    let answer = ready.then(|| {
+        common::inside::in_netns(&nodes.server_ns.name, move || {
+            let mut conn = TcpStream::connect(("127.0.0.1", local)).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            let mut answer = String::new();
+            let _ = conn.read_to_string(&mut answer);
+            answer
+        })
+    });
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    answer.unwrap_or_else(|| {
+        panic!(
+            "kubectl port-forward never got ready: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+/// Resolves `name` inside `pod` with busybox's nslookup (through `kubectl exec`, itself a
+/// proxied stream for a pod on the agent); the first address after the answer's name.
+fn resolve_in(nodes: &TwoNodes, pod: &str, name: &str) -> String {
+    let script = format!(
+        "nslookup {name} | awk '/^Name:/ {{found=1}} found && /^Address/ {{print $2; exit}}'"
+    );
+    let mut last = String::new();
+    wait_until(CONVERGE, || {
+        let out = nodes
+            .server
+            .kubectl(&["exec", pod, "--", "sh", "-c", &script]);
+        last = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        out.status.success() && !last.is_empty()
+    });
+    last
+}
+
+/// `kubectl logs/exec/port-forward` of a pod on the agent reach it through the agent's kubelet
+/// API (the API server proxies to the Node's kubelet endpoint); the pod resolves the API's and
+/// a Service's names through the cluster DNS (served on the server, reached over the pod
+/// network); the server's own pods are served as before.
+#[test]
+fn kubectl_logs_exec_and_port_forward_reach_a_pod_on_the_agent_which_resolves_cluster_names() {
+    let nodes = TwoNodes::start("host-gw");
+    let kubelet_port = nodes.server.kubectl_ok(&[
+        "get",
+        "node",
+        &nodes.agent_node,
+        "-o",
+        "jsonpath={.status.daemonEndpoints.kubeletEndpoint.Port}",
+    ]);
+    assert_eq!(kubelet_port.trim(), "10250");
+    nodes.create(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "talker", "labels": {"app": "talker"}},
+        "spec": {"nodeName": nodes.agent_node, "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "main", "image": "busybox",
+                "command": ["sh", "-c", "echo hello-from-the-agent; exec nc -ll -p 8080 -e echo pong"]}]}}));
+    nodes.create(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "local"},
+        "spec": {"nodeName": nodes.server_node, "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "main", "image": "busybox",
+                "command": ["sh", "-c", "echo hello-from-the-server; exec sleep 3600"]}]}}));
+    nodes.running_ip("talker");
+    nodes.running_ip("local");
+    let service_ip = nodes.service("talker-svc", "talker");
+
+    let mut logs = String::new();
+    let logged = wait_until(Duration::from_secs(20), || {
+        logs = nodes.server.kubectl_ok(&["logs", "talker"]);
+        logs.contains("hello-from-the-agent")
+    });
+    assert!(logged, "kubectl logs of the agent's pod: {logs:?}");
+    assert_eq!(
+        nodes.server.kubectl_ok(&["logs", "local"]).trim(),
+        "hello-from-the-server"
+    );
+
+    assert_eq!(
+        nodes
+            .server
+            .kubectl_ok(&["exec", "talker", "--", "echo", "exec-on-the-agent"]),
+        "exec-on-the-agent\n"
+    );
+    let failed = nodes
+        .server
+        .kubectl(&["exec", "talker", "--", "sh", "-c", "exit 3"]);
+    assert_eq!(failed.status.code(), Some(3), "the exit code comes back");
+    let stdin = nodes
+        .server
+        .kubectl_stdin(&["exec", "-i", "talker", "--", "cat"], "through-stdin\n");
+    assert_eq!(String::from_utf8_lossy(&stdin.stdout), "through-stdin\n");
+
+    assert_eq!(
+        port_forward_answer(&nodes, "pod/talker", 8080, true),
+        "pong\n"
+    );
+    assert_eq!(
+        port_forward_answer(&nodes, "pod/talker", 8080, false),
+        "pong\n"
+    );
+
+    assert_eq!(
+        resolve_in(&nodes, "talker", "kubernetes.default.svc.cluster.local"),
+        "10.43.0.1"
+    );
+    assert_eq!(
+        resolve_in(&nodes, "talker", "talker-svc.default.svc.cluster.local"),
+        service_ip
+    );
+    // Short names (`kubernetes.default`, `talker-svc`) are the resolver's search list, which
+    // busybox's nslookup does not apply: the pod's resolv.conf carries it.
+    let resolv = nodes
+        .server
+        .kubectl_ok(&["exec", "talker", "--", "cat", "/etc/resolv.conf"]);
+    assert!(
+        resolv.contains("nameserver 10.43.0.10")
+            && resolv.contains("search default.svc.cluster.local svc.cluster.local cluster.local"),
+        "{resolv}"
+    );
+    nodes.delete_pods();
+}
+
+/// `(serial, not after)` of the agent's node client certificate on disk.
+fn node_cert(agent: &Agent) -> (String, i64) {
+    let pem = std::fs::read(agent.data_dir().join("agent").join("client.crt")).unwrap();
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+    let cert = pem.parse_x509().unwrap();
+    (
+        cert.raw_serial_as_string(),
+        cert.validity().not_after.timestamp(),
+    )
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// With node certificates signed for a minute, the agent renews its own through the CSR API
+/// (70-90 % into the lifetime) again and again; after the first one has expired and the server
+/// restarted (so every connection is made anew), the agent still works as its node, and its
+/// pod ran on undisturbed all along.
+#[test]
+fn an_agent_renews_its_short_lived_certificate_without_restarting_its_pods() {
+    let mut nodes = TwoNodes::start_with("host-gw", "[pki]\nnode_cert_validity_seconds = 60\n");
+    let (first_serial, first_expiry) = node_cert(&nodes.agent);
+    assert!(
+        first_expiry - now() <= 60,
+        "the node certificate lives a minute: {}",
+        first_expiry - now()
+    );
+    nodes.client_pod("steady", &nodes.agent_node.clone(), &marker(40));
+    nodes.running_ip("steady");
+    let container = |nodes: &TwoNodes| {
+        nodes.server.kubectl_ok(&[
+            "get",
+            "pod",
+            "steady",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].containerID} {.status.containerStatuses[0].restartCount}",
+        ])
+    };
+    let before = container(&nodes);
+    let agent_pid = nodes.agent.pid();
+
+    let renewed = wait_until(Duration::from_secs(90), || {
+        node_cert(&nodes.agent).0 != first_serial
+    });
+    assert!(
+        renewed,
+        "the certificate was renewed:\n{}",
+        nodes.agent.log()
+    );
+    let (_, renewed_expiry) = node_cert(&nodes.agent);
+    assert!(renewed_expiry > first_expiry);
+    let approved = nodes.server.kubectl_ok(&[
+        "get",
+        "csr",
+        "-o",
+        "jsonpath={range .items[*]}{.spec.username} {.status.conditions[0].type}{\"\\n\"}{end}",
+    ]);
+    assert!(
+        approved.contains(&format!("system:node:{} Approved", nodes.agent_node)),
+        "the node asked for its renewal itself: {approved}"
+    );
+
+    // Past the first certificate's end, every connection made anew.
+    let wait = first_expiry + 2 - now();
+    if wait > 0 {
+        std::thread::sleep(Duration::from_secs(wait as u64));
+    }
+    nodes.server.kill9();
+    nodes.server.restart();
+    nodes.client_pod("after-expiry", &nodes.agent_node.clone(), &marker(41));
+    nodes.running_ip("after-expiry");
+    let heartbeat = |nodes: &TwoNodes| {
+        nodes.server.kubectl_ok(&[
+            "get",
+            "lease",
+            "-n",
+            "kube-node-lease",
+            &nodes.agent_node,
+            "-o",
+            "jsonpath={.spec.renewTime}",
+        ])
+    };
+    let last_beat = heartbeat(&nodes);
+    assert!(
+        wait_until(Duration::from_secs(30), || heartbeat(&nodes) != last_beat),
+        "the node's lease is renewed after the restart"
+    );
+    assert_eq!(nodes.agent.pid(), agent_pid, "the agent never restarted");
+    assert!(nodes.agent.is_running());
+    assert_eq!(
+        container(&nodes),
+        before,
+        "the pod's container ran on untouched"
+    );
+    nodes.delete_pods();
 }

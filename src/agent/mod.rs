@@ -13,6 +13,7 @@
 //! - [`backoff`]: the restart back-off curve.
 //! - [`eviction`]: node-pressure eviction, pressure conditions and the node's image list.
 //! - [`image_gc`]: image garbage collection.
+//! - [`kubelet_api`]: a worker node's HTTPS kubelet API (logs, exec, attach, port-forward).
 
 pub mod backoff;
 pub mod claims;
@@ -20,6 +21,7 @@ pub mod env;
 pub mod eviction;
 pub mod grpc_probe;
 pub mod image_gc;
+pub mod kubelet_api;
 pub mod node;
 pub mod pods;
 pub mod probes;

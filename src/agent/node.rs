@@ -32,6 +32,8 @@ pub struct NodeFacts {
     pub machine_id: String,
     pub boot_id: String,
     pub pod_cidr: Option<String>,
+    /// The port of the node's kubelet API, published so the API server can reach it.
+    pub kubelet_port: Option<u16>,
 }
 
 impl NodeFacts {
@@ -60,6 +62,7 @@ impl NodeFacts {
             machine_id: read_trimmed("/etc/machine-id"),
             boot_id: read_trimmed("/proc/sys/kernel/random/boot_id"),
             pod_cidr,
+            kubelet_port: None,
         }
     }
 
@@ -145,6 +148,13 @@ impl NodeFacts {
             ),
             capacity: Some(capacity),
             allocatable: Some(allocatable),
+            daemon_endpoints: self.kubelet_port.map(|port| {
+                k8s_openapi::api::core::v1::NodeDaemonEndpoints {
+                    kubelet_endpoint: Some(k8s_openapi::api::core::v1::DaemonEndpoint {
+                        port: i32::from(port),
+                    }),
+                }
+            }),
             // MemoryPressure and DiskPressure are posted by the eviction manager, which
             // measures them (see `agent::eviction`).
             conditions: Some(vec![
@@ -324,7 +334,19 @@ mod tests {
             machine_id: "m".into(),
             boot_id: "b".into(),
             pod_cidr: Some("10.42.0.0/24".into()),
+            kubelet_port: Some(10250),
         }
+    }
+
+    #[test]
+    fn the_status_publishes_the_kubelet_port_for_the_api_server() {
+        let now = Time(jiff::Timestamp::now());
+        let status = facts().status(&now, true);
+        let port = status
+            .daemon_endpoints
+            .and_then(|d| d.kubelet_endpoint)
+            .map(|e| e.port);
+        assert_eq!(port, Some(10250));
     }
 
     #[test]

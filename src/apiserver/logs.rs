@@ -1,9 +1,9 @@
 //! `GET pods/<name>/log`: container logs read from the CRI log files the pod shims write
 //! (`<logs>/<ns>_<pod>_<uid>/<container>/<restartCount>.log`, rotated to `.1`, `.2`, ...).
-//! Single node for now: the files are local. A remote agent will answer this itself.
+//! The files are on the node that runs the pod: the API server reads its own node's, an
+//! agent's kubelet API reads the agent's (see `stream::node`).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -11,7 +11,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::ApiServer;
+use super::stream::node::PodNode;
 use crate::api::{ApiError, ApiResult};
 
 /// How often a followed log is checked for new lines.
@@ -225,22 +225,16 @@ fn limit(mut text: String, limit: Option<usize>) -> String {
     text
 }
 
-/// Serves `GET pods/<name>/log`.
+/// Serves `GET pods/<name>/log` from the node that runs the pod.
 pub async fn serve(
-    server: &Arc<ApiServer>,
+    node: &PodNode,
     namespace: &str,
     name: &str,
     query: Option<&str>,
 ) -> ApiResult<Response> {
     let options = LogOptions::parse(query)?;
-    let logs_dir = server
-        .pod_logs_dir()
-        .ok_or_else(|| ApiError::unavailable("no node serves container logs"))?;
-    let pods = crate::api::resources::find("", "v1", "pods")
-        .ok_or_else(|| ApiError::internal("pods are not a known resource"))?;
-    let raw = server.registry.get(pods, namespace, name)?;
-    let pod: Value =
-        serde_json::from_slice(&raw).map_err(|e| ApiError::internal(format!("stored pod: {e}")))?;
+    let logs_dir = node.logs_dir.clone();
+    let pod = node.pod(namespace, name).await?;
     let (path, container) = locate(&logs_dir, &pod, &options)?;
     let files = with_rotations(&path);
     let text = {
@@ -264,7 +258,7 @@ pub async fn serve(
     // Follow: send what is there, then what is appended, until the container is no longer
     // running (or the pod is gone), or the client leaves.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
-    let server = server.clone();
+    let node = node.clone();
     let namespace = namespace.to_string();
     let name = name.to_string();
     let mut offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
@@ -281,7 +275,7 @@ pub async fn serve(
         let mut carry = String::new();
         loop {
             tokio::time::sleep(FOLLOW_POLL).await;
-            let running = container_running(&server, pods, &namespace, &name, &container);
+            let running = node.container_running(&namespace, &name, &container).await;
             let grown = match tokio::fs::read(&path).await {
                 Ok(bytes) if (bytes.len() as u64) > offset => {
                     let new = String::from_utf8_lossy(&bytes[offset as usize..]).into_owned();
@@ -323,46 +317,6 @@ pub async fn serve(
         rx.recv().await.map(|item| (item, rx))
     });
     plain(Body::from_stream(stream))
-}
-
-/// True while `container` of the pod has not terminated (`pods/attach` follows it until then).
-pub(super) fn still_running(
-    server: &ApiServer,
-    namespace: &str,
-    name: &str,
-    container: &str,
-) -> bool {
-    crate::api::resources::find("", "v1", "pods")
-        .is_some_and(|pods| container_running(server, pods, namespace, name, container))
-}
-
-fn container_running(
-    server: &ApiServer,
-    pods: &crate::api::resources::Resource,
-    namespace: &str,
-    name: &str,
-    container: &str,
-) -> bool {
-    let Ok(raw) = server.registry.get(pods, namespace, name) else {
-        return false;
-    };
-    let Ok(pod) = serde_json::from_slice::<Value>(&raw) else {
-        return false;
-    };
-    [
-        "containerStatuses",
-        "initContainerStatuses",
-        "ephemeralContainerStatuses",
-    ]
-    .iter()
-    .flat_map(|k| {
-        pod.pointer(&format!("/status/{k}"))
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-    })
-    .find(|s| s.get("name").and_then(Value::as_str) == Some(container))
-    .is_some_and(|s| s.pointer("/state/terminated").is_none())
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub mod auth_limit;
 pub mod authn;
 pub mod discovery;
 mod fieldset;
+pub mod kubelet_proxy;
 pub(crate) mod logs;
 pub(crate) mod managed;
 pub mod metrics;
@@ -58,6 +59,8 @@ pub struct ApiServer {
     rbac: std::sync::OnceLock<Arc<rbac::Rbac>>,
     /// This node's resource usage, for `metrics.k8s.io` (set when the node runs pods).
     metrics: std::sync::OnceLock<crate::metrics::Metrics>,
+    /// Reaches other nodes' kubelets for their pods' logs and streams.
+    kubelet_client: std::sync::OnceLock<Arc<kubelet_proxy::KubeletClient>>,
 }
 
 impl ApiServer {
@@ -72,6 +75,7 @@ impl ApiServer {
             pod_runtime: std::sync::OnceLock::new(),
             rbac: std::sync::OnceLock::new(),
             metrics: std::sync::OnceLock::new(),
+            kubelet_client: std::sync::OnceLock::new(),
         })
     }
 
@@ -106,6 +110,15 @@ impl ApiServer {
 
     pub(crate) fn pod_runtime(&self) -> Option<crate::runtime::ShimRuntime> {
         self.pod_runtime.get().cloned()
+    }
+
+    /// Pods not on this server's own node are reached through their kubelets from now on.
+    pub fn set_kubelet_client(&self, client: Arc<kubelet_proxy::KubeletClient>) {
+        let _ = self.kubelet_client.set(client);
+    }
+
+    pub(crate) fn kubelet_client(&self) -> Option<Arc<kubelet_proxy::KubeletClient>> {
+        self.kubelet_client.get().cloned()
     }
 
     /// Every request is authorized by `rbac` from now on.

@@ -58,30 +58,12 @@ async fn dispatch(
         let body = read_json(server, request).await?;
         return bind_pod(server, &namespace, &name, &body, query.dry_run).await;
     }
-    if r.group.is_empty() && r.plural == "pods" && target.subresource.as_deref() == Some("log") {
-        if method != Method::GET {
-            return Err(ApiError::method_not_allowed(method.as_str(), "pods/log"));
-        }
-        let name = target.name.clone().unwrap_or_default();
-        return super::logs::serve(server, &namespace, &name, request.uri().query()).await;
-    }
     if target.subresource.as_deref() == Some("scale") && crate::crd::hooks::scale_of(r).is_some() {
         return custom_scale(server, &target, &query, request).await;
     }
-    if r.group.is_empty() && r.plural == "pods" && target.subresource.as_deref() == Some("exec") {
+    if let Some(stream) = pod_stream(r, target.subresource.as_deref()) {
         let name = target.name.clone().unwrap_or_default();
-        return super::stream::serve_exec(server, &namespace, &name, request).await;
-    }
-    if r.group.is_empty() && r.plural == "pods" && target.subresource.as_deref() == Some("attach") {
-        let name = target.name.clone().unwrap_or_default();
-        return super::stream::serve_attach(server, &namespace, &name, request).await;
-    }
-    if r.group.is_empty()
-        && r.plural == "pods"
-        && target.subresource.as_deref() == Some("portforward")
-    {
-        let name = target.name.clone().unwrap_or_default();
-        return super::stream::portforward::serve(server, &namespace, &name, request).await;
+        return super::kubelet_proxy::serve(server, stream, &namespace, &name, request).await;
     }
     if let Some(sub) = target.subresource.as_deref() {
         if super::subresources::serves(r, sub) {
@@ -542,4 +524,22 @@ async fn delete_options(
         }
     }
     Ok(opts)
+}
+
+/// The streaming pod subresource a request is for, if any.
+fn pod_stream(
+    r: &crate::api::resources::Resource,
+    subresource: Option<&str>,
+) -> Option<super::kubelet_proxy::Subresource> {
+    use super::kubelet_proxy::Subresource;
+    if !(r.group.is_empty() && r.plural == "pods") {
+        return None;
+    }
+    match subresource? {
+        "log" => Some(Subresource::Log),
+        "exec" => Some(Subresource::Exec),
+        "attach" => Some(Subresource::Attach),
+        "portforward" => Some(Subresource::PortForward),
+        _ => None,
+    }
 }

@@ -1,6 +1,7 @@
 //! `berth agent`: a worker node. It joins (see [`super::bootstrap`]) and then runs only a
 //! node's parts against the remote API over HTTPS with its own certificate: the Node heartbeat,
-//! the pod workers, the service proxy and network policy. No store, controllers or scheduler.
+//! the pod workers, the kubelet API, the service proxy and network policy, and the renewal of
+//! its certificate. No store, controllers or scheduler.
 //!
 //! Running pods do not depend on the agent: shims own them. When the server is away, the
 //! watches retry with back-off and the heartbeat keeps trying, so the agent picks up again
@@ -47,15 +48,48 @@ pub async fn run(config: Config, options: AgentOptions) -> anyhow::Result<()> {
         node_name: &node_name,
     };
     let identity = bootstrap::ensure_identity(&config.data_dir, &join).await?;
-    let client = bootstrap::node_client(&options.server_url, &identity)?;
+    let cert = std::sync::Arc::new(super::rotation::NodeCert::new(&identity)?);
+    let client = bootstrap::node_client(&options.server_url, &identity.ca_pem, cert.clone())?;
 
     let mut components: JoinSet<anyhow::Result<()>> = JoinSet::new();
-    let facts = crate::agent::node::NodeFacts::gather(
+    {
+        let rotation = super::rotation::run(
+            client.clone(),
+            bootstrap::Credentials::new(&config.data_dir),
+            node_name.clone(),
+            identity.ca_pem.clone(),
+            cert,
+        );
+        components.spawn(async move {
+            rotation.await;
+            anyhow::bail!("the node certificate renewal stopped")
+        });
+    }
+    let addresses = crate::daemon::node_addresses(&node_name);
+    let mut facts = crate::agent::node::NodeFacts::gather(
         &node_name,
         &config.data_dir,
-        crate::daemon::node_addresses(&node_name),
+        addresses.clone(),
         None,
     );
+    facts.kubelet_port = Some(crate::agent::kubelet_api::DEFAULT_PORT);
+    {
+        let kubelet = crate::agent::kubelet_api::KubeletApiConfig {
+            node_name: node_name.clone(),
+            port: crate::agent::kubelet_api::DEFAULT_PORT,
+            addresses: addresses
+                .iter()
+                .filter_map(|(_, a)| a.parse().ok())
+                .collect(),
+            data_dir: config.data_dir.clone(),
+            ca_pem: identity.ca_pem.clone(),
+        };
+        let client = client.clone();
+        components.spawn(async move {
+            crate::agent::kubelet_api::run(client, kubelet).await?;
+            anyhow::bail!("the kubelet API stopped")
+        });
+    }
     {
         let client = client.clone();
         components.spawn(async move {

@@ -20,6 +20,9 @@ use super::token::{self, BootstrapToken};
 const CA_FILE: &str = "ca.crt";
 const CERT_FILE: &str = "client.crt";
 const KEY_FILE: &str = "client.key";
+/// Seconds a stored certificate must still be valid for to be used rather than replaced
+/// through the join token.
+const MIN_LEFT_TO_REUSE: i64 = 60;
 /// How long a node waits for its certificate before giving up with a clear error.
 const CSR_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -104,13 +107,14 @@ impl Credentials {
             .as_str()
             .ok()?
             .to_string();
+        // Short of expiry is good enough: the renewal starts at once (see `rotation`).
         let left = cert.validity().time_to_expiration()?;
-        let fresh = left.whole_seconds() > 3600;
+        let fresh = left.whole_seconds() > MIN_LEFT_TO_REUSE;
         (common_name == format!("{}{node}", super::csr::NODE_USER_PREFIX) && fresh)
             .then_some(identity)
     }
 
-    fn save(&self, identity: &Identity) -> Result<(), BootstrapError> {
+    pub(crate) fn save(&self, identity: &Identity) -> Result<(), BootstrapError> {
         use std::io::Write;
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let io = |path: &Path| {
@@ -171,16 +175,42 @@ fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
     Some(parsed.contents)
 }
 
-/// A client that trusts only `ca_pem` and authenticates with the node's certificate.
-pub fn node_client(url: &str, identity: &Identity) -> Result<kube::Client, BootstrapError> {
-    let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+/// A client that trusts only `ca_pem` and authenticates with the node's certificate: the one
+/// `cert` holds when a connection is made, so a renewed certificate (see
+/// [`super::rotation`]) is used without a new client.
+pub fn node_client(
+    url: &str,
+    ca_pem: &str,
+    cert: std::sync::Arc<super::rotation::NodeCert>,
+) -> Result<kube::Client, BootstrapError> {
+    use kube::client::ConfigExt;
     let mut config = base_config(url)?;
-    let ca = pem_to_der(&identity.ca_pem)
+    let ca = pem_to_der(ca_pem)
         .ok_or_else(|| BootstrapError::ClusterInfo("the stored CA does not parse".into()))?;
     config.root_cert = Some(vec![ca]);
-    config.auth_info.client_certificate_data = Some(b64(&identity.cert_pem));
-    config.auth_info.client_key_data = Some(b64(&identity.key_pem).into());
-    kube::Client::try_from(config).map_err(BootstrapError::Client)
+    let mut tls = config
+        .rustls_client_config()
+        .map_err(BootstrapError::Client)?;
+    tls.client_auth_cert_resolver = cert;
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(config.connect_timeout);
+    // A server that vanished without closing (a Pi that lost power) is noticed by keepalive.
+    http.set_keepalive(Some(Duration::from_secs(30)));
+    http.set_keepalive_interval(Some(Duration::from_secs(10)));
+    http.set_keepalive_retries(Some(3));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .wrap_connector(http);
+    let client: hyper_util::client::legacy::Client<_, kube::client::Body> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(https);
+    let service = tower::ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .service(client);
+    Ok(kube::client::ClientBuilder::new(service, "default").build())
 }
 
 /// The server's CA, checked against `pin` (`sha256:<hex>`).
@@ -278,8 +308,15 @@ async fn request_certificate(
     config.root_cert = Some(vec![ca]);
     config.auth_info.token = Some(token.to_string().into());
     let client = kube::Client::try_from(config).map_err(BootstrapError::Client)?;
-    let api: Api<CertificateSigningRequest> = Api::all(client);
+    submit_csr(&Api::all(client), node).await
+}
 
+/// Asks for a client certificate for `system:node:<node>` through `api` and waits for it:
+/// `(certificate, key)` in PEM. The first time as the bootstrap token, later as the node.
+pub(crate) async fn submit_csr(
+    api: &Api<CertificateSigningRequest>,
+    node: &str,
+) -> Result<(String, String), BootstrapError> {
     let key = rcgen::KeyPair::generate()?;
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();

@@ -71,13 +71,14 @@ fn is_signed(csr: &CertificateSigningRequest) -> bool {
         .is_some_and(|c| !c.0.is_empty())
 }
 
-/// How long the certificate for `csr` lives: what it asks for, within upstream's bounds.
-fn duration_of(csr: &CertificateSigningRequest) -> Duration {
+/// How long the certificate for `csr` lives: what it asks for, within upstream's bounds, and
+/// never longer than the cluster signing duration `max`.
+fn duration_of(csr: &CertificateSigningRequest, max: Duration) -> Duration {
     match csr.spec.expiration_seconds {
-        Some(seconds) if seconds > 0 => {
-            Duration::from_secs(seconds as u64).clamp(MIN_DURATION, DEFAULT_DURATION)
-        }
-        _ => DEFAULT_DURATION,
+        Some(seconds) if seconds > 0 => Duration::from_secs(seconds as u64)
+            .clamp(MIN_DURATION, DEFAULT_DURATION)
+            .min(max),
+        _ => max,
     }
 }
 
@@ -112,12 +113,15 @@ async fn approve(
 
 async fn sign(
     api: &Api<CertificateSigningRequest>,
-    pki: &Pki,
+    signer: &Signer,
     csr: &CertificateSigningRequest,
 ) -> kube::Result<()> {
     let name = csr.metadata.name.clone().unwrap_or_default();
     let request = String::from_utf8_lossy(&csr.spec.request.0).into_owned();
-    let certificate = match pki.sign_client_csr(&request, duration_of(csr)) {
+    let certificate = match signer
+        .pki
+        .sign_client_csr(&request, duration_of(csr, signer.duration))
+    {
         Ok(pem) => pem,
         Err(error) => {
             // A request we cannot sign stays unsigned; its requester sees no certificate.
@@ -135,7 +139,7 @@ async fn sign(
 
 async fn reconcile(
     api: &Api<CertificateSigningRequest>,
-    pki: &Pki,
+    signer: &Signer,
     csr: &CertificateSigningRequest,
 ) -> kube::Result<()> {
     if condition(csr, "Denied") || condition(csr, "Failed") || is_signed(csr) {
@@ -149,13 +153,30 @@ async fn reconcile(
         return Ok(());
     }
     if [KUBELET_CLIENT_SIGNER, CLIENT_SIGNER].contains(&csr.spec.signer_name.as_str()) {
-        sign(api, pki, csr).await?;
+        sign(api, signer, csr).await?;
     }
     Ok(())
 }
 
+/// What signs certificates, and for how long at most (kube-controller-manager's
+/// `--cluster-signing-duration`).
+pub struct Signer {
+    pub pki: Arc<Pki>,
+    pub duration: Duration,
+}
+
+impl Signer {
+    /// Upstream's default signing duration, a year.
+    pub fn new(pki: Arc<Pki>) -> Signer {
+        Signer {
+            pki,
+            duration: DEFAULT_DURATION,
+        }
+    }
+}
+
 /// Approves and signs until the watch ends.
-pub async fn run(client: kube::Client, pki: Arc<Pki>) {
+pub async fn run(client: kube::Client, signer: Signer) {
     let api: Api<CertificateSigningRequest> = Api::all(client);
     let mut events = watcher::watcher(api.clone(), watcher::Config::default())
         .default_backoff()
@@ -169,7 +190,7 @@ pub async fn run(client: kube::Client, pki: Arc<Pki>) {
                 continue;
             }
         };
-        if let Err(error) = reconcile(&api, &pki, &csr).await {
+        if let Err(error) = reconcile(&api, &signer, &csr).await {
             tracing::warn!(%error, csr = csr.metadata.name.as_deref().unwrap_or_default(), "cannot process a certificate request");
         }
     }
@@ -208,6 +229,40 @@ mod tests {
             },
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_certificate_lives_as_asked_within_bounds_and_never_past_the_signing_duration() {
+        let pem = request("system:node:pi", &["system:nodes"]);
+        let mut c = csr(&pem, KUBELET_CLIENT_SIGNER, "system:node:pi", &[]);
+        let year = DEFAULT_DURATION;
+        assert_eq!(duration_of(&c, year), year);
+        // A cluster signing for two minutes signs two-minute certificates.
+        assert_eq!(duration_of(&c, Duration::from_secs(120)).as_secs(), 120);
+        c.spec.expiration_seconds = Some(3_600);
+        assert_eq!(duration_of(&c, year).as_secs(), 3_600);
+        assert_eq!(duration_of(&c, Duration::from_secs(120)).as_secs(), 120);
+        c.spec.expiration_seconds = Some(5);
+        assert_eq!(duration_of(&c, year), MIN_DURATION);
+    }
+
+    #[test]
+    fn a_node_renewing_its_own_certificate_is_approved() {
+        let pem = request("system:node:pi", &["system:nodes"]);
+        let own = csr(
+            &pem,
+            KUBELET_CLIENT_SIGNER,
+            "system:node:pi",
+            &["system:nodes"],
+        );
+        assert!(auto_approval(&own).is_some());
+        let other = csr(
+            &pem,
+            KUBELET_CLIENT_SIGNER,
+            "system:node:pi2",
+            &["system:nodes"],
+        );
+        assert!(auto_approval(&other).is_none());
     }
 
     #[test]

@@ -172,13 +172,13 @@ pub async fn start(
 /// (two would race on one CSR) and node IPAM (two would hand one pod CIDR out twice).
 pub fn start_controllers(
     client: &dyn Fn(&str) -> kube::Client,
-    pki: std::sync::Arc<crate::pki::Pki>,
+    signer: super::csr::Signer,
     cluster_cidr: crate::network::Ipv4Cidr,
     components: &mut tokio::task::JoinSet<anyhow::Result<()>>,
 ) {
     let c = client("certificate-controller");
     components.spawn(async move {
-        super::csr::run(c, pki).await;
+        super::csr::run(c, signer).await;
         anyhow::bail!("the certificate controller stopped")
     });
     let c = client("node-ipam-controller");

@@ -455,6 +455,12 @@ fn component_rules(role: &str) -> Vec<PolicyRule> {
                 &["coordination.k8s.io"],
                 &["leases"],
             ),
+            // Renewing its own client certificate, as upstream's role allows.
+            r(
+                &["create", "get", "list", "watch"],
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests"],
+            ),
             r(READ, &["storage.k8s.io"], &["storageclasses", "csidrivers"]),
             r(READ, &["node.k8s.io"], &["runtimeclasses"]),
             events(),

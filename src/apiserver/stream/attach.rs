@@ -12,7 +12,6 @@
 //! and the client's resize messages set the terminal's size.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Request;
@@ -25,7 +24,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::channel;
-use super::{ApiServer, StreamOptions};
+use super::node::PodNode;
+use super::StreamOptions;
 use crate::api::{ApiError, ApiResult};
 use crate::runtime::session::{AttachInput, Resizer};
 
@@ -34,7 +34,7 @@ const POLL: Duration = Duration::from_millis(100);
 
 /// Handles `GET|POST pods/<name>/attach`.
 pub async fn serve(
-    server: &Arc<ApiServer>,
+    node: &PodNode,
     namespace: &str,
     name: &str,
     mut request: Request,
@@ -46,27 +46,25 @@ pub async fn serve(
             "you must specify at least 1 of stdin, stdout, stderr",
         ));
     }
-    let pod = super::get_pod(server, namespace, name)?;
+    let pod = node.pod(namespace, name).await?;
     let container = super::choose_container(&pod, options.container.as_deref())?;
     super::check_running(&pod, &container)?;
-    let logs_dir = server
-        .pod_logs_dir()
-        .ok_or_else(|| ApiError::unavailable("no node serves container logs"))?;
+    let logs_dir = node.logs_dir.clone();
     let log_options = super::super::logs::LogOptions {
         container: Some(container.clone()),
         ..Default::default()
     };
     let (path, _) = super::super::logs::locate(&logs_dir, &pod, &log_options)?;
     let protocol = super::websocket_protocol(&request)?;
-    let input = match (options.stdin || options.tty, server.pod_runtime()) {
-        (true, Some(runtime)) => {
+    let input = match options.stdin || options.tty {
+        true => {
             let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
-            runtime
+            node.runtime
                 .attach_stdin(uid, &container)
                 .await
                 .map_err(|e| ApiError::internal(format!("attach to {container}: {e}")))?
         }
-        _ => None,
+        false => None,
     };
     let key = request
         .headers()
@@ -74,8 +72,12 @@ pub async fn serve(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    let (server, namespace, name) = (server.clone(), namespace.to_string(), name.to_string());
-    let running = move || super::super::logs::still_running(&server, &namespace, &name, &container);
+    let running = Liveness {
+        node: node.clone(),
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        container,
+    };
     let upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         match upgrade.await {
@@ -90,11 +92,27 @@ pub async fn serve(
     super::switching_protocols(&key, protocol)
 }
 
+/// Whether the attached container still runs.
+struct Liveness {
+    node: PodNode,
+    namespace: String,
+    name: String,
+    container: String,
+}
+
+impl Liveness {
+    async fn alive(&self) -> bool {
+        self.node
+            .container_running(&self.namespace, &self.name, &self.container)
+            .await
+    }
+}
+
 async fn run<S>(
     ws: WebSocketStream<S>,
     protocol: channel::Protocol,
     path: PathBuf,
-    running: impl Fn() -> bool,
+    running: Liveness,
     input: Option<AttachInput>,
     options: StreamOptions,
 ) where
@@ -123,7 +141,7 @@ async fn run<S>(
             _ = ticker.tick() => {}
         }
         // Read "running" before the file: output written before the exit is then never missed.
-        let alive = running();
+        let alive = running.alive().await;
         let new = read_from(&path, &mut offset).await;
         carry.extend_from_slice(&new);
         let cut = carry.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);

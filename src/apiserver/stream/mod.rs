@@ -1,16 +1,16 @@
 //! Streaming pod subresources: `pods/exec` over the websocket channel protocol,
 //! `pods/attach` (output followed from the CRI log), `pods/portforward` over SPDY/3.1 or websockets.
 //!
-//! Single node for now: the API server reaches the pod's shim directly through the runtime
-//! the agent registered (see `ApiServer::set_pod_runtime`).
+//! Each is served by the node that runs the pod ([`node::PodNode`]): the API server's own node
+//! through the runtime the daemon registered (see `ApiServer::set_pod_runtime`), an agent's
+//! through its kubelet API, to which the API server proxies.
 
 mod attach;
 pub mod channel;
 mod exec;
+pub mod node;
 pub mod portforward;
 pub(crate) mod spdy;
-
-use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -18,9 +18,9 @@ use axum::response::Response;
 use http::{header, Method};
 use serde_json::Value;
 
-use super::ApiServer;
 use crate::api::{ApiError, ApiResult};
 use channel::Protocol;
+use node::PodNode;
 
 /// The query of an exec or attach request.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -137,7 +137,7 @@ fn check_method(request: &Request, subresource: &str) -> ApiResult<()> {
 
 /// Handles `GET|POST pods/<name>/exec`.
 pub async fn serve_exec(
-    server: &Arc<ApiServer>,
+    node: &PodNode,
     namespace: &str,
     name: &str,
     mut request: Request,
@@ -154,12 +154,10 @@ pub async fn serve_exec(
             "you must specify at least 1 of stdin, stdout, stderr",
         ));
     }
-    let pod = get_pod(server, namespace, name)?;
+    let pod = node.pod(namespace, name).await?;
     let container = choose_container(&pod, options.container.as_deref())?;
     check_running(&pod, &container)?;
-    let runtime = server
-        .pod_runtime()
-        .ok_or_else(|| ApiError::unavailable("no node runs containers"))?;
+    let runtime = node.runtime.clone();
     let protocol = websocket_protocol(&request)?;
     let uid = pod["metadata"]["uid"]
         .as_str()
@@ -198,13 +196,6 @@ pub async fn serve_exec(
         }
     });
     switching_protocols(&key, protocol)
-}
-
-fn get_pod(server: &ApiServer, namespace: &str, name: &str) -> ApiResult<Value> {
-    let pods = crate::api::resources::find("", "v1", "pods")
-        .ok_or_else(|| ApiError::internal("pods are not a known resource"))?;
-    let raw = server.registry.get(pods, namespace, name)?;
-    serde_json::from_slice(&raw).map_err(|e| ApiError::internal(format!("stored pod: {e}")))
 }
 
 /// The channel protocol of a websocket upgrade request; anything else is refused as upstream

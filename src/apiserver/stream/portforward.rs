@@ -15,7 +15,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -32,8 +31,8 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use super::node::PodNode;
 use super::spdy::{self, Codec, Frame, FLAG_FIN};
-use super::ApiServer;
 use crate::api::{ApiError, ApiResult};
 
 const PORTFORWARD_PROTOCOL: &str = "portforward.k8s.io";
@@ -95,7 +94,7 @@ impl Target {
 
 /// Handles `GET|POST pods/<name>/portforward`.
 pub async fn serve(
-    server: &Arc<ApiServer>,
+    node: &PodNode,
     namespace: &str,
     name: &str,
     mut request: Request,
@@ -108,11 +107,9 @@ pub async fn serve(
             "query parameter \"port\" is required",
         ));
     }
-    let pod = super::get_pod(server, namespace, name)?;
+    let pod = node.pod(namespace, name).await?;
     check_running(&pod)?;
-    let runtime = server
-        .pod_runtime()
-        .ok_or_else(|| ApiError::unavailable("no node runs containers"))?;
+    let runtime = node.runtime.clone();
     let uid = pod["metadata"]["uid"]
         .as_str()
         .unwrap_or_default()
