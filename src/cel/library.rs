@@ -1,7 +1,7 @@
 //! The Kubernetes CEL library functions berth adds to the CEL standard ones (`size`,
 //! `contains`, `startsWith`, `endsWith`, `matches`, `has`, `all`, `exists`, `exists_one`, `map`,
 //! `filter` come with the interpreter): the string extensions, upstream's `lists`, `regex` and
-//! `sets` libraries, and (in their own modules) `quantity`, `url` and `authorizer`.
+//! `sets` libraries, and (in their own modules) `quantity`, `url`, `ip`/`cidr` and `authorizer`.
 
 use std::sync::Arc;
 
@@ -52,6 +52,21 @@ pub fn register(ctx: &mut Context<'static>) {
     ctx.add_function("getPort", super::url::get_port);
     ctx.add_function("getEscapedPath", super::url::get_escaped_path);
     ctx.add_function("getQuery", super::url::get_query);
+
+    ctx.add_function("ip", super::ip::ip);
+    ctx.add_function("isIP", super::ip::is_ip);
+    ctx.add_function("cidr", super::ip::cidr);
+    ctx.add_function("isCIDR", super::ip::is_cidr);
+    ctx.add_function("family", super::ip::family);
+    ctx.add_function("isUnspecified", super::ip::is_unspecified);
+    ctx.add_function("isLoopback", super::ip::is_loopback);
+    ctx.add_function("isLinkLocalMulticast", super::ip::is_link_local_multicast);
+    ctx.add_function("isLinkLocalUnicast", super::ip::is_link_local_unicast);
+    ctx.add_function("isGlobalUnicast", super::ip::is_global_unicast);
+    ctx.add_function("containsIP", super::ip::contains_ip);
+    ctx.add_function("containsCIDR", super::ip::contains_cidr);
+    ctx.add_function("masked", super::ip::masked_cidr);
+    ctx.add_function("prefixLength", super::ip::prefix_length);
 
     ctx.add_function("path", super::authz::path);
     ctx.add_function("group", super::authz::group);

@@ -14,12 +14,14 @@
 //! - `library`: the Kubernetes CEL library functions berth supports beyond the CEL standard
 //!   (strings, lists, regex, sets), registering those of the modules below.
 //! - `opaque`: values of the library's own types (quantity, URL, authorizer checks).
-//! - `quantity`, `url`, `authz`: upstream's quantity, URL and authorizer libraries.
+//! - `quantity`, `url`, `ip`, `authz`: upstream's quantity, URL, IP/CIDR and authorizer
+//!   libraries.
 //! - `typecheck`: field references checked against the schemas of the objects an expression
 //!   will see.
 
 pub mod authz;
 mod convert;
+mod ip;
 mod library;
 mod opaque;
 mod quantity;
