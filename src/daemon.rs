@@ -79,9 +79,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     crate::apiserver::rbac::bootstrap::reconcile(&registry)
         .await
         .context("cannot reconcile the default RBAC policy")?;
-    registry
-        .admission()
-        .register(crate::admission::policy::ValidatingAdmissionPolicies::start(&registry));
+    let policies = crate::admission::policy::ValidatingAdmissionPolicies::start(&registry);
+    registry.admission().register(policies.clone());
     registry
         .admission()
         .register(crate::admission::webhook::Webhooks::start(&registry));
@@ -121,6 +120,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     api.registry.admission().register(Arc::new(
         crate::apiserver::rbac::escalation::EscalationCheck { rbac: rbac.clone() },
     ));
+    policies.use_rbac(rbac.clone());
     api.enable_rbac(rbac);
     api.registry
         .admission()

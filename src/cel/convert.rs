@@ -62,7 +62,10 @@ fn key_text(key: &Key) -> String {
 }
 
 /// The CEL name of a value's type, for error messages.
-pub fn type_name(value: &Value) -> &'static str {
+pub fn type_name(value: &Value) -> &str {
+    if let Some(library_type) = super::opaque::type_of(value) {
+        return library_type;
+    }
     match value {
         Value::Null => "null_type",
         Value::Bool(_) => "bool",

@@ -11,10 +11,22 @@
 //!
 //! # Layout
 //! - `convert`: JSON objects to CEL values and back.
-//! - `library`: the Kubernetes CEL library functions berth supports beyond the CEL standard.
+//! - `library`: the Kubernetes CEL library functions berth supports beyond the CEL standard
+//!   (strings, lists, regex, sets), registering those of the modules below.
+//! - `opaque`: values of the library's own types (quantity, URL, authorizer checks).
+//! - `quantity`, `url`, `ip`, `authz`: upstream's quantity, URL, IP/CIDR and authorizer
+//!   libraries.
+//! - `typecheck`: field references checked against the schemas of the objects an expression
+//!   will see.
 
+pub mod authz;
 mod convert;
+mod ip;
 mod library;
+mod opaque;
+mod quantity;
+pub mod typecheck;
+mod url;
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -24,6 +36,7 @@ use std::time::{Duration, Instant};
 use cel_interpreter::{Context, ExecutionError, FunctionContext, Value};
 use cel_parser::ast::{CallExpr, EntryExpr, Expr, IdedExpr};
 
+pub use authz::{Authorizer, Check as AuthzCheck, Decision as AuthzDecision, Subject};
 pub use convert::{to_json, to_value};
 
 /// Longer expressions are refused before parsing (upstream's limits keep real rules far below).
@@ -74,10 +87,11 @@ pub struct Program {
     expr: IdedExpr,
 }
 
-/// The variables an evaluation sees, by name.
+/// The variables an evaluation sees, by name, and the authorizer `authorizer` asks.
 #[derive(Default, Clone)]
 pub struct Activation {
     variables: HashMap<String, Value>,
+    authorizer: Option<Arc<dyn Authorizer>>,
 }
 
 impl Activation {
@@ -93,6 +107,17 @@ impl Activation {
     pub fn bind_json(&mut self, name: &str, value: Option<&serde_json::Value>) -> &mut Activation {
         let value = value.map(to_value).unwrap_or(Value::Null);
         self.bind(name, value)
+    }
+
+    /// Binds `authorizer` for `subject`, its `requestResource` the request's resource.
+    pub fn bind_authorizer(
+        &mut self,
+        subject: &Subject,
+        request: Option<&AuthzCheck>,
+        authorizer: Arc<dyn Authorizer>,
+    ) -> &mut Activation {
+        self.authorizer = Some(authorizer);
+        self.bind("authorizer", authz::authorizer_value(subject, request))
     }
 }
 
@@ -210,6 +235,13 @@ fn instrument(expr: &mut IdedExpr) {
                 instrument(target);
             }
             call.args.iter_mut().for_each(instrument);
+            // `sets.contains(a, b)` parses as a method call on an identifier `sets`; the
+            // library registers it under its qualified name.
+            if matches!(call.target.as_deref(), Some(IdedExpr { expr: Expr::Ident(ns), .. }) if ns == "sets")
+            {
+                call.func_name = format!("sets.{}", call.func_name);
+                call.target = None;
+            }
         }
         Expr::Comprehension(c) => {
             for e in [
@@ -330,7 +362,9 @@ impl Program {
         // The interpreter has a few `todo!()`s left for inputs the check cannot foresee; a
         // panic fails this evaluation instead of the request's task.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Value::resolve(&self.expr, &ctx)
+            authz::with_authorizer(activation.authorizer.clone(), || {
+                Value::resolve(&self.expr, &ctx)
+            })
         }));
         BUDGET.with(|b| b.set(None));
         let stopped = STOPPED.with(|s| s.take());

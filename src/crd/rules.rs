@@ -190,8 +190,16 @@ pub fn check_compiles(schema: &Value, path: &str, causes: &mut Vec<Cause>) {
         let source = rule.get("rule").and_then(Value::as_str).unwrap_or("");
         if source.is_empty() {
             causes.push(Cause::required(&field));
-        } else if let Err(e) = cel::compile(source) {
-            causes.push(Cause::invalid(&field, source, &e.to_string()));
+            continue;
+        }
+        match cel::compile(source) {
+            Err(e) => causes.push(Cause::invalid(&field, source, &e.to_string())),
+            Ok(program) => {
+                let is_root = path.ends_with("openAPIV3Schema");
+                if let Some(issue) = undefined_fields(&program, schema, is_root) {
+                    causes.push(Cause::invalid(&field, source, &issue));
+                }
+            }
         }
     }
     for (key, nested) in members {
@@ -207,6 +215,48 @@ pub fn check_compiles(schema: &Value, path: &str, causes: &mut Vec<Cause>) {
             _ => {}
         }
     }
+}
+
+/// Upstream's compile error for a rule naming fields its schema does not have: `self` and
+/// `oldSelf` are typed by the schema the rule sits on. At the root, `apiVersion`, `kind` and
+/// `metadata` (`name`, `generateName`) exist whether the schema lists them or not.
+fn undefined_fields(program: &cel::Program, schema: &Value, is_root: bool) -> Option<String> {
+    let mut typed = schema.clone();
+    if is_root {
+        if let Some(properties) = typed
+            .as_object_mut()
+            .map(|o| {
+                o.entry("properties")
+                    .or_insert_with(|| serde_json::json!({}))
+            })
+            .and_then(Value::as_object_mut)
+        {
+            for (name, field) in [
+                ("apiVersion", serde_json::json!({"type": "string"})),
+                ("kind", serde_json::json!({"type": "string"})),
+                (
+                    "metadata",
+                    serde_json::json!({"type": "object", "properties": {
+                    "name": {"type": "string"}, "generateName": {"type": "string"}}}),
+                ),
+            ] {
+                properties.entry(name).or_insert(field);
+            }
+        }
+    }
+    let no_definitions = |_: &str| -> Option<&Value> { None };
+    let issues = cel::typecheck::check_fields(
+        program,
+        &[("self", &typed), ("oldSelf", &typed)],
+        &no_definitions,
+    );
+    (!issues.is_empty()).then(|| {
+        let errors: Vec<String> = issues
+            .iter()
+            .map(|i| format!("ERROR: <input>: {i}"))
+            .collect();
+        format!("compilation failed: {}", errors.join("\n"))
+    })
 }
 
 #[cfg(test)]
@@ -304,6 +354,46 @@ mod tests {
         assert_eq!(
             found[0].field,
             "spec.versions[0].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule"
+        );
+    }
+
+    #[test]
+    fn rules_naming_fields_their_schema_lacks_are_refused_with_the_crd() {
+        let mut found = Vec::new();
+        let schema = json!({"type": "object",
+            "x-kubernetes-validations": [
+                {"rule": "self.metadata.name.size() < 10 && self.spec.replicas >= 0"},
+                {"rule": "self.spec.replcas >= 0"}],
+            "properties": {"spec": {"type": "object",
+                "x-kubernetes-validations": [
+                    {"rule": "self.replicas <= self.maxReplicas"},
+                    {"rule": "self.items.all(i, i.nme != '')"}],
+                "properties": {
+                    "replicas": {"type": "integer"},
+                    "maxReplicas": {"type": "integer"},
+                    "items": {"type": "array", "items": {"type": "object",
+                        "properties": {"name": {"type": "string"}}}}}}}});
+        check_compiles(
+            &schema,
+            "spec.versions[0].schema.openAPIV3Schema",
+            &mut found,
+        );
+        let found: Vec<(&str, &str)> = found
+            .iter()
+            .map(|c| (c.field.as_str(), c.message.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    "spec.versions[0].schema.openAPIV3Schema.x-kubernetes-validations[1].rule",
+                    "Invalid value: \"self.spec.replcas >= 0\": compilation failed: ERROR: <input>: undefined field 'replcas'"
+                ),
+                (
+                    "spec.versions[0].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations[1].rule",
+                    "Invalid value: \"self.items.all(i, i.nme != '')\": compilation failed: ERROR: <input>: undefined field 'nme'"
+                ),
+            ]
         );
     }
 }

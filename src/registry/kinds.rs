@@ -192,6 +192,7 @@ pub fn tracks_generation(resource: &Resource) -> bool {
                 | "Ingress"
                 | "NetworkPolicy"
                 | "EndpointSlice"
+                | "ValidatingAdmissionPolicy"
         )
 }
 

@@ -58,6 +58,9 @@ pub fn validate(resource: &Resource, obj: &Value) -> Vec<Cause> {
                 &mut causes,
             );
         }
+        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy") => {
+            crate::admission::policy::validation::expression_causes(obj, &mut causes)
+        }
         _ => {}
     }
     causes

@@ -61,13 +61,16 @@ impl Cache {
         revision
     }
 
-    /// Reloads after each change; re-lists whenever the watch ends, as a reflector does.
+    /// Reloads after each change; re-lists whenever the watch ends, as a reflector does. The
+    /// policies' status follows their spec (type checking) after each reload.
     async fn follow(self, registry: Registry, mut revision: u64) {
+        super::status::update_all(&registry, &self.get().policies).await;
         loop {
             match registry.store().watch(PREFIX, revision) {
                 Ok(mut watch) => {
                     while watch.next().await.is_some() {
                         self.reload(&registry);
+                        super::status::update_all(&registry, &self.get().policies).await;
                     }
                 }
                 Err(e) => tracing::warn!("watching admission policies: {e}"),

@@ -10,15 +10,29 @@
 //! Audit is logged. An expression that does not compile or fails to evaluate follows the policy's
 //! `failurePolicy` (Fail by default).
 //!
-//! Not done: static type checking (and so the policy's `status.typeChecking`), `authorizer`,
-//! `auditAnnotations`, `matchPolicy: Equivalent` beyond the exact resource. Writes to the
+//! Audit records the failures in the request's audit event (the
+//! `validation.policy.admission.k8s.io/validation_failure` annotation), and each policy's
+//! `auditAnnotations` add `<policy>/<key>` annotations. Expressions see `authorizer`, which asks
+//! berth's RBAC authorizer about the requesting user.
+//!
+//! Not done: `matchPolicy: Equivalent` beyond the exact resource. Writes to the
 //! admissionregistration.k8s.io kinds themselves are exempt, as for webhooks, so a broken policy
 //! can always be removed.
+//!
+//! # Layout
+//! - `cache`: the policies and bindings, followed through a watch.
+//! - `matching`: which writes a policy and a binding select.
+//! - `authorizer`: the RBAC authorizer behind `authorizer`.
+//! - `status`: type checking into the policies' status.
+//! - `validation`: policies whose expressions do not compile are refused.
 
+mod authorizer;
 mod cache;
 mod matching;
+mod status;
+pub mod validation;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use k8s_openapi::api::admissionregistration::v1::{
@@ -34,9 +48,16 @@ use crate::cel::{self, Activation};
 use crate::registry::generic::{decode, ListOptions};
 use crate::registry::Registry;
 
+/// The audit annotation upstream records validation failures of `Audit` bindings under.
+pub const VALIDATION_FAILURE_ANNOTATION: &str =
+    "validation.policy.admission.k8s.io/validation_failure";
+
 pub struct ValidatingAdmissionPolicies {
     registry: Registry,
     cache: cache::Cache,
+    /// Set once RBAC is up (it starts after admission is wired); until then `authorizer`
+    /// checks are errored decisions.
+    authorizer: OnceLock<Arc<dyn cel::Authorizer>>,
 }
 
 impl ValidatingAdmissionPolicies {
@@ -45,7 +66,44 @@ impl ValidatingAdmissionPolicies {
         Arc::new(ValidatingAdmissionPolicies {
             registry: registry.clone(),
             cache: cache::Cache::start(registry),
+            authorizer: OnceLock::new(),
         })
+    }
+
+    /// Answers the expressions' `authorizer` checks with `rbac`.
+    pub fn use_rbac(&self, rbac: Arc<crate::apiserver::rbac::Rbac>) {
+        let _ = self
+            .authorizer
+            .set(Arc::new(authorizer::RbacAuthorizer(rbac)));
+    }
+
+    /// Binds `authorizer` for the writing user, `requestResource` the write's resource.
+    fn bind_authorizer(&self, activation: &mut Activation, a: &Attributes<'_>) {
+        let Some(authorizer) = self.authorizer.get() else {
+            activation.bind(
+                "authorizer",
+                cel::authz::authorizer_value(&cel::Subject::default(), None),
+            );
+            return;
+        };
+        let subject = match &a.user {
+            Some(u) => cel::Subject {
+                user: u.name.clone(),
+                uid: u.uid.clone(),
+                groups: u.groups.clone(),
+            },
+            None => cel::Subject::default(),
+        };
+        let request = cel::AuthzCheck {
+            group: a.resource.group.to_string(),
+            version: a.resource.version.to_string(),
+            resource: a.resource.plural.to_string(),
+            subresource: a.subresource.unwrap_or("").to_string(),
+            namespace: a.namespace.to_string(),
+            name: a.name.to_string(),
+            ..cel::AuthzCheck::default()
+        };
+        activation.bind_authorizer(&subject, Some(&request), authorizer.clone());
     }
 
     /// The labelled namespace of a namespaced write (null for cluster-scoped ones).
@@ -129,6 +187,25 @@ impl Plugin for ValidatingAdmissionPolicies {
         }
         let namespace = self.namespace_object(a);
         let mut base: Option<Activation> = None;
+        let mut audit = Audit::default();
+        let result =
+            self.validate_bindings(a, object, &all, namespace.as_ref(), &mut base, &mut audit);
+        audit.record();
+        result
+    }
+}
+
+impl ValidatingAdmissionPolicies {
+    /// Runs every binding that selects the write; the first Deny ends the run.
+    fn validate_bindings(
+        &self,
+        a: &Attributes<'_>,
+        object: Option<&Value>,
+        all: &cache::Policies,
+        namespace: Option<&Value>,
+        base: &mut Option<Activation>,
+        audit: &mut Audit,
+    ) -> ApiResult<()> {
         for binding in &all.bindings {
             let Some(spec) = &binding.spec else { continue };
             let Some(policy) = spec.policy_name.as_deref().and_then(|n| all.policy(n)) else {
@@ -137,7 +214,7 @@ impl Plugin for ValidatingAdmissionPolicies {
             let Some(policy_spec) = &policy.spec else {
                 continue;
             };
-            let labels_of_namespace = namespace.as_ref();
+            let labels_of_namespace = namespace;
             if !matching::matches(
                 policy_spec.match_constraints.as_ref(),
                 false,
@@ -153,14 +230,57 @@ impl Plugin for ValidatingAdmissionPolicies {
             }
             let base = base.get_or_insert_with(|| {
                 let mut activation = cel_request::activation(a, object);
-                activation.bind_json("namespaceObject", namespace.as_ref());
+                activation.bind_json("namespaceObject", namespace);
+                self.bind_authorizer(&mut activation, a);
                 activation
             });
-            let decisions = evaluate(self, policy, binding, a, base);
-            enforce(policy, binding, a, decisions)?;
+            let outcome = evaluate(self, policy, binding, a, base);
+            audit.annotate(policy, &outcome.annotations);
+            enforce(policy, binding, a, outcome.failures, audit)?;
         }
         Ok(())
     }
+}
+
+/// What a write's policies leave in its audit event, recorded once all bindings have run.
+#[derive(Default)]
+struct Audit {
+    /// `<policy>/<key>` → the distinct values the bindings gave it.
+    annotations: Vec<(String, Vec<String>)>,
+    failures: Vec<Value>,
+}
+
+impl Audit {
+    fn annotate(&mut self, policy: &ValidatingAdmissionPolicy, values: &[(String, String)]) {
+        let policy = policy.metadata.name.as_deref().unwrap_or("");
+        for (key, value) in values {
+            let key = format!("{policy}/{key}");
+            match self.annotations.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, existing)) if existing.contains(value) => {}
+                Some((_, existing)) => existing.push(value.clone()),
+                None => self.annotations.push((key, vec![value.clone()])),
+            }
+        }
+    }
+
+    fn record(self) {
+        for (key, values) in self.annotations {
+            crate::audit::annotate(&key, values.join(", "));
+        }
+        if !self.failures.is_empty() {
+            crate::audit::annotate(
+                VALIDATION_FAILURE_ANNOTATION,
+                Value::Array(self.failures).to_string(),
+            );
+        }
+    }
+}
+
+/// A binding's findings: its failures and the audit annotations its policy gave.
+#[derive(Debug, Default, PartialEq)]
+struct Outcome {
+    failures: Vec<Failure>,
+    annotations: Vec<(String, String)>,
 }
 
 /// What one validation (or the policy as a whole) decided against the write.
@@ -168,18 +288,24 @@ impl Plugin for ValidatingAdmissionPolicies {
 struct Failure {
     message: String,
     reason: Option<String>,
+    /// The index of the validation in the policy (0 for failures of the policy as a whole).
+    expression_index: usize,
 }
 
-/// The failures of one binding's policy on this write.
+/// The failures and audit annotations of one binding's policy on this write.
 fn evaluate(
     plugin: &ValidatingAdmissionPolicies,
     policy: &ValidatingAdmissionPolicy,
     binding: &ValidatingAdmissionPolicyBinding,
     a: &Attributes<'_>,
     base: &Activation,
-) -> Vec<Failure> {
+) -> Outcome {
     let Some(spec) = &policy.spec else {
-        return Vec::new();
+        return Outcome::default();
+    };
+    let failures = |failures: Vec<Failure>| Outcome {
+        failures,
+        annotations: Vec::new(),
     };
     let fail_closed = spec.failure_policy.as_deref() != Some("Ignore");
     let on_error = |message: String| -> Vec<Failure> {
@@ -187,6 +313,7 @@ fn evaluate(
             vec![Failure {
                 message,
                 reason: None,
+                expression_index: 0,
             }]
         } else {
             tracing::warn!(policy = ?policy.metadata.name, "ignoring a failed policy: {message}");
@@ -196,12 +323,12 @@ fn evaluate(
     let conditions = spec.match_conditions.as_deref().unwrap_or_default();
     match cel_request::conditions_hold(conditions, base) {
         Ok(true) => {}
-        Ok(false) => return Vec::new(),
-        Err(e) => return on_error(e),
+        Ok(false) => return Outcome::default(),
+        Err(e) => return failures(on_error(e)),
     }
     let params = match plugin.params(policy, binding, a) {
         Ok(params) => params,
-        Err(e) => return on_error(e),
+        Err(e) => return failures(on_error(e)),
     };
     if params.is_empty() {
         let action = binding
@@ -210,13 +337,13 @@ fn evaluate(
             .and_then(|s| s.param_ref.as_ref())
             .and_then(|r| r.parameter_not_found_action.as_deref());
         return match action {
-            Some("Allow") => Vec::new(),
-            _ => on_error(
+            Some("Allow") => Outcome::default(),
+            _ => failures(on_error(
                 "no params found for policy binding with `Deny` parameterNotFoundAction".into(),
-            ),
+            )),
         };
     }
-    let mut failures = Vec::new();
+    let mut outcome = Outcome::default();
     for param in &params {
         let mut activation = base.clone();
         activation.bind_json("params", Some(param));
@@ -224,15 +351,50 @@ fn evaluate(
             spec.variables.as_deref().unwrap_or_default(),
             &mut activation,
         );
-        for validation in spec.validations.as_deref().unwrap_or_default() {
+        for (i, validation) in spec.validations.iter().flatten().enumerate() {
             match check(validation, &activation) {
                 Ok(None) => {}
-                Ok(Some(failure)) => failures.push(failure),
-                Err(e) => failures.extend(on_error(e)),
+                Ok(Some(failure)) => outcome.failures.push(Failure {
+                    expression_index: i,
+                    ..failure
+                }),
+                Err(e) => outcome
+                    .failures
+                    .extend(on_error(e).into_iter().map(|f| Failure {
+                        expression_index: i,
+                        ..f
+                    })),
+            }
+        }
+        for annotation in spec.audit_annotations.iter().flatten() {
+            match audit_annotation(&annotation.value_expression, &activation) {
+                Ok(Some(value)) => outcome.annotations.push((annotation.key.clone(), value)),
+                Ok(None) => {}
+                Err(e) => outcome.failures.extend(on_error(format!(
+                    "valueExpression '{}' resulted in error: {e}",
+                    annotation.value_expression
+                ))),
             }
         }
     }
-    failures
+    outcome
+}
+
+/// An audit annotation's value: a string, or nothing for null and "" (the annotation is left
+/// out then, as upstream).
+fn audit_annotation(source: &str, activation: &Activation) -> Result<Option<String>, String> {
+    match cel::compile(source)
+        .and_then(|p| p.eval(activation))
+        .map_err(|e| e.to_string())?
+    {
+        cel_interpreter::Value::String(s) if s.is_empty() => Ok(None),
+        cel_interpreter::Value::String(s) => Ok(Some(s.to_string())),
+        cel_interpreter::Value::Null => Ok(None),
+        other => Err(format!(
+            "valueExpression must evaluate to a string or null, got {}",
+            cel::to_json(&other)
+        )),
+    }
 }
 
 /// Binds `variables.<name>` in order, each seeing the ones before it. A variable that fails is
@@ -283,15 +445,18 @@ fn check(validation: &Validation, activation: &Activation) -> Result<Option<Fail
     Ok(Some(Failure {
         message,
         reason: validation.reason.clone().filter(|r| !r.is_empty()),
+        expression_index: 0,
     }))
 }
 
-/// Applies the binding's validationActions to the failures: the first Deny refuses the write.
+/// Applies the binding's validationActions to the failures: the first Deny refuses the write,
+/// Audit ones go to `audit`.
 fn enforce(
     policy: &ValidatingAdmissionPolicy,
     binding: &ValidatingAdmissionPolicyBinding,
     a: &Attributes<'_>,
     failures: Vec<Failure>,
+    audit: &mut Audit,
 ) -> ApiResult<()> {
     let policy_name = policy.metadata.name.as_deref().unwrap_or("");
     let binding_name = binding.metadata.name.as_deref().unwrap_or("");
@@ -308,12 +473,13 @@ fn enforce(
             ));
         }
         if actions.iter().any(|x| x == "Audit") {
-            tracing::info!(
-                policy = policy_name,
-                binding = binding_name,
-                "validation failed (audit): {}",
-                failure.message
-            );
+            audit.failures.push(serde_json::json!({
+                "message": failure.message,
+                "policy": policy_name,
+                "binding": binding_name,
+                "expressionIndex": failure.expression_index,
+                "validationActions": actions.clone(),
+            }));
         }
     }
     if !actions.iter().any(|x| x == "Deny") {

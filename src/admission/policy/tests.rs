@@ -48,7 +48,8 @@ fn a_failed_validation_without_message_names_its_expression() {
         failure,
         Some(Failure {
             message: "failed expression: object.spec.replicas <= 5".into(),
-            reason: None
+            reason: None,
+            expression_index: 0,
         })
     );
     let ok = cel_request::activation(&a, Some(&deployment(5)));
@@ -108,10 +109,12 @@ fn deny_refuses_with_upstreams_message_and_warn_only_warns() {
         vec![Failure {
             message: "failed expression: object.spec.replicas <= 5".into(),
             reason: None,
+            expression_index: 0,
         }]
     };
     let deny = binding(json!({"policyName": "replica-limit", "validationActions": ["Deny"]}));
-    let err = enforce(&p, &deny, &a, failure()).unwrap_err();
+    let mut audit = Audit::default();
+    let err = enforce(&p, &deny, &a, failure(), &mut audit).unwrap_err();
     assert_eq!(err.code, 422);
     assert_eq!(err.reason, "Invalid");
     assert_eq!(
@@ -127,14 +130,16 @@ fn deny_refuses_with_upstreams_message_and_warn_only_warns() {
         vec![Failure {
             message: "no".into(),
             reason: Some("Forbidden".into()),
+            expression_index: 0,
         }],
+        &mut audit,
     )
     .unwrap_err();
     assert_eq!((forbidden.code, forbidden.reason), (403, "Forbidden"));
 
     let warn = binding(json!({"policyName": "replica-limit", "validationActions": ["Warn"]}));
     let (result, given) = futures::executor::block_on(warnings::collect(async {
-        enforce(&p, &warn, &a, failure())
+        enforce(&p, &warn, &a, failure(), &mut Audit::default())
     }));
     assert!(result.is_ok());
     assert_eq!(
@@ -236,4 +241,127 @@ fn match_constraints_select_by_rule_name_and_labels() {
         Some(&object),
         Some(&prod)
     ));
+}
+
+#[test]
+fn audit_bindings_record_the_failure_as_upstreams_annotation() {
+    let p = policy(json!({}));
+    let a = deployment_write(None);
+    let failure = Failure {
+        message: "too many".into(),
+        reason: None,
+        expression_index: 1,
+    };
+    let audited =
+        binding(json!({"policyName": "replica-limit", "validationActions": ["Warn", "Audit"]}));
+    let mut audit = Audit::default();
+    let (result, _) = futures::executor::block_on(warnings::collect(async {
+        enforce(&p, &audited, &a, vec![failure], &mut audit)
+    }));
+    assert!(result.is_ok());
+    assert_eq!(
+        audit.failures,
+        [json!({"message": "too many", "policy": "replica-limit",
+                "binding": "replica-limit-binding", "expressionIndex": 1,
+                "validationActions": ["Warn", "Audit"]})]
+    );
+}
+
+#[test]
+fn audit_annotations_give_strings_and_leave_out_null_and_empty_ones() {
+    let object = deployment(7);
+    let a = deployment_write(None);
+    let activation = cel_request::activation(&a, Some(&object));
+    assert_eq!(
+        audit_annotation(
+            "'replicas set to ' + string(object.spec.replicas)",
+            &activation
+        ),
+        Ok(Some("replicas set to 7".into()))
+    );
+    assert_eq!(
+        audit_annotation(
+            "object.spec.replicas > 5 ? 'high' : null",
+            &deployment_activation(3)
+        ),
+        Ok(None)
+    );
+    assert_eq!(audit_annotation("''", &activation), Ok(None));
+    let err = audit_annotation("object.spec.replicas", &activation).unwrap_err();
+    assert!(err.contains("must evaluate to a string or null"), "{err}");
+
+    let mut audit = Audit::default();
+    let p = policy(json!({}));
+    audit.annotate(&p, &[("level".into(), "high".into())]);
+    audit.annotate(
+        &p,
+        &[
+            ("level".into(), "high".into()),
+            ("level".into(), "low".into()),
+        ],
+    );
+    assert_eq!(
+        audit.annotations,
+        [(
+            "replica-limit/level".to_string(),
+            vec!["high".to_string(), "low".to_string()]
+        )]
+    );
+}
+
+fn deployment_activation(replicas: i64) -> Activation {
+    let object = deployment(replicas);
+    cel_request::activation(&deployment_write(None), Some(&object))
+}
+
+#[tokio::test]
+async fn the_authorizer_answers_from_rbac_for_the_writing_user() {
+    use crate::apiserver::authn::UserInfo;
+    use crate::apiserver::rbac::{policy::Policy, Rbac};
+    let mut rbac_policy = Policy::default();
+    rbac_policy.apply(
+        "/rbac.authorization.k8s.io/clusterroles/deployer",
+        Some(&json!({"rules": [{"verbs": ["create"], "apiGroups": ["apps"], "resources": ["deployments"]}]})),
+    );
+    rbac_policy.apply(
+        "/rbac.authorization.k8s.io/rolebindings/default/alice",
+        Some(&json!({"roleRef": {"kind": "ClusterRole", "name": "deployer"}, "subjects": [{"kind": "User", "name": "alice"}]})),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = crate::store::Store::open(
+        &dir.path().join("s.redb"),
+        crate::store::StoreOptions {
+            history_revisions: 100,
+            watch_buffer: 16,
+        },
+    )
+    .expect("store");
+    let network = crate::registry::services::ServiceNetwork::parse("10.43.0.0/16", (30000, 32767))
+        .expect("network");
+    let registry = Registry::new(store, network);
+    let plugin = ValidatingAdmissionPolicies::start(&registry);
+    plugin.use_rbac(Arc::new(Rbac::from_policy(rbac_policy)));
+    let object = deployment(1);
+    let mut a = deployment_write(None);
+    a.user = Some(UserInfo {
+        name: "alice".into(),
+        uid: String::new(),
+        groups: vec!["system:authenticated".into()],
+    });
+    let mut activation = cel_request::activation(&a, Some(&object));
+    plugin.bind_authorizer(&mut activation, &a);
+    let holds = |source: &str| {
+        crate::cel::compile(source)
+            .and_then(|p| p.eval_bool(&activation))
+            .expect("evaluates")
+    };
+    assert!(holds(
+        "authorizer.requestResource.check('create').allowed()"
+    ));
+    assert!(!holds(
+        "authorizer.requestResource.check('delete').allowed()"
+    ));
+    assert!(holds("authorizer.group('apps').resource('deployments').namespace('default').check('create').reason().contains('deployer')"));
+    assert!(!holds("authorizer.group('apps').resource('deployments').namespace('other').check('create').allowed()"));
+    assert!(!holds("authorizer.path('/healthz').check('get').allowed()"));
 }

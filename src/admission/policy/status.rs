@@ -1,0 +1,208 @@
+//! A ValidatingAdmissionPolicy's status, as upstream's policy controller in kube-apiserver
+//! keeps it: `status.typeChecking.expressionWarnings` for expressions that refer to fields the
+//! matched kinds do not have, and `status.observedGeneration`.
+//!
+//! Checked: each validation's `expression` and `messageExpression` and each audit annotation's
+//! `valueExpression`, with `object` and `oldObject` typed by the schema of every built-in kind
+//! the policy's resource rules name exactly (wildcards and custom resources are not checked, as
+//! upstream skips what it cannot resolve to one schema).
+
+use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy;
+use serde_json::{json, Value};
+
+use crate::api::resources::{self, Resource};
+use crate::api::schemas;
+use crate::cel;
+use crate::registry::generic::Part;
+use crate::registry::Registry;
+
+/// Brings the status of every policy whose generation moved up to date.
+pub async fn update_all(registry: &Registry, policies: &[ValidatingAdmissionPolicy]) {
+    let Some(resource) = resources::find(
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingadmissionpolicies",
+    ) else {
+        return;
+    };
+    for policy in policies {
+        let generation = policy.metadata.generation.unwrap_or(0);
+        let observed = policy.status.as_ref().and_then(|s| s.observed_generation);
+        if observed == Some(generation) {
+            continue;
+        }
+        let Some(name) = policy.metadata.name.as_deref() else {
+            continue;
+        };
+        let warnings = expression_warnings(policy);
+        let result = registry
+            .update_with(resource, "", name, Part::Status, false, |stored| {
+                let mut updated = stored.clone();
+                // Another writer moved the generation on: its own update comes next.
+                if stored["metadata"]["generation"].as_i64().unwrap_or(0) != generation {
+                    return Ok(updated);
+                }
+                let status = &mut updated["status"];
+                if !status.is_object() {
+                    *status = json!({});
+                }
+                status["observedGeneration"] = json!(generation);
+                status["typeChecking"] = json!({"expressionWarnings": warnings.clone()});
+                Ok(updated)
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::debug!(policy = name, "cannot write the policy status: {e}");
+        }
+    }
+}
+
+/// The warnings for `policy`'s expressions, each with the path of the field holding it.
+pub fn expression_warnings(policy: &ValidatingAdmissionPolicy) -> Vec<Value> {
+    let Some(spec) = &policy.spec else {
+        return Vec::new();
+    };
+    let kinds = matched_kinds(policy);
+    if kinds.is_empty() {
+        return Vec::new();
+    }
+    let mut expressions: Vec<(String, &str)> = Vec::new();
+    for (i, validation) in spec.validations.iter().flatten().enumerate() {
+        expressions.push((
+            format!("spec.validations[{i}].expression"),
+            &validation.expression,
+        ));
+        if let Some(message) = validation.message_expression.as_deref() {
+            expressions.push((format!("spec.validations[{i}].messageExpression"), message));
+        }
+    }
+    for (i, annotation) in spec.audit_annotations.iter().flatten().enumerate() {
+        expressions.push((
+            format!("spec.auditAnnotations[{i}].valueExpression"),
+            &annotation.value_expression,
+        ));
+    }
+    let definitions = &schemas::catalog().definitions;
+    let lookup = |name: &str| definitions.get(name);
+    let mut warnings = Vec::new();
+    for (field_ref, source) in expressions {
+        // Expressions that do not compile fail at admission under the failure policy.
+        let Ok(program) = cel::compile(source) else {
+            continue;
+        };
+        let mut messages = Vec::new();
+        for (resource, schema) in &kinds {
+            let issues = cel::typecheck::check_fields(
+                &program,
+                &[("object", schema), ("oldObject", schema)],
+                &lookup,
+            );
+            if issues.is_empty() {
+                continue;
+            }
+            let issues: Vec<String> = issues
+                .iter()
+                .map(|issue| format!("ERROR: <input>: {issue}"))
+                .collect();
+            messages.push(format!(
+                "{}/{}, Kind={}: {}",
+                resource.group,
+                resource.version,
+                resource.kind,
+                issues.join("\n")
+            ));
+        }
+        if !messages.is_empty() {
+            warnings.push(json!({"fieldRef": field_ref, "warning": messages.join("\n")}));
+        }
+    }
+    warnings
+}
+
+/// The built-in kinds (and their schemas) the policy's resource rules name without wildcards.
+fn matched_kinds(policy: &ValidatingAdmissionPolicy) -> Vec<(&'static Resource, &'static Value)> {
+    let rules = policy
+        .spec
+        .as_ref()
+        .and_then(|s| s.match_constraints.as_ref())
+        .and_then(|m| m.resource_rules.as_ref());
+    let mut kinds: Vec<(&'static Resource, &'static Value)> = Vec::new();
+    for rule in rules.into_iter().flatten() {
+        for group in rule.api_groups.iter().flatten() {
+            for version in rule.api_versions.iter().flatten() {
+                for plural in rule.resources.iter().flatten() {
+                    let Some(resource) = resources::find(group, version, plural) else {
+                        continue;
+                    };
+                    let Some(schema) =
+                        schemas::kind_definition(&resource.api_version(), resource.kind)
+                            .and_then(|d| schemas::catalog().definitions.get(d))
+                    else {
+                        continue;
+                    };
+                    if !kinds.iter().any(|(r, _)| std::ptr::eq(*r, resource)) {
+                        kinds.push((resource, schema));
+                    }
+                }
+            }
+        }
+    }
+    kinds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(validations: Value) -> ValidatingAdmissionPolicy {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "generation": 1},
+            "spec": {
+                "matchConstraints": {"resourceRules": [{
+                    "apiGroups": ["apps"], "apiVersions": ["v1"],
+                    "operations": ["CREATE"], "resources": ["deployments"]}]},
+                "validations": validations,
+                "auditAnnotations": [{"key": "k", "valueExpression": "string(object.spec.replcas)"}],
+            }
+        }))
+        .expect("a policy")
+    }
+
+    #[test]
+    fn expressions_naming_fields_a_deployment_lacks_are_warned_about() {
+        let warnings = expression_warnings(&policy(json!([
+            {"expression": "object.spec.replicas <= 5"},
+            {"expression": "object.spec.replica <= 5",
+             "messageExpression": "'x' + object.metadata.nam"},
+            {"expression": "object.spec.template.spec.containers.all(c, c.image != '' && c.imagePullPolicy != 'Always')"},
+            {"expression": "object.spec.template.spec.containers.all(c, c.imag != '')"},
+        ])));
+        assert_eq!(
+            warnings,
+            [
+                json!({"fieldRef": "spec.validations[1].expression",
+                       "warning": "apps/v1, Kind=Deployment: ERROR: <input>: undefined field 'replica'"}),
+                json!({"fieldRef": "spec.validations[1].messageExpression",
+                       "warning": "apps/v1, Kind=Deployment: ERROR: <input>: undefined field 'nam'"}),
+                json!({"fieldRef": "spec.validations[3].expression",
+                       "warning": "apps/v1, Kind=Deployment: ERROR: <input>: undefined field 'imag'"}),
+                json!({"fieldRef": "spec.auditAnnotations[0].valueExpression",
+                       "warning": "apps/v1, Kind=Deployment: ERROR: <input>: undefined field 'replcas'"}),
+            ]
+        );
+    }
+
+    #[test]
+    fn wildcard_rules_are_not_type_checked() {
+        let mut p = policy(json!([{"expression": "object.spec.replica <= 5"}]));
+        if let Some(rules) = p
+            .spec
+            .as_mut()
+            .and_then(|s| s.match_constraints.as_mut())
+            .and_then(|m| m.resource_rules.as_mut())
+        {
+            rules[0].resources = Some(vec!["*".into()]);
+        }
+        assert!(expression_warnings(&p).is_empty());
+    }
+}
