@@ -278,6 +278,23 @@ async fn the_shim_outlives_its_starter_and_a_new_client_sees_running_containers(
 }
 
 #[tokio::test]
+async fn a_watcher_hears_of_a_container_exit_without_asking_and_of_the_shim_ending() {
+    let pod = Pod::start().await;
+    let mut changes = pod.runtime.watch_pod(&pod.uid).await.unwrap();
+    pod.run(pod.spec("brief", "sleep 1; exit 7")).await;
+    let heard = tokio::time::timeout(Duration::from_secs(20), changes.changed()).await;
+    assert_eq!(heard, Ok(true), "the shim reports the exit on its own");
+    // The state read right after the notification already holds the exit.
+    let state = pod.state().await;
+    let brief = state.containers.iter().find(|c| c.name == "brief").unwrap();
+    assert_eq!(brief.status, ContainerStatus::Exited);
+    assert_eq!(brief.exit_code, Some(7));
+    pod.runtime.stop_pod(&pod.uid).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), changes.changed()).await;
+    assert_eq!(ended, Ok(false), "the subscription ends with its shim");
+}
+
+#[tokio::test]
 async fn seccomp_profiles_deny_what_they_forbid_and_fail_closed() {
     let pod = Pod::start().await;
     // Creating a user namespace needs no capability, but RuntimeDefault denies unshare(2) to

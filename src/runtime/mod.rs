@@ -29,7 +29,7 @@ pub mod types;
 use std::future::Future;
 use std::path::PathBuf;
 
-pub use client::ShimRuntime;
+pub use client::{PodChanges, ShimRuntime};
 pub use protocol::ExecResult;
 pub use types::{
     ContainerSpec, ContainerState, ContainerStatus, MountKind, MountSpec, PodShimConfig, PodState,
