@@ -20,6 +20,7 @@ pub mod logs;
 pub mod memory;
 pub mod protocol;
 pub mod seccomp;
+pub mod seccomp_bpf;
 pub mod session;
 pub mod shim;
 pub mod spec;
