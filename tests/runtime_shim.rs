@@ -278,6 +278,23 @@ async fn the_shim_outlives_its_starter_and_a_new_client_sees_running_containers(
 }
 
 #[tokio::test]
+async fn a_watcher_hears_of_a_container_exit_without_asking_and_of_the_shim_ending() {
+    let pod = Pod::start().await;
+    let mut changes = pod.runtime.watch_pod(&pod.uid).await.unwrap();
+    pod.run(pod.spec("brief", "sleep 1; exit 7")).await;
+    let heard = tokio::time::timeout(Duration::from_secs(20), changes.changed()).await;
+    assert_eq!(heard, Ok(true), "the shim reports the exit on its own");
+    // The state read right after the notification already holds the exit.
+    let state = pod.state().await;
+    let brief = state.containers.iter().find(|c| c.name == "brief").unwrap();
+    assert_eq!(brief.status, ContainerStatus::Exited);
+    assert_eq!(brief.exit_code, Some(7));
+    pod.runtime.stop_pod(&pod.uid).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), changes.changed()).await;
+    assert_eq!(ended, Ok(false), "the subscription ends with its shim");
+}
+
+#[tokio::test]
 async fn seccomp_profiles_deny_what_they_forbid_and_fail_closed() {
     let pod = Pod::start().await;
     // Creating a user namespace needs no capability, but RuntimeDefault denies unshare(2) to
@@ -325,6 +342,67 @@ async fn seccomp_profiles_deny_what_they_forbid_and_fail_closed() {
         .is_err());
     let state = pod.state().await;
     assert!(!state.containers.iter().any(|c| c.name == "missing"));
+}
+
+/// CAP_SYS_ADMIN's bit in the capability masks of `/proc/<pid>/status`.
+const CAP_SYS_ADMIN_BIT: u64 = 1 << 21;
+
+/// CapEff of a `/proc/<pid>/status` text.
+fn effective_caps(status: &str) -> u64 {
+    status
+        .split("CapEff:")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .expect("a CapEff line")
+}
+
+#[tokio::test]
+async fn the_precompiled_filter_confines_a_container_without_no_new_privs_and_execs_get_no_sys_admin(
+) {
+    let pod = Pod::start().await;
+    // Without no_new_privs the filter can only be loaded with CAP_SYS_ADMIN, which the
+    // container must not keep.
+    let mut lent = pod.spec(
+        "lent",
+        "cat /proc/self/status; unshare -U true && echo unshared; echo done; exec sleep 1000",
+    );
+    lent.no_new_privileges = false;
+    pod.run(lent).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pod.log("lent").contains("stdout F done") {
+        assert!(Instant::now() < deadline, "no output: {}", pod.log("lent"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = pod.log("lent");
+    assert!(log.contains("Seccomp:\t2"), "{log}");
+    assert!(log.contains("Operation not permitted"), "{log}");
+    assert!(!log.contains("stdout F unshared"), "{log}");
+    let caps = effective_caps(&log);
+    assert_ne!(caps, 0, "the default capabilities stay: {log}");
+    assert_eq!(caps & CAP_SYS_ADMIN_BIT, 0, "CAP_SYS_ADMIN given back");
+
+    // An exec into it gets the capabilities of the full spec back in config.json, not the
+    // CAP_SYS_ADMIN lent to the init process. (libcontainer 0.7 gives execs no seccomp
+    // profile at all: its tenant builder copies only namespaces and cgroup from the spec.)
+    let sh = |script: &str| vec!["sh".to_string(), "-c".to_string(), script.to_string()];
+    let exec = pod
+        .runtime
+        .exec_sync(
+            &pod.uid,
+            "lent",
+            sh("grep CapEff: /proc/self/status"),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(exec.exit_code, 0, "{exec:?}");
+    assert_eq!(effective_caps(&exec.stdout), caps, "{exec:?}");
+
+    // Compiled once for the node, next to the pods' state dirs.
+    let cache = pod.root.path().join("pods").join(".seccomp");
+    let programs = std::fs::read_dir(&cache).unwrap().count();
+    assert_eq!(programs, 1, "one program for RuntimeDefault in {cache:?}");
 }
 
 #[tokio::test]

@@ -207,6 +207,8 @@ async fn work(ctx: &Ctx, mut inbox: watch::Receiver<Option<Pod>>) {
                         return;
                     },
                     _ = tokio::time::sleep(wake) => {}
+                    // A container exited: sync now rather than at the next poll.
+                    _ = worker.shim_changed() => {}
                 }
             }
         }

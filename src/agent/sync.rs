@@ -22,12 +22,16 @@ use super::AgentConfig;
 use crate::network::{NodeNetwork, PodNetwork};
 use crate::runtime::images::{ImageStore, RegistryAuth};
 use crate::runtime::{
-    cgroups, ContainerRuntime, ContainerState, ContainerStatus, MountKind, MountSpec,
+    cgroups, ContainerRuntime, ContainerState, ContainerStatus, MountKind, MountSpec, PodChanges,
     PodShimConfig, RuntimeError, ShimRuntime,
 };
 
-/// How often a pod with live containers is looked at (exits, probes).
+/// How often a pod with live containers is looked at when its shim cannot report exits
+/// itself (no subscription), and how soon a just-started container is looked at again.
 const POLL: Duration = Duration::from_secs(1);
+/// How often a pod whose shim reports its exits is looked at anyway: the safety net should a
+/// notification be lost.
+const RESYNC: Duration = Duration::from_secs(30);
 /// How soon a pod whose setup failed is tried again.
 const RETRY: Duration = Duration::from_secs(5);
 /// How long an idle pod (nothing running, nothing to restart) sleeps unless its object changes.
@@ -35,7 +39,8 @@ const IDLE: Duration = Duration::from_secs(60);
 const DEFAULT_GRACE_SECONDS: i64 = 30;
 /// How often a running pod's configMap, secret, downwardAPI and projected volumes are compared
 /// with their sources (kubelet: its sync period plus a cache TTL, about a minute at most).
-const VOLUME_REFRESH: Duration = Duration::from_secs(10);
+/// Every pod has one (its service account token), so this sets the idle pod's pace.
+const VOLUME_REFRESH: Duration = Duration::from_secs(30);
 
 /// What every pod worker shares.
 pub struct Ctx {
@@ -107,6 +112,8 @@ pub struct PodWorker {
     tokens: super::tokens::TokenCache,
     containers: HashMap<String, Tracked>,
     seeded: bool,
+    /// The shim's exit notifications; without them live containers are polled.
+    changes: Option<PodChanges>,
 }
 
 fn uid_of(pod: &Pod) -> String {
@@ -214,6 +221,14 @@ impl PodWorker {
             setup_error = Some(e);
             wake = RETRY;
         }
+        if self.shim_ready && self.changes.is_none() {
+            // Subscribed before the state is read, so no exit falls between the two. A shim
+            // that cannot (started by an older berth) is polled instead.
+            match ctx.runtime.watch_pod(&uid).await {
+                Ok(changes) => self.changes = Some(changes),
+                Err(e) => tracing::debug!(pod = %uid, error = %e, "shim reports no changes"),
+            }
+        }
         let observed: HashMap<String, ContainerState> = if self.shim_ready {
             match ctx.runtime.pod_state(&uid).await {
                 Ok(state) => state
@@ -225,6 +240,7 @@ impl PodWorker {
                     tracing::warn!(pod = %uid, error = %e, "cannot read pod state");
                     if matches!(e, RuntimeError::NoShim(_)) {
                         self.shim_ready = false;
+                        self.changes = None;
                     }
                     return RETRY;
                 }
@@ -249,10 +265,32 @@ impl PodWorker {
             .values()
             .any(|c| c.status != ContainerStatus::Exited)
         {
-            wake = wake.min(POLL);
+            wake = wake.min(self.live_poll());
         }
         self.write_status(ctx, pod, &observed).await;
         wake
+    }
+
+    /// Resolves when the shim reports a change (a container exited), or when its subscription
+    /// ends (the shim is gone: the next sync finds out). Never resolves without a subscription.
+    pub async fn shim_changed(&mut self) {
+        match &mut self.changes {
+            Some(changes) => {
+                if !changes.changed().await {
+                    self.changes = None;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// When to look again at a pod with live containers and nothing else due.
+    fn live_poll(&self) -> Duration {
+        if self.changes.is_some() {
+            RESYNC
+        } else {
+            POLL
+        }
     }
 
     async fn ensure_sandbox(&mut self, ctx: &Ctx, pod: &Pod) -> anyhow::Result<()> {
@@ -384,7 +422,9 @@ impl PodWorker {
                     wake = wake.min(self.start_or_wait(ctx, pod, c, now).await);
                     return wake;
                 }
-                Some(s) if s.status != ContainerStatus::Exited => return wake.min(POLL),
+                Some(s) if s.status != ContainerStatus::Exited => {
+                    return wake.min(self.live_poll())
+                }
                 Some(s) if s.exit_code == Some(0) => continue,
                 Some(s) => {
                     if should_restart(&policy, s.exit_code.unwrap_or(-1)) {
@@ -710,6 +750,7 @@ impl PodWorker {
         let uid = uid_of(pod);
         let netns = self.network.as_ref().map(|n| n.netns_path.clone());
         let pod_ip = self.facts(ctx).pod_ip.unwrap_or_default();
+        let mut wake = self.live_poll();
         let t = self.containers.entry(c.name.clone()).or_default();
         let started_at = s.started_at.clone().unwrap_or_default();
         let target = probes::Target {
@@ -720,7 +761,6 @@ impl PodWorker {
             pod_ip: &pod_ip,
             container_spec: c,
         };
-        let mut wake = POLL;
         // Startup first: the others wait until it has succeeded.
         if let Some(p) = &c.startup_probe {
             if !t.startup.succeeded() {
@@ -741,7 +781,7 @@ impl PodWorker {
                         .kill_container(&uid, &c.name, libc::SIGKILL)
                         .await;
                 }
-                return wake;
+                return wake.min(outcome.next);
             }
         }
         if let Some(p) = &c.liveness_probe {

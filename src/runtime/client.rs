@@ -68,10 +68,10 @@ impl ShimRuntime {
         self.root.join(pod_uid)
     }
 
-    async fn call(&self, pod_uid: &str, request: &Request) -> Result<Response, RuntimeError> {
+    async fn connect(&self, pod_uid: &str) -> Result<(UnixStream, PathBuf), RuntimeError> {
         check_uid(pod_uid)?;
         let socket = self.pod_dir(pod_uid).join(SOCKET_NAME);
-        let mut stream = UnixStream::connect(&socket)
+        let stream = UnixStream::connect(&socket)
             .await
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
@@ -83,6 +83,11 @@ impl ShimRuntime {
                     source: e,
                 },
             })?;
+        Ok((stream, socket))
+    }
+
+    async fn call(&self, pod_uid: &str, request: &Request) -> Result<Response, RuntimeError> {
+        let (mut stream, socket) = self.connect(pod_uid).await?;
         let mut line = serde_json::to_vec(request)
             .map_err(|e| RuntimeError::Protocol(format!("encode request: {e}")))?;
         line.push(b'\n');
@@ -108,6 +113,33 @@ impl ShimRuntime {
             }),
             Ok(response) => Ok(response),
             Err(e) => Err(RuntimeError::Protocol(format!("decode response: {e}"))),
+        }
+    }
+
+    /// Subscribes to the pod's state changes (container exits). The subscription holds one
+    /// connection to the shim; it ends when the shim does.
+    pub async fn watch_pod(&self, pod_uid: &str) -> Result<PodChanges, RuntimeError> {
+        let (mut stream, socket) = self.connect(pod_uid).await?;
+        let mut line = serde_json::to_vec(&Request::Watch)
+            .map_err(|e| RuntimeError::Protocol(format!("encode request: {e}")))?;
+        line.push(b'\n');
+        stream
+            .write_all(&line)
+            .await
+            .map_err(io_err("write", &socket))?;
+        let mut changes = PodChanges {
+            reader: BufReader::new(stream),
+            line: String::new(),
+        };
+        match changes.next_response().await {
+            Some(Response::Ok) => Ok(changes),
+            Some(Response::Error { message }) => Err(RuntimeError::Shim {
+                pod: pod_uid.to_string(),
+                message,
+            }),
+            other => Err(RuntimeError::Protocol(format!(
+                "unexpected answer to watch: {other:?}"
+            ))),
         }
     }
 
@@ -171,6 +203,29 @@ impl ShimRuntime {
             }
         }
         Ok(())
+    }
+}
+
+/// A subscription to one pod shim's state changes (see [`ShimRuntime::watch_pod`]).
+#[derive(Debug)]
+pub struct PodChanges {
+    reader: BufReader<UnixStream>,
+    line: String,
+}
+
+impl PodChanges {
+    /// Waits for the next change. `false`: the subscription ended (the shim exited or broke
+    /// the protocol); nothing more will come.
+    pub async fn changed(&mut self) -> bool {
+        matches!(self.next_response().await, Some(Response::Changed))
+    }
+
+    async fn next_response(&mut self) -> Option<Response> {
+        self.line.clear();
+        match self.reader.read_line(&mut self.line).await {
+            Ok(0) | Err(_) => None,
+            Ok(_) => serde_json::from_str(&self.line).ok(),
+        }
     }
 }
 

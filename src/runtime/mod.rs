@@ -20,6 +20,7 @@ pub mod logs;
 pub mod memory;
 pub mod protocol;
 pub mod seccomp;
+pub mod seccomp_bpf;
 pub mod session;
 pub mod shim;
 pub mod spec;
@@ -29,7 +30,7 @@ pub mod types;
 use std::future::Future;
 use std::path::PathBuf;
 
-pub use client::ShimRuntime;
+pub use client::{PodChanges, ShimRuntime};
 pub use protocol::ExecResult;
 pub use types::{
     ContainerSpec, ContainerState, ContainerStatus, MountKind, MountSpec, PodShimConfig, PodState,

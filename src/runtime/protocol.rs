@@ -56,6 +56,10 @@ pub enum Request {
     },
     /// Kills every container, removes them and their mounts, then the shim exits.
     Shutdown,
+    /// Subscribes this connection to state changes: the shim answers `Ok`, then sends one
+    /// `Changed` line whenever a container exits, so the agent need not poll for exits. Send
+    /// nothing else on the connection afterwards.
+    Watch,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +89,8 @@ pub enum Response {
     Error {
         message: String,
     },
+    /// On a `Watch` connection: some container's state changed; read the pod state again.
+    Changed,
 }
 
 /// Outcome of an ExecSync. Output is capped per stream and decoded lossily as UTF-8.
@@ -111,6 +117,7 @@ mod tests {
             },
             Request::State,
             Request::Shutdown,
+            Request::Watch,
         ];
         for request in requests {
             let line = serde_json::to_string(&request).unwrap();

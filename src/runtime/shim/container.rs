@@ -17,8 +17,35 @@ use super::state::ContainerRecord;
 use super::{io_err, sys_err, ShimError};
 use crate::runtime::cgroups;
 use crate::runtime::logs::{LineSplitter, LogWriter, Stream};
+use crate::runtime::seccomp_bpf::{self, PrecompiledSeccomp};
 use crate::runtime::spec::{build_spec, resolve_seccomp, PodNamespaces};
-use crate::runtime::types::{ContainerSpec, ContainerState, ContainerStatus, RootfsSpec};
+use crate::runtime::types::{
+    ContainerSpec, ContainerState, ContainerStatus, RootfsSpec, SeccompProfile,
+};
+
+/// A container created from a spec without its seccomp profile: the executor that loads the
+/// precompiled filter, `config.json`, and the full spec to put back there.
+type Restore = (PrecompiledSeccomp, PathBuf, Vec<u8>);
+
+/// Puts the full spec back into `config.json` once the container exists. Execs would run
+/// without the profile otherwise, so a container whose spec cannot be restored is removed.
+fn restore_full_spec(
+    container: &mut LibContainer,
+    restore: &Option<Restore>,
+) -> Result<(), ShimError> {
+    let Some((_, config, full)) = restore else {
+        return Ok(());
+    };
+    if let Err(e) = std::fs::write(config, full) {
+        let pid = container.pid().map(|p| p.as_raw());
+        let _ = container.delete(true);
+        if let Some(pid) = pid {
+            let _ = waitpid(Pid::from_raw(pid), None);
+        }
+        return Err(io_err("write", config)(e));
+    }
+    Ok(())
+}
 
 /// Where things live inside the pod's state dir. Names are one letter to keep socket paths
 /// libcontainer creates below them well under the 108-byte limit.
@@ -31,6 +58,10 @@ impl Layout<'_> {
     }
     pub fn bundle(&self, name: &str) -> PathBuf {
         self.0.join("b").join(name)
+    }
+    /// Compiled seccomp programs, shared by every pod of the node: `<pods root>/.seccomp`.
+    fn seccomp_cache(&self) -> Option<PathBuf> {
+        self.0.parent().map(|root| root.join(".seccomp"))
     }
     fn overlay(&self, name: &str) -> PathBuf {
         self.0.join("o").join(name)
@@ -210,6 +241,19 @@ impl Container {
         let layout = Layout(dir);
         // Resolve the profile first: failing here leaves nothing to clean up.
         let seccomp = resolve_seccomp(spec)?;
+        let precompiled = match (&spec.seccomp, &seccomp, layout.seccomp_cache()) {
+            (SeccompProfile::RuntimeDefault, Some(profile), Some(cache)) => {
+                match seccomp_bpf::cached(&cache, profile) {
+                    Ok(program) => Some(program),
+                    Err(e) => {
+                        // Still enforced: libcontainer compiles it in the container instead.
+                        eprintln!("berth shim: seccomp profile not precompiled: {e}");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         let log = LogWriter::open(&spec.log_path, spec.log_max_bytes, spec.log_max_files)?;
         let (rootfs, overlay_root) = match &spec.rootfs {
             RootfsSpec::Dir(path) => (path.clone(), None),
@@ -218,8 +262,15 @@ impl Container {
                 (root.clone(), Some(root))
             }
         };
-        let result =
-            Self::create_with_rootfs(&layout, pod, cgroup_namespace, spec, &rootfs, seccomp);
+        let result = Self::create_with_rootfs(
+            &layout,
+            pod,
+            cgroup_namespace,
+            spec,
+            &rootfs,
+            seccomp,
+            precompiled,
+        );
         match result {
             Ok(Created {
                 id,
@@ -272,6 +323,7 @@ impl Container {
         spec: &ContainerSpec,
         rootfs: &Path,
         seccomp: Option<serde_json::Value>,
+        precompiled: Option<seccomp_bpf::Program>,
     ) -> Result<Created, ShimError> {
         let settable = spec.oom_score_adj.map(settable_oom_score_adj);
         let adjusted;
@@ -292,11 +344,32 @@ impl Container {
             path: config.clone(),
             source,
         })?;
-        std::fs::write(&config, json).map_err(io_err("write", &config))?;
+        // With a precompiled filter the init process starts from a spec without it (see
+        // seccomp_bpf); config.json gets the full spec back once the container exists, as
+        // execs into it read their seccomp profile and capabilities from there.
+        let mut init = None;
+        if let Some(program) = precompiled {
+            let mut value = serde_json::to_value(&oci).map_err(|source| ShimError::State {
+                path: config.clone(),
+                source,
+            })?;
+            if let Some(executor) = seccomp_bpf::init_spec(&mut value, program) {
+                init = Some((executor, value.to_string()));
+            }
+        }
+        let to_write = match &init {
+            Some((_, init_json)) => init_json.as_bytes(),
+            None => json.as_slice(),
+        };
+        std::fs::write(&config, to_write).map_err(io_err("write", &config))?;
+        let restore = match init {
+            Some((executor, _)) => Some((executor, config.clone(), json)),
+            None => None,
+        };
 
         let id = new_id();
         if spec.tty {
-            return Self::create_with_tty(layout, &bundle, id);
+            return Self::create_with_tty(layout, &bundle, id, restore);
         }
         // The container must always get a stdin, or it inherits the shim's.
         let (stdin, stdin_writer): (OwnedFd, Option<OwnedFd>) = if spec.stdin {
@@ -324,10 +397,14 @@ impl Container {
         let built = ContainerBuilder::new(id.clone(), SyscallType::default())
             .with_root_path(&containers_root)
             .map(|builder| {
-                builder
+                let builder = builder
                     .with_stdin(stdin)
                     .with_stdout(out_write)
-                    .with_stderr(err_write)
+                    .with_stderr(err_write);
+                match &restore {
+                    Some((executor, _, _)) => builder.with_executor(executor.clone()),
+                    None => builder,
+                }
             })
             .and_then(|builder| builder.validate_id())
             .and_then(|builder| {
@@ -340,7 +417,8 @@ impl Container {
         if let Some(value) = own_oom_score_adj {
             let _ = std::fs::write(OOM_SCORE_ADJ, value.trim());
         }
-        let container = built?;
+        let mut container = built?;
+        restore_full_spec(&mut container, &restore)?;
         // libcontainer speaks its own nix version's Pid: carry the raw number.
         let pid = container.pid().map(|p| p.as_raw());
         let no_pid = || ShimError::Sys {
@@ -385,7 +463,12 @@ impl Container {
     /// names a /dev/pts device there and it is the controlling terminal) and sends the master
     /// over a console socket, as `runc create --console-socket` does. Its output is one
     /// stream, logged as stdout, as upstream's runtimes log a tty.
-    fn create_with_tty(layout: &Layout, bundle: &Path, id: String) -> Result<Created, ShimError> {
+    fn create_with_tty(
+        layout: &Layout,
+        bundle: &Path,
+        id: String,
+        restore: Option<Restore>,
+    ) -> Result<Created, ShimError> {
         // Short: the socket path must stay under the 108-byte limit.
         let socket_path = layout.0.join(format!("t{}.sock", &id[..8]));
         let _cleanup = super::interactive::RemoveOnDrop(vec![socket_path.clone()]);
@@ -401,11 +484,15 @@ impl Container {
         let built = ContainerBuilder::new(id.clone(), SyscallType::default())
             .with_root_path(&containers_root)
             .map(|builder| {
-                builder
+                let builder = builder
                     .with_console_socket(Some(&socket_path))
                     .with_stdin(stdin)
                     .with_stdout(stdout)
-                    .with_stderr(stderr)
+                    .with_stderr(stderr);
+                match &restore {
+                    Some((executor, _, _)) => builder.with_executor(executor.clone()),
+                    None => builder,
+                }
             })
             .and_then(|builder| builder.validate_id())
             .and_then(|builder| {
@@ -419,6 +506,7 @@ impl Container {
             let _ = std::fs::write(OOM_SCORE_ADJ, value.trim());
         }
         let mut container = built?;
+        restore_full_spec(&mut container, &restore)?;
         super::interactive::remove_console_links(&containers_root.join(&id), &socket_path);
         let pid = container.pid().map(|p| p.as_raw());
         let opened = pid

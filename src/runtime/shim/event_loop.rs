@@ -36,6 +36,8 @@ struct Client {
     id: u64,
     stream: UnixStream,
     buf: Vec<u8>,
+    /// Subscribed with `Watch`: told about every container exit.
+    watching: bool,
 }
 
 struct Shim {
@@ -281,6 +283,7 @@ impl Shim {
                             id,
                             stream,
                             buf: Vec::new(),
+                            watching: false,
                         });
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break Ok(()),
@@ -330,7 +333,10 @@ impl Shim {
             Event::Exit(c) => {
                 if let Some(container) = self.containers.get_mut(c) {
                     if container.reap(false)? {
-                        self.save()?;
+                        // Saved first: a watcher that reads the state at once sees the exit.
+                        let saved = self.save();
+                        self.notify_watchers();
+                        saved?;
                     }
                 }
                 Ok(())
@@ -370,6 +376,16 @@ impl Shim {
                 if !self.reply(i, &response) {
                     return;
                 }
+            }
+        }
+    }
+
+    /// Tells every `Watch` subscriber that the pod's state changed. Highest index first: a
+    /// failed write removes its client.
+    fn notify_watchers(&mut self) {
+        for i in (0..self.clients.len()).rev() {
+            if self.clients[i].watching {
+                self.reply(i, &Response::Changed);
             }
         }
     }
@@ -429,6 +445,12 @@ impl Shim {
             Request::State => Ok(Response::State {
                 state: self.state(),
             }),
+            Request::Watch => {
+                if let Some(c) = self.clients.iter_mut().find(|c| c.id == client) {
+                    c.watching = true;
+                }
+                Ok(Response::Ok)
+            }
             Request::Shutdown => self.shutdown().map(|()| Response::Ok),
         };
         Some(result.unwrap_or_else(|e| Response::Error {
