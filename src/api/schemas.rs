@@ -5,8 +5,8 @@
 //! (`x-kubernetes-group-version-kind`, patch and list metadata from [`super::patch_meta`]), so the
 //! OpenAPI v2 and v3 documents only differ in shape. References read `#/definitions/<name>`.
 
-use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use k8s_openapi::api::{
     admissionregistration, apps, autoscaling, batch, certificates, coordination, core, discovery,
@@ -46,14 +46,90 @@ const LIST_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta";
 const INT_OR_STRING: &str = "io.k8s.apimachinery.pkg.util.intstr.IntOrString";
 const QUANTITY: &str = "io.k8s.apimachinery.pkg.api.resource.Quantity";
 
-pub fn catalog() -> &'static Catalog {
-    static CATALOG: OnceLock<Catalog> = OnceLock::new();
-    CATALOG.get_or_init(build)
+/// The catalog, built on first use and shared while anyone holds it (and for a minute after it
+/// was built). Only the OpenAPI documents need the whole of it (descriptions make it several
+/// MiB): an idle node does not keep it. Writes need only the [`TypeGraph`], which stays.
+pub fn catalog() -> Arc<Catalog> {
+    static CATALOG: Mutex<Weak<Catalog>> = Mutex::new(Weak::new());
+    let mut cached = CATALOG.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(catalog) = cached.upgrade() {
+        return catalog;
+    }
+    let catalog = Arc::new(build());
+    *cached = Arc::downgrade(&catalog);
+    // OpenAPI requests come in bursts (kubectl fetches the index, then a document or two):
+    // keep the catalog a little while rather than rebuild it for each of them.
+    let lingering = Arc::clone(&catalog);
+    let _ = std::thread::Builder::new()
+        .name("schema-catalog".to_owned())
+        .spawn(move || {
+            std::thread::sleep(CATALOG_LINGER);
+            drop(lingering);
+        });
+    catalog
+}
+
+#[cfg(not(test))]
+const CATALOG_LINGER: std::time::Duration = std::time::Duration::from_secs(60);
+#[cfg(test)]
+const CATALOG_LINGER: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// What writes ask of the schemas (managedFields, strategic merge, apply): which named type
+/// each field of each type holds, and each kind's root type. A few hundred KiB, kept for good.
+#[derive(Debug, Default)]
+struct TypeGraph {
+    /// Definition name -> its fields -> the named type of the field (or of its items), if any.
+    fields: HashMap<String, HashMap<String, Option<String>>>,
+    kinds: Vec<KindDefinition>,
+}
+
+fn type_graph() -> &'static TypeGraph {
+    static GRAPH: OnceLock<TypeGraph> = OnceLock::new();
+    // Built from a catalog of its own, dropped at once (not the lingering shared one): start-up
+    // needs the graph, and an idle node should not hold the catalog.
+    GRAPH.get_or_init(|| TypeGraph::of(&build()))
+}
+
+impl TypeGraph {
+    fn of(catalog: &Catalog) -> TypeGraph {
+        let fields = catalog
+            .definitions
+            .iter()
+            .map(|(name, definition)| {
+                let properties = definition
+                    .get("properties")
+                    .and_then(Value::as_object)
+                    .map(|properties| {
+                        properties
+                            .iter()
+                            .map(|(field, property)| {
+                                let target = property_target(property)
+                                    .filter(|t| catalog.definitions.contains_key(*t));
+                                (field.clone(), target.map(str::to_owned))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (name.clone(), properties)
+            })
+            .collect();
+        TypeGraph {
+            fields,
+            kinds: catalog.kinds.clone(),
+        }
+    }
+}
+
+/// The named type a property holds: itself, or its items, or its map values.
+fn property_target(property: &Value) -> Option<&str> {
+    ref_target(property)
+        .or_else(|| property.get("items").and_then(ref_target))
+        .or_else(|| property.get("additionalProperties").and_then(ref_target))
 }
 
 /// The root definition name of objects of `api_version`/`kind` (`DeploymentList` included).
 pub fn kind_definition(api_version: &str, kind: &str) -> Option<&'static str> {
-    catalog()
+    type_graph()
         .kinds
         .iter()
         .find(|k| k.api_version == api_version && k.kind == kind)
@@ -77,24 +153,15 @@ pub fn ref_target(schema: &Value) -> Option<&str> {
 
 /// The named object type of `field` in `type_name`, looking through lists and maps.
 pub fn field_type(type_name: &str, field: &str) -> Option<&'static str> {
-    let definitions = &catalog().definitions;
-    let property = definitions.get(type_name)?.get("properties")?.get(field)?;
-    let target = ref_target(property)
-        .or_else(|| property.get("items").and_then(ref_target))
-        .or_else(|| property.get("additionalProperties").and_then(ref_target))?;
-    definitions
-        .get_key_value(target)
-        .map(|(name, _)| name.as_str())
+    type_graph().fields.get(type_name)?.get(field)?.as_deref()
 }
 
 /// Does the type named `type_name` have a property `field`?
 pub fn has_field(type_name: &str, field: &str) -> bool {
-    catalog()
-        .definitions
+    type_graph()
+        .fields
         .get(type_name)
-        .and_then(|d| d.get("properties"))
-        .and_then(|p| p.get(field))
-        .is_some()
+        .is_some_and(|fields| fields.contains_key(field))
 }
 
 fn build() -> Catalog {
@@ -279,8 +346,11 @@ fn add_patch_extensions(property: &mut Map<String, Value>, meta: &patch_meta::Fi
 }
 
 /// Names of the definitions `roots` refer to, directly or not, roots included.
-pub fn reachable(roots: impl IntoIterator<Item = String>) -> std::collections::BTreeSet<String> {
-    let definitions = &catalog().definitions;
+pub fn reachable(
+    catalog: &Catalog,
+    roots: impl IntoIterator<Item = String>,
+) -> std::collections::BTreeSet<String> {
+    let definitions = &catalog.definitions;
     let mut seen = std::collections::BTreeSet::new();
     let mut pending: Vec<String> = roots.into_iter().collect();
     while let Some(name) = pending.pop() {
@@ -319,10 +389,11 @@ mod tests {
 
     #[test]
     fn every_served_kind_has_a_root_definition_with_its_gvk() {
+        let catalog = catalog();
         for r in crate::api::resources::BUILTIN {
             let name = kind_definition(&r.api_version(), r.kind)
                 .unwrap_or_else(|| panic!("no schema for {}", r.kind));
-            let gvk = &catalog().definitions[name]["x-kubernetes-group-version-kind"][0];
+            let gvk = &catalog.definitions[name]["x-kubernetes-group-version-kind"][0];
             assert_eq!(gvk["kind"], r.kind);
             assert_eq!(gvk["group"], r.group);
             assert!(kind_definition(&r.api_version(), &r.list_kind()).is_some());
@@ -331,16 +402,60 @@ mod tests {
 
     #[test]
     fn every_reference_resolves() {
-        let all = reachable(catalog().definitions.keys().cloned());
+        let catalog = catalog();
+        let all = reachable(&catalog, catalog.definitions.keys().cloned());
         for name in all {
-            assert!(catalog().definitions.contains_key(&name), "{name}");
+            assert!(catalog.definitions.contains_key(&name), "{name}");
         }
     }
 
     #[test]
     fn int_or_string_is_a_string_with_a_format() {
-        let d = &catalog().definitions[INT_OR_STRING];
+        let catalog = catalog();
+        let d = &catalog.definitions[INT_OR_STRING];
         assert_eq!(d["format"], "int-or-string");
         assert!(d.get("x-kubernetes-int-or-string").is_none());
+    }
+
+    #[test]
+    fn the_type_graph_answers_like_the_full_schemas() {
+        let catalog = catalog();
+        let pod_spec = "io.k8s.api.core.v1.PodSpec";
+        assert_eq!(
+            field_type(pod_spec, "containers"),
+            Some("io.k8s.api.core.v1.Container")
+        );
+        assert_eq!(
+            field_type("io.k8s.api.core.v1.Pod", "metadata"),
+            Some("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")
+        );
+        assert_eq!(field_type(pod_spec, "nodeName"), None);
+        assert!(has_field(pod_spec, "nodeName"));
+        assert!(!has_field(pod_spec, "noSuchField"));
+        // Every property of every definition: same answer as a walk of the full catalog.
+        for (name, definition) in &catalog.definitions {
+            let Some(properties) = definition.get("properties").and_then(Value::as_object) else {
+                continue;
+            };
+            for (field, property) in properties {
+                let expected =
+                    property_target(property).filter(|t| catalog.definitions.contains_key(*t));
+                assert_eq!(field_type(name, field), expected, "{name}.{field}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_catalog_is_not_kept_once_nobody_holds_it() {
+        let held = catalog();
+        assert!(Arc::ptr_eq(&held, &catalog()), "shared while held");
+        let weak = Arc::downgrade(&held);
+        drop(held);
+        // Another test may hold it right now; wait for it to let go.
+        let started = std::time::Instant::now();
+        while weak.upgrade().is_some() && started.elapsed() < std::time::Duration::from_secs(60) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(weak.upgrade().is_none());
     }
 }

@@ -13,8 +13,9 @@
 //! # Writes
 //! One writer thread ([`writer`]) drains every queued write into one redb transaction, checks each
 //! compare-and-swap in order inside it, appends the batch to the write-ahead log ([`wal`]) with
-//! one sync, commits to redb without durability (readers see it at once) and then answers every
-//! caller (group commit). A checkpoint (a durable redb commit) every so often lets the log start
+//! one sync, commits to redb without durability and, once the sync returned, publishes the new
+//! snapshot to readers and answers every caller (group commit). The sync of one group overlaps
+//! the checks of the next. A checkpoint (a durable redb commit) every so often lets the log start
 //! over; opening the store replays what the log holds beyond redb's last durable revision.
 //! Compaction runs inside checkpoints, every so many revisions.
 //!
@@ -26,6 +27,7 @@ mod backend;
 pub mod bench;
 pub(crate) mod codec;
 pub mod etcd;
+mod queue;
 mod read;
 mod space;
 pub(crate) mod wal;
@@ -37,7 +39,7 @@ mod tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
@@ -214,6 +216,10 @@ impl StoreError {
 
 /// What the writer thread, readers and watches share.
 struct Shared {
+    /// What readers see: the newest durable group. The writer commits a group to redb before
+    /// its log append is synced; readers must not see it before then (see [`writer`]).
+    /// Declared before `db`: a read transaction must end before its database closes.
+    snapshot: RwLock<Arc<redb::ReadTransaction>>,
     db: Database,
     path: PathBuf,
     /// Latest committed revision; published by the writer after each commit.
@@ -239,6 +245,18 @@ pub trait ValueTransformer: Send + Sync {
 }
 
 impl Shared {
+    /// Makes `snapshot`, at `revision`, what readers see.
+    fn publish(&self, snapshot: Arc<redb::ReadTransaction>, revision: u64) {
+        // The old snapshot is dropped outside the lock: ending a read transaction takes
+        // redb's own locks.
+        let old = std::mem::replace(
+            &mut *self.snapshot.write().unwrap_or_else(|e| e.into_inner()),
+            snapshot,
+        );
+        self.revision.store(revision, Ordering::Release);
+        drop(old);
+    }
+
     fn redb_error(&self, context: &'static str, source: impl Into<redb::Error>) -> StoreError {
         StoreError::Redb {
             path: self.path.clone(),
@@ -258,7 +276,7 @@ impl Shared {
 /// Owns the writer thread: dropping the last [`RedbStore`] clone stops it and closes the file.
 struct Handle {
     shared: Arc<Shared>,
-    requests: Option<mpsc::Sender<Request>>,
+    requests: Arc<queue::Queue<Request>>,
     writer: Option<JoinHandle<()>>,
 }
 
@@ -266,7 +284,7 @@ impl Drop for Handle {
     fn drop(&mut self) {
         // Closing the queue ends the writer after its current batch; joining makes the file
         // free to reopen as soon as the store is dropped.
-        self.requests.take();
+        self.requests.close();
         if let Some(writer) = self.writer.take() {
             // The last handle can die on the writer thread itself (a value closure that owned
             // a store clone); a thread cannot wait for itself, and it is about to exit anyway.
@@ -317,7 +335,13 @@ impl RedbStore {
             )?;
         }
         let revision = replay(&db, path, revision, logged)?;
+        let snapshot = db.begin_read().map_err(|e| StoreError::Redb {
+            path: path.to_path_buf(),
+            context: "begin read",
+            source: Arc::new(e.into()),
+        })?;
         let shared = Arc::new(Shared {
+            snapshot: RwLock::new(Arc::new(snapshot)),
             db,
             path: path.to_path_buf(),
             revision: AtomicU64::new(revision),
@@ -331,12 +355,12 @@ impl RedbStore {
             watch_buffer: options.watch_buffer.max(1),
             transformer,
         });
-        let (requests, queue) = mpsc::channel();
-        let writer = writer::spawn(Arc::clone(&shared), queue, wal)?;
+        let requests = Arc::new(queue::Queue::default());
+        let writer = writer::spawn(Arc::clone(&shared), Arc::clone(&requests), wal)?;
         Ok(RedbStore {
             handle: Arc::new(Handle {
                 shared,
-                requests: Some(requests),
+                requests,
                 writer: Some(writer),
             }),
         })
@@ -470,8 +494,10 @@ impl RedbStore {
     }
 
     fn send(&self, request: Request) -> Result<(), StoreError> {
-        let requests = self.handle.requests.as_ref().ok_or(StoreError::Closed)?;
-        requests.send(request).map_err(|_| StoreError::Closed)
+        self.handle
+            .requests
+            .push(request)
+            .map_err(|_| StoreError::Closed)
     }
 }
 
@@ -678,9 +704,9 @@ fn snapshot_revision(
     Ok((last.max(compacted), compacted))
 }
 
-fn begin_read(shared: &Shared) -> Result<redb::ReadTransaction, StoreError> {
-    shared
-        .db
-        .begin_read()
-        .map_err(|e| shared.redb_error("begin read", e))
+/// The newest durable snapshot (see [`Shared::snapshot`]).
+fn begin_read(shared: &Shared) -> Result<Arc<redb::ReadTransaction>, StoreError> {
+    Ok(Arc::clone(
+        &shared.snapshot.read().unwrap_or_else(|e| e.into_inner()),
+    ))
 }

@@ -1040,3 +1040,86 @@ async fn a_truncated_or_foreign_store_file_is_refused_saying_how_to_restore() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_whose_log_append_fails_is_never_seen_and_the_store_carries_on() {
+    let (dir, store) = open_temp(StoreOptions::default());
+    let path = dir.path().join("store.redb");
+    store.create("/a", text("one")).await.unwrap();
+    let mut watch = store.watch("/", 1).unwrap();
+
+    wal::failing::fail_next_append(&wal::path_for(&path));
+    let failed = store.update("/a", 1, text("lost")).await;
+    assert!(matches!(failed, Err(StoreError::Wal { .. })), "{failed:?}");
+    // Neither readers nor the revision saw the failed group: redb had it before its sync.
+    let got = store.get("/a").unwrap().unwrap();
+    assert_eq!((&got.value[..], got.mod_revision), (&b"one"[..], 1));
+    assert_eq!(store.revision(), 1);
+
+    // The next write takes the revision the failed one would have had, on the old value.
+    let kv = store.update("/a", 1, text("two")).await.unwrap();
+    assert_eq!(kv.mod_revision, 2);
+    let created = store.create("/b", text("three")).await.unwrap();
+    assert_eq!(created.mod_revision, 3);
+    let event = next_event(&mut watch).await.unwrap();
+    assert_eq!(
+        summary(&event),
+        (EventKind::Put, 2, "/a".into(), "two".into())
+    );
+    assert_eq!(&event.prev.unwrap().value[..], b"one");
+    drop(watch);
+    drop(store);
+
+    let store = Store::open(&path, StoreOptions::default()).unwrap();
+    assert_eq!(store.revision(), 3);
+    assert_eq!(&store.get("/a").unwrap().unwrap().value[..], b"two");
+    assert_eq!(&store.get("/b").unwrap().unwrap().value[..], b"three");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_all_land_in_order_with_pipelined_groups() {
+    let (dir, store) = open_temp(StoreOptions::default());
+    let path = dir.path().join("store.redb");
+    let mut watch = store.watch("/", 0).unwrap();
+    let mut tasks = Vec::new();
+    for writer in 0..20 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let key = format!("/w/{writer}");
+            let mut kv = store.create(&key, text("0")).await.unwrap();
+            for round in 1..=10 {
+                let value = round.to_string();
+                kv = store
+                    .update(&key, kv.mod_revision, text(&value))
+                    .await
+                    .unwrap();
+                // Acknowledged means readable at once, at that revision or later.
+                let read = store.get(&key).unwrap().unwrap();
+                assert!(read.mod_revision >= kv.mod_revision);
+                assert_eq!(read.value, kv.value);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(store.revision(), 220);
+    let mut last = 0;
+    for _ in 0..220 {
+        let event = next_event(&mut watch).await.unwrap();
+        assert_eq!(
+            event.revision,
+            last + 1,
+            "watch events come in revision order"
+        );
+        last = event.revision;
+    }
+    drop(watch);
+    drop(store);
+    let store = Store::open(&path, StoreOptions::default()).unwrap();
+    assert_eq!(store.revision(), 220);
+    for writer in 0..20 {
+        let kv = store.get(&format!("/w/{writer}")).unwrap().unwrap();
+        assert_eq!(&kv.value[..], b"10");
+    }
+}

@@ -145,6 +145,14 @@ impl Wal {
 
     /// Appends one record and waits until it is on disk. Returns its offset, for [`Wal::undo`].
     pub fn append(&mut self, body: &[u8]) -> Result<u64, StoreError> {
+        #[cfg(test)]
+        if failing::take(&self.path) {
+            return Err(wal_error(
+                self.path.clone(),
+                "append",
+                std::io::Error::other("injected failure"),
+            ));
+        }
         let offset = self.end;
         let mut record = Vec::with_capacity(HEADER_LEN + body.len());
         record.extend_from_slice(&(body.len() as u32).to_le_bytes());
@@ -220,6 +228,30 @@ impl Wal {
         self.end = 0;
         self.tail.clear();
         self.before_last = None;
+    }
+}
+
+/// Test hook: logs whose next append fails, as a dying disk's would.
+#[cfg(test)]
+pub(super) mod failing {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    static NEXT_APPEND_FAILS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    pub fn fail_next_append(path: &Path) {
+        NEXT_APPEND_FAILS.lock().unwrap().push(path.to_path_buf());
+    }
+
+    pub(in super::super) fn take(path: &Path) -> bool {
+        let mut failing = NEXT_APPEND_FAILS.lock().unwrap();
+        match failing.iter().position(|p| p == path) {
+            Some(i) => {
+                failing.remove(i);
+                true
+            }
+            None => false,
+        }
     }
 }
 

@@ -8,18 +8,27 @@
 //! non-durable commit. A checkpoint (durable redb commit, then the log starts over) happens
 //! when the log is full, when compaction is due, [`CHECKPOINT_AFTER`] after the first write
 //! it has not persisted yet, on request, and when the store closes.
+//!
+//! # Pipelining
+//! The log append and its sync run on a second thread ([`sync`]), so that while group N is
+//! being synced the writer already checks and applies group N+1 on top of N (in redb, where
+//! only the writer looks). Readers and watchers never see N before it is durable: they read
+//! the snapshot the sync thread publishes once N's sync returned, and every caller of N is
+//! answered only then. Group N+1 is answered only after N's outcome is known: if N's sync
+//! failed, N is rolled back in redb and N+1, built on top of it, fails too.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use redb::{Durability, ReadableTable, Table};
+use redb::{Durability, ReadableDatabase, ReadableTable, Table};
 use tokio::sync::oneshot;
 
 use super::codec::{encoded_len, LogEntry};
+use super::queue::{Queue, Wake};
 use super::space;
 use super::wal::{self, Wal};
 use super::{read_put, Event, EventKind, KeyValue, Shared, StoreError, MAX_ENTRY_BYTES};
@@ -71,28 +80,76 @@ pub(super) enum Request {
 
 /// The writer thread's own state.
 struct Writer {
-    wal: Wal,
+    wal: Arc<Mutex<Wal>>,
+    sync: sync::Syncer,
+    /// The group whose log append is in flight on the sync thread.
+    in_flight: Option<InFlight>,
+    /// Newest revision committed to redb (published or in flight).
+    applied_revision: u64,
     /// When the oldest write that is only in the log was committed.
     unpersisted_since: Option<Instant>,
+    /// Set when redb holds writes that can neither be made durable nor undone: every later
+    /// write is refused with it, and nothing more is committed (a checkpoint would persist
+    /// writes whose callers were told they failed).
+    broken: Option<StoreError>,
+}
+
+/// What the writer must know about a group on the sync thread to undo it if its sync fails.
+struct InFlight {
+    done: mpsc::Receiver<Result<(), StoreError>>,
+    /// The events of the group, in revision order: enough to restore the index and log.
+    undo: Vec<Undo>,
+    /// The revision the store was at before the group.
+    revision_before: u64,
+}
+
+/// One write of a group, as needed to roll it back.
+struct Undo {
+    revision: u64,
+    key: String,
+    /// The revision the index pointed at before (None: the key did not exist).
+    previous: Option<u64>,
+}
+
+impl Undo {
+    fn of(event: &Event) -> Undo {
+        let previous = match event.kind {
+            EventKind::Put => event.prev.as_ref().map(|prev| prev.mod_revision),
+            EventKind::Delete => Some(event.kv.mod_revision),
+        };
+        Undo {
+            revision: event.revision,
+            key: event.kv.key.clone(),
+            previous,
+        }
+    }
 }
 
 pub(super) fn spawn(
     shared: Arc<Shared>,
-    queue: mpsc::Receiver<Request>,
+    queue: Arc<Queue<Request>>,
     wal: Wal,
 ) -> Result<JoinHandle<()>, StoreError> {
+    let wal = Arc::new(Mutex::new(wal));
+    let syncer = sync::spawn(Arc::clone(&shared), Arc::clone(&wal), Arc::clone(&queue))?;
     let mut writer = Writer {
         wal,
+        sync: syncer,
+        in_flight: None,
+        applied_revision: shared.revision.load(Ordering::Acquire),
         unpersisted_since: None,
+        broken: None,
     };
     std::thread::Builder::new()
         .name("store-writer".to_owned())
         .spawn(move || {
             run(&shared, &queue, &mut writer);
             // A clean close leaves everything in redb and nothing to replay.
-            if !writer.wal.is_empty() {
+            settle(&shared, &mut writer);
+            if writer.broken.is_none() && !lock(&writer.wal).is_empty() {
                 commit_batch(&shared, &mut writer, Vec::new(), true);
             }
+            writer.sync.stop();
             // Ending every watch tells watchers the store is gone instead of leaving them
             // waiting forever.
             shared.broadcaster.close();
@@ -100,33 +157,105 @@ pub(super) fn spawn(
         .map_err(StoreError::Thread)
 }
 
-fn run(shared: &Shared, queue: &mpsc::Receiver<Request>, writer: &mut Writer) {
+fn lock(wal: &Mutex<Wal>) -> std::sync::MutexGuard<'_, Wal> {
+    // The log's state is plain offsets: a panic elsewhere while holding it leaves them usable.
+    wal.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn run(shared: &Shared, queue: &Queue<Request>, writer: &mut Writer) {
     loop {
-        let first = match writer.unpersisted_since {
-            None => match queue.recv() {
-                Ok(request) => request,
-                Err(_) => return,
-            },
-            Some(since) => {
-                match queue.recv_timeout(CHECKPOINT_AFTER.saturating_sub(since.elapsed())) {
-                    Ok(request) => request,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        commit_batch(shared, writer, Vec::new(), true);
-                        continue;
-                    }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                }
-            }
+        // A checkpoint waits for the group in flight anyway: no deadline while there is one.
+        let deadline = match writer.in_flight {
+            Some(_) => None,
+            None => writer
+                .unpersisted_since
+                .map(|since| CHECKPOINT_AFTER.saturating_sub(since.elapsed())),
         };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
+        match queue.wait(MAX_BATCH, deadline) {
+            Wake::Items(batch) => commit_batch(shared, writer, batch, false),
+            Wake::Synced => {
+                settle(shared, writer);
             }
+            Wake::Timeout => commit_batch(shared, writer, Vec::new(), true),
+            Wake::Closed => return,
         }
-        commit_batch(shared, writer, batch, false);
     }
+}
+
+/// Waits for the group in flight; if its sync failed, rolls it back. Returns the error its
+/// callers got, which every group applied on top of it must fail with too.
+fn settle(shared: &Shared, writer: &mut Writer) -> Option<StoreError> {
+    let failed = wait(writer)?;
+    Some(recover(shared, writer, failed))
+}
+
+/// Settles the group in flight if its sync already returned.
+fn settle_if_done(shared: &Shared, writer: &mut Writer) {
+    let Some(in_flight) = writer.in_flight.take() else {
+        return;
+    };
+    let outcome = match in_flight.done.try_recv() {
+        Err(mpsc::TryRecvError::Empty) => {
+            writer.in_flight = Some(in_flight);
+            return;
+        }
+        Ok(outcome) => outcome,
+        Err(mpsc::TryRecvError::Disconnected) => Err(StoreError::Closed),
+    };
+    if let Err(error) = outcome {
+        recover(shared, writer, (error, in_flight));
+    }
+}
+
+/// Waits for the group in flight; returns it with its error if its sync failed.
+fn wait(writer: &mut Writer) -> Option<(StoreError, InFlight)> {
+    let in_flight = writer.in_flight.take()?;
+    match in_flight.done.recv().unwrap_or(Err(StoreError::Closed)) {
+        Ok(()) => None,
+        Err(error) => Some((error, in_flight)),
+    }
+}
+
+/// Rolls back a group whose sync failed. No write transaction may be open.
+fn recover(
+    shared: &Shared,
+    writer: &mut Writer,
+    (error, failed): (StoreError, InFlight),
+) -> StoreError {
+    writer.applied_revision = failed.revision_before;
+    if let Err(rollback) = roll_back(shared, &failed.undo) {
+        tracing::error!(%rollback, "cannot undo a write group whose log append failed; the store refuses writes until restarted");
+        writer.broken = Some(duplicate(&rollback));
+    }
+    error
+}
+
+/// Undoes a group that redb committed (without durability) but the log never made durable.
+fn roll_back(shared: &Shared, undo: &[Undo]) -> Result<(), StoreError> {
+    let mut txn = shared
+        .db
+        .begin_write()
+        .map_err(|e| shared.redb_error("begin write", e))?;
+    txn.set_durability(Durability::None)
+        .map_err(|e| shared.redb_error("set durability", redb::Error::from(e)))?;
+    {
+        let mut log = txn
+            .open_table(LOG)
+            .map_err(|e| shared.redb_error("open log", e))?;
+        let mut index = txn
+            .open_table(INDEX)
+            .map_err(|e| shared.redb_error("open index", e))?;
+        for write in undo.iter().rev() {
+            log.remove(write.revision)
+                .map_err(|e| shared.redb_error("write log", e))?;
+            match write.previous {
+                Some(previous) => index.insert(write.key.as_str(), previous),
+                None => index.remove(write.key.as_str()),
+            }
+            .map_err(|e| shared.redb_error("write index", e))?;
+        }
+    }
+    txn.commit().map_err(|e| shared.redb_error("commit", e))
 }
 
 /// Most revisions one compaction pass covers, so that catching up on a long history (say,
@@ -147,7 +276,7 @@ fn horizon(revision: u64, history_revisions: u64) -> u64 {
         .min(revision.saturating_sub(1))
 }
 
-struct Pending {
+pub(super) struct Pending {
     reply: oneshot::Sender<Result<Outcome, StoreError>>,
     result: Result<Outcome, StoreError>,
 }
@@ -156,7 +285,7 @@ struct Pending {
 enum Committed {
     /// Every request failed its check: nothing to write.
     Nothing,
-    /// Appended to the write-ahead log; redb has it without durability.
+    /// Handed to the sync thread for the log; redb has it without durability.
     Logged,
     /// A durable redb commit: the log is no longer needed.
     Checkpoint,
@@ -164,6 +293,12 @@ enum Committed {
 
 /// Runs one batch. `checkpoint` forces a durable redb commit even if nothing else asks for one.
 fn commit_batch(shared: &Shared, writer: &mut Writer, batch: Vec<Request>, checkpoint: bool) {
+    if let Some(broken) = &writer.broken {
+        for request in batch {
+            refuse(request, broken);
+        }
+        return;
+    }
     if let Err(error) = space::ensure_room(&shared.path, space::RESERVE_BYTES) {
         tracing::warn!(%error, "store write refused");
         for request in batch {
@@ -176,7 +311,9 @@ fn commit_batch(shared: &Shared, writer: &mut Writer, batch: Vec<Request>, check
         }
         return;
     }
-    let committed_revision = shared.revision.load(Ordering::Acquire);
+    // A group that already failed is rolled back first, so this batch is not built on it.
+    settle_if_done(shared, writer);
+    let committed_revision = writer.applied_revision;
     let committed_compacted = shared.compacted.load(Ordering::Acquire);
     let mut next_revision = committed_revision + 1;
     let mut pending = Vec::with_capacity(batch.len());
@@ -217,6 +354,18 @@ fn commit_batch(shared: &Shared, writer: &mut Writer, batch: Vec<Request>, check
                     Request::Checkpoint { reply } => checkpoint_replies.push(reply),
                 }
             }
+        }
+        // Everything above was checked against the group in flight; it must be durable before
+        // any of these answers (a conflict included) is given.
+        if let Some(failed) = wait(writer) {
+            // The rollback needs the write lock this transaction holds.
+            drop(txn);
+            return Err(recover(shared, writer, failed));
+        }
+        {
+            let mut log = txn
+                .open_table(LOG)
+                .map_err(|e| shared.redb_error("open log", e))?;
             let revision = next_revision - 1;
             let target =
                 horizon(revision, shared.history_revisions).min(compacted + MAX_COMPACTION_STEP);
@@ -231,11 +380,12 @@ fn commit_batch(shared: &Shared, writer: &mut Writer, batch: Vec<Request>, check
                 compacted = target;
             }
         }
+        let mut wal = lock(&writer.wal);
         let checkpoint = checkpoint
             || compacted != committed_compacted
             || !checkpoint_replies.is_empty()
-            || !writer.wal.fits(record.len());
-        if events.is_empty() && (!checkpoint || writer.wal.is_empty()) {
+            || !wal.fits(record.len());
+        if events.is_empty() && (!checkpoint || wal.is_empty()) {
             // Answering conflicts needs no fsync; an empty commit would still rewrite pages.
             txn.abort().map_err(|e| shared.redb_error("abort", e))?;
             return Ok(Committed::Nothing);
@@ -244,24 +394,47 @@ fn commit_batch(shared: &Shared, writer: &mut Writer, batch: Vec<Request>, check
             // Durability::Immediate is redb's default: commit returns after fsync, and it
             // persists every earlier non-durable commit with it.
             txn.commit().map_err(|e| shared.redb_error("commit", e))?;
-            writer.wal.rewind();
+            wal.rewind();
             return Ok(Committed::Checkpoint);
         }
-        // The log first: once redb commits, readers see the writes, so they must be durable.
-        // An error here drops the transaction, which aborts it.
-        let offset = writer.wal.append(&record)?;
+        drop(wal);
+        // The log append starts at once on the sync thread, while redb commits here; the
+        // group is published (and answered) only when both are done.
+        let publish = writer.sync.append(std::mem::take(&mut record));
         let mut txn = txn;
         let committed = txn
             .set_durability(Durability::None)
             .map_err(|e| shared.redb_error("set durability", redb::Error::from(e)))
-            .and_then(|()| txn.commit().map_err(|e| shared.redb_error("commit", e)));
-        if let Err(error) = committed {
-            if let Err(undo) = writer.wal.undo(offset) {
-                tracing::error!(%undo, "cannot erase a write-ahead log record redb refused");
+            .and_then(|()| txn.commit().map_err(|e| shared.redb_error("commit", e)))
+            .and_then(|()| {
+                shared
+                    .db
+                    .begin_read()
+                    .map_err(|e| shared.redb_error("begin read", e))
+            });
+        match committed {
+            Ok(snapshot) => {
+                let undo = events.iter().map(Undo::of).collect();
+                let done = publish.send(Some(sync::Publish {
+                    snapshot: Arc::new(snapshot),
+                    revision: next_revision - 1,
+                    events: std::mem::take(&mut events),
+                    pending: std::mem::take(&mut pending),
+                }));
+                writer.in_flight = Some(InFlight {
+                    done,
+                    undo,
+                    revision_before: committed_revision,
+                });
+                Ok(Committed::Logged)
             }
-            return Err(error);
+            Err(error) => {
+                // The sync thread erases the record; nothing of the group is anywhere.
+                let done = publish.send(None);
+                let _ = done.recv();
+                Err(error)
+            }
         }
-        Ok(Committed::Logged)
     })();
 
     match result {
@@ -271,19 +444,32 @@ fn commit_batch(shared: &Shared, writer: &mut Writer, batch: Vec<Request>, check
                 Committed::Logged => {
                     shared.commits.fetch_add(1, Ordering::Relaxed);
                     writer.unpersisted_since.get_or_insert_with(Instant::now);
+                    writer.applied_revision = next_revision - 1;
+                    // Callers are answered by the sync thread once the group is durable.
+                    return;
                 }
                 Committed::Checkpoint => {
                     shared.commits.fetch_add(1, Ordering::Relaxed);
                     writer.unpersisted_since = None;
                 }
             }
+            writer.applied_revision = next_revision - 1;
             shared
                 .writes
                 .fetch_add(events.len() as u64, Ordering::Relaxed);
             if compacted != committed_compacted {
                 shared.compactions.fetch_add(1, Ordering::Relaxed);
             }
-            shared.revision.store(next_revision - 1, Ordering::Release);
+            if !events.is_empty() || compacted != committed_compacted {
+                match shared.db.begin_read() {
+                    Ok(snapshot) => shared.publish(Arc::new(snapshot), next_revision - 1),
+                    Err(error) => {
+                        // Readers keep the previous snapshot; the next group publishes again.
+                        tracing::error!(%error, "cannot open a read snapshot after a checkpoint");
+                        shared.revision.store(next_revision - 1, Ordering::Release);
+                    }
+                }
+            }
             shared.compacted.store(compacted, Ordering::Release);
             // Watchers first: once a write's future resolves, every watch already holds its
             // event, so a caller never sees its own write missing from a watch.
@@ -314,6 +500,141 @@ fn commit_batch(shared: &Shared, writer: &mut Writer, batch: Vec<Request>, check
             // Requests the failed transaction never reached.
             for request in requests {
                 refuse(request, &error);
+            }
+        }
+    }
+}
+
+/// The sync thread: appends each group's record to the write-ahead log and, once it is
+/// durable and redb has the group too, publishes it to readers and watchers and answers its
+/// callers.
+mod sync {
+    use super::*;
+
+    /// What the writer hands over once redb committed a group.
+    pub(super) struct Publish {
+        pub snapshot: Arc<redb::ReadTransaction>,
+        pub revision: u64,
+        pub events: Vec<Event>,
+        pub pending: Vec<Pending>,
+    }
+
+    struct Job {
+        record: Vec<u8>,
+        /// None: redb refused the group; the record must be erased.
+        publish: mpsc::Receiver<Option<Publish>>,
+        done: mpsc::Sender<Result<(), StoreError>>,
+    }
+
+    pub(super) struct Syncer {
+        jobs: Option<mpsc::Sender<Job>>,
+        thread: Option<JoinHandle<()>>,
+    }
+
+    /// The writer's side of one append: say how redb's commit went, then wait for the outcome.
+    pub(super) struct Append {
+        publish: mpsc::Sender<Option<Publish>>,
+        done: mpsc::Receiver<Result<(), StoreError>>,
+    }
+
+    impl Append {
+        pub fn send(self, publish: Option<Publish>) -> mpsc::Receiver<Result<(), StoreError>> {
+            let _ = self.publish.send(publish);
+            self.done
+        }
+    }
+
+    pub(super) fn spawn(
+        shared: Arc<Shared>,
+        wal: Arc<Mutex<Wal>>,
+        writer: Arc<Queue<Request>>,
+    ) -> Result<Syncer, StoreError> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("store-sync".to_owned())
+            .spawn(move || {
+                for job in queue {
+                    let (outcome, failed) = run_job(&shared, &wal, &job);
+                    let error = outcome.as_ref().err().map(duplicate);
+                    let _ = job.done.send(outcome);
+                    writer.synced();
+                    // The writer hears of a failure before its callers do: a caller that
+                    // retries at once must find the failed group already rolled back.
+                    if let Some(error) = error {
+                        for Pending { reply, .. } in failed {
+                            let _ = reply.send(Err(duplicate(&error)));
+                        }
+                    }
+                }
+            })
+            .map_err(StoreError::Thread)?;
+        Ok(Syncer {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        })
+    }
+
+    impl Syncer {
+        /// Starts appending `record`. The writer has at most one append in flight.
+        pub fn append(&self, record: Vec<u8>) -> Append {
+            let (publish, publish_rx) = mpsc::channel();
+            let (done_tx, done) = mpsc::channel();
+            let job = Job {
+                record,
+                publish: publish_rx,
+                done: done_tx,
+            };
+            if let Some(jobs) = &self.jobs {
+                if let Err(mpsc::SendError(job)) = jobs.send(job) {
+                    let _ = job.done.send(Err(StoreError::Closed));
+                }
+            } else {
+                let _ = job.done.send(Err(StoreError::Closed));
+            }
+            Append { publish, done }
+        }
+
+        pub fn stop(&mut self) {
+            self.jobs.take();
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+
+    /// Appends one job's record; returns the outcome and, when it failed, the callers still
+    /// to be told.
+    fn run_job(
+        shared: &Shared,
+        wal: &Mutex<Wal>,
+        job: &Job,
+    ) -> (Result<(), StoreError>, Vec<Pending>) {
+        let mut wal = lock(wal);
+        let appended = wal.append(&job.record);
+        let publish = job.publish.recv().ok().flatten();
+        match (appended, publish) {
+            (Ok(_), Some(publish)) => {
+                drop(wal);
+                shared.publish(publish.snapshot, publish.revision);
+                shared
+                    .writes
+                    .fetch_add(publish.events.len() as u64, Ordering::Relaxed);
+                shared.broadcaster.publish(&publish.events);
+                for Pending { reply, result } in publish.pending {
+                    let _ = reply.send(result);
+                }
+                (Ok(()), Vec::new())
+            }
+            (Ok(offset), None) => {
+                // A replay must never resurrect a group its callers were told failed.
+                if let Err(undo) = wal.undo(offset) {
+                    tracing::error!(%undo, "cannot erase a write-ahead log record redb refused");
+                }
+                (Ok(()), Vec::new())
+            }
+            (Err(error), publish) => {
+                tracing::error!(%error, "store write-ahead log append failed");
+                (Err(error), publish.map(|p| p.pending).unwrap_or_default())
             }
         }
     }

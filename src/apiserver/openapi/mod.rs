@@ -61,6 +61,8 @@ struct V3Documents {
 fn v3_documents() -> &'static V3Documents {
     static DOCS: OnceLock<V3Documents> = OnceLock::new();
     DOCS.get_or_init(|| {
+        // Held across every document, so the schema catalog is built once for all of them.
+        let _catalog = crate::api::schemas::catalog();
         let mut by_path = vec![("api/v1".to_string(), Served::new(&v3::document("", "v1")))];
         for (group, versions) in resources::builtin_groups() {
             for version in versions {
@@ -89,6 +91,7 @@ fn v3_index(builtin: &[(String, Served)], custom: &[(String, Served)]) -> Served
 
 /// The documents of group-versions CRDs serve: built per request, as they change at runtime.
 fn custom_v3_documents() -> Vec<(String, Served)> {
+    let _catalog = crate::api::schemas::catalog();
     crate::crd::openapi::custom_group_versions()
         .into_iter()
         .map(|(group, version)| {

@@ -36,7 +36,7 @@ pub fn document() -> Value {
         }
     }
     let catalog = schemas::catalog();
-    let definitions: Map<String, Value> = schemas::reachable(roots)
+    let definitions: Map<String, Value> = schemas::reachable(&catalog, roots)
         .into_iter()
         .filter_map(|name| {
             let schema = catalog.definitions.get(&name)?.clone();

@@ -34,7 +34,7 @@ pub fn document(group: &str, version: &str) -> Value {
     }
     let catalog = schemas::catalog();
     let mut components = Map::new();
-    for name in schemas::reachable(roots) {
+    for name in schemas::reachable(&catalog, roots) {
         if let Some(schema) = catalog.definitions.get(&name) {
             components.insert(name, to_v3_schema(schema));
         }
