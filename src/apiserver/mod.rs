@@ -58,6 +58,8 @@ pub struct ApiServer {
     rbac: std::sync::OnceLock<Arc<rbac::Rbac>>,
     /// This node's resource usage, for `metrics.k8s.io` (set when the node runs pods).
     metrics: std::sync::OnceLock<crate::metrics::Metrics>,
+    /// Proxies the groups of service-backed APIServices (set once the front proxy is set up).
+    aggregator: std::sync::OnceLock<Arc<crate::aggregator::Aggregator>>,
 }
 
 impl ApiServer {
@@ -72,6 +74,7 @@ impl ApiServer {
             pod_runtime: std::sync::OnceLock::new(),
             rbac: std::sync::OnceLock::new(),
             metrics: std::sync::OnceLock::new(),
+            aggregator: std::sync::OnceLock::new(),
         })
     }
 
@@ -124,6 +127,11 @@ impl ApiServer {
 
     pub(crate) fn metrics(&self) -> Option<crate::metrics::Metrics> {
         self.metrics.get().cloned()
+    }
+
+    /// Service-backed APIServices are proxied by `aggregator` from now on.
+    pub fn set_aggregator(&self, aggregator: Arc<crate::aggregator::Aggregator>) {
+        let _ = self.aggregator.set(aggregator);
     }
 
     /// `/readyz` answers ok from now on.
@@ -194,6 +202,13 @@ async fn route(server: &Arc<ApiServer>, path: &str, user: UserInfo, request: Req
             .await
             .unwrap_or_else(|e| error_response(&e));
     }
+    if let Some(aggregator) = server.aggregator.get() {
+        if let Some(remote) = aggregator.remote_for(&path) {
+            return crate::aggregator::proxy::forward(aggregator, &remote, &user, request)
+                .await
+                .unwrap_or_else(|e| error_response(&e));
+        }
+    }
     if let Some(metrics_route) = metrics::route(&path) {
         return metrics::serve(&server, metrics_route, &request);
     }
@@ -235,7 +250,11 @@ fn discovery_response(
         .unwrap_or("");
     let doc = match (group, version) {
         (None, None) if discovery::wants_aggregated(accept) => {
-            let body = discovery::aggregated(legacy).to_string();
+            let mut doc = discovery::aggregated(legacy);
+            if let (false, Some(aggregator)) = (legacy, server.aggregator.get()) {
+                aggregator.extend_aggregated(&mut doc);
+            }
+            let body = doc.to_string();
             return Response::builder()
                 .status(200)
                 .header(
@@ -253,9 +272,16 @@ fn discovery_response(
                 .unwrap_or_default();
             Some(discovery::api_versions(&address))
         }
-        (None, None) => Some(discovery::api_group_list()),
+        (None, None) => {
+            let mut list = discovery::api_group_list();
+            if let Some(aggregator) = server.aggregator.get() {
+                aggregator.extend_group_list(&mut list);
+            }
+            Some(list)
+        }
         (None, Some(v)) => discovery::resource_list("", &v),
-        (Some(g), None) => discovery::api_group_doc(&g),
+        (Some(g), None) => discovery::api_group_doc(&g)
+            .or_else(|| server.aggregator.get().and_then(|a| a.group_doc(&g))),
         (Some(g), Some(v)) => discovery::resource_list(&g, &v),
     };
     match doc {
