@@ -1112,6 +1112,29 @@ mod tests {
     }
 
     #[test]
+    fn the_front_proxy_has_its_own_ca_and_a_client_cert_it_keeps_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = Pki::ensure(dir.path(), &test_names()).unwrap();
+        let policy = RotationPolicy::default();
+        let first = FrontProxy::ensure(dir.path(), &policy).unwrap();
+        assert_ne!(first.ca_cert_pem, cluster.ca_cert_pem);
+        let der = CertificateDer::from_pem_slice(first.client_cert_pem.as_bytes()).unwrap();
+        let (_, client) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let ca_der = CertificateDer::from_pem_slice(first.ca_cert_pem.as_bytes()).unwrap();
+        let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+        assert_eq!(client.issuer(), ca.subject());
+        let cn: Vec<_> = client
+            .subject()
+            .iter_common_name()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(cn, [FRONT_PROXY_CLIENT_NAME]);
+        let again = FrontProxy::ensure(dir.path(), &policy).unwrap();
+        assert_eq!(again.client_cert_pem, first.client_cert_pem);
+        assert_eq!(again.ca_cert_pem, first.ca_cert_pem);
+    }
+
+    #[test]
     fn issued_client_cert_names_the_user_and_groups() {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::ensure(dir.path(), &test_names()).unwrap();
