@@ -126,6 +126,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .admission()
         .register(Arc::new(crate::join::node_authz::NodeRestriction));
     api.set_token_signer(token_signer);
+    crate::aggregator::set_up(&api, &config.pki_dir(), &pki, &config.pki.rotation_policy())
+        .await
+        .context("cannot set up API aggregation")?;
     api.set_pod_logs_dir(config.data_dir.join("logs"));
     api.set_pod_runtime(
         crate::runtime::ShimRuntime::new(config.data_dir.join("pods"))

@@ -10,6 +10,7 @@
 //! - `api`: shared API types: the resource table, `metav1.Status` errors, selectors, request
 //!   body formats (JSON, YAML, protobuf). No I/O.
 //! - `apiserver`: HTTPS front end: authentication, discovery, REST verbs, watch streams.
+//! - `aggregator`: APIServices: requests for aggregated groups proxied to their Services.
 //! - `audit`: the audit log: an audit.k8s.io/v1 policy, JSON-line events, size rotation.
 //! - `admission`: the mutating and validating plugin chain every write passes through.
 //! - `cel`: CEL expressions (compiled once, cached, bounded in cost) for policies and CRD rules.
@@ -33,6 +34,7 @@
 
 pub mod admission;
 pub mod agent;
+pub mod aggregator;
 pub mod api;
 pub mod apiserver;
 pub mod audit;

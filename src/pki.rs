@@ -40,6 +40,12 @@ pub const SERVING_CERT: &str = "apiserver.crt";
 const SERVING_KEY: &str = "apiserver.key";
 pub const ADMIN_CERT: &str = "admin.crt";
 const ADMIN_KEY: &str = "admin.key";
+pub const FRONT_PROXY_CA_CERT: &str = "front-proxy-ca.crt";
+const FRONT_PROXY_CA_KEY: &str = "front-proxy-ca.key";
+const FRONT_PROXY_CLIENT_CERT: &str = "front-proxy-client.crt";
+const FRONT_PROXY_CLIENT_KEY: &str = "front-proxy-client.key";
+/// The name aggregated API servers allow (upstream's `requestheader-allowed-names`).
+pub const FRONT_PROXY_CLIENT_NAME: &str = "front-proxy-client";
 
 const CERT_MODE: u32 = 0o644;
 const KEY_MODE: u32 = 0o600;
@@ -439,6 +445,65 @@ impl Pki {
     }
 }
 
+/// The front proxy's own CA and the client certificate the API server presents when it proxies
+/// a request to an aggregated API server, which trusts the user named in the request headers
+/// only from a client this CA signed (upstream's `--requestheader-client-ca-file`). A CA of its
+/// own, as upstream recommends: the cluster CA signs users, who must not pass as the proxy.
+#[derive(Clone)]
+pub struct FrontProxy {
+    pub ca_cert_pem: String,
+    pub client_cert_pem: String,
+    pub client_key_pem: String,
+}
+
+impl fmt::Debug for FrontProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrontProxy").finish_non_exhaustive()
+    }
+}
+
+impl FrontProxy {
+    /// Loads the front-proxy CA and client certificate from `dir`, making what is missing and
+    /// re-issuing a client certificate close to expiry, as [`Pki::ensure`] does.
+    pub fn ensure(dir: &Path, policy: &RotationPolicy) -> Result<FrontProxy, PkiError> {
+        create_private_dir(dir)?;
+        let ca_cert_path = dir.join(FRONT_PROXY_CA_CERT);
+        let ca_key_path = dir.join(FRONT_PROXY_CA_KEY);
+        let (ca_cert_pem, ca_key_pem, ca_is_new) = match load_pair(&ca_cert_path, &ca_key_path)? {
+            Some((cert, key)) => (cert, key, false),
+            None => {
+                let (cert, key) = new_named_ca("front-proxy CA", "front-proxy-ca")?;
+                write_atomic(&ca_key_path, key.as_bytes(), KEY_MODE)?;
+                write_atomic(&ca_cert_path, cert.as_bytes(), CERT_MODE)?;
+                (cert, key, true)
+            }
+        };
+        let ca_info = cert_info(&ca_cert_path, &ca_cert_pem)?;
+        // Signing goes through the cluster PKI's code with this CA in the cluster CA's place.
+        let signer = Pki {
+            ca_cert_pem: ca_cert_pem.clone(),
+            ca_key_pem,
+            serving_cert_pem: String::new(),
+            serving_key_pem: String::new(),
+            admin_cert_pem: String::new(),
+            admin_key_pem: String::new(),
+        };
+        let (client_cert_pem, client_key_pem) = ensure_leaf(
+            dir,
+            FRONT_PROXY_CLIENT_CERT,
+            FRONT_PROXY_CLIENT_KEY,
+            (!ca_is_new).then_some(ca_info.subject.as_str()),
+            |info| !info.expires_within(policy.renew_before),
+            || signer.issue_client_cert(FRONT_PROXY_CLIENT_NAME, &[], policy.validity),
+        )?;
+        Ok(FrontProxy {
+            ca_cert_pem,
+            client_cert_pem,
+            client_key_pem,
+        })
+    }
+}
+
 /// One serving certificate for the life of the config.
 #[derive(Debug)]
 struct StaticServingCert(Arc<rustls::sign::CertifiedKey>);
@@ -513,10 +578,11 @@ preferences: {{}}
 }
 
 fn new_ca() -> Result<(String, String), PkiError> {
-    let generate = |source| PkiError::Generate {
-        what: "cluster CA",
-        source,
-    };
+    new_named_ca("cluster CA", "berth-ca")
+}
+
+fn new_named_ca(what: &'static str, name: &str) -> Result<(String, String), PkiError> {
+    let generate = |source| PkiError::Generate { what, source };
     let now = unix_now();
     let mut params = CertificateParams::default();
     params.not_before = rcgen::date_time_ymd(1970, 1, 1) + now.saturating_sub(BACKDATE);
@@ -526,7 +592,7 @@ fn new_ca() -> Result<(String, String), PkiError> {
     params.distinguished_name = DistinguishedName::new();
     params
         .distinguished_name
-        .push(DnType::CommonName, format!("berth-ca@{}", now.as_secs()));
+        .push(DnType::CommonName, format!("{name}@{}", now.as_secs()));
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -1046,6 +1112,29 @@ mod tests {
         let err = Pki::ensure(dir.path(), &test_names()).unwrap_err();
         let expected_path = dir.path().join(CA_CERT).display().to_string();
         assert!(err.to_string().contains(&expected_path), "{err}");
+    }
+
+    #[test]
+    fn the_front_proxy_has_its_own_ca_and_a_client_cert_it_keeps_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = Pki::ensure(dir.path(), &test_names()).unwrap();
+        let policy = RotationPolicy::default();
+        let first = FrontProxy::ensure(dir.path(), &policy).unwrap();
+        assert_ne!(first.ca_cert_pem, cluster.ca_cert_pem);
+        let der = CertificateDer::from_pem_slice(first.client_cert_pem.as_bytes()).unwrap();
+        let (_, client) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let ca_der = CertificateDer::from_pem_slice(first.ca_cert_pem.as_bytes()).unwrap();
+        let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+        assert_eq!(client.issuer(), ca.subject());
+        let cn: Vec<_> = client
+            .subject()
+            .iter_common_name()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(cn, [FRONT_PROXY_CLIENT_NAME]);
+        let again = FrontProxy::ensure(dir.path(), &policy).unwrap();
+        assert_eq!(again.client_cert_pem, first.client_cert_pem);
+        assert_eq!(again.ca_cert_pem, first.ca_cert_pem);
     }
 
     #[test]

@@ -382,6 +382,24 @@ fn kubectl_explain_reads_the_crd_schema() {
     );
     let index = json(&server.kubectl_ok(&["get", "--raw", "/openapi/v3"]));
     assert!(index["paths"]["apis/example.com/v1"].is_object(), "{index}");
+
+    // v2-only clients: the swagger 2.0 document (kubectl reads its protobuf form) has it too.
+    let v2 = server.kubectl_ok(&["explain", "widgets.spec", "--output", "plaintext-openapiv2"]);
+    assert!(
+        v2.contains("What the widget should be.") && v2.contains("How big the widget is."),
+        "{v2}"
+    );
+    let swagger = json(&server.kubectl_ok(&["get", "--raw", "/openapi/v2"]));
+    let widget = &swagger["definitions"]["com.example.v1.Widget"];
+    assert_eq!(
+        widget["properties"]["metadata"]["$ref"],
+        "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        "{widget}"
+    );
+    assert!(
+        swagger["paths"]["/apis/example.com/v1/namespaces/{namespace}/widgets"].is_object(),
+        "the v2 document has no widget paths"
+    );
 }
 
 #[test]

@@ -283,3 +283,56 @@ fn helm_installs_upgrades_and_uninstalls_a_chart_with_server_side_apply() {
     let list = server.helm_ok(&["list", "-q"]);
     assert!(!list.contains("tiny"), "{list}");
 }
+
+#[test]
+fn update_managers_beyond_ten_merge_into_ancient_changes() {
+    let ns = Netns::new();
+    let server = BerthServer::start(&ns);
+    server.kubectl_ok(&[
+        "create",
+        "configmap",
+        "many-writers",
+        "--from-literal=seed=0",
+    ]);
+    for i in 0..12 {
+        let patch = format!(r#"{{"data": {{"key{i}": "value{i}"}}}}"#);
+        server.kubectl_ok(&[
+            "patch",
+            "configmap",
+            "many-writers",
+            "--type=merge",
+            &format!("--field-manager=writer-{i}"),
+            "-p",
+            &patch,
+        ]);
+    }
+    let fields = managed_fields(&server, "configmap", "many-writers");
+    let updates: Vec<&Value> = fields
+        .iter()
+        .filter(|e| e["operation"] == "Update")
+        .collect();
+    assert_eq!(updates.len(), 10, "{fields:#?}");
+    let bucket = entry(&fields, "ancient-changes", "Update").expect("an ancient-changes entry");
+    // Thirteen entries became ten: the four oldest (kubectl create's first) merged, their keys
+    // now the bucket's, and every key is still owned by exactly one entry.
+    let owned = bucket["fieldsV1"]["f:data"]
+        .as_object()
+        .expect("data fields");
+    let merged = owned.keys().filter(|k| k.as_str() != ".").count();
+    assert!(owned.contains_key("f:seed") && merged == 4, "{bucket}");
+    let mut keys: Vec<String> = updates
+        .iter()
+        .flat_map(|e| {
+            e["fieldsV1"]["f:data"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|(key, _)| key)
+        .filter(|key| key != ".")
+        .collect();
+    assert_eq!(keys.len(), 13, "{keys:?}");
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 13, "a key owned twice: {keys:?}");
+}

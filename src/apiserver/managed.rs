@@ -416,8 +416,82 @@ fn updated_managed_fields(
             subresource: manager.subresource.clone(),
             fields,
         });
+        cap_update_managers(&mut managed);
     }
     managed
+}
+
+/// Upstream keeps at most this many Update entries; older ones merge into `ancient-changes`.
+const MAX_UPDATE_MANAGERS: usize = 10;
+const ANCIENT_CHANGES: &str = "ancient-changes";
+
+/// Merges the oldest Update entries, one bucket per API version, until at most
+/// [`MAX_UPDATE_MANAGERS`] are left, as upstream's capmanagers does: an object written by many
+/// controllers over its life would otherwise carry an entry for each forever. The oldest entry
+/// of a version is kept as it is until a second one of that version is merged: then it becomes
+/// the bucket, which takes the time of the newest entry merged into it.
+fn cap_update_managers(managed: &mut ManagedFields) {
+    type Key = (String, String, String);
+    let key = |e: &Entry| {
+        (
+            e.manager.clone(),
+            e.api_version.clone(),
+            e.subresource.clone(),
+        )
+    };
+    let mut updaters: Vec<(i64, Key)> = managed
+        .entries
+        .iter()
+        .filter(|e| e.operation == Operation::Update)
+        .map(|e| (unix_seconds(e.time.as_deref()), key(e)))
+        .collect();
+    if updaters.len() <= MAX_UPDATE_MANAGERS {
+        return;
+    }
+    updaters.sort();
+    let position = |entries: &[Entry], k: &Key| {
+        entries
+            .iter()
+            .position(|e| e.operation == Operation::Update && key(e) == *k)
+    };
+    let mut first_of_version: std::collections::HashMap<String, Key> = Default::default();
+    let mut length = updaters.len();
+    for (_, k) in updaters {
+        if length <= MAX_UPDATE_MANAGERS {
+            break;
+        }
+        let version = k.1.clone();
+        let bucket: Key = (ANCIENT_CHANGES.into(), version.clone(), String::new());
+        let Some(first) = first_of_version.get(&version).cloned() else {
+            first_of_version.insert(version, k);
+            continue;
+        };
+        if k == bucket {
+            continue;
+        }
+        if position(&managed.entries, &bucket).is_none() {
+            if let Some(i) = position(&managed.entries, &first) {
+                managed.entries[i].manager = ANCIENT_CHANGES.into();
+                managed.entries[i].subresource = String::new();
+            }
+        }
+        let Some(i) = position(&managed.entries, &k) else {
+            continue;
+        };
+        let merged = managed.entries.remove(i);
+        if let Some(b) = position(&managed.entries, &bucket) {
+            let target = &mut managed.entries[b];
+            target.fields = target.fields.union(&merged.fields);
+            target.time = merged.time;
+        }
+        length -= 1;
+    }
+}
+
+/// Seconds since the epoch of an RFC 3339 time; 0 for none, which sorts oldest as upstream.
+fn unix_seconds(time: Option<&str>) -> i64 {
+    time.and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .map_or(0, |t| t.as_second())
 }
 
 /// A comparison without the fields no one owns.
@@ -671,6 +745,74 @@ mod tests {
         )
         .unwrap();
         assert!(reset["metadata"].get("managedFields").is_none());
+    }
+
+    fn update_entry(manager: &str, api_version: &str, second: u32, field: &str) -> Entry {
+        let mut fields = FieldSet::default();
+        fields.insert(&["f:data".to_string(), format!("f:{field}")]);
+        Entry {
+            manager: manager.into(),
+            operation: Operation::Update,
+            api_version: api_version.into(),
+            time: Some(format!("2026-01-01T00:00:{second:02}Z")),
+            subresource: String::new(),
+            fields,
+        }
+    }
+
+    #[test]
+    fn ten_update_managers_are_kept_as_they_are() {
+        let entries: Vec<Entry> = (0..10)
+            .map(|i| update_entry(&format!("m{i}"), "v1", i, &format!("k{i}")))
+            .collect();
+        let mut managed = ManagedFields {
+            entries: entries.clone(),
+        };
+        cap_update_managers(&mut managed);
+        assert_eq!(managed.entries, entries);
+    }
+
+    #[test]
+    fn the_oldest_update_managers_merge_into_ancient_changes_per_version() {
+        // Twelve updaters: the two oldest v1 ones (m0 at :00, m2 at :02) merge with the third
+        // oldest v1 one (m3) into one bucket; the lone old v1beta1 one (m1) stays.
+        let mut entries = vec![update_entry("m1", "v1beta1", 1, "k1")];
+        entries.extend(
+            (0..12)
+                .filter(|i| *i != 1)
+                .map(|i| update_entry(&format!("m{i}"), "v1", i, &format!("k{i}"))),
+        );
+        let mut applier = update_entry("applier", "v1", 0, "a");
+        applier.operation = Operation::Apply;
+        entries.push(applier);
+        let mut managed = ManagedFields { entries };
+        cap_update_managers(&mut managed);
+        let updates: Vec<&Entry> = managed
+            .entries
+            .iter()
+            .filter(|e| e.operation == Operation::Update)
+            .collect();
+        assert_eq!(updates.len(), MAX_UPDATE_MANAGERS);
+        let names: Vec<&str> = updates.iter().map(|e| e.manager.as_str()).collect();
+        assert!(!names.contains(&"m0") && !names.contains(&"m2") && !names.contains(&"m3"));
+        assert!(names.contains(&"m1") && names.contains(&"m4"));
+        let bucket = updates
+            .iter()
+            .find(|e| e.manager == ANCIENT_CHANGES)
+            .expect("a bucket");
+        assert_eq!(bucket.api_version, "v1");
+        assert_eq!(bucket.time.as_deref(), Some("2026-01-01T00:00:03Z"));
+        for key in ["k0", "k2", "k3"] {
+            let owned = bucket
+                .fields
+                .get("f:data")
+                .and_then(|d| d.get(&format!("f:{key}")));
+            assert!(owned.is_some(), "the bucket owns {key}");
+        }
+        assert!(managed
+            .entries
+            .iter()
+            .any(|e| e.operation == Operation::Apply));
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub struct ApiServer {
     metrics: std::sync::OnceLock<crate::metrics::Metrics>,
     /// Reaches other nodes' kubelets for their pods' logs and streams.
     kubelet_client: std::sync::OnceLock<Arc<kubelet_proxy::KubeletClient>>,
+    /// Proxies the groups of service-backed APIServices (set once the front proxy is set up).
+    aggregator: std::sync::OnceLock<Arc<crate::aggregator::Aggregator>>,
 }
 
 impl ApiServer {
@@ -76,6 +78,7 @@ impl ApiServer {
             rbac: std::sync::OnceLock::new(),
             metrics: std::sync::OnceLock::new(),
             kubelet_client: std::sync::OnceLock::new(),
+            aggregator: std::sync::OnceLock::new(),
         })
     }
 
@@ -137,6 +140,11 @@ impl ApiServer {
 
     pub(crate) fn metrics(&self) -> Option<crate::metrics::Metrics> {
         self.metrics.get().cloned()
+    }
+
+    /// Service-backed APIServices are proxied by `aggregator` from now on.
+    pub fn set_aggregator(&self, aggregator: Arc<crate::aggregator::Aggregator>) {
+        let _ = self.aggregator.set(aggregator);
     }
 
     /// `/readyz` answers ok from now on.
@@ -207,6 +215,13 @@ async fn route(server: &Arc<ApiServer>, path: &str, user: UserInfo, request: Req
             .await
             .unwrap_or_else(|e| error_response(&e));
     }
+    if let Some(aggregator) = server.aggregator.get() {
+        if let Some(remote) = aggregator.remote_for(&path) {
+            return crate::aggregator::proxy::forward(aggregator, &remote, &user, request)
+                .await
+                .unwrap_or_else(|e| error_response(&e));
+        }
+    }
     if let Some(metrics_route) = metrics::route(&path) {
         return metrics::serve(&server, metrics_route, &request);
     }
@@ -248,7 +263,11 @@ fn discovery_response(
         .unwrap_or("");
     let doc = match (group, version) {
         (None, None) if discovery::wants_aggregated(accept) => {
-            let body = discovery::aggregated(legacy).to_string();
+            let mut doc = discovery::aggregated(legacy);
+            if let (false, Some(aggregator)) = (legacy, server.aggregator.get()) {
+                aggregator.extend_aggregated(&mut doc);
+            }
+            let body = doc.to_string();
             return Response::builder()
                 .status(200)
                 .header(
@@ -266,9 +285,16 @@ fn discovery_response(
                 .unwrap_or_default();
             Some(discovery::api_versions(&address))
         }
-        (None, None) => Some(discovery::api_group_list()),
+        (None, None) => {
+            let mut list = discovery::api_group_list();
+            if let Some(aggregator) = server.aggregator.get() {
+                aggregator.extend_group_list(&mut list);
+            }
+            Some(list)
+        }
         (None, Some(v)) => discovery::resource_list("", &v),
-        (Some(g), None) => discovery::api_group_doc(&g),
+        (Some(g), None) => discovery::api_group_doc(&g)
+            .or_else(|| server.aggregator.get().and_then(|a| a.group_doc(&g))),
         (Some(g), Some(v)) => discovery::resource_list(&g, &v),
     };
     match doc {

@@ -89,6 +89,98 @@ pub fn definitions(group: &str, version: &str, ref_prefix: &str) -> Map<String, 
     out
 }
 
+/// [`definitions`] for swagger 2.0 (`/openapi/v2`), each schema put through [`to_v2`] and
+/// `metadata` a plain reference (the `allOf` wrapper is v3 only).
+pub fn v2_definitions(group: &str, version: &str) -> Map<String, Value> {
+    let prefix = "#/definitions/";
+    let mut out = definitions(group, version, prefix);
+    for (name, schema) in out.iter_mut() {
+        to_v2(schema);
+        let meta = if name.ends_with("List") {
+            LIST_META
+        } else {
+            OBJECT_META
+        };
+        if let Some(Value::Object(properties)) = schema.get_mut("properties") {
+            let description = properties
+                .get("metadata")
+                .and_then(|m| m.get("description"))
+                .cloned()
+                .unwrap_or(Value::Null);
+            let mut metadata = json!({"$ref": format!("{prefix}{meta}")});
+            if !description.is_null() {
+                metadata["description"] = description;
+            }
+            properties.insert("metadata".into(), metadata);
+        }
+    }
+    out
+}
+
+/// Cuts a structural schema down to what swagger 2.0 and kubectl's v2 model can read, as
+/// upstream publishes CRDs in v2: no junctors (`allOf`, `oneOf`, `anyOf`, `not`); a nullable
+/// field loses its type and children (v2 has no null) and is no longer required; a field that
+/// preserves unknown fields loses its children, and its type when that is object; an array
+/// left without items loses its type.
+pub fn to_v2(schema: &mut Value) {
+    let Value::Object(s) = schema else {
+        return;
+    };
+    for junctor in ["allOf", "oneOf", "anyOf", "not"] {
+        s.remove(junctor);
+    }
+    let preserves = s.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
+    if s.remove("nullable") == Some(Value::Bool(true)) {
+        for key in ["type", "items", "properties"] {
+            s.remove(key);
+        }
+    }
+    if preserves {
+        s.remove("items");
+        s.remove("properties");
+    }
+    let type_is =
+        |s: &Map<String, Value>, t: &str| s.get("type").and_then(Value::as_str) == Some(t);
+    if !s.contains_key("items") && type_is(s, "array") {
+        s.remove("type");
+    }
+    if preserves && type_is(s, "object") {
+        s.remove("type");
+    }
+    let is_nullable = |v: &Value| v.get("nullable") == Some(&Value::Bool(true));
+    let nullable_properties: Vec<String> = match s.get("properties") {
+        Some(Value::Object(p)) => p
+            .iter()
+            .filter(|(_, v)| is_nullable(v))
+            .map(|(k, _)| k.clone())
+            .collect(),
+        _ => Vec::new(),
+    };
+    if s.get("additionalProperties").is_some_and(is_nullable) {
+        s.remove("required");
+    }
+    if let Some(Value::Array(required)) = s.get_mut("required") {
+        required.retain(|r| {
+            !r.as_str()
+                .is_some_and(|r| nullable_properties.iter().any(|n| n == r))
+        });
+        if required.is_empty() {
+            s.remove("required");
+        }
+    }
+    match s.get_mut("items") {
+        Some(Value::Array(items)) => items.iter_mut().for_each(to_v2),
+        Some(items) => to_v2(items),
+        None => {}
+    }
+    if let Some(Value::Object(properties)) = s.get_mut("properties") {
+        properties.values_mut().for_each(to_v2);
+    }
+    if let Some(additional @ Value::Object(_)) = s.get_mut("additionalProperties") {
+        to_v2(additional);
+    }
+}
+
 /// The group-versions only custom resources serve, as `(group, version)`.
 pub fn custom_group_versions() -> Vec<(&'static str, &'static str)> {
     let builtin = resources::builtin_groups();
@@ -109,6 +201,30 @@ pub fn custom_group_versions() -> Vec<(&'static str, &'static str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn v2_drops_what_swagger_2_cannot_express() {
+        let mut schema = json!({"type": "object", "required": ["a", "b"], "properties": {
+            "a": {"type": "string", "nullable": true},
+            "b": {"type": "integer", "oneOf": [{"minimum": 1}], "nullable": false},
+            "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true,
+                     "properties": {"x": {"type": "string"}}},
+            "list": {"type": "array", "items": {"type": "object", "anyOf": [{"required": ["y"]}],
+                     "properties": {"y": {"type": "string", "nullable": true}}}},
+        }});
+        to_v2(&mut schema);
+        assert_eq!(schema["required"], json!(["b"]));
+        assert_eq!(schema["properties"]["a"], json!({}));
+        assert_eq!(schema["properties"]["b"], json!({"type": "integer"}));
+        assert_eq!(
+            schema["properties"]["free"],
+            json!({"x-kubernetes-preserve-unknown-fields": true})
+        );
+        let item = &schema["properties"]["list"]["items"];
+        assert_eq!(item["type"], "object");
+        assert!(item.get("anyOf").is_none());
+        assert_eq!(item["properties"]["y"], json!({}));
+    }
 
     #[test]
     fn definition_names_reverse_the_group() {
@@ -137,6 +253,15 @@ mod tests {
         assert!(defs.contains_key(&format!("{name}List")));
         assert!(is_custom_kind(&group, "v1", "Gizmo"));
         assert!(custom_group_versions().contains(&(resources::intern_str(&group), "v1")));
+        let v2 = v2_definitions(&group, "v1");
+        assert_eq!(
+            v2[&name]["properties"]["metadata"]["$ref"],
+            format!("#/definitions/{OBJECT_META}")
+        );
+        assert_eq!(
+            v2[&format!("{name}List")]["properties"]["metadata"]["$ref"],
+            format!("#/definitions/{LIST_META}")
+        );
         crate::crd::stop_serving(&format!("gizmos.{group}"));
     }
 }

@@ -107,9 +107,9 @@ fn v2_document(format: Format) -> &'static Served {
     static JSON: OnceLock<Served> = OnceLock::new();
     static PROTOBUF: OnceLock<Served> = OnceLock::new();
     match format {
-        Format::Json => JSON.get_or_init(|| Served::new(&v2::document())),
+        Format::Json => JSON.get_or_init(|| Served::new(&v2::document(&[]))),
         Format::Protobuf => {
-            PROTOBUF.get_or_init(|| Served::from_bytes(v2_proto::encode(&v2::document())))
+            PROTOBUF.get_or_init(|| Served::from_bytes(v2_proto::encode(&v2::document(&[]))))
         }
     }
 }
@@ -146,7 +146,19 @@ pub fn handle(request: &Request) -> Response {
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok());
     match path {
-        "/openapi/v2" => document_response(v2_document(format), if_none_match, None, format),
+        "/openapi/v2" => {
+            // With CRDs the document changes at runtime: built per request, as v3's are.
+            let custom = crate::crd::openapi::custom_group_versions();
+            if custom.is_empty() {
+                return document_response(v2_document(format), if_none_match, None, format);
+            }
+            let doc = v2::document(&custom);
+            let served = match format {
+                Format::Json => Served::new(&doc),
+                Format::Protobuf => Served::from_bytes(v2_proto::encode(&doc)),
+            };
+            document_response(&served, if_none_match, None, format)
+        }
         "/openapi/v3" => {
             let custom = custom_v3_documents();
             if custom.is_empty() {

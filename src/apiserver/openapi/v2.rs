@@ -13,17 +13,24 @@ const PATCH_TYPES: [&str; 4] = [
     "application/apply-patch+yaml",
 ];
 
-pub fn document() -> Value {
+/// The document of the built-in group-versions and of `custom` ones (served by CRDs), whose
+/// schemas are cut down to what swagger 2.0 and kubectl's v2 model can read.
+pub fn document(custom: &[(&'static str, &'static str)]) -> Value {
     let mut roots: Vec<String> = operations::common_definitions()
         .iter()
         .map(|s| s.to_string())
         .collect();
+    if !custom.is_empty() {
+        roots.extend(crate::crd::openapi::referenced().map(str::to_string));
+    }
     let mut paths = Map::new();
-    let group_versions = std::iter::once(("", "v1")).chain(
-        resources::builtin_groups()
-            .into_iter()
-            .flat_map(|(g, versions)| versions.into_iter().map(move |v| (g, v))),
-    );
+    let group_versions = std::iter::once(("", "v1"))
+        .chain(
+            resources::builtin_groups()
+                .into_iter()
+                .flat_map(|(g, versions)| versions.into_iter().map(move |v| (g, v))),
+        )
+        .chain(custom.iter().copied());
     for (group, version) in group_versions {
         for item in operations::paths(group, version) {
             for op in &item.operations {
@@ -36,13 +43,16 @@ pub fn document() -> Value {
         }
     }
     let catalog = schemas::catalog();
-    let definitions: Map<String, Value> = schemas::reachable(&catalog, roots)
+    let mut definitions: Map<String, Value> = schemas::reachable(&catalog, roots)
         .into_iter()
         .filter_map(|name| {
             let schema = catalog.definitions.get(&name)?.clone();
             Some((name, schema))
         })
         .collect();
+    for (group, version) in custom {
+        definitions.extend(crate::crd::openapi::v2_definitions(group, version));
+    }
     json!({
         "swagger": "2.0",
         "info": super::info(),
@@ -136,7 +146,7 @@ mod tests {
 
     #[test]
     fn definitions_use_upstream_names_and_keep_patch_metadata() {
-        let doc = document();
+        let doc = document(&[]);
         let containers =
             &doc["definitions"]["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"];
         assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
@@ -150,7 +160,7 @@ mod tests {
 
     #[test]
     fn patch_operations_take_a_body_and_field_validation() {
-        let doc = document();
+        let doc = document(&[]);
         let patch = &doc["paths"]["/api/v1/namespaces/{namespace}/configmaps/{name}"]["patch"];
         let names: Vec<&str> = patch["parameters"]
             .as_array()
