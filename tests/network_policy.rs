@@ -539,3 +539,39 @@ fn host_ports_answer_on_the_node_address_and_loopback_and_reset_removes_everythi
     assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to remove"));
     assert!(data_dir.join("berth.redb").exists());
 }
+
+/// Pods have IPv4 addresses only: a policy written for a dual-stack cluster is accepted as it
+/// is, its IPv4 part enforced, and its author told by a Warning Event which IPv6 blocks match
+/// nothing here.
+#[test]
+fn a_policy_with_ipv6_ip_blocks_is_accepted_and_its_ipv6_blocks_are_reported() {
+    let ns = Netns::new();
+    let server = common::server::BerthServer::start(&ns);
+    let manifest = policy(
+        "default",
+        "dual-stack",
+        json!({"podSelector": {},
+               "ingress": [{"from": [{"ipBlock": {"cidr": "192.168.0.0/16"}},
+                                     {"ipBlock": {"cidr": "2001:db8::/32",
+                                                  "except": ["2001:db8:1::/48"]}}]}]}),
+    );
+    let out = server.kubectl_stdin(&["apply", "-f", "-"], &manifest.to_string());
+    assert!(out.status.success(), "{out:?}");
+    let mut note = String::new();
+    let reported = wait_until(CONVERGE, || {
+        note = server.kubectl_ok(&[
+            "get",
+            "events.v1.events.k8s.io",
+            "--field-selector",
+            "reason=IPv6IPBlockIgnored,regarding.name=dual-stack",
+            "-o",
+            "jsonpath={.items[*].note}",
+        ]);
+        !note.is_empty()
+    });
+    assert!(reported, "no event about the IPv6 blocks");
+    assert!(
+        note.contains("2001:db8::/32, 2001:db8:1::/48") && !note.contains("192.168"),
+        "{note}"
+    );
+}

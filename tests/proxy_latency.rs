@@ -97,6 +97,14 @@ impl Drop for Monitor {
     }
 }
 
+/// One change's latency, and how much of it the API write took.
+#[derive(Clone, Copy)]
+struct Stages {
+    total: Duration,
+    write: Duration,
+    wall_clock: std::time::SystemTime,
+}
+
 fn endpoint(service: u32, endpoint: u32) -> String {
     let n = service * 5 + endpoint;
     format!("10.42.{}.{}", 100 + n / 250, n % 250 + 1)
@@ -106,7 +114,12 @@ fn endpoint(service: u32, endpoint: u32) -> String {
 #[ignore]
 fn endpoint_slice_change_to_rule_in_force_over_100_changes() {
     let ns = Netns::new();
-    let server = BerthServer::start(&ns);
+    // The proxy logs each apply's stages; the slowest changes are printed with their time so
+    // the two can be read side by side.
+    let server = BerthServer::start_with_config(
+        &ns,
+        "[log]\nlevel = \"info,berth::network::proxy=debug\"\n",
+    );
     let kubeconfig = server.kubeconfig_path();
     let monitor = Monitor::start(&ns);
     let latencies = block_on_in_netns(&ns.name, move || async move {
@@ -152,17 +165,39 @@ fn endpoint_slice_change_to_rule_in_force_over_100_changes() {
             let mut current = slices.get("lat-1").await.expect("get slice");
             current.endpoints = slice("lat", &[address.clone()]).endpoints;
             let written = Instant::now();
+            let wall_clock = std::time::SystemTime::now();
             slices
                 .replace("lat-1", &PostParams::default(), &current)
                 .await
                 .expect("replace slice");
+            let acknowledged = Instant::now();
             let in_force = monitor.wait_for(&format!("{address}:8080"));
-            latencies.push(in_force.saturating_duration_since(written));
+            latencies.push(Stages {
+                total: in_force.saturating_duration_since(written),
+                write: acknowledged.saturating_duration_since(written),
+                wall_clock,
+            });
         }
         drop(monitor);
         latencies
     });
-    let mut sorted = latencies.clone();
+    // Where the slowest changes spent their time: the API write (store commit included)
+    // until its answer, then the rest (watch delivery, debounce, render, netlink).
+    let mut slowest = latencies.clone();
+    slowest.sort_by_key(|s| std::cmp::Reverse(s.total));
+    for stages in &slowest[..5] {
+        println!(
+            "slow change at {:?}: {:?} = write acknowledged after {:?} + {:?} to the rule",
+            stages
+                .wall_clock
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default(),
+            stages.total,
+            stages.write,
+            stages.total.saturating_sub(stages.write)
+        );
+    }
+    let mut sorted: Vec<Duration> = latencies.iter().map(|s| s.total).collect();
     sorted.sort();
     let p50 = sorted[sorted.len() / 2];
     // The 99th of 100 (nearest rank), not the maximum, which is printed apart.
@@ -172,5 +207,8 @@ fn endpoint_slice_change_to_rule_in_force_over_100_changes() {
          {BACKGROUND_SERVICES} services x 5 endpoints: p50 {p50:?} p99 {p99:?} max {:?}",
         sorted[sorted.len() - 1]
     );
+    if std::env::var_os("PROXY_LATENCY_LOG").is_some() {
+        println!("{}", server.log());
+    }
     assert!(p99 < Duration::from_secs(5), "p99 {p99:?}");
 }

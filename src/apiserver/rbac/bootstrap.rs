@@ -495,6 +495,7 @@ fn component_rules(role: &str) -> Vec<PolicyRule> {
         "system:berth:network-policy" => vec![
             core_read(&["pods", "namespaces", "nodes"]),
             r(READ, &["networking.k8s.io"], &["networkpolicies"]),
+            events(),
         ],
         _ => Vec::new(),
     }

@@ -2,6 +2,7 @@
 //! of changes (debounced) render the policy and host port tables and apply what changed. One
 //! loop for both tables so the node keeps a single Pod cache.
 
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,8 +10,10 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::Api;
+use kube::Resource;
 use tokio::sync::Notify;
 
 use super::{hostports, render};
@@ -77,6 +80,8 @@ pub async fn run(client: kube::Client, config: PolicyConfig) -> anyhow::Result<(
         }
     };
 
+    let recorder = Recorder::new(client.clone(), Reporter::from("network-policy"));
+    let mut warned = HashSet::new();
     let apply_loop = async {
         policies.wait_until_ready().await?;
         pods.wait_until_ready().await?;
@@ -89,6 +94,7 @@ pub async fn run(client: kube::Client, config: PolicyConfig) -> anyhow::Result<(
             let pod_list: Vec<Pod> = pods.state().iter().map(|p| (**p).clone()).collect();
             let namespace_list: Vec<Namespace> =
                 namespaces.state().iter().map(|n| (**n).clone()).collect();
+            warn_of_ipv6_blocks(&recorder, &mut warned, &policy_list).await;
             let desired_policy = render::render(&policy_list, &pod_list, &namespace_list);
             let desired_hostports =
                 hostports::render(&pod_list, &config.node_name, &config.node_ips);
@@ -129,6 +135,47 @@ pub async fn run(client: kube::Client, config: PolicyConfig) -> anyhow::Result<(
         () = pump => anyhow::bail!("the network policy watches ended"),
         result = apply_loop => result,
     }
+}
+
+/// Says once per policy generation, as a Warning Event on the policy, that its IPv6 ipBlocks
+/// match nothing: the policy is accepted and enforced for IPv4, and its author learns why the
+/// IPv6 part has no effect.
+async fn warn_of_ipv6_blocks(
+    recorder: &Recorder,
+    warned: &mut HashSet<(String, i64)>,
+    policies: &[NetworkPolicy],
+) {
+    let mut seen = HashSet::new();
+    for policy in policies {
+        let (Some(uid), Some(spec)) = (policy.metadata.uid.clone(), policy.spec.as_ref()) else {
+            continue;
+        };
+        let id = (uid, policy.metadata.generation.unwrap_or(0));
+        seen.insert(id.clone());
+        if warned.contains(&id) {
+            continue;
+        }
+        let ignored = render::ignored_ipv6_blocks(spec);
+        if !ignored.is_empty() {
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "IPv6IPBlockIgnored".into(),
+                note: Some(format!(
+                    "ipBlock {} is IPv6: pods have IPv4 addresses only, so it matches no \
+                     traffic; the rest of the policy is enforced",
+                    ignored.join(", ")
+                )),
+                action: "Render".into(),
+                secondary: None,
+            };
+            if let Err(error) = recorder.publish(&event, &policy.object_ref(&())).await {
+                tracing::debug!(%error, "cannot record an event");
+            }
+        }
+        warned.insert(id);
+    }
+    // Forget deleted policies and old generations.
+    warned.retain(|id| seen.contains(id));
 }
 
 fn apply_both(
