@@ -14,6 +14,7 @@
 //! - [`eviction`]: node-pressure eviction, pressure conditions and the node's image list.
 //! - [`image_gc`]: image garbage collection.
 
+pub mod admit;
 pub mod backoff;
 pub mod claims;
 pub mod env;
