@@ -440,7 +440,7 @@ fn disk_pressure_evicts_the_pod_writing_the_most_to_its_own_disk_first() {
         &[
             ("eviction", "hard", r#"{ "nodefs.available" = "1000Ti" }"#),
             ("eviction", "pressure_transition_period_seconds", "0"),
-            ("eviction", "monitoring_interval_seconds", "6"),
+            ("eviction", "monitoring_interval_seconds", "10"),
         ],
     );
     let evicted = cluster.wait_for("writer", "evicted", |p| {
