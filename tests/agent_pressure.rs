@@ -1,7 +1,9 @@
 //! Node pressure: a berth told its memory threshold is far above anything the machine has
 //! reports MemoryPressure, is tainted, and evicts a BestEffort pod while a system-critical
-//! one keeps running; a berth told its image filesystem is over the image GC
-//! threshold deletes the image no pod uses and keeps the one in use. Only this test's own
+//! one keeps running; likewise PIDPressure refuses new pods but critical ones, and
+//! DiskPressure evicts the pod using the most disk first; a pod bound past the scheduler
+//! that asks more than the node has fails OutOfcpu; a berth told its image filesystem is
+//! over the image GC threshold deletes the image no pod uses and keeps the one in use. Only this test's own
 //! berth and pods are affected: the thresholds live in its config.
 //!
 //! Needs root (network namespaces, cgroups, mounts), as in CI.
@@ -268,6 +270,210 @@ fn image_gc_deletes_unused_images_and_keeps_the_ones_pods_use() {
         })
     });
     assert!(recorded, "a FreeDiskSpaceFailed event: {seen}");
+}
+
+#[test]
+fn pid_pressure_taints_the_node_and_refuses_new_pods_but_lets_critical_ones_in() {
+    let ns = Netns::new();
+    let mut cluster = Cluster::start(&ns);
+    let fresh = wait_for_node(&cluster, "PIDPressure from the eviction manager", |n| {
+        condition(n, "PIDPressure")["status"] == "False"
+    });
+    assert_eq!(
+        condition(&fresh, "PIDPressure")["reason"],
+        "KubeletHasSufficientPID"
+    );
+
+    // More task ids than any kernel gives must stay free: pressure at once.
+    configure(
+        &mut cluster,
+        &[
+            ("eviction", "hard", r#"{ "pid.available" = "4000000000" }"#),
+            ("eviction", "pressure_transition_period_seconds", "0"),
+            ("eviction", "monitoring_interval_seconds", "1"),
+        ],
+    );
+    let pressured = wait_for_node(&cluster, "PIDPressure and its taint", |n| {
+        condition(n, "PIDPressure")["status"] == "True"
+            && n["spec"]["taints"].as_array().is_some_and(|t| {
+                t.iter().any(|t| {
+                    t["key"] == "node.kubernetes.io/pid-pressure" && t["effect"] == "NoSchedule"
+                })
+            })
+    });
+    assert_eq!(
+        condition(&pressured, "PIDPressure")["reason"],
+        "KubeletHasInsufficientPID"
+    );
+    assert_eq!(condition(&pressured, "MemoryPressure")["status"], "False");
+
+    // Bound straight to the node, past the scheduler's taint check: the node itself refuses.
+    cluster.create(cluster.pod(
+        "latecomer",
+        serde_json::json!({"nodeName": cluster.node, "containers": [{"name": "main",
+            "image": "busybox", "command": ["sleep", "3600"],
+            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}),
+    ));
+    let refused = cluster.wait_for("latecomer", "refused", |p| p["status"]["phase"] == "Failed");
+    assert_eq!(
+        refused["status"]["reason"], "Evicted",
+        "{:#}",
+        refused["status"]
+    );
+    assert_eq!(
+        refused["status"]["message"],
+        "Pod was rejected: The node had condition: [PIDPressure]. "
+    );
+    assert!(
+        refused["status"]["containerStatuses"]
+            .as_array()
+            .is_none_or(|c| c.iter().all(|c| c["state"]["running"].is_null())),
+        "nothing of it ran: {:#}",
+        refused["status"]
+    );
+    let uid = refused["metadata"]["uid"].as_str().unwrap_or_default();
+    assert!(
+        !cluster.pods_dir().join(uid).exists(),
+        "no shim was started for the refused pod"
+    );
+    let mut seen = String::new();
+    let recorded = wait_until(Duration::from_secs(20), || {
+        seen = events(&cluster.server);
+        seen.lines()
+            .any(|l| l == "Evicted latecomer The node had condition: [PIDPressure]. ")
+    });
+    assert!(recorded, "a warning event as upstream's: {seen}");
+
+    let mut critical = cluster.pod(
+        "critical",
+        serde_json::json!({"nodeName": cluster.node, "priorityClassName": "system-node-critical",
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [{"name": "main", "image": "busybox", "command": ["sleep", "3600"],
+                "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}),
+    );
+    critical["metadata"]["namespace"] = serde_json::json!("kube-system");
+    cluster.create(critical);
+    let mut last = serde_json::Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            last = critical_pod(&cluster);
+            last["status"]["phase"] == "Running"
+        }),
+        "a critical pod is let in under pressure: {last:#}"
+    );
+    let _ = cluster.server.kubectl(&[
+        "delete",
+        "pod",
+        "critical",
+        "-n",
+        "kube-system",
+        "--grace-period=1",
+        "--wait=false",
+    ]);
+}
+
+#[test]
+fn a_pod_bound_past_the_scheduler_asking_more_cpu_than_the_node_has_fails_out_of_cpu() {
+    let ns = Netns::new();
+    let cluster = Cluster::start(&ns);
+    cluster.create(cluster.pod(
+        "greedy",
+        serde_json::json!({"nodeName": cluster.node, "containers": [{"name": "main",
+            "image": "busybox", "command": ["sleep", "3600"],
+            "resources": {"requests": {"cpu": "1000"}}}]}),
+    ));
+    let refused = cluster.wait_for("greedy", "refused", |p| p["status"]["phase"] == "Failed");
+    assert_eq!(
+        refused["status"]["reason"], "OutOfcpu",
+        "{:#}",
+        refused["status"]
+    );
+    let message = refused["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with(
+            "Pod was rejected: Node didn't have enough resource: cpu, requested: 1000000, used: "
+        ),
+        "upstream's message: {message}"
+    );
+    // A modest pod bound the same way still runs: the refusal was about the greedy one.
+    cluster.create(cluster.pod(
+        "modest",
+        serde_json::json!({"nodeName": cluster.node, "containers": [{"name": "main",
+            "image": "busybox", "command": ["sleep", "3600"],
+            "resources": {"requests": {"cpu": "10m"}}}]}),
+    ));
+    cluster.wait_for("modest", "Running", |p| p["status"]["phase"] == "Running");
+    let mut seen = String::new();
+    let recorded = wait_until(Duration::from_secs(20), || {
+        seen = events(&cluster.server);
+        seen.lines().any(|l| {
+            l.starts_with("OutOfcpu greedy Node didn't have enough resource: cpu, requested: ")
+        })
+    });
+    assert!(recorded, "an OutOfcpu event: {seen}");
+}
+
+#[test]
+fn disk_pressure_evicts_the_pod_writing_the_most_to_its_own_disk_first() {
+    let ns = Netns::new();
+    let mut cluster = Cluster::start(&ns);
+    cluster.create(cluster.pod(
+        "writer",
+        serde_json::json!({"containers": [{"name": "main", "image": "busybox",
+            "command": ["sh", "-c", "dd if=/dev/zero of=/fill bs=1M count=24 && sleep 3600"]}]}),
+    ));
+    cluster.create(cluster.pod(
+        "quiet",
+        serde_json::json!({"containers": [{"name": "main", "image": "busybox",
+            "command": ["sleep", "3600"]}]}),
+    ));
+    for name in ["writer", "quiet"] {
+        cluster.wait_for(name, "Running", |p| p["status"]["phase"] == "Running");
+    }
+    // The writer's layer holds its file before pressure comes.
+    std::thread::sleep(Duration::from_secs(2));
+
+    // More free disk than any disk has: pressure at once. A slow round leaves time to see
+    // which pod went first.
+    configure(
+        &mut cluster,
+        &[
+            ("eviction", "hard", r#"{ "nodefs.available" = "1000Ti" }"#),
+            ("eviction", "pressure_transition_period_seconds", "0"),
+            ("eviction", "monitoring_interval_seconds", "10"),
+        ],
+    );
+    let evicted = cluster.wait_for("writer", "evicted", |p| {
+        p["status"]["phase"] == "Failed" && p["status"]["reason"] == "Evicted"
+    });
+    let quiet = cluster.get("quiet");
+    assert_eq!(
+        quiet["status"]["phase"], "Running",
+        "the quiet pod goes after the writer: {:#}",
+        quiet["status"]
+    );
+    let message = evicted["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with(
+            "The node was low on resource: ephemeral-storage. Threshold quantity: 1000Ti, available: "
+        ),
+        "upstream's message: {message}"
+    );
+    let used = message
+        .split("Container main was using ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap_or_default();
+    let mebibytes = used
+        .strip_suffix("Ki")
+        .and_then(|k| k.parse::<u64>().ok())
+        .map(|k| k / 1024)
+        .or_else(|| used.strip_suffix("Mi").and_then(|m| m.parse().ok()))
+        .unwrap_or(0);
+    assert!(
+        (24..64).contains(&mebibytes),
+        "the writer's layer measured about its 24 MiB: {message}"
+    );
 }
 
 /// `reason name note` of every event (events.k8s.io/v1, as the agent records them), one a line.

@@ -1,6 +1,7 @@
 //! Terminals with the real kubectl: a `tty: true` container runs on a pty the shim allocates,
 //! `kubectl attach -it` carries its input and resizes, its log stays CRI-formatted; an exec's
-//! terminal follows a resize made while it runs. kubectl needs a terminal of its own for `-t`,
+//! terminal follows a resize made while it runs; a `stdinOnce` terminal's program sees end of
+//! input when its one attach's input ends. kubectl needs a terminal of its own for `-t`,
 //! so it runs under script(1), whose terminal the test resizes with stty mid-run (kubectl
 //! sees SIGWINCH and sends the new size).
 //!
@@ -116,5 +117,63 @@ fn a_tty_container_runs_on_a_pty_that_attach_drives_and_resizes() {
     assert!(
         matches!((first, second), (Some(a), Some(b)) if a < b),
         "the exec saw its first size, then the new one: {shown:?}"
+    );
+}
+
+#[test]
+fn a_stdin_once_terminal_sees_end_of_input_when_its_attach_input_ends() {
+    let ns = Netns::new();
+    let cluster = Cluster::start(&ns);
+    cluster.create(cluster.pod(
+        "once",
+        json!({"restartPolicy": "Never", "containers": [{
+            "name": "main", "image": "busybox", "tty": true, "stdin": true, "stdinOnce": true,
+            "command": ["cat"]
+        }]}),
+    ));
+    cluster.wait_for("once", "Running", |p| {
+        p["status"]["containerStatuses"][0]["state"]["running"].is_object()
+    });
+
+    // Piped input, as `kubectl run -i --rm` or a script gives it: at its end, cat must end.
+    let kubectl = tools::kubectl();
+    let mut child = cluster
+        .server
+        .command(std::path::Path::new("timeout"))
+        .arg("60")
+        .arg(&kubectl)
+        .args(["attach", "-i", "once", "-c", "main"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl attach");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("kubectl's stdin");
+        // Give the attach time to connect before its input ends.
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        stdin
+            .write_all(b"through the terminal\n")
+            .expect("write kubectl's stdin");
+    }
+    let out = child.wait_with_output().expect("wait for kubectl attach");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the attach ended with the container, not by timeout: {:?} {shown:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        shown.contains("through the terminal"),
+        "the input came back through the terminal: {shown:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ended = cluster.wait_for("once", "Succeeded", |p| p["status"]["phase"] == "Succeeded");
+    assert_eq!(
+        ended["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"], 0,
+        "cat read end of file and exited: {:#}",
+        ended["status"]
     );
 }

@@ -15,6 +15,7 @@
 //! - [`image_gc`]: image garbage collection.
 //! - [`kubelet_api`]: a worker node's HTTPS kubelet API (logs, exec, attach, port-forward).
 
+pub mod admit;
 pub mod backoff;
 pub mod claims;
 pub mod env;

@@ -155,30 +155,22 @@ impl NodeFacts {
                     }),
                 }
             }),
-            // MemoryPressure and DiskPressure are posted by the eviction manager, which
-            // measures them (see `agent::eviction`).
-            conditions: Some(vec![
-                condition(
-                    "PIDPressure",
-                    false,
-                    "KubeletHasSufficientPID",
-                    "kubelet has sufficient PID available",
+            // MemoryPressure, DiskPressure and PIDPressure are posted by the eviction manager,
+            // which measures them (see `agent::eviction`).
+            conditions: Some(vec![match ready {
+                true => condition(
+                    "Ready",
+                    true,
+                    "KubeletReady",
+                    "kubelet is posting ready status",
                 ),
-                match ready {
-                    true => condition(
-                        "Ready",
-                        true,
-                        "KubeletReady",
-                        "kubelet is posting ready status",
-                    ),
-                    false => condition(
-                        "Ready",
-                        false,
-                        "KubeletNotReady",
-                        "container runtime is starting",
-                    ),
-                },
-            ]),
+                false => condition(
+                    "Ready",
+                    false,
+                    "KubeletNotReady",
+                    "container runtime is starting",
+                ),
+            }]),
             node_info: Some(NodeSystemInfo {
                 architecture: crate::apiserver::discovery::go_arch().to_string(),
                 boot_id: self.boot_id.clone(),

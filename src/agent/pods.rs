@@ -73,6 +73,7 @@ pub async fn run_with(
         config,
         recorder,
         evictions: super::eviction::Evictions::default(),
+        admission: super::admit::Admission::default(),
     });
     tokio::spawn(super::eviction::run(ctx.clone()));
 
@@ -154,6 +155,7 @@ fn dispatch(
     tokio::spawn(async move {
         work(&ctx, rx).await;
         ctx.evictions.forget(&uid);
+        ctx.admission.forget(&uid).await;
         let _ = done.send(uid);
     });
 }
@@ -163,6 +165,7 @@ async fn work(ctx: &Ctx, mut inbox: watch::Receiver<Option<Pod>>) {
     let mut worker = PodWorker::default();
     let mut last: Option<Pod> = None;
     let mut evicted = false;
+    let mut admitted = false;
     loop {
         let current = inbox.borrow_and_update().clone();
         match current {
@@ -177,8 +180,12 @@ async fn work(ctx: &Ctx, mut inbox: watch::Receiver<Option<Pod>>) {
                 terminate_pod(ctx, &pod, true).await;
                 return;
             }
-            // Evicted: its containers stay stopped until the object is deleted.
-            Some(pod) if super::eviction::is_evicted(&pod) || evicted => {
+            // Evicted or refused: its containers stay stopped until the object is deleted.
+            Some(pod)
+                if super::eviction::is_evicted(&pod)
+                    || super::admit::is_rejected(&pod)
+                    || evicted =>
+            {
                 if !evicted {
                     // Recorded before a restart of berth: make sure nothing of it runs.
                     super::sync::release_pod(ctx, pod.metadata.uid.as_deref().unwrap_or_default())
@@ -198,6 +205,15 @@ async fn work(ctx: &Ctx, mut inbox: watch::Receiver<Option<Pod>>) {
                     evicted = true;
                     last = Some(pod);
                     continue;
+                }
+                if !admitted {
+                    if let Err(refusal) = ctx.admission.admit(ctx, &pod).await {
+                        super::admit::reject(ctx, &pod, &refusal).await;
+                        evicted = true;
+                        last = Some(pod);
+                        continue;
+                    }
+                    admitted = true;
                 }
                 let wake = worker.sync(ctx, &pod).await;
                 last = Some(pod);

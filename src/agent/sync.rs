@@ -52,6 +52,8 @@ pub struct Ctx {
     pub recorder: Recorder,
     /// Pods the eviction manager wants gone.
     pub evictions: super::eviction::Evictions,
+    /// Whether new pods may start (node pressure, resources).
+    pub admission: super::admit::Admission,
 }
 
 impl Ctx {

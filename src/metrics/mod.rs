@@ -110,7 +110,7 @@ fn rate(previous: &Round, latest: &Round, before: Usage, now: Usage) -> Option<P
 }
 
 /// The berth root below which every pod has its cgroup (see [`cgroups::pod_cgroup_parent`]).
-const POD_ROOT: &str = "berth";
+pub const POD_ROOT: &str = "berth";
 
 /// Reads the node and every pod cgroup now. Blocking (file reads).
 pub fn sample(hierarchies: Option<&Hierarchies>) -> Round {

@@ -85,6 +85,11 @@ pub enum Response {
     /// Answer to `Attach`: `fds` (0 or 1) file descriptors came with this line.
     Attached {
         fds: usize,
+        /// The descriptor is the terminal of a `tty` + `stdinOnce` container, given to this
+        /// attach alone: when the attach's input ends, it must write the terminal's
+        /// end-of-file character, since a terminal cannot be closed like a pipe.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        once: bool,
     },
     Error {
         message: String,

@@ -152,24 +152,54 @@ impl ShimRuntime {
 pub struct AttachInput {
     pub stdin: pipe::Sender,
     pub resizer: Option<Resizer>,
+    /// For the one attach of a `tty` + `stdinOnce` container: how to tell the container its
+    /// input ended (closing a pipe does that; a terminal stays open for its output).
+    pub end_of_input: Option<EndOfInput>,
 }
 
 impl AttachInput {
     /// A stdin pipe, or the pty master of a `tty: true` container (which the shim sends the
     /// same way; only a terminal can be resized).
-    fn from_fd(fd: OwnedFd) -> std::io::Result<AttachInput> {
+    fn from_fd(fd: OwnedFd, once: bool) -> std::io::Result<AttachInput> {
         if !nix::unistd::isatty(&fd).unwrap_or(false) {
             return Ok(AttachInput {
                 stdin: pipe::Sender::from_owned_fd(fd)?,
                 resizer: None,
+                end_of_input: None,
             });
         }
         set_nonblocking(&fd)?;
         let resizer = Resizer(fd.try_clone()?);
+        let end_of_input = match once {
+            true => Some(EndOfInput(fd.try_clone()?)),
+            false => None,
+        };
         Ok(AttachInput {
             stdin: pipe::Sender::from_owned_fd_unchecked(fd)?,
             resizer: Some(resizer),
+            end_of_input,
         })
+    }
+}
+
+/// Ends a terminal's input as a user at its keyboard would: by typing its end-of-file
+/// character (Ctrl-D unless the program set another), so a reader in canonical mode, `cat`
+/// or a shell, reads end of file. Runtimes upstream close the terminal here instead, which
+/// hangs up the container's session; typing EOF keeps its output flowing until it exits.
+pub struct EndOfInput(OwnedFd);
+
+/// Ctrl-D, the end-of-file character of a terminal nobody configured.
+const DEFAULT_EOF: u8 = 4;
+
+impl EndOfInput {
+    pub fn send(self) {
+        // On Linux a pty master reports (and shares) its slave's settings.
+        let eof = nix::sys::termios::tcgetattr(&self.0)
+            .map(|t| t.control_chars[libc::VEOF])
+            .unwrap_or(DEFAULT_EOF);
+        let eof = if eof == 0 { DEFAULT_EOF } else { eof };
+        // Best effort: a terminal whose container is gone has nobody left to tell.
+        let _ = nix::unistd::write(&self.0, &[eof]);
     }
 }
 
@@ -192,8 +222,8 @@ impl ShimRuntime {
                 .await
                 .map_err(|e| RuntimeError::Protocol(format!("attach: {e}")))??;
         match response {
-            Response::Attached { fds: n } if n == fds.len() => match fds.into_iter().next() {
-                Some(fd) => AttachInput::from_fd(fd)
+            Response::Attached { fds: n, once } if n == fds.len() => match fds.into_iter().next() {
+                Some(fd) => AttachInput::from_fd(fd, once)
                     .map(Some)
                     .map_err(|e| RuntimeError::Protocol(format!("attach stdin: {e}"))),
                 None => Ok(None),

@@ -71,6 +71,18 @@ impl Hierarchies {
             .collect()
     }
 
+    /// The tasks (threads) in `cgroup_path` itself; `None` when it has gone.
+    pub fn tasks(&self, cgroup_path: &str) -> Option<u64> {
+        let relative = cgroup_path.trim_start_matches('/');
+        if relative.split('/').any(|part| part == "..") {
+            return None;
+        }
+        // v1 lists a cgroup's threads in `tasks`, v2 in `cgroup.threads`.
+        let file = if self.v1 { "tasks" } else { "cgroup.threads" };
+        let text = std::fs::read_to_string(self.cpu.join(relative).join(file)).ok()?;
+        Some(text.lines().filter(|l| !l.trim().is_empty()).count() as u64)
+    }
+
     /// The usage of `cgroup_path` and everything below it; `None` when it has gone.
     pub fn usage(&self, cgroup_path: &str) -> Option<Usage> {
         let relative = cgroup_path.trim_start_matches('/');

@@ -1,7 +1,8 @@
 //! Node-pressure eviction (upstream's `pkg/kubelet/eviction`): every monitoring interval the
-//! node's memory and disk are measured against the configured thresholds; the node reports
-//! MemoryPressure and DiskPressure; when a threshold is met, disk is first relieved by deleting
-//! unused images, then one pod is evicted per interval, in upstream's order. The manager also
+//! node's memory, disk and task ids are measured against the configured thresholds; the node
+//! reports MemoryPressure, DiskPressure and PIDPressure (and new pods are refused under them,
+//! see [`super::admit`]); when a threshold is met, disk is first relieved by deleting unused
+//! images, then one pod is evicted per interval, in upstream's order. The manager also
 //! runs periodic image garbage collection and reports the node's images, since it holds the
 //! image records both need.
 //!
@@ -10,9 +11,11 @@
 //!
 //! - [`thresholds`]: signals, limits, grace and transition periods.
 //! - [`rank`]: which pod goes first, and its message.
+//! - [`usage`]: task ids and per-pod disk use.
 
 pub mod rank;
 pub mod thresholds;
+pub mod usage;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -28,7 +31,12 @@ use super::image_gc::{self, ImageGc, StoredImage};
 use super::sync::Ctx;
 use crate::runtime::ContainerRuntime;
 use rank::Candidate;
-use thresholds::{Observation, Observations, Resource, Signal, Threshold, Tracker, Verdict};
+use thresholds::{
+    Condition, Observation, Observations, Resource, Signal, Threshold, Tracker, Verdict,
+};
+
+/// Upstream's `status.reason` of an evicted pod, and of one refused under pressure.
+pub const REASON: &str = "Evicted";
 
 /// Upstream's `nodeStatusMaxImages`.
 const MAX_IMAGES_IN_STATUS: usize = 50;
@@ -93,7 +101,7 @@ impl Evictions {
 /// Whether the API already records `pod` as evicted (by us, before a restart, say).
 pub fn is_evicted(pod: &Pod) -> bool {
     pod.status.as_ref().is_some_and(|s| {
-        s.phase.as_deref() == Some("Failed") && s.reason.as_deref() == Some("Evicted")
+        s.phase.as_deref() == Some("Failed") && s.reason.as_deref() == Some(REASON)
     })
 }
 
@@ -167,6 +175,7 @@ impl Manager {
             now,
             self.settings.transition,
         );
+        ctx.admission.set_pressure(verdict.pressure.clone());
         self.report(ctx, &verdict, &view.images).await;
         if verdict.met.is_empty() {
             return Ok(());
@@ -244,14 +253,18 @@ impl Manager {
         let Some(resource) = met.iter().map(|t| t.signal).min().map(Signal::resource) else {
             return;
         };
+        let pods: Vec<&Pod> = pods.iter().filter(|p| evictable(ctx, p)).collect();
         let usage = match resource {
             Resource::Memory => memory_usage().await,
-            // Per-pod disk use is not measured yet: disk ranking is by requests and priority.
-            _ => HashMap::new(),
+            Resource::Pids => tokio::task::spawn_blocking(usage::pod_tasks)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+            Resource::EphemeralStorage | Resource::Inodes => disk_usage(ctx, &pods, resource).await,
         };
         let mut candidates: Vec<Candidate> = pods
-            .iter()
-            .filter(|p| evictable(ctx, p))
+            .into_iter()
             .map(|p| Candidate {
                 usage: p
                     .metadata
@@ -282,8 +295,8 @@ impl Manager {
         ctx.evictions.request(&uid, message);
     }
 
-    /// Posts MemoryPressure, DiskPressure and the image list when they changed, and at least
-    /// every [`REPORT_EVERY`].
+    /// Posts the pressure conditions and the image list when they changed, and at least every
+    /// [`REPORT_EVERY`].
     async fn report(&mut self, ctx: &Arc<Ctx>, verdict: &Verdict, images: &[StoredImage]) {
         let nodes: Api<Node> = Api::all(ctx.client.clone());
         let node = match nodes.get(&ctx.config.node_name).await {
@@ -296,17 +309,15 @@ impl Manager {
         let status = node.status.unwrap_or_default();
         let current = status.conditions.unwrap_or_default();
         let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
-        let wanted = [
-            ("MemoryPressure", verdict.memory_pressure),
-            ("DiskPressure", verdict.disk_pressure),
-        ];
         let mut changed = false;
-        let conditions: Vec<Value> = wanted
-            .iter()
-            .map(|(type_, pressure)| {
-                let (reason, message) = condition_text(type_, *pressure);
-                let status = if *pressure { "True" } else { "False" };
-                let old = current.iter().find(|c| c.type_ == *type_);
+        let conditions: Vec<Value> = Condition::ALL
+            .into_iter()
+            .map(|condition| {
+                let pressure = verdict.has(condition);
+                let type_ = condition.type_name();
+                let (reason, message) = condition_text(condition, pressure);
+                let status = if pressure { "True" } else { "False" };
+                let old = current.iter().find(|c| c.type_ == type_);
                 let same =
                     old.is_some_and(|c| c.status == status && c.reason.as_deref() == Some(reason));
                 changed |= !same;
@@ -351,18 +362,28 @@ impl Manager {
     }
 }
 
-fn condition_text(type_: &str, pressure: bool) -> (&'static str, &'static str) {
-    match (type_, pressure) {
-        ("MemoryPressure", true) => (
+fn condition_text(condition: Condition, pressure: bool) -> (&'static str, &'static str) {
+    match (condition, pressure) {
+        (Condition::MemoryPressure, true) => (
             "KubeletHasInsufficientMemory",
             "kubelet has insufficient memory available",
         ),
-        ("MemoryPressure", false) => (
+        (Condition::MemoryPressure, false) => (
             "KubeletHasSufficientMemory",
             "kubelet has sufficient memory available",
         ),
-        (_, true) => ("KubeletHasDiskPressure", "kubelet has disk pressure"),
-        (_, false) => ("KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+        (Condition::DiskPressure, true) => ("KubeletHasDiskPressure", "kubelet has disk pressure"),
+        (Condition::DiskPressure, false) => {
+            ("KubeletHasNoDiskPressure", "kubelet has no disk pressure")
+        }
+        (Condition::PidPressure, true) => (
+            "KubeletHasInsufficientPID",
+            "kubelet has insufficient PID available",
+        ),
+        (Condition::PidPressure, false) => (
+            "KubeletHasSufficientPID",
+            "kubelet has sufficient PID available",
+        ),
     }
 }
 
@@ -468,9 +489,88 @@ async fn observe(data_dir: &Path) -> Result<Observations, RoundError> {
                 );
             }
         }
+        if let Some(pids) = usage::pid_observation() {
+            observations.insert(Signal::PidAvailable, pids);
+        }
         observations
     })
     .await?)
+}
+
+/// Disk bytes (or inodes) per pod uid and container of `pods`, walked now. A pod's
+/// disk-backed emptyDirs count under [`usage::POD_VOLUMES`].
+async fn disk_usage(
+    ctx: &Ctx,
+    pods: &[&Pod],
+    resource: Resource,
+) -> HashMap<String, BTreeMap<String, u64>> {
+    let layouts: Vec<(String, usage::PodDisk)> = pods
+        .iter()
+        .filter_map(|p| Some((p.metadata.uid.clone()?, pod_disk(ctx, p))))
+        .collect();
+    let measured = tokio::task::spawn_blocking(move || {
+        layouts
+            .into_iter()
+            .map(|(uid, disk)| (uid, disk.measure()))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    measured
+        .into_iter()
+        .map(|(uid, per_container)| {
+            let counted = per_container
+                .into_iter()
+                .map(|(name, used)| match resource {
+                    Resource::Inodes => (name, used.inodes),
+                    _ => (name, used.bytes),
+                })
+                .collect();
+            (uid, counted)
+        })
+        .collect()
+}
+
+/// Where `pod` keeps its ephemeral storage on this node: each container's writable layer
+/// and logs, and its disk emptyDirs.
+fn pod_disk(ctx: &Ctx, pod: &Pod) -> usage::PodDisk {
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    let pod_dir = ctx.runtime.pod_dir(uid);
+    let logs = ctx.config.data_dir.join("logs").join(format!(
+        "{}_{}_{uid}",
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.name.as_deref().unwrap_or_default(),
+    ));
+    let spec = pod.spec.as_ref();
+    let containers = spec
+        .into_iter()
+        .flat_map(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+        })
+        .map(|c| {
+            let dirs = vec![
+                crate::runtime::shim::writable_layer(&pod_dir, &c.name),
+                logs.join(&c.name),
+            ];
+            (c.name.clone(), dirs)
+        })
+        .collect();
+    let volumes = spec
+        .into_iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter(|v| {
+            v.empty_dir
+                .as_ref()
+                .is_some_and(|e| e.medium.as_deref() != Some("Memory"))
+        })
+        .map(|v| super::volumes::volume_dir(&pod_dir, &v.name))
+        .collect();
+    usage::PodDisk {
+        containers,
+        volumes,
+    }
 }
 
 fn meminfo_kib(meminfo: &str, key: &str) -> Option<u64> {
@@ -612,16 +712,23 @@ mod tests {
     #[test]
     fn conditions_use_upstreams_reasons() {
         assert_eq!(
-            condition_text("MemoryPressure", true).0,
+            condition_text(Condition::MemoryPressure, true).0,
             "KubeletHasInsufficientMemory"
         );
         assert_eq!(
-            condition_text("DiskPressure", true).0,
+            condition_text(Condition::DiskPressure, true).0,
             "KubeletHasDiskPressure"
         );
         assert_eq!(
-            condition_text("DiskPressure", false).0,
+            condition_text(Condition::DiskPressure, false).0,
             "KubeletHasNoDiskPressure"
+        );
+        assert_eq!(
+            condition_text(Condition::PidPressure, true),
+            (
+                "KubeletHasInsufficientPID",
+                "kubelet has insufficient PID available"
+            )
         );
     }
 

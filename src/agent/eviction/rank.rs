@@ -60,9 +60,18 @@ fn container_request(
 }
 
 /// Orders candidates most-evictable first: usage above requests before usage within them,
-/// then lower priority first, then larger usage above requests first.
+/// then lower priority first, then larger usage above requests first. Tasks cannot be
+/// requested: for them, lower priority first, then more tasks first (upstream's
+/// `rankPIDPressure`).
 pub fn rank(candidates: &mut [Candidate], resource: Resource) {
-    candidates.sort_by(|a, b| compare(a, b, resource));
+    match resource {
+        Resource::Pids => candidates.sort_by(|a, b| {
+            a.priority()
+                .cmp(&b.priority())
+                .then_with(|| b.total_usage().cmp(&a.total_usage()))
+        }),
+        _ => candidates.sort_by(|a, b| compare(a, b, resource)),
+    }
 }
 
 fn compare(a: &Candidate, b: &Candidate, resource: Resource) -> Ordering {
@@ -97,7 +106,15 @@ pub fn message(
             format_quantity(observed.available, resource)
         ));
     }
-    for container in candidate.pod.spec.iter().flat_map(|s| &s.containers) {
+    // Upstream names greedy containers for memory and storage only.
+    let blames_containers = matches!(resource, Resource::Memory | Resource::EphemeralStorage);
+    for container in candidate
+        .pod
+        .spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .filter(|_| blames_containers)
+    {
         let used = candidate.usage.get(&container.name).copied().unwrap_or(0);
         let request = container_request(container, resource).unwrap_or(0);
         if used > request {
@@ -121,7 +138,7 @@ pub fn message(
 
 /// Bytes as a Kubernetes quantity in its canonical binary form (`225800Ki`); counts plain.
 pub fn format_quantity(value: u64, resource: Resource) -> String {
-    if resource == Resource::Inodes || value == 0 {
+    if matches!(resource, Resource::Inodes | Resource::Pids) || value == 0 {
         return value.to_string();
     }
     let suffixes = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
@@ -232,5 +249,49 @@ mod tests {
              Container main was using 4Mi, request is 0, has larger consumption of memory. "
         );
         assert_eq!(format_quantity(225800 * 1024, Resource::Memory), "225800Ki");
+    }
+
+    #[test]
+    fn under_pid_pressure_lower_priority_then_more_tasks_goes_first() {
+        let mut candidates = vec![
+            candidate("few", 0, Some("1Gi"), 3),
+            candidate("important-many", 10, None, 900),
+            candidate("many", 0, Some("1Gi"), 200),
+        ];
+        rank(&mut candidates, Resource::Pids);
+        assert_eq!(names(&candidates), ["many", "few", "important-many"]);
+    }
+
+    #[test]
+    fn under_disk_pressure_pods_above_their_storage_request_go_first_then_the_biggest() {
+        let disk = |name: &str, request: Option<&str>, used: u64, volumes: u64| {
+            let resources = match request {
+                Some(r) => serde_json::json!({"requests": {"ephemeral-storage": r}}),
+                None => serde_json::json!({}),
+            };
+            let pod = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name},
+                "spec": {"containers": [{"name": "main", "image": "busybox",
+                    "resources": resources}]}
+            }))
+            .unwrap();
+            Candidate {
+                pod,
+                usage: BTreeMap::from([
+                    ("main".to_string(), used),
+                    (super::super::usage::POD_VOLUMES.to_string(), volumes),
+                ]),
+            }
+        };
+        let mut candidates = vec![
+            disk("small", None, 1 << 20, 0),
+            disk("within-request", Some("1Gi"), 500 << 20, 0),
+            disk("big-emptydir", None, 1 << 20, 300 << 20),
+        ];
+        rank(&mut candidates, Resource::EphemeralStorage);
+        assert_eq!(
+            names(&candidates),
+            ["big-emptydir", "small", "within-request"]
+        );
     }
 }

@@ -13,15 +13,18 @@ pub enum Signal {
     NodeFsInodesFree,
     ImageFsAvailable,
     ImageFsInodesFree,
+    /// Task ids left: the smaller of `pid_max` and `threads-max`, less the tasks alive.
+    PidAvailable,
 }
 
 impl Signal {
-    pub const ALL: [Signal; 5] = [
+    pub const ALL: [Signal; 6] = [
         Signal::MemoryAvailable,
         Signal::NodeFsAvailable,
         Signal::NodeFsInodesFree,
         Signal::ImageFsAvailable,
         Signal::ImageFsInodesFree,
+        Signal::PidAvailable,
     ];
 
     pub fn name(self) -> &'static str {
@@ -31,6 +34,7 @@ impl Signal {
             Signal::NodeFsInodesFree => "nodefs.inodesFree",
             Signal::ImageFsAvailable => "imagefs.available",
             Signal::ImageFsInodesFree => "imagefs.inodesFree",
+            Signal::PidAvailable => "pid.available",
         }
     }
 
@@ -43,13 +47,18 @@ impl Signal {
         match self {
             Signal::MemoryAvailable => Resource::Memory,
             Signal::NodeFsInodesFree | Signal::ImageFsInodesFree => Resource::Inodes,
+            Signal::PidAvailable => Resource::Pids,
             _ => Resource::EphemeralStorage,
         }
     }
 
-    /// Disk signals, answered by DiskPressure (memory ones by MemoryPressure).
-    pub fn is_disk(self) -> bool {
-        self != Signal::MemoryAvailable
+    /// The node condition a crossed signal raises.
+    pub fn condition(self) -> Condition {
+        match self {
+            Signal::MemoryAvailable => Condition::MemoryPressure,
+            Signal::PidAvailable => Condition::PidPressure,
+            _ => Condition::DiskPressure,
+        }
     }
 
     /// Signals that freeing images relieves.
@@ -69,6 +78,7 @@ pub enum Resource {
     Memory,
     EphemeralStorage,
     Inodes,
+    Pids,
 }
 
 impl Resource {
@@ -77,6 +87,33 @@ impl Resource {
             Resource::Memory => "memory",
             Resource::EphemeralStorage => "ephemeral-storage",
             Resource::Inodes => "inodes",
+            Resource::Pids => "pids",
+        }
+    }
+}
+
+/// The pressure conditions a node reports, in upstream's order (as its admission message
+/// lists them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Condition {
+    MemoryPressure,
+    DiskPressure,
+    PidPressure,
+}
+
+impl Condition {
+    pub const ALL: [Condition; 3] = [
+        Condition::MemoryPressure,
+        Condition::DiskPressure,
+        Condition::PidPressure,
+    ];
+
+    /// The condition's type in the Node's status.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            Condition::MemoryPressure => "MemoryPressure",
+            Condition::DiskPressure => "DiskPressure",
+            Condition::PidPressure => "PIDPressure",
         }
     }
 }
@@ -180,8 +217,7 @@ pub type Observations = BTreeMap<Signal, Observation>;
 #[derive(Debug, Default)]
 pub struct Tracker {
     first_crossed: BTreeMap<usize, Instant>,
-    last_memory_pressure: Option<Instant>,
-    last_disk_pressure: Option<Instant>,
+    last_pressure: BTreeMap<Condition, Instant>,
 }
 
 /// What one round of observation came to.
@@ -189,8 +225,14 @@ pub struct Tracker {
 pub struct Verdict {
     /// Thresholds crossed now and for longer than their grace period: act on these.
     pub met: Vec<Threshold>,
-    pub memory_pressure: bool,
-    pub disk_pressure: bool,
+    /// The pressure conditions the node has now, in [`Condition::ALL`]'s order.
+    pub pressure: Vec<Condition>,
+}
+
+impl Verdict {
+    pub fn has(&self, condition: Condition) -> bool {
+        self.pressure.contains(&condition)
+    }
 }
 
 impl Tracker {
@@ -218,19 +260,16 @@ impl Tracker {
             }
         }
         // Upstream's conditions follow thresholds crossed, grace period or not.
-        if crossed_any.iter().any(|s| !s.is_disk()) {
-            self.last_memory_pressure = Some(now);
+        for signal in crossed_any {
+            self.last_pressure.insert(signal.condition(), now);
         }
-        if crossed_any.iter().any(|s| s.is_disk()) {
-            self.last_disk_pressure = Some(now);
-        }
-        let recent = |at: Option<Instant>| {
-            at.is_some_and(|t| now.saturating_duration_since(t) < transition || t == now)
-        };
+        let recent = |t: Instant| now.saturating_duration_since(t) < transition || t == now;
         Verdict {
             met,
-            memory_pressure: recent(self.last_memory_pressure),
-            disk_pressure: recent(self.last_disk_pressure),
+            pressure: Condition::ALL
+                .into_iter()
+                .filter(|c| self.last_pressure.get(c).is_some_and(|t| recent(*t)))
+                .collect(),
         }
     }
 }
@@ -325,7 +364,7 @@ mod tests {
         let start = Instant::now();
         let transition = Duration::from_secs(300);
         let first = tracker.judge(&thresholds, &low, start, transition);
-        assert!(first.met.is_empty() && first.memory_pressure);
+        assert!(first.met.is_empty() && first.has(Condition::MemoryPressure));
         let later = tracker.judge(
             &thresholds,
             &low,
@@ -333,7 +372,7 @@ mod tests {
             transition,
         );
         assert_eq!(later.met.len(), 1);
-        assert!(!later.disk_pressure);
+        assert!(!later.has(Condition::DiskPressure));
     }
 
     #[test]
@@ -344,24 +383,34 @@ mod tests {
         let transition = Duration::from_secs(60);
         let full = observed(Signal::ImageFsAvailable, 5, 100);
         let fine = observed(Signal::ImageFsAvailable, 50, 100);
-        assert!(
-            tracker
-                .judge(&thresholds, &full, start, transition)
-                .disk_pressure
-        );
+        assert!(tracker
+            .judge(&thresholds, &full, start, transition)
+            .has(Condition::DiskPressure));
         let soon = tracker.judge(
             &thresholds,
             &fine,
             start + Duration::from_secs(10),
             transition,
         );
-        assert!(soon.disk_pressure && soon.met.is_empty());
+        assert!(soon.has(Condition::DiskPressure) && soon.met.is_empty());
         let late = tracker.judge(
             &thresholds,
             &fine,
             start + Duration::from_secs(61),
             transition,
         );
-        assert!(!late.disk_pressure);
+        assert!(!late.has(Condition::DiskPressure));
+    }
+
+    #[test]
+    fn a_crossed_pid_threshold_raises_pid_pressure_alone() {
+        let thresholds = from_config(&config(&[("pid.available", "1000")])).unwrap();
+        assert_eq!(thresholds[0].signal, Signal::PidAvailable);
+        assert_eq!(thresholds[0].signal.resource(), Resource::Pids);
+        let mut tracker = Tracker::default();
+        let few = observed(Signal::PidAvailable, 999, 4_194_304);
+        let verdict = tracker.judge(&thresholds, &few, Instant::now(), Duration::ZERO);
+        assert_eq!(verdict.pressure, [Condition::PidPressure]);
+        assert_eq!(verdict.met.len(), 1);
     }
 }

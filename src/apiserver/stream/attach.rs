@@ -27,7 +27,7 @@ use super::channel;
 use super::node::PodNode;
 use super::StreamOptions;
 use crate::api::{ApiError, ApiResult};
-use crate::runtime::session::{AttachInput, Resizer};
+use crate::runtime::session::{AttachInput, EndOfInput, Resizer};
 
 /// How often the log file is checked for new output.
 const POLL: Duration = Duration::from_millis(100);
@@ -127,12 +127,19 @@ async fn run<S>(
         .unwrap_or(0);
     // The client's messages are read by their own task, so a container slow to read its
     // stdin never holds its output back; the task ends when the client leaves.
-    let (stdin, resizer) = match input {
-        Some(input) => (Some(input.stdin), input.resizer),
-        None => (None, None),
+    let (stdin, resizer, end_of_input) = match input {
+        Some(input) => (Some(input.stdin), input.resizer, input.end_of_input),
+        None => (None, None, None),
     };
     let stdin = stdin.filter(|_| options.stdin);
-    let mut client = tokio::spawn(read_client(incoming, protocol, stdin, resizer));
+    let end_of_input = end_of_input.filter(|_| options.stdin);
+    let mut client = tokio::spawn(read_client(
+        incoming,
+        protocol,
+        stdin,
+        resizer,
+        end_of_input,
+    ));
     let mut carry = Vec::new();
     let mut ticker = tokio::time::interval(POLL);
     loop {
@@ -173,12 +180,14 @@ async fn run<S>(
 }
 
 /// Reads the client's messages until it leaves, writing stdin to the container's pipe; the
-/// pipe is closed when the client closes its stdin (v5) so the container sees end of file.
+/// pipe is closed when the client closes its stdin (v5) or leaves, so the container sees end
+/// of file (a `stdinOnce` terminal is sent its end-of-file character instead).
 async fn read_client<S>(
     mut incoming: futures::stream::SplitStream<WebSocketStream<S>>,
     protocol: channel::Protocol,
     mut stdin: Option<tokio::net::unix::pipe::Sender>,
     resizer: Option<Resizer>,
+    mut end_of_input: Option<EndOfInput>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -186,7 +195,7 @@ async fn read_client<S>(
     while let Some(Ok(message)) = incoming.next().await {
         let data = match message {
             Message::Binary(data) => data,
-            Message::Close(_) => return,
+            Message::Close(_) => break,
             _ => continue,
         };
         match channel::parse(protocol, &data) {
@@ -197,7 +206,12 @@ async fn read_client<S>(
                     }
                 }
             }
-            channel::Incoming::Close(channel::STDIN) => stdin = None,
+            channel::Incoming::Close(channel::STDIN) => {
+                stdin = None;
+                if let Some(end) = end_of_input.take() {
+                    end.send();
+                }
+            }
             channel::Incoming::Resize(size) => {
                 if let Some(resizer) = &resizer {
                     resizer.resize(size);
@@ -205,6 +219,10 @@ async fn read_client<S>(
             }
             _ => {}
         }
+    }
+    // A client that leaves without closing its stdin (v4 has no way to) ended its input too.
+    if let Some(end) = end_of_input {
+        end.send();
     }
 }
 

@@ -68,6 +68,12 @@ impl Layout<'_> {
     }
 }
 
+/// Where the shim of the pod in `pod_dir` keeps container `name`'s writable layer (what it
+/// wrote over its image), for whoever measures the pod's disk use.
+pub fn writable_layer(pod_dir: &Path, name: &str) -> PathBuf {
+    Layout(pod_dir).overlay(name).join("upper")
+}
+
 /// The read end of a container's stdout or stderr.
 pub struct LogPipe {
     pub fd: OwnedFd,
@@ -90,6 +96,8 @@ pub struct Container {
     /// A `tty: true` container's pty master (a second descriptor of the one its log pipe
     /// reads), handed to attaches for input and resizes.
     tty: Option<OwnedFd>,
+    /// Whether the terminal of a `stdin_once` container went to its one attach already.
+    tty_input_given: bool,
 }
 
 /// What creating the container's process gives the shim to keep.
@@ -228,6 +236,7 @@ impl Container {
             stdin: None,
             stdin_once: false,
             tty: None,
+            tty_input_given: false,
         }
     }
 
@@ -304,6 +313,7 @@ impl Container {
                     stdin,
                     stdin_once: spec.stdin_once,
                     tty,
+                    tty_input_given: false,
                 })
             }
             Err(e) => {
@@ -549,27 +559,34 @@ impl Container {
 
     /// A writer for the container's stdin, for one attach: a duplicate of the shim's, or for
     /// `stdin_once` the shim's own (so the container sees end of file when the attach ends).
-    /// `None` when the container has no stdin or a once-only stdin was already taken.
-    pub fn stdin_for_attach(&mut self) -> Result<Option<OwnedFd>, ShimError> {
+    /// `None` when the container has no stdin or a once-only stdin was already taken. True
+    /// with the pty master of a `stdin_once` terminal: that attach must end its input itself.
+    pub fn stdin_for_attach(&mut self) -> Result<(Option<OwnedFd>, bool), ShimError> {
         if self.record.state.status == ContainerStatus::Exited {
-            return Ok(None);
+            return Ok((None, false));
         }
         if let Some(master) = &self.tty {
-            // Every attach of a tty writes to and resizes the same terminal.
-            return master.try_clone().map(Some).map_err(io_err(
+            if self.stdin_once && self.tty_input_given {
+                return Ok((None, false));
+            }
+            // Every attach of a tty writes to and resizes the same terminal; with
+            // `stdin_once`, only the first writes.
+            let fd = master.try_clone().map_err(io_err(
                 "dup pty master",
                 PathBuf::from(&self.record.state.name),
-            ));
+            ))?;
+            self.tty_input_given = self.stdin_once;
+            return Ok((Some(fd), self.stdin_once));
         }
         if self.stdin_once {
-            return Ok(self.stdin.take());
+            return Ok((self.stdin.take(), false));
         }
         match &self.stdin {
             Some(fd) => fd
                 .try_clone()
-                .map(Some)
+                .map(|fd| (Some(fd), false))
                 .map_err(io_err("dup stdin", PathBuf::from(&self.record.state.name))),
-            None => Ok(None),
+            None => Ok((None, false)),
         }
     }
 

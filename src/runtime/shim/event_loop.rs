@@ -531,14 +531,16 @@ impl Shim {
     /// Sends `client` a writer of container `name`'s stdin, if it has one to give.
     fn attach(&mut self, name: &str, client: u64) -> Result<(), ShimError> {
         let container = self.find(name)?;
-        let fds: Vec<std::os::fd::OwnedFd> = container.stdin_for_attach()?.into_iter().collect();
-        let mut line =
-            serde_json::to_vec(&Response::Attached { fds: fds.len() }).map_err(|source| {
-                ShimError::State {
-                    path: self.dir.clone(),
-                    source,
-                }
-            })?;
+        let (fd, once) = container.stdin_for_attach()?;
+        let fds: Vec<std::os::fd::OwnedFd> = fd.into_iter().collect();
+        let answer = Response::Attached {
+            fds: fds.len(),
+            once,
+        };
+        let mut line = serde_json::to_vec(&answer).map_err(|source| ShimError::State {
+            path: self.dir.clone(),
+            source,
+        })?;
         line.push(b'\n');
         let Some(c) = self.clients.iter().find(|c| c.id == client) else {
             return Ok(());

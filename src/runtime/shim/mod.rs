@@ -14,6 +14,7 @@
 //! `b/<name>/config.json` (OCI bundle), `o/<name>/{upper,work,root}` (overlay rootfs).
 
 mod container;
+pub use container::writable_layer;
 mod daemonize;
 mod event_loop;
 mod exec;
