@@ -62,7 +62,9 @@ pub fn expression_warnings(policy: &ValidatingAdmissionPolicy) -> Vec<Value> {
     let Some(spec) = &policy.spec else {
         return Vec::new();
     };
-    let kinds = matched_kinds(policy);
+    // The catalog is built on demand and dropped when unused: hold it while checking.
+    let catalog = schemas::catalog();
+    let kinds = matched_kinds(policy, &catalog);
     if kinds.is_empty() {
         return Vec::new();
     }
@@ -82,7 +84,7 @@ pub fn expression_warnings(policy: &ValidatingAdmissionPolicy) -> Vec<Value> {
             &annotation.value_expression,
         ));
     }
-    let definitions = &schemas::catalog().definitions;
+    let definitions = &catalog.definitions;
     let lookup = |name: &str| definitions.get(name);
     let mut warnings = Vec::new();
     for (field_ref, source) in expressions {
@@ -120,13 +122,16 @@ pub fn expression_warnings(policy: &ValidatingAdmissionPolicy) -> Vec<Value> {
 }
 
 /// The built-in kinds (and their schemas) the policy's resource rules name without wildcards.
-fn matched_kinds(policy: &ValidatingAdmissionPolicy) -> Vec<(&'static Resource, &'static Value)> {
+fn matched_kinds<'a>(
+    policy: &ValidatingAdmissionPolicy,
+    catalog: &'a schemas::Catalog,
+) -> Vec<(&'static Resource, &'a Value)> {
     let rules = policy
         .spec
         .as_ref()
         .and_then(|s| s.match_constraints.as_ref())
         .and_then(|m| m.resource_rules.as_ref());
-    let mut kinds: Vec<(&'static Resource, &'static Value)> = Vec::new();
+    let mut kinds: Vec<(&'static Resource, &'a Value)> = Vec::new();
     for rule in rules.into_iter().flatten() {
         for group in rule.api_groups.iter().flatten() {
             for version in rule.api_versions.iter().flatten() {
@@ -136,7 +141,7 @@ fn matched_kinds(policy: &ValidatingAdmissionPolicy) -> Vec<(&'static Resource, 
                     };
                     let Some(schema) =
                         schemas::kind_definition(&resource.api_version(), resource.kind)
-                            .and_then(|d| schemas::catalog().definitions.get(d))
+                            .and_then(|d| catalog.definitions.get(d))
                     else {
                         continue;
                     };
