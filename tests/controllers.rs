@@ -381,7 +381,8 @@ spec:
     assert_eq!(failed["type"], "Warning");
     assert_eq!(
         failed["note"],
-        "0/1 nodes are available: 1 Insufficient cpu."
+        "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: \
+         1 No preemption victims found for incoming pod."
     );
     assert_eq!(failed["reportingController"], "default-scheduler");
 }
