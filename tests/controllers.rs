@@ -381,7 +381,95 @@ spec:
     assert_eq!(failed["type"], "Warning");
     assert_eq!(
         failed["note"],
-        "0/1 nodes are available: 1 Insufficient cpu."
+        "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: \
+         1 No preemption victims found for incoming pod."
     );
     assert_eq!(failed["reportingController"], "default-scheduler");
+}
+
+/// One Deployment of a canary pair: both select `app: <app>`, each adds its own `track`.
+fn track(app: &str, track: &str, replicas: u32) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {app}-{track}
+spec:
+  replicas: {replicas}
+  progressDeadlineSeconds: 5
+  selector:
+    matchLabels: {{app: {app}, track: {track}}}
+  template:
+    metadata:
+      labels: {{app: {app}, track: {track}}}
+    spec:
+      containers:
+      - name: web
+        image: busybox:1
+        command: ["httpd", "-f", "-p", "8080"]
+"#
+    )
+}
+
+#[test]
+fn canary_deployments_behind_one_label_keep_their_own_sizes_and_a_stuck_rollout_says_so() {
+    let ns = Netns::new();
+    let server = BerthServer::start(&ns);
+    apply(&server, &track("shop", "stable", 3));
+    apply(&server, &track("shop", "canary", 1));
+
+    // Four pods answer to app=shop: three stable, one canary; neither Deployment adopts the
+    // other's.
+    let pods = wait_for_live_pods(&server, "shop", 4);
+    let on_track = |t: &str| {
+        pods.iter()
+            .filter(|p| p["metadata"]["labels"]["track"] == t)
+            .count()
+    };
+    assert_eq!((on_track("stable"), on_track("canary")), (3, 1));
+    for (name, size) in [("shop-stable", 3), ("shop-canary", 1)] {
+        let sets = items(&server, &["rs", "-l", "app=shop"]);
+        let owned: Vec<&Value> = sets
+            .iter()
+            .filter(|rs| rs["metadata"]["ownerReferences"][0]["name"] == name)
+            .collect();
+        assert_eq!(owned.len(), 1, "{name}: {sets:#?}");
+        assert_eq!(spec_replicas(owned[0]), size);
+    }
+
+    // Nothing here ever becomes available (no image to run): past progressDeadlineSeconds the
+    // rollout is reported stuck, as upstream words it.
+    let mut condition = Value::Null;
+    let stuck = wait_until(TIMEOUT, || {
+        let d = json(&server.kubectl_ok(&["get", "deployment", "shop-canary", "-o", "json"]));
+        condition = d["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Progressing").cloned())
+            .unwrap_or(Value::Null);
+        condition["reason"] == "ProgressDeadlineExceeded"
+    });
+    assert!(stuck, "{condition:#}");
+    assert_eq!(condition["status"], "False");
+    assert_eq!(
+        condition["message"],
+        format!(
+            "ReplicaSet \"{}\" has timed out progressing.",
+            items(&server, &["rs", "-l", "track=canary"])[0]["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+        )
+    );
+    let status = server.kubectl(&[
+        "rollout",
+        "status",
+        "deployment/shop-canary",
+        "--timeout=20s",
+    ]);
+    assert!(!status.status.success());
+    assert!(
+        String::from_utf8_lossy(&status.stderr).contains("exceeded its progress deadline"),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
 }

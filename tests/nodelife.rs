@@ -515,6 +515,92 @@ fn resource_quotas_refuse_what_exceeds_them_and_count_usage() {
 }
 
 #[test]
+fn twenty_racing_pod_creates_fill_a_quota_of_five_exactly() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, DeleteParams, PostParams};
+
+    let ns = Netns::new();
+    let server = BerthServer::start(&ns);
+    let node = format!("race-{}", std::process::id());
+    fake_node(&server, &node);
+    server.kubectl_ok(&["create", "namespace", "race"]);
+    let quota = json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "five"},
+        "spec": {"hard": {"pods": "5"}}});
+    assert!(create_in(&server, "race", &quota).status.success());
+
+    let kubeconfig = server.kubeconfig_path().to_path_buf();
+    let racing_node = node.clone();
+    let outcomes: Vec<Result<(), (u16, String)>> =
+        common::inside::block_on_in_netns(&ns.name, move || async move {
+            let client = common::inside::kube_client(&kubeconfig).await;
+            let pods: Api<Pod> = Api::namespaced(client, "race");
+            let creates = (0..20).map(|i| {
+                let pods = pods.clone();
+                let pod: Pod = serde_json::from_value(pod_with(
+                    &format!("racer-{i}"),
+                    &racing_node,
+                    json!({}),
+                ))
+                .expect("a pod");
+                async move {
+                    match pods.create(&PostParams::default(), &pod).await {
+                        Ok(_) => Ok(()),
+                        Err(kube::Error::Api(e)) => Err((e.code, e.message)),
+                        Err(e) => Err((0, e.to_string())),
+                    }
+                }
+            });
+            futures::future::join_all(creates).await
+        });
+    let admitted = outcomes.iter().filter(|o| o.is_ok()).count();
+    let refusals: Vec<&(u16, String)> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+    assert_eq!(admitted, 5, "{refusals:?}");
+    assert!(
+        refusals
+            .iter()
+            .all(|(code, message)| *code == 403 && message.contains("exceeded quota: five")),
+        "{refusals:?}"
+    );
+    let stored = get(&server, &["pods", "-n", "race"]);
+    assert_eq!(stored["items"].as_array().map(Vec::len), Some(5));
+    let counted = wait_until(TIMEOUT, || {
+        get(&server, &["resourcequota", "five", "-n", "race"])["status"]["used"]["pods"] == "5"
+    });
+    assert!(
+        counted,
+        "{:#}",
+        get(&server, &["quota", "five", "-n", "race"])
+    );
+
+    // A place freed is a place taken, at once (no waiting for the quota controller).
+    let victim = stored["items"][0]["metadata"]["name"]
+        .as_str()
+        .expect("a pod name")
+        .to_string();
+    let kubeconfig = server.kubeconfig_path().to_path_buf();
+    let (late, later) = common::inside::block_on_in_netns(&ns.name, move || async move {
+        let client = common::inside::kube_client(&kubeconfig).await;
+        let pods: Api<Pod> = Api::namespaced(client, "race");
+        let now = DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        };
+        pods.delete(&victim, &now).await.expect("delete a racer");
+        let create = |name: &str| {
+            let pod: Pod = serde_json::from_value(pod_with(name, &node, json!({}))).expect("a pod");
+            let pods = pods.clone();
+            async move { pods.create(&PostParams::default(), &pod).await.map(|_| ()) }
+        };
+        (create("late").await, create("later").await)
+    });
+    assert!(late.is_ok(), "{late:?}");
+    assert!(
+        matches!(&later, Err(kube::Error::Api(e)) if e.code == 403),
+        "{later:?}"
+    );
+}
+
+#[test]
 fn limit_ranges_default_and_bound_container_resources() {
     let ns = Netns::new();
     let server = BerthServer::start(&ns);

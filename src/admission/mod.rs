@@ -18,6 +18,7 @@ pub mod pod_security;
 pub mod policy;
 pub mod priority;
 pub mod quota;
+pub mod quota_ledger;
 pub mod resource_quota;
 pub mod service_account;
 pub mod warnings;
@@ -84,6 +85,10 @@ pub trait Plugin: Send + Sync {
     ) -> ApiResult<()> {
         Ok(())
     }
+
+    /// The registry is done with the create of the object with this uid: it is stored, or it
+    /// never will be. For a plugin that holds something for a create it admitted.
+    fn settled(&self, _uid: &str) {}
 }
 
 /// The registered plugins, run in registration order (all mutating ones first, then all
@@ -125,6 +130,31 @@ impl Chain {
             plugin.validate(attributes, object).await?;
         }
         Ok(())
+    }
+}
+
+impl Chain {
+    /// Tells every plugin, when dropped, that the create of `uid` is settled. The registry
+    /// holds one from admission until its create returns, whichever way it returns (a refusal
+    /// further on, a store error, a cancelled request).
+    pub fn settling(&self, uid: &str) -> Settling {
+        Settling {
+            chain: self.clone(),
+            uid: uid.to_string(),
+        }
+    }
+}
+
+pub struct Settling {
+    chain: Chain,
+    uid: String,
+}
+
+impl Drop for Settling {
+    fn drop(&mut self) {
+        for plugin in self.chain.snapshot() {
+            plugin.settled(&self.uid);
+        }
     }
 }
 

@@ -280,6 +280,17 @@ pub fn hard_of(quota: &Value) -> Usage {
         .collect()
 }
 
+/// A quota's `status.used`, parsed.
+pub fn used_of(quota: &Value) -> Usage {
+    quota
+        .pointer("/status/used")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, q)| Some((k.clone(), parse_milli(&quantity_text(q)?)?)))
+        .collect()
+}
+
 pub fn scopes_of(quota: &Value) -> Vec<String> {
     quota
         .pointer("/spec/scopes")

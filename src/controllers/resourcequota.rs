@@ -1,8 +1,13 @@
 //! ResourceQuota status: `status.hard` mirrors the spec and `status.used` counts what the
 //! namespace holds, so `kubectl describe quota` shows it. Refusing creates over the limit is the
 //! admission plugin's job (`admission::resource_quota`); both count with `admission::quota`.
+//!
+//! The recount is the truth, but admission charges `status.used` for a create before the create
+//! is stored: the recount adds the creates admitted in this process and not stored yet (the
+//! quota ledger), and writes only over the quota version it read, so it never takes back a
+//! charge made meanwhile.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +23,10 @@ use crate::admission::quota::{self, Usage};
 
 /// Objects other than pods (`services`, `count/deployments.apps`, ...) are recounted this often.
 const RECOUNT: Duration = Duration::from_secs(30);
+
+/// A recount that lost to a newer charge runs again this soon (the charge's own watch event
+/// usually triggers it first).
+const RECOUNT_AFTER_CONFLICT: Duration = Duration::from_secs(1);
 
 /// The core kinds the legacy quota names (`pods`, `services`, `requests.storage`...) refer to.
 const CORE_COUNTED: [&str; 7] = [
@@ -99,6 +108,7 @@ async fn reconcile(rq: Arc<ResourceQuota>, client: Arc<kube::Client>) -> Result<
     let hard = quota::hard_of(&object);
     let scopes = quota::scopes_of(&object);
     let mut used: Usage = hard.keys().map(|k| (k.clone(), 0)).collect();
+    let ledger = crate::admission::quota_ledger::global();
     let mut unwatched = false;
     for (group, plural) in counted_kinds(&hard) {
         let Some(resource) = crate::api::resources::all()
@@ -117,14 +127,30 @@ async fn reconcile(rq: Arc<ResourceQuota>, client: Arc<kube::Client>) -> Result<
         };
         let api: Api<DynamicObject> =
             Api::namespaced_with((*client).clone(), namespace, &api_resource);
-        for item in api.list(&ListParams::default()).await?.items {
-            let item = serde_json::to_value(&item).unwrap_or(Value::Null);
-            if !quota::counts(&group, &plural, &item)
-                || !quota::scopes_match(&scopes, &group, &plural, &item)
+        // Read before the list, so a create stored meanwhile is listed rather than missed.
+        let pending = ledger.pending(namespace, &group, &plural);
+        let listed: Vec<Value> = api
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .map(|item| serde_json::to_value(item).unwrap_or(Value::Null))
+            .collect();
+        let stored: HashSet<&str> = listed
+            .iter()
+            .filter_map(|o| o.pointer("/metadata/uid").and_then(Value::as_str))
+            .collect();
+        let admitted = pending
+            .iter()
+            .filter(|(uid, _)| !stored.contains(uid.as_str()))
+            .map(|(_, object)| object);
+        for item in listed.iter().chain(admitted) {
+            if !quota::counts(&group, &plural, item)
+                || !quota::scopes_match(&scopes, &group, &plural, item)
             {
                 continue;
             }
-            for (key, amount) in quota::usage(&group, &plural, &item) {
+            for (key, amount) in quota::usage(&group, &plural, item) {
                 if let Some(total) = used.get_mut(&key) {
                     *total += amount;
                 }
@@ -136,12 +162,22 @@ async fn reconcile(rq: Arc<ResourceQuota>, client: Arc<kube::Client>) -> Result<
         .into_iter()
         .map(|(k, v)| (k, quota::format_quantity(v)))
         .collect();
-    let patch = json!({"status": {"hard": spec_hard, "used": used}});
+    let mut patch = json!({"status": {"hard": spec_hard, "used": used}});
     if super::common::status_differs(&*rq, &patch) {
+        // Only over the version counted against: a create admitted since charged the quota,
+        // and this count may not hold it yet.
+        patch["metadata"] = json!({"resourceVersion": rq.metadata.resource_version});
         let quotas: Api<ResourceQuota> = Api::namespaced((*client).clone(), namespace);
-        quotas
+        match quotas
             .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                return Ok(Action::requeue(RECOUNT_AFTER_CONFLICT))
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(match unwatched {
         true => Action::requeue(RECOUNT),

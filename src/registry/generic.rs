@@ -312,6 +312,8 @@ impl Registry {
             if !causes.is_empty() {
                 return Err(ApiError::invalid(r.group, r.kind, &name, causes));
             }
+            // Until the create returns: plugins may hold something for it (quota charges).
+            let _settling = self.admission.settling(meta::meta_str(&obj, "uid"));
             if let Some(a) = &attributes {
                 self.admission.validate(a, Some(&obj)).await?;
             }

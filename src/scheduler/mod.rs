@@ -457,10 +457,12 @@ impl Scheduler {
                 }
             }
         }
-        let preemptions = self.plan_preemptions(&unplaceable, &mut cluster).await;
+        let (preemptions, why_not) = self.plan_preemptions(&unplaceable, &mut cluster).await;
         for (pod, message) in &unplaceable {
-            self.binder
-                .report_unschedulable(Arc::clone(pod), message.clone());
+            // Upstream appends what preemption (its PostFilter) found, unless it found a node.
+            let uid = pod.metadata.uid.as_deref().unwrap_or("");
+            let message = failed_scheduling_message(message, why_not.get(uid).map(String::as_str));
+            self.binder.report_unschedulable(Arc::clone(pod), message);
         }
         for preemption in preemptions {
             if let Err(error) = self.preempt(&preemption).await {
@@ -471,32 +473,46 @@ impl Scheduler {
 
     /// For each unplaceable pod that may preempt, in queue order: the node and victims. Each
     /// plan takes its victims out of the snapshot and reserves the node for its pod, so the
-    /// next plan sees the room already claimed.
+    /// next plan sees the room already claimed. Also, by pod uid, why preemption cannot help
+    /// the others (their FailedScheduling message ends with it).
     async fn plan_preemptions<'a>(
         &self,
         unplaceable: &[(&'a Arc<Pod>, String)],
         cluster: &mut Cluster,
-    ) -> Vec<Preemption<'a>> {
-        // Saves listing budgets when nobody could be evicted anyway.
+    ) -> (Vec<Preemption<'a>>, HashMap<String, String>) {
+        let mut why_not = HashMap::new();
+        if cluster.nodes.is_empty() {
+            return (Vec::new(), why_not);
+        }
+        let mut eligible: Vec<&Arc<Pod>> = Vec::new();
+        for (pod, _) in unplaceable {
+            match preemption::ineligible(pod, cluster) {
+                Some(reason) => {
+                    let uid = pod.metadata.uid.clone().unwrap_or_default();
+                    why_not.insert(uid, reason.to_string());
+                }
+                None => eligible.push(pod),
+            }
+        }
+        // Budgets only rank candidates; listing them is saved when nobody could be evicted.
         let lowest = cluster
             .placed_pods()
             .map(|(_, p)| preemption::priority(p))
             .min();
-        let eligible: Vec<&Arc<Pod>> = unplaceable
+        let anyone_evictable = eligible
             .iter()
-            .map(|(pod, _)| *pod)
-            .filter(|pod| lowest.is_some_and(|low| low < preemption::priority(pod)))
-            .filter(|pod| preemption::may_preempt(pod, cluster))
-            .collect();
-        if eligible.is_empty() {
-            return Vec::new();
-        }
-        let pdbs: Api<PodDisruptionBudget> = Api::all(self.client.clone());
-        let budgets = match pdbs.list(&Default::default()).await {
-            Ok(list) => preemption::budgets(&list.items),
-            Err(error) => {
-                tracing::warn!(%error, "cannot list PodDisruptionBudgets; not preempting now");
-                return Vec::new();
+            .any(|pod| lowest.is_some_and(|low| low < preemption::priority(pod)));
+        let budgets = match anyone_evictable {
+            false => Vec::new(),
+            true => {
+                let pdbs: Api<PodDisruptionBudget> = Api::all(self.client.clone());
+                match pdbs.list(&Default::default()).await {
+                    Ok(list) => preemption::budgets(&list.items),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot list PodDisruptionBudgets; not preempting now");
+                        return (Vec::new(), why_not);
+                    }
+                }
             }
         };
         let mut plans = Vec::new();
@@ -505,8 +521,12 @@ impl Scheduler {
             if let (Some(node), Some(uid)) = (nominated_node(pod), pod.metadata.uid.clone()) {
                 cluster.remove(node, &[uid]);
             }
-            let Some(candidate) = preemption::find(pod, cluster, &budgets) else {
-                continue;
+            let candidate = match preemption::find(pod, cluster, &budgets) {
+                Ok(candidate) => candidate,
+                Err(why) => {
+                    why_not.insert(pod.metadata.uid.clone().unwrap_or_default(), why);
+                    continue;
+                }
             };
             let uids: Vec<String> = candidate
                 .victims
@@ -521,7 +541,7 @@ impl Scheduler {
                 victims: candidate.victims,
             });
         }
-        plans
+        (plans, why_not)
     }
 
     /// Nominates the node for the pod, then evicts the victims there, as upstream: each victim
@@ -588,6 +608,15 @@ impl Scheduler {
             }
         }
         Ok(())
+    }
+}
+
+/// The FailedScheduling message: the filters' verdict, then, as upstream's PostFilter adds it,
+/// why preemption cannot help (absent when it found a node).
+fn failed_scheduling_message(filters: &str, preemption: Option<&str>) -> String {
+    match preemption {
+        Some(why) => format!("{filters} preemption: {why}"),
+        None => filters.to_string(),
     }
 }
 
@@ -836,5 +865,91 @@ mod tests {
         let mut pods = [low, high];
         pods.sort_by(queue_order);
         assert_eq!(pods[0].metadata.name.as_deref(), Some("high"));
+    }
+
+    /// The message the scheduler's round writes for a pod that fits nowhere: the filters'
+    /// verdict, then preemption's.
+    fn failed_scheduling(pod: &Pod, cluster: &Cluster) -> String {
+        let filters = decide_seeded(pod, cluster).expect_err("the pod fits nowhere");
+        let why_not = preemption::ineligible(pod, cluster)
+            .map(String::from)
+            .or_else(|| preemption::find(pod, cluster, &[]).err());
+        failed_scheduling_message(&filters, why_not.as_deref())
+    }
+
+    #[test]
+    fn a_pod_no_node_selects_is_told_preemption_is_not_helpful_on_every_node() {
+        let mut picky = pod(Some("100m"), None);
+        picky.spec.as_mut().unwrap().node_selector =
+            Some(BTreeMap::from([("disk".to_string(), "ssd".to_string())]));
+        let c = cluster(
+            vec![
+                node("a", "4", "8Gi", "110"),
+                node("b", "4", "8Gi", "110"),
+                node("c", "4", "8Gi", "110"),
+            ],
+            vec![],
+        );
+        assert_eq!(
+            failed_scheduling(&picky, &c),
+            "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector. \
+             preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
+        );
+    }
+
+    #[test]
+    fn preemption_counts_nodes_without_victims_apart_from_nodes_it_cannot_help() {
+        let mut tainted = node("tainted", "1", "8Gi", "110");
+        tainted.spec.as_mut().unwrap().taints = Some(vec![k8s_openapi::api::core::v1::Taint {
+            key: "dedicated".into(),
+            value: Some("edge".into()),
+            effect: "NoSchedule".into(),
+            ..Default::default()
+        }]);
+        let mut peer_a = named(pod(Some("1"), None), "peer-a");
+        peer_a.spec.as_mut().unwrap().node_name = Some("a".into());
+        let mut peer_b = named(pod(Some("1"), None), "peer-b");
+        peer_b.spec.as_mut().unwrap().node_name = Some("b".into());
+        let c = cluster(
+            vec![
+                tainted,
+                node("a", "1", "8Gi", "110"),
+                node("b", "1", "8Gi", "110"),
+            ],
+            vec![peer_a, peer_b],
+        );
+        // Same priority as the pods in the way: none of them may be evicted for it.
+        assert_eq!(
+            failed_scheduling(&pod(Some("1"), None), &c),
+            "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: edge}, \
+             2 Insufficient cpu. preemption: 0/3 nodes are available: \
+             1 Preemption is not helpful for scheduling, \
+             2 No preemption victims found for incoming pod."
+        );
+    }
+
+    #[test]
+    fn a_pod_too_big_for_any_node_hears_what_evictions_would_still_leave_short() {
+        let mut low = named(pod(Some("1"), None), "low");
+        low.spec.as_mut().unwrap().node_name = Some("a".into());
+        low.spec.as_mut().unwrap().priority = Some(-10);
+        let c = cluster(vec![node("a", "2", "8Gi", "110")], vec![low]);
+        assert_eq!(
+            failed_scheduling(&pod(Some("3"), None), &c),
+            "0/1 nodes are available: 1 Insufficient cpu. \
+             preemption: 0/1 nodes are available: 1 Insufficient cpu."
+        );
+    }
+
+    #[test]
+    fn a_pod_that_never_preempts_says_so_after_the_filters_verdict() {
+        let mut polite = pod(Some("3"), None);
+        polite.spec.as_mut().unwrap().preemption_policy = Some("Never".into());
+        let c = cluster(vec![node("a", "2", "8Gi", "110")], vec![]);
+        assert_eq!(
+            failed_scheduling(&polite, &c),
+            "0/1 nodes are available: 1 Insufficient cpu. \
+             preemption: not eligible due to preemptionPolicy=Never."
+        );
     }
 }

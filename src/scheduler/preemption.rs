@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
 use super::cluster::Cluster;
-use super::{interpod, spread};
+use super::{filter, interpod, spread, volumes};
 use crate::api::selectors::LabelSelector;
 
 /// A node and the pods to evict there.
@@ -55,60 +55,94 @@ pub fn priority(pod: &Pod) -> i32 {
     pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0)
 }
 
-/// May this pod evict others? Not with `preemptionPolicy: Never`, and not while the victims of
-/// its last preemption are still leaving its nominated node (it would only evict more).
-pub fn may_preempt(pod: &Pod, cluster: &Cluster) -> bool {
+/// Why this pod may not evict others, in upstream's words, if it may not: not with
+/// `preemptionPolicy: Never`, and not while the victims of its last preemption are still
+/// leaving its nominated node (it would only evict more).
+pub fn ineligible(pod: &Pod, cluster: &Cluster) -> Option<&'static str> {
     let spec = pod.spec.as_ref();
     if spec.and_then(|s| s.preemption_policy.as_deref()) == Some("Never") {
-        return false;
+        return Some("not eligible due to preemptionPolicy=Never.");
     }
     let nominated = pod
         .status
         .as_ref()
         .and_then(|s| s.nominated_node_name.as_deref());
     let own_priority = priority(pod);
-    !nominated.is_some_and(|node| {
+    let victims_leaving = nominated.is_some_and(|node| {
         cluster
             .pods_on(node)
             .iter()
             .any(|p| p.metadata.deletion_timestamp.is_some() && priority(p) < own_priority)
-    })
+    });
+    victims_leaving.then_some("not eligible due to a terminating pod on the nominated node.")
 }
 
-/// Does the pod pass every filter on `node` in the cluster as `cluster` shows it?
-fn fits(pod: &Pod, node: &Node, cluster: &Cluster) -> bool {
+/// Upstream's per-node verdict where no eviction can help (UnschedulableAndUnresolvable).
+pub const NOT_HELPFUL: &str = "Preemption is not helpful for scheduling";
+/// Upstream's per-node verdict where nothing there has a lower priority.
+pub const NO_VICTIMS: &str = "No preemption victims found for incoming pod";
+
+/// Filter verdicts no eviction changes: they are about the node or the pod, not the pods on it.
+fn unresolvable(reason: &str) -> bool {
+    reason == filter::NODE_UNSCHEDULABLE
+        || reason == filter::AFFINITY_MISMATCH
+        || reason.starts_with("node(s) had untolerated taint")
+        || reason == interpod::AFFINITY_UNMET
+        || reason == spread::MISSING_LABEL
+        || reason == volumes::VOLUME_NODE_AFFINITY_CONFLICT
+}
+
+/// Why the pod fails the filters on `node` in the cluster as `cluster` shows it.
+fn unfit_after_evictions(pod: &Pod, node: &Node, cluster: &Cluster) -> Vec<String> {
     let affinity = interpod::Prepared::new(pod, cluster);
     let spreading = spread::Prepared::new(pod, cluster);
-    super::node_unfit(pod, node, cluster, &affinity, &spreading).is_empty()
+    super::node_unfit(pod, node, cluster, &affinity, &spreading)
+}
+
+fn fits(pod: &Pod, node: &Node, cluster: &Cluster) -> bool {
+    unfit_after_evictions(pod, node, cluster).is_empty()
 }
 
 fn uid(pod: &Pod) -> String {
     pod.metadata.uid.clone().unwrap_or_default()
 }
 
-/// The best node to preempt on, if any.
-pub fn find(pod: &Pod, cluster: &Cluster, budgets: &[Budget]) -> Option<Candidate> {
+/// The best node to preempt on; if there is none, upstream's account of why, node by node
+/// (`0/3 nodes are available: 1 Preemption is not helpful for scheduling, 2 No preemption
+/// victims found for incoming pod.`).
+pub fn find(pod: &Pod, cluster: &Cluster, budgets: &[Budget]) -> Result<Candidate, String> {
     let own_priority = priority(pod);
+    let affinity = interpod::Prepared::new(pod, cluster);
+    let spreading = spread::Prepared::new(pod, cluster);
+    let mut verdicts: Vec<Vec<String>> = Vec::new();
     let mut best: Option<(Candidate, (usize, i32, i64, usize))> = None;
     for node in &cluster.nodes {
         let Some(name) = node.metadata.name.as_deref() else {
             continue;
         };
+        let unfit = super::node_unfit(pod, node, cluster, &affinity, &spreading);
+        if unfit.iter().any(|r| unresolvable(r)) {
+            verdicts.push(vec![NOT_HELPFUL.to_string()]);
+            continue;
+        }
         let mut lower: Vec<&Arc<Pod>> = cluster
             .pods_on(name)
             .iter()
             .filter(|p| priority(p) < own_priority && p.metadata.deletion_timestamp.is_none())
             .collect();
         if lower.is_empty() {
+            verdicts.push(vec![NO_VICTIMS.to_string()]);
             continue;
         }
         // With every lower-priority pod gone, the pod must fit: a node that still refuses it
-        // does so for a reason no eviction fixes (taints, node affinity, volumes, the
+        // does so for a reason no eviction fixes (resources the node does not have, the
         // affinity of pods that stay).
         let mut simulated = cluster.clone();
         let all_lower: Vec<String> = lower.iter().map(|p| uid(p)).collect();
         simulated.remove(name, &all_lower);
-        if !fits(pod, node, &simulated) {
+        let still_unfit = unfit_after_evictions(pod, node, &simulated);
+        if !still_unfit.is_empty() {
+            verdicts.push(still_unfit);
             continue;
         }
         // Most important first: they are the first given back.
@@ -169,6 +203,7 @@ pub fn find(pod: &Pod, cluster: &Cluster, budgets: &[Budget]) -> Option<Candidat
         }
     }
     best.map(|(c, _)| c)
+        .ok_or_else(|| filter::fit_error_message(cluster.nodes.len(), &verdicts))
 }
 
 impl Candidate {
@@ -262,7 +297,7 @@ mod tests {
             "n1".to_string(),
         )]));
         // n1 is tainted and n2 is not selected: evicting anything would not help.
-        assert!(find(&high, &c, &[]).is_none());
+        assert!(find(&high, &c, &[]).is_err());
         // Without the selector, n2 will do.
         high.spec.as_mut().unwrap().node_selector = None;
         let chosen = find(&high, &c, &[]).expect("a candidate");
@@ -275,7 +310,7 @@ mod tests {
             prioritized("peer1", "2", 1000, Some("n1")),
             prioritized("peer2", "2", 2000, Some("n2")),
         ]);
-        assert!(find(&prioritized("high", "1", 1000, None), &c, &[]).is_none());
+        assert!(find(&prioritized("high", "1", 1000, None), &c, &[]).is_err());
     }
 
     #[test]
@@ -303,7 +338,10 @@ mod tests {
         let mut polite = prioritized("polite", "1", 1000, None);
         polite.spec.as_mut().unwrap().preemption_policy = Some("Never".into());
         let c = cluster(vec![]);
-        assert!(!may_preempt(&polite, &c));
+        assert_eq!(
+            ineligible(&polite, &c),
+            Some("not eligible due to preemptionPolicy=Never.")
+        );
 
         let mut leaving = prioritized("leaving", "2", 10, Some("n1"));
         leaving.metadata.deletion_timestamp = Some(
@@ -311,11 +349,14 @@ mod tests {
         );
         let c = cluster(vec![leaving]);
         let mut waiting = prioritized("waiting", "1", 1000, None);
-        assert!(may_preempt(&waiting, &c));
+        assert_eq!(ineligible(&waiting, &c), None);
         waiting.status = Some(k8s_openapi::api::core::v1::PodStatus {
             nominated_node_name: Some("n1".into()),
             ..Default::default()
         });
-        assert!(!may_preempt(&waiting, &c));
+        assert_eq!(
+            ineligible(&waiting, &c),
+            Some("not eligible due to a terminating pod on the nominated node.")
+        );
     }
 }
