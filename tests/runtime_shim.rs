@@ -400,7 +400,7 @@ async fn the_precompiled_filter_confines_a_container_without_no_new_privs_and_ex
     assert_eq!(effective_caps(&exec.stdout), caps, "{exec:?}");
 
     // Compiled once for the node, next to the pods' state dirs.
-    let cache = pod.root.path().join("pods").join(".seccomp");
+    let cache = pod.root.path().join("seccomp-cache");
     let programs = std::fs::read_dir(&cache).unwrap().count();
     assert_eq!(programs, 1, "one program for RuntimeDefault in {cache:?}");
 }

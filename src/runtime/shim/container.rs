@@ -59,9 +59,11 @@ impl Layout<'_> {
     pub fn bundle(&self, name: &str) -> PathBuf {
         self.0.join("b").join(name)
     }
-    /// Compiled seccomp programs, shared by every pod of the node: `<pods root>/.seccomp`.
+    /// Compiled seccomp programs, shared by every pod of the node: `seccomp-cache` beside the
+    /// pods root (inside it, it would look like a pod left behind to anyone checking for leaks).
     fn seccomp_cache(&self) -> Option<PathBuf> {
-        self.0.parent().map(|root| root.join(".seccomp"))
+        let pods_root = self.0.parent()?;
+        pods_root.parent().map(|data| data.join("seccomp-cache"))
     }
     fn overlay(&self, name: &str) -> PathBuf {
         self.0.join("o").join(name)
