@@ -92,25 +92,10 @@ pub fn resolve(
         return Err(Unresolved::NoEndpointSlices);
     }
     for slice in page.items.iter().filter_map(|raw| decode(raw).ok()) {
-        let port = slice
-            .get("ports")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .find(|p| p["name"].as_str().unwrap_or("") == port_name)
-            .and_then(|p| p["port"].as_u64())
-            .and_then(|p| u16::try_from(p).ok());
-        let Some(port) = port else { continue };
-        let ready = slice
-            .get("endpoints")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter(|e| e.pointer("/conditions/ready") != Some(&Value::Bool(false)))
-            .filter_map(|e| e.pointer("/addresses/0").and_then(Value::as_str))
-            .find_map(|ip| ip.parse::<IpAddr>().ok());
-        if let Some(ip) = ready {
-            return Ok(SocketAddr::new(ip, port));
+        let ready = crate::api::endpoints::first_ready(&slice, &port_name)
+            .and_then(|(ip, port)| Some(SocketAddr::new(ip.parse::<IpAddr>().ok()?, port)));
+        if let Some(address) = ready {
+            return Ok(address);
         }
     }
     Err(Unresolved::NoReadyEndpoints(port_name))

@@ -180,23 +180,7 @@ fn service_endpoint(
         .list(slices, Some(namespace), &options)
         .map_err(|e| fail(e.message))?;
     for slice in page.items.iter().filter_map(|raw| decode(raw).ok()) {
-        let port = slice
-            .get("ports")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .find(|p| p["name"].as_str().unwrap_or("") == port_name)
-            .and_then(|p| p["port"].as_u64())
-            .and_then(|p| u16::try_from(p).ok());
-        let Some(port) = port else { continue };
-        let ready = slice
-            .get("endpoints")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter(|e| e.pointer("/conditions/ready") != Some(&Value::Bool(false)))
-            .find_map(|e| e.pointer("/addresses/0").and_then(Value::as_str));
-        if let Some(ip) = ready {
+        if let Some((ip, port)) = crate::api::endpoints::first_ready(&slice, &port_name) {
             return Ok((ip.to_string(), port));
         }
     }
