@@ -608,3 +608,141 @@ fn a_pod_reaches_itself_through_its_own_service() {
     let answer = fetch(&a.netns_path, "10.43.0.60:80".parse().unwrap()).expect("hairpin");
     assert_eq!(answer, a.ip.to_string());
 }
+
+/// A listener in `pod` that answers every connection with the address it came from.
+fn serve_peer_address(pod: &PodNetwork, port: u16) {
+    let listener = in_netns(&pod.netns_path, move || {
+        TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)).expect("bind")
+    });
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let peer = stream.peer_addr().map(|p| p.ip().to_string());
+            let _ = stream.write_all(peer.unwrap_or_default().as_bytes());
+        }
+    });
+}
+
+/// A slice whose ready endpoints each run on the named node.
+fn slice_on_nodes(service: &str, port: u16, endpoints: &[(Ipv4Addr, &str)]) -> EndpointSlice {
+    let endpoints: Vec<serde_json::Value> = endpoints
+        .iter()
+        .map(|(ip, node)| {
+            serde_json::json!({"addresses": [ip.to_string()],
+            "conditions": {"ready": true}, "nodeName": node})
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("{service}-abc"), "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+    }))
+    .unwrap()
+}
+
+#[test]
+fn client_ip_affinity_ends_after_its_timeout_and_the_client_may_move() {
+    let node = Node::new();
+    let (a, b, client) = (node.pod("a"), node.pod("b"), node.pod("client"));
+    serve_identity(&a, 8080);
+    serve_identity(&b, 8080);
+    let sticky = serde_json::json!({"sessionAffinity": "ClientIP",
+        "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 1}}});
+    let services = vec![service("brief", "10.43.0.70", 80, sticky)];
+    let slices = vec![slice("brief", 8080, &[a.ip, b.ip], &[])];
+    let _applier = apply(
+        &node,
+        node.applier(),
+        render(&services, &slices, &proxy_config()),
+    );
+    let target: SocketAddr = "10.43.0.70:80".parse().unwrap();
+    let first = fetch(&client.netns_path, target).expect("connect");
+    for _ in 0..10 {
+        assert_eq!(fetch(&client.netns_path, target).expect("connect"), first);
+    }
+    // Each expiry lets the next connection pick afresh (one in two for the other backend):
+    // twenty expiries without a move would mean the timeout is not applied.
+    let moved = (0..20).any(|_| {
+        std::thread::sleep(Duration::from_millis(2100));
+        fetch(&client.netns_path, target).expect("connect") != first
+    });
+    assert!(moved, "the client stayed on {first} past twenty timeouts");
+}
+
+#[test]
+fn external_traffic_policy_local_keeps_the_clients_address_and_cluster_hides_it() {
+    let node = Node::new();
+    let a = node.pod("a");
+    serve_peer_address(&a, 8080);
+    let node_port = |policy: &str, node_port: u16| {
+        serde_json::json!({"type": "NodePort", "externalTrafficPolicy": policy,
+            "ports": [{"name": "http", "port": 80, "nodePort": node_port, "protocol": "TCP",
+                       "targetPort": 8080}]})
+    };
+    let services = vec![
+        service("local", "10.43.0.80", 80, node_port("Local", 30081)),
+        service("cluster", "10.43.0.81", 80, node_port("Cluster", 30082)),
+    ];
+    let slices = vec![
+        slice("local", 8080, &[a.ip], &[]),
+        slice("cluster", 8080, &[a.ip], &[]),
+    ];
+    let _applier = apply(
+        &node,
+        node.applier(),
+        render(&services, &slices, &proxy_config()),
+    );
+    let client_ip = "192.0.2.2";
+    let local = fetch(
+        &node.client_netns_path(),
+        SocketAddr::from((NODE_IP, 30081)),
+    );
+    assert_eq!(local.expect("Local node port"), client_ip);
+    let cluster = fetch(
+        &node.client_netns_path(),
+        SocketAddr::from((NODE_IP, 30082)),
+    );
+    let seen = cluster.expect("Cluster node port");
+    assert_ne!(seen, client_ip, "Cluster masquerades the client");
+    assert!(!seen.is_empty());
+}
+
+#[test]
+fn internal_traffic_policy_local_reaches_only_this_nodes_endpoints_and_refuses_without_one() {
+    let node = Node::new();
+    let (here, elsewhere, client) = (node.pod("here"), node.pod("else"), node.pod("client"));
+    serve_identity(&here, 8080);
+    serve_identity(&elsewhere, 8080);
+    let local = serde_json::json!({"internalTrafficPolicy": "Local"});
+    let services = vec![
+        service("mixed", "10.43.0.90", 80, local.clone()),
+        service("remote", "10.43.0.91", 80, local),
+    ];
+    // `elsewhere` is on this machine but the slice places it on another node.
+    let slices = vec![
+        slice_on_nodes(
+            "mixed",
+            8080,
+            &[(here.ip, "node-1"), (elsewhere.ip, "node-2")],
+        ),
+        slice_on_nodes("remote", 8080, &[(elsewhere.ip, "node-2")]),
+    ];
+    let _applier = apply(
+        &node,
+        node.applier(),
+        render(&services, &slices, &proxy_config()),
+    );
+    for _ in 0..20 {
+        let answer = fetch(&client.netns_path, "10.43.0.90:80".parse().unwrap());
+        assert_eq!(answer.expect("local endpoint"), here.ip.to_string());
+    }
+    let started = Instant::now();
+    let refused = fetch(&client.netns_path, "10.43.0.91:80".parse().unwrap());
+    assert!(refused.is_err(), "{refused:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "refused, not dropped"
+    );
+}
