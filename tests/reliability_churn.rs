@@ -1,12 +1,14 @@
-//! Churn and leaks: cycle after cycle of a pod with an emptyDir and a configMap volume, a
+//! Churn and leaks: cycle after cycle of a pod with emptyDir, configMap and secret volumes, a
 //! NodePort Service and a NetworkPolicy, created and deleted again. Afterwards nothing of them is
 //! left: no cgroups, mounts, pinned network namespaces, veths, pod IPs, ClusterIP or NodePort
-//! allocations, nft rules, and berth holds no more file descriptors than it settled at.
+//! allocations, no more nft rules or set elements than before the churn, berth holds no more
+//! file descriptors than it settled at, and its RSS is within 10% of where it settled.
 //!
-//! Needs root (network namespaces, cgroups, mounts, nftables), as in CI. 30 cycles (3 workers of
-//! 10); with `BERTH_LONG=1`, 1,000 cycles, and berth's RSS must stay within 10% of where it
-//! settled after the first 100 (`BERTH_CHURN_CYCLES` sets any other number; the RSS check
-//! applies from 300). The RSS curve, one sample every 50 cycles, is printed at the end.
+//! Needs root (network namespaces, cgroups, mounts, nftables), as in CI. Short mode: 50 cycles
+//! over 3 workers (`BERTH_CHURN_WORKERS` for another number), RSS settled after 25. Long mode
+//! (`--ignored`, or `BERTH_LONG=1`): 1,000 cycles, RSS settled after 100. `BERTH_CHURN_CYCLES`
+//! sets any other number for either. The RSS curve, one sample every tenth of the run, is
+//! printed at the end.
 
 mod common;
 
@@ -22,25 +24,31 @@ use common::server::BerthServer;
 use common::wait_until;
 use serde_json::{json, Value};
 
-const WORKERS: usize = 3;
-
-fn cycles() -> usize {
-    if let Some(n) = std::env::var("BERTH_CHURN_CYCLES")
+/// Cycles run in parallel (`BERTH_CHURN_WORKERS` for another number).
+fn workers() -> usize {
+    std::env::var("BERTH_CHURN_WORKERS")
         .ok()
         .and_then(|v| v.parse().ok())
-    {
-        n
-    } else if std::env::var_os("BERTH_LONG").is_some() {
-        1_000
-    } else {
-        30
-    }
+        .filter(|n| *n > 0)
+        .unwrap_or(3)
+}
+
+const SHORT_CYCLES: usize = 50;
+const LONG_CYCLES: usize = 1_000;
+
+fn cycles(default: usize) -> usize {
+    std::env::var("BERTH_CHURN_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn manifest(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "List", "items": [
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
          "data": {"greeting": format!("hello from {name}")}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+         "stringData": {"token": format!("secret of {name}")}},
         {"apiVersion": "v1", "kind": "Pod",
          "metadata": {"name": name, "labels": {"app": name}},
          "spec": {
@@ -49,15 +57,17 @@ fn manifest(name: &str) -> Value {
                 "name": "main",
                 "image": "busybox",
                 // Exits on SIGTERM at once (a shell as PID 1 would otherwise ignore it).
-                "command": ["sh", "-c", "trap 'exit 0' TERM; cat /config/greeting > /scratch/x; sleep 3600 & wait"],
+                "command": ["sh", "-c", "trap 'exit 0' TERM; cat /config/greeting /secret/token > /scratch/x; sleep 3600 & wait"],
                 "volumeMounts": [
                     {"name": "scratch", "mountPath": "/scratch"},
                     {"name": "config", "mountPath": "/config"},
+                    {"name": "secret", "mountPath": "/secret"},
                 ],
             }],
             "volumes": [
                 {"name": "scratch", "emptyDir": {}},
                 {"name": "config", "configMap": {"name": name}},
+                {"name": "secret", "secret": {"secretName": name}},
             ],
          }},
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
@@ -162,6 +172,28 @@ fn files_in(dir: &Path) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
+/// Rules, and elements of sets and maps, in the netns's nft ruleset: what a service, a pod or
+/// a policy adds and must take away again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NftCounts {
+    rules: usize,
+    elements: usize,
+}
+
+fn nft_counts(ns: &Netns) -> NftCounts {
+    let json: Value = serde_json::from_str(&ns.exec_ok("nft", &["-j", "list", "ruleset"]))
+        .expect("nft -j prints JSON");
+    let objects = json["nftables"].as_array().cloned().unwrap_or_default();
+    let rules = objects.iter().filter(|o| o.get("rule").is_some()).count();
+    let elements = objects
+        .iter()
+        .filter_map(|o| o.get("set").or_else(|| o.get("map")))
+        .filter_map(|set| set["elem"].as_array())
+        .map(Vec::len)
+        .sum();
+    NftCounts { rules, elements }
+}
+
 /// The pod cgroups of `uids` still present in any hierarchy.
 fn pod_cgroups_left(uids: &[String]) -> Vec<String> {
     let mut left = Vec::new();
@@ -182,37 +214,92 @@ fn pod_cgroups_left(uids: &[String]) -> Vec<String> {
 
 #[test]
 fn create_delete_cycles_leave_no_cgroups_mounts_netns_veths_allocations_rules_or_fds() {
+    let default = if std::env::var_os("BERTH_LONG").is_some() {
+        LONG_CYCLES
+    } else {
+        SHORT_CYCLES
+    };
+    churn(cycles(default));
+}
+
+/// The long mode on demand: `cargo test --test reliability_churn -- --ignored`.
+#[test]
+#[ignore = "long: 1,000 cycles"]
+fn a_thousand_create_delete_cycles_leak_nothing_and_rss_stays_within_ten_percent() {
+    churn(cycles(LONG_CYCLES));
+}
+
+/// Where RSS has settled: after 100 cycles, or halfway through a shorter run.
+fn settle_point(total: usize) -> usize {
+    total.min(200) / 2
+}
+
+/// Waits until the objects of every cycle so far are torn down (teardown is asynchronous after
+/// the API objects are gone).
+fn wait_for_teardown(
+    ns: &Netns,
+    pid: u32,
+    data_dir: &Path,
+    uids: &[String],
+    mounts_before: &BTreeSet<String>,
+    veths_before: usize,
+) -> bool {
+    wait_until(Duration::from_secs(60), || {
+        pod_cgroups_left(uids).is_empty()
+            && mounts_under(pid, data_dir) == *mounts_before
+            && files_in(&data_dir.join("netns")).is_empty()
+            && veths(ns) == veths_before
+            && files_in(&data_dir.join("pods")).is_empty()
+    })
+}
+
+fn churn(total: usize) {
     let ns = Netns::new();
     let mut cluster = Cluster::start(&ns);
     let pid = cluster.server.pid().expect("server pid");
     let data_dir = cluster.server.data_dir().to_path_buf();
-    let total = cycles();
+    let settle_at = settle_point(total);
+    let sample_every = total.div_ceil(10).max(1);
     let handed = Mutex::new(Handed::default());
     let done = AtomicUsize::new(0);
     let settled: Arc<Mutex<Option<(usize, u64)>>> = Arc::default();
     let rss_curve: Mutex<Vec<(usize, u64)>> = Mutex::new(vec![(0, rss_kib(pid))]);
     let mounts_before = mounts_under(pid, &data_dir);
     let veths_before = veths(&ns);
-    let started = Instant::now();
 
     // One warm-up cycle: the first pod pulls the image and starts the long-lived pieces
-    // (informers, DNS, proxy) whose fds and memory are not leaks.
+    // (informers, DNS, proxy, base chains) whose fds, memory and rules are not leaks.
     one_cycle(&cluster.server, "warmup", &handed);
+    let warm_uids = handed.lock().unwrap().pod_uids.clone();
+    assert!(
+        wait_for_teardown(
+            &ns,
+            pid,
+            &data_dir,
+            &warm_uids,
+            &mounts_before,
+            veths_before
+        ),
+        "the warm-up pod was never torn down"
+    );
+    let nft_before = nft_counts(&ns);
+    let workers = workers();
+    let started = Instant::now();
     std::thread::scope(|scope| {
-        for worker in 0..WORKERS {
+        for worker in 0..workers {
             let server = &cluster.server;
             let handed = &handed;
             let done = &done;
             let settled = settled.clone();
             let rss_curve = &rss_curve;
             scope.spawn(move || {
-                for i in (worker..total).step_by(WORKERS) {
+                for i in (worker..total).step_by(workers) {
                     one_cycle(server, &format!("churn-{i}"), handed);
                     let finished = done.fetch_add(1, Ordering::SeqCst) + 1;
-                    if finished == total.min(100) {
+                    if finished == settle_at {
                         *settled.lock().unwrap() = Some((fd_count(pid), rss_kib(pid)));
                     }
-                    if finished % 50 == 0 {
+                    if finished % sample_every == 0 {
                         rss_curve.lock().unwrap().push((finished, rss_kib(pid)));
                     }
                 }
@@ -223,25 +310,26 @@ fn create_delete_cycles_leave_no_cgroups_mounts_netns_veths_allocations_rules_or
     let handed = handed.into_inner().unwrap();
     let (fds_settled, rss_settled) = settled.lock().unwrap().expect("a settled sample");
 
-    // Teardown is asynchronous after the API objects are gone: give it a moment.
-    let clean = wait_until(Duration::from_secs(60), || {
-        pod_cgroups_left(&handed.pod_uids).is_empty()
-            && mounts_under(pid, &data_dir) == mounts_before
-            && files_in(&data_dir.join("netns")).is_empty()
-            && veths(&ns) == veths_before
-            && files_in(&data_dir.join("pods")).is_empty()
-    });
+    let clean = wait_for_teardown(
+        &ns,
+        pid,
+        &data_dir,
+        &handed.pod_uids,
+        &mounts_before,
+        veths_before,
+    );
+    let nft_quiet = wait_until(Duration::from_secs(30), || nft_counts(&ns) == nft_before);
+    let nft_end = nft_counts(&ns);
     let fds_quiet = wait_until(Duration::from_secs(30), || fd_count(pid) <= fds_settled);
     let fds_end = fd_count(pid);
     let rss_end = rss_kib(pid);
     eprintln!(
-        "{} cycles in {elapsed:?} ({:?} each over {WORKERS} workers): fds {fds_settled} after \
-         {} cycles, {fds_end} at the end; RSS {rss_settled} KiB after {} cycles, {rss_end} KiB \
-         at the end",
-        total + 1,
-        elapsed / (total as u32 + 1),
-        total.min(100),
-        total.min(100),
+        "{total} cycles in {elapsed:?} ({:?} each over {workers} workers): fds {fds_settled} \
+         after {settle_at} cycles, {fds_end} at the end; RSS {rss_settled} KiB after \
+         {settle_at} cycles, {rss_end} KiB at the end ({:+.1}%); nft {nft_before:?} before, \
+         {nft_end:?} after",
+        elapsed / total.max(1) as u32,
+        (rss_end as f64 - rss_settled as f64) * 100.0 / rss_settled.max(1) as f64,
     );
     let curve: Vec<String> = rss_curve
         .into_inner()
@@ -271,7 +359,11 @@ fn create_delete_cycles_leave_no_cgroups_mounts_netns_veths_allocations_rules_or
     );
     assert!(
         fds_quiet,
-        "berth holds {fds_end} fds, {fds_settled} after the first cycles"
+        "berth holds {fds_end} fds, {fds_settled} after {settle_at} cycles"
+    );
+    assert!(
+        nft_quiet,
+        "nft rules and set elements: {nft_end:?} after the churn, {nft_before:?} before"
     );
     let ruleset = ns.exec_ok("nft", &["list", "ruleset"]);
     for ip in &handed.cluster_ips {
@@ -284,12 +376,6 @@ fn create_delete_cycles_leave_no_cgroups_mounts_netns_veths_allocations_rules_or
         assert!(
             !ruleset.contains(&format!("dport {port} ")),
             "nft rules still mention deleted NodePort {port}"
-        );
-    }
-    if total >= 300 {
-        assert!(
-            rss_end <= rss_settled + rss_settled / 10,
-            "RSS {rss_end} KiB grew more than 10% over {rss_settled} KiB"
         );
     }
 
@@ -319,4 +405,9 @@ fn create_delete_cycles_leave_no_cgroups_mounts_netns_veths_allocations_rules_or
     }
     // Let the fixture delete what is left with a running server.
     cluster.server.restart();
+    // Last, so that a growing RSS does not hide a leak checked above.
+    assert!(
+        rss_end <= rss_settled + rss_settled / 10,
+        "RSS {rss_end} KiB grew more than 10% over {rss_settled} KiB after {settle_at} cycles"
+    );
 }

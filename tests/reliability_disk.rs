@@ -103,8 +103,12 @@ fn fill(fs: &LoopFs, path: &Path, left: u64) {
 /// A ConfigMap of `CONFIGMAP_BYTES` of letters that do not compress much (the store compresses
 /// values), different for every `seed`.
 fn configmap(name: &str, seed: u64) -> ConfigMap {
+    configmap_of(name, seed, CONFIGMAP_BYTES)
+}
+
+fn configmap_of(name: &str, seed: u64, bytes: usize) -> ConfigMap {
     let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let blob: String = (0..CONFIGMAP_BYTES)
+    let blob: String = (0..bytes)
         .map(|_| {
             state ^= state << 13;
             state ^= state >> 7;
@@ -270,6 +274,175 @@ fn a_full_disk_refuses_writes_clearly_keeps_serving_reads_and_recovers() {
     drop(fs);
 }
 
+const RACING_WRITERS: u64 = 10;
+const RACING_CONFIGMAP_BYTES: usize = 64 * 1024;
+/// A writer stops after this many refusals in a row: the disk is full for it.
+const REFUSALS_TO_STOP: usize = 3;
+
+/// What one writer saw: the objects it was told are stored (with their resourceVersion) and
+/// the ones it was told are not.
+#[derive(Debug, Default)]
+struct WriterOutcome {
+    acknowledged: Vec<(String, String)>,
+    refused: Vec<(String, u16, String)>,
+}
+
+/// Creates ConfigMaps until `REFUSALS_TO_STOP` in a row are refused. Anything but a success or
+/// a Status (a reset connection, a timeout, a body that is not a Status) fails the test.
+async fn write_until_full(configmaps: Api<ConfigMap>, writer: u64) -> WriterOutcome {
+    let mut outcome = WriterOutcome::default();
+    let mut refusals_in_a_row = 0;
+    for i in 0..2_000u64 {
+        let name = format!("racer-{writer}-{i}");
+        match configmaps
+            .create(
+                &PostParams::default(),
+                &configmap_of(&name, writer * 100_000 + i, RACING_CONFIGMAP_BYTES),
+            )
+            .await
+        {
+            Ok(created) => {
+                refusals_in_a_row = 0;
+                let version = created.metadata.resource_version.unwrap_or_default();
+                outcome.acknowledged.push((name, version));
+            }
+            Err(kube::Error::Api(status)) => {
+                refusals_in_a_row += 1;
+                outcome.refused.push((name, status.code, status.message));
+                if refusals_in_a_row == REFUSALS_TO_STOP {
+                    return outcome;
+                }
+            }
+            Err(other) => panic!("writer {writer}: create {name}: not a Status: {other}"),
+        }
+    }
+    panic!("writer {writer}: 2,000 ConfigMaps fit on a 64 MiB file system")
+}
+
+#[test]
+fn ten_writers_racing_a_filling_disk_get_a_durable_success_or_a_clear_status_each() {
+    let ns = Netns::new();
+    let fs = LoopFs::new(IMAGE_BYTES);
+    let data_dir = tempfile::Builder::new()
+        .prefix("berth-data-")
+        .tempdir_in(&fs.mountpoint)
+        .expect("create the data dir");
+    let mut server = BerthServer::start_in(&ns, data_dir);
+    let filler = fs.mountpoint.join("filler");
+
+    // The writers start while the filler is still eating the space.
+    let kubeconfig = server.kubeconfig_path();
+    let started = Instant::now();
+    let writers = std::thread::spawn({
+        let ns = ns.name.clone();
+        move || {
+            block_on_in_netns(&ns, move || async move {
+                let client = kube_client(&kubeconfig).await;
+                let writers = (0..RACING_WRITERS).map(|writer| {
+                    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+                    tokio::spawn(write_until_full(configmaps, writer))
+                });
+                let mut outcomes = Vec::new();
+                for writer in writers.collect::<Vec<_>>() {
+                    outcomes.push(writer.await.expect("a writer panicked"));
+                }
+                outcomes
+            })
+        }
+    });
+    fill(&fs, &filler, LEFT_FREE);
+    let outcomes = writers.join().expect("the writers finished");
+    let acknowledged: Vec<&(String, String)> =
+        outcomes.iter().flat_map(|o| &o.acknowledged).collect();
+    let refused: Vec<&(String, u16, String)> = outcomes.iter().flat_map(|o| &o.refused).collect();
+    eprintln!(
+        "{} writers: {} ConfigMaps acknowledged, {} refused in {:?}; first refusal: {:?}",
+        RACING_WRITERS,
+        acknowledged.len(),
+        refused.len(),
+        started.elapsed(),
+        refused.first()
+    );
+    for (name, code, message) in &refused {
+        assert!(
+            *code == 507 && message.contains("is full") && message.contains("berth.redb"),
+            "{name}: a refusal on a full disk is a 507 naming the disk: {code} {message}"
+        );
+    }
+    assert!(
+        acknowledged.len() >= 10,
+        "writes succeed until the disk is nearly full: {}",
+        acknowledged.len()
+    );
+    assert!(server.is_running(), "berth survives the full disk");
+    let names = server.kubectl_ok(&["get", "configmaps", "-o", "name"]);
+    assert!(
+        acknowledged
+            .iter()
+            .all(|(name, _)| names.contains(&format!("configmap/{name}\n"))),
+        "reads on the full disk list every acknowledged object"
+    );
+
+    // Space returns: every writer writes again.
+    std::fs::remove_file(&filler).expect("remove the filler");
+    let kubeconfig = server.kubeconfig_path();
+    let after: Vec<(String, String)> = block_on_in_netns(&ns.name, move || async move {
+        let client = kube_client(&kubeconfig).await;
+        let configmaps: Api<ConfigMap> = Api::namespaced(client, "default");
+        let mut after = Vec::new();
+        for writer in 0..RACING_WRITERS {
+            let name = format!("racer-{writer}-after");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let cm = configmap_of(&name, writer, RACING_CONFIGMAP_BYTES);
+                match configmaps.create(&PostParams::default(), &cm).await {
+                    Ok(created) => {
+                        let version = created.metadata.resource_version.unwrap_or_default();
+                        after.push((name, version));
+                        break;
+                    }
+                    // The file system frees the removed file's blocks asynchronously.
+                    Err(e) if Instant::now() < deadline => {
+                        eprintln!("write after freeing space: {e}");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Err(e) => panic!("writes never recovered after space returned: {e}"),
+                }
+            }
+        }
+        after
+    });
+
+    // A crash now: the store opens cleanly, every acknowledged write is there as acknowledged,
+    // and nothing refused appeared.
+    server.kill9();
+    server.restart();
+    let stored = server.kubectl_ok(&[
+        "get",
+        "configmaps",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name} {.metadata.resourceVersion}{\"\\n\"}{end}",
+    ]);
+    let stored: std::collections::BTreeMap<&str, &str> =
+        stored.lines().filter_map(|l| l.split_once(' ')).collect();
+    for (name, version) in acknowledged.iter().copied().chain(after.iter()) {
+        assert_eq!(
+            stored.get(name.as_str()),
+            Some(&version.as_str()),
+            "{name} survived the crash at its acknowledged resourceVersion"
+        );
+    }
+    for (name, code, _) in &refused {
+        assert!(
+            !stored.contains_key(name.as_str()),
+            "{name} was refused with {code} but is stored"
+        );
+    }
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+    drop(server);
+    drop(fs);
+}
+
 /// Starts berth on `data_dir` and waits for it to exit (at most 60 s); returns its exit code
 /// and its stderr.
 fn start_expecting_exit(ns: &Netns, data_dir: &Path) -> (Option<i32>, String) {
@@ -413,4 +586,69 @@ fn a_write_ahead_log_of_garbage_after_a_clean_stop_is_a_torn_tail_and_loses_noth
         );
     }
     assert!(!server.log().contains("panicked"), "{}", server.log());
+}
+
+/// Offsets of the records of the write-ahead log's current run, from offset 0 to the first
+/// record that is not whole (the layout is in the store's `wal` module: a u32 body length, a
+/// u32 checksum, the body).
+fn wal_record_offsets(contents: &[u8]) -> Vec<usize> {
+    let mut offsets = Vec::new();
+    let mut offset = 0;
+    while let Some(header) = contents.get(offset..offset + 8) {
+        let body_len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        let Some(body) = contents.get(offset + 8..offset + 8 + body_len) else {
+            break;
+        };
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&(body_len as u32).to_le_bytes());
+        hasher.update(body);
+        if body_len == 0 || hasher.finalize() != crc {
+            break;
+        }
+        offsets.push(offset);
+        offset += 8 + body_len;
+    }
+    offsets
+}
+
+#[test]
+fn a_write_ahead_log_damaged_in_the_middle_is_refused_naming_the_file_and_offset() {
+    let ns = Netns::new();
+    let mut server = BerthServer::start(&ns);
+    for i in 0..10 {
+        server.kubectl_ok(&[
+            "create",
+            "configmap",
+            &format!("cm-{i}"),
+            "--from-literal=k=v",
+        ]);
+    }
+    // Killed, not stopped: the writes are in the log, not yet checkpointed into the store.
+    server.kill9();
+    let wal = server.data_dir().join("berth.redb.wal");
+    let mut contents = std::fs::read(&wal).expect("read the log");
+    let offsets = wal_record_offsets(&contents);
+    assert!(offsets.len() >= 3, "records in the log: {offsets:?}");
+    let damaged = offsets[offsets.len() / 2];
+    // A flipped bit in the body, as a bad sector would leave it.
+    contents[damaged + 8 + 20] ^= 0x08;
+    std::fs::write(&wal, &contents).expect("damage the log");
+
+    let (code, stderr) = start_expecting_exit(&ns, server.data_dir());
+    assert!(
+        code.is_some_and(|c| c != 0),
+        "a non-zero exit: {code:?}\n{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "no panic:\n{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("restore"))
+        .unwrap_or_else(|| panic!("no line says how to restore:\n{stderr}"));
+    assert!(
+        line.contains(&wal.display().to_string())
+            && line.contains(&format!("damaged at offset {damaged}"))
+            && line.contains("move"),
+        "the line names the log, the offset and how to get going again: {line}"
+    );
 }

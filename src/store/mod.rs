@@ -175,6 +175,19 @@ pub enum StoreError {
          .wal file away to start with an empty store"
     )]
     Corrupt { path: PathBuf, detail: String },
+    // A damaged record with whole, newer ones after it is not a torn tail: replaying only the
+    // prefix would silently drop acknowledged writes, so the store refuses to open.
+    #[error(
+        "write-ahead log {path} is damaged at offset {offset}: a whole record of revision \
+         {revision} follows at offset {later}, so writes after the damage would be lost; restore \
+         the store from a backup, or move {path} away to start from the store's last checkpoint"
+    )]
+    WalDamaged {
+        path: PathBuf,
+        offset: u64,
+        later: u64,
+        revision: u64,
+    },
     #[error(
         "the disk holding {path} is full: {available} bytes free, {reserve} are kept free so the \
          store can always flush what it holds; writes resume once space is freed on it"
@@ -321,7 +334,7 @@ impl RedbStore {
         }
         let db = open_database(path)?;
         let (revision, compacted) = prepare_tables(&db, path)?;
-        let (wal, logged) = wal::Wal::open(&wal::path_for(path), wal::CAPACITY)?;
+        let (wal, logged) = wal::Wal::open(&wal::path_for(path), wal::CAPACITY, revision)?;
         // Both files hold every object (Secrets sealed, the rest in clear): owner only, also
         // for files an older berth created with the umask's mode.
         for file in [path.to_path_buf(), wal::path_for(path)] {

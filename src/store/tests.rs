@@ -990,7 +990,7 @@ async fn a_log_that_skips_revisions_is_refused_instead_of_losing_writes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.redb");
     drop(Store::open(&path, StoreOptions::default()).unwrap());
-    let (mut log, _) = wal::Wal::open(&wal::path_for(&path), wal::CAPACITY).unwrap();
+    let (mut log, _) = wal::Wal::open(&wal::path_for(&path), wal::CAPACITY, 0).unwrap();
     let mut record = Vec::new();
     let entry = codec::LogEntry::put(5, 0, "/gap", b"x").encode();
     wal::push_entry(&mut record, 5, &entry);

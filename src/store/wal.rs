@@ -15,6 +15,11 @@
 //! continue the revisions of the one before: a torn tail, zeros, or a stale record from before
 //! the last checkpoint (those hold only revisions redb already has durably, so they are never
 //! newer than a checkpoint and are skipped by the replay in any case).
+//!
+//! Only the last record can be torn: each append is synced before the next one starts. So a
+//! whole record past the end of the valid prefix that is newer than everything before it means
+//! damage in the middle of the log (a bad sector, a flipped bit); the store then refuses to
+//! open, naming the file and the offset, instead of silently dropping the records after it.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -85,7 +90,15 @@ impl Wal {
     /// Opens (creating and preallocating) the log and returns the entries of its valid prefix,
     /// in revision order. The next append goes to offset 0: the caller must make those entries
     /// durable in redb before writing anything new.
-    pub fn open(path: &Path, capacity: u64) -> Result<(Wal, Vec<(u64, Vec<u8>)>), StoreError> {
+    ///
+    /// `durable_revision` is the newest revision redb holds durably. A whole record newer than
+    /// both it and the valid prefix, found past the prefix's end, means the prefix ended at
+    /// damage in the middle of the log rather than at a torn tail: that is an error.
+    pub fn open(
+        path: &Path,
+        capacity: u64,
+        durable_revision: u64,
+    ) -> Result<(Wal, Vec<(u64, Vec<u8>)>), StoreError> {
         let io = |context: &'static str| {
             let path = path.to_path_buf();
             move |source: std::io::Error| wal_error(path, context, source)
@@ -101,7 +114,16 @@ impl Wal {
         let len = file.metadata().map_err(io("stat"))?.len();
         let mut contents = vec![0; len as usize];
         file.read_exact_at(&mut contents, 0).map_err(io("read"))?;
-        let entries = parse(&contents);
+        let (entries, end) = valid_prefix(&contents);
+        let newest = entries.last().map_or(durable_revision, |(rev, _)| *rev);
+        if let Some(later) = newer_record_after(&contents, end, newest.max(durable_revision)) {
+            return Err(StoreError::WalDamaged {
+                path: path.to_path_buf(),
+                offset: end as u64,
+                later: later.offset as u64,
+                revision: later.revision,
+            });
+        }
 
         if len < capacity {
             preallocate(&file, capacity).map_err(io("preallocate"))?;
@@ -277,6 +299,11 @@ fn preallocate(file: &File, capacity: u64) -> std::io::Result<()> {
 
 /// The entries of the valid prefix of a log file.
 pub(crate) fn parse(contents: &[u8]) -> Vec<(u64, Vec<u8>)> {
+    valid_prefix(contents).0
+}
+
+/// The entries of the valid prefix of a log file, and the offset where the prefix ends.
+fn valid_prefix(contents: &[u8]) -> (Vec<(u64, Vec<u8>)>, usize) {
     let mut entries: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut offset = 0;
     while let Some(body) = record_at(contents, offset) {
@@ -293,7 +320,35 @@ pub(crate) fn parse(contents: &[u8]) -> Vec<(u64, Vec<u8>)> {
         entries.extend(record.into_iter().map(|(rev, entry)| (rev, entry.to_vec())));
         offset += HEADER_LEN + body.len();
     }
-    entries
+    (entries, offset)
+}
+
+/// A whole record found past the end of the valid prefix.
+#[derive(Debug, PartialEq)]
+pub(crate) struct LaterRecord {
+    pub offset: usize,
+    pub revision: u64,
+}
+
+/// The first whole record at or after `from` whose first revision is newer than `newest`.
+///
+/// Records are not aligned, so every offset is a candidate; the revision is checked before the
+/// checksum so that scanning a log full of stale records (all older than `newest`, as every
+/// record from before the last checkpoint is) stays a cheap pass over the bytes.
+pub(crate) fn newer_record_after(contents: &[u8], from: usize, newest: u64) -> Option<LaterRecord> {
+    // No record past `from` can start further ahead than one revision per smallest record.
+    let reach = (contents.len() / (HEADER_LEN + ENTRY_HEADER_LEN)) as u64 + 1;
+    let plausible = |revision: u64| revision > newest && revision - newest <= reach;
+    (from..contents.len()).find_map(|offset| {
+        let at = offset.checked_add(HEADER_LEN)?;
+        let revision = u64::from_le_bytes(contents.get(at..at + 8)?.try_into().ok()?);
+        if !plausible(revision) {
+            return None;
+        }
+        let body = record_at(contents, offset)?;
+        let first = parse_body(body)?.first()?.0;
+        (first == revision).then_some(LaterRecord { offset, revision })
+    })
 }
 
 /// The body of the record at `offset` if it is whole and its checksum matches.
@@ -343,12 +398,12 @@ mod tests {
     fn appended_records_are_read_back_in_order_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.wal");
-        let (mut wal, entries) = Wal::open(&path, 4096).unwrap();
+        let (mut wal, entries) = Wal::open(&path, 4096, 0).unwrap();
         assert!(entries.is_empty());
         wal.append(&body(1..=2)).unwrap();
         wal.append(&body(3..=3)).unwrap();
         drop(wal);
-        let (_, entries) = Wal::open(&path, 4096).unwrap();
+        let (_, entries) = Wal::open(&path, 4096, 0).unwrap();
         assert_eq!(revisions(&entries), [1, 2, 3]);
         assert_eq!(entries[2].1, b"entry 3");
     }
@@ -357,7 +412,7 @@ mod tests {
     fn records_written_directly_across_block_and_page_boundaries_read_back_whole() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.wal");
-        let (mut wal, _) = Wal::open(&path, 64 * 1024).unwrap();
+        let (mut wal, _) = Wal::open(&path, 64 * 1024, 0).unwrap();
         let mut last = 0;
         // Sizes that end records at every offset within a block, over several pages.
         for size in [1usize, 500, 7, 1100, 3000, 4096, 13, 5000] {
@@ -367,7 +422,7 @@ mod tests {
             wal.append(&body).unwrap();
         }
         drop(wal);
-        let (_, entries) = Wal::open(&path, 64 * 1024).unwrap();
+        let (_, entries) = Wal::open(&path, 64 * 1024, 0).unwrap();
         assert_eq!(revisions(&entries), (1..=last).collect::<Vec<_>>());
         assert!(entries
             .iter()
@@ -378,7 +433,7 @@ mod tests {
     fn the_file_is_preallocated_to_its_capacity() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.wal");
-        Wal::open(&path, 64 * 1024).unwrap();
+        Wal::open(&path, 64 * 1024, 0).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 64 * 1024);
     }
 
@@ -386,7 +441,7 @@ mod tests {
     fn a_torn_tail_at_any_byte_yields_exactly_the_whole_records_before_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.wal");
-        let (mut wal, _) = Wal::open(&path, 4096).unwrap();
+        let (mut wal, _) = Wal::open(&path, 4096, 0).unwrap();
         let mut ends = Vec::new();
         for (first, last) in [(1, 2), (3, 5), (6, 6)] {
             wal.append(&body(first..=last)).unwrap();
@@ -412,7 +467,7 @@ mod tests {
     fn a_flipped_bit_ends_the_log_at_the_damaged_record() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.wal");
-        let (mut wal, _) = Wal::open(&path, 4096).unwrap();
+        let (mut wal, _) = Wal::open(&path, 4096, 0).unwrap();
         wal.append(&body(1..=1)).unwrap();
         let second = wal.append(&body(2..=3)).unwrap() as usize;
         wal.append(&body(4..=4)).unwrap();
@@ -423,10 +478,105 @@ mod tests {
     }
 
     #[test]
+    fn damage_in_the_middle_of_the_log_is_refused_naming_the_file_and_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.wal");
+        let (mut wal, _) = Wal::open(&path, 4096, 0).unwrap();
+        wal.append(&body(1..=1)).unwrap();
+        let second = wal.append(&body(2..=3)).unwrap();
+        let third = wal.append(&body(4..=4)).unwrap();
+        drop(wal);
+        let mut contents = std::fs::read(&path).unwrap();
+        contents[second as usize + HEADER_LEN + 3] ^= 0x10;
+        std::fs::write(&path, &contents).unwrap();
+        let err = Wal::open(&path, 4096, 0).err().expect("damage is refused");
+        assert!(
+            matches!(err, StoreError::WalDamaged { offset, later, revision: 4, .. }
+                if offset == second && later == third),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains(&path.display().to_string())
+                && message.contains(&format!("offset {second}"))
+                && !message.contains('\n'),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn damage_to_the_first_record_is_refused_when_newer_records_follow_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.wal");
+        let (mut wal, _) = Wal::open(&path, 4096, 10).unwrap();
+        wal.append(&body(11..=11)).unwrap();
+        wal.append(&body(12..=12)).unwrap();
+        drop(wal);
+        let mut contents = std::fs::read(&path).unwrap();
+        contents[HEADER_LEN + 1] ^= 0x01;
+        std::fs::write(&path, &contents).unwrap();
+        let err = Wal::open(&path, 4096, 10).err().expect("damage is refused");
+        assert!(
+            matches!(
+                err,
+                StoreError::WalDamaged {
+                    offset: 0,
+                    revision: 12,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_damaged_last_record_is_a_torn_tail_and_the_prefix_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.wal");
+        let (mut wal, _) = Wal::open(&path, 4096, 0).unwrap();
+        wal.append(&body(1..=2)).unwrap();
+        let last = wal.append(&body(3..=3)).unwrap();
+        drop(wal);
+        let mut contents = std::fs::read(&path).unwrap();
+        contents[last as usize + HEADER_LEN + 9] ^= 0x04;
+        std::fs::write(&path, &contents).unwrap();
+        let (_, entries) = Wal::open(&path, 4096, 0).unwrap();
+        assert_eq!(revisions(&entries), [1, 2]);
+    }
+
+    #[test]
+    fn stale_records_behind_a_damaged_new_tail_are_not_mistaken_for_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.wal");
+        let (mut wal, _) = Wal::open(&path, 4096, 0).unwrap();
+        for revision in 1..=6 {
+            wal.append(&body(revision..=revision)).unwrap();
+        }
+        // A checkpoint made 1..=6 durable; the new log has 7 and a torn 8.
+        wal.rewind();
+        wal.append(&body(7..=7)).unwrap();
+        let torn = wal.append(&body(8..=8)).unwrap();
+        drop(wal);
+        let mut contents = std::fs::read(&path).unwrap();
+        contents[torn as usize + HEADER_LEN + 2] ^= 0x40;
+        std::fs::write(&path, &contents).unwrap();
+        let (_, entries) = Wal::open(&path, 4096, 6).unwrap();
+        assert_eq!(revisions(&entries), [7]);
+    }
+
+    #[test]
+    fn a_log_of_zeros_or_repeated_garbage_has_no_newer_record() {
+        let zeros = vec![0u8; 64 * 1024];
+        assert_eq!(newer_record_after(&zeros, 0, 0), None);
+        let garbage = b"\xff garbage".repeat(4096);
+        assert_eq!(newer_record_after(&garbage, 0, 0), None);
+    }
+
+    #[test]
     fn after_a_rewind_stale_records_past_the_new_tail_are_not_read() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.wal");
-        let (mut wal, _) = Wal::open(&path, 4096).unwrap();
+        let (mut wal, _) = Wal::open(&path, 4096, 0).unwrap();
         wal.append(&body(1..=1)).unwrap();
         wal.append(&body(2..=2)).unwrap();
         wal.append(&body(3..=3)).unwrap();
@@ -434,7 +584,7 @@ mod tests {
         // Same length as the stale first record, so the stale second one follows it exactly.
         wal.append(&body(4..=4)).unwrap();
         drop(wal);
-        let (_, entries) = Wal::open(&path, 4096).unwrap();
+        let (_, entries) = Wal::open(&path, 4096, 0).unwrap();
         assert_eq!(revisions(&entries), [4]);
     }
 
@@ -442,19 +592,19 @@ mod tests {
     fn an_undone_record_is_never_replayed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.wal");
-        let (mut wal, _) = Wal::open(&path, 4096).unwrap();
+        let (mut wal, _) = Wal::open(&path, 4096, 0).unwrap();
         wal.append(&body(1..=1)).unwrap();
         let offset = wal.append(&body(2..=2)).unwrap();
         wal.undo(offset).unwrap();
         drop(wal);
-        let (_, entries) = Wal::open(&path, 4096).unwrap();
+        let (_, entries) = Wal::open(&path, 4096, 0).unwrap();
         assert_eq!(revisions(&entries), [1]);
     }
 
     #[test]
     fn a_record_that_does_not_fit_is_reported_before_it_is_written() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _) = Wal::open(&dir.path().join("s.wal"), 64).unwrap();
+        let (mut wal, _) = Wal::open(&dir.path().join("s.wal"), 64, 0).unwrap();
         assert!(wal.fits(56));
         assert!(!wal.fits(57));
         wal.append(&body(1..=1)).unwrap();
