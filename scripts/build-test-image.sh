@@ -1,6 +1,7 @@
 #!/bin/sh
 # Builds a deterministic OCI image layout of Debian's busybox-static: /bin/busybox, a symlink per
-# applet, /etc/passwd and /etc/group with root and nobody, and /www/index.html.
+# applet (but /bin/wget, a script mending `wget -T`: see its comment), /etc/passwd and /etc/group
+# with root and nobody, and /www/index.html.
 #
 #   scripts/build-test-image.sh OUTDIR [ARCH]
 #
@@ -41,11 +42,13 @@ cp "$busybox" "$root/bin/busybox"
 for applet in $("$root/bin/busybox" --list); do
     [ "$applet" = busybox ] || ln -s busybox "$root/bin/$applet"
 done
+rm "$root/bin/wget"
+cp "$fixtures/bin/wget" "$root/bin/wget"
 cp "$fixtures/etc/passwd" "$fixtures/etc/group" "$root/etc/"
 cp "$fixtures/www/index.html" "$root/www/"
 find "$root" -type d -exec chmod 0755 {} +
 find "$root" -type f -exec chmod 0644 {} +
-chmod 0755 "$root/bin/busybox"
+chmod 0755 "$root/bin/busybox" "$root/bin/wget"
 chmod 0700 "$root/root"
 chmod 1777 "$root/tmp"
 
