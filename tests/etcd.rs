@@ -732,6 +732,25 @@ fn servers_on_one_etcd_share_the_cluster_ca_and_keys_and_reach_each_others_pods(
         .nth(1)
         .expect("the CA hash")
         .to_owned();
+    // The bootstrap signer signs cluster-info for the new token, as kubeadm's does.
+    let (token_id, token_secret) = join_token.split_once('.').expect("id.secret");
+    let signed = wait_until(Duration::from_secs(30), || {
+        let info = json(
+            &b,
+            &["-n", "kube-public", "get", "configmap", "cluster-info"],
+        );
+        let kubeconfig = info["data"]["kubeconfig"].as_str().unwrap_or_default();
+        let signature = info["data"][format!("jws-kubeconfig-{token_id}")]
+            .as_str()
+            .unwrap_or_default();
+        berth::join::cluster_info_jws::signature_is_valid(
+            signature,
+            kubeconfig,
+            token_id,
+            token_secret,
+        )
+    });
+    assert!(signed, "cluster-info is signed for the token");
     let agent_node = format!("pki-agent-{pid}");
     let mut agent = Agent::start(
         &ns_agent,
