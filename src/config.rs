@@ -151,6 +151,9 @@ pub struct StoreConfig {
     pub datastore_keyfile: Option<PathBuf>,
     /// Key prefix of every object in etcd (upstream's and kine's).
     pub datastore_prefix: String,
+    /// Secret shared by the servers on one etcd: the first seals the cluster's CAs and keys
+    /// with it into the datastore, the others open them from there (k3s's server token).
+    pub token: Option<String>,
 }
 
 impl Default for StoreConfig {
@@ -163,6 +166,7 @@ impl Default for StoreConfig {
             datastore_certfile: None,
             datastore_keyfile: None,
             datastore_prefix: "/registry".to_owned(),
+            token: None,
         }
     }
 }

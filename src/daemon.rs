@@ -42,6 +42,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .with_context(|| format!("cannot make {} private", config.data_dir.display()))?;
 
+    // Servers sharing a datastore share its CAs and keys: fetch them before making any.
+    crate::join::cluster_secrets::sync(&config.store, &config.data_dir)
+        .await
+        .context("cannot share the cluster's CAs and keys through the datastore")?;
     // Store first: nothing else is of use without it.
     let store_path = config.store_path();
     let encryption =
@@ -376,12 +380,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let agent_client =
         crate::client::in_process(router.clone(), crate::client::system_user("node"));
     let node_name = config.node_name();
-    let facts = crate::agent::node::NodeFacts::gather(
+    let mut facts = crate::agent::node::NodeFacts::gather(
         &node_name,
         &config.data_dir,
         node_addresses(&node_name),
         None,
     );
+    // Other servers on the shared store reach this node's pods through its kubelet API.
+    if api_store.is_shared() {
+        facts.kubelet_port = Some(crate::agent::kubelet_api::DEFAULT_PORT);
+        let addresses = node_addresses(&node_name);
+        let (c, ca) = (agent_client.clone(), &pki.ca_cert_pem);
+        crate::join::agent::spawn_kubelet_api(
+            &mut components,
+            c,
+            &node_name,
+            &addresses,
+            &config.data_dir,
+            ca,
+        );
+    }
     let pods_client = agent_client.clone();
     components.spawn(async move {
         crate::agent::node::run(agent_client, facts).await?;

@@ -445,6 +445,34 @@ impl Pki {
     }
 }
 
+/// Makes the cluster CA and the front-proxy CA in `dir` unless they are there, and nothing they
+/// would sign: servers sharing a datastore make these once and share them before any leaf exists.
+pub fn ensure_cas(dir: &Path) -> Result<(), PkiError> {
+    create_private_dir(dir)?;
+    for (cert, key, name) in [
+        (CA_CERT, CA_KEY, None),
+        (
+            FRONT_PROXY_CA_CERT,
+            FRONT_PROXY_CA_KEY,
+            Some("front-proxy-ca"),
+        ),
+    ] {
+        if load_pair(&dir.join(cert), &dir.join(key))?.is_some() {
+            continue;
+        }
+        let (cert_pem, key_pem) = match name {
+            None => new_ca()?,
+            Some(name) => new_named_ca("front-proxy CA", name)?,
+        };
+        write_atomic(&dir.join(key), key_pem.as_bytes(), KEY_MODE)?;
+        write_atomic(&dir.join(cert), cert_pem.as_bytes(), CERT_MODE)?;
+    }
+    Ok(())
+}
+
+/// The files [`ensure_cas`] makes, which every server of one cluster must hold alike.
+pub const SHARED_FILES: [&str; 4] = [CA_CERT, CA_KEY, FRONT_PROXY_CA_CERT, FRONT_PROXY_CA_KEY];
+
 /// The front proxy's own CA and the client certificate the API server presents when it proxies
 /// a request to an aggregated API server, which trusts the user named in the request headers
 /// only from a client this CA signed (upstream's `--requestheader-client-ca-file`). A CA of its

@@ -558,3 +558,236 @@ fn api_latency_on_etcd_against_redb() {
     drop(etcd);
     drop(redb);
 }
+
+/// Config of a server on a shared etcd with the servers' shared token.
+fn config_with_token(endpoint: &str, node: &str, token: &str) -> String {
+    config_for(endpoint, node).replacen("[store]\n", &format!("[store]\ntoken = \"{token}\"\n"), 1)
+}
+
+/// A kubeconfig for `server` that logs in with `token` alone, trusting `ca`.
+fn token_kubeconfig(dir: &Path, server: &str, ca: &Path, token: &str) -> std::path::PathBuf {
+    let path = dir.join("token-kubeconfig.yaml");
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    \
+         certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n\
+         - name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
+        ca.display()
+    );
+    std::fs::write(&path, text).expect("write a kubeconfig");
+    path
+}
+
+fn node_lease_renewed(server: &BerthServer, node: &str) -> Option<String> {
+    let out = server.kubectl(&[
+        "-n",
+        "kube-node-lease",
+        "get",
+        "lease",
+        node,
+        "-o",
+        "jsonpath={.spec.renewTime}",
+    ]);
+    let renewed = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (out.status.success() && !renewed.is_empty()).then_some(renewed)
+}
+
+#[test]
+fn servers_on_one_etcd_share_the_cluster_ca_and_keys_and_reach_each_others_pods() {
+    use common::agent::Agent;
+    use common::netns::connect;
+    let ns_a = Netns::new();
+    let ns_b = Netns::new();
+    let ns_agent = Netns::new();
+    link(&ns_a, &ns_b);
+    connect(&ns_a, &ns_agent, "192.168.251.1/24", "192.168.251.2/24");
+    connect(&ns_b, &ns_agent, "192.168.252.1/24", "192.168.252.2/24");
+    let etcd = Etcd::start(&ns_a, Some("10.250.0.1"));
+    // A's pods pull busybox from a registry on A's machine.
+    let registry = common::registry::Registry::start(&ns_a);
+    let work = tempfile::tempdir().expect("a work dir");
+    registry.push_oci_layout(
+        &common::cluster::test_image(work.path()),
+        "latest",
+        "library/busybox",
+    );
+    let pid = std::process::id();
+    let token = format!("shared-secret-{pid}");
+    let (node_a, node_b) = (format!("pki-a-{pid}"), format!("pki-b-{pid}"));
+    let a = BerthServer::start_listening_with_config(
+        &ns_a,
+        "0.0.0.0:6443",
+        &format!(
+            "{}\n[registries.mirrors.\"docker.io\"]\nendpoints = [\"http://{}\"]\n",
+            config_with_token(&format!("http://127.0.0.1:{ETCD_PORT}"), &node_a, &token),
+            registry.addr()
+        ),
+    );
+    // B starts from an empty data dir: it makes no CA or key of its own but takes A's.
+    let b = BerthServer::start_listening_with_config(
+        &ns_b,
+        "0.0.0.0:6443",
+        &config_with_token(&format!("http://10.250.0.1:{ETCD_PORT}"), &node_b, &token),
+    );
+    for file in [
+        "pki/ca.crt",
+        "pki/front-proxy-ca.crt",
+        "pki/service-account.key",
+        "encryption/keys",
+    ] {
+        let read = |dir: &Path| std::fs::read(dir.join(file)).expect("a shared file");
+        assert_eq!(
+            read(a.data_dir()),
+            read(b.data_dir()),
+            "{file} is the same on both servers"
+        );
+    }
+
+    // A's admin kubeconfig works against B.
+    a.kubectl_ok(&["create", "configmap", "from-a", "--from-literal=k=v"]);
+    let a_kubeconfig = a.kubeconfig_path().display().to_string();
+    let b_url = "https://192.168.252.1:6443";
+    let out = b.kubectl_ok(&[
+        "--kubeconfig",
+        &a_kubeconfig,
+        "--server",
+        b_url,
+        "get",
+        "configmap",
+        "from-a",
+        "-o",
+        "jsonpath={.data.k}",
+    ]);
+    assert_eq!(out, "v", "A's kubeconfig reads through B");
+
+    // A ServiceAccount token A issued is accepted by B.
+    let sa_token = a
+        .kubectl_ok(&["create", "token", "default"])
+        .trim()
+        .to_owned();
+    let kubeconfig = token_kubeconfig(
+        b.data_dir(),
+        "https://127.0.0.1:6443",
+        &b.data_dir().join("pki/ca.crt"),
+        &sa_token,
+    );
+    let whoami = b.kubectl_ok(&[
+        "--kubeconfig",
+        &kubeconfig.display().to_string(),
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ]);
+    assert_eq!(whoami, "system:serviceaccount:default:default");
+    // A Secret A sealed, B opens.
+    a.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "sealed",
+        "--from-literal=k=v",
+    ]);
+    assert_eq!(json(&b, &["get", "secret", "sealed"])["data"]["k"], "dg==");
+
+    // Logs and exec through B of a pod on A's node: B goes through A's kubelet API.
+    let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "on-a"},
+        "spec": {"nodeName": node_a, "containers": [{"name": "main", "image": "busybox",
+            "command": ["sh", "-c", "echo hello-from-a; sleep 3600"]}]}});
+    let out = a.kubectl_stdin(&["create", "-f", "-"], &pod.to_string());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let running = wait_until(Duration::from_secs(120), || {
+        a.kubectl_ok(&["get", "pod", "on-a", "-o", "jsonpath={.status.phase}"]) == "Running"
+    });
+    assert!(running, "the pod runs on A:\n{}", a.log());
+    let mut logs = String::new();
+    let logged = wait_until(Duration::from_secs(30), || {
+        logs = String::from_utf8_lossy(&b.kubectl(&["logs", "on-a"]).stdout).into_owned();
+        logs.contains("hello-from-a")
+    });
+    assert!(logged, "kubectl logs through B: {logs}");
+    let out = b.kubectl(&["exec", "on-a", "--", "echo", "exec-through-b"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("exec-through-b"),
+        "kubectl exec through B: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    a.kubectl_ok(&["delete", "pod", "on-a", "--wait=false"]);
+
+    // An agent joined through A talks to B with the certificate A's CA signed.
+    let out = a.berth(&["token", "create", "--ttl", "1h"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let join_token = text.lines().last().unwrap_or_default().trim().to_owned();
+    let hash = text
+        .split_whitespace()
+        .skip_while(|w| *w != "--ca-cert-hash")
+        .nth(1)
+        .expect("the CA hash")
+        .to_owned();
+    // The bootstrap signer signs cluster-info for the new token, as kubeadm's does.
+    let (token_id, token_secret) = join_token.split_once('.').expect("id.secret");
+    let signed = wait_until(Duration::from_secs(30), || {
+        let info = json(
+            &b,
+            &["-n", "kube-public", "get", "configmap", "cluster-info"],
+        );
+        let kubeconfig = info["data"]["kubeconfig"].as_str().unwrap_or_default();
+        let signature = info["data"][format!("jws-kubeconfig-{token_id}")]
+            .as_str()
+            .unwrap_or_default();
+        berth::join::cluster_info_jws::signature_is_valid(
+            signature,
+            kubeconfig,
+            token_id,
+            token_secret,
+        )
+    });
+    assert!(signed, "cluster-info is signed for the token");
+    let agent_node = format!("pki-agent-{pid}");
+    let mut agent = Agent::start(
+        &ns_agent,
+        &[
+            "--server",
+            "https://192.168.251.1:6443",
+            "--token",
+            &join_token,
+            "--ca-cert-hash",
+            &hash,
+            "--node-name",
+            &agent_node,
+        ],
+    );
+    assert!(
+        wait_until(Duration::from_secs(90), || node_lease_renewed(
+            &a,
+            &agent_node
+        )
+        .is_some()),
+        "the agent joined through A:\n{}",
+        agent.log()
+    );
+    // A goes away; the agent, pointed at B, keeps its Node's heartbeat going through B.
+    drop(a);
+    agent.spawn(&ns_agent, &["--server", b_url, "--node-name", &agent_node]);
+    let before = node_lease_renewed(&b, &agent_node);
+    let renewed = wait_until(Duration::from_secs(60), || {
+        node_lease_renewed(&b, &agent_node) != before
+    });
+    assert!(
+        renewed,
+        "the agent renews its lease through B:\n{}",
+        agent.log()
+    );
+    drop(agent);
+    drop(b);
+    drop(registry);
+    drop(etcd);
+}

@@ -102,22 +102,7 @@ impl TokenSigner {
     /// Loads the signing key from `pki_dir`, creating it on first start.
     pub fn load_or_create(pki_dir: &Path, store: Store) -> Result<TokenSigner, TokenKeyError> {
         let path = pki_dir.join(KEY_FILE);
-        let io = |source| TokenKeyError::Io {
-            path: path.clone(),
-            source,
-        };
-        let pem = match std::fs::read_to_string(&path) {
-            Ok(pem) => pem,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let pem = new_key_pem().map_err(|reason| TokenKeyError::Key {
-                    path: path.clone(),
-                    reason,
-                })?;
-                write_private(&path, &pem).map_err(io)?;
-                pem
-            }
-            Err(e) => return Err(io(e)),
-        };
+        let pem = ensure_key_file(pki_dir)?;
         Self::from_pem(&pem, store).map_err(|reason| TokenKeyError::Key { path, reason })
     }
 
@@ -348,6 +333,29 @@ pub fn service_account_user(namespace: &str, name: &str, uid: &str) -> UserInfo 
 /// Does this bearer token look like a JWT (three base64url parts)? Static tokens never do.
 pub fn looks_like_jwt(token: &str) -> bool {
     token.split('.').count() == 3 && token.starts_with("eyJ")
+}
+
+/// The PEM of the signing key in `pki_dir`, made on first start (before the store opens, when
+/// servers sharing a datastore share it).
+pub fn ensure_key_file(pki_dir: &Path) -> Result<String, TokenKeyError> {
+    let path = pki_dir.join(KEY_FILE);
+    let io = |source| TokenKeyError::Io {
+        path: path.clone(),
+        source,
+    };
+    let pem = match std::fs::read_to_string(&path) {
+        Ok(pem) => pem,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let pem = new_key_pem().map_err(|reason| TokenKeyError::Key {
+                path: path.clone(),
+                reason,
+            })?;
+            write_private(&path, &pem).map_err(io)?;
+            pem
+        }
+        Err(e) => return Err(io(e)),
+    };
+    Ok(pem)
 }
 
 fn new_key_pem() -> Result<String, String> {

@@ -22,6 +22,10 @@ pub struct DatastoreArgs {
     /// Key of the client certificate.
     #[arg(long)]
     pub datastore_keyfile: Option<PathBuf>,
+    /// Secret shared by every server on the datastore, through which they share the cluster's
+    /// CAs and keys.
+    #[arg(long)]
+    pub token: Option<String>,
 }
 
 impl DatastoreArgs {
@@ -29,6 +33,9 @@ impl DatastoreArgs {
     pub fn apply(&self, store: &mut StoreConfig) {
         if !self.datastore_endpoint.is_empty() {
             store.datastore_endpoint = self.datastore_endpoint.clone();
+        }
+        if self.token.is_some() {
+            store.token.clone_from(&self.token);
         }
         for (flag, setting) in [
             (&self.datastore_cafile, &mut store.datastore_cafile),

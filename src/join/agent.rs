@@ -24,6 +24,32 @@ pub struct AgentOptions {
     pub ca_cert_hash: Option<String>,
 }
 
+/// Serves the node's kubelet API (pods' logs, exec, attach, port-forward) to API servers on
+/// other machines: an agent's, and a server's own node when other servers share its store.
+pub fn spawn_kubelet_api(
+    components: &mut JoinSet<anyhow::Result<()>>,
+    client: kube::Client,
+    node_name: &str,
+    addresses: &[(String, String)],
+    data_dir: &std::path::Path,
+    ca_pem: &str,
+) {
+    let kubelet = crate::agent::kubelet_api::KubeletApiConfig {
+        node_name: node_name.to_owned(),
+        port: crate::agent::kubelet_api::DEFAULT_PORT,
+        addresses: addresses
+            .iter()
+            .filter_map(|(_, a)| a.parse().ok())
+            .collect(),
+        data_dir: data_dir.to_path_buf(),
+        ca_pem: ca_pem.to_owned(),
+    };
+    components.spawn(async move {
+        crate::agent::kubelet_api::run(client, kubelet).await?;
+        anyhow::bail!("the kubelet API stopped")
+    });
+}
+
 /// The slowest retry of a failed registration.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -73,23 +99,14 @@ pub async fn run(config: Config, options: AgentOptions) -> anyhow::Result<()> {
         None,
     );
     facts.kubelet_port = Some(crate::agent::kubelet_api::DEFAULT_PORT);
-    {
-        let kubelet = crate::agent::kubelet_api::KubeletApiConfig {
-            node_name: node_name.clone(),
-            port: crate::agent::kubelet_api::DEFAULT_PORT,
-            addresses: addresses
-                .iter()
-                .filter_map(|(_, a)| a.parse().ok())
-                .collect(),
-            data_dir: config.data_dir.clone(),
-            ca_pem: identity.ca_pem.clone(),
-        };
-        let client = client.clone();
-        components.spawn(async move {
-            crate::agent::kubelet_api::run(client, kubelet).await?;
-            anyhow::bail!("the kubelet API stopped")
-        });
-    }
+    spawn_kubelet_api(
+        &mut components,
+        client.clone(),
+        &node_name,
+        &addresses,
+        &config.data_dir,
+        &identity.ca_pem,
+    );
     {
         let client = client.clone();
         components.spawn(async move {

@@ -214,7 +214,11 @@ pub fn node_client(
 }
 
 /// The server's CA, checked against `pin` (`sha256:<hex>`).
-async fn discover_ca(url: &str, pin: &str) -> Result<String, BootstrapError> {
+async fn discover_ca(
+    url: &str,
+    pin: &str,
+    join_token: &BootstrapToken,
+) -> Result<String, BootstrapError> {
     let mut config = base_config(url)?;
     // Nothing is trusted yet: the answer is believed only if its CA matches the pin.
     config.accept_invalid_certs = true;
@@ -227,10 +231,27 @@ async fn discover_ca(url: &str, pin: &str) -> Result<String, BootstrapError> {
             url: url.to_string(),
             source,
         })?;
-    let text = info
-        .data
-        .and_then(|d| d.get("kubeconfig").cloned())
+    let data = info.data.unwrap_or_default();
+    let text = data
+        .get("kubeconfig")
+        .cloned()
         .ok_or_else(|| BootstrapError::ClusterInfo("no kubeconfig".into()))?;
+    // The bootstrap signer's signature, when there is one yet, shows the server knows the
+    // token: a server in the middle that does not is caught before the pin is even looked at.
+    let signature_key = format!("{}{}", super::cluster_info_jws::JWS_PREFIX, join_token.id);
+    if let Some(signature) = data.get(&signature_key) {
+        if !super::cluster_info_jws::signature_is_valid(
+            signature,
+            &text,
+            &join_token.id,
+            &join_token.secret,
+        ) {
+            return Err(BootstrapError::ClusterInfo(format!(
+                "its signature for token {} does not match: the server does not know this token",
+                join_token.id
+            )));
+        }
+    }
     let kubeconfig: kube::config::Kubeconfig =
         serde_yaml_ng::from_str(&text).map_err(|e| BootstrapError::ClusterInfo(e.to_string()))?;
     let encoded = kubeconfig
@@ -283,7 +304,7 @@ pub async fn ensure_identity(
         (None, Some(carried)) => carried,
         (None, None) => return Err(BootstrapError::NoHash),
     };
-    let ca_pem = discover_ca(join.server_url, &pin).await?;
+    let ca_pem = discover_ca(join.server_url, &pin, &token).await?;
     let (cert_pem, key_pem) =
         request_certificate(join.server_url, &ca_pem, &token, join.node_name).await?;
     let identity = Identity {

@@ -7,10 +7,14 @@
 //! - [`nodeipam`]: gives every Node a pod CIDR slice.
 //! - [`bootstrap`]: the agent's side: trust from the token, a certificate through a CSR.
 //! - [`rotation`]: the agent renews its node certificate before it expires.
+//! - [`cluster_secrets`]: servers on one datastore share its CAs and keys through it.
+//! - [`cluster_info_jws`]: the bootstrap signer: `cluster-info` signed per bootstrap token.
 //! - [`agent`]: the `berth agent` process: heartbeat, pods, proxy, policy against a remote API.
 
 pub mod agent;
 pub mod bootstrap;
+pub mod cluster_info_jws;
+pub mod cluster_secrets;
 pub mod csr;
 pub mod node_authz;
 pub mod nodeipam;

@@ -187,4 +187,9 @@ pub fn start_controllers(
         super::nodeipam::run(c, allocator).await;
         anyhow::bail!("the node IPAM controller stopped")
     });
+    let c = client("bootstrap-signer");
+    components.spawn(async move {
+        super::cluster_info_jws::run(c).await;
+        anyhow::bail!("the bootstrap signer stopped")
+    });
 }

@@ -137,6 +137,7 @@ pub const COMPONENTS: &[(&str, &str)] = &[
         "node-ipam-controller",
         "system:controller:node-ipam-controller",
     ),
+    ("bootstrap-signer", "system:controller:bootstrap-signer"),
     ("dns", "system:berth:dns"),
     ("kube-proxy", "system:node-proxier"),
     ("network-policy", "system:berth:network-policy"),
@@ -343,6 +344,13 @@ fn component_rules(role: &str) -> Vec<PolicyRule> {
                 "kubernetes.io/kube-apiserver-client-kubelet",
                 "kubernetes.io/kubelet-serving",
             ]),
+            events(),
+        ],
+        // Upstream grants these in kube-system (Secrets) and kube-public (ConfigMaps) alone;
+        // the authorizer here binds components cluster-wide.
+        "system:controller:bootstrap-signer" => vec![
+            r(READ, &[""], &["secrets"]),
+            r(&["get", "list", "watch", "update"], &[""], &["configmaps"]),
             events(),
         ],
         "system:controller:node-ipam-controller" => vec![

@@ -22,6 +22,7 @@
 
 mod client;
 mod proto;
+pub mod shared_key;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
