@@ -40,6 +40,10 @@ pub struct EtcdConfig {
     pub key_file: Option<PathBuf>,
 }
 
+/// How many times a call refused at connect is tried: the balancer may pick a dead member's
+/// address until it notices, and a refused connection means the request was never sent.
+const CONNECT_ATTEMPTS: usize = 3;
+
 #[derive(Clone)]
 pub struct Client {
     grpc: Grpc<Channel>,
@@ -91,13 +95,31 @@ impl Client {
         request: Req,
     ) -> Result<Resp, tonic::Status>
     where
+        Req: prost::Message + Clone + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        let mut attempt = 1;
+        loop {
+            match self.unary_once(path, request.clone()).await {
+                Err(status) if attempt < CONNECT_ATTEMPTS && refused_at_connect(&status) => {
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn unary_once<Req, Resp>(
+        &self,
+        path: &'static str,
+        request: Req,
+    ) -> Result<Resp, tonic::Status>
+    where
         Req: prost::Message + Send + Sync + 'static,
         Resp: prost::Message + Default + Send + Sync + 'static,
     {
         let mut grpc = self.grpc.clone();
-        grpc.ready()
-            .await
-            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        grpc.ready().await.map_err(unavailable)?;
         let response = grpc
             .unary(
                 tonic::Request::new(request),
@@ -157,6 +179,26 @@ impl Client {
     }
 }
 
+/// A channel that cannot take a call, kept as the status's source so the cause stays visible.
+fn unavailable(error: tonic::transport::Error) -> tonic::Status {
+    let mut status = tonic::Status::unavailable(error.to_string());
+    status.set_source(std::sync::Arc::new(error));
+    status
+}
+
+/// True when the call failed because no connection could be made (a member that is down), so
+/// the request never reached etcd and trying it again cannot apply it twice.
+fn refused_at_connect(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(error) = source {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        source = error.source();
+    }
+    false
+}
+
 fn tls_config(config: &EtcdConfig) -> Result<ClientTlsConfig, ClientError> {
     let mut tls = ClientTlsConfig::new();
     if let Some(ca) = &config.ca_file {
@@ -201,6 +243,30 @@ mod tests {
         assert_eq!(prefix_end(b"/registry/pods/"), b"/registry/pods0");
         assert_eq!(prefix_end(b"a\xff\xff"), b"b");
         assert_eq!(prefix_end(b"\xff"), vec![0]);
+    }
+
+    #[tokio::test]
+    async fn a_call_refused_at_connect_is_recognised_as_never_sent() {
+        // A port nobody listens on: the connection is refused before any request is written.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        drop(listener);
+        let client = Client::new(&EtcdConfig {
+            endpoints: vec![format!("http://127.0.0.1:{port}")],
+            ..Default::default()
+        })
+        .expect("client");
+        let status = client
+            .unary_once::<_, proto::RangeResponse>(
+                "/etcdserverpb.KV/Range",
+                proto::RangeRequest::default(),
+            )
+            .await
+            .expect_err("nothing listens");
+        assert!(refused_at_connect(&status), "{status:?}");
+        assert!(!refused_at_connect(&tonic::Status::unavailable(
+            "etcdserver: leader changed"
+        )));
     }
 
     #[test]
