@@ -52,14 +52,20 @@ fn read_only_mappings_of(maps: &str, executable: &Path) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// Returns start-up-only memory to the kernel; see the module documentation.
-pub fn trim_after_startup() -> Trimmed {
-    let mut trimmed = Trimmed::default();
+/// Asks glibc to hand its free heap back to the kernel: after a large, short-lived structure is
+/// dropped its pages otherwise stay resident in glibc's free lists.
+pub fn return_free_heap() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only walks glibc's own free lists; it takes no pointers from us.
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// Returns start-up-only memory to the kernel; see the module documentation.
+pub fn trim_after_startup() -> Trimmed {
+    let mut trimmed = Trimmed::default();
+    return_free_heap();
     let (Ok(executable), Ok(maps)) = (
         std::fs::read_link("/proc/self/exe"),
         std::fs::read_to_string("/proc/self/maps"),
