@@ -7,6 +7,12 @@
 # a seccomp profile in a container spec would be silently ignored, so it must be linked in.
 # `--target` is always passed so that RUSTFLAGS reach only the binary, not build scripts (a
 # crt-static build script cannot load proc-macro .so files).
+# The binary is linked at a fixed address (`-C relocation-model=static`, not a static-pie): a
+# position-independent binary carries a relocation table for its pointer-holding read-only data
+# (vtables, string tables; some 3 MiB in the file) and applies it privately in every process at
+# start (~1.9 MiB of dirty pages in the server and in each pod's shim). Fixed, the table is gone
+# and those pages stay clean, shared file pages. Stack, heap and mmap addresses are still
+# randomised; only the binary's own base is not (as for Go binaries such as k3s).
 # From scratch it costs about 9 CPU-minutes (LTO, one codegen unit): some 6-8 minutes on an idle
 # 2-core machine, much longer on a busy one.
 set -euo pipefail
@@ -123,7 +129,7 @@ build_one() {
     started=$SECONDS
     (
         cd "$root"
-        RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+        RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static -C relocation-model=static" \
         LIBSECCOMP_LINK_TYPE=static \
         LIBSECCOMP_LIB_PATH="$seccomp_dir" \
         CARGO_PROFILE_RELEASE_STRIP=false \
@@ -143,8 +149,8 @@ build_one() {
     local kind
     kind="$(file -b "$out")"
     echo "build-static: $out: $kind"
-    if [[ "$kind" != *"statically linked"* && "$kind" != *"static-pie linked"* ]]; then
-        echo "build-static: $out is not statically linked" >&2
+    if [[ "$kind" != *"statically linked"* ]]; then
+        echo "build-static: $out is not statically linked at a fixed address" >&2
         return 1
     fi
 }

@@ -367,6 +367,9 @@ pub struct RuntimeConfig {
     /// Tokio worker threads; unset means one per CPU. Each idle worker still holds its stack
     /// and allocator arenas, so a 512 MB device does well with 1 or 2.
     pub worker_threads: Option<usize>,
+    /// glibc malloc arenas; unset keeps glibc's default (up to 8 per core). Memory freed in one
+    /// arena is not reused by threads of another, so 1 or 2 keep a small device's heap compact.
+    pub malloc_arenas: Option<usize>,
 }
 
 /// The node's image store.
@@ -561,6 +564,7 @@ insecure_skip_verify = true
         };
         let pi = parse("pi-512mb", include_str!("../configs/pi-512mb.toml"));
         assert_eq!(pi.runtime.worker_threads, Some(1));
+        assert_eq!(pi.runtime.malloc_arenas, Some(2));
         assert!(pi.store.history_revisions < StoreConfig::default().history_revisions);
         assert!(pi.store.watch_buffer < StoreConfig::default().watch_buffer);
 

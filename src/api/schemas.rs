@@ -65,6 +65,8 @@ pub fn catalog() -> Arc<Catalog> {
         .spawn(move || {
             std::thread::sleep(CATALOG_LINGER);
             drop(lingering);
+            // Megabytes of small allocations just went back to glibc: hand them to the kernel.
+            crate::runtime::memory::return_free_heap();
         });
     catalog
 }

@@ -151,6 +151,9 @@ impl ServerArgs {
 fn server_runtime(
     config: &crate::config::RuntimeConfig,
 ) -> std::io::Result<tokio::runtime::Runtime> {
+    if let Some(arenas) = config.malloc_arenas {
+        crate::runtime::memory::limit_malloc_arenas(arenas);
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if let Some(threads) = config.worker_threads {

@@ -52,14 +52,37 @@ fn read_only_mappings_of(maps: &str, executable: &Path) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// Returns start-up-only memory to the kernel; see the module documentation.
-pub fn trim_after_startup() -> Trimmed {
-    let mut trimmed = Trimmed::default();
+/// Asks glibc to hand its free heap back to the kernel: after a large, short-lived structure is
+/// dropped its pages otherwise stay resident in glibc's free lists.
+pub fn return_free_heap() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only walks glibc's own free lists; it takes no pointers from us.
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// Caps how many malloc arenas glibc keeps. By default each thread that allocates under
+/// contention may get an arena of its own (up to 8 per core), and what is freed in an arena stays
+/// with it: on a small device a few shared arenas keep the heap compact. Returns whether glibc
+/// took the setting. Must run before the threads it should govern start allocating.
+pub fn limit_malloc_arenas(arenas: usize) -> bool {
+    let arenas = libc::c_int::try_from(arenas.max(1)).unwrap_or(libc::c_int::MAX);
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets a glibc tunable; it takes no pointers.
+    let accepted = unsafe { libc::mallopt(libc::M_ARENA_MAX, arenas) == 1 };
+    #[cfg(not(target_env = "gnu"))]
+    let accepted = {
+        let _ = arenas;
+        false
+    };
+    accepted
+}
+
+/// Returns start-up-only memory to the kernel; see the module documentation.
+pub fn trim_after_startup() -> Trimmed {
+    let mut trimmed = Trimmed::default();
+    return_free_heap();
     let (Ok(executable), Ok(maps)) = (
         std::fs::read_link("/proc/self/exe"),
         std::fs::read_to_string("/proc/self/maps"),
@@ -80,6 +103,13 @@ pub fn trim_after_startup() -> Trimmed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_env = "gnu")]
+    #[test]
+    fn glibc_accepts_a_cap_on_malloc_arenas() {
+        // A cap above what a test process uses: it must not slow the other tests down.
+        assert!(limit_malloc_arenas(64));
+    }
 
     const MAPS: &str = "\
 55d0c0000000-55d0c1000000 r--p 00000000 fe:01 123 /usr/local/bin/berth

@@ -1,15 +1,18 @@
 //! `/openapi/v2` and `/openapi/v3`: the schemas and operations kubectl downloads before `create`,
 //! `apply` and `explain`, and checks for server-side field validation.
 //!
-//! Documents are built once, on first request, serialised and kept as bytes; the per-group-version
-//! v3 documents are addressed by the hash of their bytes so clients may cache them forever.
+//! Documents are built on first request, serialised and kept as bytes until a minute passes
+//! without a request for them ([`expiring`]); the per-group-version v3 documents are addressed by
+//! the hash of their bytes so clients may cache them forever (rebuilt bytes hash the same).
 
+mod expiring;
 mod operations;
 mod v2;
 mod v2_proto;
 mod v3;
 
-use std::sync::OnceLock;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
@@ -21,6 +24,13 @@ use sha2::{Digest, Sha512};
 use crate::api::resources;
 use crate::api::ApiError;
 use crate::apiserver::response::{error_response, text_response};
+use expiring::Expiring;
+
+/// How long built documents are kept after their last request.
+#[cfg(not(test))]
+const DOCUMENT_TTL: Duration = Duration::from_secs(60);
+#[cfg(test)]
+const DOCUMENT_TTL: Duration = Duration::from_millis(50);
 
 /// A serialised document and its ETag (upper-case hex SHA-512 of the bytes, as upstream).
 struct Served {
@@ -58,9 +68,9 @@ struct V3Documents {
     index: Served,
 }
 
-fn v3_documents() -> &'static V3Documents {
-    static DOCS: OnceLock<V3Documents> = OnceLock::new();
-    DOCS.get_or_init(|| {
+fn v3_documents() -> Arc<V3Documents> {
+    static DOCS: Expiring<V3Documents> = Expiring::new(DOCUMENT_TTL);
+    DOCS.get_or_build(|| {
         // Held across every document, so the schema catalog is built once for all of them.
         let _catalog = crate::api::schemas::catalog();
         let mut by_path = vec![("api/v1".to_string(), Served::new(&v3::document("", "v1")))];
@@ -103,13 +113,13 @@ fn custom_v3_documents() -> Vec<(String, Served)> {
         .collect()
 }
 
-fn v2_document(format: Format) -> &'static Served {
-    static JSON: OnceLock<Served> = OnceLock::new();
-    static PROTOBUF: OnceLock<Served> = OnceLock::new();
+fn v2_document(format: Format) -> Arc<Served> {
+    static JSON: Expiring<Served> = Expiring::new(DOCUMENT_TTL);
+    static PROTOBUF: Expiring<Served> = Expiring::new(DOCUMENT_TTL);
     match format {
-        Format::Json => JSON.get_or_init(|| Served::new(&v2::document(&[]))),
+        Format::Json => JSON.get_or_build(|| Served::new(&v2::document(&[]))),
         Format::Protobuf => {
-            PROTOBUF.get_or_init(|| Served::from_bytes(v2_proto::encode(&v2::document(&[]))))
+            PROTOBUF.get_or_build(|| Served::from_bytes(v2_proto::encode(&v2::document(&[]))))
         }
     }
 }
@@ -150,7 +160,7 @@ pub fn handle(request: &Request) -> Response {
             // With CRDs the document changes at runtime: built per request, as v3's are.
             let custom = crate::crd::openapi::custom_group_versions();
             if custom.is_empty() {
-                return document_response(v2_document(format), if_none_match, None, format);
+                return document_response(&v2_document(format), if_none_match, None, format);
             }
             let doc = v2::document(&custom);
             let served = match format {
@@ -161,10 +171,11 @@ pub fn handle(request: &Request) -> Response {
         }
         "/openapi/v3" => {
             let custom = custom_v3_documents();
+            let builtin = v3_documents();
             if custom.is_empty() {
-                return document_response(&v3_documents().index, if_none_match, None, format);
+                return document_response(&builtin.index, if_none_match, None, format);
             }
-            let index = v3_index(&v3_documents().by_path, &custom);
+            let index = v3_index(&builtin.by_path, &custom);
             document_response(&index, if_none_match, None, format)
         }
         _ => {
