@@ -202,6 +202,14 @@ const SECCOMP_PROBE: &str =
 fn kubectl_exec_runs_under_the_seccomp_filter_of_its_container() {
     let ns = Netns::new();
     let cluster = Cluster::start(&ns);
+    // Baseline (the default level) forbids Unconfined.
+    cluster.server.kubectl_ok(&[
+        "label",
+        "namespace",
+        "default",
+        "pod-security.kubernetes.io/enforce=privileged",
+        "--overwrite",
+    ]);
     cluster.create(cluster.pod(
         "filtered",
         serde_json::json!({"containers": [
