@@ -192,3 +192,88 @@ fn kubectl_exec_refuses_pods_that_are_not_running() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `Seccomp:` of `/proc/self/status` and whether `unshare -U` (denied by RuntimeDefault to a
+/// process without CAP_SYS_ADMIN, allowed otherwise) worked, as one line.
+const SECCOMP_PROBE: &str =
+    "grep Seccomp: /proc/self/status; unshare -U true && echo unshared || echo denied";
+
+#[test]
+fn kubectl_exec_runs_under_the_seccomp_filter_of_its_container() {
+    let ns = Netns::new();
+    let cluster = Cluster::start(&ns);
+    // Baseline (the default level) forbids Unconfined.
+    cluster.server.kubectl_ok(&[
+        "label",
+        "namespace",
+        "default",
+        "pod-security.kubernetes.io/enforce=privileged",
+        "--overwrite",
+    ]);
+    cluster.create(cluster.pod(
+        "filtered",
+        serde_json::json!({"containers": [
+            {"name": "confined", "image": "busybox", "command": ["sleep", "3600"],
+             "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}}},
+            {"name": "open", "image": "busybox", "command": ["sleep", "3600"],
+             "securityContext": {"seccompProfile": {"type": "Unconfined"}}}
+        ]}),
+    ));
+    cluster.wait_for("filtered", "Running", |p| {
+        phase(p) == "Running"
+            && p["status"]["containerStatuses"]
+                .as_array()
+                .is_some_and(|s| s.iter().all(|c| c["state"]["running"].is_object()))
+    });
+    let server = &cluster.server;
+    let exec = |container: &str, extra: &[&str]| {
+        let mut args = vec!["exec", "filtered", "-c", container];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--", "sh", "-c", SECCOMP_PROBE]);
+        server.kubectl_ok(&args)
+    };
+
+    // Piped and with stdin, as `kubectl exec` and `kubectl cp` run.
+    for extra in [&[][..], &["-i"][..]] {
+        let confined = exec("confined", extra);
+        assert!(confined.contains("Seccomp:\t2"), "{confined}");
+        assert!(confined.contains("denied"), "{confined}");
+        let open = exec("open", extra);
+        assert!(open.contains("Seccomp:\t0"), "{open}");
+        assert!(open.contains("unshared"), "{open}");
+    }
+
+    // With a tty (kubectl needs one of its own: script(1) gives it).
+    let line = format!(
+        "{} exec -it filtered -c confined -- sh -c '{SECCOMP_PROBE}'",
+        common::tools::kubectl().display()
+    );
+    let tty = server
+        .command(std::path::Path::new("script"))
+        .args(["-qec", &line, "/dev/null"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&tty.stdout);
+    assert!(text.contains("Seccomp:\t2"), "{text}");
+    assert!(text.contains("denied"), "{text}");
+
+    // The exec's capabilities are the container's: the CAP_SYS_ADMIN lent for loading the
+    // filter is gone before the command runs.
+    let caps = server.kubectl_ok(&[
+        "exec",
+        "filtered",
+        "-c",
+        "confined",
+        "--",
+        "grep",
+        "CapEff:",
+        "/proc/self/status",
+    ]);
+    let effective = caps
+        .split_whitespace()
+        .nth(1)
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .unwrap_or(u64::MAX);
+    assert_eq!(effective & (1 << 21), 0, "no CAP_SYS_ADMIN: {caps}");
+    assert_ne!(effective, 0, "the default capabilities: {caps}");
+}

@@ -413,10 +413,7 @@ fn a_pod_bound_past_the_scheduler_asking_more_cpu_than_the_node_has_fails_out_of
     assert!(recorded, "an OutOfcpu event: {seen}");
 }
 
-// Known failure, left open in issue #4: both pods are marked in the same second, so either one
-// round evicts more than one pod under disk pressure or the round's interval is not applied.
 #[test]
-#[ignore = "disk pressure evicts both pods in one round (open in issue #4)"]
 fn disk_pressure_evicts_the_pod_writing_the_most_to_its_own_disk_first() {
     let ns = Netns::new();
     let mut cluster = Cluster::start(&ns);

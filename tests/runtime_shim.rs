@@ -383,9 +383,25 @@ async fn the_precompiled_filter_confines_a_container_without_no_new_privs_and_ex
     assert_eq!(caps & CAP_SYS_ADMIN_BIT, 0, "CAP_SYS_ADMIN given back");
 
     // An exec into it gets the capabilities of the full spec back in config.json, not the
-    // CAP_SYS_ADMIN lent to the init process. (libcontainer 0.7 gives execs no seccomp
-    // profile at all: its tenant builder copies only namespaces and cgroup from the spec.)
+    // CAP_SYS_ADMIN lent to the init process, and runs under the container's filter (which
+    // libcontainer 0.7's tenant builder leaves out: the shim loads it).
     let sh = |script: &str| vec!["sh".to_string(), "-c".to_string(), script.to_string()];
+    let filtered = pod
+        .runtime
+        .exec_sync(
+            &pod.uid,
+            "lent",
+            sh("grep Seccomp: /proc/self/status; unshare -U true && echo unshared"),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert!(filtered.stdout.contains("Seccomp:\t2"), "{filtered:?}");
+    assert!(!filtered.stdout.contains("unshared"), "{filtered:?}");
+    assert!(
+        filtered.stderr.contains("Operation not permitted"),
+        "{filtered:?}"
+    );
     let exec = pod
         .runtime
         .exec_sync(

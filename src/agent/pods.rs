@@ -215,6 +215,7 @@ async fn work(ctx: &Ctx, mut inbox: watch::Receiver<Option<Pod>>) {
                     }
                     admitted = true;
                 }
+                let uid = uid.to_string();
                 let wake = worker.sync(ctx, &pod).await;
                 last = Some(pod);
                 tokio::select! {
@@ -223,6 +224,8 @@ async fn work(ctx: &Ctx, mut inbox: watch::Receiver<Option<Pod>>) {
                         return;
                     },
                     _ = tokio::time::sleep(wake) => {}
+                    // Chosen for eviction: now, not at the next resync.
+                    _ = ctx.evictions.wait_requested(&uid) => {}
                     // A container exited: sync now rather than at the next poll.
                     _ = worker.shim_changed() => {}
                 }

@@ -243,35 +243,55 @@ fn scmp_arch(arch: Arch) -> Result<ScmpArch, BpfError> {
 /// no `linux.seccomp` for libcontainer to compile, and CAP_SYS_ADMIN kept until the load.
 /// Returns the executor, or `None` when the spec has no capability sets to adjust.
 pub fn init_spec(spec: &mut serde_json::Value, program: Program) -> Option<PrecompiledSeccomp> {
-    let caps = spec.get_mut("process")?.get_mut("capabilities")?;
-    let mut drop_from = Vec::new();
-    for set in ["effective", "permitted"] {
+    let lent = lend_sys_admin(spec.get_mut("process")?)?;
+    spec.get_mut("linux")?.as_object_mut()?.remove("seccomp");
+    Some(PrecompiledSeccomp { program, lent })
+}
+
+/// Adds CAP_SYS_ADMIN to the effective and permitted sets of an OCI `process` (never to
+/// bounding, inheritable or ambient), so its filter can be loaded without `no_new_privs`.
+/// Returns what to give back, or `None` when the process has no capability sets to adjust.
+pub fn lend_sys_admin(process: &mut serde_json::Value) -> Option<LentSysAdmin> {
+    let caps = process.get_mut("capabilities")?;
+    let mut lent = LentSysAdmin::default();
+    for (set, dropped) in [
+        ("effective", &mut lent.effective),
+        ("permitted", &mut lent.permitted),
+    ] {
         let list = caps.get_mut(set)?.as_array_mut()?;
         if !list.iter().any(|c| c == SYS_ADMIN) {
             list.push(SYS_ADMIN.into());
-            drop_from.push(set);
+            *dropped = true;
         }
     }
-    spec.get_mut("linux")?.as_object_mut()?.remove("seccomp");
-    Some(PrecompiledSeccomp {
-        program,
-        drop_effective: drop_from.contains(&"effective"),
-        drop_permitted: drop_from.contains(&"permitted"),
-    })
+    Some(lent)
 }
 
-/// Runs in the container's init process, after libcontainer set it up and just before the
-/// program: loads the filter, gives back the CAP_SYS_ADMIN that [`init_spec`] lent it, execs.
-#[derive(Clone, Debug)]
-pub struct PrecompiledSeccomp {
-    program: Program,
-    drop_effective: bool,
-    drop_permitted: bool,
+/// Which sets [`lend_sys_admin`] added CAP_SYS_ADMIN to.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LentSysAdmin {
+    effective: bool,
+    permitted: bool,
 }
 
-impl PrecompiledSeccomp {
-    fn load(&self) -> std::io::Result<()> {
-        let insns = &self.program.0;
+impl LentSysAdmin {
+    /// Drops what was lent; the sets the process had CAP_SYS_ADMIN in anyway keep it.
+    pub fn give_back(&self) -> Result<(), caps::errors::CapsError> {
+        use caps::{CapSet, Capability};
+        if self.effective {
+            caps::drop(None, CapSet::Effective, Capability::CAP_SYS_ADMIN)?;
+        }
+        if self.permitted {
+            caps::drop(None, CapSet::Permitted, Capability::CAP_SYS_ADMIN)?;
+        }
+        Ok(())
+    }
+}
+
+impl Program {
+    /// Hands the program to the kernel for the calling thread (and what it execs).
+    pub fn load(&self) -> std::io::Result<()> {
+        let insns = &self.0;
         let len = u16::try_from(insns.len())
             .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
         let prog = libc::sock_fprog {
@@ -294,25 +314,24 @@ impl PrecompiledSeccomp {
             Err(std::io::Error::last_os_error())
         }
     }
+}
 
-    fn give_back_sys_admin(&self) -> Result<(), caps::errors::CapsError> {
-        use caps::{CapSet, Capability};
-        if self.drop_effective {
-            caps::drop(None, CapSet::Effective, Capability::CAP_SYS_ADMIN)?;
-        }
-        if self.drop_permitted {
-            caps::drop(None, CapSet::Permitted, Capability::CAP_SYS_ADMIN)?;
-        }
-        Ok(())
-    }
+/// Runs in the container's init process, after libcontainer set it up and just before the
+/// program: loads the filter, gives back the CAP_SYS_ADMIN that [`init_spec`] lent it, execs.
+#[derive(Clone, Debug)]
+pub struct PrecompiledSeccomp {
+    program: Program,
+    lent: LentSysAdmin,
 }
 
 impl Executor for PrecompiledSeccomp {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
         // Any failure ends the container before its program runs: never unconfined.
-        self.load()
+        self.program
+            .load()
             .map_err(|e| ExecutorError::Other(format!("load seccomp filter: {e}")))?;
-        self.give_back_sys_admin()
+        self.lent
+            .give_back()
             .map_err(|e| ExecutorError::Other(format!("drop CAP_SYS_ADMIN: {e}")))?;
         DefaultExecutor {}.exec(spec)
     }
@@ -384,7 +403,7 @@ mod tests {
         });
         let program = Program(Arc::new(Vec::new()));
         let executor = init_spec(&mut spec, program).unwrap();
-        assert!(executor.drop_effective && executor.drop_permitted);
+        assert!(executor.lent.effective && executor.lent.permitted);
         assert_eq!(
             spec["process"]["capabilities"]["effective"],
             serde_json::json!(["CAP_CHOWN", "CAP_SYS_ADMIN"])

@@ -12,14 +12,16 @@
 //! - [`thresholds`]: signals, limits, grace and transition periods.
 //! - [`rank`]: which pod goes first, and its message.
 //! - [`usage`]: task ids and per-pod disk use.
+//! - [`requests`]: the hand-over of a chosen pod to its worker.
 
 pub mod rank;
+mod requests;
 pub mod thresholds;
 pub mod usage;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -31,6 +33,7 @@ use super::image_gc::{self, ImageGc, StoredImage};
 use super::sync::Ctx;
 use crate::runtime::ContainerRuntime;
 use rank::Candidate;
+pub use requests::Evictions;
 use thresholds::{
     Condition, Observation, Observations, Resource, Signal, Threshold, Tracker, Verdict,
 };
@@ -42,6 +45,9 @@ pub const REASON: &str = "Evicted";
 const MAX_IMAGES_IN_STATUS: usize = 50;
 /// Conditions are re-posted this often even when nothing changed (their heartbeat).
 const REPORT_EVERY: Duration = Duration::from_secs(60);
+/// The longest the manager waits for an evicted pod to be stopped (upstream's
+/// `podCleanupTimeout`).
+const POD_CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the manager is told by the config.
 #[derive(Debug, Clone)]
@@ -73,31 +79,6 @@ impl Default for Settings {
     }
 }
 
-/// Pods the manager wants evicted (uid → message), taken up by their workers.
-#[derive(Debug, Clone, Default)]
-pub struct Evictions(Arc<Mutex<HashMap<String, String>>>);
-
-impl Evictions {
-    fn request(&self, uid: &str, message: String) {
-        self.lock().insert(uid.to_string(), message);
-    }
-
-    /// The message of an eviction asked for `uid`, if one was.
-    pub fn requested(&self, uid: &str) -> Option<String> {
-        self.lock().get(uid).cloned()
-    }
-
-    /// Forgets a pod once it is gone from the node.
-    pub fn forget(&self, uid: &str) {
-        self.lock().remove(uid);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        // A poisoned map only means a panic elsewhere; the map itself is still sound.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
 /// Whether the API already records `pod` as evicted (by us, before a restart, say).
 pub fn is_evicted(pod: &Pod) -> bool {
     pod.status.as_ref().is_some_and(|s| {
@@ -116,8 +97,20 @@ pub async fn run(ctx: Arc<Ctx>) {
         settings,
     };
     loop {
-        if let Err(error) = manager.round(&ctx).await {
-            tracing::warn!(%error, "eviction round failed; retrying");
+        match manager.round(&ctx).await {
+            // One pod per round: the next round judges the node once this one is stopped, so
+            // it sees what the eviction freed instead of evicting more for the same shortage.
+            Ok(Some(uid)) => {
+                let carried_out = ctx.evictions.wait_carried_out(&uid);
+                if tokio::time::timeout(POD_CLEANUP_TIMEOUT, carried_out)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(pod = %uid, "evicted pod not stopped in time; going on");
+                }
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "eviction round failed; retrying"),
         }
         tokio::time::sleep(manager.settings.interval).await;
     }
@@ -148,7 +141,8 @@ struct ImageView {
 }
 
 impl Manager {
-    async fn round(&mut self, ctx: &Arc<Ctx>) -> Result<(), RoundError> {
+    /// One look at the node; returns the uid of the pod it asked to evict, if any.
+    async fn round(&mut self, ctx: &Arc<Ctx>) -> Result<Option<String>, RoundError> {
         let pods: Api<Pod> = Api::all(ctx.client.clone());
         let selector = format!("spec.nodeName={}", ctx.config.node_name);
         let pods = pods
@@ -178,7 +172,7 @@ impl Manager {
         ctx.admission.set_pressure(verdict.pressure.clone());
         self.report(ctx, &verdict, &view.images).await;
         if verdict.met.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let mut met = verdict.met;
         let mut observations = observations;
@@ -198,12 +192,11 @@ impl Manager {
                 met.retain(|t| observations.get(&t.signal).is_some_and(|o| t.crossed_by(o)));
                 if met.is_empty() {
                     tracing::info!("image garbage collection relieved the disk pressure");
-                    return Ok(());
+                    return Ok(None);
                 }
             }
         }
-        self.evict_one(ctx, &pods, &met, &observations).await;
-        Ok(())
+        Ok(self.evict_one(ctx, &pods, &met, &observations).await)
     }
 
     /// Periodic image garbage collection; true when images were deleted.
@@ -242,17 +235,15 @@ impl Manager {
     }
 
     /// Evicts the first pod in upstream's order for the resource the first met threshold is
-    /// about (memory before disk, as upstream ranks signals).
+    /// about (memory before disk, as upstream ranks signals); returns its uid.
     async fn evict_one(
         &self,
         ctx: &Arc<Ctx>,
         pods: &[Pod],
         met: &[Threshold],
         observations: &Observations,
-    ) {
-        let Some(resource) = met.iter().map(|t| t.signal).min().map(Signal::resource) else {
-            return;
-        };
+    ) -> Option<String> {
+        let resource = met.iter().map(|t| t.signal).min().map(Signal::resource)?;
         let pods: Vec<&Pod> = pods.iter().filter(|p| evictable(ctx, p)).collect();
         let usage = match resource {
             Resource::Memory => memory_usage().await,
@@ -282,7 +273,7 @@ impl Manager {
                 resource = resource.name(),
                 "under pressure, but no pod may be evicted"
             );
-            return;
+            return None;
         };
         let message = rank::message(resource, met, observations, victim);
         let uid = victim.pod.metadata.uid.clone().unwrap_or_default();
@@ -293,6 +284,7 @@ impl Manager {
             "evicting a pod under node pressure"
         );
         ctx.evictions.request(&uid, message);
+        Some(uid)
     }
 
     /// Posts the pressure conditions and the image list when they changed, and at least every
@@ -703,6 +695,7 @@ pub async fn evict(ctx: &Ctx, pod: &Pod, message: &str) {
     {
         tracing::warn!(pod = %name, %error, "cannot record the pod's eviction");
     }
+    ctx.evictions.carried_out(&uid);
 }
 
 #[cfg(test)]

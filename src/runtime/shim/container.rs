@@ -61,7 +61,7 @@ impl Layout<'_> {
     }
     /// Compiled seccomp programs, shared by every pod of the node: `seccomp-cache` beside the
     /// pods root (inside it, it would look like a pod left behind to anyone checking for leaks).
-    fn seccomp_cache(&self) -> Option<PathBuf> {
+    pub(super) fn seccomp_cache(&self) -> Option<PathBuf> {
         let pods_root = self.0.parent()?;
         pods_root.parent().map(|data| data.join("seccomp-cache"))
     }

@@ -474,8 +474,9 @@ impl Shim {
             });
         }
         let id = container.record.state.id.clone();
+        let bundle = super::container::Layout(&dir).bundle(name);
         self.execs
-            .push(ExecRun::start(&dir, &id, args, timeout, client)?);
+            .push(ExecRun::start(&dir, &bundle, &id, args, timeout, client)?);
         Ok(())
     }
 

@@ -2,7 +2,6 @@
 //! output and exit code, kill it at its deadline. The answer is deferred: the poll loop keeps
 //! serving while the command runs and replies when it has exited.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
@@ -15,6 +14,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::container::{pidfd_open, pidfd_signal, set_nonblocking, Layout};
+use super::exec_process;
 use super::{io_err, sys_err, ShimError};
 use crate::runtime::protocol::ExecResult;
 
@@ -34,13 +34,22 @@ pub struct ExecRun {
 }
 
 impl ExecRun {
+    /// Starts `args` in container `container_id` whose bundle is `bundle`.
     pub fn start(
         dir: &Path,
+        bundle: &Path,
         container_id: &str,
         args: Vec<String>,
         timeout: Duration,
         client: u64,
     ) -> Result<Self, ShimError> {
+        let process = exec_process::prepare(
+            dir,
+            bundle,
+            &format!("e{client}.json"),
+            args,
+            exec_process::Stdio::Pipes,
+        )?;
         let stdin = File::open("/dev/null").map_err(io_err("open", "/dev/null"))?;
         let (out_read, out_write) =
             nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe"))?;
@@ -48,17 +57,16 @@ impl ExecRun {
             nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe"))?;
         set_nonblocking(&out_read)?;
         set_nonblocking(&err_read)?;
-        let pid = ContainerBuilder::new(container_id.to_string(), SyscallType::default())
+        let builder = ContainerBuilder::new(container_id.to_string(), SyscallType::default())
             .with_root_path(Layout(dir).containers())?
+            .with_executor(process.executor.clone())
             .with_stdin(stdin)
             .with_stdout(out_write)
             .with_stderr(err_write)
             .as_tenant()
-            .with_container_args(args)
-            .with_env(HashMap::new())
-            .with_detach(true)
-            .build()?
-            .as_raw();
+            .with_process(Some(&process.path))
+            .with_detach(true);
+        let pid = exec_process::keeping_own_oom_score_adj(|| builder.build())?.as_raw();
         let pidfd = pidfd_open(pid)?;
         Ok(Self {
             client,

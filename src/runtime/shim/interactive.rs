@@ -16,11 +16,8 @@ use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use libcontainer::oci_spec::runtime::Spec;
-use libcontainer::workload::default::DefaultExecutor;
-use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
-
 use super::container::{pidfd_open, pidfd_signal, Layout};
+use super::exec_process;
 use super::{io_err, sys_err, ShimError};
 use crate::runtime::session::TerminalSize;
 
@@ -58,16 +55,18 @@ impl Session {
         client: u64,
         seq: u64,
     ) -> Result<Started, ShimError> {
+        let stdio = match tty {
+            true => exec_process::Stdio::Terminal(size),
+            false => exec_process::Stdio::Pipes,
+        };
+        let process = exec_process::prepare(dir, bundle, &format!("x{seq}.json"), args, stdio)?;
         let builder = ContainerBuilder::new(container_id.to_string(), SyscallType::default())
-            .with_root_path(Layout(dir).containers())?;
+            .with_root_path(Layout(dir).containers())?
+            .with_executor(process.executor.clone());
         let (pid, fds) = if tty {
-            let builder = match size {
-                Some(size) => builder.with_executor(SizedTerminal(size)),
-                None => builder,
-            };
-            start_with_tty(dir, bundle, container_id, builder, args, seq)?
+            start_with_tty(dir, container_id, builder, &process.path, seq)?
         } else {
-            start_with_pipes(builder, args, stdin)?
+            start_with_pipes(builder, &process.path, stdin)?
         };
         let pidfd = pidfd_open(pid)?;
         Ok(Started {
@@ -102,7 +101,7 @@ impl Session {
 
 fn start_with_pipes(
     builder: ContainerBuilder,
-    args: Vec<String>,
+    process_path: &Path,
     stdin: bool,
 ) -> Result<(i32, Vec<OwnedFd>), ShimError> {
     let mut fds = Vec::new();
@@ -117,14 +116,13 @@ fn start_with_pipes(
     let (err_read, err_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe"))?;
     fds.push(out_read);
     fds.push(err_read);
-    let pid = builder
+    let builder = builder
         .with_stdout(out_write)
         .with_stderr(err_write)
         .as_tenant()
-        .with_container_args(args)
-        .with_detach(true)
-        .build()?
-        .as_raw();
+        .with_process(Some(process_path))
+        .with_detach(true);
+    let pid = exec_process::keeping_own_oom_score_adj(|| builder.build())?.as_raw();
     // The child's ends were moved into the builder and are closed now, so EOF on our ends
     // means the process (and anything it forked) is done writing.
     Ok((pid, fds))
@@ -135,28 +133,24 @@ fn start_with_pipes(
 /// master over a console socket, as `runc exec -t` does.
 fn start_with_tty(
     dir: &Path,
-    bundle: &Path,
     container_id: &str,
     builder: ContainerBuilder,
-    args: Vec<String>,
+    process_path: &Path,
     seq: u64,
 ) -> Result<(i32, Vec<OwnedFd>), ShimError> {
-    let process_path = dir.join(format!("x{seq}.json"));
     let socket_path = dir.join(format!("x{seq}.sock"));
-    let _cleanup = RemoveOnDrop(vec![process_path.clone(), socket_path.clone()]);
-    write_tty_process(bundle, &process_path, args)?;
+    let _cleanup = RemoveOnDrop(vec![socket_path.clone()]);
     let listener = UnixListener::bind(&socket_path).map_err(io_err("bind", &socket_path))?;
     let null = || File::open("/dev/null").map_err(io_err("open", "/dev/null"));
-    let pid = builder
+    let builder = builder
         .with_console_socket(Some(&socket_path))
         .with_stdin(null()?)
         .with_stdout(null()?)
         .with_stderr(null()?)
         .as_tenant()
-        .with_process(Some(&process_path))
-        .with_detach(true)
-        .build()?
-        .as_raw();
+        .with_process(Some(process_path))
+        .with_detach(true);
+    let pid = exec_process::keeping_own_oom_score_adj(|| builder.build())?.as_raw();
     remove_console_links(&Layout(dir).containers().join(container_id), &socket_path);
     let master = match receive_pty_master(&listener, &socket_path) {
         Ok(master) => master,
@@ -168,55 +162,6 @@ fn start_with_tty(
         }
     };
     Ok((pid, vec![master]))
-}
-
-/// Runs a tty exec's program with its terminal already at the client's size. libcontainer
-/// makes the pty in the new process and execs the program at once, so a size the shim set
-/// afterwards would race the program's first look at it (`stty size` would see 0x0). This
-/// runs in the new process, after its stdio became the pty slave.
-#[derive(Clone)]
-struct SizedTerminal(TerminalSize);
-
-impl Executor for SizedTerminal {
-    fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
-        crate::runtime::session::set_terminal_size(&std::io::stdin(), self.0);
-        DefaultExecutor {}.exec(spec)
-    }
-
-    fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
-        DefaultExecutor {}.validate(spec)
-    }
-}
-
-/// The exec's process: the container's own (user, env, cwd, capabilities) with new args and a
-/// terminal. TERM is set as containerd does for tty execs, so shells and editors work.
-fn write_tty_process(bundle: &Path, path: &Path, args: Vec<String>) -> Result<(), ShimError> {
-    let config = bundle.join("config.json");
-    let bytes = std::fs::read(&config).map_err(io_err("read", &config))?;
-    let spec: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|source| ShimError::State {
-            path: config.clone(),
-            source,
-        })?;
-    let mut process = spec
-        .get("process")
-        .cloned()
-        .unwrap_or_else(|| serde_json::json!({"cwd": "/"}));
-    process["args"] = serde_json::json!(args);
-    process["terminal"] = serde_json::json!(true);
-    let mut env: Vec<serde_json::Value> = process
-        .get("env")
-        .and_then(|e| e.as_array())
-        .cloned()
-        .unwrap_or_default();
-    env.retain(|v| !v.as_str().is_some_and(|s| s.starts_with("TERM=")));
-    env.push(serde_json::json!("TERM=xterm"));
-    process["env"] = serde_json::json!(env);
-    let out = serde_json::to_vec(&process).map_err(|source| ShimError::State {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    std::fs::write(path, out).map_err(io_err("write", path))
 }
 
 pub(super) fn receive_pty_master(

@@ -18,6 +18,7 @@ pub use container::writable_layer;
 mod daemonize;
 mod event_loop;
 mod exec;
+mod exec_process;
 mod interactive;
 mod state;
 
