@@ -323,3 +323,90 @@ fn a_crd_rule_naming_a_field_its_schema_lacks_is_refused_with_the_crd() {
     let out = server.kubectl_stdin(&["apply", "-f", "-"], &fixed);
     assert!(out.status.success(), "the fixed CRD: {}", text(&out.stderr));
 }
+
+const TEAM_POLICY: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: optional-team}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: team-label.example.com}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [""], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [configmaps]}
+  matchConditions:
+  - name: in-namespace
+    expression: "request.namespace == 'optional-team'"
+  validations:
+  - expression: "object.?metadata.labels[?'team'].orValue('none') != 'none'"
+    messageExpression: "'team is ' + object.?metadata.labels[?'team'].orValue('none')"
+  - expression: "!('version' in object.data) || isSemver(object.data.version)"
+    message: "version must be a semantic version"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: team-label}
+spec:
+  policyName: team-label.example.com
+  validationActions: [Deny]
+"#;
+
+fn configmap(name: &str, labels: &str, version: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: optional-team, labels: {{{labels}}}}}\ndata: {{version: \"{version}\"}}\n"
+    )
+}
+
+#[test]
+fn policies_use_optional_selects_with_defaults_and_the_semver_library() {
+    let ns = Netns::new();
+    let server = BerthServer::start(&ns);
+    let out = server.kubectl_stdin(&["apply", "-f", "-"], TEAM_POLICY);
+    assert!(out.status.success(), "the policy: {}", text(&out.stderr));
+
+    // No labels at all: the optional chain falls back to 'none' instead of failing.
+    let refused = eventually("the policy refuses a configmap without a team", || {
+        let out = server.kubectl_stdin(&["apply", "-f", "-"], &configmap("a", "", "1.2.3"));
+        if out.status.success() {
+            let _ = server.kubectl(&["delete", "configmap", "a", "-n", "optional-team"]);
+            return Err("admitted".into());
+        }
+        Ok(text(&out.stderr))
+    });
+    assert!(refused.contains("team is none"), "{refused}");
+
+    let out = server.kubectl_stdin(&["apply", "-f", "-"], &configmap("b", "tier: web", "1.2.3"));
+    assert!(
+        !out.status.success(),
+        "a configmap without a team label was admitted"
+    );
+    assert!(
+        text(&out.stderr).contains("team is none"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = server.kubectl_stdin(&["apply", "-f", "-"], &configmap("c", "team: blue", "v1.2"));
+    assert!(
+        !out.status.success(),
+        "a configmap with a bad version was admitted"
+    );
+    assert!(
+        text(&out.stderr).contains("version must be a semantic version"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = server.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &configmap("d", "team: blue", "1.2.3-rc.1"),
+    );
+    assert!(
+        out.status.success(),
+        "a valid configmap: {}",
+        text(&out.stderr)
+    );
+}

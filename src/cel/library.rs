@@ -1,7 +1,8 @@
 //! The Kubernetes CEL library functions berth adds to the CEL standard ones (`size`,
 //! `contains`, `startsWith`, `endsWith`, `matches`, `has`, `all`, `exists`, `exists_one`, `map`,
 //! `filter` come with the interpreter): the string extensions, upstream's `lists`, `regex` and
-//! `sets` libraries, and (in their own modules) `quantity`, `url`, `ip`/`cidr` and `authorizer`.
+//! `sets` libraries, and (in their own modules) `quantity`, `url`, `ip`/`cidr`, `authorizer`
+//! and `semver`.
 
 use std::sync::Arc;
 
@@ -40,9 +41,34 @@ pub fn register(ctx: &mut Context<'static>) {
     ctx.add_function("asApproximateFloat", super::quantity::as_approximate_float);
     ctx.add_function("add", super::quantity::add);
     ctx.add_function("sub", super::quantity::sub);
-    ctx.add_function("compareTo", super::quantity::compare_to);
-    ctx.add_function("isGreaterThan", super::quantity::is_greater_than);
-    ctx.add_function("isLessThan", super::quantity::is_less_than);
+    // The comparisons are shared by quantities and semvers.
+    ctx.add_function("compareTo", |ftx: &FunctionContext| {
+        if super::semver::is_receiver(ftx) {
+            super::semver::compare_to(ftx)
+        } else {
+            super::quantity::compare_to(ftx)
+        }
+    });
+    ctx.add_function("isGreaterThan", |ftx: &FunctionContext| {
+        if super::semver::is_receiver(ftx) {
+            super::semver::is_greater_than(ftx)
+        } else {
+            super::quantity::is_greater_than(ftx)
+        }
+    });
+    ctx.add_function("isLessThan", |ftx: &FunctionContext| {
+        if super::semver::is_receiver(ftx) {
+            super::semver::is_less_than(ftx)
+        } else {
+            super::quantity::is_less_than(ftx)
+        }
+    });
+
+    ctx.add_function("semver", super::semver::semver);
+    ctx.add_function("isSemver", super::semver::is_semver);
+    ctx.add_function("major", super::semver::major);
+    ctx.add_function("minor", super::semver::minor);
+    ctx.add_function("patch", super::semver::patch);
 
     ctx.add_function("url", super::url::url);
     ctx.add_function("isURL", super::url::is_url);

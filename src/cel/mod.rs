@@ -14,17 +14,21 @@
 //! - `library`: the Kubernetes CEL library functions berth supports beyond the CEL standard
 //!   (strings, lists, regex, sets), registering those of the modules below.
 //! - `opaque`: values of the library's own types (quantity, URL, authorizer checks).
-//! - `quantity`, `url`, `ip`, `authz`: upstream's quantity, URL, IP/CIDR and authorizer
-//!   libraries.
+//! - `optional`: optional values and the `?` syntax (`obj.?field`, `map[?key]`, `[?elem]`).
+//! - `quantity`, `url`, `ip`, `authz`, `semver`, `format`: upstream's quantity, URL, IP/CIDR,
+//!   authorizer, semver and named-format libraries.
 //! - `typecheck`: field references checked against the schemas of the objects an expression
 //!   will see.
 
 pub mod authz;
 mod convert;
+mod format;
 mod ip;
 mod library;
 mod opaque;
+mod optional;
 mod quantity;
+mod semver;
 pub mod typecheck;
 mod url;
 
@@ -55,6 +59,8 @@ const PARSE_STACK: usize = 64 << 20;
 /// The names of the functions the instrumentation inserts; `@` keeps them out of user reach.
 const TICK: &str = "@berth_tick";
 const ITERABLE: &str = "@berth_iterable";
+/// Library namespaces whose functions are called as `namespace.function(..)`.
+const NAMESPACES: [&str; 3] = ["sets", "optional", "format"];
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CelError {
@@ -146,7 +152,7 @@ fn compile_uncached(source: &str) -> Result<Program, CelError> {
     if nesting_depth(source) > MAX_DEPTH {
         return Err(CelError::TooDeep);
     }
-    let text = source.to_string();
+    let text = optional::desugar(source);
     let parsed = std::thread::Builder::new()
         .name("cel-parse".into())
         .stack_size(PARSE_STACK)
@@ -160,6 +166,7 @@ fn compile_uncached(source: &str) -> Result<Program, CelError> {
         .join()
         .map_err(|_| CelError::Syntax("the parser failed".into()))?;
     let mut expr = parsed.map_err(|e| CelError::Syntax(e.trim().to_string()))?;
+    optional::lower(&mut expr).map_err(CelError::Unsupported)?;
     check(&expr, 0)?;
     instrument(&mut expr);
     Ok(Program {
@@ -236,11 +243,17 @@ fn instrument(expr: &mut IdedExpr) {
             }
             call.args.iter_mut().for_each(instrument);
             // `sets.contains(a, b)` parses as a method call on an identifier `sets`; the
-            // library registers it under its qualified name.
-            if matches!(call.target.as_deref(), Some(IdedExpr { expr: Expr::Ident(ns), .. }) if ns == "sets")
+            // library registers it under its qualified name (so too `optional.of(x)` and
+            // `format.dns1123Label()`).
+            if let Some(IdedExpr {
+                expr: Expr::Ident(ns),
+                ..
+            }) = call.target.as_deref()
             {
-                call.func_name = format!("sets.{}", call.func_name);
-                call.target = None;
+                if NAMESPACES.contains(&ns.as_str()) {
+                    call.func_name = format!("{ns}.{}", call.func_name);
+                    call.target = None;
+                }
             }
         }
         Expr::Comprehension(c) => {
@@ -338,6 +351,8 @@ static BASE: LazyLock<Context<'static>> = LazyLock::new(|| {
     ctx.add_function(TICK, tick);
     ctx.add_function(ITERABLE, iterable);
     library::register(&mut ctx);
+    optional::register(&mut ctx);
+    format::register(&mut ctx);
     ctx
 });
 

@@ -12,7 +12,9 @@ use std::collections::HashMap;
 use cel_parser::ast::{EntryExpr, Expr, IdedExpr};
 use serde_json::Value;
 
-use super::{Program, ITERABLE};
+use cel_parser::reference::Val;
+
+use super::{optional, Program, ITERABLE};
 
 /// Resolves a `$ref` (the text after its last `/`) to its definition.
 pub type Definitions<'a> = &'a dyn Fn(&str) -> Option<&'a Value>;
@@ -114,8 +116,18 @@ impl<'a> Checker<'a> {
                     call.args.iter().map(|a| self.walk(a, scope)).collect();
                 match (call.func_name.as_str(), args.as_slice()) {
                     (ITERABLE, _) => target,
-                    // `list[i]` or `map['key']`
-                    ("_[_]", [Some(operand), _]) => self.element(*operand),
+                    // `list[i]` or `map['key']`, `list[?i]` or `map[?'key']`
+                    ("_[_]" | optional::INDEX, [Some(operand), _]) => self.element(*operand),
+                    // `obj.?field` (or a select on an optional, which stays optional)
+                    (optional::SELECT, [Some(operand), _]) => match call.args.get(1) {
+                        Some(IdedExpr {
+                            expr: Expr::Literal(Val::String(field)),
+                            ..
+                        }) => self.select(operand, field),
+                        _ => None,
+                    },
+                    // What an optional holds is typed as the value it came from.
+                    (optional::OR_VALUE, [first, _]) => *first,
                     _ => None,
                 }
             }
@@ -205,6 +217,8 @@ mod tests {
             "params.whatever == 1 && request.name == 'x' && variables.v.w",
             "object.metadata.labels.exists(k, k.startsWith('x'))",
             "sets.contains([1], [1]) && quantity('1').isInteger()",
+            "object.?spec.replicas.orValue(1) > 0 && object.spec.?extra.x.hasValue()",
+            "object.?metadata.labels[?'team'].orValue('none') != ''",
         ] {
             assert_eq!(issues(ok), Vec::<String>::new(), "{ok}");
         }
@@ -223,6 +237,10 @@ mod tests {
         assert_eq!(
             issues("object.spec.containers.map(c, c.imge).size() + object.spec.containers[0].nam.size() > 0"),
             ["undefined field 'imge'", "undefined field 'nam'"]
+        );
+        assert_eq!(
+            issues("object.?spec.replica.orValue(1) > 0 || object.?metadata.nme.hasValue()"),
+            ["undefined field 'replica'", "undefined field 'nme'"]
         );
         assert_eq!(
             issues("object.sepc.replicas == object.sepc.replicas"),

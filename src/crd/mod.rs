@@ -20,7 +20,7 @@ pub mod rules;
 pub mod schema;
 pub mod validation;
 
-pub use definition::{definition_of, load, serve, stop_serving, Definition};
+pub use definition::{all_served, definition_of, load, serve, stop_serving, Definition};
 
 /// The finalizer that keeps a deleted CRD until its objects are gone.
 pub const CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";

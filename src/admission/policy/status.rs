@@ -5,7 +5,8 @@
 //! Checked: each validation's `expression` and `messageExpression` and each audit annotation's
 //! `valueExpression`, with `object` and `oldObject` typed by the schema of every built-in kind
 //! the policy's resource rules name exactly (wildcards and custom resources are not checked, as
-//! upstream skips what it cannot resolve to one schema).
+//! upstream skips what it cannot resolve to one schema), and `params` typed by the schema of the
+//! policy's `paramKind` when that is a built-in kind or a served custom resource.
 
 use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy;
 use serde_json::{json, Value};
@@ -86,6 +87,7 @@ pub fn expression_warnings(policy: &ValidatingAdmissionPolicy) -> Vec<Value> {
     }
     let definitions = &catalog.definitions;
     let lookup = |name: &str| definitions.get(name);
+    let params = param_schema(policy, &catalog);
     let mut warnings = Vec::new();
     for (field_ref, source) in expressions {
         // Expressions that do not compile fail at admission under the failure policy.
@@ -94,11 +96,11 @@ pub fn expression_warnings(policy: &ValidatingAdmissionPolicy) -> Vec<Value> {
         };
         let mut messages = Vec::new();
         for (resource, schema) in &kinds {
-            let issues = cel::typecheck::check_fields(
-                &program,
-                &[("object", schema), ("oldObject", schema)],
-                &lookup,
-            );
+            let mut roots = vec![("object", *schema), ("oldObject", *schema)];
+            if let Some(params) = &params {
+                roots.push(("params", params));
+            }
+            let issues = cel::typecheck::check_fields(&program, &roots, &lookup);
             if issues.is_empty() {
                 continue;
             }
@@ -119,6 +121,25 @@ pub fn expression_warnings(policy: &ValidatingAdmissionPolicy) -> Vec<Value> {
         }
     }
     warnings
+}
+
+/// The schema of the policy's `paramKind`: a built-in kind's from the catalog, a custom
+/// resource's from its served CRD version; None when there is no paramKind or it is unknown.
+fn param_schema(policy: &ValidatingAdmissionPolicy, catalog: &schemas::Catalog) -> Option<Value> {
+    let kind = policy.spec.as_ref()?.param_kind.as_ref()?;
+    let (api_version, kind_name) = (kind.api_version.as_deref()?, kind.kind.as_deref()?);
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    if let Some(schema) =
+        schemas::kind_definition(api_version, kind_name).and_then(|d| catalog.definitions.get(d))
+    {
+        return Some(schema.clone());
+    }
+    crate::crd::all_served()
+        .iter()
+        .filter(|d| d.group == group && d.kind == kind_name)
+        .find_map(|d| d.version(version).map(|v| v.schema.clone()))
+        // An empty schema (no openAPIV3Schema) types nothing.
+        .filter(|s| s.get("properties").is_some())
 }
 
 /// The built-in kinds (and their schemas) the policy's resource rules name without wildcards.
@@ -194,6 +215,26 @@ mod tests {
                 json!({"fieldRef": "spec.auditAnnotations[0].valueExpression",
                        "warning": "apps/v1, Kind=Deployment: ERROR: <input>: undefined field 'replcas'"}),
             ]
+        );
+    }
+
+    #[test]
+    fn params_are_checked_against_the_param_kinds_schema() {
+        let mut p = policy(json!([
+            {"expression": "object.spec.replicas <= int(params.data.max)"},
+            {"expression": "object.spec.replicas <= int(params.dta.max)"},
+        ]));
+        if let Some(spec) = p.spec.as_mut() {
+            spec.param_kind = Some(
+                serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap"}))
+                    .expect("a param kind"),
+            );
+            spec.audit_annotations = None;
+        }
+        assert_eq!(
+            expression_warnings(&p),
+            [json!({"fieldRef": "spec.validations[1].expression",
+                    "warning": "apps/v1, Kind=Deployment: ERROR: <input>: undefined field 'dta'"})]
         );
     }
 
