@@ -2,6 +2,7 @@
 //! formats (JSON, YAML, Kubernetes protobuf). No I/O.
 
 pub mod body;
+pub mod conversion;
 pub mod endpoints;
 pub mod meta;
 pub mod paging;

@@ -111,6 +111,8 @@ pub static BUILTIN: &[Resource] = &[
     resource!("batch", "v1", "Job", "jobs", "job", namespaced: true, short: NONE, categories: ALL, status: true),
     resource!("batch", "v1", "CronJob", "cronjobs", "cronjob", namespaced: true, short: &["cj"], categories: ALL, status: true),
     resource!("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", namespaced: true, short: &["hpa"], categories: ALL, status: true),
+    // Served by conversion from the stored autoscaling/v2 objects (`api::conversion`).
+    resource!("autoscaling", "v1", "HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", namespaced: true, short: &["hpa"], categories: ALL, status: true),
     resource!("coordination.k8s.io", "v1", "Lease", "leases", "lease", namespaced: true, short: NONE, categories: NONE, status: false),
     resource!("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", "endpointslice", namespaced: true, short: NONE, categories: NONE, status: false),
     resource!("events.k8s.io", "v1", "Event", "events", "event", namespaced: true, short: &["ev"], categories: NONE, status: false),

@@ -203,6 +203,7 @@ fn build() -> Catalog {
         batch::v1::Job,
         batch::v1::CronJob,
         autoscaling::v2::HorizontalPodAutoscaler,
+        autoscaling::v1::HorizontalPodAutoscaler,
         coordination::v1::Lease,
         discovery::v1::EndpointSlice,
         events::v1::Event,

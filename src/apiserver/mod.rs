@@ -6,6 +6,7 @@
 pub(crate) mod apply;
 pub mod auth_limit;
 pub mod authn;
+mod converted;
 pub mod discovery;
 mod fieldset;
 pub mod kubelet_proxy;

@@ -23,7 +23,7 @@ use crate::api::{ApiError, ApiResult};
 use crate::registry::generic::check_field_selector;
 use crate::registry::{DeleteOptions, Deleted, ListOptions, Normalized, Part};
 
-pub async fn handle(
+pub(super) async fn handle(
     server: &Arc<ApiServer>,
     target: ResourceRequest,
     request: Request,
@@ -46,6 +46,12 @@ async fn dispatch(
     let r = target.resource;
     let namespace = target.namespace.clone().unwrap_or_default();
     let method = request.method().clone();
+    if let Some(stored) = crate::api::conversion::storage_of(r) {
+        if method != Method::GET {
+            // Boxed: the conversion calls back into `handle` for the storage version.
+            return Ok(Box::pin(super::converted::write(server, target, stored, request)).await);
+        }
+    }
     if r.group.is_empty() && r.plural == "pods" && target.subresource.as_deref() == Some("binding")
     {
         let name = target.name.clone().unwrap_or_default();

@@ -77,6 +77,10 @@ pub fn refuses_strategic_merge(r: &Resource) -> bool {
 /// Custom objects are stored in the version they were written in; a request through another
 /// served version sees them with its own `apiVersion` (conversion strategy `None`).
 pub fn convert(r: &Resource, obj: &mut Value) {
+    if crate::api::conversion::storage_of(r).is_some() {
+        *obj = crate::api::conversion::to_served(r, obj.take());
+        return;
+    }
     if definition_of(r).is_none() {
         return;
     }
@@ -90,7 +94,7 @@ pub fn convert(r: &Resource, obj: &mut Value) {
 
 /// [`convert`] on raw stored bytes, re-encoding only when the version differs.
 pub fn convert_raw(r: &Resource, raw: Bytes) -> Bytes {
-    if definition_of(r).is_none() {
+    if definition_of(r).is_none() && crate::api::conversion::storage_of(r).is_none() {
         return raw;
     }
     let Ok(mut obj) = serde_json::from_slice::<Value>(&raw) else {

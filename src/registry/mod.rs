@@ -2,6 +2,7 @@
 
 pub mod bootstrap;
 pub mod certificates;
+mod cronjob_time_zone;
 pub mod default_ingress_class;
 pub mod defaults;
 pub mod ephemeral;

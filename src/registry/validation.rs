@@ -51,6 +51,7 @@ pub fn validate(resource: &Resource, obj: &Value) -> Vec<Cause> {
             {
                 causes.push(Cause::required("spec.schedule"));
             }
+            super::cronjob_time_zone::validate(obj, &mut causes);
             template(
                 obj,
                 "spec.jobTemplate.spec.template",

@@ -8,43 +8,43 @@ use super::table::{Field as F, Kind as K, Message, Root, Shape};
 pub static MESSAGES: &[Message] = &[
     // 0
     Message { name: "k8s.io.api.core.v1.Namespace", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(55)),
-        F::one(3, "status", K::Message(56)),
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(56)),
+        F::one(3, "status", K::Message(57)),
     ]) },
     // 1
     Message { name: "k8s.io.api.core.v1.Pod", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(57)),
-        F::one(3, "status", K::Message(58)),
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(58)),
+        F::one(3, "status", K::Message(59)),
     ]) },
     // 2
     Message { name: "k8s.io.api.core.v1.Node", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(59)),
-        F::one(3, "status", K::Message(60)),
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(60)),
+        F::one(3, "status", K::Message(61)),
     ]) },
     // 3
     Message { name: "k8s.io.api.core.v1.Service", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(61)),
-        F::one(3, "status", K::Message(62)),
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(62)),
+        F::one(3, "status", K::Message(63)),
     ]) },
     // 4
     Message { name: "k8s.io.api.core.v1.Endpoints", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::list(2, "subsets", K::Message(63)),
+        F::one(1, "metadata", K::Message(55)),
+        F::list(2, "subsets", K::Message(64)),
     ]) },
     // 5
     Message { name: "k8s.io.api.core.v1.ConfigMap", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
+        F::one(1, "metadata", K::Message(55)),
         F::one(4, "immutable", K::Bool),
         F::map(2, "data", K::String),
         F::map(3, "binaryData", K::Bytes),
     ]) },
     // 6
     Message { name: "k8s.io.api.core.v1.Secret", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
+        F::one(1, "metadata", K::Message(55)),
         F::one(5, "immutable", K::Bool),
         F::map(2, "data", K::Bytes),
         F::map(4, "stringData", K::String),
@@ -52,311 +52,317 @@ pub static MESSAGES: &[Message] = &[
     ]) },
     // 7
     Message { name: "k8s.io.api.core.v1.ServiceAccount", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::list(2, "secrets", K::Message(64)),
-        F::list(3, "imagePullSecrets", K::Message(65)),
+        F::one(1, "metadata", K::Message(55)),
+        F::list(2, "secrets", K::Message(65)),
+        F::list(3, "imagePullSecrets", K::Message(66)),
         F::one(4, "automountServiceAccountToken", K::Bool),
     ]) },
     // 8
     Message { name: "k8s.io.api.core.v1.Event", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "involvedObject", K::Message(64)),
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "involvedObject", K::Message(65)),
         F::omit_zero(3, "reason", K::String),
         F::omit_zero(4, "message", K::String),
-        F::one(5, "source", K::Message(66)),
-        F::one(6, "firstTimestamp", K::Message(67)),
-        F::one(7, "lastTimestamp", K::Message(67)),
+        F::one(5, "source", K::Message(67)),
+        F::one(6, "firstTimestamp", K::Message(68)),
+        F::one(7, "lastTimestamp", K::Message(68)),
         F::omit_zero(8, "count", K::Int32),
         F::omit_zero(9, "type", K::String),
-        F::one(10, "eventTime", K::Message(68)),
-        F::one(11, "series", K::Message(69)),
+        F::one(10, "eventTime", K::Message(69)),
+        F::one(11, "series", K::Message(70)),
         F::omit_zero(12, "action", K::String),
-        F::one(13, "related", K::Message(64)),
+        F::one(13, "related", K::Message(65)),
         F::one(14, "reportingComponent", K::String),
         F::one(15, "reportingInstance", K::String),
     ]) },
     // 9
     Message { name: "k8s.io.api.core.v1.LimitRange", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(70)),
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(71)),
     ]) },
     // 10
     Message { name: "k8s.io.api.core.v1.ResourceQuota", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(71)),
-        F::one(3, "status", K::Message(72)),
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(72)),
+        F::one(3, "status", K::Message(73)),
     ]) },
     // 11
     Message { name: "k8s.io.api.core.v1.PersistentVolume", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(73)),
-        F::one(3, "status", K::Message(74)),
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(74)),
+        F::one(3, "status", K::Message(75)),
     ]) },
     // 12
     Message { name: "k8s.io.api.core.v1.PersistentVolumeClaim", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(75)),
-        F::one(3, "status", K::Message(76)),
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(76)),
+        F::one(3, "status", K::Message(77)),
     ]) },
     // 13
     Message { name: "k8s.io.api.core.v1.ReplicationController", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(77)),
-        F::one(3, "status", K::Message(78)),
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(78)),
+        F::one(3, "status", K::Message(79)),
     ]) },
     // 14
     Message { name: "k8s.io.api.apps.v1.Deployment", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(79)),
-        F::one(3, "status", K::Message(80)),
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(80)),
+        F::one(3, "status", K::Message(81)),
     ]) },
     // 15
     Message { name: "k8s.io.api.apps.v1.ReplicaSet", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(81)),
-        F::one(3, "status", K::Message(82)),
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(82)),
+        F::one(3, "status", K::Message(83)),
     ]) },
     // 16
     Message { name: "k8s.io.api.apps.v1.StatefulSet", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(83)),
-        F::one(3, "status", K::Message(84)),
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(84)),
+        F::one(3, "status", K::Message(85)),
     ]) },
     // 17
     Message { name: "k8s.io.api.apps.v1.DaemonSet", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(85)),
-        F::one(3, "status", K::Message(86)),
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(86)),
+        F::one(3, "status", K::Message(87)),
     ]) },
     // 18
     Message { name: "k8s.io.api.apps.v1.ControllerRevision", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "data", K::Message(87)),
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "data", K::Message(88)),
         F::one(3, "revision", K::Int64),
     ]) },
     // 19
     Message { name: "k8s.io.api.batch.v1.Job", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(88)),
-        F::one(3, "status", K::Message(89)),
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(89)),
+        F::one(3, "status", K::Message(90)),
     ]) },
     // 20
     Message { name: "k8s.io.api.batch.v1.CronJob", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(90)),
-        F::one(3, "status", K::Message(91)),
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(91)),
+        F::one(3, "status", K::Message(92)),
     ]) },
     // 21
     Message { name: "k8s.io.api.autoscaling.v2.HorizontalPodAutoscaler", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(92)),
-        F::one(3, "status", K::Message(93)),
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(93)),
+        F::one(3, "status", K::Message(94)),
     ]) },
     // 22
-    Message { name: "k8s.io.api.coordination.v1.Lease", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(94)),
+    Message { name: "k8s.io.api.autoscaling.v1.HorizontalPodAutoscaler", shape: Shape::Fields(&[
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(95)),
+        F::one(3, "status", K::Message(96)),
     ]) },
     // 23
-    Message { name: "k8s.io.api.discovery.v1.EndpointSlice", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(4, "addressType", K::String),
-        F::list(2, "endpoints", K::Message(95)),
-        F::list(3, "ports", K::Message(96)),
+    Message { name: "k8s.io.api.coordination.v1.Lease", shape: Shape::Fields(&[
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(97)),
     ]) },
     // 24
+    Message { name: "k8s.io.api.discovery.v1.EndpointSlice", shape: Shape::Fields(&[
+        F::one(1, "metadata", K::Message(55)),
+        F::one(4, "addressType", K::String),
+        F::list(2, "endpoints", K::Message(98)),
+        F::list(3, "ports", K::Message(99)),
+    ]) },
+    // 25
     Message { name: "k8s.io.api.events.v1.Event", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "eventTime", K::Message(68)),
-        F::one(3, "series", K::Message(97)),
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "eventTime", K::Message(69)),
+        F::one(3, "series", K::Message(100)),
         F::omit_zero(4, "reportingController", K::String),
         F::omit_zero(5, "reportingInstance", K::String),
         F::omit_zero(6, "action", K::String),
         F::omit_zero(7, "reason", K::String),
-        F::one(8, "regarding", K::Message(64)),
-        F::one(9, "related", K::Message(64)),
+        F::one(8, "regarding", K::Message(65)),
+        F::one(9, "related", K::Message(65)),
         F::omit_zero(10, "note", K::String),
         F::omit_zero(11, "type", K::String),
-        F::one(12, "deprecatedSource", K::Message(66)),
-        F::one(13, "deprecatedFirstTimestamp", K::Message(67)),
-        F::one(14, "deprecatedLastTimestamp", K::Message(67)),
+        F::one(12, "deprecatedSource", K::Message(67)),
+        F::one(13, "deprecatedFirstTimestamp", K::Message(68)),
+        F::one(14, "deprecatedLastTimestamp", K::Message(68)),
         F::omit_zero(15, "deprecatedCount", K::Int32),
     ]) },
-    // 25
-    Message { name: "k8s.io.api.networking.v1.Ingress", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(98)),
-        F::one(3, "status", K::Message(99)),
-    ]) },
     // 26
-    Message { name: "k8s.io.api.networking.v1.IngressClass", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(100)),
+    Message { name: "k8s.io.api.networking.v1.Ingress", shape: Shape::Fields(&[
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(101)),
+        F::one(3, "status", K::Message(102)),
     ]) },
     // 27
-    Message { name: "k8s.io.api.networking.v1.NetworkPolicy", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(101)),
+    Message { name: "k8s.io.api.networking.v1.IngressClass", shape: Shape::Fields(&[
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(103)),
     ]) },
     // 28
-    Message { name: "k8s.io.api.policy.v1.PodDisruptionBudget", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(102)),
-        F::one(3, "status", K::Message(103)),
+    Message { name: "k8s.io.api.networking.v1.NetworkPolicy", shape: Shape::Fields(&[
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(104)),
     ]) },
     // 29
-    Message { name: "k8s.io.api.rbac.v1.ClusterRole", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::list(2, "rules", K::Message(104)),
-        F::one(3, "aggregationRule", K::Message(105)),
+    Message { name: "k8s.io.api.policy.v1.PodDisruptionBudget", shape: Shape::Fields(&[
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(105)),
+        F::one(3, "status", K::Message(106)),
     ]) },
     // 30
-    Message { name: "k8s.io.api.rbac.v1.ClusterRoleBinding", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::list(2, "subjects", K::Message(106)),
-        F::one(3, "roleRef", K::Message(107)),
+    Message { name: "k8s.io.api.rbac.v1.ClusterRole", shape: Shape::Fields(&[
+        F::one(1, "metadata", K::Message(55)),
+        F::list(2, "rules", K::Message(107)),
+        F::one(3, "aggregationRule", K::Message(108)),
     ]) },
     // 31
-    Message { name: "k8s.io.api.rbac.v1.Role", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::list(2, "rules", K::Message(104)),
+    Message { name: "k8s.io.api.rbac.v1.ClusterRoleBinding", shape: Shape::Fields(&[
+        F::one(1, "metadata", K::Message(55)),
+        F::list(2, "subjects", K::Message(109)),
+        F::one(3, "roleRef", K::Message(110)),
     ]) },
     // 32
-    Message { name: "k8s.io.api.rbac.v1.RoleBinding", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::list(2, "subjects", K::Message(106)),
-        F::one(3, "roleRef", K::Message(107)),
+    Message { name: "k8s.io.api.rbac.v1.Role", shape: Shape::Fields(&[
+        F::one(1, "metadata", K::Message(55)),
+        F::list(2, "rules", K::Message(107)),
     ]) },
     // 33
+    Message { name: "k8s.io.api.rbac.v1.RoleBinding", shape: Shape::Fields(&[
+        F::one(1, "metadata", K::Message(55)),
+        F::list(2, "subjects", K::Message(109)),
+        F::one(3, "roleRef", K::Message(110)),
+    ]) },
+    // 34
     Message { name: "k8s.io.api.scheduling.v1.PriorityClass", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
+        F::one(1, "metadata", K::Message(55)),
         F::one(2, "value", K::Int32),
         F::omit_zero(3, "globalDefault", K::Bool),
         F::omit_zero(4, "description", K::String),
         F::one(5, "preemptionPolicy", K::String),
     ]) },
-    // 34
+    // 35
     Message { name: "k8s.io.api.storage.v1.StorageClass", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
+        F::one(1, "metadata", K::Message(55)),
         F::one(2, "provisioner", K::String),
         F::map(3, "parameters", K::String),
         F::one(4, "reclaimPolicy", K::String),
         F::list(5, "mountOptions", K::String),
         F::one(6, "allowVolumeExpansion", K::Bool),
         F::one(7, "volumeBindingMode", K::String),
-        F::list(8, "allowedTopologies", K::Message(108)),
-    ]) },
-    // 35
-    Message { name: "k8s.io.api.storage.v1.CSIDriver", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(109)),
+        F::list(8, "allowedTopologies", K::Message(111)),
     ]) },
     // 36
-    Message { name: "k8s.io.api.storage.v1.CSINode", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(110)),
+    Message { name: "k8s.io.api.storage.v1.CSIDriver", shape: Shape::Fields(&[
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(112)),
     ]) },
     // 37
-    Message { name: "k8s.io.api.storage.v1.VolumeAttachment", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(111)),
-        F::one(3, "status", K::Message(112)),
+    Message { name: "k8s.io.api.storage.v1.CSINode", shape: Shape::Fields(&[
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(113)),
     ]) },
     // 38
-    Message { name: "k8s.io.api.admissionregistration.v1.MutatingWebhookConfiguration", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::list(2, "webhooks", K::Message(113)),
+    Message { name: "k8s.io.api.storage.v1.VolumeAttachment", shape: Shape::Fields(&[
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(114)),
+        F::one(3, "status", K::Message(115)),
     ]) },
     // 39
-    Message { name: "k8s.io.api.admissionregistration.v1.ValidatingWebhookConfiguration", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::list(2, "webhooks", K::Message(114)),
+    Message { name: "k8s.io.api.admissionregistration.v1.MutatingWebhookConfiguration", shape: Shape::Fields(&[
+        F::one(1, "metadata", K::Message(55)),
+        F::list(2, "webhooks", K::Message(116)),
     ]) },
     // 40
-    Message { name: "k8s.io.api.admissionregistration.v1.ValidatingAdmissionPolicy", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(115)),
-        F::one(3, "status", K::Message(116)),
+    Message { name: "k8s.io.api.admissionregistration.v1.ValidatingWebhookConfiguration", shape: Shape::Fields(&[
+        F::one(1, "metadata", K::Message(55)),
+        F::list(2, "webhooks", K::Message(117)),
     ]) },
     // 41
-    Message { name: "k8s.io.api.admissionregistration.v1.ValidatingAdmissionPolicyBinding", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(117)),
+    Message { name: "k8s.io.api.admissionregistration.v1.ValidatingAdmissionPolicy", shape: Shape::Fields(&[
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(118)),
+        F::one(3, "status", K::Message(119)),
     ]) },
     // 42
-    Message { name: "k8s.io.api.node.v1.RuntimeClass", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "handler", K::String),
-        F::one(3, "overhead", K::Message(118)),
-        F::one(4, "scheduling", K::Message(119)),
+    Message { name: "k8s.io.api.admissionregistration.v1.ValidatingAdmissionPolicyBinding", shape: Shape::Fields(&[
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(120)),
     ]) },
     // 43
-    Message { name: "k8s.io.api.certificates.v1.CertificateSigningRequest", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(120)),
-        F::one(3, "status", K::Message(121)),
+    Message { name: "k8s.io.api.node.v1.RuntimeClass", shape: Shape::Fields(&[
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "handler", K::String),
+        F::one(3, "overhead", K::Message(121)),
+        F::one(4, "scheduling", K::Message(122)),
     ]) },
     // 44
+    Message { name: "k8s.io.api.certificates.v1.CertificateSigningRequest", shape: Shape::Fields(&[
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(123)),
+        F::one(3, "status", K::Message(124)),
+    ]) },
+    // 45
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.DeleteOptions", shape: Shape::Fields(&[
         F::one(1, "gracePeriodSeconds", K::Int64),
-        F::one(2, "preconditions", K::Message(122)),
+        F::one(2, "preconditions", K::Message(125)),
         F::one(3, "orphanDependents", K::Bool),
         F::one(4, "propagationPolicy", K::String),
         F::list(5, "dryRun", K::String),
         F::one(6, "ignoreStoreReadErrorWithClusterBreakingPotential", K::Bool),
     ]) },
-    // 45
-    Message { name: "k8s.io.api.authorization.v1.SelfSubjectAccessReview", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(123)),
-        F::one(3, "status", K::Message(124)),
-    ]) },
     // 46
-    Message { name: "k8s.io.api.authorization.v1.SelfSubjectRulesReview", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(125)),
-        F::one(3, "status", K::Message(126)),
+    Message { name: "k8s.io.api.authorization.v1.SelfSubjectAccessReview", shape: Shape::Fields(&[
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(126)),
+        F::one(3, "status", K::Message(127)),
     ]) },
     // 47
-    Message { name: "k8s.io.api.authorization.v1.SubjectAccessReview", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(127)),
-        F::one(3, "status", K::Message(124)),
+    Message { name: "k8s.io.api.authorization.v1.SelfSubjectRulesReview", shape: Shape::Fields(&[
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(128)),
+        F::one(3, "status", K::Message(129)),
     ]) },
     // 48
-    Message { name: "k8s.io.api.authorization.v1.LocalSubjectAccessReview", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(127)),
-        F::one(3, "status", K::Message(124)),
+    Message { name: "k8s.io.api.authorization.v1.SubjectAccessReview", shape: Shape::Fields(&[
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(130)),
+        F::one(3, "status", K::Message(127)),
     ]) },
     // 49
-    Message { name: "k8s.io.api.authentication.v1.SelfSubjectReview", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "status", K::Message(128)),
+    Message { name: "k8s.io.api.authorization.v1.LocalSubjectAccessReview", shape: Shape::Fields(&[
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(130)),
+        F::one(3, "status", K::Message(127)),
     ]) },
     // 50
-    Message { name: "k8s.io.api.authentication.v1.TokenRequest", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(129)),
-        F::one(3, "status", K::Message(130)),
+    Message { name: "k8s.io.api.authentication.v1.SelfSubjectReview", shape: Shape::Fields(&[
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "status", K::Message(131)),
     ]) },
     // 51
-    Message { name: "k8s.io.api.core.v1.Binding", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "target", K::Message(64)),
+    Message { name: "k8s.io.api.authentication.v1.TokenRequest", shape: Shape::Fields(&[
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(132)),
+        F::one(3, "status", K::Message(133)),
     ]) },
     // 52
-    Message { name: "k8s.io.api.policy.v1.Eviction", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "deleteOptions", K::Message(44)),
+    Message { name: "k8s.io.api.core.v1.Binding", shape: Shape::Fields(&[
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "target", K::Message(65)),
     ]) },
     // 53
-    Message { name: "k8s.io.api.autoscaling.v1.Scale", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(131)),
-        F::one(3, "status", K::Message(132)),
+    Message { name: "k8s.io.api.policy.v1.Eviction", shape: Shape::Fields(&[
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "deleteOptions", K::Message(45)),
     ]) },
     // 54
+    Message { name: "k8s.io.api.autoscaling.v1.Scale", shape: Shape::Fields(&[
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(134)),
+        F::one(3, "status", K::Message(135)),
+    ]) },
+    // 55
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta", shape: Shape::Fields(&[
         F::omit_zero(1, "name", K::String),
         F::omit_zero(2, "generateName", K::String),
@@ -365,30 +371,30 @@ pub static MESSAGES: &[Message] = &[
         F::omit_zero(5, "uid", K::String),
         F::omit_zero(6, "resourceVersion", K::String),
         F::omit_zero(7, "generation", K::Int64),
-        F::omit_zero(8, "creationTimestamp", K::Message(67)),
-        F::one(9, "deletionTimestamp", K::Message(67)),
+        F::omit_zero(8, "creationTimestamp", K::Message(68)),
+        F::one(9, "deletionTimestamp", K::Message(68)),
         F::one(10, "deletionGracePeriodSeconds", K::Int64),
         F::map(11, "labels", K::String),
         F::map(12, "annotations", K::String),
-        F::list(13, "ownerReferences", K::Message(133)),
+        F::list(13, "ownerReferences", K::Message(136)),
         F::list(14, "finalizers", K::String),
-        F::list(17, "managedFields", K::Message(134)),
+        F::list(17, "managedFields", K::Message(137)),
     ]) },
-    // 55
+    // 56
     Message { name: "k8s.io.api.core.v1.NamespaceSpec", shape: Shape::Fields(&[
         F::list(1, "finalizers", K::String),
     ]) },
-    // 56
+    // 57
     Message { name: "k8s.io.api.core.v1.NamespaceStatus", shape: Shape::Fields(&[
         F::omit_zero(1, "phase", K::String),
-        F::list(2, "conditions", K::Message(135)),
+        F::list(2, "conditions", K::Message(138)),
     ]) },
-    // 57
+    // 58
     Message { name: "k8s.io.api.core.v1.PodSpec", shape: Shape::Fields(&[
-        F::list(1, "volumes", K::Message(136)),
-        F::list(20, "initContainers", K::Message(137)),
-        F::list(2, "containers", K::Message(137)),
-        F::list(34, "ephemeralContainers", K::Message(138)),
+        F::list(1, "volumes", K::Message(139)),
+        F::list(20, "initContainers", K::Message(140)),
+        F::list(2, "containers", K::Message(140)),
+        F::list(34, "ephemeralContainers", K::Message(141)),
         F::omit_zero(3, "restartPolicy", K::String),
         F::one(4, "terminationGracePeriodSeconds", K::Int64),
         F::one(5, "activeDeadlineSeconds", K::Int64),
@@ -402,85 +408,85 @@ pub static MESSAGES: &[Message] = &[
         F::omit_zero(12, "hostPID", K::Bool),
         F::omit_zero(13, "hostIPC", K::Bool),
         F::one(27, "shareProcessNamespace", K::Bool),
-        F::one(14, "securityContext", K::Message(139)),
-        F::list(15, "imagePullSecrets", K::Message(65)),
+        F::one(14, "securityContext", K::Message(142)),
+        F::list(15, "imagePullSecrets", K::Message(66)),
         F::omit_zero(16, "hostname", K::String),
         F::omit_zero(17, "subdomain", K::String),
-        F::one(18, "affinity", K::Message(140)),
+        F::one(18, "affinity", K::Message(143)),
         F::omit_zero(19, "schedulerName", K::String),
-        F::list(22, "tolerations", K::Message(141)),
-        F::list(23, "hostAliases", K::Message(142)),
+        F::list(22, "tolerations", K::Message(144)),
+        F::list(23, "hostAliases", K::Message(145)),
         F::omit_zero(24, "priorityClassName", K::String),
         F::one(25, "priority", K::Int32),
-        F::one(26, "dnsConfig", K::Message(143)),
-        F::list(28, "readinessGates", K::Message(144)),
+        F::one(26, "dnsConfig", K::Message(146)),
+        F::list(28, "readinessGates", K::Message(147)),
         F::one(29, "runtimeClassName", K::String),
         F::one(30, "enableServiceLinks", K::Bool),
         F::one(31, "preemptionPolicy", K::String),
-        F::map(32, "overhead", K::Message(145)),
-        F::list(33, "topologySpreadConstraints", K::Message(146)),
+        F::map(32, "overhead", K::Message(148)),
+        F::list(33, "topologySpreadConstraints", K::Message(149)),
         F::one(35, "setHostnameAsFQDN", K::Bool),
-        F::one(36, "os", K::Message(147)),
+        F::one(36, "os", K::Message(150)),
         F::one(37, "hostUsers", K::Bool),
-        F::list(38, "schedulingGates", K::Message(148)),
-        F::list(39, "resourceClaims", K::Message(149)),
-        F::one(40, "resources", K::Message(150)),
+        F::list(38, "schedulingGates", K::Message(151)),
+        F::list(39, "resourceClaims", K::Message(152)),
+        F::one(40, "resources", K::Message(153)),
         F::one(41, "hostnameOverride", K::String),
-        F::one(42, "workloadRef", K::Message(151)),
+        F::one(42, "workloadRef", K::Message(154)),
     ]) },
-    // 58
+    // 59
     Message { name: "k8s.io.api.core.v1.PodStatus", shape: Shape::Fields(&[
         F::omit_zero(17, "observedGeneration", K::Int64),
         F::omit_zero(1, "phase", K::String),
-        F::list(2, "conditions", K::Message(152)),
+        F::list(2, "conditions", K::Message(155)),
         F::omit_zero(3, "message", K::String),
         F::omit_zero(4, "reason", K::String),
         F::omit_zero(11, "nominatedNodeName", K::String),
         F::omit_zero(5, "hostIP", K::String),
-        F::list(16, "hostIPs", K::Message(153)),
+        F::list(16, "hostIPs", K::Message(156)),
         F::omit_zero(6, "podIP", K::String),
-        F::list(12, "podIPs", K::Message(154)),
-        F::one(7, "startTime", K::Message(67)),
-        F::list(10, "initContainerStatuses", K::Message(155)),
-        F::list(8, "containerStatuses", K::Message(155)),
+        F::list(12, "podIPs", K::Message(157)),
+        F::one(7, "startTime", K::Message(68)),
+        F::list(10, "initContainerStatuses", K::Message(158)),
+        F::list(8, "containerStatuses", K::Message(158)),
         F::omit_zero(9, "qosClass", K::String),
-        F::list(13, "ephemeralContainerStatuses", K::Message(155)),
+        F::list(13, "ephemeralContainerStatuses", K::Message(158)),
         F::omit_zero(14, "resize", K::String),
-        F::list(15, "resourceClaimStatuses", K::Message(156)),
-        F::one(18, "extendedResourceClaimStatus", K::Message(157)),
-        F::map(19, "allocatedResources", K::Message(145)),
-        F::one(20, "resources", K::Message(150)),
+        F::list(15, "resourceClaimStatuses", K::Message(159)),
+        F::one(18, "extendedResourceClaimStatus", K::Message(160)),
+        F::map(19, "allocatedResources", K::Message(148)),
+        F::one(20, "resources", K::Message(153)),
     ]) },
-    // 59
+    // 60
     Message { name: "k8s.io.api.core.v1.NodeSpec", shape: Shape::Fields(&[
         F::omit_zero(1, "podCIDR", K::String),
         F::list(7, "podCIDRs", K::String),
         F::omit_zero(3, "providerID", K::String),
         F::omit_zero(4, "unschedulable", K::Bool),
-        F::list(5, "taints", K::Message(158)),
-        F::one(6, "configSource", K::Message(159)),
+        F::list(5, "taints", K::Message(161)),
+        F::one(6, "configSource", K::Message(162)),
         F::omit_zero(2, "externalID", K::String),
     ]) },
-    // 60
+    // 61
     Message { name: "k8s.io.api.core.v1.NodeStatus", shape: Shape::Fields(&[
-        F::map(1, "capacity", K::Message(145)),
-        F::map(2, "allocatable", K::Message(145)),
+        F::map(1, "capacity", K::Message(148)),
+        F::map(2, "allocatable", K::Message(148)),
         F::omit_zero(3, "phase", K::String),
-        F::list(4, "conditions", K::Message(160)),
-        F::list(5, "addresses", K::Message(161)),
-        F::one(6, "daemonEndpoints", K::Message(162)),
-        F::one(7, "nodeInfo", K::Message(163)),
-        F::list(8, "images", K::Message(164)),
+        F::list(4, "conditions", K::Message(163)),
+        F::list(5, "addresses", K::Message(164)),
+        F::one(6, "daemonEndpoints", K::Message(165)),
+        F::one(7, "nodeInfo", K::Message(166)),
+        F::list(8, "images", K::Message(167)),
         F::list(9, "volumesInUse", K::String),
-        F::list(10, "volumesAttached", K::Message(165)),
-        F::one(11, "config", K::Message(166)),
-        F::list(12, "runtimeHandlers", K::Message(167)),
-        F::one(13, "features", K::Message(168)),
+        F::list(10, "volumesAttached", K::Message(168)),
+        F::one(11, "config", K::Message(169)),
+        F::list(12, "runtimeHandlers", K::Message(170)),
+        F::one(13, "features", K::Message(171)),
         F::list(14, "declaredFeatures", K::String),
     ]) },
-    // 61
+    // 62
     Message { name: "k8s.io.api.core.v1.ServiceSpec", shape: Shape::Fields(&[
-        F::list(1, "ports", K::Message(169)),
+        F::list(1, "ports", K::Message(172)),
         F::map(2, "selector", K::String),
         F::omit_zero(3, "clusterIP", K::String),
         F::list(18, "clusterIPs", K::String),
@@ -493,7 +499,7 @@ pub static MESSAGES: &[Message] = &[
         F::omit_zero(11, "externalTrafficPolicy", K::String),
         F::omit_zero(12, "healthCheckNodePort", K::Int32),
         F::omit_zero(13, "publishNotReadyAddresses", K::Bool),
-        F::one(14, "sessionAffinityConfig", K::Message(170)),
+        F::one(14, "sessionAffinityConfig", K::Message(173)),
         F::list(19, "ipFamilies", K::String),
         F::one(17, "ipFamilyPolicy", K::String),
         F::one(20, "allocateLoadBalancerNodePorts", K::Bool),
@@ -501,18 +507,18 @@ pub static MESSAGES: &[Message] = &[
         F::one(22, "internalTrafficPolicy", K::String),
         F::one(23, "trafficDistribution", K::String),
     ]) },
-    // 62
-    Message { name: "k8s.io.api.core.v1.ServiceStatus", shape: Shape::Fields(&[
-        F::one(1, "loadBalancer", K::Message(171)),
-        F::list(2, "conditions", K::Message(172)),
-    ]) },
     // 63
-    Message { name: "k8s.io.api.core.v1.EndpointSubset", shape: Shape::Fields(&[
-        F::list(1, "addresses", K::Message(173)),
-        F::list(2, "notReadyAddresses", K::Message(173)),
-        F::list(3, "ports", K::Message(174)),
+    Message { name: "k8s.io.api.core.v1.ServiceStatus", shape: Shape::Fields(&[
+        F::one(1, "loadBalancer", K::Message(174)),
+        F::list(2, "conditions", K::Message(175)),
     ]) },
     // 64
+    Message { name: "k8s.io.api.core.v1.EndpointSubset", shape: Shape::Fields(&[
+        F::list(1, "addresses", K::Message(176)),
+        F::list(2, "notReadyAddresses", K::Message(176)),
+        F::list(3, "ports", K::Message(177)),
+    ]) },
+    // 65
     Message { name: "k8s.io.api.core.v1.ObjectReference", shape: Shape::Fields(&[
         F::omit_zero(1, "kind", K::String),
         F::omit_zero(2, "namespace", K::String),
@@ -522,110 +528,110 @@ pub static MESSAGES: &[Message] = &[
         F::omit_zero(6, "resourceVersion", K::String),
         F::omit_zero(7, "fieldPath", K::String),
     ]) },
-    // 65
+    // 66
     Message { name: "k8s.io.api.core.v1.LocalObjectReference", shape: Shape::Fields(&[
         F::omit_zero(1, "name", K::String),
     ]) },
-    // 66
+    // 67
     Message { name: "k8s.io.api.core.v1.EventSource", shape: Shape::Fields(&[
         F::omit_zero(1, "component", K::String),
         F::omit_zero(2, "host", K::String),
     ]) },
-    // 67
-    Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.Time", shape: Shape::Time },
     // 68
-    Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.MicroTime", shape: Shape::MicroTime },
+    Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.Time", shape: Shape::Time },
     // 69
+    Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.MicroTime", shape: Shape::MicroTime },
+    // 70
     Message { name: "k8s.io.api.core.v1.EventSeries", shape: Shape::Fields(&[
         F::omit_zero(1, "count", K::Int32),
-        F::one(2, "lastObservedTime", K::Message(68)),
-    ]) },
-    // 70
-    Message { name: "k8s.io.api.core.v1.LimitRangeSpec", shape: Shape::Fields(&[
-        F::list(1, "limits", K::Message(175)),
+        F::one(2, "lastObservedTime", K::Message(69)),
     ]) },
     // 71
-    Message { name: "k8s.io.api.core.v1.ResourceQuotaSpec", shape: Shape::Fields(&[
-        F::map(1, "hard", K::Message(145)),
-        F::list(2, "scopes", K::String),
-        F::one(3, "scopeSelector", K::Message(176)),
+    Message { name: "k8s.io.api.core.v1.LimitRangeSpec", shape: Shape::Fields(&[
+        F::list(1, "limits", K::Message(178)),
     ]) },
     // 72
-    Message { name: "k8s.io.api.core.v1.ResourceQuotaStatus", shape: Shape::Fields(&[
-        F::map(1, "hard", K::Message(145)),
-        F::map(2, "used", K::Message(145)),
+    Message { name: "k8s.io.api.core.v1.ResourceQuotaSpec", shape: Shape::Fields(&[
+        F::map(1, "hard", K::Message(148)),
+        F::list(2, "scopes", K::String),
+        F::one(3, "scopeSelector", K::Message(179)),
     ]) },
     // 73
+    Message { name: "k8s.io.api.core.v1.ResourceQuotaStatus", shape: Shape::Fields(&[
+        F::map(1, "hard", K::Message(148)),
+        F::map(2, "used", K::Message(148)),
+    ]) },
+    // 74
     Message { name: "k8s.io.api.core.v1.PersistentVolumeSpec", shape: Shape::Fields(&[
-        F::map(1, "capacity", K::Message(145)),
-        F::inline(2, "", K::Message(177)),
+        F::map(1, "capacity", K::Message(148)),
+        F::inline(2, "", K::Message(180)),
         F::list(3, "accessModes", K::String),
-        F::one(4, "claimRef", K::Message(64)),
+        F::one(4, "claimRef", K::Message(65)),
         F::omit_zero(5, "persistentVolumeReclaimPolicy", K::String),
         F::omit_zero(6, "storageClassName", K::String),
         F::list(7, "mountOptions", K::String),
         F::one(8, "volumeMode", K::String),
-        F::one(9, "nodeAffinity", K::Message(178)),
+        F::one(9, "nodeAffinity", K::Message(181)),
         F::one(10, "volumeAttributesClassName", K::String),
     ]) },
-    // 74
+    // 75
     Message { name: "k8s.io.api.core.v1.PersistentVolumeStatus", shape: Shape::Fields(&[
         F::omit_zero(1, "phase", K::String),
         F::omit_zero(2, "message", K::String),
         F::omit_zero(3, "reason", K::String),
-        F::one(4, "lastPhaseTransitionTime", K::Message(67)),
+        F::one(4, "lastPhaseTransitionTime", K::Message(68)),
     ]) },
-    // 75
+    // 76
     Message { name: "k8s.io.api.core.v1.PersistentVolumeClaimSpec", shape: Shape::Fields(&[
         F::list(1, "accessModes", K::String),
-        F::one(4, "selector", K::Message(179)),
-        F::one(2, "resources", K::Message(180)),
+        F::one(4, "selector", K::Message(182)),
+        F::one(2, "resources", K::Message(183)),
         F::omit_zero(3, "volumeName", K::String),
         F::one(5, "storageClassName", K::String),
         F::one(6, "volumeMode", K::String),
-        F::one(7, "dataSource", K::Message(181)),
-        F::one(8, "dataSourceRef", K::Message(182)),
+        F::one(7, "dataSource", K::Message(184)),
+        F::one(8, "dataSourceRef", K::Message(185)),
         F::one(9, "volumeAttributesClassName", K::String),
     ]) },
-    // 76
+    // 77
     Message { name: "k8s.io.api.core.v1.PersistentVolumeClaimStatus", shape: Shape::Fields(&[
         F::omit_zero(1, "phase", K::String),
         F::list(2, "accessModes", K::String),
-        F::map(3, "capacity", K::Message(145)),
-        F::list(4, "conditions", K::Message(183)),
-        F::map(5, "allocatedResources", K::Message(145)),
+        F::map(3, "capacity", K::Message(148)),
+        F::list(4, "conditions", K::Message(186)),
+        F::map(5, "allocatedResources", K::Message(148)),
         F::map(7, "allocatedResourceStatuses", K::String),
         F::one(8, "currentVolumeAttributesClassName", K::String),
-        F::one(9, "modifyVolumeStatus", K::Message(184)),
+        F::one(9, "modifyVolumeStatus", K::Message(187)),
     ]) },
-    // 77
+    // 78
     Message { name: "k8s.io.api.core.v1.ReplicationControllerSpec", shape: Shape::Fields(&[
         F::one(1, "replicas", K::Int32),
         F::omit_zero(4, "minReadySeconds", K::Int32),
         F::map(2, "selector", K::String),
-        F::one(3, "template", K::Message(185)),
+        F::one(3, "template", K::Message(188)),
     ]) },
-    // 78
+    // 79
     Message { name: "k8s.io.api.core.v1.ReplicationControllerStatus", shape: Shape::Fields(&[
         F::one(1, "replicas", K::Int32),
         F::omit_zero(2, "fullyLabeledReplicas", K::Int32),
         F::omit_zero(4, "readyReplicas", K::Int32),
         F::omit_zero(5, "availableReplicas", K::Int32),
         F::omit_zero(3, "observedGeneration", K::Int64),
-        F::list(6, "conditions", K::Message(186)),
+        F::list(6, "conditions", K::Message(189)),
     ]) },
-    // 79
+    // 80
     Message { name: "k8s.io.api.apps.v1.DeploymentSpec", shape: Shape::Fields(&[
         F::one(1, "replicas", K::Int32),
-        F::one(2, "selector", K::Message(179)),
-        F::one(3, "template", K::Message(185)),
-        F::one(4, "strategy", K::Message(187)),
+        F::one(2, "selector", K::Message(182)),
+        F::one(3, "template", K::Message(188)),
+        F::one(4, "strategy", K::Message(190)),
         F::omit_zero(5, "minReadySeconds", K::Int32),
         F::one(6, "revisionHistoryLimit", K::Int32),
         F::omit_zero(7, "paused", K::Bool),
         F::one(9, "progressDeadlineSeconds", K::Int32),
     ]) },
-    // 80
+    // 81
     Message { name: "k8s.io.api.apps.v1.DeploymentStatus", shape: Shape::Fields(&[
         F::omit_zero(1, "observedGeneration", K::Int64),
         F::omit_zero(2, "replicas", K::Int32),
@@ -634,17 +640,17 @@ pub static MESSAGES: &[Message] = &[
         F::omit_zero(4, "availableReplicas", K::Int32),
         F::omit_zero(5, "unavailableReplicas", K::Int32),
         F::one(9, "terminatingReplicas", K::Int32),
-        F::list(6, "conditions", K::Message(188)),
+        F::list(6, "conditions", K::Message(191)),
         F::one(8, "collisionCount", K::Int32),
     ]) },
-    // 81
+    // 82
     Message { name: "k8s.io.api.apps.v1.ReplicaSetSpec", shape: Shape::Fields(&[
         F::one(1, "replicas", K::Int32),
         F::omit_zero(4, "minReadySeconds", K::Int32),
-        F::one(2, "selector", K::Message(179)),
-        F::one(3, "template", K::Message(185)),
+        F::one(2, "selector", K::Message(182)),
+        F::one(3, "template", K::Message(188)),
     ]) },
-    // 82
+    // 83
     Message { name: "k8s.io.api.apps.v1.ReplicaSetStatus", shape: Shape::Fields(&[
         F::one(1, "replicas", K::Int32),
         F::omit_zero(2, "fullyLabeledReplicas", K::Int32),
@@ -652,23 +658,23 @@ pub static MESSAGES: &[Message] = &[
         F::omit_zero(5, "availableReplicas", K::Int32),
         F::one(7, "terminatingReplicas", K::Int32),
         F::omit_zero(3, "observedGeneration", K::Int64),
-        F::list(6, "conditions", K::Message(189)),
+        F::list(6, "conditions", K::Message(192)),
     ]) },
-    // 83
+    // 84
     Message { name: "k8s.io.api.apps.v1.StatefulSetSpec", shape: Shape::Fields(&[
         F::one(1, "replicas", K::Int32),
-        F::one(2, "selector", K::Message(179)),
-        F::one(3, "template", K::Message(185)),
+        F::one(2, "selector", K::Message(182)),
+        F::one(3, "template", K::Message(188)),
         F::list(4, "volumeClaimTemplates", K::Message(12)),
         F::one(5, "serviceName", K::String),
         F::omit_zero(6, "podManagementPolicy", K::String),
-        F::one(7, "updateStrategy", K::Message(190)),
+        F::one(7, "updateStrategy", K::Message(193)),
         F::one(8, "revisionHistoryLimit", K::Int32),
         F::omit_zero(9, "minReadySeconds", K::Int32),
-        F::one(10, "persistentVolumeClaimRetentionPolicy", K::Message(191)),
-        F::one(11, "ordinals", K::Message(192)),
+        F::one(10, "persistentVolumeClaimRetentionPolicy", K::Message(194)),
+        F::one(11, "ordinals", K::Message(195)),
     ]) },
-    // 84
+    // 85
     Message { name: "k8s.io.api.apps.v1.StatefulSetStatus", shape: Shape::Fields(&[
         F::omit_zero(1, "observedGeneration", K::Int64),
         F::one(2, "replicas", K::Int32),
@@ -678,18 +684,18 @@ pub static MESSAGES: &[Message] = &[
         F::omit_zero(6, "currentRevision", K::String),
         F::omit_zero(7, "updateRevision", K::String),
         F::one(9, "collisionCount", K::Int32),
-        F::list(10, "conditions", K::Message(193)),
+        F::list(10, "conditions", K::Message(196)),
         F::one(11, "availableReplicas", K::Int32),
     ]) },
-    // 85
+    // 86
     Message { name: "k8s.io.api.apps.v1.DaemonSetSpec", shape: Shape::Fields(&[
-        F::one(1, "selector", K::Message(179)),
-        F::one(2, "template", K::Message(185)),
-        F::one(3, "updateStrategy", K::Message(194)),
+        F::one(1, "selector", K::Message(182)),
+        F::one(2, "template", K::Message(188)),
+        F::one(3, "updateStrategy", K::Message(197)),
         F::omit_zero(4, "minReadySeconds", K::Int32),
         F::one(6, "revisionHistoryLimit", K::Int32),
     ]) },
-    // 86
+    // 87
     Message { name: "k8s.io.api.apps.v1.DaemonSetStatus", shape: Shape::Fields(&[
         F::one(1, "currentNumberScheduled", K::Int32),
         F::one(2, "numberMisscheduled", K::Int32),
@@ -700,151 +706,166 @@ pub static MESSAGES: &[Message] = &[
         F::omit_zero(7, "numberAvailable", K::Int32),
         F::omit_zero(8, "numberUnavailable", K::Int32),
         F::one(9, "collisionCount", K::Int32),
-        F::list(10, "conditions", K::Message(195)),
+        F::list(10, "conditions", K::Message(198)),
     ]) },
-    // 87
-    Message { name: "k8s.io.apimachinery.pkg.runtime.RawExtension", shape: Shape::RawJson },
     // 88
+    Message { name: "k8s.io.apimachinery.pkg.runtime.RawExtension", shape: Shape::RawJson },
+    // 89
     Message { name: "k8s.io.api.batch.v1.JobSpec", shape: Shape::Fields(&[
         F::one(1, "parallelism", K::Int32),
         F::one(2, "completions", K::Int32),
         F::one(3, "activeDeadlineSeconds", K::Int64),
-        F::one(11, "podFailurePolicy", K::Message(196)),
-        F::one(16, "successPolicy", K::Message(197)),
+        F::one(11, "podFailurePolicy", K::Message(199)),
+        F::one(16, "successPolicy", K::Message(200)),
         F::one(7, "backoffLimit", K::Int32),
         F::one(12, "backoffLimitPerIndex", K::Int32),
         F::one(13, "maxFailedIndexes", K::Int32),
-        F::one(4, "selector", K::Message(179)),
+        F::one(4, "selector", K::Message(182)),
         F::one(5, "manualSelector", K::Bool),
-        F::one(6, "template", K::Message(185)),
+        F::one(6, "template", K::Message(188)),
         F::one(8, "ttlSecondsAfterFinished", K::Int32),
         F::one(9, "completionMode", K::String),
         F::one(10, "suspend", K::Bool),
         F::one(14, "podReplacementPolicy", K::String),
         F::one(15, "managedBy", K::String),
     ]) },
-    // 89
+    // 90
     Message { name: "k8s.io.api.batch.v1.JobStatus", shape: Shape::Fields(&[
-        F::list(1, "conditions", K::Message(198)),
-        F::one(2, "startTime", K::Message(67)),
-        F::one(3, "completionTime", K::Message(67)),
+        F::list(1, "conditions", K::Message(201)),
+        F::one(2, "startTime", K::Message(68)),
+        F::one(3, "completionTime", K::Message(68)),
         F::omit_zero(4, "active", K::Int32),
         F::omit_zero(5, "succeeded", K::Int32),
         F::omit_zero(6, "failed", K::Int32),
         F::one(11, "terminating", K::Int32),
         F::omit_zero(7, "completedIndexes", K::String),
         F::one(10, "failedIndexes", K::String),
-        F::one(8, "uncountedTerminatedPods", K::Message(199)),
+        F::one(8, "uncountedTerminatedPods", K::Message(202)),
         F::one(9, "ready", K::Int32),
     ]) },
-    // 90
+    // 91
     Message { name: "k8s.io.api.batch.v1.CronJobSpec", shape: Shape::Fields(&[
         F::one(1, "schedule", K::String),
         F::one(8, "timeZone", K::String),
         F::one(2, "startingDeadlineSeconds", K::Int64),
         F::omit_zero(3, "concurrencyPolicy", K::String),
         F::one(4, "suspend", K::Bool),
-        F::one(5, "jobTemplate", K::Message(200)),
+        F::one(5, "jobTemplate", K::Message(203)),
         F::one(6, "successfulJobsHistoryLimit", K::Int32),
         F::one(7, "failedJobsHistoryLimit", K::Int32),
     ]) },
-    // 91
-    Message { name: "k8s.io.api.batch.v1.CronJobStatus", shape: Shape::Fields(&[
-        F::list(1, "active", K::Message(64)),
-        F::one(4, "lastScheduleTime", K::Message(67)),
-        F::one(5, "lastSuccessfulTime", K::Message(67)),
-    ]) },
     // 92
-    Message { name: "k8s.io.api.autoscaling.v2.HorizontalPodAutoscalerSpec", shape: Shape::Fields(&[
-        F::one(1, "scaleTargetRef", K::Message(201)),
-        F::one(2, "minReplicas", K::Int32),
-        F::one(3, "maxReplicas", K::Int32),
-        F::list(4, "metrics", K::Message(202)),
-        F::one(5, "behavior", K::Message(203)),
+    Message { name: "k8s.io.api.batch.v1.CronJobStatus", shape: Shape::Fields(&[
+        F::list(1, "active", K::Message(65)),
+        F::one(4, "lastScheduleTime", K::Message(68)),
+        F::one(5, "lastSuccessfulTime", K::Message(68)),
     ]) },
     // 93
-    Message { name: "k8s.io.api.autoscaling.v2.HorizontalPodAutoscalerStatus", shape: Shape::Fields(&[
-        F::one(1, "observedGeneration", K::Int64),
-        F::one(2, "lastScaleTime", K::Message(67)),
-        F::omit_zero(3, "currentReplicas", K::Int32),
-        F::one(4, "desiredReplicas", K::Int32),
-        F::list(5, "currentMetrics", K::Message(204)),
-        F::list(6, "conditions", K::Message(205)),
+    Message { name: "k8s.io.api.autoscaling.v2.HorizontalPodAutoscalerSpec", shape: Shape::Fields(&[
+        F::one(1, "scaleTargetRef", K::Message(204)),
+        F::one(2, "minReplicas", K::Int32),
+        F::one(3, "maxReplicas", K::Int32),
+        F::list(4, "metrics", K::Message(205)),
+        F::one(5, "behavior", K::Message(206)),
     ]) },
     // 94
+    Message { name: "k8s.io.api.autoscaling.v2.HorizontalPodAutoscalerStatus", shape: Shape::Fields(&[
+        F::one(1, "observedGeneration", K::Int64),
+        F::one(2, "lastScaleTime", K::Message(68)),
+        F::omit_zero(3, "currentReplicas", K::Int32),
+        F::one(4, "desiredReplicas", K::Int32),
+        F::list(5, "currentMetrics", K::Message(207)),
+        F::list(6, "conditions", K::Message(208)),
+    ]) },
+    // 95
+    Message { name: "k8s.io.api.autoscaling.v1.HorizontalPodAutoscalerSpec", shape: Shape::Fields(&[
+        F::one(1, "scaleTargetRef", K::Message(209)),
+        F::one(2, "minReplicas", K::Int32),
+        F::one(3, "maxReplicas", K::Int32),
+        F::one(4, "targetCPUUtilizationPercentage", K::Int32),
+    ]) },
+    // 96
+    Message { name: "k8s.io.api.autoscaling.v1.HorizontalPodAutoscalerStatus", shape: Shape::Fields(&[
+        F::one(1, "observedGeneration", K::Int64),
+        F::one(2, "lastScaleTime", K::Message(68)),
+        F::one(3, "currentReplicas", K::Int32),
+        F::one(4, "desiredReplicas", K::Int32),
+        F::one(5, "currentCPUUtilizationPercentage", K::Int32),
+    ]) },
+    // 97
     Message { name: "k8s.io.api.coordination.v1.LeaseSpec", shape: Shape::Fields(&[
         F::one(1, "holderIdentity", K::String),
         F::one(2, "leaseDurationSeconds", K::Int32),
-        F::one(3, "acquireTime", K::Message(68)),
-        F::one(4, "renewTime", K::Message(68)),
+        F::one(3, "acquireTime", K::Message(69)),
+        F::one(4, "renewTime", K::Message(69)),
         F::one(5, "leaseTransitions", K::Int32),
         F::one(6, "strategy", K::String),
         F::one(7, "preferredHolder", K::String),
     ]) },
-    // 95
+    // 98
     Message { name: "k8s.io.api.discovery.v1.Endpoint", shape: Shape::Fields(&[
         F::list(1, "addresses", K::String),
-        F::one(2, "conditions", K::Message(206)),
+        F::one(2, "conditions", K::Message(210)),
         F::one(3, "hostname", K::String),
-        F::one(4, "targetRef", K::Message(64)),
+        F::one(4, "targetRef", K::Message(65)),
         F::map(5, "deprecatedTopology", K::String),
         F::one(6, "nodeName", K::String),
         F::one(7, "zone", K::String),
-        F::one(8, "hints", K::Message(207)),
+        F::one(8, "hints", K::Message(211)),
     ]) },
-    // 96
+    // 99
     Message { name: "k8s.io.api.discovery.v1.EndpointPort", shape: Shape::Fields(&[
         F::one(1, "name", K::String),
         F::one(2, "protocol", K::String),
         F::one(3, "port", K::Int32),
         F::one(4, "appProtocol", K::String),
     ]) },
-    // 97
+    // 100
     Message { name: "k8s.io.api.events.v1.EventSeries", shape: Shape::Fields(&[
         F::one(1, "count", K::Int32),
-        F::one(2, "lastObservedTime", K::Message(68)),
-    ]) },
-    // 98
-    Message { name: "k8s.io.api.networking.v1.IngressSpec", shape: Shape::Fields(&[
-        F::one(4, "ingressClassName", K::String),
-        F::one(1, "defaultBackend", K::Message(208)),
-        F::list(2, "tls", K::Message(209)),
-        F::list(3, "rules", K::Message(210)),
-    ]) },
-    // 99
-    Message { name: "k8s.io.api.networking.v1.IngressStatus", shape: Shape::Fields(&[
-        F::one(1, "loadBalancer", K::Message(211)),
-    ]) },
-    // 100
-    Message { name: "k8s.io.api.networking.v1.IngressClassSpec", shape: Shape::Fields(&[
-        F::omit_zero(1, "controller", K::String),
-        F::one(2, "parameters", K::Message(212)),
+        F::one(2, "lastObservedTime", K::Message(69)),
     ]) },
     // 101
-    Message { name: "k8s.io.api.networking.v1.NetworkPolicySpec", shape: Shape::Fields(&[
-        F::one(1, "podSelector", K::Message(179)),
-        F::list(2, "ingress", K::Message(213)),
-        F::list(3, "egress", K::Message(214)),
-        F::list(4, "policyTypes", K::String),
+    Message { name: "k8s.io.api.networking.v1.IngressSpec", shape: Shape::Fields(&[
+        F::one(4, "ingressClassName", K::String),
+        F::one(1, "defaultBackend", K::Message(212)),
+        F::list(2, "tls", K::Message(213)),
+        F::list(3, "rules", K::Message(214)),
     ]) },
     // 102
-    Message { name: "k8s.io.api.policy.v1.PodDisruptionBudgetSpec", shape: Shape::Fields(&[
-        F::one(1, "minAvailable", K::Message(215)),
-        F::one(2, "selector", K::Message(179)),
-        F::one(3, "maxUnavailable", K::Message(215)),
-        F::one(4, "unhealthyPodEvictionPolicy", K::String),
+    Message { name: "k8s.io.api.networking.v1.IngressStatus", shape: Shape::Fields(&[
+        F::one(1, "loadBalancer", K::Message(215)),
     ]) },
     // 103
+    Message { name: "k8s.io.api.networking.v1.IngressClassSpec", shape: Shape::Fields(&[
+        F::omit_zero(1, "controller", K::String),
+        F::one(2, "parameters", K::Message(216)),
+    ]) },
+    // 104
+    Message { name: "k8s.io.api.networking.v1.NetworkPolicySpec", shape: Shape::Fields(&[
+        F::one(1, "podSelector", K::Message(182)),
+        F::list(2, "ingress", K::Message(217)),
+        F::list(3, "egress", K::Message(218)),
+        F::list(4, "policyTypes", K::String),
+    ]) },
+    // 105
+    Message { name: "k8s.io.api.policy.v1.PodDisruptionBudgetSpec", shape: Shape::Fields(&[
+        F::one(1, "minAvailable", K::Message(219)),
+        F::one(2, "selector", K::Message(182)),
+        F::one(3, "maxUnavailable", K::Message(219)),
+        F::one(4, "unhealthyPodEvictionPolicy", K::String),
+    ]) },
+    // 106
     Message { name: "k8s.io.api.policy.v1.PodDisruptionBudgetStatus", shape: Shape::Fields(&[
         F::omit_zero(1, "observedGeneration", K::Int64),
-        F::map(2, "disruptedPods", K::Message(67)),
+        F::map(2, "disruptedPods", K::Message(68)),
         F::one(3, "disruptionsAllowed", K::Int32),
         F::one(4, "currentHealthy", K::Int32),
         F::one(5, "desiredHealthy", K::Int32),
         F::one(6, "expectedPods", K::Int32),
-        F::list(7, "conditions", K::Message(172)),
+        F::list(7, "conditions", K::Message(175)),
     ]) },
-    // 104
+    // 107
     Message { name: "k8s.io.api.rbac.v1.PolicyRule", shape: Shape::Fields(&[
         F::list(1, "verbs", K::String),
         F::list(2, "apiGroups", K::String),
@@ -852,119 +873,119 @@ pub static MESSAGES: &[Message] = &[
         F::list(4, "resourceNames", K::String),
         F::list(5, "nonResourceURLs", K::String),
     ]) },
-    // 105
+    // 108
     Message { name: "k8s.io.api.rbac.v1.AggregationRule", shape: Shape::Fields(&[
-        F::list(1, "clusterRoleSelectors", K::Message(179)),
+        F::list(1, "clusterRoleSelectors", K::Message(182)),
     ]) },
-    // 106
+    // 109
     Message { name: "k8s.io.api.rbac.v1.Subject", shape: Shape::Fields(&[
         F::one(1, "kind", K::String),
         F::omit_zero(2, "apiGroup", K::String),
         F::one(3, "name", K::String),
         F::omit_zero(4, "namespace", K::String),
     ]) },
-    // 107
+    // 110
     Message { name: "k8s.io.api.rbac.v1.RoleRef", shape: Shape::Fields(&[
         F::one(1, "apiGroup", K::String),
         F::one(2, "kind", K::String),
         F::one(3, "name", K::String),
     ]) },
-    // 108
+    // 111
     Message { name: "k8s.io.api.core.v1.TopologySelectorTerm", shape: Shape::Fields(&[
-        F::list(1, "matchLabelExpressions", K::Message(216)),
+        F::list(1, "matchLabelExpressions", K::Message(220)),
     ]) },
-    // 109
+    // 112
     Message { name: "k8s.io.api.storage.v1.CSIDriverSpec", shape: Shape::Fields(&[
         F::one(1, "attachRequired", K::Bool),
         F::one(2, "podInfoOnMount", K::Bool),
         F::list(3, "volumeLifecycleModes", K::String),
         F::one(4, "storageCapacity", K::Bool),
         F::one(5, "fsGroupPolicy", K::String),
-        F::list(6, "tokenRequests", K::Message(217)),
+        F::list(6, "tokenRequests", K::Message(221)),
         F::one(7, "requiresRepublish", K::Bool),
         F::one(8, "seLinuxMount", K::Bool),
         F::one(9, "nodeAllocatableUpdatePeriodSeconds", K::Int64),
         F::one(10, "serviceAccountTokenInSecrets", K::Bool),
     ]) },
-    // 110
+    // 113
     Message { name: "k8s.io.api.storage.v1.CSINodeSpec", shape: Shape::Fields(&[
-        F::list(1, "drivers", K::Message(218)),
+        F::list(1, "drivers", K::Message(222)),
     ]) },
-    // 111
+    // 114
     Message { name: "k8s.io.api.storage.v1.VolumeAttachmentSpec", shape: Shape::Fields(&[
         F::one(1, "attacher", K::String),
-        F::one(2, "source", K::Message(219)),
+        F::one(2, "source", K::Message(223)),
         F::one(3, "nodeName", K::String),
     ]) },
-    // 112
+    // 115
     Message { name: "k8s.io.api.storage.v1.VolumeAttachmentStatus", shape: Shape::Fields(&[
         F::one(1, "attached", K::Bool),
         F::map(2, "attachmentMetadata", K::String),
-        F::one(3, "attachError", K::Message(220)),
-        F::one(4, "detachError", K::Message(220)),
+        F::one(3, "attachError", K::Message(224)),
+        F::one(4, "detachError", K::Message(224)),
     ]) },
-    // 113
+    // 116
     Message { name: "k8s.io.api.admissionregistration.v1.MutatingWebhook", shape: Shape::Fields(&[
         F::one(1, "name", K::String),
-        F::one(2, "clientConfig", K::Message(221)),
-        F::list(3, "rules", K::Message(222)),
+        F::one(2, "clientConfig", K::Message(225)),
+        F::list(3, "rules", K::Message(226)),
         F::one(4, "failurePolicy", K::String),
         F::one(9, "matchPolicy", K::String),
-        F::one(5, "namespaceSelector", K::Message(179)),
-        F::one(11, "objectSelector", K::Message(179)),
+        F::one(5, "namespaceSelector", K::Message(182)),
+        F::one(11, "objectSelector", K::Message(182)),
         F::one(6, "sideEffects", K::String),
         F::one(7, "timeoutSeconds", K::Int32),
         F::list(8, "admissionReviewVersions", K::String),
         F::one(10, "reinvocationPolicy", K::String),
-        F::list(12, "matchConditions", K::Message(223)),
+        F::list(12, "matchConditions", K::Message(227)),
     ]) },
-    // 114
+    // 117
     Message { name: "k8s.io.api.admissionregistration.v1.ValidatingWebhook", shape: Shape::Fields(&[
         F::one(1, "name", K::String),
-        F::one(2, "clientConfig", K::Message(221)),
-        F::list(3, "rules", K::Message(222)),
+        F::one(2, "clientConfig", K::Message(225)),
+        F::list(3, "rules", K::Message(226)),
         F::one(4, "failurePolicy", K::String),
         F::one(9, "matchPolicy", K::String),
-        F::one(5, "namespaceSelector", K::Message(179)),
-        F::one(10, "objectSelector", K::Message(179)),
+        F::one(5, "namespaceSelector", K::Message(182)),
+        F::one(10, "objectSelector", K::Message(182)),
         F::one(6, "sideEffects", K::String),
         F::one(7, "timeoutSeconds", K::Int32),
         F::list(8, "admissionReviewVersions", K::String),
-        F::list(11, "matchConditions", K::Message(223)),
-    ]) },
-    // 115
-    Message { name: "k8s.io.api.admissionregistration.v1.ValidatingAdmissionPolicySpec", shape: Shape::Fields(&[
-        F::one(1, "paramKind", K::Message(224)),
-        F::one(2, "matchConstraints", K::Message(225)),
-        F::list(3, "validations", K::Message(226)),
-        F::one(4, "failurePolicy", K::String),
-        F::list(5, "auditAnnotations", K::Message(227)),
-        F::list(6, "matchConditions", K::Message(223)),
-        F::list(7, "variables", K::Message(228)),
-    ]) },
-    // 116
-    Message { name: "k8s.io.api.admissionregistration.v1.ValidatingAdmissionPolicyStatus", shape: Shape::Fields(&[
-        F::omit_zero(1, "observedGeneration", K::Int64),
-        F::one(2, "typeChecking", K::Message(229)),
-        F::list(3, "conditions", K::Message(172)),
-    ]) },
-    // 117
-    Message { name: "k8s.io.api.admissionregistration.v1.ValidatingAdmissionPolicyBindingSpec", shape: Shape::Fields(&[
-        F::omit_zero(1, "policyName", K::String),
-        F::one(2, "paramRef", K::Message(230)),
-        F::one(3, "matchResources", K::Message(225)),
-        F::list(4, "validationActions", K::String),
+        F::list(11, "matchConditions", K::Message(227)),
     ]) },
     // 118
-    Message { name: "k8s.io.api.node.v1.Overhead", shape: Shape::Fields(&[
-        F::map(1, "podFixed", K::Message(145)),
+    Message { name: "k8s.io.api.admissionregistration.v1.ValidatingAdmissionPolicySpec", shape: Shape::Fields(&[
+        F::one(1, "paramKind", K::Message(228)),
+        F::one(2, "matchConstraints", K::Message(229)),
+        F::list(3, "validations", K::Message(230)),
+        F::one(4, "failurePolicy", K::String),
+        F::list(5, "auditAnnotations", K::Message(231)),
+        F::list(6, "matchConditions", K::Message(227)),
+        F::list(7, "variables", K::Message(232)),
     ]) },
     // 119
-    Message { name: "k8s.io.api.node.v1.Scheduling", shape: Shape::Fields(&[
-        F::map(1, "nodeSelector", K::String),
-        F::list(2, "tolerations", K::Message(141)),
+    Message { name: "k8s.io.api.admissionregistration.v1.ValidatingAdmissionPolicyStatus", shape: Shape::Fields(&[
+        F::omit_zero(1, "observedGeneration", K::Int64),
+        F::one(2, "typeChecking", K::Message(233)),
+        F::list(3, "conditions", K::Message(175)),
     ]) },
     // 120
+    Message { name: "k8s.io.api.admissionregistration.v1.ValidatingAdmissionPolicyBindingSpec", shape: Shape::Fields(&[
+        F::omit_zero(1, "policyName", K::String),
+        F::one(2, "paramRef", K::Message(234)),
+        F::one(3, "matchResources", K::Message(229)),
+        F::list(4, "validationActions", K::String),
+    ]) },
+    // 121
+    Message { name: "k8s.io.api.node.v1.Overhead", shape: Shape::Fields(&[
+        F::map(1, "podFixed", K::Message(148)),
+    ]) },
+    // 122
+    Message { name: "k8s.io.api.node.v1.Scheduling", shape: Shape::Fields(&[
+        F::map(1, "nodeSelector", K::String),
+        F::list(2, "tolerations", K::Message(144)),
+    ]) },
+    // 123
     Message { name: "k8s.io.api.certificates.v1.CertificateSigningRequestSpec", shape: Shape::Fields(&[
         F::one(1, "request", K::Bytes),
         F::one(7, "signerName", K::String),
@@ -973,75 +994,75 @@ pub static MESSAGES: &[Message] = &[
         F::omit_zero(2, "username", K::String),
         F::omit_zero(3, "uid", K::String),
         F::list(4, "groups", K::String),
-        F::map(6, "extra", K::Message(231)),
+        F::map(6, "extra", K::Message(235)),
     ]) },
-    // 121
+    // 124
     Message { name: "k8s.io.api.certificates.v1.CertificateSigningRequestStatus", shape: Shape::Fields(&[
-        F::list(1, "conditions", K::Message(232)),
+        F::list(1, "conditions", K::Message(236)),
         F::omit_zero(2, "certificate", K::Bytes),
     ]) },
-    // 122
+    // 125
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.Preconditions", shape: Shape::Fields(&[
         F::one(1, "uid", K::String),
         F::one(2, "resourceVersion", K::String),
     ]) },
-    // 123
+    // 126
     Message { name: "k8s.io.api.authorization.v1.SelfSubjectAccessReviewSpec", shape: Shape::Fields(&[
-        F::one(1, "resourceAttributes", K::Message(233)),
-        F::one(2, "nonResourceAttributes", K::Message(234)),
+        F::one(1, "resourceAttributes", K::Message(237)),
+        F::one(2, "nonResourceAttributes", K::Message(238)),
     ]) },
-    // 124
+    // 127
     Message { name: "k8s.io.api.authorization.v1.SubjectAccessReviewStatus", shape: Shape::Fields(&[
         F::one(1, "allowed", K::Bool),
         F::omit_zero(4, "denied", K::Bool),
         F::omit_zero(2, "reason", K::String),
         F::omit_zero(3, "evaluationError", K::String),
     ]) },
-    // 125
+    // 128
     Message { name: "k8s.io.api.authorization.v1.SelfSubjectRulesReviewSpec", shape: Shape::Fields(&[
         F::omit_zero(1, "namespace", K::String),
     ]) },
-    // 126
+    // 129
     Message { name: "k8s.io.api.authorization.v1.SubjectRulesReviewStatus", shape: Shape::Fields(&[
-        F::list(1, "resourceRules", K::Message(235)),
-        F::list(2, "nonResourceRules", K::Message(236)),
+        F::list(1, "resourceRules", K::Message(239)),
+        F::list(2, "nonResourceRules", K::Message(240)),
         F::one(3, "incomplete", K::Bool),
         F::omit_zero(4, "evaluationError", K::String),
     ]) },
-    // 127
+    // 130
     Message { name: "k8s.io.api.authorization.v1.SubjectAccessReviewSpec", shape: Shape::Fields(&[
-        F::one(1, "resourceAttributes", K::Message(233)),
-        F::one(2, "nonResourceAttributes", K::Message(234)),
+        F::one(1, "resourceAttributes", K::Message(237)),
+        F::one(2, "nonResourceAttributes", K::Message(238)),
         F::omit_zero(3, "user", K::String),
         F::list(4, "groups", K::String),
-        F::map(5, "extra", K::Message(237)),
+        F::map(5, "extra", K::Message(241)),
         F::omit_zero(6, "uid", K::String),
     ]) },
-    // 128
+    // 131
     Message { name: "k8s.io.api.authentication.v1.SelfSubjectReviewStatus", shape: Shape::Fields(&[
-        F::one(1, "userInfo", K::Message(238)),
+        F::one(1, "userInfo", K::Message(242)),
     ]) },
-    // 129
+    // 132
     Message { name: "k8s.io.api.authentication.v1.TokenRequestSpec", shape: Shape::Fields(&[
         F::list(1, "audiences", K::String),
         F::one(4, "expirationSeconds", K::Int64),
-        F::one(3, "boundObjectRef", K::Message(239)),
+        F::one(3, "boundObjectRef", K::Message(243)),
     ]) },
-    // 130
+    // 133
     Message { name: "k8s.io.api.authentication.v1.TokenRequestStatus", shape: Shape::Fields(&[
         F::one(1, "token", K::String),
-        F::one(2, "expirationTimestamp", K::Message(67)),
+        F::one(2, "expirationTimestamp", K::Message(68)),
     ]) },
-    // 131
+    // 134
     Message { name: "k8s.io.api.autoscaling.v1.ScaleSpec", shape: Shape::Fields(&[
         F::omit_zero(1, "replicas", K::Int32),
     ]) },
-    // 132
+    // 135
     Message { name: "k8s.io.api.autoscaling.v1.ScaleStatus", shape: Shape::Fields(&[
         F::one(1, "replicas", K::Int32),
         F::omit_zero(2, "selector", K::String),
     ]) },
-    // 133
+    // 136
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.OwnerReference", shape: Shape::Fields(&[
         F::one(5, "apiVersion", K::String),
         F::one(1, "kind", K::String),
@@ -1050,85 +1071,85 @@ pub static MESSAGES: &[Message] = &[
         F::one(6, "controller", K::Bool),
         F::one(7, "blockOwnerDeletion", K::Bool),
     ]) },
-    // 134
+    // 137
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.ManagedFieldsEntry", shape: Shape::Fields(&[
         F::omit_zero(1, "manager", K::String),
         F::omit_zero(2, "operation", K::String),
         F::omit_zero(3, "apiVersion", K::String),
-        F::one(4, "time", K::Message(67)),
+        F::one(4, "time", K::Message(68)),
         F::omit_zero(6, "fieldsType", K::String),
-        F::one(7, "fieldsV1", K::Message(240)),
+        F::one(7, "fieldsV1", K::Message(244)),
         F::omit_zero(8, "subresource", K::String),
     ]) },
-    // 135
+    // 138
     Message { name: "k8s.io.api.core.v1.NamespaceCondition", shape: Shape::Fields(&[
         F::one(1, "type", K::String),
         F::one(2, "status", K::String),
-        F::one(4, "lastTransitionTime", K::Message(67)),
+        F::one(4, "lastTransitionTime", K::Message(68)),
         F::omit_zero(5, "reason", K::String),
         F::omit_zero(6, "message", K::String),
     ]) },
-    // 136
+    // 139
     Message { name: "k8s.io.api.core.v1.Volume", shape: Shape::Fields(&[
         F::one(1, "name", K::String),
-        F::inline(2, "", K::Message(241)),
+        F::inline(2, "", K::Message(245)),
     ]) },
-    // 137
+    // 140
     Message { name: "k8s.io.api.core.v1.Container", shape: Shape::Fields(&[
         F::one(1, "name", K::String),
         F::omit_zero(2, "image", K::String),
         F::list(3, "command", K::String),
         F::list(4, "args", K::String),
         F::omit_zero(5, "workingDir", K::String),
-        F::list(6, "ports", K::Message(242)),
-        F::list(19, "envFrom", K::Message(243)),
-        F::list(7, "env", K::Message(244)),
-        F::one(8, "resources", K::Message(150)),
-        F::list(23, "resizePolicy", K::Message(245)),
+        F::list(6, "ports", K::Message(246)),
+        F::list(19, "envFrom", K::Message(247)),
+        F::list(7, "env", K::Message(248)),
+        F::one(8, "resources", K::Message(153)),
+        F::list(23, "resizePolicy", K::Message(249)),
         F::one(24, "restartPolicy", K::String),
-        F::list(25, "restartPolicyRules", K::Message(246)),
-        F::list(9, "volumeMounts", K::Message(247)),
-        F::list(21, "volumeDevices", K::Message(248)),
-        F::one(10, "livenessProbe", K::Message(249)),
-        F::one(11, "readinessProbe", K::Message(249)),
-        F::one(22, "startupProbe", K::Message(249)),
-        F::one(12, "lifecycle", K::Message(250)),
+        F::list(25, "restartPolicyRules", K::Message(250)),
+        F::list(9, "volumeMounts", K::Message(251)),
+        F::list(21, "volumeDevices", K::Message(252)),
+        F::one(10, "livenessProbe", K::Message(253)),
+        F::one(11, "readinessProbe", K::Message(253)),
+        F::one(22, "startupProbe", K::Message(253)),
+        F::one(12, "lifecycle", K::Message(254)),
         F::omit_zero(13, "terminationMessagePath", K::String),
         F::omit_zero(20, "terminationMessagePolicy", K::String),
         F::omit_zero(14, "imagePullPolicy", K::String),
-        F::one(15, "securityContext", K::Message(251)),
+        F::one(15, "securityContext", K::Message(255)),
         F::omit_zero(16, "stdin", K::Bool),
         F::omit_zero(17, "stdinOnce", K::Bool),
         F::omit_zero(18, "tty", K::Bool),
     ]) },
-    // 138
+    // 141
     Message { name: "k8s.io.api.core.v1.EphemeralContainer", shape: Shape::Fields(&[
-        F::inline(1, "", K::Message(252)),
+        F::inline(1, "", K::Message(256)),
         F::omit_zero(2, "targetContainerName", K::String),
     ]) },
-    // 139
+    // 142
     Message { name: "k8s.io.api.core.v1.PodSecurityContext", shape: Shape::Fields(&[
-        F::one(1, "seLinuxOptions", K::Message(253)),
-        F::one(8, "windowsOptions", K::Message(254)),
+        F::one(1, "seLinuxOptions", K::Message(257)),
+        F::one(8, "windowsOptions", K::Message(258)),
         F::one(2, "runAsUser", K::Int64),
         F::one(6, "runAsGroup", K::Int64),
         F::one(3, "runAsNonRoot", K::Bool),
         F::list(4, "supplementalGroups", K::Int64),
         F::one(12, "supplementalGroupsPolicy", K::String),
         F::one(5, "fsGroup", K::Int64),
-        F::list(7, "sysctls", K::Message(255)),
+        F::list(7, "sysctls", K::Message(259)),
         F::one(9, "fsGroupChangePolicy", K::String),
-        F::one(10, "seccompProfile", K::Message(256)),
-        F::one(11, "appArmorProfile", K::Message(257)),
+        F::one(10, "seccompProfile", K::Message(260)),
+        F::one(11, "appArmorProfile", K::Message(261)),
         F::one(13, "seLinuxChangePolicy", K::String),
     ]) },
-    // 140
+    // 143
     Message { name: "k8s.io.api.core.v1.Affinity", shape: Shape::Fields(&[
-        F::one(1, "nodeAffinity", K::Message(258)),
-        F::one(2, "podAffinity", K::Message(259)),
-        F::one(3, "podAntiAffinity", K::Message(260)),
+        F::one(1, "nodeAffinity", K::Message(262)),
+        F::one(2, "podAffinity", K::Message(263)),
+        F::one(3, "podAntiAffinity", K::Message(264)),
     ]) },
-    // 141
+    // 144
     Message { name: "k8s.io.api.core.v1.Toleration", shape: Shape::Fields(&[
         F::omit_zero(1, "key", K::String),
         F::omit_zero(2, "operator", K::String),
@@ -1136,136 +1157,136 @@ pub static MESSAGES: &[Message] = &[
         F::omit_zero(4, "effect", K::String),
         F::one(5, "tolerationSeconds", K::Int64),
     ]) },
-    // 142
+    // 145
     Message { name: "k8s.io.api.core.v1.HostAlias", shape: Shape::Fields(&[
         F::one(1, "ip", K::String),
         F::list(2, "hostnames", K::String),
     ]) },
-    // 143
+    // 146
     Message { name: "k8s.io.api.core.v1.PodDNSConfig", shape: Shape::Fields(&[
         F::list(1, "nameservers", K::String),
         F::list(2, "searches", K::String),
-        F::list(3, "options", K::Message(261)),
+        F::list(3, "options", K::Message(265)),
     ]) },
-    // 144
+    // 147
     Message { name: "k8s.io.api.core.v1.PodReadinessGate", shape: Shape::Fields(&[
         F::one(1, "conditionType", K::String),
     ]) },
-    // 145
+    // 148
     Message { name: "k8s.io.apimachinery.pkg.api.resource.Quantity", shape: Shape::Quantity },
-    // 146
+    // 149
     Message { name: "k8s.io.api.core.v1.TopologySpreadConstraint", shape: Shape::Fields(&[
         F::one(1, "maxSkew", K::Int32),
         F::one(2, "topologyKey", K::String),
         F::one(3, "whenUnsatisfiable", K::String),
-        F::one(4, "labelSelector", K::Message(179)),
+        F::one(4, "labelSelector", K::Message(182)),
         F::one(5, "minDomains", K::Int32),
         F::one(6, "nodeAffinityPolicy", K::String),
         F::one(7, "nodeTaintsPolicy", K::String),
         F::list(8, "matchLabelKeys", K::String),
     ]) },
-    // 147
+    // 150
     Message { name: "k8s.io.api.core.v1.PodOS", shape: Shape::Fields(&[
         F::one(1, "name", K::String),
     ]) },
-    // 148
+    // 151
     Message { name: "k8s.io.api.core.v1.PodSchedulingGate", shape: Shape::Fields(&[
         F::one(1, "name", K::String),
     ]) },
-    // 149
+    // 152
     Message { name: "k8s.io.api.core.v1.PodResourceClaim", shape: Shape::Fields(&[
         F::one(1, "name", K::String),
         F::one(3, "resourceClaimName", K::String),
         F::one(4, "resourceClaimTemplateName", K::String),
     ]) },
-    // 150
+    // 153
     Message { name: "k8s.io.api.core.v1.ResourceRequirements", shape: Shape::Fields(&[
-        F::map(1, "limits", K::Message(145)),
-        F::map(2, "requests", K::Message(145)),
-        F::list(3, "claims", K::Message(262)),
+        F::map(1, "limits", K::Message(148)),
+        F::map(2, "requests", K::Message(148)),
+        F::list(3, "claims", K::Message(266)),
     ]) },
-    // 151
+    // 154
     Message { name: "k8s.io.api.core.v1.WorkloadReference", shape: Shape::Fields(&[
         F::one(1, "name", K::String),
         F::one(2, "podGroup", K::String),
         F::omit_zero(3, "podGroupReplicaKey", K::String),
     ]) },
-    // 152
+    // 155
     Message { name: "k8s.io.api.core.v1.PodCondition", shape: Shape::Fields(&[
         F::one(1, "type", K::String),
         F::omit_zero(7, "observedGeneration", K::Int64),
         F::one(2, "status", K::String),
-        F::one(3, "lastProbeTime", K::Message(67)),
-        F::one(4, "lastTransitionTime", K::Message(67)),
+        F::one(3, "lastProbeTime", K::Message(68)),
+        F::one(4, "lastTransitionTime", K::Message(68)),
         F::omit_zero(5, "reason", K::String),
         F::omit_zero(6, "message", K::String),
     ]) },
-    // 153
+    // 156
     Message { name: "k8s.io.api.core.v1.HostIP", shape: Shape::Fields(&[
         F::one(1, "ip", K::String),
     ]) },
-    // 154
+    // 157
     Message { name: "k8s.io.api.core.v1.PodIP", shape: Shape::Fields(&[
         F::one(1, "ip", K::String),
     ]) },
-    // 155
+    // 158
     Message { name: "k8s.io.api.core.v1.ContainerStatus", shape: Shape::Fields(&[
         F::one(1, "name", K::String),
-        F::one(2, "state", K::Message(263)),
-        F::one(3, "lastState", K::Message(263)),
+        F::one(2, "state", K::Message(267)),
+        F::one(3, "lastState", K::Message(267)),
         F::one(4, "ready", K::Bool),
         F::one(5, "restartCount", K::Int32),
         F::one(6, "image", K::String),
         F::one(7, "imageID", K::String),
         F::omit_zero(8, "containerID", K::String),
         F::one(9, "started", K::Bool),
-        F::map(10, "allocatedResources", K::Message(145)),
-        F::one(11, "resources", K::Message(150)),
-        F::list(12, "volumeMounts", K::Message(264)),
-        F::one(13, "user", K::Message(265)),
-        F::list(14, "allocatedResourcesStatus", K::Message(266)),
+        F::map(10, "allocatedResources", K::Message(148)),
+        F::one(11, "resources", K::Message(153)),
+        F::list(12, "volumeMounts", K::Message(268)),
+        F::one(13, "user", K::Message(269)),
+        F::list(14, "allocatedResourcesStatus", K::Message(270)),
         F::one(15, "stopSignal", K::String),
     ]) },
-    // 156
+    // 159
     Message { name: "k8s.io.api.core.v1.PodResourceClaimStatus", shape: Shape::Fields(&[
         F::one(1, "name", K::String),
         F::one(2, "resourceClaimName", K::String),
     ]) },
-    // 157
+    // 160
     Message { name: "k8s.io.api.core.v1.PodExtendedResourceClaimStatus", shape: Shape::Fields(&[
-        F::list(1, "requestMappings", K::Message(267)),
+        F::list(1, "requestMappings", K::Message(271)),
         F::one(2, "resourceClaimName", K::String),
     ]) },
-    // 158
+    // 161
     Message { name: "k8s.io.api.core.v1.Taint", shape: Shape::Fields(&[
         F::one(1, "key", K::String),
         F::omit_zero(2, "value", K::String),
         F::one(3, "effect", K::String),
-        F::one(4, "timeAdded", K::Message(67)),
+        F::one(4, "timeAdded", K::Message(68)),
     ]) },
-    // 159
+    // 162
     Message { name: "k8s.io.api.core.v1.NodeConfigSource", shape: Shape::Fields(&[
-        F::one(2, "configMap", K::Message(268)),
+        F::one(2, "configMap", K::Message(272)),
     ]) },
-    // 160
+    // 163
     Message { name: "k8s.io.api.core.v1.NodeCondition", shape: Shape::Fields(&[
         F::one(1, "type", K::String),
         F::one(2, "status", K::String),
-        F::one(3, "lastHeartbeatTime", K::Message(67)),
-        F::one(4, "lastTransitionTime", K::Message(67)),
+        F::one(3, "lastHeartbeatTime", K::Message(68)),
+        F::one(4, "lastTransitionTime", K::Message(68)),
         F::omit_zero(5, "reason", K::String),
         F::omit_zero(6, "message", K::String),
     ]) },
-    // 161
+    // 164
     Message { name: "k8s.io.api.core.v1.NodeAddress", shape: Shape::Fields(&[
         F::one(1, "type", K::String),
         F::one(2, "address", K::String),
     ]) },
-    // 162
+    // 165
     Message { name: "k8s.io.api.core.v1.NodeDaemonEndpoints", shape: Shape::Fields(&[
-        F::one(1, "kubeletEndpoint", K::Message(269)),
+        F::one(1, "kubeletEndpoint", K::Message(273)),
     ]) },
-    // 163
+    // 166
     Message { name: "k8s.io.api.core.v1.NodeSystemInfo", shape: Shape::Fields(&[
         F::one(1, "machineID", K::String),
         F::one(2, "systemUUID", K::String),
@@ -1277,318 +1298,324 @@ pub static MESSAGES: &[Message] = &[
         F::one(8, "kubeProxyVersion", K::String),
         F::one(9, "operatingSystem", K::String),
         F::one(10, "architecture", K::String),
-        F::one(11, "swap", K::Message(270)),
+        F::one(11, "swap", K::Message(274)),
     ]) },
-    // 164
+    // 167
     Message { name: "k8s.io.api.core.v1.ContainerImage", shape: Shape::Fields(&[
         F::list(1, "names", K::String),
         F::omit_zero(2, "sizeBytes", K::Int64),
     ]) },
-    // 165
+    // 168
     Message { name: "k8s.io.api.core.v1.AttachedVolume", shape: Shape::Fields(&[
         F::one(1, "name", K::String),
         F::one(2, "devicePath", K::String),
     ]) },
-    // 166
+    // 169
     Message { name: "k8s.io.api.core.v1.NodeConfigStatus", shape: Shape::Fields(&[
-        F::one(1, "assigned", K::Message(159)),
-        F::one(2, "active", K::Message(159)),
-        F::one(3, "lastKnownGood", K::Message(159)),
+        F::one(1, "assigned", K::Message(162)),
+        F::one(2, "active", K::Message(162)),
+        F::one(3, "lastKnownGood", K::Message(162)),
         F::omit_zero(4, "error", K::String),
     ]) },
-    // 167
+    // 170
     Message { name: "k8s.io.api.core.v1.NodeRuntimeHandler", shape: Shape::Fields(&[
         F::one(1, "name", K::String),
-        F::one(2, "features", K::Message(271)),
+        F::one(2, "features", K::Message(275)),
     ]) },
-    // 168
+    // 171
     Message { name: "k8s.io.api.core.v1.NodeFeatures", shape: Shape::Fields(&[
         F::one(1, "supplementalGroupsPolicy", K::Bool),
     ]) },
-    // 169
+    // 172
     Message { name: "k8s.io.api.core.v1.ServicePort", shape: Shape::Fields(&[
         F::omit_zero(1, "name", K::String),
         F::omit_zero(2, "protocol", K::String),
         F::one(6, "appProtocol", K::String),
         F::one(3, "port", K::Int32),
-        F::one(4, "targetPort", K::Message(215)),
+        F::one(4, "targetPort", K::Message(219)),
         F::omit_zero(5, "nodePort", K::Int32),
     ]) },
-    // 170
+    // 173
     Message { name: "k8s.io.api.core.v1.SessionAffinityConfig", shape: Shape::Fields(&[
-        F::one(1, "clientIP", K::Message(272)),
+        F::one(1, "clientIP", K::Message(276)),
     ]) },
-    // 171
+    // 174
     Message { name: "k8s.io.api.core.v1.LoadBalancerStatus", shape: Shape::Fields(&[
-        F::list(1, "ingress", K::Message(273)),
+        F::list(1, "ingress", K::Message(277)),
     ]) },
-    // 172
+    // 175
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.Condition", shape: Shape::Fields(&[
         F::one(1, "type", K::String),
         F::one(2, "status", K::String),
         F::omit_zero(3, "observedGeneration", K::Int64),
-        F::one(4, "lastTransitionTime", K::Message(67)),
+        F::one(4, "lastTransitionTime", K::Message(68)),
         F::one(5, "reason", K::String),
         F::one(6, "message", K::String),
     ]) },
-    // 173
+    // 176
     Message { name: "k8s.io.api.core.v1.EndpointAddress", shape: Shape::Fields(&[
         F::one(1, "ip", K::String),
         F::omit_zero(3, "hostname", K::String),
         F::one(4, "nodeName", K::String),
-        F::one(2, "targetRef", K::Message(64)),
+        F::one(2, "targetRef", K::Message(65)),
     ]) },
-    // 174
+    // 177
     Message { name: "k8s.io.api.core.v1.EndpointPort", shape: Shape::Fields(&[
         F::omit_zero(1, "name", K::String),
         F::one(2, "port", K::Int32),
         F::omit_zero(3, "protocol", K::String),
         F::one(4, "appProtocol", K::String),
     ]) },
-    // 175
+    // 178
     Message { name: "k8s.io.api.core.v1.LimitRangeItem", shape: Shape::Fields(&[
         F::one(1, "type", K::String),
-        F::map(2, "max", K::Message(145)),
-        F::map(3, "min", K::Message(145)),
-        F::map(4, "default", K::Message(145)),
-        F::map(5, "defaultRequest", K::Message(145)),
-        F::map(6, "maxLimitRequestRatio", K::Message(145)),
-    ]) },
-    // 176
-    Message { name: "k8s.io.api.core.v1.ScopeSelector", shape: Shape::Fields(&[
-        F::list(1, "matchExpressions", K::Message(274)),
-    ]) },
-    // 177
-    Message { name: "k8s.io.api.core.v1.PersistentVolumeSource", shape: Shape::Fields(&[
-        F::one(1, "gcePersistentDisk", K::Message(275)),
-        F::one(2, "awsElasticBlockStore", K::Message(276)),
-        F::one(3, "hostPath", K::Message(277)),
-        F::one(4, "glusterfs", K::Message(278)),
-        F::one(5, "nfs", K::Message(279)),
-        F::one(6, "rbd", K::Message(280)),
-        F::one(7, "iscsi", K::Message(281)),
-        F::one(8, "cinder", K::Message(282)),
-        F::one(9, "cephfs", K::Message(283)),
-        F::one(10, "fc", K::Message(284)),
-        F::one(11, "flocker", K::Message(285)),
-        F::one(12, "flexVolume", K::Message(286)),
-        F::one(13, "azureFile", K::Message(287)),
-        F::one(14, "vsphereVolume", K::Message(288)),
-        F::one(15, "quobyte", K::Message(289)),
-        F::one(16, "azureDisk", K::Message(290)),
-        F::one(17, "photonPersistentDisk", K::Message(291)),
-        F::one(18, "portworxVolume", K::Message(292)),
-        F::one(19, "scaleIO", K::Message(293)),
-        F::one(20, "local", K::Message(294)),
-        F::one(21, "storageos", K::Message(295)),
-        F::one(22, "csi", K::Message(296)),
-    ]) },
-    // 178
-    Message { name: "k8s.io.api.core.v1.VolumeNodeAffinity", shape: Shape::Fields(&[
-        F::one(1, "required", K::Message(297)),
+        F::map(2, "max", K::Message(148)),
+        F::map(3, "min", K::Message(148)),
+        F::map(4, "default", K::Message(148)),
+        F::map(5, "defaultRequest", K::Message(148)),
+        F::map(6, "maxLimitRequestRatio", K::Message(148)),
     ]) },
     // 179
-    Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.LabelSelector", shape: Shape::Fields(&[
-        F::map(1, "matchLabels", K::String),
-        F::list(2, "matchExpressions", K::Message(298)),
+    Message { name: "k8s.io.api.core.v1.ScopeSelector", shape: Shape::Fields(&[
+        F::list(1, "matchExpressions", K::Message(278)),
     ]) },
     // 180
-    Message { name: "k8s.io.api.core.v1.VolumeResourceRequirements", shape: Shape::Fields(&[
-        F::map(1, "limits", K::Message(145)),
-        F::map(2, "requests", K::Message(145)),
+    Message { name: "k8s.io.api.core.v1.PersistentVolumeSource", shape: Shape::Fields(&[
+        F::one(1, "gcePersistentDisk", K::Message(279)),
+        F::one(2, "awsElasticBlockStore", K::Message(280)),
+        F::one(3, "hostPath", K::Message(281)),
+        F::one(4, "glusterfs", K::Message(282)),
+        F::one(5, "nfs", K::Message(283)),
+        F::one(6, "rbd", K::Message(284)),
+        F::one(7, "iscsi", K::Message(285)),
+        F::one(8, "cinder", K::Message(286)),
+        F::one(9, "cephfs", K::Message(287)),
+        F::one(10, "fc", K::Message(288)),
+        F::one(11, "flocker", K::Message(289)),
+        F::one(12, "flexVolume", K::Message(290)),
+        F::one(13, "azureFile", K::Message(291)),
+        F::one(14, "vsphereVolume", K::Message(292)),
+        F::one(15, "quobyte", K::Message(293)),
+        F::one(16, "azureDisk", K::Message(294)),
+        F::one(17, "photonPersistentDisk", K::Message(295)),
+        F::one(18, "portworxVolume", K::Message(296)),
+        F::one(19, "scaleIO", K::Message(297)),
+        F::one(20, "local", K::Message(298)),
+        F::one(21, "storageos", K::Message(299)),
+        F::one(22, "csi", K::Message(300)),
     ]) },
     // 181
+    Message { name: "k8s.io.api.core.v1.VolumeNodeAffinity", shape: Shape::Fields(&[
+        F::one(1, "required", K::Message(301)),
+    ]) },
+    // 182
+    Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.LabelSelector", shape: Shape::Fields(&[
+        F::map(1, "matchLabels", K::String),
+        F::list(2, "matchExpressions", K::Message(302)),
+    ]) },
+    // 183
+    Message { name: "k8s.io.api.core.v1.VolumeResourceRequirements", shape: Shape::Fields(&[
+        F::map(1, "limits", K::Message(148)),
+        F::map(2, "requests", K::Message(148)),
+    ]) },
+    // 184
     Message { name: "k8s.io.api.core.v1.TypedLocalObjectReference", shape: Shape::Fields(&[
         F::one(1, "apiGroup", K::String),
         F::one(2, "kind", K::String),
         F::one(3, "name", K::String),
     ]) },
-    // 182
+    // 185
     Message { name: "k8s.io.api.core.v1.TypedObjectReference", shape: Shape::Fields(&[
         F::one(1, "apiGroup", K::String),
         F::one(2, "kind", K::String),
         F::one(3, "name", K::String),
         F::one(4, "namespace", K::String),
     ]) },
-    // 183
+    // 186
     Message { name: "k8s.io.api.core.v1.PersistentVolumeClaimCondition", shape: Shape::Fields(&[
         F::one(1, "type", K::String),
         F::one(2, "status", K::String),
-        F::one(3, "lastProbeTime", K::Message(67)),
-        F::one(4, "lastTransitionTime", K::Message(67)),
+        F::one(3, "lastProbeTime", K::Message(68)),
+        F::one(4, "lastTransitionTime", K::Message(68)),
         F::omit_zero(5, "reason", K::String),
         F::omit_zero(6, "message", K::String),
     ]) },
-    // 184
+    // 187
     Message { name: "k8s.io.api.core.v1.ModifyVolumeStatus", shape: Shape::Fields(&[
         F::omit_zero(1, "targetVolumeAttributesClassName", K::String),
         F::one(2, "status", K::String),
     ]) },
-    // 185
+    // 188
     Message { name: "k8s.io.api.core.v1.PodTemplateSpec", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(57)),
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(58)),
     ]) },
-    // 186
+    // 189
     Message { name: "k8s.io.api.core.v1.ReplicationControllerCondition", shape: Shape::Fields(&[
         F::one(1, "type", K::String),
         F::one(2, "status", K::String),
-        F::one(3, "lastTransitionTime", K::Message(67)),
-        F::omit_zero(4, "reason", K::String),
-        F::omit_zero(5, "message", K::String),
-    ]) },
-    // 187
-    Message { name: "k8s.io.api.apps.v1.DeploymentStrategy", shape: Shape::Fields(&[
-        F::omit_zero(1, "type", K::String),
-        F::one(2, "rollingUpdate", K::Message(299)),
-    ]) },
-    // 188
-    Message { name: "k8s.io.api.apps.v1.DeploymentCondition", shape: Shape::Fields(&[
-        F::one(1, "type", K::String),
-        F::one(2, "status", K::String),
-        F::one(6, "lastUpdateTime", K::Message(67)),
-        F::one(7, "lastTransitionTime", K::Message(67)),
-        F::omit_zero(4, "reason", K::String),
-        F::omit_zero(5, "message", K::String),
-    ]) },
-    // 189
-    Message { name: "k8s.io.api.apps.v1.ReplicaSetCondition", shape: Shape::Fields(&[
-        F::one(1, "type", K::String),
-        F::one(2, "status", K::String),
-        F::one(3, "lastTransitionTime", K::Message(67)),
+        F::one(3, "lastTransitionTime", K::Message(68)),
         F::omit_zero(4, "reason", K::String),
         F::omit_zero(5, "message", K::String),
     ]) },
     // 190
-    Message { name: "k8s.io.api.apps.v1.StatefulSetUpdateStrategy", shape: Shape::Fields(&[
+    Message { name: "k8s.io.api.apps.v1.DeploymentStrategy", shape: Shape::Fields(&[
         F::omit_zero(1, "type", K::String),
-        F::one(2, "rollingUpdate", K::Message(300)),
+        F::one(2, "rollingUpdate", K::Message(303)),
     ]) },
     // 191
+    Message { name: "k8s.io.api.apps.v1.DeploymentCondition", shape: Shape::Fields(&[
+        F::one(1, "type", K::String),
+        F::one(2, "status", K::String),
+        F::one(6, "lastUpdateTime", K::Message(68)),
+        F::one(7, "lastTransitionTime", K::Message(68)),
+        F::omit_zero(4, "reason", K::String),
+        F::omit_zero(5, "message", K::String),
+    ]) },
+    // 192
+    Message { name: "k8s.io.api.apps.v1.ReplicaSetCondition", shape: Shape::Fields(&[
+        F::one(1, "type", K::String),
+        F::one(2, "status", K::String),
+        F::one(3, "lastTransitionTime", K::Message(68)),
+        F::omit_zero(4, "reason", K::String),
+        F::omit_zero(5, "message", K::String),
+    ]) },
+    // 193
+    Message { name: "k8s.io.api.apps.v1.StatefulSetUpdateStrategy", shape: Shape::Fields(&[
+        F::omit_zero(1, "type", K::String),
+        F::one(2, "rollingUpdate", K::Message(304)),
+    ]) },
+    // 194
     Message { name: "k8s.io.api.apps.v1.StatefulSetPersistentVolumeClaimRetentionPolicy", shape: Shape::Fields(&[
         F::omit_zero(1, "whenDeleted", K::String),
         F::omit_zero(2, "whenScaled", K::String),
     ]) },
-    // 192
+    // 195
     Message { name: "k8s.io.api.apps.v1.StatefulSetOrdinals", shape: Shape::Fields(&[
         F::one(1, "start", K::Int32),
     ]) },
-    // 193
+    // 196
     Message { name: "k8s.io.api.apps.v1.StatefulSetCondition", shape: Shape::Fields(&[
         F::one(1, "type", K::String),
         F::one(2, "status", K::String),
-        F::one(3, "lastTransitionTime", K::Message(67)),
+        F::one(3, "lastTransitionTime", K::Message(68)),
         F::omit_zero(4, "reason", K::String),
         F::omit_zero(5, "message", K::String),
     ]) },
-    // 194
+    // 197
     Message { name: "k8s.io.api.apps.v1.DaemonSetUpdateStrategy", shape: Shape::Fields(&[
         F::omit_zero(1, "type", K::String),
-        F::one(2, "rollingUpdate", K::Message(301)),
+        F::one(2, "rollingUpdate", K::Message(305)),
     ]) },
-    // 195
+    // 198
     Message { name: "k8s.io.api.apps.v1.DaemonSetCondition", shape: Shape::Fields(&[
         F::one(1, "type", K::String),
         F::one(2, "status", K::String),
-        F::one(3, "lastTransitionTime", K::Message(67)),
+        F::one(3, "lastTransitionTime", K::Message(68)),
         F::omit_zero(4, "reason", K::String),
         F::omit_zero(5, "message", K::String),
     ]) },
-    // 196
+    // 199
     Message { name: "k8s.io.api.batch.v1.PodFailurePolicy", shape: Shape::Fields(&[
-        F::list(1, "rules", K::Message(302)),
+        F::list(1, "rules", K::Message(306)),
     ]) },
-    // 197
+    // 200
     Message { name: "k8s.io.api.batch.v1.SuccessPolicy", shape: Shape::Fields(&[
-        F::list(1, "rules", K::Message(303)),
+        F::list(1, "rules", K::Message(307)),
     ]) },
-    // 198
+    // 201
     Message { name: "k8s.io.api.batch.v1.JobCondition", shape: Shape::Fields(&[
         F::one(1, "type", K::String),
         F::one(2, "status", K::String),
-        F::one(3, "lastProbeTime", K::Message(67)),
-        F::one(4, "lastTransitionTime", K::Message(67)),
+        F::one(3, "lastProbeTime", K::Message(68)),
+        F::one(4, "lastTransitionTime", K::Message(68)),
         F::omit_zero(5, "reason", K::String),
         F::omit_zero(6, "message", K::String),
     ]) },
-    // 199
+    // 202
     Message { name: "k8s.io.api.batch.v1.UncountedTerminatedPods", shape: Shape::Fields(&[
         F::list(1, "succeeded", K::String),
         F::list(2, "failed", K::String),
     ]) },
-    // 200
+    // 203
     Message { name: "k8s.io.api.batch.v1.JobTemplateSpec", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(88)),
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(89)),
     ]) },
-    // 201
+    // 204
     Message { name: "k8s.io.api.autoscaling.v2.CrossVersionObjectReference", shape: Shape::Fields(&[
         F::one(1, "kind", K::String),
         F::one(2, "name", K::String),
         F::omit_zero(3, "apiVersion", K::String),
     ]) },
-    // 202
+    // 205
     Message { name: "k8s.io.api.autoscaling.v2.MetricSpec", shape: Shape::Fields(&[
         F::one(1, "type", K::String),
-        F::one(2, "object", K::Message(304)),
-        F::one(3, "pods", K::Message(305)),
-        F::one(4, "resource", K::Message(306)),
-        F::one(7, "containerResource", K::Message(307)),
-        F::one(5, "external", K::Message(308)),
+        F::one(2, "object", K::Message(308)),
+        F::one(3, "pods", K::Message(309)),
+        F::one(4, "resource", K::Message(310)),
+        F::one(7, "containerResource", K::Message(311)),
+        F::one(5, "external", K::Message(312)),
     ]) },
-    // 203
+    // 206
     Message { name: "k8s.io.api.autoscaling.v2.HorizontalPodAutoscalerBehavior", shape: Shape::Fields(&[
-        F::one(1, "scaleUp", K::Message(309)),
-        F::one(2, "scaleDown", K::Message(309)),
+        F::one(1, "scaleUp", K::Message(313)),
+        F::one(2, "scaleDown", K::Message(313)),
     ]) },
-    // 204
+    // 207
     Message { name: "k8s.io.api.autoscaling.v2.MetricStatus", shape: Shape::Fields(&[
         F::one(1, "type", K::String),
-        F::one(2, "object", K::Message(310)),
-        F::one(3, "pods", K::Message(311)),
-        F::one(4, "resource", K::Message(312)),
-        F::one(7, "containerResource", K::Message(313)),
-        F::one(5, "external", K::Message(314)),
+        F::one(2, "object", K::Message(314)),
+        F::one(3, "pods", K::Message(315)),
+        F::one(4, "resource", K::Message(316)),
+        F::one(7, "containerResource", K::Message(317)),
+        F::one(5, "external", K::Message(318)),
     ]) },
-    // 205
+    // 208
     Message { name: "k8s.io.api.autoscaling.v2.HorizontalPodAutoscalerCondition", shape: Shape::Fields(&[
         F::one(1, "type", K::String),
         F::one(2, "status", K::String),
-        F::one(3, "lastTransitionTime", K::Message(67)),
+        F::one(3, "lastTransitionTime", K::Message(68)),
         F::omit_zero(4, "reason", K::String),
         F::omit_zero(5, "message", K::String),
     ]) },
-    // 206
+    // 209
+    Message { name: "k8s.io.api.autoscaling.v1.CrossVersionObjectReference", shape: Shape::Fields(&[
+        F::one(1, "kind", K::String),
+        F::one(2, "name", K::String),
+        F::omit_zero(3, "apiVersion", K::String),
+    ]) },
+    // 210
     Message { name: "k8s.io.api.discovery.v1.EndpointConditions", shape: Shape::Fields(&[
         F::one(1, "ready", K::Bool),
         F::one(2, "serving", K::Bool),
         F::one(3, "terminating", K::Bool),
     ]) },
-    // 207
+    // 211
     Message { name: "k8s.io.api.discovery.v1.EndpointHints", shape: Shape::Fields(&[
-        F::list(1, "forZones", K::Message(315)),
-        F::list(2, "forNodes", K::Message(316)),
+        F::list(1, "forZones", K::Message(319)),
+        F::list(2, "forNodes", K::Message(320)),
     ]) },
-    // 208
+    // 212
     Message { name: "k8s.io.api.networking.v1.IngressBackend", shape: Shape::Fields(&[
-        F::one(4, "service", K::Message(317)),
-        F::one(3, "resource", K::Message(181)),
+        F::one(4, "service", K::Message(321)),
+        F::one(3, "resource", K::Message(184)),
     ]) },
-    // 209
+    // 213
     Message { name: "k8s.io.api.networking.v1.IngressTLS", shape: Shape::Fields(&[
         F::list(1, "hosts", K::String),
         F::omit_zero(2, "secretName", K::String),
     ]) },
-    // 210
+    // 214
     Message { name: "k8s.io.api.networking.v1.IngressRule", shape: Shape::Fields(&[
         F::omit_zero(1, "host", K::String),
-        F::inline(2, "", K::Message(318)),
+        F::inline(2, "", K::Message(322)),
     ]) },
-    // 211
+    // 215
     Message { name: "k8s.io.api.networking.v1.IngressLoadBalancerStatus", shape: Shape::Fields(&[
-        F::list(1, "ingress", K::Message(319)),
+        F::list(1, "ingress", K::Message(323)),
     ]) },
-    // 212
+    // 216
     Message { name: "k8s.io.api.networking.v1.IngressClassParametersReference", shape: Shape::Fields(&[
         F::one(1, "apiGroup", K::String),
         F::one(2, "kind", K::String),
@@ -1596,115 +1623,115 @@ pub static MESSAGES: &[Message] = &[
         F::one(4, "scope", K::String),
         F::one(5, "namespace", K::String),
     ]) },
-    // 213
+    // 217
     Message { name: "k8s.io.api.networking.v1.NetworkPolicyIngressRule", shape: Shape::Fields(&[
-        F::list(1, "ports", K::Message(320)),
-        F::list(2, "from", K::Message(321)),
+        F::list(1, "ports", K::Message(324)),
+        F::list(2, "from", K::Message(325)),
     ]) },
-    // 214
+    // 218
     Message { name: "k8s.io.api.networking.v1.NetworkPolicyEgressRule", shape: Shape::Fields(&[
-        F::list(1, "ports", K::Message(320)),
-        F::list(2, "to", K::Message(321)),
+        F::list(1, "ports", K::Message(324)),
+        F::list(2, "to", K::Message(325)),
     ]) },
-    // 215
+    // 219
     Message { name: "k8s.io.apimachinery.pkg.util.intstr.IntOrString", shape: Shape::IntOrString },
-    // 216
+    // 220
     Message { name: "k8s.io.api.core.v1.TopologySelectorLabelRequirement", shape: Shape::Fields(&[
         F::one(1, "key", K::String),
         F::list(2, "values", K::String),
     ]) },
-    // 217
+    // 221
     Message { name: "k8s.io.api.storage.v1.TokenRequest", shape: Shape::Fields(&[
         F::one(1, "audience", K::String),
         F::one(2, "expirationSeconds", K::Int64),
     ]) },
-    // 218
+    // 222
     Message { name: "k8s.io.api.storage.v1.CSINodeDriver", shape: Shape::Fields(&[
         F::one(1, "name", K::String),
         F::one(2, "nodeID", K::String),
         F::list(3, "topologyKeys", K::String),
-        F::one(4, "allocatable", K::Message(322)),
+        F::one(4, "allocatable", K::Message(326)),
     ]) },
-    // 219
+    // 223
     Message { name: "k8s.io.api.storage.v1.VolumeAttachmentSource", shape: Shape::Fields(&[
         F::one(1, "persistentVolumeName", K::String),
-        F::one(2, "inlineVolumeSpec", K::Message(73)),
+        F::one(2, "inlineVolumeSpec", K::Message(74)),
     ]) },
-    // 220
+    // 224
     Message { name: "k8s.io.api.storage.v1.VolumeError", shape: Shape::Fields(&[
-        F::one(1, "time", K::Message(67)),
+        F::one(1, "time", K::Message(68)),
         F::omit_zero(2, "message", K::String),
         F::one(3, "errorCode", K::Int32),
     ]) },
-    // 221
+    // 225
     Message { name: "k8s.io.api.admissionregistration.v1.WebhookClientConfig", shape: Shape::Fields(&[
         F::one(3, "url", K::String),
-        F::one(1, "service", K::Message(323)),
+        F::one(1, "service", K::Message(327)),
         F::omit_zero(2, "caBundle", K::Bytes),
     ]) },
-    // 222
+    // 226
     Message { name: "k8s.io.api.admissionregistration.v1.RuleWithOperations", shape: Shape::Fields(&[
         F::list(1, "operations", K::String),
-        F::inline(2, "", K::Message(324)),
+        F::inline(2, "", K::Message(328)),
     ]) },
-    // 223
+    // 227
     Message { name: "k8s.io.api.admissionregistration.v1.MatchCondition", shape: Shape::Fields(&[
         F::one(1, "name", K::String),
         F::one(2, "expression", K::String),
     ]) },
-    // 224
+    // 228
     Message { name: "k8s.io.api.admissionregistration.v1.ParamKind", shape: Shape::Fields(&[
         F::omit_zero(1, "apiVersion", K::String),
         F::omit_zero(2, "kind", K::String),
     ]) },
-    // 225
+    // 229
     Message { name: "k8s.io.api.admissionregistration.v1.MatchResources", shape: Shape::Fields(&[
-        F::one(1, "namespaceSelector", K::Message(179)),
-        F::one(2, "objectSelector", K::Message(179)),
-        F::list(3, "resourceRules", K::Message(325)),
-        F::list(4, "excludeResourceRules", K::Message(325)),
+        F::one(1, "namespaceSelector", K::Message(182)),
+        F::one(2, "objectSelector", K::Message(182)),
+        F::list(3, "resourceRules", K::Message(329)),
+        F::list(4, "excludeResourceRules", K::Message(329)),
         F::one(7, "matchPolicy", K::String),
     ]) },
-    // 226
+    // 230
     Message { name: "k8s.io.api.admissionregistration.v1.Validation", shape: Shape::Fields(&[
         F::one(1, "expression", K::String),
         F::omit_zero(2, "message", K::String),
         F::one(3, "reason", K::String),
         F::omit_zero(4, "messageExpression", K::String),
     ]) },
-    // 227
+    // 231
     Message { name: "k8s.io.api.admissionregistration.v1.AuditAnnotation", shape: Shape::Fields(&[
         F::one(1, "key", K::String),
         F::one(2, "valueExpression", K::String),
     ]) },
-    // 228
+    // 232
     Message { name: "k8s.io.api.admissionregistration.v1.Variable", shape: Shape::Fields(&[
         F::one(1, "name", K::String),
         F::one(2, "expression", K::String),
     ]) },
-    // 229
+    // 233
     Message { name: "k8s.io.api.admissionregistration.v1.TypeChecking", shape: Shape::Fields(&[
-        F::list(1, "expressionWarnings", K::Message(326)),
+        F::list(1, "expressionWarnings", K::Message(330)),
     ]) },
-    // 230
+    // 234
     Message { name: "k8s.io.api.admissionregistration.v1.ParamRef", shape: Shape::Fields(&[
         F::omit_zero(1, "name", K::String),
         F::omit_zero(2, "namespace", K::String),
-        F::one(3, "selector", K::Message(179)),
+        F::one(3, "selector", K::Message(182)),
         F::one(4, "parameterNotFoundAction", K::String),
     ]) },
-    // 231
+    // 235
     Message { name: "k8s.io.api.certificates.v1.ExtraValue", shape: Shape::List(K::String) },
-    // 232
+    // 236
     Message { name: "k8s.io.api.certificates.v1.CertificateSigningRequestCondition", shape: Shape::Fields(&[
         F::one(1, "type", K::String),
         F::one(6, "status", K::String),
         F::omit_zero(2, "reason", K::String),
         F::omit_zero(3, "message", K::String),
-        F::one(4, "lastUpdateTime", K::Message(67)),
-        F::one(5, "lastTransitionTime", K::Message(67)),
+        F::one(4, "lastUpdateTime", K::Message(68)),
+        F::one(5, "lastTransitionTime", K::Message(68)),
     ]) },
-    // 233
+    // 237
     Message { name: "k8s.io.api.authorization.v1.ResourceAttributes", shape: Shape::Fields(&[
         F::omit_zero(1, "namespace", K::String),
         F::omit_zero(2, "verb", K::String),
@@ -1713,78 +1740,78 @@ pub static MESSAGES: &[Message] = &[
         F::omit_zero(5, "resource", K::String),
         F::omit_zero(6, "subresource", K::String),
         F::omit_zero(7, "name", K::String),
-        F::one(8, "fieldSelector", K::Message(327)),
-        F::one(9, "labelSelector", K::Message(328)),
+        F::one(8, "fieldSelector", K::Message(331)),
+        F::one(9, "labelSelector", K::Message(332)),
     ]) },
-    // 234
+    // 238
     Message { name: "k8s.io.api.authorization.v1.NonResourceAttributes", shape: Shape::Fields(&[
         F::omit_zero(1, "path", K::String),
         F::omit_zero(2, "verb", K::String),
     ]) },
-    // 235
+    // 239
     Message { name: "k8s.io.api.authorization.v1.ResourceRule", shape: Shape::Fields(&[
         F::list(1, "verbs", K::String),
         F::list(2, "apiGroups", K::String),
         F::list(3, "resources", K::String),
         F::list(4, "resourceNames", K::String),
     ]) },
-    // 236
+    // 240
     Message { name: "k8s.io.api.authorization.v1.NonResourceRule", shape: Shape::Fields(&[
         F::list(1, "verbs", K::String),
         F::list(2, "nonResourceURLs", K::String),
     ]) },
-    // 237
+    // 241
     Message { name: "k8s.io.api.authorization.v1.ExtraValue", shape: Shape::List(K::String) },
-    // 238
+    // 242
     Message { name: "k8s.io.api.authentication.v1.UserInfo", shape: Shape::Fields(&[
         F::omit_zero(1, "username", K::String),
         F::omit_zero(2, "uid", K::String),
         F::list(3, "groups", K::String),
-        F::map(4, "extra", K::Message(329)),
+        F::map(4, "extra", K::Message(333)),
     ]) },
-    // 239
+    // 243
     Message { name: "k8s.io.api.authentication.v1.BoundObjectReference", shape: Shape::Fields(&[
         F::omit_zero(1, "kind", K::String),
         F::omit_zero(2, "apiVersion", K::String),
         F::omit_zero(3, "name", K::String),
         F::omit_zero(4, "uid", K::String),
     ]) },
-    // 240
+    // 244
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.FieldsV1", shape: Shape::RawJson },
-    // 241
+    // 245
     Message { name: "k8s.io.api.core.v1.VolumeSource", shape: Shape::Fields(&[
-        F::one(1, "hostPath", K::Message(277)),
-        F::one(2, "emptyDir", K::Message(330)),
-        F::one(3, "gcePersistentDisk", K::Message(275)),
-        F::one(4, "awsElasticBlockStore", K::Message(276)),
-        F::one(5, "gitRepo", K::Message(331)),
-        F::one(6, "secret", K::Message(332)),
-        F::one(7, "nfs", K::Message(279)),
-        F::one(8, "iscsi", K::Message(333)),
-        F::one(9, "glusterfs", K::Message(334)),
-        F::one(10, "persistentVolumeClaim", K::Message(335)),
-        F::one(11, "rbd", K::Message(336)),
-        F::one(12, "flexVolume", K::Message(337)),
-        F::one(13, "cinder", K::Message(338)),
-        F::one(14, "cephfs", K::Message(339)),
-        F::one(15, "flocker", K::Message(285)),
-        F::one(16, "downwardAPI", K::Message(340)),
-        F::one(17, "fc", K::Message(284)),
-        F::one(18, "azureFile", K::Message(341)),
-        F::one(19, "configMap", K::Message(342)),
-        F::one(20, "vsphereVolume", K::Message(288)),
-        F::one(21, "quobyte", K::Message(289)),
-        F::one(22, "azureDisk", K::Message(290)),
-        F::one(23, "photonPersistentDisk", K::Message(291)),
-        F::one(26, "projected", K::Message(343)),
-        F::one(24, "portworxVolume", K::Message(292)),
-        F::one(25, "scaleIO", K::Message(344)),
-        F::one(27, "storageos", K::Message(345)),
-        F::one(28, "csi", K::Message(346)),
-        F::one(29, "ephemeral", K::Message(347)),
-        F::one(30, "image", K::Message(348)),
+        F::one(1, "hostPath", K::Message(281)),
+        F::one(2, "emptyDir", K::Message(334)),
+        F::one(3, "gcePersistentDisk", K::Message(279)),
+        F::one(4, "awsElasticBlockStore", K::Message(280)),
+        F::one(5, "gitRepo", K::Message(335)),
+        F::one(6, "secret", K::Message(336)),
+        F::one(7, "nfs", K::Message(283)),
+        F::one(8, "iscsi", K::Message(337)),
+        F::one(9, "glusterfs", K::Message(338)),
+        F::one(10, "persistentVolumeClaim", K::Message(339)),
+        F::one(11, "rbd", K::Message(340)),
+        F::one(12, "flexVolume", K::Message(341)),
+        F::one(13, "cinder", K::Message(342)),
+        F::one(14, "cephfs", K::Message(343)),
+        F::one(15, "flocker", K::Message(289)),
+        F::one(16, "downwardAPI", K::Message(344)),
+        F::one(17, "fc", K::Message(288)),
+        F::one(18, "azureFile", K::Message(345)),
+        F::one(19, "configMap", K::Message(346)),
+        F::one(20, "vsphereVolume", K::Message(292)),
+        F::one(21, "quobyte", K::Message(293)),
+        F::one(22, "azureDisk", K::Message(294)),
+        F::one(23, "photonPersistentDisk", K::Message(295)),
+        F::one(26, "projected", K::Message(347)),
+        F::one(24, "portworxVolume", K::Message(296)),
+        F::one(25, "scaleIO", K::Message(348)),
+        F::one(27, "storageos", K::Message(349)),
+        F::one(28, "csi", K::Message(350)),
+        F::one(29, "ephemeral", K::Message(351)),
+        F::one(30, "image", K::Message(352)),
     ]) },
-    // 242
+    // 246
     Message { name: "k8s.io.api.core.v1.ContainerPort", shape: Shape::Fields(&[
         F::omit_zero(1, "name", K::String),
         F::omit_zero(2, "hostPort", K::Int32),
@@ -1792,29 +1819,29 @@ pub static MESSAGES: &[Message] = &[
         F::omit_zero(4, "protocol", K::String),
         F::omit_zero(5, "hostIP", K::String),
     ]) },
-    // 243
+    // 247
     Message { name: "k8s.io.api.core.v1.EnvFromSource", shape: Shape::Fields(&[
         F::omit_zero(1, "prefix", K::String),
-        F::one(2, "configMapRef", K::Message(349)),
-        F::one(3, "secretRef", K::Message(350)),
+        F::one(2, "configMapRef", K::Message(353)),
+        F::one(3, "secretRef", K::Message(354)),
     ]) },
-    // 244
+    // 248
     Message { name: "k8s.io.api.core.v1.EnvVar", shape: Shape::Fields(&[
         F::one(1, "name", K::String),
         F::omit_zero(2, "value", K::String),
-        F::one(3, "valueFrom", K::Message(351)),
+        F::one(3, "valueFrom", K::Message(355)),
     ]) },
-    // 245
+    // 249
     Message { name: "k8s.io.api.core.v1.ContainerResizePolicy", shape: Shape::Fields(&[
         F::one(1, "resourceName", K::String),
         F::one(2, "restartPolicy", K::String),
     ]) },
-    // 246
+    // 250
     Message { name: "k8s.io.api.core.v1.ContainerRestartRule", shape: Shape::Fields(&[
         F::omit_zero(1, "action", K::String),
-        F::one(2, "exitCodes", K::Message(352)),
+        F::one(2, "exitCodes", K::Message(356)),
     ]) },
-    // 247
+    // 251
     Message { name: "k8s.io.api.core.v1.VolumeMount", shape: Shape::Fields(&[
         F::one(1, "name", K::String),
         F::omit_zero(2, "readOnly", K::Bool),
@@ -1824,14 +1851,14 @@ pub static MESSAGES: &[Message] = &[
         F::one(5, "mountPropagation", K::String),
         F::omit_zero(6, "subPathExpr", K::String),
     ]) },
-    // 248
+    // 252
     Message { name: "k8s.io.api.core.v1.VolumeDevice", shape: Shape::Fields(&[
         F::one(1, "name", K::String),
         F::one(2, "devicePath", K::String),
     ]) },
-    // 249
+    // 253
     Message { name: "k8s.io.api.core.v1.Probe", shape: Shape::Fields(&[
-        F::inline(1, "", K::Message(353)),
+        F::inline(1, "", K::Message(357)),
         F::omit_zero(2, "initialDelaySeconds", K::Int32),
         F::omit_zero(3, "timeoutSeconds", K::Int32),
         F::omit_zero(4, "periodSeconds", K::Int32),
@@ -1839,138 +1866,138 @@ pub static MESSAGES: &[Message] = &[
         F::omit_zero(6, "failureThreshold", K::Int32),
         F::one(7, "terminationGracePeriodSeconds", K::Int64),
     ]) },
-    // 250
+    // 254
     Message { name: "k8s.io.api.core.v1.Lifecycle", shape: Shape::Fields(&[
-        F::one(1, "postStart", K::Message(354)),
-        F::one(2, "preStop", K::Message(354)),
+        F::one(1, "postStart", K::Message(358)),
+        F::one(2, "preStop", K::Message(358)),
         F::one(3, "stopSignal", K::String),
     ]) },
-    // 251
+    // 255
     Message { name: "k8s.io.api.core.v1.SecurityContext", shape: Shape::Fields(&[
-        F::one(1, "capabilities", K::Message(355)),
+        F::one(1, "capabilities", K::Message(359)),
         F::one(2, "privileged", K::Bool),
-        F::one(3, "seLinuxOptions", K::Message(253)),
-        F::one(10, "windowsOptions", K::Message(254)),
+        F::one(3, "seLinuxOptions", K::Message(257)),
+        F::one(10, "windowsOptions", K::Message(258)),
         F::one(4, "runAsUser", K::Int64),
         F::one(8, "runAsGroup", K::Int64),
         F::one(5, "runAsNonRoot", K::Bool),
         F::one(6, "readOnlyRootFilesystem", K::Bool),
         F::one(7, "allowPrivilegeEscalation", K::Bool),
         F::one(9, "procMount", K::String),
-        F::one(11, "seccompProfile", K::Message(256)),
-        F::one(12, "appArmorProfile", K::Message(257)),
+        F::one(11, "seccompProfile", K::Message(260)),
+        F::one(12, "appArmorProfile", K::Message(261)),
     ]) },
-    // 252
+    // 256
     Message { name: "k8s.io.api.core.v1.EphemeralContainerCommon", shape: Shape::Fields(&[
         F::one(1, "name", K::String),
         F::omit_zero(2, "image", K::String),
         F::list(3, "command", K::String),
         F::list(4, "args", K::String),
         F::omit_zero(5, "workingDir", K::String),
-        F::list(6, "ports", K::Message(242)),
-        F::list(19, "envFrom", K::Message(243)),
-        F::list(7, "env", K::Message(244)),
-        F::one(8, "resources", K::Message(150)),
-        F::list(23, "resizePolicy", K::Message(245)),
+        F::list(6, "ports", K::Message(246)),
+        F::list(19, "envFrom", K::Message(247)),
+        F::list(7, "env", K::Message(248)),
+        F::one(8, "resources", K::Message(153)),
+        F::list(23, "resizePolicy", K::Message(249)),
         F::one(24, "restartPolicy", K::String),
-        F::list(25, "restartPolicyRules", K::Message(246)),
-        F::list(9, "volumeMounts", K::Message(247)),
-        F::list(21, "volumeDevices", K::Message(248)),
-        F::one(10, "livenessProbe", K::Message(249)),
-        F::one(11, "readinessProbe", K::Message(249)),
-        F::one(22, "startupProbe", K::Message(249)),
-        F::one(12, "lifecycle", K::Message(250)),
+        F::list(25, "restartPolicyRules", K::Message(250)),
+        F::list(9, "volumeMounts", K::Message(251)),
+        F::list(21, "volumeDevices", K::Message(252)),
+        F::one(10, "livenessProbe", K::Message(253)),
+        F::one(11, "readinessProbe", K::Message(253)),
+        F::one(22, "startupProbe", K::Message(253)),
+        F::one(12, "lifecycle", K::Message(254)),
         F::omit_zero(13, "terminationMessagePath", K::String),
         F::omit_zero(20, "terminationMessagePolicy", K::String),
         F::omit_zero(14, "imagePullPolicy", K::String),
-        F::one(15, "securityContext", K::Message(251)),
+        F::one(15, "securityContext", K::Message(255)),
         F::omit_zero(16, "stdin", K::Bool),
         F::omit_zero(17, "stdinOnce", K::Bool),
         F::omit_zero(18, "tty", K::Bool),
     ]) },
-    // 253
+    // 257
     Message { name: "k8s.io.api.core.v1.SELinuxOptions", shape: Shape::Fields(&[
         F::omit_zero(1, "user", K::String),
         F::omit_zero(2, "role", K::String),
         F::omit_zero(3, "type", K::String),
         F::omit_zero(4, "level", K::String),
     ]) },
-    // 254
+    // 258
     Message { name: "k8s.io.api.core.v1.WindowsSecurityContextOptions", shape: Shape::Fields(&[
         F::one(1, "gmsaCredentialSpecName", K::String),
         F::one(2, "gmsaCredentialSpec", K::String),
         F::one(3, "runAsUserName", K::String),
         F::one(4, "hostProcess", K::Bool),
     ]) },
-    // 255
+    // 259
     Message { name: "k8s.io.api.core.v1.Sysctl", shape: Shape::Fields(&[
         F::one(1, "name", K::String),
         F::one(2, "value", K::String),
     ]) },
-    // 256
+    // 260
     Message { name: "k8s.io.api.core.v1.SeccompProfile", shape: Shape::Fields(&[
         F::one(1, "type", K::String),
         F::one(2, "localhostProfile", K::String),
     ]) },
-    // 257
+    // 261
     Message { name: "k8s.io.api.core.v1.AppArmorProfile", shape: Shape::Fields(&[
         F::one(1, "type", K::String),
         F::one(2, "localhostProfile", K::String),
     ]) },
-    // 258
+    // 262
     Message { name: "k8s.io.api.core.v1.NodeAffinity", shape: Shape::Fields(&[
-        F::one(1, "requiredDuringSchedulingIgnoredDuringExecution", K::Message(297)),
-        F::list(2, "preferredDuringSchedulingIgnoredDuringExecution", K::Message(356)),
+        F::one(1, "requiredDuringSchedulingIgnoredDuringExecution", K::Message(301)),
+        F::list(2, "preferredDuringSchedulingIgnoredDuringExecution", K::Message(360)),
     ]) },
-    // 259
+    // 263
     Message { name: "k8s.io.api.core.v1.PodAffinity", shape: Shape::Fields(&[
-        F::list(1, "requiredDuringSchedulingIgnoredDuringExecution", K::Message(357)),
-        F::list(2, "preferredDuringSchedulingIgnoredDuringExecution", K::Message(358)),
+        F::list(1, "requiredDuringSchedulingIgnoredDuringExecution", K::Message(361)),
+        F::list(2, "preferredDuringSchedulingIgnoredDuringExecution", K::Message(362)),
     ]) },
-    // 260
+    // 264
     Message { name: "k8s.io.api.core.v1.PodAntiAffinity", shape: Shape::Fields(&[
-        F::list(1, "requiredDuringSchedulingIgnoredDuringExecution", K::Message(357)),
-        F::list(2, "preferredDuringSchedulingIgnoredDuringExecution", K::Message(358)),
+        F::list(1, "requiredDuringSchedulingIgnoredDuringExecution", K::Message(361)),
+        F::list(2, "preferredDuringSchedulingIgnoredDuringExecution", K::Message(362)),
     ]) },
-    // 261
+    // 265
     Message { name: "k8s.io.api.core.v1.PodDNSConfigOption", shape: Shape::Fields(&[
         F::omit_zero(1, "name", K::String),
         F::one(2, "value", K::String),
     ]) },
-    // 262
+    // 266
     Message { name: "k8s.io.api.core.v1.ResourceClaim", shape: Shape::Fields(&[
         F::one(1, "name", K::String),
         F::omit_zero(2, "request", K::String),
     ]) },
-    // 263
+    // 267
     Message { name: "k8s.io.api.core.v1.ContainerState", shape: Shape::Fields(&[
-        F::one(1, "waiting", K::Message(359)),
-        F::one(2, "running", K::Message(360)),
-        F::one(3, "terminated", K::Message(361)),
+        F::one(1, "waiting", K::Message(363)),
+        F::one(2, "running", K::Message(364)),
+        F::one(3, "terminated", K::Message(365)),
     ]) },
-    // 264
+    // 268
     Message { name: "k8s.io.api.core.v1.VolumeMountStatus", shape: Shape::Fields(&[
         F::one(1, "name", K::String),
         F::one(2, "mountPath", K::String),
         F::omit_zero(3, "readOnly", K::Bool),
         F::one(4, "recursiveReadOnly", K::String),
     ]) },
-    // 265
+    // 269
     Message { name: "k8s.io.api.core.v1.ContainerUser", shape: Shape::Fields(&[
-        F::one(1, "linux", K::Message(362)),
+        F::one(1, "linux", K::Message(366)),
     ]) },
-    // 266
+    // 270
     Message { name: "k8s.io.api.core.v1.ResourceStatus", shape: Shape::Fields(&[
         F::one(1, "name", K::String),
-        F::list(2, "resources", K::Message(363)),
+        F::list(2, "resources", K::Message(367)),
     ]) },
-    // 267
+    // 271
     Message { name: "k8s.io.api.core.v1.ContainerExtendedResourceRequest", shape: Shape::Fields(&[
         F::one(1, "containerName", K::String),
         F::one(2, "resourceName", K::String),
         F::one(3, "requestName", K::String),
     ]) },
-    // 268
+    // 272
     Message { name: "k8s.io.api.core.v1.ConfigMapNodeConfigSource", shape: Shape::Fields(&[
         F::one(1, "namespace", K::String),
         F::one(2, "name", K::String),
@@ -1978,69 +2005,69 @@ pub static MESSAGES: &[Message] = &[
         F::omit_zero(4, "resourceVersion", K::String),
         F::one(5, "kubeletConfigKey", K::String),
     ]) },
-    // 269
+    // 273
     Message { name: "k8s.io.api.core.v1.DaemonEndpoint", shape: Shape::Fields(&[
         F::one(1, "Port", K::Int32),
     ]) },
-    // 270
+    // 274
     Message { name: "k8s.io.api.core.v1.NodeSwapStatus", shape: Shape::Fields(&[
         F::one(1, "capacity", K::Int64),
     ]) },
-    // 271
+    // 275
     Message { name: "k8s.io.api.core.v1.NodeRuntimeHandlerFeatures", shape: Shape::Fields(&[
         F::one(1, "recursiveReadOnlyMounts", K::Bool),
         F::one(2, "userNamespaces", K::Bool),
     ]) },
-    // 272
+    // 276
     Message { name: "k8s.io.api.core.v1.ClientIPConfig", shape: Shape::Fields(&[
         F::one(1, "timeoutSeconds", K::Int32),
     ]) },
-    // 273
+    // 277
     Message { name: "k8s.io.api.core.v1.LoadBalancerIngress", shape: Shape::Fields(&[
         F::omit_zero(1, "ip", K::String),
         F::omit_zero(2, "hostname", K::String),
         F::one(3, "ipMode", K::String),
-        F::list(4, "ports", K::Message(364)),
+        F::list(4, "ports", K::Message(368)),
     ]) },
-    // 274
+    // 278
     Message { name: "k8s.io.api.core.v1.ScopedResourceSelectorRequirement", shape: Shape::Fields(&[
         F::one(1, "scopeName", K::String),
         F::one(2, "operator", K::String),
         F::list(3, "values", K::String),
     ]) },
-    // 275
+    // 279
     Message { name: "k8s.io.api.core.v1.GCEPersistentDiskVolumeSource", shape: Shape::Fields(&[
         F::one(1, "pdName", K::String),
         F::omit_zero(2, "fsType", K::String),
         F::omit_zero(3, "partition", K::Int32),
         F::omit_zero(4, "readOnly", K::Bool),
     ]) },
-    // 276
+    // 280
     Message { name: "k8s.io.api.core.v1.AWSElasticBlockStoreVolumeSource", shape: Shape::Fields(&[
         F::one(1, "volumeID", K::String),
         F::omit_zero(2, "fsType", K::String),
         F::omit_zero(3, "partition", K::Int32),
         F::omit_zero(4, "readOnly", K::Bool),
     ]) },
-    // 277
+    // 281
     Message { name: "k8s.io.api.core.v1.HostPathVolumeSource", shape: Shape::Fields(&[
         F::one(1, "path", K::String),
         F::one(2, "type", K::String),
     ]) },
-    // 278
+    // 282
     Message { name: "k8s.io.api.core.v1.GlusterfsPersistentVolumeSource", shape: Shape::Fields(&[
         F::one(1, "endpoints", K::String),
         F::one(2, "path", K::String),
         F::omit_zero(3, "readOnly", K::Bool),
         F::one(4, "endpointsNamespace", K::String),
     ]) },
-    // 279
+    // 283
     Message { name: "k8s.io.api.core.v1.NFSVolumeSource", shape: Shape::Fields(&[
         F::one(1, "server", K::String),
         F::one(2, "path", K::String),
         F::omit_zero(3, "readOnly", K::Bool),
     ]) },
-    // 280
+    // 284
     Message { name: "k8s.io.api.core.v1.RBDPersistentVolumeSource", shape: Shape::Fields(&[
         F::list(1, "monitors", K::String),
         F::one(2, "image", K::String),
@@ -2048,10 +2075,10 @@ pub static MESSAGES: &[Message] = &[
         F::omit_zero(4, "pool", K::String),
         F::omit_zero(5, "user", K::String),
         F::omit_zero(6, "keyring", K::String),
-        F::one(7, "secretRef", K::Message(365)),
+        F::one(7, "secretRef", K::Message(369)),
         F::omit_zero(8, "readOnly", K::Bool),
     ]) },
-    // 281
+    // 285
     Message { name: "k8s.io.api.core.v1.ISCSIPersistentVolumeSource", shape: Shape::Fields(&[
         F::one(1, "targetPortal", K::String),
         F::one(2, "iqn", K::String),
@@ -2062,26 +2089,26 @@ pub static MESSAGES: &[Message] = &[
         F::list(7, "portals", K::String),
         F::omit_zero(8, "chapAuthDiscovery", K::Bool),
         F::omit_zero(11, "chapAuthSession", K::Bool),
-        F::one(10, "secretRef", K::Message(365)),
+        F::one(10, "secretRef", K::Message(369)),
         F::one(12, "initiatorName", K::String),
     ]) },
-    // 282
+    // 286
     Message { name: "k8s.io.api.core.v1.CinderPersistentVolumeSource", shape: Shape::Fields(&[
         F::one(1, "volumeID", K::String),
         F::omit_zero(2, "fsType", K::String),
         F::omit_zero(3, "readOnly", K::Bool),
-        F::one(4, "secretRef", K::Message(365)),
+        F::one(4, "secretRef", K::Message(369)),
     ]) },
-    // 283
+    // 287
     Message { name: "k8s.io.api.core.v1.CephFSPersistentVolumeSource", shape: Shape::Fields(&[
         F::list(1, "monitors", K::String),
         F::omit_zero(2, "path", K::String),
         F::omit_zero(3, "user", K::String),
         F::omit_zero(4, "secretFile", K::String),
-        F::one(5, "secretRef", K::Message(365)),
+        F::one(5, "secretRef", K::Message(369)),
         F::omit_zero(6, "readOnly", K::Bool),
     ]) },
-    // 284
+    // 288
     Message { name: "k8s.io.api.core.v1.FCVolumeSource", shape: Shape::Fields(&[
         F::list(1, "targetWWNs", K::String),
         F::one(2, "lun", K::Int32),
@@ -2089,34 +2116,34 @@ pub static MESSAGES: &[Message] = &[
         F::omit_zero(4, "readOnly", K::Bool),
         F::list(5, "wwids", K::String),
     ]) },
-    // 285
+    // 289
     Message { name: "k8s.io.api.core.v1.FlockerVolumeSource", shape: Shape::Fields(&[
         F::omit_zero(1, "datasetName", K::String),
         F::omit_zero(2, "datasetUUID", K::String),
     ]) },
-    // 286
+    // 290
     Message { name: "k8s.io.api.core.v1.FlexPersistentVolumeSource", shape: Shape::Fields(&[
         F::one(1, "driver", K::String),
         F::omit_zero(2, "fsType", K::String),
-        F::one(3, "secretRef", K::Message(365)),
+        F::one(3, "secretRef", K::Message(369)),
         F::omit_zero(4, "readOnly", K::Bool),
         F::map(5, "options", K::String),
     ]) },
-    // 287
+    // 291
     Message { name: "k8s.io.api.core.v1.AzureFilePersistentVolumeSource", shape: Shape::Fields(&[
         F::one(1, "secretName", K::String),
         F::one(2, "shareName", K::String),
         F::omit_zero(3, "readOnly", K::Bool),
         F::one(4, "secretNamespace", K::String),
     ]) },
-    // 288
+    // 292
     Message { name: "k8s.io.api.core.v1.VsphereVirtualDiskVolumeSource", shape: Shape::Fields(&[
         F::one(1, "volumePath", K::String),
         F::omit_zero(2, "fsType", K::String),
         F::omit_zero(3, "storagePolicyName", K::String),
         F::omit_zero(4, "storagePolicyID", K::String),
     ]) },
-    // 289
+    // 293
     Message { name: "k8s.io.api.core.v1.QuobyteVolumeSource", shape: Shape::Fields(&[
         F::one(1, "registry", K::String),
         F::one(2, "volume", K::String),
@@ -2125,7 +2152,7 @@ pub static MESSAGES: &[Message] = &[
         F::omit_zero(5, "group", K::String),
         F::omit_zero(6, "tenant", K::String),
     ]) },
-    // 290
+    // 294
     Message { name: "k8s.io.api.core.v1.AzureDiskVolumeSource", shape: Shape::Fields(&[
         F::one(1, "diskName", K::String),
         F::one(2, "diskURI", K::String),
@@ -2134,22 +2161,22 @@ pub static MESSAGES: &[Message] = &[
         F::one(5, "readOnly", K::Bool),
         F::one(6, "kind", K::String),
     ]) },
-    // 291
+    // 295
     Message { name: "k8s.io.api.core.v1.PhotonPersistentDiskVolumeSource", shape: Shape::Fields(&[
         F::one(1, "pdID", K::String),
         F::omit_zero(2, "fsType", K::String),
     ]) },
-    // 292
+    // 296
     Message { name: "k8s.io.api.core.v1.PortworxVolumeSource", shape: Shape::Fields(&[
         F::one(1, "volumeID", K::String),
         F::omit_zero(2, "fsType", K::String),
         F::omit_zero(3, "readOnly", K::Bool),
     ]) },
-    // 293
+    // 297
     Message { name: "k8s.io.api.core.v1.ScaleIOPersistentVolumeSource", shape: Shape::Fields(&[
         F::one(1, "gateway", K::String),
         F::one(2, "system", K::String),
-        F::one(3, "secretRef", K::Message(365)),
+        F::one(3, "secretRef", K::Message(369)),
         F::omit_zero(4, "sslEnabled", K::Bool),
         F::omit_zero(5, "protectionDomain", K::String),
         F::omit_zero(6, "storagePool", K::String),
@@ -2158,223 +2185,223 @@ pub static MESSAGES: &[Message] = &[
         F::omit_zero(9, "fsType", K::String),
         F::omit_zero(10, "readOnly", K::Bool),
     ]) },
-    // 294
+    // 298
     Message { name: "k8s.io.api.core.v1.LocalVolumeSource", shape: Shape::Fields(&[
         F::one(1, "path", K::String),
         F::one(2, "fsType", K::String),
     ]) },
-    // 295
+    // 299
     Message { name: "k8s.io.api.core.v1.StorageOSPersistentVolumeSource", shape: Shape::Fields(&[
         F::omit_zero(1, "volumeName", K::String),
         F::omit_zero(2, "volumeNamespace", K::String),
         F::omit_zero(3, "fsType", K::String),
         F::omit_zero(4, "readOnly", K::Bool),
-        F::one(5, "secretRef", K::Message(64)),
+        F::one(5, "secretRef", K::Message(65)),
     ]) },
-    // 296
+    // 300
     Message { name: "k8s.io.api.core.v1.CSIPersistentVolumeSource", shape: Shape::Fields(&[
         F::one(1, "driver", K::String),
         F::one(2, "volumeHandle", K::String),
         F::omit_zero(3, "readOnly", K::Bool),
         F::omit_zero(4, "fsType", K::String),
         F::map(5, "volumeAttributes", K::String),
-        F::one(6, "controllerPublishSecretRef", K::Message(365)),
-        F::one(7, "nodeStageSecretRef", K::Message(365)),
-        F::one(8, "nodePublishSecretRef", K::Message(365)),
-        F::one(9, "controllerExpandSecretRef", K::Message(365)),
-        F::one(10, "nodeExpandSecretRef", K::Message(365)),
+        F::one(6, "controllerPublishSecretRef", K::Message(369)),
+        F::one(7, "nodeStageSecretRef", K::Message(369)),
+        F::one(8, "nodePublishSecretRef", K::Message(369)),
+        F::one(9, "controllerExpandSecretRef", K::Message(369)),
+        F::one(10, "nodeExpandSecretRef", K::Message(369)),
     ]) },
-    // 297
+    // 301
     Message { name: "k8s.io.api.core.v1.NodeSelector", shape: Shape::Fields(&[
-        F::list(1, "nodeSelectorTerms", K::Message(366)),
+        F::list(1, "nodeSelectorTerms", K::Message(370)),
     ]) },
-    // 298
+    // 302
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.LabelSelectorRequirement", shape: Shape::Fields(&[
         F::one(1, "key", K::String),
         F::one(2, "operator", K::String),
         F::list(3, "values", K::String),
     ]) },
-    // 299
+    // 303
     Message { name: "k8s.io.api.apps.v1.RollingUpdateDeployment", shape: Shape::Fields(&[
-        F::one(1, "maxUnavailable", K::Message(215)),
-        F::one(2, "maxSurge", K::Message(215)),
+        F::one(1, "maxUnavailable", K::Message(219)),
+        F::one(2, "maxSurge", K::Message(219)),
     ]) },
-    // 300
+    // 304
     Message { name: "k8s.io.api.apps.v1.RollingUpdateStatefulSetStrategy", shape: Shape::Fields(&[
         F::one(1, "partition", K::Int32),
-        F::one(2, "maxUnavailable", K::Message(215)),
+        F::one(2, "maxUnavailable", K::Message(219)),
     ]) },
-    // 301
+    // 305
     Message { name: "k8s.io.api.apps.v1.RollingUpdateDaemonSet", shape: Shape::Fields(&[
-        F::one(1, "maxUnavailable", K::Message(215)),
-        F::one(2, "maxSurge", K::Message(215)),
+        F::one(1, "maxUnavailable", K::Message(219)),
+        F::one(2, "maxSurge", K::Message(219)),
     ]) },
-    // 302
+    // 306
     Message { name: "k8s.io.api.batch.v1.PodFailurePolicyRule", shape: Shape::Fields(&[
         F::one(1, "action", K::String),
-        F::one(2, "onExitCodes", K::Message(367)),
-        F::list(3, "onPodConditions", K::Message(368)),
+        F::one(2, "onExitCodes", K::Message(371)),
+        F::list(3, "onPodConditions", K::Message(372)),
     ]) },
-    // 303
+    // 307
     Message { name: "k8s.io.api.batch.v1.SuccessPolicyRule", shape: Shape::Fields(&[
         F::one(1, "succeededIndexes", K::String),
         F::one(2, "succeededCount", K::Int32),
     ]) },
-    // 304
-    Message { name: "k8s.io.api.autoscaling.v2.ObjectMetricSource", shape: Shape::Fields(&[
-        F::one(1, "describedObject", K::Message(201)),
-        F::one(2, "target", K::Message(369)),
-        F::one(3, "metric", K::Message(370)),
-    ]) },
-    // 305
-    Message { name: "k8s.io.api.autoscaling.v2.PodsMetricSource", shape: Shape::Fields(&[
-        F::one(1, "metric", K::Message(370)),
-        F::one(2, "target", K::Message(369)),
-    ]) },
-    // 306
-    Message { name: "k8s.io.api.autoscaling.v2.ResourceMetricSource", shape: Shape::Fields(&[
-        F::one(1, "name", K::String),
-        F::one(2, "target", K::Message(369)),
-    ]) },
-    // 307
-    Message { name: "k8s.io.api.autoscaling.v2.ContainerResourceMetricSource", shape: Shape::Fields(&[
-        F::one(1, "name", K::String),
-        F::one(2, "target", K::Message(369)),
-        F::one(3, "container", K::String),
-    ]) },
     // 308
-    Message { name: "k8s.io.api.autoscaling.v2.ExternalMetricSource", shape: Shape::Fields(&[
-        F::one(1, "metric", K::Message(370)),
-        F::one(2, "target", K::Message(369)),
+    Message { name: "k8s.io.api.autoscaling.v2.ObjectMetricSource", shape: Shape::Fields(&[
+        F::one(1, "describedObject", K::Message(204)),
+        F::one(2, "target", K::Message(373)),
+        F::one(3, "metric", K::Message(374)),
     ]) },
     // 309
+    Message { name: "k8s.io.api.autoscaling.v2.PodsMetricSource", shape: Shape::Fields(&[
+        F::one(1, "metric", K::Message(374)),
+        F::one(2, "target", K::Message(373)),
+    ]) },
+    // 310
+    Message { name: "k8s.io.api.autoscaling.v2.ResourceMetricSource", shape: Shape::Fields(&[
+        F::one(1, "name", K::String),
+        F::one(2, "target", K::Message(373)),
+    ]) },
+    // 311
+    Message { name: "k8s.io.api.autoscaling.v2.ContainerResourceMetricSource", shape: Shape::Fields(&[
+        F::one(1, "name", K::String),
+        F::one(2, "target", K::Message(373)),
+        F::one(3, "container", K::String),
+    ]) },
+    // 312
+    Message { name: "k8s.io.api.autoscaling.v2.ExternalMetricSource", shape: Shape::Fields(&[
+        F::one(1, "metric", K::Message(374)),
+        F::one(2, "target", K::Message(373)),
+    ]) },
+    // 313
     Message { name: "k8s.io.api.autoscaling.v2.HPAScalingRules", shape: Shape::Fields(&[
         F::one(3, "stabilizationWindowSeconds", K::Int32),
         F::one(1, "selectPolicy", K::String),
-        F::list(2, "policies", K::Message(371)),
-        F::one(4, "tolerance", K::Message(145)),
-    ]) },
-    // 310
-    Message { name: "k8s.io.api.autoscaling.v2.ObjectMetricStatus", shape: Shape::Fields(&[
-        F::one(1, "metric", K::Message(370)),
-        F::one(2, "current", K::Message(372)),
-        F::one(3, "describedObject", K::Message(201)),
-    ]) },
-    // 311
-    Message { name: "k8s.io.api.autoscaling.v2.PodsMetricStatus", shape: Shape::Fields(&[
-        F::one(1, "metric", K::Message(370)),
-        F::one(2, "current", K::Message(372)),
-    ]) },
-    // 312
-    Message { name: "k8s.io.api.autoscaling.v2.ResourceMetricStatus", shape: Shape::Fields(&[
-        F::one(1, "name", K::String),
-        F::one(2, "current", K::Message(372)),
-    ]) },
-    // 313
-    Message { name: "k8s.io.api.autoscaling.v2.ContainerResourceMetricStatus", shape: Shape::Fields(&[
-        F::one(1, "name", K::String),
-        F::one(2, "current", K::Message(372)),
-        F::one(3, "container", K::String),
+        F::list(2, "policies", K::Message(375)),
+        F::one(4, "tolerance", K::Message(148)),
     ]) },
     // 314
-    Message { name: "k8s.io.api.autoscaling.v2.ExternalMetricStatus", shape: Shape::Fields(&[
-        F::one(1, "metric", K::Message(370)),
-        F::one(2, "current", K::Message(372)),
+    Message { name: "k8s.io.api.autoscaling.v2.ObjectMetricStatus", shape: Shape::Fields(&[
+        F::one(1, "metric", K::Message(374)),
+        F::one(2, "current", K::Message(376)),
+        F::one(3, "describedObject", K::Message(204)),
     ]) },
     // 315
+    Message { name: "k8s.io.api.autoscaling.v2.PodsMetricStatus", shape: Shape::Fields(&[
+        F::one(1, "metric", K::Message(374)),
+        F::one(2, "current", K::Message(376)),
+    ]) },
+    // 316
+    Message { name: "k8s.io.api.autoscaling.v2.ResourceMetricStatus", shape: Shape::Fields(&[
+        F::one(1, "name", K::String),
+        F::one(2, "current", K::Message(376)),
+    ]) },
+    // 317
+    Message { name: "k8s.io.api.autoscaling.v2.ContainerResourceMetricStatus", shape: Shape::Fields(&[
+        F::one(1, "name", K::String),
+        F::one(2, "current", K::Message(376)),
+        F::one(3, "container", K::String),
+    ]) },
+    // 318
+    Message { name: "k8s.io.api.autoscaling.v2.ExternalMetricStatus", shape: Shape::Fields(&[
+        F::one(1, "metric", K::Message(374)),
+        F::one(2, "current", K::Message(376)),
+    ]) },
+    // 319
     Message { name: "k8s.io.api.discovery.v1.ForZone", shape: Shape::Fields(&[
         F::one(1, "name", K::String),
     ]) },
-    // 316
+    // 320
     Message { name: "k8s.io.api.discovery.v1.ForNode", shape: Shape::Fields(&[
         F::one(1, "name", K::String),
     ]) },
-    // 317
+    // 321
     Message { name: "k8s.io.api.networking.v1.IngressServiceBackend", shape: Shape::Fields(&[
         F::one(1, "name", K::String),
-        F::one(2, "port", K::Message(373)),
+        F::one(2, "port", K::Message(377)),
     ]) },
-    // 318
+    // 322
     Message { name: "k8s.io.api.networking.v1.IngressRuleValue", shape: Shape::Fields(&[
-        F::one(1, "http", K::Message(374)),
+        F::one(1, "http", K::Message(378)),
     ]) },
-    // 319
+    // 323
     Message { name: "k8s.io.api.networking.v1.IngressLoadBalancerIngress", shape: Shape::Fields(&[
         F::omit_zero(1, "ip", K::String),
         F::omit_zero(2, "hostname", K::String),
-        F::list(4, "ports", K::Message(375)),
+        F::list(4, "ports", K::Message(379)),
     ]) },
-    // 320
+    // 324
     Message { name: "k8s.io.api.networking.v1.NetworkPolicyPort", shape: Shape::Fields(&[
         F::one(1, "protocol", K::String),
-        F::one(2, "port", K::Message(215)),
+        F::one(2, "port", K::Message(219)),
         F::one(3, "endPort", K::Int32),
     ]) },
-    // 321
+    // 325
     Message { name: "k8s.io.api.networking.v1.NetworkPolicyPeer", shape: Shape::Fields(&[
-        F::one(1, "podSelector", K::Message(179)),
-        F::one(2, "namespaceSelector", K::Message(179)),
-        F::one(3, "ipBlock", K::Message(376)),
+        F::one(1, "podSelector", K::Message(182)),
+        F::one(2, "namespaceSelector", K::Message(182)),
+        F::one(3, "ipBlock", K::Message(380)),
     ]) },
-    // 322
+    // 326
     Message { name: "k8s.io.api.storage.v1.VolumeNodeResources", shape: Shape::Fields(&[
         F::one(1, "count", K::Int32),
     ]) },
-    // 323
+    // 327
     Message { name: "k8s.io.api.admissionregistration.v1.ServiceReference", shape: Shape::Fields(&[
         F::one(1, "namespace", K::String),
         F::one(2, "name", K::String),
         F::one(3, "path", K::String),
         F::one(4, "port", K::Int32),
     ]) },
-    // 324
+    // 328
     Message { name: "k8s.io.api.admissionregistration.v1.Rule", shape: Shape::Fields(&[
         F::list(1, "apiGroups", K::String),
         F::list(2, "apiVersions", K::String),
         F::list(3, "resources", K::String),
         F::one(4, "scope", K::String),
     ]) },
-    // 325
+    // 329
     Message { name: "k8s.io.api.admissionregistration.v1.NamedRuleWithOperations", shape: Shape::Fields(&[
         F::list(1, "resourceNames", K::String),
-        F::inline(2, "", K::Message(222)),
+        F::inline(2, "", K::Message(226)),
     ]) },
-    // 326
+    // 330
     Message { name: "k8s.io.api.admissionregistration.v1.ExpressionWarning", shape: Shape::Fields(&[
         F::one(2, "fieldRef", K::String),
         F::one(3, "warning", K::String),
     ]) },
-    // 327
+    // 331
     Message { name: "k8s.io.api.authorization.v1.FieldSelectorAttributes", shape: Shape::Fields(&[
         F::omit_zero(1, "rawSelector", K::String),
-        F::list(2, "requirements", K::Message(377)),
+        F::list(2, "requirements", K::Message(381)),
     ]) },
-    // 328
+    // 332
     Message { name: "k8s.io.api.authorization.v1.LabelSelectorAttributes", shape: Shape::Fields(&[
         F::omit_zero(1, "rawSelector", K::String),
-        F::list(2, "requirements", K::Message(298)),
+        F::list(2, "requirements", K::Message(302)),
     ]) },
-    // 329
+    // 333
     Message { name: "k8s.io.api.authentication.v1.ExtraValue", shape: Shape::List(K::String) },
-    // 330
+    // 334
     Message { name: "k8s.io.api.core.v1.EmptyDirVolumeSource", shape: Shape::Fields(&[
         F::omit_zero(1, "medium", K::String),
-        F::one(2, "sizeLimit", K::Message(145)),
+        F::one(2, "sizeLimit", K::Message(148)),
     ]) },
-    // 331
+    // 335
     Message { name: "k8s.io.api.core.v1.GitRepoVolumeSource", shape: Shape::Fields(&[
         F::one(1, "repository", K::String),
         F::omit_zero(2, "revision", K::String),
         F::omit_zero(3, "directory", K::String),
     ]) },
-    // 332
+    // 336
     Message { name: "k8s.io.api.core.v1.SecretVolumeSource", shape: Shape::Fields(&[
         F::omit_zero(1, "secretName", K::String),
-        F::list(2, "items", K::Message(378)),
+        F::list(2, "items", K::Message(382)),
         F::one(3, "defaultMode", K::Int32),
         F::one(4, "optional", K::Bool),
     ]) },
-    // 333
+    // 337
     Message { name: "k8s.io.api.core.v1.ISCSIVolumeSource", shape: Shape::Fields(&[
         F::one(1, "targetPortal", K::String),
         F::one(2, "iqn", K::String),
@@ -2385,21 +2412,21 @@ pub static MESSAGES: &[Message] = &[
         F::list(7, "portals", K::String),
         F::omit_zero(8, "chapAuthDiscovery", K::Bool),
         F::omit_zero(11, "chapAuthSession", K::Bool),
-        F::one(10, "secretRef", K::Message(65)),
+        F::one(10, "secretRef", K::Message(66)),
         F::one(12, "initiatorName", K::String),
     ]) },
-    // 334
+    // 338
     Message { name: "k8s.io.api.core.v1.GlusterfsVolumeSource", shape: Shape::Fields(&[
         F::one(1, "endpoints", K::String),
         F::one(2, "path", K::String),
         F::omit_zero(3, "readOnly", K::Bool),
     ]) },
-    // 335
+    // 339
     Message { name: "k8s.io.api.core.v1.PersistentVolumeClaimVolumeSource", shape: Shape::Fields(&[
         F::one(1, "claimName", K::String),
         F::omit_zero(2, "readOnly", K::Bool),
     ]) },
-    // 336
+    // 340
     Message { name: "k8s.io.api.core.v1.RBDVolumeSource", shape: Shape::Fields(&[
         F::list(1, "monitors", K::String),
         F::one(2, "image", K::String),
@@ -2407,61 +2434,61 @@ pub static MESSAGES: &[Message] = &[
         F::omit_zero(4, "pool", K::String),
         F::omit_zero(5, "user", K::String),
         F::omit_zero(6, "keyring", K::String),
-        F::one(7, "secretRef", K::Message(65)),
+        F::one(7, "secretRef", K::Message(66)),
         F::omit_zero(8, "readOnly", K::Bool),
     ]) },
-    // 337
+    // 341
     Message { name: "k8s.io.api.core.v1.FlexVolumeSource", shape: Shape::Fields(&[
         F::one(1, "driver", K::String),
         F::omit_zero(2, "fsType", K::String),
-        F::one(3, "secretRef", K::Message(65)),
+        F::one(3, "secretRef", K::Message(66)),
         F::omit_zero(4, "readOnly", K::Bool),
         F::map(5, "options", K::String),
     ]) },
-    // 338
+    // 342
     Message { name: "k8s.io.api.core.v1.CinderVolumeSource", shape: Shape::Fields(&[
         F::one(1, "volumeID", K::String),
         F::omit_zero(2, "fsType", K::String),
         F::omit_zero(3, "readOnly", K::Bool),
-        F::one(4, "secretRef", K::Message(65)),
+        F::one(4, "secretRef", K::Message(66)),
     ]) },
-    // 339
+    // 343
     Message { name: "k8s.io.api.core.v1.CephFSVolumeSource", shape: Shape::Fields(&[
         F::list(1, "monitors", K::String),
         F::omit_zero(2, "path", K::String),
         F::omit_zero(3, "user", K::String),
         F::omit_zero(4, "secretFile", K::String),
-        F::one(5, "secretRef", K::Message(65)),
+        F::one(5, "secretRef", K::Message(66)),
         F::omit_zero(6, "readOnly", K::Bool),
     ]) },
-    // 340
+    // 344
     Message { name: "k8s.io.api.core.v1.DownwardAPIVolumeSource", shape: Shape::Fields(&[
-        F::list(1, "items", K::Message(379)),
+        F::list(1, "items", K::Message(383)),
         F::one(2, "defaultMode", K::Int32),
     ]) },
-    // 341
+    // 345
     Message { name: "k8s.io.api.core.v1.AzureFileVolumeSource", shape: Shape::Fields(&[
         F::one(1, "secretName", K::String),
         F::one(2, "shareName", K::String),
         F::omit_zero(3, "readOnly", K::Bool),
     ]) },
-    // 342
+    // 346
     Message { name: "k8s.io.api.core.v1.ConfigMapVolumeSource", shape: Shape::Fields(&[
-        F::inline(1, "", K::Message(65)),
-        F::list(2, "items", K::Message(378)),
+        F::inline(1, "", K::Message(66)),
+        F::list(2, "items", K::Message(382)),
         F::one(3, "defaultMode", K::Int32),
         F::one(4, "optional", K::Bool),
     ]) },
-    // 343
+    // 347
     Message { name: "k8s.io.api.core.v1.ProjectedVolumeSource", shape: Shape::Fields(&[
-        F::list(1, "sources", K::Message(380)),
+        F::list(1, "sources", K::Message(384)),
         F::one(2, "defaultMode", K::Int32),
     ]) },
-    // 344
+    // 348
     Message { name: "k8s.io.api.core.v1.ScaleIOVolumeSource", shape: Shape::Fields(&[
         F::one(1, "gateway", K::String),
         F::one(2, "system", K::String),
-        F::one(3, "secretRef", K::Message(65)),
+        F::one(3, "secretRef", K::Message(66)),
         F::omit_zero(4, "sslEnabled", K::Bool),
         F::omit_zero(5, "protectionDomain", K::String),
         F::omit_zero(6, "storagePool", K::String),
@@ -2470,325 +2497,325 @@ pub static MESSAGES: &[Message] = &[
         F::omit_zero(9, "fsType", K::String),
         F::omit_zero(10, "readOnly", K::Bool),
     ]) },
-    // 345
+    // 349
     Message { name: "k8s.io.api.core.v1.StorageOSVolumeSource", shape: Shape::Fields(&[
         F::omit_zero(1, "volumeName", K::String),
         F::omit_zero(2, "volumeNamespace", K::String),
         F::omit_zero(3, "fsType", K::String),
         F::omit_zero(4, "readOnly", K::Bool),
-        F::one(5, "secretRef", K::Message(65)),
+        F::one(5, "secretRef", K::Message(66)),
     ]) },
-    // 346
+    // 350
     Message { name: "k8s.io.api.core.v1.CSIVolumeSource", shape: Shape::Fields(&[
         F::one(1, "driver", K::String),
         F::one(2, "readOnly", K::Bool),
         F::one(3, "fsType", K::String),
         F::map(4, "volumeAttributes", K::String),
-        F::one(5, "nodePublishSecretRef", K::Message(65)),
+        F::one(5, "nodePublishSecretRef", K::Message(66)),
     ]) },
-    // 347
+    // 351
     Message { name: "k8s.io.api.core.v1.EphemeralVolumeSource", shape: Shape::Fields(&[
-        F::one(1, "volumeClaimTemplate", K::Message(381)),
+        F::one(1, "volumeClaimTemplate", K::Message(385)),
     ]) },
-    // 348
+    // 352
     Message { name: "k8s.io.api.core.v1.ImageVolumeSource", shape: Shape::Fields(&[
         F::omit_zero(1, "reference", K::String),
         F::omit_zero(2, "pullPolicy", K::String),
     ]) },
-    // 349
+    // 353
     Message { name: "k8s.io.api.core.v1.ConfigMapEnvSource", shape: Shape::Fields(&[
-        F::inline(1, "", K::Message(65)),
+        F::inline(1, "", K::Message(66)),
         F::one(2, "optional", K::Bool),
     ]) },
-    // 350
+    // 354
     Message { name: "k8s.io.api.core.v1.SecretEnvSource", shape: Shape::Fields(&[
-        F::inline(1, "", K::Message(65)),
+        F::inline(1, "", K::Message(66)),
         F::one(2, "optional", K::Bool),
     ]) },
-    // 351
+    // 355
     Message { name: "k8s.io.api.core.v1.EnvVarSource", shape: Shape::Fields(&[
-        F::one(1, "fieldRef", K::Message(382)),
-        F::one(2, "resourceFieldRef", K::Message(383)),
-        F::one(3, "configMapKeyRef", K::Message(384)),
-        F::one(4, "secretKeyRef", K::Message(385)),
-        F::one(5, "fileKeyRef", K::Message(386)),
+        F::one(1, "fieldRef", K::Message(386)),
+        F::one(2, "resourceFieldRef", K::Message(387)),
+        F::one(3, "configMapKeyRef", K::Message(388)),
+        F::one(4, "secretKeyRef", K::Message(389)),
+        F::one(5, "fileKeyRef", K::Message(390)),
     ]) },
-    // 352
+    // 356
     Message { name: "k8s.io.api.core.v1.ContainerRestartRuleOnExitCodes", shape: Shape::Fields(&[
         F::omit_zero(1, "operator", K::String),
         F::list(2, "values", K::Int32),
     ]) },
-    // 353
+    // 357
     Message { name: "k8s.io.api.core.v1.ProbeHandler", shape: Shape::Fields(&[
-        F::one(1, "exec", K::Message(387)),
-        F::one(2, "httpGet", K::Message(388)),
-        F::one(3, "tcpSocket", K::Message(389)),
-        F::one(4, "grpc", K::Message(390)),
+        F::one(1, "exec", K::Message(391)),
+        F::one(2, "httpGet", K::Message(392)),
+        F::one(3, "tcpSocket", K::Message(393)),
+        F::one(4, "grpc", K::Message(394)),
     ]) },
-    // 354
+    // 358
     Message { name: "k8s.io.api.core.v1.LifecycleHandler", shape: Shape::Fields(&[
-        F::one(1, "exec", K::Message(387)),
-        F::one(2, "httpGet", K::Message(388)),
-        F::one(3, "tcpSocket", K::Message(389)),
-        F::one(4, "sleep", K::Message(391)),
+        F::one(1, "exec", K::Message(391)),
+        F::one(2, "httpGet", K::Message(392)),
+        F::one(3, "tcpSocket", K::Message(393)),
+        F::one(4, "sleep", K::Message(395)),
     ]) },
-    // 355
+    // 359
     Message { name: "k8s.io.api.core.v1.Capabilities", shape: Shape::Fields(&[
         F::list(1, "add", K::String),
         F::list(2, "drop", K::String),
     ]) },
-    // 356
+    // 360
     Message { name: "k8s.io.api.core.v1.PreferredSchedulingTerm", shape: Shape::Fields(&[
         F::one(1, "weight", K::Int32),
-        F::one(2, "preference", K::Message(366)),
+        F::one(2, "preference", K::Message(370)),
     ]) },
-    // 357
+    // 361
     Message { name: "k8s.io.api.core.v1.PodAffinityTerm", shape: Shape::Fields(&[
-        F::one(1, "labelSelector", K::Message(179)),
+        F::one(1, "labelSelector", K::Message(182)),
         F::list(2, "namespaces", K::String),
         F::one(3, "topologyKey", K::String),
-        F::one(4, "namespaceSelector", K::Message(179)),
+        F::one(4, "namespaceSelector", K::Message(182)),
         F::list(5, "matchLabelKeys", K::String),
         F::list(6, "mismatchLabelKeys", K::String),
     ]) },
-    // 358
+    // 362
     Message { name: "k8s.io.api.core.v1.WeightedPodAffinityTerm", shape: Shape::Fields(&[
         F::one(1, "weight", K::Int32),
-        F::one(2, "podAffinityTerm", K::Message(357)),
+        F::one(2, "podAffinityTerm", K::Message(361)),
     ]) },
-    // 359
+    // 363
     Message { name: "k8s.io.api.core.v1.ContainerStateWaiting", shape: Shape::Fields(&[
         F::omit_zero(1, "reason", K::String),
         F::omit_zero(2, "message", K::String),
     ]) },
-    // 360
+    // 364
     Message { name: "k8s.io.api.core.v1.ContainerStateRunning", shape: Shape::Fields(&[
-        F::one(1, "startedAt", K::Message(67)),
+        F::one(1, "startedAt", K::Message(68)),
     ]) },
-    // 361
+    // 365
     Message { name: "k8s.io.api.core.v1.ContainerStateTerminated", shape: Shape::Fields(&[
         F::one(1, "exitCode", K::Int32),
         F::omit_zero(2, "signal", K::Int32),
         F::omit_zero(3, "reason", K::String),
         F::omit_zero(4, "message", K::String),
-        F::one(5, "startedAt", K::Message(67)),
-        F::one(6, "finishedAt", K::Message(67)),
+        F::one(5, "startedAt", K::Message(68)),
+        F::one(6, "finishedAt", K::Message(68)),
         F::omit_zero(7, "containerID", K::String),
     ]) },
-    // 362
+    // 366
     Message { name: "k8s.io.api.core.v1.LinuxContainerUser", shape: Shape::Fields(&[
         F::one(1, "uid", K::Int64),
         F::one(2, "gid", K::Int64),
         F::list(3, "supplementalGroups", K::Int64),
     ]) },
-    // 363
+    // 367
     Message { name: "k8s.io.api.core.v1.ResourceHealth", shape: Shape::Fields(&[
         F::one(1, "resourceID", K::String),
         F::omit_zero(2, "health", K::String),
     ]) },
-    // 364
+    // 368
     Message { name: "k8s.io.api.core.v1.PortStatus", shape: Shape::Fields(&[
         F::one(1, "port", K::Int32),
         F::one(2, "protocol", K::String),
         F::one(3, "error", K::String),
     ]) },
-    // 365
+    // 369
     Message { name: "k8s.io.api.core.v1.SecretReference", shape: Shape::Fields(&[
         F::omit_zero(1, "name", K::String),
         F::omit_zero(2, "namespace", K::String),
     ]) },
-    // 366
+    // 370
     Message { name: "k8s.io.api.core.v1.NodeSelectorTerm", shape: Shape::Fields(&[
-        F::list(1, "matchExpressions", K::Message(392)),
-        F::list(2, "matchFields", K::Message(392)),
+        F::list(1, "matchExpressions", K::Message(396)),
+        F::list(2, "matchFields", K::Message(396)),
     ]) },
-    // 367
+    // 371
     Message { name: "k8s.io.api.batch.v1.PodFailurePolicyOnExitCodesRequirement", shape: Shape::Fields(&[
         F::one(1, "containerName", K::String),
         F::one(2, "operator", K::String),
         F::list(3, "values", K::Int32),
     ]) },
-    // 368
+    // 372
     Message { name: "k8s.io.api.batch.v1.PodFailurePolicyOnPodConditionsPattern", shape: Shape::Fields(&[
         F::one(1, "type", K::String),
         F::one(2, "status", K::String),
     ]) },
-    // 369
+    // 373
     Message { name: "k8s.io.api.autoscaling.v2.MetricTarget", shape: Shape::Fields(&[
         F::one(1, "type", K::String),
-        F::one(2, "value", K::Message(145)),
-        F::one(3, "averageValue", K::Message(145)),
+        F::one(2, "value", K::Message(148)),
+        F::one(3, "averageValue", K::Message(148)),
         F::one(4, "averageUtilization", K::Int32),
     ]) },
-    // 370
+    // 374
     Message { name: "k8s.io.api.autoscaling.v2.MetricIdentifier", shape: Shape::Fields(&[
         F::one(1, "name", K::String),
-        F::one(2, "selector", K::Message(179)),
+        F::one(2, "selector", K::Message(182)),
     ]) },
-    // 371
+    // 375
     Message { name: "k8s.io.api.autoscaling.v2.HPAScalingPolicy", shape: Shape::Fields(&[
         F::one(1, "type", K::String),
         F::one(2, "value", K::Int32),
         F::one(3, "periodSeconds", K::Int32),
     ]) },
-    // 372
+    // 376
     Message { name: "k8s.io.api.autoscaling.v2.MetricValueStatus", shape: Shape::Fields(&[
-        F::one(1, "value", K::Message(145)),
-        F::one(2, "averageValue", K::Message(145)),
+        F::one(1, "value", K::Message(148)),
+        F::one(2, "averageValue", K::Message(148)),
         F::one(3, "averageUtilization", K::Int32),
     ]) },
-    // 373
+    // 377
     Message { name: "k8s.io.api.networking.v1.ServiceBackendPort", shape: Shape::Fields(&[
         F::omit_zero(1, "name", K::String),
         F::omit_zero(2, "number", K::Int32),
     ]) },
-    // 374
+    // 378
     Message { name: "k8s.io.api.networking.v1.HTTPIngressRuleValue", shape: Shape::Fields(&[
-        F::list(1, "paths", K::Message(393)),
+        F::list(1, "paths", K::Message(397)),
     ]) },
-    // 375
+    // 379
     Message { name: "k8s.io.api.networking.v1.IngressPortStatus", shape: Shape::Fields(&[
         F::one(1, "port", K::Int32),
         F::one(2, "protocol", K::String),
         F::one(3, "error", K::String),
     ]) },
-    // 376
+    // 380
     Message { name: "k8s.io.api.networking.v1.IPBlock", shape: Shape::Fields(&[
         F::one(1, "cidr", K::String),
         F::list(2, "except", K::String),
     ]) },
-    // 377
+    // 381
     Message { name: "k8s.io.apimachinery.pkg.apis.meta.v1.FieldSelectorRequirement", shape: Shape::Fields(&[
         F::one(1, "key", K::String),
         F::one(2, "operator", K::String),
         F::list(3, "values", K::String),
     ]) },
-    // 378
+    // 382
     Message { name: "k8s.io.api.core.v1.KeyToPath", shape: Shape::Fields(&[
         F::one(1, "key", K::String),
         F::one(2, "path", K::String),
         F::one(3, "mode", K::Int32),
     ]) },
-    // 379
+    // 383
     Message { name: "k8s.io.api.core.v1.DownwardAPIVolumeFile", shape: Shape::Fields(&[
         F::one(1, "path", K::String),
-        F::one(2, "fieldRef", K::Message(382)),
-        F::one(3, "resourceFieldRef", K::Message(383)),
+        F::one(2, "fieldRef", K::Message(386)),
+        F::one(3, "resourceFieldRef", K::Message(387)),
         F::one(4, "mode", K::Int32),
     ]) },
-    // 380
+    // 384
     Message { name: "k8s.io.api.core.v1.VolumeProjection", shape: Shape::Fields(&[
-        F::one(1, "secret", K::Message(394)),
-        F::one(2, "downwardAPI", K::Message(395)),
-        F::one(3, "configMap", K::Message(396)),
-        F::one(4, "serviceAccountToken", K::Message(397)),
-        F::one(5, "clusterTrustBundle", K::Message(398)),
-        F::one(6, "podCertificate", K::Message(399)),
+        F::one(1, "secret", K::Message(398)),
+        F::one(2, "downwardAPI", K::Message(399)),
+        F::one(3, "configMap", K::Message(400)),
+        F::one(4, "serviceAccountToken", K::Message(401)),
+        F::one(5, "clusterTrustBundle", K::Message(402)),
+        F::one(6, "podCertificate", K::Message(403)),
     ]) },
-    // 381
+    // 385
     Message { name: "k8s.io.api.core.v1.PersistentVolumeClaimTemplate", shape: Shape::Fields(&[
-        F::one(1, "metadata", K::Message(54)),
-        F::one(2, "spec", K::Message(75)),
+        F::one(1, "metadata", K::Message(55)),
+        F::one(2, "spec", K::Message(76)),
     ]) },
-    // 382
+    // 386
     Message { name: "k8s.io.api.core.v1.ObjectFieldSelector", shape: Shape::Fields(&[
         F::omit_zero(1, "apiVersion", K::String),
         F::one(2, "fieldPath", K::String),
     ]) },
-    // 383
+    // 387
     Message { name: "k8s.io.api.core.v1.ResourceFieldSelector", shape: Shape::Fields(&[
         F::omit_zero(1, "containerName", K::String),
         F::one(2, "resource", K::String),
-        F::one(3, "divisor", K::Message(145)),
+        F::one(3, "divisor", K::Message(148)),
     ]) },
-    // 384
+    // 388
     Message { name: "k8s.io.api.core.v1.ConfigMapKeySelector", shape: Shape::Fields(&[
-        F::inline(1, "", K::Message(65)),
+        F::inline(1, "", K::Message(66)),
         F::one(2, "key", K::String),
         F::one(3, "optional", K::Bool),
     ]) },
-    // 385
+    // 389
     Message { name: "k8s.io.api.core.v1.SecretKeySelector", shape: Shape::Fields(&[
-        F::inline(1, "", K::Message(65)),
+        F::inline(1, "", K::Message(66)),
         F::one(2, "key", K::String),
         F::one(3, "optional", K::Bool),
     ]) },
-    // 386
+    // 390
     Message { name: "k8s.io.api.core.v1.FileKeySelector", shape: Shape::Fields(&[
         F::one(1, "volumeName", K::String),
         F::one(2, "path", K::String),
         F::one(3, "key", K::String),
         F::one(4, "optional", K::Bool),
     ]) },
-    // 387
+    // 391
     Message { name: "k8s.io.api.core.v1.ExecAction", shape: Shape::Fields(&[
         F::list(1, "command", K::String),
     ]) },
-    // 388
+    // 392
     Message { name: "k8s.io.api.core.v1.HTTPGetAction", shape: Shape::Fields(&[
         F::omit_zero(1, "path", K::String),
-        F::one(2, "port", K::Message(215)),
+        F::one(2, "port", K::Message(219)),
         F::omit_zero(3, "host", K::String),
         F::omit_zero(4, "scheme", K::String),
-        F::list(5, "httpHeaders", K::Message(400)),
+        F::list(5, "httpHeaders", K::Message(404)),
     ]) },
-    // 389
+    // 393
     Message { name: "k8s.io.api.core.v1.TCPSocketAction", shape: Shape::Fields(&[
-        F::one(1, "port", K::Message(215)),
+        F::one(1, "port", K::Message(219)),
         F::omit_zero(2, "host", K::String),
     ]) },
-    // 390
+    // 394
     Message { name: "k8s.io.api.core.v1.GRPCAction", shape: Shape::Fields(&[
         F::one(1, "port", K::Int32),
         F::one(2, "service", K::String),
     ]) },
-    // 391
+    // 395
     Message { name: "k8s.io.api.core.v1.SleepAction", shape: Shape::Fields(&[
         F::one(1, "seconds", K::Int64),
     ]) },
-    // 392
+    // 396
     Message { name: "k8s.io.api.core.v1.NodeSelectorRequirement", shape: Shape::Fields(&[
         F::one(1, "key", K::String),
         F::one(2, "operator", K::String),
         F::list(3, "values", K::String),
     ]) },
-    // 393
+    // 397
     Message { name: "k8s.io.api.networking.v1.HTTPIngressPath", shape: Shape::Fields(&[
         F::omit_zero(1, "path", K::String),
         F::one(3, "pathType", K::String),
-        F::one(2, "backend", K::Message(208)),
+        F::one(2, "backend", K::Message(212)),
     ]) },
-    // 394
+    // 398
     Message { name: "k8s.io.api.core.v1.SecretProjection", shape: Shape::Fields(&[
-        F::inline(1, "", K::Message(65)),
-        F::list(2, "items", K::Message(378)),
+        F::inline(1, "", K::Message(66)),
+        F::list(2, "items", K::Message(382)),
         F::one(4, "optional", K::Bool),
     ]) },
-    // 395
+    // 399
     Message { name: "k8s.io.api.core.v1.DownwardAPIProjection", shape: Shape::Fields(&[
-        F::list(1, "items", K::Message(379)),
+        F::list(1, "items", K::Message(383)),
     ]) },
-    // 396
+    // 400
     Message { name: "k8s.io.api.core.v1.ConfigMapProjection", shape: Shape::Fields(&[
-        F::inline(1, "", K::Message(65)),
-        F::list(2, "items", K::Message(378)),
+        F::inline(1, "", K::Message(66)),
+        F::list(2, "items", K::Message(382)),
         F::one(4, "optional", K::Bool),
     ]) },
-    // 397
+    // 401
     Message { name: "k8s.io.api.core.v1.ServiceAccountTokenProjection", shape: Shape::Fields(&[
         F::omit_zero(1, "audience", K::String),
         F::one(2, "expirationSeconds", K::Int64),
         F::one(3, "path", K::String),
     ]) },
-    // 398
+    // 402
     Message { name: "k8s.io.api.core.v1.ClusterTrustBundleProjection", shape: Shape::Fields(&[
         F::one(1, "name", K::String),
         F::one(2, "signerName", K::String),
-        F::one(3, "labelSelector", K::Message(179)),
+        F::one(3, "labelSelector", K::Message(182)),
         F::one(5, "optional", K::Bool),
         F::one(4, "path", K::String),
     ]) },
-    // 399
+    // 403
     Message { name: "k8s.io.api.core.v1.PodCertificateProjection", shape: Shape::Fields(&[
         F::omit_zero(1, "signerName", K::String),
         F::omit_zero(2, "keyType", K::String),
@@ -2798,7 +2825,7 @@ pub static MESSAGES: &[Message] = &[
         F::omit_zero(6, "certificateChainPath", K::String),
         F::map(7, "userAnnotations", K::String),
     ]) },
-    // 400
+    // 404
     Message { name: "k8s.io.api.core.v1.HTTPHeader", shape: Shape::Fields(&[
         F::one(1, "name", K::String),
         F::one(2, "value", K::String),
@@ -2828,36 +2855,37 @@ pub static ROOTS: &[Root] = &[
     Root { api_version: "batch/v1", kind: "Job", message: 19 },
     Root { api_version: "batch/v1", kind: "CronJob", message: 20 },
     Root { api_version: "autoscaling/v2", kind: "HorizontalPodAutoscaler", message: 21 },
-    Root { api_version: "coordination.k8s.io/v1", kind: "Lease", message: 22 },
-    Root { api_version: "discovery.k8s.io/v1", kind: "EndpointSlice", message: 23 },
-    Root { api_version: "events.k8s.io/v1", kind: "Event", message: 24 },
-    Root { api_version: "networking.k8s.io/v1", kind: "Ingress", message: 25 },
-    Root { api_version: "networking.k8s.io/v1", kind: "IngressClass", message: 26 },
-    Root { api_version: "networking.k8s.io/v1", kind: "NetworkPolicy", message: 27 },
-    Root { api_version: "policy/v1", kind: "PodDisruptionBudget", message: 28 },
-    Root { api_version: "rbac.authorization.k8s.io/v1", kind: "ClusterRole", message: 29 },
-    Root { api_version: "rbac.authorization.k8s.io/v1", kind: "ClusterRoleBinding", message: 30 },
-    Root { api_version: "rbac.authorization.k8s.io/v1", kind: "Role", message: 31 },
-    Root { api_version: "rbac.authorization.k8s.io/v1", kind: "RoleBinding", message: 32 },
-    Root { api_version: "scheduling.k8s.io/v1", kind: "PriorityClass", message: 33 },
-    Root { api_version: "storage.k8s.io/v1", kind: "StorageClass", message: 34 },
-    Root { api_version: "storage.k8s.io/v1", kind: "CSIDriver", message: 35 },
-    Root { api_version: "storage.k8s.io/v1", kind: "CSINode", message: 36 },
-    Root { api_version: "storage.k8s.io/v1", kind: "VolumeAttachment", message: 37 },
-    Root { api_version: "admissionregistration.k8s.io/v1", kind: "MutatingWebhookConfiguration", message: 38 },
-    Root { api_version: "admissionregistration.k8s.io/v1", kind: "ValidatingWebhookConfiguration", message: 39 },
-    Root { api_version: "admissionregistration.k8s.io/v1", kind: "ValidatingAdmissionPolicy", message: 40 },
-    Root { api_version: "admissionregistration.k8s.io/v1", kind: "ValidatingAdmissionPolicyBinding", message: 41 },
-    Root { api_version: "node.k8s.io/v1", kind: "RuntimeClass", message: 42 },
-    Root { api_version: "certificates.k8s.io/v1", kind: "CertificateSigningRequest", message: 43 },
-    Root { api_version: "", kind: "DeleteOptions", message: 44 },
-    Root { api_version: "authorization.k8s.io/v1", kind: "SelfSubjectAccessReview", message: 45 },
-    Root { api_version: "authorization.k8s.io/v1", kind: "SelfSubjectRulesReview", message: 46 },
-    Root { api_version: "authorization.k8s.io/v1", kind: "SubjectAccessReview", message: 47 },
-    Root { api_version: "authorization.k8s.io/v1", kind: "LocalSubjectAccessReview", message: 48 },
-    Root { api_version: "authentication.k8s.io/v1", kind: "SelfSubjectReview", message: 49 },
-    Root { api_version: "authentication.k8s.io/v1", kind: "TokenRequest", message: 50 },
-    Root { api_version: "v1", kind: "Binding", message: 51 },
-    Root { api_version: "policy/v1", kind: "Eviction", message: 52 },
-    Root { api_version: "autoscaling/v1", kind: "Scale", message: 53 },
+    Root { api_version: "autoscaling/v1", kind: "HorizontalPodAutoscaler", message: 22 },
+    Root { api_version: "coordination.k8s.io/v1", kind: "Lease", message: 23 },
+    Root { api_version: "discovery.k8s.io/v1", kind: "EndpointSlice", message: 24 },
+    Root { api_version: "events.k8s.io/v1", kind: "Event", message: 25 },
+    Root { api_version: "networking.k8s.io/v1", kind: "Ingress", message: 26 },
+    Root { api_version: "networking.k8s.io/v1", kind: "IngressClass", message: 27 },
+    Root { api_version: "networking.k8s.io/v1", kind: "NetworkPolicy", message: 28 },
+    Root { api_version: "policy/v1", kind: "PodDisruptionBudget", message: 29 },
+    Root { api_version: "rbac.authorization.k8s.io/v1", kind: "ClusterRole", message: 30 },
+    Root { api_version: "rbac.authorization.k8s.io/v1", kind: "ClusterRoleBinding", message: 31 },
+    Root { api_version: "rbac.authorization.k8s.io/v1", kind: "Role", message: 32 },
+    Root { api_version: "rbac.authorization.k8s.io/v1", kind: "RoleBinding", message: 33 },
+    Root { api_version: "scheduling.k8s.io/v1", kind: "PriorityClass", message: 34 },
+    Root { api_version: "storage.k8s.io/v1", kind: "StorageClass", message: 35 },
+    Root { api_version: "storage.k8s.io/v1", kind: "CSIDriver", message: 36 },
+    Root { api_version: "storage.k8s.io/v1", kind: "CSINode", message: 37 },
+    Root { api_version: "storage.k8s.io/v1", kind: "VolumeAttachment", message: 38 },
+    Root { api_version: "admissionregistration.k8s.io/v1", kind: "MutatingWebhookConfiguration", message: 39 },
+    Root { api_version: "admissionregistration.k8s.io/v1", kind: "ValidatingWebhookConfiguration", message: 40 },
+    Root { api_version: "admissionregistration.k8s.io/v1", kind: "ValidatingAdmissionPolicy", message: 41 },
+    Root { api_version: "admissionregistration.k8s.io/v1", kind: "ValidatingAdmissionPolicyBinding", message: 42 },
+    Root { api_version: "node.k8s.io/v1", kind: "RuntimeClass", message: 43 },
+    Root { api_version: "certificates.k8s.io/v1", kind: "CertificateSigningRequest", message: 44 },
+    Root { api_version: "", kind: "DeleteOptions", message: 45 },
+    Root { api_version: "authorization.k8s.io/v1", kind: "SelfSubjectAccessReview", message: 46 },
+    Root { api_version: "authorization.k8s.io/v1", kind: "SelfSubjectRulesReview", message: 47 },
+    Root { api_version: "authorization.k8s.io/v1", kind: "SubjectAccessReview", message: 48 },
+    Root { api_version: "authorization.k8s.io/v1", kind: "LocalSubjectAccessReview", message: 49 },
+    Root { api_version: "authentication.k8s.io/v1", kind: "SelfSubjectReview", message: 50 },
+    Root { api_version: "authentication.k8s.io/v1", kind: "TokenRequest", message: 51 },
+    Root { api_version: "v1", kind: "Binding", message: 52 },
+    Root { api_version: "policy/v1", kind: "Eviction", message: 53 },
+    Root { api_version: "autoscaling/v1", kind: "Scale", message: 54 },
 ];

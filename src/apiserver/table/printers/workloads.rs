@@ -372,6 +372,13 @@ static HPA: Printer = Printer {
 
 /// `cpu: 40%/80%`-style summaries of resource metrics; other metric kinds show their target only.
 fn hpa_targets(hpa: &Value) -> String {
+    if let Some(target) = hpa.pointer("/spec/targetCPUUtilizationPercentage") {
+        // The autoscaling/v1 view: one CPU utilisation target.
+        let have = hpa
+            .pointer("/status/currentCPUUtilizationPercentage")
+            .map_or("<unknown>".to_string(), |c| format!("{c}%"));
+        return format!("cpu: {have}/{target}%");
+    }
     let metrics = list(hpa, "/spec/metrics");
     if metrics.is_empty() {
         return "<none>".into();

@@ -1,0 +1,194 @@
+//! Writes through a resource served by conversion (`api::conversion`), such as the autoscaling/v1
+//! HorizontalPodAutoscaler: the request becomes one on the storage version, and the answer is
+//! turned back into the requested version. Reads need none of this: the registry converts what
+//! it reads for the resource it is asked about.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::Response;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, Method};
+use http_body_util::BodyExt;
+use serde_json::Value;
+
+use super::patch::{self, PatchType};
+use super::request::ResourceRequest;
+use super::response::error_response;
+use super::{rest, ApiServer};
+use crate::api::conversion::{to_served, to_stored};
+use crate::api::resources::Resource;
+use crate::api::{meta, ApiError, ApiResult};
+
+/// A patch computed against one read is retried this often when someone else wrote in between.
+const PATCH_ATTEMPTS: usize = 5;
+
+pub async fn write(
+    server: &Arc<ApiServer>,
+    target: ResourceRequest,
+    stored: &'static Resource,
+    request: Request,
+) -> Response {
+    match forward(server, target, stored, request).await {
+        Ok(response) => response,
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn forward(
+    server: &Arc<ApiServer>,
+    target: ResourceRequest,
+    stored: &'static Resource,
+    request: Request,
+) -> ApiResult<Response> {
+    let served = target.resource;
+    let on_stored = ResourceRequest {
+        resource: stored,
+        ..target.clone()
+    };
+    let current = || -> Option<Value> {
+        let name = target.name.as_deref()?;
+        let namespace = target.namespace.as_deref().unwrap_or_default();
+        server.registry.get_value(stored, namespace, name).ok()
+    };
+    let method = request.method().clone();
+    let content_type = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let response = match method {
+        Method::POST | Method::PUT => {
+            let (parts, body) = request.into_parts();
+            let body = read_object(server, &parts, body).await?;
+            let converted = to_stored(served, body, current().as_ref());
+            let request = with_json_body(parts, &converted, "application/json");
+            rest::handle(server, on_stored, request).await
+        }
+        Method::PATCH if PatchType::from_content_type(&content_type)? == PatchType::Apply => {
+            let (parts, body) = request.into_parts();
+            let config = read_object(server, &parts, body).await?;
+            let converted = to_stored(served, config, current().as_ref());
+            let request = with_json_body(parts, &converted, "application/apply-patch+yaml");
+            rest::handle(server, on_stored, request).await
+        }
+        Method::PATCH => {
+            let patch_type = PatchType::from_content_type(&content_type)?;
+            let (parts, body) = request.into_parts();
+            let patch_body = rest::read_body(server, Request::from_parts(parts, body)).await?;
+            return patch_as_update(server, &target, on_stored, patch_type, &patch_body).await;
+        }
+        _ => rest::handle(server, on_stored, request).await,
+    };
+    Ok(served_response(served, response).await)
+}
+
+/// A patch in the served version: applied to the served view of the stored object, then written
+/// as an update pinned to the resourceVersion it was computed from (retried on a race).
+async fn patch_as_update(
+    server: &Arc<ApiServer>,
+    target: &ResourceRequest,
+    on_stored: ResourceRequest,
+    patch_type: PatchType,
+    patch_body: &[u8],
+) -> ApiResult<Response> {
+    let served = target.resource;
+    let name = target.name.as_deref().unwrap_or_default();
+    let namespace = target.namespace.as_deref().unwrap_or_default();
+    let mut response = None;
+    for _ in 0..PATCH_ATTEMPTS {
+        let current = server
+            .registry
+            .get_value(on_stored.resource, namespace, name)?;
+        let view = to_served(served, current.clone());
+        let patched = patch::apply(patch_type, &view, patch_body)?;
+        // A patch that names no resourceVersion of its own may be re-applied after a race.
+        let retry_on_conflict = meta::resource_version(&patched) == meta::resource_version(&view);
+        let converted = to_stored(served, patched, Some(&current));
+        let request = Request::builder()
+            .method(Method::PUT)
+            .uri(target_uri(target))
+            .body(Body::empty())
+            .map_err(|e| ApiError::internal(format!("building the update: {e}")))?;
+        let (parts, _) = request.into_parts();
+        let request = with_json_body(parts, &converted, "application/json");
+        let answer = rest::handle(server, on_stored.clone(), request).await;
+        let conflict = answer.status() == http::StatusCode::CONFLICT;
+        response = Some(answer);
+        if !(conflict && retry_on_conflict) {
+            break;
+        }
+    }
+    match response {
+        Some(r) => Ok(served_response(served, r).await),
+        None => Err(ApiError::internal("no patch attempt was made")),
+    }
+}
+
+/// The path of the object (and subresource) a request is about; the query is not needed again.
+fn target_uri(target: &ResourceRequest) -> String {
+    let r = target.resource;
+    let mut uri = format!("/apis/{}", r.api_version());
+    if let Some(ns) = &target.namespace {
+        uri.push_str(&format!("/namespaces/{ns}"));
+    }
+    uri.push_str(&format!("/{}", r.plural));
+    if let Some(name) = &target.name {
+        uri.push_str(&format!("/{name}"));
+    }
+    if let Some(sub) = &target.subresource {
+        uri.push_str(&format!("/{sub}"));
+    }
+    uri
+}
+
+async fn read_object(
+    server: &ApiServer,
+    parts: &http::request::Parts,
+    body: Body,
+) -> ApiResult<Value> {
+    let mut probe = Request::new(body);
+    *probe.headers_mut() = parts.headers.clone();
+    rest::read_json(server, probe).await
+}
+
+fn with_json_body(
+    mut parts: http::request::Parts,
+    body: &Value,
+    content_type: &'static str,
+) -> Request {
+    parts.headers.remove(CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Request::from_parts(parts, Body::from(body.to_string()))
+}
+
+/// The storage version's answer in the served version (errors and Status pass unchanged).
+async fn served_response(served: &Resource, response: Response) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let Ok(collected) = body.collect().await else {
+        return error_response(&ApiError::internal("reading the response"));
+    };
+    let bytes = collected.to_bytes();
+    let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
+        return Response::from_parts(parts, Body::from(bytes));
+    };
+    let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
+    if kind == served.kind {
+        value = to_served(served, value);
+    } else if kind == served.list_kind() {
+        value["apiVersion"] = Value::from(served.api_version());
+        if let Some(items) = value.get_mut("items").and_then(Value::as_array_mut) {
+            for item in items.iter_mut() {
+                *item = to_served(served, item.take());
+            }
+        }
+    } else {
+        return Response::from_parts(parts, Body::from(bytes));
+    }
+    parts.headers.remove(CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(value.to_string()))
+}
