@@ -74,18 +74,22 @@ pub async fn run(config: Config, options: AgentOptions) -> anyhow::Result<()> {
     );
     facts.kubelet_port = Some(crate::agent::kubelet_api::DEFAULT_PORT);
     {
-        let kubelet = crate::agent::kubelet_api::KubeletApiConfig {
-            node_name: node_name.clone(),
-            port: crate::agent::kubelet_api::DEFAULT_PORT,
-            addresses: addresses
-                .iter()
-                .filter_map(|(_, a)| a.parse().ok())
-                .collect(),
-            data_dir: config.data_dir.clone(),
-            ca_pem: identity.ca_pem.clone(),
-        };
+        let (node_name, data_dir) = (node_name.clone(), config.data_dir.clone());
+        let ca_pem = identity.ca_pem.clone();
         let client = client.clone();
         components.spawn(async move {
+            // The Node must be registered first: the approver checks the request against
+            // its addresses.
+            let (serving_cert_pem, serving_key_pem) =
+                super::serving::ensure(&client, &data_dir, &node_name).await?;
+            let kubelet = crate::agent::kubelet_api::KubeletApiConfig {
+                node_name,
+                port: crate::agent::kubelet_api::DEFAULT_PORT,
+                serving_cert_pem,
+                serving_key_pem,
+                data_dir,
+                ca_pem,
+            };
             crate::agent::kubelet_api::run(client, kubelet).await?;
             anyhow::bail!("the kubelet API stopped")
         });

@@ -6,6 +6,7 @@
 //! - [`node_authz`]: the Node authorizer and NodeRestriction admission.
 //! - [`nodeipam`]: gives every Node a pod CIDR slice.
 //! - [`bootstrap`]: the agent's side: trust from the token, a certificate through a CSR.
+//! - [`serving`]: the kubelet's serving certificate through a `kubelet-serving` CSR.
 //! - [`rotation`]: the agent renews its node certificate before it expires.
 //! - [`agent`]: the `berth agent` process: heartbeat, pods, proxy, policy against a remote API.
 
@@ -16,4 +17,5 @@ pub mod node_authz;
 pub mod nodeipam;
 pub mod rotation;
 pub mod server;
+pub mod serving;
 pub mod token;
