@@ -36,8 +36,6 @@ pub enum KubeletApiError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot make the kubelet serving certificate: {0}")]
-    Certificate(#[from] rcgen::Error),
     #[error("the kubelet TLS configuration: {0}")]
     Tls(String),
     #[error("cannot locate the berth binary: {0}")]
@@ -48,10 +46,9 @@ pub enum KubeletApiError {
 pub struct KubeletApiConfig {
     pub node_name: String,
     pub port: u16,
-    /// The serving certificate and its key (PEM), signed by the cluster CA for the node's
-    /// addresses (see `join::serving`).
-    pub serving_cert_pem: String,
-    pub serving_key_pem: String,
+    /// The serving certificate, signed by the cluster CA for the node's addresses and renewed
+    /// in place (see `join::serving`).
+    pub serving: Arc<dyn rustls::server::ResolvesServerCert>,
     pub data_dir: std::path::PathBuf,
     /// The cluster CA, which client certificates must chain to.
     pub ca_pem: String,
@@ -87,13 +84,6 @@ pub async fn run(client: kube::Client, config: KubeletApiConfig) -> Result<(), K
 fn tls_config(config: &KubeletApiConfig) -> Result<Arc<rustls::ServerConfig>, KubeletApiError> {
     use rustls_pki_types::pem::PemObject;
     let tls = |e: &dyn std::fmt::Display| KubeletApiError::Tls(e.to_string());
-    let certs =
-        rustls_pki_types::CertificateDer::pem_slice_iter(config.serving_cert_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| tls(&e))?;
-    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(config.serving_key_pem.as_bytes())
-        .map_err(|e| tls(&e))?;
-
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for ca in rustls_pki_types::CertificateDer::pem_slice_iter(config.ca_pem.as_bytes()) {
@@ -109,8 +99,7 @@ fn tls_config(config: &KubeletApiConfig) -> Result<Arc<rustls::ServerConfig>, Ku
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| tls(&e))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
-        .map_err(|e| tls(&e))?;
+        .with_cert_resolver(config.serving.clone());
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(server))
 }

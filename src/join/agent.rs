@@ -80,17 +80,25 @@ pub async fn run(config: Config, options: AgentOptions) -> anyhow::Result<()> {
         components.spawn(async move {
             // The Node must be registered first: the approver checks the request against
             // its addresses.
-            let (serving_cert_pem, serving_key_pem) =
-                super::serving::ensure(&client, &data_dir, &node_name).await?;
+            let (cert, key) = super::serving::ensure(&client, &data_dir, &node_name).await?;
+            let serving = std::sync::Arc::new(super::serving::ServingCert::new(&cert, &key)?);
+            let renewal = super::serving::renew_forever(
+                client.clone(),
+                data_dir.clone(),
+                node_name.clone(),
+                serving.clone(),
+            );
             let kubelet = crate::agent::kubelet_api::KubeletApiConfig {
                 node_name,
                 port: crate::agent::kubelet_api::DEFAULT_PORT,
-                serving_cert_pem,
-                serving_key_pem,
+                serving,
                 data_dir,
                 ca_pem,
             };
-            crate::agent::kubelet_api::run(client, kubelet).await?;
+            tokio::select! {
+                served = crate::agent::kubelet_api::run(client, kubelet) => served?,
+                () = renewal => anyhow::bail!("the kubelet serving certificate renewal stopped"),
+            }
             anyhow::bail!("the kubelet API stopped")
         });
     }

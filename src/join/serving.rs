@@ -8,6 +8,7 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
@@ -37,6 +38,103 @@ pub enum ServingError {
     Key(#[from] rcgen::Error),
     #[error("the serving certificate request: {0}")]
     Request(#[from] BootstrapError),
+    #[error("the serving certificate does not parse: {0}")]
+    Parse(String),
+    #[error("the serving certificate and key do not belong together: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// Back-off between failed renewals.
+const MIN_RETRY: Duration = Duration::from_secs(2);
+const MAX_RETRY: Duration = Duration::from_secs(60);
+
+/// The kubelet's current serving certificate, asked for at every TLS handshake, so a renewed
+/// one is served without a restart.
+#[derive(Debug)]
+pub struct ServingCert {
+    current: RwLock<(Arc<rustls::sign::CertifiedKey>, String)>,
+}
+
+impl ServingCert {
+    pub fn new(cert_pem: &str, key_pem: &str) -> Result<ServingCert, ServingError> {
+        Ok(ServingCert {
+            current: RwLock::new((certified_key(cert_pem, key_pem)?, cert_pem.to_string())),
+        })
+    }
+
+    /// Handshakes from now on present `cert_pem`.
+    pub fn replace(&self, cert_pem: &str, key_pem: &str) -> Result<(), ServingError> {
+        let key = certified_key(cert_pem, key_pem)?;
+        if let Ok(mut current) = self.current.write() {
+            *current = (key, cert_pem.to_string());
+        }
+        Ok(())
+    }
+
+    /// The current certificate, in PEM.
+    pub fn pem(&self) -> String {
+        self.current.read().map(|c| c.1.clone()).unwrap_or_default()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ServingCert {
+    fn resolve(
+        &self,
+        _: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.current.read().ok().map(|c| c.0.clone())
+    }
+}
+
+fn certified_key(
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<Arc<rustls::sign::CertifiedKey>, ServingError> {
+    use rustls_pki_types::pem::PemObject;
+    let parse = |e: &dyn std::fmt::Display| ServingError::Parse(e.to_string());
+    let certs = rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| parse(&e))?;
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| parse(&e))?;
+    let provider = rustls::crypto::ring::default_provider();
+    Ok(Arc::new(rustls::sign::CertifiedKey::from_der(
+        certs, key, &provider,
+    )?))
+}
+
+/// Renews the serving certificate when it is due (between 70 % and 90 % of its lifetime, as
+/// the node's client certificate), until the task is dropped.
+pub async fn renew_forever(
+    client: kube::Client,
+    data_dir: PathBuf,
+    node_name: String,
+    cert: Arc<ServingCert>,
+) {
+    let mut retry = MIN_RETRY;
+    loop {
+        let Some((not_before, not_after)) = super::rotation::validity(&cert.pem()) else {
+            tracing::error!("the kubelet serving certificate does not parse: it cannot be renewed");
+            return;
+        };
+        let deadline =
+            super::rotation::rotation_deadline(not_before, not_after, rand::random::<f64>());
+        let wait = deadline - jiff::Timestamp::now().as_second();
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_secs(wait as u64)).await;
+        }
+        let renewed = ensure(&client, &data_dir, &node_name)
+            .await
+            .and_then(|(c, k)| cert.replace(&c, &k));
+        match renewed {
+            Ok(()) => retry = MIN_RETRY,
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?retry, "cannot renew the kubelet serving certificate");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(MAX_RETRY);
+            }
+        }
+    }
 }
 
 /// The DNS names and IPs a Node reports in `status.addresses`.
