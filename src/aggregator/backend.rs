@@ -213,10 +213,15 @@ impl Clients {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
+        let name = ServerName::try_from(server_name.to_string())
+            .map_err(|e| BackendError::Tls(std::io::Error::other(e.to_string())))?;
+        // The connector sets ALPN itself (http/1.1) and refuses a configuration that has it.
+        let mut config = (*tls).clone();
+        config.alpn_protocols.clear();
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config((*tls).clone())
+            .with_tls_config(config)
             .https_only()
-            .with_server_name(server_name.to_string())
+            .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
             .enable_http1()
             .wrap_connector(http);
         let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
