@@ -213,7 +213,7 @@ impl Clients {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
-        let name = ServerName::try_from(server_name.to_string())
+        let verified_name = ServerName::try_from(server_name.to_string())
             .map_err(|e| BackendError::Tls(std::io::Error::other(e.to_string())))?;
         // The connector sets ALPN itself (http/1.1) and refuses a configuration that has it.
         let mut config = (*tls).clone();
@@ -221,7 +221,7 @@ impl Clients {
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(config)
             .https_only()
-            .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+            .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(verified_name))
             .enable_http1()
             .wrap_connector(http);
         let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
