@@ -389,15 +389,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Other servers on the shared store reach this node's pods through its kubelet API.
     if api_store.is_shared() {
         facts.kubelet_port = Some(crate::agent::kubelet_api::DEFAULT_PORT);
-        let addresses = node_addresses(&node_name);
         let (c, ca) = (agent_client.clone(), &pki.ca_cert_pem);
+        let own_serving = (pki.serving_cert_pem.clone(), pki.serving_key_pem.clone());
         crate::join::agent::spawn_kubelet_api(
             &mut components,
             c,
             &node_name,
-            &addresses,
             &config.data_dir,
             ca,
+            Some(own_serving),
         );
     }
     let pods_client = agent_client.clone();

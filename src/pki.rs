@@ -351,6 +351,36 @@ impl Pki {
         Ok(der::certificate_pem(&der))
     }
 
+    /// Signs a serving certificate (a kubelet's) for the public key of a PKCS#10 request: its
+    /// common name and its DNS and IP subject alternative names are taken from the request,
+    /// the usage is server authentication. Whether those names are the requester's to have is
+    /// the approver's question, not the signer's.
+    pub fn sign_serving_csr(&self, csr_pem: &str, validity: Duration) -> Result<String, PkiError> {
+        let what = "serving certificate from a signing request";
+        let generate = |source| PkiError::Generate { what, source };
+        let (common_name, _) = csr_subject(csr_pem)
+            .ok_or_else(|| generate(rcgen::Error::CouldNotParseCertificationRequest))?;
+        let mut request =
+            rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(generate)?;
+        let mut params = leaf_params(validity)?;
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name.as_str());
+        params.subject_alt_names = request
+            .params
+            .subject_alt_names
+            .iter()
+            .filter(|san| matches!(san, SanType::DnsName(_) | SanType::IpAddress(_)))
+            .cloned()
+            .collect();
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        request.params = params;
+        let issuer = self.issuer(what)?;
+        let cert = request.signed_by(&issuer).map_err(generate)?;
+        Ok(der::certificate_pem(cert.der()))
+    }
+
     /// The rustls server configuration for the API server: the serving certificate, TLS 1.2 and
     /// 1.3, ALPN h2 and http/1.1, and client certificates optional but, when presented, verified
     /// against the cluster CA (an unverifiable one fails the handshake).

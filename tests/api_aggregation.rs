@@ -44,7 +44,15 @@ struct AggregatedServer {
 impl AggregatedServer {
     /// Requires client certificates signed by `front_proxy_ca_pem`.
     fn start(netns: &str, front_proxy_ca_pem: &str) -> AggregatedServer {
-        let (ca_pem, cert_pem, key_pem) = certificates();
+        AggregatedServer::start_with(netns, front_proxy_ca_pem, certificates())
+    }
+
+    /// Like `start`, serving with `(ca, cert, key)`.
+    fn start_with(
+        netns: &str,
+        front_proxy_ca_pem: &str,
+        (ca_pem, cert_pem, key_pem): (String, String, String),
+    ) -> AggregatedServer {
         let tls = server_tls(&cert_pem, &key_pem, front_proxy_ca_pem);
         let (port_tx, port_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -137,6 +145,7 @@ async fn serve(
     let port = listener.local_addr().expect("local addr").port();
     port_tx.send(port).expect("report the port");
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let mut connections = 0u64;
     loop {
         let tcp = tokio::select! {
             _ = &mut stopped => return,
@@ -146,6 +155,10 @@ async fn serve(
             },
         };
         let acceptor = acceptor.clone();
+        connections += 1;
+        // Which server and which of its connections answered, for the proxy's pooling and
+        // spreading to be seen.
+        let backend = format!("{port}/{connections}");
         tokio::spawn(async move {
             let Ok(stream) = acceptor.accept(tcp).await else {
                 return;
@@ -157,8 +170,9 @@ async fn serve(
                 .peer_certificates()
                 .and_then(|certs| certs.first())
                 .and_then(|cert| common_name(cert.as_ref()));
-            let service =
-                hyper::service::service_fn(move |request| answer(request, client_cn.clone()));
+            let service = hyper::service::service_fn(move |request| {
+                answer(request, client_cn.clone(), backend.clone())
+            });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await;
@@ -179,6 +193,7 @@ fn full(value: Value) -> ResponseBody {
 async fn answer(
     request: hyper::Request<Incoming>,
     client_cn: Option<String>,
+    backend: String,
 ) -> Result<hyper::Response<ResponseBody>, std::convert::Infallible> {
     let header = |name: &str| -> Vec<String> {
         request
@@ -189,11 +204,25 @@ async fn answer(
             .collect()
     };
     let user = header("x-remote-user").join(",");
+    let mut extra_names: Vec<String> = request
+        .headers()
+        .keys()
+        .map(|name| name.as_str().to_string())
+        .filter(|name| name.starts_with("x-remote-extra-"))
+        .collect();
+    extra_names.sort();
+    extra_names.dedup();
+    let extra: Vec<String> = extra_names
+        .iter()
+        .flat_map(|name| header(name).into_iter().map(move |v| format!("{name}={v}")))
+        .collect();
     let identity = json!({
         "user": user,
         "groups": header("x-remote-group").join(","),
         "authorization": header("authorization").join(","),
         "proxy": client_cn.clone().unwrap_or_default(),
+        "backend": backend,
+        "extra": extra.join(","),
     });
     let reply = |status: u16, body: ResponseBody| {
         Ok(hyper::Response::builder()
@@ -408,6 +437,39 @@ fn kubectl_reaches_an_aggregated_api_through_its_api_service() {
         "{groups}"
     );
 
+    assert_eq!(identity["extra"], "", "the admin has no extras");
+
+    // A user's extras (impersonated here, with client-go's escaping of the key) reach the
+    // backend as X-Remote-Extra-<escaped key> headers, one per value.
+    let mut config: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(server.kubeconfig_path()).unwrap())
+            .expect("the admin kubeconfig");
+    let user = &mut config["users"][0]["user"];
+    user["as"] = json!("bob");
+    user["as-groups"] = json!(["system:masters"]);
+    user["as-user-extra"] = json!({"scopes": ["view", "edit"], "example.org/team": ["blue"]});
+    let impersonating = server.data_dir().join("extra.kubeconfig");
+    std::fs::write(&impersonating, config.to_string()).unwrap();
+    let got = server.kubectl_ok(&[
+        "--kubeconfig",
+        impersonating.to_str().unwrap(),
+        "get",
+        "--raw",
+        &format!("/apis/{GROUP}/v1/namespaces/default/widgets/probe"),
+    ]);
+    let widget: Value = serde_json::from_str(&got).expect("a widget");
+    let identity: Value = serde_json::from_str(
+        widget["metadata"]["annotations"]["identity"]
+            .as_str()
+            .expect("identity"),
+    )
+    .expect("identity JSON");
+    assert_eq!(identity["user"], "bob");
+    assert_eq!(
+        identity["extra"],
+        "x-remote-extra-example.org%2fteam=blue,x-remote-extra-scopes=view,x-remote-extra-scopes=edit"
+    );
+
     // A watch is streamed through.
     let watched = server.kubectl_ok(&[
         "get",
@@ -440,6 +502,74 @@ fn kubectl_reaches_an_aggregated_api_through_its_api_service() {
         "the group is still served after its APIService was deleted"
     );
     drop(backend);
+}
+
+/// The `backend` (`<port>/<connection>`) that answered a get of a widget.
+fn answering_backend(server: &BerthServer) -> String {
+    let got = server.kubectl_ok(&[
+        "get",
+        "--raw",
+        &format!("/apis/{GROUP}/v1/namespaces/default/widgets/probe"),
+    ]);
+    let widget: Value = serde_json::from_str(&got).expect("a widget");
+    let identity: Value = serde_json::from_str(
+        widget["metadata"]["annotations"]["identity"]
+            .as_str()
+            .expect("identity"),
+    )
+    .expect("identity JSON");
+    identity["backend"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn requests_spread_over_the_ready_backends_on_reused_connections() {
+    let ns = Netns::new();
+    let server = BerthServer::start(&ns);
+    let front_proxy = front_proxy_ca(&server);
+    // Two replicas of one aggregated server: one serving certificate, two ports.
+    let certificates = certificates();
+    let ca_pem = certificates.0.clone();
+    let backends = [
+        AggregatedServer::start_with(&ns.name, &front_proxy, certificates.clone()),
+        AggregatedServer::start_with(&ns.name, &front_proxy, certificates),
+    ];
+    service_to(&server, SERVICE, backends[0].port, true);
+    // The second replica's endpoint, in a slice of its own (its port differs).
+    apply(
+        &server,
+        &json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": format!("{SERVICE}-second"), "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": SERVICE}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
+            "ports": [{"name": "https", "port": backends[1].port, "protocol": "TCP"}]}),
+    );
+    let ca_bundle = base64::engine::general_purpose::STANDARD.encode(&ca_pem);
+    apply(&server, &api_service(GROUP, "v1", SERVICE, &ca_bundle));
+    wait_for_availability(&server, &format!("v1.{GROUP}"), "True/Passed");
+
+    let requests = 24;
+    let answers: Vec<String> = (0..requests).map(|_| answering_backend(&server)).collect();
+    let served_by = |backend: &AggregatedServer| {
+        let prefix = format!("{}/", backend.port);
+        answers.iter().filter(|a| a.starts_with(&prefix)).count()
+    };
+    let (first, second) = (served_by(&backends[0]), served_by(&backends[1]));
+    assert_eq!(first + second, requests, "{answers:?}");
+    assert!(
+        first > 0 && second > 0,
+        "both replicas answer: {first} and {second}"
+    );
+    // Sequential requests reuse the proxy's connections instead of opening one each.
+    let mut connections = answers.clone();
+    connections.sort();
+    connections.dedup();
+    assert!(
+        connections.len() <= 6,
+        "{} connections for {requests} requests: {answers:?}",
+        connections.len()
+    );
+    drop(backends);
 }
 
 #[test]

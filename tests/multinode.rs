@@ -614,10 +614,64 @@ fn resolve_in(nodes: &TwoNodes, pod: &str, name: &str) -> String {
     last
 }
 
+/// A client certificate for `user` in `group`, signed with the cluster CA from the server's
+/// data dir, written beside it: `(cert path, key path)`.
+fn user_certificate(server: &BerthServer, user: &str, group: &str) -> (PathBuf, PathBuf) {
+    let pki = server.data_dir().join("pki");
+    let ca_cert = std::fs::read_to_string(pki.join("ca.crt")).unwrap();
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(pki.join("ca.key")).unwrap()).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert, ca_key).unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, user);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, group);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let cert_path = server.data_dir().join(format!("{user}.crt"));
+    let key_path = server.data_dir().join(format!("{user}.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    (cert_path, key_path)
+}
+
+/// `path` of the agent's kubelet API fetched from the server's machine by `user` (in `group`)
+/// with curl, which trusts only the cluster CA and checks the agent's IP in its certificate:
+/// `(HTTP status, body)`, status 0 when the TLS handshake failed.
+fn kubelet_get(nodes: &TwoNodes, user: &str, group: &str, path: &str) -> (u16, String) {
+    let (cert, key) = user_certificate(&nodes.server, user, group);
+    let ca = nodes.server.data_dir().join("pki").join("ca.crt");
+    let url = format!("https://{AGENT_IP}:10250{path}");
+    let out = nodes.server_ns.exec(
+        "curl",
+        &[
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            "--cacert",
+            ca.to_str().unwrap(),
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            &url,
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
 /// `kubectl logs/exec/port-forward` of a pod on the agent reach it through the agent's kubelet
 /// API (the API server proxies to the Node's kubelet endpoint); the pod resolves the API's and
 /// a Service's names through the cluster DNS (served on the server, reached over the pod
-/// network); the server's own pods are served as before.
+/// network); the server's own pods are served as before. The kubelet's certificate is the
+/// cluster CA's for its address, and it serves only callers authorized for `nodes/proxy`.
 #[test]
 fn kubectl_logs_exec_and_port_forward_reach_a_pod_on_the_agent_which_resolves_cluster_names() {
     let nodes = TwoNodes::start("host-gw");
@@ -653,6 +707,34 @@ fn kubectl_logs_exec_and_port_forward_reach_a_pod_on_the_agent_which_resolves_cl
         nodes.server.kubectl_ok(&["logs", "local"]).trim(),
         "hello-from-the-server"
     );
+
+    // The kubelet serves with a certificate of the cluster CA for its address (curl checks
+    // both), and serves only callers the API server authorizes for nodes/proxy.
+    let logs_path = "/containerLogs/default/talker/main";
+    let (code, body) = kubelet_get(&nodes, "alice", "dev", logs_path);
+    assert_eq!(code, 403, "a user without nodes/proxy: {body}");
+    assert!(body.contains("user=alice"), "{body}");
+    nodes.server.kubectl_ok(&[
+        "create",
+        "clusterrole",
+        "node-proxy",
+        "--verb=get,create",
+        "--resource=nodes/proxy",
+    ]);
+    nodes.server.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        "ops-node-proxy",
+        "--clusterrole=node-proxy",
+        "--group=ops",
+    ]);
+    let mut answer = (0, String::new());
+    let granted = wait_until(Duration::from_secs(60), || {
+        answer = kubelet_get(&nodes, "bob", "ops", logs_path);
+        answer.0 == 200
+    });
+    assert!(granted, "a user granted nodes/proxy: {answer:?}");
+    assert!(answer.1.contains("hello-from-the-agent"), "{answer:?}");
 
     assert_eq!(
         nodes

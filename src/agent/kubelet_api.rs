@@ -4,11 +4,11 @@
 //! `apiserver::kubelet_proxy`). The protocols are the API server's own node-local code
 //! (`apiserver::stream::node::PodNode`), over this node's shims and log files.
 //!
-//! Only the API server gets in: a client certificate of the cluster CA is required, and only
-//! its kubelet-client identity (or `system:masters`) is served. The serving certificate is
-//! self-made, as a kubelet without a serving certificate makes one.
+//! A client certificate of the cluster CA is required, and each request is authorized by the
+//! API server (see [`super::kubelet_authz`]): callers need `nodes/proxy` on this node, which
+//! the API server's kubelet client has. The serving certificate is the cluster CA's, for the
+//! node's addresses (see `join::serving`), so the API server can verify it.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,9 +17,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use tokio::net::TcpListener;
 
+use super::kubelet_authz::Authorizer;
 use crate::api::{ApiError, ApiResult};
 use crate::apiserver::authn::UserInfo;
-use crate::apiserver::kubelet_proxy::KUBELET_CLIENT_USER;
 use crate::apiserver::stream::node::{CachedPods, ClientPods, PodNode};
 
 /// Where kubelets listen unless told otherwise.
@@ -36,8 +36,6 @@ pub enum KubeletApiError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot make the kubelet serving certificate: {0}")]
-    Certificate(#[from] rcgen::Error),
     #[error("the kubelet TLS configuration: {0}")]
     Tls(String),
     #[error("cannot locate the berth binary: {0}")]
@@ -48,8 +46,9 @@ pub enum KubeletApiError {
 pub struct KubeletApiConfig {
     pub node_name: String,
     pub port: u16,
-    /// The node's addresses, named in the serving certificate.
-    pub addresses: Vec<IpAddr>,
+    /// The serving certificate, signed by the cluster CA for the node's addresses and renewed
+    /// in place (see `join::serving`).
+    pub serving: Arc<dyn rustls::server::ResolvesServerCert>,
     pub data_dir: std::path::PathBuf,
     /// The cluster CA, which client certificates must chain to.
     pub ca_pem: String,
@@ -68,11 +67,16 @@ pub async fn run(client: kube::Client, config: KubeletApiConfig) -> Result<(), K
     let node = PodNode {
         runtime: crate::runtime::ShimRuntime::new(config.data_dir.join("pods"))?,
         logs_dir: config.data_dir.join("logs"),
-        pods: Arc::new(CachedPods::new(ClientPods(client), POD_CACHE_TTL)),
+        pods: Arc::new(CachedPods::new(ClientPods(client.clone()), POD_CACHE_TTL)),
     };
     tracing::info!(%address, "kubelet API listening");
     let authn = Arc::new(crate::apiserver::authn::Authenticator::default());
-    crate::apiserver::serve::serve(listener, tls, authn, router(node), std::future::pending())
+    let authz = super::kubelet_authz::Authorizer::new(
+        config.node_name.clone(),
+        Box::new(super::kubelet_authz::ApiReviewer(client)),
+    );
+    let router = router(node, Arc::new(authz));
+    crate::apiserver::serve::serve(listener, tls, authn, router, std::future::pending())
         .await
         .map_err(|source| KubeletApiError::Listen { address, source })
 }
@@ -80,17 +84,6 @@ pub async fn run(client: kube::Client, config: KubeletApiConfig) -> Result<(), K
 fn tls_config(config: &KubeletApiConfig) -> Result<Arc<rustls::ServerConfig>, KubeletApiError> {
     use rustls_pki_types::pem::PemObject;
     let tls = |e: &dyn std::fmt::Display| KubeletApiError::Tls(e.to_string());
-    let key = rcgen::KeyPair::generate()?;
-    let mut names = vec![config.node_name.clone()];
-    names.extend(config.addresses.iter().map(IpAddr::to_string));
-    let mut params = rcgen::CertificateParams::new(names)?;
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, config.node_name.as_str());
-    let cert = params.self_signed(&key)?;
-    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes())
-        .map_err(|e| tls(&e))?;
-
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for ca in rustls_pki_types::CertificateDer::pem_slice_iter(config.ca_pem.as_bytes()) {
@@ -106,19 +99,13 @@ fn tls_config(config: &KubeletApiConfig) -> Result<Arc<rustls::ServerConfig>, Ku
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| tls(&e))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(vec![cert.der().clone()], key)
-        .map_err(|e| tls(&e))?;
+        .with_cert_resolver(config.serving.clone());
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(server))
 }
 
-/// May `user` use this kubelet? Only the API server (or a cluster admin) may.
-pub fn allowed(user: &UserInfo) -> bool {
-    user.name == KUBELET_CLIENT_USER || user.groups.iter().any(|g| g == "system:masters")
-}
-
 /// The kubelet API's routes, behind the check of who asks.
-pub fn router(node: PodNode) -> axum::Router {
+pub fn router(node: PodNode, authz: Arc<Authorizer>) -> axum::Router {
     let node = Arc::new(node);
     let logs = {
         let node = node.clone();
@@ -168,7 +155,7 @@ pub fn router(node: PodNode) -> axum::Router {
         .route("/portForward/{ns}/{pod}", any(port_forward))
         .route("/portForward/{ns}/{pod}/{uid}", any(port_forward_with_uid))
         .fallback(|| async { respond(Err(ApiError::not_found("", "kubelet", "path"))) })
-        .layer(axum::middleware::from_fn(check_user))
+        .layer(axum::middleware::from_fn_with_state(authz, check_user))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -267,15 +254,20 @@ fn with_container(query: Option<&str>, container: &str) -> String {
     out.finish()
 }
 
-async fn check_user(request: Request, next: axum::middleware::Next) -> Response {
-    let user = request.extensions().get::<UserInfo>().cloned();
-    match user {
-        Some(user) if allowed(&user) => next.run(request).await,
-        Some(user) => respond(Err(ApiError::forbidden(format!(
-            "user {} is not allowed to use the kubelet API",
-            user.name
-        )))),
-        None => respond(Err(ApiError::new(401, "Unauthorized", "Unauthorized"))),
+async fn check_user(
+    axum::extract::State(authz): axum::extract::State<Arc<Authorizer>>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(user) = request.extensions().get::<UserInfo>().cloned() else {
+        return respond(Err(ApiError::new(401, "Unauthorized", "Unauthorized")));
+    };
+    match authz
+        .authorize(&user, request.method(), request.uri().path())
+        .await
+    {
+        Ok(()) => next.run(request).await,
+        Err(error) => respond(Err(error)),
     }
     .into_response()
 }
@@ -283,25 +275,6 @@ async fn check_user(request: Request, next: axum::middleware::Next) -> Response 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn user(name: &str, groups: &[&str]) -> UserInfo {
-        UserInfo {
-            name: name.into(),
-            uid: String::new(),
-            groups: groups.iter().map(|g| g.to_string()).collect(),
-        }
-    }
-
-    #[test]
-    fn only_the_api_server_and_cluster_admins_may_use_the_kubelet_api() {
-        assert!(allowed(&user(KUBELET_CLIENT_USER, &[])));
-        assert!(allowed(&user("admin", &["system:masters"])));
-        assert!(!allowed(&user("system:node:pi2", &["system:nodes"])));
-        assert!(!allowed(&user(
-            "system:anonymous",
-            &["system:unauthenticated"]
-        )));
-    }
 
     #[test]
     fn the_container_in_the_path_replaces_any_in_the_query() {

@@ -14,6 +14,7 @@
 //! - [`eviction`]: node-pressure eviction, pressure conditions and the node's image list.
 //! - [`image_gc`]: image garbage collection.
 //! - [`kubelet_api`]: a worker node's HTTPS kubelet API (logs, exec, attach, port-forward).
+//! - [`kubelet_authz`]: who may use it, asked of the API server (SubjectAccessReview).
 
 pub mod admit;
 pub mod backoff;
@@ -23,6 +24,7 @@ pub mod eviction;
 pub mod grpc_probe;
 pub mod image_gc;
 pub mod kubelet_api;
+pub mod kubelet_authz;
 pub mod node;
 pub mod pods;
 pub mod probes;

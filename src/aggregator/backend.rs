@@ -1,14 +1,18 @@
-//! The HTTPS connection to an aggregated API server: the Service resolved to a ready endpoint
+//! The HTTPS connections to an aggregated API server (pooled per APIService, see [`Clients`];
+//! the availability check dials its own): the Service resolved to a random ready endpoint
 //! (the API server runs on the host and reaches pod IPs directly, with no dependency on the
 //! service proxy's rules), TLS verified against the APIService's `caBundle` (or not at all with
 //! `insecureSkipTLSVerify`), and the front-proxy client certificate presented.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Body;
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
@@ -36,6 +40,8 @@ pub enum BackendError {
     Tls(std::io::Error),
     #[error("{0}")]
     Http(#[from] hyper::Error),
+    #[error("{0}")]
+    Client(String),
 }
 
 /// Why a Service has no endpoint to send to, as upstream's availability controller names it.
@@ -54,7 +60,7 @@ pub enum Unresolved {
 }
 
 /// A ready endpoint of Service `namespace/name` behind its port `service_port`, from the
-/// Service's EndpointSlices.
+/// Service's EndpointSlices, chosen at random among the ready ones.
 pub fn resolve(
     registry: &Registry,
     namespace: &str,
@@ -91,14 +97,21 @@ pub fn resolve(
     if page.items.is_empty() {
         return Err(Unresolved::NoEndpointSlices);
     }
-    for slice in page.items.iter().filter_map(|raw| decode(raw).ok()) {
-        let ready = crate::api::endpoints::first_ready(&slice, &port_name)
-            .and_then(|(ip, port)| Some(SocketAddr::new(ip.parse::<IpAddr>().ok()?, port)));
-        if let Some(address) = ready {
-            return Ok(address);
-        }
+    let slices: Vec<Value> = page
+        .items
+        .iter()
+        .filter_map(|raw| decode(raw).ok())
+        .collect();
+    let ready: Vec<SocketAddr> = slices
+        .iter()
+        .flat_map(|slice| crate::api::endpoints::ready(slice, &port_name))
+        .filter_map(|(ip, port)| Some(SocketAddr::new(ip.parse::<IpAddr>().ok()?, port)))
+        .collect();
+    // A random pick spreads requests over the backend's replicas, as upstream's proxy does.
+    match ready.len() {
+        0 => Err(Unresolved::NoReadyEndpoints(port_name)),
+        n => Ok(ready[rand::random_range(0..n)]),
     }
-    Err(Unresolved::NoReadyEndpoints(port_name))
 }
 
 /// The front-proxy client certificate and key, parsed once.
@@ -145,10 +158,85 @@ pub fn tls_config(
     let mut config = builder
         .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
         .map_err(|e| BackendError::Identity(e.to_string()))?;
-    // One HTTP/1.1 connection per request keeps upgrades (exec, port-forward) on the same path
-    // as everything else.
+    // HTTP/1.1 keeps upgrades (exec, port-forward) on the same path as everything else.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// A client that keeps connections to one APIService's endpoints open between requests.
+pub type PooledClient =
+    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
+
+/// What a pooled client was made for: a change to any of it makes a new one.
+#[derive(Clone, PartialEq)]
+struct ClientKey {
+    server_name: String,
+    ca_bundle: Vec<u8>,
+    insecure: bool,
+}
+
+/// One pooled client per APIService, so that requests reuse open TLS connections instead of
+/// paying a TCP and TLS handshake each (upstream keeps a transport per APIService too).
+#[derive(Default)]
+pub struct Clients {
+    by_api_service: Mutex<HashMap<String, (ClientKey, PooledClient)>>,
+}
+
+/// How long an unused connection to a backend is kept.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+impl Clients {
+    /// The client for APIService `name`, made on first use or when its TLS settings changed.
+    pub fn get(
+        &self,
+        identity: &ClientIdentity,
+        name: &str,
+        server_name: &str,
+        ca_bundle: &[u8],
+        insecure: bool,
+    ) -> Result<PooledClient, BackendError> {
+        let key = ClientKey {
+            server_name: server_name.to_string(),
+            ca_bundle: ca_bundle.to_vec(),
+            insecure,
+        };
+        let mut clients = self
+            .by_api_service
+            .lock()
+            .map_err(|_| BackendError::Client("the client pool lock is poisoned".into()))?;
+        if let Some((made_for, client)) = clients.get(name) {
+            if *made_for == key {
+                return Ok(client.clone());
+            }
+        }
+        let tls = tls_config(identity, ca_bundle, insecure)?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        let verified_name = ServerName::try_from(server_name.to_string())
+            .map_err(|e| BackendError::Tls(std::io::Error::other(e.to_string())))?;
+        // The connector sets ALPN itself (http/1.1) and refuses a configuration that has it.
+        let mut config = (*tls).clone();
+        config.alpn_protocols.clear();
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_only()
+            .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(verified_name))
+            .enable_http1()
+            .wrap_connector(http);
+        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            .build(https);
+        clients.insert(name.to_string(), (key, client.clone()));
+        Ok(client)
+    }
+
+    /// Drops the clients (and their connections) of APIServices not in `names`.
+    pub fn retain(&self, names: &[&str]) {
+        if let Ok(mut clients) = self.by_api_service.lock() {
+            clients.retain(|name, _| names.contains(&name.as_str()));
+        }
+    }
 }
 
 /// Opens an HTTP/1.1 connection over TLS to `addr`, expecting a certificate for `server_name`.

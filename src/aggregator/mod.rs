@@ -98,6 +98,8 @@ impl Remote {
 pub struct Aggregator {
     registry: Registry,
     identity: ClientIdentity,
+    /// Pooled connections to the backends, one client per APIService.
+    clients: backend::Clients,
     remotes: RwLock<Arc<Vec<Remote>>>,
     /// The backend's APIResourceList by APIService name, from its last successful check.
     discovery: RwLock<BTreeMap<String, Value>>,
@@ -110,6 +112,7 @@ impl Aggregator {
         let aggregator = Arc::new(Aggregator {
             registry: registry.clone(),
             identity,
+            clients: backend::Clients::default(),
             remotes: RwLock::new(Arc::new(Vec::new())),
             discovery: RwLock::new(BTreeMap::new()),
             changed: tokio::sync::Notify::new(),
@@ -161,6 +164,8 @@ impl Aggregator {
             }
         };
         let changed = self.remotes().as_slice() != remotes.as_slice();
+        let names: Vec<&str> = remotes.iter().map(|r| r.name.as_str()).collect();
+        self.clients.retain(&names);
         if let Ok(mut current) = self.remotes.write() {
             *current = Arc::new(remotes);
         }

@@ -1,6 +1,7 @@
 //! Forwards one authenticated, authorized request to an aggregated API server: same method,
 //! path, query and body; the caller's credentials replaced by the front-proxy certificate and
-//! the user's name and groups in `X-Remote-*` headers; the response (a watch stream included)
+//! the user's name, uid, groups and extras in `X-Remote-*` headers; sent to a random ready
+//! endpoint over the APIService's pooled connections; the response (a watch stream included)
 //! streamed back; a protocol upgrade (exec, attach, port-forward) joined end to end.
 
 use axum::body::Body;
@@ -11,7 +12,7 @@ use http::{StatusCode, Version};
 
 use super::{backend, Aggregator, Remote};
 use crate::api::{ApiError, ApiResult};
-use crate::apiserver::authn::UserInfo;
+use crate::apiserver::authn::{UserExtra, UserInfo};
 
 /// Headers that describe one hop and never pass a proxy.
 const HOP_BY_HOP: &[&str] = &[
@@ -47,7 +48,15 @@ pub async fn forward(
         remote.port,
     )
     .map_err(|_| unavailable())?;
-    let tls = backend::tls_config(&aggregator.identity, &remote.ca_bundle, remote.insecure)
+    let client = aggregator
+        .clients
+        .get(
+            &aggregator.identity,
+            &remote.name,
+            &remote.server_name(),
+            &remote.ca_bundle,
+            remote.insecure,
+        )
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let upgrade = upgrade_protocol(request.headers());
     let downstream = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
@@ -66,25 +75,25 @@ pub async fn forward(
         parts.headers.insert(header::UPGRADE, protocol.clone());
     }
     add_identity(&mut parts.headers, user);
+    if let Some(extra) = parts.extensions.get::<UserExtra>().cloned() {
+        add_extra(&mut parts.headers, &extra);
+    }
     let host = format!("{}:{}", remote.server_name(), remote.port);
     if let Ok(host) = HeaderValue::from_str(&host) {
         parts.headers.insert(header::HOST, host);
     }
     parts.version = Version::HTTP_11;
-    parts.uri = path
+    parts.uri = format!("https://{addr}{path}")
         .parse()
         .map_err(|_| ApiError::bad_request("the request path cannot be forwarded"))?;
     parts.extensions = http::Extensions::new();
     let unreachable = |e: backend::BackendError| {
         ApiError::unavailable(format!("error trying to reach service: {e}"))
     };
-    let mut sender = backend::connect(addr, &remote.server_name(), tls)
+    let mut response = client
+        .request(Request::from_parts(parts, body))
         .await
-        .map_err(unreachable)?;
-    let mut response = sender
-        .send_request(Request::from_parts(parts, body))
-        .await
-        .map_err(|e| unreachable(e.into()))?;
+        .map_err(|e| unreachable(backend::BackendError::Client(error_chain(&e))))?;
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(downstream) = downstream {
             let upstream = hyper::upgrade::on(&mut response);
@@ -105,6 +114,18 @@ pub async fn forward(
     Ok(Response::from_parts(parts, Body::new(body)))
 }
 
+/// An error with its causes, as the connection failure is usually the innermost one.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Upstream's request-header authentication: the user, each group, the uid when known.
 fn add_identity(headers: &mut HeaderMap, user: &UserInfo) {
     if let Ok(name) = HeaderValue::from_str(&user.name) {
@@ -120,6 +141,37 @@ fn add_identity(headers: &mut HeaderMap, user: &UserInfo) {
             headers.insert("x-remote-uid", uid);
         }
     }
+}
+
+/// The user's extra attributes, one `X-Remote-Extra-<key>` header per value, the key escaped
+/// as upstream does so that any key survives as a header name.
+fn add_extra(headers: &mut HeaderMap, extra: &UserExtra) {
+    for (key, values) in &extra.0 {
+        let name = format!("x-remote-extra-{}", escape_extra_key(key));
+        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+            continue;
+        };
+        for value in values {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                headers.append(name.clone(), value);
+            }
+        }
+    }
+}
+
+/// Upstream's `headerKeyEscape`: bytes that are not RFC 7230 token characters, and `%` itself,
+/// become `%XX` (the backend path-unescapes the key).
+fn escape_extra_key(key: &str) -> String {
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$&'*+-.^_`|~".contains(&b);
+    let mut escaped = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if token(b) {
+            escaped.push(char::from(b));
+        } else {
+            escaped.push_str(&format!("%{b:02X}"));
+        }
+    }
+    escaped
 }
 
 /// The caller authenticated to berth; its token or claimed identity means nothing downstream.
@@ -200,6 +252,38 @@ mod tests {
         assert!(headers.get("impersonate-user").is_none());
         assert!(headers.get("x-remote-uid").is_none());
         assert!(headers.get("accept").is_some());
+    }
+
+    #[test]
+    fn user_extras_become_escaped_x_remote_extra_headers_one_per_value() {
+        assert_eq!(
+            escape_extra_key("authentication.kubernetes.io/pod-name"),
+            "authentication.kubernetes.io%2Fpod-name"
+        );
+        assert_eq!(escape_extra_key("100%"), "100%25");
+        assert_eq!(escape_extra_key("a b\u{e9}"), "a%20b%C3%A9");
+        let mut extra = UserExtra::default();
+        extra
+            .0
+            .insert("scopes".into(), vec!["view".into(), "edit".into()]);
+        extra.0.insert(
+            "authentication.kubernetes.io/pod-name".into(),
+            vec!["web-0".into()],
+        );
+        let mut headers = HeaderMap::new();
+        add_extra(&mut headers, &extra);
+        let scopes: Vec<&[u8]> = headers
+            .get_all("x-remote-extra-scopes")
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        assert_eq!(scopes, vec![&b"view"[..], &b"edit"[..]]);
+        assert_eq!(
+            headers
+                .get("x-remote-extra-authentication.kubernetes.io%2fpod-name")
+                .map(|v| v.as_bytes()),
+            Some(&b"web-0"[..])
+        );
     }
 
     #[test]

@@ -36,6 +36,12 @@ pub struct UserInfo {
     pub groups: Vec<String>,
 }
 
+/// A user's extra attributes (upstream's `user.Info.GetExtra()`), kept beside [`UserInfo`] in
+/// the request's extensions by an authenticator that knows any; the aggregator passes them on
+/// as `X-Remote-Extra-<key>` headers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserExtra(pub std::collections::BTreeMap<String, Vec<String>>);
+
 impl UserInfo {
     pub fn anonymous() -> UserInfo {
         UserInfo {

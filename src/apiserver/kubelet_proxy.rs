@@ -7,9 +7,10 @@
 //! websocket or SPDY protocol with the client itself, the bytes only pass here.
 //!
 //! The API server authenticates with a client certificate of the cluster CA for the identity
-//! the kubelet trusts ([`KUBELET_CLIENT_USER`]). Like kube-apiserver without
-//! `--kubelet-certificate-authority`, it does not verify the kubelet's serving certificate,
-//! which the agent makes for itself.
+//! the kubelet trusts ([`KUBELET_CLIENT_USER`]), and, like kube-apiserver with
+//! `--kubelet-certificate-authority`, verifies the kubelet's serving certificate: it must chain
+//! to the cluster CA and name the IP dialled (agents get theirs through a `kubelet-serving`
+//! CSR, see `join::serving`), so whoever holds a node's address cannot pose as its kubelet.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -96,12 +97,7 @@ fn client_tls_config(pki: &crate::pki::Pki) -> ApiResult<rustls::ClientConfig> {
         .map_err(|e| internal(&e))?;
     let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
         .map_err(|e| internal(&e))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| internal(&e))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider)))
+    let mut config = kubelet_tls_config(&pki.ca_cert_pem)?
         .with_client_auth_cert(certs, key)
         .map_err(|e| internal(&e))?;
     // Upgrades are HTTP/1.1 only.
@@ -109,54 +105,30 @@ fn client_tls_config(pki: &crate::pki::Pki) -> ApiResult<rustls::ClientConfig> {
     Ok(config)
 }
 
-/// Accepts whatever certificate the kubelet presents (signatures are still checked, so the
-/// handshake proves the peer holds its key).
-#[derive(Debug)]
-struct AnyServerCert(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyServerCert {
-    fn verify_server_cert(
-        &self,
-        _: &rustls_pki_types::CertificateDer<'_>,
-        _: &[rustls_pki_types::CertificateDer<'_>],
-        _: &rustls_pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
+/// A TLS client that trusts only kubelets whose certificate the cluster CA (`ca_pem`) signed
+/// for the address dialled.
+fn kubelet_tls_config(
+    ca_pem: &str,
+) -> ApiResult<rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>> {
+    let internal = |e: &dyn std::fmt::Display| ApiError::internal(format!("kubelet client: {e}"));
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots
+            .add(ca.map_err(|e| internal(&e))?)
+            .map_err(|e| internal(&e))?;
     }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| internal(&e))?;
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| internal(&e))?
+        .with_webpki_verifier(verifier))
 }
 
 /// Pods read from the API server's own store.
@@ -445,6 +417,77 @@ mod tests {
         let e = kubelet_path(Subresource::Log, &pod(), None).unwrap_err();
         assert_eq!(e.code, 400);
         assert!(e.message.contains("choose one of: [app side]"));
+    }
+
+    fn pki(dir: &std::path::Path) -> crate::pki::Pki {
+        let names = crate::pki::ServingNames {
+            hostname: "server".into(),
+            ips: vec![],
+            cluster_domain: "cluster.local".into(),
+            service_cidr: "10.43.0.0/16".into(),
+        };
+        crate::pki::Pki::ensure(dir, &names).unwrap()
+    }
+
+    /// A kubelet serving certificate from `ca` naming `ip`, and its key.
+    fn kubelet_cert(ca: &crate::pki::Pki, ip: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["pi".to_string()]).unwrap();
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress(ip.parse().unwrap()));
+        let request = params.serialize_request(&key).unwrap().pem().unwrap();
+        let cert = ca
+            .sign_serving_csr(&request, Duration::from_secs(3_600))
+            .unwrap();
+        (cert, key.serialize_pem())
+    }
+
+    /// Whether the API server's kubelet client completes a handshake with a kubelet on
+    /// loopback presenting `cert`.
+    async fn handshake(client: &crate::pki::Pki, (cert, key): (String, String)) -> bool {
+        use rustls_pki_types::pem::PemObject;
+        let certs = rustls_pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let kubelet = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            // The kubelet's view does not matter: the client decides.
+            let _ = acceptor.accept(tcp).await;
+        });
+        let connector =
+            tokio_rustls::TlsConnector::from(Arc::new(client_tls_config(client).unwrap()));
+        let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+        let name = rustls_pki_types::ServerName::IpAddress(address.ip().into());
+        let connected = connector.connect(name, tcp).await.is_ok();
+        let _ = kubelet.await;
+        connected
+    }
+
+    #[tokio::test]
+    async fn only_a_kubelet_certificate_of_the_cluster_ca_for_the_dialled_ip_is_trusted() {
+        let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (cluster, other) = (pki(one.path()), pki(two.path()));
+        assert!(handshake(&cluster, kubelet_cert(&cluster, "127.0.0.1")).await);
+        assert!(
+            !handshake(&cluster, kubelet_cert(&other, "127.0.0.1")).await,
+            "a certificate from another CA is refused"
+        );
+        assert!(
+            !handshake(&cluster, kubelet_cert(&cluster, "127.0.0.2")).await,
+            "a certificate for another address is refused"
+        );
     }
 
     #[test]

@@ -190,6 +190,9 @@ async fn handle(State(server): State<Arc<ApiServer>>, request: Request) -> Respo
             ) {
                 Ok(user) => {
                     let mut request = request;
+                    if let Some(extra) = rbac::gate::impersonated_extra(request.headers()) {
+                        request.extensions_mut().insert(extra);
+                    }
                     request.extensions_mut().insert(user.clone());
                     route(&server, &path, user, request).await
                 }

@@ -30,22 +30,41 @@ pub fn spawn_kubelet_api(
     components: &mut JoinSet<anyhow::Result<()>>,
     client: kube::Client,
     node_name: &str,
-    addresses: &[(String, String)],
     data_dir: &std::path::Path,
     ca_pem: &str,
+    own_serving: Option<(String, String)>,
 ) {
-    let kubelet = crate::agent::kubelet_api::KubeletApiConfig {
-        node_name: node_name.to_owned(),
-        port: crate::agent::kubelet_api::DEFAULT_PORT,
-        addresses: addresses
-            .iter()
-            .filter_map(|(_, a)| a.parse().ok())
-            .collect(),
-        data_dir: data_dir.to_path_buf(),
-        ca_pem: ca_pem.to_owned(),
-    };
+    let (node_name, data_dir) = (node_name.to_owned(), data_dir.to_path_buf());
+    let ca_pem = ca_pem.to_owned();
     components.spawn(async move {
-        crate::agent::kubelet_api::run(client, kubelet).await?;
+        let kubelet = |serving| crate::agent::kubelet_api::KubeletApiConfig {
+            node_name: node_name.clone(),
+            port: crate::agent::kubelet_api::DEFAULT_PORT,
+            serving,
+            data_dir: data_dir.clone(),
+            ca_pem: ca_pem.clone(),
+        };
+        // A server holds the cluster CA and serves with the API server's certificate, which
+        // already names the node's addresses.
+        if let Some((cert, key)) = own_serving {
+            let serving = std::sync::Arc::new(super::serving::ServingCert::new(&cert, &key)?);
+            crate::agent::kubelet_api::run(client, kubelet(serving)).await?;
+            anyhow::bail!("the kubelet API stopped")
+        }
+        // An agent asks for one through a CSR; the Node must be registered first: the approver
+        // checks the request against its addresses.
+        let (cert, key) = super::serving::ensure(&client, &data_dir, &node_name).await?;
+        let serving = std::sync::Arc::new(super::serving::ServingCert::new(&cert, &key)?);
+        let renewal = super::serving::renew_forever(
+            client.clone(),
+            data_dir.clone(),
+            node_name.clone(),
+            serving.clone(),
+        );
+        tokio::select! {
+            served = crate::agent::kubelet_api::run(client, kubelet(serving)) => served?,
+            () = renewal => anyhow::bail!("the kubelet serving certificate renewal stopped"),
+        }
         anyhow::bail!("the kubelet API stopped")
     });
 }
@@ -103,9 +122,9 @@ pub async fn run(config: Config, options: AgentOptions) -> anyhow::Result<()> {
         &mut components,
         client.clone(),
         &node_name,
-        &addresses,
         &config.data_dir,
         &identity.ca_pem,
+        None,
     );
     {
         let client = client.clone();

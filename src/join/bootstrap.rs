@@ -350,6 +350,23 @@ pub(crate) async fn submit_csr(
         super::node_authz::NODES_GROUP,
     );
     let request = params.serialize_request(&key)?.pem()?;
+    let cert = submit_request(
+        api,
+        request,
+        super::csr::KUBELET_CLIENT_SIGNER,
+        &["digital signature", "client auth"],
+    )
+    .await?;
+    Ok((cert, key.serialize_pem()))
+}
+
+/// Sends the PEM `request` to `signer` for `usages` and waits for the certificate (PEM).
+pub(crate) async fn submit_request(
+    api: &Api<CertificateSigningRequest>,
+    request: String,
+    signer: &str,
+    usages: &[&str],
+) -> Result<String, BootstrapError> {
     let csr = CertificateSigningRequest {
         metadata: kube::api::ObjectMeta {
             generate_name: Some("node-csr-".into()),
@@ -357,8 +374,8 @@ pub(crate) async fn submit_csr(
         },
         spec: CertificateSigningRequestSpec {
             request: k8s_openapi::ByteString(request.into_bytes()),
-            signer_name: super::csr::KUBELET_CLIENT_SIGNER.into(),
-            usages: Some(vec!["digital signature".into(), "client auth".into()]),
+            signer_name: signer.into(),
+            usages: Some(usages.iter().map(|u| u.to_string()).collect()),
             ..Default::default()
         },
         ..Default::default()
@@ -383,8 +400,7 @@ pub(crate) async fn submit_csr(
             return Err(BootstrapError::Denied(name));
         }
         if let Some(cert) = status.certificate.filter(|c| !c.0.is_empty()) {
-            let cert = String::from_utf8_lossy(&cert.0).into_owned();
-            return Ok((cert, key.serialize_pem()));
+            return Ok(String::from_utf8_lossy(&cert.0).into_owned());
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(BootstrapError::Timeout(name, CSR_TIMEOUT));

@@ -1,6 +1,7 @@
 //! The certificate controllers of kube-controller-manager, for node certificates:
 //! - the approver (`csrapproving`) approves a node's first client certificate when a bootstrap
-//!   token asked for it, and a node's renewal of its own;
+//!   token asked for it, a node's renewal of its own, and a node's serving certificate for its
+//!   own addresses (see [`super::serving`]);
 //! - the signer (`csrsigning`) signs approved requests for the client signers with the cluster
 //!   CA and writes the certificate into the request's status.
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 use base64::Engine;
 use futures::StreamExt;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
@@ -55,6 +57,12 @@ pub fn auto_approval(csr: &CertificateSigningRequest) -> Option<&'static str> {
         return Some("Auto approving self kubelet client certificate after SubjectAccessReview.");
     }
     None
+}
+
+/// The node a serving request is for, from its subject.
+fn serving_node(csr: &CertificateSigningRequest) -> Option<String> {
+    let (common_name, _) = crate::pki::csr_subject(&String::from_utf8_lossy(&csr.spec.request.0))?;
+    common_name.strip_prefix(NODE_USER_PREFIX).map(String::from)
 }
 
 fn condition(csr: &CertificateSigningRequest, kind: &str) -> bool {
@@ -118,10 +126,13 @@ async fn sign(
 ) -> kube::Result<()> {
     let name = csr.metadata.name.clone().unwrap_or_default();
     let request = String::from_utf8_lossy(&csr.spec.request.0).into_owned();
-    let certificate = match signer
-        .pki
-        .sign_client_csr(&request, duration_of(csr, signer.duration))
-    {
+    let duration = duration_of(csr, signer.duration);
+    let signed = if csr.spec.signer_name == super::serving::KUBELET_SERVING_SIGNER {
+        signer.pki.sign_serving_csr(&request, duration)
+    } else {
+        signer.pki.sign_client_csr(&request, duration)
+    };
+    let certificate = match signed {
         Ok(pem) => pem,
         Err(error) => {
             // A request we cannot sign stays unsigned; its requester sees no certificate.
@@ -133,7 +144,7 @@ async fn sign(
     let patch = serde_json::json!({"status": {"certificate": encoded}});
     api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
-    tracing::info!(csr = %name, "signed a client certificate");
+    tracing::info!(csr = %name, signer = %csr.spec.signer_name, "signed a certificate");
     Ok(())
 }
 
@@ -146,13 +157,29 @@ async fn reconcile(
         return Ok(());
     }
     if !condition(csr, "Approved") {
-        if let Some(message) = auto_approval(csr) {
+        let message = if csr.spec.signer_name == super::serving::KUBELET_SERVING_SIGNER {
+            let nodes = Api::<Node>::all(api.clone().into_client());
+            let node = match serving_node(csr) {
+                Some(name) => nodes.get_opt(&name).await?,
+                None => None,
+            };
+            super::serving::auto_approval(csr, node.as_ref())
+        } else {
+            auto_approval(csr)
+        };
+        if let Some(message) = message {
             approve(api, csr, message).await?;
         }
         // The approval comes back as a watch event; the signer acts on that.
         return Ok(());
     }
-    if [KUBELET_CLIENT_SIGNER, CLIENT_SIGNER].contains(&csr.spec.signer_name.as_str()) {
+    if [
+        KUBELET_CLIENT_SIGNER,
+        CLIENT_SIGNER,
+        super::serving::KUBELET_SERVING_SIGNER,
+    ]
+    .contains(&csr.spec.signer_name.as_str())
+    {
         sign(api, signer, csr).await?;
     }
     Ok(())

@@ -6,6 +6,7 @@
 //! - [`node_authz`]: the Node authorizer and NodeRestriction admission.
 //! - [`nodeipam`]: gives every Node a pod CIDR slice.
 //! - [`bootstrap`]: the agent's side: trust from the token, a certificate through a CSR.
+//! - [`serving`]: the kubelet's serving certificate through a `kubelet-serving` CSR.
 //! - [`rotation`]: the agent renews its node certificate before it expires.
 //! - [`cluster_secrets`]: servers on one datastore share its CAs and keys through it.
 //! - [`cluster_info_jws`]: the bootstrap signer: `cluster-info` signed per bootstrap token.
@@ -20,4 +21,5 @@ pub mod node_authz;
 pub mod nodeipam;
 pub mod rotation;
 pub mod server;
+pub mod serving;
 pub mod token;

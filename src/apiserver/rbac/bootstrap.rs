@@ -335,9 +335,13 @@ fn component_rules(role: &str) -> Vec<PolicyRule> {
                     "certificatesigningrequests/status",
                 ],
             ),
-            // As upstream: approve kubelet client certificates, sign for the built-in signers.
-            r(&["approve"], &["certificates.k8s.io"], &["signers"])
-                .with_names(&["kubernetes.io/kube-apiserver-client-kubelet"]),
+            // As upstream: approve kubelet client certificates, sign for the built-in signers;
+            // and approve a node's serving certificate for the addresses its Node reports.
+            r(&["approve"], &["certificates.k8s.io"], &["signers"]).with_names(&[
+                "kubernetes.io/kube-apiserver-client-kubelet",
+                "kubernetes.io/kubelet-serving",
+            ]),
+            core_read(&["nodes"]),
             r(&["sign"], &["certificates.k8s.io"], &["signers"]).with_names(&[
                 "kubernetes.io/legacy-unknown",
                 "kubernetes.io/kube-apiserver-client",
@@ -462,6 +466,13 @@ fn component_rules(role: &str) -> Vec<PolicyRule> {
                 &["get", "list", "watch", "create", "update", "patch"],
                 &["coordination.k8s.io"],
                 &["leases"],
+            ),
+            // The kubelet API authorizes its callers by asking the API server, as upstream's
+            // role allows (delegated authorization).
+            r(
+                &["create"],
+                &["authorization.k8s.io"],
+                &["subjectaccessreviews"],
             ),
             // Renewing its own client certificate, as upstream's role allows.
             r(

@@ -6,11 +6,12 @@ use http::HeaderMap;
 use super::attributes::{Attributes, ResourceAttributes};
 use super::Rbac;
 use crate::api::{ApiError, ApiResult};
-use crate::apiserver::authn::{UserInfo, AUTHENTICATED_GROUP};
+use crate::apiserver::authn::{UserExtra, UserInfo, AUTHENTICATED_GROUP};
 
 const IMPERSONATE_USER: &str = "impersonate-user";
 const IMPERSONATE_GROUP: &str = "impersonate-group";
 const IMPERSONATE_UID: &str = "impersonate-uid";
+const IMPERSONATE_EXTRA_PREFIX: &str = "impersonate-extra-";
 
 /// The user the request acts as, if it may do what it asks; the 403 to answer otherwise.
 pub fn check(
@@ -46,12 +47,13 @@ fn impersonate(rbac: &Rbac, user: UserInfo, headers: &HeaderMap) -> ApiResult<Us
     let name = values(IMPERSONATE_USER).into_iter().next();
     let groups = values(IMPERSONATE_GROUP);
     let uid = values(IMPERSONATE_UID).into_iter().next();
+    let extra = impersonated_extra(headers).unwrap_or_default();
     let Some(name) = name else {
-        if groups.is_empty() && uid.is_none() {
+        if groups.is_empty() && uid.is_none() && extra.0.is_empty() {
             return Ok(user);
         }
         return Err(ApiError::internal(
-            "requested impersonation of groups or uid without impersonating a user",
+            "requested impersonation of groups, uid or extras without impersonating a user",
         ));
     };
     let mut checks = Vec::new();
@@ -64,6 +66,16 @@ fn impersonate(rbac: &Rbac, user: UserInfo, headers: &HeaderMap) -> ApiResult<Us
     }
     if let Some(uid) = &uid {
         checks.push(target("authentication.k8s.io", "uids", "", uid));
+    }
+    // Each extra value as upstream: `impersonate` on `userextras/<key>` named the value.
+    for (key, extra_values) in &extra.0 {
+        for value in extra_values {
+            let mut check = target("authentication.k8s.io", "userextras", "", value);
+            if let Some(resource) = check.resource.as_mut() {
+                resource.subresource = key.clone();
+            }
+            checks.push(check);
+        }
     }
     for attributes in &checks {
         if !rbac.allows(&user, attributes) {
@@ -105,6 +117,47 @@ fn target(group: &str, resource: &str, namespace: &str, name: &str) -> Attribute
             ..ResourceAttributes::default()
         }),
     }
+}
+
+/// The extras an impersonating request asks for (`Impersonate-Extra-<key>`, the key
+/// percent-decoded as upstream), none when it asks for none. [`check`] has authorized them
+/// when it let the request through.
+pub fn impersonated_extra(headers: &HeaderMap) -> Option<UserExtra> {
+    let mut extra = UserExtra::default();
+    for (name, value) in headers {
+        let Some(key) = name.as_str().strip_prefix(IMPERSONATE_EXTRA_PREFIX) else {
+            continue;
+        };
+        let key = percent_decode(key);
+        if let Ok(value) = value.to_str() {
+            extra.0.entry(key).or_default().push(value.to_string());
+        }
+    }
+    (!extra.0.is_empty()).then_some(extra)
+}
+
+/// `%XX` escapes decoded; a `%` not followed by two hex digits stays as it is.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `(namespace, name)` of a `system:serviceaccount:<namespace>:<name>` user.
@@ -173,6 +226,29 @@ mod tests {
                 AUTHENTICATED_GROUP
             ]
         );
+    }
+
+    #[test]
+    fn impersonated_extras_need_their_own_permission_and_are_percent_decoded() {
+        let asking = headers(&[
+            ("Impersonate-User", "alice"),
+            ("Impersonate-Extra-Scopes", "view"),
+            ("Impersonate-Extra-Scopes", "edit"),
+            ("Impersonate-Extra-example.org%2Fteam", "blue"),
+        ]);
+        // bob may be alice, but not alice with extras.
+        let error = impersonate(&rbac(), user("bob", &[]), &asking).unwrap_err();
+        assert_eq!(error.code, 403);
+        let admin = user("admin", &["system:masters"]);
+        assert!(impersonate(&rbac(), admin, &asking).is_ok());
+        let extra = impersonated_extra(&asking).unwrap();
+        assert_eq!(extra.0["scopes"], ["view", "edit"]);
+        assert_eq!(extra.0["example.org/team"], ["blue"]);
+        assert_eq!(
+            impersonated_extra(&headers(&[("Impersonate-User", "a")])),
+            None
+        );
+        assert_eq!(percent_decode("100%25%zz%4"), "100%%zz%4");
     }
 
     #[test]
