@@ -2,6 +2,9 @@
 //! servers on it; one etcd member and one berth server are killed -9 under a write load, and
 //! the writes through the surviving server go on with nothing acknowledged lost.
 //!
+//! Every member and every server is a machine of its own (a network namespace), all on one
+//! switch.
+//!
 //! Needs root (network namespaces) and /usr/bin/etcd; CI runs as root. Takes about 45 s.
 
 mod common;
@@ -11,14 +14,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::netns::{connect, Netns};
+use common::netns::{Netns, Switch};
 use common::server::BerthServer;
 use common::{tools, wait_until};
 
 const A_IP: &str = "10.251.0.1";
 const B_IP: &str = "10.251.0.2";
-/// Client and peer ports of the members: 2379/2380, 2479/2480, 2579/2580.
-const MEMBERS: [(&str, u16, u16); 3] = [("m1", 2379, 2380), ("m2", 2479, 2480), ("m3", 2579, 2580)];
+/// The members' names and addresses; each listens on 2379 (clients) and 2380 (peers).
+const MEMBERS: [(&str, &str); 3] = [
+    ("m1", "10.251.0.11"),
+    ("m2", "10.251.0.12"),
+    ("m3", "10.251.0.13"),
+];
 
 /// One member of the cluster, killed and its data removed on drop.
 struct Member {
@@ -27,17 +34,17 @@ struct Member {
 }
 
 impl Member {
-    fn start(ns: &Netns, name: &str, client_port: u16, peer_port: u16) -> Member {
+    fn start(ns: &Netns, name: &str, ip: &str) -> Member {
         let dir = tempfile::Builder::new()
             .prefix(&format!("berth-etcd-{name}-{}-", std::process::id()))
             .tempdir()
             .expect("make a member's data dir");
         let cluster: Vec<String> = MEMBERS
             .iter()
-            .map(|(n, _, peer)| format!("{n}=http://{A_IP}:{peer}"))
+            .map(|(n, ip)| format!("{n}=http://{ip}:2380"))
             .collect();
-        let clients = format!("http://127.0.0.1:{client_port},http://{A_IP}:{client_port}");
-        let peer = format!("http://{A_IP}:{peer_port}");
+        let clients = format!("http://127.0.0.1:2379,http://{ip}:2379");
+        let peer = format!("http://{ip}:2380");
         let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd log");
         let child = ns
             .command("/usr/bin/etcd")
@@ -89,7 +96,7 @@ impl Drop for Member {
 fn config(node: &str) -> String {
     let endpoints: Vec<String> = MEMBERS
         .iter()
-        .map(|(_, client, _)| format!("\"http://{A_IP}:{client}\""))
+        .map(|(_, ip)| format!("\"http://{ip}:2379\""))
         .collect();
     format!(
         "[store]\ndatastore_endpoint = [{}]\ntoken = \"load-{}\"\n\n[node]\nname = \"{node}\"\n\n\
@@ -142,21 +149,29 @@ fn writer(
 
 #[test]
 fn writes_go_on_and_none_is_lost_when_an_etcd_member_and_a_server_are_killed() {
+    let switch = Switch::new();
     let ns_a = Netns::new();
     let ns_b = Netns::new();
-    connect(&ns_a, &ns_b, &format!("{A_IP}/24"), &format!("{B_IP}/24"));
+    switch.plug(&ns_a, &format!("{A_IP}/24"));
+    switch.plug(&ns_b, &format!("{B_IP}/24"));
+    let member_ns: Vec<Netns> = MEMBERS
+        .iter()
+        .map(|(_, ip)| {
+            let ns = Netns::new();
+            switch.plug(&ns, &format!("{ip}/24"));
+            ns
+        })
+        .collect();
     let mut members: Vec<Member> = MEMBERS
         .iter()
-        .map(|(name, client, peer)| Member::start(&ns_a, name, *client, *peer))
+        .zip(&member_ns)
+        .map(|((name, ip), ns)| Member::start(ns, name, ip))
         .collect();
     let healthy = wait_until(Duration::from_secs(60), || {
-        MEMBERS.iter().all(|(_, client, _)| {
-            ns_a.exec(
-                "curl",
-                &["-sf", &format!("http://127.0.0.1:{client}/health")],
-            )
-            .status
-            .success()
+        member_ns.iter().all(|ns| {
+            ns.exec("curl", &["-sf", "http://127.0.0.1:2379/health"])
+                .status
+                .success()
         })
     });
     assert!(healthy, "the etcd cluster came up:\n{}", members[0].log());

@@ -103,6 +103,49 @@ pub fn connect(a: &Netns, b: &Netns, ip_a: &str, ip_b: &str) {
     }
 }
 
+/// A namespace holding only a bridge: the switch several namespaces plug into, as machines on
+/// one LAN. Its ports go away with it and with the namespaces plugged in.
+pub struct Switch {
+    ns: Netns,
+}
+
+impl Switch {
+    pub fn new() -> Switch {
+        let ns = Netns::new();
+        ns.exec_ok("ip", &["link", "add", "br0", "type", "bridge"]);
+        ns.exec_ok("ip", &["link", "set", "br0", "up"]);
+        Switch { ns }
+    }
+
+    /// Plugs `node` in with address `ip` (CIDR notation) on a veth of its own.
+    pub fn plug(&self, node: &Netns, ip: &str) {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let (node_end, switch_end) = (format!("vs{n}n"), format!("vs{n}s"));
+        run_ok(
+            "ip",
+            &[
+                "link",
+                "add",
+                &node_end,
+                "netns",
+                &node.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &switch_end,
+                "netns",
+                &self.ns.name,
+            ],
+        );
+        self.ns
+            .exec_ok("ip", &["link", "set", &switch_end, "master", "br0"]);
+        self.ns.exec_ok("ip", &["link", "set", &switch_end, "up"]);
+        node.exec_ok("ip", &["addr", "add", ip, "dev", &node_end]);
+        node.exec_ok("ip", &["link", "set", &node_end, "up"]);
+    }
+}
+
 /// Whether `ip netns list` shows a namespace called `name`.
 pub fn netns_exists(name: &str) -> bool {
     run_ok("ip", &["netns", "list"])
