@@ -49,6 +49,7 @@ pub mod daemon;
 pub mod dns;
 pub mod encryption;
 #[doc(hidden)]
+pub mod fsutil;
 pub mod fuzzing;
 pub mod image_import;
 pub mod ingress;

@@ -10,9 +10,8 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::fs;
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -844,50 +843,12 @@ fn create_dir(dir: &Path) -> Result<(), PkiError> {
     })
 }
 
-/// Writes `bytes` to `path` so that a reader (or a crash) sees either the old file or the whole
-/// new one: a temp file in the same directory, created with the final mode (a key is never
-/// readable by others, not even for a moment), fsynced, renamed over, then the directory fsynced
-/// so the rename itself survives a power cut.
+/// [`crate::fsutil::write_atomic`], with the path in the error.
 fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PkiError> {
-    let io_error = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| PkiError::Io { path, source }
-    };
-    let file_name = path.file_name().ok_or_else(|| PkiError::Io {
+    crate::fsutil::write_atomic(path, bytes, mode).map_err(|source| PkiError::Io {
         path: path.to_path_buf(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"),
-    })?;
-    let mut tmp_name = file_name.to_os_string();
-    tmp_name.push(format!(".tmp.{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-
-    let result = (|| {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(io_error(&tmp))?;
-        // `mode` at creation is filtered by the umask and ignored for an existing file.
-        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
-            .map_err(io_error(&tmp))?;
-        file.write_all(bytes).map_err(io_error(&tmp))?;
-        file.sync_all().map_err(io_error(&tmp))?;
-        fs::rename(&tmp, path).map_err(io_error(path))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result?;
-
-    let dir = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error(dir))
+        source,
+    })
 }
 
 /// Just enough DER to swap a certificate's subject: rcgen cannot write a name with several

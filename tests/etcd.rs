@@ -718,20 +718,7 @@ fn servers_on_one_etcd_share_the_cluster_ca_and_keys_and_reach_each_others_pods(
     a.kubectl_ok(&["delete", "pod", "on-a", "--wait=false"]);
 
     // An agent joined through A talks to B with the certificate A's CA signed.
-    let out = a.berth(&["token", "create", "--ttl", "1h"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let join_token = text.lines().last().unwrap_or_default().trim().to_owned();
-    let hash = text
-        .split_whitespace()
-        .skip_while(|w| *w != "--ca-cert-hash")
-        .nth(1)
-        .expect("the CA hash")
-        .to_owned();
+    let (join_token, hash) = common::agent::join_token(&a);
     // The bootstrap signer signs cluster-info for the new token, as kubeadm's does.
     let (token_id, token_secret) = join_token.split_once('.').expect("id.secret");
     let signed = wait_until(Duration::from_secs(30), || {

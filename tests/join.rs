@@ -10,7 +10,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::agent::Agent;
+use common::agent::{join_token, Agent};
 use common::cluster::test_image;
 use common::netns::{connect, Netns};
 use common::registry::Registry;
@@ -391,16 +391,7 @@ fn agent_alone_idle_memory_and_cpu_over_a_minute() {
         &format!("{AGENT_IP}/24"),
     );
     let server = BerthServer::start_listening(&server_ns, &format!("{SERVER_IP}:6443"));
-    let out = server.berth(&["token", "create", "--ttl", "1h"]);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{text}");
-    let token = last_line(&text);
-    let hash = text
-        .split_whitespace()
-        .skip_while(|w| *w != "--ca-cert-hash")
-        .nth(1)
-        .unwrap_or_default()
-        .to_string();
+    let (token, hash) = join_token(&server);
     let node = format!("idle-agent-{}", std::process::id());
     let url = format!("https://{SERVER_IP}:6443");
     let mut agent = Agent::start(

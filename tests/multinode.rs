@@ -18,7 +18,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::agent::Agent;
+use common::agent::{join_token, Agent};
 use common::cluster::test_image;
 use common::netns::{connect, Netns};
 use common::podnet::{client_netns, reaches};
@@ -78,20 +78,7 @@ impl TwoNodes {
             &format!("{SERVER_IP}:6443"),
             &server_config,
         );
-        let out = server.berth(&["token", "create", "--ttl", "1h"]);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let token = text.lines().last().unwrap_or_default().trim().to_string();
-        let hash = text
-            .split_whitespace()
-            .skip_while(|w| *w != "--ca-cert-hash")
-            .nth(1)
-            .unwrap()
-            .to_string();
+        let (token, hash) = join_token(&server);
         let agent_node = format!("mn-agent-{}", std::process::id());
         let url = format!("https://{SERVER_IP}:6443");
         let agent = Agent::start_with_config(

@@ -12,7 +12,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::agent::Agent;
+use common::agent::{join_token, Agent};
 use common::cluster::test_image;
 use common::netns::{Netns, Switch};
 use common::registry::Registry;
@@ -63,20 +63,7 @@ impl ThreeNodes {
             &format!("{SUBNET}.1:6443"),
             &server_config,
         );
-        let out = server.berth(&["token", "create", "--ttl", "1h"]);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let token = text.lines().last().unwrap_or_default().trim().to_string();
-        let hash = text
-            .split_whitespace()
-            .skip_while(|w| *w != "--ca-cert-hash")
-            .nth(1)
-            .expect("the token's CA hash")
-            .to_string();
+        let (token, hash) = join_token(&server);
         let url = format!("https://{SUBNET}.1:6443");
         let agent_nodes: Vec<String> = (1..3)
             .map(|i| format!("three-{i}-{}", std::process::id()))

@@ -350,7 +350,7 @@ pub fn ensure_key_file(pki_dir: &Path) -> Result<String, TokenKeyError> {
                 path: path.clone(),
                 reason,
             })?;
-            write_private(&path, &pem).map_err(io)?;
+            crate::fsutil::write_atomic(&path, pem.as_bytes(), 0o600).map_err(io)?;
             pem
         }
         Err(e) => return Err(io(e)),
@@ -381,22 +381,6 @@ fn pem_body(pem: &str) -> Option<Vec<u8>> {
     let end = pem.find("-----END PRIVATE KEY-----")?;
     let body: String = pem.get(start..end)?.split_whitespace().collect();
     base64::engine::general_purpose::STANDARD.decode(body).ok()
-}
-
-/// Writes a private key readable by its owner only, atomically.
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(contents.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ pub mod policy;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -351,11 +351,7 @@ impl RotatingFile {
             source,
         };
         if let Some(dir) = path.parent() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(error)?;
+            crate::fsutil::create_private_dir(dir).map_err(error)?;
         }
         let file = open_append(path).map_err(error)?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);

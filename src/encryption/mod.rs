@@ -13,8 +13,6 @@
 pub mod rotation;
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
@@ -122,35 +120,14 @@ impl KeyFile {
             source,
         };
         if let Some(dir) = path.parent() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(error)?;
+            crate::fsutil::create_private_dir(dir).map_err(error)?;
         }
         let mut text = String::from("# berth secrets encryption keys: the first is the primary\n");
         for (name, secret) in &self.keys {
             let secret = base64::engine::general_purpose::STANDARD.encode(secret);
             text.push_str(&format!("{name} {secret}\n"));
         }
-        let temporary = path.with_extension("new");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temporary)
-            .map_err(error)?;
-        file.write_all(text.as_bytes()).map_err(error)?;
-        file.sync_all().map_err(error)?;
-        std::fs::rename(&temporary, path).map_err(error)?;
-        // The rename is durable only once the directory is synced: until then a crash could
-        // bring back the old file, or (after a prune) lose the new one.
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(error)?;
-        }
+        crate::fsutil::write_atomic(path, text.as_bytes(), 0o600).map_err(error)?;
         Ok(())
     }
 

@@ -160,30 +160,14 @@ fn install(
 /// Certificates are public but their keys are not; every shared file is written 0600, in a
 /// 0700 directory, which is what the keys need and no reader of the certificates minds.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ClusterSecretsError> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let error = |source| ClusterSecretsError::Write {
         path: path.to_path_buf(),
         source,
     };
     if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(error)?;
+        crate::fsutil::create_private_dir(dir).map_err(error)?;
     }
-    let tmp = path.with_extension("cluster-tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(error)?;
-    file.write_all(bytes).map_err(error)?;
-    file.sync_all().map_err(error)?;
-    std::fs::rename(&tmp, path).map_err(error)
+    crate::fsutil::write_atomic(path, bytes, 0o600).map_err(error)
 }
 
 fn derive_key(token: &str, salt: &[u8]) -> Result<LessSafeKey, ClusterSecretsError> {

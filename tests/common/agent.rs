@@ -8,7 +8,28 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use super::netns::Netns;
+use super::server::BerthServer;
 use super::wait_until;
+
+/// A join token valid for an hour from `berth token create` on `server`, and the CA hash the
+/// command prints with it: `(token, "sha256:...")`.
+pub fn join_token(server: &BerthServer) -> (String, String) {
+    let out = server.berth(&["token", "create", "--ttl", "1h"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "berth token create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = text.lines().last().unwrap_or_default().trim().to_string();
+    let hash = text
+        .split_whitespace()
+        .skip_while(|w| *w != "--ca-cert-hash")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no CA hash in {text:?}"))
+        .to_string();
+    (token, hash)
+}
 
 /// `berth agent` in its own namespace and data dir; on drop, its pods are deleted and released
 /// before it is killed, so nothing stays behind.
