@@ -178,6 +178,15 @@ impl TwoNodes {
             .to_string()
     }
 
+    /// The cluster DNS of a worker's pods: its own, on its bridge gateway (the first address
+    /// of its pod CIDR).
+    fn node_dns(&self, node: &str) -> String {
+        let cidr = self.pod_cidr(node);
+        let network = cidr.split('/').next().unwrap_or_default();
+        let (prefix, _) = network.rsplit_once('.').expect("an IPv4 pod CIDR");
+        format!("{prefix}.1")
+    }
+
     /// Waits until the pod runs; its IP.
     fn running_ip(&self, name: &str) -> String {
         let mut last = String::new();
@@ -761,10 +770,66 @@ fn kubectl_logs_exec_and_port_forward_reach_a_pod_on_the_agent_which_resolves_cl
         .server
         .kubectl_ok(&["exec", "talker", "--", "cat", "/etc/resolv.conf"]);
     assert!(
-        resolv.contains("nameserver 10.43.0.10")
+        resolv.contains(&format!("nameserver {}", nodes.node_dns(&nodes.agent_node)))
             && resolv.contains("search default.svc.cluster.local svc.cluster.local cluster.local"),
         "{resolv}"
     );
+    nodes.delete_pods();
+}
+
+/// `nslookup name` asked of `server` from inside `netns` (a pod's), its output.
+fn nslookup_from(netns: &Path, server: &str, name: &str) -> String {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args(["busybox", "nslookup", name, server])
+        .output()
+        .expect("run nsenter");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn pods_on_an_agent_resolve_cluster_names_from_their_own_node_even_while_the_server_is_down() {
+    let mut nodes = TwoNodes::start("host-gw");
+    let mark = marker(50);
+    nodes.client_pod("dns-client", &nodes.agent_node.clone(), &mark);
+    nodes.server_pod("dns-target", &nodes.server_node.clone(), "dns-target");
+    nodes.running_ip("dns-client");
+    let service_ip = nodes.service("dns-target", "dns-target");
+    let dns = nodes.node_dns(&nodes.agent_node);
+    let resolv = nodes
+        .server
+        .kubectl_ok(&["exec", "dns-client", "--", "cat", "/etc/resolv.conf"]);
+    assert!(
+        resolv.contains(&format!("nameserver {dns}\n")),
+        "the agent's pods ask their node's DNS: {resolv}"
+    );
+    let netns = client_netns(&mark);
+    let name = "dns-target.default.svc.cluster.local";
+    let mut answer = String::new();
+    let resolved = wait_until(Duration::from_secs(30), || {
+        answer = nslookup_from(&netns, &dns, name);
+        answer.contains(&service_ip)
+    });
+    assert!(
+        resolved,
+        "{name} resolves to {service_ip} on the agent: {answer}"
+    );
+
+    // The server goes away: the agent's DNS answers from what it last saw.
+    nodes.server.kill9();
+    for name in [name, "kubernetes.default.svc.cluster.local"] {
+        let answer = nslookup_from(&netns, &dns, name);
+        let want = if name.starts_with("kubernetes.") {
+            "10.43.0.1"
+        } else {
+            service_ip.as_str()
+        };
+        assert!(
+            answer.contains(want),
+            "{name} still resolves with the server down: {answer}"
+        );
+    }
+    nodes.server.restart();
     nodes.delete_pods();
 }
 

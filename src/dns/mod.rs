@@ -58,6 +58,9 @@ pub struct DnsConfig {
     pub cluster_domain: String,
     /// Already chosen (see [`forward::host_upstreams`]).
     pub upstreams: Vec<SocketAddr>,
+    /// Whether this server is the `kube-dns` Service's endpoint (the server's). An agent's
+    /// serves only its own node's pods, which are pointed at it directly.
+    pub publish: bool,
 }
 
 impl DnsConfig {
@@ -75,6 +78,7 @@ impl DnsConfig {
             port: DNS_PORT,
             cluster_domain: config.network.cluster_domain.clone(),
             upstreams: forward::host_upstreams(&config.network.upstream_dns),
+            publish: true,
         })
     }
 }
@@ -111,12 +115,13 @@ pub async fn run(client: kube::Client, config: DnsConfig) -> Result<(), DnsError
         let (udp, tcp) = bind_when_free(addr).await;
         tracing::info!(%addr, upstreams = ?config.upstreams, "cluster DNS is serving");
         // Published only now: an endpoint nothing listens on would just bounce queries.
-        let publish = tokio::spawn(endpoints::keep_published(
-            client,
-            config.listen,
-            config.port,
-        ));
-        let _stop_publishing = AbortOnDrop(publish);
+        let _stop_publishing = config.publish.then(|| {
+            AbortOnDrop(tokio::spawn(endpoints::keep_published(
+                client,
+                config.listen,
+                config.port,
+            )))
+        });
         server::serve(udp, tcp, answerer, std::future::pending()).await?;
         Ok::<(), DnsError>(())
     };

@@ -138,6 +138,21 @@ pub async fn run(config: Config, options: AgentOptions) -> anyhow::Result<()> {
     tracing::info!(node = %node_name, cidr = %slice, "using the node's pod CIDR");
     let mut agent_config = crate::daemon::agent_config(&config, &node_name)?;
     agent_config.network.pod_cidr_slice = slice;
+    // Cluster DNS of this node's own, on its bridge gateway, answering from its own view of
+    // Services and EndpointSlices (as NodeLocal DNSCache does upstream): the node's pods keep
+    // resolving cluster names while the server is away. They are pointed at it directly.
+    let mut dns_config = crate::dns::DnsConfig::from_config(&config)
+        .context("cannot work out the cluster DNS settings")?;
+    dns_config.listen = slice.gateway().unwrap_or(slice.network());
+    dns_config.publish = false;
+    agent_config.dns.cluster_dns = dns_config.listen;
+    {
+        let client = client.clone();
+        components.spawn(async move {
+            crate::dns::run(client, dns_config).await?;
+            anyhow::bail!("the cluster DNS stopped")
+        });
+    }
     let cluster_cidr = agent_config.network.cluster_cidr;
     let routes =
         crate::network::routes::controller::RouteConfig::for_node(&config, &node_name, slice)?;
