@@ -30,6 +30,10 @@ use serde_json::json;
 
 const SERVER_IP: &str = "192.168.251.1";
 const AGENT_IP: &str = "192.168.251.2";
+/// Where the agent sits when a router stands between the nodes: another subnet.
+const ROUTED_AGENT_IP: &str = "192.168.250.2";
+const ROUTER_SERVER_SIDE: &str = "192.168.251.254";
+const ROUTER_AGENT_SIDE: &str = "192.168.250.254";
 /// How long a route, proxy or policy change may take to be in force.
 const CONVERGE: Duration = Duration::from_secs(30);
 
@@ -45,6 +49,8 @@ struct TwoNodes {
     server_node: String,
     agent_ns: Netns,
     server_ns: Netns,
+    /// Between the nodes when they are on different subnets.
+    _router: Option<Netns>,
 }
 
 impl TwoNodes {
@@ -54,14 +60,48 @@ impl TwoNodes {
 
     /// Like `start`, with `server_extra` (TOML, top-level tables) in the server's config.
     fn start_with(backend: &str, server_extra: &str) -> TwoNodes {
+        TwoNodes::start_on(backend, server_extra, false)
+    }
+
+    /// Like `start`, with the agent on another subnet behind a router: no shared link.
+    fn start_routed(backend: &str) -> TwoNodes {
+        TwoNodes::start_on(backend, "", true)
+    }
+
+    fn start_on(backend: &str, server_extra: &str, routed: bool) -> TwoNodes {
         let server_ns = Netns::new();
         let agent_ns = Netns::new();
-        connect(
-            &server_ns,
-            &agent_ns,
-            &format!("{SERVER_IP}/24"),
-            &format!("{AGENT_IP}/24"),
-        );
+        let router = routed.then(|| {
+            let router = Netns::new();
+            connect(
+                &server_ns,
+                &router,
+                &format!("{SERVER_IP}/24"),
+                &format!("{ROUTER_SERVER_SIDE}/24"),
+            );
+            connect(
+                &router,
+                &agent_ns,
+                &format!("{ROUTER_AGENT_SIDE}/24"),
+                &format!("{ROUTED_AGENT_IP}/24"),
+            );
+            router.exec_ok("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+            // The router knows only the two subnets: nothing it forwards leaves them.
+            server_ns.exec_ok(
+                "ip",
+                &["route", "add", "default", "via", ROUTER_SERVER_SIDE],
+            );
+            agent_ns.exec_ok("ip", &["route", "add", "default", "via", ROUTER_AGENT_SIDE]);
+            router
+        });
+        if !routed {
+            connect(
+                &server_ns,
+                &agent_ns,
+                &format!("{SERVER_IP}/24"),
+                &format!("{AGENT_IP}/24"),
+            );
+        }
         let work = tempfile::tempdir().unwrap();
         let image = test_image(work.path());
         let registries = [Registry::start(&server_ns), Registry::start(&agent_ns)];
@@ -104,6 +144,7 @@ impl TwoNodes {
             server_node: String::new(),
             agent_ns,
             server_ns,
+            _router: router,
         };
         let ready = wait_until(Duration::from_secs(120), || {
             let out = nodes.server.kubectl_ok(&[
@@ -452,6 +493,40 @@ fn pods_on_two_nodes_reach_each_other_through_vxlan() {
     let mtu = nodes.agent_ns.exec_ok("ip", &["link", "show", "berth0"]);
     assert!(mtu.contains("mtu 1450"), "pods get the tunnel's MTU: {mtu}");
     the_route_goes_with_the_node_and_reset_removes_the_rest(nodes);
+}
+
+#[test]
+fn pods_on_two_nodes_on_different_subnets_reach_each_other_through_vxlan_over_a_router() {
+    let nodes = TwoNodes::start_routed("vxlan");
+    let agent_ip = nodes.server.kubectl_ok(&[
+        "get",
+        "node",
+        &nodes.agent_node,
+        "-o",
+        "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}",
+    ]);
+    assert_eq!(
+        agent_ip.trim(),
+        ROUTED_AGENT_IP,
+        "the agent is on its own subnet"
+    );
+    pods_reach_each_other_across_nodes(&nodes, 60);
+    let agent_cidr = nodes.pod_cidr(&nodes.agent_node);
+    let route = nodes
+        .server_ns
+        .exec_ok("ip", &["route", "show", &agent_cidr]);
+    assert!(
+        route.contains("dev berth.1"),
+        "the agent's pods are reached through the tunnel: {route}"
+    );
+    let fdb = nodes
+        .server_ns
+        .exec_ok("bridge", &["fdb", "show", "dev", "berth.1"]);
+    assert!(
+        fdb.contains(&format!("dst {ROUTED_AGENT_IP}")),
+        "the tunnel's far end is the agent across the router: {fdb}"
+    );
+    nodes.delete_pods();
 }
 
 /// Bytes per throughput sample.
