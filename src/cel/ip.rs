@@ -237,19 +237,7 @@ pub fn prefix_length(ftx: &FunctionContext) -> Result<Value, ExecutionError> {
 
 #[cfg(test)]
 mod tests {
-    use crate::cel::{compile, Activation};
-    use cel_interpreter::Value;
-
-    fn eval(source: &str) -> Result<Value, String> {
-        compile(source)
-            .map_err(|e| e.to_string())?
-            .eval(&Activation::new())
-            .map_err(|e| e.to_string())
-    }
-
-    fn holds(source: &str) {
-        assert_eq!(eval(source), Ok(Value::Bool(true)), "{source}");
-    }
+    use crate::cel::test_support::{eval, holds};
 
     #[test]
     fn the_ip_library_works_as_upstream_documents_it() {

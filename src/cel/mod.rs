@@ -32,6 +32,25 @@ mod semver;
 pub mod typecheck;
 mod url;
 
+/// What the library modules' tests share: evaluating an expression with no variables.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::{compile, Activation};
+    use cel_interpreter::Value;
+
+    pub fn eval(source: &str) -> Result<Value, String> {
+        compile(source)
+            .map_err(|e| e.to_string())?
+            .eval(&Activation::new())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Asserts that `source` evaluates to true.
+    pub fn holds(source: &str) {
+        assert_eq!(eval(source), Ok(Value::Bool(true)), "{source}");
+    }
+}
+
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};

@@ -301,19 +301,7 @@ pub fn is_less_than(ftx: &FunctionContext) -> Result<Value, ExecutionError> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::cel::{compile, Activation};
-
-    fn eval(source: &str) -> Result<Value, String> {
-        compile(source)
-            .map_err(|e| e.to_string())?
-            .eval(&Activation::new())
-            .map_err(|e| e.to_string())
-    }
-
-    fn holds(source: &str) {
-        assert_eq!(eval(source), Ok(Value::Bool(true)), "{source}");
-    }
+    use crate::cel::test_support::{eval, holds};
 
     #[test]
     fn is_semver_accepts_exactly_semver_org_versions() {
