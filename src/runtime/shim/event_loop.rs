@@ -433,9 +433,15 @@ impl Shim {
             }
             Request::StartContainer { name } => {
                 let dir = self.dir.clone();
-                self.find(&name)
+                let started = self
+                    .find(&name)
                     .and_then(|c| c.start(&dir))
-                    .and_then(|()| self.saved())
+                    .and_then(|()| self.saved());
+                // Creating and starting a container parse its spec and run libcontainer's
+                // set-up, all short-lived; the shim lives as long as its pod, so that heap goes
+                // back to the kernel now.
+                crate::runtime::memory::return_free_heap();
+                started
             }
             Request::Kill { name, signal } => self
                 .find(&name)
