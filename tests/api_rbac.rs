@@ -24,27 +24,6 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A client certificate for `user` in `group`, signed with the cluster CA from the data dir.
-fn user_certificate(server: &BerthServer, user: &str, group: &str) -> (String, String) {
-    let pki = server.data_dir().join("pki");
-    let ca_cert = std::fs::read_to_string(pki.join("ca.crt")).unwrap();
-    let ca_key =
-        rcgen::KeyPair::from_pem(&std::fs::read_to_string(pki.join("ca.key")).unwrap()).unwrap();
-    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert, ca_key).unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, user);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::OrganizationName, group);
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
-
 /// A kubeconfig with the admin's cluster entry and `credentials` (kubectl `set-credentials`
 /// flags) as its only user.
 fn kubeconfig_for(server: &BerthServer, user: &str, credentials: &[String]) -> PathBuf {
@@ -69,7 +48,7 @@ fn kubeconfig_for(server: &BerthServer, user: &str, credentials: &[String]) -> P
 }
 
 fn alice_kubeconfig(server: &BerthServer) -> PathBuf {
-    let (cert, key) = user_certificate(server, "alice", "dev");
+    let (cert, key) = server.user_certificate("alice", "dev");
     let cert_path = server.data_dir().join("alice.crt");
     let key_path = server.data_dir().join("alice.key");
     std::fs::write(&cert_path, cert).unwrap();

@@ -688,26 +688,11 @@ fn resolve_in(nodes: &TwoNodes, pod: &str, name: &str) -> String {
 /// A client certificate for `user` in `group`, signed with the cluster CA from the server's
 /// data dir, written beside it: `(cert path, key path)`.
 fn user_certificate(server: &BerthServer, user: &str, group: &str) -> (PathBuf, PathBuf) {
-    let pki = server.data_dir().join("pki");
-    let ca_cert = std::fs::read_to_string(pki.join("ca.crt")).unwrap();
-    let ca_key =
-        rcgen::KeyPair::from_pem(&std::fs::read_to_string(pki.join("ca.key")).unwrap()).unwrap();
-    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert, ca_key).unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, user);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::OrganizationName, group);
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &issuer).unwrap();
+    let (cert, key) = server.user_certificate(user, group);
     let cert_path = server.data_dir().join(format!("{user}.crt"));
     let key_path = server.data_dir().join(format!("{user}.key"));
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    std::fs::write(&cert_path, cert).unwrap();
+    std::fs::write(&key_path, key).unwrap();
     (cert_path, key_path)
 }
 

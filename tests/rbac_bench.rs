@@ -168,31 +168,10 @@ async fn rbac_gets_with_a_thousand_role_bindings_cost_little_more_than_the_admin
     assert!(ratio99 <= 1.5, "p99 ratio {ratio99:.3}");
 }
 
-/// A client certificate for `user`, signed with the cluster CA from the data dir.
-fn user_certificate(data_dir: &std::path::Path, user: &str) -> (String, String) {
-    let pki = data_dir.join("pki");
-    let ca_cert = std::fs::read_to_string(pki.join("ca.crt")).unwrap();
-    let ca_key =
-        rcgen::KeyPair::from_pem(&std::fs::read_to_string(pki.join("ca.key")).unwrap()).unwrap();
-    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert, ca_key).unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, user);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::OrganizationName, "group-3");
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
-
 /// The admin kubeconfig with its user's certificate and key replaced by `user`'s.
 fn kubeconfig_as(server: &common::server::BerthServer, user: &str) -> std::path::PathBuf {
     use base64::Engine;
-    let (cert, key) = user_certificate(server.data_dir(), user);
+    let (cert, key) = server.user_certificate(user, "group-3");
     let text = std::fs::read_to_string(server.kubeconfig_path()).unwrap();
     let mut config: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
     let encode = |pem: &str| base64::engine::general_purpose::STANDARD.encode(pem);

@@ -122,6 +122,30 @@ impl BerthServer {
         }
     }
 
+    /// A client certificate and key (PEM) for `user` in `group`, signed with the cluster CA
+    /// from the data dir.
+    pub fn user_certificate(&self, user: &str, group: &str) -> (String, String) {
+        let pki = self.data_dir().join("pki");
+        let ca_cert = std::fs::read_to_string(pki.join("ca.crt")).expect("the cluster CA");
+        let ca_key = std::fs::read_to_string(pki.join("ca.key")).expect("the cluster CA key");
+        let ca_key = rcgen::KeyPair::from_pem(&ca_key).expect("a PEM key");
+        let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert, ca_key).expect("a CA");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, user);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, group);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = rcgen::KeyPair::generate().expect("a key");
+        let cert = params
+            .signed_by(&key, &issuer)
+            .expect("a signed certificate");
+        (cert.pem(), key.serialize_pem())
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.data_dir.path()
     }
