@@ -331,15 +331,8 @@ impl Pki {
     pub fn sign_client_csr(&self, csr_pem: &str, validity: Duration) -> Result<String, PkiError> {
         let what = "certificate from a signing request";
         let generate = |source| PkiError::Generate { what, source };
-        let (common_name, groups) = csr_subject(csr_pem)
-            .ok_or_else(|| generate(rcgen::Error::CouldNotParseCertificationRequest))?;
-        let mut request =
-            rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(generate)?;
-        let mut params = leaf_params(validity)?;
-        params.distinguished_name = DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name.as_str());
+        let (mut request, mut params, common_name, groups) =
+            leaf_for_request(csr_pem, validity, what)?;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         request.params = params;
         let issuer = self.issuer(what)?;
@@ -357,15 +350,7 @@ impl Pki {
     pub fn sign_serving_csr(&self, csr_pem: &str, validity: Duration) -> Result<String, PkiError> {
         let what = "serving certificate from a signing request";
         let generate = |source| PkiError::Generate { what, source };
-        let (common_name, _) = csr_subject(csr_pem)
-            .ok_or_else(|| generate(rcgen::Error::CouldNotParseCertificationRequest))?;
-        let mut request =
-            rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(generate)?;
-        let mut params = leaf_params(validity)?;
-        params.distinguished_name = DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name.as_str());
+        let (mut request, mut params, _, _) = leaf_for_request(csr_pem, validity, what)?;
         params.subject_alt_names = request
             .params
             .subject_alt_names
@@ -841,6 +826,34 @@ fn create_dir(dir: &Path) -> Result<(), PkiError> {
         path: dir.to_path_buf(),
         source,
     })
+}
+
+/// A PKCS#10 request parsed (its signature verified), and the parameters of a leaf certificate
+/// for it that carry only the request's common name: `(request, params, CN, every O)`. What
+/// else the certificate says is the caller's choice, never the request's.
+fn leaf_for_request(
+    csr_pem: &str,
+    validity: Duration,
+    what: &'static str,
+) -> Result<
+    (
+        rcgen::CertificateSigningRequestParams,
+        CertificateParams,
+        String,
+        Vec<String>,
+    ),
+    PkiError,
+> {
+    let generate = |source| PkiError::Generate { what, source };
+    let (common_name, groups) = csr_subject(csr_pem)
+        .ok_or_else(|| generate(rcgen::Error::CouldNotParseCertificationRequest))?;
+    let request = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(generate)?;
+    let mut params = leaf_params(validity)?;
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name.as_str());
+    Ok((request, params, common_name, groups))
 }
 
 /// [`crate::fsutil::write_atomic`], with the path in the error.
