@@ -1,7 +1,7 @@
 //! Authorization overhead: GET of one ConfigMap through the real router, as a user whose access
 //! comes from a RoleBinding while 1,000 other RoleBindings exist, against the admin's
-//! `system:masters` fast path, interleaved in the same run. Run with `--nocapture` to see the
-//! figures. The first test needs no root; the second (ignored by default) drives a real
+//! `system:masters` fast path, interleaved in the same run. Both tests are timing figures, run on
+//! demand with `--ignored --nocapture`: the first needs no root; the second drives a real
 //! `berth server` (an optimised one when `BERTH_TEST_BINARY` names it) over HTTPS with
 //! client certificates, from inside a test-made network namespace, so needs root.
 
@@ -60,7 +60,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index]
 }
 
+/// A timing figure: its p99 on a shared machine is too noisy to gate CI on, so it runs on demand
+/// (`--ignored --nocapture`) beside the other figures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a timing figure: run on demand with --ignored --nocapture"]
 async fn rbac_gets_with_a_thousand_role_bindings_cost_little_more_than_the_admin_fast_path() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("berth.redb"), StoreOptions::default()).unwrap();
