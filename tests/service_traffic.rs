@@ -158,3 +158,105 @@ fn a_service_spreads_over_ready_pods_drops_a_not_ready_one_and_refuses_when_scal
         .server
         .kubectl_ok(&["delete", "-f", manifest.to_str().unwrap(), "--wait=false"]);
 }
+
+/// Issue 6: a `type: LoadBalancer` Service gets the node's address as its ingress (berth's
+/// built-in load balancer, like k3s' ServiceLB), `kubectl get svc` shows it as EXTERNAL-IP, and
+/// a machine on the node's LAN reaches the server pod on that address and the Service's port,
+/// and on its node port; once the Service goes, the port is closed again.
+#[test]
+fn a_load_balancer_service_answers_on_the_node_address_it_publishes_as_ingress() {
+    use common::netns::connect;
+    use common::podnet::reaches;
+    use std::path::PathBuf;
+
+    let ns = Netns::new();
+    // The LAN before the server starts, so the node counts 192.0.2.1 as its own address.
+    let lan = Netns::new();
+    connect(&ns, &lan, "192.0.2.1/24", "192.0.2.2/24");
+    lan.exec_ok("ip", &["route", "add", "default", "via", "192.0.2.1"]);
+    let cluster = Cluster::start(&ns);
+    let mut echo = cluster.pod(
+        "echo",
+        serde_json::json!({"containers": [{"name": "srv", "image": "busybox",
+            "command": ["nc", "-ll", "-p", "8080", "-e", "echo", "hi"]}],
+            "terminationGracePeriodSeconds": 1}),
+    );
+    echo["metadata"]["labels"] = serde_json::json!({"app": "echo"});
+    cluster.create(echo);
+    cluster.create(serde_json::json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "lb"},
+        "spec": {"type": "LoadBalancer", "selector": {"app": "echo"},
+                 "ports": [{"port": 8765, "targetPort": 8080}]}}));
+    cluster.server.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/echo",
+        "--timeout=120s",
+    ]);
+
+    let mut ingress = String::new();
+    let published = wait_until(Duration::from_secs(30), || {
+        ingress = cluster.server.kubectl_ok(&[
+            "get",
+            "service",
+            "lb",
+            "-o",
+            "jsonpath={.status.loadBalancer.ingress[*].ip}",
+        ]);
+        !ingress.is_empty()
+    });
+    assert!(published, "no LoadBalancer ingress");
+    assert_eq!(ingress, "192.0.2.1", "the node's LAN address, and only it");
+    let table = cluster.server.kubectl_ok(&["get", "service", "lb"]);
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let node_port = cluster
+        .server
+        .kubectl_ok(&[
+            "get",
+            "service",
+            "lb",
+            "-o",
+            "jsonpath={.spec.ports[0].nodePort}",
+        ])
+        .trim()
+        .to_string();
+    // NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) AGE
+    assert_eq!(row[1], "LoadBalancer", "{table}");
+    assert_eq!(row[3], "192.0.2.1", "{table}");
+    assert_eq!(row[4], format!("8765:{node_port}/TCP"), "{table}");
+
+    let from_lan = PathBuf::from(format!("/run/netns/{}", lan.name));
+    let from_node = PathBuf::from(format!("/run/netns/{}", ns.name));
+    for (from, addr, what) in [
+        (&from_lan, "192.0.2.1:8765".to_string(), "the LAN, LB port"),
+        (
+            &from_lan,
+            format!("192.0.2.1:{node_port}"),
+            "the LAN, node port",
+        ),
+        (
+            &from_node,
+            "192.0.2.1:8765".to_string(),
+            "the node, LB port",
+        ),
+    ] {
+        assert!(
+            wait_until(Duration::from_secs(20), || reaches(from, &addr)),
+            "{addr} from {what}"
+        );
+    }
+
+    cluster.server.kubectl_ok(&["delete", "service", "lb"]);
+    assert!(
+        wait_until(Duration::from_secs(20), || !reaches(
+            &from_lan,
+            "192.0.2.1:8765"
+        )),
+        "the LoadBalancer port stays open after the Service is gone"
+    );
+}
