@@ -704,3 +704,248 @@ fn dns_queries_per_second_from_a_pod_against_the_upstream_directly() {
         .server
         .kubectl_ok(&["delete", "pod", "dns-client", "--wait=false"]);
 }
+
+/// A pod of `namespace` on the cluster's node: `spec` plus the node and a short grace period.
+fn namespaced_pod(
+    cluster: &common::cluster::Cluster,
+    namespace: &str,
+    name: &str,
+    labels: serde_json::Value,
+    spec: serde_json::Value,
+) {
+    let mut spec = spec;
+    spec["nodeName"] = json!(cluster.node);
+    spec["terminationGracePeriodSeconds"] = json!(1);
+    cluster.create(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels}, "spec": spec}));
+}
+
+/// A busybox container that sleeps until the pod is deleted.
+fn sleeper() -> serde_json::Value {
+    json!([{"name": "c", "image": "busybox", "command": ["sleep", "100000"]}])
+}
+
+/// What `script` prints in `pod` of `namespace` once it exits 0 (DNS and the proxy follow the
+/// API within seconds), else the last failure's output.
+fn run_in_pod(
+    cluster: &common::cluster::Cluster,
+    namespace: &str,
+    pod: &str,
+    script: &str,
+) -> Result<String, String> {
+    let mut last = String::new();
+    let done = common::wait_until(Duration::from_secs(30), || {
+        let out = cluster
+            .server
+            .kubectl(&["exec", "-n", namespace, pod, "--", "sh", "-c", script]);
+        last = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.status.success()
+    });
+    if done {
+        Ok(last)
+    } else {
+        Err(last)
+    }
+}
+
+/// The first address busybox's nslookup prints for the name it was asked.
+const NSLOOKUP: &str = "awk '/^Name:/ {found=1} found && /^Address/ {print $2; exit}'";
+
+/// Issue 6: a pod's resolver completes names through its resolv.conf (`<ns>.svc.cluster.local
+/// svc.cluster.local cluster.local`, `ndots:5`), so `web` is the Service of the pod's own
+/// namespace and `web.b`, `web.b.svc` the one in `b`; `dnsPolicy` None with a dnsConfig,
+/// ClusterFirstWithHostNet, ClusterFirst on the host network and Default each give the resolver
+/// upstream gives them. Names are resolved by busybox inside real pods (libc's resolver for
+/// `nc` and `ping`, busybox's own for `nslookup`) and connections made to the answers.
+#[test]
+fn pods_resolve_short_service_names_through_their_search_list_and_dns_policies() {
+    use common::cluster::Cluster;
+    let ns = Netns::new();
+    let cluster = Cluster::start(&ns);
+    let server = &cluster.server;
+    for namespace in ["a", "b"] {
+        server.kubectl_ok(&["create", "namespace", namespace]);
+    }
+    // hostNetwork pods are beyond the baseline level enforced by default.
+    server.kubectl_ok(&[
+        "label",
+        "namespace",
+        "a",
+        "pod-security.kubernetes.io/enforce=privileged",
+    ]);
+    // A server behind a Service `web` in each namespace, answering its namespace's name.
+    let mut service_ips = std::collections::HashMap::new();
+    for namespace in ["a", "b"] {
+        namespaced_pod(
+            &cluster,
+            namespace,
+            "srv",
+            json!({"app": "web"}),
+            json!({"containers": [{"name": "srv", "image": "busybox",
+                "command": ["nc", "-ll", "-p", "8080", "-e", "echo", format!("from-{namespace}")]}]}),
+        );
+        cluster.create(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": namespace},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}));
+        let ip = server.kubectl_ok(&[
+            "get",
+            "service",
+            "-n",
+            namespace,
+            "web",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ]);
+        service_ips.insert(namespace, ip.trim().to_string());
+    }
+    cluster.create(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "only-in-b", "namespace": "b"},
+        "spec": {"ports": [{"port": 80}]}}));
+    namespaced_pod(
+        &cluster,
+        "a",
+        "client",
+        json!({}),
+        json!({"containers": sleeper()}),
+    );
+    namespaced_pod(
+        &cluster,
+        "a",
+        "custom",
+        json!({}),
+        json!({"containers": sleeper(), "dnsPolicy": "None",
+               "dnsConfig": {"nameservers": ["10.43.0.10"], "searches": ["b.svc.cluster.local"],
+                             "options": [{"name": "ndots", "value": "2"}]}}),
+    );
+    namespaced_pod(
+        &cluster,
+        "a",
+        "inherits",
+        json!({}),
+        json!({"containers": sleeper(), "dnsPolicy": "Default"}),
+    );
+    namespaced_pod(
+        &cluster,
+        "a",
+        "host-cluster",
+        json!({}),
+        json!({"containers": sleeper(), "hostNetwork": true,
+               "dnsPolicy": "ClusterFirstWithHostNet"}),
+    );
+    namespaced_pod(
+        &cluster,
+        "a",
+        "host-first",
+        json!({}),
+        json!({"containers": sleeper(), "hostNetwork": true, "dnsPolicy": "ClusterFirst"}),
+    );
+    for (namespace, pod) in [
+        ("a", "srv"),
+        ("b", "srv"),
+        ("a", "client"),
+        ("a", "custom"),
+        ("a", "inherits"),
+        ("a", "host-cluster"),
+        ("a", "host-first"),
+    ] {
+        server.kubectl_ok(&[
+            "wait",
+            "-n",
+            namespace,
+            "--for=condition=Ready",
+            &format!("pod/{pod}"),
+            "--timeout=120s",
+        ]);
+    }
+
+    // Through libc's resolver (busybox nc): the search list and ndots:5 complete each name.
+    for (name, want) in [
+        ("web", "from-a"),
+        ("web.b", "from-b"),
+        ("web.b.svc", "from-b"),
+        ("web.a.svc.cluster.local", "from-a"),
+    ] {
+        let answer = run_in_pod(
+            &cluster,
+            "a",
+            "client",
+            &format!("nc -w 3 {name} 80 </dev/null | grep {want}"),
+        );
+        assert!(
+            answer.as_ref().is_ok_and(|a| a.contains(want)),
+            "{name} from a pod in a: {answer:?}"
+        );
+    }
+    let ping = run_in_pod(&cluster, "a", "client", "ping -c 1 -W 1 web.b; true");
+    assert!(
+        ping.as_ref()
+            .is_ok_and(|p| p.contains(&format!("({})", service_ips["b"]))),
+        "ping resolves web.b to {}: {ping:?}",
+        service_ips["b"]
+    );
+    // Through busybox's own resolver, which applies the search list to names without a dot.
+    let looked_up = run_in_pod(
+        &cluster,
+        "a",
+        "client",
+        &format!("nslookup web | {NSLOOKUP}"),
+    );
+    assert_eq!(
+        looked_up.as_ref().map(|a| a.trim()),
+        Ok(service_ips["a"].as_str()),
+        "nslookup web from a pod in a"
+    );
+    // A name that is only in another namespace is not found short.
+    let missing = run_in_pod(&cluster, "a", "client", "nc -w 3 only-in-b 80 </dev/null");
+    let missing = missing.expect_err("only-in-b resolved from namespace a");
+    assert!(missing.contains("bad address"), "{missing}");
+
+    // dnsPolicy None: exactly the dnsConfig, whose search list makes `web` the one in b.
+    let resolv = run_in_pod(&cluster, "a", "custom", "cat /etc/resolv.conf").unwrap();
+    assert_eq!(
+        resolv,
+        "nameserver 10.43.0.10\nsearch b.svc.cluster.local\noptions ndots:2\n"
+    );
+    let answer = run_in_pod(
+        &cluster,
+        "a",
+        "custom",
+        "nc -w 3 web 80 </dev/null | grep from",
+    );
+    assert_eq!(answer.as_deref().map(str::trim), Ok("from-b"), "{answer:?}");
+
+    // The host's resolver for Default and for ClusterFirst on the host network (no cluster
+    // names there); the cluster's for ClusterFirstWithHostNet.
+    let host: Vec<String> = std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("nameserver "))
+        .map(str::to_string)
+        .collect();
+    for pod in ["inherits", "host-first"] {
+        let resolv = run_in_pod(&cluster, "a", pod, "cat /etc/resolv.conf").unwrap();
+        let servers: Vec<&str> = resolv
+            .lines()
+            .filter(|l| l.starts_with("nameserver "))
+            .collect();
+        assert!(!servers.is_empty(), "{pod}: {resolv}");
+        assert!(
+            servers.iter().all(|s| host.iter().any(|h| h == s)),
+            "{pod} has the host's nameservers {host:?}: {resolv}"
+        );
+        assert!(!resolv.contains("svc.cluster.local"), "{pod}: {resolv}");
+    }
+    let resolv = run_in_pod(&cluster, "a", "host-cluster", "cat /etc/resolv.conf").unwrap();
+    assert_eq!(
+        resolv,
+        "nameserver 10.43.0.10\nsearch a.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"
+    );
+
+    // Pods outside `default` are not the cluster fixture's to clean up.
+    server.kubectl_ok(&["delete", "pods", "--all", "-n", "a", "--grace-period=1"]);
+    server.kubectl_ok(&["delete", "pods", "--all", "-n", "b", "--grace-period=1"]);
+}
