@@ -575,3 +575,117 @@ fn a_policy_with_ipv6_ip_blocks_is_accepted_and_its_ipv6_blocks_are_reported() {
         "{note}"
     );
 }
+
+/// A server pod listening on each of `ports` (busybox `nc`, answering "hi"); the first port is
+/// its container port named `http`.
+fn multi_port_server_spec(ports: &[u16]) -> serde_json::Value {
+    let script: Vec<String> = ports
+        .iter()
+        .map(|p| format!("nc -ll -p {p} -e echo hi &"))
+        .collect();
+    json!({"containers": [{"name": "srv", "image": "busybox",
+        "command": ["sh", "-c", format!("{} wait", script.join(" "))],
+        "ports": [{"name": "http", "containerPort": ports[0]}]}],
+        "terminationGracePeriodSeconds": 1})
+}
+
+#[test]
+fn a_port_range_admits_exactly_its_ports_in_both_directions_and_a_named_port_only_its_own() {
+    let ns = Netns::new();
+    let cluster = Cluster::start(&ns);
+    // The named port `http` is 8005, inside the range; the others probe the range's edges.
+    create_pod(
+        &cluster,
+        "default",
+        "ranged",
+        json!({"app": "ranged"}),
+        multi_port_server_spec(&[8005, 7999, 8000, 8010, 8011]),
+    );
+    let m_client = marker(20);
+    create_pod(
+        &cluster,
+        "default",
+        "client",
+        json!({"role": "client"}),
+        client_spec(&m_client),
+    );
+    let server_ip = running_pod_ip(&cluster, "default", "ranged");
+    running_pod_ip(&cluster, "default", "client");
+    let client = client_netns(&m_client);
+    let at = |port: u16| format!("{server_ip}:{port}");
+
+    // Without a policy every listener answers, so "blocked" below is the policy's doing.
+    for port in [7999, 8000, 8005, 8010, 8011] {
+        expect(&client, &at(port), true, &format!("no policy, port {port}"));
+    }
+
+    // Ingress 8000-8010: both ends are inside, the ports next to them are not.
+    apply(
+        &cluster,
+        policy(
+            "default",
+            "range-in",
+            json!({"podSelector": {"matchLabels": {"app": "ranged"}},
+                   "ingress": [{"ports": [{"protocol": "TCP", "port": 8000, "endPort": 8010}]}]}),
+        ),
+    );
+    for (port, open) in [
+        (8005, true),
+        (8000, true),
+        (8010, true),
+        (8011, false),
+        (7999, false),
+    ] {
+        expect(
+            &client,
+            &at(port),
+            open,
+            &format!("ingress range, port {port}"),
+        );
+    }
+    cluster
+        .server
+        .kubectl_ok(&["delete", "networkpolicy", "range-in"]);
+    expect(&client, &at(8011), true, "ingress range removed, port 8011");
+
+    // Egress 8000-8010 from the client: the same edges, seen from the sender.
+    apply(
+        &cluster,
+        policy(
+            "default",
+            "range-out",
+            json!({"podSelector": {"matchLabels": {"role": "client"}},
+                   "policyTypes": ["Egress"],
+                   "egress": [{"ports": [{"protocol": "TCP", "port": 8000, "endPort": 8010}]}]}),
+        ),
+    );
+    for (port, open) in [(8005, true), (8010, true), (8011, false), (7999, false)] {
+        expect(
+            &client,
+            &at(port),
+            open,
+            &format!("egress range, port {port}"),
+        );
+    }
+    cluster
+        .server
+        .kubectl_ok(&["delete", "networkpolicy", "range-out"]);
+
+    // Egress to the named port `http`: the server's 8005 and nothing else of it.
+    apply(
+        &cluster,
+        policy(
+            "default",
+            "named-out",
+            json!({"podSelector": {"matchLabels": {"role": "client"}},
+                   "policyTypes": ["Egress"],
+                   "egress": [{"ports": [{"protocol": "TCP", "port": "http"}]}]}),
+        ),
+    );
+    expect(&client, &at(8005), true, "egress named port, its port");
+    expect(&client, &at(8000), false, "egress named port, another port");
+    cluster
+        .server
+        .kubectl_ok(&["delete", "networkpolicy", "named-out"]);
+    expect(&client, &at(8000), true, "named port policy removed");
+}
