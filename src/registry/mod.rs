@@ -8,6 +8,7 @@ pub mod defaults;
 pub mod ephemeral;
 pub mod generic;
 pub mod kinds;
+mod network_policy;
 pub mod normalized;
 pub mod propagation;
 pub mod services;

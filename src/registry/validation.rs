@@ -59,6 +59,7 @@ pub fn validate(resource: &Resource, obj: &Value) -> Vec<Cause> {
                 &mut causes,
             );
         }
+        ("networking.k8s.io", "NetworkPolicy") => super::network_policy::validate(obj, &mut causes),
         ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy") => {
             crate::admission::policy::validation::expression_causes(obj, &mut causes)
         }
