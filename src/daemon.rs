@@ -537,7 +537,7 @@ pub(crate) fn agent_config(
         dns: crate::agent::spec::DnsSettings {
             cluster_dns: config.network.dns_ip,
             cluster_domain: config.network.cluster_domain.clone(),
-            host_resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            host_resolv_conf: crate::agent::spec::host_resolv_conf_for_pods(),
         },
         registries: config.registries.clone(),
         network: crate::network::NodeNetworkConfig::from_config(config)

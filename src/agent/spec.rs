@@ -341,6 +341,32 @@ pub struct DnsSettings {
     pub host_resolv_conf: String,
 }
 
+/// The host's resolv.conf as `dnsPolicy: Default` pods inherit it, read from this host.
+pub fn host_resolv_conf_for_pods() -> String {
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    choose_host_resolv_conf(
+        read(crate::dns::forward::HOST_RESOLV_CONF).as_deref(),
+        read(crate::dns::forward::SYSTEMD_RESOLV_CONF).as_deref(),
+    )
+}
+
+/// `/etc/resolv.conf`, unless every nameserver in it is a loopback stub (systemd-resolved's
+/// 127.0.0.53): a pod in its own network namespace reaches nothing there, so it gets the
+/// stub's own upstream list instead, the file kubelet's `--resolv-conf` is pointed at on such
+/// hosts.
+fn choose_host_resolv_conf(etc: Option<&str>, systemd: Option<&str>) -> String {
+    let usable = |text: &str| {
+        crate::dns::forward::nameservers(text)
+            .iter()
+            .any(|ip| !ip.is_loopback() && !ip.is_unspecified())
+    };
+    match (etc, systemd) {
+        (Some(etc), _) if usable(etc) => etc.to_string(),
+        (_, Some(systemd)) if usable(systemd) => systemd.to_string(),
+        (etc, _) => etc.unwrap_or_default().to_string(),
+    }
+}
+
 /// The pod's `/etc/resolv.conf`.
 pub fn resolv_conf(pod: &Pod, dns: &DnsSettings) -> String {
     let spec = pod.spec.as_ref();
@@ -696,6 +722,22 @@ mod tests {
             resolv_conf(&none, &dns),
             "nameserver 9.9.9.9\nsearch x.y\noptions ndots:2 edns0\n"
         );
+    }
+
+    #[test]
+    fn default_policy_pods_get_the_stub_resolvers_upstreams_when_the_host_only_has_the_stub() {
+        let stub = "nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch lan\n";
+        let upstreams = "nameserver 192.168.1.1\nsearch lan\n";
+        assert_eq!(
+            choose_host_resolv_conf(Some(stub), Some(upstreams)),
+            upstreams
+        );
+        let plain = "nameserver 192.168.1.1\nnameserver 127.0.0.1\n";
+        assert_eq!(choose_host_resolv_conf(Some(plain), Some(upstreams)), plain);
+        // Nothing better to offer: the host's file as it is.
+        assert_eq!(choose_host_resolv_conf(Some(stub), None), stub);
+        assert_eq!(choose_host_resolv_conf(None, Some(upstreams)), upstreams);
+        assert_eq!(choose_host_resolv_conf(None, None), "");
     }
 
     #[test]
