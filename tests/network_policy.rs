@@ -689,3 +689,33 @@ fn a_port_range_admits_exactly_its_ports_in_both_directions_and_a_named_port_onl
         .kubectl_ok(&["delete", "networkpolicy", "named-out"]);
     expect(&client, &at(8000), true, "named port policy removed");
 }
+
+/// A policy the kernel rules could only narrow silently (a port range that ends before it
+/// starts, a range on a named port) is refused as upstream refuses it.
+#[test]
+fn kubectl_is_told_why_a_policy_with_a_backwards_or_named_port_range_is_invalid() {
+    let ns = Netns::new();
+    let server = common::server::BerthServer::start(&ns);
+    let manifest = policy(
+        "default",
+        "backwards",
+        json!({"podSelector": {},
+               "ingress": [{"ports": [{"port": 8010, "endPort": 8000},
+                                      {"port": "http", "endPort": 9000}]}]}),
+    );
+    let out = server.kubectl_stdin(&["apply", "-f", "-"], &manifest.to_string());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted: {stderr}");
+    assert!(
+        stderr.contains("is invalid")
+            && stderr.contains(
+                "spec.ingress[0].ports[0].endPort: Invalid value: 8000: must be greater than or equal to `port`"
+            )
+            && stderr.contains(
+                "spec.ingress[0].ports[1].endPort: Invalid value: 9000: may not be specified when `port` is non-numeric"
+            ),
+        "{stderr}"
+    );
+    let listed = server.kubectl_ok(&["get", "networkpolicies", "-o", "name"]);
+    assert_eq!(listed.trim(), "", "nothing was stored");
+}
