@@ -121,14 +121,16 @@ fn a_pod_failure_policy_fails_the_job_at_once_ignores_an_eviction_counts_and_fai
         json!({"backoffLimit": 6, "podFailurePolicy": {"rules": [exit_rule("FailJob", "In", &[42])]}}),
     ));
     // Ignore DisruptionTarget: with no retries allowed, an evicted pod is replaced, not counted.
-    // Its long grace period keeps it visible while it terminates.
+    // Its long grace period keeps it visible while it terminates (sleep as the container's
+    // first process ignores SIGTERM, so the grace period runs out).
     let mut evicted_job = job(
         "evicted",
-        "sleep 3600",
+        "unused",
         json!({"backoffLimit": 0, "podFailurePolicy": {"rules": [
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]}}),
     );
     evicted_job["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = json!(20);
+    evicted_job["spec"]["template"]["spec"]["containers"][0]["command"] = json!(["sleep", "3600"]);
     cluster.create(evicted_job);
     // The first matching rule decides: exit code 5 is counted by the Count rule before the
     // FailJob rule that would also match it, so the Job fails only at its backoff limit.
