@@ -133,3 +133,100 @@ fn an_autoscaler_written_as_v1_reads_as_v2_and_back_and_v1_writes_keep_v2_only_m
     let gone = server.kubectl(&["get", "horizontalpodautoscalers.v2.autoscaling", "web"]);
     assert!(!gone.status.success());
 }
+
+/// The managedFields entry of `manager`, as a v1 read shows it.
+fn managed_entry(server: &BerthServer, manager: &str) -> Value {
+    let hpa = parse(&server.kubectl_ok(&[
+        "get",
+        "horizontalpodautoscalers.v1.autoscaling",
+        "web",
+        "--show-managed-fields",
+        "-o",
+        "json",
+    ]));
+    hpa["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["manager"] == manager)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn server_side_apply_through_v1_owns_v1_fields_and_a_second_manager_conflicts_on_the_cpu_target() {
+    let ns = Netns::new();
+    let server = BerthServer::start(&ns);
+    let apply = |manager: &str, cpu: i64, force: bool| {
+        let mut config: Value = parse(HPA_V1);
+        config["spec"]["targetCPUUtilizationPercentage"] = json!(cpu);
+        let manager_flag = format!("--field-manager={manager}");
+        let mut args = vec!["apply", "--server-side", manager_flag.as_str(), "-f", "-"];
+        if force {
+            args.push("--force-conflicts");
+        }
+        server.kubectl_stdin(&args, &config.to_string())
+    };
+
+    let first = apply("alice", 50, false);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let alice = managed_entry(&server, "alice");
+    assert_eq!(alice["operation"], "Apply", "{alice:#}");
+    assert_eq!(alice["apiVersion"], "autoscaling/v1", "{alice:#}");
+    let spec = &alice["fieldsV1"]["f:spec"];
+    for field in [
+        "f:targetCPUUtilizationPercentage",
+        "f:maxReplicas",
+        "f:minReplicas",
+        "f:scaleTargetRef",
+    ] {
+        assert!(spec.get(field).is_some(), "alice owns {field}: {alice:#}");
+    }
+    assert!(spec.get("f:metrics").is_none(), "{alice:#}");
+
+    // Another manager changing the CPU target conflicts with alice, on the v1 field name.
+    let second = apply("bob", 70, false);
+    assert!(!second.status.success(), "bob's apply was accepted");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains(r#"conflict with "alice": .spec.targetCPUUtilizationPercentage"#),
+        "{stderr}"
+    );
+    let v2 = get(&server, "horizontalpodautoscalers.v2.autoscaling");
+    assert_eq!(
+        v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+        50
+    );
+
+    // Forced, bob takes the field from alice.
+    let forced = apply("bob", 70, true);
+    assert!(
+        forced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+    let v2 = get(&server, "horizontalpodautoscalers.v2.autoscaling");
+    assert_eq!(
+        v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+        70
+    );
+    let bob = managed_entry(&server, "bob");
+    assert!(
+        bob["fieldsV1"]["f:spec"]
+            .get("f:targetCPUUtilizationPercentage")
+            .is_some(),
+        "{bob:#}"
+    );
+    let alice = managed_entry(&server, "alice");
+    assert!(
+        alice["fieldsV1"]["f:spec"]
+            .get("f:targetCPUUtilizationPercentage")
+            .is_none(),
+        "{alice:#}"
+    );
+    assert!(alice["fieldsV1"]["f:spec"].get("f:maxReplicas").is_some());
+}

@@ -385,3 +385,78 @@ fn kubectl_delete_cascade_foreground_orphan_and_background_do_what_they_say() {
 
     server.kubectl_ok(&["delete", "replicasets", "-l", "app=orphaned"]);
 }
+
+#[test]
+fn a_cronjob_runs_in_its_time_zone_and_a_schedule_naming_a_zone_is_refused() {
+    let ns = Netns::new();
+    let server = BerthServer::start(&ns);
+    // Suspended Jobs: the test is about when a run starts, not about its pods.
+    let cronjob = |name: &str, schedule: &str, zone: Option<&str>| {
+        json!({
+            "apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": name},
+            "spec": {"schedule": schedule, "timeZone": zone, "jobTemplate": {"spec": {
+                "suspend": true,
+                "template": {"spec": {"restartPolicy": "Never", "containers": [
+                    {"name": "main", "image": "busybox", "command": ["true"]}]}}}}}
+        })
+    };
+
+    for zone in [None, Some("UTC")] {
+        let refused = server.kubectl_stdin(
+            &["create", "-f", "-"],
+            &cronjob("zoned", "CRON_TZ=UTC 0 * * * *", zone).to_string(),
+        );
+        assert!(
+            !refused.status.success(),
+            "a zone in the schedule was accepted"
+        );
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            stderr.contains(r#"spec.schedule: Invalid value: "CRON_TZ=UTC 0 * * * *": cannot use TZ or CRON_TZ in schedule, use timeZone field instead"#),
+            "{stderr}"
+        );
+    }
+
+    // The next whole minute at least 15 s away, as a wall-clock time in Kolkata (UTC+05:30):
+    // a controller reading the schedule in UTC would run it five and a half hours off.
+    let now = jiff::Timestamp::now();
+    let target_second = (now.as_second() + 15).div_euclid(60) * 60 + 60;
+    let target = jiff::Timestamp::from_second(target_second).expect("a valid time");
+    let kolkata = jiff::tz::TimeZone::get("Asia/Kolkata").expect("the time zone database");
+    let local = target.to_zoned(kolkata);
+    let schedule = format!("{} {} * * *", local.minute(), local.hour());
+    let created = server.kubectl_stdin(
+        &["create", "-f", "-"],
+        &cronjob("kolkata", &schedule, Some("Asia/Kolkata")).to_string(),
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let mut last = None;
+    let ran = wait_until(Duration::from_secs(120), || {
+        last = get(&server, "cronjob/kolkata");
+        last.as_ref()
+            .is_some_and(|c| c["status"]["lastScheduleTime"].is_string())
+    });
+    assert!(
+        ran,
+        "no run at {schedule} Asia/Kolkata: {last:#?}\n{}",
+        server.log()
+    );
+    let expected = target.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let cron = last.unwrap_or(Value::Null);
+    assert_eq!(
+        cron["status"]["lastScheduleTime"],
+        expected.as_str(),
+        "{cron:#}"
+    );
+    let jobs = items(&server, &["jobs"]);
+    assert_eq!(jobs.len(), 1, "{jobs:#?}");
+    assert_eq!(
+        jobs[0]["metadata"]["name"],
+        format!("kolkata-{}", target_second / 60).as_str()
+    );
+    server.kubectl_ok(&["delete", "cronjobs,jobs", "--all"]);
+}

@@ -1,15 +1,18 @@
-//! `kubectl rollout pause` / `resume` through the real kubectl against a real `berth server` in
-//! a test-made network namespace. Pods need not run: the assertions count ReplicaSets and read
-//! conditions. Needs root (network namespaces); CI runs as root.
+//! `kubectl rollout pause` / `resume` / `status` through the real kubectl against a real
+//! `berth server` in a test-made network namespace. For pause and resume pods need not run: the
+//! assertions count ReplicaSets and read conditions; minReadySeconds runs real busybox pods.
+//! Needs root (network namespaces, cgroups); CI runs as root.
 
 mod common;
 
-use std::time::Duration;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
+use common::cluster::Cluster;
 use common::netns::Netns;
 use common::server::BerthServer;
 use common::wait_until;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -114,4 +117,100 @@ fn a_paused_deployment_makes_no_new_replica_set_until_it_is_resumed() {
     let history = server.kubectl_ok(&["rollout", "history", "deployment/app"]);
     assert!(history.contains('2'), "{history}");
     assert_ne!(progressing_reason(&server), "DeploymentPaused");
+}
+
+/// (ready, available) replicas of a Deployment as its status says.
+fn ready_and_available(server: &BerthServer, name: &str) -> (i64, i64) {
+    let out = server.kubectl(&["get", "deployment", name, "-o", "json"]);
+    let d: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let count = |field: &str| d["status"][field].as_i64().unwrap_or(0);
+    (count("readyReplicas"), count("availableReplicas"))
+}
+
+#[test]
+fn available_replicas_lag_ready_ones_by_min_ready_seconds_and_rollout_status_waits_for_them() {
+    const MIN_READY: u64 = 8;
+    let ns = Netns::new();
+    let cluster = Cluster::start(&ns);
+    let server = &cluster.server;
+    cluster.create(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "slow"},
+        "spec": {
+            "replicas": 2,
+            "minReadySeconds": MIN_READY,
+            "selector": {"matchLabels": {"app": "slow"}},
+            "template": {"metadata": {"labels": {"app": "slow"}}, "spec": {
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "main", "image": "busybox", "command": ["sleep", "3600"]}]}}
+        }
+    }));
+    let mut rollout = server
+        .command(&common::tools::kubectl())
+        .args(["rollout", "status", "deployment/slow", "--timeout=150s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl rollout status starts");
+
+    // Poll until both pods are ready, then until they are available: the rollout must not
+    // be reported done in between.
+    let mut ready_at = None;
+    let mut seen_ready_not_available = false;
+    let mut rollout_done_early = false;
+    let available = common::wait_until(Duration::from_secs(150), || {
+        let (ready, available) = ready_and_available(server, "slow");
+        if ready == 2 && ready_at.is_none() {
+            ready_at = Some(Instant::now());
+        }
+        if ready == 2 && available < 2 {
+            seen_ready_not_available = true;
+            rollout_done_early |= rollout.try_wait().ok().flatten().is_some();
+        }
+        available == 2
+    });
+    assert!(
+        available,
+        "the pods never became available\n{}",
+        server.log()
+    );
+    let available_at = Instant::now();
+    let ready_at = ready_at.expect("ready was seen before available");
+    assert!(
+        seen_ready_not_available,
+        "ready and available replicas never differed"
+    );
+    let lag = available_at - ready_at;
+    // Ready times have whole-second precision, and the first ready poll may come late.
+    assert!(
+        lag >= Duration::from_secs(MIN_READY - 3),
+        "available after only {lag:?} of {MIN_READY} s"
+    );
+    assert!(
+        !rollout_done_early,
+        "rollout status finished before availability"
+    );
+
+    let out = rollout
+        .wait_with_output()
+        .expect("kubectl rollout status ends");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Waiting for deployment \"slow\" rollout to finish"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("successfully rolled out"), "{stdout}");
+    let reason = server.kubectl_ok(&[
+        "get",
+        "deployment",
+        "slow",
+        "-o",
+        r#"jsonpath={.status.conditions[?(@.type=="Available")].status} {.status.conditions[?(@.type=="Progressing")].reason}"#,
+    ]);
+    assert_eq!(reason.trim(), "True NewReplicaSetAvailable");
+    server.kubectl_ok(&["delete", "deployment", "slow"]);
 }

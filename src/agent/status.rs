@@ -187,6 +187,14 @@ fn condition(old: &[Value], kind: &str, ok: bool, reason: Option<&str>, now: &st
     c
 }
 
+/// The pod conditions the agent computes; every other condition belongs to someone else.
+const AGENT_CONDITIONS: [&str; 4] = [
+    "PodReadyToStartContainers",
+    "Initialized",
+    "Ready",
+    "ContainersReady",
+];
+
 /// The pod's new `status`, keeping what is not the agent's (PodScheduled, qosClass, startTime
 /// once set).
 pub fn compute(old_status: &Value, restart_policy: &str, view: &PodView, now: &str) -> Value {
@@ -248,12 +256,17 @@ pub fn compute(old_status: &Value, restart_policy: &str, view: &PodView, now: &s
             c["message"] = json!(message);
         }
     }
-    if let Some(scheduled) = old_conditions
-        .iter()
-        .find(|c| c.get("type").and_then(Value::as_str) == Some("PodScheduled"))
-    {
-        conditions.push(scheduled.clone());
-    }
+    // Conditions others own (PodScheduled, DisruptionTarget, readiness gates) stay as they are.
+    conditions.extend(
+        old_conditions
+            .iter()
+            .filter(|c| {
+                !c.get("type")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| AGENT_CONDITIONS.contains(&t))
+            })
+            .cloned(),
+    );
     let mut status = Map::new();
     status.insert("phase".into(), json!(phase));
     status.insert("conditions".into(), Value::Array(conditions));
@@ -417,9 +430,11 @@ mod tests {
     }
 
     #[test]
-    fn a_running_pod_gets_ready_conditions_ips_and_keeps_scheduled_and_qos() {
+    fn a_running_pod_gets_ready_conditions_ips_and_keeps_others_conditions_and_qos() {
         let old = json!({"qosClass": "BestEffort", "conditions": [
-            {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}]});
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+            {"type": "Ready", "status": "False", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+            {"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}]});
         let status = compute(
             &old,
             "Always",
@@ -445,7 +460,8 @@ mod tests {
                 ("Initialized", "True"),
                 ("Ready", "True"),
                 ("ContainersReady", "True"),
-                ("PodScheduled", "True")
+                ("PodScheduled", "True"),
+                ("DisruptionTarget", "True")
             ]
         );
         let cs = &status["containerStatuses"][0];

@@ -942,8 +942,10 @@ impl PodWorker {
         );
         let name = pod.metadata.name.as_deref().unwrap_or_default();
         let patch = json!({"status": new});
+        // Strategic merge keys conditions by type, so a condition someone else adds meanwhile
+        // (an eviction's DisruptionTarget) is not overwritten by this older view.
         if let Err(e) = api
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch_status(name, &PatchParams::default(), &Patch::Strategic(&patch))
             .await
         {
             tracing::warn!(pod = %name, error = %e, "cannot write pod status");

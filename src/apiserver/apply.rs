@@ -193,7 +193,7 @@ fn sync_last_applied(result: &mut Value, config: &Value) {
 }
 
 /// The 409 upstream answers: one cause per conflicting field.
-fn conflict_error(mut conflicts: Vec<(String, Vec<String>)>) -> ApiError {
+pub fn conflict_error(mut conflicts: Vec<(String, Vec<String>)>) -> ApiError {
     conflicts.sort();
     let count: usize = conflicts.iter().map(|(_, paths)| paths.len()).sum();
     let message = if count == 1 {

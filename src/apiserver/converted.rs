@@ -68,10 +68,10 @@ async fn forward(
             rest::handle(server, on_stored, request).await
         }
         Method::PATCH if PatchType::from_content_type(&content_type)? == PatchType::Apply => {
-            let (parts, body) = request.into_parts();
-            let config = read_object(server, &parts, body).await?;
-            let converted = to_stored(served, config, current().as_ref());
-            let request = with_json_body(parts, &converted, "application/apply-patch+yaml");
+            // Applied in the served version (`converted_apply`), so that managedFields name
+            // the fields as its manager wrote them.
+            let mut request = request;
+            request.extensions_mut().insert(AppliedAs(served));
             rest::handle(server, on_stored, request).await
         }
         Method::PATCH => {
@@ -84,6 +84,10 @@ async fn forward(
     };
     Ok(served_response(served, response).await)
 }
+
+/// Marks an apply request forwarded to the stored resource with the resource it was made to.
+#[derive(Clone, Copy)]
+pub struct AppliedAs(pub &'static Resource);
 
 /// A patch in the served version: applied to the served view of the stored object, then written
 /// as an update pinned to the resourceVersion it was computed from (retried on a race).

@@ -7,6 +7,7 @@ pub(crate) mod apply;
 pub mod auth_limit;
 pub mod authn;
 mod converted;
+mod converted_apply;
 pub mod discovery;
 mod fieldset;
 pub mod kubelet_proxy;

@@ -160,10 +160,23 @@ async fn dispatch(
             if patch_type == PatchType::Strategic && crate::crd::hooks::refuses_strategic_merge(r) {
                 return Err(ApiError::unsupported_media_type(&content_type));
             }
+            let applied_as = request
+                .extensions()
+                .get::<super::converted::AppliedAs>()
+                .map(|a| a.0);
             let patch_body = read_body(server, request).await?;
             if patch_type == PatchType::Apply {
-                return server_side_apply(server, &target, part, &query, manager()?, &patch_body)
-                    .await;
+                let manager = manager()?;
+                return server_side_apply(
+                    server,
+                    &target,
+                    part,
+                    &query,
+                    manager,
+                    &patch_body,
+                    applied_as,
+                )
+                .await;
             }
             if query.force {
                 return Err(managed::invalid_options(crate::api::Cause::forbidden(
@@ -235,7 +248,8 @@ async fn dispatch(
 }
 
 /// PATCH with an apply configuration: merges it into the object, or creates the object from it
-/// when there is none yet (as upstream does).
+/// when there is none yet (as upstream does). `applied_as`: the configuration is in the version
+/// of that resource, served by conversion of `target`'s.
 async fn server_side_apply(
     server: &ApiServer,
     target: &ResourceRequest,
@@ -243,6 +257,7 @@ async fn server_side_apply(
     query: &Query,
     manager: Manager,
     body: &[u8],
+    applied_as: Option<&'static crate::api::resources::Resource>,
 ) -> ApiResult<Response> {
     let r = target.resource;
     let namespace = target.namespace.clone().unwrap_or_default();
@@ -254,18 +269,25 @@ async fn server_side_apply(
             field: "fieldManager".into(),
         }));
     }
-    let config = apply::decode_config(r, &name, body)?;
-    let (_, warnings) = check_fields(r, config.clone(), query.field_validation)?;
+    let config_resource = applied_as.unwrap_or(r);
+    let config = apply::decode_config(config_resource, &name, body)?;
+    let (_, warnings) = check_fields(config_resource, config.clone(), query.field_validation)?;
+    let apply_to = |live: Option<&Value>| match applied_as {
+        Some(served) => {
+            super::converted_apply::apply(served, r, part, live, &config, &manager, query.force)
+        }
+        None => apply::apply(r, part, live, &config, &manager, query.force),
+    };
     let updated = server
         .registry
         .update_with(r, &namespace, &name, part, query.dry_run, |old| {
-            apply::apply(r, part, Some(old), &config, &manager, query.force)
+            apply_to(Some(old))
         })
         .await;
     match updated {
         Ok(updated) => Ok(with_warnings(json_response(200, &updated), &warnings)),
         Err(e) if e.code == 404 && part == Part::Main => {
-            let new = apply::apply(r, part, None, &config, &manager, query.force)?;
+            let new = apply_to(None)?;
             let created = server
                 .registry
                 .create(r, &namespace, new, query.dry_run)

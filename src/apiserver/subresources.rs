@@ -306,11 +306,89 @@ async fn evict(
             check_budget(server, pods, pdbs, namespace, &pdb, &pod, dry_run).await?;
         }
     }
+    if !opts.dry_run {
+        mark_disruption_target(server, pods, namespace, name, &mut opts).await?;
+    }
     server.registry.delete(pods, namespace, name, &opts).await?;
     Ok(json_response(
         201,
         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
     ))
+}
+
+/// Marks the pod `DisruptionTarget` before it is deleted, as upstream's eviction does, so that
+/// whoever counts the pod's end (a Job's pod failure policy) can tell an eviction from a
+/// failure. The delete's preconditions are checked here against the pod being marked, and a
+/// resourceVersion precondition moves on to the marked pod: the mark is our own write.
+async fn mark_disruption_target(
+    server: &ApiServer,
+    pods: &'static Resource,
+    namespace: &str,
+    name: &str,
+    opts: &mut DeleteOptions,
+) -> ApiResult<()> {
+    let marked = server
+        .registry
+        .update_with(pods, namespace, name, Part::Status, false, |old| {
+            if let Some(uid) = &opts.precondition_uid {
+                let actual = meta::meta_str(old, "uid");
+                if !uid.is_empty() && uid != actual {
+                    return Err(ApiError::conflict("", "Pod", name, &format!(
+                        "the UID in the precondition ({uid}) does not match the UID in record ({actual}). The object might have been deleted and then recreated"
+                    )));
+                }
+            }
+            if let Some(rv) = &opts.precondition_resource_version {
+                let actual = meta::resource_version(old);
+                if !rv.is_empty() && rv != actual {
+                    return Err(ApiError::conflict("", "Pod", name, &format!(
+                        "the ResourceVersion in the precondition ({rv}) does not match the ResourceVersion in record ({actual}). The object might have been modified"
+                    )));
+                }
+            }
+            Ok(with_condition(
+                old,
+                "DisruptionTarget",
+                "EvictionByEvictionAPI",
+                "Eviction API: evicting",
+                &meta::now_rfc3339(),
+            ))
+        })
+        .await?;
+    if opts.precondition_resource_version.is_some() {
+        opts.precondition_resource_version = Some(meta::resource_version(&marked).to_string());
+    }
+    Ok(())
+}
+
+/// `pod` with the condition `type_` True for `reason`, as upstream's `UpdatePodCondition`: the
+/// transition time moves only when the status changes.
+fn with_condition(pod: &Value, type_: &str, reason: &str, message: &str, now: &str) -> Value {
+    let mut new = pod.clone();
+    let mut conditions: Vec<Value> = pod
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let fresh = json!({"type": type_, "status": "True", "reason": reason, "message": message,
+        "lastProbeTime": null, "lastTransitionTime": now});
+    match conditions.iter_mut().find(|c| c["type"] == type_) {
+        Some(existing) => {
+            let since = if existing["status"] == "True" {
+                existing["lastTransitionTime"].clone()
+            } else {
+                json!(now)
+            };
+            *existing = fresh;
+            existing["lastTransitionTime"] = since;
+        }
+        None => conditions.push(fresh),
+    }
+    if !new["status"].is_object() {
+        new["status"] = json!({});
+    }
+    new["status"]["conditions"] = Value::Array(conditions);
+    new
 }
 
 fn resource(group: &str, plural: &str) -> ApiResult<&'static Resource> {
@@ -602,6 +680,33 @@ mod tests {
         );
         let percent_min = json!({"spec": {"minAvailable": "50%"}});
         assert_eq!(budget_numbers(&percent_min, &pods).1, 2);
+    }
+
+    #[test]
+    fn an_eviction_mark_adds_disruption_target_and_keeps_the_other_conditions() {
+        let pod = json!({"status": {"phase": "Running", "conditions": [
+            {"type": "Ready", "status": "True", "lastTransitionTime": "t0"}]}});
+        let marked = with_condition(&pod, "DisruptionTarget", "EvictionByEvictionAPI", "m", "t1");
+        let conditions = marked["status"]["conditions"].as_array().unwrap();
+        assert_eq!(conditions.len(), 2);
+        assert_eq!(conditions[0]["type"], "Ready");
+        assert_eq!(conditions[1]["type"], "DisruptionTarget");
+        assert_eq!(conditions[1]["status"], "True");
+        assert_eq!(conditions[1]["reason"], "EvictionByEvictionAPI");
+        assert_eq!(conditions[1]["lastTransitionTime"], "t1");
+        let again = with_condition(
+            &marked,
+            "DisruptionTarget",
+            "EvictionByEvictionAPI",
+            "m",
+            "t2",
+        );
+        assert_eq!(
+            again["status"]["conditions"][1]["lastTransitionTime"], "t1",
+            "a condition that stays True keeps its transition time"
+        );
+        let bare = with_condition(&json!({"metadata": {}}), "DisruptionTarget", "r", "m", "t");
+        assert_eq!(bare["status"]["conditions"][0]["reason"], "r");
     }
 
     #[test]

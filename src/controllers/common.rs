@@ -164,6 +164,44 @@ pub async fn publish(
     }
 }
 
+/// Marks `pod` with a `DisruptionTarget` condition before a controller deletes it, as upstream
+/// does, so that a Job's pod failure policy can tell the disruption from a failure. `fail` also
+/// moves a pod that is not finished to phase Failed (pod GC does: no kubelet will). A pod that
+/// is already gone is no error.
+pub async fn mark_disruption_target(
+    client: &kube::Client,
+    pod: &Pod,
+    reason: &str,
+    message: &str,
+    fail: bool,
+) -> Result<(), kube::Error> {
+    let (Some(name), Some(namespace)) = (&pod.metadata.name, &pod.metadata.namespace) else {
+        return Ok(());
+    };
+    let mut status = serde_json::json!({"conditions": [{
+        "type": "DisruptionTarget",
+        "status": "True",
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": crate::api::meta::now_rfc3339(),
+    }]});
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    if fail && !matches!(phase, Some("Succeeded" | "Failed")) {
+        status["phase"] = "Failed".into();
+    }
+    let api: kube::Api<Pod> = kube::Api::namespaced(client.clone(), namespace);
+    // Strategic merge keys conditions by type: the pod's other conditions stay.
+    let patch = kube::api::Patch::Strategic(serde_json::json!({"status": status}));
+    match api
+        .patch_status(name, &kube::api::PatchParams::default(), &patch)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// JSON with object keys sorted, whatever map type serde_json was built with: the stable bytes
 /// that template and revision hashes are computed over.
 pub fn write_canonical_json(value: &serde_json::Value, out: &mut Vec<u8>) {

@@ -449,6 +449,42 @@ mod tests {
     }
 
     #[test]
+    fn the_next_run_is_computed_in_the_cronjobs_time_zone_on_a_fixed_clock() {
+        let schedule = Schedule::parse("0 9 * * *").unwrap();
+        // spec.timeZone is the zone the schedule runs in, whatever the host's.
+        let Ok(tz) = cron::time_zone(Some("America/New_York"), &schedule) else {
+            // No time zone database on this host: nothing to check.
+            return;
+        };
+        let created = utc(2026, 1, 10, 0, 0);
+        // 09:00 in New York in winter (EST, UTC-5) is 14:00 UTC: not due at 13:59 UTC...
+        let before = due(
+            &schedule,
+            &tz,
+            None,
+            created,
+            None,
+            utc(2026, 1, 10, 13, 59),
+        );
+        assert_eq!(before.most_recent, None);
+        // ...due at 14:00 UTC, and never at 09:00 UTC.
+        let at = due(&schedule, &tz, None, created, None, utc(2026, 1, 10, 14, 0));
+        assert_eq!(at.most_recent, Some(utc(2026, 1, 10, 14, 0)));
+        assert_eq!(at.missed, 1);
+        // In summer (EDT, UTC-4) the same schedule runs an hour earlier in UTC.
+        assert_eq!(
+            schedule.next_after(utc(2026, 7, 1, 0, 0), &tz),
+            Some(utc(2026, 7, 1, 13, 0))
+        );
+        // The zone is the spec's even when the controller's own clock is elsewhere: UTC's
+        // next 09:00 would be 09:00 UTC.
+        assert_ne!(
+            schedule.next_after(created, &tz),
+            schedule.next_after(created, &TimeZone::UTC)
+        );
+    }
+
+    #[test]
     fn nothing_is_due_before_the_first_scheduled_time() {
         let created = utc(2026, 5, 1, 12, 0) + SignedDuration::from_secs(10);
         let now = created + SignedDuration::from_secs(30);

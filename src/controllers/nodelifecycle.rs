@@ -344,6 +344,14 @@ async fn evict_intolerant_pods(
             format!("Marking for deletion Pod {namespace}/{name}"),
         )
         .await;
+        common::mark_disruption_target(
+            client,
+            &pod,
+            "DeletionByTaintManager",
+            "Taint manager: deleting due to NoExecute taint",
+            false,
+        )
+        .await?;
         let params = DeleteParams {
             preconditions: Some(Preconditions {
                 uid: pod.metadata.uid.clone(),

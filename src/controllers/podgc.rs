@@ -60,6 +60,14 @@ async fn collect(client: &kube::Client, settings: Settings) -> Result<(), Error>
             continue;
         }
         tracing::info!(pod = ?pod.metadata.name, %node, "deleting a pod whose node is gone");
+        super::common::mark_disruption_target(
+            client,
+            pod,
+            "DeletionByPodGC",
+            "PodGC: node no longer exists",
+            true,
+        )
+        .await?;
         force_delete(client, pod).await?;
     }
     Ok(())

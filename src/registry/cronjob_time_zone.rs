@@ -1,5 +1,7 @@
 //! Validation of a CronJob's `spec.timeZone`, with upstream's messages: a zone the controller
 //! could not schedule in is refused at write time rather than failing later in the controller.
+//! A zone in the schedule itself (`CRON_TZ=` / `TZ=`) is refused on new objects, as upstream;
+//! objects that already had one keep it, but not together with `spec.timeZone`.
 
 use jiff::tz::TimeZone;
 use serde_json::Value;
@@ -7,6 +9,7 @@ use serde_json::Value;
 use crate::api::Cause;
 
 const FIELD: &str = "spec.timeZone";
+const SCHEDULE_FIELD: &str = "spec.schedule";
 
 pub fn validate(cron_job: &Value, causes: &mut Vec<Cause>) {
     let Some(zone) = cron_job.pointer("/spec/timeZone") else {
@@ -43,6 +46,32 @@ pub fn validate(cron_job: &Value, causes: &mut Vec<Cause>) {
     }
 }
 
+/// Upstream's `validateScheduleFormat` rule on zones in `spec.schedule`: a schedule naming a
+/// zone is allowed only when the stored object's (`old`) already did, and then never together
+/// with `spec.timeZone`. Upstream looks for "TZ" anywhere in the text, and so does this.
+pub fn validate_schedule_zone(cron_job: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
+    let schedule_of = |obj: &Value| {
+        obj.pointer("/spec/schedule")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let schedule = schedule_of(cron_job);
+    if !schedule.contains("TZ") {
+        return;
+    }
+    let grandfathered = old.is_some_and(|o| schedule_of(o).contains("TZ"));
+    let has_zone = cron_job
+        .pointer("/spec/timeZone")
+        .is_some_and(|z| !z.is_null());
+    let message = match (grandfathered, has_zone) {
+        (false, _) => "cannot use TZ or CRON_TZ in schedule, use timeZone field instead",
+        (true, true) => "cannot use both timeZone field and TZ or CRON_TZ in schedule",
+        (true, false) => return,
+    };
+    causes.push(Cause::invalid(SCHEDULE_FIELD, &schedule, message));
+}
+
 /// `[A-Za-z.\-_0-9+]{1,14}`, not `.`/`..`, not starting with `-`.
 fn plausible_part(part: &str) -> bool {
     (1..=14).contains(&part.len())
@@ -69,6 +98,39 @@ mod tests {
             .into_iter()
             .map(|c| format!("{}: {}", c.field, c.message))
             .collect()
+    }
+
+    fn schedule_messages(schedule: &str, zone: Value, old_schedule: Option<&str>) -> Vec<String> {
+        let cron_job = json!({"spec": {"schedule": schedule, "timeZone": zone}});
+        let old = old_schedule.map(|s| json!({"spec": {"schedule": s}}));
+        let mut causes = Vec::new();
+        validate_schedule_zone(&cron_job, old.as_ref(), &mut causes);
+        causes
+            .into_iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect()
+    }
+
+    #[test]
+    fn a_new_schedule_may_not_name_a_zone_and_an_old_one_not_together_with_time_zone() {
+        assert_eq!(
+            schedule_messages("CRON_TZ=UTC 0 * * * *", Value::Null, None),
+            ["spec.schedule: Invalid value: \"CRON_TZ=UTC 0 * * * *\": cannot use TZ or CRON_TZ in schedule, use timeZone field instead"]
+        );
+        assert_eq!(
+            schedule_messages("TZ=UTC 0 * * * *", json!("UTC"), Some("0 * * * *")),
+            ["spec.schedule: Invalid value: \"TZ=UTC 0 * * * *\": cannot use TZ or CRON_TZ in schedule, use timeZone field instead"],
+            "an update may not add a zone to a schedule that had none"
+        );
+        assert_eq!(
+            schedule_messages("TZ=UTC 0 * * * *", json!("UTC"), Some("TZ=UTC 0 * * * *")),
+            ["spec.schedule: Invalid value: \"TZ=UTC 0 * * * *\": cannot use both timeZone field and TZ or CRON_TZ in schedule"]
+        );
+        assert!(
+            schedule_messages("TZ=UTC 5 * * * *", Value::Null, Some("TZ=UTC 0 * * * *")).is_empty(),
+            "a stored schedule with a zone may stay so"
+        );
+        assert!(schedule_messages("0 * * * *", json!("UTC"), None).is_empty());
     }
 
     #[test]

@@ -308,6 +308,7 @@ impl Registry {
             kinds::validate_name(r, &name, &mut causes);
             meta::validate_labels_and_annotations(&obj, &mut causes);
             causes.extend(validation::validate(r, &obj));
+            causes.extend(validation::validate_create(r, &obj));
             crate::crd::hooks::validate(r, &obj, None, &mut causes);
             if !causes.is_empty() {
                 return Err(ApiError::invalid(r.group, r.kind, &name, causes));

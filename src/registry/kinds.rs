@@ -14,6 +14,13 @@ use crate::api::{ApiError, ApiResult, Cause};
 /// with a 400 and drops fields the kind does not have, like the upstream decoder.
 pub fn normalize(resource: &Resource, body: Value) -> ApiResult<Value> {
     use k8s_openapi::api::*;
+    // Served by conversion, not stored: it has a shape of its own (server-side apply through
+    // it compares objects in that shape).
+    if (resource.group, resource.version, resource.kind)
+        == ("autoscaling", "v1", "HorizontalPodAutoscaler")
+    {
+        return roundtrip::<autoscaling::v1::HorizontalPodAutoscaler>(resource, body);
+    }
     macro_rules! typed {
         ($($group:literal $kind:literal => $ty:ty),* $(,)?) => {
             match (resource.group, resource.kind) {

@@ -68,10 +68,22 @@ pub fn validate(resource: &Resource, obj: &Value) -> Vec<Cause> {
     causes
 }
 
+/// Problems only a new object can have: rules that spare objects stored before them.
+pub fn validate_create(resource: &Resource, obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    if (resource.group, resource.kind) == ("batch", "CronJob") {
+        super::cronjob_time_zone::validate_schedule_zone(obj, None, &mut causes);
+    }
+    causes
+}
+
 /// Problems with changing `old` into `new`: immutable fields.
 pub fn validate_update(resource: &Resource, old: &Value, new: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
     match (resource.group, resource.kind) {
+        ("batch", "CronJob") => {
+            super::cronjob_time_zone::validate_schedule_zone(new, Some(old), &mut causes);
+        }
         ("", "Pod") => pod_update(old, new, &mut causes),
         ("apps", "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet") => {
             immutable(old, new, "spec.selector", &mut causes);
