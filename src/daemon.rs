@@ -197,14 +197,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     api.set_ready();
     tracing::info!(%url, kubeconfig = %config.kubeconfig_path().display(), "berth API server is ready");
     notify_systemd("READY=1");
-    tokio::spawn(async {
-        // Start-up work (PKI, store recovery, bootstrap, controllers' first sync) is over by then.
-        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
-        let trim = tokio::task::spawn_blocking(crate::runtime::memory::trim_after_startup);
-        if let Ok(trimmed) = trim.await {
-            tracing::debug!(?trimmed, "returned start-up memory to the kernel");
-        }
-    });
+    tokio::spawn(crate::runtime::memory::return_memory_while_running());
 
     // Controllers act through the API like any other client; with a store other servers share
     // (etcd), only on the one that holds the controllers' lease.

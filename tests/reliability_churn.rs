@@ -194,6 +194,20 @@ fn nft_counts(ns: &Netns) -> NftCounts {
     NftCounts { rules, elements }
 }
 
+/// The ClusterIP and NodePort allocation keys the existing services hold, as the store names
+/// them.
+fn service_allocations(server: &BerthServer) -> BTreeSet<String> {
+    let list: Value =
+        serde_json::from_str(&server.kubectl_ok(&["get", "services", "-A", "-o", "json"]))
+            .expect("kubectl prints JSON");
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(berth::registry::services::keys_of)
+        .collect()
+}
+
 /// The pod cgroups of `uids` still present in any hierarchy.
 fn pod_cgroups_left(uids: &[String]) -> Vec<String> {
     let mut left = Vec::new();
@@ -283,6 +297,7 @@ fn churn(total: usize) {
         "the warm-up pod was never torn down"
     );
     let nft_before = nft_counts(&ns);
+    let allocations_before = service_allocations(&cluster.server);
     let workers = workers();
     let started = Instant::now();
     std::thread::scope(|scope| {
@@ -300,7 +315,10 @@ fn churn(total: usize) {
                         *settled.lock().unwrap() = Some((fd_count(pid), rss_kib(pid)));
                     }
                     if finished % sample_every == 0 {
-                        rss_curve.lock().unwrap().push((finished, rss_kib(pid)));
+                        let rss = rss_kib(pid);
+                        rss_curve.lock().unwrap().push((finished, rss));
+                        // As it goes: a long run can be watched (and profiled) while it runs.
+                        eprintln!("{finished} cycles: RSS {rss} KiB");
                     }
                 }
             });
@@ -380,10 +398,11 @@ fn churn(total: usize) {
     }
 
     // The service allocations live in the store: read them with berth stopped.
+    let services_after = service_allocations(&cluster.server);
     cluster.server.kill9();
     let store = berth::store::Store::open(&data_dir.join("berth.redb"), Default::default())
         .expect("open the store");
-    let allocations: Vec<String> = store
+    let allocations: BTreeSet<String> = store
         .list("/allocations/", None, 0)
         .expect("list allocations")
         .kvs
@@ -391,6 +410,14 @@ fn churn(total: usize) {
         .map(|kv| kv.key)
         .collect();
     drop(store);
+    assert_eq!(
+        services_after, allocations_before,
+        "the services left after the churn are not those before it"
+    );
+    assert_eq!(
+        allocations, allocations_before,
+        "ClusterIP and NodePort allocations in the store differ from those before the churn"
+    );
     for ip in &handed.cluster_ips {
         assert!(
             !allocations.iter().any(|k| k.ends_with(&format!("/{ip}"))),

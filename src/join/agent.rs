@@ -195,15 +195,7 @@ pub async fn run(config: Config, options: AgentOptions) -> anyhow::Result<()> {
         anyhow::bail!("the network policy controller stopped")
     });
     tracing::info!(node = %node_name, server = %options.server_url, "berth agent is running");
-    tokio::spawn(async {
-        // As the server does: joining, TLS set-up and the first lists ran code an idle agent
-        // never runs again; its pages go back to the kernel once the node has settled.
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        let trim = tokio::task::spawn_blocking(crate::runtime::memory::trim_after_startup);
-        if let Ok(trimmed) = trim.await {
-            tracing::debug!(?trimmed, "returned start-up memory to the kernel");
-        }
-    });
+    tokio::spawn(crate::runtime::memory::return_memory_while_running());
 
     let outcome = tokio::select! {
         signal = crate::daemon::shutdown_signal() => {

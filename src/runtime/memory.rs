@@ -7,8 +7,23 @@
 //! has settled we ask the kernel to reclaim the executable's mappings (`MADV_PAGEOUT`, Linux 5.4+)
 //! and glibc to return its free heap. Code that is still used faults straight back in; the rest
 //! leaves RAM until it is needed.
+//!
+//! A running node keeps handing back free heap ([`return_memory_while_running`]): glibc gives
+//! the kernel only what is freed at the top of an arena, so pages freed in the middle of the
+//! heap by the churn of requests, watches and pods stay resident for good. Under a churn of pods
+//! and their objects the server's glibc heap held twice the memory in use, spread over a dozen
+//! arenas; trimming every half-minute hands the free part back.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long after start the node has settled: start-up work (PKI, store recovery, bootstrap,
+/// the controllers' first sync) is over by then.
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// How often a running node hands its free heap back. A trim takes milliseconds and pages that
+/// are used again fault back in, so a short period costs little and keeps RSS level.
+const FREE_HEAP_RETURN_PERIOD: Duration = Duration::from_secs(30);
 
 /// What a trim asked the kernel to reclaim.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -100,15 +115,83 @@ pub fn trim_after_startup() -> Trimmed {
     trimmed
 }
 
+/// Once the node has settled, returns start-up-only memory to the kernel, then its free heap
+/// every [`FREE_HEAP_RETURN_PERIOD`]. Never ends: spawn it and let it go with the runtime.
+pub async fn return_memory_while_running() {
+    tokio::time::sleep(SETTLE).await;
+    if let Ok(trimmed) = tokio::task::spawn_blocking(trim_after_startup).await {
+        tracing::debug!(?trimmed, "returned start-up memory to the kernel");
+    }
+    let mut ticks = tokio::time::interval(FREE_HEAP_RETURN_PERIOD);
+    // A node that was suspended trims once on waking, not once per missed period.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await; // The first tick is immediate: start-up's trim just ran.
+    loop {
+        ticks.tick().await;
+        // Off the async workers: a trim walks every arena's free lists under its lock.
+        let _ = tokio::task::spawn_blocking(return_free_heap).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[cfg(target_env = "gnu")]
     #[test]
-    fn glibc_accepts_a_cap_on_malloc_arenas() {
-        // A cap above what a test process uses: it must not slow the other tests down.
-        assert!(limit_malloc_arenas(64));
+    fn returning_free_heap_hands_pages_freed_between_live_blocks_back_to_the_kernel() {
+        // Blocks below glibc's mmap threshold live in an arena; freeing every other one leaves
+        // free pages between live blocks, which glibc keeps resident until a trim.
+        const BLOCK: usize = 16 * 1024;
+        let blocks: Vec<Vec<u8>> = (0..1_024).map(|_| vec![1u8; BLOCK]).collect();
+        let page = page_size();
+        let mut kept = Vec::new();
+        let mut freed_pages = Vec::new();
+        for (i, block) in blocks.into_iter().enumerate() {
+            if i % 2 == 0 {
+                kept.push(block);
+            } else {
+                // A whole page inside the block, clear of the free-list links glibc writes at
+                // the start of a free chunk.
+                let page_start = (block.as_ptr() as usize + 64).next_multiple_of(page);
+                if page_start + page <= block.as_ptr() as usize + BLOCK {
+                    freed_pages.push(page_start);
+                }
+            }
+        }
+        let resident = |pages: &[usize]| pages.iter().filter(|p| is_resident(**p)).count();
+        let before = resident(&freed_pages);
+        return_free_heap();
+        let after = resident(&freed_pages);
+        assert!(kept.iter().all(|b| b[0] == 1 && b[BLOCK - 1] == 1));
+        assert!(
+            before * 10 >= freed_pages.len() * 9,
+            "freed but not yet trimmed, the pages are still resident: {before} of {}",
+            freed_pages.len()
+        );
+        // Tests on other threads may take a few of those chunks again meanwhile.
+        assert!(
+            after * 2 < freed_pages.len(),
+            "{after} of {} freed pages still resident after the trim",
+            freed_pages.len()
+        );
+    }
+
+    fn page_size() -> usize {
+        // SAFETY: sysconf only reads a system constant.
+        let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        usize::try_from(size).unwrap_or(4096)
+    }
+
+    /// Whether the page at `address` is in RAM: bit 63 of its entry in /proc/self/pagemap.
+    fn is_resident(address: usize) -> bool {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut pagemap = std::fs::File::open("/proc/self/pagemap").expect("open pagemap");
+        let entry = (address / page_size()) as u64 * 8;
+        pagemap.seek(SeekFrom::Start(entry)).expect("seek pagemap");
+        let mut bytes = [0u8; 8];
+        pagemap.read_exact(&mut bytes).expect("read pagemap");
+        u64::from_le_bytes(bytes) >> 63 == 1
     }
 
     const MAPS: &str = "\
