@@ -126,13 +126,21 @@ async fn dispatch(
                     &format!("{} across all namespaces", r.plural),
                 ));
             }
+            let started = std::time::Instant::now();
             let body = read_json(server, request).await?;
+            let read = started.elapsed();
             let (mut body, warnings) = check_fields(r, body, query.field_validation)?;
             managed::record_normalized_update(r, part, None, &mut body, &manager()?);
+            let prepared = started.elapsed();
             let created = registry
                 .create_normalized(r, &namespace, body, query.dry_run)
                 .await?;
-            Ok(with_warnings(json_response(201, &created), &warnings))
+            let stored = started.elapsed();
+            let response = with_warnings(json_response(201, &created), &warnings);
+            tracing::debug!(target: "berth::apiserver::timing", read_us = read.as_micros(),
+                prepared_us = prepared.as_micros(), created_us = stored.as_micros(),
+                encoded_us = started.elapsed().as_micros(), "create answered");
+            Ok(response)
         }
         (&Method::PUT, Some(name)) => {
             let body = read_json(server, request).await?;

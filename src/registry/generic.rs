@@ -336,10 +336,13 @@ impl Registry {
                 false => Vec::new(),
             };
             let template = RevisionTemplate::new(&mut obj);
+            let storing = std::time::Instant::now();
             let created = self
                 .store
                 .create(&key, move |rev| template.render(rev))
                 .await;
+            tracing::debug!(target: "berth::apiserver::timing",
+                store_us = storing.elapsed().as_micros(), "create stored");
             if created.is_err() {
                 services::release_keys(&self.store, &allocations).await;
             }

@@ -502,7 +502,11 @@ impl RedbStore {
 
     async fn submit(&self, op: WriteOp) -> Result<Outcome, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Request::Write { op, reply })?;
+        self.send(Request::Write {
+            op,
+            reply,
+            queued: std::time::Instant::now(),
+        })?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 

@@ -72,6 +72,35 @@ impl<T> Queue<T> {
         self.wake.notify_one();
     }
 
+    /// While a group syncs: waits for the sync to finish (first) or for more requests to join
+    /// the next group (taking up to `max`, `max` > 0), the close, or `recheck` (then the caller
+    /// looks at the sync itself: a sync thread that died never signals). Unlike
+    /// [`Queue::wait`], handing out requests leaves a finished sync signalled.
+    pub fn wait_during_sync(&self, max: usize, recheck: Duration) -> Wake<T> {
+        let deadline = Instant::now() + recheck;
+        let mut state = self.state();
+        loop {
+            if std::mem::take(&mut state.synced) {
+                return Wake::Synced;
+            }
+            if !state.items.is_empty() {
+                let n = state.items.len().min(max.max(1));
+                return Wake::Items(state.items.drain(..n).collect());
+            }
+            if state.closed {
+                return Wake::Closed;
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return Wake::Timeout;
+            };
+            state = self
+                .wake
+                .wait_timeout(state, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
     /// Waits for requests (taking up to `max`), a finished sync, the close, or `timeout`.
     /// Requests come first: a finished sync is settled with the next batch anyway.
     pub fn wait(&self, max: usize, timeout: Option<Duration>) -> Wake<T> {
@@ -145,6 +174,42 @@ mod tests {
             Wake::Synced
         ));
         syncer.join().unwrap();
+    }
+
+    #[test]
+    fn during_a_sync_a_finished_sync_comes_before_waiting_requests() {
+        let queue = Queue::default();
+        queue.push(1).unwrap();
+        queue.synced();
+        assert!(matches!(
+            queue.wait_during_sync(8, Duration::from_secs(30)),
+            Wake::Synced
+        ));
+        assert!(
+            matches!(queue.wait_during_sync(8, Duration::from_secs(30)), Wake::Items(v) if v == [1])
+        );
+    }
+
+    #[test]
+    fn during_a_sync_requests_arriving_later_are_handed_out_as_they_come() {
+        let queue = Arc::new(Queue::default());
+        let sender = {
+            let queue = Arc::clone(&queue);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                queue.push(7).unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+                queue.synced();
+            })
+        };
+        assert!(
+            matches!(queue.wait_during_sync(8, Duration::from_secs(30)), Wake::Items(v) if v == [7])
+        );
+        assert!(matches!(
+            queue.wait_during_sync(8, Duration::from_secs(30)),
+            Wake::Synced
+        ));
+        sender.join().unwrap();
     }
 
     #[test]

@@ -514,6 +514,38 @@ async fn concurrent_updates_share_commits_and_get_distinct_revisions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_arriving_while_a_group_syncs_all_share_the_next_group() {
+    let (dir, store) = open_temp(StoreOptions::default());
+    let path = dir.path().join("store.redb");
+    store.create("/warm", text("0")).await.unwrap();
+    let commits_before = store.stats().commits;
+    wal::failing::slow_next_append(&wal::path_for(&path), Duration::from_millis(600));
+    let syncing = {
+        let store = store.clone();
+        tokio::spawn(async move { store.create("/syncing", text("1")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // They arrive one by one while the first group is in its (slow) sync: the first of them
+    // finds the writer idle, the others find it waiting on that sync.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let store = store.clone();
+        tasks.spawn(async move { store.create(&format!("/later/{i}"), text("2")).await });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert!(!syncing.is_finished(), "the first group is still syncing");
+    let first = syncing.await.unwrap().unwrap().mod_revision;
+    while let Some(result) = tasks.join_next().await {
+        assert!(result.unwrap().unwrap().mod_revision > first);
+    }
+    let commits = store.stats().commits - commits_before;
+    assert_eq!(
+        commits, 2,
+        "the slow group, then one group of the 8 later writes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_whose_history_is_compacted_while_it_reads_ends_instead_of_skipping() {
     // 1,200 writes with 900 kept: below the automatic compaction point, so only the explicit
     // compact() below moves the horizon (to 300, past the first history chunk).

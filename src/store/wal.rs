@@ -168,6 +168,10 @@ impl Wal {
     /// Appends one record and waits until it is on disk. Returns its offset, for [`Wal::undo`].
     pub fn append(&mut self, body: &[u8]) -> Result<u64, StoreError> {
         #[cfg(test)]
+        if let Some(delay) = failing::take_slow(&self.path) {
+            std::thread::sleep(delay);
+        }
+        #[cfg(test)]
         if failing::take(&self.path) {
             return Err(wal_error(
                 self.path.clone(),
@@ -253,13 +257,29 @@ impl Wal {
     }
 }
 
-/// Test hook: logs whose next append fails, as a dying disk's would.
+/// Test hooks: logs whose next append fails, as a dying disk's would, or takes its time, as a
+/// busy one's does.
 #[cfg(test)]
 pub(super) mod failing {
     use std::path::{Path, PathBuf};
     use std::sync::Mutex;
+    use std::time::Duration;
 
     static NEXT_APPEND_FAILS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    static NEXT_APPEND_SLOW: Mutex<Vec<(PathBuf, Duration)>> = Mutex::new(Vec::new());
+
+    pub fn slow_next_append(path: &Path, delay: Duration) {
+        NEXT_APPEND_SLOW
+            .lock()
+            .unwrap()
+            .push((path.to_path_buf(), delay));
+    }
+
+    pub(in super::super) fn take_slow(path: &Path) -> Option<Duration> {
+        let mut slow = NEXT_APPEND_SLOW.lock().unwrap();
+        let i = slow.iter().position(|(p, _)| p == path)?;
+        Some(slow.remove(i).1)
+    }
 
     pub fn fail_next_append(path: &Path) {
         NEXT_APPEND_FAILS.lock().unwrap().push(path.to_path_buf());

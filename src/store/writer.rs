@@ -12,7 +12,8 @@
 //! # Pipelining
 //! The log append and its sync run on a second thread ([`sync`]), so that while group N is
 //! being synced the writer already checks and applies group N+1 on top of N (in redb, where
-//! only the writer looks). Readers and watchers never see N before it is durable: they read
+//! only the writer looks). Every write that arrives before N's sync returns joins N+1: a write
+//! then waits for the rest of one sync and then its own, never for a third. Readers and watchers never see N before it is durable: they read
 //! the snapshot the sync thread publishes once N's sync returned, and every caller of N is
 //! answered only then. Group N+1 is answered only after N's outcome is known: if N's sync
 //! failed, N is rolled back in redb and N+1, built on top of it, fails too.
@@ -33,6 +34,12 @@ use super::space;
 use super::wal::{self, Wal};
 use super::{read_put, Event, EventKind, KeyValue, Shared, StoreError, MAX_ENTRY_BYTES};
 use super::{INDEX, LOG, META, META_COMPACTED};
+
+/// The `tracing` target of the debug-level figures of where a write's time goes.
+const TIMING: &str = "berth::store::timing";
+
+/// While a group syncs, how often the writer looks at the sync itself besides being told.
+const SYNC_RECHECK: Duration = Duration::from_millis(100);
 
 /// Upper bound on writes in one transaction, so one commit's latency stays bounded.
 const MAX_BATCH: usize = 1_024;
@@ -69,6 +76,8 @@ pub(super) enum Request {
     Write {
         op: WriteOp,
         reply: oneshot::Sender<Result<Outcome, StoreError>>,
+        /// When the caller queued it (for the timing figures at debug level).
+        queued: Instant,
     },
     Compact {
         reply: oneshot::Sender<Result<u64, StoreError>>,
@@ -97,6 +106,8 @@ struct Writer {
 /// What the writer must know about a group on the sync thread to undo it if its sync fails.
 struct InFlight {
     done: mpsc::Receiver<Result<(), StoreError>>,
+    /// The outcome, once taken from `done` by a look that must not block.
+    outcome: Option<Result<(), StoreError>>,
     /// The events of the group, in revision order: enough to restore the index and log.
     undo: Vec<Undo>,
     /// The revision the store was at before the group.
@@ -147,7 +158,7 @@ pub(super) fn spawn(
             // A clean close leaves everything in redb and nothing to replay.
             settle(&shared, &mut writer);
             if writer.broken.is_none() && !lock(&writer.wal).is_empty() {
-                commit_batch(&shared, &mut writer, Vec::new(), true);
+                commit_batch(&shared, &queue, &mut writer, Vec::new(), true);
             }
             writer.sync.stop();
             // Ending every watch tells watchers the store is gone instead of leaving them
@@ -172,11 +183,10 @@ fn run(shared: &Shared, queue: &Queue<Request>, writer: &mut Writer) {
                 .map(|since| CHECKPOINT_AFTER.saturating_sub(since.elapsed())),
         };
         match queue.wait(MAX_BATCH, deadline) {
-            Wake::Items(batch) => commit_batch(shared, writer, batch, false),
-            Wake::Synced => {
-                settle(shared, writer);
-            }
-            Wake::Timeout => commit_batch(shared, writer, Vec::new(), true),
+            Wake::Items(batch) => commit_batch(shared, queue, writer, batch, false),
+            // A hint only: it may be about a group already settled.
+            Wake::Synced => settle_if_done(shared, writer),
+            Wake::Timeout => commit_batch(shared, queue, writer, Vec::new(), true),
             Wake::Closed => return,
         }
     }
@@ -191,26 +201,37 @@ fn settle(shared: &Shared, writer: &mut Writer) -> Option<StoreError> {
 
 /// Settles the group in flight if its sync already returned.
 fn settle_if_done(shared: &Shared, writer: &mut Writer) {
-    let Some(in_flight) = writer.in_flight.take() else {
+    if !sync_finished(writer) {
         return;
-    };
-    let outcome = match in_flight.done.try_recv() {
-        Err(mpsc::TryRecvError::Empty) => {
-            writer.in_flight = Some(in_flight);
-            return;
-        }
-        Ok(outcome) => outcome,
-        Err(mpsc::TryRecvError::Disconnected) => Err(StoreError::Closed),
-    };
-    if let Err(error) = outcome {
-        recover(shared, writer, (error, in_flight));
     }
+    if let Some(failed) = wait(writer) {
+        recover(shared, writer, failed);
+    }
+}
+
+/// Whether the group in flight (if any) has its outcome, without waiting for it.
+fn sync_finished(writer: &mut Writer) -> bool {
+    let Some(in_flight) = &mut writer.in_flight else {
+        return true;
+    };
+    if in_flight.outcome.is_none() {
+        in_flight.outcome = match in_flight.done.try_recv() {
+            Ok(outcome) => Some(outcome),
+            Err(mpsc::TryRecvError::Empty) => return false,
+            Err(mpsc::TryRecvError::Disconnected) => Some(Err(StoreError::Closed)),
+        };
+    }
+    true
 }
 
 /// Waits for the group in flight; returns it with its error if its sync failed.
 fn wait(writer: &mut Writer) -> Option<(StoreError, InFlight)> {
-    let in_flight = writer.in_flight.take()?;
-    match in_flight.done.recv().unwrap_or(Err(StoreError::Closed)) {
+    let mut in_flight = writer.in_flight.take()?;
+    let outcome = match in_flight.outcome.take() {
+        Some(outcome) => outcome,
+        None => in_flight.done.recv().unwrap_or(Err(StoreError::Closed)),
+    };
+    match outcome {
         Ok(()) => None,
         Err(error) => Some((error, in_flight)),
     }
@@ -279,6 +300,7 @@ fn horizon(revision: u64, history_revisions: u64) -> u64 {
 pub(super) struct Pending {
     reply: oneshot::Sender<Result<Outcome, StoreError>>,
     result: Result<Outcome, StoreError>,
+    queued: Instant,
 }
 
 /// How a batch reached the disk.
@@ -292,7 +314,13 @@ enum Committed {
 }
 
 /// Runs one batch. `checkpoint` forces a durable redb commit even if nothing else asks for one.
-fn commit_batch(shared: &Shared, writer: &mut Writer, batch: Vec<Request>, checkpoint: bool) {
+fn commit_batch(
+    shared: &Shared,
+    queue: &Queue<Request>,
+    writer: &mut Writer,
+    batch: Vec<Request>,
+    checkpoint: bool,
+) {
     if let Some(broken) = &writer.broken {
         for request in batch {
             refuse(request, broken);
@@ -322,6 +350,10 @@ fn commit_batch(shared: &Shared, writer: &mut Writer, batch: Vec<Request>, check
     let mut record = Vec::new();
     let mut events = Vec::new();
     let mut compacted = committed_compacted;
+    let mut taken = batch.len();
+    let first_taken = taken;
+    let started = Instant::now();
+    let mut waited_for_sync = Duration::ZERO;
     let mut requests = batch.into_iter();
 
     let result = (|| -> Result<Committed, StoreError> {
@@ -336,28 +368,53 @@ fn commit_batch(shared: &Shared, writer: &mut Writer, batch: Vec<Request>, check
             let mut index = txn
                 .open_table(INDEX)
                 .map_err(|e| shared.redb_error("open index", e))?;
-            for request in requests.by_ref() {
-                match request {
-                    Request::Write { op, reply } => {
-                        let result =
-                            apply(shared, &mut log, &mut index, &mut record, op, next_revision)?;
-                        if let Ok((_, event)) = &result {
-                            next_revision += 1;
-                            events.push(event.clone());
+            loop {
+                for request in requests.by_ref() {
+                    match request {
+                        Request::Write { op, reply, queued } => {
+                            let result = apply(
+                                shared,
+                                &mut log,
+                                &mut index,
+                                &mut record,
+                                op,
+                                next_revision,
+                            )?;
+                            if let Ok((_, event)) = &result {
+                                next_revision += 1;
+                                events.push(event.clone());
+                            }
+                            pending.push(Pending {
+                                reply,
+                                result: result.map(|(outcome, _)| outcome),
+                                queued,
+                            });
                         }
-                        pending.push(Pending {
-                            reply,
-                            result: result.map(|(outcome, _)| outcome),
-                        });
+                        Request::Compact { reply } => compact_replies.push(reply),
+                        Request::Checkpoint { reply } => checkpoint_replies.push(reply),
                     }
-                    Request::Compact { reply } => compact_replies.push(reply),
-                    Request::Checkpoint { reply } => checkpoint_replies.push(reply),
+                }
+                // Until the group in flight is durable, whatever arrives joins this group:
+                // left in the queue, it would wait for this group's sync and then its own.
+                if sync_finished(writer) || taken >= MAX_BATCH {
+                    break;
+                }
+                match queue.wait_during_sync(MAX_BATCH - taken, SYNC_RECHECK) {
+                    Wake::Items(more) => {
+                        taken += more.len();
+                        requests = more.into_iter();
+                    }
+                    Wake::Closed => break,
+                    Wake::Synced | Wake::Timeout => {}
                 }
             }
         }
         // Everything above was checked against the group in flight; it must be durable before
         // any of these answers (a conflict included) is given.
-        if let Some(failed) = wait(writer) {
+        let waiting = Instant::now();
+        let failed = wait(writer);
+        waited_for_sync = waiting.elapsed();
+        if let Some(failed) = failed {
             // The rollback needs the write lock this transaction holds.
             drop(txn);
             return Err(recover(shared, writer, failed));
@@ -423,6 +480,7 @@ fn commit_batch(shared: &Shared, writer: &mut Writer, batch: Vec<Request>, check
                 }));
                 writer.in_flight = Some(InFlight {
                     done,
+                    outcome: None,
                     undo,
                     revision_before: committed_revision,
                 });
@@ -442,6 +500,14 @@ fn commit_batch(shared: &Shared, writer: &mut Writer, batch: Vec<Request>, check
             match committed {
                 Committed::Nothing => {}
                 Committed::Logged => {
+                    tracing::debug!(
+                        target: TIMING,
+                        writes = taken,
+                        joined_during_sync = taken - first_taken,
+                        blocked_us = waited_for_sync.as_micros(),
+                        busy_us = started.elapsed().saturating_sub(waited_for_sync).as_micros(),
+                        "group handed to the log"
+                    );
                     shared.commits.fetch_add(1, Ordering::Relaxed);
                     writer.unpersisted_since.get_or_insert_with(Instant::now);
                     writer.applied_revision = next_revision - 1;
@@ -474,7 +540,7 @@ fn commit_batch(shared: &Shared, writer: &mut Writer, batch: Vec<Request>, check
             // Watchers first: once a write's future resolves, every watch already holds its
             // event, so a caller never sees its own write missing from a watch.
             shared.broadcaster.publish(&events);
-            for Pending { reply, result } in pending {
+            for Pending { reply, result, .. } in pending {
                 let _ = reply.send(result);
             }
             for reply in compact_replies {
@@ -521,6 +587,7 @@ mod sync {
 
     struct Job {
         record: Vec<u8>,
+        handed_over: Instant,
         /// None: redb refused the group; the record must be erased.
         publish: mpsc::Receiver<Option<Publish>>,
         done: mpsc::Sender<Result<(), StoreError>>,
@@ -581,6 +648,7 @@ mod sync {
             let (done_tx, done) = mpsc::channel();
             let job = Job {
                 record,
+                handed_over: Instant::now(),
                 publish: publish_rx,
                 done: done_tx,
             };
@@ -602,6 +670,28 @@ mod sync {
         }
     }
 
+    /// Where the time of a group's writes went, from queueing to answer.
+    fn log_group_answered(
+        pending: &[Pending],
+        handed_over: Instant,
+        append_started: Instant,
+        synced: Instant,
+    ) {
+        let now = Instant::now();
+        let waited = |p: &Pending| now.duration_since(p.queued).as_micros();
+        let us = |from: Instant, to: Instant| to.duration_since(from).as_micros();
+        tracing::debug!(
+            target: TIMING,
+            writes = pending.len(),
+            longest_us = pending.iter().map(waited).max().unwrap_or(0),
+            shortest_us = pending.iter().map(waited).min().unwrap_or(0),
+            before_append_us = us(handed_over, append_started),
+            append_sync_us = us(append_started, synced),
+            after_sync_us = us(synced, now),
+            "group answered"
+        );
+    }
+
     /// Appends one job's record; returns the outcome and, when it failed, the callers still
     /// to be told.
     fn run_job(
@@ -610,7 +700,9 @@ mod sync {
         job: &Job,
     ) -> (Result<(), StoreError>, Vec<Pending>) {
         let mut wal = lock(wal);
+        let append_started = Instant::now();
         let appended = wal.append(&job.record);
+        let synced = Instant::now();
         let publish = job.publish.recv().ok().flatten();
         match (appended, publish) {
             (Ok(_), Some(publish)) => {
@@ -620,7 +712,10 @@ mod sync {
                     .writes
                     .fetch_add(publish.events.len() as u64, Ordering::Relaxed);
                 shared.broadcaster.publish(&publish.events);
-                for Pending { reply, result } in publish.pending {
+                if tracing::enabled!(target: TIMING, tracing::Level::DEBUG) {
+                    log_group_answered(&publish.pending, job.handed_over, append_started, synced);
+                }
+                for Pending { reply, result, .. } in publish.pending {
                     let _ = reply.send(result);
                 }
                 (Ok(()), Vec::new())

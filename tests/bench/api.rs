@@ -5,6 +5,10 @@
 //! --bench api` measures both, one after the other, and prints them side by side.
 //! Prints one table: idle RSS, GET and create latency against /livez, bytes written and fsyncs
 //! per 1,000 updates against etcd doing the same puts, and LIST of 10,000 ConfigMaps.
+//! `BERTH_BENCH_ONLY=latency` measures only the GET and create latencies against /livez (a
+//! quick loop while working on the request path). `BERTH_BENCH_LOG=<level>` (say
+//! `info,berth::store::timing=debug,berth::apiserver::timing=debug`) runs the server at that log
+//! level and keeps its log, to see where a create's time goes.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -70,9 +74,24 @@ fn main() {
 /// Every figure of the table for one berth binary, in a network namespace of its own.
 fn figures(binary: &Path) -> Vec<Row> {
     let ns = Netns::new();
-    let server = BerthServer::start_binary(&ns, binary);
+    let server = match std::env::var("BERTH_BENCH_LOG") {
+        Ok(level) => BerthServer::start_binary_with_config(
+            &ns,
+            binary,
+            &format!("[log]\nlevel = {level:?}\n"),
+        ),
+        Err(_) => BerthServer::start_binary(&ns, binary),
+    };
     let pid = server.pid().expect("server runs");
     let mut rows: Vec<Row> = Vec::new();
+    if std::env::var("BERTH_BENCH_ONLY").as_deref() == Ok("latency") {
+        let kubeconfig = server.kubeconfig_path();
+        rows.extend(block_on_in_netns(&ns.name, move || async move {
+            api_figures(&kubeconfig).await
+        }));
+        keep_log(&server);
+        return rows;
+    }
 
     // Once just after start, and once settled: berth hands start-up-only code pages back to the
     // kernel 10 s after it is ready (see runtime::memory).
@@ -131,8 +150,25 @@ fn figures(binary: &Path) -> Vec<Row> {
         rss_breakdown(pid),
         String::new(),
     ));
+    keep_log(&server);
     drop(server);
     rows
+}
+
+/// With `BERTH_BENCH_LOG`, a copy of the server's log outlives its data dir.
+fn keep_log(server: &BerthServer) {
+    if std::env::var_os("BERTH_BENCH_LOG").is_none() {
+        return;
+    }
+    let kept = std::env::temp_dir().join(format!(
+        "berth-bench-server-{}-{}.log",
+        std::process::id(),
+        server.pid().unwrap_or(0)
+    ));
+    match std::fs::copy(server.log_path(), &kept) {
+        Ok(_) => eprintln!("server log kept in {}", kept.display()),
+        Err(error) => eprintln!("cannot keep the server log: {error}"),
+    }
 }
 
 /// A `/proc/<pid>/status` field in KiB.

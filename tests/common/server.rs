@@ -54,6 +54,11 @@ impl BerthServer {
         BerthServer::start_with(ns, binary, temp_data_dir(), "")
     }
 
+    /// `start_binary` with `config` (TOML) as the server's config file.
+    pub fn start_binary_with_config(ns: &Netns, binary: &Path, config: &str) -> BerthServer {
+        BerthServer::start_with(ns, binary, temp_data_dir(), config)
+    }
+
     /// Like `start`, with `config` (TOML) as the server's config file.
     pub fn start_with_config(ns: &Netns, config: &str) -> BerthServer {
         BerthServer::start_with(ns, &berth_binary(), temp_data_dir(), config)
