@@ -52,6 +52,11 @@ pub fn protobuf_body(data: &[u8]) {
     let _ = decode_object(BodyFormat::Protobuf, data);
 }
 
+/// A CBOR request body (`application/cbor`).
+pub fn cbor_body(data: &[u8]) {
+    let _ = decode_object(BodyFormat::Cbor, data);
+}
+
 /// A PATCH body (JSON patch, merge patch or strategic merge patch, picked by the first byte)
 /// applied to a JSON document: `[type][document] NUL [patch]`.
 pub fn patch_body(data: &[u8]) {
@@ -182,9 +187,10 @@ mod tests {
 
     type Target = fn(&[u8]);
 
-    const TARGETS: [(&str, Target); 10] = [
+    const TARGETS: [(&str, Target); 11] = [
         ("request_body", request_body),
         ("protobuf_body", protobuf_body),
+        ("cbor_body", cbor_body),
         ("patch_body", patch_body),
         ("server_side_apply", server_side_apply),
         ("selectors", selectors),

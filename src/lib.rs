@@ -8,7 +8,7 @@
 //! - `image_import`: image archives imported from a directory at start (air-gapped sites).
 //! - `certs`: certificate rotation while the server runs (live serving cert, kubeconfig rewrite).
 //! - `api`: shared API types: the resource table, `metav1.Status` errors, selectors, request
-//!   body formats (JSON, YAML, protobuf). No I/O.
+//!   body formats (JSON, YAML, protobuf, CBOR). No I/O.
 //! - `apiserver`: HTTPS front end: authentication, discovery, REST verbs, watch streams.
 //! - `aggregator`: APIServices: requests for aggregated groups proxied to their Services.
 //! - `audit`: the audit log: an audit.k8s.io/v1 policy, JSON-line events, size rotation.

@@ -1,10 +1,18 @@
-//! Request bodies in the formats clients send (JSON, YAML, Kubernetes protobuf), all read into
+//! Request bodies in the formats clients send (JSON, YAML, Kubernetes protobuf, CBOR), all read into
 //! the JSON value the rest of the server works on.
 
 use serde_json::Value;
 
-use super::protobuf;
+use super::{cbor, protobuf};
 use super::{ApiError, ApiResult};
+
+/// The body types an object may come in, in upstream's order.
+pub const ACCEPTED: [&str; 4] = [
+    "application/json",
+    "application/yaml",
+    protobuf::MEDIA_TYPE,
+    cbor::MEDIA_TYPE,
+];
 
 /// The encoding of a request body, from its `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,6 +20,7 @@ pub enum BodyFormat {
     Json,
     Yaml,
     Protobuf,
+    Cbor,
 }
 
 impl BodyFormat {
@@ -22,7 +31,8 @@ impl BodyFormat {
             "" | "*/*" | "application/json" => Ok(BodyFormat::Json),
             "application/yaml" => Ok(BodyFormat::Yaml),
             protobuf::MEDIA_TYPE => Ok(BodyFormat::Protobuf),
-            _ => Err(ApiError::unsupported_media_type(media)),
+            cbor::MEDIA_TYPE => Ok(BodyFormat::Cbor),
+            _ => Err(ApiError::unsupported_media_type(&ACCEPTED)),
         }
     }
 }
@@ -40,6 +50,9 @@ pub fn decode_object(format: BodyFormat, body: &[u8]) -> ApiResult<Value> {
             ApiError::bad_request(format!(
                 "the request body is not a valid protobuf object: {e}"
             ))
+        })?,
+        BodyFormat::Cbor => cbor::decode(body).map_err(|e| {
+            ApiError::bad_request(format!("the request body is not valid CBOR: {e}"))
         })?,
     };
     if !value.is_object() {
@@ -71,6 +84,10 @@ mod tests {
             BodyFormat::Protobuf
         );
         assert_eq!(
+            BodyFormat::from_content_type("application/cbor").unwrap(),
+            BodyFormat::Cbor
+        );
+        assert_eq!(
             BodyFormat::from_content_type("text/plain")
                 .unwrap_err()
                 .code,
@@ -84,6 +101,25 @@ mod tests {
         assert_eq!(
             decode_object(BodyFormat::Yaml, yaml).unwrap(),
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"x": "1"}})
+        );
+    }
+
+    #[test]
+    fn cbor_bodies_read_as_the_same_json() {
+        let object = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"},
+                            "data": {"x": "1"}, "immutable": true});
+        assert_eq!(
+            decode_object(BodyFormat::Cbor, &cbor::encode(&object)).unwrap(),
+            object
+        );
+        let err = decode_object(BodyFormat::Cbor, &cbor::encode(&json!([1]))).unwrap_err();
+        assert_eq!(
+            (err.code, err.message.as_str()),
+            (400, "the request body must be a JSON object")
+        );
+        assert_eq!(
+            decode_object(BodyFormat::Cbor, b"\xa1").unwrap_err().code,
+            400
         );
     }
 

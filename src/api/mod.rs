@@ -1,7 +1,8 @@
 //! Shared API types: the resource table, `metav1.Status` errors, selectors, request body
-//! formats (JSON, YAML, Kubernetes protobuf). No I/O.
+//! formats (JSON, YAML, Kubernetes protobuf, CBOR). No I/O.
 
 pub mod body;
+pub mod cbor;
 pub mod conversion;
 pub mod endpoints;
 pub mod meta;

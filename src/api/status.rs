@@ -170,16 +170,28 @@ impl ApiError {
         )
     }
 
-    pub fn unsupported_media_type(content_type: &str) -> ApiError {
+    /// 415 naming the body types that would have been read, as upstream words it.
+    pub fn unsupported_media_type(accepted: &[&str]) -> ApiError {
         ApiError::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format ({content_type})"),
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: {}",
+                accepted.join(", ")
+            ),
         )
     }
 
-    pub fn not_acceptable(accept: &str) -> ApiError {
-        ApiError::new(406, "NotAcceptable", format!("only the following media types are accepted: application/json (asked for {accept})"))
+    /// 406 naming the answer types that could have been served, as upstream words it.
+    pub fn not_acceptable(served: &[&str]) -> ApiError {
+        ApiError::new(
+            406,
+            "NotAcceptable",
+            format!(
+                "only the following media types are accepted: {}",
+                served.join(", ")
+            ),
+        )
     }
 
     /// 422 with field causes; the message lists them as upstream does.

@@ -6,6 +6,7 @@
 pub(crate) mod apply;
 pub mod auth_limit;
 pub mod authn;
+mod cbor;
 mod converted;
 mod converted_apply;
 pub mod discovery;
@@ -212,13 +213,20 @@ async fn handle(State(server): State<Arc<ApiServer>>, request: Request) -> Respo
 }
 
 /// Serves an authenticated (and authorized) request.
-async fn route(server: &Arc<ApiServer>, path: &str, user: UserInfo, request: Request) -> Response {
+async fn route(
+    server: &Arc<ApiServer>,
+    path: &str,
+    user: UserInfo,
+    mut request: Request,
+) -> Response {
     let server = server.clone();
     let path = path.to_string();
     if let Some(review) = reviews::route(&path) {
-        return reviews::serve(&server, review, &user, request)
+        let wants_cbor = cbor::negotiate(&mut request);
+        let response = reviews::serve(&server, review, &user, request)
             .await
             .unwrap_or_else(|e| error_response(&e));
+        return cbor::answer(wants_cbor, response).await;
     }
     if let Some(aggregator) = server.aggregator.get() {
         if let Some(remote) = aggregator.remote_for(&path) {
@@ -240,9 +248,11 @@ async fn route(server: &Arc<ApiServer>, path: &str, user: UserInfo, request: Req
             legacy,
         }) => discovery_response(&server, &request, group, version, legacy),
         Ok(request::Target::Resource(target)) => {
+            let wants_cbor = cbor::negotiate(&mut request);
             let handled = crate::admission::as_user(user, rest::handle(&server, target, request));
             let (response, warnings) = crate::admission::warnings::collect(handled).await;
-            crate::admission::warnings::add_headers(response, &warnings)
+            let response = crate::admission::warnings::add_headers(response, &warnings);
+            cbor::answer(wants_cbor, response).await
         }
         Err(e) => error_response(&e),
     }

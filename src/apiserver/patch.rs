@@ -3,7 +3,36 @@
 use serde_json::Value;
 
 use super::strategic;
-use crate::api::{patch_meta, ApiError, ApiResult};
+use crate::api::{cbor, patch_meta, ApiError, ApiResult};
+
+/// The patch types of built-in kinds, in upstream's order.
+pub const PATCH_TYPES: [&str; 5] = [
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+    "application/apply-patch+yaml",
+    cbor::APPLY_PATCH_MEDIA_TYPE,
+];
+
+/// Custom resources take no strategic merge patch.
+pub const CUSTOM_PATCH_TYPES: [&str; 4] = [
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/apply-patch+yaml",
+    cbor::APPLY_PATCH_MEDIA_TYPE,
+];
+
+/// An apply patch as the YAML (or JSON, a subset of it) that server-side apply reads: CBOR
+/// bodies are read into JSON first.
+pub fn apply_body(content_type: &str, body: bytes::Bytes) -> ApiResult<bytes::Bytes> {
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    if media != cbor::APPLY_PATCH_MEDIA_TYPE {
+        return Ok(body);
+    }
+    let config = cbor::decode(&body)
+        .map_err(|e| ApiError::bad_request(format!("the apply patch is not valid CBOR: {e}")))?;
+    Ok(bytes::Bytes::from(config.to_string()))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PatchType {
@@ -20,8 +49,8 @@ impl PatchType {
             "application/json-patch+json" => Ok(PatchType::Json),
             "application/merge-patch+json" => Ok(PatchType::Merge),
             "application/strategic-merge-patch+json" => Ok(PatchType::Strategic),
-            "application/apply-patch+yaml" => Ok(PatchType::Apply),
-            other => Err(ApiError::unsupported_media_type(other)),
+            "application/apply-patch+yaml" | cbor::APPLY_PATCH_MEDIA_TYPE => Ok(PatchType::Apply),
+            _ => Err(ApiError::unsupported_media_type(&PATCH_TYPES)),
         }
     }
 }

@@ -166,7 +166,7 @@ async fn dispatch(
             let content_type = header(&request, http::header::CONTENT_TYPE);
             let patch_type = PatchType::from_content_type(&content_type)?;
             if patch_type == PatchType::Strategic && crate::crd::hooks::refuses_strategic_merge(r) {
-                return Err(ApiError::unsupported_media_type(&content_type));
+                return Err(ApiError::unsupported_media_type(&patch::CUSTOM_PATCH_TYPES));
             }
             let applied_as = request
                 .extensions()
@@ -174,6 +174,7 @@ async fn dispatch(
                 .map(|a| a.0);
             let patch_body = read_body(server, request).await?;
             if patch_type == PatchType::Apply {
+                let patch_body = patch::apply_body(&content_type, patch_body)?;
                 let manager = manager()?;
                 return server_side_apply(
                     server,
@@ -395,7 +396,9 @@ async fn custom_scale(
                 PatchType::Json => Some(ScaleWrite::JsonPatch(body)),
                 // A Scale has no list fields, so a strategic merge is a plain merge.
                 PatchType::Merge | PatchType::Strategic => Some(ScaleWrite::MergePatch(body)),
-                PatchType::Apply => return Err(ApiError::unsupported_media_type(&content_type)),
+                PatchType::Apply => {
+                    return Err(ApiError::unsupported_media_type(&patch::PATCH_TYPES[..3]))
+                }
             }
         }
         other => return Err(ApiError::method_not_allowed(other.as_str(), "scale")),

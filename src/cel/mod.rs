@@ -11,6 +11,7 @@
 //!
 //! # Layout
 //! - `convert`: JSON objects to CEL values and back.
+//! - `errors`: parse errors worded and pointed at as cel-go prints them.
 //! - `library`: the Kubernetes CEL library functions berth supports beyond the CEL standard
 //!   (strings, lists, regex, sets), registering those of the modules below.
 //! - `opaque`: values of the library's own types (quantity, URL, authorizer checks).
@@ -22,6 +23,7 @@
 
 pub mod authz;
 mod convert;
+mod errors;
 mod format;
 mod ip;
 mod library;
@@ -134,6 +136,23 @@ impl Activation {
         self.bind(name, value)
     }
 
+    /// Binds `name` to a map of values already evaluated (a policy's `variables`), keeping
+    /// their CEL types: an optional stays an optional, as upstream's lazily bound variables do.
+    pub fn bind_values<'a>(
+        &mut self,
+        name: &str,
+        values: impl IntoIterator<Item = (&'a String, &'a Value)>,
+    ) -> &mut Activation {
+        let map = values
+            .into_iter()
+            .map(|(k, v)| (cel_interpreter::objects::Key::from(k.as_str()), v.clone()))
+            .collect::<HashMap<_, _>>();
+        self.bind(
+            name,
+            Value::Map(cel_interpreter::objects::Map { map: Arc::new(map) }),
+        )
+    }
+
     /// Binds `authorizer` for `subject`, its `requestResource` the request's resource.
     pub fn bind_authorizer(
         &mut self,
@@ -171,20 +190,30 @@ fn compile_uncached(source: &str) -> Result<Program, CelError> {
     if nesting_depth(source) > MAX_DEPTH {
         return Err(CelError::TooDeep);
     }
-    let text = optional::desugar(source);
+    let rewrite = optional::desugar(source);
+    let text = rewrite.text.clone();
     let parsed = std::thread::Builder::new()
         .name("cel-parse".into())
         .stack_size(PARSE_STACK)
         .spawn(move || {
-            // The parse errors hold `Rc`s: only their text leaves the thread.
-            cel_parser::Parser::new()
-                .parse(&text)
-                .map_err(|e| e.to_string())
+            // The parse errors hold `Rc`s: only their positions and text leave the thread.
+            cel_parser::Parser::new().parse(&text).map_err(|e| {
+                e.errors
+                    .iter()
+                    .map(|e| (e.pos.0, e.pos.1, e.msg.clone()))
+                    .collect::<Vec<_>>()
+            })
         })
         .map_err(|e| CelError::Syntax(format!("no thread to parse on: {e}")))?
         .join()
         .map_err(|_| CelError::Syntax("the parser failed".into()))?;
-    let mut expr = parsed.map_err(|e| CelError::Syntax(e.trim().to_string()))?;
+    let mut expr = parsed.map_err(|found| {
+        let located = found
+            .into_iter()
+            .map(|(line, column, message)| in_source(source, &rewrite, line, column, message))
+            .collect();
+        CelError::Syntax(errors::display(source, located))
+    })?;
     optional::lower(&mut expr).map_err(CelError::Unsupported)?;
     check(&expr, 0)?;
     instrument(&mut expr);
@@ -192,6 +221,51 @@ fn compile_uncached(source: &str) -> Result<Program, CelError> {
         source: source.to_string(),
         expr,
     })
+}
+
+/// An error at `line`:`column` (1-based, in characters) of the rewritten text, placed where the
+/// character it points at came from in `source`.
+fn in_source(
+    source: &str,
+    rewrite: &optional::Rewrite,
+    line: isize,
+    column: isize,
+    message: String,
+) -> errors::Located {
+    let (Ok(line), Ok(column)) = (usize::try_from(line), usize::try_from(column)) else {
+        return errors::Located {
+            line: 0,
+            column: 0,
+            message,
+        };
+    };
+    // The character index in the rewritten text, then in the source.
+    let before: usize = rewrite
+        .text
+        .split('\n')
+        .take(line.saturating_sub(1))
+        .map(|l| l.chars().count() + 1)
+        .sum();
+    let at = before + column.saturating_sub(1);
+    let from = rewrite
+        .origin
+        .get(at)
+        .copied()
+        .unwrap_or_else(|| source.chars().count());
+    let mut located = errors::Located {
+        line: 1,
+        column: 1,
+        message,
+    };
+    for c in source.chars().take(from) {
+        if c == '\n' {
+            located.line += 1;
+            located.column = 1;
+        } else {
+            located.column += 1;
+        }
+    }
+    located
 }
 
 /// How deeply brackets nest outside string literals: the parser recurses through a dozen
@@ -443,6 +517,74 @@ mod tests {
         let mut activation = Activation::new();
         activation.bind_json("object", Some(&object));
         compile(source)?.eval(&activation)
+    }
+
+    fn syntax_error(source: &str) -> String {
+        match compile(source) {
+            Err(CelError::Syntax(text)) => text,
+            other => panic!("{source}: {other:?}"),
+        }
+    }
+
+    const ANY_EXPR: &str = "{'[', '{', '(', '.', '-', '!', 'true', 'false', 'null', NUM_FLOAT, NUM_INT, NUM_UINT, STRING, BYTES, IDENTIFIER}";
+
+    #[test]
+    fn parse_errors_read_as_cel_go_prints_them() {
+        // Cases from cel-go's parser tests, with upstream's exact text.
+        assert_eq!(
+            syntax_error("a | b"),
+            "ERROR: <input>:1:3: Syntax error: token recognition error at: '| '\n | a | b\n | ..^\n\
+             ERROR: <input>:1:5: Syntax error: extraneous input 'b' expecting <EOF>\n | a | b\n | ....^"
+        );
+        assert_eq!(
+            syntax_error("{\"a\": 1}.\"a\""),
+            "ERROR: <input>:1:10: Syntax error: no viable alternative at input '.\"a\"'\n | {\"a\": 1}.\"a\"\n | .........^"
+        );
+        assert_eq!(
+            CelError::Syntax(syntax_error("x == 1 )")).to_string(),
+            "compilation failed: ERROR: <input>:1:8: Syntax error: extraneous input ')' expecting <EOF>\n | x == 1 )\n | .......^"
+        );
+    }
+
+    #[test]
+    fn parse_errors_point_into_the_source_as_written_around_optional_syntax() {
+        // The parser sees `object.__berth_opt__spec == == 1`; the user wrote `object.?spec`.
+        assert_eq!(
+            syntax_error("object.?spec == == 1"),
+            format!(
+                "ERROR: <input>:1:17: Syntax error: extraneous input '==' expecting {ANY_EXPR}\n | object.?spec == == 1\n | ................^"
+            )
+        );
+    }
+
+    #[test]
+    fn backticked_field_names_select_fields_that_are_not_identifiers() {
+        let object = json!({"metadata": {"labels": {"app.kubernetes.io/name": "web", "a-b": "1"}}});
+        let yes = |s: &str| eval(s, object.clone());
+        assert_eq!(
+            yes("object.metadata.labels.`app.kubernetes.io/name` == 'web'"),
+            Ok(Value::Bool(true))
+        );
+        assert_eq!(
+            yes("has(object.metadata.labels.`a-b`)"),
+            Ok(Value::Bool(true))
+        );
+        assert_eq!(
+            yes("has(object.metadata.labels.`c-d`)"),
+            Ok(Value::Bool(false))
+        );
+        assert_eq!(
+            yes("object.metadata.labels.?`a-b`.orValue('none') == '1'"),
+            Ok(Value::Bool(true))
+        );
+        assert_eq!(
+            yes("object.metadata.labels.? `c-d`.orValue('none') == 'none'"),
+            Ok(Value::Bool(true))
+        );
+        assert_eq!(
+            yes("object.?metadata.?labels.?`app.kubernetes.io/name`.hasValue()"),
+            Ok(Value::Bool(true))
+        );
     }
 
     #[test]

@@ -49,14 +49,38 @@ pub fn register(ctx: &mut Context<'static>) {
     ctx.add_function(ELEMENT, |ftx: &FunctionContext| arg(ftx, 0));
 }
 
+/// A rewritten source, and for each of its characters the index of the source character it
+/// came from (so parse errors can point into the source the user wrote).
+#[derive(Debug, Default)]
+pub struct Rewrite {
+    pub text: String,
+    pub origin: Vec<usize>,
+}
+
+impl Rewrite {
+    fn push(&mut self, c: char, from: usize) {
+        self.text.push(c);
+        self.origin.push(from);
+    }
+
+    fn push_str(&mut self, s: &str, from: usize) {
+        for c in s.chars() {
+            self.push(c, from);
+        }
+    }
+}
+
 /// `source` with the optional forms spelled in syntax the parser accepts; unchanged when it
 /// has none.
-pub fn desugar(source: &str) -> String {
+pub fn desugar(source: &str) -> Rewrite {
     if !source.contains('?') {
-        return source.to_string();
+        return Rewrite {
+            text: source.to_string(),
+            origin: (0..source.chars().count()).collect(),
+        };
     }
     let chars: Vec<char> = source.chars().collect();
-    let mut out = String::with_capacity(source.len() + 32);
+    let mut out = Rewrite::default();
     // Open brackets, and whether the current element (or key) of each was wrapped.
     let mut open: Vec<(char, bool)> = Vec::new();
     let mut quote: Option<char> = None;
@@ -72,7 +96,7 @@ pub fn desugar(source: &str) -> String {
     while i < chars.len() {
         let c = chars[i];
         if let Some(q) = quote {
-            out.push(c);
+            out.push(c, i);
             if escaped {
                 escaped = false;
             } else if c == '\\' {
@@ -86,25 +110,30 @@ pub fn desugar(source: &str) -> String {
         match c {
             '\'' | '"' => {
                 quote = Some(c);
-                out.push(c);
+                out.push(c, i);
             }
             '.' => {
-                out.push('.');
+                out.push('.', i);
                 if let Some(q) = next_is_question(i + 1) {
-                    out.push_str(FIELD_MARK);
                     i = q + 1;
                     while i < chars.len() && chars[i].is_whitespace() {
                         i += 1;
                     }
+                    // A backticked name (`.?`a-b``) keeps its quotes, the mark inside them.
+                    if chars.get(i) == Some(&'`') {
+                        out.push('`', i);
+                        i += 1;
+                    }
+                    out.push_str(FIELD_MARK, i);
                     continue;
                 }
             }
             '[' | '{' | ',' => {
                 let close_wrapped = c == ',' && open.last().is_some_and(|(_, w)| *w);
                 if close_wrapped {
-                    out.push(')');
+                    out.push(')', i);
                 }
-                out.push(c);
+                out.push(c, i);
                 let bracket = match c {
                     ',' => open.last().map(|(b, _)| *b),
                     b => {
@@ -114,8 +143,8 @@ pub fn desugar(source: &str) -> String {
                 };
                 let wrapped = match (bracket, next_is_question(i + 1)) {
                     (Some('[' | '{'), Some(q)) => {
-                        out.push_str(WRAP_MARK);
-                        out.push('(');
+                        out.push_str(WRAP_MARK, i);
+                        out.push('(', i);
                         i = q;
                         true
                     }
@@ -127,23 +156,23 @@ pub fn desugar(source: &str) -> String {
             }
             '(' => {
                 open.push(('(', false));
-                out.push(c);
+                out.push(c, i);
             }
             ':' => {
                 // The key of a `{?key: value}` entry ends here.
                 if let Some(top) = open.last_mut().filter(|(b, w)| *b == '{' && *w) {
                     top.1 = false;
-                    out.push(')');
+                    out.push(')', i);
                 }
-                out.push(c);
+                out.push(c, i);
             }
             ')' | ']' | '}' => {
                 if open.pop().is_some_and(|(_, w)| w) {
-                    out.push(')');
+                    out.push(')', i);
                 }
-                out.push(c);
+                out.push(c, i);
             }
-            _ => out.push(c),
+            _ => out.push(c, i),
         }
         i += 1;
     }
@@ -185,6 +214,14 @@ pub fn lower(expr: &mut IdedExpr) -> Result<(), &'static str> {
         }
         Expr::Select(select) => {
             lower(&mut select.operand)?;
+            // The parser keeps the quotes of a backticked field name (`obj.`a-b``).
+            if let Some(name) = select
+                .field
+                .strip_prefix('`')
+                .and_then(|f| f.strip_suffix('`'))
+            {
+                select.field = name.to_string();
+            }
             let marked = select.field.strip_prefix(FIELD_MARK).map(str::to_string);
             if select.test {
                 if marked.is_some() {
@@ -551,12 +588,12 @@ mod tests {
             "{'?': [1, 2]}",
             "f(a, b) ? [1] : {}",
         ] {
-            assert_eq!(desugar(s), s);
+            assert_eq!(desugar(s).text, s);
         }
-        assert_eq!(desugar("a.?b"), "a.__berth_opt__b");
-        assert_eq!(desugar("m[?'k']"), "m[__berth_opt__('k')]");
-        assert_eq!(desugar("[1, ?x, y]"), "[1,__berth_opt__(x), y]");
-        assert_eq!(desugar("{?'k': v}"), "{__berth_opt__('k'): v}");
+        assert_eq!(desugar("a.?b").text, "a.__berth_opt__b");
+        assert_eq!(desugar("m[?'k']").text, "m[__berth_opt__('k')]");
+        assert_eq!(desugar("[1, ?x, y]").text, "[1,__berth_opt__(x), y]");
+        assert_eq!(desugar("{?'k': v}").text, "{__berth_opt__('k'): v}");
     }
 
     #[test]

@@ -406,17 +406,15 @@ fn bind_variables(
     if variables.is_empty() {
         return;
     }
-    let mut bound = serde_json::Map::new();
+    let mut bound = Vec::new();
     for variable in variables {
-        activation.bind_json("variables", Some(&Value::Object(bound.clone())));
+        activation.bind_values("variables", bound.iter().map(|(k, v)| (k, v)));
         match cel::compile(&variable.expression).and_then(|p| p.eval(activation)) {
-            Ok(value) => {
-                bound.insert(variable.name.clone(), cel::to_json(&value));
-            }
+            Ok(value) => bound.push((variable.name.clone(), value)),
             Err(e) => tracing::debug!(variable = %variable.name, "variable failed: {e}"),
         }
     }
-    activation.bind_json("variables", Some(&Value::Object(bound)));
+    activation.bind_values("variables", bound.iter().map(|(k, v)| (k, v)));
 }
 
 /// `Ok(None)` when the validation holds, its failure when not, `Err` when it cannot be evaluated.

@@ -102,6 +102,30 @@ fn variables_are_bound_in_order_and_visible_to_validations() {
 }
 
 #[test]
+fn optional_values_pass_through_variables() {
+    let object = deployment(6);
+    let a = deployment_write(None);
+    let mut activation = cel_request::activation(&a, Some(&object));
+    let variables = serde_json::from_value::<Vec<_>>(json!([
+        {"name": "spec", "expression": "object.?spec"},
+        {"name": "paused", "expression": "object.spec.?paused"},
+        {"name": "labels", "expression": "object.metadata.?labels.orValue({})"},
+    ]))
+    .expect("variables");
+    bind_variables(&variables, &mut activation);
+    for expression in [
+        "variables.spec.hasValue() && variables.spec.?replicas.orValue(0) == 6",
+        "variables.spec.?replicas.value() == 6",
+        "!variables.paused.hasValue() && variables.paused.orValue(false) == false",
+        "variables.?spec.hasValue() && !variables.?nothing.hasValue()",
+        "variables.labels.?app.orValue('') == variables.labels.?app.orValue('')",
+    ] {
+        let rules = validations(json!([{ "expression": expression }]));
+        assert_eq!(check(&rules[0], &activation), Ok(None), "{expression}");
+    }
+}
+
+#[test]
 fn deny_refuses_with_upstreams_message_and_warn_only_warns() {
     let p = policy(json!({}));
     let a = deployment_write(None);

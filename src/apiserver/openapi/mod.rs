@@ -149,7 +149,10 @@ pub fn handle(request: &Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let Some(format) = negotiate(accept, path == "/openapi/v2") else {
-        return error_response(&ApiError::not_acceptable(accept));
+        return error_response(&ApiError::not_acceptable(&[
+            "application/json",
+            crate::api::protobuf::MEDIA_TYPE,
+        ]));
     };
     let if_none_match = request
         .headers()

@@ -20,6 +20,9 @@ use crate::api::{ApiError, ApiResult};
 use crate::registry::generic::decode;
 pub use accept::{MetaVersion, Output, Verb};
 
+/// What GETs answer in: JSON, and CBOR by transcoding (`apiserver::cbor`).
+const SERVED: [&str; 2] = ["application/json", crate::api::cbor::MEDIA_TYPE];
+
 /// What each Table row carries besides its cells (`?includeObject=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IncludeObject {
@@ -61,7 +64,7 @@ impl Render {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         let output =
-            accept::negotiate(accept, verb).ok_or_else(|| ApiError::not_acceptable(accept))?;
+            accept::negotiate(accept, verb).ok_or_else(|| ApiError::not_acceptable(&SERVED))?;
         Ok(Render {
             output,
             include: include_object(query)?,
