@@ -384,7 +384,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         |name: &str| crate::client::in_process(router.clone(), crate::client::system_user(name));
 
     // Joining workers: cluster-info and the bindings.
-    crate::join::server::start(&api.registry, &url, &pki).await?;
+    let endpoint = match config.api.advertise_url.as_deref() {
+        Some(advertised) => crate::join::server::Endpoint::Advertised(advertised),
+        None => crate::join::server::Endpoint::ThisServer(&url),
+    };
+    crate::join::server::start(&api.registry, endpoint, &pki).await?;
 
     // The agent registers this machine as a Node and keeps its heartbeat.
     let agent_client =

@@ -932,3 +932,76 @@ fn a_key_rotated_on_one_server_seals_and_opens_secrets_on_every_server() {
     drop(b);
     drop(etcd);
 }
+
+/// The API server `kube-public/cluster-info` names.
+fn cluster_info_server(server: &BerthServer) -> String {
+    let info = json(
+        server,
+        &["-n", "kube-public", "get", "configmap", "cluster-info"],
+    );
+    let kubeconfig = info["data"]["kubeconfig"].as_str().unwrap_or_default();
+    kubeconfig
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("server: "))
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_owned()
+}
+
+/// The URL in a server's admin kubeconfig: its own address.
+fn own_url(server: &BerthServer) -> String {
+    let text = std::fs::read_to_string(server.kubeconfig_path()).expect("the admin kubeconfig");
+    text.lines()
+        .find_map(|line| line.trim().strip_prefix("server: "))
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_owned()
+}
+
+#[test]
+fn cluster_info_keeps_one_endpoint_however_many_servers_start() {
+    let ns = Netns::new();
+    let etcd = Etcd::start(&ns, None);
+    let pid = std::process::id();
+    let endpoint = format!("http://127.0.0.1:{ETCD_PORT}");
+    let token = format!("endpoint-secret-{pid}");
+    let a = BerthServer::start_with_config(
+        &ns,
+        &config_with_token(&endpoint, &format!("ep-a-{pid}"), &token),
+    );
+    let mut b = BerthServer::start_with_config(
+        &ns,
+        &config_with_token(&endpoint, &format!("ep-b-{pid}"), &token),
+    );
+    let first = own_url(&a);
+    assert_ne!(first, own_url(&b), "the servers listen on different ports");
+    assert_eq!(
+        cluster_info_server(&b),
+        first,
+        "B keeps the endpoint A published"
+    );
+    b.restart();
+    assert_eq!(
+        cluster_info_server(&a),
+        first,
+        "still A's after B restarted"
+    );
+
+    // A configured endpoint (a load balancer's) replaces it.
+    let config = b.data_dir().join("test-config.toml");
+    let text = std::fs::read_to_string(&config).expect("B's config");
+    let mut table: toml::Table = text.parse().expect("B's config is TOML");
+    let advertised = "https://berth-api.example:6443";
+    let api = table
+        .entry("api")
+        .or_insert_with(|| toml::Value::Table(Default::default()));
+    if let toml::Value::Table(api) = api {
+        api.insert("advertise_url".into(), advertised.into());
+    }
+    std::fs::write(&config, table.to_string()).expect("write B's config");
+    b.restart();
+    assert_eq!(cluster_info_server(&a), advertised);
+    drop(a);
+    drop(b);
+    drop(etcd);
+}
