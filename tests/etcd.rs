@@ -960,18 +960,28 @@ fn own_url(server: &BerthServer) -> String {
 
 #[test]
 fn cluster_info_keeps_one_endpoint_however_many_servers_start() {
-    let ns = Netns::new();
-    let etcd = Etcd::start(&ns, None);
+    // A machine each: every server on a shared store serves its node's kubelet API port.
+    let ns_a = Netns::new();
+    let ns_b = Netns::new();
+    link(&ns_a, &ns_b);
+    let etcd = Etcd::start(&ns_a, Some("10.250.0.1"));
     let pid = std::process::id();
-    let endpoint = format!("http://127.0.0.1:{ETCD_PORT}");
     let token = format!("endpoint-secret-{pid}");
     let a = BerthServer::start_with_config(
-        &ns,
-        &config_with_token(&endpoint, &format!("ep-a-{pid}"), &token),
+        &ns_a,
+        &config_with_token(
+            &format!("http://127.0.0.1:{ETCD_PORT}"),
+            &format!("ep-a-{pid}"),
+            &token,
+        ),
     );
     let mut b = BerthServer::start_with_config(
-        &ns,
-        &config_with_token(&endpoint, &format!("ep-b-{pid}"), &token),
+        &ns_b,
+        &config_with_token(
+            &format!("http://10.250.0.1:{ETCD_PORT}"),
+            &format!("ep-b-{pid}"),
+            &token,
+        ),
     );
     let first = own_url(&a);
     assert_ne!(first, own_url(&b), "the servers listen on different ports");
