@@ -66,6 +66,10 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Static bearer tokens, one `token,user,uid,"group1,group2"` line each (kube-apiserver's format).
     pub token_file: Option<PathBuf>,
+    /// The cluster's API endpoint as nodes should reach it (`https://name:6443`: a load
+    /// balancer, a virtual IP or a DNS name of every server), published in `cluster-info`.
+    /// Unset, the first server on a datastore publishes its own address and the others keep it.
+    pub advertise_url: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -74,6 +78,7 @@ impl Default for ApiConfig {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 6443),
             max_body_bytes: 3 * 1024 * 1024,
             token_file: None,
+            advertise_url: None,
         }
     }
 }

@@ -168,10 +168,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .map_err(anyhow::Error::from)
         });
     }
+    let shared_keys = crate::join::key_sharing::SharedEncryptionKeys::new(
+        &config.store,
+        &config.data_dir,
+        encryption.clone(),
+    )
+    .context("cannot share the secrets encryption keys with the other servers")?;
+    if let Some(keys) = shared_keys.clone() {
+        components.spawn(keys.follow());
+    }
     components.spawn(crate::encryption::rotation::watch_key_file(
         config.data_dir.clone(),
         api_store.clone(),
         encryption,
+        shared_keys.map(|keys| keys as Arc<dyn crate::encryption::rotation::KeySharing>),
     ));
     let url = format!("https://{client_address}");
     pki::write_kubeconfig(&config.kubeconfig_path(), &url, &pki)
@@ -367,7 +377,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         |name: &str| crate::client::in_process(router.clone(), crate::client::system_user(name));
 
     // Joining workers: cluster-info and the bindings.
-    crate::join::server::start(&api.registry, &url, &pki).await?;
+    let endpoint = match config.api.advertise_url.as_deref() {
+        Some(advertised) => crate::join::server::Endpoint::Advertised(advertised),
+        None => crate::join::server::Endpoint::ThisServer(&url),
+    };
+    crate::join::server::start(&api.registry, endpoint, &pki).await?;
 
     // The agent registers this machine as a Node and keeps its heartbeat.
     let agent_client =

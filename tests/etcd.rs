@@ -778,3 +778,240 @@ fn servers_on_one_etcd_share_the_cluster_ca_and_keys_and_reach_each_others_pods(
     drop(registry);
     drop(etcd);
 }
+
+/// The name of the key etcd's copy of a Secret is sealed with, read through etcd's JSON gateway.
+fn sealed_with_in_etcd(ns: &Netns, namespace: &str, name: &str) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = b64.encode(format!("/registry/core/secrets/{namespace}/{name}"));
+    let url = format!("http://127.0.0.1:{ETCD_PORT}/v3/kv/range");
+    let out = ns.exec(
+        "curl",
+        &[
+            "-sf",
+            "-X",
+            "POST",
+            &url,
+            "-d",
+            &format!("{{\"key\":\"{key}\"}}"),
+        ],
+    );
+    let answer: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("etcd answered JSON");
+    let value = answer["kvs"][0]["value"].as_str().unwrap_or_default();
+    let stored = b64.decode(value).expect("a base64 value");
+    let text = String::from_utf8_lossy(&stored);
+    let rest = text
+        .strip_prefix("k8s:enc:aesgcm:v1:")
+        .unwrap_or_else(|| panic!("{name} is sealed in etcd: {text:.40}"));
+    rest.split(':').next().unwrap_or_default().to_owned()
+}
+
+fn rotate_encryption_key(server: &BerthServer, expected: &str) {
+    let rotated = server.berth(&["secrets-encrypt", "rotate"]);
+    let said = String::from_utf8_lossy(&rotated.stdout).into_owned();
+    assert!(
+        rotated.status.success(),
+        "rotate failed: {said}\n{}",
+        server.log()
+    );
+    assert!(
+        said.contains(&format!("New primary key: {expected}")),
+        "{said}"
+    );
+}
+
+fn primary_key(server: &BerthServer) -> String {
+    let status = server.berth(&["secrets-encrypt", "status"]);
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Primary key: "))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A Secret's `k` value as `server` reads it, retried for `patience` while reads fail.
+fn secret_value(server: &BerthServer, name: &str, patience: Duration) -> String {
+    let mut value = String::new();
+    wait_until(patience, || {
+        let out = server.kubectl(&["get", "secret", name, "-o", "jsonpath={.data.k}"]);
+        value = String::from_utf8_lossy(&out.stdout).into_owned();
+        out.status.success()
+    });
+    value
+}
+
+#[test]
+fn a_key_rotated_on_one_server_seals_and_opens_secrets_on_every_server() {
+    let ns_a = Netns::new();
+    let ns_b = Netns::new();
+    link(&ns_a, &ns_b);
+    let etcd = Etcd::start(&ns_a, Some("10.250.0.1"));
+    let pid = std::process::id();
+    let token = format!("rotation-secret-{pid}");
+    let (node_a, node_b) = (format!("rot-a-{pid}"), format!("rot-b-{pid}"));
+    let mut a = BerthServer::start_with_config(
+        &ns_a,
+        &config_with_token(&format!("http://127.0.0.1:{ETCD_PORT}"), &node_a, &token),
+    );
+    let mut b = BerthServer::start_with_config(
+        &ns_b,
+        &config_with_token(&format!("http://10.250.0.1:{ETCD_PORT}"), &node_b, &token),
+    );
+    a.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "before",
+        "--from-literal=k=v0",
+    ]);
+
+    // Rotated on A; B takes the new key without a restart.
+    rotate_encryption_key(&a, "key2");
+    let b_took_it = wait_until(Duration::from_secs(10), || primary_key(&b) == "key2");
+    assert!(b_took_it, "B's primary is key2:\n{}", b.log());
+    a.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "from-a",
+        "--from-literal=k=v1",
+    ]);
+    assert_eq!(sealed_with_in_etcd(&ns_a, "default", "from-a"), "key2");
+    // "v1" in base64, read at the first try: B's key file (above) shows keys B has loaded.
+    assert_eq!(secret_value(&b, "from-a", Duration::ZERO), "djE=");
+    // B's own writes use the new primary, and A opens them.
+    b.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "from-b",
+        "--from-literal=k=v2",
+    ]);
+    assert_eq!(sealed_with_in_etcd(&ns_a, "default", "from-b"), "key2");
+    assert_eq!(secret_value(&a, "from-b", Duration::ZERO), "djI=");
+
+    // Rotated on B this time; A follows.
+    rotate_encryption_key(&b, "key3");
+    assert!(wait_until(Duration::from_secs(10), || primary_key(&a) == "key3"));
+    b.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "from-b-3",
+        "--from-literal=k=v3",
+    ]);
+    assert_eq!(sealed_with_in_etcd(&ns_a, "default", "from-b-3"), "key3");
+    assert_eq!(secret_value(&a, "from-b-3", Duration::ZERO), "djM=");
+    // Both re-sealed every Secret with key3, the one from before the rotations included.
+    let resealed = wait_until(Duration::from_secs(30), || {
+        sealed_with_in_etcd(&ns_a, "default", "before") == "key3"
+    });
+    assert!(resealed, "the old Secret is re-sealed with key3");
+
+    // After a restart of both, every Secret reads through either.
+    a.restart();
+    b.restart();
+    for server in [&a, &b] {
+        for (name, value) in [
+            ("before", "djA="),
+            ("from-a", "djE="),
+            ("from-b", "djI="),
+            ("from-b-3", "djM="),
+        ] {
+            assert_eq!(
+                secret_value(server, name, Duration::from_secs(30)),
+                value,
+                "{name} after the restart:\n{}",
+                server.log()
+            );
+        }
+    }
+    drop(a);
+    drop(b);
+    drop(etcd);
+}
+
+/// The API server `kube-public/cluster-info` names.
+fn cluster_info_server(server: &BerthServer) -> String {
+    let info = json(
+        server,
+        &["-n", "kube-public", "get", "configmap", "cluster-info"],
+    );
+    let kubeconfig = info["data"]["kubeconfig"].as_str().unwrap_or_default();
+    kubeconfig
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("server: "))
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_owned()
+}
+
+/// The URL in a server's admin kubeconfig: its own address.
+fn own_url(server: &BerthServer) -> String {
+    let text = std::fs::read_to_string(server.kubeconfig_path()).expect("the admin kubeconfig");
+    text.lines()
+        .find_map(|line| line.trim().strip_prefix("server: "))
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_owned()
+}
+
+#[test]
+fn cluster_info_keeps_one_endpoint_however_many_servers_start() {
+    // A machine each: every server on a shared store serves its node's kubelet API port.
+    let ns_a = Netns::new();
+    let ns_b = Netns::new();
+    link(&ns_a, &ns_b);
+    let etcd = Etcd::start(&ns_a, Some("10.250.0.1"));
+    let pid = std::process::id();
+    let token = format!("endpoint-secret-{pid}");
+    let a = BerthServer::start_with_config(
+        &ns_a,
+        &config_with_token(
+            &format!("http://127.0.0.1:{ETCD_PORT}"),
+            &format!("ep-a-{pid}"),
+            &token,
+        ),
+    );
+    let mut b = BerthServer::start_with_config(
+        &ns_b,
+        &config_with_token(
+            &format!("http://10.250.0.1:{ETCD_PORT}"),
+            &format!("ep-b-{pid}"),
+            &token,
+        ),
+    );
+    let first = own_url(&a);
+    assert_ne!(first, own_url(&b), "the servers listen on different ports");
+    assert_eq!(
+        cluster_info_server(&b),
+        first,
+        "B keeps the endpoint A published"
+    );
+    b.restart();
+    assert_eq!(
+        cluster_info_server(&a),
+        first,
+        "still A's after B restarted"
+    );
+
+    // A configured endpoint (a load balancer's) replaces it.
+    let config = b.data_dir().join("test-config.toml");
+    let text = std::fs::read_to_string(&config).expect("B's config");
+    let mut table: toml::Table = text.parse().expect("B's config is TOML");
+    let advertised = "https://berth-api.example:6443";
+    let api = table
+        .entry("api")
+        .or_insert_with(|| toml::Value::Table(Default::default()));
+    if let toml::Value::Table(api) = api {
+        api.insert("advertise_url".into(), advertised.into());
+    }
+    std::fs::write(&config, table.to_string()).expect("write B's config");
+    b.restart();
+    assert_eq!(cluster_info_server(&a), advertised);
+    drop(a);
+    drop(b);
+    drop(etcd);
+}

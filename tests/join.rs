@@ -158,6 +158,40 @@ fn an_agent_joins_with_a_token_runs_its_pod_and_reads_only_its_pods_secrets() {
         stderr.contains("does not match the pinned hash"),
         "{stderr}"
     );
+    // A token that authenticates but is not for signing: cluster-info carries no signature
+    // for it, and kubeadm-style discovery refuses an unsigned cluster-info even with the pin.
+    let unsigned_id = format!("u{:05}", std::process::id() % 100_000);
+    let unsigned_secret = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": format!("bootstrap-token-{unsigned_id}"), "namespace": "kube-system"},
+        "type": "bootstrap.kubernetes.io/token",
+        "stringData": {"token-id": unsigned_id, "token-secret": "0123456789abcdef",
+            "usage-bootstrap-authentication": "true",
+            "auth-extra-groups": "system:bootstrappers:berth:default-node-token"},
+    });
+    let out = server.kubectl_stdin(&["create", "-f", "-"], &unsigned_secret.to_string());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let unsigned = Agent::run_once(
+        &agent_ns,
+        &[
+            "--server",
+            &url,
+            "--token",
+            &format!("{unsigned_id}.0123456789abcdef"),
+            "--ca-cert-hash",
+            &hash,
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&unsigned.stderr);
+    assert!(!unsigned.status.success());
+    assert!(
+        stderr.contains(&format!("not signed for token {unsigned_id}")),
+        "{stderr}"
+    );
     // The deleted token is gone for good.
     let deleted = server.berth(&["token", "delete", &expired]);
     assert!(

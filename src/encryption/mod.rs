@@ -80,6 +80,12 @@ impl KeyFile {
             path: path.to_path_buf(),
             source,
         })?;
+        KeyFile::parse(&text, path)
+    }
+
+    /// Reads the file's text; `path` only names it in errors (the text may come from another
+    /// server's copy).
+    pub fn parse(text: &str, path: &Path) -> Result<KeyFile, EncryptionError> {
         let bad = |line: usize, detail: &str| EncryptionError::BadKey {
             path: path.to_path_buf(),
             line,
@@ -112,6 +118,16 @@ impl KeyFile {
         Ok(KeyFile { keys })
     }
 
+    /// The file's text, as [`KeyFile::write`] writes it.
+    pub fn render(&self) -> String {
+        let mut text = String::from("# berth secrets encryption keys: the first is the primary\n");
+        for (name, secret) in &self.keys {
+            let secret = base64::engine::general_purpose::STANDARD.encode(secret);
+            text.push_str(&format!("{name} {secret}\n"));
+        }
+        text
+    }
+
     /// Writes the file whole through a temporary file and a rename, so a reader (the server
     /// watching it) never sees half of it; 0600 from the start, in a 0700 directory.
     pub fn write(&self, path: &Path) -> Result<(), EncryptionError> {
@@ -122,12 +138,7 @@ impl KeyFile {
         if let Some(dir) = path.parent() {
             crate::fsutil::create_private_dir(dir).map_err(error)?;
         }
-        let mut text = String::from("# berth secrets encryption keys: the first is the primary\n");
-        for (name, secret) in &self.keys {
-            let secret = base64::engine::general_purpose::STANDARD.encode(secret);
-            text.push_str(&format!("{name} {secret}\n"));
-        }
-        crate::fsutil::write_atomic(path, text.as_bytes(), 0o600).map_err(error)?;
+        crate::fsutil::write_atomic(path, self.render().as_bytes(), 0o600).map_err(error)?;
         Ok(())
     }
 
@@ -169,6 +180,27 @@ impl KeyFile {
         let name = format!("key{}", highest + 1);
         self.keys.insert(0, (name.clone(), secret));
         Ok(name)
+    }
+
+    /// The keys of a server that was away while the cluster's keys changed (`self`) joined
+    /// with the cluster's: the cluster's first, then the local keys it lacks, since values
+    /// sealed with them may still need opening. A local primary the cluster does not know by
+    /// name (a rotation made here while the server was down) leads, so it reaches the cluster.
+    /// A local key sharing a name with a different cluster key is dropped: the cluster's was
+    /// shared first, and the local one has sealed nothing any other server could open.
+    pub fn merged_into(&self, cluster: &KeyFile) -> KeyFile {
+        let known = |name: &str| cluster.keys.iter().any(|(n, _)| n == name);
+        let mut keys = cluster.keys.clone();
+        for (index, (name, secret)) in self.keys.iter().enumerate() {
+            if known(name) {
+                continue;
+            }
+            match index {
+                0 => keys.insert(0, (name.clone(), secret.clone())),
+                _ => keys.push((name.clone(), secret.clone())),
+            }
+        }
+        KeyFile { keys }
     }
 
     /// Reads the key file, creating it with one fresh key at first start.
@@ -429,6 +461,50 @@ mod tests {
             .mode();
         assert_eq!(dir_mode & 0o777, 0o700);
         assert_eq!(KeyFile::load_or_create(&path).unwrap(), created);
+    }
+
+    #[test]
+    fn the_key_file_text_parses_back_to_the_same_keys() {
+        let mut file = KeyFile::generate().unwrap();
+        file.add_primary().unwrap();
+        let text = file.render();
+        assert_eq!(KeyFile::parse(&text, Path::new("shared")).unwrap(), file);
+    }
+
+    #[test]
+    fn a_server_back_from_away_takes_the_clusters_keys_and_keeps_its_own_old_ones() {
+        let mut local = KeyFile::generate().unwrap(); // key1
+        let mut cluster = local.clone();
+        cluster.add_primary().unwrap(); // key2 made on another server
+        let old_local = KeyFile {
+            keys: vec![("key0".to_owned(), vec![7; KEY_BYTES])],
+        };
+        local.keys.push(old_local.keys[0].clone());
+        let merged = local.merged_into(&cluster);
+        let names: Vec<&str> = merged.keys.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["key2", "key1", "key0"]);
+        assert_eq!(merged.primary(), "key2");
+    }
+
+    #[test]
+    fn a_rotation_made_while_the_server_was_down_leads_the_merged_keys() {
+        let cluster = KeyFile::generate().unwrap(); // key1
+        let mut local = cluster.clone();
+        local.add_primary().unwrap(); // key2, not yet shared
+        let merged = local.merged_into(&cluster);
+        assert_eq!(merged, local);
+    }
+
+    #[test]
+    fn a_local_key_named_like_another_cluster_key_gives_way_to_the_clusters() {
+        let mut cluster = KeyFile::generate().unwrap();
+        cluster.add_primary().unwrap(); // key2
+        let mut local = KeyFile {
+            keys: cluster.keys[1..].to_vec(),
+        };
+        local.add_primary().unwrap(); // another key2
+        assert_ne!(local.keys[0], cluster.keys[0]);
+        assert_eq!(local.merged_into(&cluster), cluster);
     }
 
     #[test]

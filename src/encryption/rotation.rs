@@ -11,6 +11,10 @@
 //! server is down: at its next start the server sees the status file name another primary than
 //! the key file and re-seals then. The first start after an upgrade re-seals plaintext Secrets
 //! the same way.
+//!
+//! Servers sharing one datastore share the key file too: a changed file is offered to the
+//! others before its new key seals anything ([`KeySharing`], `join::key_sharing`), and each of
+//! them re-seals as it takes the new keys (harmless repeats: compare-and-swap rewrites).
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -237,11 +241,33 @@ async fn read_every_value(store: &Store, prefix: &str) -> Result<(), StoreError>
     }
 }
 
+/// Where a server whose store other servers share sends a changed key file before it uses a
+/// new key, so that every server can open what any of them seals.
+pub trait KeySharing: Send + Sync {
+    /// Offers `file` to the other servers; returns the keys to use: `file`, or the cluster's
+    /// (with `file`'s merged in) when another server changed them first. An error means
+    /// nothing was shared: the caller keeps its old keys and offers again later.
+    fn share<'a>(
+        &'a self,
+        file: &'a KeyFile,
+    ) -> futures::future::BoxFuture<'a, Result<KeyFile, String>>;
+}
+
+/// The keys to use after the key file changed: `file` itself without sharing.
+async fn shared(sharing: Option<&dyn KeySharing>, file: KeyFile) -> Result<KeyFile, String> {
+    match sharing {
+        Some(sharing) => sharing.share(&file).await,
+        None => Ok(file),
+    }
+}
+
 /// Watches the key file for the rest of the server's life and re-seals after each change.
+/// With `sharing`, a changed file reaches the other servers before its new key seals anything.
 pub async fn watch_key_file(
     data_dir: PathBuf,
     store: Store,
     encryption: Arc<SecretsEncryption>,
+    sharing: Option<Arc<dyn KeySharing>>,
 ) -> anyhow::Result<()> {
     let path = key_file(&data_dir);
     let mut seen = KeyFile::read(&path).ok();
@@ -267,14 +293,25 @@ pub async fn watch_key_file(
             if file.keys.len() > 1 && pruned_at != Some(compacted) {
                 pruned_at = Some(compacted);
                 match prune_unused_keys(&data_dir, &store, &encryption).await {
-                    Ok(dropped) if !dropped.is_empty() => seen = KeyFile::read(&path).ok(),
+                    Ok(dropped) if !dropped.is_empty() => {
+                        // A change like any other: the next look offers it to the other servers.
+                        seen = None;
+                    }
                     Ok(_) => {}
                     Err(error) => tracing::warn!(%error, "cannot drop unused encryption keys"),
                 }
             }
             continue;
         }
+        let file = match shared(sharing.as_deref(), file).await {
+            Ok(file) => file,
+            Err(error) => {
+                tracing::warn!(%error, "cannot share the changed encryption keys; keeping the loaded ones");
+                continue;
+            }
+        };
         encryption.reload(&file);
+        // What sharing returns is what it left in the file; a newer change is seen next time.
         seen = Some(file);
         if let Err(error) = reseal_if_needed(&data_dir, &store, &encryption).await {
             tracing::error!(%error, "re-sealing secrets with the new key failed; retrying");

@@ -1,6 +1,7 @@
 //! The joining node's side of trust (kubeadm's discovery token + the kubelet's TLS bootstrap):
 //! 1. fetch `cluster-info` from `kube-public` without trusting the server yet, and accept its
-//!    CA only if its public key matches the pinned hash;
+//!    CA only if the bootstrap signer signed it for the token (kubeadm's `id.secret` tokens;
+//!    k3s's `K10` tokens carry the pin, which suffices) and its public key matches the pin;
 //! 2. with that CA and the join token, send a CSR for `system:node:<name>` in `system:nodes`
 //!    and wait until the server's approver and signer have answered it;
 //! 3. keep the key and certificate in the data dir and reuse them on later starts.
@@ -56,6 +57,8 @@ pub enum BootstrapError {
     HashMismatch { expected: String, actual: String },
     #[error("the server refused the join token: it is wrong, expired or deleted")]
     TokenRefused,
+    #[error("the server refused the join token: its cluster-info is not signed for token {0}, so the token is wrong, expired or deleted (or not for signing)")]
+    Unsigned(String),
     #[error("the certificate request failed: {0}")]
     Request(kube::Error),
     #[error("the certificate request {0} was denied")]
@@ -213,44 +216,83 @@ pub fn node_client(
     Ok(kube::client::ClientBuilder::new(service, "default").build())
 }
 
-/// The server's CA, checked against `pin` (`sha256:<hex>`).
+/// How the server's `cluster-info` must prove itself before its CA is believed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Discovery {
+    /// kubeadm's token discovery (`--token id.secret`): the bootstrap signer's signature for
+    /// the token id must be there and match, and the CA must match the pin.
+    SignedAndPinned,
+    /// k3s's token carrying the CA pin (`K10<hash>::id.secret`): the pin alone authenticates
+    /// the CA; a signature, when there is one, must still match.
+    Pinned,
+}
+
+/// How long discovery waits for the bootstrap signer to sign `cluster-info` for a new token
+/// (it does within a second when the token is valid) before calling the token unknown.
+const SIGNATURE_PATIENCE: Duration = Duration::from_secs(20);
+
+/// Checks `cluster-info`'s signature for the token: `Ok(false)` when there is none.
+fn signed_for(
+    data: &std::collections::BTreeMap<String, String>,
+    kubeconfig: &str,
+    join_token: &BootstrapToken,
+) -> Result<bool, BootstrapError> {
+    let signature_key = format!("{}{}", super::cluster_info_jws::JWS_PREFIX, join_token.id);
+    let Some(signature) = data.get(&signature_key) else {
+        return Ok(false);
+    };
+    if !super::cluster_info_jws::signature_is_valid(
+        signature,
+        kubeconfig,
+        &join_token.id,
+        &join_token.secret,
+    ) {
+        return Err(BootstrapError::ClusterInfo(format!(
+            "its signature for token {} does not match: the server does not know this token",
+            join_token.id
+        )));
+    }
+    Ok(true)
+}
+
+/// The server's CA, checked against `pin` (`sha256:<hex>`) and, as `discovery` says, the
+/// bootstrap signer's signature.
 async fn discover_ca(
     url: &str,
     pin: &str,
     join_token: &BootstrapToken,
+    discovery: Discovery,
 ) -> Result<String, BootstrapError> {
     let mut config = base_config(url)?;
-    // Nothing is trusted yet: the answer is believed only if its CA matches the pin.
+    // Nothing is trusted yet: the answer is believed only if it is signed with the token and
+    // its CA matches the pin.
     config.accept_invalid_certs = true;
     let client = kube::Client::try_from(config).map_err(BootstrapError::Client)?;
     let api: Api<ConfigMap> = Api::namespaced(client, super::server::PUBLIC_NAMESPACE);
-    let info = api
-        .get(super::server::CLUSTER_INFO)
-        .await
-        .map_err(|source| BootstrapError::Discovery {
-            url: url.to_string(),
-            source,
-        })?;
-    let data = info.data.unwrap_or_default();
-    let text = data
-        .get("kubeconfig")
-        .cloned()
-        .ok_or_else(|| BootstrapError::ClusterInfo("no kubeconfig".into()))?;
-    // The bootstrap signer's signature, when there is one yet, shows the server knows the
-    // token: a server in the middle that does not is caught before the pin is even looked at.
-    let signature_key = format!("{}{}", super::cluster_info_jws::JWS_PREFIX, join_token.id);
-    if let Some(signature) = data.get(&signature_key) {
-        if !super::cluster_info_jws::signature_is_valid(
-            signature,
-            &text,
-            &join_token.id,
-            &join_token.secret,
-        ) {
-            return Err(BootstrapError::ClusterInfo(format!(
-                "its signature for token {} does not match: the server does not know this token",
-                join_token.id
-            )));
+    let deadline = tokio::time::Instant::now() + SIGNATURE_PATIENCE;
+    let (text, signed) = loop {
+        let info = api
+            .get(super::server::CLUSTER_INFO)
+            .await
+            .map_err(|source| BootstrapError::Discovery {
+                url: url.to_string(),
+                source,
+            })?;
+        let data = info.data.unwrap_or_default();
+        let text = data
+            .get("kubeconfig")
+            .cloned()
+            .ok_or_else(|| BootstrapError::ClusterInfo("no kubeconfig".into()))?;
+        // A server in the middle that does not know the token is caught before the pin is
+        // even looked at.
+        let signed = signed_for(&data, &text, join_token)?;
+        if signed || discovery == Discovery::Pinned || tokio::time::Instant::now() >= deadline {
+            break (text, signed);
         }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    if !signed && discovery == Discovery::SignedAndPinned {
+        return Err(BootstrapError::Unsigned(join_token.id.clone()));
     }
     let kubeconfig: kube::config::Kubeconfig =
         serde_yaml_ng::from_str(&text).map_err(|e| BootstrapError::ClusterInfo(e.to_string()))?;
@@ -299,12 +341,16 @@ pub async fn ensure_identity(
         .token
         .ok_or_else(|| BootstrapError::NoToken(credentials.dir.clone()))?;
     let (token, carried) = parse_join_token(text)?;
+    let discovery = match carried {
+        Some(_) => Discovery::Pinned,
+        None => Discovery::SignedAndPinned,
+    };
     let pin = match (join.ca_cert_hash, carried) {
         (Some(given), _) => token::parse_ca_cert_hash(given)?,
         (None, Some(carried)) => carried,
         (None, None) => return Err(BootstrapError::NoHash),
     };
-    let ca_pem = discover_ca(join.server_url, &pin, &token).await?;
+    let ca_pem = discover_ca(join.server_url, &pin, &token, discovery).await?;
     let (cert_pem, key_pem) =
         request_certificate(join.server_url, &ca_pem, &token, join.node_name).await?;
     let identity = Identity {
@@ -423,6 +469,30 @@ mod tests {
         assert_eq!(pin, None);
         assert!(parse_join_token("K10zz::abcdef.0123456789abcdef").is_err());
         assert!(parse_join_token("nonsense").is_err());
+    }
+
+    #[test]
+    fn cluster_info_is_signed_only_by_a_signature_made_with_the_token() {
+        let token = BootstrapToken::parse("abcdef.0123456789abcdef").unwrap();
+        let kubeconfig = "apiVersion: v1\nkind: Config\n";
+        let key = format!("{}abcdef", super::super::cluster_info_jws::JWS_PREFIX);
+        let mut data = std::collections::BTreeMap::new();
+        data.insert("kubeconfig".to_owned(), kubeconfig.to_owned());
+        assert!(!signed_for(&data, kubeconfig, &token).unwrap(), "unsigned");
+        let signature = super::super::cluster_info_jws::detached_signature(
+            kubeconfig,
+            "abcdef",
+            "0123456789abcdef",
+        );
+        data.insert(key.clone(), signature);
+        assert!(signed_for(&data, kubeconfig, &token).unwrap());
+        let forged = super::super::cluster_info_jws::detached_signature(
+            kubeconfig,
+            "abcdef",
+            "ffffffffffffffff",
+        );
+        data.insert(key, forged);
+        assert!(signed_for(&data, kubeconfig, &token).is_err());
     }
 
     #[test]

@@ -20,10 +20,14 @@ use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::config::StoreConfig;
-use crate::store::etcd::{shared_key, EtcdConfig};
+use crate::encryption::KeyFile;
+use crate::store::etcd::shared_key::{self, SharedKey};
+use crate::store::etcd::EtcdConfig;
 
 /// Where the sealed bundle lives: outside the object prefix, so no list or watch sees it.
-const BOOTSTRAP_KEY: &[u8] = b"/berth/bootstrap";
+pub(crate) const BOOTSTRAP_KEY: &[u8] = b"/berth/bootstrap";
+/// The secrets encryption keys, the one shared file that changes while servers run.
+pub(crate) const KEY_FILE: &str = "encryption/keys";
 const MAGIC: &[u8] = b"berth-bootstrap:v1:";
 const SALT_LEN: usize = 16;
 /// Enough that guessing a short token offline is slow, little enough for a Pi's start.
@@ -55,6 +59,8 @@ pub enum ClusterSecretsError {
     Damaged(String),
     #[error("the system has no usable random source")]
     Random,
+    #[error("other servers kept changing the cluster's bootstrap data; try again")]
+    Busy,
     #[error("{path} differs from the cluster's copy in the datastore: remove it to take the cluster's, or point this server at its own datastore")]
     Differs { path: PathBuf },
 }
@@ -66,7 +72,7 @@ fn shared_files() -> Vec<String> {
         .map(|name| format!("pki/{name}"))
         .collect();
     files.push(format!("pki/{}", crate::apiserver::sa_token::KEY_FILE));
-    files.push("encryption/keys".to_owned());
+    files.push(KEY_FILE.to_owned());
     files
 }
 
@@ -80,15 +86,9 @@ pub async fn sync(store: &StoreConfig, data_dir: &Path) -> Result<(), ClusterSec
     else {
         return Ok(());
     };
-    let etcd = EtcdConfig {
-        endpoints: store.datastore_endpoint.clone(),
-        ca_file: store.datastore_cafile.clone(),
-        cert_file: store.datastore_certfile.clone(),
-        key_file: store.datastore_keyfile.clone(),
-    };
-    if let Some(sealed) = shared_key::read(&etcd, BOOTSTRAP_KEY).await? {
-        let files = open(token, &sealed)?;
-        return install(data_dir, &files, &[]);
+    let etcd = etcd_config(store);
+    if shared_key::read(&etcd, BOOTSTRAP_KEY).await?.is_some() {
+        return take_the_clusters(&etcd, token, data_dir, &[]).await;
     }
     // First server: make what is missing, offer it, and take the winner's if another server
     // offered first.
@@ -100,8 +100,52 @@ pub async fn sync(store: &StoreConfig, data_dir: &Path) -> Result<(), ClusterSec
             tracing::info!("stored the cluster's CAs and keys in the datastore for other servers");
             Ok(())
         }
-        Some(theirs) => install(data_dir, &open(token, &theirs)?, &made),
+        Some(_) => take_the_clusters(&etcd, token, data_dir, &made).await,
     }
+}
+
+/// The etcd settings of a store on a shared datastore.
+pub(crate) fn etcd_config(store: &StoreConfig) -> EtcdConfig {
+    EtcdConfig {
+        endpoints: store.datastore_endpoint.clone(),
+        ca_file: store.datastore_cafile.clone(),
+        cert_file: store.datastore_certfile.clone(),
+        key_file: store.datastore_keyfile.clone(),
+    }
+}
+
+/// How often a compare-and-swap of the bundle is tried against other servers' writes.
+pub(crate) const SWAP_ATTEMPTS: usize = 10;
+
+/// Installs the cluster's files; when this data dir's encryption keys hold one the cluster
+/// lacks (rotated while this server was down), offers the merged keys back.
+async fn take_the_clusters(
+    etcd: &EtcdConfig,
+    token: &str,
+    data_dir: &Path,
+    replaceable: &[String],
+) -> Result<(), ClusterSecretsError> {
+    let bundle = SharedKey::new(etcd, BOOTSTRAP_KEY)?;
+    for _ in 0..SWAP_ATTEMPTS {
+        let Some(current) = bundle.read().await? else {
+            return Err(ClusterSecretsError::Damaged(
+                "the bundle vanished".to_owned(),
+            ));
+        };
+        let mut files = open(token, &current.value)?;
+        let Some(keys) = install(data_dir, &files, replaceable)? else {
+            return Ok(());
+        };
+        files.insert(KEY_FILE.to_owned(), keys);
+        if bundle
+            .replace(seal(token, &files)?, current.mod_revision)
+            .await?
+        {
+            tracing::info!("offered this server's encryption keys to the other servers");
+            return Ok(());
+        }
+    }
+    Err(ClusterSecretsError::Busy)
 }
 
 /// Makes the shared files a lone server would make at start; returns those it made now.
@@ -130,12 +174,15 @@ fn read_files(data_dir: &Path) -> Result<BTreeMap<String, Vec<u8>>, ClusterSecre
 }
 
 /// Writes the cluster's files into the data dir. A file already there must match, unless this
-/// start made it (`replaceable`) and lost the race to another server.
+/// start made it (`replaceable`) and lost the race to another server. Encryption keys that
+/// differ are merged instead (the cluster's rotated while this server was away, or this one's
+/// while the cluster's did not): returns the merged key file when the cluster lacks some of it.
 fn install(
     data_dir: &Path,
     files: &BTreeMap<String, Vec<u8>>,
     replaceable: &[String],
-) -> Result<(), ClusterSecretsError> {
+) -> Result<Option<Vec<u8>>, ClusterSecretsError> {
+    let mut offer = None;
     for (file, bytes) in files {
         if !shared_files().contains(file) {
             return Err(ClusterSecretsError::Damaged(format!(
@@ -143,8 +190,16 @@ fn install(
             )));
         }
         let path = data_dir.join(file);
+        let mut bytes = bytes.clone();
         match std::fs::read(&path) {
-            Ok(local) if &local == bytes => continue,
+            Ok(local) if local == bytes => continue,
+            Ok(local) if file == KEY_FILE && !replaceable.contains(file) => {
+                let merged = merge_keys(&path, &local, &bytes)?;
+                if merged != bytes {
+                    offer = Some(merged.clone());
+                }
+                bytes = merged;
+            }
             Ok(_) if !replaceable.contains(file) => {
                 return Err(ClusterSecretsError::Differs { path })
             }
@@ -152,14 +207,26 @@ fn install(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => return Err(ClusterSecretsError::Read { path, source }),
         }
-        write_private(&path, bytes)?;
+        write_private(&path, &bytes)?;
     }
-    Ok(())
+    Ok(offer)
+}
+
+/// The local key file merged with the cluster's (see [`KeyFile::merged_into`]), as file text;
+/// the cluster's text itself when merging adds nothing.
+fn merge_keys(path: &Path, local: &[u8], cluster: &[u8]) -> Result<Vec<u8>, ClusterSecretsError> {
+    let parse = |bytes: &[u8]| KeyFile::parse(&String::from_utf8_lossy(bytes), path);
+    let cluster_keys = parse(cluster)?;
+    let merged = parse(local)?.merged_into(&cluster_keys);
+    if merged == cluster_keys {
+        return Ok(cluster.to_vec());
+    }
+    Ok(merged.render().into_bytes())
 }
 
 /// Certificates are public but their keys are not; every shared file is written 0600, in a
 /// 0700 directory, which is what the keys need and no reader of the certificates minds.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ClusterSecretsError> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ClusterSecretsError> {
     let error = |source| ClusterSecretsError::Write {
         path: path.to_path_buf(),
         source,
@@ -184,7 +251,10 @@ fn derive_key(token: &str, salt: &[u8]) -> Result<LessSafeKey, ClusterSecretsErr
     Ok(LessSafeKey::new(key))
 }
 
-fn seal(token: &str, files: &BTreeMap<String, Vec<u8>>) -> Result<Vec<u8>, ClusterSecretsError> {
+pub(crate) fn seal(
+    token: &str,
+    files: &BTreeMap<String, Vec<u8>>,
+) -> Result<Vec<u8>, ClusterSecretsError> {
     let encoded: BTreeMap<&str, String> = files
         .iter()
         .map(|(file, bytes)| {
@@ -215,7 +285,10 @@ fn seal(token: &str, files: &BTreeMap<String, Vec<u8>>) -> Result<Vec<u8>, Clust
     Ok(sealed)
 }
 
-fn open(token: &str, sealed: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, ClusterSecretsError> {
+pub(crate) fn open(
+    token: &str,
+    sealed: &[u8],
+) -> Result<BTreeMap<String, Vec<u8>>, ClusterSecretsError> {
     let damaged = |what: &str| ClusterSecretsError::Damaged(what.to_owned());
     let rest = sealed
         .strip_prefix(MAGIC)
@@ -309,6 +382,31 @@ mod tests {
             std::fs::read(dir.path().join("pki/ca.crt")).unwrap(),
             b"another ca"
         );
+    }
+
+    #[test]
+    fn keys_rotated_while_a_server_was_away_are_merged_not_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(KEY_FILE);
+        let local = KeyFile::generate().unwrap(); // key1
+        local.write(&path).unwrap();
+        let mut cluster = local.clone();
+        cluster.add_primary().unwrap(); // key2, made by another server meanwhile
+        let files: BTreeMap<String, Vec<u8>> =
+            [(KEY_FILE.to_owned(), cluster.render().into_bytes())].into();
+        let offer = install(dir.path(), &files, &[]).unwrap();
+        assert_eq!(offer, None, "the cluster already has every local key");
+        assert_eq!(KeyFile::read(&path).unwrap(), cluster);
+
+        // A rotation made here while away leads and is offered to the cluster.
+        let mut rotated = cluster.clone();
+        let name = rotated.add_primary().unwrap();
+        rotated.write(&path).unwrap();
+        let offer = install(dir.path(), &files, &[]).unwrap().expect("an offer");
+        let offered = KeyFile::parse(&String::from_utf8(offer).unwrap(), &path).unwrap();
+        assert_eq!(offered.primary(), name);
+        assert_eq!(offered, rotated);
+        assert_eq!(KeyFile::read(&path).unwrap(), rotated);
     }
 
     #[test]

@@ -159,11 +159,13 @@ async fn reconcile(
     if !condition(csr, "Approved") {
         let message = if csr.spec.signer_name == super::serving::KUBELET_SERVING_SIGNER {
             let nodes = Api::<Node>::all(api.clone().into_client());
-            let node = match serving_node(csr) {
-                Some(name) => nodes.get_opt(&name).await?,
-                None => None,
-            };
-            super::serving::auto_approval(csr, node.as_ref())
+            // Every Node: an address another one reports is not this node's to claim.
+            let all = nodes.list(&Default::default()).await?.items;
+            let node = serving_node(csr).and_then(|name| {
+                all.iter()
+                    .find(|n| n.metadata.name.as_deref() == Some(&name))
+            });
+            super::serving::auto_approval(csr, node, &all)
         } else {
             auto_approval(csr)
         };

@@ -9,6 +9,7 @@
 //! - [`serving`]: the kubelet's serving certificate through a `kubelet-serving` CSR.
 //! - [`rotation`]: the agent renews its node certificate before it expires.
 //! - [`cluster_secrets`]: servers on one datastore share its CAs and keys through it.
+//! - [`key_sharing`]: secrets encryption keys follow rotations on any server of the datastore.
 //! - [`cluster_info_jws`]: the bootstrap signer: `cluster-info` signed per bootstrap token.
 //! - [`agent`]: the `berth agent` process: heartbeat, pods, proxy, policy against a remote API.
 
@@ -17,6 +18,7 @@ pub mod bootstrap;
 pub mod cluster_info_jws;
 pub mod cluster_secrets;
 pub mod csr;
+pub mod key_sharing;
 pub mod node_authz;
 pub mod nodeipam;
 pub mod rotation;

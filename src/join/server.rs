@@ -114,8 +114,29 @@ fn objects(
     objects
 }
 
+/// The API endpoint `cluster-info` names, as kubeadm's control-plane endpoint.
+#[derive(Clone, Copy, Debug)]
+pub enum Endpoint<'a> {
+    /// Configured (`api.advertise_url`: a name or address that reaches any server): written
+    /// over whatever is there.
+    Advertised(&'a str),
+    /// This server's own URL: written only when `cluster-info` names none yet, so servers on
+    /// one datastore do not overwrite each other's at every start.
+    ThisServer(&'a str),
+}
+
+/// The server `cluster-info`'s kubeconfig names, if it names one.
+fn named_server(cluster_info: &Value) -> Option<String> {
+    let text = cluster_info["data"]["kubeconfig"].as_str()?;
+    let config: kube::config::Kubeconfig = serde_yaml_ng::from_str(text).ok()?;
+    config.clusters.first()?.cluster.as_ref()?.server.clone()
+}
+
 /// Creates the objects, or brings them back to what berth needs (the CA may be new).
-pub async fn publish(registry: &Registry, server_url: &str, ca_pem: &str) -> ApiResult<()> {
+pub async fn publish(registry: &Registry, endpoint: Endpoint<'_>, ca_pem: &str) -> ApiResult<()> {
+    let server_url = match endpoint {
+        Endpoint::Advertised(url) | Endpoint::ThisServer(url) => url,
+    };
     for (group, plural, namespace, body) in objects(server_url, ca_pem) {
         let Some(r) = resources::find(group, "v1", plural) else {
             continue;
@@ -130,6 +151,13 @@ pub async fn publish(registry: &Registry, server_url: &str, ca_pem: &str) -> Api
                 registry
                     .update_with(r, namespace, &name, Part::Main, false, |old| {
                         let mut new = body.clone();
+                        if let (Endpoint::ThisServer(_), Some(named)) = (
+                            endpoint,
+                            named_server(&old).filter(|_| name == CLUSTER_INFO),
+                        ) {
+                            new["data"]["kubeconfig"] =
+                                Value::String(cluster_info_kubeconfig(&named, ca_pem));
+                        }
                         new["metadata"] = old["metadata"].clone();
                         Ok(new)
                     })
@@ -154,16 +182,27 @@ mod tests {
         assert_eq!(cluster.certificate_authority_data.as_deref(), Some("UEVN"));
         assert!(config.auth_infos.is_empty());
     }
+
+    #[test]
+    fn the_server_cluster_info_names_is_read_back() {
+        let text = cluster_info_kubeconfig("https://lb.example:6443", "PEM");
+        let cluster_info = json!({"data": {"kubeconfig": text}});
+        assert_eq!(
+            named_server(&cluster_info).as_deref(),
+            Some("https://lb.example:6443")
+        );
+        assert_eq!(named_server(&json!({"data": {}})), None);
+    }
 }
 
 /// The server's part in joining that every server does: bootstrap tokens are accepted by the
 /// authenticator (see `daemon`); this publishes `cluster-info` and the bindings.
 pub async fn start(
     registry: &Registry,
-    server_url: &str,
+    endpoint: Endpoint<'_>,
     pki: &crate::pki::Pki,
 ) -> anyhow::Result<()> {
-    publish(registry, server_url, &pki.ca_cert_pem)
+    publish(registry, endpoint, &pki.ca_cert_pem)
         .await
         .map_err(|e| anyhow::anyhow!("cannot publish cluster-info: {}", e.message))
 }

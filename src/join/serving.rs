@@ -157,11 +157,45 @@ fn node_names(node: &Node) -> (Vec<String>, Vec<IpAddr>) {
     (names, ips)
 }
 
+/// The DNS name a node's serving certificate may carry: its `Hostname` address, which is the
+/// node's own name or host name. The node writes its own addresses, so an `InternalDNS` or
+/// `ExternalDNS` entry is only its word; and no node may name itself after the API server
+/// (`kubernetes.default.svc`, ...) or `localhost`.
+fn hostname_is_acceptable(node: &Node, name: &str) -> bool {
+    let addresses = node.status.as_ref().and_then(|s| s.addresses.as_ref());
+    let is_hostname = addresses
+        .into_iter()
+        .flatten()
+        .any(|a| a.type_ == "Hostname" && a.address == name);
+    let lower = name.to_ascii_lowercase();
+    let reserved = lower == "localhost"
+        || lower.ends_with(".localhost")
+        || lower == "kubernetes"
+        || lower.starts_with("kubernetes.")
+        || lower.ends_with(".svc")
+        || lower.contains(".svc.");
+    is_hostname && !reserved
+}
+
+/// The IPs Nodes other than `node_name` report.
+fn ips_of_other_nodes(node_name: &str, nodes: &[Node]) -> Vec<IpAddr> {
+    nodes
+        .iter()
+        .filter(|n| n.metadata.name.as_deref() != Some(node_name))
+        .flat_map(|n| node_names(n).1)
+        .collect()
+}
+
 /// Why the approver approves a kubelet-serving request, or None to leave it to a human.
 /// Upstream's shape of a kubelet serving request (subject `system:node:<name>` in
 /// `system:nodes`, DNS and IP names only, server-auth usages), asked for by that node itself,
-/// naming only addresses its Node reports.
-pub fn auto_approval(csr: &CertificateSigningRequest, node: Option<&Node>) -> Option<&'static str> {
+/// naming only addresses its Node reports: its host name as the one DNS name, and IPs no other
+/// Node (`all_nodes`) reports, so a node cannot claim another's address by reporting it too.
+pub fn auto_approval(
+    csr: &CertificateSigningRequest,
+    node: Option<&Node>,
+    all_nodes: &[Node],
+) -> Option<&'static str> {
     let spec = &csr.spec;
     if spec.signer_name != KUBELET_SERVING_SIGNER {
         return None;
@@ -183,12 +217,13 @@ pub fn auto_approval(csr: &CertificateSigningRequest, node: Option<&Node>) -> Op
         return None;
     }
     let node = node.filter(|n| n.metadata.name.as_deref() == Some(node_name))?;
-    let (names, ips) = node_names(node);
+    let (_, ips) = node_names(node);
+    let taken = ips_of_other_nodes(node_name, all_nodes);
     let request = rcgen::CertificateSigningRequestParams::from_pem(&pem).ok()?;
     let sans = &request.params.subject_alt_names;
     let all_reported = sans.iter().all(|san| match san {
-        rcgen::SanType::DnsName(name) => names.iter().any(|n| n == name.as_str()),
-        rcgen::SanType::IpAddress(ip) => ips.contains(ip),
+        rcgen::SanType::DnsName(name) => hostname_is_acceptable(node, name.as_str()),
+        rcgen::SanType::IpAddress(ip) => ips.contains(ip) && !taken.contains(ip),
         _ => false,
     });
     (!sans.is_empty() && all_reported).then_some(
@@ -389,7 +424,7 @@ mod tests {
             &["pi"],
             &["192.168.1.7"],
         );
-        assert!(auto_approval(&csr(&pem, "system:node:pi", &SERVING), Some(&pi)).is_some());
+        assert!(auto_approval(&csr(&pem, "system:node:pi", &SERVING), Some(&pi), &[]).is_some());
     }
 
     #[test]
@@ -405,21 +440,96 @@ mod tests {
         let foreign_ip = request("system:node:pi", &["system:nodes"], &[], &["192.168.1.8"]);
         let foreign_dns = request("system:node:pi", &["system:nodes"], &["api.example"], &[]);
         for pem in [&foreign_ip, &foreign_dns] {
-            assert!(auto_approval(&csr(pem, "system:node:pi", &SERVING), Some(&pi)).is_none());
+            assert!(auto_approval(&csr(pem, "system:node:pi", &SERVING), Some(&pi), &[]).is_none());
         }
         // Another node asking for pi's certificate, or an admin.
-        assert!(auto_approval(&csr(&good, "system:node:pi2", &SERVING), Some(&pi)).is_none());
-        assert!(auto_approval(&csr(&good, "admin", &SERVING), Some(&pi)).is_none());
+        assert!(auto_approval(&csr(&good, "system:node:pi2", &SERVING), Some(&pi), &[]).is_none());
+        assert!(auto_approval(&csr(&good, "admin", &SERVING), Some(&pi), &[]).is_none());
         // Client usage, no names, a wrong group, an unknown node.
         let client = ["digital signature", "server auth", "client auth"];
-        assert!(auto_approval(&csr(&good, "system:node:pi", &client), Some(&pi)).is_none());
+        assert!(auto_approval(&csr(&good, "system:node:pi", &client), Some(&pi), &[]).is_none());
         let nameless = request("system:node:pi", &["system:nodes"], &[], &[]);
-        assert!(auto_approval(&csr(&nameless, "system:node:pi", &SERVING), Some(&pi)).is_none());
+        assert!(
+            auto_approval(&csr(&nameless, "system:node:pi", &SERVING), Some(&pi), &[]).is_none()
+        );
         let masters = request("system:node:pi", &["system:masters"], &["pi"], &[]);
-        assert!(auto_approval(&csr(&masters, "system:node:pi", &SERVING), Some(&pi)).is_none());
-        assert!(auto_approval(&csr(&good, "system:node:pi", &SERVING), None).is_none());
+        assert!(
+            auto_approval(&csr(&masters, "system:node:pi", &SERVING), Some(&pi), &[]).is_none()
+        );
+        assert!(auto_approval(&csr(&good, "system:node:pi", &SERVING), None, &[]).is_none());
         let other = node("pi2", &[("InternalIP", "192.168.1.7"), ("Hostname", "pi")]);
-        assert!(auto_approval(&csr(&good, "system:node:pi", &SERVING), Some(&other)).is_none());
+        assert!(
+            auto_approval(&csr(&good, "system:node:pi", &SERVING), Some(&other), &[]).is_none()
+        );
+    }
+
+    #[test]
+    fn only_the_nodes_host_name_passes_as_a_dns_name() {
+        let pi = node(
+            "pi",
+            &[
+                ("InternalIP", "192.168.1.7"),
+                ("Hostname", "pi"),
+                ("InternalDNS", "pi.lan"),
+                ("ExternalDNS", "kubernetes.default.svc"),
+            ],
+        );
+        let approve = |dns: &[&str]| {
+            let pem = request("system:node:pi", &["system:nodes"], dns, &["192.168.1.7"]);
+            auto_approval(&csr(&pem, "system:node:pi", &SERVING), Some(&pi), &[]).is_some()
+        };
+        assert!(approve(&["pi"]));
+        // Reported by the node itself, but not its host name.
+        assert!(!approve(&["pi.lan"]));
+        assert!(!approve(&["kubernetes.default.svc"]));
+        // Named after the API server or localhost even as its host name.
+        let sly = node(
+            "sly",
+            &[
+                ("InternalIP", "192.168.1.9"),
+                ("Hostname", "kubernetes.default.svc.cluster.local"),
+            ],
+        );
+        let pem = request(
+            "system:node:sly",
+            &["system:nodes"],
+            &["kubernetes.default.svc.cluster.local"],
+            &[],
+        );
+        assert!(auto_approval(&csr(&pem, "system:node:sly", &SERVING), Some(&sly), &[]).is_none());
+        let local = node("lo", &[("Hostname", "localhost")]);
+        let pem = request("system:node:lo", &["system:nodes"], &["localhost"], &[]);
+        assert!(auto_approval(&csr(&pem, "system:node:lo", &SERVING), Some(&local), &[]).is_none());
+    }
+
+    #[test]
+    fn an_address_another_node_reports_is_not_approved() {
+        let pi = node(
+            "pi",
+            &[
+                ("InternalIP", "192.168.1.7"),
+                ("InternalIP", "192.168.1.8"),
+                ("Hostname", "pi"),
+            ],
+        );
+        let other = node("pi2", &[("InternalIP", "192.168.1.8"), ("Hostname", "pi2")]);
+        let nodes = [pi.clone(), other];
+        let own = request(
+            "system:node:pi",
+            &["system:nodes"],
+            &["pi"],
+            &["192.168.1.7"],
+        );
+        let claim = request(
+            "system:node:pi",
+            &["system:nodes"],
+            &["pi"],
+            &["192.168.1.8"],
+        );
+        assert!(auto_approval(&csr(&own, "system:node:pi", &SERVING), Some(&pi), &nodes).is_some());
+        assert!(
+            auto_approval(&csr(&claim, "system:node:pi", &SERVING), Some(&pi), &nodes).is_none()
+        );
     }
 
     #[test]
