@@ -2,6 +2,8 @@
 //! root (the same script a user pipes into `sh`), twice, then its uninstaller.
 //!
 //! Needs root for `berth check` (it reports non-root as a failure) and the network namespace.
+//! `BERTH_TEST_BINARY=target/dist/berth-x86_64 cargo test --test packaging` checks the static
+//! release build instead of this build's binary.
 
 mod common;
 
@@ -14,8 +16,13 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// This build's berth, or `BERTH_TEST_BINARY` (say the static release build, to check what ships).
 fn berth() -> &'static str {
-    env!("CARGO_BIN_EXE_berth")
+    static BERTH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BERTH.get_or_init(|| {
+        std::env::var("BERTH_TEST_BINARY")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_berth").to_owned())
+    })
 }
 
 fn install(root: &Path) -> Output {

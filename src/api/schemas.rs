@@ -8,16 +8,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-use k8s_openapi::api::{
-    admissionregistration, apps, autoscaling, batch, certificates, coordination, core, discovery,
-    events, networking, node, policy, rbac, scheduling, storage,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
-use k8s_openapi::schemars::generate::{SchemaGenerator, SchemaSettings};
-use k8s_openapi::schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::patch_meta;
+
+/// What k8s-openapi's `schemars` implementations give for the served kinds (see
+/// `schemas_generate.rs`), as JSON compressed with zstd: about a tenth of the size of the code
+/// and strings that generated it at run time.
+static EMBEDDED_DEFINITIONS: &[u8] = include_bytes!("schema_definitions.json.zst");
 
 /// Where a `$ref` of the catalog points.
 pub const REF_PREFIX: &str = "#/definitions/";
@@ -25,7 +24,7 @@ pub const REF_PREFIX: &str = "#/definitions/";
 /// The root definition of one kind (or of its list).
 #[derive(Debug, Clone)]
 pub struct KindDefinition {
-    pub api_version: &'static str,
+    pub api_version: String,
     pub kind: String,
     pub definition: String,
 }
@@ -166,76 +165,43 @@ pub fn has_field(type_name: &str, field: &str) -> bool {
         .is_some_and(|fields| fields.contains_key(field))
 }
 
+/// The embedded schemas: the kinds' root definition names and every definition they reach.
+#[derive(Deserialize)]
+struct Embedded {
+    kinds: Vec<EmbeddedKind>,
+    definitions: BTreeMap<String, Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EmbeddedKind {
+    api_version: String,
+    kind: String,
+    definition: String,
+}
+
+/// The embedded schemas, decoded. They are part of the binary, so failing to decode them is a
+/// build defect that the unit tests catch, not something input can cause.
+fn embedded() -> Embedded {
+    zstd::decode_all(EMBEDDED_DEFINITIONS)
+        .map_err(|e| e.to_string())
+        .and_then(|json| serde_json::from_slice(&json).map_err(|e| e.to_string()))
+        .unwrap_or_else(|e| panic!("the embedded schema definitions do not decode: {e}"))
+}
+
 fn build() -> Catalog {
-    let settings = SchemaSettings::draft07().with(|s| {
-        s.definitions_path = "/definitions".into();
-        s.meta_schema = None;
-        s.transforms.clear();
-    });
-    let mut generator = SchemaGenerator::new(settings);
-    let mut kinds = Vec::new();
-    macro_rules! roots {
-        ($($t:ty),* $(,)?) => {
-            $( kinds.push(root::<$t>(&mut generator)); )*
-        };
-    }
-    roots!(
-        core::v1::Namespace,
-        core::v1::Pod,
-        core::v1::Node,
-        core::v1::Service,
-        core::v1::Endpoints,
-        core::v1::ConfigMap,
-        core::v1::Secret,
-        core::v1::ServiceAccount,
-        core::v1::Event,
-        core::v1::LimitRange,
-        core::v1::ResourceQuota,
-        core::v1::PersistentVolume,
-        core::v1::PersistentVolumeClaim,
-        core::v1::ReplicationController,
-        core::v1::Binding,
-        apps::v1::Deployment,
-        apps::v1::ReplicaSet,
-        apps::v1::StatefulSet,
-        apps::v1::DaemonSet,
-        apps::v1::ControllerRevision,
-        batch::v1::Job,
-        batch::v1::CronJob,
-        autoscaling::v2::HorizontalPodAutoscaler,
-        autoscaling::v1::HorizontalPodAutoscaler,
-        coordination::v1::Lease,
-        discovery::v1::EndpointSlice,
-        events::v1::Event,
-        networking::v1::Ingress,
-        networking::v1::IngressClass,
-        networking::v1::NetworkPolicy,
-        policy::v1::PodDisruptionBudget,
-        rbac::v1::ClusterRole,
-        rbac::v1::ClusterRoleBinding,
-        rbac::v1::Role,
-        rbac::v1::RoleBinding,
-        scheduling::v1::PriorityClass,
-        storage::v1::StorageClass,
-        storage::v1::CSIDriver,
-        storage::v1::CSINode,
-        storage::v1::VolumeAttachment,
-        admissionregistration::v1::MutatingWebhookConfiguration,
-        admissionregistration::v1::ValidatingWebhookConfiguration,
-        admissionregistration::v1::ValidatingAdmissionPolicy,
-        admissionregistration::v1::ValidatingAdmissionPolicyBinding,
-        k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService,
-        node::v1::RuntimeClass,
-        certificates::v1::CertificateSigningRequest,
-        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-    );
-    generator.subschema_for::<meta::DeleteOptions>();
-    generator.subschema_for::<meta::Status>();
-    generator.subschema_for::<meta::WatchEvent<core::v1::Pod>>();
-    generator.subschema_for::<meta::Patch>();
-    generator.subschema_for::<meta::ListMeta>();
-    let mut definitions: BTreeMap<String, Value> =
-        generator.take_definitions(false).into_iter().collect();
+    let Embedded {
+        kinds,
+        mut definitions,
+    } = embedded();
+    let mut kinds: Vec<KindDefinition> = kinds
+        .into_iter()
+        .map(|k| KindDefinition {
+            api_version: k.api_version,
+            kind: k.kind,
+            definition: k.definition,
+        })
+        .collect();
 
     let mut lists = Vec::new();
     for k in &kinds {
@@ -243,7 +209,7 @@ fn build() -> Catalog {
             continue;
         }
         let list = KindDefinition {
-            api_version: k.api_version,
+            api_version: k.api_version.clone(),
             kind: format!("{}List", k.kind),
             definition: format!("{}List", k.definition),
         };
@@ -254,7 +220,7 @@ fn build() -> Catalog {
 
     for k in &kinds {
         if let Some(Value::Object(d)) = definitions.get_mut(&k.definition) {
-            let (group, version) = split_api_version(k.api_version);
+            let (group, version) = split_api_version(&k.api_version);
             d.insert(
                 "x-kubernetes-group-version-kind".into(),
                 json!([{"group": group, "kind": k.kind, "version": version}]),
@@ -289,15 +255,6 @@ fn build() -> Catalog {
         }
     }
     Catalog { definitions, kinds }
-}
-
-fn root<T: JsonSchema + k8s_openapi::Resource>(generator: &mut SchemaGenerator) -> KindDefinition {
-    generator.subschema_for::<T>();
-    KindDefinition {
-        api_version: T::API_VERSION,
-        kind: T::KIND.to_string(),
-        definition: T::schema_name().into_owned(),
-    }
 }
 
 /// `("apps", "v1")` from `apps/v1`, `("", "v1")` from `v1`.
@@ -387,8 +344,33 @@ fn collect_refs(value: &Value, out: &mut Vec<String>) {
 }
 
 #[cfg(test)]
+#[path = "schemas_generate.rs"]
+mod schemas_generate;
+
+#[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_embedded_definitions_are_what_k8s_openapi_generates() {
+        let json = zstd::decode_all(EMBEDDED_DEFINITIONS).unwrap();
+        let embedded: Value = serde_json::from_slice(&json).unwrap();
+        // Compared whole, then by kind and definition only to name what differs.
+        let generated = schemas_generate::raw_definitions();
+        if embedded != generated {
+            assert_eq!(embedded["kinds"], generated["kinds"]);
+            let (embedded, generated) = (&embedded["definitions"], &generated["definitions"]);
+            for (name, definition) in generated.as_object().unwrap() {
+                assert_eq!(
+                    embedded.get(name),
+                    Some(definition),
+                    "{name} is stale: cargo run --example gen_schema_definitions -- \
+                     src/api/schema_definitions.json.zst"
+                );
+            }
+            panic!("the embedded definitions hold more than k8s-openapi generates: regenerate");
+        }
+    }
 
     #[test]
     fn every_served_kind_has_a_root_definition_with_its_gvk() {
