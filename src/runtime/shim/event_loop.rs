@@ -55,6 +55,9 @@ struct Shim {
     /// A request ran a container's or an exec's set-up: its memory goes back to the kernel
     /// once the loop is back at the top, see [`Shim::release_set_up_memory`].
     set_up_ran: bool,
+    /// A container was set up: the code that did it is not needed again for long. Execs
+    /// (probes, every few seconds) leave the code mapped: they would only fault it back in.
+    container_set_up: bool,
 }
 
 /// What woke the loop up.
@@ -171,6 +174,7 @@ impl Shim {
             next_client_id: 0,
             shutting_down: false,
             set_up_ran: true,
+            container_set_up: true,
         })
     }
 
@@ -198,13 +202,16 @@ impl Shim {
     }
 
     /// Creating, starting and exec'ing parse specs and run libcontainer's set-up: short-lived
-    /// heap, and a stack many frames deeper than the loop ever goes again. The shim lives as
-    /// long as its pod, so both go back to the kernel, from the top of the loop where nothing
-    /// below is in use.
+    /// heap, a stack many frames deeper than the loop ever goes again, and code the loop never
+    /// runs. The shim lives as long as its pod, so all three go back to the kernel, from the
+    /// top of the loop where nothing below is in use.
     fn release_set_up_memory(&mut self) {
         if std::mem::take(&mut self.set_up_ran) {
             crate::runtime::memory::return_free_heap();
             crate::runtime::memory::return_unused_stack();
+        }
+        if std::mem::take(&mut self.container_set_up) {
+            crate::runtime::memory::return_unused_code();
         }
     }
 
@@ -437,6 +444,9 @@ impl Shim {
     fn respond(&mut self, request: Request, client: u64) -> Option<Response> {
         if runs_set_up(&request) {
             self.set_up_ran = true;
+        }
+        if matches!(request, Request::StartContainer { .. }) {
+            self.container_set_up = true;
         }
         let result = match request {
             Request::ExecSync {
