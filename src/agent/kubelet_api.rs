@@ -1,7 +1,8 @@
 //! The kubelet API of a worker node: HTTPS on the kubelet port (10250), serving the node's
 //! pods' `containerLogs`, `exec`, `attach` and `portForward` to the API server, which proxies
 //! `kubectl logs/exec/attach/port-forward` of the node's pods here (see
-//! `apiserver::kubelet_proxy`). The protocols are the API server's own node-local code
+//! `apiserver::kubelet_proxy`), and the node's `/stats/summary`, `/metrics*` and `/logs/`
+//! (see [`super::node_stats`]). The protocols are the API server's own node-local code
 //! (`apiserver::stream::node::PodNode`), over this node's shims and log files.
 //!
 //! A client certificate of the cluster CA is required, and each request is authorized by the
@@ -73,9 +74,24 @@ pub async fn run(client: kube::Client, config: KubeletApiConfig) -> Result<(), K
     let authn = Arc::new(crate::apiserver::authn::Authenticator::default());
     let authz = super::kubelet_authz::Authorizer::new(
         config.node_name.clone(),
-        Box::new(super::kubelet_authz::ApiReviewer(client)),
+        Box::new(super::kubelet_authz::ApiReviewer(client.clone())),
     );
-    let router = router(node, Arc::new(authz));
+    // The kubelet's own samples of its cgroups, for the stats and metrics endpoints.
+    let metrics = crate::metrics::Metrics::for_node(&config.node_name);
+    tokio::spawn(crate::metrics::run_sampler(
+        metrics.clone(),
+        crate::metrics::SAMPLE_INTERVAL,
+    ));
+    let endpoints = NodeEndpointsOf {
+        endpoints: crate::agent::node_stats::NodeEndpoints {
+            node_name: config.node_name.clone(),
+            metrics,
+            data_dir: config.data_dir.clone(),
+            log_dir: crate::agent::node_logs::NODE_LOG_DIR.into(),
+        },
+        client: client.clone(),
+    };
+    let router = router(node, Arc::new(authz), Arc::new(endpoints));
     crate::apiserver::serve::serve(listener, tls, authn, router, std::future::pending())
         .await
         .map_err(|source| KubeletApiError::Listen { address, source })
@@ -104,8 +120,50 @@ fn tls_config(config: &KubeletApiConfig) -> Result<Arc<rustls::ServerConfig>, Ku
     Ok(Arc::new(server))
 }
 
+/// The node endpoints of this kubelet and how it lists its pods for them.
+pub struct NodeEndpointsOf {
+    pub endpoints: crate::agent::node_stats::NodeEndpoints,
+    pub client: kube::Client,
+}
+
+impl NodeEndpointsOf {
+    async fn serve(&self, path: &str) -> Response {
+        let Some(endpoint) = crate::agent::node_stats::Endpoint::of(path) else {
+            return respond(Err(ApiError::not_found("", "kubelet", "path")));
+        };
+        let pods = match endpoint.needs_pods() {
+            true => match self.pods().await {
+                Ok(pods) => pods,
+                Err(e) => return respond(Err(e)),
+            },
+            false => Vec::new(),
+        };
+        respond(self.endpoints.serve(endpoint, pods).await)
+    }
+
+    /// The pods bound to this node, as the API server has them.
+    async fn pods(&self) -> ApiResult<Vec<serde_json::Value>> {
+        let api: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::all(self.client.clone());
+        let params = kube::api::ListParams::default()
+            .fields(&format!("spec.nodeName={}", self.endpoints.node_name));
+        let list = api
+            .list(&params)
+            .await
+            .map_err(|e| ApiError::unavailable(format!("cannot list this node's pods: {e}")))?;
+        Ok(list
+            .items
+            .iter()
+            .filter_map(|pod| serde_json::to_value(pod).ok())
+            .collect())
+    }
+}
+
 /// The kubelet API's routes, behind the check of who asks.
-pub fn router(node: PodNode, authz: Arc<Authorizer>) -> axum::Router {
+pub fn router(
+    node: PodNode,
+    authz: Arc<Authorizer>,
+    endpoints: Arc<NodeEndpointsOf>,
+) -> axum::Router {
     let node = Arc::new(node);
     let logs = {
         let node = node.clone();
@@ -146,7 +204,18 @@ pub fn router(node: PodNode, authz: Arc<Authorizer>) -> axum::Router {
             }
         }
     };
+    let node_endpoint = move |request: Request| {
+        let endpoints = endpoints.clone();
+        async move { endpoints.serve(request.uri().path()).await }
+    };
     axum::Router::new()
+        .route("/stats/summary", get(node_endpoint.clone()))
+        .route("/metrics", get(node_endpoint.clone()))
+        .route("/metrics/cadvisor", get(node_endpoint.clone()))
+        .route("/metrics/resource", get(node_endpoint.clone()))
+        .route("/logs", get(node_endpoint.clone()))
+        .route("/logs/", get(node_endpoint.clone()))
+        .route("/logs/{*path}", get(node_endpoint))
         .route("/containerLogs/{ns}/{pod}/{container}", get(logs))
         .route("/exec/{ns}/{pod}/{container}", any(exec))
         .route("/exec/{ns}/{pod}/{uid}/{container}", any(exec_with_uid))

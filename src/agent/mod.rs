@@ -14,6 +14,7 @@
 //! - [`eviction`]: node-pressure eviction, pressure conditions and the node's image list.
 //! - [`image_gc`]: image garbage collection.
 //! - [`kubelet_api`]: a worker node's HTTPS kubelet API (logs, exec, attach, port-forward).
+//! - [`node_stats`], [`node_logs`]: the kubelet's `/stats/summary`, `/metrics*` and `/logs/`.
 //! - [`kubelet_authz`]: who may use it, asked of the API server (SubjectAccessReview).
 
 pub mod admit;
@@ -26,6 +27,8 @@ pub mod image_gc;
 pub mod kubelet_api;
 pub mod kubelet_authz;
 pub mod node;
+pub mod node_logs;
+pub mod node_stats;
 pub mod pods;
 pub mod probes;
 pub mod spec;

@@ -58,6 +58,11 @@ pub struct KubeletClient {
 }
 
 impl KubeletClient {
+    /// The node whose pods this server runs itself.
+    pub fn local_node(&self) -> &str {
+        &self.local_node
+    }
+
     pub fn new(local_node: String, pki: crate::pki::Pki) -> KubeletClient {
         KubeletClient {
             local_node,
@@ -280,7 +285,7 @@ fn is_hop_by_hop(name: &http::HeaderName) -> bool {
 
 /// Forwards `request` to the kubelet at `address` as `path`; an upgrade the kubelet accepts
 /// joins the two connections until either side closes.
-async fn proxy(
+pub(crate) async fn proxy(
     kubelet: &KubeletClient,
     address: SocketAddr,
     path: &str,

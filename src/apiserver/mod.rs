@@ -15,6 +15,7 @@ pub mod kubelet_proxy;
 pub(crate) mod logs;
 pub(crate) mod managed;
 pub mod metrics;
+pub mod node_proxy;
 pub mod openapi;
 pub(crate) mod patch;
 mod query;
@@ -234,6 +235,11 @@ async fn route(
                 .await
                 .unwrap_or_else(|e| error_response(&e));
         }
+    }
+    if let Some((node, kubelet_path)) = node_proxy::route(&path) {
+        return node_proxy::serve(&server, &node, &kubelet_path, request)
+            .await
+            .unwrap_or_else(|e| error_response(&e));
     }
     if let Some(metrics_route) = metrics::route(&path) {
         return metrics::serve(&server, metrics_route, &request);

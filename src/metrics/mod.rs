@@ -68,6 +68,11 @@ impl Metrics {
         }
     }
 
+    /// The latest round, for cumulative counters (the kubelet's stats and metrics endpoints).
+    pub fn latest(&self) -> Option<Round> {
+        self.rounds.lock().ok()?.1.clone()
+    }
+
     /// The node's usage over the last window; `None` until two rounds were taken.
     pub fn node(&self) -> Option<Point> {
         self.with_rounds(|previous, latest| rate(previous, latest, previous.node?, latest.node?))

@@ -77,6 +77,114 @@ pub fn return_free_heap() {
     }
 }
 
+/// Where a maps listing puts the main thread's stack: `(start, end)` of the `[stack]` mapping.
+fn main_stack(maps: &str) -> Option<(usize, usize)> {
+    let line = maps.lines().find(|l| l.trim_end().ends_with("[stack]"))?;
+    let (start, end) = line.split_whitespace().next()?.split_once('-')?;
+    Some((
+        usize::from_str_radix(start, 16).ok()?,
+        usize::from_str_radix(end, 16).ok()?,
+    ))
+}
+
+/// The pages of the main thread's stack `(start, end)` that lie wholly below `depth` (an
+/// address in the caller's frame) by more than `margin`: memory no frame uses any more. None
+/// when `depth` is not on that stack (another thread's) or nothing lies below it.
+fn unused_stack_below(
+    stack: (usize, usize),
+    depth: usize,
+    margin: usize,
+    page: usize,
+) -> Option<(usize, usize)> {
+    let (start, end) = stack;
+    if depth < start || depth >= end {
+        return None;
+    }
+    let below = depth.checked_sub(margin)? & !(page - 1);
+    (below > start).then(|| (start, below - start))
+}
+
+/// Hands back the main thread's stack pages below the caller's frame. A deep call (a
+/// container's set-up runs libcontainer, serde and the kernel interfaces many frames down)
+/// leaves its pages resident for the life of the process although nothing will read them
+/// again; a long-lived process with a shallow steady state, like the pod shim, gives them back
+/// after each such call. Does nothing on any thread but the main one. Returns the bytes given.
+pub fn return_unused_stack() -> usize {
+    // Frames still to come below this one: the madvise wrapper and the kernel entry, far less
+    // than this. Anything else below the caller's frame is dead.
+    const MARGIN: usize = 16 << 10;
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return 0;
+    };
+    let Some(stack) = main_stack(&maps) else {
+        return 0;
+    };
+    drop(maps);
+    let marker = 0u8;
+    let depth = std::hint::black_box(std::ptr::addr_of!(marker)) as usize;
+    // SAFETY: sysconf only reads a system constant.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let Some((start, len)) = unused_stack_below(stack, depth, MARGIN, page.max(4096)) else {
+        return 0;
+    };
+    // SAFETY: the range is part of this thread's own stack mapping lying wholly below the
+    // current frame (and the margin), so no live frame, local or borrowed reference points
+    // into it; MADV_DONTNEED drops the pages and the next touch maps a zero page, which is
+    // what a stack below its top may hold anyway.
+    let advised = unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) };
+    if advised == 0 {
+        len
+    } else {
+        0
+    }
+}
+
+/// The executable's read-only mappings in an smaps listing that hold no private (anonymous,
+/// copy-on-write) page: their contents are exactly the file's, so dropping their pages from
+/// this process loses nothing. A position-independent build relocates its `.data.rel.ro` and
+/// then makes it read-only: that mapping has anonymous pages and is left out.
+fn file_identical_mappings(smaps: &str, executable: &Path) -> Vec<(usize, usize)> {
+    let mut found = Vec::new();
+    let mut current: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
+        if let Some(mapping) = parse_maps_line(line) {
+            current =
+                (!mapping.writable && mapping.path == executable && mapping.end > mapping.start)
+                    .then_some((mapping.start, mapping.end - mapping.start));
+        } else if let (Some(range), Some(rest)) = (current, line.strip_prefix("Anonymous:")) {
+            if rest.trim().trim_end_matches("kB").trim() == "0" {
+                found.push(range);
+            }
+            current = None;
+        }
+    }
+    found
+}
+
+/// Drops this process's mappings of the executable's pages that are identical to the file
+/// (code and constants): a pod's shim runs code from nearly everywhere in the binary to set
+/// a container up (and the kernel maps 64 KiB around each page it faults in), then loops over
+/// a small part of it for the pod's life. The pages stay in the page cache for whoever else
+/// maps them; what this process runs again faults straight back in. Returns the bytes advised.
+pub fn return_unused_code() -> u64 {
+    let (Ok(executable), Ok(smaps)) = (
+        std::fs::read_link("/proc/self/exe"),
+        std::fs::read_to_string("/proc/self/smaps"),
+    ) else {
+        return 0;
+    };
+    let mut advised = 0;
+    for (start, len) in file_identical_mappings(&smaps, &executable) {
+        // SAFETY: a read-only private mapping of our own executable with no anonymous page
+        // (checked in smaps just now; being read-only, it cannot gain one): every page equals
+        // the file's, which MADV_DONTNEED maps back in on the next touch. Nothing is unmapped.
+        if unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) } == 0 {
+            advised += len as u64;
+        }
+    }
+    advised
+}
+
 /// Caps how many malloc arenas glibc keeps. By default each thread that allocates under
 /// contention may get an arena of its own (up to 8 per core), and what is freed in an arena stays
 /// with it: on a small device a few shared arenas keep the heap compact. Returns whether glibc
@@ -219,6 +327,55 @@ mod tests {
             None
         );
         assert_eq!(parse_maps_line("not a mapping"), None);
+    }
+
+    #[test]
+    fn the_main_stack_is_found_in_a_maps_listing() {
+        let maps = format!("{MAPS}7ffd10000000-7ffd10021000 rw-p 00000000 00:00 0 [stack]\n");
+        assert_eq!(main_stack(&maps), Some((0x7ffd10000000, 0x7ffd10021000)));
+        assert_eq!(main_stack(MAPS), None);
+    }
+
+    #[test]
+    fn only_whole_pages_below_the_frame_and_its_margin_are_given_back() {
+        let stack = (0x10000, 0x40000);
+        // Depth 0x30800, margin 0x1000: everything below 0x2f000 (page aligned down).
+        assert_eq!(
+            unused_stack_below(stack, 0x30800, 0x1000, 0x1000),
+            Some((0x10000, 0x1f000))
+        );
+        // Nothing lies below a frame at the bottom of the stack.
+        assert_eq!(unused_stack_below(stack, 0x10800, 0x1000, 0x1000), None);
+    }
+
+    #[test]
+    fn a_frame_on_another_stack_gives_nothing_back() {
+        let stack = (0x10000, 0x40000);
+        assert_eq!(unused_stack_below(stack, 0x50000, 0x1000, 0x1000), None);
+        assert_eq!(unused_stack_below(stack, 0x8000, 0x1000, 0x1000), None);
+        // Test threads are not the main thread: their stacks are left alone.
+        assert_eq!(std::thread::spawn(return_unused_stack).join().unwrap(), 0);
+    }
+
+    #[test]
+    fn only_read_only_mappings_of_the_executable_without_private_pages_are_dropped() {
+        let smaps = "\
+55d0c0000000-55d0c1000000 r--p 00000000 fe:01 123 /usr/local/bin/berth
+Rss: 100 kB
+Anonymous: 0 kB
+55d0c1000000-55d0c2400000 r-xp 01000000 fe:01 123 /usr/local/bin/berth
+Anonymous:             0 kB
+55d0c2400000-55d0c2500000 r--p 02400000 fe:01 123 /usr/local/bin/berth
+Anonymous: 1948 kB
+55d0c2500000-55d0c2600000 rw-p 02500000 fe:01 123 /usr/local/bin/berth
+Anonymous: 0 kB
+7f0000000000-7f0000001000 r-xp 00000000 fe:01 999 /usr/lib/other.so
+Anonymous: 0 kB
+";
+        assert_eq!(
+            file_identical_mappings(smaps, Path::new("/usr/local/bin/berth")),
+            vec![(0x55d0c0000000, 0x1000000), (0x55d0c1000000, 0x1400000)]
+        );
     }
 
     #[test]

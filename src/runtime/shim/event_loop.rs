@@ -52,6 +52,12 @@ struct Shim {
     sessions: Vec<Session>,
     next_client_id: u64,
     shutting_down: bool,
+    /// A request ran a container's or an exec's set-up: its memory goes back to the kernel
+    /// once the loop is back at the top, see [`Shim::release_set_up_memory`].
+    set_up_ran: bool,
+    /// A container was set up: the code that did it is not needed again for long. Execs
+    /// (probes, every few seconds) leave the code mapped: they would only fault it back in.
+    container_set_up: bool,
 }
 
 /// What woke the loop up.
@@ -63,6 +69,18 @@ enum Event {
     ExecPipe(usize, usize),
     ExecExit(usize),
     SessionExit(usize),
+}
+
+/// Requests whose handling goes deep (libcontainer) or allocates much that is short-lived.
+fn runs_set_up(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::CreateContainer { .. }
+            | Request::StartContainer { .. }
+            | Request::RemoveContainer { .. }
+            | Request::ExecSync { .. }
+            | Request::Exec { .. }
+    )
 }
 
 pub fn run(dir: &Path, ready: Option<ReadyPipe>) -> Result<(), ShimError> {
@@ -155,6 +173,8 @@ impl Shim {
             sessions: Vec::new(),
             next_client_id: 0,
             shutting_down: false,
+            set_up_ran: true,
+            container_set_up: true,
         })
     }
 
@@ -174,10 +194,25 @@ impl Shim {
             }
             self.kill_orphaned_sessions();
             self.reap_strays();
+            self.release_set_up_memory();
         }
         let _ = std::fs::remove_file(self.dir.join(SOCKET_NAME));
         let _ = std::fs::remove_file(self.dir.join(PID_FILE_NAME));
         Ok(())
+    }
+
+    /// Creating, starting and exec'ing parse specs and run libcontainer's set-up: short-lived
+    /// heap, a stack many frames deeper than the loop ever goes again, and code the loop never
+    /// runs. The shim lives as long as its pod, so all three go back to the kernel, from the
+    /// top of the loop where nothing below is in use.
+    fn release_set_up_memory(&mut self) {
+        if std::mem::take(&mut self.set_up_ran) {
+            crate::runtime::memory::return_free_heap();
+            crate::runtime::memory::return_unused_stack();
+        }
+        if std::mem::take(&mut self.container_set_up) {
+            crate::runtime::memory::return_unused_code();
+        }
     }
 
     /// Reaps children that are neither a container nor an exec: libcontainer's helpers, or the
@@ -345,7 +380,9 @@ impl Shim {
     }
 
     fn serve_client(&mut self, i: usize) {
-        let mut chunk = [0u8; 64 * 1024];
+        // Requests are a few KiB at most: a larger one takes a few turns of the loop, and the
+        // stack this touches on every request stays small.
+        let mut chunk = [0u8; 4 * 1024];
         let client = &mut self.clients[i];
         let n = match client.stream.read(&mut chunk) {
             Ok(n) => n,
@@ -405,6 +442,12 @@ impl Shim {
     }
 
     fn respond(&mut self, request: Request, client: u64) -> Option<Response> {
+        if runs_set_up(&request) {
+            self.set_up_ran = true;
+        }
+        if matches!(request, Request::StartContainer { .. }) {
+            self.container_set_up = true;
+        }
         let result = match request {
             Request::ExecSync {
                 name,
@@ -433,15 +476,9 @@ impl Shim {
             }
             Request::StartContainer { name } => {
                 let dir = self.dir.clone();
-                let started = self
-                    .find(&name)
+                self.find(&name)
                     .and_then(|c| c.start(&dir))
-                    .and_then(|()| self.saved());
-                // Creating and starting a container parse its spec and run libcontainer's
-                // set-up, all short-lived; the shim lives as long as its pod, so that heap goes
-                // back to the kernel now.
-                crate::runtime::memory::return_free_heap();
-                started
+                    .and_then(|()| self.saved())
             }
             Request::Kill { name, signal } => self
                 .find(&name)

@@ -43,7 +43,7 @@ impl ExecRun {
         timeout: Duration,
         client: u64,
     ) -> Result<Self, ShimError> {
-        let process = exec_process::prepare(
+        let mut process = exec_process::prepare(
             dir,
             bundle,
             &format!("e{client}.json"),
@@ -57,6 +57,7 @@ impl ExecRun {
             nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe"))?;
         set_nonblocking(&out_read)?;
         set_nonblocking(&err_read)?;
+        let notify = process.forward_notify(dir, container_id, bundle)?;
         let builder = ContainerBuilder::new(container_id.to_string(), SyscallType::default())
             .with_root_path(Layout(dir).containers())?
             .with_executor(process.executor.clone())
@@ -66,7 +67,8 @@ impl ExecRun {
             .as_tenant()
             .with_process(Some(&process.path))
             .with_detach(true);
-        let pid = exec_process::keeping_own_oom_score_adj(|| builder.build())?.as_raw();
+        let built = exec_process::keeping_own_oom_score_adj(|| builder.build());
+        let pid = exec_process::settle(built.map(|p| p.as_raw()).map_err(Into::into), notify)?;
         let pidfd = pidfd_open(pid)?;
         Ok(Self {
             client,

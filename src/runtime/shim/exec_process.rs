@@ -6,7 +6,8 @@
 //! personality and time offsets only, so a `linux.seccomp` in config.json never reaches an
 //! exec'd process. The shim loads the filter itself, from the executor that runs in the new
 //! process just before its program, the way [`seccomp_bpf`] does for init processes: with
-//! CAP_SYS_ADMIN lent to the process until the load when it lacks `no_new_privs`.
+//! CAP_SYS_ADMIN lent to the process until the load when it lacks `no_new_privs`. A profile
+//! with notify rules sends the filter's descriptor to its listener ([`super::seccomp_notify`]).
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,7 @@ use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 
 use super::container::Layout;
 use super::interactive::RemoveOnDrop;
+use super::seccomp_notify::{self, Forwarding, Route};
 use super::{io_err, ShimError};
 use crate::runtime::seccomp_bpf::{self, LentSysAdmin, Program};
 use crate::runtime::session::TerminalSize;
@@ -26,6 +28,8 @@ const OOM_SCORE_ADJ: &str = "/proc/self/oom_score_adj";
 pub struct ExecProcess {
     pub path: PathBuf,
     pub executor: ExecExecutor,
+    /// Where the filter's notify descriptor goes, for a profile with notify rules.
+    notify: Option<Route>,
     _cleanup: RemoveOnDrop,
 }
 
@@ -34,6 +38,8 @@ pub struct ExecProcess {
 pub struct ExecExecutor {
     terminal_size: Option<TerminalSize>,
     seccomp: Option<(Filter, LentSysAdmin)>,
+    /// The process's end of the pair its notify descriptor goes over (see seccomp_notify).
+    notify_to: Option<std::os::fd::RawFd>,
 }
 
 #[derive(Clone)]
@@ -69,8 +75,10 @@ pub fn prepare(
             source,
         })?;
     let mut process = exec_process(&spec, args, stdio);
+    let mut notify = None;
     let seccomp = match spec.get("linux").and_then(|l| l.get("seccomp")) {
         Some(profile) => {
+            notify = Route::for_profile(profile)?;
             let filter = filter_for(dir, profile).map_err(|source| ShimError::State {
                 path: config.clone(),
                 source,
@@ -96,9 +104,49 @@ pub fn prepare(
         executor: ExecExecutor {
             terminal_size,
             seccomp,
+            notify_to: None,
         },
+        notify,
         _cleanup: cleanup,
     })
+}
+
+impl ExecProcess {
+    /// For a profile with notify rules: starts forwarding the descriptor of the process about
+    /// to be built in container `container_id`, and points the executor at it. Build with
+    /// the executor only after this, and pass the result to [`settle`].
+    pub fn forward_notify(
+        &mut self,
+        dir: &Path,
+        container_id: &str,
+        bundle: &Path,
+    ) -> Result<Option<Forwarding>, ShimError> {
+        let Some(route) = self.notify.take() else {
+            return Ok(None);
+        };
+        let init_pid =
+            libcontainer::container::Container::load(Layout(dir).containers().join(container_id))
+                .ok()
+                .and_then(|c| c.pid())
+                .map(|p| p.as_raw());
+        let forwarding = route.start(container_id, init_pid, bundle)?;
+        self.executor.notify_to = forwarding.process_fd();
+        Ok(Some(forwarding))
+    }
+}
+
+/// The pid of a built exec once its notify descriptor (if any) is with the listener; a process
+/// whose descriptor did not get there is killed, as runc fails such an exec.
+pub fn settle(built: Result<i32, ShimError>, notify: Option<Forwarding>) -> Result<i32, ShimError> {
+    let forwarded = notify.map(Forwarding::finish).transpose();
+    let pid = built?;
+    if let Err(e) = forwarded {
+        let pid = nix::unistd::Pid::from_raw(pid);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+        return Err(e.into());
+    }
+    Ok(pid)
 }
 
 /// The container's process with the exec's args. TERM is set for tty execs as containerd
@@ -127,7 +175,12 @@ fn exec_process(spec: &serde_json::Value, args: Vec<String>, stdio: Stdio) -> se
 /// The node's compiled program for `profile`, or the profile itself for libcontainer to
 /// compile when the cache cannot take it (filter flags, notify): never no filter.
 fn filter_for(dir: &Path, profile: &serde_json::Value) -> Result<Filter, serde_json::Error> {
-    if let Some(cache) = Layout(dir).seccomp_cache() {
+    let cache = match seccomp_notify::notifies(profile) {
+        // Only libseccomp's load gives the notify descriptor.
+        true => None,
+        false => Layout(dir).seccomp_cache(),
+    };
+    if let Some(cache) = cache {
         match seccomp_bpf::cached(&cache, profile) {
             Ok(program) => return Ok(Filter::Compiled(program)),
             Err(e) => eprintln!("berth shim: exec seccomp profile not precompiled: {e}"),
@@ -160,10 +213,20 @@ impl ExecExecutor {
             Filter::Profile(profile) => {
                 let notify = libcontainer::seccomp::initialize_seccomp(profile)
                     .map_err(|e| ExecutorError::Other(format!("load seccomp filter: {e}")))?;
-                if notify.is_some() {
-                    return Err(ExecutorError::Other(
-                        "seccomp notify profiles are not supported for exec".into(),
-                    ));
+                match (notify, self.notify_to) {
+                    (None, _) => {}
+                    (Some(fd), Some(to)) => {
+                        seccomp_notify::hand_over(to, fd).map_err(ExecutorError::Other)?
+                    }
+                    (Some(fd), None) => {
+                        // SAFETY: the filter load just returned this descriptor to us alone.
+                        drop(unsafe {
+                            <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
+                        });
+                        return Err(ExecutorError::Other(
+                            seccomp_notify::NotifyError::NoListenerPath.to_string(),
+                        ));
+                    }
                 }
             }
         }

@@ -59,15 +59,21 @@ impl Session {
             true => exec_process::Stdio::Terminal(size),
             false => exec_process::Stdio::Pipes,
         };
-        let process = exec_process::prepare(dir, bundle, &format!("x{seq}.json"), args, stdio)?;
+        let mut process = exec_process::prepare(dir, bundle, &format!("x{seq}.json"), args, stdio)?;
+        let notify = process.forward_notify(dir, container_id, bundle)?;
         let builder = ContainerBuilder::new(container_id.to_string(), SyscallType::default())
             .with_root_path(Layout(dir).containers())?
             .with_executor(process.executor.clone());
-        let (pid, fds) = if tty {
-            start_with_tty(dir, container_id, builder, &process.path, seq)?
+        let started = if tty {
+            start_with_tty(dir, container_id, builder, &process.path, seq)
         } else {
-            start_with_pipes(builder, &process.path, stdin)?
+            start_with_pipes(builder, &process.path, stdin)
         };
+        let (built, fds) = match started {
+            Ok((pid, fds)) => (Ok(pid), fds),
+            Err(e) => (Err(e), Vec::new()),
+        };
+        let pid = exec_process::settle(built, notify)?;
         let pidfd = pidfd_open(pid)?;
         Ok(Started {
             session: Session {

@@ -20,6 +20,7 @@ mod event_loop;
 mod exec;
 mod exec_process;
 mod interactive;
+mod seccomp_notify;
 mod state;
 
 use std::ffi::OsString;
@@ -61,6 +62,8 @@ pub enum ShimError {
     Spec(#[from] crate::runtime::spec::SpecError),
     #[error(transparent)]
     Log(#[from] crate::runtime::logs::LogError),
+    #[error(transparent)]
+    SeccompNotify(#[from] seccomp_notify::NotifyError),
     #[error("libcontainer: {0}")]
     Libcontainer(#[from] libcontainer::error::LibcontainerError),
     #[error("state file {path}: {source}")]
