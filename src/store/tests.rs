@@ -519,12 +519,18 @@ async fn writes_arriving_while_a_group_syncs_all_share_the_next_group() {
     let path = dir.path().join("store.redb");
     store.create("/warm", text("0")).await.unwrap();
     let commits_before = store.stats().commits;
-    wal::failing::slow_next_append(&wal::path_for(&path), Duration::from_millis(600));
+    // The slow sync is long beside the 240 ms the later writes take to arrive, so a loaded
+    // machine that runs the spawned tasks late still queues them all while it lasts.
+    let log = wal::path_for(&path);
+    wal::failing::slow_next_append(&log, Duration::from_secs(3));
     let syncing = {
         let store = store.clone();
         tokio::spawn(async move { store.create("/syncing", text("1")).await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The later writes must not join the slow group: wait until its append has begun.
+    while wal::failing::slow_append_pending(&log) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     // They arrive one by one while the first group is in its (slow) sync: the first of them
     // finds the writer idle, the others find it waiting on that sync.
     let mut tasks = tokio::task::JoinSet::new();
