@@ -471,6 +471,9 @@ fn commit_batch(
             });
         match committed {
             Ok(snapshot) => {
+                // Counted before the sync thread may answer the group's callers, so a caller
+                // that reads the counter after its write returns sees its own commit.
+                shared.commits.fetch_add(1, Ordering::Relaxed);
                 let undo = events.iter().map(Undo::of).collect();
                 let done = publish.send(Some(sync::Publish {
                     snapshot: Arc::new(snapshot),
@@ -508,7 +511,6 @@ fn commit_batch(
                         busy_us = started.elapsed().saturating_sub(waited_for_sync).as_micros(),
                         "group handed to the log"
                     );
-                    shared.commits.fetch_add(1, Ordering::Relaxed);
                     writer.unpersisted_since.get_or_insert_with(Instant::now);
                     writer.applied_revision = next_revision - 1;
                     // Callers are answered by the sync thread once the group is durable.
