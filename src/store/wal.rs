@@ -277,7 +277,11 @@ pub(super) mod failing {
 
     /// Whether a slowed append is still waiting for its write: false once the append began.
     pub fn slow_append_pending(path: &Path) -> bool {
-        NEXT_APPEND_SLOW.lock().unwrap().iter().any(|(p, _)| p == path)
+        NEXT_APPEND_SLOW
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(p, _)| p == path)
     }
 
     pub(in super::super) fn take_slow(path: &Path) -> Option<Duration> {
