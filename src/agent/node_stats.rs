@@ -566,6 +566,15 @@ mod tests {
     use super::*;
     use std::collections::{BTreeMap, HashMap};
 
+    fn view_without_fs<'a>(metrics: &'a Metrics, pods: &'a [Value]) -> NodeView<'a> {
+        NodeView {
+            node_name: "n1",
+            metrics,
+            pods,
+            fs: None,
+        }
+    }
+
     fn round(at_seconds: i64, cpu_ns: u64) -> Round {
         let usage = |cpu_ns| Usage {
             cpu_ns,
@@ -647,12 +656,7 @@ mod tests {
     fn before_any_round_the_summary_lists_pods_without_usage() {
         let metrics = Metrics::for_node("n1");
         let pods = pods();
-        let view = NodeView {
-            node_name: "n1",
-            metrics: &metrics,
-            pods: &pods,
-            fs: None,
-        };
+        let view = view_without_fs(&metrics, &pods);
         let summary = summary(&view);
         assert!(summary["node"].get("cpu").is_none());
         assert_eq!(summary["pods"][0]["containers"], json!([]));
@@ -663,12 +667,7 @@ mod tests {
     fn resource_metrics_carry_cumulative_cpu_and_working_set_per_container() {
         let metrics = measured_metrics();
         let pods = pods();
-        let view = NodeView {
-            node_name: "n1",
-            metrics: &metrics,
-            pods: &pods,
-            fs: None,
-        };
+        let view = view_without_fs(&metrics, &pods);
         let text = resource_metrics(&view);
         let at = 110_000;
         assert!(text.contains(&format!(
@@ -694,12 +693,7 @@ mod tests {
             json!({"metadata": {"name": "done", "namespace": "shop", "uid": "u2"},
             "status": {"containerStatuses": [{"name": "app", "state": {"terminated": {}}}]}}),
         );
-        let view = NodeView {
-            node_name: "n1",
-            metrics: &metrics,
-            pods: &pods,
-            fs: None,
-        };
+        let view = view_without_fs(&metrics, &pods);
         let text = kubelet_metrics(&view);
         assert!(text.contains("kubelet_running_pods 1\n"), "{text}");
         assert!(text.contains("kubelet_running_containers{container_state=\"running\"} 1\n"));
@@ -711,12 +705,7 @@ mod tests {
     fn cadvisor_series_name_the_container_cgroup() {
         let metrics = measured_metrics();
         let pods = pods();
-        let view = NodeView {
-            node_name: "n1",
-            metrics: &metrics,
-            pods: &pods,
-            fs: None,
-        };
+        let view = view_without_fs(&metrics, &pods);
         let text = cadvisor_metrics(&view);
         assert!(text.contains("container_cpu_usage_seconds_total{container=\"app\",cpu=\"total\",id=\"/berth/podu1/app\",namespace=\"shop\",pod=\"web\"} 3 110000\n"), "{text}");
         assert!(text.contains("machine_cpu_cores "));
