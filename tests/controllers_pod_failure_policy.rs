@@ -119,7 +119,7 @@ fn running_pod(server: &BerthServer, job: &str) -> Value {
 }
 
 #[test]
-#[ignore = "after the session-8 merges the evicted pod is gone at once instead of terminating for its grace period: to fix"]
+#[ignore = "an evicted pod is gone at once instead of terminating for its grace period: to fix"]
 fn a_pod_failure_policy_fails_the_job_at_once_ignores_an_eviction_counts_and_fails_one_index() {
     let ns = Netns::new();
     let cluster = Cluster::start(&ns);
