@@ -5,6 +5,7 @@
 
 use serde_json::Value;
 
+use super::validation::{invalid_number, not_supported};
 use crate::api::Cause;
 
 const PROTOCOLS: [&str; 3] = ["TCP", "UDP", "SCTP"];
@@ -159,26 +160,6 @@ fn port_name_problems(name: &str) -> Vec<&'static str> {
         problems.push("must not begin or end with a hyphen");
     }
     problems
-}
-
-fn not_supported(field: &str, value: &str, supported: &[&str]) -> Cause {
-    let list: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
-    Cause {
-        reason: "FieldValueNotSupported".into(),
-        message: format!(
-            "Unsupported value: {value:?}: supported values: {}",
-            list.join(", ")
-        ),
-        field: field.into(),
-    }
-}
-
-fn invalid_number(field: &str, value: i64, detail: &str) -> Cause {
-    Cause {
-        reason: "FieldValueInvalid".into(),
-        message: format!("Invalid value: {value}: {detail}"),
-        field: field.into(),
-    }
 }
 
 #[cfg(test)]

@@ -212,7 +212,7 @@ fn template(obj: &Value, path: &str, allowed_restart: Option<&[&str]>, causes: &
     }
 }
 
-fn not_supported(field: &str, value: &str, supported: &[&str]) -> Cause {
+pub(super) fn not_supported(field: &str, value: &str, supported: &[&str]) -> Cause {
     let list: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
     Cause {
         reason: "FieldValueNotSupported".into(),
@@ -232,7 +232,7 @@ fn duplicate(field: &str, value: &str) -> Cause {
     }
 }
 
-fn invalid_number(field: &str, value: i64, detail: &str) -> Cause {
+pub(super) fn invalid_number(field: &str, value: i64, detail: &str) -> Cause {
     Cause {
         reason: "FieldValueInvalid".into(),
         message: format!("Invalid value: {value}: {detail}"),
