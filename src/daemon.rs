@@ -275,6 +275,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     crate::controllers::endpointslice::run(c).await;
                     anyhow::bail!("the endpointslice controller stopped")
                 });
+                let c = client("endpointslicemirroring-controller");
+                components.spawn(async move {
+                    crate::controllers::endpointslicemirroring::run(c).await;
+                    anyhow::bail!("the endpointslice mirroring controller stopped")
+                });
                 let c = client("apiextensions-controller");
                 components.spawn(async move {
                     crate::crd::controller::run(c).await;

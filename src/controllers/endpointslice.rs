@@ -30,7 +30,7 @@ use super::common;
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
-const SKIP_MIRROR_LABEL: &str = "endpointslice.kubernetes.io/skip-mirror";
+pub const SKIP_MIRROR_LABEL: &str = "endpointslice.kubernetes.io/skip-mirror";
 const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 
 #[derive(Debug, thiserror::Error)]
@@ -95,36 +95,7 @@ async fn reconcile(svc: Arc<Service>, client: Arc<kube::Client>) -> Result<Actio
         .into_iter()
         .filter(|s| owned_slice(s, name))
         .collect();
-    for slice in &desired {
-        let slice_name = slice.metadata.name.clone().unwrap_or_default();
-        let current = existing
-            .iter()
-            .find(|s| s.metadata.name.as_deref() == Some(slice_name.as_str()));
-        match current {
-            None => ignore_conflict(slices.create(&PostParams::default(), slice).await)?,
-            Some(current) if !same_slice(current, slice) => {
-                let mut updated = slice.clone();
-                updated.metadata.resource_version = current.metadata.resource_version.clone();
-                ignore_conflict(
-                    slices
-                        .replace(&slice_name, &PostParams::default(), &updated)
-                        .await,
-                )?
-            }
-            Some(_) => {}
-        }
-    }
-    for stale in existing
-        .iter()
-        .filter(|s| !desired.iter().any(|d| d.metadata.name == s.metadata.name))
-    {
-        let stale_name = stale.metadata.name.clone().unwrap_or_default();
-        match slices.delete(&stale_name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    apply_slices(&slices, &existing, &desired).await?;
 
     let endpoints_api: Api<Endpoints> = Api::namespaced(client.as_ref().clone(), namespace);
     let wanted = build_endpoints(&svc, &selected);
@@ -147,6 +118,51 @@ async fn reconcile(svc: Arc<Service>, client: Arc<kube::Client>) -> Result<Actio
         Some(_) => {}
     }
     Ok(Action::await_change())
+}
+
+/// Makes a Service's slices `existing` (those its controller owns) into `desired`, matched by
+/// name: creates the missing, replaces the changed, deletes the rest.
+pub(super) async fn apply_slices(
+    slices: &Api<EndpointSlice>,
+    existing: &[EndpointSlice],
+    desired: &[EndpointSlice],
+) -> Result<(), kube::Error> {
+    for slice in desired {
+        let slice_name = slice.metadata.name.clone().unwrap_or_default();
+        let current = existing
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(slice_name.as_str()));
+        let written = match current {
+            None => slices.create(&PostParams::default(), slice).await,
+            Some(current) if !same_slice(current, slice) => {
+                let mut updated = slice.clone();
+                updated.metadata.resource_version = current.metadata.resource_version.clone();
+                slices
+                    .replace(&slice_name, &PostParams::default(), &updated)
+                    .await
+            }
+            Some(_) => continue,
+        };
+        // A write that lost a race is redone by the reconcile the winner's event triggers.
+        match written {
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            other => {
+                other?;
+            }
+        }
+    }
+    for stale in existing
+        .iter()
+        .filter(|s| !desired.iter().any(|d| d.metadata.name == s.metadata.name))
+    {
+        let stale_name = stale.metadata.name.clone().unwrap_or_default();
+        match slices.delete(&stale_name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// A write that lost a race is redone by the reconcile the winner's event triggers.
@@ -184,6 +200,8 @@ fn same_slice(a: &EndpointSlice, b: &EndpointSlice) -> bool {
         && a.endpoints == b.endpoints
         && a.ports == b.ports
         && a.metadata.labels == b.metadata.labels
+        && a.metadata.annotations.clone().unwrap_or_default()
+            == b.metadata.annotations.clone().unwrap_or_default()
 }
 
 /// The port number a Service port reaches on `pod`: a number as is, a name looked up in the
@@ -372,7 +390,7 @@ pub fn build_endpoint_slices(svc: &Service, pods: &[&Pod]) -> Vec<EndpointSlice>
         .collect()
 }
 
-fn port_key(ports: &[EndpointPort]) -> String {
+pub(super) fn port_key(ports: &[EndpointPort]) -> String {
     ports
         .iter()
         .map(|p| {

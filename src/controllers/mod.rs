@@ -7,6 +7,7 @@ pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod endpointslice;
+pub mod endpointslicemirroring;
 pub mod gc;
 pub mod hpa;
 pub mod job;

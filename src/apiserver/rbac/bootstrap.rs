@@ -89,6 +89,10 @@ pub const COMPONENTS: &[(&str, &str)] = &[
         "system:controller:endpointslice-controller",
     ),
     (
+        "endpointslicemirroring-controller",
+        "system:controller:endpointslicemirroring-controller",
+    ),
+    (
         "apiextensions-controller",
         "system:controller:apiextensions-controller",
     ),
@@ -247,6 +251,12 @@ fn component_rules(role: &str) -> Vec<PolicyRule> {
             r(MADE, &["discovery.k8s.io"], &["endpointslices"]),
             r(MADE, &[""], &["endpoints"]),
             r(&["update", "patch"], &[""], &["services/finalizers"]),
+            events(),
+        ],
+        "system:controller:endpointslicemirroring-controller" => vec![
+            core_read(&["services", "endpoints"]),
+            r(MADE, &["discovery.k8s.io"], &["endpointslices"]),
+            r(&["update"], &[""], &["endpoints/finalizers"]),
             events(),
         ],
         // The CRD's own status, and a deleted CRD's objects, which can be of any group.
@@ -1081,6 +1091,20 @@ mod tests {
                 "get - endpoints",
                 "create - endpoints",
                 "update - endpoints",
+            ],
+        ),
+        (
+            "system:controller:endpointslicemirroring-controller",
+            &[
+                "watch - endpoints",
+                "get - endpoints",
+                "watch - services",
+                "get - services",
+                "watch discovery.k8s.io endpointslices",
+                "list discovery.k8s.io endpointslices",
+                "create discovery.k8s.io endpointslices",
+                "update discovery.k8s.io endpointslices",
+                "delete discovery.k8s.io endpointslices",
             ],
         ),
         (
