@@ -1,6 +1,7 @@
 //! StatefulSets, DaemonSets and local-path volumes with the real kubectl and real containers:
 //! ordered start, stable names and hostnames, one claim and one directory per pod, scale-down
-//! that keeps the claims, `rollout status|history|undo`, and daemon pods rolled on a change.
+//! that keeps the claims, `rollout status|history|undo`, `OnDelete` and partitioned updates,
+//! `Parallel` pod management, and daemon pods rolled on a change.
 //!
 //! Needs root (network namespaces, cgroups, mounts, nftables), as in CI.
 
@@ -313,4 +314,267 @@ fn a_daemon_set_runs_one_pod_on_the_node_and_rolls_it_on_an_image_change() {
     assert_eq!(revisions.len(), 2, "{revisions:#?}");
 
     server.kubectl_ok(&["delete", "daemonset", "agent", "--wait=false"]);
+}
+
+/// A set of `replicas` idle busybox pods labelled `app: <name>`, with `strategy` as its
+/// `updateStrategy`.
+fn idle_set(name: &str, replicas: u32, strategy: &str) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: {name}
+spec:
+  replicas: {replicas}
+  serviceName: {name}
+  updateStrategy: {strategy}
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: main
+        image: busybox
+        command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
+"#
+    )
+}
+
+fn get_json(server: &BerthServer, what: &str) -> Value {
+    json(&server.kubectl_ok(&["get", what, "-o", "json"]))
+}
+
+fn uid(object: &Value) -> String {
+    object["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn revision_of(pod: &Value) -> String {
+    pod["metadata"]["labels"]["controller-revision-hash"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The value of the env var `name` in the pod's first container, if it has it.
+fn env_of(pod: &Value, name: &str) -> Option<String> {
+    pod["spec"]["containers"][0]["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+        .and_then(|e| e["value"].as_str().map(String::from))
+}
+
+/// Waits until the set's status reports `ready` ready replicas for its latest generation.
+fn wait_for_ready_set(server: &BerthServer, name: &str, ready: i64) -> Value {
+    let mut set = Value::Null;
+    let ok = wait_until(TIMEOUT, || {
+        set = get_json(server, &format!("statefulset/{name}"));
+        set["status"]["observedGeneration"] == set["metadata"]["generation"]
+            && set["status"]["readyReplicas"].as_i64().unwrap_or(0) == ready
+    });
+    assert!(
+        ok,
+        "statefulset {name} never had {ready} ready pods: {set:#}"
+    );
+    set
+}
+
+/// Waits until pod `name` exists as another pod than `old_uid`, and returns it.
+fn wait_for_replacement(server: &BerthServer, name: &str, old_uid: &str) -> Value {
+    let mut pod = Value::Null;
+    let ok = wait_until(TIMEOUT, || {
+        let out = server.kubectl(&["get", "pod", name, "-o", "json"]);
+        pod = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        !pod.is_null() && uid(&pod) != old_uid && pod["metadata"]["deletionTimestamp"].is_null()
+    });
+    assert!(ok, "pod {name} was never replaced: {pod:#}");
+    pod
+}
+
+#[test]
+fn on_delete_replaces_a_pod_only_once_deleted_and_a_partition_keeps_lower_ordinals_old() {
+    let ns = Netns::new();
+    let cluster = Cluster::start(&ns);
+    let server = &cluster.server;
+    apply(server, &idle_set("keep", 2, "{type: OnDelete}"));
+    apply(
+        server,
+        &idle_set(
+            "part",
+            3,
+            "{type: RollingUpdate, rollingUpdate: {partition: 2}}",
+        ),
+    );
+    rollout_status(server, "statefulset/part");
+    let keep = wait_for_ready_set(server, "keep", 2);
+    let old_revision = keep["status"]["currentRevision"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let pod_uid = |name: &str| uid(&get_json(server, &format!("pod/{name}")));
+    let keep_uids = [pod_uid("keep-0"), pod_uid("keep-1")];
+    let part_uids = [pod_uid("part-0"), pod_uid("part-1"), pod_uid("part-2")];
+
+    server.kubectl_ok(&[
+        "set",
+        "env",
+        "statefulset/keep",
+        "statefulset/part",
+        "COLOUR=blue",
+    ]);
+
+    // RollingUpdate with partition 2: only part-2 moves to the new revision.
+    let out = server.kubectl_ok(&["rollout", "status", "statefulset/part", "--timeout=120s"]);
+    assert!(
+        out.contains("partitioned roll out complete: 1 new pods have been updated"),
+        "{out}"
+    );
+    let part = get_json(server, "statefulset/part");
+    let part_update = part["status"]["updateRevision"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_ne!(part["status"]["currentRevision"], part_update.as_str());
+    let part_2 = get_json(server, "pod/part-2");
+    assert_ne!(uid(&part_2), part_uids[2]);
+    assert_eq!(revision_of(&part_2), part_update);
+    assert_eq!(env_of(&part_2, "COLOUR").as_deref(), Some("blue"));
+    for (ordinal, old_uid) in part_uids.iter().enumerate().take(2) {
+        let pod = get_json(server, &format!("pod/part-{ordinal}"));
+        assert_eq!(
+            &uid(&pod),
+            old_uid,
+            "part-{ordinal} below the partition was replaced"
+        );
+        assert_eq!(env_of(&pod, "COLOUR"), None);
+    }
+
+    // OnDelete: the new revision is known, and no pod was replaced while part rolled.
+    let keep = get_json(server, "statefulset/keep");
+    let keep_update = keep["status"]["updateRevision"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_ne!(keep_update, old_revision, "{keep:#}");
+    assert_eq!(keep["status"]["currentRevision"], old_revision.as_str());
+    assert_eq!(keep["status"]["updatedReplicas"], 0, "{keep:#}");
+    for (ordinal, old_uid) in keep_uids.iter().enumerate() {
+        let pod = get_json(server, &format!("pod/keep-{ordinal}"));
+        assert_eq!(&uid(&pod), old_uid, "keep-{ordinal} was replaced undeleted");
+        assert_eq!(revision_of(&pod), old_revision);
+    }
+    // A deleted pod comes back on the new revision; its sibling stays as it was.
+    server.kubectl_ok(&["delete", "pod", "keep-1", "--wait=false"]);
+    let keep_1 = wait_for_replacement(server, "keep-1", &keep_uids[1]);
+    assert_eq!(revision_of(&keep_1), keep_update);
+    assert_eq!(env_of(&keep_1, "COLOUR").as_deref(), Some("blue"));
+    assert_eq!(pod_uid("keep-0"), keep_uids[0]);
+    let keep = wait_for_ready_set(server, "keep", 2);
+    assert_eq!(keep["status"]["updatedReplicas"], 1, "{keep:#}");
+
+    // Below the partition, a deleted pod comes back on the current (old) revision.
+    server.kubectl_ok(&["delete", "pod", "part-0", "--wait=false"]);
+    let part_0 = wait_for_replacement(server, "part-0", &part_uids[0]);
+    assert_eq!(
+        revision_of(&part_0),
+        revision_of(&get_json(server, "pod/part-1"))
+    );
+    assert_eq!(env_of(&part_0, "COLOUR"), None);
+
+    // Partition 0 rolls the rest, and the update revision becomes the current one.
+    server.kubectl_ok(&[
+        "patch",
+        "statefulset",
+        "part",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":0}}}}"#,
+    ]);
+    let out = server.kubectl_ok(&["rollout", "status", "statefulset/part", "--timeout=120s"]);
+    assert!(
+        out.contains("partitioned roll out complete: 3 new pods have been updated"),
+        "{out}"
+    );
+    let mut part = Value::Null;
+    let ok = wait_until(TIMEOUT, || {
+        part = get_json(server, "statefulset/part");
+        part["status"]["currentRevision"] == part_update.as_str()
+    });
+    assert!(ok, "the current revision never caught up: {part:#}");
+    for pod in live_pods(server, "part") {
+        assert_eq!(revision_of(&pod), part_update, "{pod:#}");
+    }
+}
+
+#[test]
+fn a_parallel_set_creates_and_removes_its_pods_without_waiting_for_each_other() {
+    let ns = Netns::new();
+    let cluster = Cluster::start(&ns);
+    let server = &cluster.server;
+    // Never ready, and slow to stop: an ordered set would create only par-0, and remove one
+    // pod at a time.
+    let manifest = r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: par
+spec:
+  replicas: 3
+  serviceName: par
+  podManagementPolicy: Parallel
+  selector:
+    matchLabels: {app: par}
+  template:
+    metadata:
+      labels: {app: par}
+    spec:
+      terminationGracePeriodSeconds: 10
+      containers:
+      - name: main
+        image: busybox
+        command: ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"]
+        readinessProbe:
+          exec: {command: ["cat", "/never"]}
+          periodSeconds: 1
+"#;
+    apply(server, manifest);
+    let mut pods = Vec::new();
+    let ok = wait_until(TIMEOUT, || {
+        pods = live_pods(server, "par");
+        pods.len() == 3 && pods.iter().all(|p| p["status"]["phase"] == "Running")
+    });
+    assert!(ok, "not all three pods were created and running: {pods:#?}");
+    assert!(
+        pods.iter().all(|p| ready_since(p).is_empty()),
+        "a pod became ready: {pods:#?}"
+    );
+    let set = get_json(server, "statefulset/par");
+    assert_eq!(set["status"]["replicas"], 3, "{set:#}");
+    assert_eq!(set["status"]["readyReplicas"].as_i64().unwrap_or(0), 0);
+
+    server.kubectl_ok(&["scale", "statefulset/par", "--replicas=0"]);
+    let mut terminating = Vec::new();
+    let ok = wait_until(TIMEOUT, || {
+        terminating = items(server, &["pods", "-l", "app=par"])
+            .into_iter()
+            .filter(|p| !p["metadata"]["deletionTimestamp"].is_null())
+            .filter_map(|p| p["metadata"]["name"].as_str().map(String::from))
+            .collect();
+        terminating.len() == 3
+    });
+    assert!(
+        ok,
+        "the pods were not all terminating at once: {terminating:?}"
+    );
+    let ok = wait_until(TIMEOUT, || {
+        items(server, &["pods", "-l", "app=par"]).is_empty()
+    });
+    assert!(ok, "the terminating pods never went");
 }
