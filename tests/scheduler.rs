@@ -285,3 +285,83 @@ fn pods_wanting_more_ephemeral_storage_or_extended_resources_than_nodes_have_say
         assert!(node_of(&get(&server, &["pod", name])).is_none());
     }
 }
+
+/// A pod of app `spread` that wants its app spread over zones with `max_skew`, `when`
+/// the constraint cannot be met.
+fn spread_pod(name: &str, when: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "spread"}},
+        "spec": {"terminationGracePeriodSeconds": 0,
+            "topologySpreadConstraints": [{"maxSkew": 1, "whenUnsatisfiable": when,
+                "topologyKey": "topology.kubernetes.io/zone",
+                "labelSelector": {"matchLabels": {"app": "spread"}}}],
+            "containers": [{"name": "c", "image": "busybox"}]}})
+}
+
+#[test]
+fn topology_spread_keeps_a_pod_pending_past_max_skew_unless_it_may_schedule_anyway() {
+    let ns = Netns::new();
+    let server = BerthServer::start_with_config(&ns, CONFIG);
+    let pid = std::process::id();
+    let (zone_a, zone_b) = (format!("zone-a-{pid}"), format!("zone-b-{pid}"));
+    for (node, zone) in [(&zone_a, "a"), (&zone_b, "b")] {
+        fake_node(&server, node, "4");
+        server.kubectl_ok(&[
+            "label",
+            "node",
+            node,
+            &format!("topology.kubernetes.io/zone={zone}"),
+        ]);
+    }
+    // Zone b counts as a domain (taints are ignored when counting, by default), but nothing
+    // may go there for now.
+    server.kubectl_ok(&["taint", "node", &zone_b, "example.com/full=yes:NoSchedule"]);
+    let mut first = spread_pod("first", "DoNotSchedule");
+    first["spec"]["nodeName"] = json!(zone_a);
+    create(&server, &first);
+
+    // Zone a would hold 2 against zone b's 0: past maxSkew 1. This machine's node has no zone.
+    create(&server, &spread_pod("strict", "DoNotSchedule"));
+    let mut notes = Vec::new();
+    let reported = wait_until(TIMEOUT, || {
+        notes = events_for(&server, "strict", "FailedScheduling");
+        !notes.is_empty()
+    });
+    assert!(reported, "no FailedScheduling event for the strict pod");
+    let expected = "0/3 nodes are available: 1 node(s) didn't match pod topology spread \
+        constraints, 1 node(s) didn't match pod topology spread constraints (missing required \
+        label), 1 node(s) had untolerated taint {example.com/full: yes}.";
+    assert!(notes.iter().any(|n| n.contains(expected)), "{notes:?}");
+    let strict = get(&server, &["pod", "strict"]);
+    assert_eq!(node_of(&strict), None);
+    let scheduled = strict["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "PodScheduled")
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(scheduled["status"], "False", "{strict:#}");
+    assert_eq!(scheduled["reason"], "Unschedulable", "{strict:#}");
+
+    // The same constraint as a preference places the pod all the same.
+    create(&server, &spread_pod("relaxed", "ScheduleAnyway"));
+    let bound = wait_until(TIMEOUT, || {
+        node_of(&get(&server, &["pod", "relaxed"])).is_some()
+    });
+    assert!(bound, "the ScheduleAnyway pod was not placed");
+    assert_ne!(
+        node_of(&get(&server, &["pod", "relaxed"])).as_deref(),
+        Some(zone_b.as_str())
+    );
+
+    // Once zone b takes pods, the strict pod goes there: the only place within the skew.
+    server.kubectl_ok(&["taint", "node", &zone_b, "example.com/full-"]);
+    let mut placed = None;
+    let bound = wait_until(TIMEOUT, || {
+        placed = node_of(&get(&server, &["pod", "strict"]));
+        placed.is_some()
+    });
+    assert!(bound, "the strict pod stayed pending after the taint went");
+    assert_eq!(placed.as_deref(), Some(zone_b.as_str()));
+}
