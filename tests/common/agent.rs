@@ -14,7 +14,14 @@ use super::wait_until;
 /// A join token valid for an hour from `berth token create` on `server`, and the CA hash the
 /// command prints with it: `(token, "sha256:...")`.
 pub fn join_token(server: &BerthServer) -> (String, String) {
-    let out = server.berth(&["token", "create", "--ttl", "1h"]);
+    join_token_with(server, &[])
+}
+
+/// Like `join_token`, with more `berth token create` flags (`--server`, say).
+pub fn join_token_with(server: &BerthServer, flags: &[&str]) -> (String, String) {
+    let mut args = vec!["token", "create", "--ttl", "1h"];
+    args.extend_from_slice(flags);
+    let out = server.berth(&args);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
