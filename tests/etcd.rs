@@ -1089,7 +1089,14 @@ fn a_server_joins_with_a_server_token_alone_and_takes_the_controllers_over() {
         &ns_b,
         "0.0.0.0:6443",
         &format!("[node]\nname = \"{node_b}\"\n\n[ingress]\nenabled = false\n"),
-        &["--server", url, "--token", &server_token, "--ca-cert-hash", &hash],
+        &[
+            "--server",
+            url,
+            "--token",
+            &server_token,
+            "--ca-cert-hash",
+            &hash,
+        ],
     );
     assert_eq!(
         json(&b, &["get", "configmap", "before-join"])["data"]["k"],
@@ -1123,7 +1130,10 @@ fn a_server_joins_with_a_server_token_alone_and_takes_the_controllers_over() {
         b.kubectl_ok(&["get", "replicasets", "-l", "app=after-join", "-o", "name"])
             .contains("replicaset.apps/after-join-")
     });
-    assert!(got_replica_set, "B's deployment controller made the ReplicaSet");
+    assert!(
+        got_replica_set,
+        "B's deployment controller made the ReplicaSet"
+    );
     drop(b);
     drop(a);
     drop(etcd);

@@ -397,13 +397,7 @@ fn without_a_ca_hash_an_agent_joins_only_when_told_to_trust_the_signature_alone(
     let skip = "--discovery-token-unsafe-skip-ca-verification";
     let unknown = Agent::run_once(
         &agent_ns,
-        &[
-            "--server",
-            &url,
-            "--token",
-            "abcdef.0123456789abcdef",
-            skip,
-        ],
+        &["--server", &url, "--token", "abcdef.0123456789abcdef", skip],
     );
     let stderr = String::from_utf8_lossy(&unknown.stderr);
     assert!(!unknown.status.success());
@@ -413,10 +407,22 @@ fn without_a_ca_hash_an_agent_joins_only_when_told_to_trust_the_signature_alone(
     let node = format!("unpinned-agent-{}", std::process::id());
     let mut agent = Agent::start(
         &agent_ns,
-        &["--server", &url, "--token", &token, skip, "--node-name", &node],
+        &[
+            "--server",
+            &url,
+            "--token",
+            &token,
+            skip,
+            "--node-name",
+            &node,
+        ],
     );
     let joined = wait_until(Duration::from_secs(90), || node_ready(&server, &node));
-    assert!(joined, "the agent joined on the signature alone:\n{}", agent.log());
+    assert!(
+        joined,
+        "the agent joined on the signature alone:\n{}",
+        agent.log()
+    );
     let ca = std::fs::read(agent.data_dir().join("agent/ca.crt")).unwrap_or_default();
     assert_eq!(
         ca,

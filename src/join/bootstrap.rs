@@ -352,7 +352,10 @@ pub async fn discover(
 ) -> Result<(BootstrapToken, String), BootstrapError> {
     let (token, carried) = parse_join_token(text)?;
     let (pin, discovery) = match (join.ca_cert_hash, carried) {
-        (Some(given), None) => (Some(token::parse_ca_cert_hash(given)?), Discovery::SignedAndPinned),
+        (Some(given), None) => (
+            Some(token::parse_ca_cert_hash(given)?),
+            Discovery::SignedAndPinned,
+        ),
         (Some(given), Some(_)) => (Some(token::parse_ca_cert_hash(given)?), Discovery::Pinned),
         (None, Some(carried)) => (Some(carried), Discovery::Pinned),
         (None, None) if join.unsafe_skip_ca_verification => (None, Discovery::SignedUnpinned),

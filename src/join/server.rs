@@ -140,10 +140,9 @@ pub async fn publish(registry: &Registry, endpoint: Endpoint<'_>, ca_pem: &str) 
     for (group, plural, namespace, body) in objects(server_url, ca_pem) {
         let is_cluster_info = body["metadata"]["name"] == CLUSTER_INFO;
         put(registry, group, plural, namespace, body, &|old, new| {
-            if let (Endpoint::ThisServer(_), Some(named)) = (
-                endpoint,
-                named_server(old).filter(|_| is_cluster_info),
-            ) {
+            if let (Endpoint::ThisServer(_), Some(named)) =
+                (endpoint, named_server(old).filter(|_| is_cluster_info))
+            {
                 new["data"]["kubeconfig"] = Value::String(cluster_info_kubeconfig(&named, ca_pem));
             }
         })

@@ -171,7 +171,9 @@ pub async fn join(
             joined
         }
         None => {
-            let text = join.token.ok_or_else(|| ServerJoinError::NoToken(dir.clone()))?;
+            let text = join
+                .token
+                .ok_or_else(|| ServerJoinError::NoToken(dir.clone()))?;
             let (token, ca_pem) = bootstrap::discover(join, text).await?;
             let joined = fetch(join.server_url, &ca_pem, &token.to_string()).await?;
             joined.save(&dir)?;
@@ -232,8 +234,8 @@ fn secret_data(store: &StoreConfig) -> anyhow::Result<Option<Value>> {
         (key, &store.datastore_keyfile),
     ] {
         if let Some(path) = file {
-            let bytes = std::fs::read(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
+            let bytes =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
             data[name] = b64(&bytes);
         }
     }
@@ -316,7 +318,10 @@ mod tests {
         assert_eq!(Joined::load(&kept).unwrap(), Some(joined.clone()));
         use std::os::unix::fs::PermissionsExt;
         for name in [SETTINGS_FILE, "client.key"] {
-            let mode = std::fs::metadata(kept.join(name)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(kept.join(name))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600, "{name}");
         }
 

@@ -512,7 +512,9 @@ mod tests {
                 &["pi"],
                 &["192.168.1.7"],
             );
-            assert!(auto_approval(&csr(&own, "system:node:pi", &SERVING), Some(&pi), &[]).is_some());
+            assert!(
+                auto_approval(&csr(&own, "system:node:pi", &SERVING), Some(&pi), &[]).is_some()
+            );
         }
     }
 

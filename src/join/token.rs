@@ -282,7 +282,8 @@ mod tests {
     #[test]
     fn a_valid_token_is_a_bootstrapper_with_its_extra_group() {
         let token = BootstrapToken::parse("abcdef.0123456789abcdef").unwrap();
-        let secret = stored(token.to_secret("test", Some("2030-01-01T00:00:00Z"), NODE_TOKEN_GROUP));
+        let secret =
+            stored(token.to_secret("test", Some("2030-01-01T00:00:00Z"), NODE_TOKEN_GROUP));
         let user = authenticate_with_secret(&token, &secret, 0).unwrap();
         assert_eq!(user.name, "system:bootstrap:abcdef");
         assert_eq!(
