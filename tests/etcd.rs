@@ -1021,7 +1021,7 @@ fn failed_server_join(ns: &Netns, args: &[&str]) -> std::process::Output {
     let dir = temp_data_dir();
     let config = dir.path().join("test-config.toml");
     std::fs::write(&config, "[ingress]\nenabled = false\n").expect("write a config");
-    let mut child = ns
+    let child = ns
         .command(env!("CARGO_BIN_EXE_berth"))
         .arg("server")
         .arg("--data-dir")
@@ -1034,13 +1034,7 @@ fn failed_server_join(ns: &Netns, args: &[&str]) -> std::process::Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn berth server");
-    let exited = wait_until(Duration::from_secs(90), || {
-        matches!(child.try_wait(), Ok(Some(_)))
-    });
-    if !exited {
-        let _ = child.kill();
-    }
-    child.wait_with_output().expect("berth server's output")
+    common::output_within(child, Duration::from_secs(90))
 }
 
 #[test]

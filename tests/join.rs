@@ -31,6 +31,19 @@ fn node_ready(server: &BerthServer, node: &str) -> bool {
     out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "True"
 }
 
+/// The server's and the agent's network namespaces, two machines on one link.
+fn server_and_agent_machines() -> (Netns, Netns) {
+    let server_ns = Netns::new();
+    let agent_ns = Netns::new();
+    connect(
+        &server_ns,
+        &agent_ns,
+        &format!("{SERVER_IP}/24"),
+        &format!("{AGENT_IP}/24"),
+    );
+    (server_ns, agent_ns)
+}
+
 fn last_line(text: &str) -> String {
     text.lines().last().unwrap_or_default().trim().to_string()
 }
@@ -58,14 +71,7 @@ fn node_kubeconfig(server: &BerthServer, agent: &Agent) -> PathBuf {
 
 #[test]
 fn an_agent_joins_with_a_token_runs_its_pod_and_reads_only_its_pods_secrets() {
-    let server_ns = Netns::new();
-    let agent_ns = Netns::new();
-    connect(
-        &server_ns,
-        &agent_ns,
-        &format!("{SERVER_IP}/24"),
-        &format!("{AGENT_IP}/24"),
-    );
+    let (server_ns, agent_ns) = server_and_agent_machines();
     // A fixed port (the namespace is private), so a restarted server is where the agent looks.
     let mut server = BerthServer::start_listening(&server_ns, &format!("{SERVER_IP}:6443"));
     // The agent's images come from a registry on its own machine.
@@ -369,14 +375,7 @@ fn an_agent_joins_with_a_token_runs_its_pod_and_reads_only_its_pods_secrets() {
 
 #[test]
 fn without_a_ca_hash_an_agent_joins_only_when_told_to_trust_the_signature_alone() {
-    let server_ns = Netns::new();
-    let agent_ns = Netns::new();
-    connect(
-        &server_ns,
-        &agent_ns,
-        &format!("{SERVER_IP}/24"),
-        &format!("{AGENT_IP}/24"),
-    );
+    let (server_ns, agent_ns) = server_and_agent_machines();
     let server = BerthServer::start_listening(&server_ns, &format!("{SERVER_IP}:6443"));
     let url = format!("https://{SERVER_IP}:6443");
     let (token, _) = join_token(&server);
@@ -481,14 +480,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 #[ignore]
 fn agent_alone_idle_memory_and_cpu_over_a_minute() {
     const IDLE: Duration = Duration::from_secs(60);
-    let server_ns = Netns::new();
-    let agent_ns = Netns::new();
-    connect(
-        &server_ns,
-        &agent_ns,
-        &format!("{SERVER_IP}/24"),
-        &format!("{AGENT_IP}/24"),
-    );
+    let (server_ns, agent_ns) = server_and_agent_machines();
     let server = BerthServer::start_listening(&server_ns, &format!("{SERVER_IP}:6443"));
     let (token, hash) = join_token(&server);
     let node = format!("idle-agent-{}", std::process::id());

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use super::netns::Netns;
 use super::server::BerthServer;
-use super::wait_until;
 
 /// A join token valid for an hour from `berth token create` on `server`, and the CA hash the
 /// command prints with it: `(token, "sha256:...")`.
@@ -78,18 +77,12 @@ impl Agent {
     /// Runs an agent that is expected to fail fast; its output.
     pub fn run_once(ns: &Netns, args: &[&str]) -> Output {
         let dir = Agent::new_dir("");
-        let mut child = Agent::command(ns, dir.path(), args)
+        let child = Agent::command(ns, dir.path(), args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let done = wait_until(Duration::from_secs(60), || {
-            matches!(child.try_wait(), Ok(Some(_)))
-        });
-        if !done {
-            let _ = child.kill();
-        }
-        child.wait_with_output().unwrap()
+        super::output_within(child, Duration::from_secs(60))
     }
 
     pub fn start(ns: &Netns, args: &[&str]) -> Agent {
