@@ -387,6 +387,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => crate::join::server::Endpoint::ThisServer(&url),
     };
     crate::join::server::start(&api.registry, endpoint, &pki).await?;
+    crate::join::server_join::publish(&api.registry, &config.store).await?;
 
     // The agent registers this machine as a Node and keeps its heartbeat.
     let agent_client =

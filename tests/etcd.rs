@@ -1015,3 +1015,120 @@ fn cluster_info_keeps_one_endpoint_however_many_servers_start() {
     drop(b);
     drop(etcd);
 }
+
+/// `berth server` joining through `--server` that is expected to fail: its output.
+fn failed_server_join(ns: &Netns, args: &[&str]) -> std::process::Output {
+    let dir = temp_data_dir();
+    let config = dir.path().join("test-config.toml");
+    std::fs::write(&config, "[ingress]\nenabled = false\n").expect("write a config");
+    let child = ns
+        .command(env!("CARGO_BIN_EXE_berth"))
+        .arg("server")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--api-listen", "127.0.0.1:0"])
+        .args(args)
+        .env("BERTH_CONFIG", &config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn berth server");
+    common::output_within(child, Duration::from_secs(90))
+}
+
+#[test]
+fn a_server_joins_with_a_server_token_alone_and_takes_the_controllers_over() {
+    let ns_a = Netns::new();
+    let ns_b = Netns::new();
+    link(&ns_a, &ns_b);
+    let etcd = Etcd::start(&ns_a, Some("10.250.0.1"));
+    let pid = std::process::id();
+    let (node_a, node_b) = (format!("join-a-{pid}"), format!("join-b-{pid}"));
+    // A is on etcd at an address B reaches too, which is what it hands joining servers.
+    let mut a = BerthServer::start_listening_with_config(
+        &ns_a,
+        "0.0.0.0:6443",
+        &config_with_token(
+            &format!("http://10.250.0.1:{ETCD_PORT}"),
+            &node_a,
+            &format!("join-secret-{pid}"),
+        ),
+    );
+    let url = "https://10.250.0.1:6443";
+    a.kubectl_ok(&["create", "configmap", "before-join", "--from-literal=k=v"]);
+    let (server_token, hash) = common::agent::join_token_with(&a, &["--server"]);
+    let (node_token, _) = common::agent::join_token(&a);
+
+    // An unknown token, and a node's token, are refused with one clear line.
+    for (token, expected) in [
+        ("abcdef.0123456789abcdef", "refused the join token"),
+        (node_token.as_str(), "not a server token"),
+    ] {
+        let out = failed_server_join(
+            &ns_b,
+            &["--server", url, "--token", token, "--ca-cert-hash", &hash],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{token}: {stderr}");
+        let last = stderr.trim().lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("berth: ") && last.contains(expected),
+            "{token}: {stderr}"
+        );
+    }
+
+    // B is told nothing of the datastore: the server token brings it.
+    let b = BerthServer::start_listening_with_args(
+        &ns_b,
+        "0.0.0.0:6443",
+        &format!("[node]\nname = \"{node_b}\"\n\n[ingress]\nenabled = false\n"),
+        &[
+            "--server",
+            url,
+            "--token",
+            &server_token,
+            "--ca-cert-hash",
+            &hash,
+        ],
+    );
+    assert_eq!(
+        json(&b, &["get", "configmap", "before-join"])["data"]["k"],
+        "v",
+        "B serves what A wrote"
+    );
+    b.kubectl_ok(&["create", "configmap", "from-b", "--from-literal=k=b"]);
+    assert_eq!(json(&a, &["get", "configmap", "from-b"])["data"]["k"], "b");
+    let ca = |server: &BerthServer| std::fs::read(server.data_dir().join("pki/ca.crt")).ok();
+    assert_eq!(ca(&a), ca(&b), "B took the cluster's CA");
+    let both = wait_until(Duration::from_secs(60), || {
+        let nodes = b.kubectl_ok(&["get", "nodes", "-o", "name"]);
+        nodes.contains(&node_a) && nodes.contains(&node_b)
+    });
+    assert!(both, "both servers registered their nodes");
+
+    // A dies; B holds the controllers' lease within its duration and runs them.
+    a.kill9();
+    let took_over = wait_until(Duration::from_secs(30), || {
+        lease_holder(&b).is_some_and(|h| h.starts_with(&format!("{node_b}_")))
+    });
+    assert!(took_over, "B took the controllers' lease:\n{}", b.log());
+    b.kubectl_ok(&[
+        "create",
+        "deployment",
+        "after-join",
+        "--image=busybox",
+        "--replicas=1",
+    ]);
+    let got_replica_set = wait_until(Duration::from_secs(30), || {
+        b.kubectl_ok(&["get", "replicasets", "-l", "app=after-join", "-o", "name"])
+            .contains("replicaset.apps/after-join-")
+    });
+    assert!(
+        got_replica_set,
+        "B's deployment controller made the ReplicaSet"
+    );
+    drop(b);
+    drop(a);
+    drop(etcd);
+}

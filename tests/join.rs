@@ -31,6 +31,19 @@ fn node_ready(server: &BerthServer, node: &str) -> bool {
     out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "True"
 }
 
+/// The server's and the agent's network namespaces, two machines on one link.
+fn server_and_agent_machines() -> (Netns, Netns) {
+    let server_ns = Netns::new();
+    let agent_ns = Netns::new();
+    connect(
+        &server_ns,
+        &agent_ns,
+        &format!("{SERVER_IP}/24"),
+        &format!("{AGENT_IP}/24"),
+    );
+    (server_ns, agent_ns)
+}
+
 fn last_line(text: &str) -> String {
     text.lines().last().unwrap_or_default().trim().to_string()
 }
@@ -58,14 +71,7 @@ fn node_kubeconfig(server: &BerthServer, agent: &Agent) -> PathBuf {
 
 #[test]
 fn an_agent_joins_with_a_token_runs_its_pod_and_reads_only_its_pods_secrets() {
-    let server_ns = Netns::new();
-    let agent_ns = Netns::new();
-    connect(
-        &server_ns,
-        &agent_ns,
-        &format!("{SERVER_IP}/24"),
-        &format!("{AGENT_IP}/24"),
-    );
+    let (server_ns, agent_ns) = server_and_agent_machines();
     // A fixed port (the namespace is private), so a restarted server is where the agent looks.
     let mut server = BerthServer::start_listening(&server_ns, &format!("{SERVER_IP}:6443"));
     // The agent's images come from a registry on its own machine.
@@ -367,6 +373,64 @@ fn an_agent_joins_with_a_token_runs_its_pod_and_reads_only_its_pods_secrets() {
     drop(registry);
 }
 
+#[test]
+fn without_a_ca_hash_an_agent_joins_only_when_told_to_trust_the_signature_alone() {
+    let (server_ns, agent_ns) = server_and_agent_machines();
+    let server = BerthServer::start_listening(&server_ns, &format!("{SERVER_IP}:6443"));
+    let url = format!("https://{SERVER_IP}:6443");
+    let (token, _) = join_token(&server);
+
+    // No pin and no flag: refused before anything is trusted, with kubeadm's advice.
+    let unpinned = Agent::run_once(&agent_ns, &["--server", &url, "--token", &token]);
+    let stderr = String::from_utf8_lossy(&unpinned.stderr);
+    assert!(!unpinned.status.success());
+    let last = stderr.trim().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("berth: ")
+            && last.contains("without a CA hash can be unsafe")
+            && last.contains("--discovery-token-unsafe-skip-ca-verification"),
+        "{stderr}"
+    );
+
+    // The flag does not let an unknown token through: its signature is still required.
+    let skip = "--discovery-token-unsafe-skip-ca-verification";
+    let unknown = Agent::run_once(
+        &agent_ns,
+        &["--server", &url, "--token", "abcdef.0123456789abcdef", skip],
+    );
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(!unknown.status.success());
+    assert!(stderr.contains("refused the join token"), "{stderr}");
+
+    // With the flag and a real token, the signature alone is enough to join.
+    let node = format!("unpinned-agent-{}", std::process::id());
+    let mut agent = Agent::start(
+        &agent_ns,
+        &[
+            "--server",
+            &url,
+            "--token",
+            &token,
+            skip,
+            "--node-name",
+            &node,
+        ],
+    );
+    let joined = wait_until(Duration::from_secs(90), || node_ready(&server, &node));
+    assert!(
+        joined,
+        "the agent joined on the signature alone:\n{}",
+        agent.log()
+    );
+    let ca = std::fs::read(agent.data_dir().join("agent/ca.crt")).unwrap_or_default();
+    assert_eq!(
+        ca,
+        std::fs::read(server.data_dir().join("pki/ca.crt")).unwrap(),
+        "the agent trusts the server's CA"
+    );
+    agent.stop();
+}
+
 /// A `/proc/<pid>/status` field in KiB (0 when the process is gone).
 fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -416,14 +480,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 #[ignore]
 fn agent_alone_idle_memory_and_cpu_over_a_minute() {
     const IDLE: Duration = Duration::from_secs(60);
-    let server_ns = Netns::new();
-    let agent_ns = Netns::new();
-    connect(
-        &server_ns,
-        &agent_ns,
-        &format!("{SERVER_IP}/24"),
-        &format!("{AGENT_IP}/24"),
-    );
+    let (server_ns, agent_ns) = server_and_agent_machines();
     let server = BerthServer::start_listening(&server_ns, &format!("{SERVER_IP}:6443"));
     let (token, hash) = join_token(&server);
     let node = format!("idle-agent-{}", std::process::id());

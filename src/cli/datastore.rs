@@ -23,7 +23,7 @@ pub struct DatastoreArgs {
     #[arg(long)]
     pub datastore_keyfile: Option<PathBuf>,
     /// Secret shared by every server on the datastore, through which they share the cluster's
-    /// CAs and keys.
+    /// CAs and keys; with `--server`, the server token to join with instead.
     #[arg(long)]
     pub token: Option<String>,
 }

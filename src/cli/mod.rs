@@ -87,6 +87,12 @@ pub struct ServerArgs {
     pub log_level: Option<String>,
     #[command(flatten)]
     pub datastore: datastore::DatastoreArgs,
+    /// Join the datastore of the server at this URL (`https://HOST:6443`) with a server token
+    /// (`--token`, from `berth token create --server`) instead of configuring it here.
+    #[arg(long)]
+    pub server: Option<String>,
+    #[command(flatten)]
+    pub discovery: CaDiscoveryArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -99,15 +105,26 @@ pub struct AgentArgs {
     /// The join token from `berth token create` (not needed once the node has its certificate).
     #[arg(long, env = "BERTH_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// The server CA's public key hash, `sha256:<hex>`, as `berth token create` prints it.
-    #[arg(long, env = "BERTH_CA_CERT_HASH")]
-    pub ca_cert_hash: Option<String>,
+    #[command(flatten)]
+    pub discovery: CaDiscoveryArgs,
     /// Node name (default: the hostname).
     #[arg(long)]
     pub node_name: Option<String>,
     /// Log filter, e.g. `info` or `berth=debug`.
     #[arg(long)]
     pub log_level: Option<String>,
+}
+
+/// How a joining node or server comes to trust the cluster's CA.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CaDiscoveryArgs {
+    /// The server CA's public key hash, `sha256:<hex>`, as `berth token create` prints it.
+    #[arg(long, env = "BERTH_CA_CERT_HASH")]
+    pub ca_cert_hash: Option<String>,
+    /// Trust the server's CA on the join token's signature of `cluster-info` alone, without a
+    /// CA hash: anyone who knows the token can then pose as the server.
+    #[arg(long)]
+    pub discovery_token_unsafe_skip_ca_verification: bool,
 }
 
 impl CommonArgs {
@@ -143,8 +160,36 @@ impl ServerArgs {
         if let Some(level) = &self.log_level {
             config.log.level = level.clone();
         }
-        self.datastore.apply(&mut config.store);
+        let mut datastore = self.datastore.clone();
+        if self.server.is_some() {
+            // The token given is the join token; the servers' shared one comes with the join.
+            datastore.token = None;
+        } else if self.discovery.ca_cert_hash.is_some()
+            || self.discovery.discovery_token_unsafe_skip_ca_verification
+        {
+            anyhow::bail!(
+                "--ca-cert-hash and --discovery-token-unsafe-skip-ca-verification go with --server"
+            );
+        }
+        datastore.apply(&mut config.store);
         Ok(config)
+    }
+
+    /// Joins the datastore of the server `--server` names, when it names one.
+    async fn join(&self, config: &mut Config) -> anyhow::Result<()> {
+        let Some(server_url) = self.server.as_deref() else {
+            return Ok(());
+        };
+        let node_name = config.node_name();
+        let request = crate::join::bootstrap::JoinRequest {
+            server_url,
+            token: self.datastore.token.as_deref(),
+            ca_cert_hash: self.discovery.ca_cert_hash.as_deref(),
+            unsafe_skip_ca_verification: self.discovery.discovery_token_unsafe_skip_ca_verification,
+            node_name: &node_name,
+        };
+        crate::join::server_join::join(&config.data_dir, &mut config.store, &request).await?;
+        Ok(())
     }
 }
 
@@ -181,10 +226,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Server(args) => {
-            let config = args.load()?;
+            let mut config = args.load()?;
             crate::daemon::init_logging(&config.log);
             let runtime = server_runtime(&config.runtime)?;
-            runtime.block_on(crate::daemon::run(config))?;
+            runtime.block_on(async {
+                args.join(&mut config).await?;
+                crate::daemon::run(config).await
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Agent(args) => {
@@ -200,7 +248,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let options = crate::join::agent::AgentOptions {
                 server_url: args.server.clone(),
                 token: args.token.clone(),
-                ca_cert_hash: args.ca_cert_hash.clone(),
+                ca_cert_hash: args.discovery.ca_cert_hash.clone(),
+                unsafe_skip_ca_verification: args
+                    .discovery
+                    .discovery_token_unsafe_skip_ca_verification,
             };
             runtime.block_on(crate::join::agent::run(config, options))?;
             Ok(ExitCode::SUCCESS)

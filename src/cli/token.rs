@@ -37,6 +37,11 @@ pub struct CreateArgs {
     /// A note for `berth token list`.
     #[arg(long, default_value = "")]
     pub description: String,
+    /// A token for another server to join this one's datastore with (`berth server --server
+    /// URL --token T`). It reads the datastore's address and credentials: keep it as safe as
+    /// the servers themselves.
+    #[arg(long)]
+    pub server: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -106,15 +111,19 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
     let expiration = (ttl > 0)
         .then(|| jiff::Timestamp::now() + jiff::SignedDuration::from_secs(ttl as i64))
         .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+    let (group, what, command) = match args.server {
+        true => (token::SERVER_TOKEN_GROUP, "server", "server"),
+        false => (token::NODE_TOKEN_GROUP, "node", "agent"),
+    };
     let secret: Secret =
-        serde_json::from_value(token.to_secret(&args.description, expiration.as_deref()))?;
+        serde_json::from_value(token.to_secret(&args.description, expiration.as_deref(), group))?;
     let secrets: Api<Secret> = Api::namespaced(client, token::NAMESPACE);
     secrets
         .create(&PostParams::default(), &secret)
         .await
         .map_err(|e| anyhow::anyhow!("cannot store the token: {e}"))?;
-    println!("Join a node with:");
-    println!("  berth agent --server {url} --token {token} --ca-cert-hash {hash}");
+    println!("Join a {what} with:");
+    println!("  berth {command} --server {url} --token {token} --ca-cert-hash {hash}");
     println!("(use an address of this server the node can reach)");
     println!("{token}");
     Ok(())

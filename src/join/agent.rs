@@ -22,6 +22,7 @@ pub struct AgentOptions {
     pub server_url: String,
     pub token: Option<String>,
     pub ca_cert_hash: Option<String>,
+    pub unsafe_skip_ca_verification: bool,
 }
 
 /// Serves the node's kubelet API (pods' logs, exec, attach, port-forward) to API servers on
@@ -90,6 +91,7 @@ pub async fn run(config: Config, options: AgentOptions) -> anyhow::Result<()> {
         server_url: &options.server_url,
         token: options.token.as_deref(),
         ca_cert_hash: options.ca_cert_hash.as_deref(),
+        unsafe_skip_ca_verification: options.unsafe_skip_ca_verification,
         node_name: &node_name,
     };
     let identity = bootstrap::ensure_identity(&config.data_dir, &join).await?;

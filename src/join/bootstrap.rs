@@ -1,7 +1,8 @@
 //! The joining node's side of trust (kubeadm's discovery token + the kubelet's TLS bootstrap):
 //! 1. fetch `cluster-info` from `kube-public` without trusting the server yet, and accept its
 //!    CA only if the bootstrap signer signed it for the token (kubeadm's `id.secret` tokens;
-//!    k3s's `K10` tokens carry the pin, which suffices) and its public key matches the pin;
+//!    k3s's `K10` tokens carry the pin, which suffices) and its public key matches the pin (or,
+//!    asked to skip the pin as kubeadm's unsafe flag does, on the signature alone);
 //! 2. with that CA and the join token, send a CSR for `system:node:<name>` in `system:nodes`
 //!    and wait until the server's approver and signer have answered it;
 //! 3. keep the key and certificate in the data dir and reuse them on later starts.
@@ -41,7 +42,7 @@ pub enum BootstrapError {
     NoToken(PathBuf),
     #[error("the join token is malformed: {0}")]
     Token(#[from] token::TokenError),
-    #[error("no CA hash to check the server against: give --ca-cert-hash sha256:... (printed by `berth token create`)")]
+    #[error("using token-based discovery without a CA hash can be unsafe: give --ca-cert-hash sha256:... (printed by `berth token create`), or pass --discovery-token-unsafe-skip-ca-verification to trust the server's CA on the token's signature alone")]
     NoHash,
     #[error("bad server URL {0:?}")]
     Url(String),
@@ -225,6 +226,15 @@ pub enum Discovery {
     /// k3s's token carrying the CA pin (`K10<hash>::id.secret`): the pin alone authenticates
     /// the CA; a signature, when there is one, must still match.
     Pinned,
+    /// kubeadm's `--discovery-token-unsafe-skip-ca-verification`: the signature alone. Whoever
+    /// knows the token can sign, so a server in the middle that learnt it is believed.
+    SignedUnpinned,
+}
+
+impl Discovery {
+    fn needs_signature(self) -> bool {
+        self != Discovery::Pinned
+    }
 }
 
 /// How long discovery waits for the bootstrap signer to sign `cluster-info` for a new token
@@ -255,11 +265,11 @@ fn signed_for(
     Ok(true)
 }
 
-/// The server's CA, checked against `pin` (`sha256:<hex>`) and, as `discovery` says, the
-/// bootstrap signer's signature.
+/// The server's CA, checked against `pin` (`sha256:<hex>`, none for
+/// [`Discovery::SignedUnpinned`]) and, as `discovery` says, the bootstrap signer's signature.
 async fn discover_ca(
     url: &str,
-    pin: &str,
+    pin: Option<&str>,
     join_token: &BootstrapToken,
     discovery: Discovery,
 ) -> Result<String, BootstrapError> {
@@ -286,12 +296,12 @@ async fn discover_ca(
         // A server in the middle that does not know the token is caught before the pin is
         // even looked at.
         let signed = signed_for(&data, &text, join_token)?;
-        if signed || discovery == Discovery::Pinned || tokio::time::Instant::now() >= deadline {
+        if signed || !discovery.needs_signature() || tokio::time::Instant::now() >= deadline {
             break (text, signed);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
-    if !signed && discovery == Discovery::SignedAndPinned {
+    if !signed && discovery.needs_signature() {
         return Err(BootstrapError::Unsigned(join_token.id.clone()));
     }
     let kubeconfig: kube::config::Kubeconfig =
@@ -310,21 +320,49 @@ async fn discover_ca(
             BootstrapError::ClusterInfo("certificate-authority-data is not base64 PEM".into())
         })?;
     let actual = token::ca_cert_hash(&ca)?;
-    if actual != pin {
-        return Err(BootstrapError::HashMismatch {
+    match pin {
+        Some(pin) if actual != pin => Err(BootstrapError::HashMismatch {
             expected: pin.to_string(),
             actual,
-        });
+        }),
+        Some(_) => Ok(ca),
+        None if discovery == Discovery::SignedUnpinned => {
+            tracing::warn!(ca = %actual, "trusting the server's CA on the join token's signature alone");
+            Ok(ca)
+        }
+        None => Err(BootstrapError::NoHash),
     }
-    Ok(ca)
 }
 
-/// What `berth agent` was given to join with.
+/// What `berth agent` (or `berth server --server`) was given to join with.
 pub struct JoinRequest<'a> {
     pub server_url: &'a str,
     pub token: Option<&'a str>,
     pub ca_cert_hash: Option<&'a str>,
+    /// kubeadm's `--discovery-token-unsafe-skip-ca-verification`: no pin needed.
+    pub unsafe_skip_ca_verification: bool,
     pub node_name: &'a str,
+}
+
+/// The join token and the server's CA it proved, as `join` asks: pinned (given or carried by
+/// the token), or on the token's signature alone when the unsafe skip was asked for.
+pub async fn discover(
+    join: &JoinRequest<'_>,
+    text: &str,
+) -> Result<(BootstrapToken, String), BootstrapError> {
+    let (token, carried) = parse_join_token(text)?;
+    let (pin, discovery) = match (join.ca_cert_hash, carried) {
+        (Some(given), None) => (
+            Some(token::parse_ca_cert_hash(given)?),
+            Discovery::SignedAndPinned,
+        ),
+        (Some(given), Some(_)) => (Some(token::parse_ca_cert_hash(given)?), Discovery::Pinned),
+        (None, Some(carried)) => (Some(carried), Discovery::Pinned),
+        (None, None) if join.unsafe_skip_ca_verification => (None, Discovery::SignedUnpinned),
+        (None, None) => return Err(BootstrapError::NoHash),
+    };
+    let ca_pem = discover_ca(join.server_url, pin.as_deref(), &token, discovery).await?;
+    Ok((token, ca_pem))
 }
 
 /// The node's identity: the stored one, or a new one obtained with the join token.
@@ -340,17 +378,7 @@ pub async fn ensure_identity(
     let text = join
         .token
         .ok_or_else(|| BootstrapError::NoToken(credentials.dir.clone()))?;
-    let (token, carried) = parse_join_token(text)?;
-    let discovery = match carried {
-        Some(_) => Discovery::Pinned,
-        None => Discovery::SignedAndPinned,
-    };
-    let pin = match (join.ca_cert_hash, carried) {
-        (Some(given), _) => token::parse_ca_cert_hash(given)?,
-        (None, Some(carried)) => carried,
-        (None, None) => return Err(BootstrapError::NoHash),
-    };
-    let ca_pem = discover_ca(join.server_url, &pin, &token, discovery).await?;
+    let (token, ca_pem) = discover(join, text).await?;
     let (cert_pem, key_pem) =
         request_certificate(join.server_url, &ca_pem, &token, join.node_name).await?;
     let identity = Identity {
@@ -369,13 +397,22 @@ async fn request_certificate(
     token: &BootstrapToken,
     node: &str,
 ) -> Result<(String, String), BootstrapError> {
+    let client = token_client(url, ca_pem, &token.to_string())?;
+    submit_csr(&Api::all(client), node).await
+}
+
+/// A client that trusts only `ca_pem` and authenticates with the join `token`.
+pub(crate) fn token_client(
+    url: &str,
+    ca_pem: &str,
+    token: &str,
+) -> Result<kube::Client, BootstrapError> {
     let mut config = base_config(url)?;
     let ca = pem_to_der(ca_pem)
         .ok_or_else(|| BootstrapError::ClusterInfo("the CA does not parse".into()))?;
     config.root_cert = Some(vec![ca]);
-    config.auth_info.token = Some(token.to_string().into());
-    let client = kube::Client::try_from(config).map_err(BootstrapError::Client)?;
-    submit_csr(&Api::all(client), node).await
+    config.auth_info.token = Some(token.to_owned().into());
+    kube::Client::try_from(config).map_err(BootstrapError::Client)
 }
 
 /// Asks for a client certificate for `system:node:<node>` through `api` and waits for it:

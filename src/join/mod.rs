@@ -8,6 +8,7 @@
 //! - [`bootstrap`]: the agent's side: trust from the token, a certificate through a CSR.
 //! - [`serving`]: the kubelet's serving certificate through a `kubelet-serving` CSR.
 //! - [`rotation`]: the agent renews its node certificate before it expires.
+//! - [`server_join`]: another server joins the datastore with a server token alone.
 //! - [`cluster_secrets`]: servers on one datastore share its CAs and keys through it.
 //! - [`key_sharing`]: secrets encryption keys follow rotations on any server of the datastore.
 //! - [`cluster_info_jws`]: the bootstrap signer: `cluster-info` signed per bootstrap token.
@@ -23,5 +24,6 @@ pub mod node_authz;
 pub mod nodeipam;
 pub mod rotation;
 pub mod server;
+pub mod server_join;
 pub mod serving;
 pub mod token;

@@ -138,35 +138,49 @@ pub async fn publish(registry: &Registry, endpoint: Endpoint<'_>, ca_pem: &str) 
         Endpoint::Advertised(url) | Endpoint::ThisServer(url) => url,
     };
     for (group, plural, namespace, body) in objects(server_url, ca_pem) {
-        let Some(r) = resources::find(group, "v1", plural) else {
-            continue;
-        };
-        let name = body["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        match registry.create(r, namespace, body.clone(), false).await {
-            Ok(_) => {}
-            Err(e) if e.code == 409 => {
-                registry
-                    .update_with(r, namespace, &name, Part::Main, false, |old| {
-                        let mut new = body.clone();
-                        if let (Endpoint::ThisServer(_), Some(named)) = (
-                            endpoint,
-                            named_server(&old).filter(|_| name == CLUSTER_INFO),
-                        ) {
-                            new["data"]["kubeconfig"] =
-                                Value::String(cluster_info_kubeconfig(&named, ca_pem));
-                        }
-                        new["metadata"] = old["metadata"].clone();
-                        Ok(new)
-                    })
-                    .await?;
+        let is_cluster_info = body["metadata"]["name"] == CLUSTER_INFO;
+        put(registry, group, plural, namespace, body, &|old, new| {
+            if let (Endpoint::ThisServer(_), Some(named)) =
+                (endpoint, named_server(old).filter(|_| is_cluster_info))
+            {
+                new["data"]["kubeconfig"] = Value::String(cluster_info_kubeconfig(&named, ca_pem));
             }
-            Err(e) => return Err(e),
-        }
+        })
+        .await?;
     }
     Ok(())
+}
+
+/// Creates `body`, or replaces the object of its name with it, keeping the old metadata;
+/// `adjust(old, new)` may carry more of the old object over.
+pub(super) async fn put(
+    registry: &Registry,
+    group: &str,
+    plural: &str,
+    namespace: &str,
+    body: Value,
+    adjust: &(dyn Fn(&Value, &mut Value) + Sync),
+) -> ApiResult<()> {
+    let Some(r) = resources::find(group, "v1", plural) else {
+        return Ok(());
+    };
+    let name = body["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    match registry.create(r, namespace, body.clone(), false).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.code == 409 => registry
+            .update_with(r, namespace, &name, Part::Main, false, |old| {
+                let mut new = body.clone();
+                adjust(old, &mut new);
+                new["metadata"] = old["metadata"].clone();
+                Ok(new)
+            })
+            .await
+            .map(|_| ()),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

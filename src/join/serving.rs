@@ -1,7 +1,8 @@
 //! The kubelet's serving certificate, as a kubelet with `serverTLSBootstrap` gets it: the
 //! agent sends a CSR to the `kubernetes.io/kubelet-serving` signer for `system:node:<name>`
-//! naming the addresses its Node reports; the approver approves it when the node asks for
-//! itself and every name is one of its Node's addresses; the signer signs it with the cluster
+//! naming its node name and the IPs its Node reports; the approver approves it when the node
+//! asks for itself, its one DNS name is its node name and every IP is one its Node reports; the
+//! signer signs it with the cluster
 //! CA. The API server then verifies the kubelet's certificate against the cluster CA and the
 //! address it dials (see `apiserver::kubelet_proxy`), so a machine that took over a node's
 //! address cannot pose as its kubelet.
@@ -23,7 +24,6 @@ pub const KUBELET_SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
 const CERT_FILE: &str = "kubelet-serving.crt";
 const KEY_FILE: &str = "kubelet-serving.key";
 /// Address types whose values a serving certificate may name, as upstream's kubelet uses.
-const NAME_TYPES: [&str; 3] = ["Hostname", "InternalDNS", "ExternalDNS"];
 const IP_TYPES: [&str; 2] = ["InternalIP", "ExternalIP"];
 
 #[derive(Debug, thiserror::Error)]
@@ -137,15 +137,11 @@ pub async fn renew_forever(
     }
 }
 
-/// The DNS names and IPs a Node reports in `status.addresses`.
-fn node_names(node: &Node) -> (Vec<String>, Vec<IpAddr>) {
-    let mut names = Vec::new();
+/// The IPs a Node reports in `status.addresses`.
+fn node_ips(node: &Node) -> Vec<IpAddr> {
     let mut ips = Vec::new();
     let addresses = node.status.as_ref().and_then(|s| s.addresses.as_ref());
     for address in addresses.into_iter().flatten() {
-        if NAME_TYPES.contains(&address.type_.as_str()) && !names.contains(&address.address) {
-            names.push(address.address.clone());
-        }
         if IP_TYPES.contains(&address.type_.as_str()) {
             if let Ok(ip) = address.address.parse::<IpAddr>() {
                 if !ips.contains(&ip) {
@@ -154,19 +150,14 @@ fn node_names(node: &Node) -> (Vec<String>, Vec<IpAddr>) {
             }
         }
     }
-    (names, ips)
+    ips
 }
 
-/// The DNS name a node's serving certificate may carry: its `Hostname` address, which is the
-/// node's own name or host name. The node writes its own addresses, so an `InternalDNS` or
-/// `ExternalDNS` entry is only its word; and no node may name itself after the API server
-/// (`kubernetes.default.svc`, ...) or `localhost`.
-fn hostname_is_acceptable(node: &Node, name: &str) -> bool {
-    let addresses = node.status.as_ref().and_then(|s| s.addresses.as_ref());
-    let is_hostname = addresses
-        .into_iter()
-        .flatten()
-        .any(|a| a.type_ == "Hostname" && a.address == name);
+/// The DNS name a node's serving certificate may carry: its own name, from the identity it
+/// authenticated with (`system:node:<name>`), which it cannot change. Its `Hostname` address it
+/// writes itself at any time, so that is only its word, as `InternalDNS` and `ExternalDNS` are;
+/// and no node may be named after the API server (`kubernetes.default.svc`, ...) or `localhost`.
+fn dns_name_is_acceptable(node_name: &str, name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     let reserved = lower == "localhost"
         || lower.ends_with(".localhost")
@@ -174,7 +165,7 @@ fn hostname_is_acceptable(node: &Node, name: &str) -> bool {
         || lower.starts_with("kubernetes.")
         || lower.ends_with(".svc")
         || lower.contains(".svc.");
-    is_hostname && !reserved
+    name == node_name && !reserved
 }
 
 /// The IPs Nodes other than `node_name` report.
@@ -182,14 +173,14 @@ fn ips_of_other_nodes(node_name: &str, nodes: &[Node]) -> Vec<IpAddr> {
     nodes
         .iter()
         .filter(|n| n.metadata.name.as_deref() != Some(node_name))
-        .flat_map(|n| node_names(n).1)
+        .flat_map(node_ips)
         .collect()
 }
 
 /// Why the approver approves a kubelet-serving request, or None to leave it to a human.
 /// Upstream's shape of a kubelet serving request (subject `system:node:<name>` in
 /// `system:nodes`, DNS and IP names only, server-auth usages), asked for by that node itself,
-/// naming only addresses its Node reports: its host name as the one DNS name, and IPs no other
+/// naming only its own node name as the one DNS name and IPs its Node reports and no other
 /// Node (`all_nodes`) reports, so a node cannot claim another's address by reporting it too.
 pub fn auto_approval(
     csr: &CertificateSigningRequest,
@@ -217,12 +208,12 @@ pub fn auto_approval(
         return None;
     }
     let node = node.filter(|n| n.metadata.name.as_deref() == Some(node_name))?;
-    let (_, ips) = node_names(node);
+    let ips = node_ips(node);
     let taken = ips_of_other_nodes(node_name, all_nodes);
     let request = rcgen::CertificateSigningRequestParams::from_pem(&pem).ok()?;
     let sans = &request.params.subject_alt_names;
     let all_reported = sans.iter().all(|san| match san {
-        rcgen::SanType::DnsName(name) => hostname_is_acceptable(node, name.as_str()),
+        rcgen::SanType::DnsName(name) => dns_name_is_acceptable(node_name, name.as_str()),
         rcgen::SanType::IpAddress(ip) => ips.contains(ip) && !taken.contains(ip),
         _ => false,
     });
@@ -239,7 +230,7 @@ pub async fn ensure(
     node_name: &str,
 ) -> Result<(String, String), ServingError> {
     let node = registered(client, node_name).await;
-    let (names, ips) = node_names(&node);
+    let ips = node_ips(&node);
     let dir = data_dir.join("agent");
     if let Some(stored) = load(&dir, &ips) {
         tracing::info!(
@@ -249,7 +240,8 @@ pub async fn ensure(
         return Ok(stored);
     }
     let key = rcgen::KeyPair::generate()?;
-    let mut params = rcgen::CertificateParams::new(names)?;
+    // The one DNS name the approver allows: the node's own name.
+    let mut params = rcgen::CertificateParams::new(vec![node_name.to_owned()])?;
     params
         .subject_alt_names
         .extend(ips.into_iter().map(rcgen::SanType::IpAddress));
@@ -282,7 +274,7 @@ async fn registered(client: &kube::Client, node_name: &str) -> Node {
     let nodes: Api<Node> = Api::all(client.clone());
     loop {
         if let Ok(Some(node)) = nodes.get_opt(node_name).await {
-            if !node_names(&node).1.is_empty() {
+            if !node_ips(&node).is_empty() {
                 return node;
             }
         }
@@ -464,7 +456,7 @@ mod tests {
     }
 
     #[test]
-    fn only_the_nodes_host_name_passes_as_a_dns_name() {
+    fn only_the_nodes_own_name_passes_as_a_dns_name() {
         let pi = node(
             "pi",
             &[
@@ -479,27 +471,51 @@ mod tests {
             auto_approval(&csr(&pem, "system:node:pi", &SERVING), Some(&pi), &[]).is_some()
         };
         assert!(approve(&["pi"]));
-        // Reported by the node itself, but not its host name.
+        // Reported by the node itself, but not its name.
         assert!(!approve(&["pi.lan"]));
         assert!(!approve(&["kubernetes.default.svc"]));
-        // Named after the API server or localhost even as its host name.
-        let sly = node(
-            "sly",
-            &[
-                ("InternalIP", "192.168.1.9"),
-                ("Hostname", "kubernetes.default.svc.cluster.local"),
-            ],
-        );
-        let pem = request(
-            "system:node:sly",
-            &["system:nodes"],
-            &["kubernetes.default.svc.cluster.local"],
-            &[],
-        );
-        assert!(auto_approval(&csr(&pem, "system:node:sly", &SERVING), Some(&sly), &[]).is_none());
-        let local = node("lo", &[("Hostname", "localhost")]);
-        let pem = request("system:node:lo", &["system:nodes"], &["localhost"], &[]);
-        assert!(auto_approval(&csr(&pem, "system:node:lo", &SERVING), Some(&local), &[]).is_none());
+        // A node named after the API server or localhost does not get its own name either.
+        for name in ["kubernetes.default.svc.cluster.local", "localhost"] {
+            let sly = node(name, &[("InternalIP", "192.168.1.9"), ("Hostname", name)]);
+            let user = format!("system:node:{name}");
+            let pem = request(&user, &["system:nodes"], &[name], &[]);
+            assert!(
+                auto_approval(&csr(&pem, &user, &SERVING), Some(&sly), &[]).is_none(),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_node_that_changes_its_hostname_address_gets_no_certificate_for_that_name() {
+        // The node writes its own status: it reports another node's name, and a name of its
+        // choosing, as its Hostname address.
+        for claimed in ["pi2", "api.example"] {
+            let pi = node(
+                "pi",
+                &[("InternalIP", "192.168.1.7"), ("Hostname", claimed)],
+            );
+            let pem = request(
+                "system:node:pi",
+                &["system:nodes"],
+                &[claimed],
+                &["192.168.1.7"],
+            );
+            assert!(
+                auto_approval(&csr(&pem, "system:node:pi", &SERVING), Some(&pi), &[]).is_none(),
+                "{claimed}"
+            );
+            // Its own name it still gets, whatever its Hostname address says.
+            let own = request(
+                "system:node:pi",
+                &["system:nodes"],
+                &["pi"],
+                &["192.168.1.7"],
+            );
+            assert!(
+                auto_approval(&csr(&own, "system:node:pi", &SERVING), Some(&pi), &[]).is_some()
+            );
+        }
     }
 
     #[test]

@@ -16,6 +16,9 @@ pub const NAMESPACE: &str = "kube-system";
 pub const BOOTSTRAPPERS_GROUP: &str = "system:bootstrappers";
 /// The extra group berth's tokens carry; the node-bootstrapper binding names it.
 pub const NODE_TOKEN_GROUP: &str = "system:bootstrappers:berth:default-node-token";
+/// The extra group of tokens that let another server join (`berth token create --server`):
+/// they read the datastore's address and credentials, and ask for no node certificate.
+pub const SERVER_TOKEN_GROUP: &str = "system:bootstrappers:berth:servers";
 const USER_PREFIX: &str = "system:bootstrap:";
 const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
@@ -77,14 +80,15 @@ impl BootstrapToken {
         format!("{SECRET_PREFIX}{}", self.id)
     }
 
-    /// The Secret upstream's bootstrap authenticator reads. `expiration` is RFC 3339.
-    pub fn to_secret(&self, description: &str, expiration: Option<&str>) -> Value {
+    /// The Secret upstream's bootstrap authenticator reads. `expiration` is RFC 3339; `group`
+    /// is what the token may do ([`NODE_TOKEN_GROUP`] or [`SERVER_TOKEN_GROUP`]).
+    pub fn to_secret(&self, description: &str, expiration: Option<&str>, group: &str) -> Value {
         let mut data = json!({
             "token-id": self.id,
             "token-secret": self.secret,
             "usage-bootstrap-authentication": "true",
             "usage-bootstrap-signing": "true",
-            "auth-extra-groups": NODE_TOKEN_GROUP,
+            "auth-extra-groups": group,
         });
         if !description.is_empty() {
             data["description"] = json!(description);
@@ -278,7 +282,8 @@ mod tests {
     #[test]
     fn a_valid_token_is_a_bootstrapper_with_its_extra_group() {
         let token = BootstrapToken::parse("abcdef.0123456789abcdef").unwrap();
-        let secret = stored(token.to_secret("test", Some("2030-01-01T00:00:00Z")));
+        let secret =
+            stored(token.to_secret("test", Some("2030-01-01T00:00:00Z"), NODE_TOKEN_GROUP));
         let user = authenticate_with_secret(&token, &secret, 0).unwrap();
         assert_eq!(user.name, "system:bootstrap:abcdef");
         assert_eq!(
@@ -294,7 +299,7 @@ mod tests {
     #[test]
     fn wrong_secrets_expired_tokens_and_foreign_groups_do_not_pass() {
         let token = BootstrapToken::parse("abcdef.0123456789abcdef").unwrap();
-        let secret = stored(token.to_secret("", Some("2030-01-01T00:00:00Z")));
+        let secret = stored(token.to_secret("", Some("2030-01-01T00:00:00Z"), NODE_TOKEN_GROUP));
         let wrong = BootstrapToken::parse("abcdef.0000000000000000").unwrap();
         assert_eq!(authenticate_with_secret(&wrong, &secret, 0), None);
         let expiry = jiff::Timestamp::from_second(1_893_456_000)
@@ -306,7 +311,7 @@ mod tests {
         other_type["type"] = json!("Opaque");
         assert_eq!(authenticate_with_secret(&token, &other_type, 0), None);
 
-        let mut masters = token.to_secret("", None);
+        let mut masters = token.to_secret("", None, NODE_TOKEN_GROUP);
         masters["stringData"]["auth-extra-groups"] = json!("system:masters");
         let user = authenticate_with_secret(&token, &stored(masters), 0).unwrap();
         assert!(!user.groups.iter().any(|g| g == "system:masters"));

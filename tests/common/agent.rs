@@ -9,12 +9,18 @@ use std::time::Duration;
 
 use super::netns::Netns;
 use super::server::BerthServer;
-use super::wait_until;
 
 /// A join token valid for an hour from `berth token create` on `server`, and the CA hash the
 /// command prints with it: `(token, "sha256:...")`.
 pub fn join_token(server: &BerthServer) -> (String, String) {
-    let out = server.berth(&["token", "create", "--ttl", "1h"]);
+    join_token_with(server, &[])
+}
+
+/// Like `join_token`, with more `berth token create` flags (`--server`, say).
+pub fn join_token_with(server: &BerthServer, flags: &[&str]) -> (String, String) {
+    let mut args = vec!["token", "create", "--ttl", "1h"];
+    args.extend_from_slice(flags);
+    let out = server.berth(&args);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -71,18 +77,12 @@ impl Agent {
     /// Runs an agent that is expected to fail fast; its output.
     pub fn run_once(ns: &Netns, args: &[&str]) -> Output {
         let dir = Agent::new_dir("");
-        let mut child = Agent::command(ns, dir.path(), args)
+        let child = Agent::command(ns, dir.path(), args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let done = wait_until(Duration::from_secs(60), || {
-            matches!(child.try_wait(), Ok(Some(_)))
-        });
-        if !done {
-            let _ = child.kill();
-        }
-        child.wait_with_output().unwrap()
+        super::output_within(child, Duration::from_secs(60))
     }
 
     pub fn start(ns: &Netns, args: &[&str]) -> Agent {

@@ -38,6 +38,16 @@ pub mod tools;
 
 use std::time::{Duration, Instant};
 
+/// The output of `child`, a command expected to end by itself, killed if it has not within
+/// `patience`.
+pub fn output_within(mut child: std::process::Child, patience: Duration) -> std::process::Output {
+    let done = wait_until(patience, || matches!(child.try_wait(), Ok(Some(_))));
+    if !done {
+        let _ = child.kill();
+    }
+    child.wait_with_output().expect("the command's output")
+}
+
 /// Polls `ready` every 100 ms until it returns true or `timeout` passes; returns whether it did.
 pub fn wait_until(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

@@ -24,6 +24,8 @@ pub struct BerthServer {
     data_dir: tempfile::TempDir,
     child: Option<Child>,
     api_listen: String,
+    /// More `berth server` flags, given at every start.
+    extra_args: Vec<String>,
 }
 
 pub fn temp_data_dir() -> tempfile::TempDir {
@@ -66,18 +68,25 @@ impl BerthServer {
 
     /// Like `start`, listening on `listen` (an address other namespaces can reach, say).
     pub fn start_listening(ns: &Netns, listen: &str) -> BerthServer {
-        let binary = Path::new(env!("CARGO_BIN_EXE_berth"));
-        let mut server = BerthServer::prepare(ns, binary, temp_data_dir(), "");
-        server.api_listen = listen.to_string();
-        server.spawn();
-        server
+        BerthServer::start_listening_with_config(ns, listen, "")
     }
 
     /// Like `start_listening`, with `config` (TOML) as the server's config file.
     pub fn start_listening_with_config(ns: &Netns, listen: &str, config: &str) -> BerthServer {
+        BerthServer::start_listening_with_args(ns, listen, config, &[])
+    }
+
+    /// Like `start_listening_with_config`, with more `berth server` flags (`--server`, say).
+    pub fn start_listening_with_args(
+        ns: &Netns,
+        listen: &str,
+        config: &str,
+        args: &[&str],
+    ) -> BerthServer {
         let binary = Path::new(env!("CARGO_BIN_EXE_berth"));
         let mut server = BerthServer::prepare(ns, binary, temp_data_dir(), config);
         server.api_listen = listen.to_string();
+        server.extra_args = args.iter().map(|a| a.to_string()).collect();
         server.spawn();
         server
     }
@@ -124,6 +133,7 @@ impl BerthServer {
             data_dir,
             child: None,
             api_listen: "127.0.0.1:0".to_string(),
+            extra_args: Vec::new(),
         }
     }
 
@@ -257,6 +267,7 @@ impl BerthServer {
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(["--api-listen", &self.api_listen])
+            .args(&self.extra_args)
             .env("BERTH_CONFIG", self.data_dir().join("test-config.toml"))
             .stdin(Stdio::null())
             .stdout(log)
