@@ -265,3 +265,106 @@ fn unknown_media_types_are_refused_with_upstreams_statuses() {
     assert_eq!(malformed.code, 400);
     assert_eq!(cbor_value(&malformed)["reason"], "BadRequest");
 }
+
+const AUTOSCALERS_V1: &str = "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers";
+
+fn autoscaler_v1(cpu: i64) -> Value {
+    json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+           "metadata": {"name": "web"},
+           "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                    "minReplicas": 1, "maxReplicas": 4, "targetCPUUtilizationPercentage": cpu}})
+}
+
+#[test]
+#[ignore = "ran once up to the managedFields check, which then lacked --show-managed-fields; \
+            the rest (idempotent re-apply, conflicts, update) has not run yet"]
+fn a_cbor_apply_through_autoscaling_v1_works_like_a_json_one() {
+    let ns = Netns::new();
+    let server = BerthServer::start(&ns);
+    let apply = |manager: &str, body: Vec<u8>, content_type: &str| {
+        let content_type = format!("Content-Type: {content_type}");
+        request(
+            &server,
+            "PATCH",
+            &format!("{AUTOSCALERS_V1}/web?fieldManager={manager}"),
+            &[content_type.as_str(), "Accept: application/cbor"],
+            Some(&body),
+        )
+    };
+    let cbor_apply = "application/apply-patch+cbor";
+
+    // Apply creates the object, answered in the version it was made to.
+    let created = apply("alice", cbor::encode(&autoscaler_v1(50)), cbor_apply);
+    assert_eq!(created.code, 201, "{:?}", cbor::decode(&created.body));
+    let answer = cbor_value(&created);
+    assert_eq!(answer["apiVersion"], "autoscaling/v1");
+    assert_eq!(answer["spec"]["targetCPUUtilizationPercentage"], 50);
+    let rv = answer["metadata"]["resourceVersion"].clone();
+
+    // Stored as v2; alice owns the v1 field name, as a YAML or JSON apply makes her.
+    let v2: Value = serde_json::from_str(&server.kubectl_ok(&[
+        "get",
+        "horizontalpodautoscalers.v2.autoscaling",
+        "web",
+        "--show-managed-fields",
+        "-o",
+        "json",
+    ]))
+    .expect("JSON");
+    assert_eq!(
+        v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+        50
+    );
+    let alice = v2["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["manager"] == "alice")
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(
+        (alice["operation"].as_str(), alice["apiVersion"].as_str()),
+        (Some("Apply"), Some("autoscaling/v1")),
+        "{alice:#}"
+    );
+    assert!(
+        alice["fieldsV1"]["f:spec"]
+            .get("f:targetCPUUtilizationPercentage")
+            .is_some(),
+        "{alice:#}"
+    );
+
+    // The same configuration again changes nothing.
+    let again = apply("alice", cbor::encode(&autoscaler_v1(50)), cbor_apply);
+    assert_eq!(again.code, 200);
+    assert_eq!(cbor_value(&again)["metadata"]["resourceVersion"], rv);
+
+    // Another manager changing the target conflicts, with a CBOR or a JSON body alike.
+    for (body, content_type) in [
+        (cbor::encode(&autoscaler_v1(70)), cbor_apply),
+        (
+            autoscaler_v1(70).to_string().into_bytes(),
+            "application/apply-patch+yaml",
+        ),
+    ] {
+        let conflict = apply("bob", body, content_type);
+        assert_eq!(conflict.code, 409, "{content_type}");
+        let status = cbor_value(&conflict);
+        assert_eq!(status["reason"], "Conflict");
+        assert!(
+            status["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(r#"conflict with "alice": .spec.targetCPUUtilizationPercentage"#),
+            "{content_type}: {status:#}"
+        );
+    }
+
+    // A new target from alice herself goes through to the stored metric.
+    let changed = apply("alice", cbor::encode(&autoscaler_v1(80)), cbor_apply);
+    assert_eq!(changed.code, 200);
+    assert_eq!(
+        cbor_value(&changed)["spec"]["targetCPUUtilizationPercentage"],
+        80
+    );
+}

@@ -257,7 +257,7 @@ fn policies_use_quantities_urls_the_authorizer_and_audit_annotations() {
         status["typeChecking"]["expressionWarnings"],
         serde_json::json!([{
             "fieldRef": "spec.validations[1].expression",
-            "warning": "apps/v1, Kind=Deployment: ERROR: <input>: undefined field 'replica'",
+            "warning": "apps/v1, Kind=Deployment: ERROR: <input>:1:12: undefined field 'replica'\n | object.spec.replica <= 10\n | ...........^\n",
         }])
     );
 
@@ -275,7 +275,23 @@ fn policies_use_quantities_urls_the_authorizer_and_audit_annotations() {
     );
     assert!(
         text(&out.stderr).contains(
-            "spec.validations[1].expression: Invalid value: \"object.spec.replicas <\": compilation failed"
+            "spec.validations[1].expression: Invalid value: \"object.spec.replicas <\": compilation failed: \
+             ERROR: <input>:1:23: Syntax error: mismatched input '<EOF>' expecting"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Nor one whose operator cannot take its operands, whatever the object holds.
+    let mistyped = broken.replace("object.spec.replicas <", "size(object.spec) > '3'");
+    let out = server.kubectl_stdin(&["apply", "-f", "-"], &mistyped);
+    assert!(!out.status.success(), "a mistyped policy was admitted");
+    assert!(
+        text(&out.stderr).contains(
+            "spec.validations[1].expression: Invalid value: \"size(object.spec) > '3'\": compilation failed: \
+             ERROR: <input>:1:19: found no matching overload for '_>_' applied to '(int, string)'\n \
+             | size(object.spec) > '3'\n \
+             | ..................^"
         ),
         "{}",
         text(&out.stderr)
@@ -302,9 +318,11 @@ spec:
             type: object
             x-kubernetes-validations:
             - rule: "self.replicas <= self.maxReplica"
+            - rule: "self.replicas + self.name > 0"
             properties:
               replicas: {type: integer}
               maxReplicas: {type: integer}
+              name: {type: string}
 "#;
 
 #[test]
@@ -314,12 +332,38 @@ fn a_crd_rule_naming_a_field_its_schema_lacks_is_refused_with_the_crd() {
     let out = server.kubectl_stdin(&["apply", "-f", "-"], CRD_WITH_TYPO);
     assert!(!out.status.success(), "the CRD with a typo was admitted");
     let stderr = text(&out.stderr);
-    assert!(
-        stderr.contains("spec.versions[0].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule")
-            && stderr.contains("undefined field 'maxReplica'"),
-        "{stderr}"
-    );
-    let fixed = CRD_WITH_TYPO.replace("self.maxReplica\"", "self.maxReplicas\"");
+    let rules = "spec.versions[0].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations";
+    // The invalid value is the whole rule, as Go prints upstream's internal type.
+    let rule = |source: &str| {
+        format!(
+            "apiextensions.ValidationRule{{Rule:\"{source}\", Message:\"\", MessageExpression:\"\", \
+             Reason:(*apiextensions.FieldValueErrorReason)(nil), FieldPath:\"\", \
+             OptionalOldSelf:(*bool)(nil)}}"
+        )
+    };
+    // Each error as cel-go displays it: position, message, the source line and a caret.
+    for expected in [
+        format!(
+            "{rules}[0].rule: Invalid value: {}: compilation failed: \
+             ERROR: <input>:1:22: undefined field 'maxReplica'\n | self.replicas <= self.maxReplica\n \
+             | .....................^",
+            rule("self.replicas <= self.maxReplica")
+        ),
+        format!(
+            "{rules}[1].rule: Invalid value: {}: compilation failed: \
+             ERROR: <input>:1:15: found no matching overload for '_+_' applied to '(int, string)'\n \
+             | self.replicas + self.name > 0\n | ..............^",
+            rule("self.replicas + self.name > 0")
+        ),
+    ] {
+        assert!(stderr.contains(&expected), "{expected}\nnot in:\n{stderr}");
+    }
+    let fixed = CRD_WITH_TYPO
+        .replace("self.maxReplica\"", "self.maxReplicas\"")
+        .replace(
+            "self.replicas + self.name > 0",
+            "self.replicas + size(self.name) > 0",
+        );
     let out = server.kubectl_stdin(&["apply", "-f", "-"], &fixed);
     assert!(out.status.success(), "the fixed CRD: {}", text(&out.stderr));
 }

@@ -12,23 +12,27 @@
 //! # Layout
 //! - `convert`: JSON objects to CEL values and back.
 //! - `errors`: parse errors worded and pointed at as cel-go prints them.
+//! - `incomplete`: expressions that end where an operand must follow (the parser panics).
 //! - `library`: the Kubernetes CEL library functions berth supports beyond the CEL standard
 //!   (strings, lists, regex, sets), registering those of the modules below.
 //! - `opaque`: values of the library's own types (quantity, URL, authorizer checks).
 //! - `optional`: optional values and the `?` syntax (`obj.?field`, `map[?key]`, `[?elem]`).
 //! - `quantity`, `url`, `ip`, `authz`, `semver`, `format`: upstream's quantity, URL, IP/CIDR,
 //!   authorizer, semver and named-format libraries.
-//! - `typecheck`: field references checked against the schemas of the objects an expression
-//!   will see.
+//! - `positions`: where the nodes of a parsed expression sit in its source.
+//! - `typecheck`: field references and operators checked against the schemas of the objects
+//!   an expression will see.
 
 pub mod authz;
 mod convert;
 mod errors;
 mod format;
+mod incomplete;
 mod ip;
 mod library;
 mod opaque;
 mod optional;
+mod positions;
 mod quantity;
 mod semver;
 pub mod typecheck;
@@ -76,6 +80,8 @@ pub const MAX_TIME: Duration = Duration::from_millis(100);
 const CACHE_LIMIT: usize = 2048;
 /// Parsing recurses deeply on nested input; it runs on its own thread with this much stack.
 const PARSE_STACK: usize = 64 << 20;
+/// The name of that thread.
+const PARSE_THREAD: &str = "cel-parse";
 
 /// The names of the functions the instrumentation inserts; `@` keeps them out of user reach.
 const TICK: &str = "@berth_tick";
@@ -111,6 +117,8 @@ pub enum CelError {
 #[derive(Debug)]
 pub struct Program {
     source: String,
+    /// The text the parser read, to place errors found after parsing.
+    rewrite: optional::Rewrite,
     expr: IdedExpr,
 }
 
@@ -192,8 +200,9 @@ fn compile_uncached(source: &str) -> Result<Program, CelError> {
     }
     let rewrite = optional::desugar(source);
     let text = rewrite.text.clone();
+    quiet_parser_panics();
     let parsed = std::thread::Builder::new()
-        .name("cel-parse".into())
+        .name(PARSE_THREAD.into())
         .stack_size(PARSE_STACK)
         .spawn(move || {
             // The parse errors hold `Rc`s: only their positions and text leave the thread.
@@ -206,7 +215,13 @@ fn compile_uncached(source: &str) -> Result<Program, CelError> {
         })
         .map_err(|e| CelError::Syntax(format!("no thread to parse on: {e}")))?
         .join()
-        .map_err(|_| CelError::Syntax("the parser failed".into()))?;
+        .map_err(|_| {
+            // cel-parser panics where the input ends too early (`x +`): cel-go reports that
+            // at the end of the input.
+            let error = incomplete::trailing_operator(source)
+                .unwrap_or_else(|| incomplete::end_of_input(source));
+            CelError::Syntax(errors::display(source, vec![error]))
+        })?;
     let mut expr = parsed.map_err(|found| {
         let located = found
             .into_iter()
@@ -219,8 +234,23 @@ fn compile_uncached(source: &str) -> Result<Program, CelError> {
     instrument(&mut expr);
     Ok(Program {
         source: source.to_string(),
+        rewrite,
         expr,
     })
+}
+
+/// Keeps the panics of the parser's thread (caught, and reported as syntax errors) from being
+/// printed by the default hook on every request; other threads' panics print as before.
+fn quiet_parser_panics() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current().name() != Some(PARSE_THREAD) {
+                previous(info);
+            }
+        }));
+    });
 }
 
 /// An error at `line`:`column` (1-based, in characters) of the rewritten text, placed where the
@@ -252,20 +282,7 @@ fn in_source(
         .get(at)
         .copied()
         .unwrap_or_else(|| source.chars().count());
-    let mut located = errors::Located {
-        line: 1,
-        column: 1,
-        message,
-    };
-    for c in source.chars().take(from) {
-        if c == '\n' {
-            located.line += 1;
-            located.column = 1;
-        } else {
-            located.column += 1;
-        }
-    }
-    located
+    positions::at_char(source, from, message)
 }
 
 /// How deeply brackets nest outside string literals: the parser recurses through a dozen
@@ -454,6 +471,14 @@ impl Program {
         &self.source
     }
 
+    /// `(node id, message)` errors found in this program, as cel-go displays them.
+    fn display_errors(&self, found: Vec<(u64, String)>) -> String {
+        errors::display(
+            &self.source,
+            positions::locate(&self.source, &self.rewrite, found),
+        )
+    }
+
     /// Evaluates with `activation`'s variables, within the loop budget and time limit.
     pub fn eval(&self, activation: &Activation) -> Result<Value, CelError> {
         let mut ctx = BASE.new_inner_scope();
@@ -544,6 +569,83 @@ mod tests {
             CelError::Syntax(syntax_error("x == 1 )")).to_string(),
             "compilation failed: ERROR: <input>:1:8: Syntax error: extraneous input ')' expecting <EOF>\n | x == 1 )\n | .......^"
         );
+    }
+
+    #[test]
+    fn a_trailing_operator_is_reported_at_the_end_of_the_input() {
+        // cel-go's text for these; cel-parser itself panics on them.
+        for (source, column) in [("x +", 4), ("a &&", 5), ("x ? y :", 8), ("a in ", 6)] {
+            let caret = format!("{}^", ".".repeat(column - 1));
+            assert_eq!(
+                syntax_error(source),
+                format!(
+                    "ERROR: <input>:1:{column}: Syntax error: mismatched input '<EOF>' expecting {ANY_EXPR}\n | {source}\n | {caret}"
+                )
+            );
+        }
+        let on_a_new_line = syntax_error("x ==\n");
+        assert!(
+            on_a_new_line.starts_with("ERROR: <input>:2:1: "),
+            "{on_a_new_line}"
+        );
+    }
+
+    /// The line and column of each error in a displayed error list.
+    fn positions(text: &str) -> Vec<Option<(usize, usize)>> {
+        text.lines()
+            .filter(|l| l.starts_with("ERROR"))
+            .map(|line| {
+                let (l, c) = line
+                    .strip_prefix("ERROR: <input>:")?
+                    .split(": ")
+                    .next()?
+                    .split_once(':')?;
+                Some((l.parse().ok()?, c.parse().ok()?))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn truncated_and_garbled_expressions_fail_with_a_positioned_error() {
+        let valid = [
+            "object.spec.replicas <= 5 && object.metadata.name.startsWith('web-')",
+            "self.items.all(i, i.port > 0 && i.port < 65536) ? 'ok' : \"bad\"",
+            "has(object.spec.x) || [1, 2, 3].exists(n, n % 2 == 0 && -n < 0)",
+            "{'a': 1, 'b': 2}['a'] + size(b'xyz') * 2 != 7u || 'x' in ['y']",
+            "object.?spec.?replicas.orValue(1) >= 1 && !(1.5 / 2.0 > 0.1)",
+            "r'raw\\' + '''tri\nple''' == \"x\" // comment",
+        ];
+        let mut inputs: Vec<String> = Vec::new();
+        for source in valid {
+            let chars: Vec<char> = source.chars().collect();
+            for end in 0..chars.len() {
+                inputs.push(chars[..end].iter().collect());
+            }
+            for at in 0..chars.len() {
+                let mut dropped = chars.clone();
+                dropped.remove(at);
+                inputs.push(dropped.iter().collect());
+                let mut doubled = chars.clone();
+                doubled.insert(at, chars[at]);
+                inputs.push(doubled.iter().collect());
+            }
+        }
+        let mut failed = 0;
+        for input in &inputs {
+            let Err(CelError::Syntax(text)) = compile(input) else {
+                continue;
+            };
+            failed += 1;
+            let found = positions(&text);
+            assert!(!found.is_empty(), "{input:?}: {text}");
+            assert!(
+                found
+                    .iter()
+                    .all(|p| matches!(p, Some((l, c)) if *l >= 1 && *c >= 1)),
+                "{input:?}: {text}"
+            );
+        }
+        assert!(failed > inputs.len() / 4, "{failed} of {}", inputs.len());
     }
 
     #[test]

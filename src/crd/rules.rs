@@ -193,11 +193,11 @@ pub fn check_compiles(schema: &Value, path: &str, causes: &mut Vec<Cause>) {
             continue;
         }
         match cel::compile(source) {
-            Err(e) => causes.push(Cause::invalid(&field, source, &e.to_string())),
+            Err(e) => causes.push(uncompiled(&field, rule, &e.to_string())),
             Ok(program) => {
                 let is_root = path.ends_with("openAPIV3Schema");
-                if let Some(issue) = undefined_fields(&program, schema, is_root) {
-                    causes.push(Cause::invalid(&field, source, &issue));
+                if let Some(issue) = type_errors(&program, schema, is_root) {
+                    causes.push(uncompiled(&field, rule, &issue));
                 }
             }
         }
@@ -217,10 +217,41 @@ pub fn check_compiles(schema: &Value, path: &str, causes: &mut Vec<Cause>) {
     }
 }
 
-/// Upstream's compile error for a rule naming fields its schema does not have: `self` and
-/// `oldSelf` are typed by the schema the rule sits on. At the root, `apiVersion`, `kind` and
-/// `metadata` (`name`, `generateName`) exist whether the schema lists them or not.
-fn undefined_fields(program: &cel::Program, schema: &Value, is_root: bool) -> Option<String> {
+/// The cause for a `rule` that does not compile. Upstream makes the whole rule the invalid
+/// value, printed as Go prints its internal `ValidationRule` (`%#v`): strings quoted, pointers
+/// as `(*T)(nil)` or, when set, an address (which differs per request upstream; berth prints a
+/// fixed one).
+fn uncompiled(field: &str, rule: &Value, detail: &str) -> Cause {
+    let text = |name: &str| {
+        let value = rule.get(name).and_then(Value::as_str).unwrap_or("");
+        serde_json::to_string(value).unwrap_or_default()
+    };
+    let pointer = |name: &str, to: &str| match rule.get(name) {
+        Some(v) if !v.is_null() => format!("(*{to})(0xc000010000)"),
+        _ => format!("(*{to})(nil)"),
+    };
+    let value = format!(
+        "apiextensions.ValidationRule{{Rule:{}, Message:{}, MessageExpression:{}, Reason:{}, \
+         FieldPath:{}, OptionalOldSelf:{}}}",
+        text("rule"),
+        text("message"),
+        text("messageExpression"),
+        pointer("reason", "apiextensions.FieldValueErrorReason"),
+        text("fieldPath"),
+        pointer("optionalOldSelf", "bool"),
+    );
+    Cause {
+        reason: "FieldValueInvalid".into(),
+        message: format!("Invalid value: {value}: {detail}"),
+        field: field.to_string(),
+    }
+}
+
+/// Upstream's compile error for a rule its schema's types refute (a field the schema does not
+/// have, an operator on types it does not take): `self` and `oldSelf` are typed by the schema
+/// the rule sits on. At the root, `apiVersion`, `kind` and `metadata` (`name`,
+/// `generateName`) exist whether the schema lists them or not.
+fn type_errors(program: &cel::Program, schema: &Value, is_root: bool) -> Option<String> {
     let mut typed = schema.clone();
     if is_root {
         if let Some(properties) = typed
@@ -245,18 +276,12 @@ fn undefined_fields(program: &cel::Program, schema: &Value, is_root: bool) -> Op
         }
     }
     let no_definitions = |_: &str| -> Option<&Value> { None };
-    let issues = cel::typecheck::check_fields(
+    cel::typecheck::check(
         program,
         &[("self", &typed), ("oldSelf", &typed)],
         &no_definitions,
-    );
-    (!issues.is_empty()).then(|| {
-        let errors: Vec<String> = issues
-            .iter()
-            .map(|i| format!("ERROR: <input>: {i}"))
-            .collect();
-        format!("compilation failed: {}", errors.join("\n"))
-    })
+    )
+    .map(|errors| format!("compilation failed: {errors}"))
 }
 
 #[cfg(test)]
@@ -387,13 +412,48 @@ mod tests {
             [
                 (
                     "spec.versions[0].schema.openAPIV3Schema.x-kubernetes-validations[1].rule",
-                    "Invalid value: \"self.spec.replcas >= 0\": compilation failed: ERROR: <input>: undefined field 'replcas'"
+                    "Invalid value: apiextensions.ValidationRule{Rule:\"self.spec.replcas >= 0\", Message:\"\", MessageExpression:\"\", Reason:(*apiextensions.FieldValueErrorReason)(nil), FieldPath:\"\", OptionalOldSelf:(*bool)(nil)}: compilation failed: ERROR: <input>:1:10: undefined field 'replcas'\n | self.spec.replcas >= 0\n | .........^"
                 ),
                 (
                     "spec.versions[0].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations[1].rule",
-                    "Invalid value: \"self.items.all(i, i.nme != '')\": compilation failed: ERROR: <input>: undefined field 'nme'"
+                    "Invalid value: apiextensions.ValidationRule{Rule:\"self.items.all(i, i.nme != '')\", Message:\"\", MessageExpression:\"\", Reason:(*apiextensions.FieldValueErrorReason)(nil), FieldPath:\"\", OptionalOldSelf:(*bool)(nil)}: compilation failed: ERROR: <input>:1:20: undefined field 'nme'\n | self.items.all(i, i.nme != '')\n | ...................^"
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn rules_applying_an_operator_to_types_it_does_not_take_are_refused_with_the_crd() {
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object",
+            "x-kubernetes-validations": [
+                {"rule": "self.replicas + self.mode > 0"},
+                {"rule": "self.replicas + size(self.mode) > 0"}],
+            "properties": {"replicas": {"type": "integer"}, "mode": {"type": "string"}}}}});
+        let mut found = Vec::new();
+        check_compiles(&schema, "openAPIV3Schema", &mut found);
+        let found: Vec<(&str, &str)> = found
+            .iter()
+            .map(|c| (c.field.as_str(), c.message.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [(
+                "openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule",
+                "Invalid value: apiextensions.ValidationRule{Rule:\"self.replicas + self.mode > 0\", Message:\"\", MessageExpression:\"\", Reason:(*apiextensions.FieldValueErrorReason)(nil), FieldPath:\"\", OptionalOldSelf:(*bool)(nil)}: compilation failed: ERROR: <input>:1:15: found no matching overload for '_+_' applied to '(int, string)'\n | self.replicas + self.mode > 0\n | ..............^"
+            )]
+        );
+    }
+
+    #[test]
+    fn the_invalid_value_of_a_rule_that_does_not_compile_is_the_whole_rule_as_go_prints_it() {
+        let rule =
+            json!({"rule": "self.x >", "message": "say \"x\"", "reason": "FieldValueForbidden"});
+        let cause = uncompiled("f", &rule, "compilation failed");
+        assert_eq!(
+            cause.message,
+            "Invalid value: apiextensions.ValidationRule{Rule:\"self.x >\", Message:\"say \\\"x\\\"\", \
+             MessageExpression:\"\", Reason:(*apiextensions.FieldValueErrorReason)(0xc000010000), \
+             FieldPath:\"\", OptionalOldSelf:(*bool)(nil)}: compilation failed"
         );
     }
 }

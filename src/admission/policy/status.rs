@@ -100,20 +100,13 @@ pub fn expression_warnings(policy: &ValidatingAdmissionPolicy) -> Vec<Value> {
             if let Some(params) = &params {
                 roots.push(("params", params));
             }
-            let issues = cel::typecheck::check_fields(&program, &roots, &lookup);
-            if issues.is_empty() {
+            let Some(errors) = cel::typecheck::check(&program, &roots, &lookup) else {
                 continue;
-            }
-            let issues: Vec<String> = issues
-                .iter()
-                .map(|issue| format!("ERROR: <input>: {issue}"))
-                .collect();
+            };
+            // Upstream ends each kind's errors with a newline, and joins kinds with another.
             messages.push(format!(
-                "{}/{}, Kind={}: {}",
-                resource.group,
-                resource.version,
-                resource.kind,
-                issues.join("\n")
+                "{}/{}, Kind={}: {errors}\n",
+                resource.group, resource.version, resource.kind,
             ));
         }
         if !messages.is_empty() {
@@ -194,6 +187,13 @@ mod tests {
         .expect("a policy")
     }
 
+    /// A Deployment's warning for `message` at `column` of the one-line `source`.
+    fn warning(field_ref: &str, source: &str, column: usize, message: &str) -> Value {
+        let caret = format!("{}^", ".".repeat(column - 1));
+        json!({"fieldRef": field_ref,
+               "warning": format!("apps/v1, Kind=Deployment: ERROR: <input>:1:{column}: {message}\n | {source}\n | {caret}\n")})
+    }
+
     #[test]
     fn expressions_naming_fields_a_deployment_lacks_are_warned_about() {
         let warnings = expression_warnings(&policy(json!([
@@ -202,18 +202,41 @@ mod tests {
              "messageExpression": "'x' + object.metadata.nam"},
             {"expression": "object.spec.template.spec.containers.all(c, c.image != '' && c.imagePullPolicy != 'Always')"},
             {"expression": "object.spec.template.spec.containers.all(c, c.imag != '')"},
+            {"expression": "object.spec.replicas + object.metadata.name == 'x'"},
         ])));
         assert_eq!(
             warnings,
             [
-                json!({"fieldRef": "spec.validations[1].expression",
-                       "warning": "apps/v1, Kind=Deployment: ERROR: <input>: undefined field 'replica'"}),
-                json!({"fieldRef": "spec.validations[1].messageExpression",
-                       "warning": "apps/v1, Kind=Deployment: ERROR: <input>: undefined field 'nam'"}),
-                json!({"fieldRef": "spec.validations[3].expression",
-                       "warning": "apps/v1, Kind=Deployment: ERROR: <input>: undefined field 'imag'"}),
-                json!({"fieldRef": "spec.auditAnnotations[0].valueExpression",
-                       "warning": "apps/v1, Kind=Deployment: ERROR: <input>: undefined field 'replcas'"}),
+                warning(
+                    "spec.validations[1].expression",
+                    "object.spec.replica <= 5",
+                    12,
+                    "undefined field 'replica'"
+                ),
+                warning(
+                    "spec.validations[1].messageExpression",
+                    "'x' + object.metadata.nam",
+                    22,
+                    "undefined field 'nam'"
+                ),
+                warning(
+                    "spec.validations[3].expression",
+                    "object.spec.template.spec.containers.all(c, c.imag != '')",
+                    46,
+                    "undefined field 'imag'"
+                ),
+                warning(
+                    "spec.validations[4].expression",
+                    "object.spec.replicas + object.metadata.name == 'x'",
+                    22,
+                    "found no matching overload for '_+_' applied to '(int, string)'"
+                ),
+                warning(
+                    "spec.auditAnnotations[0].valueExpression",
+                    "string(object.spec.replcas)",
+                    19,
+                    "undefined field 'replcas'"
+                ),
             ]
         );
     }
@@ -233,8 +256,12 @@ mod tests {
         }
         assert_eq!(
             expression_warnings(&p),
-            [json!({"fieldRef": "spec.validations[1].expression",
-                    "warning": "apps/v1, Kind=Deployment: ERROR: <input>: undefined field 'dta'"})]
+            [warning(
+                "spec.validations[1].expression",
+                "object.spec.replicas <= int(params.dta.max)",
+                35,
+                "undefined field 'dta'"
+            )]
         );
     }
 
