@@ -210,12 +210,20 @@ fn a_cronjob_runs_on_schedule_keeps_its_history_limit_and_starts_jobs_by_hand() 
 
     // By hand: `kubectl create job --from` makes a Job owned by the CronJob.
     server.kubectl_ok(&["create", "job", "manual", "--from=cronjob/tick"]);
-    wait_for_condition(server, "manual", "complete", "90s");
     let manual = get(server, "job/manual").expect("job manual");
     assert_eq!(
         manual["metadata"]["ownerReferences"][0]["kind"], "CronJob",
         "{manual:#}"
     );
+    // Finishing with a scheduled run, it may be the older of two successful Jobs and go at
+    // once: the history limit only ever removes Jobs that completed.
+    let mut last = None;
+    let completed = wait_until(Duration::from_secs(90), || {
+        last = get(server, "job/manual");
+        last.as_ref()
+            .is_none_or(|j| condition(j, "Complete").is_some_and(|c| c["status"] == "True"))
+    });
+    assert!(completed, "job manual never completed: {last:#?}");
 
     // On schedule: a Job named after the scheduled minute within about a minute.
     let started = Instant::now();
@@ -459,4 +467,240 @@ fn a_cronjob_runs_in_its_time_zone_and_a_schedule_naming_a_zone_is_refused() {
         format!("kolkata-{}", target_second / 60).as_str()
     );
     server.kubectl_ok(&["delete", "cronjobs,jobs", "--all"]);
+}
+
+/// Events about the object `name` (controllers record them through events.k8s.io/v1).
+fn events_about(server: &BerthServer, name: &str) -> Vec<Value> {
+    items(server, &["events.v1.events.k8s.io"])
+        .into_iter()
+        .filter(|e| e["regarding"]["name"] == name)
+        .collect()
+}
+
+/// Pods of a Job, by its name label.
+fn job_pods(server: &BerthServer, job: &str) -> Vec<Value> {
+    items(
+        server,
+        &["pods", "-l", &format!("batch.kubernetes.io/job-name={job}")],
+    )
+}
+
+#[test]
+fn a_job_past_its_active_deadline_fails_as_deadline_exceeded_and_its_pods_are_stopped() {
+    let ns = Netns::new();
+    let cluster = Cluster::start(&ns);
+    let server = &cluster.server;
+    apply(
+        server,
+        &job(
+            "overdue",
+            json!({"activeDeadlineSeconds": 15, "parallelism": 2, "completions": 2}),
+            "sleep 3600",
+        ),
+    );
+    let mut pods = Vec::new();
+    let running = wait_until(Duration::from_secs(90), || {
+        pods = job_pods(server, "overdue");
+        pods.len() == 2 && pods.iter().all(|p| p["status"]["phase"] == "Running")
+    });
+    assert!(running, "both pods run before the deadline: {pods:#?}");
+
+    wait_for_condition(server, "overdue", "failed", "90s");
+    let overdue = get(server, "job/overdue").expect("job overdue");
+    for type_ in ["FailureTarget", "Failed"] {
+        let c = condition(&overdue, type_).unwrap_or_else(|| panic!("{type_}: {overdue:#}"));
+        assert_eq!(c["status"], "True", "{overdue:#}");
+        assert_eq!(c["reason"], "DeadlineExceeded", "{overdue:#}");
+        assert_eq!(
+            c["message"], "Job was active longer than specified deadline",
+            "{overdue:#}"
+        );
+    }
+    assert_eq!(overdue["status"]["active"], 0, "{overdue:#}");
+    assert!(condition(&overdue, "Complete").is_none(), "{overdue:#}");
+    let warned = events_about(server, "overdue")
+        .iter()
+        .any(|e| e["reason"] == "DeadlineExceeded" && e["type"] == "Warning");
+    assert!(warned, "a DeadlineExceeded warning event");
+
+    // Its pods are stopped and go; none replaces them.
+    let stopped = wait_until(Duration::from_secs(60), || {
+        job_pods(server, "overdue").is_empty()
+    });
+    assert!(
+        stopped,
+        "the overdue job's pods stayed: {:#?}",
+        job_pods(server, "overdue")
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        job_pods(server, "overdue").is_empty(),
+        "no pod started again"
+    );
+    stop_batch_work(server);
+}
+
+/// A CronJob running every minute; `extra` adds to its spec.
+fn every_minute(name: &str, command: &str, extra: Value) -> Value {
+    let mut template = job("unused", json!({}), command);
+    let mut spec =
+        json!({"schedule": "*/1 * * * *", "jobTemplate": {"spec": template["spec"].take()}});
+    for (key, value) in extra.as_object().into_iter().flatten() {
+        spec[key] = value.clone();
+    }
+    json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": name}, "spec": spec})
+}
+
+/// Names of the Jobs a CronJob started (named `<cronjob>-<minutes since the epoch>`).
+fn runs_of(server: &BerthServer, cronjob: &str) -> Vec<String> {
+    let prefix = format!("{cronjob}-");
+    let mut names: Vec<String> = items(server, &["jobs"])
+        .iter()
+        .filter(|j| j["metadata"]["deletionTimestamp"].is_null())
+        .filter_map(|j| j["metadata"]["name"].as_str())
+        .filter(|n| {
+            n.strip_prefix(&prefix)
+                .is_some_and(|m| m.parse::<i64>().is_ok())
+        })
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    names
+}
+
+fn sleep_until(at: jiff::Timestamp) {
+    let left = at.duration_since(jiff::Timestamp::now());
+    if left.is_positive() {
+        std::thread::sleep(left.unsigned_abs());
+    }
+}
+
+#[test]
+fn cronjobs_forbid_or_replace_a_run_still_active_skip_a_run_missed_too_long_ago_and_wait_while_suspended(
+) {
+    let ns = Netns::new();
+    let cluster = Cluster::start(&ns);
+    let server = &cluster.server;
+    // The next whole minute, at least 10 s away: every CronJob exists before it comes.
+    let mut now = jiff::Timestamp::now().as_second();
+    if 60 - now.rem_euclid(60) < 10 {
+        std::thread::sleep(Duration::from_secs(11));
+        now = jiff::Timestamp::now().as_second();
+    }
+    let first = now.div_euclid(60) * 60 + 60;
+    let second = first + 60;
+    let at = |second: i64| jiff::Timestamp::from_second(second).expect("a valid time");
+    let run = |cronjob: &str, second: i64| format!("{cronjob}-{}", second / 60);
+    apply(
+        server,
+        &every_minute(
+            "forbid",
+            "sleep 3600",
+            json!({"concurrencyPolicy": "Forbid"}),
+        ),
+    );
+    apply(
+        server,
+        &every_minute(
+            "replace",
+            "sleep 3600",
+            json!({"concurrencyPolicy": "Replace"}),
+        ),
+    );
+    apply(
+        server,
+        &every_minute("paused", "true", json!({"suspend": true})),
+    );
+    apply(
+        server,
+        &every_minute(
+            "late",
+            "true",
+            json!({"suspend": true, "startingDeadlineSeconds": 15}),
+        ),
+    );
+
+    // The first minute: the two active CronJobs run; the suspended ones do not.
+    let started = wait_until(Duration::from_secs(100), || {
+        runs_of(server, "forbid") == [run("forbid", first)]
+            && runs_of(server, "replace") == [run("replace", first)]
+    });
+    assert!(
+        started,
+        "runs at the first minute: {:?} {:?}\n{}",
+        runs_of(server, "forbid"),
+        runs_of(server, "replace"),
+        server.log()
+    );
+    // 25 s after the missed run: past the late one's 15 s starting deadline.
+    sleep_until(at(first + 25));
+    assert!(runs_of(server, "paused").is_empty(), "suspended, it ran");
+    assert!(runs_of(server, "late").is_empty(), "suspended, it ran");
+
+    // Resumed, the missed run starts at once; too late for its deadline, it is skipped.
+    for name in ["paused", "late"] {
+        server.kubectl_ok(&[
+            "patch",
+            "cronjob",
+            name,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"suspend":false}}"#,
+        ]);
+    }
+    let caught_up = wait_until(Duration::from_secs(20), || {
+        runs_of(server, "paused") == [run("paused", first)]
+    });
+    assert!(
+        caught_up,
+        "the resumed CronJob ran its missed run: {:?}",
+        runs_of(server, "paused")
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        runs_of(server, "late").is_empty(),
+        "a run missed by more than the starting deadline was started: {:?}",
+        runs_of(server, "late")
+    );
+    let late = get(server, "cronjob/late").expect("cronjob late");
+    assert!(late["status"]["lastScheduleTime"].is_null(), "{late:#}");
+
+    // The second minute: the late one runs on time; Replace swaps its run; Forbid keeps its own.
+    let swapped = wait_until(Duration::from_secs(100), || {
+        runs_of(server, "late") == [run("late", second)]
+            && runs_of(server, "replace") == [run("replace", second)]
+    });
+    assert!(
+        swapped,
+        "runs at the second minute: late {:?}, replace {:?}\n{}",
+        runs_of(server, "late"),
+        runs_of(server, "replace"),
+        server.log()
+    );
+    let forbidden = wait_until(Duration::from_secs(30), || {
+        events_about(server, "forbid")
+            .iter()
+            .any(|e| e["reason"] == "JobAlreadyActive")
+    });
+    assert!(forbidden, "Forbid says why it did not start a run");
+    assert_eq!(runs_of(server, "forbid"), [run("forbid", first)]);
+    let replaced_gone = wait_until(Duration::from_secs(30), || {
+        get(server, &format!("job/{}", run("replace", first))).is_none()
+    });
+    assert!(replaced_gone, "the replaced run was deleted");
+    let replace = get(server, "cronjob/replace").expect("cronjob replace");
+    assert_eq!(
+        replace["status"]["active"][0]["name"],
+        run("replace", second).as_str(),
+        "{replace:#}"
+    );
+    assert_eq!(
+        replace["status"]["lastScheduleTime"],
+        at(second)
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+            .as_str(),
+        "{replace:#}"
+    );
+    stop_batch_work(server);
 }

@@ -119,7 +119,6 @@ fn running_pod(server: &BerthServer, job: &str) -> Value {
 }
 
 #[test]
-#[ignore = "an evicted pod is gone at once instead of terminating for its grace period: to fix"]
 fn a_pod_failure_policy_fails_the_job_at_once_ignores_an_eviction_counts_and_fails_one_index() {
     let ns = Netns::new();
     let cluster = Cluster::start(&ns);
@@ -262,4 +261,84 @@ fn a_no_execute_taint_marks_the_pods_it_evicts_as_disrupted_by_the_taint_manager
         "Taint manager: deleting due to NoExecute taint"
     );
     server.kubectl_ok(&["taint", "node", &cluster.node, &format!("{taint}-")]);
+}
+
+/// A pod held by a finalizer whose container ignores SIGTERM: only the grace period's end
+/// stops it.
+fn held_pod(cluster: &Cluster, name: &str, grace: i64) -> Value {
+    let mut pod = cluster.pod(
+        name,
+        json!({"terminationGracePeriodSeconds": grace, "containers": [
+            {"name": "main", "image": "busybox",
+             "command": ["sh", "-c", "trap '' TERM; exec sleep 3600"]}]}),
+    );
+    pod["metadata"]["finalizers"] = json!(["berth.test/hold"]);
+    pod
+}
+
+fn release(server: &BerthServer, pod: &str) {
+    server.kubectl_ok(&[
+        "patch",
+        "pod",
+        pod,
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
+}
+
+fn is_gone(server: &BerthServer, pod: &str) -> bool {
+    !server.kubectl(&["get", "pod", pod]).status.success()
+}
+
+/// An evicted pod whose finalizer goes during its grace period (a Job's pod loses its
+/// tracking finalizer as soon as it is counted) stays until its kubelet has stopped it; one
+/// whose finalizer outlasts the grace period goes when the finalizer does.
+#[test]
+fn an_evicted_pod_terminates_for_its_grace_period_whenever_its_finalizers_go() {
+    let ns = Netns::new();
+    let cluster = Cluster::start(&ns);
+    let server = &cluster.server;
+    cluster.create(held_pod(&cluster, "released-early", 20));
+    cluster.create(held_pod(&cluster, "held-late", 2));
+    for name in ["released-early", "held-late"] {
+        cluster.wait_for(name, "Running", |p| p["status"]["phase"] == "Running");
+    }
+
+    evict(server, "released-early");
+    let marked = get(server, "pod/released-early");
+    assert_eq!(
+        marked["metadata"]["deletionGracePeriodSeconds"], 20,
+        "{marked:#}"
+    );
+    let disruption = condition(&marked, "DisruptionTarget")
+        .unwrap_or_else(|| panic!("the evicted pod is marked: {marked:#}"));
+    assert_eq!(disruption["reason"], "EvictionByEvictionAPI");
+    release(server, "released-early");
+    // Some seconds into its grace period, still there and running.
+    std::thread::sleep(Duration::from_secs(4));
+    let terminating = get(server, "pod/released-early");
+    assert!(
+        !terminating["metadata"]["deletionTimestamp"].is_null(),
+        "{terminating:#}"
+    );
+    assert_eq!(terminating["status"]["phase"], "Running", "{terminating:#}");
+
+    // Stopped at the end of its grace period, the other waits for its finalizer only.
+    evict(server, "held-late");
+    let stopped = wait_until(Duration::from_secs(60), || {
+        get(server, "pod/held-late")["metadata"]["deletionGracePeriodSeconds"] == 0
+    });
+    assert!(
+        stopped,
+        "the kubelet ended the grace period: {:#}",
+        get(server, "pod/held-late")
+    );
+    release(server, "held-late");
+    let gone = wait_until(Duration::from_secs(30), || is_gone(server, "held-late"));
+    assert!(gone, "the pod went with its last finalizer");
+    let gone = wait_until(Duration::from_secs(60), || {
+        is_gone(server, "released-early")
+    });
+    assert!(gone, "the evicted pod went at the end of its grace period");
 }

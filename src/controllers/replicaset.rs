@@ -59,11 +59,14 @@ pub trait Replicated:
 {
     /// The reporting controller name upstream uses for events.
     const CONTROLLER: &'static str;
+    /// Whether the status has `terminatingReplicas` (a ReplicaSet's has, an RC's has not).
+    const REPORTS_TERMINATING: bool;
     fn replicated_spec(&self) -> Option<ReplicatedSpec>;
 }
 
 impl Replicated for ReplicaSet {
     const CONTROLLER: &'static str = "replicaset-controller";
+    const REPORTS_TERMINATING: bool = true;
     fn replicated_spec(&self) -> Option<ReplicatedSpec> {
         let spec = self.spec.as_ref()?;
         Some(ReplicatedSpec {
@@ -77,6 +80,7 @@ impl Replicated for ReplicaSet {
 
 impl Replicated for ReplicationController {
     const CONTROLLER: &'static str = "replication-controller";
+    const REPORTS_TERMINATING: bool = false;
     fn replicated_spec(&self) -> Option<ReplicatedSpec> {
         let spec = self.spec.as_ref()?;
         let template = spec.template.clone()?;
@@ -260,7 +264,7 @@ async fn reconcile<K: Replicated>(owner: Arc<K>, ctx: Arc<Context>) -> Result<Ac
         "fullyLabeledReplicas": status.fully_labeled,
         "readyReplicas": status.ready,
         "availableReplicas": status.available,
-        "terminatingReplicas": status.terminating,
+        "terminatingReplicas": K::REPORTS_TERMINATING.then_some(status.terminating),
         "observedGeneration": meta.generation,
         "conditions": conditions,
     }});

@@ -516,7 +516,7 @@ impl Registry {
             if dry_run {
                 return Ok(new);
             }
-            if meta::is_deleting(&new) && !has_pending_finalizers(&new) {
+            if finalized_during_update(&old, &new) {
                 match self.store.delete(&key, Some(current.mod_revision)).await {
                     Ok((_, revision)) => {
                         self.after_delete(r, &new).await;
@@ -749,10 +749,7 @@ fn mark_for_deletion(r: &Resource, old: &Value, opts: &DeleteOptions) -> Option<
     let mut marked = old.clone();
     if r.group.is_empty() && r.kind == "Pod" {
         if let Some(grace) = pod_grace_period(old, opts) {
-            let current_grace = old
-                .pointer("/metadata/deletionGracePeriodSeconds")
-                .and_then(Value::as_i64);
-            if current_grace.is_some_and(|g| g <= grace) {
+            if grace_period(old).is_some_and(|g| g <= grace) {
                 return Some(marked);
             }
             let deadline = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
@@ -767,6 +764,14 @@ fn mark_for_deletion(r: &Resource, old: &Value, opts: &DeleteOptions) -> Option<
         return None;
     }
     if meta::is_deleting(old) {
+        // A delete without a grace period ends a graceful one that finalizers still hold:
+        // the object then goes as soon as its last finalizer does (upstream's BeforeDelete
+        // only ever shortens the grace period).
+        if grace_period(old).is_some_and(|g| g > 0) {
+            let meta = meta::metadata_mut(&mut marked);
+            meta.insert("deletionTimestamp".into(), json!(meta::now_rfc3339()));
+            meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+        }
         return Some(marked);
     }
     let meta = meta::metadata_mut(&mut marked);
@@ -776,6 +781,21 @@ fn mark_for_deletion(r: &Resource, old: &Value, opts: &DeleteOptions) -> Option<
         marked["status"]["phase"] = json!("Terminating");
     }
     Some(marked)
+}
+
+/// The grace period of an object being deleted (`deletionGracePeriodSeconds`).
+fn grace_period(obj: &Value) -> Option<i64> {
+    obj.pointer("/metadata/deletionGracePeriodSeconds")
+        .and_then(Value::as_i64)
+}
+
+/// Does this update remove the last finalizer of an object whose deletion only waited for
+/// them? An object still in its grace period (a pod its kubelet is stopping) stays until
+/// the grace period's owner deletes it, as upstream's `shouldDeleteDuringUpdate`.
+fn finalized_during_update(old: &Value, new: &Value) -> bool {
+    meta::is_deleting(old)
+        && !has_pending_finalizers(new)
+        && grace_period(old).is_none_or(|g| g == 0)
 }
 
 /// A running pod on a node is stopped by its kubelet first: it gets a grace period. Pods never
@@ -1165,6 +1185,53 @@ mod tests {
         let mut causes = Vec::new();
         check_finalizer_rules(&old, &new, &mut causes);
         assert_eq!(causes.len(), 1);
+    }
+
+    #[test]
+    fn losing_the_last_finalizer_deletes_an_object_unless_its_grace_period_runs() {
+        let deleting = |grace: Value| {
+            json!({"metadata": {"deletionTimestamp": "t", "deletionGracePeriodSeconds": grace,
+                "finalizers": ["batch.kubernetes.io/job-tracking"]}})
+        };
+        let released = |old: &Value| {
+            let mut new = old.clone();
+            new["metadata"]["finalizers"] = json!([]);
+            new
+        };
+        // A pod its kubelet is still stopping stays until the kubelet deletes it.
+        let stopping = deleting(json!(20));
+        assert!(!finalized_during_update(&stopping, &released(&stopping)));
+        for grace in [json!(0), Value::Null] {
+            let held = deleting(grace);
+            assert!(finalized_during_update(&held, &released(&held)));
+            assert!(!finalized_during_update(&held, &held));
+        }
+        let alive = json!({"metadata": {"finalizers": ["a"]}});
+        assert!(!finalized_during_update(&alive, &released(&alive)));
+    }
+
+    #[test]
+    fn a_delete_without_grace_ends_the_grace_period_of_a_pod_finalizers_hold() {
+        let pods = resources::find("", "v1", "pods").unwrap();
+        let pod = json!({"metadata": {"name": "p", "deletionTimestamp": "2030-01-01T00:00:20Z",
+                "deletionGracePeriodSeconds": 20, "finalizers": ["f"]},
+            "spec": {"nodeName": "n"}, "status": {"phase": "Running"}});
+        let now = DeleteOptions {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        };
+        let marked = mark_for_deletion(pods, &pod, &now).unwrap();
+        assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 0);
+        assert_ne!(
+            marked["metadata"]["deletionTimestamp"],
+            "2030-01-01T00:00:20Z"
+        );
+        // A longer grace period than the one running changes nothing.
+        let later = DeleteOptions {
+            grace_period_seconds: Some(30),
+            ..Default::default()
+        };
+        assert_eq!(mark_for_deletion(pods, &pod, &later), Some(pod));
     }
 
     #[test]
