@@ -372,9 +372,28 @@ pub struct RuntimeConfig {
     /// Tokio worker threads; unset means one per CPU. Each idle worker still holds its stack
     /// and allocator arenas, so a 512 MB device does well with 1 or 2.
     pub worker_threads: Option<usize>,
-    /// glibc malloc arenas; unset keeps glibc's default (up to 8 per core). Memory freed in one
-    /// arena is not reused by threads of another, so 1 or 2 keep a small device's heap compact.
+    /// glibc malloc arenas; unset means [`DEFAULT_MALLOC_ARENAS`], or glibc's own
+    /// `MALLOC_ARENA_MAX` when the environment sets it; 0 keeps glibc's default (up to 8 per
+    /// core). Memory freed in one arena is not reused by threads of another, so few arenas
+    /// keep the heap compact under churn.
     pub malloc_arenas: Option<usize>,
+}
+
+/// Two arenas: after 90 create/delete cycles of pods berth's RSS was 5 MiB lower with them than
+/// with glibc's default, at the same time per cycle.
+pub const DEFAULT_MALLOC_ARENAS: usize = 2;
+
+impl RuntimeConfig {
+    /// The arena cap to set, if any, given whether the environment sets `MALLOC_ARENA_MAX`
+    /// (which glibc applies by itself).
+    pub fn malloc_arenas_to_set(&self, env_sets_arena_max: bool) -> Option<usize> {
+        match self.malloc_arenas {
+            Some(0) => None,
+            Some(arenas) => Some(arenas),
+            None if env_sets_arena_max => None,
+            None => Some(DEFAULT_MALLOC_ARENAS),
+        }
+    }
 }
 
 /// The node's image store.
@@ -560,6 +579,18 @@ insecure_skip_verify = true
         assert_eq!(c.pki.check_interval(), d.pki.check_interval());
         assert_eq!(c.runtime.worker_threads, d.runtime.worker_threads);
         assert_eq!(c.images.import_dir, d.images.import_dir);
+    }
+
+    #[test]
+    fn malloc_arenas_default_to_two_unless_set_here_or_in_the_environment() {
+        let with = |arenas| RuntimeConfig {
+            malloc_arenas: arenas,
+            ..RuntimeConfig::default()
+        };
+        assert_eq!(with(None).malloc_arenas_to_set(false), Some(2));
+        assert_eq!(with(None).malloc_arenas_to_set(true), None);
+        assert_eq!(with(Some(4)).malloc_arenas_to_set(true), Some(4));
+        assert_eq!(with(Some(0)).malloc_arenas_to_set(false), None);
     }
 
     #[test]

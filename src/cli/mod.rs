@@ -196,7 +196,8 @@ impl ServerArgs {
 fn server_runtime(
     config: &crate::config::RuntimeConfig,
 ) -> std::io::Result<tokio::runtime::Runtime> {
-    if let Some(arenas) = config.malloc_arenas {
+    let env_sets_arena_max = std::env::var_os("MALLOC_ARENA_MAX").is_some();
+    if let Some(arenas) = config.malloc_arenas_to_set(env_sets_arena_max) {
         crate::runtime::memory::limit_malloc_arenas(arenas);
     }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
