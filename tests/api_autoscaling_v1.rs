@@ -144,13 +144,7 @@ fn managed_entry(server: &BerthServer, manager: &str) -> Value {
         "-o",
         "json",
     ]));
-    hpa["metadata"]["managedFields"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|e| e["manager"] == manager)
-        .cloned()
-        .unwrap_or(Value::Null)
+    common::managed_fields_entry(&hpa, manager)
 }
 
 #[test]

@@ -268,17 +268,6 @@ fn unknown_media_types_are_refused_with_upstreams_statuses() {
 
 const AUTOSCALERS_V1: &str = "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers";
 
-/// The managedFields entry of `manager` in an object as the API answered it.
-fn managed_by(object: &Value, manager: &str) -> Value {
-    object["metadata"]["managedFields"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|e| e["manager"] == manager)
-        .cloned()
-        .unwrap_or(Value::Null)
-}
-
 fn autoscaler_v1(cpu: i64) -> Value {
     json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
            "metadata": {"name": "web"},
@@ -323,7 +312,7 @@ fn a_cbor_apply_through_autoscaling_v1_works_like_a_json_one() {
         v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
         50
     );
-    let alice = managed_by(&v2, "alice");
+    let alice = common::managed_fields_entry(&v2, "alice");
     assert_eq!(
         (alice["operation"].as_str(), alice["apiVersion"].as_str()),
         (Some("Apply"), Some("autoscaling/v1")),
@@ -343,7 +332,10 @@ fn a_cbor_apply_through_autoscaling_v1_works_like_a_json_one() {
     assert_eq!(again.code, 200);
     let again = cbor_value(&again);
     assert_eq!(again["spec"], answer["spec"]);
-    assert_eq!(managed_by(&again, "alice"), managed_by(&answer, "alice"));
+    assert_eq!(
+        common::managed_fields_entry(&again, "alice"),
+        common::managed_fields_entry(&answer, "alice")
+    );
 
     // Another manager changing the target conflicts, with a CBOR or a JSON body alike.
     for (body, content_type) in [

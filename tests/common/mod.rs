@@ -61,3 +61,14 @@ pub fn wait_until(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The `metadata.managedFields` entry of `manager` in `object` (JSON null when it has none).
+pub fn managed_fields_entry(object: &serde_json::Value, manager: &str) -> serde_json::Value {
+    object["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|entry| entry["manager"] == manager)
+        .cloned()
+        .unwrap_or(serde_json::Value::Null)
+}
