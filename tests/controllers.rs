@@ -473,3 +473,73 @@ fn canary_deployments_behind_one_label_keep_their_own_sizes_and_a_stuck_rollout_
         String::from_utf8_lossy(&status.stderr)
     );
 }
+
+/// Any kind can own objects. The first ConfigMap owner's dependents are collected by the
+/// collector's periodic sweep (once a minute); that sweep also teaches it that ConfigMaps own
+/// things, so the second one's are collected as soon as it goes, without waiting for a sweep.
+#[test]
+fn objects_owned_by_a_config_map_are_collected_when_it_goes() {
+    let ns = Netns::new();
+    let server = BerthServer::start(&ns);
+    // The first round may wait for the periodic sweep; the second must not need one.
+    for (round, patience) in [("first", Duration::from_secs(120)), ("second", TIMEOUT)] {
+        let owner = format!("owner-{round}");
+        let dependent = format!("dependent-{round}");
+        apply(
+            &server,
+            &format!(
+                r#"{{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {{"name": "{owner}"}}}}"#
+            ),
+        );
+        let uid =
+            server.kubectl_ok(&["get", "configmap", &owner, "-o", "jsonpath={.metadata.uid}"]);
+        apply(
+            &server,
+            &format!(
+                r#"{{"apiVersion": "v1", "kind": "Secret", "metadata": {{"name": "{dependent}",
+                    "ownerReferences": [{{"apiVersion": "v1", "kind": "ConfigMap",
+                    "name": "{owner}", "uid": "{}"}}]}}, "stringData": {{"k": "v"}}}}"#,
+                uid.trim()
+            ),
+        );
+        server.kubectl_ok(&["delete", "configmap", &owner]);
+        assert!(
+            wait_until(patience, || {
+                !server
+                    .kubectl(&["get", "secret", &dependent])
+                    .status
+                    .success()
+            }),
+            "the {round} dependent Secret outlived its ConfigMap owner by {patience:?}"
+        );
+    }
+    // An object with a live owner stays.
+    apply(
+        &server,
+        r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owner-kept"}}"#,
+    );
+    let uid = server.kubectl_ok(&[
+        "get",
+        "configmap",
+        "owner-kept",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    apply(
+        &server,
+        &format!(
+            r#"{{"apiVersion": "v1", "kind": "Secret", "metadata": {{"name": "dependent-kept",
+                "ownerReferences": [{{"apiVersion": "v1", "kind": "ConfigMap",
+                "name": "owner-kept", "uid": "{}"}}]}}}}"#,
+            uid.trim()
+        ),
+    );
+    // Another ConfigMap's deletion makes the collector sweep (debounced by a second).
+    apply(
+        &server,
+        r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "unrelated"}}"#,
+    );
+    server.kubectl_ok(&["delete", "configmap", "unrelated"]);
+    std::thread::sleep(Duration::from_secs(5));
+    server.kubectl_ok(&["get", "secret", "dependent-kept"]);
+}

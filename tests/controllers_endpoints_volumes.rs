@@ -240,6 +240,15 @@ spec:
     wait_for_slices(&server, "external", "went with the service", |s| {
         s.is_empty()
     });
+    // The hand-made Endpoints go with their Service too, as upstream's endpoints controller
+    // deletes them.
+    assert!(
+        wait_until(TIMEOUT, || !server
+            .kubectl(&["get", "endpoints", "external"])
+            .status
+            .success()),
+        "the Endpoints outlived their Service"
+    );
 
     // A Service with a selector has its slices from the EndpointSlice controller only.
     apply(

@@ -24,7 +24,7 @@ impl Cause {
     pub fn invalid(field: &str, value: &str, detail: &str) -> Cause {
         Cause {
             reason: "FieldValueInvalid".into(),
-            message: format!("Invalid value: \"{value}\": {detail}"),
+            message: format!("Invalid value: {}: {detail}", go_quoted(value)),
             field: field.into(),
         }
     }
@@ -41,6 +41,28 @@ impl Cause {
     pub fn summary(&self) -> String {
         format!("{}: {}", self.field, self.message)
     }
+}
+
+/// `value` in double quotes, escaped as Go's `%q` does (upstream quotes field values so):
+/// quotes, backslashes and control characters are escaped, other text is kept.
+fn go_quoted(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// A failed API call: becomes a `metav1.Status` body with `code` as the HTTP status.
@@ -283,6 +305,12 @@ mod tests {
         let err = ApiError::already_exists("apps", "deployments", "web");
         assert_eq!(err.message, "deployments.apps \"web\" already exists");
         assert_eq!(err.code, 409);
+    }
+
+    #[test]
+    fn invalid_values_are_quoted_as_upstream_quotes_them() {
+        let cause = Cause::invalid("metadata.name", "a\"b\\c\nd\u{1}é", "bad");
+        assert_eq!(cause.message, r#"Invalid value: "a\"b\\c\nd\x01é": bad"#);
     }
 
     #[test]

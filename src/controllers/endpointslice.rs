@@ -6,7 +6,9 @@
 //! does. Slice names are `<service>-<hash of the port mapping>` rather than upstream's random
 //! suffix, so a reconcile finds its own slices by name without bookkeeping. Endpoints carry an
 //! owner reference to their Service (upstream's have none and are removed by the endpoints
-//! controller) so the garbage collector removes them with the Service.
+//! controller) so the garbage collector removes them with the Service. As upstream's endpoints
+//! controller does, a Service's deletion also deletes the Endpoints of its name that someone
+//! else made (those of a Service without a selector).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,7 +25,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::{watcher, WatchStreamExt};
 
 use super::common;
 
@@ -46,15 +48,44 @@ pub async fn run(client: kube::Client) {
     let slices: Api<EndpointSlice> = Api::all(client.clone());
     let controller = Controller::new(services, watcher::Config::default());
     let store = controller.store();
-    controller
+    let controller = controller
         // A pod's labels may just have stopped matching a Service, and the event does not say
         // which labels it had: wake every Service of the namespace.
         .watches(pods, watcher::Config::default(), move |pod| {
             services_in_namespace(&store, pod.metadata.namespace.as_deref())
         })
         .owns(slices, watcher::Config::default())
-        .run(reconcile, error_policy, Arc::new(client))
-        .for_each(|_| async {})
+        .run(reconcile, error_policy, Arc::new(client.clone()))
+        .for_each(|_| async {});
+    tokio::join!(controller, delete_endpoints_of_deleted_services(client));
+}
+
+/// Deletes the Endpoints named like each Service that goes. A deletion missed while the watch
+/// was down leaves them, as upstream's would.
+async fn delete_endpoints_of_deleted_services(client: kube::Client) {
+    let services: Api<Service> = Api::all(client.clone());
+    watcher::watcher(services, watcher::Config::default())
+        .default_backoff()
+        .for_each(|event| {
+            let client = client.clone();
+            async move {
+                let Ok(watcher::Event::Delete(svc)) = event else {
+                    return;
+                };
+                let (Some(name), Some(namespace)) = (svc.metadata.name, svc.metadata.namespace)
+                else {
+                    return;
+                };
+                let endpoints: Api<Endpoints> = Api::namespaced(client, &namespace);
+                match endpoints.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(error) => {
+                        tracing::warn!(%error, %namespace, %name, "deleting a deleted Service's Endpoints failed")
+                    }
+                }
+            }
+        })
         .await;
 }
 

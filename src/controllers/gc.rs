@@ -3,7 +3,10 @@
 //! to vanished owners are dropped from objects that still have a live owner.
 //!
 //! Level-triggered by sweeps: one after any owner-kind deletion is seen (debounced) and one
-//! every minute regardless, so a missed event only delays collection.
+//! every minute regardless, so a missed event only delays collection. The owner kinds are the
+//! usual owners plus every kind a sweep has seen named as an owner (a ConfigMap owning a
+//! Secret, a custom resource owning a Deployment): from then on their deletions are watched
+//! too, so only the first such owner of a kind waits for the periodic sweep.
 //!
 //! Foreground and orphan deletion: an owner being deleted with the `foregroundDeletion`
 //! finalizer has its dependents deleted, and loses the finalizer once no dependent with
@@ -13,16 +16,16 @@
 //! at it every second.
 
 use std::collections::{HashMap, HashSet};
-use std::pin::pin;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use futures::{Stream, StreamExt};
+use futures::stream::{BoxStream, SelectAll};
+use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions};
 use kube::core::{ApiResource, GroupVersionKind};
-use kube::runtime::watcher;
+use kube::runtime::{watcher, WatchStreamExt};
 
 use crate::api::resources::{self, Resource, BUILTIN};
 /// The finalizers the API server adds on a delete with `Foreground` / `Orphan` propagation.
@@ -32,8 +35,9 @@ const ORPHAN: &str = "orphan";
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 const DEBOUNCE: Duration = Duration::from_secs(1);
 
-/// Kinds that own others in practice; their deletions trigger a sweep. Pods, ConfigMaps and
-/// the like rarely own anything and churn a lot: the periodic sweep covers them.
+/// Kinds that own others in practice; their deletions trigger a sweep from the start. Pods,
+/// ConfigMaps and the like rarely own anything and churn a lot: they are watched only once a
+/// sweep has seen one of them named as an owner.
 const OWNER_KINDS: &[&str] = &[
     "Deployment",
     "ReplicaSet",
@@ -75,13 +79,18 @@ const PENDING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs sweeps and cascades forever.
 pub async fn run(client: kube::Client) {
-    let mut signals = pin!(owner_signals(&client));
+    let mut watched = WatchedOwnerKinds::new(&client);
     let mut pending: HashMap<String, DeletingOwner> = HashMap::new();
     let mut next_sweep = Instant::now();
     loop {
         if Instant::now() >= next_sweep {
             match sweep(&client).await {
-                Ok(deleting) => pending.extend(deleting.into_iter().map(|o| (o.uid.clone(), o))),
+                Ok(swept) => {
+                    pending.extend(swept.deleting.into_iter().map(|o| (o.uid.clone(), o)));
+                    for r in swept.owner_kinds {
+                        watched.watch(&client, r);
+                    }
+                }
                 Err(error) => tracing::warn!(%error, "garbage collection sweep failed"),
             }
             next_sweep = Instant::now() + SWEEP_INTERVAL;
@@ -99,7 +108,7 @@ pub async fn run(client: kube::Client) {
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            Some(signal) = signals.next() => {
+            Some(signal) = watched.signals.next() => {
                 let mut signal = Some(signal);
                 let mut gone = false;
                 // Let a burst (a whole namespace, a cascade) settle first; this also bounds how
@@ -113,7 +122,7 @@ pub async fn run(client: kube::Client) {
                         }
                         None => {}
                     }
-                    match futures::poll!(signals.next()) {
+                    match futures::poll!(watched.signals.next()) {
                         std::task::Poll::Ready(Some(next)) => signal = Some(next),
                         _ => break,
                     }
@@ -138,26 +147,53 @@ fn api_for(client: &kube::Client, r: &Resource, namespace: Option<&str>) -> Api<
     }
 }
 
-/// Deletions of owner-kind objects, and owners marked for foreground or orphan deletion.
-fn owner_signals(client: &kube::Client) -> impl Stream<Item = Signal> + Send + use<> {
-    let streams = BUILTIN
-        .iter()
-        .filter(|r| OWNER_KINDS.contains(&r.kind))
-        .map(|r| {
-            let api: Api<DynamicObject> = Api::all_with(client.clone(), &api_resource(r));
-            watcher::watcher(api, watcher::Config::default())
-                .filter_map(move |event| async move {
-                    match event {
-                        Ok(watcher::Event::Delete(_)) => Some(Signal::OwnerGone),
-                        Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
-                            deleting_owner(r, &o).map(Signal::Deleting)
-                        }
-                        _ => None,
+/// The kinds whose deletions the collector watches, and their merged signals: deletions, and
+/// owners marked for foreground or orphan deletion.
+struct WatchedOwnerKinds {
+    kinds: HashSet<String>,
+    signals: SelectAll<BoxStream<'static, Signal>>,
+}
+
+impl WatchedOwnerKinds {
+    fn new(client: &kube::Client) -> Self {
+        let mut watched = WatchedOwnerKinds {
+            kinds: HashSet::new(),
+            signals: SelectAll::new(),
+        };
+        for r in BUILTIN.iter().filter(|r| OWNER_KINDS.contains(&r.kind)) {
+            watched.watch(client, r);
+        }
+        watched
+    }
+
+    /// Starts watching `r` unless it is watched already (by its storage: one kind served
+    /// under two versions is one watch).
+    fn watch(&mut self, client: &kube::Client, r: &'static Resource) {
+        if !self.kinds.insert(r.key_prefix()) {
+            return;
+        }
+        tracing::debug!(
+            kind = r.kind,
+            group = r.group,
+            "watching deletions of an owner kind"
+        );
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &api_resource(r));
+        // Backoff: the kind may stop being served (its CRD deleted); its watch then fails
+        // until it is served again, and must not spin meanwhile.
+        let stream = watcher::watcher(api, watcher::Config::default())
+            .default_backoff()
+            .filter_map(move |event| async move {
+                match event {
+                    Ok(watcher::Event::Delete(_)) => Some(Signal::OwnerGone),
+                    Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                        deleting_owner(r, &o).map(Signal::Deleting)
                     }
-                })
-                .boxed()
-        });
-    futures::stream::select_all(streams)
+                    _ => None,
+                }
+            })
+            .boxed();
+        self.signals.push(stream);
+    }
 }
 
 /// The object as a deleting owner, if it waits on the collector.
@@ -224,11 +260,19 @@ async fn list_everything(client: &kube::Client) -> Result<Listing, Error> {
     Ok(listed)
 }
 
+/// What a sweep found beside the garbage it collected.
+struct Swept {
+    /// Owners waiting on the collector, of any kind.
+    deleting: Vec<DeletingOwner>,
+    /// Every served kind some object names as an owner.
+    owner_kinds: Vec<&'static Resource>,
+}
+
 /// Lists every kind, then checks the owners nobody listed against the API one by one: an
-/// owner created after its kind was listed must not be taken for gone. Returns the owners
-/// found waiting on the collector, of any kind.
-async fn sweep(client: &kube::Client) -> Result<Vec<DeletingOwner>, Error> {
+/// owner created after its kind was listed must not be taken for gone.
+async fn sweep(client: &kube::Client) -> Result<Swept, Error> {
     let listed = list_everything(client).await?;
+    let owner_kinds = owner_kinds(&listed);
     let mut alive: HashSet<String> = listed
         .iter()
         .flat_map(|(_, items)| items.iter().filter_map(|o| o.metadata.uid.clone()))
@@ -263,7 +307,27 @@ async fn sweep(client: &kube::Client) -> Result<Vec<DeletingOwner>, Error> {
             collect(client, r, object, verdict(&refs, &gone)).await?;
         }
     }
-    Ok(deleting)
+    Ok(Swept {
+        deleting,
+        owner_kinds,
+    })
+}
+
+/// The served kinds named in the listed objects' owner references, each once.
+fn owner_kinds(listed: &Listing) -> Vec<&'static Resource> {
+    let mut kinds: Vec<&'static Resource> = Vec::new();
+    let references = listed
+        .iter()
+        .flat_map(|(_, items)| items.iter())
+        .flat_map(|o| o.metadata.owner_references.iter().flatten());
+    for owner in references {
+        if let Some(r) = resources::find_kind(&owner.api_version, &owner.kind) {
+            if !kinds.iter().any(|k| k.key_prefix() == r.key_prefix()) {
+                kinds.push(r);
+            }
+        }
+    }
+    kinds
 }
 
 /// One round over the owners waiting on the collector; returns the uids of those finished
@@ -519,6 +583,27 @@ mod tests {
             controller: Some(true),
             block_owner_deletion: Some(true),
         }
+    }
+
+    #[test]
+    fn the_owner_kinds_are_the_served_kinds_named_as_owners_each_once() {
+        let pods = BUILTIN.iter().find(|r| r.kind == "Pod").unwrap();
+        let mut config_map_owner = owner("c");
+        config_map_owner.api_version = "v1".into();
+        config_map_owner.kind = "ConfigMap".into();
+        let mut unknown = owner("u");
+        unknown.api_version = "example.com/v1".into();
+        unknown.kind = "Widget".into();
+        let listed: Listing = vec![(
+            pods,
+            vec![
+                object(&[], vec![owner("a"), config_map_owner]),
+                object(&[], vec![owner("b"), unknown]),
+                object(&[], vec![]),
+            ],
+        )];
+        let kinds: Vec<&str> = owner_kinds(&listed).iter().map(|r| r.kind).collect();
+        assert_eq!(kinds, ["ReplicaSet", "ConfigMap"]);
     }
 
     #[test]
