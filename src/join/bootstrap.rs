@@ -46,7 +46,7 @@ pub enum BootstrapError {
     NoHash,
     #[error("bad server URL {0:?}")]
     Url(String),
-    #[error("cannot reach the server at {url}: {source}")]
+    #[error("cannot get kube-public/cluster-info from the server at {url}: {source}")]
     Discovery {
         url: String,
         #[source]
