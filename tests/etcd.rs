@@ -1037,50 +1037,90 @@ fn failed_server_join(ns: &Netns, args: &[&str]) -> std::process::Output {
     common::output_within(child, Duration::from_secs(90))
 }
 
+/// Two machines on one link and etcd on the first, answering on 127.0.0.1 and on the link;
+/// server A there on it, sharing the datastore through a token, reaching it at `endpoint_ip`.
+/// Fields drop in order: the server, etcd, then the machines.
+struct JoinableServer {
+    a: BerthServer,
+    _etcd: Etcd,
+    ns_b: Netns,
+    _ns_a: Netns,
+    node_a: String,
+    node_b: String,
+}
+
+impl JoinableServer {
+    const URL: &str = "https://10.250.0.1:6443";
+
+    fn start(name: &str, endpoint_ip: &str) -> JoinableServer {
+        let ns_a = Netns::new();
+        let ns_b = Netns::new();
+        link(&ns_a, &ns_b);
+        let etcd = Etcd::start(&ns_a, Some("10.250.0.1"));
+        let pid = std::process::id();
+        let (node_a, node_b) = (format!("{name}-a-{pid}"), format!("{name}-b-{pid}"));
+        let a = BerthServer::start_listening_with_config(
+            &ns_a,
+            "0.0.0.0:6443",
+            &config_with_token(
+                &format!("http://{endpoint_ip}:{ETCD_PORT}"),
+                &node_a,
+                &format!("{name}-secret-{pid}"),
+            ),
+        );
+        JoinableServer {
+            a,
+            _etcd: etcd,
+            ns_b,
+            _ns_a: ns_a,
+            node_a,
+            node_b,
+        }
+    }
+
+    /// `berth server` on the second machine joining with `args`, expected to be refused with
+    /// exit status 1 and one line naming each of `reasons` last.
+    fn join_is_refused(&self, args: &[&str], reasons: &[&str]) {
+        let out = failed_server_join(&self.ns_b, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        let last = stderr.trim().lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("berth: ") && reasons.iter().all(|r| last.contains(r)),
+            "{args:?}: expected {reasons:?} last:\n{stderr}"
+        );
+    }
+}
+
 #[test]
 fn a_server_joins_with_a_server_token_alone_and_takes_the_controllers_over() {
-    let ns_a = Netns::new();
-    let ns_b = Netns::new();
-    link(&ns_a, &ns_b);
-    let etcd = Etcd::start(&ns_a, Some("10.250.0.1"));
-    let pid = std::process::id();
-    let (node_a, node_b) = (format!("join-a-{pid}"), format!("join-b-{pid}"));
     // A is on etcd at an address B reaches too, which is what it hands joining servers.
-    let mut a = BerthServer::start_listening_with_config(
-        &ns_a,
-        "0.0.0.0:6443",
-        &config_with_token(
-            &format!("http://10.250.0.1:{ETCD_PORT}"),
-            &node_a,
-            &format!("join-secret-{pid}"),
-        ),
+    let mut setup = JoinableServer::start("join", "10.250.0.1");
+    let (url, node_a, node_b) = (
+        JoinableServer::URL,
+        setup.node_a.clone(),
+        setup.node_b.clone(),
     );
-    let url = "https://10.250.0.1:6443";
-    a.kubectl_ok(&["create", "configmap", "before-join", "--from-literal=k=v"]);
-    let (server_token, hash) = common::agent::join_token_with(&a, &["--server"]);
-    let (node_token, _) = common::agent::join_token(&a);
+    setup
+        .a
+        .kubectl_ok(&["create", "configmap", "before-join", "--from-literal=k=v"]);
+    let (server_token, hash) = common::agent::join_token_with(&setup.a, &["--server"]);
+    let (node_token, _) = common::agent::join_token(&setup.a);
 
     // An unknown token, and a node's token, are refused with one clear line.
     for (token, expected) in [
         ("abcdef.0123456789abcdef", "refused the join token"),
         (node_token.as_str(), "not a server token"),
     ] {
-        let out = failed_server_join(
-            &ns_b,
+        setup.join_is_refused(
             &["--server", url, "--token", token, "--ca-cert-hash", &hash],
-        );
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{token}: {stderr}");
-        let last = stderr.trim().lines().last().unwrap_or_default();
-        assert!(
-            last.starts_with("berth: ") && last.contains(expected),
-            "{token}: {stderr}"
+            &[expected],
         );
     }
 
     // B is told nothing of the datastore: the server token brings it.
     let b = BerthServer::start_listening_with_args(
-        &ns_b,
+        &setup.ns_b,
         "0.0.0.0:6443",
         &format!("[node]\nname = \"{node_b}\"\n\n[ingress]\nenabled = false\n"),
         &[
@@ -1098,9 +1138,12 @@ fn a_server_joins_with_a_server_token_alone_and_takes_the_controllers_over() {
         "B serves what A wrote"
     );
     b.kubectl_ok(&["create", "configmap", "from-b", "--from-literal=k=b"]);
-    assert_eq!(json(&a, &["get", "configmap", "from-b"])["data"]["k"], "b");
+    assert_eq!(
+        json(&setup.a, &["get", "configmap", "from-b"])["data"]["k"],
+        "b"
+    );
     let ca = |server: &BerthServer| std::fs::read(server.data_dir().join("pki/ca.crt")).ok();
-    assert_eq!(ca(&a), ca(&b), "B took the cluster's CA");
+    assert_eq!(ca(&setup.a), ca(&b), "B took the cluster's CA");
     let both = wait_until(Duration::from_secs(60), || {
         let nodes = b.kubectl_ok(&["get", "nodes", "-o", "name"]);
         nodes.contains(&node_a) && nodes.contains(&node_b)
@@ -1108,7 +1151,7 @@ fn a_server_joins_with_a_server_token_alone_and_takes_the_controllers_over() {
     assert!(both, "both servers registered their nodes");
 
     // A dies; B holds the controllers' lease within its duration and runs them.
-    a.kill9();
+    setup.a.kill9();
     let took_over = wait_until(Duration::from_secs(30), || {
         lease_holder(&b).is_some_and(|h| h.starts_with(&format!("{node_b}_")))
     });
@@ -1129,6 +1172,51 @@ fn a_server_joins_with_a_server_token_alone_and_takes_the_controllers_over() {
         "B's deployment controller made the ReplicaSet"
     );
     drop(b);
-    drop(a);
-    drop(etcd);
+    drop(setup);
+}
+
+#[test]
+fn a_server_joining_a_server_on_loopback_etcd_is_told_to_give_the_datastore_endpoint() {
+    // etcd answers on the link too, but A reaches it at 127.0.0.1: that is what it hands on.
+    let setup = JoinableServer::start("loop", "127.0.0.1");
+    setup
+        .a
+        .kubectl_ok(&["create", "configmap", "on-a", "--from-literal=k=v"]);
+    let (server_token, hash) = common::agent::join_token_with(&setup.a, &["--server"]);
+    let join = [
+        "--server",
+        JoinableServer::URL,
+        "--token",
+        &server_token,
+        "--ca-cert-hash",
+        &hash,
+    ];
+    setup.join_is_refused(
+        &join,
+        &[
+            &format!("http://127.0.0.1:{ETCD_PORT}"),
+            "--datastore-endpoint",
+        ],
+    );
+
+    // Told where the datastore is, B joins.
+    let endpoint = format!("http://10.250.0.1:{ETCD_PORT}");
+    let mut args = join.to_vec();
+    args.extend(["--datastore-endpoint", &endpoint]);
+    let b = BerthServer::start_listening_with_args(
+        &setup.ns_b,
+        "0.0.0.0:6443",
+        &format!(
+            "[node]\nname = \"{}\"\n\n[ingress]\nenabled = false\n",
+            setup.node_b
+        ),
+        &args,
+    );
+    assert_eq!(
+        json(&b, &["get", "configmap", "on-a"])["data"]["k"],
+        "v",
+        "B serves what A wrote"
+    );
+    drop(b);
+    drop(setup);
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 use common::agent::{join_token, Agent};
 use common::cluster::test_image;
 use common::netns::{connect, Netns};
-use common::podnet::{client_netns, reaches};
+use common::podnet::{client_netns, processes_with_marker, reaches};
 use common::registry::Registry;
 use common::server::BerthServer;
 use common::wait_until;
@@ -617,6 +617,163 @@ fn throughput_for(backend: &str, first_marker: u32) {
 fn cross_node_throughput_against_same_node() {
     throughput_for("host-gw", 5);
     throughput_for("vxlan", 8);
+}
+
+/// The `(uid, node, phase)` of each pod labelled `app=<app>`, as the server sees them.
+fn pods_of(nodes: &TwoNodes, app: &str) -> Vec<(String, String, String)> {
+    let text = nodes.server.kubectl_ok(&[
+        "get",
+        "pods",
+        "-l",
+        &format!("app={app}"),
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.uid} {.spec.nodeName} {.status.phase}{\"\\n\"}{end}",
+    ]);
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            Some((
+                words.next()?.to_owned(),
+                words.next().unwrap_or_default().to_owned(),
+                words.next().unwrap_or_default().to_owned(),
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn kubectl_drain_of_an_agent_evicts_its_pods_one_budget_at_a_time_onto_the_other_node() {
+    let nodes = TwoNodes::start("auto");
+    let (agent_node, server_node) = (nodes.agent_node.clone(), nodes.server_node.clone());
+    // The pods start on the agent: the server's node takes none until the drain.
+    nodes.server.kubectl_ok(&["cordon", &server_node]);
+    let mark = marker(60);
+    nodes.create(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "drained"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "drained"}},
+            "template": {"metadata": {"labels": {"app": "drained"}},
+                "spec": {"terminationGracePeriodSeconds": 1,
+                    "volumes": [{"name": "scratch", "emptyDir": {}}],
+                    "containers": [{"name": "main", "image": "busybox",
+                        "command": ["sleep", mark],
+                        "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]}]}}}}));
+    nodes.create(
+        json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": "drained"},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "drained"}}}}),
+    );
+    let mut pods = Vec::new();
+    let running_on_agent = wait_until(Duration::from_secs(180), || {
+        pods = pods_of(&nodes, "drained");
+        pods.len() == 2
+            && pods
+                .iter()
+                .all(|(_, node, phase)| *node == agent_node && phase == "Running")
+    });
+    assert!(running_on_agent, "both pods run on the agent: {pods:?}");
+    let evicted: Vec<String> = pods.iter().map(|(uid, _, _)| uid.clone()).collect();
+    let agent_pods = nodes.agent.data_dir().join("pods");
+    for uid in &evicted {
+        assert!(agent_pods.join(uid).is_dir(), "the agent runs pod {uid}");
+    }
+    let budget = wait_until(Duration::from_secs(60), || {
+        nodes.server.kubectl_ok(&[
+            "get",
+            "pdb",
+            "drained",
+            "-o",
+            "jsonpath={.status.disruptionsAllowed}",
+        ]) == "1"
+    });
+    assert!(budget, "the budget allows one disruption");
+    nodes.server.kubectl_ok(&["uncordon", &server_node]);
+
+    let out = nodes.server.kubectl(&[
+        "drain",
+        &agent_node,
+        "--ignore-daemonsets",
+        "--delete-emptydir-data",
+        "--timeout=180s",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "drain failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("node/{agent_node} cordoned")),
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches(" evicted").count(), 2, "{stdout}");
+    assert!(
+        stdout.contains(&format!("node/{agent_node} drained")),
+        "{stdout}"
+    );
+    // Both pods were asked for at once; the budget let the second go only once the first's
+    // replacement was ready on the other node.
+    assert!(
+        stderr.contains("Cannot evict pod as it would violate the pod's disruption budget"),
+        "no eviction was held back by the budget:\n{stdout}\n{stderr}"
+    );
+    let node = |path: &str| {
+        nodes.server.kubectl_ok(&[
+            "get",
+            "node",
+            &agent_node,
+            "-o",
+            &format!("jsonpath={path}"),
+        ])
+    };
+    assert_eq!(node("{.spec.unschedulable}"), "true");
+    let tainted = || node("{.spec.taints[*].key}").contains("node.kubernetes.io/unschedulable");
+    assert!(
+        wait_until(Duration::from_secs(30), tainted),
+        "the cordoned node carries the unschedulable taint"
+    );
+
+    // The replacements run on the server's node; the agent stopped the evicted containers
+    // and released their pods.
+    let moved = wait_until(Duration::from_secs(120), || {
+        pods = pods_of(&nodes, "drained");
+        pods.len() == 2
+            && pods.iter().all(|(uid, node, phase)| {
+                *node == server_node && phase == "Running" && !evicted.contains(uid)
+            })
+    });
+    assert!(moved, "the replacements run on {server_node}: {pods:?}");
+    let released = wait_until(Duration::from_secs(60), || {
+        evicted.iter().all(|uid| !agent_pods.join(uid).exists())
+            && processes_with_marker(&mark).len() == 2
+    });
+    assert!(
+        released,
+        "the agent still holds evicted pods or their containers: {:?} ({} containers sleep {mark})",
+        std::fs::read_dir(&agent_pods)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+            .unwrap_or_default(),
+        processes_with_marker(&mark).len()
+    );
+
+    // Uncordoned, the agent takes pods again: one that only it may run.
+    nodes.server.kubectl_ok(&["uncordon", &agent_node]);
+    assert_eq!(node("{.spec.unschedulable}"), "");
+    assert!(
+        wait_until(Duration::from_secs(30), || !tainted()),
+        "the unschedulable taint went with the cordon"
+    );
+    nodes.create(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "after-uncordon", "labels": {"app": "after-uncordon"}},
+        "spec": {"nodeSelector": {"kubernetes.io/hostname": agent_node},
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "main", "image": "busybox", "command": ["sleep", "3600"]}]}}));
+    let scheduled = wait_until(Duration::from_secs(120), || {
+        pods = pods_of(&nodes, "after-uncordon");
+        pods.len() == 1 && pods[0].1 == agent_node && pods[0].2 == "Running"
+    });
+    assert!(scheduled, "the uncordoned agent runs a new pod: {pods:?}");
+
+    nodes
+        .server
+        .kubectl_ok(&["delete", "deployment", "drained"]);
+    nodes.delete_pods();
 }
 
 /// What `kubectl port-forward` of `pod` to `port` answers on a connection that sends nothing:

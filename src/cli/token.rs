@@ -3,9 +3,10 @@
 //! kubeconfig in the data dir, so the store is never written behind the server's back.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 
 use super::CommonArgs;
@@ -108,25 +109,66 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", ca_path.display()))?;
     let hash = token::ca_cert_hash(&ca)?;
     let token = BootstrapToken::generate();
-    let expiration = (ttl > 0)
-        .then(|| jiff::Timestamp::now() + jiff::SignedDuration::from_secs(ttl as i64))
-        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+    let expires =
+        (ttl > 0).then(|| jiff::Timestamp::now() + jiff::SignedDuration::from_secs(ttl as i64));
+    let expiration = expires.map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
     let (group, what, command) = match args.server {
         true => (token::SERVER_TOKEN_GROUP, "server", "server"),
         false => (token::NODE_TOKEN_GROUP, "node", "agent"),
     };
     let secret: Secret =
         serde_json::from_value(token.to_secret(&args.description, expiration.as_deref(), group))?;
-    let secrets: Api<Secret> = Api::namespaced(client, token::NAMESPACE);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), token::NAMESPACE);
     secrets
         .create(&PostParams::default(), &secret)
         .await
         .map_err(|e| anyhow::anyhow!("cannot store the token: {e}"))?;
+    wait_until_signed(client, &token, expires).await?;
     println!("Join a {what} with:");
     println!("  berth {command} --server {url} --token {token} --ca-cert-hash {hash}");
     println!("(use an address of this server the node can reach)");
     println!("{token}");
     Ok(())
+}
+
+/// How long `create` waits for the server to sign `cluster-info` for a new token.
+const SIGNING_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Waits until the server's bootstrap signer has signed `cluster-info` for `token`: a joining
+/// node takes a missing signature for a token the server does not know, and is refused at once.
+async fn wait_until_signed(
+    client: kube::Client,
+    token: &BootstrapToken,
+    expires: Option<jiff::Timestamp>,
+) -> anyhow::Result<()> {
+    use crate::join::server::{CLUSTER_INFO, PUBLIC_NAMESPACE};
+    let maps: Api<ConfigMap> = Api::namespaced(client, PUBLIC_NAMESPACE);
+    let key = format!("{}{}", crate::join::cluster_info_jws::JWS_PREFIX, token.id);
+    let deadline = tokio::time::Instant::now() + SIGNING_PATIENCE;
+    loop {
+        let info = maps
+            .get_opt(CLUSTER_INFO)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read {PUBLIC_NAMESPACE}/{CLUSTER_INFO}: {e}"))?;
+        if info
+            .and_then(|info| info.data)
+            .is_some_and(|data| data.contains_key(&key))
+        {
+            return Ok(());
+        }
+        // A token that expires before it is signed is never signed; it is refused anyway.
+        if expires.is_some_and(|at| at <= jiff::Timestamp::now()) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the server has not signed {PUBLIC_NAMESPACE}/{CLUSTER_INFO} for token {} within {}s; \
+             nodes are refused with it until it does (is the server healthy?)",
+            token.id,
+            SIGNING_PATIENCE.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn list(common: CommonArgs) -> anyhow::Result<()> {

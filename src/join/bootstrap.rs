@@ -46,7 +46,7 @@ pub enum BootstrapError {
     NoHash,
     #[error("bad server URL {0:?}")]
     Url(String),
-    #[error("cannot reach the server at {url}: {source}")]
+    #[error("cannot get kube-public/cluster-info from the server at {url}: {source}")]
     Discovery {
         url: String,
         #[source]
@@ -60,6 +60,8 @@ pub enum BootstrapError {
     TokenRefused,
     #[error("the server refused the join token: its cluster-info is not signed for token {0}, so the token is wrong, expired or deleted (or not for signing)")]
     Unsigned(String),
+    #[error("the server refused the join token: its signature of cluster-info for token {0} does not verify with the token's secret, so the secret is wrong (or the server is not the one that made the token)")]
+    BadSignature(String),
     #[error("the certificate request failed: {0}")]
     Request(kube::Error),
     #[error("the certificate request {0} was denied")]
@@ -237,9 +239,43 @@ impl Discovery {
     }
 }
 
-/// How long discovery waits for the bootstrap signer to sign `cluster-info` for a new token
-/// (it does within a second when the token is valid) before calling the token unknown.
-const SIGNATURE_PATIENCE: Duration = Duration::from_secs(20);
+/// How long discovery keeps trying a server it cannot reach (kubeadm's discovery timeout).
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(300);
+/// The longest pause between two tries to reach the server.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
+
+/// Whether `error` means the server could not be reached or could not answer for now, which a
+/// later try may change. Any answer about the request itself is final.
+fn is_transient(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(status) => status.code >= 500 || status.code == 429,
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
+/// The `cluster-info` ConfigMap, retrying while the server cannot be reached: a node often
+/// starts before its server does.
+async fn fetch_cluster_info(api: &Api<ConfigMap>, url: &str) -> Result<ConfigMap, BootstrapError> {
+    let deadline = tokio::time::Instant::now() + DISCOVERY_TIMEOUT;
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match api.get(super::server::CLUSTER_INFO).await {
+            Ok(info) => return Ok(info),
+            Err(error) if is_transient(&error) && tokio::time::Instant::now() < deadline => {
+                tracing::warn!(%error, server = url, retry_in = ?delay, "cannot reach the server yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
+            }
+            Err(source) => {
+                return Err(BootstrapError::Discovery {
+                    url: url.to_string(),
+                    source,
+                })
+            }
+        }
+    }
+}
 
 /// Checks `cluster-info`'s signature for the token: `Ok(false)` when there is none.
 fn signed_for(
@@ -257,10 +293,7 @@ fn signed_for(
         &join_token.id,
         &join_token.secret,
     ) {
-        return Err(BootstrapError::ClusterInfo(format!(
-            "its signature for token {} does not match: the server does not know this token",
-            join_token.id
-        )));
+        return Err(BootstrapError::BadSignature(join_token.id.clone()));
     }
     Ok(true)
 }
@@ -279,29 +312,19 @@ async fn discover_ca(
     config.accept_invalid_certs = true;
     let client = kube::Client::try_from(config).map_err(BootstrapError::Client)?;
     let api: Api<ConfigMap> = Api::namespaced(client, super::server::PUBLIC_NAMESPACE);
-    let deadline = tokio::time::Instant::now() + SIGNATURE_PATIENCE;
-    let (text, signed) = loop {
-        let info = api
-            .get(super::server::CLUSTER_INFO)
-            .await
-            .map_err(|source| BootstrapError::Discovery {
-                url: url.to_string(),
-                source,
-            })?;
-        let data = info.data.unwrap_or_default();
-        let text = data
-            .get("kubeconfig")
-            .cloned()
-            .ok_or_else(|| BootstrapError::ClusterInfo("no kubeconfig".into()))?;
-        // A server in the middle that does not know the token is caught before the pin is
-        // even looked at.
-        let signed = signed_for(&data, &text, join_token)?;
-        if signed || !discovery.needs_signature() || tokio::time::Instant::now() >= deadline {
-            break (text, signed);
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    };
-    if !signed && discovery.needs_signature() {
+    let data = fetch_cluster_info(&api, url)
+        .await?
+        .data
+        .unwrap_or_default();
+    let text = data
+        .get("kubeconfig")
+        .cloned()
+        .ok_or_else(|| BootstrapError::ClusterInfo("no kubeconfig".into()))?;
+    // A server in the middle that does not know the token is caught before the pin is even
+    // looked at. The signer signs a token as it is made (`berth token create` waits for it), so
+    // no signature means the server does not know the token: refused now, not waited for.
+    let signed = signed_for(&data, &text, join_token)?;
+    if discovery.needs_signature() && !signed {
         return Err(BootstrapError::Unsigned(join_token.id.clone()));
     }
     let kubeconfig: kube::config::Kubeconfig =

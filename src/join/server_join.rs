@@ -41,6 +41,8 @@ pub enum ServerJoinError {
     NotAServerToken,
     #[error("the server at {0} is not on a shared datastore: start it with --datastore-endpoint and --token first")]
     NotShared(String),
+    #[error("the server at {server} reaches its datastore at {endpoints}, which on this machine would be this machine itself: give --datastore-endpoint with an address of the datastore this machine reaches")]
+    LoopbackEndpoints { server: String, endpoints: String },
     #[error("the server's join data is incomplete: no {0}")]
     Incomplete(&'static str),
     #[error("{path}: {source}")]
@@ -137,10 +139,27 @@ impl Joined {
     }
 
     /// Points `store` at the datastore; what was configured here (`--datastore-endpoint` for
-    /// an address this machine reaches it at, say) wins.
-    fn apply(&self, dir: &Path, store: &mut StoreConfig) {
+    /// an address this machine reaches it at, say) wins. The first server's loopback
+    /// endpoints are its own machine's, no use here: without another, the join is refused.
+    fn apply(
+        &self,
+        dir: &Path,
+        store: &mut StoreConfig,
+        server: &str,
+    ) -> Result<(), ServerJoinError> {
         if store.datastore_endpoint.is_empty() {
-            store.datastore_endpoint.clone_from(&self.endpoints);
+            store.datastore_endpoint = self
+                .endpoints
+                .iter()
+                .filter(|endpoint| !is_loopback(endpoint))
+                .cloned()
+                .collect();
+            if store.datastore_endpoint.is_empty() {
+                return Err(ServerJoinError::LoopbackEndpoints {
+                    server: server.to_owned(),
+                    endpoints: self.endpoints.join(","),
+                });
+            }
         }
         store.datastore_prefix.clone_from(&self.prefix);
         store.token = Some(self.token.clone());
@@ -154,7 +173,23 @@ impl Joined {
                 *setting = Some(dir.join(name));
             }
         }
+        Ok(())
     }
+}
+
+/// Whether the datastore `endpoint` (`https://127.0.0.1:2379`, `localhost:2379`) names the
+/// machine that uses it.
+fn is_loopback(endpoint: &str) -> bool {
+    let host = endpoint
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|uri| uri.host().map(str::to_owned))
+        .unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Makes `store` the shared datastore's: from what this data dir kept of an earlier join, or
@@ -181,8 +216,7 @@ pub async fn join(
             joined
         }
     };
-    joined.apply(&dir, store);
-    Ok(())
+    joined.apply(&dir, store, join.server_url)
 }
 
 /// Reads the join Secret as the token, trusting only `ca_pem`.
@@ -326,7 +360,7 @@ mod tests {
         }
 
         let mut store = StoreConfig::default();
-        joined.apply(&kept, &mut store);
+        joined.apply(&kept, &mut store, "https://a:6443").unwrap();
         assert_eq!(store.datastore_endpoint, joined.endpoints);
         assert_eq!(store.token.as_deref(), Some("shared"));
         assert_eq!(store.datastore_cafile, Some(kept.join("ca.crt")));
@@ -338,8 +372,46 @@ mod tests {
             datastore_endpoint: vec!["https://etcd.local:2379".into()],
             ..StoreConfig::default()
         };
-        joined.apply(&kept, &mut store);
+        joined.apply(&kept, &mut store, "https://a:6443").unwrap();
         assert_eq!(store.datastore_endpoint, ["https://etcd.local:2379"]);
+    }
+
+    #[test]
+    fn the_first_servers_loopback_endpoints_are_not_taken_for_the_datastore() {
+        let mut data = secret();
+        data.insert(
+            "endpoints".into(),
+            b"http://127.0.0.1:2379,https://localhost:2379,http://[::1]:2379".to_vec(),
+        );
+        let joined = Joined::from_secret(data.clone()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let refused = joined.apply(dir.path(), &mut StoreConfig::default(), "https://a:6443");
+        let message = refused.unwrap_err().to_string();
+        assert!(
+            message.contains("https://a:6443") && message.contains("--datastore-endpoint"),
+            "{message}"
+        );
+        // An endpoint given here is used instead.
+        let mut store = StoreConfig {
+            datastore_endpoint: vec!["http://10.0.0.1:2379".into()],
+            ..StoreConfig::default()
+        };
+        joined
+            .apply(dir.path(), &mut store, "https://a:6443")
+            .unwrap();
+        assert_eq!(store.datastore_endpoint, ["http://10.0.0.1:2379"]);
+        // Of loopback and other endpoints, the others.
+        data.insert(
+            "endpoints".into(),
+            b"http://127.0.0.1:2379,http://10.0.0.2:2379".to_vec(),
+        );
+        let joined = Joined::from_secret(data).unwrap();
+        let mut store = StoreConfig::default();
+        joined
+            .apply(dir.path(), &mut store, "https://a:6443")
+            .unwrap();
+        assert_eq!(store.datastore_endpoint, ["http://10.0.0.2:2379"]);
+        assert!(!is_loopback("etcd.local:2379") && is_loopback("127.0.0.2:2379"));
     }
 
     #[test]

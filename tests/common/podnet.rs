@@ -13,19 +13,25 @@ use super::wait_until;
 
 /// The process running `sleep <marker>`: a client pod's container.
 pub fn process_with_marker(marker: &str) -> Option<u32> {
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        if args.len() >= 2 && args[0].ends_with(b"sleep") && args[1] == marker.as_bytes() {
-            return Some(pid);
-        }
-    }
-    None
+    processes_with_marker(marker).into_iter().next()
+}
+
+/// Every process of this machine running `sleep <marker>`: the containers of pods that share
+/// the marker, on whichever node (test nodes are namespaces of this one machine).
+pub fn processes_with_marker(marker: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            (args.len() >= 2 && args[0].ends_with(b"sleep") && args[1] == marker.as_bytes())
+                .then_some(pid)
+        })
+        .collect()
 }
 
 /// The network namespace of a running client pod, as a path to open.
