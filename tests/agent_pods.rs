@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::cluster::Cluster;
@@ -145,8 +144,12 @@ fn pods_run_log_restart_share_volumes_and_are_cleaned_up_and_readopted() {
     let links = ns.exec_ok("ip", &["-o", "link"]);
     let veth = berth::network::veth_name(&uid);
     assert!(!links.contains(&veth), "veth {veth} removed: {links}");
-    let cgroup = format!("/sys/fs/cgroup/memory/berth/pod{uid}");
-    assert!(!Path::new(&cgroup).exists(), "the pod cgroup is removed");
+    // In every hierarchy: the named systemd and cgroup2 ones of a hybrid host too.
+    let cgroup = berth::runtime::cgroups::pod_cgroup_parent(&uid);
+    assert!(
+        !berth::runtime::cgroups::exists_anywhere(&cgroup).unwrap(),
+        "the pod cgroup is removed"
+    );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&uid), "no mount of the pod is left");
 }

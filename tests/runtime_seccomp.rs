@@ -1,4 +1,10 @@
-//! Seccomp profiles with `SCMP_ACT_NOTIFY` rules, as runc and youki run them: the filter's
+//! `Localhost` seccomp profiles: files below the node's seccomp directory (`<data dir>/seccomp`,
+//! kubelet's `<root-dir>/seccomp`), named by a relative `localhostProfile` the API checks; a
+//! profile's rules hold for the container's process and its execs, and a missing or broken
+//! profile keeps the container from starting (`CreateContainerError`) instead of running it
+//! under another profile.
+//!
+//! Profiles with `SCMP_ACT_NOTIFY` rules, as runc and youki run them: the filter's
 //! notify descriptor and the OCI container process state go to the profile's `listenerPath`,
 //! where a seccomp agent answers each notified syscall in the process's stead. The agent here
 //! is the test's own; it answers `mkdir` with an errno it picks (or lets it through) and
@@ -196,10 +202,13 @@ fn notified_syscalls_of_a_container_and_of_kubectl_exec_get_the_seccomp_agents_a
         .unwrap();
     let socket = work.path().join("agent.sock");
     let agent = SeccompAgent::start(&socket);
-    let profile = work.path().join("notify.json");
-    std::fs::write(&profile, notify_profile(&socket).to_string()).unwrap();
 
     let cluster = Cluster::start(&ns);
+    let profile = install_profile(
+        &cluster,
+        "notify.json",
+        &notify_profile(&socket).to_string(),
+    );
     cluster.create(cluster.pod(
         "notified",
         serde_json::json!({"containers": [{
@@ -209,7 +218,7 @@ fn notified_syscalls_of_a_container_and_of_kubectl_exec_get_the_seccomp_agents_a
             "command": ["sh", "-c", "echo \"parent $PPID\"; mkdir /by-init; sleep 3600"],
             "securityContext": {"seccompProfile": {
                 "type": "Localhost",
-                "localhostProfile": profile.to_str().unwrap(),
+                "localhostProfile": profile,
             }},
         }]}),
     ));
@@ -326,4 +335,115 @@ fn notified_syscalls_of_a_container_and_of_kubectl_exec_get_the_seccomp_agents_a
         stderr.contains("seccomp notify listener"),
         "the failure names the listener: {stderr}"
     );
+}
+
+/// Writes a profile into the node's seccomp directory; the `localhostProfile` that names it.
+fn install_profile(cluster: &Cluster, name: &str, text: &str) -> String {
+    let dir = cluster.server.data_dir().join("seccomp");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), text).unwrap();
+    name.to_string()
+}
+
+/// A pod whose one container runs `script` under the Localhost profile `file`.
+fn pod_with_profile(cluster: &Cluster, name: &str, file: &str, script: &str) -> serde_json::Value {
+    cluster.pod(
+        name,
+        serde_json::json!({"containers": [{
+            "name": "main",
+            "image": "busybox",
+            "command": ["sh", "-c", script],
+            "securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": file}},
+        }]}),
+    )
+}
+
+#[test]
+fn a_localhost_profile_denies_what_it_denies_and_a_missing_or_broken_one_keeps_the_container_from_starting(
+) {
+    let ns = Netns::new();
+    let cluster = Cluster::start(&ns);
+    let server = &cluster.server;
+
+    // The API refuses a profile that is not a relative path below the seccomp directory, and a
+    // Localhost profile that names no file, with the field that is wrong.
+    let escaping = pod_with_profile(&cluster, "escaping", "/etc/deny.json", "true");
+    let out = server.kubectl_stdin(&["create", "-f", "-"], &escaping.to_string());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "an absolute profile path was accepted"
+    );
+    assert!(
+        stderr.contains(
+            "is invalid: spec.containers[0].securityContext.seccompProfile.localhostProfile: \
+             Invalid value: \"/etc/deny.json\": must be a relative path"
+        ),
+        "{stderr}"
+    );
+    let unnamed = cluster.pod(
+        "unnamed",
+        serde_json::json!({
+            "securityContext": {"seccompProfile": {"type": "Localhost"}},
+            "containers": [{"name": "main", "image": "busybox"}],
+        }),
+    );
+    let out = server.kubectl_stdin(&["create", "-f", "-"], &unnamed.to_string());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a Localhost profile without a file was accepted"
+    );
+    assert!(
+        stderr.contains(
+            "spec.securityContext.seccompProfile.localhostProfile: Required value: \
+             must be set when seccomp type is Localhost"
+        ),
+        "{stderr}"
+    );
+
+    // mkdir fails with EPERM under the profile, for the container's process and for an exec;
+    // the default profile would have let it through.
+    let deny_mkdir = serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
+    });
+    let file = install_profile(&cluster, "deny-mkdir.json", &deny_mkdir.to_string());
+    let script = "mkdir /by-init; echo \"mkdir exited $?\"; sleep 3600";
+    cluster.create(pod_with_profile(&cluster, "denied", &file, script));
+    cluster.wait_for("denied", "Running", |p| {
+        p["status"]["containerStatuses"][0]["state"]["running"].is_object()
+    });
+    let mut logs = String::new();
+    let denied = wait_until(Duration::from_secs(30), || {
+        logs = String::from_utf8_lossy(&server.kubectl(&["logs", "denied"]).stdout).into_owned();
+        logs.contains("mkdir exited")
+    });
+    assert!(denied, "the container never tried mkdir: {logs}");
+    assert!(
+        logs.contains("can't create directory '/by-init': Operation not permitted"),
+        "{logs}"
+    );
+    assert!(logs.contains("mkdir exited 1"), "{logs}");
+    let out = server.kubectl(&["exec", "denied", "--", "mkdir", "/by-exec"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "mkdir in an exec went through");
+    assert!(stderr.contains("Operation not permitted"), "{stderr}");
+
+    // A profile file that is not there, or not a seccomp profile: the container does not
+    // start, and its status says why.
+    install_profile(&cluster, "broken.json", "{\"defaultAction\": ");
+    for (pod, file) in [("missing", "absent.json"), ("broken", "broken.json")] {
+        cluster.create(pod_with_profile(&cluster, pod, file, "sleep 3600"));
+        let status = cluster.wait_for(pod, "CreateContainerError", |p| {
+            p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+                == "CreateContainerError"
+        });
+        let message = status["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(message.contains(file), "{pod}: {message}");
+        assert_eq!(status["status"]["phase"], "Pending", "{pod}: {status:#}");
+    }
 }

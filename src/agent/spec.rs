@@ -2,7 +2,7 @@
 //! command line, environment, user, resources, seccomp, DNS and hosts files.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 
@@ -311,8 +311,19 @@ fn read_from_layers(layers: &[PathBuf], path: &str) -> String {
         .unwrap_or_default()
 }
 
-/// RuntimeDefault unless the container (or else the pod) asks for something else.
-pub fn seccomp(pod: &PodSpec, container: &Container) -> SeccompProfile {
+/// Where Localhost seccomp profiles live on the node, as kubelet's `<root-dir>/seccomp`.
+pub fn seccomp_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("seccomp")
+}
+
+/// RuntimeDefault unless the container (or else the pod) asks for something else. A Localhost
+/// profile is a file below `seccomp_dir`; one that names no file, or a path that would leave
+/// that directory, is refused (the API refuses both; this guards objects written before).
+pub fn seccomp(
+    pod: &PodSpec,
+    container: &Container,
+    seccomp_dir: &Path,
+) -> Result<SeccompProfile, String> {
     let profile = container
         .security_context
         .as_ref()
@@ -323,12 +334,25 @@ pub fn seccomp(pod: &PodSpec, container: &Container) -> SeccompProfile {
                 .and_then(|s| s.seccomp_profile.as_ref())
         });
     match profile {
-        Some(p) if p.type_ == "Unconfined" => SeccompProfile::Unconfined,
-        Some(p) if p.type_ == "Localhost" => match &p.localhost_profile {
-            Some(path) => SeccompProfile::Localhost(PathBuf::from(path)),
-            None => SeccompProfile::RuntimeDefault,
-        },
-        _ => SeccompProfile::RuntimeDefault,
+        Some(p) if p.type_ == "Unconfined" => Ok(SeccompProfile::Unconfined),
+        Some(p) if p.type_ == "Localhost" => {
+            let Some(file) = p.localhost_profile.as_deref() else {
+                return Err(
+                    "localhostProfile must be set if seccompProfile type is Localhost".into(),
+                );
+            };
+            let relative = Path::new(file);
+            let stays_below = relative
+                .components()
+                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+            if file.is_empty() || !stays_below {
+                return Err(format!(
+                    "localhostProfile {file:?} must be a relative path without '..'"
+                ));
+            }
+            Ok(SeccompProfile::Localhost(seccomp_dir.join(relative)))
+        }
+        _ => Ok(SeccompProfile::RuntimeDefault),
     }
 }
 
@@ -496,6 +520,8 @@ pub struct SpecInputs<'a> {
     pub mounts: Vec<MountSpec>,
     pub cgroup_parent: &'a str,
     pub log_path: PathBuf,
+    /// From [`seccomp`].
+    pub seccomp: SeccompProfile,
 }
 
 /// Builds the runtime spec of `container` in `pod`.
@@ -542,11 +568,11 @@ pub fn container_spec(pod: &Pod, container: &Container, inputs: SpecInputs<'_>) 
         // Loading a seccomp filter without CAP_SYS_ADMIN needs no_new_privs, so only an
         // unconfined container that explicitly allows escalation goes without it.
         no_new_privileges: !(csc.and_then(|s| s.allow_privilege_escalation) == Some(true)
-            && seccomp(spec, container) == SeccompProfile::Unconfined),
+            && inputs.seccomp == SeccompProfile::Unconfined),
         readonly_rootfs: csc
             .and_then(|s| s.read_only_root_filesystem)
             .unwrap_or(false),
-        seccomp: seccomp(spec, container),
+        seccomp: inputs.seccomp,
         log_path: inputs.log_path,
         log_max_bytes: LOG_MAX_BYTES,
         log_max_files: LOG_MAX_FILES,
@@ -560,7 +586,7 @@ pub fn container_spec(pod: &Pod, container: &Container, inputs: SpecInputs<'_>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn pod(value: serde_json::Value) -> Pod {
         serde_json::from_value(value).unwrap()
@@ -772,6 +798,7 @@ mod tests {
                 mounts: vec![],
                 cgroup_parent: "berth/podu1",
                 log_path: PathBuf::from("/logs/app/0.log"),
+                seccomp: seccomp(p.spec.as_ref().unwrap(), c, Path::new("/data/seccomp")).unwrap(),
             },
         );
         assert_eq!(spec.args, vec!["echo", "hello"]);
@@ -791,6 +818,36 @@ mod tests {
             }
         );
         assert!(spec.cgroup_path.starts_with("berth/podu1"));
+    }
+
+    #[test]
+    fn localhost_seccomp_profiles_are_files_below_the_nodes_seccomp_dir() {
+        let with_profile = |profile: Value| {
+            let p = pod(json!({"metadata": {"name": "p"}, "spec": {"containers": [
+                {"name": "app", "image": "busybox",
+                 "securityContext": {"seccompProfile": profile}}]}}));
+            let spec = p.spec.unwrap();
+            seccomp(&spec, &spec.containers[0], Path::new("/data/seccomp"))
+        };
+        assert_eq!(
+            with_profile(json!({"type": "Localhost", "localhostProfile": "deny/mkdir.json"})),
+            Ok(SeccompProfile::Localhost(PathBuf::from(
+                "/data/seccomp/deny/mkdir.json"
+            )))
+        );
+        for escaping in ["/etc/profile.json", "../profile.json", "a/../../b.json", ""] {
+            let refused = with_profile(json!({"type": "Localhost", "localhostProfile": escaping}));
+            assert!(refused.is_err(), "{escaping:?} accepted: {refused:?}");
+        }
+        let unnamed = with_profile(json!({"type": "Localhost"}));
+        assert!(
+            unnamed.is_err_and(|e| e.contains("localhostProfile must be set")),
+            "a Localhost profile without a file must not fall back to another profile"
+        );
+        assert_eq!(
+            with_profile(json!({"type": "RuntimeDefault"})),
+            Ok(SeccompProfile::RuntimeDefault)
+        );
     }
 
     #[test]

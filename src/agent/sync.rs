@@ -721,6 +721,12 @@ impl PodWorker {
             .join(&c.name)
             .join(format!("{restart_count}.log"));
         let cgroup_parent = cgroups::pod_cgroup_parent(&uid);
+        let seccomp = spec::seccomp(
+            pod.spec.as_ref().unwrap_or(&Default::default()),
+            c,
+            &spec::seccomp_dir(&ctx.config.data_dir),
+        )
+        .map_err(|e| config_err(&e))?;
         let mut container_spec = spec::container_spec(
             pod,
             c,
@@ -730,6 +736,7 @@ impl PodWorker {
                 mounts,
                 cgroup_parent: &cgroup_parent,
                 log_path,
+                seccomp,
             },
         );
         container_spec.pid_namespace = target_pid_namespace(ctx, pod, &c.name).await;

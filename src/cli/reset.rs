@@ -12,7 +12,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
@@ -31,8 +30,6 @@ const NFT_TABLES: [&str; 3] = [
     crate::network::policy::render::TABLE,
     crate::network::policy::hostports::TABLE,
 ];
-/// How long killed processes get to leave their cgroups before the removal is given up.
-const CGROUP_DRAIN: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Args)]
 pub struct ResetArgs {
@@ -141,20 +138,7 @@ fn stop_pod(state_dir: &Path, uid: &str, report: &mut Report) {
         }
     }
     let cgroup = cgroups::pod_cgroup_parent(uid);
-    let deadline = Instant::now() + CGROUP_DRAIN;
-    let mut killed = 0;
-    loop {
-        let pids = cgroups::pids_in_tree(&cgroup).unwrap_or_default();
-        if pids.is_empty() || Instant::now() > deadline {
-            break;
-        }
-        for pid in pids {
-            if kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
-                killed += 1;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let killed = cgroups::kill_tree(&cgroup, cgroups::DRAIN).unwrap_or_default();
     if killed > 0 {
         report.did(format!(
             "killed {killed} container process(es) of pod {uid}"

@@ -11,6 +11,7 @@ pub mod kinds;
 mod network_policy;
 pub mod normalized;
 pub mod propagation;
+mod seccomp_profile;
 pub mod services;
 mod stored;
 pub mod validation;

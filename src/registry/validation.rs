@@ -269,6 +269,24 @@ fn pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
             container(c, &format!("{path}.{key}[{i}]"), &mut names, causes);
         }
     }
+    super::seccomp_profile::validate(
+        spec.get("securityContext"),
+        &format!("{path}.securityContext"),
+        causes,
+    );
+    for (i, c) in spec
+        .get("ephemeralContainers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        super::seccomp_profile::validate(
+            c.get("securityContext"),
+            &format!("{path}.ephemeralContainers[{i}].securityContext"),
+            causes,
+        );
+    }
     if let Some(policy) = spec.get("restartPolicy").and_then(Value::as_str) {
         if !["Always", "OnFailure", "Never"].contains(&policy) {
             causes.push(not_supported(
@@ -324,6 +342,11 @@ fn container(c: &Value, path: &str, names: &mut BTreeSet<String>, causes: &mut V
     {
         causes.push(Cause::required(&format!("{path}.image")));
     }
+    super::seccomp_profile::validate(
+        c.get("securityContext"),
+        &format!("{path}.securityContext"),
+        causes,
+    );
     for (i, port) in c
         .get("ports")
         .and_then(Value::as_array)

@@ -189,35 +189,76 @@ fn collect_depth_first(dir: &Path, out: &mut Vec<PathBuf>) {
     out.push(dir.to_path_buf());
 }
 
-/// Removes `cgroup_path` and every cgroup below it from all hierarchies. The cgroups must hold
-/// no processes any more. Missing directories are fine: cleanup is idempotent.
+/// Removes `cgroup_path` and every cgroup below it from all hierarchies, named ones (`systemd`)
+/// and the cgroup2 one of a hybrid host included. The cgroups must hold no processes any more.
+/// Missing directories are fine: cleanup is idempotent.
 ///
-/// A process that has just exited still counts as a member in some hierarchies (the named
-/// `systemd` one, cgroup2) until its parent reaps it, so `rmdir` answers EBUSY for a moment
-/// after a shim's exit: busy directories are retried for up to [`BUSY_RETRY`]. This blocks.
+/// A directory that stays busy does not stop the sweep: every hierarchy is tried, busy
+/// directories are retried for up to [`BUSY_RETRY`], and the first failure is returned. This
+/// blocks.
 pub fn remove_tree(cgroup_path: &str) -> Result<(), CgroupError> {
     let mounts = read_mounts()?;
     let deadline = std::time::Instant::now() + BUSY_RETRY;
+    let mut first_error = None;
     for dir in removal_order(&mounts, cgroup_path)? {
-        loop {
-            match std::fs::remove_dir(&dir) {
-                Ok(()) => break,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                Err(e)
-                    if e.raw_os_error() == Some(libc::EBUSY)
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(source) => return Err(CgroupError::Remove { path: dir, source }),
+        if let Err(e) = remove_dir_until(&dir, deadline) {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+fn remove_dir_until(dir: &Path, deadline: std::time::Instant) -> Result<(), CgroupError> {
+    loop {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e)
+                if e.raw_os_error() == Some(libc::EBUSY)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(source) => {
+                return Err(CgroupError::Remove {
+                    path: dir.to_path_buf(),
+                    source,
+                })
             }
         }
     }
-    Ok(())
 }
 
-/// How long [`remove_tree`] waits for exited processes to leave their cgroups.
+/// How long [`remove_tree`] waits for busy directories to empty.
 const BUSY_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long killed processes get to leave their cgroups before their removal is tried anyway.
+pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// SIGKILLs every process in `cgroup_path` or below, in any hierarchy, until none is left or
+/// `patience` has passed; how many signals were sent. A shim that died leaves its containers
+/// running (they are re-parented, not killed), and their cgroups cannot go while they live.
+/// This blocks.
+pub fn kill_tree(cgroup_path: &str, patience: std::time::Duration) -> Result<usize, CgroupError> {
+    let deadline = std::time::Instant::now() + patience;
+    let mut signalled = 0;
+    loop {
+        let pids = pids_in_tree(cgroup_path)?;
+        if pids.is_empty() || std::time::Instant::now() > deadline {
+            return Ok(signalled);
+        }
+        for pid in pids {
+            let killed = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            if killed.is_ok() {
+                signalled += 1;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
 
 /// Every process still in `cgroup_path` or below, in any hierarchy (duplicates removed).
 pub fn pids_in_tree(cgroup_path: &str) -> Result<Vec<i32>, CgroupError> {
@@ -230,6 +271,8 @@ pub fn pids_in_tree(cgroup_path: &str) -> Result<Vec<i32>, CgroupError> {
                 .filter_map(|l| l.trim().parse().ok())
                 .collect::<Vec<_>>()
         })
+        // A process of another pid namespace reads as 0, and kill(0) would hit our own group.
+        .filter(|pid| *pid > 0)
         .collect();
     pids.sort_unstable();
     pids.dedup();

@@ -229,27 +229,6 @@ impl PodChanges {
     }
 }
 
-impl ShimRuntime {
-    /// A shim that died leaves its containers running (they are re-parented, not killed):
-    /// SIGKILL whatever is left in the pod's cgroups so they can be removed.
-    async fn kill_leftovers(cgroup_parent: &str) -> Result<(), RuntimeError> {
-        for _ in 0..100 {
-            let pids = cgroups::pids_in_tree(cgroup_parent)?;
-            if pids.is_empty() {
-                return Ok(());
-            }
-            for pid in pids {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(())
-    }
-}
-
 impl ContainerRuntime for ShimRuntime {
     async fn start_pod_shim(&self, pod: &PodShimConfig) -> Result<(), RuntimeError> {
         check_uid(&pod.pod_uid)?;
@@ -395,12 +374,14 @@ impl ContainerRuntime for ShimRuntime {
         let parent = config
             .map(|c| c.cgroup_parent)
             .unwrap_or_else(|| cgroups::pod_cgroup_parent(pod_uid));
-        Self::kill_leftovers(&parent).await?;
-        // remove_tree may wait briefly for the exited shim to be reaped: keep it off the
-        // async workers.
-        tokio::task::spawn_blocking(move || cgroups::remove_tree(&parent))
-            .await
-            .map_err(|e| RuntimeError::Protocol(format!("cgroup cleanup task failed: {e}")))??;
+        // A shim that died leaves its containers running: kill what is left, then remove the
+        // cgroups. Both wait for processes to go: keep them off the async workers.
+        tokio::task::spawn_blocking(move || {
+            cgroups::kill_tree(&parent, cgroups::DRAIN)?;
+            cgroups::remove_tree(&parent)
+        })
+        .await
+        .map_err(|e| RuntimeError::Protocol(format!("cgroup cleanup task failed: {e}")))??;
         match tokio::fs::remove_dir_all(&dir).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

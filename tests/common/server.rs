@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use berth::runtime::cgroups;
+
 use super::netns::Netns;
 use super::{tools, wait_until};
 
@@ -350,7 +352,6 @@ impl Drop for BerthServer {
     fn drop(&mut self) {
         self.kill9();
         stop_pods_left_behind(&self.data_dir().join("pods"));
-        remove_empty_pod_cgroup_parents();
         if std::thread::panicking() {
             eprintln!(
                 "---- log of berth server in {} ----\n{}",
@@ -370,10 +371,12 @@ impl Drop for BerthServer {
 /// running shims (`berth shim --dir <pods>/<uid>`), which also finds a shim whose state dir
 /// was already removed or that had not yet joined its cgroup — such a shim used to outlive
 /// the test.
+///
+/// A shim the server started just before it was killed may still be double-forking: its
+/// daemon can appear after a scan and join its cgroups after they were swept, re-making the
+/// directories the sweep had passed (the named `systemd` and cgroup2 hierarchies, which come
+/// first here). So the sweep repeats until a round finds no shim and no directory.
 pub fn stop_pods_left_behind(pods: &Path) {
-    let hierarchies: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
     let mut uids: std::collections::BTreeSet<String> = std::fs::read_dir(pods)
         .map(|d| {
             d.flatten()
@@ -381,42 +384,49 @@ pub fn stop_pods_left_behind(pods: &Path) {
                 .collect()
         })
         .unwrap_or_default();
-    // Twice: a shim caught while double-forking leaves a child the first pass did not see.
-    for _ in 0..2 {
-        for (pid, uid) in shims_under(|dir| dir.parent() == Some(pods)) {
+    for _ in 0..SWEEP_ROUNDS {
+        let shims = shims_under(|dir| dir.parent() == Some(pods));
+        for (pid, uid) in &shims {
             let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
+                nix::unistd::Pid::from_raw(*pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
-            uids.insert(uid);
+            uids.insert(uid.clone());
         }
-    }
-    for uid in uids {
-        if let Ok(pid) = std::fs::read_to_string(pods.join(&uid).join("shim.pid")) {
-            if let Ok(pid) = pid.trim().parse::<i32>() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+        for uid in &uids {
+            if let Ok(pid) = std::fs::read_to_string(pods.join(uid).join("shim.pid")) {
+                if let Ok(pid) = pid.trim().parse::<i32>() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
             }
+            stop_pod_cgroups(uid);
         }
-        stop_pod_cgroups(&hierarchies, &uid);
+        let cgroups_left = uids
+            .iter()
+            .any(|uid| cgroups::exists_anywhere(&cgroups::pod_cgroup_parent(uid)).unwrap_or(false));
+        if shims.is_empty() && !cgroups_left {
+            break;
+        }
+        // Time for a double fork caught half-way to finish, so the next scan sees its end.
+        std::thread::sleep(Duration::from_millis(100));
     }
-    // berth's root cgroup goes when no other test's pods are in it (removing a busy one fails).
-    for hierarchy in &hierarchies {
-        let _ = std::fs::remove_dir(hierarchy.join("berth"));
-    }
+    remove_empty_pod_cgroup_parents();
 }
 
-/// Kills every process in the pod's cgroups and removes them.
-fn stop_pod_cgroups(hierarchies: &[PathBuf], uid: &str) {
-    for hierarchy in hierarchies {
-        let pod = hierarchy.join("berth").join(format!("pod{uid}"));
-        if pod.is_dir() {
-            kill_cgroup_tree(&pod);
-            remove_cgroup_tree(&pod);
-        }
-    }
+/// How many times [`stop_pods_left_behind`] sweeps at most.
+const SWEEP_ROUNDS: usize = 5;
+
+/// Kills every process in the pod's cgroups, then removes them, in every hierarchy (the named
+/// `systemd` one and the cgroup2 one of a hybrid host included): berth's own removal. All
+/// processes go before any directory: killed processes take a moment to leave, and a
+/// hierarchy given up on while they did would keep the pod's directory for good.
+fn stop_pod_cgroups(uid: &str) {
+    let cgroup = cgroups::pod_cgroup_parent(uid);
+    let _ = cgroups::kill_tree(&cgroup, cgroups::DRAIN);
+    let _ = cgroups::remove_tree(&cgroup);
 }
 
 /// Running shims whose `--dir` matches `wanted`, as (pid, pod uid).
@@ -455,34 +465,12 @@ fn stop_orphaned_pods() {
             .and_then(Path::parent)
             .is_some_and(|data_dir| !data_dir.exists())
     });
-    if orphans.is_empty() {
-        return;
-    }
-    let hierarchies: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
     for (pid, uid) in orphans {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,
         );
-        stop_pod_cgroups(&hierarchies, &uid);
-    }
-}
-
-fn kill_cgroup_tree(dir: &Path) {
-    if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
-    if let Ok(children) = std::fs::read_dir(dir) {
-        for child in children.flatten().filter(|c| c.path().is_dir()) {
-            kill_cgroup_tree(&child.path());
-        }
+        stop_pod_cgroups(&uid);
     }
 }
 
@@ -495,21 +483,6 @@ fn remove_empty_pod_cgroup_parents() {
     };
     for hierarchy in hierarchies.flatten() {
         let _ = std::fs::remove_dir(hierarchy.path().join("berth"));
-    }
-}
-
-/// Removes a cgroup and its children, waiting briefly for killed processes to leave them.
-fn remove_cgroup_tree(dir: &Path) {
-    if let Ok(children) = std::fs::read_dir(dir) {
-        for child in children.flatten().filter(|c| c.path().is_dir()) {
-            remove_cgroup_tree(&child.path());
-        }
-    }
-    for _ in 0..50 {
-        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
