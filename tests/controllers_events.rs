@@ -14,10 +14,6 @@ use serde_json::{json, Value};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-fn json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
 fn create(server: &BerthServer, manifest: &str) {
     let out = server.kubectl_stdin(&["create", "-f", "-"], manifest);
     assert!(
@@ -25,14 +21,6 @@ fn create(server: &BerthServer, manifest: &str) {
         "kubectl create failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn items(server: &BerthServer, args: &[&str]) -> Vec<Value> {
-    let mut all = vec!["get"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["-o", "json"]);
-    let list = json(&server.kubectl_ok(&all));
-    list["items"].as_array().cloned().unwrap_or_default()
 }
 
 /// Waits until `kubectl describe <what>` shows an event line with `reason` from `from`.
@@ -79,7 +67,7 @@ spec:
 
     let mut pods = Vec::new();
     assert!(wait_until(TIMEOUT, || {
-        pods = items(&server, &["pods", "-l", "app=web"]);
+        pods = server.kubectl_items(&["pods", "-l", "app=web"]);
         !pods.is_empty()
     }));
     let pod = pods[0]["metadata"]["name"]
@@ -90,14 +78,11 @@ spec:
 
     // `kubectl get events` reads core v1: the recorded events are there, selectable by the
     // core field names.
-    let about_deployments = items(
-        &server,
-        &[
-            "events",
-            "--field-selector",
-            "involvedObject.kind=Deployment",
-        ],
-    );
+    let about_deployments = server.kubectl_items(&[
+        "events",
+        "--field-selector",
+        "involvedObject.kind=Deployment",
+    ]);
     assert!(!about_deployments.is_empty());
     assert!(
         about_deployments
@@ -114,19 +99,16 @@ spec:
         .as_str()
         .is_some_and(|m| m.starts_with("Scaled up replica set web-")));
     let pod_selector = format!("involvedObject.name={pod},reason=Scheduled");
-    let scheduled = items(&server, &["events", "--field-selector", &pod_selector]);
+    let scheduled = server.kubectl_items(&["events", "--field-selector", &pod_selector]);
     assert_eq!(scheduled.len(), 1, "{scheduled:#?}");
     assert_eq!(scheduled[0]["type"], "Normal");
 
     // The same objects through events.k8s.io/v1, selected by its names.
-    let new_api = items(
-        &server,
-        &[
-            "events.v1.events.k8s.io",
-            "--field-selector",
-            "regarding.name=web,reason=ScalingReplicaSet",
-        ],
-    );
+    let new_api = server.kubectl_items(&[
+        "events.v1.events.k8s.io",
+        "--field-selector",
+        "regarding.name=web,reason=ScalingReplicaSet",
+    ]);
     assert_eq!(new_api.len(), 1, "{new_api:#?}");
     assert_eq!(new_api[0]["metadata"]["uid"], scaled["metadata"]["uid"]);
     assert_eq!(new_api[0]["note"], scaled["message"]);
@@ -158,8 +140,7 @@ reportingComponent: settings-watcher
 reportingInstance: settings-watcher-node-a
 "#,
     );
-    let got =
-        json(&server.kubectl_ok(&["get", "events.v1.events.k8s.io", "old-style", "-o", "json"]));
+    let got = server.kubectl_json(&["get", "events.v1.events.k8s.io", "old-style"]);
     assert_eq!(got["apiVersion"], "events.k8s.io/v1");
     assert_eq!(
         got["regarding"],
@@ -208,11 +189,12 @@ reportingController: example.com/prober
 reportingInstance: prober-1
 "#,
     );
-    let core = json(&server.kubectl_ok(&[
+    let raw = server.kubectl_ok(&[
         "get",
         "--raw",
         "/api/v1/namespaces/default/events/new-style",
-    ]));
+    ]);
+    let core: Value = serde_json::from_str(&raw).expect("JSON");
     assert_eq!(core["apiVersion"], "v1");
     assert_eq!(core["involvedObject"]["name"], "reader");
     assert_eq!(core["message"], "the probe answered");
@@ -220,14 +202,11 @@ reportingInstance: prober-1
     assert_eq!(core["reportingInstance"], "prober-1");
     assert_eq!(core["series"]["count"], 2);
     assert_eq!(core["action"], "Probe");
-    let pod_events = items(
-        &server,
-        &[
-            "events",
-            "--field-selector",
-            "involvedObject.kind=Pod,type=Normal",
-        ],
-    );
+    let pod_events = server.kubectl_items(&[
+        "events",
+        "--field-selector",
+        "involvedObject.kind=Pod,type=Normal",
+    ]);
     let names: Vec<&str> = pod_events
         .iter()
         .filter_map(|e| e["metadata"]["name"].as_str())
