@@ -486,7 +486,8 @@ fn job_pods(server: &BerthServer, job: &str) -> Vec<Value> {
 }
 
 #[test]
-fn a_job_past_its_active_deadline_fails_as_deadline_exceeded_and_its_pods_are_stopped() {
+fn a_job_past_its_active_deadline_fails_as_deadline_exceeded_and_its_stopped_pods_count_as_failed()
+{
     let ns = Netns::new();
     let cluster = Cluster::start(&ns);
     let server = &cluster.server;
@@ -517,6 +518,8 @@ fn a_job_past_its_active_deadline_fails_as_deadline_exceeded_and_its_pods_are_st
         );
     }
     assert_eq!(overdue["status"]["active"], 0, "{overdue:#}");
+    // Both pods it stopped count as failed, as upstream counts them.
+    assert_eq!(overdue["status"]["failed"], 2, "{overdue:#}");
     assert!(condition(&overdue, "Complete").is_none(), "{overdue:#}");
     let warned = events_about(server, "overdue")
         .iter()

@@ -37,6 +37,11 @@ impl Resource {
 
     /// The store key prefix of every object of this resource (all versions share one).
     pub fn key_prefix(&self) -> String {
+        // A view served by conversion reads and writes the objects it converts, even those
+        // of another group (events.k8s.io Events are core Events).
+        if let Some(stored) = super::conversion::storage_of(self) {
+            return stored.key_prefix();
+        }
         format!("/{}/{}/", storage_group(self), self.plural)
     }
 
@@ -115,6 +120,7 @@ pub static BUILTIN: &[Resource] = &[
     resource!("autoscaling", "v1", "HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", namespaced: true, short: &["hpa"], categories: ALL, status: true),
     resource!("coordination.k8s.io", "v1", "Lease", "leases", "lease", namespaced: true, short: NONE, categories: NONE, status: false),
     resource!("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", "endpointslice", namespaced: true, short: NONE, categories: NONE, status: false),
+    // Served by conversion from the stored core Events (`api::conversion`).
     resource!("events.k8s.io", "v1", "Event", "events", "event", namespaced: true, short: &["ev"], categories: NONE, status: false),
     resource!("networking.k8s.io", "v1", "Ingress", "ingresses", "ingress", namespaced: true, short: &["ing"], categories: NONE, status: true),
     resource!("networking.k8s.io", "v1", "IngressClass", "ingressclasses", "ingressclass", namespaced: false, short: NONE, categories: NONE, status: false),
@@ -295,6 +301,8 @@ mod tests {
         let deploy = find("apps", "v1", "deployments").unwrap();
         assert_eq!(deploy.api_version(), "apps/v1");
         assert_eq!(deploy.key("ns", "d"), "/apps/deployments/ns/d");
+        let new_events = find("events.k8s.io", "v1", "events").unwrap();
+        assert_eq!(new_events.key("ns", "e"), "/core/events/ns/e");
     }
 
     #[test]

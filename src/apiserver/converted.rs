@@ -14,6 +14,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 
 use super::patch::{self, PatchType};
+use super::query::Query;
 use super::request::ResourceRequest;
 use super::response::error_response;
 use super::{rest, ApiServer};
@@ -63,9 +64,12 @@ async fn forward(
         Method::POST | Method::PUT => {
             let (parts, body) = request.into_parts();
             let body = read_object(server, &parts, body).await?;
+            // Checked in the version the client wrote: the conversion keeps only known fields.
+            let validation = Query::parse(parts.uri.query())?.field_validation;
+            let (_, warnings) = rest::check_fields(served, body.clone(), validation)?;
             let converted = to_stored(served, body, current().as_ref());
             let request = with_json_body(parts, &converted, "application/json");
-            rest::handle(server, on_stored, request).await
+            rest::with_warnings(rest::handle(server, on_stored, request).await, &warnings)
         }
         Method::PATCH if PatchType::from_content_type(&content_type)? == PatchType::Apply => {
             // Applied in the served version (`converted_apply`), so that managedFields name
@@ -82,7 +86,7 @@ async fn forward(
         }
         _ => rest::handle(server, on_stored, request).await,
     };
-    Ok(served_response(served, response).await)
+    Ok(served_response(served, stored, response).await)
 }
 
 /// Marks an apply request forwarded to the stored resource with the resource it was made to.
@@ -126,7 +130,7 @@ async fn patch_as_update(
         }
     }
     match response {
-        Some(r) => Ok(served_response(served, r).await),
+        Some(r) => Ok(served_response(served, on_stored.resource, r).await),
         None => Err(ApiError::internal("no patch attempt was made")),
     }
 }
@@ -170,8 +174,8 @@ fn with_json_body(
     Request::from_parts(parts, Body::from(body.to_string()))
 }
 
-/// The storage version's answer in the served version (errors and Status pass unchanged).
-async fn served_response(served: &Resource, response: Response) -> Response {
+/// The storage version's answer in the served version; a Status names the served resource.
+async fn served_response(served: &Resource, stored: &Resource, response: Response) -> Response {
     let (mut parts, body) = response.into_parts();
     let Ok(collected) = body.collect().await else {
         return error_response(&ApiError::internal("reading the response"));
@@ -183,6 +187,8 @@ async fn served_response(served: &Resource, response: Response) -> Response {
     let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
     if kind == served.kind {
         value = to_served(served, value);
+    } else if kind == "Status" {
+        name_served_resource(&mut value, served, stored);
     } else if kind == served.list_kind() {
         value["apiVersion"] = Value::from(served.api_version());
         if let Some(items) = value.get_mut("items").and_then(Value::as_array_mut) {
@@ -195,4 +201,66 @@ async fn served_response(served: &Resource, response: Response) -> Response {
     }
     parts.headers.remove(CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(value.to_string()))
+}
+
+/// A Status from the storage resource as the served one would give it: a view in another group
+/// (events.k8s.io Events over the core ones) answers `events.events.k8s.io "x" not found`.
+fn name_served_resource(status: &mut Value, served: &Resource, stored: &Resource) {
+    if served.group == stored.group {
+        return;
+    }
+    let qualified = |group: &str, name: &str| match group {
+        "" => format!("{name} \""),
+        group => format!("{name}.{group} \""),
+    };
+    if let Some(message) = status.get("message").and_then(Value::as_str) {
+        let message = message
+            .replacen(
+                &qualified(stored.group, stored.plural),
+                &qualified(served.group, served.plural),
+                1,
+            )
+            .replacen(
+                &qualified(stored.group, stored.kind),
+                &qualified(served.group, served.kind),
+                1,
+            );
+        status["message"] = Value::from(message);
+    }
+    if let Some(details) = status.get_mut("details").and_then(Value::as_object_mut) {
+        // The core group is left out of error details.
+        let group = details.get("group").and_then(Value::as_str).unwrap_or("");
+        if group == stored.group {
+            details.insert("group".into(), Value::from(served.group));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::resources::find;
+
+    #[test]
+    fn a_status_about_core_events_names_the_events_k8s_io_resource_it_was_asked_for() {
+        let served = find("events.k8s.io", "v1", "events").unwrap();
+        let stored = find("", "v1", "events").unwrap();
+        let mut status = json!({"kind": "Status", "reason": "AlreadyExists",
+            "message": "events \"e\" already exists",
+            "details": {"name": "e", "kind": "events"}});
+        name_served_resource(&mut status, served, stored);
+        assert_eq!(
+            status["message"],
+            "events.events.k8s.io \"e\" already exists"
+        );
+        assert_eq!(status["details"]["group"], "events.k8s.io");
+        let mut invalid = json!({"kind": "Status", "message": "Event \"e\" is invalid: x"});
+        name_served_resource(&mut invalid, served, stored);
+        assert_eq!(
+            invalid["message"],
+            "Event.events.k8s.io \"e\" is invalid: x"
+        );
+    }
 }

@@ -422,7 +422,7 @@ fn target_pods() -> &'static crate::api::resources::Resource {
 /// Decodes `body` once for the whole write and applies the request's fieldValidation: Strict
 /// fails on unknown fields, Warn returns them as warnings, Ignore drops them silently (the
 /// decoder drops them in every case).
-fn check_fields(
+pub(super) fn check_fields(
     r: &crate::api::resources::Resource,
     body: Value,
     mode: FieldValidation,
@@ -445,7 +445,7 @@ fn check_fields(
 }
 
 /// Adds one `Warning: 299 - "..."` header per warning, as upstream does.
-fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
+pub(super) fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
     for w in warnings {
         let text = format!("299 - \"{}\"", w.replace('"', "\\\""));
         if let Ok(value) = http::HeaderValue::from_str(&text) {

@@ -636,8 +636,16 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
         })
         .cloned();
     if let Some(target) = ending {
-        // Stop whatever still runs, then finish once nothing is left holding a finalizer.
-        stop_pods(&ctx, &pods_api, &active, &reference).await?;
+        // Stop whatever still runs, then finish once nothing is left holding a finalizer. Once
+        // the job has failed, upstream counts every pod it stops as failed (deadline, backoff
+        // limit, failure policy): those keep their finalizer until the next sync counts them.
+        let failing = is_true(&conditions, "FailureTarget");
+        let stopping = if failing {
+            Stopping::CountAsFailed
+        } else {
+            Stopping::Uncounted
+        };
+        stop_pods(&ctx, &pods_api, &active, &reference, stopping).await?;
         let anything_left = pods.iter().any(|p| {
             has_tracking_finalizer(&p.metadata)
                 && !released.contains(p.metadata.uid.as_deref().unwrap_or(""))
@@ -646,7 +654,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
         if !anything_left {
             let reason = target["reason"].as_str().unwrap_or("").to_string();
             let message = target["message"].as_str().unwrap_or("").to_string();
-            if is_true(&conditions, "FailureTarget") {
+            if failing {
                 conditions.insert(
                     "Failed".into(),
                     condition("Failed", "True", &reason, &message),
@@ -678,7 +686,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
             requeue = Some(Duration::from_secs(1));
         }
     } else if params.suspend {
-        stop_pods(&ctx, &pods_api, &active, &reference).await?;
+        stop_pods(&ctx, &pods_api, &active, &reference, Stopping::Uncounted).await?;
         if conditions
             .get("Suspended")
             .and_then(|c| c["status"].as_str())
@@ -851,16 +859,26 @@ async fn strip_finalizer(pods: &Api<Pod>, pod: &ObjectMeta) -> Result<(), Error>
     }
 }
 
-/// Deletes running pods the job no longer wants; they lose the finalizer first so that a pod
-/// the job itself stopped is not counted as a failure.
+/// Whether pods the job stops count in its `status.failed`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stopping {
+    /// The job failed: a pod deleted still holding its finalizer is counted as failed by the
+    /// next sync (a deleted pod that never succeeded is a failure), then released.
+    CountAsFailed,
+    /// Suspended or complete: the pod loses its finalizer first and is never counted.
+    Uncounted,
+}
+
+/// Deletes running pods the job no longer wants.
 async fn stop_pods(
     ctx: &Context,
     pods: &Api<Pod>,
     active: &[&Pod],
     reference: &k8s_openapi::api::core::v1::ObjectReference,
+    stopping: Stopping,
 ) -> Result<(), Error> {
     for pod in active {
-        if has_tracking_finalizer(&pod.metadata) {
+        if stopping == Stopping::Uncounted && has_tracking_finalizer(&pod.metadata) {
             strip_finalizer(pods, &pod.metadata).await?;
         }
         let pod_name = pod.metadata.name.clone().unwrap_or_default();

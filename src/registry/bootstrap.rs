@@ -54,6 +54,10 @@ pub async fn ensure_system_objects(
         Err(e) => return Err(e),
     }
     crate::admission::priority::ensure_system_classes(registry).await?;
+    let moved = super::legacy_events::migrate(registry).await?;
+    if moved > 0 {
+        tracing::info!(moved, "moved events.k8s.io Events into the one event store");
+    }
     let freed = super::services::repair(registry.store()).await?;
     if freed > 0 {
         tracing::info!(freed, "released service allocations left by a crash");

@@ -8,6 +8,7 @@ pub mod defaults;
 pub mod ephemeral;
 pub mod generic;
 pub mod kinds;
+mod legacy_events;
 mod network_policy;
 pub mod normalized;
 pub mod propagation;

@@ -221,6 +221,22 @@ impl BerthServer {
         expect_success("kubectl", args, self.kubectl(args))
     }
 
+    /// Runs `kubectl <args> -o json` (asserting it succeeded) and returns the JSON it printed.
+    pub fn kubectl_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["-o", "json"]);
+        let out = self.kubectl_ok(&all);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    }
+
+    /// The items of `kubectl get <args> -o json`.
+    pub fn kubectl_items(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let mut all = vec!["get"];
+        all.extend_from_slice(args);
+        let list = self.kubectl_json(&all);
+        list["items"].as_array().cloned().unwrap_or_default()
+    }
+
     pub fn helm(&self, args: &[&str]) -> Output {
         output(self.command(&tools::helm()).args(args))
     }
