@@ -70,6 +70,9 @@ pub struct ApiConfig {
     /// balancer, a virtual IP or a DNS name of every server), published in `cluster-info`.
     /// Unset, the first server on a datastore publishes its own address and the others keep it.
     pub advertise_url: Option<String>,
+    /// Events are deleted this long after they were last seen (kube-apiserver's `--event-ttl`,
+    /// an hour by default); 0 keeps them forever.
+    pub event_ttl_seconds: u64,
 }
 
 impl Default for ApiConfig {
@@ -79,6 +82,7 @@ impl Default for ApiConfig {
             max_body_bytes: 3 * 1024 * 1024,
             token_file: None,
             advertise_url: None,
+            event_ttl_seconds: 3600,
         }
     }
 }

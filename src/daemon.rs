@@ -334,6 +334,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     crate::controllers::resourcequota::run(c).await;
                     anyhow::bail!("the resource quota controller stopped")
                 });
+                if config.api.event_ttl_seconds > 0 {
+                    let c = client("event-ttl-controller");
+                    let ttl = std::time::Duration::from_secs(config.api.event_ttl_seconds);
+                    components.spawn(async move {
+                        crate::controllers::event_ttl::run(c, ttl).await;
+                        anyhow::bail!("the event expiry stopped")
+                    });
+                }
                 let c = client("pod-garbage-collector");
                 let settings = crate::controllers::podgc::Settings {
                     period: std::time::Duration::from_secs(

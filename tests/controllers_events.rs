@@ -246,3 +246,32 @@ reportingInstance: prober-1
         String::from_utf8_lossy(&gone.stderr)
     );
 }
+
+fn core_event(name: &str) -> String {
+    format!(
+        r#"{{"apiVersion": "v1", "kind": "Event", "metadata": {{"name": "{name}"}},
+            "involvedObject": {{"kind": "ConfigMap", "name": "x", "namespace": "default"}},
+            "reason": "Tested", "message": "m", "type": "Normal"}}"#
+    )
+}
+
+/// Events expire as upstream's do (`[api] event_ttl_seconds`, kube-apiserver's `--event-ttl`),
+/// counted from their last write: an event is kept while younger than the TTL, then deleted.
+#[test]
+fn events_are_deleted_once_older_than_the_ttl() {
+    let ns = Netns::new();
+    // With a TTL this short the expiry looks every 2 s.
+    let server = BerthServer::start_with_config(&ns, "[api]\nevent_ttl_seconds = 8\n");
+    let gone = |name: &str| {
+        wait_until(Duration::from_secs(60), || {
+            !server.kubectl(&["get", "event", name]).status.success()
+        })
+    };
+    create(&server, &core_event("first"));
+    assert!(gone("first"), "the first event outlived its TTL");
+    create(&server, &core_event("second"));
+    // Younger than the TTL for a few of the expiry's passes: kept.
+    std::thread::sleep(Duration::from_secs(4));
+    server.kubectl_ok(&["get", "event", "second"]);
+    assert!(gone("second"), "the second event outlived its TTL");
+}

@@ -8,6 +8,7 @@ pub mod deployment;
 pub mod disruption;
 pub mod endpointslice;
 pub mod endpointslicemirroring;
+pub mod event_ttl;
 pub mod gc;
 pub mod hpa;
 pub mod job;

@@ -130,6 +130,7 @@ pub const COMPONENTS: &[(&str, &str)] = &[
         "system:controller:pod-garbage-collector",
     ),
     ("ingress-controller", "system:berth:ingress-controller"),
+    ("event-ttl-controller", "system:berth:event-ttl-controller"),
     ("berth-certs", "system:berth:certs"),
     ("kube-scheduler", "system:kube-scheduler"),
     ("node", "system:node"),
@@ -410,6 +411,8 @@ fn component_rules(role: &str) -> Vec<PolicyRule> {
             r(STATUS_WRITE, &[""], &["pods/status"]),
             core_read(&["nodes"]),
         ],
+        // Upstream's API server expires events by itself (a TTL on each stored event).
+        "system:berth:event-ttl-controller" => vec![r(&["list", "delete"], &[""], &["events"])],
         "system:berth:ingress-controller" => vec![
             r(READ, &["networking.k8s.io"], &["ingresses"]),
             r(
