@@ -245,9 +245,10 @@ pub async fn return_memory_while_running() {
 mod tests {
     use super::*;
 
+    /// Frees every other block of a run of heap blocks and trims: how many whole pages inside
+    /// the freed blocks were resident (before, after) the trim, and of how many.
     #[cfg(target_env = "gnu")]
-    #[test]
-    fn returning_free_heap_hands_pages_freed_between_live_blocks_back_to_the_kernel() {
+    fn free_every_other_block_and_trim() -> (usize, usize, usize) {
         // Blocks below glibc's mmap threshold live in an arena; freeing every other one leaves
         // free pages between live blocks, which glibc keeps resident until a trim.
         const BLOCK: usize = 16 * 1024;
@@ -272,17 +273,26 @@ mod tests {
         return_free_heap();
         let after = resident(&freed_pages);
         assert!(kept.iter().all(|b| b[0] == 1 && b[BLOCK - 1] == 1));
-        assert!(
-            before * 10 >= freed_pages.len() * 9,
-            "freed but not yet trimmed, the pages are still resident: {before} of {}",
-            freed_pages.len()
-        );
-        // Tests on other threads may take a few of those chunks again meanwhile.
-        assert!(
-            after * 2 < freed_pages.len(),
-            "{after} of {} freed pages still resident after the trim",
-            freed_pages.len()
-        );
+        (before, after, freed_pages.len())
+    }
+
+    #[cfg(target_env = "gnu")]
+    #[test]
+    fn returning_free_heap_hands_pages_freed_between_live_blocks_back_to_the_kernel() {
+        // Other tests run on other threads of this process and may share the arena: between
+        // the free and the trim they can take freed chunks again (and fault their pages back
+        // in). One clean attempt out of a few shows the trim works; every attempt is checked.
+        let mut attempts = Vec::new();
+        for _ in 0..5 {
+            let (before, after, freed) = free_every_other_block_and_trim();
+            attempts.push((before, after, freed));
+            let resident_until_trimmed = before * 10 >= freed * 9;
+            let handed_back = after * 2 < freed;
+            if resident_until_trimmed && handed_back {
+                return;
+            }
+        }
+        panic!("no attempt saw freed pages resident before the trim and gone after it (before, after, freed): {attempts:?}");
     }
 
     fn page_size() -> usize {
