@@ -172,26 +172,46 @@ pub fn validate_labels_and_annotations(obj: &Value, causes: &mut Vec<Cause>) {
 
 /// A label or annotation key: optional DNS subdomain prefix, then a name of ≤ 63 characters.
 pub fn check_qualified_name(key: &str) -> Option<String> {
-    let (prefix, name) = match key.rsplit_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, key),
+    qualified_name_problems(key).into_iter().next()
+}
+
+/// Everything wrong with a qualified name, one message each, as upstream's `IsQualifiedName`
+/// lists them (an empty name is both empty and not matching the pattern).
+pub fn qualified_name_problems(key: &str) -> Vec<String> {
+    const NAME_PATTERN: &str = "consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+    let mut problems = Vec::new();
+    let parts: Vec<&str> = key.split('/').collect();
+    let name = match parts[..] {
+        [name] => name,
+        [prefix, name] => {
+            if prefix.is_empty() {
+                problems.push("prefix part must be non-empty".into());
+            } else if let Some(problem) = check_dns1123_subdomain(prefix) {
+                problems.push(format!("prefix part {problem}"));
+            }
+            name
+        }
+        _ => {
+            return vec![format!(
+                "a qualified name must {NAME_PATTERN} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
+            )]
+        }
     };
-    if let Some(p) = prefix {
-        if p.is_empty() {
-            return Some("prefix part must be non-empty".into());
-        }
-        if let Some(problem) = check_dns1123_subdomain(p) {
-            return Some(format!("prefix part {problem}"));
-        }
+    if name.is_empty() {
+        problems.push("name part must be non-empty".into());
+    } else if name.len() > 63 {
+        problems.push("name part must be no more than 63 characters".into());
     }
-    let valid_name = !name.is_empty()
-        && name.len() <= 63
+    let matches = !name.is_empty()
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
         && name.as_bytes()[0].is_ascii_alphanumeric()
         && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
-    (!valid_name).then(|| "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')".into())
+    if !matches {
+        problems.push(format!("name part must {NAME_PATTERN}"));
+    }
+    problems
 }
 
 pub fn check_label_value(value: &str) -> Option<String> {

@@ -21,6 +21,7 @@ use super::{rest, ApiServer};
 use crate::api::conversion::{to_served, to_stored};
 use crate::api::resources::Resource;
 use crate::api::{meta, ApiError, ApiResult};
+use crate::registry::kinds;
 
 /// A patch computed against one read is retried this often when someone else wrote in between.
 const PATCH_ATTEMPTS: usize = 5;
@@ -60,10 +61,15 @@ async fn forward(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    // The storage resource validates the write and records its manager as `served`'s.
+    let mut request = request;
+    request.extensions_mut().insert(ServedAs(served));
     let response = match method {
         Method::POST | Method::PUT => {
             let (parts, body) = request.into_parts();
-            let body = read_object(server, &parts, body).await?;
+            let mut body = read_object(server, &parts, body).await?;
+            // A body of the storage version (or any other) is no object of this one.
+            kinds::check_type_meta(served, &mut body)?;
             // Checked in the version the client wrote: the conversion keeps only known fields.
             let validation = Query::parse(parts.uri.query())?.field_validation;
             let (_, warnings) = rest::check_fields(served, body.clone(), validation)?;
@@ -71,34 +77,36 @@ async fn forward(
             let request = with_json_body(parts, &converted, "application/json");
             rest::with_warnings(rest::handle(server, on_stored, request).await, &warnings)
         }
+        // Applied in the served version (`converted_apply`), so that managedFields name the
+        // fields as its manager wrote them.
         Method::PATCH if PatchType::from_content_type(&content_type)? == PatchType::Apply => {
-            // Applied in the served version (`converted_apply`), so that managedFields name
-            // the fields as its manager wrote them.
-            let mut request = request;
-            request.extensions_mut().insert(AppliedAs(served));
             rest::handle(server, on_stored, request).await
         }
         Method::PATCH => {
             let patch_type = PatchType::from_content_type(&content_type)?;
             let (parts, body) = request.into_parts();
-            let patch_body = rest::read_body(server, Request::from_parts(parts, body)).await?;
-            return patch_as_update(server, &target, on_stored, patch_type, &patch_body).await;
+            let patch_body =
+                rest::read_body(server, Request::from_parts(parts.clone(), body)).await?;
+            return patch_as_update(server, &target, on_stored, parts, patch_type, &patch_body)
+                .await;
         }
         _ => rest::handle(server, on_stored, request).await,
     };
     Ok(served_response(served, stored, response).await)
 }
 
-/// Marks an apply request forwarded to the stored resource with the resource it was made to.
+/// Marks a write forwarded to the stored resource with the resource it was made to.
 #[derive(Clone, Copy)]
-pub struct AppliedAs(pub &'static Resource);
+pub struct ServedAs(pub &'static Resource);
 
 /// A patch in the served version: applied to the served view of the stored object, then written
-/// as an update pinned to the resourceVersion it was computed from (retried on a race).
+/// as an update pinned to the resourceVersion it was computed from (retried on a race). The
+/// update keeps the patch request's query and headers (field manager, dry run, user agent).
 async fn patch_as_update(
     server: &Arc<ApiServer>,
     target: &ResourceRequest,
     on_stored: ResourceRequest,
+    parts: http::request::Parts,
     patch_type: PatchType,
     patch_body: &[u8],
 ) -> ApiResult<Response> {
@@ -111,17 +119,14 @@ async fn patch_as_update(
             .registry
             .get_value(on_stored.resource, namespace, name)?;
         let view = to_served(served, current.clone());
-        let patched = patch::apply(patch_type, &view, patch_body)?;
+        let mut patched = patch::apply(patch_type, &view, patch_body)?;
+        kinds::check_type_meta(served, &mut patched)?;
         // A patch that names no resourceVersion of its own may be re-applied after a race.
         let retry_on_conflict = meta::resource_version(&patched) == meta::resource_version(&view);
         let converted = to_stored(served, patched, Some(&current));
-        let request = Request::builder()
-            .method(Method::PUT)
-            .uri(target_uri(target))
-            .body(Body::empty())
-            .map_err(|e| ApiError::internal(format!("building the update: {e}")))?;
-        let (parts, _) = request.into_parts();
-        let request = with_json_body(parts, &converted, "application/json");
+        let mut update = parts.clone();
+        update.method = Method::PUT;
+        let request = with_json_body(update, &converted, "application/json");
         let answer = rest::handle(server, on_stored.clone(), request).await;
         let conflict = answer.status() == http::StatusCode::CONFLICT;
         response = Some(answer);
@@ -133,23 +138,6 @@ async fn patch_as_update(
         Some(r) => Ok(served_response(served, on_stored.resource, r).await),
         None => Err(ApiError::internal("no patch attempt was made")),
     }
-}
-
-/// The path of the object (and subresource) a request is about; the query is not needed again.
-fn target_uri(target: &ResourceRequest) -> String {
-    let r = target.resource;
-    let mut uri = format!("/apis/{}", r.api_version());
-    if let Some(ns) = &target.namespace {
-        uri.push_str(&format!("/namespaces/{ns}"));
-    }
-    uri.push_str(&format!("/{}", r.plural));
-    if let Some(name) = &target.name {
-        uri.push_str(&format!("/{name}"));
-    }
-    if let Some(sub) = &target.subresource {
-        uri.push_str(&format!("/{sub}"));
-    }
-    uri
 }
 
 async fn read_object(
@@ -204,35 +192,31 @@ async fn served_response(served: &Resource, stored: &Resource, response: Respons
 }
 
 /// A Status from the storage resource as the served one would give it: a view in another group
-/// (events.k8s.io Events over the core ones) answers `events.events.k8s.io "x" not found`.
+/// (events.k8s.io Events over the core ones) answers `events.events.k8s.io "x" not found`, as
+/// upstream's shared store names the resource of the request. An Invalid keeps the stored kind
+/// (`Event "x" is invalid`): upstream names the kind of its internal object there, which is the
+/// core Event.
 fn name_served_resource(status: &mut Value, served: &Resource, stored: &Resource) {
     if served.group == stored.group {
         return;
     }
-    let qualified = |group: &str, name: &str| match group {
-        "" => format!("{name} \""),
-        group => format!("{name}.{group} \""),
+    let Some(details) = status.get_mut("details").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if details.get("kind").and_then(Value::as_str) != Some(stored.plural) {
+        return;
+    }
+    // The core group is left out of error details.
+    if details.get("group").and_then(Value::as_str).unwrap_or("") == stored.group {
+        details.insert("group".into(), Value::from(served.group));
+    }
+    let qualified = |r: &Resource| match r.group {
+        "" => format!("{} \"", r.plural),
+        group => format!("{}.{group} \"", r.plural),
     };
     if let Some(message) = status.get("message").and_then(Value::as_str) {
-        let message = message
-            .replacen(
-                &qualified(stored.group, stored.plural),
-                &qualified(served.group, served.plural),
-                1,
-            )
-            .replacen(
-                &qualified(stored.group, stored.kind),
-                &qualified(served.group, served.kind),
-                1,
-            );
+        let message = message.replacen(&qualified(stored), &qualified(served), 1);
         status["message"] = Value::from(message);
-    }
-    if let Some(details) = status.get_mut("details").and_then(Value::as_object_mut) {
-        // The core group is left out of error details.
-        let group = details.get("group").and_then(Value::as_str).unwrap_or("");
-        if group == stored.group {
-            details.insert("group".into(), Value::from(served.group));
-        }
     }
 }
 
@@ -244,7 +228,7 @@ mod tests {
     use crate::api::resources::find;
 
     #[test]
-    fn a_status_about_core_events_names_the_events_k8s_io_resource_it_was_asked_for() {
+    fn a_status_about_core_events_names_the_events_k8s_io_resource_but_not_its_kind() {
         let served = find("events.k8s.io", "v1", "events").unwrap();
         let stored = find("", "v1", "events").unwrap();
         let mut status = json!({"kind": "Status", "reason": "AlreadyExists",
@@ -256,11 +240,10 @@ mod tests {
             "events.events.k8s.io \"e\" already exists"
         );
         assert_eq!(status["details"]["group"], "events.k8s.io");
-        let mut invalid = json!({"kind": "Status", "message": "Event \"e\" is invalid: x"});
+        let mut invalid = json!({"kind": "Status", "reason": "Invalid",
+            "message": "Event \"e\" is invalid: x", "details": {"name": "e", "kind": "Event"}});
+        let unchanged = invalid.clone();
         name_served_resource(&mut invalid, served, stored);
-        assert_eq!(
-            invalid["message"],
-            "Event.events.k8s.io \"e\" is invalid: x"
-        );
+        assert_eq!(invalid, unchanged);
     }
 }

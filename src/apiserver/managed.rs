@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 use std::borrow::Cow;
 
 use super::fieldset::{self, Comparison, FieldSet};
+use crate::api::conversion;
 use crate::api::resources::Resource;
 use crate::api::{meta, patch_meta, ApiError, ApiResult, Cause};
 use crate::registry::{kinds, Normalized, Part};
@@ -359,12 +360,13 @@ pub fn record_update(
     manager: &Manager,
 ) -> ApiResult<()> {
     let proposed = normalized(r, new.clone())?;
-    let managed = updated_managed_fields(r, part, live, new, &proposed, manager);
+    let managed = updated_managed_fields(r, r, part, live, new, &proposed, manager);
     managed.encode_into(new);
     Ok(())
 }
 
-/// `record_update` for an object already normalized, so it needs no decode of its own.
+/// `record_update` for an object already normalized, so it needs no decode of its own. A body
+/// written through a view of `r` (`Normalized::served`) is recorded in the view's version.
 pub fn record_normalized_update(
     r: &Resource,
     part: Part,
@@ -372,15 +374,17 @@ pub fn record_normalized_update(
     new: &mut Normalized,
     manager: &Manager,
 ) {
-    let managed = updated_managed_fields(r, part, live, new.value(), new.value(), manager);
+    let served = new.served();
+    let managed = updated_managed_fields(r, served, part, live, new.value(), new.value(), manager);
     // managedFields come out of `encode_into` in the decoder's own shape: still normalized.
     managed.encode_into(new.value_mut());
 }
 
 /// The managedFields after `manager` writes `proposed` (the normalized form of `new`) over
-/// `live`.
+/// `live`, both stored as `r`, through `served` (`r` or a view of it).
 fn updated_managed_fields(
     r: &Resource,
+    served: &Resource,
     part: Part,
     live: Option<&Value>,
     new: &Value,
@@ -394,31 +398,53 @@ fn updated_managed_fields(
         _ => None,
     };
     let mut managed = sent.unwrap_or_else(|| ManagedFields::of(live));
-    let type_name = type_of(r);
-    let comparison = owned_changes(fieldset::compare(
+    let comparison = changes(r, part, live, proposed);
+    if comparison.is_same() {
+        return managed;
+    }
+    // As upstream, the writer owns the fields under the names of the version it wrote in, and
+    // the entries of that version lose them so named; entries of other versions lose what
+    // changed in the stored version (as `converted_apply` compares them).
+    let api_version = served.api_version();
+    let in_served = (served != r).then(|| {
+        let view_of = |obj: &Value| conversion::to_served(served, obj.clone());
+        changes(served, part, &view_of(live), &view_of(proposed))
+    });
+    let own = in_served.as_ref().unwrap_or(&comparison);
+    let previous = managed.take(manager, Operation::Update, &api_version);
+    let taken_in_stored = comparison.changed().union(&comparison.removed);
+    let taken_in_served = own.changed().union(&own.removed);
+    for entry in &mut managed.entries {
+        let taken = match entry.api_version == api_version {
+            true => &taken_in_served,
+            false => &taken_in_stored,
+        };
+        entry.fields = entry.fields.difference(taken);
+    }
+    let fields = previous
+        .map(|e| e.fields.difference(&own.removed))
+        .unwrap_or_default()
+        .union(&own.changed());
+    managed.entries.push(Entry {
+        manager: manager.name.clone(),
+        operation: Operation::Update,
+        api_version,
+        time: Some(meta::now_rfc3339()),
+        subresource: manager.subresource.clone(),
+        fields,
+    });
+    cap_update_managers(&mut managed);
+    managed
+}
+
+/// What a write of `part` from `live` to `proposed` (both in `r`'s version) changes in fields
+/// a manager can own.
+fn changes(r: &Resource, part: Part, live: &Value, proposed: &Value) -> Comparison {
+    owned_changes(fieldset::compare(
         &view(r, part, live),
         &view(r, part, proposed),
-        type_name,
-    ));
-    if !comparison.is_same() {
-        let api_version = r.api_version();
-        let previous = managed.take(manager, Operation::Update, &api_version);
-        managed.forget(&comparison);
-        let fields = previous
-            .map(|e| e.fields.difference(&comparison.removed))
-            .unwrap_or_default()
-            .union(&comparison.changed());
-        managed.entries.push(Entry {
-            manager: manager.name.clone(),
-            operation: Operation::Update,
-            api_version,
-            time: Some(meta::now_rfc3339()),
-            subresource: manager.subresource.clone(),
-            fields,
-        });
-        cap_update_managers(&mut managed);
-    }
-    managed
+        type_of(r),
+    ))
 }
 
 /// Upstream keeps at most this many Update entries; older ones merge into `ancient-changes`.

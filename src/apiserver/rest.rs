@@ -98,6 +98,11 @@ async fn dispatch(
         ));
     }
     let registry = &server.registry;
+    // A write forwarded from a view of `r` (`converted`) is validated and recorded as the view's.
+    let served_as = request
+        .extensions()
+        .get::<super::converted::ServedAs>()
+        .map(|a| a.0);
     let user_agent = header(&request, http::header::USER_AGENT);
     let manager = || Manager::of_request(query.field_manager.as_deref(), &user_agent, part);
     match (&method, target.name.as_deref()) {
@@ -129,7 +134,8 @@ async fn dispatch(
             let started = std::time::Instant::now();
             let body = read_json(server, request).await?;
             let read = started.elapsed();
-            let (mut body, warnings) = check_fields(r, body, query.field_validation)?;
+            let (body, warnings) = check_fields(r, body, query.field_validation)?;
+            let mut body = body.written_as(served_as);
             managed::record_normalized_update(r, part, None, &mut body, &manager()?);
             let prepared = started.elapsed();
             let created = registry
@@ -145,6 +151,7 @@ async fn dispatch(
         (&Method::PUT, Some(name)) => {
             let body = read_json(server, request).await?;
             let (body, warnings) = check_fields(r, body, query.field_validation)?;
+            let body = body.written_as(served_as);
             let manager = manager()?;
             let updated = registry
                 .update_recorded(
@@ -168,10 +175,6 @@ async fn dispatch(
             if patch_type == PatchType::Strategic && crate::crd::hooks::refuses_strategic_merge(r) {
                 return Err(ApiError::unsupported_media_type(&patch::CUSTOM_PATCH_TYPES));
             }
-            let applied_as = request
-                .extensions()
-                .get::<super::converted::AppliedAs>()
-                .map(|a| a.0);
             let patch_body = read_body(server, request).await?;
             if patch_type == PatchType::Apply {
                 let patch_body = patch::apply_body(&content_type, patch_body)?;
@@ -183,7 +186,7 @@ async fn dispatch(
                     &query,
                     manager,
                     &patch_body,
-                    applied_as,
+                    served_as,
                 )
                 .await;
             }
@@ -198,7 +201,8 @@ async fn dispatch(
             let updated = registry
                 .update_with_normalized(r, &namespace, name, part, query.dry_run, |old| {
                     let patched = patch::apply(patch_type, old, &patch_body)?;
-                    let (mut patched, unknown) = check_fields(r, patched, query.field_validation)?;
+                    let (patched, unknown) = check_fields(r, patched, query.field_validation)?;
+                    let mut patched = patched.written_as(served_as);
                     warnings = unknown;
                     managed::record_normalized_update(r, part, Some(old), &mut patched, &manager);
                     Ok(patched)
@@ -287,19 +291,20 @@ async fn server_side_apply(
         }
         None => apply::apply(r, part, live, &config, &manager, query.force),
     };
+    let normalized = |obj: Value| Ok(Normalized::new(r, obj)?.written_as(applied_as));
     let updated = server
         .registry
-        .update_with(r, &namespace, &name, part, query.dry_run, |old| {
-            apply_to(Some(old))
+        .update_with_normalized(r, &namespace, &name, part, query.dry_run, |old| {
+            normalized(apply_to(Some(old))?)
         })
         .await;
     match updated {
         Ok(updated) => Ok(with_warnings(json_response(200, &updated), &warnings)),
         Err(e) if e.code == 404 && part == Part::Main => {
-            let new = apply_to(None)?;
+            let new = normalized(apply_to(None)?)?;
             let created = server
                 .registry
-                .create(r, &namespace, new, query.dry_run)
+                .create_normalized(r, &namespace, new, query.dry_run)
                 .await?;
             Ok(with_warnings(json_response(201, &created), &warnings))
         }
@@ -423,7 +428,7 @@ fn target_pods() -> &'static crate::api::resources::Resource {
 /// fails on unknown fields, Warn returns them as warnings, Ignore drops them silently (the
 /// decoder drops them in every case).
 pub(super) fn check_fields(
-    r: &crate::api::resources::Resource,
+    r: &'static crate::api::resources::Resource,
     body: Value,
     mode: FieldValidation,
 ) -> ApiResult<(Normalized, Vec<String>)> {

@@ -224,6 +224,7 @@ impl Registry {
         body: Normalized,
         dry_run: bool,
     ) -> ApiResult<Value> {
+        let requested = body.served();
         let mut obj = body.into_value();
         let meta = meta::metadata_mut(&mut obj);
         if r.namespaced {
@@ -308,7 +309,7 @@ impl Registry {
             kinds::validate_name(r, &name, &mut causes);
             meta::validate_labels_and_annotations(&obj, &mut causes);
             causes.extend(validation::validate(r, &obj));
-            causes.extend(validation::validate_create(r, &obj));
+            causes.extend(validation::validate_create(r, requested, &obj));
             crate::crd::hooks::validate(r, &obj, None, &mut causes);
             if !causes.is_empty() {
                 return Err(ApiError::invalid(r.group, r.kind, &name, causes));
@@ -464,7 +465,9 @@ impl Registry {
             };
             let mut old = decode(&current.value)?;
             crate::crd::hooks::convert(r, &mut old);
-            let mut proposed = mutate(&old)?.into_value();
+            let proposed = mutate(&old)?;
+            let requested = proposed.served();
+            let mut proposed = proposed.into_value();
             defaults::apply(r, &mut proposed);
             let pinned = meta::resource_version(&proposed).to_string();
             if !pinned.is_empty() && pinned != current.mod_revision.to_string() {
@@ -497,7 +500,7 @@ impl Registry {
             check_finalizer_rules(&old, &new, &mut causes);
             if part == Part::Main {
                 causes.extend(validation::validate(r, &new));
-                causes.extend(validation::validate_update(r, &old, &new));
+                causes.extend(validation::validate_update(r, requested, &old, &new));
             }
             if part == Part::EphemeralContainers {
                 causes.extend(super::ephemeral::validate_update(&old, &new));

@@ -6,6 +6,7 @@ mod cronjob_time_zone;
 pub mod default_ingress_class;
 pub mod defaults;
 pub mod ephemeral;
+mod events;
 pub mod generic;
 pub mod kinds;
 mod legacy_events;

@@ -14,10 +14,16 @@ use crate::api::ApiResult;
 /// An object checked against the URL's apiVersion and kind, decoded and re-encoded as its typed
 /// kind, with the kind's write fix-ups applied: what the registry would make of the body.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Normalized(Value);
+pub struct Normalized {
+    value: Value,
+    /// The resource the client wrote the body to: the stored one, or a view of it served by
+    /// conversion. Upstream validates some kinds by the request's version (Events) and records
+    /// managedFields in it.
+    written_as: &'static Resource,
+}
 
 impl Normalized {
-    pub fn new(r: &Resource, mut body: Value) -> ApiResult<Normalized> {
+    pub fn new(r: &'static Resource, mut body: Value) -> ApiResult<Normalized> {
         kinds::check_type_meta(r, &mut body)?;
         Ok(Normalized::from_decoded(r, kinds::normalize(r, body)?))
     }
@@ -25,7 +31,7 @@ impl Normalized {
     /// Like `new`, and also the paths of the fields the decoder dropped (for fieldValidation),
     /// from the same decode.
     pub fn with_unknown_fields(
-        r: &Resource,
+        r: &'static Resource,
         mut body: Value,
     ) -> ApiResult<(Normalized, Vec<String>)> {
         kinds::check_type_meta(r, &mut body)?;
@@ -34,23 +40,38 @@ impl Normalized {
         Ok((Normalized::from_decoded(r, decoded), unknown))
     }
 
-    fn from_decoded(r: &Resource, mut decoded: Value) -> Normalized {
+    fn from_decoded(r: &'static Resource, mut decoded: Value) -> Normalized {
         kinds::prepare_write(r, &mut decoded);
-        Normalized(decoded)
+        Normalized {
+            value: decoded,
+            written_as: r,
+        }
+    }
+
+    /// The same body, written by the client to `view` of the stored resource, if it was.
+    pub fn written_as(self, view: Option<&'static Resource>) -> Normalized {
+        Normalized {
+            written_as: view.unwrap_or(self.written_as),
+            ..self
+        }
+    }
+
+    pub fn served(&self) -> &'static Resource {
+        self.written_as
     }
 
     pub fn value(&self) -> &Value {
-        &self.0
+        &self.value
     }
 
     /// For changes that keep the object normalized: metadata the decoder keeps as it is
     /// (managedFields written by the apiserver).
     pub fn value_mut(&mut self) -> &mut Value {
-        &mut self.0
+        &mut self.value
     }
 
     pub fn into_value(self) -> Value {
-        self.0
+        self.value
     }
 }
 

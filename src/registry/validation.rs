@@ -68,19 +68,31 @@ pub fn validate(resource: &Resource, obj: &Value) -> Vec<Cause> {
     causes
 }
 
-/// Problems only a new object can have: rules that spare objects stored before them.
-pub fn validate_create(resource: &Resource, obj: &Value) -> Vec<Cause> {
+/// Problems only a new object can have: rules that spare objects stored before them, and rules
+/// that depend on the resource the client wrote to (`requested`: `resource` or a view of it).
+pub fn validate_create(resource: &Resource, requested: &Resource, obj: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
-    if (resource.group, resource.kind) == ("batch", "CronJob") {
-        super::cronjob_time_zone::validate_schedule_zone(obj, None, &mut causes);
+    match (resource.group, resource.kind) {
+        ("batch", "CronJob") => {
+            super::cronjob_time_zone::validate_schedule_zone(obj, None, &mut causes);
+        }
+        ("", "Event") => causes.extend(super::events::validate_create(requested, obj)),
+        _ => {}
     }
     causes
 }
 
-/// Problems with changing `old` into `new`: immutable fields.
-pub fn validate_update(resource: &Resource, old: &Value, new: &Value) -> Vec<Cause> {
+/// Problems with changing `old` into `new` through `requested` (`resource` or a view of it):
+/// immutable fields.
+pub fn validate_update(
+    resource: &Resource,
+    requested: &Resource,
+    old: &Value,
+    new: &Value,
+) -> Vec<Cause> {
     let mut causes = Vec::new();
     match (resource.group, resource.kind) {
+        ("", "Event") => causes.extend(super::events::validate_update(requested, old, new)),
         ("batch", "CronJob") => {
             super::cronjob_time_zone::validate_schedule_zone(new, Some(old), &mut causes);
         }
@@ -599,10 +611,10 @@ mod tests {
     fn selectors_are_immutable_on_update() {
         let old = deployment(json!({"matchLabels": {"app": "a"}}), json!({"app": "a"}));
         let new = deployment(json!({"matchLabels": {"app": "b"}}), json!({"app": "b"}));
-        let causes = validate_update(deployments(), &old, &new);
+        let causes = validate_update(deployments(), deployments(), &old, &new);
         assert_eq!(causes[0].field, "spec.selector");
         assert!(causes[0].message.ends_with("field is immutable"));
-        assert!(validate_update(deployments(), &old, &old).is_empty());
+        assert!(validate_update(deployments(), deployments(), &old, &old).is_empty());
     }
 
     #[test]
@@ -616,16 +628,16 @@ mod tests {
             .as_array_mut()
             .unwrap()
             .push(json!({"key": "other", "operator": "Exists"}));
-        assert!(validate_update(pods, &old, &new).is_empty());
+        assert!(validate_update(pods, pods, &old, &new).is_empty());
         let mut changed = old.clone();
         changed["spec"]["containers"][0]["name"] = json!("renamed");
-        let causes = validate_update(pods, &old, &changed);
+        let causes = validate_update(pods, pods, &old, &changed);
         assert_eq!(causes[0].field, "spec");
         assert!(causes[0]
             .message
             .starts_with("Forbidden: pod updates may not change fields"));
         let mut removed = old.clone();
         removed["spec"]["tolerations"] = json!([]);
-        assert_eq!(validate_update(pods, &old, &removed).len(), 1);
+        assert_eq!(validate_update(pods, pods, &old, &removed).len(), 1);
     }
 }
