@@ -262,12 +262,23 @@ pub fn layer_tar(data: &[u8]) {
         })
         .unwrap_or_default();
     beside.sort();
-    let escaped: Vec<_> = escapes.iter().filter(|p| p.symlink_metadata().is_ok()).collect();
+    let escaped: Vec<_> = escapes
+        .iter()
+        .filter(|p| p.symlink_metadata().is_ok())
+        .collect();
     let _ = make_removable(&root);
     let _ = std::fs::remove_dir_all(&outer);
     assert!(untouched, "a file outside the root was written");
-    assert_eq!(links, Some(1), "a file outside the root was hard-linked into it");
-    assert_eq!(beside, ["root", "sentinel"], "something was written beside the root");
+    assert_eq!(
+        links,
+        Some(1),
+        "a file outside the root was hard-linked into it"
+    );
+    assert_eq!(
+        beside,
+        ["root", "sentinel"],
+        "something was written beside the root"
+    );
     assert!(escaped.is_empty(), "written outside the root: {escaped:?}");
 }
 
@@ -302,11 +313,7 @@ pub fn websocket_frames(data: &[u8]) {
     let Some((first, frames)) = data.split_first() else {
         return;
     };
-    let mut socket = WebSocket::from_raw_socket(
-        ClientBytes { input: frames },
-        Role::Server,
-        None,
-    );
+    let mut socket = WebSocket::from_raw_socket(ClientBytes { input: frames }, Role::Server, None);
     let mut tunnel = spdy::Codec::new();
     let mut tunnelled = Vec::new();
     while let Ok(message) = socket.read() {
