@@ -7,13 +7,16 @@
 use serde_json::Value;
 
 use crate::api::body::{decode_object, BodyFormat};
+use crate::api::paging::ContinueToken;
 use crate::api::resources::{find, Resource};
 use crate::api::selectors::{FieldSelector, LabelSelector};
 use crate::apiserver::apply;
 use crate::apiserver::managed::Manager;
 use crate::apiserver::patch::{self, PatchType};
-use crate::apiserver::stream::spdy;
+use crate::apiserver::stream::{channel, spdy};
 use crate::registry::Part;
+use crate::runtime::images::manifest::{parse_config, parse_manifest, AnyManifest};
+use crate::runtime::images::{unpack_layer, Platform};
 
 /// The part before the first NUL and the part after it (empty if there is none).
 fn split(data: &[u8]) -> (&[u8], &[u8]) {
@@ -179,6 +182,180 @@ pub fn store_entry(data: &[u8]) {
     let _ = crate::store::codec::decodes(data);
 }
 
+/// A list's `continue` query parameter. What decodes must encode back to a token that decodes
+/// the same: the next page would otherwise start somewhere else.
+pub fn continue_token(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(token) = ContinueToken::decode(text) {
+        assert_eq!(
+            ContinueToken::decode(&token.encode()).as_ref(),
+            Ok(&token),
+            "a decoded continue token does not survive encoding"
+        );
+    }
+}
+
+/// A manifest, an index or an image config as the puller reads it from a registry (the first
+/// byte picks which, and the node platform an index is resolved for).
+pub fn image_manifest(data: &[u8]) {
+    let Some((first, body)) = data.split_first() else {
+        return;
+    };
+    let digest = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    if first & 1 == 1 {
+        if let Ok(config) = parse_config(digest, body) {
+            let _ = config.runtime_config();
+        }
+        return;
+    }
+    if let Ok(AnyManifest::Index(index)) = parse_manifest(digest, body) {
+        let (architecture, variant) = match (first >> 1) & 3 {
+            0 => ("amd64", None),
+            1 => ("arm64", Some("v8")),
+            2 => ("arm", Some("v7")),
+            _ => ("arm", Some("v6")),
+        };
+        let platform = Platform {
+            os: "linux".to_string(),
+            architecture: architecture.to_string(),
+            variant: variant.map(str::to_string),
+        };
+        let _ = platform.select(&index.manifests);
+    }
+}
+
+/// The name layer seeds aim at outside the root: in the temporary directory (through `../..`
+/// or a symlink to it) and at the top of the filesystem (an absolute name or link).
+const ESCAPED: &str = "berth-fuzz-escaped";
+
+/// A layer tar (plain, gzip or zstd) unpacked into a fresh directory beside a sentinel file.
+/// Whatever the tar holds, nothing outside that directory may be written, linked or created.
+pub fn layer_tar(data: &[u8]) {
+    use std::os::unix::fs::MetadataExt as _;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static RUN: AtomicU64 = AtomicU64::new(0);
+    let tmp = std::env::temp_dir();
+    let outer = tmp.join(format!(
+        "berth-fuzz-layer-{}-{}",
+        std::process::id(),
+        RUN.fetch_add(1, Ordering::Relaxed)
+    ));
+    let root = outer.join("root");
+    let sentinel = outer.join("sentinel");
+    let escapes = [tmp.join(ESCAPED), std::path::Path::new("/").join(ESCAPED)];
+    let prepared = std::fs::create_dir_all(&root)
+        .and_then(|()| std::fs::write(&sentinel, b"untouched"))
+        .and_then(|()| escapes.iter().try_for_each(remove_if_present));
+    if let Err(e) = prepared {
+        panic!("cannot prepare {}: {e}", outer.display());
+    }
+    let _ = unpack_layer(data, &root, "fuzz");
+    let untouched = std::fs::read(&sentinel).ok().as_deref() == Some(&b"untouched"[..]);
+    let links = std::fs::symlink_metadata(&sentinel).map(|m| m.nlink()).ok();
+    let mut beside: Vec<String> = std::fs::read_dir(&outer)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    beside.sort();
+    let escaped: Vec<_> = escapes
+        .iter()
+        .filter(|p| p.symlink_metadata().is_ok())
+        .collect();
+    let _ = make_removable(&root);
+    let _ = std::fs::remove_dir_all(&outer);
+    assert!(untouched, "a file outside the root was written");
+    assert_eq!(
+        links,
+        Some(1),
+        "a file outside the root was hard-linked into it"
+    );
+    assert_eq!(
+        beside,
+        ["root", "sentinel"],
+        "something was written beside the root"
+    );
+    assert!(escaped.is_empty(), "written outside the root: {escaped:?}");
+}
+
+/// Clears what an earlier escape left, so one escape is reported once, by the input that did it.
+fn remove_if_present(path: &std::path::PathBuf) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Layers may hold directories without write or search permission; root ignores that, but
+/// the fuzzer may not run as root, so open them up before removing the tree.
+fn make_removable(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = make_removable(&entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// What an exec, attach or port-forward client sends over its websocket: raw frames (masked,
+/// fragmented, control frames between) read as the server reads them, and each binary message
+/// through the channel protocol the first byte picks, or the SPDY tunnel of port-forward.
+pub fn websocket_frames(data: &[u8]) {
+    use tokio_tungstenite::tungstenite::protocol::{Role, WebSocket};
+    use tokio_tungstenite::tungstenite::Message;
+    let Some((first, frames)) = data.split_first() else {
+        return;
+    };
+    let mut socket = WebSocket::from_raw_socket(ClientBytes { input: frames }, Role::Server, None);
+    let mut tunnel = spdy::Codec::new();
+    let mut tunnelled = Vec::new();
+    while let Ok(message) = socket.read() {
+        let Message::Binary(bytes) = message else {
+            continue;
+        };
+        match first % 3 {
+            0 => {
+                let _ = channel::parse(channel::Protocol::V4, &bytes);
+            }
+            1 => {
+                let _ = channel::parse(channel::Protocol::V5, &bytes);
+            }
+            _ => {
+                tunnelled.extend_from_slice(&bytes);
+                while let Ok(Some(_)) = tunnel.decode(&mut tunnelled) {}
+            }
+        }
+    }
+}
+
+/// A client connection: reads come from the fuzz input, replies (pongs, close) are dropped.
+struct ClientBytes<'a> {
+    input: &'a [u8],
+}
+
+impl std::io::Read for ClientBytes<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.input.read(buf)
+    }
+}
+
+impl std::io::Write for ClientBytes<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,7 +364,7 @@ mod tests {
 
     type Target = fn(&[u8]);
 
-    const TARGETS: [(&str, Target); 11] = [
+    const TARGETS: [(&str, Target); 15] = [
         ("request_body", request_body),
         ("protobuf_body", protobuf_body),
         ("cbor_body", cbor_body),
@@ -199,6 +376,10 @@ mod tests {
         ("cri_log", cri_log),
         ("wal_file", wal_file),
         ("store_entry", store_entry),
+        ("continue_token", continue_token),
+        ("image_manifest", image_manifest),
+        ("layer_tar", layer_tar),
+        ("websocket_frames", websocket_frames),
     ];
 
     fn fuzz_dir() -> PathBuf {

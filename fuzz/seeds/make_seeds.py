@@ -4,10 +4,14 @@
 Seeds are small valid inputs, so the fuzzer starts from the shapes the server really sees.
 Protobuf bodies are encoded by hand here (the wire format is tiny) the way Go clients send them.
 """
+import base64
+import gzip
+import io
 import json
 import os
 import struct
 import subprocess
+import tarfile
 import zlib
 
 
@@ -214,3 +218,121 @@ frame = subprocess.run(["zstd", "-q", "-c", "--no-check"], input=value, capture_
 zstd_entry = bytes([3]) + struct.pack("<QQI", 1, 0, 2) + b"/z" + struct.pack("<I", len(value)) + frame
 write("store_entry", "put-zstd", zstd_entry)
 write("wal_file", "zstd-record", wal_record([(7, zstd_entry)]))
+
+# --- continue tokens ------------------------------------------------------------------------
+def token(doc, pad=False):
+    raw = base64.urlsafe_b64encode(json.dumps(doc, separators=(",", ":")).encode()).decode()
+    return raw if pad else raw.rstrip("=")
+
+
+write("continue_token", "valid", token({"v": "meta.k8s.io/v1", "rv": 12, "start": "/pods/default/web-0"}))
+write("continue_token", "padded", token({"v": "meta.k8s.io/v1", "rv": 7, "start": "/configmaps/a/b\u00e9"}, pad=True))
+write("continue_token", "old-version", token({"v": "meta.k8s.io/v0", "rv": 1, "start": "/x"}))
+write("continue_token", "zero-revision", token({"v": "meta.k8s.io/v1", "rv": 0, "start": "/x"}))
+write("continue_token", "big-revision", token({"v": "meta.k8s.io/v1", "rv": 18446744073709551615, "start": "/x"}))
+
+# --- image manifests, indexes and configs: [kind] body ----------------------------------------
+# The first byte: odd is a config; even is a manifest or index, with bits 1-2 picking the node
+# platform (amd64, arm64, arm/v7, arm/v6) an index is resolved for.
+def digest(c):
+    return "sha256:" + c * 64
+
+
+oci_manifest = {
+    "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest("a"), "size": 400},
+    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest("b"), "size": 1000,
+                "annotations": {"org.opencontainers.image.title": "rootfs"}}],
+}
+docker_manifest = dict(oci_manifest, mediaType="application/vnd.docker.distribution.manifest.v2+json")
+platforms = [("amd64", None), ("arm64", "v8"), ("arm", "v7"), ("arm", "v6"), ("arm", "v5"), ("arm64", None)]
+oci_index = {
+    "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+    "manifests": [dict({"mediaType": oci_manifest["mediaType"], "digest": digest("%x" % i), "size": 500,
+                        "platform": dict({"os": "linux", "architecture": arch}, **({"variant": v} if v else {}))})
+                  for i, (arch, v) in enumerate(platforms)]
+    + [{"mediaType": oci_manifest["mediaType"], "digest": digest("f"), "size": 9,
+        "platform": {"os": "unknown", "architecture": "unknown"}}],
+}
+docker_list = dict(oci_index, mediaType="application/vnd.docker.distribution.manifest.list.v2+json")
+bare_index = {"schemaVersion": 2, "manifests": oci_index["manifests"][:3]}
+config = {
+    "architecture": "arm64", "os": "linux",
+    "config": {"Entrypoint": ["/bin/sh", "-c"], "Cmd": ["sleep 1"], "Env": ["PATH=/bin"], "User": "1000:1000",
+               "WorkingDir": "/srv", "ExposedPorts": {"80/tcp": {}, "53/udp": {}}, "Labels": {"a": "b"}},
+    "rootfs": {"type": "layers", "diff_ids": [digest("c"), digest("d")]},
+    "history": [{"created_by": "ADD rootfs"}],
+}
+null_config = {"config": {"Cmd": None, "Env": None, "ExposedPorts": None}, "rootfs": {"type": "layers", "diff_ids": []}}
+for name, kind, doc in [("oci-manifest", 0, oci_manifest), ("docker-manifest", 0, docker_manifest),
+                        ("oci-index-amd64", 0, oci_index), ("oci-index-arm-v7", 4, oci_index),
+                        ("docker-list-arm64", 2, docker_list), ("index-without-media-type", 6, bare_index),
+                        ("config", 1, config), ("config-nulls", 3, null_config)]:
+    write("image_manifest", name, bytes([kind]) + json.dumps(doc).encode())
+
+# --- layer tars -------------------------------------------------------------------------------
+# Unpacked into <tmp>/berth-fuzz-layer-<n>/root beside a file named sentinel; escapes aim at that
+# sentinel, at <tmp>/berth-fuzz-escaped and at /berth-fuzz-escaped (src/fuzzing.rs checks all).
+def layer(entries, fmt=tarfile.GNU_FORMAT):
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=fmt) as tar:
+        for name, kind, target, body in entries:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname, info.mode, info.mtime = kind, target, 0o755, 1_000_000
+            if kind == tarfile.DIRTYPE:
+                info.mode = 0o700
+            if kind in (tarfile.CHRTYPE, tarfile.BLKTYPE):
+                info.devmajor, info.devminor = 8, 0
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    # tarfile pads to 10 KiB records; the end-of-archive marker is two zero blocks.
+    end = len(out.getvalue().rstrip(b"\0"))
+    return out.getvalue()[: -(-end // 512) * 512 + 1024]
+
+
+REG, DIR, SYM, LNK = tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE
+ordinary = layer([("etc", DIR, "", b""), ("etc/hosts", REG, "", b"127.0.0.1 localhost\n"),
+                  ("bin", DIR, "", b""), ("bin/sh", REG, "", b"\x7fELF"), ("bin/ash", LNK, "bin/sh", b""),
+                  ("lib", SYM, "bin", b""), ("etc/.wh.old", REG, "", b""), ("var/.wh..wh..opq", REG, "", b"")])
+write("layer_tar", "ordinary", ordinary)
+write("layer_tar", "ordinary-gzip", gzip.compress(ordinary, mtime=0))
+write("layer_tar", "ordinary-zstd",
+      subprocess.run(["zstd", "-q", "-c", "--no-check"], input=ordinary, capture_output=True, check=True).stdout)
+write("layer_tar", "dot-dot", layer([("../sentinel", REG, "", b"overwritten"),
+                                      ("a/../../berth-fuzz-escaped", REG, "", b"x")]))
+write("layer_tar", "absolute", layer([("/berth-fuzz-escaped", REG, "", b"x"), ("/etc/", DIR, "", b"")]))
+write("layer_tar", "symlink-out", layer([("up", SYM, "../..", b""), ("up/berth-fuzz-escaped", REG, "", b"x"),
+                                          ("top", SYM, "/", b""), ("top/berth-fuzz-escaped", DIR, "", b""),
+                                          ("s", SYM, "../sentinel", b""), ("s", REG, "", b"overwritten")]))
+write("layer_tar", "hardlink-out", layer([("h", LNK, "../sentinel", b""), ("p", LNK, "/etc/passwd", b""),
+                                           ("d", SYM, "..", b""), ("d2", LNK, "d/sentinel", b"")]))
+write("layer_tar", "devices", layer([("dev", DIR, "", b""), ("dev/sda", tarfile.BLKTYPE, "", b""),
+                                      ("dev/tty", tarfile.CHRTYPE, "", b""), ("dev/fifo", tarfile.FIFOTYPE, "", b"")]))
+write("layer_tar", "long-names", layer([("d/" + "n" * 300, REG, "", b"long"), ("l" * 200, SYM, "t" * 300, b"")]))
+write("layer_tar", "pax", layer([("p" * 120, REG, "", b"pax"), ("x", SYM, "y" * 150, b"")], fmt=tarfile.PAX_FORMAT))
+
+# --- websocket frames: [protocol] client frames ---------------------------------------------
+# The first byte picks v4.channel.k8s.io, v5.channel.k8s.io or port-forward's SPDY tunnel.
+def ws_frame(opcode, payload, fin=True):
+    mask = b"\x11\x22\x33\x44"
+    head = bytes([(0x80 if fin else 0) | opcode])
+    n = len(payload)
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + struct.pack(">H", n)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack(">Q", n)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+resize = b"\x04" + json.dumps({"Width": 80, "Height": 24}).encode()
+exec_session = (ws_frame(2, b"\x00ls -l\n") + ws_frame(9, b"ping") + ws_frame(2, resize)
+                + ws_frame(2, b"\x00par", fin=False) + ws_frame(0, b"t two\n") + ws_frame(8, struct.pack(">H", 1000)))
+write("websocket_frames", "v4-exec", b"\x00" + exec_session)
+write("websocket_frames", "v5-close-stdin", b"\x01" + ws_frame(2, b"\x00echo\n") + ws_frame(2, b"\xff\x00")
+      + ws_frame(10, b"") + ws_frame(1, "text is ignored \u00e9".encode()) + ws_frame(8, b""))
+write("websocket_frames", "spdy-tunnel", b"\x02" + ws_frame(2, syn) + ws_frame(2, data(1, 0, b"GET / HTTP/1.0\r\n\r\n"))
+      + ws_frame(2, data(1, 1, b"")))
+write("websocket_frames", "long-lengths", b"\x00" + ws_frame(2, b"\x00" + b"a" * 300)
+      + bytes([0x82, 0xFF]) + struct.pack(">Q", 1 << 40) + b"\x00" * 8)

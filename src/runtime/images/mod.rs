@@ -12,7 +12,7 @@
 
 mod archive;
 mod auth;
-mod manifest;
+pub(crate) mod manifest;
 mod pull;
 mod reference;
 mod store;
