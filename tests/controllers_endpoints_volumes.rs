@@ -276,7 +276,7 @@ spec:
 fn endpoints_warnings(server: &BerthServer, name: &str) -> Vec<(String, String, u64)> {
     let selector = format!("involvedObject.kind=Endpoints,involvedObject.name={name},type=Warning");
     server
-        .kubectl_items(&["get", "events", "--field-selector", &selector])
+        .kubectl_items(&["events", "--field-selector", &selector])
         .iter()
         .map(|e| {
             (
