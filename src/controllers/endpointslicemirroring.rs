@@ -9,14 +9,18 @@
 //! Endpoints labelled `endpointslice.kubernetes.io/skip-mirror: "true"` (the ones berth's
 //! EndpointSlice controller writes) and leader-election records are never mirrored.
 //!
+//! What cannot be mirrored is skipped and the rest mirrored, with upstream's Warning events on
+//! the Endpoints: `InvalidIPAddress` for addresses that are no IP, `TooManyAddressesToMirror`
+//! for those past the first 1,000 of a subset.
+//!
 //! Slice names are `<service>-<hash of address type and ports>` rather than upstream's random
 //! suffix, as the EndpointSlice controller's are, so a sync finds its slices without
 //! bookkeeping; the hash differs from that controller's, so the two never fight over a name
 //! while a Service gains or loses its selector.
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -25,6 +29,7 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
@@ -43,6 +48,10 @@ const UNCOPIED_ANNOTATIONS: &[&str] = &[
 ];
 /// Addresses mirrored per Endpoints subset at most (upstream's default).
 const MAX_ENDPOINTS_PER_SUBSET: usize = 1000;
+/// The event source upstream's mirroring controller records as.
+const EVENT_SOURCE: &str = "endpoint-slice-mirroring-controller";
+pub const INVALID_IP_ADDRESS: &str = "InvalidIPAddress";
+pub const TOO_MANY_ADDRESSES_TO_MIRROR: &str = "TooManyAddressesToMirror";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -50,12 +59,26 @@ pub enum Error {
     Kube(#[from] kube::Error),
 }
 
+struct Context {
+    client: kube::Client,
+    recorder: Recorder,
+    /// The resourceVersion of each Endpoints last warned about. Upstream warns on every sync,
+    /// but a sync here also follows each of this controller's own slice writes (upstream's
+    /// tracker ignores those): one warning per version of an Endpoints keeps the events to
+    /// one per change a user made rather than one per echo.
+    warned: Mutex<HashMap<(String, String), String>>,
+}
+
 /// Runs until the watch ends.
 pub async fn run(client: kube::Client) {
     let endpoints: Api<Endpoints> = Api::all(client.clone());
     let services: Api<Service> = Api::all(client.clone());
     let slices: Api<EndpointSlice> = Api::all(client.clone());
-    let context = Arc::new(client);
+    let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), Reporter::from(EVENT_SOURCE)),
+        client,
+        warned: Mutex::default(),
+    });
     Controller::new(endpoints.clone(), watcher::Config::default())
         // The Service appearing, going, or gaining a selector decides whether to mirror.
         .watches(services, watcher::Config::default(), |svc| {
@@ -84,22 +107,23 @@ pub async fn run(client: kube::Client) {
         .await;
 }
 
-fn error_policy(_: Arc<Endpoints>, error: &Error, _: Arc<kube::Client>) -> Action {
+fn error_policy(_: Arc<Endpoints>, error: &Error, _: Arc<Context>) -> Action {
     tracing::warn!(%error, "endpoint slice mirroring failed; retrying");
     Action::requeue(Duration::from_secs(5))
 }
 
-async fn reconcile(ep: Arc<Endpoints>, client: Arc<kube::Client>) -> Result<Action, Error> {
+async fn reconcile(ep: Arc<Endpoints>, context: Arc<Context>) -> Result<Action, Error> {
     let (Some(name), Some(namespace)) = (&ep.metadata.name, &ep.metadata.namespace) else {
         return Ok(Action::await_change());
     };
-    sync(&client, namespace, name).await?;
+    sync(&context, namespace, name).await?;
     Ok(Action::await_change())
 }
 
 /// Reads the Endpoints and Service named `name` afresh (the event may be stale) and makes the
 /// mirrored slices match.
-async fn sync(client: &kube::Client, namespace: &str, name: &str) -> Result<(), Error> {
+async fn sync(context: &Context, namespace: &str, name: &str) -> Result<(), Error> {
+    let client = &context.client;
     let endpoints = Api::<Endpoints>::namespaced(client.clone(), namespace)
         .get_opt(name)
         .await?;
@@ -107,8 +131,15 @@ async fn sync(client: &kube::Client, namespace: &str, name: &str) -> Result<(), 
         .get_opt(name)
         .await?;
     let desired = match (&endpoints, &service) {
-        (Some(ep), Some(svc)) if mirrors(ep, svc) => mirrored_slices(ep),
-        _ => Vec::new(),
+        (Some(ep), Some(svc)) if mirrors(ep, svc) => {
+            let mirrored = mirrored_slices(ep);
+            warn_of_skipped(context, ep, &mirrored.skipped).await;
+            mirrored.slices
+        }
+        _ => {
+            forget_warned(context, namespace, name);
+            Vec::new()
+        }
     };
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
     let selector = format!("{SERVICE_NAME_LABEL}={name},{MANAGED_BY_LABEL}={MANAGED_BY}");
@@ -142,9 +173,94 @@ pub fn mirrors(ep: &Endpoints, svc: &Service) -> bool {
     selector_less && !skipped && !leader_record && ep.metadata.deletion_timestamp.is_none()
 }
 
+/// Records upstream's warnings on `ep` for what its mirroring skipped, once per version of it.
+async fn warn_of_skipped(context: &Context, ep: &Endpoints, skipped: &Skipped) {
+    let key = (
+        ep.metadata.namespace.clone().unwrap_or_default(),
+        ep.metadata.name.clone().unwrap_or_default(),
+    );
+    let version = ep.metadata.resource_version.clone().unwrap_or_default();
+    {
+        let mut warned = context.warned.lock().unwrap_or_else(|e| e.into_inner());
+        if skipped.warnings().is_empty() {
+            warned.remove(&key);
+            return;
+        }
+        if warned.get(&key) == Some(&version) {
+            return;
+        }
+        warned.insert(key, version);
+    }
+    let regarding = common::object_reference("v1", "Endpoints", &ep.metadata);
+    for (reason, note) in skipped.warnings() {
+        tracing::warn!(
+            namespace = ?ep.metadata.namespace,
+            endpoints = ?ep.metadata.name,
+            reason,
+            "{note}"
+        );
+        common::publish(
+            &context.recorder,
+            &regarding,
+            EventType::Warning,
+            reason,
+            note,
+        )
+        .await;
+    }
+}
+
+fn forget_warned(context: &Context, namespace: &str, name: &str) {
+    let mut warned = context.warned.lock().unwrap_or_else(|e| e.into_inner());
+    warned.remove(&(namespace.to_string(), name.to_string()));
+}
+
+/// What mirroring an Endpoints left out, counted as upstream counts it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Skipped {
+    /// Addresses that are no IP, among those looked at before a subset's limit was reached.
+    pub invalid: usize,
+    /// All addresses not mirrored: the invalid ones and those past a subset's limit.
+    pub total: usize,
+}
+
+impl Skipped {
+    /// Upstream's warning events, `(reason, message)`: one for invalid addresses, one when the
+    /// limit left addresses out (its count, as upstream's, includes the invalid ones).
+    pub fn warnings(&self) -> Vec<(&'static str, String)> {
+        let mut warnings = Vec::new();
+        if self.invalid > 0 {
+            warnings.push((
+                INVALID_IP_ADDRESS,
+                format!(
+                    "Skipped {} invalid IP addresses when mirroring to EndpointSlices",
+                    self.invalid
+                ),
+            ));
+        }
+        if self.total > self.invalid {
+            warnings.push((
+                TOO_MANY_ADDRESSES_TO_MIRROR,
+                format!(
+                    "A max of {MAX_ENDPOINTS_PER_SUBSET} addresses can be mirrored to EndpointSlices per Endpoints subset. {} addresses were skipped",
+                    self.total
+                ),
+            ));
+        }
+        warnings
+    }
+}
+
+/// The slices mirroring an Endpoints, and what they leave out.
+pub struct Mirrored {
+    pub slices: Vec<EndpointSlice>,
+    pub skipped: Skipped,
+}
+
 /// The slices mirroring `ep`: one per address type and set of ports, addresses that are not
-/// IPs left out.
-pub fn mirrored_slices(ep: &Endpoints) -> Vec<EndpointSlice> {
+/// IPs and those past the first [`MAX_ENDPOINTS_PER_SUBSET`] of a subset left out.
+pub fn mirrored_slices(ep: &Endpoints) -> Mirrored {
+    let mut skipped = Skipped::default();
     let mut groups: BTreeMap<String, (&'static str, Vec<EndpointPort>, Vec<Endpoint>)> =
         BTreeMap::new();
     for subset in ep.subsets.iter().flatten() {
@@ -165,12 +281,15 @@ pub fn mirrored_slices(ep: &Endpoints) -> Vec<EndpointSlice> {
             .iter()
             .flatten()
             .map(|a| (a, false));
+        let total = subset.addresses.iter().flatten().count()
+            + subset.not_ready_addresses.iter().flatten().count();
         let mut mirrored = 0;
         for (address, ready) in ready.chain(not_ready) {
             if mirrored == MAX_ENDPOINTS_PER_SUBSET {
                 break;
             }
             let Some((family, endpoint)) = mirrored_endpoint(address, ready) else {
+                skipped.invalid += 1;
                 continue;
             };
             mirrored += 1;
@@ -182,6 +301,7 @@ pub fn mirrored_slices(ep: &Endpoints) -> Vec<EndpointSlice> {
                 endpoints.push(endpoint);
             }
         }
+        skipped.total += total - mirrored;
     }
     let name = ep.metadata.name.clone().unwrap_or_default();
     let mut labels = ep.metadata.labels.clone().unwrap_or_default();
@@ -189,7 +309,7 @@ pub fn mirrored_slices(ep: &Endpoints) -> Vec<EndpointSlice> {
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
     let mut annotations = ep.metadata.annotations.clone().unwrap_or_default();
     annotations.retain(|k, _| !UNCOPIED_ANNOTATIONS.contains(&k.as_str()));
-    groups
+    let slices = groups
         .into_iter()
         .map(|(key, (family, ports, endpoints))| EndpointSlice {
             metadata: ObjectMeta {
@@ -211,13 +331,42 @@ pub fn mirrored_slices(ep: &Endpoints) -> Vec<EndpointSlice> {
             endpoints,
             ports: Some(ports),
         })
-        .collect()
+        .collect();
+    Mirrored { slices, skipped }
+}
+
+/// An address as upstream's mirroring reads it (Go's sloppy IP parse): IPv4 octets may have
+/// leading zeros (read as decimal, not octal), and an IPv4-mapped IPv6 address is the IPv4
+/// address. Nothing else is an IP, surrounding spaces included.
+fn parse_ip_sloppy(text: &str) -> Option<IpAddr> {
+    let ip = match text.parse::<IpAddr>() {
+        Ok(ip) => ip,
+        Err(_) => IpAddr::V4(parse_ipv4_with_leading_zeros(text)?),
+    };
+    Some(match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    })
+}
+
+fn parse_ipv4_with_leading_zeros(text: &str) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = text.split('.');
+    for octet in &mut octets {
+        let part = parts.next().filter(|p| !p.is_empty())?;
+        let value = part.bytes().try_fold(0u32, |value, b| {
+            let value = value * 10 + u32::from(b.checked_sub(b'0').filter(|d| *d <= 9)?);
+            (value <= 255).then_some(value)
+        })?;
+        *octet = u8::try_from(value).ok()?;
+    }
+    parts.next().is_none().then_some(Ipv4Addr::from(octets))
 }
 
 /// An Endpoints address as a slice endpoint with its address family; None if it is no IP.
 fn mirrored_endpoint(address: &EndpointAddress, ready: bool) -> Option<(&'static str, Endpoint)> {
     // Parsed and printed again, as upstream does, so an odd spelling comes out canonical.
-    let ip: IpAddr = address.ip.trim().parse().ok()?;
+    let ip = parse_ip_sloppy(&address.ip)?;
     let family = if ip.is_ipv4() { "IPv4" } else { "IPv6" };
     Some((
         family,
@@ -285,7 +434,7 @@ mod tests {
             {"addresses": [{"ip": "fd00::1"}, {"ip": "not-an-ip"}],
              "ports": [{"name": "sql", "port": 5432}]},
         ]));
-        let slices = mirrored_slices(&ep);
+        let Mirrored { slices, skipped } = mirrored_slices(&ep);
         assert_eq!(slices.len(), 2, "{slices:#?}");
         let v4 = slices
             .iter()
@@ -319,6 +468,20 @@ mod tests {
             v6.endpoints.len(),
             1,
             "the address that is no IP is left out"
+        );
+        assert_eq!(
+            skipped,
+            Skipped {
+                invalid: 1,
+                total: 1
+            }
+        );
+        assert_eq!(
+            skipped.warnings(),
+            [(
+                INVALID_IP_ADDRESS,
+                "Skipped 1 invalid IP addresses when mirroring to EndpointSlices".to_string()
+            )]
         );
 
         let meta = &v4.metadata;
@@ -362,14 +525,14 @@ mod tests {
             subset("10.0.0.1", [("a", 1), ("b", 2)]),
             subset("10.0.0.2", [("b", 2), ("a", 1)]),
         ]);
-        let slices = mirrored_slices(&ep);
+        let slices = mirrored_slices(&ep).slices;
         assert_eq!(slices.len(), 1, "{slices:#?}");
         assert_eq!(slices[0].endpoints.len(), 2);
         assert_eq!(
-            mirrored_slices(&ep)[0].metadata.name,
+            mirrored_slices(&ep).slices[0].metadata.name,
             slices[0].metadata.name
         );
-        assert!(mirrored_slices(&endpoints(json!([]))).is_empty());
+        assert!(mirrored_slices(&endpoints(json!([]))).slices.is_empty());
     }
 
     #[test]
@@ -392,5 +555,86 @@ mod tests {
             .get_or_insert_with(Default::default)
             .insert(LEADER_ELECTION_ANNOTATION.into(), "{}".into());
         assert!(!mirrors(&leader, &service(None)));
+    }
+
+    fn addresses(ips: impl Iterator<Item = String>) -> serde_json::Value {
+        ips.map(|ip| json!({"ip": ip})).collect()
+    }
+
+    #[test]
+    fn a_subset_mirrors_its_first_thousand_valid_addresses_ready_ones_first() {
+        let ready = (0..1000).map(|i| format!("10.1.{}.{}", i / 250, i % 250 + 1));
+        let ep = endpoints(json!([{
+            "addresses": addresses(ready.chain(["bogus".to_string()])),
+            "notReadyAddresses": [{"ip": "10.2.0.1"}, {"ip": "also-bogus"}],
+            "ports": [{"port": 80}],
+        }]));
+        let Mirrored { slices, skipped } = mirrored_slices(&ep);
+        assert_eq!(slices.len(), 1);
+        assert_eq!(slices[0].endpoints.len(), 1000);
+        assert!(slices[0]
+            .endpoints
+            .iter()
+            .all(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true)));
+        // Upstream stops looking once the limit is reached: the bogus addresses past it are
+        // only "too many", not invalid.
+        assert_eq!(
+            skipped,
+            Skipped {
+                invalid: 0,
+                total: 3
+            }
+        );
+        assert_eq!(
+            skipped.warnings(),
+            [(
+                TOO_MANY_ADDRESSES_TO_MIRROR,
+                "A max of 1000 addresses can be mirrored to EndpointSlices per Endpoints subset. 3 addresses were skipped".to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn invalid_addresses_before_the_limit_count_as_invalid_and_as_skipped() {
+        let ready = (0..1001).map(|i| format!("10.1.{}.{}", i / 250, i % 250 + 1));
+        let ep = endpoints(json!([
+            {"addresses": addresses(["nope".to_string()].into_iter().chain(ready)),
+             "ports": [{"port": 80}]},
+            {"addresses": [{"ip": "10.3.0.1"}], "ports": [{"port": 81}]},
+        ]));
+        let Mirrored { slices, skipped } = mirrored_slices(&ep);
+        let mut sizes: Vec<usize> = slices.iter().map(|s| s.endpoints.len()).collect();
+        sizes.sort();
+        assert_eq!(sizes, [1, 1000]);
+        assert_eq!(
+            skipped,
+            Skipped {
+                invalid: 1,
+                total: 2
+            }
+        );
+        let reasons: Vec<&str> = skipped.warnings().iter().map(|w| w.0).collect();
+        assert_eq!(reasons, [INVALID_IP_ADDRESS, TOO_MANY_ADDRESSES_TO_MIRROR]);
+        assert!(Skipped::default().warnings().is_empty());
+    }
+
+    #[test]
+    fn addresses_are_read_as_upstream_reads_them() {
+        let ip = |text: &str| parse_ip_sloppy(text).map(|ip| ip.to_string());
+        assert_eq!(ip("10.0.0.1").as_deref(), Some("10.0.0.1"));
+        assert_eq!(ip("010.000.0.01").as_deref(), Some("10.0.0.1"));
+        assert_eq!(ip("::ffff:10.0.0.1").as_deref(), Some("10.0.0.1"));
+        assert_eq!(ip("FD00:0::1").as_deref(), Some("fd00::1"));
+        for bad in [
+            "",
+            " 10.0.0.1",
+            "10.0.0.256",
+            "10.0.0",
+            "10.0.0.1.2",
+            "10..0.1",
+            "a.b.c.d",
+        ] {
+            assert_eq!(ip(bad), None, "{bad:?}");
+        }
     }
 }

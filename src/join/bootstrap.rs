@@ -243,6 +243,17 @@ impl Discovery {
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(300);
 /// The longest pause between two tries to reach the server.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
+/// How long a reachable server's `cluster-info` may go without a signature for the token
+/// before the token is taken for one the server does not know. kubeadm's discovery polls for
+/// the signature (every 5 s) for its whole discovery timeout, since "the JWS signature is
+/// patched-in a bit later" than the token is made. `berth token create` returns only once its
+/// token is signed, but a token Secret written directly (with kubectl, or by kubeadm-style
+/// tooling) is signed by the server's signer from its watch, within a second or two. A few
+/// seconds cover that with room on a busy small board, while a wrong token is still refused in
+/// seconds rather than after kubeadm's five minutes.
+const SIGNATURE_GRACE: Duration = Duration::from_secs(5);
+/// How often `cluster-info` is read again while its signature is awaited.
+const SIGNATURE_POLL: Duration = Duration::from_millis(250);
 
 /// Whether `error` means the server could not be reached or could not answer for now, which a
 /// later try may change. Any answer about the request itself is final.
@@ -298,6 +309,37 @@ fn signed_for(
     Ok(true)
 }
 
+/// The kubeconfig in `cluster-info`, once it is signed for the token when `discovery` needs
+/// that. A server in the middle that does not know the token is caught here, before the pin is
+/// even looked at. A missing signature is waited for only [`SIGNATURE_GRACE`] from the first
+/// answer: the signer signs a new token within that, so one still unsigned then is unknown to
+/// the server and refused. A signature that does not verify is refused at once.
+async fn signed_kubeconfig(
+    api: &Api<ConfigMap>,
+    url: &str,
+    join_token: &BootstrapToken,
+    discovery: Discovery,
+) -> Result<String, BootstrapError> {
+    let mut deadline = None;
+    loop {
+        let data = fetch_cluster_info(api, url).await?.data.unwrap_or_default();
+        let deadline =
+            *deadline.get_or_insert_with(|| tokio::time::Instant::now() + SIGNATURE_GRACE);
+        let text = data
+            .get("kubeconfig")
+            .cloned()
+            .ok_or_else(|| BootstrapError::ClusterInfo("no kubeconfig".into()))?;
+        if signed_for(&data, &text, join_token)? || !discovery.needs_signature() {
+            return Ok(text);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(BootstrapError::Unsigned(join_token.id.clone()));
+        }
+        tracing::debug!(token = %join_token.id, "cluster-info is not signed for the token yet");
+        tokio::time::sleep(SIGNATURE_POLL).await;
+    }
+}
+
 /// The server's CA, checked against `pin` (`sha256:<hex>`, none for
 /// [`Discovery::SignedUnpinned`]) and, as `discovery` says, the bootstrap signer's signature.
 async fn discover_ca(
@@ -312,21 +354,7 @@ async fn discover_ca(
     config.accept_invalid_certs = true;
     let client = kube::Client::try_from(config).map_err(BootstrapError::Client)?;
     let api: Api<ConfigMap> = Api::namespaced(client, super::server::PUBLIC_NAMESPACE);
-    let data = fetch_cluster_info(&api, url)
-        .await?
-        .data
-        .unwrap_or_default();
-    let text = data
-        .get("kubeconfig")
-        .cloned()
-        .ok_or_else(|| BootstrapError::ClusterInfo("no kubeconfig".into()))?;
-    // A server in the middle that does not know the token is caught before the pin is even
-    // looked at. The signer signs a token as it is made (`berth token create` waits for it), so
-    // no signature means the server does not know the token: refused now, not waited for.
-    let signed = signed_for(&data, &text, join_token)?;
-    if discovery.needs_signature() && !signed {
-        return Err(BootstrapError::Unsigned(join_token.id.clone()));
-    }
+    let text = signed_kubeconfig(&api, url, join_token, discovery).await?;
     let kubeconfig: kube::config::Kubeconfig =
         serde_yaml_ng::from_str(&text).map_err(|e| BootstrapError::ClusterInfo(e.to_string()))?;
     let encoded = kubeconfig
