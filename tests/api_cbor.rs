@@ -6,93 +6,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
-use base64::Engine as _;
 use berth::api::cbor;
+use common::curl::{request, Reply};
 use common::netns::Netns;
 use common::server::BerthServer;
 use serde_json::{json, Value};
-
-/// The admin client credentials and server address from the server's kubeconfig, written out
-/// as PEM files for curl.
-struct Credentials {
-    server: String,
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-fn credentials(server: &BerthServer) -> Credentials {
-    let text = std::fs::read_to_string(server.kubeconfig_path()).expect("read the kubeconfig");
-    let config: Value = serde_yaml_ng::from_str(&text).expect("the kubeconfig is YAML");
-    let cluster = &config["clusters"][0]["cluster"];
-    let user = &config["users"][0]["user"];
-    let write = |field: &Value, name: &str| {
-        let pem = base64::engine::general_purpose::STANDARD
-            .decode(field.as_str().expect("PEM data in the kubeconfig"))
-            .expect("kubeconfig data is base64");
-        let path = server.data_dir().join(name);
-        std::fs::write(&path, pem).expect("write a PEM file");
-        path
-    };
-    Credentials {
-        server: cluster["server"].as_str().expect("server URL").to_string(),
-        ca: write(&cluster["certificate-authority-data"], "cbor-test-ca.pem"),
-        cert: write(&user["client-certificate-data"], "cbor-test-admin.pem"),
-        key: write(&user["client-key-data"], "cbor-test-admin-key.pem"),
-    }
-}
-
-struct Reply {
-    code: u16,
-    content_type: String,
-    body: Vec<u8>,
-}
-
-/// One request with curl inside the netns.
-fn request(
-    server: &BerthServer,
-    method: &str,
-    path: &str,
-    headers: &[&str],
-    body: Option<&[u8]>,
-) -> Reply {
-    let creds = credentials(server);
-    let out_file = server.data_dir().join("cbor-test-reply");
-    let mut curl = server.command(Path::new("curl"));
-    curl.args(["--silent", "--show-error", "--max-time", "20", "--cacert"])
-        .arg(&creds.ca)
-        .arg("--cert")
-        .arg(&creds.cert)
-        .arg("--key")
-        .arg(&creds.key)
-        .args(["-X", method, "-o"])
-        .arg(&out_file)
-        .args(["-w", "%{http_code} %{content_type}"]);
-    for header in headers {
-        curl.args(["-H", header]);
-    }
-    if let Some(body) = body {
-        let body_file = server.data_dir().join("cbor-test-body");
-        std::fs::write(&body_file, body).expect("write the body");
-        curl.arg("--data-binary")
-            .arg(format!("@{}", body_file.display()));
-    }
-    let out = curl
-        .arg(format!("{}{path}", creds.server))
-        .output()
-        .expect("run curl");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let (code, content_type) = stdout
-        .split_once(' ')
-        .unwrap_or_else(|| panic!("curl printed no status: {stdout} {out:?}"));
-    Reply {
-        code: code.parse().expect("an HTTP status"),
-        content_type: content_type.to_string(),
-        body: std::fs::read(&out_file).unwrap_or_default(),
-    }
-}
 
 fn cbor_value(reply: &Reply) -> Value {
     assert_eq!(

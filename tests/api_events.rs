@@ -7,6 +7,7 @@ mod common;
 
 use std::process::Output;
 
+use common::curl::request;
 use common::netns::Netns;
 use common::server::BerthServer;
 use serde_json::Value;
@@ -270,4 +271,76 @@ fn a_body_of_another_version_is_refused_by_a_view_and_one_without_a_version_is_c
     let core = server.kubectl_json(&["get", "event", "probed"]);
     assert_eq!(core["message"], "the probe answered");
     assert_eq!(core["involvedObject"]["name"], "reader");
+}
+
+#[test]
+fn force_is_refused_on_a_patch_that_is_not_an_apply_through_a_view_too() {
+    let ns = Netns::new();
+    let server = BerthServer::start(&ns);
+    create_ok(&server, RECORDED);
+    let merge = ["Content-Type: application/merge-patch+json"];
+    let patch = br#"{"metadata": {"labels": {"tier": "forced"}}}"#;
+    for url in [
+        "/apis/events.k8s.io/v1/namespaces/default/events/probed",
+        "/api/v1/namespaces/default/events/probed",
+    ] {
+        // Upstream refuses the option whenever it is set, `false` included.
+        for force in ["true", "false"] {
+            let reply = request(
+                &server,
+                "PATCH",
+                &format!("{url}?force={force}"),
+                &merge,
+                Some(patch),
+            );
+            let status = reply.json();
+            assert_eq!(reply.code, 422, "{url} force={force}: {status}");
+            assert_eq!(status["reason"], "Invalid", "{status}");
+            assert_eq!(
+                status["message"],
+                "PatchOptions.meta.k8s.io \"\" is invalid: force: Forbidden: may not be specified for non-apply patch",
+                "{status}"
+            );
+        }
+    }
+    let event = server.kubectl_json(&["get", EVENTS, "probed"]);
+    assert!(
+        event["metadata"].get("labels").is_none(),
+        "nothing was patched: {event}"
+    );
+
+    // Without it the same patch goes through; an apply takes it.
+    let reply = request(
+        &server,
+        "PATCH",
+        "/apis/events.k8s.io/v1/namespaces/default/events/probed",
+        &merge,
+        Some(patch),
+    );
+    assert_eq!(reply.code, 200, "{}", reply.json());
+    let applied = serde_json::json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"name": "probed", "namespace": "default", "labels": {"tier": "applied"}}});
+    let reply = request(
+        &server,
+        "PATCH",
+        "/apis/events.k8s.io/v1/namespaces/default/events/probed?fieldManager=prober&force=false",
+        &["Content-Type: application/apply-patch+yaml"],
+        Some(applied.to_string().as_bytes()),
+    );
+    assert_eq!(
+        reply.code,
+        409,
+        "the label belongs to curl's patch: {}",
+        reply.json()
+    );
+    let reply = request(
+        &server,
+        "PATCH",
+        "/apis/events.k8s.io/v1/namespaces/default/events/probed?fieldManager=prober&force=true",
+        &["Content-Type: application/apply-patch+yaml"],
+        Some(applied.to_string().as_bytes()),
+    );
+    assert_eq!(reply.code, 200, "{}", reply.json());
+    let event = server.kubectl_json(&["get", EVENTS, "probed"]);
+    assert_eq!(event["metadata"]["labels"]["tier"], "applied", "{event}");
 }

@@ -4,9 +4,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-
-use base64::Engine as _;
 use common::netns::Netns;
 use common::server::BerthServer;
 use prost::Message as _;
@@ -153,75 +150,19 @@ fn the_other_typed_create_commands_work_over_protobuf() {
     server.kubectl_ok(&["delete", "ingress", "site", "--wait=false"]);
 }
 
-/// The admin client credentials and server address from the server's kubeconfig, written out
-/// as PEM files for curl.
-struct Credentials {
-    server: String,
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-fn credentials(server: &BerthServer) -> Credentials {
-    let text = std::fs::read_to_string(server.kubeconfig_path()).expect("read the kubeconfig");
-    let config: Value = serde_yaml_ng::from_str(&text).expect("the kubeconfig is YAML");
-    let cluster = &config["clusters"][0]["cluster"];
-    let user = &config["users"][0]["user"];
-    let write = |field: &Value, name: &str| {
-        let pem = base64::engine::general_purpose::STANDARD
-            .decode(
-                field
-                    .as_str()
-                    .unwrap_or_else(|| panic!("{name} in the kubeconfig")),
-            )
-            .expect("kubeconfig data is base64");
-        let path = server.data_dir().join(name);
-        std::fs::write(&path, pem).expect("write a PEM file");
-        path
-    };
-    Credentials {
-        server: cluster["server"].as_str().expect("server URL").to_string(),
-        ca: write(&cluster["certificate-authority-data"], "test-ca.pem"),
-        cert: write(&user["client-certificate-data"], "test-admin.pem"),
-        key: write(&user["client-key-data"], "test-admin-key.pem"),
-    }
-}
-
-/// POSTs `body` as protobuf with curl inside the netns; returns the HTTP status and the reply.
+/// POSTs `body` as protobuf inside the netns; returns the HTTP status and the reply.
 fn post_protobuf(server: &BerthServer, path: &str, body: &[u8]) -> (u16, Value) {
-    let creds = credentials(server);
-    let body_file = server.data_dir().join("test-body.pb");
-    std::fs::write(&body_file, body).expect("write the body");
-    let out = server
-        .command(std::path::Path::new("curl"))
-        .args(["--silent", "--show-error", "--cacert"])
-        .arg(&creds.ca)
-        .arg("--cert")
-        .arg(&creds.cert)
-        .arg("--key")
-        .arg(&creds.key)
-        .args([
-            "-X",
-            "POST",
-            "-H",
+    let reply = common::curl::request(
+        server,
+        "POST",
+        path,
+        &[
             "Content-Type: application/vnd.kubernetes.protobuf",
-            "-H",
             "Accept: application/json",
-            "--data-binary",
-        ])
-        .arg(format!("@{}", body_file.display()))
-        .args(["-w", "\n%{http_code}"])
-        .arg(format!("{}{path}", creds.server))
-        .output()
-        .expect("run curl");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let (reply, code) = stdout
-        .trim_end()
-        .rsplit_once('\n')
-        .unwrap_or_else(|| panic!("curl printed no status: {stdout} {out:?}"));
-    let code = code.parse().expect("an HTTP status");
-    let reply = serde_json::from_str(reply).unwrap_or(Value::Null);
-    (code, reply)
+        ],
+        Some(body),
+    );
+    (reply.code, reply.json())
 }
 
 fn configmap_body(name: &str) -> Vec<u8> {

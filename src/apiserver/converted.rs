@@ -84,6 +84,7 @@ async fn forward(
         }
         Method::PATCH => {
             let patch_type = PatchType::from_content_type(&content_type)?;
+            rest::refuse_force_on_non_apply(&Query::parse(request.uri().query())?)?;
             let (parts, body) = request.into_parts();
             let patch_body =
                 rest::read_body(server, Request::from_parts(parts.clone(), body)).await?;

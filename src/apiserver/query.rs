@@ -19,7 +19,8 @@ pub struct Query {
     pub propagation_policy: Option<String>,
     pub grace_period_seconds: Option<i64>,
     pub field_manager: Option<String>,
-    pub force: bool,
+    /// Set at all (even `false`) only on an apply patch, as upstream's `*bool` option.
+    pub force: Option<bool>,
     pub field_validation: FieldValidation,
 }
 
@@ -110,7 +111,7 @@ impl Query {
                     q.propagation_policy = Some("Orphan".into())
                 }
                 "fieldManager" if !value.is_empty() => q.field_manager = Some(value.into_owned()),
-                "force" => q.force = parse_bool("force", &value)?,
+                "force" => q.force = Some(parse_bool("force", &value)?),
                 "fieldValidation" => {
                     q.field_validation = match value.as_ref() {
                         "Strict" => FieldValidation::Strict,

@@ -190,12 +190,7 @@ async fn dispatch(
                 )
                 .await;
             }
-            if query.force {
-                return Err(managed::invalid_options(crate::api::Cause::forbidden(
-                    "force",
-                    "may not be specified for non-apply patch",
-                )));
-            }
+            refuse_force_on_non_apply(&query)?;
             let manager = manager()?;
             let mut warnings = Vec::new();
             let updated = registry
@@ -286,10 +281,23 @@ async fn server_side_apply(
     let config = apply::decode_config(config_resource, &name, body)?;
     let (_, warnings) = check_fields(config_resource, config.clone(), query.field_validation)?;
     let apply_to = |live: Option<&Value>| match applied_as {
-        Some(served) => {
-            super::converted_apply::apply(served, r, part, live, &config, &manager, query.force)
-        }
-        None => apply::apply(r, part, live, &config, &manager, query.force),
+        Some(served) => super::converted_apply::apply(
+            served,
+            r,
+            part,
+            live,
+            &config,
+            &manager,
+            query.force.unwrap_or(false),
+        ),
+        None => apply::apply(
+            r,
+            part,
+            live,
+            &config,
+            &manager,
+            query.force.unwrap_or(false),
+        ),
     };
     let normalized = |obj: Value| Ok(Normalized::new(r, obj)?.written_as(applied_as));
     let updated = server
@@ -422,6 +430,18 @@ async fn custom_scale(
 
 fn target_pods() -> &'static crate::api::resources::Resource {
     crate::api::resources::find("", "v1", "pods").expect("pods are always served")
+}
+
+/// `force` belongs to server-side apply: upstream refuses it on any other patch, even
+/// `force=false`, with 422 on PatchOptions.
+pub(super) fn refuse_force_on_non_apply(query: &Query) -> ApiResult<()> {
+    match query.force {
+        Some(_) => Err(managed::invalid_options(crate::api::Cause::forbidden(
+            "force",
+            "may not be specified for non-apply patch",
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Decodes `body` once for the whole write and applies the request's fieldValidation: Strict

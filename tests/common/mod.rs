@@ -2,6 +2,7 @@
 //!
 //! - `agent`: `berth agent` in a netns of its own, joined to a server
 //! - `cluster`: a server whose pods pull the busybox test image from a registry in the netns
+//! - `curl`: raw HTTP requests as the admin, for what kubectl cannot send
 //! - `inside`: running code (kube clients) inside a test's network namespace
 //! - `netns`: a network namespace per test, removed on drop
 //! - `server`: `berth server` running inside a netns, driven with the real kubectl/helm
@@ -29,6 +30,7 @@
 
 pub mod agent;
 pub mod cluster;
+pub mod curl;
 pub mod inside;
 pub mod netns;
 pub mod podnet;
