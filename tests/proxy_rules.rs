@@ -746,3 +746,58 @@ fn internal_traffic_policy_local_reaches_only_this_nodes_endpoints_and_refuses_w
         "refused, not dropped"
     );
 }
+
+/// A Service may have a thousand endpoints in one slice (the most a slice holds, and what
+/// mirroring makes of a big Endpoints): its balancing map no longer fits one netlink message.
+#[test]
+fn a_service_with_a_thousand_endpoints_is_programmed_and_can_shrink_again() {
+    let node = Node::new();
+    let (a, b, client) = (node.pod("a"), node.pod("b"), node.pod("client"));
+    serve_identity(&a, 8080);
+    serve_identity(&b, 8080);
+    let services = vec![service("big", "10.43.0.40", 80, serde_json::json!({}))];
+    let mut endpoints = vec![a.ip, b.ip];
+    // Addresses no pod has: only the rules are checked for these.
+    endpoints
+        .extend((0..998u32).map(|i| Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 42, 200, 0)) + i)));
+    let applier = apply(
+        &node,
+        node.applier(),
+        render(
+            &services,
+            &[slice("big", 8080, &endpoints, &[])],
+            &proxy_config(),
+        ),
+    );
+    let rules = node.nft_list();
+    assert!(
+        rules.contains("numgen random mod 1000 vmap"),
+        "one balancing rule over all thousand endpoints"
+    );
+    assert_eq!(
+        rules.matches("chain ep_").count(),
+        1000,
+        "a chain per endpoint"
+    );
+
+    let _applier = apply(
+        &node,
+        applier,
+        render(
+            &services,
+            &[slice("big", 8080, &[a.ip, b.ip], &[])],
+            &proxy_config(),
+        ),
+    );
+    let mut seen = HashSet::new();
+    for _ in 0..40 {
+        let answer = fetch(&client.netns_path, "10.43.0.40:80".parse().unwrap()).expect("connect");
+        seen.insert(answer);
+    }
+    assert_eq!(
+        seen,
+        HashSet::from([a.ip.to_string(), b.ip.to_string()]),
+        "{}",
+        node.nft_list()
+    );
+}

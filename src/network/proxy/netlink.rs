@@ -92,6 +92,12 @@ struct Attrs(Vec<u8>);
 impl Attrs {
     fn bytes(mut self, ty: u16, data: &[u8]) -> Attrs {
         let len = 4 + data.len();
+        // Callers split what could outgrow it (`element_messages`): a longer attribute would
+        // go out with a wrapped length, and the kernel would misread the whole batch.
+        debug_assert!(
+            len <= usize::from(u16::MAX),
+            "netlink attribute of {len} bytes"
+        );
         self.0.extend_from_slice(&(len as u16).to_ne_bytes());
         self.0.extend_from_slice(&ty.to_ne_bytes());
         self.0.extend_from_slice(data);
@@ -378,28 +384,43 @@ impl Batch {
         self.object(NFT_MSG_DELSET, 0, attrs);
     }
 
-    /// Adds (or with `delete`, removes) elements; split so no message outgrows netlink's
-    /// 64 KiB attribute length.
+    /// Adds (or with `delete`, removes) elements.
     pub fn elements<'a>(
         &mut self,
         set: &str,
         elements: impl IntoIterator<Item = (&'a Key, &'a Option<String>)>,
         delete: bool,
     ) {
-        let mut list = Attrs::default();
-        for (key, target) in elements {
-            let mut element = Attrs::default().nest(1, value(&key_bytes(key)));
+        let elements = elements.into_iter().map(|(key, target)| {
+            let element = Attrs::default().nest(1, value(&key_bytes(key)));
             // A delete matches on the key alone.
-            if let (Some(chain), false) = (target, delete) {
-                element = element.nest(2, verdict(NFT_GOTO, Some(chain)));
+            match (target, delete) {
+                (Some(chain), false) => element.nest(2, verdict(NFT_GOTO, Some(chain))),
+                _ => element,
             }
+        });
+        self.element_messages(set, None, delete, elements);
+    }
+
+    /// One message per run of elements, split so no message outgrows netlink's 64 KiB
+    /// attribute length (a Service with a thousand endpoints needs two); every message names
+    /// the set, and `set_id` for a set made in this batch.
+    fn element_messages(
+        &mut self,
+        set: &str,
+        set_id: Option<u32>,
+        delete: bool,
+        elements: impl IntoIterator<Item = Attrs>,
+    ) {
+        let mut list = Attrs::default();
+        for element in elements {
             list = list.nest(1, element);
-            if list.0.len() > 60_000 {
-                self.element_message(set, std::mem::take(&mut list), None, delete);
+            if list.0.len() > ELEMENT_LIST_BYTES {
+                self.element_message(set, std::mem::take(&mut list), set_id, delete);
             }
         }
         if !list.0.is_empty() {
-            self.element_message(set, list, None, delete);
+            self.element_message(set, list, set_id, delete);
         }
     }
 
@@ -590,15 +611,13 @@ impl Batch {
             .u32(6, NFT_DATA_VERDICT)
             .u32(10, id);
         self.object(NFT_MSG_NEWSET, NLM_F_CREATE, attrs);
-        let mut list = Attrs::default();
-        for (i, target) in targets.iter().enumerate() {
+        let elements = targets.iter().enumerate().map(|(i, target)| {
             // numgen writes its number in host byte order.
-            let element = Attrs::default()
+            Attrs::default()
                 .nest(1, value(&(i as u32).to_ne_bytes()))
-                .nest(2, verdict(NFT_GOTO, Some(target)));
-            list = list.nest(1, element);
-        }
-        self.element_message(ANONYMOUS_MAP, list, Some(id), false);
+                .nest(2, verdict(NFT_GOTO, Some(target)))
+        });
+        self.element_messages(ANONYMOUS_MAP, Some(id), false, elements);
         id
     }
 
@@ -614,6 +633,10 @@ impl Batch {
         (self.buf, self.subjects)
     }
 }
+
+/// Where a list of elements is cut into another message: one element is far below 1 KiB, so
+/// the list stays under the 65,535 bytes an attribute's length can say.
+const ELEMENT_LIST_BYTES: usize = 60_000;
 
 /// The kernel replaces `%d` with a free number, as it does for `nft`'s anonymous sets.
 const ANONYMOUS_MAP: &str = "__map%d";
