@@ -402,6 +402,7 @@ impl Shim {
         while let Some(end) = self.clients[i].buf.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.clients[i].buf.drain(..=end).collect();
             let client_id = self.clients[i].id;
+            let received = Instant::now();
             let response = match serde_json::from_slice::<Request>(&line) {
                 Ok(request) => self.respond(request, client_id),
                 Err(e) => Some(Response::Error {
@@ -410,7 +411,12 @@ impl Shim {
             };
             // None: an exec is running and answers when it exits.
             if let Some(response) = response {
-                if !self.reply(i, &response) {
+                let answered = self.reply(i, &response);
+                tracing::debug!(
+                    micros = received.elapsed().as_micros() as u64,
+                    "request answered"
+                );
+                if !answered {
                     return;
                 }
             }
