@@ -31,6 +31,12 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Larger unterminated input is not a request; the client is dropped.
 const MAX_REQUEST_BYTES: usize = 4 << 20;
 
+/// How long the shim stays quiet after a set-up before it hands that set-up's memory back. A
+/// pod's containers are created and started in a burst: releasing after each request would
+/// make the next one fault the same code back in, and would put the release (a walk of the
+/// shim's page tables) between a container's start and the shim reading its first output.
+const RELEASE_AFTER_QUIET: Duration = Duration::from_millis(500);
+
 struct Client {
     /// Stable across removals of other clients, unlike the index: deferred answers use it.
     id: u64,
@@ -58,6 +64,8 @@ struct Shim {
     /// A container was set up: the code that did it is not needed again for long. Execs
     /// (probes, every few seconds) leave the code mapped: they would only fault it back in.
     container_set_up: bool,
+    /// When the set-up memory goes back: [`RELEASE_AFTER_QUIET`] after the last set-up.
+    release_due: Option<Instant>,
 }
 
 /// What woke the loop up.
@@ -175,6 +183,7 @@ impl Shim {
             shutting_down: false,
             set_up_ran: true,
             container_set_up: true,
+            release_due: Some(Instant::now() + RELEASE_AFTER_QUIET),
         })
     }
 
@@ -194,7 +203,10 @@ impl Shim {
             }
             self.kill_orphaned_sessions();
             self.reap_strays();
-            self.release_set_up_memory();
+            if self.release_due.is_some_and(|due| due <= Instant::now()) {
+                self.release_due = None;
+                self.release_set_up_memory();
+            }
         }
         let _ = std::fs::remove_file(self.dir.join(SOCKET_NAME));
         let _ = std::fs::remove_file(self.dir.join(PID_FILE_NAME));
@@ -269,9 +281,14 @@ impl Shim {
         for (s, session) in self.sessions.iter().enumerate() {
             add(session.pidfd.as_fd(), Event::SessionExit(s));
         }
-        // Wake up for the nearest exec deadline.
+        // Wake up for the nearest exec deadline, or to hand set-up memory back.
         let now = Instant::now();
-        let timeout = match self.execs.iter().map(|e| e.deadline).min() {
+        let wake_up = self
+            .execs
+            .iter()
+            .map(|e| e.deadline)
+            .chain(self.release_due);
+        let timeout = match wake_up.min() {
             None => PollTimeout::NONE,
             Some(deadline) => {
                 let ms = deadline.saturating_duration_since(now).as_millis() + 1;
@@ -450,6 +467,7 @@ impl Shim {
     fn respond(&mut self, request: Request, client: u64) -> Option<Response> {
         if runs_set_up(&request) {
             self.set_up_ran = true;
+            self.release_due = Some(Instant::now() + RELEASE_AFTER_QUIET);
         }
         if matches!(request, Request::StartContainer { .. }) {
             self.container_set_up = true;
