@@ -13,6 +13,7 @@ use super::container::Container;
 use super::daemonize::ReadyPipe;
 use super::exec::ExecRun;
 use super::interactive::{send_with_fds, Session};
+use super::move_warmer::MoveWarmer;
 use super::state::StateFile;
 use super::{io_err, sys_err, ShimError};
 use crate::runtime::cgroups::{self, CgroupMode};
@@ -51,6 +52,8 @@ struct Shim {
     config: PodShimConfig,
     pod_namespaces: PodNamespaces,
     cgroup_namespace: bool,
+    /// Gets the cgroup move of each container create and exec under way early.
+    move_warmer: Option<MoveWarmer>,
     listener: UnixListener,
     clients: Vec<Client>,
     containers: Vec<Container>,
@@ -136,6 +139,7 @@ impl Shim {
         for (dir, e) in cgroups::join(&shim_cgroup).unwrap_or_default() {
             eprintln!("berth shim: could not join cgroup {}: {e}", dir.display());
         }
+        let move_warmer = MoveWarmer::open(&shim_cgroup);
         let pid = std::process::id();
         let pod_namespaces = PodNamespaces {
             ipc: Some(PathBuf::from(format!("/proc/{pid}/ns/ipc"))),
@@ -174,6 +178,7 @@ impl Shim {
             config,
             pod_namespaces,
             cgroup_namespace,
+            move_warmer,
             listener,
             clients: Vec::new(),
             containers,
@@ -542,6 +547,7 @@ impl Shim {
         }
         let id = container.record.state.id.clone();
         let bundle = super::container::Layout(&dir).bundle(name);
+        let _warming = self.move_warmer.as_ref().and_then(MoveWarmer::start);
         self.execs
             .push(ExecRun::start(&dir, &bundle, &id, args, timeout, client)?);
         Ok(())
@@ -568,6 +574,7 @@ impl Shim {
         let id = container.record.state.id.clone();
         let bundle = super::container::Layout(&dir).bundle(name);
         let seq = self.next_client_id;
+        let _warming = self.move_warmer.as_ref().and_then(MoveWarmer::start);
         let started = Session::start(&dir, &bundle, &id, args, tty, stdin, size, client, seq)?;
         if let (true, Some(size), Some(master)) = (tty, size, started.fds.first()) {
             // The process set this size itself before its program ran (`SizedTerminal`);
@@ -648,6 +655,7 @@ impl Shim {
         {
             return Err(ShimError::Exists(spec.name.clone()));
         }
+        let _warming = self.move_warmer.as_ref().and_then(MoveWarmer::start);
         let container =
             Container::create(&self.dir, &self.pod_namespaces, self.cgroup_namespace, spec)?;
         let id = container.record.state.id.clone();

@@ -25,6 +25,7 @@ mod event_loop;
 mod exec;
 mod exec_process;
 mod interactive;
+mod move_warmer;
 mod seccomp_notify;
 mod state;
 
