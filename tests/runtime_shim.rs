@@ -610,9 +610,9 @@ async fn exec_sync_runs_in_the_container_and_is_killed_at_its_timeout() {
     assert_eq!(state.containers[0].status, ContainerStatus::Running);
 }
 
-/// Children of `pid` that have exited but were never reaped.
-fn zombie_children(pid: i32) -> Vec<String> {
-    let mut zombies = Vec::new();
+/// The children of `pid`: (pid, state letter from /proc/<pid>/stat).
+fn children(pid: i32) -> Vec<(String, String)> {
+    let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
         let Some((_, rest)) = stat.rsplit_once(") ") else {
@@ -620,11 +620,49 @@ fn zombie_children(pid: i32) -> Vec<String> {
         };
         let mut fields = rest.split(' ');
         let (state, ppid) = (fields.next(), fields.next());
-        if state == Some("Z") && ppid == Some(&pid.to_string()) {
-            zombies.push(entry.file_name().to_string_lossy().into_owned());
+        if let (Some(state), true) = (state, ppid == Some(&pid.to_string())) {
+            found.push((
+                entry.file_name().to_string_lossy().into_owned(),
+                state.to_string(),
+            ));
         }
     }
-    zombies
+    found
+}
+
+/// Children of `pid` that have exited but were never reaped.
+fn zombie_children(pid: i32) -> Vec<String> {
+    children(pid)
+        .into_iter()
+        .filter(|(_, state)| state == "Z")
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+#[tokio::test]
+async fn creates_and_execs_leave_the_shim_no_child_but_the_containers() {
+    let pod = Pod::start().await;
+    pod.run(pod.spec("app", "exec sleep 1000")).await;
+    pod.run(pod.spec("second", "exec sleep 1000")).await;
+    let exec = pod
+        .runtime
+        .exec_sync(&pod.uid, "app", vec!["true".into()], Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(exec.exit_code, 0);
+    let state = pod.state().await;
+    let mut containers: Vec<String> = state
+        .containers
+        .iter()
+        .map(|c| c.pid.expect("running container has a pid").to_string())
+        .collect();
+    containers.sort();
+    let mut found: Vec<String> = children(state.shim_pid)
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .collect();
+    found.sort();
+    assert_eq!(found, containers, "the shim's children");
 }
 
 #[tokio::test]

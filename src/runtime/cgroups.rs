@@ -301,6 +301,18 @@ pub fn join(cgroup_path: &str) -> Result<Vec<(PathBuf, std::io::Error)>, CgroupE
     Ok(refused)
 }
 
+/// `cgroup.procs` of `cgroup_path` in the first hierarchy [`join`] puts a process in (cpuset
+/// aside) where the cgroup exists.
+pub fn procs_file(cgroup_path: &str) -> Option<PathBuf> {
+    let relative = check_relative(cgroup_path).ok()?;
+    read_mounts()
+        .ok()?
+        .into_iter()
+        .filter(|m| !m.controllers.iter().any(|c| c == "cpuset"))
+        .map(|m| m.mount_point.join(relative).join("cgroup.procs"))
+        .find(|procs| procs.exists())
+}
+
 /// Whether any hierarchy still has a directory for `cgroup_path`.
 pub fn exists_anywhere(cgroup_path: &str) -> Result<bool, CgroupError> {
     let relative = check_relative(cgroup_path)?;

@@ -17,6 +17,9 @@
 //! - PSS of the daemon plus all shims with 0, 10 and 50 running pods, and per pod;
 //! - CPU used by the daemon and shims with 20 idle pods over 60 s;
 //! - what the run left behind (must be nothing).
+//!
+//! `BERTH_BENCH_ONLY=container-start` measures only the container start (against runc), which
+//! takes seconds instead of minutes.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -59,6 +62,12 @@ fn main() {
     let berth = berth_binary();
     let mut rows: Vec<Row> = Vec::new();
     let before = Leftovers::now();
+    if std::env::var("BERTH_BENCH_ONLY").as_deref() == Ok("container-start") {
+        rows.extend(container_start_rows(&berth));
+        rows.push(leftovers_row(&before));
+        print_table(&berth, started, rows);
+        return;
+    }
 
     let berth_latencies = {
         let ns = Netns::new();
@@ -81,12 +90,19 @@ fn main() {
         rows.insert(1 + at, row);
     }
     rows.push(podman_memory);
-    rows.push((
+    rows.push(leftovers_row(&before));
+    print_table(&berth, started, rows);
+}
+
+fn leftovers_row(before: &Leftovers) -> Row {
+    (
         "left behind (processes, mounts, netns, cgroups, dirs)".into(),
         before.added().unwrap_or_else(|| "nothing".into()),
         "goal: nothing".into(),
-    ));
+    )
+}
 
+fn print_table(berth: &Path, started: Instant, rows: Vec<Row>) {
     let width = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(10);
     println!(
         "\nberth under test: {} ({:.0} s)",

@@ -265,6 +265,7 @@ impl Container {
             }
             _ => None,
         };
+        tracing::debug!(container = %spec.name, "seccomp profile ready");
         let log = LogWriter::open(&spec.log_path, spec.log_max_bytes, spec.log_max_files)?;
         let (rootfs, overlay_root) = match &spec.rootfs {
             RootfsSpec::Dir(path) => (path.clone(), None),
@@ -374,6 +375,7 @@ impl Container {
             None => json.as_slice(),
         };
         std::fs::write(&config, to_write).map_err(io_err("write", &config))?;
+        tracing::debug!(container = %spec.name, "bundle written");
         let restore = match init {
             Some((executor, _)) => Some((executor, config.clone(), json)),
             None => None,
@@ -430,6 +432,7 @@ impl Container {
             let _ = std::fs::write(OOM_SCORE_ADJ, value.trim());
         }
         let mut container = built?;
+        tracing::debug!(%id, "libcontainer created the container");
         restore_full_spec(&mut container, &restore)?;
         // libcontainer speaks its own nix version's Pid: carry the raw number.
         let pid = container.pid().map(|p| p.as_raw());

@@ -13,6 +13,7 @@ use super::container::Container;
 use super::daemonize::ReadyPipe;
 use super::exec::ExecRun;
 use super::interactive::{send_with_fds, Session};
+use super::move_warmer::MoveWarmer;
 use super::state::StateFile;
 use super::{io_err, sys_err, ShimError};
 use crate::runtime::cgroups::{self, CgroupMode};
@@ -31,6 +32,12 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Larger unterminated input is not a request; the client is dropped.
 const MAX_REQUEST_BYTES: usize = 4 << 20;
 
+/// How long the shim stays quiet after a set-up before it hands that set-up's memory back. A
+/// pod's containers are created and started in a burst: releasing after each request would
+/// make the next one fault the same code back in, and would put the release (a walk of the
+/// shim's page tables) between a container's start and the shim reading its first output.
+const RELEASE_AFTER_QUIET: Duration = Duration::from_millis(500);
+
 struct Client {
     /// Stable across removals of other clients, unlike the index: deferred answers use it.
     id: u64,
@@ -45,6 +52,8 @@ struct Shim {
     config: PodShimConfig,
     pod_namespaces: PodNamespaces,
     cgroup_namespace: bool,
+    /// Gets the cgroup move of each container create and exec under way early.
+    move_warmer: Option<MoveWarmer>,
     listener: UnixListener,
     clients: Vec<Client>,
     containers: Vec<Container>,
@@ -58,6 +67,8 @@ struct Shim {
     /// A container was set up: the code that did it is not needed again for long. Execs
     /// (probes, every few seconds) leave the code mapped: they would only fault it back in.
     container_set_up: bool,
+    /// When the set-up memory goes back: [`RELEASE_AFTER_QUIET`] after the last set-up.
+    release_due: Option<Instant>,
 }
 
 /// What woke the loop up.
@@ -128,6 +139,7 @@ impl Shim {
         for (dir, e) in cgroups::join(&shim_cgroup).unwrap_or_default() {
             eprintln!("berth shim: could not join cgroup {}: {e}", dir.display());
         }
+        let move_warmer = MoveWarmer::open(&shim_cgroup);
         let pid = std::process::id();
         let pod_namespaces = PodNamespaces {
             ipc: Some(PathBuf::from(format!("/proc/{pid}/ns/ipc"))),
@@ -166,6 +178,7 @@ impl Shim {
             config,
             pod_namespaces,
             cgroup_namespace,
+            move_warmer,
             listener,
             clients: Vec::new(),
             containers,
@@ -175,6 +188,7 @@ impl Shim {
             shutting_down: false,
             set_up_ran: true,
             container_set_up: true,
+            release_due: Some(Instant::now() + RELEASE_AFTER_QUIET),
         })
     }
 
@@ -194,7 +208,10 @@ impl Shim {
             }
             self.kill_orphaned_sessions();
             self.reap_strays();
-            self.release_set_up_memory();
+            if self.release_due.is_some_and(|due| due <= Instant::now()) {
+                self.release_due = None;
+                self.release_set_up_memory();
+            }
         }
         let _ = std::fs::remove_file(self.dir.join(SOCKET_NAME));
         let _ = std::fs::remove_file(self.dir.join(PID_FILE_NAME));
@@ -269,9 +286,14 @@ impl Shim {
         for (s, session) in self.sessions.iter().enumerate() {
             add(session.pidfd.as_fd(), Event::SessionExit(s));
         }
-        // Wake up for the nearest exec deadline.
+        // Wake up for the nearest exec deadline, or to hand set-up memory back.
         let now = Instant::now();
-        let timeout = match self.execs.iter().map(|e| e.deadline).min() {
+        let wake_up = self
+            .execs
+            .iter()
+            .map(|e| e.deadline)
+            .chain(self.release_due);
+        let timeout = match wake_up.min() {
             None => PollTimeout::NONE,
             Some(deadline) => {
                 let ms = deadline.saturating_duration_since(now).as_millis() + 1;
@@ -402,6 +424,7 @@ impl Shim {
         while let Some(end) = self.clients[i].buf.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.clients[i].buf.drain(..=end).collect();
             let client_id = self.clients[i].id;
+            let received = Instant::now();
             let response = match serde_json::from_slice::<Request>(&line) {
                 Ok(request) => self.respond(request, client_id),
                 Err(e) => Some(Response::Error {
@@ -410,7 +433,12 @@ impl Shim {
             };
             // None: an exec is running and answers when it exits.
             if let Some(response) = response {
-                if !self.reply(i, &response) {
+                let answered = self.reply(i, &response);
+                tracing::debug!(
+                    micros = received.elapsed().as_micros() as u64,
+                    "request answered"
+                );
+                if !answered {
                     return;
                 }
             }
@@ -444,6 +472,7 @@ impl Shim {
     fn respond(&mut self, request: Request, client: u64) -> Option<Response> {
         if runs_set_up(&request) {
             self.set_up_ran = true;
+            self.release_due = Some(Instant::now() + RELEASE_AFTER_QUIET);
         }
         if matches!(request, Request::StartContainer { .. }) {
             self.container_set_up = true;
@@ -518,6 +547,7 @@ impl Shim {
         }
         let id = container.record.state.id.clone();
         let bundle = super::container::Layout(&dir).bundle(name);
+        let _warming = self.move_warmer.as_ref().and_then(MoveWarmer::start);
         self.execs
             .push(ExecRun::start(&dir, &bundle, &id, args, timeout, client)?);
         Ok(())
@@ -544,6 +574,7 @@ impl Shim {
         let id = container.record.state.id.clone();
         let bundle = super::container::Layout(&dir).bundle(name);
         let seq = self.next_client_id;
+        let _warming = self.move_warmer.as_ref().and_then(MoveWarmer::start);
         let started = Session::start(&dir, &bundle, &id, args, tty, stdin, size, client, seq)?;
         if let (true, Some(size), Some(master)) = (tty, size, started.fds.first()) {
             // The process set this size itself before its program ran (`SizedTerminal`);
@@ -624,6 +655,7 @@ impl Shim {
         {
             return Err(ShimError::Exists(spec.name.clone()));
         }
+        let _warming = self.move_warmer.as_ref().and_then(MoveWarmer::start);
         let container =
             Container::create(&self.dir, &self.pod_namespaces, self.cgroup_namespace, spec)?;
         let id = container.record.state.id.clone();

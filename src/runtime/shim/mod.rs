@@ -12,6 +12,11 @@
 //! State dir layout: `pod.json` (written by the agent), `shim.sock`, `shim.pid`, `shim.log`,
 //! `state.json` (containers, exit codes, timestamps), `c/<id>` (libcontainer state),
 //! `b/<name>/config.json` (OCI bundle), `o/<name>/{upper,work,root}` (overlay rootfs).
+//!
+//! `BERTH_SHIM_LOG` (an env-filter directive such as `debug`) in the agent's environment makes
+//! the shim log its own and libcontainer's events to `shim.log`, each stamped with the time
+//! and the pid (libcontainer's intermediate and init processes log too, the init's last events
+//! into the container's own stderr): where a container's set-up spends its time.
 
 mod container;
 pub use container::writable_layer;
@@ -20,6 +25,7 @@ mod event_loop;
 mod exec;
 mod exec_process;
 mod interactive;
+mod move_warmer;
 mod seccomp_notify;
 mod state;
 
@@ -100,6 +106,33 @@ fn parse_args(args: &[OsString]) -> Result<(PathBuf, bool), ShimError> {
     Ok((dir.ok_or(ShimError::Usage)?, foreground))
 }
 
+/// Time and pid in front of each event: the container's set-up runs in three processes.
+struct TimeAndPid;
+
+impl tracing_subscriber::fmt::time::FormatTime for TimeAndPid {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        write!(w, "{} pid {}", jiff::Timestamp::now(), std::process::id())
+    }
+}
+
+/// Logs events to stderr (`shim.log` once daemonized) when `BERTH_SHIM_LOG` asks for them.
+/// Off by default: the shim lives as long as its pod and must stay small and quiet.
+fn init_trace_log() {
+    let Some(directive) = std::env::var_os("BERTH_SHIM_LOG") else {
+        return;
+    };
+    let Ok(filter) = tracing_subscriber::EnvFilter::try_new(directive.to_string_lossy()) else {
+        eprintln!("berth shim: BERTH_SHIM_LOG is not a log filter; logging nothing");
+        return;
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_timer(TimeAndPid)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 /// Entry point of `berth shim`. Must be called before any thread is started.
 pub fn main() -> ExitCode {
     // argv: berth shim --dir <dir> [--foreground]
@@ -111,6 +144,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    init_trace_log();
     let ready = if foreground {
         None
     } else {
