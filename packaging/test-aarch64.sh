@@ -56,6 +56,7 @@ done
 # qemu's whole process group) when this script is interrupted: nothing is left running.
 started=$SECONDS
 status=0
+: > "$log_file"
 RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}" \
     timeout --kill-after=30 "$run_timeout" "$qemu" "$binary" "${skip_args[@]}" "$@" \
     > "$log_file" 2>&1 &
@@ -73,10 +74,10 @@ if [[ $status -eq 0 ]]; then
     exit 0
 fi
 failed="$(sed -n 's/^test \(.*\) \.\.\. FAILED$/\1/p' "$log_file" | tr '\n' ' ')"
-if [[ -n "$failed" ]]; then
+if [[ $status -eq 124 || $status -eq 137 ]]; then
+    fail "the tests did not end within ${run_timeout}s${failed:+ (failed before that: ${failed% })}"
+elif [[ -n "$failed" ]]; then
     fail "failed under qemu-user: ${failed% }"
-elif [[ $status -eq 124 || $status -eq 137 ]]; then
-    fail "the tests did not end within ${run_timeout}s"
 else
     fail "the test binary exited with status $status before reporting a failed test"
 fi
