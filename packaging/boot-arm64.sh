@@ -10,8 +10,9 @@
 # Needs root (a private network namespace), Debian's qemu-system-arm, cpio, busybox, and the real
 # kubectl (from scripts/install-test-deps.sh; BERTH_TEST_TOOLS names another directory). The
 # kernel and busybox are downloaded for arm64 with apt into a private directory, as
-# packaging/build-static.sh does for libseccomp; nothing on the host changes. The guest has no route out: its one NIC is qemu's
-# user network with `restrict=on`, used only for the forwarded API port.
+# packaging/build-static.sh does for libseccomp (cross.sh); nothing on the host changes. The
+# guest has no route out: its one NIC is qemu's user network with `restrict=on`, used only for
+# the forwarded API port.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,6 +22,7 @@ base="$target_dir/cross/arm64"
 work="$target_dir/cross/arm64-boot"
 # Software emulation of a loaded 2-core machine is slow: minutes, not seconds.
 boot_timeout="${BERTH_BOOT_TIMEOUT:-900}"
+source "$root/packaging/cross.sh"
 
 log() { echo "boot-arm64: $*"; }
 die() { echo "boot-arm64: error: $*" >&2; exit 1; }
@@ -36,26 +38,17 @@ kubectl="${BERTH_TEST_TOOLS:-/usr/local/lib/berth-test/bin}/kubectl"
 [[ -x "$kubectl" ]] || kubectl="$(command -v kubectl || true)"
 [[ -x "$kubectl" ]] || die "kubectl not found (scripts/install-test-deps.sh, or set BERTH_TEST_TOOLS)"
 
-# The arm64 kernel and busybox-static, downloaded with apt's own lists, cache and an empty dpkg
-# status (the host's dpkg architectures stay as they are).
+# The arm64 kernel and busybox-static, downloaded with apt's own lists and cache (cross.sh).
 fetch_arm64_debs() {
-    mkdir -p "$base/lists/partial" "$base/cache/archives/partial" "$work/debs"
-    [[ -f "$base/status" ]] || : > "$base/status"
-    local apt_opts=(
-        -o "APT::Architecture=arm64"
-        -o "APT::Architectures::=arm64"
-        -o "Dir::State::Lists=$base/lists"
-        -o "Dir::State::status=$base/status"
-        -o "Dir::Cache=$base/cache"
-    )
+    mkdir -p "$work/debs"
     if ! ls "$work"/debs/linux-image-*.deb > /dev/null 2>&1; then
-        apt-get "${apt_opts[@]}" update > /dev/null
+        arm64_apt "$base" apt-get update > /dev/null
         # linux-image-arm64 is a metapackage; its one dependency is the versioned kernel.
         local kernel
-        kernel="$(apt-cache "${apt_opts[@]}" depends linux-image-arm64 \
+        kernel="$(arm64_apt "$base" apt-cache depends linux-image-arm64 \
             | sed -n 's/^ *Depends: \(linux-image-[0-9].*\)$/\1/p' | head -n1)"
         [[ -n "$kernel" ]] || die "cannot resolve linux-image-arm64 to a kernel package"
-        (cd "$work/debs" && apt-get "${apt_opts[@]}" download "$kernel:arm64" busybox-static:arm64 \
+        (cd "$work/debs" && arm64_apt "$base" apt-get download "$kernel:arm64" busybox-static:arm64 \
             > /dev/null 2>&1) || die "apt-get download of $kernel and busybox-static (arm64) failed"
     fi
     rm -rf "$work/kernel" "$work/busybox"

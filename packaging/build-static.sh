@@ -21,92 +21,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 dist="$target_dir/dist"
 
-# aarch64 is cross-compiled: it needs `rustup target add aarch64-unknown-linux-gnu` and Debian's
-# gcc-aarch64-linux-gnu + libc6-dev-arm64-cross. Its libseccomp.a comes from Debian's arm64
-# libseccomp-dev, downloaded by apt into a private directory (see fetch_arm64_seccomp): the host's
-# dpkg architectures are left alone.
-
-# rust_target_for ARCH / multiarch_for ARCH: one line per architecture.
-rust_target_for() {
-    case "$1" in
-        x86_64) echo x86_64-unknown-linux-gnu ;;
-        aarch64) echo aarch64-unknown-linux-gnu ;;
-        *) echo "build-static: unsupported architecture '$1' (supported: x86_64 aarch64)" >&2; return 1 ;;
-    esac
-}
-
-multiarch_for() {
-    case "$1" in
-        x86_64) echo x86_64-linux-gnu ;;
-        aarch64) echo aarch64-linux-gnu ;;
-        *) return 1 ;;
-    esac
-}
-
-host_arch() { uname -m; }
-
-# Downloads libseccomp-dev for arm64 with apt into $target_dir/cross/arm64 and unpacks it there.
-# apt runs with its own lists, cache and an empty dpkg status, so nothing on the host changes.
-# Prints the directory holding libseccomp.a.
-fetch_arm64_seccomp() {
-    local base="$target_dir/cross/arm64" lib
-    lib="$base/root/usr/lib/aarch64-linux-gnu"
-    if [[ -f "$lib/libseccomp.a" ]]; then
-        echo "$lib"
-        return 0
-    fi
-    mkdir -p "$base/lists/partial" "$base/cache/archives/partial" "$base/debs" "$base/root"
-    : > "$base/status"
-    local apt_opts=(
-        -o "APT::Architecture=arm64"
-        -o "APT::Architectures::=arm64"
-        -o "Dir::State::Lists=$base/lists"
-        -o "Dir::State::status=$base/status"
-        -o "Dir::Cache=$base/cache"
-    )
-    apt-get "${apt_opts[@]}" update >&2
-    (cd "$base/debs" && apt-get "${apt_opts[@]}" download libseccomp-dev:arm64 >&2)
-    local deb
-    for deb in "$base"/debs/*.deb; do
-        dpkg-deb -x "$deb" "$base/root"
-    done
-    if [[ ! -f "$lib/libseccomp.a" ]]; then
-        echo "build-static: libseccomp.a missing from the downloaded arm64 libseccomp-dev" >&2
-        return 1
-    fi
-    echo "$lib"
-}
-
-# Prints the directory holding libseccomp.a for ARCH, fetching it first when cross-compiling.
-seccomp_dir_for() {
-    local arch="$1"
-    if [[ "$arch" == "$(host_arch)" ]]; then
-        echo "/usr/lib/$(multiarch_for "$arch")"
-    elif [[ "$arch" == aarch64 ]]; then
-        fetch_arm64_seccomp
-    else
-        echo "build-static: cannot cross-compile to $arch from $(host_arch)" >&2
-        return 1
-    fi
-}
-
-# Exports the cross linker and C compiler for ARCH when it is not the host's.
-set_cross_toolchain() {
-    local arch="$1"
-    [[ "$arch" == "$(host_arch)" ]] && return 0
-    case "$arch" in
-        aarch64)
-            if ! command -v aarch64-linux-gnu-gcc > /dev/null; then
-                echo "build-static: aarch64-linux-gnu-gcc not found" \
-                    "(apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross)" >&2
-                return 1
-            fi
-            export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
-            export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
-            export AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
-            ;;
-    esac
-}
+# Cross-compiling (aarch64): see cross.sh.
+source "$root/packaging/cross.sh"
 
 strip_tool_for() {
     case "$1" in
@@ -116,22 +32,15 @@ strip_tool_for() {
 }
 
 build_one() {
-    local arch="$1" rust_target seccomp_dir out started elapsed
+    local arch="$1" rust_target out started elapsed
     rust_target="$(rust_target_for "$arch")"
-    seccomp_dir="$(seccomp_dir_for "$arch")"
-    set_cross_toolchain "$arch"
-    if [[ ! -f "$seccomp_dir/libseccomp.a" ]]; then
-        echo "build-static: $seccomp_dir/libseccomp.a not found (apt-get install libseccomp-dev)" >&2
-        return 1
-    fi
+    set_cross_env "$arch" "$target_dir"
 
     echo "build-static: building $rust_target (release, static)"
     started=$SECONDS
     (
         cd "$root"
         RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static -C relocation-model=static" \
-        LIBSECCOMP_LINK_TYPE=static \
-        LIBSECCOMP_LIB_PATH="$seccomp_dir" \
         CARGO_PROFILE_RELEASE_STRIP=false \
             cargo build --release --bin berth --target "$rust_target"
     )
