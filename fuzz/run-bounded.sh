@@ -27,13 +27,15 @@ scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 for target in $(cargo +nightly fuzz list); do
 	mkdir -p "$scratch/$target/new" "$scratch/$target/artifacts"
-	seeds="corpus/$target"
-	if [ -d "regressions/$target" ]; then
-		seeds="$seeds regressions/$target"
-	fi
+	inputs="seeds/$target"
+	for dir in corpus regressions; do
+		if [ -d "$dir/$target" ]; then
+			inputs="$inputs $dir/$target"
+		fi
+	done
 	echo "== $target: $seconds s"
-	# shellcheck disable=SC2086 # $seeds is a list of directories without spaces
-	if ! cargo +nightly fuzz run -s none "$target" "$scratch/$target/new" $seeds -- \
+	# shellcheck disable=SC2086 # $inputs is a list of directories without spaces
+	if ! cargo +nightly fuzz run -s none "$target" "$scratch/$target/new" $inputs -- \
 		-max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
 		-artifact_prefix="$scratch/$target/artifacts/" -print_final_stats=1; then
 		for artifact in "$scratch/$target/artifacts/"*; do

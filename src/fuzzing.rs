@@ -394,26 +394,29 @@ mod tests {
         files
     }
 
-    fn corpus(target: &str) -> Vec<Vec<u8>> {
-        files_in(&fuzz_dir().join("corpus").join(target))
+    /// The inputs of `target` under `fuzz/<dir>/`: `seeds` (hand-made valid inputs), `corpus`
+    /// (what the fuzzer kept, minimised) or `regressions` (inputs that once failed).
+    fn inputs(dir: &str, target: &str) -> Vec<Vec<u8>> {
+        files_in(&fuzz_dir().join(dir).join(target))
             .iter()
             .map(|f| std::fs::read(f).unwrap())
             .collect()
     }
 
+    fn seeds(target: &str) -> Vec<Vec<u8>> {
+        inputs("seeds", target)
+    }
+
     #[test]
-    fn every_committed_corpus_input_and_crash_regression_runs_to_completion() {
+    fn every_committed_seed_corpus_input_and_crash_regression_runs_to_completion() {
         let mut ran = 0;
         for (name, target) in TARGETS {
-            let inputs = corpus(name);
-            assert!(!inputs.is_empty(), "fuzz/corpus/{name} has no seeds");
-            for input in inputs {
-                target(&input);
-                ran += 1;
-            }
-            for file in files_in(&fuzz_dir().join("regressions").join(name)) {
-                target(&std::fs::read(&file).unwrap());
-                ran += 1;
+            assert!(!seeds(name).is_empty(), "fuzz/seeds/{name} is empty");
+            for dir in ["seeds", "corpus", "regressions"] {
+                for input in inputs(dir, name) {
+                    target(&input);
+                    ran += 1;
+                }
             }
         }
         assert!(ran >= TARGETS.len());
@@ -422,7 +425,7 @@ mod tests {
     /// The stable driver above is what CI runs: a cargo-fuzz target it does not know would
     /// only ever be fuzzed by hand.
     #[test]
-    fn every_cargo_fuzz_target_is_driven_on_stable_and_has_a_corpus() {
+    fn every_cargo_fuzz_target_is_driven_on_stable_and_has_seeds() {
         let targets: Vec<String> = files_in(&fuzz_dir().join("fuzz_targets"))
             .iter()
             .filter_map(|f| f.file_stem()?.to_str().map(str::to_owned))
@@ -433,7 +436,7 @@ mod tests {
                 TARGETS.iter().any(|(name, _)| name == target),
                 "fuzz target {target} is missing from TARGETS"
             );
-            assert!(!corpus(target).is_empty(), "fuzz/corpus/{target} is empty");
+            assert!(!seeds(target).is_empty(), "fuzz/seeds/{target} is empty");
         }
         assert_eq!(
             targets.len(),
@@ -504,7 +507,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut panics = Vec::new();
         for (name, target) in TARGETS {
-            for input in corpus(name) {
+            for input in seeds(name) {
                 for _ in 0..per_seed {
                     let mut mutant = input.clone();
                     for _ in 0..rng.random_range(1..=4) {
@@ -527,7 +530,7 @@ mod tests {
     /// Seeds the decoders reject would leave the fuzzer to find the formats on its own.
     #[test]
     fn the_protobuf_seeds_decode_to_the_objects_they_encode() {
-        let seeds = corpus("protobuf_body");
+        let seeds = seeds("protobuf_body");
         assert!(seeds.len() >= 3);
         for seed in seeds {
             let object = decode_object(BodyFormat::Protobuf, &seed).unwrap();
@@ -538,7 +541,7 @@ mod tests {
 
     #[test]
     fn the_spdy_seeds_hold_whole_frames_with_readable_headers() {
-        for seed in corpus("spdy_frames") {
+        for seed in seeds("spdy_frames") {
             let mut codec = spdy::Codec::new();
             let mut buf = seed.clone();
             let mut frames = 0;
@@ -554,26 +557,26 @@ mod tests {
 
     #[test]
     fn the_wal_seeds_yield_entries_the_store_decodes() {
-        for seed in corpus("wal_file") {
+        for seed in seeds("wal_file") {
             let entries = crate::store::wal::parse(&seed);
             assert!(!entries.is_empty());
             assert!(entries.iter().all(|(_, e)| crate::store::codec::decodes(e)));
         }
-        for seed in corpus("store_entry") {
+        for seed in seeds("store_entry") {
             assert!(crate::store::codec::decodes(&seed));
         }
     }
 
     #[test]
     fn the_patch_and_apply_seeds_are_accepted() {
-        for seed in corpus("patch_body") {
+        for seed in seeds("patch_body") {
             let (doc, patch_bytes) = split(&seed[1..]);
             let doc: Value = serde_json::from_slice(doc).unwrap();
             let patch_type =
                 [PatchType::Json, PatchType::Merge, PatchType::Strategic][seed[0] as usize % 3];
             patch::apply(patch_type, &doc, patch_bytes).unwrap();
         }
-        for seed in corpus("server_side_apply") {
+        for seed in seeds("server_side_apply") {
             let (live, body) = split(&seed[2..]);
             let live: Value = serde_json::from_slice(live).unwrap();
             let name = live["metadata"]["name"].as_str().unwrap_or("fuzz");

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the starting corpus of each fuzz target into corpus/<target>/ (run from fuzz/).
+"""Writes the seeds of each fuzz target into seeds/<target>/ (run from fuzz/).
 
 Seeds are small valid inputs, so the fuzzer starts from the shapes the server really sees.
 Protobuf bodies are encoded by hand here (the wire format is tiny) the way Go clients send them.
@@ -16,10 +16,10 @@ import zlib
 
 
 def write(target, name, data):
-    os.makedirs(f"corpus/{target}", exist_ok=True)
+    os.makedirs(f"seeds/{target}", exist_ok=True)
     if isinstance(data, str):
         data = data.encode()
-    with open(f"corpus/{target}/{name}", "wb") as f:
+    with open(f"seeds/{target}/{name}", "wb") as f:
         f.write(data)
 
 
@@ -336,3 +336,14 @@ write("websocket_frames", "spdy-tunnel", b"\x02" + ws_frame(2, syn) + ws_frame(2
       + ws_frame(2, data(1, 1, b"")))
 write("websocket_frames", "long-lengths", b"\x00" + ws_frame(2, b"\x00" + b"a" * 300)
       + bytes([0x82, 0xFF]) + struct.pack(">Q", 1 << 40) + b"\x00" * 8)
+
+# --- CBOR bodies (application/cbor) ---------------------------------------------------------
+# A ConfigMap behind the self-described tag (55799) with byte-string keys and values, and a
+# Deployment in indefinite-length maps with a chunked text string and a half-precision float.
+write("cbor_body", "configmap", bytes.fromhex(
+    "d9d9f7a4446b696e6449436f6e6669674d61704464617461a141784131486d65746164617461a1446e616d65"
+    "41614a61706956657273696f6e427631"))
+write("cbor_body", "deployment", bytes.fromhex(
+    "bf646b696e646a4465706c6f796d656e746a61706956657273696f6e67617070732f7631686d6574616461"
+    "7461bf646e616d6563776562ff6473706563bf687265706c696361730366706175736564f465726174696f"
+    "f93e00666c6162656c737f61616162ffffff"))

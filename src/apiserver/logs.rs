@@ -93,8 +93,12 @@ pub fn render(records: &[Record], options: &LogOptions, now: jiff::Timestamp) ->
         }
     }
     lines.extend(pending);
-    if let Some(since) = options.since_seconds {
-        let cutoff = now - jiff::SignedDuration::from_secs(since);
+    // `sinceSeconds` is the client's: one reaching before the earliest timestamp keeps every
+    // line instead of overflowing.
+    let cutoff = options
+        .since_seconds
+        .and_then(|since| now.checked_sub(jiff::SignedDuration::from_secs(since)).ok());
+    if let Some(cutoff) = cutoff {
         lines.retain(|(t, _)| t.parse::<jiff::Timestamp>().map_or(true, |t| t >= cutoff));
     }
     if let Some(n) = options.tail_lines {
@@ -356,6 +360,15 @@ mod tests {
         };
         assert_eq!(render(&parse_cri(LOG), &since, now), "three\n");
         assert_eq!(limit("héllo".into(), Some(2)), "h");
+    }
+
+    #[test]
+    fn a_since_beyond_the_timestamp_range_keeps_every_line() {
+        let now: jiff::Timestamp = "2026-01-01T00:00:10Z".parse().unwrap();
+        for since in [i64::MAX, 999_999_999_999] {
+            let options = LogOptions::parse(Some(&format!("sinceSeconds={since}"))).unwrap();
+            assert_eq!(render(&parse_cri(LOG), &options, now), "one\ntwo\nthree\n");
+        }
     }
 
     #[test]

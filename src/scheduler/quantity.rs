@@ -46,13 +46,16 @@ pub fn parse_milli(text: &str) -> Option<i128> {
         all_digits.parse().ok()?
     };
     value = value.checked_mul(mantissa_scale)?;
+    // The exponent and the digits come from the client: every step is checked, so an absurd
+    // quantity is no quantity rather than an overflow.
     let frac_len = i32::try_from(fraction.len()).ok()?;
-    let power = exponent + 3 - frac_len;
+    let power = exponent.checked_add(3)?.checked_sub(frac_len)?;
     if power >= 0 {
         value = value.checked_mul(10i128.checked_pow(power.unsigned_abs())?)?;
     } else {
+        // Rounded up, as upstream rounds a fraction of a milli-unit.
         let divisor = 10i128.checked_pow(power.unsigned_abs())?;
-        value = (value + divisor - 1) / divisor;
+        value = value / divisor + i128::from(value % divisor != 0);
     }
     Some(if negative { -value } else { value })
 }
@@ -76,6 +79,18 @@ mod tests {
         assert_eq!(parse_milli("1G"), Some(1_000_000_000_000));
         assert_eq!(parse_milli("1e3"), Some(1_000_000));
         assert_eq!(parse_milli("1.5Gi"), Some(1_610_612_736_000));
+    }
+
+    #[test]
+    fn quantities_beyond_the_range_are_none_not_an_overflow() {
+        assert_eq!(parse_milli("1e2147483647"), None);
+        assert_eq!(parse_milli("1.0000e-2147483648"), None);
+        // i128::MAX nano-units: rounding up must not overflow either.
+        assert_eq!(
+            parse_milli("170141183460469231731687303715884105727n"),
+            Some(170141183460469231731687303715885)
+        );
+        assert_eq!(parse_milli("170141183460469231731687303715884105727"), None);
     }
 
     #[test]
