@@ -324,7 +324,7 @@ fn churn(total: usize) {
                     if finished == settle_at {
                         *settled.lock().unwrap() = Some((fd_count(pid), rss_kib(pid)));
                     }
-                    if finished % sample_every == 0 {
+                    if finished.is_multiple_of(sample_every) {
                         let rss = rss_kib(pid);
                         rss_curve.lock().unwrap().push((finished, rss));
                         // As it goes: a long run can be watched (and profiled) while it runs.
