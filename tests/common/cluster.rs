@@ -36,6 +36,11 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(ns: &Netns) -> Cluster {
+        Cluster::start_with_config(ns, "")
+    }
+
+    /// Like `start`, with `config` (TOML) added to the server's config file.
+    pub fn start_with_config(ns: &Netns, config: &str) -> Cluster {
         let work = tempfile::Builder::new()
             .prefix(&format!("berth-agent-test-{}-", std::process::id()))
             .tempdir()
@@ -46,7 +51,7 @@ impl Cluster {
         std::fs::write(
             server.data_dir().join("test-config.toml"),
             format!(
-                "[registries.mirrors.\"docker.io\"]\nendpoints = [\"http://{}\"]\n",
+                "{config}\n[registries.mirrors.\"docker.io\"]\nendpoints = [\"http://{}\"]\n",
                 registry.addr()
             ),
         )
