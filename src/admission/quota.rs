@@ -134,7 +134,9 @@ pub fn pod_requests_and_limits(pod: &Value) -> (Usage, Usage) {
         let mut sum = Usage::new();
         for container in containers(pod, "containers") {
             for (name, amount) in container_resources(container, field) {
-                *sum.entry(name).or_default() += amount;
+                // Saturating: the amounts are a client's, and a few huge ones must not overflow.
+                let total = sum.entry(name).or_default();
+                *total = total.saturating_add(amount);
             }
         }
         for container in containers(pod, "initContainers") {

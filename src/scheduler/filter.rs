@@ -33,12 +33,16 @@ pub struct Resources {
 }
 
 impl Resources {
+    /// Saturating: requests are clients' quantities, and a few huge ones must not overflow.
     pub fn add(&mut self, other: &Resources) {
-        self.milli_cpu += other.milli_cpu;
-        self.memory += other.memory;
-        self.ephemeral_storage += other.ephemeral_storage;
+        self.milli_cpu = self.milli_cpu.saturating_add(other.milli_cpu);
+        self.memory = self.memory.saturating_add(other.memory);
+        self.ephemeral_storage = self
+            .ephemeral_storage
+            .saturating_add(other.ephemeral_storage);
         for (name, amount) in &other.extended {
-            *self.extended.entry(name.clone()).or_default() += amount;
+            let sum = self.extended.entry(name.clone()).or_default();
+            *sum = sum.saturating_add(*amount);
         }
     }
 
@@ -418,7 +422,7 @@ pub fn resource_misfit(pod: &Pod, usage: &NodeUsage) -> Vec<String> {
     }
     let want = pod_requests(pod, false);
     let (used, allocatable) = (&usage.requested, &usage.allocatable);
-    let short = |asked: i128, used: i128, has: i128| asked > 0 && used + asked > has;
+    let short = |asked: i128, used: i128, has: i128| asked > 0 && used.saturating_add(asked) > has;
     if short(want.milli_cpu, used.milli_cpu, allocatable.milli_cpu) {
         reasons.push(INSUFFICIENT_CPU.to_string());
     }
@@ -489,6 +493,28 @@ pub mod tests {
                 ..Default::default()
             }),
         }
+    }
+
+    #[test]
+    fn huge_requests_add_up_to_the_largest_amount_instead_of_overflowing() {
+        // 1e35 bytes is 1e38 milli-units: one fits an i128, two do not.
+        let mut huge = pod(Some("1e35"), Some("1e35"));
+        if let Some(spec) = huge.spec.as_mut() {
+            let twin = spec.containers[0].clone();
+            spec.containers.push(Container {
+                name: "twin".into(),
+                ..twin
+            });
+        }
+        let requests = pod_requests(&huge, false);
+        assert_eq!(requests.memory, i128::MAX);
+        assert_eq!(requests.milli_cpu, i128::MAX);
+        let small = node("n", "4", "8Gi", "110");
+        let reasons = unfit_reasons(&huge, &small, &usage(&small));
+        assert!(
+            reasons.contains(&INSUFFICIENT_MEMORY.to_string()),
+            "{reasons:?}"
+        );
     }
 
     pub fn pod(cpu: Option<&str>, memory: Option<&str>) -> Pod {
