@@ -320,26 +320,23 @@ fn force_is_refused_on_a_patch_that_is_not_an_apply_through_a_view_too() {
     assert_eq!(reply.code, 200, "{}", reply.json());
     let applied = serde_json::json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
         "metadata": {"name": "probed", "namespace": "default", "labels": {"tier": "applied"}}});
-    let reply = request(
-        &server,
-        "PATCH",
-        "/apis/events.k8s.io/v1/namespaces/default/events/probed?fieldManager=prober&force=false",
-        &["Content-Type: application/apply-patch+yaml"],
-        Some(applied.to_string().as_bytes()),
-    );
+    let apply = |force: bool| {
+        request(
+            &server,
+            "PATCH",
+            &format!("/apis/events.k8s.io/v1/namespaces/default/events/probed?fieldManager=prober&force={force}"),
+            &["Content-Type: application/apply-patch+yaml"],
+            Some(applied.to_string().as_bytes()),
+        )
+    };
+    let reply = apply(false);
     assert_eq!(
         reply.code,
         409,
         "the label belongs to curl's patch: {}",
         reply.json()
     );
-    let reply = request(
-        &server,
-        "PATCH",
-        "/apis/events.k8s.io/v1/namespaces/default/events/probed?fieldManager=prober&force=true",
-        &["Content-Type: application/apply-patch+yaml"],
-        Some(applied.to_string().as_bytes()),
-    );
+    let reply = apply(true);
     assert_eq!(reply.code, 200, "{}", reply.json());
     let event = server.kubectl_json(&["get", EVENTS, "probed"]);
     assert_eq!(event["metadata"]["labels"]["tier"], "applied", "{event}");
