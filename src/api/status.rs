@@ -24,7 +24,10 @@ impl Cause {
     pub fn invalid(field: &str, value: &str, detail: &str) -> Cause {
         Cause {
             reason: "FieldValueInvalid".into(),
-            message: format!("Invalid value: {}: {detail}", go_quoted(value)),
+            message: format!(
+                "Invalid value: {}: {detail}",
+                super::go_syntax::quoted(value)
+            ),
             field: field.into(),
         }
     }
@@ -41,28 +44,6 @@ impl Cause {
     pub fn summary(&self) -> String {
         format!("{}: {}", self.field, self.message)
     }
-}
-
-/// `value` in double quotes, escaped as Go's `%q` does (upstream quotes field values so):
-/// quotes, backslashes and control characters are escaped, other text is kept.
-fn go_quoted(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
-    out.push('"');
-    for c in value.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// A failed API call: becomes a `metav1.Status` body with `code` as the HTTP status.

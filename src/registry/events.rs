@@ -10,7 +10,7 @@
 use serde_json::Value;
 
 use crate::api::resources::Resource;
-use crate::api::{meta, Cause};
+use crate::api::{go_syntax, meta, Cause};
 
 const REPORTING_INSTANCE_LENGTH_LIMIT: usize = 128;
 const ACTION_LENGTH_LIMIT: usize = 128;
@@ -83,11 +83,7 @@ pub fn validate_update(requested: &Resource, old: &Value, new: &Value) -> Vec<Ca
     for (stored_as, path) in IMMUTABLE {
         let after = new.get(*stored_as);
         if without_zeros(after) != without_zeros(old.get(*stored_as)) {
-            let shown = match after {
-                Some(Value::String(s)) => format!("{s:?}"),
-                Some(v) if !v.is_null() => v.to_string(),
-                _ => "null".into(),
-            };
+            let shown = shown_as_upstream(stored_as, after);
             causes.push(Cause {
                 reason: "FieldValueInvalid".into(),
                 message: format!("Invalid value: {shown}: field is immutable"),
@@ -208,6 +204,21 @@ fn is_unset(v: Option<&Value>) -> bool {
 }
 
 /// `v` without its zero-valued parts; None when nothing is left.
+/// A changed field's new value as upstream's message prints its internal Event's field.
+fn shown_as_upstream(stored_as: &str, value: Option<&Value>) -> String {
+    match stored_as {
+        "involvedObject" => go_syntax::object_reference(value),
+        "related" => match value.filter(|v| !v.is_null()) {
+            Some(reference) => go_syntax::object_reference(Some(reference)),
+            None => "null".into(),
+        },
+        "source" => go_syntax::event_source(value),
+        "firstTimestamp" | "lastTimestamp" | "eventTime" => go_syntax::time(value),
+        "count" => value.and_then(Value::as_i64).unwrap_or(0).to_string(),
+        _ => go_syntax::quoted(value.and_then(Value::as_str).unwrap_or("")),
+    }
+}
+
 fn without_zeros(v: Option<&Value>) -> Option<Value> {
     match v? {
         Value::Null => None,
@@ -408,10 +419,24 @@ mod tests {
             ]
         );
         assert_eq!(
+            causes[0].message,
+            concat!(
+                r#"Invalid value: core.ObjectReference{Kind:"Deployment", Namespace:"default", "#,
+                r#"Name:"db", UID:"", APIVersion:"apps/v1", ResourceVersion:"", FieldPath:""}: "#,
+                "field is immutable"
+            )
+        );
+        assert_eq!(
             causes[1].message,
             "Invalid value: \"Other\": field is immutable"
         );
         assert_eq!(validate_update(core(), &old, &new), []);
+        let mut later = old.clone();
+        later["eventTime"] = json!("2026-01-01T00:00:02.250000Z");
+        assert_eq!(
+            validate_update(events_api(), &old, &later)[0].message,
+            "Invalid value: 2026-01-01 00:00:02.25 +0000 UTC: field is immutable"
+        );
         // A series written badly is refused on update too.
         let mut bad_series = old.clone();
         bad_series["series"] = json!({"count": 0, "lastObservedTime": "2026-01-01T00:01:00Z"});

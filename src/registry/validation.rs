@@ -8,10 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use crate::api::meta;
 use crate::api::resources::Resource;
 use crate::api::selectors::LabelSelector;
 use crate::api::Cause;
+use crate::api::{go_syntax, meta};
 
 /// Problems with `obj` on its own (create and update).
 pub fn validate(resource: &Resource, obj: &Value) -> Vec<Cause> {
@@ -98,17 +98,29 @@ pub fn validate_update(
         }
         ("", "Pod") => pod_update(old, new, &mut causes),
         ("apps", "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet") => {
-            immutable(old, new, "spec.selector", &mut causes);
+            immutable(
+                old,
+                new,
+                "spec.selector",
+                go_syntax::label_selector,
+                &mut causes,
+            );
         }
         ("batch", "Job") => {
-            immutable(old, new, "spec.selector", &mut causes);
+            immutable(
+                old,
+                new,
+                "spec.selector",
+                go_syntax::label_selector,
+                &mut causes,
+            );
             // A suspended job's template may change (upstream allows scheduling directives; we
             // allow the whole template while suspended, which covers them).
             let suspended = old.pointer("/spec/suspend").and_then(Value::as_bool) == Some(true);
             if !suspended {
-                immutable(old, new, "spec.template", &mut causes);
+                immutable(old, new, "spec.template", json_value, &mut causes);
             }
-            immutable(old, new, "spec.completionMode", &mut causes);
+            immutable(old, new, "spec.completionMode", json_value, &mut causes);
         }
         _ => {}
     }
@@ -119,26 +131,33 @@ fn pointer_of(path: &str) -> String {
     format!("/{}", path.replace('.', "/"))
 }
 
-fn immutable(old: &Value, new: &Value, path: &str, causes: &mut Vec<Cause>) {
+/// Refuses a change of the field at `path`, showing the new value as upstream prints it.
+fn immutable(
+    old: &Value,
+    new: &Value,
+    path: &str,
+    shown: fn(Option<&Value>) -> String,
+    causes: &mut Vec<Cause>,
+) {
     let pointer = pointer_of(path);
-    let before = old.pointer(&pointer);
     let after = new.pointer(&pointer);
-    if before != after {
-        let shown = after.map(go_value).unwrap_or_else(|| "null".into());
+    if old.pointer(&pointer) != after {
         causes.push(Cause {
             reason: "FieldValueInvalid".into(),
-            message: format!("Invalid value: {shown}: field is immutable"),
+            message: format!("Invalid value: {}: field is immutable", shown(after)),
             field: path.into(),
         });
     }
 }
 
-/// A value the way upstream's `field.Invalid` prints a non-string: compact JSON is the closest
-/// stable form we have of Go's `%#v`.
-fn go_value(v: &Value) -> String {
+/// A string quoted as Go quotes it, any other value as compact JSON: for the pod template, whose
+/// Go-style form (hundreds of zero-valued fields) upstream prints in full, JSON is the readable
+/// stand-in.
+fn json_value(v: Option<&Value>) -> String {
     match v {
-        Value::String(s) => format!("{s:?}"),
-        other => other.to_string(),
+        None | Some(Value::Null) => "null".into(),
+        Some(Value::String(s)) => go_syntax::quoted(s),
+        Some(other) => other.to_string(),
     }
 }
 
@@ -613,7 +632,10 @@ mod tests {
         let new = deployment(json!({"matchLabels": {"app": "b"}}), json!({"app": "b"}));
         let causes = validate_update(deployments(), deployments(), &old, &new);
         assert_eq!(causes[0].field, "spec.selector");
-        assert!(causes[0].message.ends_with("field is immutable"));
+        assert_eq!(
+            causes[0].message,
+            r#"Invalid value: v1.LabelSelector{MatchLabels:map[string]string{"app":"b"}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: field is immutable"#
+        );
         assert!(validate_update(deployments(), deployments(), &old, &old).is_empty());
     }
 

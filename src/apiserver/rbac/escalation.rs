@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::attributes::{Attributes, ResourceAttributes};
-use super::rules::{go_quoted, go_quoted_list, PolicyRule};
+use super::rules::{go_quoted_list, PolicyRule};
 use super::Rbac;
 use crate::admission::{self, Operation};
 use crate::api::resources::Resource;
@@ -136,7 +136,7 @@ fn check_as(
     lines.dedup();
     let detail = format!(
         "user {} (groups={}) is attempting to grant RBAC permissions not currently held:\n{}",
-        go_quoted(&user.name),
+        crate::api::go_syntax::quoted(&user.name),
         go_quoted_list(&user.groups),
         lines.join("\n")
     );

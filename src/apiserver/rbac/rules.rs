@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::attributes::Attributes;
+use crate::api::go_syntax::quoted;
 
 /// One `rules[]` entry of a Role or ClusterRole.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -127,13 +128,8 @@ impl PolicyRule {
 
 /// Go's `%q` of a `[]string`: `["a" "b"]`.
 pub fn go_quoted_list(values: &[String]) -> String {
-    let quoted: Vec<String> = values.iter().map(|v| go_quoted(v)).collect();
+    let quoted: Vec<String> = values.iter().map(|v| quoted(v)).collect();
     format!("[{}]", quoted.join(" "))
-}
-
-/// Go's `%q` of a string (close enough for names: JSON escaping of the same characters).
-pub fn go_quoted(value: &str) -> String {
-    serde_json::to_string(value).unwrap_or_else(|_| format!("\"{value}\""))
 }
 
 fn strings(values: &[&str]) -> Vec<String> {
