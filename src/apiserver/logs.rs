@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::stream::node::PodNode;
-use crate::api::{ApiError, ApiResult};
+use crate::api::{ApiError, ApiResult, Cause};
 
 /// How often a followed log is checked for new lines.
 const FOLLOW_POLL: Duration = Duration::from_millis(250);
@@ -26,12 +26,16 @@ pub struct LogOptions {
     pub timestamps: bool,
     pub tail_lines: Option<usize>,
     pub since_seconds: Option<i64>,
+    pub since_time: Option<jiff::Timestamp>,
     pub limit_bytes: Option<usize>,
 }
 
 impl LogOptions {
-    pub fn parse(raw: Option<&str>) -> ApiResult<LogOptions> {
+    /// The options of a log request for pod `pod`: a value that is no number (or time) is a
+    /// 400, one out of range a 422 naming the field, as upstream's `ValidatePodLogOptions`.
+    pub fn parse(raw: Option<&str>, pod: &str) -> ApiResult<LogOptions> {
         let mut o = LogOptions::default();
+        let (mut tail_lines, mut limit_bytes) = (None, None);
         let bool_of = |v: &str| matches!(v, "true" | "1" | "True");
         let num = |k: &str, v: &str| {
             v.parse::<i64>()
@@ -43,13 +47,64 @@ impl LogOptions {
                 "follow" => o.follow = bool_of(&v),
                 "previous" => o.previous = bool_of(&v),
                 "timestamps" => o.timestamps = bool_of(&v),
-                "tailLines" => o.tail_lines = Some(num("tailLines", &v)?.max(0) as usize),
+                "tailLines" => tail_lines = Some(num("tailLines", &v)?),
                 "sinceSeconds" => o.since_seconds = Some(num("sinceSeconds", &v)?),
-                "limitBytes" => o.limit_bytes = Some(num("limitBytes", &v)?.max(0) as usize),
+                "sinceTime" => {
+                    let at = v.parse::<jiff::Timestamp>().map_err(|_| {
+                        ApiError::bad_request(format!(
+                            "invalid sinceTime {v:?}: not an RFC 3339 time"
+                        ))
+                    })?;
+                    o.since_time = Some(at);
+                }
+                "limitBytes" => limit_bytes = Some(num("limitBytes", &v)?),
                 _ => {}
             }
         }
-        Ok(o)
+        let mut causes = Vec::new();
+        let out_of_range = |field: &str, value: i64, detail: &str| Cause {
+            reason: "FieldValueInvalid".into(),
+            message: format!("Invalid value: {value}: {detail}"),
+            field: field.into(),
+        };
+        match tail_lines {
+            Some(n) if n < 0 => causes.push(out_of_range(
+                "tailLines",
+                n,
+                "must be greater than or equal to 0",
+            )),
+            n => o.tail_lines = n.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        }
+        match limit_bytes {
+            Some(n) if n < 1 => {
+                causes.push(out_of_range("limitBytes", n, "must be greater than 0"))
+            }
+            n => o.limit_bytes = n.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        }
+        match (o.since_seconds, o.since_time) {
+            (Some(_), Some(_)) => causes.push(Cause::forbidden(
+                "",
+                "at most one of `sinceTime` or `sinceSeconds` may be specified",
+            )),
+            (Some(n), None) if n < 1 => {
+                causes.push(out_of_range("sinceSeconds", n, "must be greater than 0"))
+            }
+            _ => {}
+        }
+        match causes.is_empty() {
+            true => Ok(o),
+            false => Err(ApiError::invalid("", "PodLogOptions", pod, causes)),
+        }
+    }
+
+    /// The earliest time a line may have to be shown, if the client set one. `sinceSeconds` is
+    /// the client's: one reaching before the earliest timestamp keeps every line instead of
+    /// overflowing.
+    fn cutoff(&self, now: jiff::Timestamp) -> Option<jiff::Timestamp> {
+        self.since_time.or_else(|| {
+            let since = self.since_seconds?;
+            now.checked_sub(jiff::SignedDuration::from_secs(since)).ok()
+        })
     }
 }
 
@@ -93,12 +148,7 @@ pub fn render(records: &[Record], options: &LogOptions, now: jiff::Timestamp) ->
         }
     }
     lines.extend(pending);
-    // `sinceSeconds` is the client's: one reaching before the earliest timestamp keeps every
-    // line instead of overflowing.
-    let cutoff = options
-        .since_seconds
-        .and_then(|since| now.checked_sub(jiff::SignedDuration::from_secs(since)).ok());
-    if let Some(cutoff) = cutoff {
+    if let Some(cutoff) = options.cutoff(now) {
         lines.retain(|(t, _)| t.parse::<jiff::Timestamp>().map_or(true, |t| t >= cutoff));
     }
     if let Some(n) = options.tail_lines {
@@ -236,7 +286,7 @@ pub async fn serve(
     name: &str,
     query: Option<&str>,
 ) -> ApiResult<Response> {
-    let options = LogOptions::parse(query)?;
+    let options = LogOptions::parse(query, name)?;
     let logs_dir = node.logs_dir.clone();
     let pod = node.pod(namespace, name).await?;
     let (path, container) = locate(&logs_dir, &pod, &options)?;
@@ -274,6 +324,7 @@ pub async fn serve(
         let render_opts = LogOptions {
             tail_lines: None,
             since_seconds: None,
+            since_time: None,
             ..options.clone()
         };
         let mut carry = String::new();
@@ -366,19 +417,59 @@ mod tests {
     fn a_since_beyond_the_timestamp_range_keeps_every_line() {
         let now: jiff::Timestamp = "2026-01-01T00:00:10Z".parse().unwrap();
         for since in [i64::MAX, 999_999_999_999] {
-            let options = LogOptions::parse(Some(&format!("sinceSeconds={since}"))).unwrap();
+            let options = LogOptions::parse(Some(&format!("sinceSeconds={since}")), "p").unwrap();
             assert_eq!(render(&parse_cri(LOG), &options, now), "one\ntwo\nthree\n");
         }
     }
 
     #[test]
     fn options_parse_from_the_query() {
-        let o =
-            LogOptions::parse(Some("container=app&follow=true&tailLines=5&previous=1")).unwrap();
+        let o = LogOptions::parse(
+            Some("container=app&follow=true&tailLines=5&previous=1"),
+            "p",
+        )
+        .unwrap();
         assert_eq!(o.container.as_deref(), Some("app"));
         assert!(o.follow && o.previous);
         assert_eq!(o.tail_lines, Some(5));
-        assert!(LogOptions::parse(Some("tailLines=x")).is_err());
+        let since = LogOptions::parse(Some("sinceTime=2026-01-01T00:00:08Z"), "p").unwrap();
+        let now: jiff::Timestamp = "2026-01-01T00:00:10Z".parse().unwrap();
+        assert_eq!(render(&parse_cri(LOG), &since, now), "three\n");
+    }
+
+    #[test]
+    fn options_out_of_range_are_refused_as_upstream_refuses_them() {
+        assert_eq!(
+            LogOptions::parse(Some("tailLines=x"), "p")
+                .unwrap_err()
+                .code,
+            400
+        );
+        assert_eq!(
+            LogOptions::parse(Some("sinceTime=soon"), "p")
+                .unwrap_err()
+                .code,
+            400
+        );
+        let err =
+            LogOptions::parse(Some("tailLines=-1&limitBytes=0&sinceSeconds=0"), "web").unwrap_err();
+        assert_eq!(err.code, 422);
+        assert_eq!(
+            err.message,
+            concat!(
+                "PodLogOptions \"web\" is invalid: [tailLines: Invalid value: -1: must be greater ",
+                "than or equal to 0, limitBytes: Invalid value: 0: must be greater than 0, ",
+                "sinceSeconds: Invalid value: 0: must be greater than 0]"
+            )
+        );
+        let both = "sinceSeconds=5&sinceTime=2026-01-01T00:00:08Z";
+        let err = LogOptions::parse(Some(both), "web").unwrap_err();
+        assert_eq!(
+            err.message,
+            "PodLogOptions \"web\" is invalid: : Forbidden: at most one of `sinceTime` or \
+             `sinceSeconds` may be specified"
+        );
+        assert!(LogOptions::parse(Some("tailLines=0&limitBytes=1&sinceSeconds=1"), "p").is_ok());
     }
 
     #[test]
