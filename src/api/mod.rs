@@ -5,6 +5,7 @@ pub mod body;
 pub mod cbor;
 pub mod conversion;
 pub mod endpoints;
+pub mod go_ip;
 pub mod go_syntax;
 pub mod meta;
 pub mod paging;

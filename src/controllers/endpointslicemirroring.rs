@@ -19,7 +19,6 @@
 //! while a Service gains or loses its selector.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -335,38 +334,10 @@ pub fn mirrored_slices(ep: &Endpoints) -> Mirrored {
     Mirrored { slices, skipped }
 }
 
-/// An address as upstream's mirroring reads it (Go's sloppy IP parse): IPv4 octets may have
-/// leading zeros (read as decimal, not octal), and an IPv4-mapped IPv6 address is the IPv4
-/// address. Nothing else is an IP, surrounding spaces included.
-fn parse_ip_sloppy(text: &str) -> Option<IpAddr> {
-    let ip = match text.parse::<IpAddr>() {
-        Ok(ip) => ip,
-        Err(_) => IpAddr::V4(parse_ipv4_with_leading_zeros(text)?),
-    };
-    Some(match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    })
-}
-
-fn parse_ipv4_with_leading_zeros(text: &str) -> Option<Ipv4Addr> {
-    let mut octets = [0u8; 4];
-    let mut parts = text.split('.');
-    for octet in &mut octets {
-        let part = parts.next().filter(|p| !p.is_empty())?;
-        let value = part.bytes().try_fold(0u32, |value, b| {
-            let value = value * 10 + u32::from(b.checked_sub(b'0').filter(|d| *d <= 9)?);
-            (value <= 255).then_some(value)
-        })?;
-        *octet = u8::try_from(value).ok()?;
-    }
-    parts.next().is_none().then_some(Ipv4Addr::from(octets))
-}
-
 /// An Endpoints address as a slice endpoint with its address family; None if it is no IP.
 fn mirrored_endpoint(address: &EndpointAddress, ready: bool) -> Option<(&'static str, Endpoint)> {
     // Parsed and printed again, as upstream does, so an odd spelling comes out canonical.
-    let ip = parse_ip_sloppy(&address.ip)?;
+    let ip = crate::api::go_ip::parse_sloppy(&address.ip)?;
     let family = if ip.is_ipv4() { "IPv4" } else { "IPv6" };
     Some((
         family,
@@ -620,7 +591,7 @@ mod tests {
 
     #[test]
     fn addresses_are_read_as_upstream_reads_them() {
-        let ip = |text: &str| parse_ip_sloppy(text).map(|ip| ip.to_string());
+        let ip = |text: &str| crate::api::go_ip::parse_sloppy(text).map(|ip| ip.to_string());
         assert_eq!(ip("10.0.0.1").as_deref(), Some("10.0.0.1"));
         assert_eq!(ip("010.000.0.01").as_deref(), Some("10.0.0.1"));
         assert_eq!(ip("::ffff:10.0.0.1").as_deref(), Some("10.0.0.1"));

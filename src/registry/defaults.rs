@@ -24,6 +24,8 @@ pub fn apply(resource: &Resource, obj: &mut Value) {
         ("apps", "StatefulSet") => stateful_set(obj),
         ("batch", "Job") => job(obj),
         ("batch", "CronJob") => cron_job(obj),
+        ("", "Endpoints") => endpoints(obj),
+        ("discovery.k8s.io", "EndpointSlice") => endpoint_slice(obj),
         _ => {}
     }
 }
@@ -513,6 +515,35 @@ fn cron_job(obj: &mut Value) {
         default(spec, "failedJobsHistoryLimit", json!(1));
     }
     template_at(obj, "/spec/jobTemplate/spec/template");
+}
+
+// ---- Endpoints and EndpointSlices ----
+
+/// SetDefaults_Endpoints: a port's protocol is TCP.
+fn endpoints(obj: &mut Value) {
+    let subsets = obj.get_mut("subsets").and_then(Value::as_array_mut);
+    for subset in subsets.into_iter().flatten() {
+        if let Some(subset) = subset.as_object_mut() {
+            for port in items_mut(subset, "ports") {
+                if let Some(port) = port.as_object_mut() {
+                    default(port, "protocol", json!("TCP"));
+                }
+            }
+        }
+    }
+}
+
+/// discovery/v1 SetDefaults_EndpointPort: a port's name is "" and its protocol TCP.
+fn endpoint_slice(obj: &mut Value) {
+    let Some(slice) = obj.as_object_mut() else {
+        return;
+    };
+    for port in items_mut(slice, "ports") {
+        if let Some(port) = port.as_object_mut() {
+            default(port, "name", json!(""));
+            default(port, "protocol", json!("TCP"));
+        }
+    }
 }
 
 #[cfg(test)]

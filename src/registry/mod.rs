@@ -5,6 +5,7 @@ pub mod certificates;
 mod cronjob_time_zone;
 pub mod default_ingress_class;
 pub mod defaults;
+mod endpoints;
 pub mod ephemeral;
 mod events;
 pub mod generic;

@@ -60,6 +60,7 @@ pub fn validate(resource: &Resource, obj: &Value) -> Vec<Cause> {
             );
         }
         ("networking.k8s.io", "NetworkPolicy") => super::network_policy::validate(obj, &mut causes),
+        ("", "Endpoints") => super::endpoints::validate_endpoints(obj, &mut causes),
         ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy") => {
             crate::admission::policy::validation::expression_causes(obj, &mut causes)
         }
@@ -77,6 +78,9 @@ pub fn validate_create(resource: &Resource, requested: &Resource, obj: &Value) -
             super::cronjob_time_zone::validate_schedule_zone(obj, None, &mut causes);
         }
         ("", "Event") => causes.extend(super::events::validate_create(requested, obj)),
+        ("discovery.k8s.io", "EndpointSlice") => {
+            super::endpoints::validate_endpoint_slice(obj, false, &mut causes)
+        }
         _ => {}
     }
     causes
@@ -97,6 +101,10 @@ pub fn validate_update(
             super::cronjob_time_zone::validate_schedule_zone(new, Some(old), &mut causes);
         }
         ("", "Pod") => pod_update(old, new, &mut causes),
+        ("discovery.k8s.io", "EndpointSlice") => {
+            super::endpoints::validate_endpoint_slice(new, true, &mut causes);
+            immutable(old, new, "addressType", json_value, &mut causes);
+        }
         ("apps", "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet") => {
             immutable(
                 old,
