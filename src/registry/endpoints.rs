@@ -120,8 +120,8 @@ pub fn validate_endpoint_slice(obj: &Value, updating: bool, causes: &mut Vec<Cau
     let address_type = text(obj.get("addressType"));
     if address_type.is_empty() {
         causes.push(Cause::required("addressType"));
-    } else if !ADDRESS_TYPES.contains(&address_type)
-        && !(updating && address_type == DEPRECATED_ADDRESS_TYPE)
+    } else if !(ADDRESS_TYPES.contains(&address_type)
+        || updating && address_type == DEPRECATED_ADDRESS_TYPE)
     {
         let mut supported = ADDRESS_TYPES.to_vec();
         if updating {
