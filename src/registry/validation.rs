@@ -106,22 +106,10 @@ pub fn validate_update(
             immutable(old, new, "addressType", json_value, &mut causes);
         }
         ("apps", "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet") => {
-            immutable(
-                old,
-                new,
-                "spec.selector",
-                go_syntax::label_selector,
-                &mut causes,
-            );
+            immutable_selector(old, new, &mut causes);
         }
         ("batch", "Job") => {
-            immutable(
-                old,
-                new,
-                "spec.selector",
-                go_syntax::label_selector,
-                &mut causes,
-            );
+            immutable_selector(old, new, &mut causes);
             // A suspended job's template may change (upstream allows scheduling directives; we
             // allow the whole template while suspended, which covers them).
             let suspended = old.pointer("/spec/suspend").and_then(Value::as_bool) == Some(true);
@@ -156,6 +144,10 @@ fn immutable(
             field: path.into(),
         });
     }
+}
+
+fn immutable_selector(old: &Value, new: &Value, causes: &mut Vec<Cause>) {
+    immutable(old, new, "spec.selector", go_syntax::label_selector, causes);
 }
 
 /// A string quoted as Go quotes it, any other value as compact JSON: for the pod template, whose
