@@ -7,6 +7,8 @@
 //! scheduling: no image pull, nothing runs. Printed: a Deployment scaled 0 → 100 (time until all
 //! bound), the scheduler alone binding 100 pods already pending (the node is cordoned while they
 //! are created, then uncordoned), and the server's CPU time while idle with 0 and with 100 pods.
+//! A second bench scales a Deployment 0 → 100 on the server's own node with real containers
+//! (image pulled beforehand): time until all are bound and until all run.
 
 mod common;
 
@@ -14,6 +16,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::cluster::Cluster;
 use common::inside::{block_on_in_netns, kube_client};
 use common::netns::Netns;
 use common::server::BerthServer;
@@ -51,25 +54,43 @@ async fn idle_cpu(pid: u32, window: Duration) -> f64 {
     used * 1000.0 / window.as_secs_f64()
 }
 
-/// Watches pods labelled `app=<app>` until `count` of them are bound; returns when each was
-/// first seen and when each was seen bound.
-async fn wait_bound(
+/// When each of `count` pods labelled `app=<app>` was first seen, seen bound and (with
+/// `until_running`) seen Running; returns once all of them got that far.
+struct PodTimes {
+    seen: Vec<Instant>,
+    bound: Vec<Instant>,
+    running: Vec<Instant>,
+}
+
+async fn wait_pods(
     pods: Api<Pod>,
     app: &str,
     count: usize,
+    until_running: bool,
     started: tokio::sync::oneshot::Sender<()>,
-) -> (Vec<Instant>, Vec<Instant>) {
+) -> PodTimes {
     let config = watcher::Config::default().labels(&format!("app={app}"));
     let mut events = std::pin::pin!(watcher::watcher(pods, config));
     let mut seen: HashMap<String, Instant> = HashMap::new();
     let mut bound: HashMap<String, Instant> = HashMap::new();
+    let mut running: HashMap<String, Instant> = HashMap::new();
     let mut started = Some(started);
     let deadline = Instant::now() + TIMEOUT;
-    while bound.len() < count {
+    let done = |bound: &HashMap<_, _>, running: &HashMap<_, _>| match until_running {
+        true => running.len() >= count,
+        false => bound.len() >= count,
+    };
+    while !done(&bound, &running) {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let event = tokio::time::timeout(remaining, events.next())
             .await
-            .unwrap_or_else(|_| panic!("only {} of {count} pods bound", bound.len()))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "of {count} pods only {} bound and {} running",
+                    bound.len(),
+                    running.len()
+                )
+            })
             .expect("the watch goes on");
         let pod = match event.expect("watch event") {
             watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => pod,
@@ -90,10 +111,18 @@ async fn wait_bound(
             .and_then(|s| s.node_name.as_ref())
             .is_some()
         {
-            bound.entry(name).or_insert(now);
+            bound.entry(name.clone()).or_insert(now);
+        }
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if phase == Some("Running") {
+            running.entry(name).or_insert(now);
         }
     }
-    (seen.into_values().collect(), bound.into_values().collect())
+    PodTimes {
+        seen: seen.into_values().collect(),
+        bound: bound.into_values().collect(),
+        running: running.into_values().collect(),
+    }
 }
 
 fn span(first: &[Instant], last: &[Instant]) -> Duration {
@@ -152,7 +181,7 @@ async fn figures(kubeconfig: PathBuf, pid: u32) -> Vec<String> {
         .await
         .expect("create the deployment");
     let (started, watching) = tokio::sync::oneshot::channel();
-    let watch = tokio::spawn(wait_bound(pods.clone(), "scaled", PODS, started));
+    let watch = tokio::spawn(wait_pods(pods.clone(), "scaled", PODS, false, started));
     watching.await.expect("the watch started");
     let scaling = Instant::now();
     deployments
@@ -163,7 +192,7 @@ async fn figures(kubeconfig: PathBuf, pid: u32) -> Vec<String> {
         )
         .await
         .expect("scale the deployment");
-    let (seen, bound) = watch.await.expect("the watch ended");
+    let PodTimes { seen, bound, .. } = watch.await.expect("the watch ended");
     let all_bound = bound.iter().max().expect("bound").duration_since(scaling);
     rows.push(format!(
         "deployment 0 → {PODS}: all bound {:.0} ms after the scale; first pod seen → last bound {:.0} ms",
@@ -188,7 +217,7 @@ async fn figures(kubeconfig: PathBuf, pid: u32) -> Vec<String> {
         .await
         .expect("cordon");
     let (started, watching) = tokio::sync::oneshot::channel();
-    let watch = tokio::spawn(wait_bound(pods.clone(), "waiting", PODS, started));
+    let watch = tokio::spawn(wait_pods(pods.clone(), "waiting", PODS, false, started));
     watching.await.expect("the watch started");
     let creates = (0..PODS).map(|i| {
         let pods = pods.clone();
@@ -235,7 +264,7 @@ async fn figures(kubeconfig: PathBuf, pid: u32) -> Vec<String> {
         )
         .await
         .expect("uncordon");
-    let (_, bound) = watch.await.expect("the watch ended");
+    let PodTimes { bound, .. } = watch.await.expect("the watch ended");
     let took = bound
         .iter()
         .max()
@@ -261,4 +290,78 @@ fn scheduler_figures_against_a_whole_server() {
         println!("{row}");
     }
     assert_eq!(rows.len(), 3);
+}
+
+/// A Deployment scaled 0 → 100 on the server's own node, with the image already pulled: how
+/// long until every pod is bound and until every one runs as a real container.
+async fn real_node_figures(kubeconfig: PathBuf) -> Vec<String> {
+    let client = kube_client(&kubeconfig).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let template = |app: &str| {
+        json!({"metadata": {"labels": {"app": app}}, "spec": {
+            "terminationGracePeriodSeconds": 0,
+            "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "3600"],
+                "resources": {"requests": {"cpu": "5m", "memory": "4Mi"}}}]}})
+    };
+    // One pod first, so the image is pulled before the figures start.
+    let deployment = |name: &str, replicas: usize| -> Deployment {
+        serde_json::from_value(json!({"metadata": {"name": name},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                "template": template(name)}}))
+        .expect("a deployment")
+    };
+    let (started, watching) = tokio::sync::oneshot::channel();
+    let warm = tokio::spawn(wait_pods(pods.clone(), "warm", 1, true, started));
+    watching.await.expect("the watch started");
+    deployments
+        .create(&PostParams::default(), &deployment("warm", 1))
+        .await
+        .expect("create the warm-up deployment");
+    warm.await.expect("the warm-up pod runs");
+
+    deployments
+        .create(&PostParams::default(), &deployment("scaled", 0))
+        .await
+        .expect("create the deployment");
+    let (started, watching) = tokio::sync::oneshot::channel();
+    let watch = tokio::spawn(wait_pods(pods.clone(), "scaled", PODS, true, started));
+    watching.await.expect("the watch started");
+    let scaling = Instant::now();
+    deployments
+        .patch(
+            "scaled",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"replicas": PODS}})),
+        )
+        .await
+        .expect("scale the deployment");
+    let times = watch.await.expect("the watch ended");
+    let after = |at: &[Instant]| {
+        at.iter()
+            .max()
+            .expect("some pods")
+            .duration_since(scaling)
+            .as_secs_f64()
+            * 1000.0
+    };
+    vec![format!(
+        "deployment 0 → {PODS} on a real node: all bound {:.0} ms, all Running {:.0} ms after the scale ({:.1} pods/s started)",
+        after(&times.bound),
+        after(&times.running),
+        PODS as f64 / (after(&times.running) / 1000.0)
+    ), format!("first pod seen → last Running {:.0} ms", span(&times.seen, &times.running).as_secs_f64() * 1000.0)]
+}
+
+#[test]
+#[ignore]
+fn a_deployment_scaled_to_a_hundred_runs_on_a_real_node() {
+    let ns = Netns::new();
+    let cluster = Cluster::start_with_config(&ns, CONFIG);
+    let kubeconfig = cluster.server.kubeconfig_path();
+    let rows = block_on_in_netns(&ns.name, move || real_node_figures(kubeconfig));
+    for row in &rows {
+        println!("{row}");
+    }
+    assert_eq!(rows.len(), 2);
 }
