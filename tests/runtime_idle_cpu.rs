@@ -6,15 +6,13 @@
 //! Needs root (network namespaces, cgroups, mounts), as in CI.
 
 mod common;
-#[path = "bench/runtime/procs.rs"]
-#[allow(dead_code)]
-mod procs;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
 use common::netns::Netns;
+use common::procs;
 
 const PODS: usize = 20;
 const WINDOW: Duration = Duration::from_secs(60);

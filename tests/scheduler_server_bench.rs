@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use common::cluster::Cluster;
 use common::inside::{block_on_in_netns, kube_client};
 use common::netns::Netns;
+use common::procs::{cpu_ticks, ticks_per_second};
 use common::server::BerthServer;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -32,25 +33,11 @@ const PODS: usize = 100;
 const IDLE_WINDOW: Duration = Duration::from_secs(20);
 const TIMEOUT: Duration = Duration::from_secs(180);
 
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = &stat[stat.rfind(')').expect("a stat line") + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
-}
-
 /// CPU milliseconds the process used per second of wall time over `window`.
 async fn idle_cpu(pid: u32, window: Duration) -> f64 {
-    let ticks_per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
     let before = cpu_ticks(pid);
     tokio::time::sleep(window).await;
-    let used = (cpu_ticks(pid) - before) as f64 / ticks_per_second;
+    let used = cpu_ticks(pid).saturating_sub(before) as f64 / ticks_per_second();
     used * 1000.0 / window.as_secs_f64()
 }
 

@@ -25,8 +25,6 @@
 mod common;
 #[path = "runtime/podman.rs"]
 mod podman;
-#[path = "runtime/procs.rs"]
-mod procs;
 #[path = "runtime/runc.rs"]
 mod runc;
 #[path = "runtime/shim.rs"]
@@ -39,6 +37,7 @@ use berth::runtime::SeccompProfile;
 use common::cluster::{test_image, Cluster};
 use common::inside::{block_on_in_netns, kube_client};
 use common::netns::Netns;
+use common::procs;
 use common::registry::Registry;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;

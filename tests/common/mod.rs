@@ -5,6 +5,7 @@
 //! - `curl`: raw HTTP requests as the admin, for what kubectl cannot send
 //! - `inside`: running code (kube clients) inside a test's network namespace
 //! - `netns`: a network namespace per test, removed on drop
+//! - `procs`: what benches read from /proc (shims, memory, CPU time)
 //! - `server`: `berth server` running inside a netns, driven with the real kubectl/helm
 //! - `registry`: a real OCI registry (Debian's docker-registry) inside a netns
 //! - `tools`: where kubectl and helm are
@@ -34,6 +35,7 @@ pub mod curl;
 pub mod inside;
 pub mod netns;
 pub mod podnet;
+pub mod procs;
 pub mod registry;
 pub mod server;
 pub mod tools;

@@ -142,7 +142,7 @@ impl Podman {
     /// PIDs of the conmon processes of this podman's containers (one per container).
     pub fn conmon_pids(&self) -> Vec<u32> {
         let runroot = self.dir.path().join("runroot");
-        crate::procs::processes_whose_cmdline_contains(runroot.to_str().unwrap_or("-"))
+        crate::common::procs::processes_whose_cmdline_contains(runroot.to_str().unwrap_or("-"))
             .into_iter()
             .filter(|pid| {
                 std::fs::read_to_string(format!("/proc/{pid}/comm"))

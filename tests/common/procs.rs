@@ -1,4 +1,4 @@
-//! What the bench reads from /proc: berth's shims, PSS, CPU time.
+//! What benches read from /proc: berth's shims, memory (PSS, RSS), CPU time.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -60,8 +60,31 @@ impl Memory {
     }
 }
 
+/// A size in KiB from `/proc/<pid>/status` (`"VmRSS"`, `"RssAnon"`, `"RssFile"`), 0 for a
+/// process gone.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| {
+            l.strip_prefix(field)
+                .is_some_and(|rest| rest.starts_with(':'))
+        })
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Clock ticks per second, the unit of `cpu_ticks`.
+pub fn ticks_per_second() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64
+}
+
 /// User + system CPU time of a process (all its threads), in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
+pub fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name, which may itself hold spaces and parentheses.
     let Some((_, after)) = stat.rsplit_once(") ") else {
@@ -91,11 +114,7 @@ pub async fn cpu_share(daemon: u32, pods_dir: &Path, window: Duration) -> (f64, 
     let started = Instant::now();
     tokio::time::sleep(window).await;
     let after = ticks();
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
-    let share = |used: u64| used as f64 / hz / started.elapsed().as_secs_f64();
+    let share = |used: u64| used as f64 / ticks_per_second() / started.elapsed().as_secs_f64();
     (
         share(after.0.saturating_sub(before.0)),
         share(after.1.saturating_sub(before.1)),
