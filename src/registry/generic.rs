@@ -60,6 +60,32 @@ pub struct DeleteOptions {
     pub dry_run: bool,
 }
 
+/// What a create made: the object, and what the store holds of it.
+pub struct Created {
+    /// Without its resourceVersion, which the store gave it.
+    object: Value,
+    /// The object's JSON as stored, resourceVersion included; None for a dry run.
+    stored: Option<KeyValue>,
+}
+
+impl Created {
+    /// The object as created, resourceVersion included.
+    pub fn into_object(self) -> Value {
+        match self.stored {
+            Some(kv) => encode_value_at(self.object, kv.mod_revision),
+            None => self.object,
+        }
+    }
+
+    /// The object's JSON: the bytes stored, so answering a create serialises nothing again.
+    pub fn into_json(self) -> Bytes {
+        match self.stored {
+            Some(kv) => kv.value,
+            None => Bytes::from(self.object.to_string()),
+        }
+    }
+}
+
 /// What a delete did.
 pub enum Deleted {
     /// Removed now; the last state of the object.
@@ -251,6 +277,7 @@ impl Registry {
     ) -> ApiResult<Value> {
         self.create_normalized(r, namespace, Normalized::new(r, body)?, dry_run)
             .await
+            .map(Created::into_object)
     }
 
     /// Creates an object from a body already put through `Normalized::new`.
@@ -260,7 +287,7 @@ impl Registry {
         namespace: &str,
         body: Normalized,
         dry_run: bool,
-    ) -> ApiResult<Value> {
+    ) -> ApiResult<Created> {
         let requested = body.served();
         let mut obj = body.into_value();
         let meta = meta::metadata_mut(&mut obj);
@@ -361,7 +388,10 @@ impl Registry {
                 services::default_and_validate(&mut obj, &name)?;
             }
             if dry_run {
-                return Ok(obj);
+                return Ok(Created {
+                    object: obj,
+                    stored: None,
+                });
             }
             let key = r.key(namespace, &name);
             let owner = format!("{namespace}/{name}");
@@ -385,7 +415,12 @@ impl Registry {
                 services::release_keys(&self.store, &allocations).await;
             }
             match created {
-                Ok(kv) => return Ok(encode_value_at(obj, kv.mod_revision)),
+                Ok(kv) => {
+                    return Ok(Created {
+                        object: obj,
+                        stored: Some(kv),
+                    })
+                }
                 Err(StoreError::AlreadyExists) if explicit_name.is_empty() => continue,
                 Err(StoreError::AlreadyExists) => {
                     return Err(ApiError::already_exists(r.group, r.plural, &name))
