@@ -234,8 +234,36 @@ fn configmaps_and_secrets_go_through_their_whole_life() {
         "{gone:?}"
     );
 
-    // Deleting the namespace removes what is in it, then the namespace.
-    server.kubectl_ok(&["delete", "namespace", "team", "--timeout=60s"]);
+    // While the namespace terminates (a finalizer holds one of its objects) nothing new may be
+    // created in it, from the first request after its delete was answered.
+    server.kubectl_ok(&["create", "configmap", "held", "-n", "team"]);
+    let hold = r#"{"metadata":{"finalizers":["example.com/hold"]}}"#;
+    let release = r#"{"metadata":{"finalizers":null}}"#;
+    let patch = |body| {
+        [
+            "patch",
+            "cm",
+            "held",
+            "-n",
+            "team",
+            "--type=merge",
+            "-p",
+            body,
+        ]
+    };
+    server.kubectl_ok(&patch(hold));
+    server.kubectl_ok(&["delete", "namespace", "team", "--wait=false"]);
+    let out = server.kubectl(&["create", "configmap", "late", "-n", "team"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "unable to create new content in namespace team because it is being terminated"
+        ),
+        "{out:?}"
+    );
+
+    // Once the hold is released, the namespace's content goes, then the namespace.
+    server.kubectl_ok(&patch(release));
+    server.kubectl_ok(&["wait", "--for=delete", "namespace/team", "--timeout=60s"]);
     let out = server.kubectl(&["get", "namespace", "team"]);
     assert!(!out.status.success());
     let out = server.kubectl(&["create", "configmap", "late", "-n", "team"]);

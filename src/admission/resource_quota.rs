@@ -160,8 +160,10 @@ impl Plugin for ResourceQuota {
         let Some(quotas_resource) = resources::find("", "v1", "resourcequotas") else {
             return Ok(());
         };
-        // Most namespaces have no quota: they take no lock.
-        if self.quotas_limiting(quotas_resource, a, object)?.is_empty() {
+        // Most namespaces have no quota: they list nothing and take no lock.
+        if !self.registry.has_resource_quotas(a.namespace)?
+            || self.quotas_limiting(quotas_resource, a, object)?.is_empty()
+        {
             return Ok(());
         }
         let _one_at_a_time = self.charging.lock().await;

@@ -7,6 +7,7 @@
 
 use serde_json::{json, Map, Value};
 use std::borrow::Cow;
+use std::sync::OnceLock;
 
 use super::fieldset::{self, Comparison, FieldSet};
 use crate::api::conversion;
@@ -269,32 +270,36 @@ impl ManagedFields {
     }
 }
 
-/// The fields no manager owns: identity and server-set metadata (upstream's stripMeta).
-fn server_fields() -> FieldSet {
-    let mut set = FieldSet::default();
-    for path in [
-        &["f:apiVersion"][..],
-        &["f:kind"],
-        &["f:metadata"],
-        &["f:metadata", "f:name"],
-        &["f:metadata", "f:namespace"],
-        &["f:metadata", "f:creationTimestamp"],
-        &["f:metadata", "f:selfLink"],
-        &["f:metadata", "f:uid"],
-        &["f:metadata", "f:clusterName"],
-        &["f:metadata", "f:generation"],
-        &["f:metadata", "f:managedFields"],
-        &["f:metadata", "f:resourceVersion"],
-    ] {
-        let path: Vec<String> = path.iter().map(|s| s.to_string()).collect();
-        set.insert(&path);
-    }
-    set
+/// The fields no manager owns: identity and server-set metadata (upstream's stripMeta). Built
+/// once: every write subtracts it from three sets.
+fn server_fields() -> &'static FieldSet {
+    static SET: OnceLock<FieldSet> = OnceLock::new();
+    SET.get_or_init(|| {
+        let mut set = FieldSet::default();
+        for path in [
+            &["f:apiVersion"][..],
+            &["f:kind"],
+            &["f:metadata"],
+            &["f:metadata", "f:name"],
+            &["f:metadata", "f:namespace"],
+            &["f:metadata", "f:creationTimestamp"],
+            &["f:metadata", "f:selfLink"],
+            &["f:metadata", "f:uid"],
+            &["f:metadata", "f:clusterName"],
+            &["f:metadata", "f:generation"],
+            &["f:metadata", "f:managedFields"],
+            &["f:metadata", "f:resourceVersion"],
+        ] {
+            let path: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+            set.insert(&path);
+        }
+        set
+    })
 }
 
 /// Removes the fields no manager owns from `set`.
 pub fn ownable(set: &FieldSet) -> FieldSet {
-    set.difference(&server_fields())
+    set.difference(server_fields())
 }
 
 /// The upstream type name of objects of `r`, for the kinds with a known schema.
@@ -391,14 +396,15 @@ fn updated_managed_fields(
     proposed: &Value,
     manager: &Manager,
 ) -> ManagedFields {
-    let empty = json!({});
-    let live = live.unwrap_or(&empty);
     let sent = match part {
         Part::Main => ManagedFields::decode(new).filter(|m| !m.entries.is_empty()),
         _ => None,
     };
-    let mut managed = sent.unwrap_or_else(|| ManagedFields::of(live));
-    let comparison = changes(r, part, live, proposed);
+    let mut managed = sent.unwrap_or_else(|| live.map(ManagedFields::of).unwrap_or_default());
+    let comparison = match live {
+        Some(live) => changes(r, part, live, proposed),
+        None => created_fields(r, part, proposed),
+    };
     if comparison.is_same() {
         return managed;
     }
@@ -408,6 +414,8 @@ fn updated_managed_fields(
     let api_version = served.api_version();
     let in_served = (served != r).then(|| {
         let view_of = |obj: &Value| conversion::to_served(served, obj.clone());
+        let empty = json!({});
+        let live = live.unwrap_or(&empty);
         changes(served, part, &view_of(live), &view_of(proposed))
     });
     let own = in_served.as_ref().unwrap_or(&comparison);
@@ -445,6 +453,15 @@ fn changes(r: &Resource, part: Part, live: &Value, proposed: &Value) -> Comparis
         &view(r, part, proposed),
         type_of(r),
     ))
+}
+
+/// `changes` from nothing to `created`: every ownable field of it is added. Built straight from
+/// the object, since a create has nothing to compare against.
+fn created_fields(r: &Resource, part: Part, created: &Value) -> Comparison {
+    Comparison {
+        added: ownable(&FieldSet::from_object(&view(r, part, created), type_of(r))),
+        ..Comparison::default()
+    }
 }
 
 /// Upstream keeps at most this many Update entries; older ones merge into `ancient-changes`.
@@ -597,6 +614,39 @@ mod tests {
             again, once,
             "managedFields written after the decode keep the object normalized"
         );
+    }
+
+    #[test]
+    fn a_create_owns_what_a_comparison_with_an_empty_object_finds() {
+        let configmaps = find("", "v1", "configmaps").unwrap();
+        let pods = find("", "v1", "pods").unwrap();
+        let configmap = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c", "namespace": "default", "labels": {"a": "b"},
+                "finalizers": ["x", "y"], "managedFields": [{"manager": "m"}]},
+            "data": {"k": "v"}, "binaryData": {}});
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c", "image": "busybox",
+                "ports": [{"containerPort": 80, "protocol": "TCP"}]}]},
+            "status": {"phase": "Pending", "conditions": [{"type": "Ready", "status": "False"}]}});
+        let bare = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
+        let cases = [
+            (configmaps, &configmap),
+            (configmaps, &bare),
+            (pods, &pod),
+            (deployments(), &deployment(2, "busybox")),
+        ];
+        for (r, obj) in cases {
+            for part in [Part::Main, Part::Status, Part::Finalize] {
+                assert_eq!(
+                    created_fields(r, part, obj),
+                    changes(r, part, &json!({}), obj),
+                    "{} {part:?}",
+                    r.kind
+                );
+            }
+        }
+        assert!(created_fields(configmaps, Part::Main, &bare).is_same());
+        assert!(!created_fields(pods, Part::Status, &pod).is_same());
     }
 
     #[test]

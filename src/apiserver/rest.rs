@@ -142,7 +142,7 @@ async fn dispatch(
                 .create_normalized(r, &namespace, body, query.dry_run)
                 .await?;
             let stored = started.elapsed();
-            let response = with_warnings(json_response(201, &created), &warnings);
+            let response = with_warnings(raw_json_response(201, created.into_json()), &warnings);
             tracing::debug!(target: "berth::apiserver::timing", read_us = read.as_micros(),
                 prepared_us = prepared.as_micros(), created_us = stored.as_micros(),
                 encoded_us = started.elapsed().as_micros(), "create answered");
@@ -314,7 +314,10 @@ async fn server_side_apply(
                 .registry
                 .create_normalized(r, &namespace, new, query.dry_run)
                 .await?;
-            Ok(with_warnings(json_response(201, &created), &warnings))
+            Ok(with_warnings(
+                raw_json_response(201, created.into_json()),
+                &warnings,
+            ))
         }
         Err(e) => Err(e),
     }

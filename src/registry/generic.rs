@@ -1,6 +1,8 @@
 //! The generic CRUD every kind shares, on top of the store: create, guaranteed update, delete with
 //! finalizers and graceful pod deletion, list with selectors and paging.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde_json::{json, Value};
 
@@ -8,6 +10,7 @@ use super::normalized::Normalized;
 use super::propagation;
 use super::services::{self, ServiceNetwork};
 use super::stored::RevisionTemplate;
+use super::watched::{Lookup, WatchedPrefix};
 use super::{certificates, defaults, kinds, validation};
 use crate::admission::{self, Operation};
 use crate::api::meta;
@@ -57,6 +60,32 @@ pub struct DeleteOptions {
     pub dry_run: bool,
 }
 
+/// What a create made: the object, and what the store holds of it.
+pub struct Created {
+    /// Without its resourceVersion, which the store gave it.
+    object: Value,
+    /// The object's JSON as stored, resourceVersion included; None for a dry run.
+    stored: Option<KeyValue>,
+}
+
+impl Created {
+    /// The object as created, resourceVersion included.
+    pub fn into_object(self) -> Value {
+        match self.stored {
+            Some(kv) => encode_value_at(self.object, kv.mod_revision),
+            None => self.object,
+        }
+    }
+
+    /// The object's JSON: the bytes stored, so answering a create serialises nothing again.
+    pub fn into_json(self) -> Bytes {
+        match self.stored {
+            Some(kv) => kv.value,
+            None => Bytes::from(self.object.to_string()),
+        }
+    }
+}
+
 /// What a delete did.
 pub enum Deleted {
     /// Removed now; the last state of the object.
@@ -70,6 +99,32 @@ pub struct Registry {
     store: Store,
     services: ServiceNetwork,
     admission: admission::Chain,
+    /// Every namespaced create checks its namespace, and most check its quotas: both answered
+    /// from copies kept current by the store's watch instead of a store read each.
+    namespaces: Arc<WatchedPrefix<NamespacePhase>>,
+    quotas: Arc<WatchedPrefix<()>>,
+}
+
+/// What a namespaced create needs to know of its namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NamespacePhase {
+    Open,
+    Terminating,
+    /// The stored bytes are not JSON: the store read reports it.
+    Unreadable,
+}
+
+impl NamespacePhase {
+    fn of(raw: &[u8]) -> NamespacePhase {
+        NamespacePhase::read(raw).unwrap_or(NamespacePhase::Unreadable)
+    }
+
+    fn read(raw: &[u8]) -> ApiResult<NamespacePhase> {
+        match meta::is_deleting(&decode(raw)?) {
+            true => Ok(NamespacePhase::Terminating),
+            false => Ok(NamespacePhase::Open),
+        }
+    }
 }
 
 /// How many times a write is retried when another writer raced it (for unconditional writes).
@@ -77,7 +132,15 @@ const MAX_RETRIES: usize = 16;
 
 impl Registry {
     pub fn new(store: Store, services: ServiceNetwork) -> Registry {
+        let namespaces = namespaces_resource().key_prefix();
+        let quotas = resource_quotas_resource().key_prefix();
         Registry {
+            namespaces: Arc::new(WatchedPrefix::new(
+                store.clone(),
+                namespaces,
+                NamespacePhase::of,
+            )),
+            quotas: Arc::new(WatchedPrefix::new(store.clone(), quotas, |_| ())),
             store,
             services,
             admission: admission::Chain::default(),
@@ -214,6 +277,7 @@ impl Registry {
     ) -> ApiResult<Value> {
         self.create_normalized(r, namespace, Normalized::new(r, body)?, dry_run)
             .await
+            .map(Created::into_object)
     }
 
     /// Creates an object from a body already put through `Normalized::new`.
@@ -223,7 +287,7 @@ impl Registry {
         namespace: &str,
         body: Normalized,
         dry_run: bool,
-    ) -> ApiResult<Value> {
+    ) -> ApiResult<Created> {
         let requested = body.served();
         let mut obj = body.into_value();
         let meta = meta::metadata_mut(&mut obj);
@@ -324,7 +388,10 @@ impl Registry {
                 services::default_and_validate(&mut obj, &name)?;
             }
             if dry_run {
-                return Ok(obj);
+                return Ok(Created {
+                    object: obj,
+                    stored: None,
+                });
             }
             let key = r.key(namespace, &name);
             let owner = format!("{namespace}/{name}");
@@ -348,7 +415,12 @@ impl Registry {
                 services::release_keys(&self.store, &allocations).await;
             }
             match created {
-                Ok(kv) => return Ok(encode_value_at(obj, kv.mod_revision)),
+                Ok(kv) => {
+                    return Ok(Created {
+                        object: obj,
+                        stored: Some(kv),
+                    })
+                }
                 Err(StoreError::AlreadyExists) if explicit_name.is_empty() => continue,
                 Err(StoreError::AlreadyExists) => {
                     return Err(ApiError::already_exists(r.group, r.plural, &name))
@@ -364,22 +436,38 @@ impl Registry {
     }
 
     fn check_namespace_open(&self, namespace: &str) -> ApiResult<()> {
-        let namespaces = namespaces_resource();
-        match self
-            .store
-            .get(&namespaces.key("", namespace))
-            .map_err(store_error)?
-        {
-            None => Err(ApiError::not_found("", "namespaces", namespace)),
-            Some(kv) => {
-                let ns = decode(&kv.value)?;
-                if meta::is_deleting(&ns) {
-                    return Err(ApiError::forbidden(format!(
-                        "unable to create new content in namespace {namespace} because it is being terminated"
-                    )));
+        let key = format!("{}{namespace}", self.namespaces.prefix());
+        let phase = match self.namespaces.get(&key).map_err(store_error)? {
+            Lookup::Present(NamespacePhase::Unreadable) | Lookup::NotKept => {
+                match self.store.get(&key).map_err(store_error)? {
+                    Some(kv) => NamespacePhase::read(&kv.value)?,
+                    None => return Err(ApiError::not_found("", "namespaces", namespace)),
                 }
-                Ok(())
             }
+            Lookup::Present(phase) => phase,
+            Lookup::Absent => return Err(ApiError::not_found("", "namespaces", namespace)),
+        };
+        match phase {
+            NamespacePhase::Terminating => Err(ApiError::forbidden(format!(
+                "unable to create new content in namespace {namespace} because it is being terminated"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `namespace` holds a ResourceQuota (most hold none, and then quota admission has
+    /// nothing to read).
+    pub fn has_resource_quotas(&self, namespace: &str) -> ApiResult<bool> {
+        let prefix = format!("{}{namespace}/", self.quotas.prefix());
+        match self.quotas.any_under(&prefix).map_err(store_error)? {
+            Lookup::Present(()) => Ok(true),
+            Lookup::Absent => Ok(false),
+            Lookup::NotKept => Ok(!self
+                .store
+                .list(&prefix, None, 1)
+                .map_err(store_error)?
+                .kvs
+                .is_empty()),
         }
     }
 
@@ -1010,6 +1098,10 @@ fn namespaces_resource() -> &'static Resource {
     resources::find("", "v1", "namespaces").expect("namespaces are always served")
 }
 
+fn resource_quotas_resource() -> &'static Resource {
+    resources::find("", "v1", "resourcequotas").expect("resource quotas are always served")
+}
+
 /// `generateName` plus five characters from upstream's alphabet (no vowels, no look-alikes).
 fn generated_name(prefix: &str) -> String {
     use rand::Rng;
@@ -1129,6 +1221,101 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(stale.code, 409);
+    }
+
+    fn registry(dir: &tempfile::TempDir) -> Registry {
+        let store = Store::open(&dir.path().join("s.redb"), Default::default()).unwrap();
+        let network = ServiceNetwork::parse("10.43.0.0/16", (30000, 32767)).unwrap();
+        Registry::new(store, network)
+    }
+
+    /// Creates a ConfigMap in `namespace`: the HTTP code of the refusal, 201 when created.
+    async fn create_configmap(registry: &Registry, namespace: &str, name: &str) -> u16 {
+        let r = resources::find("", "v1", "configmaps").unwrap();
+        let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
+        match registry.create(r, namespace, body, false).await {
+            Ok(_) => 201,
+            Err(e) => e.code,
+        }
+    }
+
+    /// Namespaced creates read the namespace from a copy the store's watch keeps: every
+    /// namespace write, acknowledged just before, must already show.
+    #[tokio::test]
+    async fn a_create_sees_the_namespace_as_its_last_acknowledged_write_left_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = registry(&dir);
+        let ns = namespaces_resource();
+        let namespace = |finalizers: Value| {
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"},
+                "spec": {"finalizers": finalizers}})
+        };
+        assert_eq!(create_configmap(&registry, "team", "a").await, 404);
+        registry
+            .create(ns, "", namespace(json!(["kubernetes"])), false)
+            .await
+            .unwrap();
+        assert_eq!(create_configmap(&registry, "team", "b").await, 201);
+        let deleted = registry
+            .delete(ns, "", "team", &DeleteOptions::default())
+            .await
+            .unwrap();
+        assert!(
+            matches!(deleted, Deleted::Marked(_)),
+            "held by its finalizer"
+        );
+        let refused = registry
+            .create(
+                resources::find("", "v1", "configmaps").unwrap(),
+                "team",
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}),
+                false,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code, 403);
+        assert_eq!(
+            refused.message,
+            "unable to create new content in namespace team because it is being terminated"
+        );
+        registry
+            .update_with(ns, "", "team", Part::Finalize, false, |old| {
+                let mut new = old.clone();
+                new["spec"]["finalizers"] = json!([]);
+                Ok(new)
+            })
+            .await
+            .unwrap();
+        assert_eq!(create_configmap(&registry, "team", "d").await, 404);
+        registry
+            .create(ns, "", namespace(json!([])), false)
+            .await
+            .unwrap();
+        assert_eq!(create_configmap(&registry, "team", "e").await, 201);
+    }
+
+    #[tokio::test]
+    async fn a_resource_quota_counts_from_the_moment_its_write_is_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = registry(&dir);
+        let quotas = resource_quotas_resource();
+        assert!(!registry.has_resource_quotas("default").unwrap());
+        let quota = json!({"apiVersion": "v1", "kind": "ResourceQuota",
+            "metadata": {"name": "q", "namespace": "team"}, "spec": {"hard": {"pods": "1"}}});
+        registry
+            .store()
+            .create(&quotas.key("team", "q"), move |rev| encode_at(quota, rev))
+            .await
+            .unwrap();
+        assert!(registry.has_resource_quotas("team").unwrap());
+        assert!(!registry.has_resource_quotas("tea").unwrap());
+        assert!(!registry.has_resource_quotas("team-b").unwrap());
+        registry
+            .store()
+            .delete(&quotas.key("team", "q"), None)
+            .await
+            .unwrap();
+        assert!(!registry.has_resource_quotas("team").unwrap());
     }
 
     #[test]

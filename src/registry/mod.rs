@@ -18,6 +18,7 @@ mod seccomp_profile;
 pub mod services;
 mod stored;
 pub mod validation;
+mod watched;
 
 pub use generic::{DeleteOptions, Deleted, ListOptions, ListPage, Part, Registry};
 pub use normalized::Normalized;
