@@ -69,27 +69,20 @@ impl Finding {
         }
     }
     fn hint(item: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Finding {
-        Finding {
-            verdict: Verdict::Hint,
-            item,
-            detail: detail.into(),
-            fix: Some(fix.into()),
-        }
+        Finding::with_fix(Verdict::Hint, item, detail.into(), fix.into())
     }
     fn warn(item: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Finding {
-        Finding {
-            verdict: Verdict::Warn,
-            item,
-            detail: detail.into(),
-            fix: Some(fix.into()),
-        }
+        Finding::with_fix(Verdict::Warn, item, detail.into(), fix.into())
     }
     fn fail(item: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Finding {
+        Finding::with_fix(Verdict::Fail, item, detail.into(), fix.into())
+    }
+    fn with_fix(verdict: Verdict, item: &'static str, detail: String, fix: String) -> Finding {
         Finding {
-            verdict: Verdict::Fail,
+            verdict,
             item,
-            detail: detail.into(),
-            fix: Some(fix.into()),
+            detail,
+            fix: Some(fix),
         }
     }
 
