@@ -40,6 +40,8 @@ pub struct CgroupMount {
     pub v2: bool,
     /// v1 controllers bound to this hierarchy (`memory`, `cpu`, ...); empty for v2.
     pub controllers: Vec<String>,
+    /// The filesystem's own options as mounted (`rw,nsdelegate`, `rw,memory`).
+    pub super_options: String,
 }
 
 /// cgroup v1 super options that are not controller names.
@@ -50,6 +52,7 @@ const MOUNT_OPTIONS: &[&str] = &[
     "noprefix",
     "clone_children",
     "cpuset_v2_mode",
+    "favordynmods",
 ];
 
 const MOUNTINFO: &str = "/proc/self/mountinfo";
@@ -85,6 +88,7 @@ pub fn parse_cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
             mount_point: PathBuf::from(mount_point),
             v2,
             controllers,
+            super_options: super_options.to_string(),
         });
     }
     mounts
@@ -362,6 +366,14 @@ mod tests {
     }
 
     #[test]
+    fn mount_options_are_not_taken_for_controllers() {
+        let mounts = parse_cgroup_mounts(
+            "40 31 0:32 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids,favordynmods\n",
+        );
+        assert_eq!(mounts[0].controllers, vec!["pids"]);
+    }
+
+    #[test]
     fn memory_files_live_in_the_v1_memory_hierarchy_when_there_is_one() {
         let hybrid = parse_cgroup_mounts(HYBRID);
         assert_eq!(
@@ -399,6 +411,7 @@ mod tests {
             mount_point: root.path().into(),
             v2: true,
             controllers: vec![],
+            super_options: "rw".into(),
         }];
         let order = removal_order(&mounts, "berth/podx").unwrap();
         assert_eq!(order.len(), 3);

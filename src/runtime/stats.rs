@@ -204,6 +204,7 @@ mod tests {
             mount_point: dir.to_path_buf(),
             v2,
             controllers: controllers.iter().map(|c| c.to_string()).collect(),
+            super_options: "rw".into(),
         }
     }
 
