@@ -13,6 +13,7 @@ use std::time::Duration;
 use common::agent::{join_token, Agent};
 use common::cluster::test_image;
 use common::netns::{connect, Netns};
+use common::procs::{cpu_ticks, pss_kib, status_kib, ticks_per_second};
 use common::registry::Registry;
 use common::server::BerthServer;
 use common::wait_until;
@@ -539,44 +540,6 @@ fn a_token_secret_made_with_kubectl_joins_an_agent_started_right_after_it() {
     agent.stop();
 }
 
-/// A `/proc/<pid>/status` field in KiB (0 when the process is gone).
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Proportional set size in KiB: shared pages (the binary's code) count by their share.
-fn pss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("Pss:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// CPU time (user + system) the process has used, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The command name may hold spaces: fields are counted after its closing parenthesis.
-    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field(11) + field(12)
-}
-
 /// The issue's agent figures: resident memory and CPU of `berth agent` alone (joined, Node
 /// Ready, no pods), idle for a minute. Ignored by default: it takes a minute and a half and
 /// should measure an optimised build:
@@ -617,16 +580,14 @@ fn agent_alone_idle_memory_and_cpu_over_a_minute() {
     let before = cpu_ticks(pid);
     let started = std::time::Instant::now();
     std::thread::sleep(IDLE);
-    let ticks = cpu_ticks(pid) - before;
+    let ticks = cpu_ticks(pid).saturating_sub(before);
     let elapsed = started.elapsed().as_secs_f64();
-    // SAFETY: sysconf reads a constant of the running system.
-    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let cpu_percent = ticks as f64 / ticks_per_second / elapsed * 100.0;
+    let cpu_percent = ticks as f64 / ticks_per_second() / elapsed * 100.0;
     let mib = |kib: u64| kib as f64 / 1024.0;
     let (rss, anon, file) = (
-        status_kib(pid, "VmRSS:"),
-        status_kib(pid, "RssAnon:"),
-        status_kib(pid, "RssFile:"),
+        status_kib(pid, "VmRSS"),
+        status_kib(pid, "RssAnon"),
+        status_kib(pid, "RssFile"),
     );
     eprintln!(
         "berth agent alone, idle {:.0} s after 20 s settling:\n\
@@ -637,7 +598,7 @@ fn agent_alone_idle_memory_and_cpu_over_a_minute() {
         mib(anon),
         mib(file),
         mib(pss_kib(pid)),
-        status_kib(pid, "Threads:"),
+        status_kib(pid, "Threads"),
         cpu_percent,
     );
     assert!(agent.is_running(), "the agent stayed up while idle");

@@ -22,7 +22,6 @@ use common::agent::{join_token, Agent};
 use common::cluster::test_image;
 use common::netns::{connect, Netns};
 use common::podnet::{client_netns, processes_with_marker, reaches};
-use common::procs;
 use common::registry::Registry;
 use common::server::BerthServer;
 use common::wait_until;
@@ -618,49 +617,6 @@ fn throughput_for(backend: &str, first_marker: u32) {
 fn cross_node_throughput_against_same_node() {
     throughput_for("host-gw", 5);
     throughput_for("vxlan", 8);
-}
-
-/// The agent on its own (kubelet, service proxy, the node's part of the pod network), settled
-/// and idle, beside the server of the same run: memory and CPU. Printed; the issue's goal for
-/// the agent is at most 20 MiB and under 0.5 % of a core.
-#[test]
-#[ignore = "benchmark: run on its own"]
-fn agent_memory_and_idle_cpu_beside_the_server() {
-    const SETTLE: Duration = Duration::from_secs(20);
-    const WINDOW: Duration = Duration::from_secs(60);
-    let nodes = TwoNodes::start("host-gw");
-    std::thread::sleep(SETTLE);
-    let agent = nodes.agent.pid().expect("the agent runs");
-    let server = nodes.server.pid().expect("the server runs");
-    let before = (procs::cpu_ticks(agent), procs::cpu_ticks(server));
-    let started = std::time::Instant::now();
-    std::thread::sleep(WINDOW);
-    let share = |now: u64, then: u64| {
-        now.saturating_sub(then) as f64
-            / procs::ticks_per_second()
-            / started.elapsed().as_secs_f64()
-            * 100.0
-    };
-    let agent_cpu = share(procs::cpu_ticks(agent), before.0);
-    let server_cpu = share(procs::cpu_ticks(server), before.1);
-    let mib = |kib: u64| kib as f64 / 1024.0;
-    for (who, pid, cpu) in [("agent", agent, agent_cpu), ("server", server, server_cpu)] {
-        let status = |field: &str| mib(procs::status_kib(pid, field));
-        eprintln!(
-            "{who}: RSS {:.1} MiB (anonymous {:.1}, file {:.1}), PSS {:.1} MiB, {} threads, \
-             idle CPU {cpu:.2} % of one core over {} s",
-            status("VmRSS"),
-            status("RssAnon"),
-            status("RssFile"),
-            mib(procs::pss_kib(pid)),
-            procs::status_kib(pid, "Threads"),
-            WINDOW.as_secs()
-        );
-    }
-    assert!(
-        procs::status_kib(agent, "VmRSS") > 0,
-        "the agent still runs"
-    );
 }
 
 /// The `(uid, node, phase)` of each pod labelled `app=<app>`, as the server sees them.
