@@ -112,6 +112,45 @@ async fn wait_pods(
     }
 }
 
+/// Creates Deployment `scaled` with no replicas and the pod `template` (labelled
+/// `app=scaled`), scales it to `PODS` and waits until all are bound (or, with `until_running`,
+/// Running); returns when the scale was sent and the pods' times.
+async fn scale_from_zero(
+    deployments: &Api<Deployment>,
+    pods: &Api<Pod>,
+    template: serde_json::Value,
+    until_running: bool,
+) -> (Instant, PodTimes) {
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "scaled"},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "scaled"}},
+            "template": template}}))
+    .expect("a deployment");
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .expect("create the deployment");
+    let (started, watching) = tokio::sync::oneshot::channel();
+    let watch = tokio::spawn(wait_pods(
+        pods.clone(),
+        "scaled",
+        PODS,
+        until_running,
+        started,
+    ));
+    watching.await.expect("the watch started");
+    let scaling = Instant::now();
+    deployments
+        .patch(
+            "scaled",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"replicas": PODS}})),
+        )
+        .await
+        .expect("scale the deployment");
+    (scaling, watch.await.expect("the watch ended"))
+}
+
 fn span(first: &[Instant], last: &[Instant]) -> Duration {
     let start = first.iter().min().expect("some pods");
     let end = last.iter().max().expect("some pods");
@@ -158,28 +197,8 @@ async fn figures(kubeconfig: PathBuf, pid: u32) -> Vec<String> {
     // A Deployment scaled from 0 to 100: the controllers and the scheduler together.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "scaled"},
-        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "scaled"}},
-            "template": template("scaled")}}))
-    .expect("a deployment");
-    deployments
-        .create(&PostParams::default(), &deployment)
-        .await
-        .expect("create the deployment");
-    let (started, watching) = tokio::sync::oneshot::channel();
-    let watch = tokio::spawn(wait_pods(pods.clone(), "scaled", PODS, false, started));
-    watching.await.expect("the watch started");
-    let scaling = Instant::now();
-    deployments
-        .patch(
-            "scaled",
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"spec": {"replicas": PODS}})),
-        )
-        .await
-        .expect("scale the deployment");
-    let PodTimes { seen, bound, .. } = watch.await.expect("the watch ended");
+    let (scaling, PodTimes { seen, bound, .. }) =
+        scale_from_zero(&deployments, &pods, template("scaled"), false).await;
     let all_bound = bound.iter().max().expect("bound").duration_since(scaling);
     rows.push(format!(
         "deployment 0 → {PODS}: all bound {:.0} ms after the scale; first pod seen → last bound {:.0} ms",
@@ -307,23 +326,7 @@ async fn real_node_figures(kubeconfig: PathBuf) -> Vec<String> {
         .expect("create the warm-up deployment");
     warm.await.expect("the warm-up pod runs");
 
-    deployments
-        .create(&PostParams::default(), &deployment("scaled", 0))
-        .await
-        .expect("create the deployment");
-    let (started, watching) = tokio::sync::oneshot::channel();
-    let watch = tokio::spawn(wait_pods(pods.clone(), "scaled", PODS, true, started));
-    watching.await.expect("the watch started");
-    let scaling = Instant::now();
-    deployments
-        .patch(
-            "scaled",
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"spec": {"replicas": PODS}})),
-        )
-        .await
-        .expect("scale the deployment");
-    let times = watch.await.expect("the watch ended");
+    let (scaling, times) = scale_from_zero(&deployments, &pods, template("scaled"), true).await;
     let after = |at: &[Instant]| {
         at.iter()
             .max()
