@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use serde_json::Value;
 
-use super::validation::{invalid_number, not_supported};
+use super::validation::{duplicate, invalid_number, not_supported};
 use crate::api::{go_ip, meta, Cause};
 
 const PROTOCOLS: &[&str] = &["SCTP", "TCP", "UDP"];
@@ -147,11 +147,7 @@ pub fn validate_endpoint_slice(obj: &Value, updating: bool, causes: &mut Vec<Cau
         let path = format!("ports[{i}]");
         let name = text(port.get("name"));
         if !names.insert(name) {
-            causes.push(Cause {
-                reason: "FieldValueDuplicate".into(),
-                message: format!("Duplicate value: {}", crate::api::go_syntax::quoted(name)),
-                field: format!("{path}.name"),
-            });
+            causes.push(duplicate(&format!("{path}.name"), name));
         }
         port_fields(port, &path, causes);
     }

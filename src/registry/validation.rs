@@ -207,7 +207,11 @@ fn template_labels(template: Option<&Value>) -> BTreeMap<String, String> {
 
 /// Upstream's message, with the labels printed as Go prints a `map[string]string`.
 fn selector_mismatch(template_path: &str, labels: &BTreeMap<String, String>) -> Cause {
-    let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k:?}:{v:?}")).collect();
+    let quoted = go_syntax::quoted;
+    let pairs: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{}:{}", quoted(k), quoted(v)))
+        .collect();
     let shown = if labels.is_empty() {
         "map[string]string(nil)".to_string()
     } else {
@@ -244,21 +248,22 @@ fn template(obj: &Value, path: &str, allowed_restart: Option<&[&str]>, causes: &
 }
 
 pub(super) fn not_supported(field: &str, value: &str, supported: &[&str]) -> Cause {
-    let list: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
+    let list: Vec<String> = supported.iter().map(|s| go_syntax::quoted(s)).collect();
     Cause {
         reason: "FieldValueNotSupported".into(),
         message: format!(
-            "Unsupported value: {value:?}: supported values: {}",
+            "Unsupported value: {}: supported values: {}",
+            go_syntax::quoted(value),
             list.join(", ")
         ),
         field: field.into(),
     }
 }
 
-fn duplicate(field: &str, value: &str) -> Cause {
+pub(super) fn duplicate(field: &str, value: &str) -> Cause {
     Cause {
         reason: "FieldValueDuplicate".into(),
-        message: format!("Duplicate value: {value:?}"),
+        message: format!("Duplicate value: {}", go_syntax::quoted(value)),
         field: field.into(),
     }
 }
