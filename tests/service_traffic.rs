@@ -136,8 +136,11 @@ fn a_service_spreads_over_ready_pods_drops_a_not_ready_one_and_refuses_when_scal
     cluster
         .server
         .kubectl_ok(&["scale", "deployment/web", "--replicas=0"]);
+    // Until the replicas' endpoints are gone, a connection may still reach a pod that is
+    // shutting down and be reset; wait for the proxy's refusal itself.
     assert!(
-        wait_until(Duration::from_secs(60), || page(&ns, service).is_err()),
+        wait_until(Duration::from_secs(60), || page(&ns, service)
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)),
         "the service still answers with no replicas"
     );
     let started = Instant::now();

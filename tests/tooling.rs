@@ -306,7 +306,11 @@ fn server_harness_drop_kills_shims_of_its_pods_even_when_their_state_dir_is_gone
     let server = BerthServer::start_binary(&ns, &fake);
     // Never created: the pod's state dir was already removed, so only the command line tells.
     let mut shim = fake_shim(&server.data_dir().join("pods").join("gone-pod"));
-    let mut other = fake_shim(Path::new("/nonexistent-berth-data/pods/other"));
+    // Another server's shim, whose data dir exists: a server starting in a test running beside
+    // this one stops only shims whose data dir is gone.
+    let other_data = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(other_data.path().join("pods/other")).expect("pods dir");
+    let mut other = fake_shim(&other_data.path().join("pods").join("other"));
 
     drop(server);
     assert!(
