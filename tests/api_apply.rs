@@ -155,3 +155,118 @@ fn strategic_patches_delete_items_and_refuse_bad_directives() {
     assert!(stderr.contains("bogus"), "{stderr}");
     assert!(stderr.contains("$patch"), "{stderr}");
 }
+
+/// Ten each of ConfigMap, Secret, ServiceAccount, Service and Deployment (no replicas, so the
+/// figure is the apply and not pods starting): 50 objects, as a chart or an app's manifests hold.
+fn fifty_objects() -> String {
+    let mut docs = Vec::new();
+    for i in 0..10 {
+        docs.push(format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: config-{i}, labels: {{app: app-{i}}}}}\n\
+             data: {{mode: production, replicas: \"3\", greeting: hello from {i}}}\n"
+        ));
+        docs.push(format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: secret-{i}, labels: {{app: app-{i}}}}}\n\
+             stringData: {{token: token-{i}, password: password-{i}}}\n"
+        ));
+        docs.push(format!(
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: account-{i}, labels: {{app: app-{i}}}}}\n"
+        ));
+        docs.push(format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: app-{i}, labels: {{app: app-{i}}}}}\n\
+             spec:\n  selector: {{app: app-{i}}}\n  ports:\n  - {{name: http, port: 80, targetPort: 8080}}\n\
+             \x20 - {{name: metrics, port: 9090}}\n"
+        ));
+        docs.push(format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: app-{i}, labels: {{app: app-{i}}}}}\n\
+             spec:\n  replicas: 0\n  selector: {{matchLabels: {{app: app-{i}}}}}\n  template:\n\
+             \x20   metadata: {{labels: {{app: app-{i}}}}}\n    spec:\n      serviceAccountName: account-{i}\n\
+             \x20     containers:\n      - name: app\n        image: busybox\n\
+             \x20       command: [httpd, -f, -p, \"8080\"]\n        ports: [{{containerPort: 8080}}]\n\
+             \x20       env: [{{name: MODE, valueFrom: {{configMapKeyRef: {{name: config-{i}, key: mode}}}}}}]\n\
+             \x20       resources: {{requests: {{cpu: 10m, memory: 16Mi}}}}\n"
+        ));
+    }
+    docs.join("---\n")
+}
+
+/// Wall time of one `kubectl` run and the server's CPU time during it.
+fn timed_kubectl(server: &BerthServer, args: &[&str]) -> (std::time::Duration, f64) {
+    use common::procs::{cpu_ticks, ticks_per_second};
+    let pid = server.pid().expect("server pid");
+    let ticks = cpu_ticks(pid);
+    let started = std::time::Instant::now();
+    server.kubectl_ok(args);
+    let wall = started.elapsed();
+    let cpu = (cpu_ticks(pid) - ticks) as f64 / ticks_per_second();
+    (wall, cpu)
+}
+
+/// The issue's benchmark: `kubectl apply` of a 50-object manifest, created and then applied again
+/// unchanged, client-side and `--server-side` side by side in one run; wall time of each and the
+/// server's CPU time during it (goal: the server's share under 20 % of the wall time). Each
+/// mode gets its own namespace; the unchanged apply is repeated and the median run reported.
+/// Run: `BERTH_TEST_BINARY=<optimised berth> cargo test --test api_apply -- --ignored --nocapture`
+#[test]
+#[ignore = "benchmark: run on demand with --ignored --nocapture"]
+fn applying_fifty_objects_client_side_and_server_side() {
+    const REPEATS: usize = 5;
+    const KINDS: &str = "configmaps,secrets,serviceaccounts,services,deployments";
+    let ns = Netns::new();
+    let server = BerthServer::start(&ns);
+    let manifest = write_manifest(&server, "fifty.yaml", &fifty_objects());
+    let modes: [(&str, &[&str]); 2] = [("client-side", &[]), ("server-side", &["--server-side"])];
+    let mut rows = Vec::new();
+    for (mode, flags) in modes {
+        server.kubectl_ok(&["create", "namespace", mode]);
+        let mut args = vec!["apply", "-n", mode, "-f", &manifest];
+        args.extend_from_slice(flags);
+        let first = timed_kubectl(&server, &args);
+        let objects = server.kubectl_ok(&["get", KINDS, "-n", mode, "-l", "app", "-o", "name"]);
+        assert_eq!(objects.lines().count(), 50, "{objects}");
+        // The Deployment controller's status writes are done before the unchanged applies.
+        server.kubectl_ok(&[
+            "wait",
+            "deployments",
+            "--all",
+            "-n",
+            mode,
+            "--timeout=60s",
+            "--for=condition=Available",
+        ]);
+        let version = |server: &BerthServer| {
+            server.kubectl_ok(&[
+                "get",
+                KINDS,
+                "-n",
+                mode,
+                "-l",
+                "app",
+                "-o",
+                "jsonpath={range .items[*]}{.kind}/{.metadata.name}={.metadata.resourceVersion} {end}",
+            ])
+        };
+        let before = version(&server);
+        let mut again: Vec<_> = (0..REPEATS)
+            .map(|_| timed_kubectl(&server, &args))
+            .collect();
+        let after = version(&server);
+        assert_eq!(after, before, "an unchanged apply changed an object");
+        again.sort_by_key(|(wall, _)| *wall);
+        rows.push((mode, "create", first));
+        rows.push((mode, "unchanged", again[REPEATS / 2]));
+    }
+    eprintln!("\nkubectl apply of 50 objects (median of {REPEATS} for the unchanged apply)");
+    eprintln!(
+        "{:12} {:10} {:>9} {:>11} {:>13}",
+        "mode", "apply", "wall ms", "server ms", "server share"
+    );
+    for (mode, apply, (wall, cpu)) in rows {
+        let wall_ms = wall.as_secs_f64() * 1e3;
+        eprintln!(
+            "{mode:12} {apply:10} {wall_ms:9.0} {:11.0} {:12.1}% (goal < 20%)",
+            cpu * 1e3,
+            cpu * 1e3 * 100.0 / wall_ms
+        );
+    }
+}

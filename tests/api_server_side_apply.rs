@@ -21,8 +21,9 @@ fn write_file(server: &BerthServer, name: &str, text: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// A Deployment with `replicas: 0` (no pods needed) and a ConfigMap; `{REPLICAS_LINE}` and
-/// `{GREETING}` vary between versions.
+/// A Deployment with `replicas: 0` (no pods needed), a Service and a ConfigMap; `{REPLICAS_LINE}`
+/// and `{GREETING}` vary between versions. The ports leave out their protocol, a key of their
+/// lists that the server defaults.
 const APP: &str = r#"
 apiVersion: apps/v1
 kind: Deployment
@@ -41,8 +42,19 @@ spec:
       - name: web
         image: busybox
         command: ["sleep", "3600"]
+        ports: [{containerPort: 8080}]
         env:
         - {name: GREETING, value: "{GREETING}"}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {app: web}
+  ports:
+  - {name: http, port: 80, targetPort: 8080}
+  - {name: metrics, port: 9090}
 ---
 apiVersion: v1
 kind: ConfigMap
@@ -112,12 +124,52 @@ fn kubectl_apply_server_side_creates_changes_prunes_and_is_idempotent() {
     let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
     assert_eq!(env[0]["value"], "bonjour");
 
-    // The same manifest again writes nothing.
+    // The same manifest again writes nothing: a port without its protocol is the stored port
+    // with the default protocol, not a new one.
     let version = deployment["metadata"]["resourceVersion"].clone();
+    let service = json(&server.kubectl_ok(&["get", "service", "web", "-o", "json"]));
     let out = server.kubectl_ok(&["apply", "--server-side", "-f", &v2]);
     assert!(out.contains("serverside-applied"), "{out}");
     let again = json(&server.kubectl_ok(&["get", "deployment", "web", "-o", "json"]));
     assert_eq!(again["metadata"]["resourceVersion"], version);
+    let container_ports = &again["spec"]["template"]["spec"]["containers"][0]["ports"];
+    assert_eq!(container_ports.as_array().map(Vec::len), Some(1), "{again}");
+    let service_again = json(&server.kubectl_ok(&["get", "service", "web", "-o", "json"]));
+    assert_eq!(service_again["spec"]["ports"], service["spec"]["ports"]);
+    assert_eq!(
+        service_again["metadata"]["resourceVersion"],
+        service["metadata"]["resourceVersion"]
+    );
+    let fields = managed_fields(&server, "service", "web");
+    let apply = entry(&fields, "kubectl", "Apply").unwrap_or_else(|| panic!("{fields:?}"));
+    let keys: Vec<&String> = apply["fieldsV1"]["f:spec"]["f:ports"]
+        .as_object()
+        .map(|ports| ports.keys().collect())
+        .unwrap_or_default();
+    assert_eq!(
+        keys,
+        [
+            r#"k:{"port":80,"protocol":"TCP"}"#,
+            r#"k:{"port":9090,"protocol":"TCP"}"#
+        ]
+    );
+
+    // Two ports alike are refused, as upstream's validation refuses them.
+    let twice = write_file(
+        &server,
+        "twice.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: twice}\nspec:\n  ports:\n  \
+         - {name: a, port: 80}\n  - {name: b, port: 80, protocol: TCP}\n",
+    );
+    let out = server.kubectl(&["apply", "--server-side", "-f", &twice]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(
+            "spec.ports[1]: Duplicate value: core.ServicePort{Name:\"\", Protocol:\"TCP\""
+        ),
+        "{stderr}"
+    );
 }
 
 #[test]

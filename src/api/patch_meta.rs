@@ -396,6 +396,22 @@ pub fn patch_meta(type_name: &str, field: &str) -> Option<&'static FieldPatchMet
         .filter(|meta| meta.strategy.is_some() || meta.list_type.is_some())
 }
 
+/// Key fields of keyed lists that upstream's schema gives a default (`+default=`): an item that
+/// omits one is keyed by the default, as structured-merge-diff keys it, so an applied
+/// `{port: 80}` and the stored `{port: 80, protocol: TCP}` are one item, not two.
+static KEY_DEFAULTS: &[(&str, &str, &str)] = &[
+    ("ContainerPort", "protocol", "TCP"),
+    ("ServicePort", "protocol", "TCP"),
+];
+
+/// The default of key field `key` of items of the type named `item_type`, if it has one.
+pub fn key_default(item_type: &str, key: &str) -> Option<&'static str> {
+    KEY_DEFAULTS
+        .iter()
+        .find(|(t, k, _)| *k == key && matches(t, item_type))
+        .map(|(_, _, default)| *default)
+}
+
 /// Every `(type, field, meta)` of the table, with full type names.
 pub fn all() -> impl Iterator<Item = (String, &'static str, &'static FieldPatchMeta)> {
     TABLE

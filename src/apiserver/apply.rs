@@ -256,7 +256,7 @@ pub fn merge(live: &Value, config: &Value, type_name: Option<&str>, list: ListMe
         }
         (Value::Array(l), Value::Array(c)) => match list {
             Some((Some(ListType::Map), keys)) if !keys.is_empty() => {
-                let key_of = |item: &Value| item.as_object().map(|f| item_key(f, keys));
+                let key_of = |item: &Value| item.as_object().map(|f| item_key(f, keys, type_name));
                 if l.iter().chain(c).any(|item| key_of(item).is_none()) {
                     return config.clone();
                 }
@@ -330,7 +330,7 @@ fn prune(
             };
             let element_of = |item: &Value| match (list, item) {
                 (Some((Some(ListType::Map), _)), Value::Object(fields)) => {
-                    Some(item_key(fields, keys))
+                    Some(item_key(fields, keys, type_name))
                 }
                 (Some((Some(ListType::Set), _)), _) => Some(format!("v:{item}")),
                 _ => None,
@@ -435,6 +435,31 @@ mod tests {
         assert!(entries[0].fields.paths().contains(
             &".spec.template.spec.containers[name=\"web\"].env[name=\"A\"].value".to_string()
         ));
+    }
+
+    #[test]
+    fn a_port_applied_without_its_protocol_is_the_stored_port_with_the_default_protocol() {
+        let services = find("", "v1", "services").unwrap();
+        let config = json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"ports": [{"name": "http", "port": 80},
+                               {"name": "dns", "port": 53, "protocol": "UDP"}]}});
+        let kubectl = manager("kubectl");
+        let mut live = apply(services, Part::Main, None, &config, &kubectl, false).unwrap();
+        // As the Service's defaults store it.
+        live["spec"]["ports"][0]["protocol"] = json!("TCP");
+        let again = apply(services, Part::Main, Some(&live), &config, &kubectl, false).unwrap();
+        assert_eq!(again["spec"]["ports"], live["spec"]["ports"]);
+        let fields = ManagedFields::of(&again).entries[0].fields.to_fields_v1();
+        let ports = fields["f:spec"]["f:ports"].as_object().unwrap();
+        let keys: Vec<&String> = ports.keys().collect();
+        assert_eq!(
+            keys,
+            [
+                r#"k:{"port":53,"protocol":"UDP"}"#,
+                r#"k:{"port":80,"protocol":"TCP"}"#
+            ]
+        );
     }
 
     #[test]

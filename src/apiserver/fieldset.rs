@@ -250,7 +250,7 @@ fn walk_value<'a>(
                         out.push((path.clone(), Member::Leaf(value)));
                         continue;
                     };
-                    path.push(item_key(fields, keys));
+                    path.push(item_key(fields, keys, type_name));
                     out.push((path.clone(), Member::Node));
                     walk_struct(fields, type_name, path, out);
                     path.pop();
@@ -269,11 +269,19 @@ fn walk_value<'a>(
     }
 }
 
-/// The `k:` path element of a keyed list item: its key fields as JSON.
-pub fn item_key(fields: &Map<String, Value>, keys: &[&str]) -> String {
+/// The `k:` path element of a keyed list item (of the type named `item_type`): its key fields
+/// as JSON, a key field it omits at its schema default.
+pub fn item_key(fields: &Map<String, Value>, keys: &[&str], item_type: Option<&str>) -> String {
     let key: Map<String, Value> = keys
         .iter()
-        .filter_map(|k| fields.get(*k).map(|v| (k.to_string(), v.clone())))
+        .filter_map(|k| {
+            let value = fields.get(*k).cloned().or_else(|| {
+                item_type
+                    .and_then(|t| patch_meta::key_default(t, k))
+                    .map(|default| Value::String(default.into()))
+            });
+            value.map(|v| (k.to_string(), v))
+        })
         .collect();
     format!("k:{}", Value::Object(key))
 }

@@ -990,6 +990,9 @@ fn merge_update(r: &Resource, old: &Value, proposed: Value, part: Part) -> ApiRe
     meta.remove("resourceVersion");
     if r.group.is_empty() && r.kind == "Service" {
         keep_service_allocations(old, &mut new)?;
+        if part == Part::Main {
+            services::default_and_validate_ports_update(&mut new)?;
+        }
     }
     if kinds::tracks_generation(r) && spec_changed(old, &new) {
         let generation = old_meta

@@ -10,7 +10,8 @@ use std::net::Ipv4Addr;
 use serde_json::{json, Value};
 
 use super::generic::{decode, store_error};
-use crate::api::{ApiError, ApiResult, Cause};
+use super::validation;
+use crate::api::{go_syntax, meta, ApiError, ApiResult, Cause};
 use crate::store::{Store, StoreError};
 
 const IP_PREFIX: &str = "/allocations/clusterips/";
@@ -128,32 +129,8 @@ pub fn default_and_validate(svc: &mut Value, name: &str) -> ApiResult<()> {
     let headless = spec.get("clusterIP").and_then(Value::as_str) == Some("None");
     let mut causes = Vec::new();
     if let Some(ports) = svc["spec"]["ports"].as_array_mut() {
-        let many = ports.len() > 1;
-        for (i, port) in ports.iter_mut().enumerate() {
-            if port.get("protocol").is_none() {
-                port["protocol"] = json!("TCP");
-            }
-            let number = port.get("port").and_then(Value::as_i64).unwrap_or(0);
-            if !(1..=65535).contains(&number) {
-                causes.push(Cause::invalid(
-                    &format!("spec.ports[{i}].port"),
-                    &number.to_string(),
-                    "must be between 1 and 65535, inclusive",
-                ));
-            }
-            if port.get("targetPort").is_none() {
-                port["targetPort"] = json!(number);
-            }
-            if many
-                && port
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .is_empty()
-            {
-                causes.push(Cause::required(&format!("spec.ports[{i}].name")));
-            }
-        }
+        default_ports(ports);
+        validate_ports(ports, Some(&service_type), &mut causes);
     } else if !headless {
         causes.push(Cause::required("spec.ports"));
     }
@@ -161,6 +138,111 @@ pub fn default_and_validate(svc: &mut Value, name: &str) -> ApiResult<()> {
         return Err(ApiError::invalid("", "Service", name, causes));
     }
     Ok(())
+}
+
+fn default_ports(ports: &mut [Value]) {
+    for port in ports {
+        if port.get("protocol").is_none() {
+            port["protocol"] = json!("TCP");
+        }
+        if port.get("targetPort").is_none() {
+            port["targetPort"] = port.get("port").cloned().unwrap_or(json!(0));
+        }
+    }
+}
+
+/// The port defaults and checks of an update of a Service's spec: an update (a merge patch or
+/// an apply merged into the stored ports) must not leave two ports alike either. Node ports
+/// are left to the allocations, which an update keeps.
+pub fn default_and_validate_ports_update(svc: &mut Value) -> ApiResult<()> {
+    let mut causes = Vec::new();
+    if let Some(ports) = svc.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+        default_ports(ports);
+        validate_ports(ports, None, &mut causes);
+    }
+    if causes.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::invalid("", "Service", meta::name(svc), causes))
+}
+
+/// Upstream's checks of a Service's ports (after defaults): names (required when there are
+/// several, DNS labels, unique), numbers, protocols, and no two ports alike; with the
+/// Service's type (on create), its node ports too.
+fn validate_ports(ports: &[Value], service_type: Option<&str>, causes: &mut Vec<Cause>) {
+    fn protocol(port: &Value) -> &str {
+        port.get("protocol").and_then(Value::as_str).unwrap_or("")
+    }
+    let number = |port: &Value| port.get("port").and_then(Value::as_i64).unwrap_or(0);
+    let node_port = |port: &Value| port.get("nodePort").and_then(Value::as_i64).unwrap_or(0);
+    // In upstream's order: each port on its own, then node ports, then ports alike.
+    let mut names = HashSet::new();
+    for (i, port) in ports.iter().enumerate() {
+        let path = format!("spec.ports[{i}]");
+        let name = port.get("name").and_then(Value::as_str).unwrap_or("");
+        if name.is_empty() {
+            if ports.len() > 1 {
+                causes.push(Cause::required(&format!("{path}.name")));
+            }
+        } else if let Some(problem) = meta::check_dns1123_label(name) {
+            causes.push(Cause::invalid(&format!("{path}.name"), name, &problem));
+        } else if !names.insert(name) {
+            causes.push(validation::duplicate(&format!("{path}.name"), name));
+        }
+        if !(1..=65535).contains(&number(port)) {
+            causes.push(validation::invalid_number(
+                &format!("{path}.port"),
+                number(port),
+                "must be between 1 and 65535, inclusive",
+            ));
+        }
+        if !matches!(protocol(port), "TCP" | "UDP" | "SCTP") {
+            causes.push(validation::not_supported(
+                &format!("{path}.protocol"),
+                protocol(port),
+                &["SCTP", "TCP", "UDP"],
+            ));
+        }
+    }
+    if let Some(service_type) = service_type {
+        let mut node_ports = HashSet::new();
+        for (i, port) in ports.iter().enumerate() {
+            if node_port(port) == 0 {
+                continue;
+            }
+            let field = format!("spec.ports[{i}].nodePort");
+            if service_type == "ClusterIP" {
+                causes.push(Cause::forbidden(
+                    &field,
+                    "may not be used when `type` is 'ClusterIP'",
+                ));
+            }
+            if !node_ports.insert((protocol(port), node_port(port))) {
+                causes.push(Cause {
+                    reason: "FieldValueDuplicate".into(),
+                    message: format!("Duplicate value: {}", node_port(port)),
+                    field,
+                });
+            }
+        }
+    }
+    let mut pairs = HashSet::new();
+    for (i, port) in ports.iter().enumerate() {
+        if !pairs.insert((protocol(port), number(port))) {
+            // Upstream prints the key it compares: a ServicePort with only these two set.
+            causes.push(Cause {
+                reason: "FieldValueDuplicate".into(),
+                message: format!(
+                    "Duplicate value: core.ServicePort{{Name:\"\", Protocol:{}, \
+                     AppProtocol:(*string)(nil), Port:{}, \
+                     TargetPort:intstr.IntOrString{{Type:0, IntVal:0, StrVal:\"\"}}, NodePort:0}}",
+                    go_syntax::quoted(protocol(port)),
+                    number(port)
+                ),
+                field: format!("spec.ports[{i}]"),
+            });
+        }
+    }
 }
 
 /// Allocates the cluster IP and node ports a new service needs, writing them into it.
@@ -444,6 +526,53 @@ mod tests {
             default_and_validate(&mut no_ports, "x").unwrap_err().causes[0].field,
             "spec.ports"
         );
+    }
+
+    #[test]
+    fn ports_alike_are_refused_as_upstream_words_it() {
+        let mut svc = json!({"metadata": {"name": "web"}, "spec": {"type": "NodePort", "ports": [
+            {"name": "http", "port": 80, "nodePort": 30001},
+            {"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30001},
+            {"name": "Bad_Name", "port": 0, "protocol": "ICMP"},
+        ]}});
+        let err = default_and_validate(&mut svc, "web").unwrap_err();
+        let summaries: Vec<String> = err.causes.iter().map(Cause::summary).collect();
+        assert_eq!(
+            summaries,
+            [
+                "spec.ports[1].name: Duplicate value: \"http\"",
+                "spec.ports[2].name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 label \
+                 must consist of lower case alphanumeric characters or '-', and must start and \
+                 end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used \
+                 for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
+                "spec.ports[2].port: Invalid value: 0: must be between 1 and 65535, inclusive",
+                "spec.ports[2].protocol: Unsupported value: \"ICMP\": supported values: \
+                 \"SCTP\", \"TCP\", \"UDP\"",
+                "spec.ports[1].nodePort: Duplicate value: 30001",
+                "spec.ports[1]: Duplicate value: core.ServicePort{Name:\"\", Protocol:\"TCP\", \
+                 AppProtocol:(*string)(nil), Port:80, TargetPort:intstr.IntOrString{Type:0, \
+                 IntVal:0, StrVal:\"\"}, NodePort:0}",
+            ]
+        );
+        let mut cluster_ip = json!({"spec": {"ports": [{"port": 80, "nodePort": 30001}]}});
+        let err = default_and_validate(&mut cluster_ip, "web").unwrap_err();
+        assert_eq!(
+            err.causes[0].summary(),
+            "spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'"
+        );
+    }
+
+    #[test]
+    fn an_update_gets_the_port_defaults_and_may_not_leave_two_ports_alike() {
+        let mut svc = json!({"metadata": {"name": "web"}, "spec": {"ports": [
+            {"name": "http", "port": 80}, {"name": "dns", "port": 53, "protocol": "UDP"}]}});
+        default_and_validate_ports_update(&mut svc).unwrap();
+        assert_eq!(svc["spec"]["ports"][0]["protocol"], "TCP");
+        assert_eq!(svc["spec"]["ports"][0]["targetPort"], 80);
+        svc["spec"]["ports"][1] = json!({"name": "again", "port": 80});
+        let err = default_and_validate_ports_update(&mut svc).unwrap_err();
+        assert_eq!(err.code, 422);
+        assert_eq!(err.causes[0].field, "spec.ports[1]");
     }
 
     #[test]
