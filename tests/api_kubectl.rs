@@ -318,6 +318,78 @@ fn deployments_and_services_are_created_from_manifests() {
 }
 
 #[test]
+fn a_service_changing_type_gets_and_frees_its_node_ports_and_cluster_ip() {
+    let ns = Netns::new();
+    let server = BerthServer::start(&ns);
+    let svc = |name: &str| json(&server.kubectl_ok(&["get", "svc", name, "-o", "json"]));
+    let patch = |name: &str, body: &str| {
+        server.kubectl_ok(&["patch", "svc", name, "--type=merge", "-p", body]);
+    };
+    server.kubectl_ok(&["create", "service", "clusterip", "web", "--tcp=80:8080"]);
+    let ip = svc("web")["spec"]["clusterIP"].clone();
+
+    // ClusterIP → NodePort: a node port from the range, the same cluster IP.
+    patch("web", r#"{"spec":{"type":"NodePort"}}"#);
+    let node_port = svc("web")["spec"]["ports"][0]["nodePort"].clone();
+    let port = node_port.as_u64().unwrap_or_else(|| panic!("{node_port}"));
+    assert!((30000..=32767).contains(&port), "{port}");
+    assert_eq!(svc("web")["spec"]["clusterIP"], ip);
+    // Held: another service cannot have it.
+    let taken =
+        format!(r#"{{"spec":{{"type":"NodePort","ports":[{{"port":81,"nodePort":{port}}}]}}}}"#);
+    server.kubectl_ok(&["create", "service", "clusterip", "other", "--tcp=81:81"]);
+    let out = server.kubectl(&["patch", "svc", "other", "--type=merge", "-p", &taken]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("provided port is already allocated"), "{err}");
+
+    // NodePort → ClusterIP: the node port goes, and is free for the other service.
+    patch("web", r#"{"spec":{"type":"ClusterIP"}}"#);
+    assert!(svc("web")["spec"]["ports"][0].get("nodePort").is_none());
+    patch("other", &taken);
+    assert_eq!(svc("other")["spec"]["ports"][0]["nodePort"], port);
+
+    // ClusterIP → ExternalName: the cluster IP goes and is free again; and back.
+    patch(
+        "web",
+        r#"{"spec":{"type":"ExternalName","externalName":"example.test"}}"#,
+    );
+    let external = svc("web");
+    assert!(external["spec"].get("clusterIP").is_none(), "{external}");
+    let requested =
+        format!(r#"{{"spec":{{"type":"ClusterIP","clusterIP":{ip},"externalName":null}}}}"#);
+    let body = format!(
+        r#"{{"apiVersion":"v1","kind":"Service","metadata":{{"name":"again"}},"spec":{{"clusterIP":{ip},"ports":[{{"port":80}}]}}}}"#
+    );
+    let file = write_manifest(&server, "again.json", &body);
+    server.kubectl_ok(&["create", "-f", &file]);
+    server.kubectl_ok(&["delete", "svc", "again"]);
+    patch("web", &requested);
+    assert_eq!(svc("web")["spec"]["clusterIP"], ip);
+    let back = svc("web");
+    assert_eq!(back["spec"]["clusterIPs"], serde_json::json!([ip]));
+    assert_eq!(
+        back["spec"]["ipFamilies"],
+        serde_json::json!(["IPv4"]),
+        "{back}"
+    );
+
+    // A type no one knows is refused on update as on create.
+    let out = server.kubectl(&[
+        "patch",
+        "svc",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"type":"Magic"}}"#,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(r#"spec.type: Unsupported value: "Magic""#),
+        "{err}"
+    );
+}
+
+#[test]
 fn bad_input_gets_clear_errors_and_stores_nothing() {
     let ns = Netns::new();
     let server = BerthServer::start(&ns);

@@ -600,7 +600,21 @@ impl Registry {
             if let Some(a) = &attributes {
                 self.admission.validate(a, Some(&new)).await?;
             }
-            if without_resource_version(&new) == without_resource_version(&old) {
+            // A Service whose type changed holds other allocations; those it claims now are
+            // released again unless the update is stored.
+            let claimed = match r.group.is_empty() && r.kind == "Service" && part == Part::Main {
+                true => {
+                    let owner = format!("{namespace}/{name}");
+                    services::reallocate(&self.store, &self.services, &old, &mut new, &owner)
+                        .await?
+                }
+                false => Vec::new(),
+            };
+            let unchanged = without_resource_version(&new) == without_resource_version(&old);
+            if unchanged || dry_run || finalized_during_update(&old, &new) {
+                services::release_keys(&self.store, &claimed).await;
+            }
+            if unchanged {
                 // Upstream writes nothing for a no-op update and keeps the resourceVersion.
                 return Ok(old);
             }
@@ -620,11 +634,22 @@ impl Registry {
                 }
             }
             let template = RevisionTemplate::new(&mut new);
-            match self
+            let updated = self
                 .store
                 .update(&key, current.mod_revision, move |rev| template.render(rev))
-                .await
-            {
+                .await;
+            if r.group.is_empty() && r.kind == "Service" {
+                let held = services::keys_of(&new);
+                let freed: Vec<String> = match &updated {
+                    Ok(_) => services::keys_of(&old)
+                        .into_iter()
+                        .filter(|k| !held.contains(k))
+                        .collect(),
+                    Err(_) => claimed,
+                };
+                services::release_keys(&self.store, &freed).await;
+            }
+            match updated {
                 Ok(kv) => return Ok(encode_value_at(new, kv.mod_revision)),
                 // As above: a patch re-applies to the fresh object, while an update that
                 // named the old resourceVersion fails the check at the top of the loop.
@@ -1034,6 +1059,8 @@ fn keep_service_allocations(old: &Value, new: &mut Value) -> ApiResult<()> {
                 .unwrap_or(Value::Null);
         }
         Some(ip) if Some(ip) == old_ip.as_str() => {}
+        // An ExternalName service had none: the update asks for one (claimed with the rest).
+        Some(_) if old_ip.as_str().unwrap_or("").is_empty() => {}
         Some(ip) => {
             let cause = Cause::invalid("spec.clusterIPs[0]", ip, "may not change once set");
             return Err(ApiError::invalid("", "Service", &name, vec![cause]));

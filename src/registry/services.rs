@@ -64,6 +64,8 @@ impl ServiceNetwork {
     }
 }
 
+const SERVICE_TYPES: [&str; 4] = ["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
+
 /// Upstream's Service defaults, and the checks that need no store.
 pub fn default_and_validate(svc: &mut Value, name: &str) -> ApiResult<()> {
     let spec = svc.get("spec").cloned().unwrap_or_else(|| json!({}));
@@ -72,15 +74,12 @@ pub fn default_and_validate(svc: &mut Value, name: &str) -> ApiResult<()> {
         .and_then(Value::as_str)
         .unwrap_or("ClusterIP")
         .to_string();
-    if !matches!(
-        service_type.as_str(),
-        "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName"
-    ) {
-        let causes = vec![Cause {
-            reason: "FieldValueNotSupported".into(),
-            message: format!("Unsupported value: \"{service_type}\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""),
-            field: "spec.type".into(),
-        }];
+    if !SERVICE_TYPES.contains(&service_type.as_str()) {
+        let causes = vec![validation::not_supported(
+            "spec.type",
+            &service_type,
+            &SERVICE_TYPES,
+        )];
         return Err(ApiError::invalid("", "Service", name, causes));
     }
     svc["spec"]["type"] = json!(service_type);
@@ -156,6 +155,15 @@ fn default_ports(ports: &mut [Value]) {
 /// are left to the allocations, which an update keeps.
 pub fn default_and_validate_ports_update(svc: &mut Value) -> ApiResult<()> {
     let mut causes = Vec::new();
+    if let Some(service_type) = svc.pointer("/spec/type").and_then(Value::as_str) {
+        if !SERVICE_TYPES.contains(&service_type) {
+            causes.push(validation::not_supported(
+                "spec.type",
+                service_type,
+                &SERVICE_TYPES,
+            ));
+        }
+    }
     if let Some(ports) = svc.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
         default_ports(ports);
         validate_ports(ports, None, &mut causes);
@@ -247,14 +255,92 @@ fn validate_ports(ports: &[Value], service_type: Option<&str>, causes: &mut Vec<
 
 /// Allocates the cluster IP and node ports a new service needs, writing them into it.
 /// Returns the allocation keys, to free if the service is not stored after all.
+/// Returns the keys it claimed.
 pub async fn allocate(
     store: &Store,
     net: &ServiceNetwork,
     svc: &mut Value,
     owner: &str,
 ) -> ApiResult<Vec<String>> {
+    allocate_holding(store, net, svc, owner, &[]).await
+}
+
+/// The allocations of an update of a Service from `old`: what its type no longer needs is
+/// dropped from `new` where the update left it as it was (upstream's strategy does the same:
+/// node ports when it stops being a NodePort or LoadBalancer service, the cluster IP when it
+/// becomes an ExternalName one), and what it now needs is claimed (an IP when it stops being
+/// ExternalName, node ports for new ports or a new NodePort type). Returns the keys claimed;
+/// the caller releases `keys_of(old)` that `new` no longer holds once the update is stored.
+pub async fn reallocate(
+    store: &Store,
+    net: &ServiceNetwork,
+    old: &Value,
+    new: &mut Value,
+    owner: &str,
+) -> ApiResult<Vec<String>> {
+    drop_type_dependent_fields(old, new);
+    let claimed = allocate_holding(store, net, new, owner, &keys_of(old)).await?;
+    let spec = &mut new["spec"];
+    if spec["type"] != "ExternalName" {
+        // Back from ExternalName: the fields that came with a cluster IP, defaulted again.
+        for (field, default) in [
+            ("ipFamilies", json!(["IPv4"])),
+            ("ipFamilyPolicy", json!("SingleStack")),
+            ("internalTrafficPolicy", json!("Cluster")),
+        ] {
+            if spec.get(field).is_none_or(Value::is_null) {
+                spec[field] = default;
+            }
+        }
+    }
+    Ok(claimed)
+}
+
+fn drop_type_dependent_fields(old: &Value, new: &mut Value) {
+    let new_type = new
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP");
+    let node_ports = matches!(new_type, "NodePort" | "LoadBalancer");
+    let external_name = new_type == "ExternalName";
+    let old_ports = old.pointer("/spec/ports").and_then(Value::as_array);
+    if !node_ports {
+        if let Some(ports) = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+            for port in ports.iter_mut().filter_map(Value::as_object_mut) {
+                let unchanged = old_ports.into_iter().flatten().any(|p| {
+                    p.get("port") == port.get("port") && p.get("nodePort") == port.get("nodePort")
+                });
+                if unchanged {
+                    port.remove("nodePort");
+                }
+            }
+        }
+    }
+    if external_name && new.pointer("/spec/clusterIP") == old.pointer("/spec/clusterIP") {
+        if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+            for field in [
+                "clusterIP",
+                "clusterIPs",
+                "ipFamilies",
+                "ipFamilyPolicy",
+                "internalTrafficPolicy",
+            ] {
+                spec.remove(field);
+            }
+        }
+    }
+}
+
+/// Allocates what `svc` needs; keys in `held` (the stored version's) are its own already.
+async fn allocate_holding(
+    store: &Store,
+    net: &ServiceNetwork,
+    svc: &mut Value,
+    owner: &str,
+    held: &[String],
+) -> ApiResult<Vec<String>> {
     let mut keys = Vec::new();
-    let result = allocate_into(store, net, svc, owner, &mut keys).await;
+    let result = allocate_into(store, net, svc, owner, held, &mut keys).await;
     if result.is_err() {
         release_keys(store, &keys).await;
     }
@@ -266,6 +352,7 @@ async fn allocate_into(
     net: &ServiceNetwork,
     svc: &mut Value,
     owner: &str,
+    held: &[String],
     keys: &mut Vec<String>,
 ) -> ApiResult<()> {
     let name = owner.rsplit('/').next().unwrap_or(owner).to_string();
@@ -284,7 +371,9 @@ async fn allocate_into(
         .to_string();
     if requested != "None" {
         let ip = if requested.is_empty() {
-            allocate_free_ip(store, net, owner).await?
+            let ip = allocate_free_ip(store, net, owner).await?;
+            keys.push(format!("{IP_PREFIX}{ip}"));
+            ip
         } else {
             let ip: Ipv4Addr = requested.parse().map_err(|_| {
                 ApiError::invalid(
@@ -310,7 +399,7 @@ async fn allocate_into(
                     vec![Cause::invalid("spec.clusterIP", &requested, &detail)],
                 ));
             }
-            if !claim(store, &format!("{IP_PREFIX}{ip}"), owner).await? {
+            if !claim_unless_held(store, &format!("{IP_PREFIX}{ip}"), owner, held, keys).await? {
                 let detail = "provided IP is already allocated";
                 return Err(ApiError::invalid(
                     "",
@@ -321,7 +410,6 @@ async fn allocate_into(
             }
             ip
         };
-        keys.push(format!("{IP_PREFIX}{ip}"));
         svc["spec"]["clusterIP"] = json!(ip.to_string());
         svc["spec"]["clusterIPs"] = json!([ip.to_string()]);
     } else {
@@ -338,14 +426,17 @@ async fn allocate_into(
                 .and_then(Value::as_u64)
                 .unwrap_or(0);
             let port = if requested == 0 {
-                allocate_free_port(store, net, owner).await?
+                let port = allocate_free_port(store, net, owner).await?;
+                keys.push(format!("{PORT_PREFIX}{port}"));
+                port
             } else {
                 let (lo, hi) = net.node_ports;
                 let port = u16::try_from(requested).ok().filter(|p| (lo..=hi).contains(p)).ok_or_else(|| {
                     let detail = format!("provided port is not in the valid range. The range of valid ports is {lo}-{hi}");
                     ApiError::invalid("", "Service", &name, vec![Cause::invalid(&format!("spec.ports[{i}].nodePort"), &requested.to_string(), &detail)])
                 })?;
-                if !claim(store, &format!("{PORT_PREFIX}{port}"), owner).await? {
+                let key = format!("{PORT_PREFIX}{port}");
+                if !claim_unless_held(store, &key, owner, held, keys).await? {
                     let field = format!("spec.ports[{i}].nodePort");
                     return Err(ApiError::invalid(
                         "",
@@ -360,11 +451,29 @@ async fn allocate_into(
                 }
                 port
             };
-            keys.push(format!("{PORT_PREFIX}{port}"));
             svc["spec"]["ports"][i]["nodePort"] = json!(port);
         }
     }
     Ok(())
+}
+
+/// Claims `key` for `owner` (noting it in `claimed`) unless the stored version holds it
+/// already (`held`); false when someone else holds it.
+async fn claim_unless_held(
+    store: &Store,
+    key: &str,
+    owner: &str,
+    held: &[String],
+    claimed: &mut Vec<String>,
+) -> ApiResult<bool> {
+    if held.iter().any(|k| k == key) {
+        return Ok(true);
+    }
+    let fresh = claim(store, key, owner).await?;
+    if fresh {
+        claimed.push(key.to_string());
+    }
+    Ok(fresh)
 }
 
 /// Claims `key` for `owner`; false when someone holds it.
@@ -573,6 +682,27 @@ mod tests {
         let err = default_and_validate_ports_update(&mut svc).unwrap_err();
         assert_eq!(err.code, 422);
         assert_eq!(err.causes[0].field, "spec.ports[1]");
+    }
+
+    #[test]
+    fn a_type_change_drops_what_the_new_type_does_not_use_unless_the_update_changed_it() {
+        let old = json!({"spec": {"type": "NodePort", "clusterIP": "10.43.0.5",
+            "ports": [{"port": 80, "nodePort": 30001}, {"port": 81, "nodePort": 30002}]}});
+        let mut cluster_ip = old.clone();
+        cluster_ip["spec"]["type"] = json!("ClusterIP");
+        cluster_ip["spec"]["ports"][1]["nodePort"] = json!(30003);
+        drop_type_dependent_fields(&old, &mut cluster_ip);
+        assert_eq!(
+            cluster_ip["spec"]["ports"],
+            json!([{"port": 80}, {"port": 81, "nodePort": 30003}])
+        );
+        let mut external = old.clone();
+        external["spec"]["type"] = json!("ExternalName");
+        drop_type_dependent_fields(&old, &mut external);
+        assert!(external["spec"].get("clusterIP").is_none(), "{external}");
+        let mut still = old.clone();
+        drop_type_dependent_fields(&old, &mut still);
+        assert_eq!(still, old);
     }
 
     #[test]
