@@ -218,7 +218,7 @@ impl Elector {
 
 /// This server's name in the Lease: unique per process, as upstream's `hostname_uuid`.
 pub fn identity(node_name: &str) -> String {
-    format!("{node_name}_{}", uuid::Uuid::new_v4())
+    format!("{node_name}_{}", crate::api::meta::new_uid())
 }
 
 #[cfg(test)]

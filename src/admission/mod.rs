@@ -95,19 +95,24 @@ pub trait Plugin: Send + Sync {
 /// validating ones, as upstream).
 #[derive(Clone, Default)]
 pub struct Chain {
-    plugins: Arc<RwLock<Vec<Arc<dyn Plugin>>>>,
+    /// Replaced whole on (rare) registration, so that taking a snapshot on every write is one
+    /// reference count instead of a vector and one count per plugin.
+    plugins: Arc<RwLock<Arc<[Arc<dyn Plugin>]>>>,
 }
 
 impl Chain {
     pub fn register(&self, plugin: Arc<dyn Plugin>) {
         if let Ok(mut plugins) = self.plugins.write() {
-            plugins.push(plugin);
+            *plugins = plugins.iter().cloned().chain([plugin]).collect();
         }
     }
 
     /// A snapshot, so no lock is held across a plugin's await.
-    fn snapshot(&self) -> Vec<Arc<dyn Plugin>> {
-        self.plugins.read().map(|p| p.clone()).unwrap_or_default()
+    fn snapshot(&self) -> Arc<[Arc<dyn Plugin>]> {
+        self.plugins
+            .read()
+            .map(|p| Arc::clone(&p))
+            .unwrap_or_default()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -115,7 +120,7 @@ impl Chain {
     }
 
     pub async fn mutate(&self, attributes: &Attributes<'_>, object: &mut Value) -> ApiResult<()> {
-        for plugin in self.snapshot() {
+        for plugin in self.snapshot().iter() {
             plugin.mutate(attributes, object).await?;
         }
         Ok(())
@@ -126,7 +131,7 @@ impl Chain {
         attributes: &Attributes<'_>,
         object: Option<&Value>,
     ) -> ApiResult<()> {
-        for plugin in self.snapshot() {
+        for plugin in self.snapshot().iter() {
             plugin.validate(attributes, object).await?;
         }
         Ok(())
@@ -152,7 +157,7 @@ pub struct Settling {
 
 impl Drop for Settling {
     fn drop(&mut self) {
-        for plugin in self.chain.snapshot() {
+        for plugin in self.chain.snapshot().iter() {
             plugin.settled(&self.uid);
         }
     }

@@ -235,23 +235,34 @@ pub fn intern_strs(items: &[String]) -> &'static [&'static str] {
 
 /// The resource served at `group/version/plural`.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
-    all()
-        .into_iter()
-        .find(|r| r.group == group && r.version == version && r.plural == plural)
+    first(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
 /// The resource whose objects have `apiVersion` and `kind`.
 pub fn find_kind(api_version: &str, kind: &str) -> Option<&'static Resource> {
-    all()
-        .into_iter()
-        .find(|r| r.kind == kind && r.api_version() == api_version)
+    first(|r| r.kind == kind && has_api_version(r, api_version))
 }
 
 /// Is `group/version` served at all (for 404 vs 405 decisions and discovery)?
 pub fn serves_group_version(group: &str, version: &str) -> bool {
-    all()
-        .into_iter()
-        .any(|r| r.group == group && r.version == version)
+    first(|r| r.group == group && r.version == version).is_some()
+}
+
+/// The first resource of `all` that `wanted` accepts, found without collecting `all`: these
+/// lookups run several times per request, and most find a built-in.
+fn first(wanted: impl Fn(&Resource) -> bool) -> Option<&'static Resource> {
+    BUILTIN
+        .iter()
+        .find(|r| wanted(r))
+        .or_else(|| CUSTOM.read().ok()?.iter().copied().find(|r| wanted(r)))
+}
+
+/// `r.api_version() == api_version`, without building the string.
+fn has_api_version(r: &Resource, api_version: &str) -> bool {
+    match api_version.split_once('/') {
+        Some((group, version)) => !group.is_empty() && r.group == group && r.version == version,
+        None => r.group.is_empty() && r.version == api_version,
+    }
 }
 
 /// Groups in discovery order, each with its versions (preferred first).
@@ -289,6 +300,28 @@ pub fn in_group_version<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_versions_are_matched_as_the_built_strings_would_be() {
+        let candidates = [
+            "v1", "apps/v1", "/v1", "apps/", "apps", "batch/v1", "a/b/c", "",
+        ];
+        for r in all() {
+            for candidate in candidates.iter().copied().chain([r.api_version().as_str()]) {
+                assert_eq!(
+                    has_api_version(r, candidate),
+                    r.api_version() == candidate,
+                    "{} against {candidate:?}",
+                    r.api_version()
+                );
+            }
+        }
+        assert_eq!(
+            find_kind("apps/v1", "Deployment").unwrap().plural,
+            "deployments"
+        );
+        assert!(find_kind("v1", "Deployment").is_none());
+    }
 
     #[test]
     fn keys_separate_namespaces_and_groups() {

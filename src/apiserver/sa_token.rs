@@ -127,7 +127,7 @@ impl TokenSigner {
             "iat": claims.issued_at,
             "nbf": claims.issued_at,
             "iss": ISSUER,
-            "jti": uuid::Uuid::new_v4().to_string(),
+            "jti": crate::api::meta::new_uid().to_string(),
             "sub": format!("system:serviceaccount:{}:{}", claims.namespace, claims.name),
             "kubernetes.io": {
                 "namespace": claims.namespace,

@@ -176,7 +176,7 @@ async fn audit_request(
                 .collect()
         }),
         api_version: "audit.k8s.io/v1",
-        audit_id: uuid::Uuid::new_v4().to_string(),
+        audit_id: crate::api::meta::new_uid().to_string(),
         kind: "Event",
         level: level.as_str(),
         object_ref: (!attributes.resource.is_empty()).then(|| ObjectReference {

@@ -333,7 +333,7 @@ impl Registry {
             }];
             return Err(ApiError::invalid(r.group, r.kind, "", causes));
         }
-        meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        meta.insert("uid".into(), json!(meta::new_uid().to_string()));
         meta.insert("creationTimestamp".into(), json!(meta::now_rfc3339()));
         meta.remove("deletionTimestamp");
         meta.remove("deletionGracePeriodSeconds");

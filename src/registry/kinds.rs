@@ -109,23 +109,28 @@ pub fn unknown_paths(body: &Value, known: &Value) -> Vec<String> {
 fn collect_unknown(input: &Value, known: &Value, path: &str, found: &mut Vec<String>) {
     match (input, known) {
         (Value::Object(input), Value::Object(known)) => {
+            // Built only for a field reported or descended into: most are scalars that are known.
+            let child = |key: &str| match path.is_empty() {
+                true => key.to_string(),
+                false => format!("{path}.{key}"),
+            };
             for (key, value) in input {
-                let child = if path.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{path}.{key}")
-                };
                 match known.get(key) {
-                    Some(k) => collect_unknown(value, k, &child, found),
+                    Some(k) if value.is_object() || value.is_array() => {
+                        collect_unknown(value, k, &child(key), found)
+                    }
+                    Some(_) => {}
                     // A null is "unset": never an unknown field.
                     None if value.is_null() => {}
-                    None => found.push(child),
+                    None => found.push(child(key)),
                 }
             }
         }
         (Value::Array(input), Value::Array(known)) => {
             for (i, (value, k)) in input.iter().zip(known).enumerate() {
-                collect_unknown(value, k, &format!("{path}[{i}]"), found);
+                if value.is_object() || value.is_array() {
+                    collect_unknown(value, k, &format!("{path}[{i}]"), found);
+                }
             }
         }
         _ => {}

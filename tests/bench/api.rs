@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use common::inside::{block_on_in_netns, in_netns, kube_client};
 use common::netns::Netns;
+use common::procs::{cpu_ticks, ticks_per_second};
 use common::server::BerthServer;
 
 const CONCURRENT_CLIENTS: usize = 50;
@@ -87,7 +88,7 @@ fn figures(binary: &Path) -> Vec<Row> {
     if std::env::var("BERTH_BENCH_ONLY").as_deref() == Ok("latency") {
         let kubeconfig = server.kubeconfig_path();
         rows.extend(block_on_in_netns(&ns.name, move || async move {
-            api_figures(&kubeconfig).await
+            api_figures(&kubeconfig, pid).await
         }));
         keep_log(&server);
         return rows;
@@ -110,7 +111,7 @@ fn figures(binary: &Path) -> Vec<Row> {
 
     let kubeconfig = server.kubeconfig_path();
     rows.extend(block_on_in_netns(&ns.name, move || async move {
-        api_figures(&kubeconfig).await
+        api_figures(&kubeconfig, pid).await
     }));
 
     let (berth_bytes, berth_fsyncs) = {
@@ -258,11 +259,21 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
-/// `CONCURRENT_CLIENTS` tasks each sending `REQUESTS_PER_CLIENT` requests made by `make`.
+/// The latencies of one request loop and the server's CPU time (user + system, all threads) per
+/// request over it: the CPU figure is the steadier one on a noisy machine.
+struct Loop {
+    latencies: Vec<Duration>,
+    cpu_per_request: Duration,
+}
+
+/// `CONCURRENT_CLIENTS` tasks each sending `REQUESTS_PER_CLIENT` requests made by `make`, to
+/// the server `pid`.
 async fn latencies(
     client: &kube::Client,
+    pid: u32,
     make: Arc<dyn Fn(usize, usize) -> http::Request<Vec<u8>> + Send + Sync>,
-) -> Vec<Duration> {
+) -> Loop {
+    let cpu_before = cpu_ticks(pid);
     let mut tasks = Vec::new();
     for c in 0..CONCURRENT_CLIENTS {
         let client = client.clone();
@@ -281,11 +292,15 @@ async fn latencies(
     for t in tasks {
         all.extend(t.await.unwrap());
     }
+    let cpu = cpu_ticks(pid).saturating_sub(cpu_before) as f64 / ticks_per_second();
     all.sort();
-    all
+    Loop {
+        cpu_per_request: Duration::from_secs_f64(cpu / all.len().max(1) as f64),
+        latencies: all,
+    }
 }
 
-async fn api_figures(kubeconfig: &Path) -> Vec<(String, String, String)> {
+async fn api_figures(kubeconfig: &Path, pid: u32) -> Vec<(String, String, String)> {
     let client = client(kubeconfig).await;
     let body = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bench-get"}, "data": {"k": "v"}});
     let create = http::Request::post("/api/v1/namespaces/default/configmaps")
@@ -295,11 +310,13 @@ async fn api_figures(kubeconfig: &Path) -> Vec<(String, String, String)> {
     client.request_text(create).await.unwrap();
     let livez = latencies(
         &client,
+        pid,
         Arc::new(|_, _| http::Request::get("/livez").body(Vec::new()).unwrap()),
     )
     .await;
     let get = latencies(
         &client,
+        pid,
         Arc::new(|_, _| {
             http::Request::get("/api/v1/namespaces/default/configmaps/bench-get")
                 .body(Vec::new())
@@ -309,6 +326,7 @@ async fn api_figures(kubeconfig: &Path) -> Vec<(String, String, String)> {
     .await;
     let creates = latencies(
         &client,
+        pid,
         Arc::new(|c, i| {
             let body = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("bench-{c}-{i}")}});
             http::Request::post("/api/v1/namespaces/default/configmaps")
@@ -318,9 +336,19 @@ async fn api_figures(kubeconfig: &Path) -> Vec<(String, String, String)> {
         }),
     )
     .await;
-    let (l50, l99) = (percentile(&livez, 0.5), percentile(&livez, 0.99));
-    let (g50, g99) = (percentile(&get, 0.5), percentile(&get, 0.99));
-    let (c50, c99) = (percentile(&creates, 0.5), percentile(&creates, 0.99));
+    let (l50, l99) = (
+        percentile(&livez.latencies, 0.5),
+        percentile(&livez.latencies, 0.99),
+    );
+    let (g50, g99) = (
+        percentile(&get.latencies, 0.5),
+        percentile(&get.latencies, 0.99),
+    );
+    let (c50, c99) = (
+        percentile(&creates.latencies, 0.5),
+        percentile(&creates.latencies, 0.99),
+    );
+    let micros = |l: &Loop| format!("{} µs", l.cpu_per_request.as_micros());
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
     vec![
         (
@@ -344,6 +372,14 @@ async fn api_figures(kubeconfig: &Path) -> Vec<(String, String, String)> {
                 "ratio {:.2} / {:.2} (goal ≤ 3)",
                 ratio(c50, l50),
                 ratio(c99, l99)
+            ),
+        ),
+        (
+            "server CPU per request: /livez, GET, create".into(),
+            format!("{}, {}, {}", micros(&livez), micros(&get), micros(&creates)),
+            format!(
+                "create/livez {:.2}",
+                ratio(creates.cpu_per_request, livez.cpu_per_request)
             ),
         ),
     ]

@@ -106,7 +106,7 @@ impl Webhooks {
                 hook.name
             )));
         }
-        let uid = uuid::Uuid::new_v4().to_string();
+        let uid = crate::api::meta::new_uid().to_string();
         let review = review(&uid, a, object);
         match call::call(&self.registry, &hook.client, hook.timeout, &review).await {
             Ok(response) if response["uid"] != uid.as_str() => self.failed(
