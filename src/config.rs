@@ -13,12 +13,17 @@ use serde::Deserialize;
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/berth/config.toml";
 /// Where state lives when `--data-dir` is not given.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/berth";
+/// Where runtime state that a reboot clears lives when `--run-dir` is not given (tmpfs).
+pub const DEFAULT_RUN_DIR: &str = "/run/berth";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Root of all state: `berth.redb`, `pki/`, `images/`, `pods/`, `logs/`.
     pub data_dir: PathBuf,
+    /// Root of the pods' runtime state that a reboot makes meaningless (libcontainer's state,
+    /// shim sockets): each data dir gets its own share, see [`Config::pods_run_dir`].
+    pub run_dir: PathBuf,
     pub api: ApiConfig,
     pub node: NodeConfig,
     pub network: NetworkConfig,
@@ -39,6 +44,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            run_dir: PathBuf::from(DEFAULT_RUN_DIR),
             api: ApiConfig::default(),
             node: NodeConfig::default(),
             network: NetworkConfig::default(),
@@ -523,6 +529,12 @@ impl Config {
         self.data_dir.join("kubeconfig.yaml")
     }
 
+    /// This data dir's share of the run dir, where its pods' run dirs are: servers with other
+    /// data dirs on the machine have their own.
+    pub fn pods_run_dir(&self) -> PathBuf {
+        crate::runtime::layout::pods_run_dir(&self.run_dir, &self.data_dir)
+    }
+
     /// The node's name: configured, or the hostname.
     pub fn node_name(&self) -> String {
         if let Some(name) = &self.node.name {
@@ -544,6 +556,7 @@ mod tests {
     fn empty_file_gives_the_documented_defaults() {
         let c = Config::parse("").unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/berth"));
+        assert_eq!(c.run_dir, PathBuf::from("/run/berth"));
         assert_eq!(c.api.listen.port(), 6443);
         assert_eq!(c.network.dns_ip, Ipv4Addr::new(10, 43, 0, 10));
         assert_eq!(c.api.max_body_bytes, 3 * 1024 * 1024);
@@ -573,6 +586,7 @@ insecure_skip_verify = true
         let c = Config::parse(text).unwrap();
         let d = Config::default();
         assert_eq!(c.data_dir, d.data_dir);
+        assert_eq!(c.run_dir, d.run_dir);
         assert_eq!(c.api.listen, d.api.listen);
         assert_eq!(c.api.max_body_bytes, d.api.max_body_bytes);
         assert_eq!(c.network.pod_cidr, d.network.pod_cidr);

@@ -135,7 +135,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .context("cannot set up API aggregation")?;
     api.set_pod_logs_dir(config.data_dir.join("logs"));
     api.set_pod_runtime(
-        crate::runtime::ShimRuntime::new(config.data_dir.join("pods"))
+        crate::runtime::ShimRuntime::new(config.data_dir.join("pods"), config.pods_run_dir())
             .context("cannot locate the berth binary")?,
     );
     api.set_kubelet_client(Arc::new(
@@ -417,6 +417,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             c,
             &node_name,
             &config.data_dir,
+            &config.pods_run_dir(),
             ca,
             Some(own_serving),
         );
@@ -551,9 +552,12 @@ pub(crate) fn agent_config(
         .find(|(kind, _)| kind == "InternalIP")
         .map(|(_, ip)| ip)
         .unwrap_or_else(|| Ipv4Addr::LOCALHOST.to_string());
+    let run_dir = config.pods_run_dir();
+    crate::runtime::layout::check_pods_run_dir(&run_dir).context("the run dir is too long")?;
     Ok(crate::agent::AgentConfig {
         node_name: node_name.to_string(),
         data_dir: config.data_dir.clone(),
+        run_dir,
         host_ip,
         dns: crate::agent::spec::DnsSettings {
             cluster_dns: config.network.dns_ip,

@@ -32,11 +32,8 @@ fn children(pid: u32) -> Vec<u32> {
 
 fn shim_pid(cluster: &Cluster, pod: &serde_json::Value) -> u32 {
     let uid = pod["metadata"]["uid"].as_str().unwrap();
-    std::fs::read_to_string(cluster.pods_dir().join(uid).join("shim.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+    let pid = common::server::shim_pid(&cluster.pods_dir(), uid).expect("the shim's pid file");
+    u32::try_from(pid).expect("a pid")
 }
 
 #[test]

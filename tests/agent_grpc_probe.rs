@@ -73,12 +73,14 @@ fn grpc_probes_gate_readiness_and_restart_an_unhealthy_container() {
         .to_string();
     // The pod's shim lives in the pod's network namespace (the pin under the data dir is a
     // mount in berth's own mount namespace, which the test does not see).
-    let shim_pid = cluster.pods_dir().join(&uid).join("shim.pid");
+    let pods = cluster.pods_dir();
     let mut pid = String::new();
     assert!(
         wait_until(Duration::from_secs(60), || {
-            pid = std::fs::read_to_string(&shim_pid).unwrap_or_default();
-            !pid.trim().is_empty()
+            pid = common::server::shim_pid(&pods, &uid)
+                .map(|p| p.to_string())
+                .unwrap_or_default();
+            !pid.is_empty()
         }),
         "the pod's shim started"
     );

@@ -137,9 +137,22 @@ fn pods_run_log_restart_share_volumes_and_are_cleaned_up_and_readopted() {
     assert!(reader_ok, "the reader saw the writer's file: {reader}");
     assert_eq!(reader, "color=blue\nhi there\ninit-ran\nfrom-writer\n");
 
-    // kill -9 of berth: the container keeps running and is re-adopted, same id and count.
+    // The pod's runtime state is in its run dir, not in the data dir.
     let before = cluster.get("ticker");
+    let uid = before["metadata"]["uid"].as_str().unwrap_or("").to_string();
     let id_before = before["status"]["containerStatuses"][0]["containerID"].clone();
+    let container_id = id_before
+        .as_str()
+        .unwrap_or("")
+        .trim_start_matches("berth://");
+    let run_dir = cluster.pods_run_dir().join(&uid);
+    let container_state = run_dir.join("c").join(container_id).join("state.json");
+    assert!(container_state.exists(), "{container_state:?}");
+    assert!(run_dir.join("shim.sock").exists());
+    assert!(!cluster.pods_dir().join(&uid).join("c").exists());
+    assert!(!cluster.pods_dir().join(&uid).join("shim.sock").exists());
+
+    // kill -9 of berth: the container keeps running and is re-adopted, same id and count.
     cluster.server.kill9();
     std::thread::sleep(Duration::from_secs(2));
     cluster.server.restart();
@@ -152,9 +165,10 @@ fn pods_run_log_restart_share_volumes_and_are_cleaned_up_and_readopted() {
     assert_eq!(after["status"]["containerStatuses"][0]["restartCount"], 0);
     let still = cluster.server.kubectl_ok(&["logs", "ticker", "--tail=1"]);
     assert!(still.starts_with("tick "), "{still}");
+    // Re-adopted through the run dir, which survived the kill.
+    assert!(container_state.exists(), "{container_state:?}");
 
-    // Deleting a pod frees its shim, state dir, netns, veth and address.
-    let uid = after["metadata"]["uid"].as_str().unwrap_or("").to_string();
+    // Deleting a pod frees its shim, state dir, run dir, netns, veth and address.
     cluster
         .server
         .kubectl_ok(&["delete", "pod", "ticker", "--grace-period=2"]);
@@ -162,6 +176,7 @@ fn pods_run_log_restart_share_volumes_and_are_cleaned_up_and_readopted() {
         cluster.get("ticker").is_null() && !cluster.pods_dir().join(&uid).exists()
     });
     assert!(gone, "the pod object and its state dir are gone");
+    assert!(!run_dir.exists(), "the pod's run dir is gone");
     let netns_file = cluster.server.data_dir().join("netns").join(&uid);
     assert!(!netns_file.exists(), "the pod's netns is unpinned");
     let links = ns.exec_ok("ip", &["-o", "link"]);

@@ -470,10 +470,7 @@ fn host_ports_answer_on_the_node_address_and_loopback_and_reset_removes_everythi
     assert_eq!(uids.len(), 2, "two pods have state: {uids:?}");
     let shims: Vec<i32> = uids
         .iter()
-        .filter_map(|uid| {
-            std::fs::read_to_string(cluster.pods_dir().join(uid).join("shim.pid")).ok()
-        })
-        .filter_map(|pid| pid.trim().parse().ok())
+        .filter_map(|uid| common::server::shim_pid(&cluster.pods_dir(), uid))
         .collect();
     assert_eq!(shims.len(), 2);
     assert!(uids.iter().all(|uid| !pod_cgroups(uid).is_empty()));

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
 use common::netns::Netns;
-use common::server::BerthServer;
+use common::server::{names_in, BerthServer};
 use common::wait_until;
 use serde_json::{json, Value};
 
@@ -164,16 +164,6 @@ fn veths(ns: &Netns) -> usize {
         .count()
 }
 
-fn files_in(dir: &Path) -> BTreeSet<String> {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Rules, and elements of sets and maps, in the netns's nft ruleset: what a service, a pod or
 /// a policy adds and must take away again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -263,9 +253,9 @@ fn wait_for_teardown(
     wait_until(Duration::from_secs(60), || {
         pod_cgroups_left(uids).is_empty()
             && mounts_under(pid, data_dir) == *mounts_before
-            && files_in(&data_dir.join("netns")).is_empty()
+            && names_in(&data_dir.join("netns")).is_empty()
             && veths(ns) == veths_before
-            && files_in(&data_dir.join("pods")).is_empty()
+            && names_in(&data_dir.join("pods")).is_empty()
     })
 }
 
@@ -369,9 +359,9 @@ fn churn(total: usize) {
     assert!(clean, "teardown never finished");
     assert_eq!(pod_cgroups_left(&handed.pod_uids), Vec::<String>::new());
     assert_eq!(mounts_under(pid, &data_dir), mounts_before, "mounts");
-    assert!(files_in(&data_dir.join("netns")).is_empty(), "netns pins");
+    assert!(names_in(&data_dir.join("netns")).is_empty(), "netns pins");
     assert_eq!(veths(&ns), veths_before, "veths");
-    let ips: BTreeSet<String> = files_in(&data_dir.join("network/ipam"))
+    let ips: BTreeSet<String> = names_in(&data_dir.join("network/ipam"))
         .into_iter()
         .filter(|f| f.parse::<std::net::IpAddr>().is_ok())
         .collect();

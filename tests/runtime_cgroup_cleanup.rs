@@ -77,12 +77,7 @@ fn every_way_a_pod_goes_removes_its_cgroup_directories_from_every_hierarchy() {
 
     // The shim dies; its container lives on, re-parented, until the pod's removal kills it.
     let uid = running_pod(&cluster, "shim-died");
-    let pid_file = cluster.pods_dir().join(&uid).join("shim.pid");
-    let shim: i32 = std::fs::read_to_string(&pid_file)
-        .expect("the shim's pid file")
-        .trim()
-        .parse()
-        .expect("a pid");
+    let shim = common::server::shim_pid(&cluster.pods_dir(), &uid).expect("the shim's pid file");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(shim),
         nix::sys::signal::Signal::SIGKILL,
@@ -94,6 +89,8 @@ fn every_way_a_pod_goes_removes_its_cgroup_directories_from_every_hierarchy() {
     assert_no_cgroup_dirs_left(&uid, "a pod deleted after its shim died");
 
     let uid = running_pod(&cluster, "reset");
+    let run_dir = cluster.pods_run_dir();
+    assert!(run_dir.join(&uid).join("shim.sock").exists());
     cluster.server.kill9();
     let data_dir = cluster
         .server
@@ -112,6 +109,10 @@ fn every_way_a_pod_goes_removes_its_cgroup_directories_from_every_hierarchy() {
         pod_cgroup_dirs(&uid).is_empty(),
         "berth reset left cgroup directories: {:?}",
         pod_cgroup_dirs(&uid)
+    );
+    assert!(
+        !run_dir.exists(),
+        "berth reset left the run dir {run_dir:?}"
     );
 
     // The server comes back and runs the pod again (reset removed it from the node, not from
@@ -163,11 +164,5 @@ fn every_way_a_pod_goes_removes_its_cgroup_directories_from_every_hierarchy() {
 
 /// The pods the node holds state for.
 fn pod_uids(pods: &Path) -> Vec<String> {
-    std::fs::read_dir(pods)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
+    common::server::names_in(pods).into_iter().collect()
 }

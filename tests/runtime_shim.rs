@@ -56,8 +56,7 @@ impl Pod {
             .tempdir_in("/tmp")
             .unwrap();
         let rootfs = busybox_rootfs(root.path());
-        let runtime =
-            ShimRuntime::with_shim_binary(root.path().join("pods"), env!("CARGO_BIN_EXE_berth"));
+        let runtime = runtime_in(root.path());
         let netns = Netns::new();
         let cgroup_parent = format!("berthtest-{uid}");
         let config = PodShimConfig {
@@ -65,6 +64,7 @@ impl Pod {
             netns_path: Some(PathBuf::from(format!("/run/netns/{}", netns.name))),
             hostname: "testpod".into(),
             cgroup_parent: cgroup_parent.clone(),
+            run_dir: None,
         };
         runtime.start_pod_shim(&config).await.unwrap();
         Pod {
@@ -167,6 +167,15 @@ impl Drop for Pod {
     }
 }
 
+/// A runtime with its pods' dirs and run dirs below `root`.
+fn runtime_in(root: &Path) -> ShimRuntime {
+    ShimRuntime::with_shim_binary(
+        root.join("pods"),
+        root.join("run"),
+        env!("CARGO_BIN_EXE_berth"),
+    )
+}
+
 fn pid_alive(pid: i32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
 }
@@ -260,8 +269,7 @@ async fn the_shim_outlives_its_starter_and_a_new_client_sees_running_containers(
     assert_ne!(ppid, std::process::id());
 
     // A brand-new client, as after a daemon restart: finds the pod and its running container.
-    let fresh =
-        ShimRuntime::with_shim_binary(pod.root.path().join("pods"), env!("CARGO_BIN_EXE_berth"));
+    let fresh = runtime_in(pod.root.path());
     assert_eq!(fresh.list_pods().await.unwrap(), vec![pod.uid.clone()]);
     let state = fresh.pod_state(&pod.uid).await.unwrap();
     assert_eq!(state.shim_pid, first.shim_pid);
@@ -447,6 +455,7 @@ async fn stop_pod_leaves_no_process_mount_cgroup_or_state_dir() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(!pod_dir.exists());
+    assert!(!pod.runtime.pod_run_dir(&pod.uid).exists());
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mountinfo.contains(pod_dir.to_str().unwrap()));
     assert!(!cgroups::exists_anywhere(&pod.cgroup_parent).unwrap());
@@ -514,7 +523,93 @@ async fn stop_pod_also_cleans_up_after_a_shim_that_died() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(!pod.runtime.pod_dir(&pod.uid).exists());
+    assert!(!pod.runtime.pod_run_dir(&pod.uid).exists());
     assert!(!cgroups::exists_anywhere(&pod.cgroup_parent).unwrap());
+}
+
+#[tokio::test]
+async fn a_pods_runtime_state_is_in_its_run_dir_and_what_outlives_a_reboot_in_its_dir() {
+    let pod = Pod::start().await;
+    pod.run(pod.spec("app", "exec sleep 1000")).await;
+    let state = pod.state().await;
+    let id = &state.containers[0].id;
+    let (dir, run) = (
+        pod.runtime.pod_dir(&pod.uid),
+        pod.runtime.pod_run_dir(&pod.uid),
+    );
+    let config: PodShimConfig =
+        serde_json::from_slice(&std::fs::read(dir.join("pod.json")).unwrap()).unwrap();
+    assert_eq!(config.run_dir.as_deref(), Some(run.as_path()));
+    for runtime_state in [
+        "shim.sock".to_string(),
+        "shim.pid".to_string(),
+        format!("c/{id}/state.json"),
+        "b/app/config.json".to_string(),
+    ] {
+        assert!(
+            run.join(&runtime_state).exists(),
+            "{runtime_state} not in {run:?}"
+        );
+        assert!(
+            !dir.join(&runtime_state).exists(),
+            "{runtime_state} in {dir:?}"
+        );
+    }
+    assert!(!dir.join("c").exists() && !dir.join("b").exists());
+    // Exit codes must survive a reboot (a completed pod stays completed): on disk.
+    assert!(dir.join("state.json").exists());
+    let pid: i32 = std::fs::read_to_string(run.join("shim.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(pid, state.shim_pid);
+    // Execs read the bundle and write their process files in the run dir too.
+    let exec = pod
+        .runtime
+        .exec_sync(
+            &pod.uid,
+            "app",
+            vec!["true".into()],
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(exec.exit_code, 0);
+
+    pod.runtime.stop_pod(&pod.uid).await.unwrap();
+    assert!(!run.exists());
+    assert!(!dir.exists());
+}
+
+#[tokio::test]
+async fn a_run_dir_too_long_for_unix_sockets_is_refused_before_any_shim_starts() {
+    let root = tempfile::Builder::new()
+        .prefix("bt")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let runtime = ShimRuntime::with_shim_binary(
+        root.path().join("pods"),
+        root.path().join("r".repeat(100)),
+        env!("CARGO_BIN_EXE_berth"),
+    );
+    let config = PodShimConfig {
+        pod_uid: "long".into(),
+        netns_path: None,
+        hostname: "long".into(),
+        cgroup_parent: "berthtest-long".into(),
+        run_dir: None,
+    };
+    let err = runtime
+        .start_pod_shim(&config)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unix socket") && err.contains("--run-dir"),
+        "{err}"
+    );
+    assert!(!runtime.pod_dir("long").exists(), "nothing written");
 }
 
 #[tokio::test]
@@ -725,8 +820,7 @@ async fn the_shim_survives_the_death_of_the_process_group_that_started_it() {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::SeqCst)
     );
-    let runtime =
-        ShimRuntime::with_shim_binary(root.path().join("pods"), env!("CARGO_BIN_EXE_berth"));
+    let runtime = runtime_in(root.path());
     let dir = runtime.pod_dir(&uid);
     std::fs::create_dir_all(&dir).unwrap();
     let config = PodShimConfig {
@@ -734,6 +828,9 @@ async fn the_shim_survives_the_death_of_the_process_group_that_started_it() {
         netns_path: None,
         hostname: "orphan".into(),
         cgroup_parent: format!("berthtest-{uid}"),
+        // As a berth from before run dirs wrote it: the shim keeps its socket in the pod's
+        // dir, and the runtime finds it there.
+        run_dir: None,
     };
     std::fs::write(dir.join("pod.json"), serde_json::to_vec(&config).unwrap()).unwrap();
     // A stand-in for the daemon: starts the shim, then lingers in its own process group.
@@ -761,6 +858,8 @@ async fn the_shim_survives_the_death_of_the_process_group_that_started_it() {
     starter.wait().unwrap();
     let state = runtime.pod_state(&uid).await.unwrap();
     assert!(pid_alive(state.shim_pid));
+    assert!(dir.join("shim.sock").exists());
+    assert!(!runtime.pod_run_dir(&uid).exists());
     runtime.stop_pod(&uid).await.unwrap();
     assert!(!dir.exists());
 }

@@ -349,6 +349,37 @@ fn a_server_starting_stops_shims_whose_data_dir_is_gone() {
 }
 
 #[test]
+fn the_harness_leaves_no_share_of_the_run_dir_behind() {
+    use berth::runtime::layout::prepare_pods_run_dir;
+    use common::server::pods_run_dir;
+    let (_fake_dir, fake) = fake_berth(false);
+    // The share of a test that died before its drop ran: its data dir is gone since.
+    let gone = tempfile::tempdir().expect("temp dir");
+    let gone_share = pods_run_dir(&gone.path().join("pods"));
+    prepare_pods_run_dir(&gone_share, gone.path()).expect("a share");
+    std::fs::create_dir_all(gone_share.join("orphan")).expect("a pod run dir");
+    // A live server's share, beside it.
+    let live = tempfile::tempdir().expect("temp dir");
+    let live_share = pods_run_dir(&live.path().join("pods"));
+    prepare_pods_run_dir(&live_share, live.path()).expect("a share");
+    drop(gone);
+
+    let ns = Netns::new();
+    let server = BerthServer::start_binary(&ns, &fake);
+    assert!(
+        !gone_share.exists(),
+        "a share whose data dir is gone stayed"
+    );
+    assert!(live_share.exists(), "a live server's share was removed");
+    // The stand-in makes no share: as berth would, for its own data dir.
+    let share = pods_run_dir(&server.data_dir().join("pods"));
+    prepare_pods_run_dir(&share, server.data_dir()).expect("a share");
+    drop(server);
+    assert!(!share.exists(), "a dropped server's share stayed");
+    std::fs::remove_dir_all(&live_share).expect("remove the live share");
+}
+
+#[test]
 #[should_panic(expected = "berth server exited during start")]
 fn server_harness_fails_the_test_when_the_server_exits_at_start() {
     let (_fake_dir, fake) = fake_berth(true);

@@ -51,6 +51,8 @@ pub struct KubeletApiConfig {
     /// in place (see `join::serving`).
     pub serving: Arc<dyn rustls::server::ResolvesServerCert>,
     pub data_dir: std::path::PathBuf,
+    /// This data dir's share of the run dir (see [`crate::runtime::layout`]).
+    pub run_dir: std::path::PathBuf,
     /// The cluster CA, which client certificates must chain to.
     pub ca_pem: String,
 }
@@ -66,7 +68,7 @@ pub async fn run(client: kube::Client, config: KubeletApiConfig) -> Result<(), K
         })?;
     let tls = tls_config(&config)?;
     let node = PodNode {
-        runtime: crate::runtime::ShimRuntime::new(config.data_dir.join("pods"))?,
+        runtime: crate::runtime::ShimRuntime::new(config.data_dir.join("pods"), &config.run_dir)?,
         logs_dir: config.data_dir.join("logs"),
         pods: Arc::new(CachedPods::new(ClientPods(client.clone()), POD_CACHE_TTL)),
     };

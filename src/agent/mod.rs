@@ -46,6 +46,8 @@ use std::path::PathBuf;
 pub struct AgentConfig {
     pub node_name: String,
     pub data_dir: PathBuf,
+    /// This data dir's share of the run dir: the pods' runtime state that a reboot clears.
+    pub run_dir: PathBuf,
     /// The node's address, reported as the pods' hostIP.
     pub host_ip: String,
     pub dns: spec::DnsSettings,

@@ -29,6 +29,12 @@ pub enum AgentError {
     Network(#[from] crate::network::NetError),
     #[error("pod watch ended")]
     WatchEnded,
+    #[error("run dir {path}: {source}")]
+    RunDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A worker's inbox: the newest object of its pod, `None` once it is gone from the API.
@@ -36,7 +42,7 @@ type Inbox = watch::Sender<Option<Pod>>;
 
 /// Runs this node's pods until the pod watch ends.
 pub async fn run(client: kube::Client, config: AgentConfig) -> Result<(), AgentError> {
-    let runtime = ShimRuntime::new(config.data_dir.join("pods"))?;
+    let runtime = ShimRuntime::new(config.data_dir.join("pods"), &config.run_dir)?;
     run_with(client, config, runtime).await
 }
 
@@ -46,6 +52,12 @@ pub async fn run_with(
     config: AgentConfig,
     runtime: ShimRuntime,
 ) -> Result<(), AgentError> {
+    crate::runtime::layout::prepare_pods_run_dir(&config.run_dir, &config.data_dir).map_err(
+        |source| AgentError::RunDir {
+            path: config.run_dir.clone(),
+            source,
+        },
+    )?;
     let images = {
         let root = config.data_dir.join("images");
         tokio::task::spawn_blocking(move || ImageStore::open(&root))

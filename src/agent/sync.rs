@@ -311,6 +311,7 @@ impl PodWorker {
                 netns_path: self.network.as_ref().map(|n| n.netns_path.clone()),
                 hostname: spec::hostname(pod),
                 cgroup_parent: cgroups::pod_cgroup_parent(&uid),
+                run_dir: None,
             };
             ctx.runtime.start_pod_shim(&config).await?;
             self.shim_ready = true;

@@ -159,6 +159,7 @@ fn check_all(config: &Config, cmdline_file: Option<&Path>) -> Vec<Finding> {
         &std::fs::read_to_string("/proc/meminfo").unwrap_or_default(),
     ));
     findings.push(check_disk(&config.data_dir));
+    findings.push(check_run_dir(config));
     findings.push(check_api_port(config));
     findings.push(check_time_sync());
     findings
@@ -650,6 +651,45 @@ fn check_disk(data_dir: &Path) -> Finding {
     }
 }
 
+/// The run dir: too long, no pod's sockets fit below it; off tmpfs, every container create,
+/// start and delete writes its runtime state to disk (an SD card on a Pi).
+fn check_run_dir(config: &Config) -> Finding {
+    const ITEM: &str = "run dir";
+    if let Err(e) = crate::runtime::layout::check_pods_run_dir(&config.pods_run_dir()) {
+        return Finding::fail(ITEM, e.to_string(), "a shorter run_dir in the config");
+    }
+    let existing = config
+        .run_dir
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    let on_tmpfs = nix::sys::statfs::statfs(existing)
+        .ok()
+        .map(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
+    run_dir_finding(&config.run_dir, on_tmpfs)
+}
+
+fn run_dir_finding(run_dir: &Path, on_tmpfs: Option<bool>) -> Finding {
+    const ITEM: &str = "run dir";
+    match on_tmpfs {
+        Some(true) => Finding::ok(ITEM, format!("{} on tmpfs", run_dir.display())),
+        Some(false) => Finding::hint(
+            ITEM,
+            format!(
+                "{} is not on tmpfs: each container create, start and delete writes runtime \
+                 state to disk",
+                run_dir.display()
+            ),
+            "mount a tmpfs there, or set run_dir to a directory on one",
+        ),
+        None => Finding::warn(
+            ITEM,
+            format!("cannot stat {}", run_dir.display()),
+            "none known",
+        ),
+    }
+}
+
 fn check_api_port(config: &Config) -> Finding {
     let listen = config.api.listen;
     if listen.port() == 0 {
@@ -856,6 +896,22 @@ mod tests {
             None,
             "a second run changes nothing"
         );
+    }
+
+    #[test]
+    fn a_run_dir_off_tmpfs_gets_a_hint_and_one_too_long_for_sockets_fails() {
+        let run = Path::new("/run/berth");
+        assert_eq!(run_dir_finding(run, Some(true)).verdict, Verdict::Ok);
+        let off = run_dir_finding(run, Some(false));
+        assert_eq!(off.verdict, Verdict::Hint);
+        assert!(off.detail.contains("not on tmpfs"), "{}", off.detail);
+        let long = Config {
+            run_dir: Path::new("/run").join("x".repeat(80)),
+            ..Config::default()
+        };
+        let finding = check_run_dir(&long);
+        assert_eq!(finding.verdict, Verdict::Fail);
+        assert!(finding.detail.contains("unix socket"), "{}", finding.detail);
     }
 
     #[test]

@@ -64,6 +64,9 @@ pub struct CommonArgs {
     /// Directory for all state.
     #[arg(long, env = "BERTH_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Directory (tmpfs) for the pods' runtime state that a reboot clears.
+    #[arg(long, env = "BERTH_RUN_DIR")]
+    pub run_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -137,6 +140,9 @@ impl CommonArgs {
         let mut config = Config::load(&path, explicit)?;
         if let Some(dir) = &self.data_dir {
             config.data_dir = dir.clone();
+        }
+        if let Some(dir) = &self.run_dir {
+            config.run_dir = dir.clone();
         }
         Ok(config)
     }

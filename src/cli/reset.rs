@@ -1,14 +1,15 @@
 //! `berth reset`: removes what a stopped berth server left running or configured on this
 //! machine for one data dir, like k3s' killall script: pod shims and their containers, pod
-//! cgroups, mounts under the data dir, pod network namespace pins, veths, the bridge and
-//! berth's nftables tables. The store, PKI and images stay unless `--data` is given, so a
-//! plain reset followed by `berth server` brings the cluster's pods back from scratch;
-//! `--data` removes the whole data dir (the cluster's state is gone for good).
+//! cgroups, mounts under the data dir, the data dir's share of the run dir, pod network
+//! namespace pins, veths, the bridge and berth's nftables tables. The store, PKI and images
+//! stay unless `--data` is given, so a plain reset followed by `berth server` brings the
+//! cluster's pods back from scratch; `--data` removes the whole data dir (the cluster's state
+//! is gone for good).
 //!
 //! It only touches what belongs to the data dir it is given (pods listed in its `pods/`
-//! directory), so servers with other data dirs on the same machine are left alone; the bridge
-//! and the nftables tables are those of the network namespace it runs in. Idempotent: a second
-//! run finds nothing and says so.
+//! directory or its share of the run dir), so servers with other data dirs on the same
+//! machine are left alone; the bridge and the nftables tables are those of the network
+//! namespace it runs in. Idempotent: a second run finds nothing and says so.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,6 +23,7 @@ use super::CommonArgs;
 use crate::network::links::Netlink;
 use crate::network::{netns, veth_name, NodeNetwork, NodeNetworkConfig};
 use crate::runtime::cgroups;
+use crate::runtime::layout::{PodPaths, DATA_DIR_LINK};
 
 /// berth's nftables tables, family `ip`: the masquerade and service proxy table, network
 /// policies, host ports.
@@ -49,9 +51,23 @@ pub fn run(args: ResetArgs) -> anyhow::Result<ExitCode> {
     // Run through `ip netns exec`, this process may see no cgroup hierarchies at all.
     crate::agent::pods::ensure_cgroupfs_visible();
     let pods_dir = data_dir.join("pods");
-    let pod_uids = list_names(&pods_dir);
+    let pods_run_dir = config.pods_run_dir();
+    let mut pod_uids = list_names(&pods_dir);
+    // A pod whose dir is gone may still have a run dir (and a shim) left.
+    pod_uids.extend(
+        list_names(&pods_run_dir)
+            .into_iter()
+            .filter(|name| name != DATA_DIR_LINK),
+    );
+    pod_uids.sort();
+    pod_uids.dedup();
     for uid in &pod_uids {
-        stop_pod(&pods_dir.join(uid), uid, &mut report);
+        stop_pod(
+            &pods_dir.join(uid),
+            &pods_run_dir.join(uid),
+            uid,
+            &mut report,
+        );
     }
 
     for mount in mounts_under(&data_dir).into_iter().rev() {
@@ -72,8 +88,14 @@ pub fn run(args: ResetArgs) -> anyhow::Result<ExitCode> {
         let dir = pods_dir.join(uid);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => report.did(format!("removed pod state {}", dir.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => report.failed(format!("remove {}: {e}", dir.display())),
         }
+    }
+    match std::fs::remove_dir_all(&pods_run_dir) {
+        Ok(()) => report.did(format!("removed run dir {}", pods_run_dir.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => report.failed(format!("remove {}: {e}", pods_run_dir.display())),
     }
     if args.data && data_dir.exists() {
         match std::fs::remove_dir_all(&data_dir) {
@@ -131,8 +153,12 @@ fn refuse_if_server_running(store: &Path) -> anyhow::Result<()> {
 }
 
 /// Kills the pod's shim, then every process left in its cgroups, then removes the cgroups.
-fn stop_pod(state_dir: &Path, uid: &str, report: &mut Report) {
-    if let Some(pid) = shim_pid(state_dir) {
+fn stop_pod(state_dir: &Path, run_dir: &Path, uid: &str, report: &mut Report) {
+    // The pid file is where the pod config says (a shim from before run dirs keeps it in the
+    // pod's dir), or in this data dir's share of the run dir.
+    let paths =
+        PodPaths::recorded(state_dir).unwrap_or_else(|| PodPaths::new(state_dir, Some(run_dir)));
+    if let Some(pid) = paths.live_shim_pid() {
         if kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
             report.did(format!("killed the shim of pod {uid} (pid {pid})"));
         }
@@ -150,18 +176,6 @@ fn stop_pod(state_dir: &Path, uid: &str, report: &mut Report) {
             Err(e) => report.failed(format!("remove cgroup {cgroup}: {e}")),
         }
     }
-}
-
-/// The shim's pid from its state dir, if that process is still a berth shim (pids are reused).
-fn shim_pid(state_dir: &Path) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(state_dir.join("shim.pid"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let is_shim = cmdline.split(|b| *b == 0).any(|arg| arg == b"shim");
-    is_shim.then_some(pid)
 }
 
 /// Pod netns pins and their veths, the bridge with whatever is still attached, berth's nft
@@ -304,15 +318,6 @@ mod tests {
                 "/var/lib/berth/pods/a/rootfs",
             ]
         );
-    }
-
-    #[test]
-    fn a_pid_that_is_not_a_shim_is_never_taken_for_one() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("shim.pid"), std::process::id().to_string()).unwrap();
-        assert_eq!(shim_pid(dir.path()), None);
-        std::fs::write(dir.path().join("shim.pid"), "not a pid").unwrap();
-        assert_eq!(shim_pid(dir.path()), None);
     }
 
     #[test]

@@ -32,10 +32,12 @@ pub fn spawn_kubelet_api(
     client: kube::Client,
     node_name: &str,
     data_dir: &std::path::Path,
+    pods_run_dir: &std::path::Path,
     ca_pem: &str,
     own_serving: Option<(String, String)>,
 ) {
     let (node_name, data_dir) = (node_name.to_owned(), data_dir.to_path_buf());
+    let run_dir = pods_run_dir.to_path_buf();
     let ca_pem = ca_pem.to_owned();
     components.spawn(async move {
         let kubelet = |serving| crate::agent::kubelet_api::KubeletApiConfig {
@@ -43,6 +45,7 @@ pub fn spawn_kubelet_api(
             port: crate::agent::kubelet_api::DEFAULT_PORT,
             serving,
             data_dir: data_dir.clone(),
+            run_dir: run_dir.clone(),
             ca_pem: ca_pem.clone(),
         };
         // A server holds the cluster CA and serves with the API server's certificate, which
@@ -125,6 +128,7 @@ pub async fn run(config: Config, options: AgentOptions) -> anyhow::Result<()> {
         client.clone(),
         &node_name,
         &config.data_dir,
+        &config.pods_run_dir(),
         &identity.ca_pem,
         None,
     );

@@ -1,5 +1,5 @@
 //! [`ShimRuntime`]: the agent side. Starts `berth shim` per pod and talks JSON lines to it
-//! over `<root>/<pod uid>/shim.sock`.
+//! over the socket in the pod's run dir (see [`super::layout`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -7,7 +7,8 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use super::protocol::{ExecResult, Request, Response, POD_CONFIG_NAME, SOCKET_NAME};
+use super::layout::{PodPaths, POD_CONFIG_NAME, SOCKET_NAME};
+use super::protocol::{ExecResult, Request, Response};
 use super::types::{ContainerSpec, PodShimConfig, PodState};
 use super::{cgroups, ContainerRuntime, RuntimeError};
 
@@ -20,6 +21,8 @@ const EXEC_MARGIN: Duration = Duration::from_secs(5);
 pub struct ShimRuntime {
     /// `<data-dir>/pods`: one state dir per pod, named by its uid.
     root: PathBuf,
+    /// This data dir's share of the run dir: one run dir per pod, named by its uid.
+    run_root: PathBuf,
     /// The berth binary to run as `berth shim`.
     shim_binary: PathBuf,
 }
@@ -36,7 +39,7 @@ fn io_err<'a>(
 }
 
 /// Pod uids become directory names: refuse anything that could escape `root`.
-pub(super) fn check_uid(pod_uid: &str) -> Result<(), RuntimeError> {
+fn check_uid(pod_uid: &str) -> Result<(), RuntimeError> {
     let ok = !pod_uid.is_empty()
         && pod_uid.len() <= 64
         && pod_uid
@@ -50,16 +53,25 @@ pub(super) fn check_uid(pod_uid: &str) -> Result<(), RuntimeError> {
 }
 
 impl ShimRuntime {
-    /// A runtime whose shims are this very executable.
-    pub fn new(root: impl Into<PathBuf>) -> Result<Self, RuntimeError> {
+    /// A runtime whose shims are this very executable; pod dirs below `root`, pod run dirs
+    /// below `run_root`.
+    pub fn new(
+        root: impl Into<PathBuf>,
+        run_root: impl Into<PathBuf>,
+    ) -> Result<Self, RuntimeError> {
         let exe = std::env::current_exe().map_err(io_err("locate", Path::new("current_exe")))?;
-        Ok(Self::with_shim_binary(root, exe))
+        Ok(Self::with_shim_binary(root, run_root, exe))
     }
 
     /// A runtime using another berth binary as the shim (tests run from a test harness binary).
-    pub fn with_shim_binary(root: impl Into<PathBuf>, shim_binary: impl Into<PathBuf>) -> Self {
+    pub fn with_shim_binary(
+        root: impl Into<PathBuf>,
+        run_root: impl Into<PathBuf>,
+        shim_binary: impl Into<PathBuf>,
+    ) -> Self {
         Self {
             root: root.into(),
+            run_root: run_root.into(),
             shim_binary: shim_binary.into(),
         }
     }
@@ -68,9 +80,40 @@ impl ShimRuntime {
         self.root.join(pod_uid)
     }
 
-    async fn connect(&self, pod_uid: &str) -> Result<(UnixStream, PathBuf), RuntimeError> {
+    /// Where a pod this runtime starts keeps its runtime state.
+    pub fn pod_run_dir(&self, pod_uid: &str) -> PathBuf {
+        self.run_root.join(pod_uid)
+    }
+
+    /// The places of a pod this runtime starts.
+    pub fn pod_paths(&self, pod_uid: &str) -> PodPaths {
+        PodPaths::new(self.pod_dir(pod_uid), Some(&self.pod_run_dir(pod_uid)))
+    }
+
+    /// The pod's shim socket: in this runtime's run dir; else in the pod's dir, where a shim
+    /// from before run dirs (one that outlived an upgrade) has it; else in the run dir its pod
+    /// config names (a shim started with another `--run-dir`). Stats first: this is on every
+    /// call to the shim, the pod config is read only when neither is there.
+    pub(super) async fn shim_socket(&self, pod_uid: &str) -> Result<PathBuf, RuntimeError> {
         check_uid(pod_uid)?;
-        let socket = self.pod_dir(pod_uid).join(SOCKET_NAME);
+        let socket = self.pod_run_dir(pod_uid).join(SOCKET_NAME);
+        let legacy = self.pod_dir(pod_uid).join(SOCKET_NAME);
+        for candidate in [&socket, &legacy] {
+            if candidate.symlink_metadata().is_ok() {
+                return Ok(candidate.clone());
+            }
+        }
+        let dir = self.pod_dir(pod_uid);
+        let recorded = tokio::task::spawn_blocking(move || PodPaths::recorded(&dir))
+            .await
+            .ok()
+            .flatten();
+        // None at all: the caller's connect fails and says there is no shim.
+        Ok(recorded.map_or(socket, |paths| paths.socket()))
+    }
+
+    async fn connect(&self, pod_uid: &str) -> Result<(UnixStream, PathBuf), RuntimeError> {
+        let socket = self.shim_socket(pod_uid).await?;
         let stream = UnixStream::connect(&socket)
             .await
             .map_err(|e| match e.kind() {
@@ -176,9 +219,9 @@ impl ShimRuntime {
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// Unmounts whatever is still mounted below `dir` (deepest first), e.g. overlays of a shim
-    /// that died.
-    async fn unmount_below(dir: &Path) -> Result<(), RuntimeError> {
+    /// Unmounts whatever is still mounted below `dirs` (deepest first), e.g. overlays of a
+    /// shim that died.
+    async fn unmount_below(dirs: &[&Path]) -> Result<(), RuntimeError> {
         let mountinfo = "/proc/self/mountinfo";
         let text = tokio::fs::read_to_string(mountinfo)
             .await
@@ -187,7 +230,7 @@ impl ShimRuntime {
             .lines()
             .filter_map(|line| line.split(' ').nth(4))
             .map(PathBuf::from)
-            .filter(|p| p.starts_with(dir))
+            .filter(|p| dirs.iter().any(|dir| p.starts_with(dir)))
             .collect();
         mounts.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
         for mount in mounts {
@@ -236,12 +279,17 @@ impl ContainerRuntime for ShimRuntime {
         if self.call(&pod.pod_uid, &Request::State).await.is_ok() {
             return Ok(());
         }
+        let mut pod = pod.clone();
+        let run_dir = pod
+            .run_dir
+            .get_or_insert_with(|| self.pod_run_dir(&pod.pod_uid));
         let dir = self.pod_dir(&pod.pod_uid);
+        PodPaths::new(&dir, Some(run_dir)).check_socket_room()?;
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(io_err("create dir", &dir))?;
         let config_path = dir.join(POD_CONFIG_NAME);
-        let config = serde_json::to_vec(pod)
+        let config = serde_json::to_vec(&pod)
             .map_err(|e| RuntimeError::Protocol(format!("encode pod config: {e}")))?;
         tokio::fs::write(&config_path, config)
             .await
@@ -365,12 +413,19 @@ impl ContainerRuntime for ShimRuntime {
         check_uid(pod_uid)?;
         let dir = self.pod_dir(pod_uid);
         let config = self.pod_config(pod_uid).await;
+        let paths = PodPaths::new(
+            &dir,
+            config
+                .as_ref()
+                .map_or(Some(&self.pod_run_dir(pod_uid)), |c| c.run_dir.as_ref())
+                .map(PathBuf::as_path),
+        );
         match self.call_ok(pod_uid, &Request::Shutdown).await {
             // No shim (it died, or this is a repeated stop): clean up what it left.
             Ok(()) | Err(RuntimeError::NoShim(_)) => {}
             Err(e) => return Err(e),
         }
-        Self::unmount_below(&dir).await?;
+        Self::unmount_below(&[&dir, &paths.run]).await?;
         let parent = config
             .map(|c| c.cgroup_parent)
             .unwrap_or_else(|| cgroups::pod_cgroup_parent(pod_uid));
@@ -382,15 +437,8 @@ impl ContainerRuntime for ShimRuntime {
         })
         .await
         .map_err(|e| RuntimeError::Protocol(format!("cgroup cleanup task failed: {e}")))??;
-        match tokio::fs::remove_dir_all(&dir).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(RuntimeError::Io {
-                op: "remove",
-                path: dir,
-                source: e,
-            }),
-        }
+        remove_dir_if_exists(&paths.run).await?;
+        remove_dir_if_exists(&dir).await
     }
 
     async fn list_pods(&self) -> Result<Vec<String>, RuntimeError> {
@@ -421,6 +469,14 @@ impl ContainerRuntime for ShimRuntime {
     }
 }
 
+async fn remove_dir_if_exists(dir: &Path) -> Result<(), RuntimeError> {
+    match tokio::fs::remove_dir_all(dir).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("remove", dir)(e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,7 +495,8 @@ mod tests {
         std::fs::create_dir_all(root.path().join("pod-a")).unwrap();
         std::fs::write(root.path().join("pod-a").join(POD_CONFIG_NAME), "{}").unwrap();
         std::fs::create_dir_all(root.path().join("stray")).unwrap();
-        let runtime = ShimRuntime::with_shim_binary(root.path(), "/nonexistent");
+        let runtime =
+            ShimRuntime::with_shim_binary(root.path(), root.path().join("run"), "/nonexistent");
         assert_eq!(
             runtime.list_pods().await.unwrap(),
             vec!["pod-a".to_string()]
@@ -449,7 +506,8 @@ mod tests {
     #[tokio::test]
     async fn calls_to_a_pod_without_a_shim_say_so() {
         let root = tempfile::tempdir().unwrap();
-        let runtime = ShimRuntime::with_shim_binary(root.path(), "/nonexistent");
+        let runtime =
+            ShimRuntime::with_shim_binary(root.path(), root.path().join("run"), "/nonexistent");
         assert!(matches!(
             runtime.pod_state("nopod").await,
             Err(RuntimeError::NoShim(_))

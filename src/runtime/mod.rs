@@ -6,6 +6,8 @@
 //! - [`seccomp`]: the RuntimeDefault seccomp profile.
 //! - [`cgroups`]: cgroup v1/hybrid/v2 detection, pod cgroup paths and their cleanup.
 //! - [`logs`]: the CRI log format writer with size-based rotation.
+//! - [`layout`]: where a pod's state lives: the data dir for what outlives a reboot, the run
+//!   dir (tmpfs) for what does not.
 //! - [`protocol`]: the JSON-lines request/response protocol between agent and shim.
 //! - [`shim`]: `berth shim`, the per-pod process that owns the containers.
 //! - [`client`]: [`ShimRuntime`], the agent-side [`ContainerRuntime`] implementation.
@@ -16,6 +18,7 @@
 pub mod cgroups;
 pub mod client;
 pub mod images;
+pub mod layout;
 pub mod logs;
 pub mod memory;
 pub mod protocol;
@@ -57,6 +60,8 @@ pub enum RuntimeError {
     ShimStart { pod: String, message: String },
     #[error("invalid pod uid {0:?}")]
     InvalidPodUid(String),
+    #[error(transparent)]
+    SocketPathTooLong(#[from] layout::SocketPathTooLong),
     #[error("cgroup cleanup: {0}")]
     Cgroup(#[from] cgroups::CgroupError),
 }
@@ -105,9 +110,10 @@ pub trait ContainerRuntime: Send + Sync {
         &self,
         pod_uid: &str,
     ) -> impl Future<Output = Result<PodState, RuntimeError>> + Send;
-    /// Shuts the shim down (killing every container) and removes the pod's cgroups, mounts and
-    /// state dir.
+    /// Shuts the shim down (killing every container) and removes the pod's cgroups, mounts,
+    /// state dir and run dir.
     fn stop_pod(&self, pod_uid: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
-    /// Pod uids that have a state dir: after a daemon restart these are re-adopted.
+    /// Pod uids that have a state dir in the data dir: after a daemon restart these are
+    /// re-adopted.
     fn list_pods(&self) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send;
 }

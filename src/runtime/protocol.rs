@@ -4,13 +4,6 @@ use serde::{Deserialize, Serialize};
 
 use super::types::{ContainerSpec, PodState};
 
-/// Name of the shim's socket inside the pod's state dir.
-pub const SOCKET_NAME: &str = "shim.sock";
-/// Name of the pod config the agent writes before starting the shim.
-pub const POD_CONFIG_NAME: &str = "pod.json";
-/// Name of the shim's pid file.
-pub const PID_FILE_NAME: &str = "shim.pid";
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {

@@ -10,7 +10,7 @@ use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::unix::pipe;
 
-use super::protocol::{Request, Response, SOCKET_NAME};
+use super::protocol::{Request, Response};
 use super::{RuntimeError, ShimRuntime};
 
 /// What a started interactive exec gives the caller.
@@ -97,8 +97,7 @@ impl ShimRuntime {
         stdin: bool,
         size: Option<TerminalSize>,
     ) -> Result<ExecSession, RuntimeError> {
-        super::client::check_uid(pod_uid)?;
-        let socket = self.pod_dir(pod_uid).join(SOCKET_NAME);
+        let socket = self.shim_socket(pod_uid).await?;
         let request = Request::Exec {
             name: name.to_string(),
             args,
@@ -211,8 +210,7 @@ impl ShimRuntime {
         pod_uid: &str,
         name: &str,
     ) -> Result<Option<AttachInput>, RuntimeError> {
-        super::client::check_uid(pod_uid)?;
-        let socket = self.pod_dir(pod_uid).join(SOCKET_NAME);
+        let socket = self.shim_socket(pod_uid).await?;
         let request = Request::Attach {
             name: name.to_string(),
         };

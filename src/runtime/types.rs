@@ -18,6 +18,11 @@ pub struct PodShimConfig {
     /// Cgroup parent of the pod's containers, relative to the cgroup root, e.g.
     /// `berth/pod<uid>`. Removed with everything below it when the pod stops.
     pub cgroup_parent: String,
+    /// The pod's run dir (see [`super::layout`]). Left `None`, the runtime picks it; a config
+    /// without one on disk was written by a berth from before run dirs, whose shim keeps its
+    /// runtime state in the pod's dir.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_dir: Option<PathBuf>,
 }
 
 /// A container's root filesystem.

@@ -109,6 +109,11 @@ impl Cluster {
     pub fn pods_dir(&self) -> PathBuf {
         self.server.data_dir().join("pods")
     }
+
+    /// The server's share of the run dir: its pods' runtime state.
+    pub fn pods_run_dir(&self) -> PathBuf {
+        super::server::pods_run_dir(&self.pods_dir())
+    }
 }
 
 impl Drop for Cluster {

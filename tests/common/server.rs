@@ -11,6 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use berth::runtime::cgroups;
+use berth::runtime::layout::{self, PodPaths, DATA_DIR_LINK};
 
 use super::netns::Netns;
 use super::{tools, wait_until};
@@ -378,28 +379,54 @@ impl Drop for BerthServer {
     }
 }
 
+/// The run dir test servers use: berth's default unless `BERTH_RUN_DIR` (which they inherit)
+/// names another.
+pub fn run_dir() -> PathBuf {
+    std::env::var_os("BERTH_RUN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(berth::config::DEFAULT_RUN_DIR))
+}
+
+/// The share of the run dir of the server whose pods are in `pods` (`<data dir>/pods`).
+pub fn pods_run_dir(pods: &Path) -> PathBuf {
+    layout::pods_run_dir(&run_dir(), pods.parent().unwrap_or(pods))
+}
+
+/// Where the pod `uid` of `pods` has its places, as its pod config says.
+pub fn pod_paths(pods: &Path, uid: &str) -> PodPaths {
+    let dir = pods.join(uid);
+    PodPaths::recorded(&dir).unwrap_or_else(|| PodPaths::new(&dir, None))
+}
+
+/// The pid of pod `uid`'s shim, from its pid file.
+pub fn shim_pid(pods: &Path, uid: &str) -> Option<i32> {
+    std::fs::read_to_string(pod_paths(pods, uid).pid_file())
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Pods outlive berth by design (their shims and containers keep running): a test that ends
 /// with pods still there would leave them on the machine. Kills each pod's shim and every
-/// process in its cgroups, then removes those cgroups. Mounts and network namespaces go with
-/// the last process of the server's private mount namespace.
+/// process in its cgroups, then removes those cgroups and the server's share of the run dir.
+/// Mounts and network namespaces go with the last process of the server's private mount
+/// namespace.
 ///
-/// Pods are found two ways: by their state dirs under `pods/`, and by the command lines of
-/// running shims (`berth shim --dir <pods>/<uid>`), which also finds a shim whose state dir
-/// was already removed or that had not yet joined its cgroup — such a shim used to outlive
-/// the test.
+/// Pods are found three ways: by their state dirs under `pods/`, by their run dirs, and by the
+/// command lines of running shims (`berth shim --dir <pods>/<uid>`), which also finds a shim
+/// whose state dir was already removed or that had not yet joined its cgroup — such a shim
+/// used to outlive the test.
 ///
 /// A shim the server started just before it was killed may still be double-forking: its
 /// daemon can appear after a scan and join its cgroups after they were swept, re-making the
 /// directories the sweep had passed (the named `systemd` and cgroup2 hierarchies, which come
 /// first here). So the sweep repeats until a round finds no shim and no directory.
 pub fn stop_pods_left_behind(pods: &Path) {
-    let mut uids: std::collections::BTreeSet<String> = std::fs::read_dir(pods)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
+    let run = pods_run_dir(pods);
+    let mut uids = names_in(pods);
+    uids.extend(names_in(&run));
+    uids.remove(DATA_DIR_LINK);
     for _ in 0..SWEEP_ROUNDS {
         let shims = shims_under(|dir| dir.parent() == Some(pods));
         for (pid, uid) in &shims {
@@ -410,13 +437,15 @@ pub fn stop_pods_left_behind(pods: &Path) {
             uids.insert(uid.clone());
         }
         for uid in &uids {
-            if let Ok(pid) = std::fs::read_to_string(pods.join(uid).join("shim.pid")) {
-                if let Ok(pid) = pid.trim().parse::<i32>() {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
+            let places = [
+                pod_paths(pods, uid),
+                PodPaths::new(pods.join(uid), Some(&run.join(uid))),
+            ];
+            for pid in places.iter().filter_map(PodPaths::live_shim_pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
             stop_pod_cgroups(uid);
         }
@@ -430,6 +459,20 @@ pub fn stop_pods_left_behind(pods: &Path) {
         std::thread::sleep(Duration::from_millis(100));
     }
     remove_empty_pod_cgroup_parents();
+    let _ = std::fs::remove_dir_all(&run);
+    // The run dir itself once no server's share is left in it (another test's keeps it).
+    let _ = std::fs::remove_dir(run_dir());
+}
+
+/// File names in `dir`; none when it does not exist.
+pub fn names_in(dir: &Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// How many times [`stop_pods_left_behind`] sweeps at most.
@@ -474,7 +517,8 @@ fn shims_under(wanted: impl Fn(&Path) -> bool) -> Vec<(i32, String)> {
 }
 
 /// Kills the pods of servers whose data dir is gone: their test ended (or was killed) without
-/// stopping them. A live test's data dir always exists, so its pods are never touched.
+/// stopping them. A live test's data dir always exists, so its pods are never touched. Their
+/// shares of the run dir go too: found by their link to a data dir that is gone.
 fn stop_orphaned_pods() {
     let orphans = shims_under(|dir| {
         dir.parent()
@@ -487,6 +531,22 @@ fn stop_orphaned_pods() {
             nix::sys::signal::Signal::SIGKILL,
         );
         stop_pod_cgroups(&uid);
+    }
+    let run = run_dir();
+    for share in names_in(&run).iter().map(|name| run.join(name)) {
+        if !layout::owner_is_gone(&share) {
+            continue;
+        }
+        for uid in names_in(&share).iter().filter(|n| *n != DATA_DIR_LINK) {
+            if let Some(pid) = PodPaths::new(&share, Some(&share.join(uid))).live_shim_pid() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            stop_pod_cgroups(uid);
+        }
+        let _ = std::fs::remove_dir_all(&share);
     }
 }
 

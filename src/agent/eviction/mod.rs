@@ -527,7 +527,7 @@ async fn disk_usage(
 /// and logs, and its disk emptyDirs.
 fn pod_disk(ctx: &Ctx, pod: &Pod) -> usage::PodDisk {
     let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-    let pod_dir = ctx.runtime.pod_dir(uid);
+    let paths = ctx.runtime.pod_paths(uid);
     let logs = ctx.config.data_dir.join("logs").join(format!(
         "{}_{}_{uid}",
         pod.metadata.namespace.as_deref().unwrap_or_default(),
@@ -542,10 +542,7 @@ fn pod_disk(ctx: &Ctx, pod: &Pod) -> usage::PodDisk {
                 .chain(s.init_containers.iter().flatten())
         })
         .map(|c| {
-            let dirs = vec![
-                crate::runtime::shim::writable_layer(&pod_dir, &c.name),
-                logs.join(&c.name),
-            ];
+            let dirs = vec![paths.writable_layer(&c.name), logs.join(&c.name)];
             (c.name.clone(), dirs)
         })
         .collect();
@@ -557,7 +554,7 @@ fn pod_disk(ctx: &Ctx, pod: &Pod) -> usage::PodDisk {
                 .as_ref()
                 .is_some_and(|e| e.medium.as_deref() != Some("Memory"))
         })
-        .map(|v| super::volumes::volume_dir(&pod_dir, &v.name))
+        .map(|v| super::volumes::volume_dir(&paths.dir, &v.name))
         .collect();
     usage::PodDisk {
         containers,

@@ -16,6 +16,7 @@ use nix::unistd::Pid;
 use super::state::ContainerRecord;
 use super::{io_err, sys_err, ShimError};
 use crate::runtime::cgroups;
+use crate::runtime::layout::{PodPaths, CONTAINER_ID_LEN};
 use crate::runtime::logs::{LineSplitter, LogWriter, Stream};
 use crate::runtime::seccomp_bpf::{self, PrecompiledSeccomp};
 use crate::runtime::spec::{build_spec, resolve_seccomp, PodNamespaces};
@@ -45,35 +46,6 @@ fn restore_full_spec(
         return Err(io_err("write", config)(e));
     }
     Ok(())
-}
-
-/// Where things live inside the pod's state dir. Names are one letter to keep socket paths
-/// libcontainer creates below them well under the 108-byte limit.
-pub struct Layout<'a>(pub &'a Path);
-
-impl Layout<'_> {
-    /// libcontainer's state root: `<dir>/c/<id>`.
-    pub fn containers(&self) -> PathBuf {
-        self.0.join("c")
-    }
-    pub fn bundle(&self, name: &str) -> PathBuf {
-        self.0.join("b").join(name)
-    }
-    /// Compiled seccomp programs, shared by every pod of the node: `seccomp-cache` beside the
-    /// pods root (inside it, it would look like a pod left behind to anyone checking for leaks).
-    pub(super) fn seccomp_cache(&self) -> Option<PathBuf> {
-        let pods_root = self.0.parent()?;
-        pods_root.parent().map(|data| data.join("seccomp-cache"))
-    }
-    fn overlay(&self, name: &str) -> PathBuf {
-        self.0.join("o").join(name)
-    }
-}
-
-/// Where the shim of the pod in `pod_dir` keeps container `name`'s writable layer (what it
-/// wrote over its image), for whoever measures the pod's disk use.
-pub fn writable_layer(pod_dir: &Path, name: &str) -> PathBuf {
-    Layout(pod_dir).overlay(name).join("upper")
 }
 
 /// The read end of a container's stdout or stderr.
@@ -142,7 +114,11 @@ fn now() -> String {
 }
 
 fn new_id() -> String {
-    format!("{:016x}", rand::random::<u64>())
+    format!(
+        "{:0width$x}",
+        rand::random::<u64>(),
+        width = CONTAINER_ID_LEN
+    )
 }
 
 pub(super) fn pidfd_open(pid: i32) -> Result<OwnedFd, ShimError> {
@@ -190,7 +166,7 @@ pub(super) fn set_nonblocking(fd: &OwnedFd) -> Result<(), ShimError> {
     Ok(())
 }
 
-fn mount_overlay(layout: &Layout, name: &str, lower: &[PathBuf]) -> Result<PathBuf, ShimError> {
+fn mount_overlay(layout: &PodPaths, name: &str, lower: &[PathBuf]) -> Result<PathBuf, ShimError> {
     let base = layout.overlay(name);
     let (upper, work, root) = (base.join("upper"), base.join("work"), base.join("root"));
     for dir in [&upper, &work, &root] {
@@ -244,12 +220,11 @@ impl Container {
 
     /// Creates the container: its init process exists, waiting for [`Container::start`].
     pub fn create(
-        dir: &Path,
+        layout: &PodPaths,
         pod: &PodNamespaces,
         cgroup_namespace: bool,
         spec: &ContainerSpec,
     ) -> Result<Self, ShimError> {
-        let layout = Layout(dir);
         // Resolve the profile first: failing here leaves nothing to clean up.
         let seccomp = resolve_seccomp(spec)?;
         let precompiled = match (&spec.seccomp, &seccomp, layout.seccomp_cache()) {
@@ -270,12 +245,12 @@ impl Container {
         let (rootfs, overlay_root) = match &spec.rootfs {
             RootfsSpec::Dir(path) => (path.clone(), None),
             RootfsSpec::Overlay { lower } => {
-                let root = mount_overlay(&layout, &spec.name, lower)?;
+                let root = mount_overlay(layout, &spec.name, lower)?;
                 (root.clone(), Some(root))
             }
         };
         let result = Self::create_with_rootfs(
-            &layout,
+            layout,
             pod,
             cgroup_namespace,
             spec,
@@ -321,7 +296,7 @@ impl Container {
             }
             Err(e) => {
                 if overlay_root.is_some() {
-                    let _ = Self::unmount_overlay(&layout, &spec.name);
+                    let _ = Self::unmount_overlay(layout, &spec.name);
                 }
                 let _ = remove_dir_if_exists(&layout.bundle(&spec.name));
                 Err(e)
@@ -330,7 +305,7 @@ impl Container {
     }
 
     fn create_with_rootfs(
-        layout: &Layout,
+        layout: &PodPaths,
         pod: &PodNamespaces,
         cgroup_namespace: bool,
         spec: &ContainerSpec,
@@ -479,13 +454,13 @@ impl Container {
     /// over a console socket, as `runc create --console-socket` does. Its output is one
     /// stream, logged as stdout, as upstream's runtimes log a tty.
     fn create_with_tty(
-        layout: &Layout,
+        layout: &PodPaths,
         bundle: &Path,
         id: String,
         restore: Option<Restore>,
     ) -> Result<Created, ShimError> {
         // Short: the socket path must stay under the 108-byte limit.
-        let socket_path = layout.0.join(format!("t{}.sock", &id[..8]));
+        let socket_path = layout.scratch(&format!("t{}.sock", &id[..8]));
         let _cleanup = super::interactive::RemoveOnDrop(vec![socket_path.clone()]);
         let _ = std::fs::remove_file(&socket_path);
         let listener = std::os::unix::net::UnixListener::bind(&socket_path)
@@ -595,17 +570,17 @@ impl Container {
         }
     }
 
-    fn lib_container(&self, dir: &Path) -> Result<LibContainer, ShimError> {
+    fn lib_container(&self, paths: &PodPaths) -> Result<LibContainer, ShimError> {
         Ok(LibContainer::load(
-            Layout(dir).containers().join(&self.record.state.id),
+            paths.container_state(&self.record.state.id),
         )?)
     }
 
-    pub fn start(&mut self, dir: &Path) -> Result<(), ShimError> {
+    pub fn start(&mut self, paths: &PodPaths) -> Result<(), ShimError> {
         if self.record.state.status != ContainerStatus::Created {
             return Err(self.wrong_status());
         }
-        self.lib_container(dir)?.start()?;
+        self.lib_container(paths)?.start()?;
         self.record.state.status = ContainerStatus::Running;
         self.record.state.started_at = Some(now());
         Ok(())
@@ -728,28 +703,29 @@ impl Container {
     }
 
     /// Kills (if needed), reaps and deletes the container with its bundle and rootfs mount.
-    pub fn remove(mut self, dir: &Path) -> Result<(), ShimError> {
+    pub fn remove(mut self, layout: &PodPaths) -> Result<(), ShimError> {
         if self.record.state.status != ContainerStatus::Exited {
             self.signal(libc::SIGKILL)?;
             self.reap(true)?;
         }
         self.drain_logs();
         let name = self.record.state.name.clone();
-        let layout = Layout(dir);
-        let state_dir = layout.containers().join(&self.record.state.id);
+        // A container of a shim from before run dirs has its state in the pod's dir: a shim
+        // started since finds none in its run dir, and the pod's removal takes the old one.
+        let state_dir = layout.container_state(&self.record.state.id);
         if state_dir.exists() {
-            self.lib_container(dir)?.delete(true)?;
+            self.lib_container(layout)?.delete(true)?;
         }
         // delete() removes the container's cgroup; on v1 a hierarchy it did not know may keep
         // the directory, so sweep it too.
         let _ = cgroups::remove_tree(&self.record.cgroup_path);
         if self.record.overlay_root.is_some() {
-            Self::unmount_overlay(&layout, &name)?;
+            Self::unmount_overlay(layout, &name)?;
         }
         remove_dir_if_exists(&layout.bundle(&name))
     }
 
-    fn unmount_overlay(layout: &Layout, name: &str) -> Result<(), ShimError> {
+    fn unmount_overlay(layout: &PodPaths, name: &str) -> Result<(), ShimError> {
         let base = layout.overlay(name);
         let root = base.join("root");
         match umount2(&root, MntFlags::MNT_DETACH) {

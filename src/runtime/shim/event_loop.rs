@@ -17,14 +17,13 @@ use super::move_warmer::MoveWarmer;
 use super::state::StateFile;
 use super::{io_err, sys_err, ShimError};
 use crate::runtime::cgroups::{self, CgroupMode};
-use crate::runtime::protocol::{Request, Response, PID_FILE_NAME, POD_CONFIG_NAME, SOCKET_NAME};
+use crate::runtime::layout::{PodPaths, POD_CONFIG_NAME};
+use crate::runtime::protocol::{Request, Response};
 use crate::runtime::spec::PodNamespaces;
 use crate::runtime::types::{ContainerStatus, PodShimConfig, PodState};
 
 /// The shim's own leaf below the pod's cgroup parent.
 pub const SHIM_CGROUP: &str = "shim";
-/// sun_path is 108 bytes including the terminating NUL.
-const MAX_SOCKET_PATH: usize = 107;
 /// A client that does not read its response within this time is dropped, so one stuck agent
 /// connection cannot stall the pod.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -48,7 +47,7 @@ struct Client {
 }
 
 struct Shim {
-    dir: PathBuf,
+    paths: PodPaths,
     config: PodShimConfig,
     pod_namespaces: PodNamespaces,
     cgroup_namespace: bool,
@@ -149,10 +148,13 @@ impl Shim {
             .map(|m| m == CgroupMode::V2)
             .unwrap_or(false);
 
-        let socket = dir.join(SOCKET_NAME);
-        if socket.as_os_str().len() > MAX_SOCKET_PATH {
-            return Err(ShimError::SocketPathTooLong(socket));
-        }
+        let paths = PodPaths::new(&dir, config.run_dir.as_deref());
+        paths.check_socket_room()?;
+        // Private: its sockets drive the pod's containers.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&paths.run)
+            .map_err(io_err("create dir", &paths.run))?;
+        let socket = paths.socket();
         match std::fs::remove_file(&socket) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -163,7 +165,7 @@ impl Shim {
             .set_nonblocking(true)
             .map_err(io_err("set nonblocking", &socket))?;
 
-        let pid_file = dir.join(PID_FILE_NAME);
+        let pid_file = paths.pid_file();
         std::fs::write(&pid_file, pid.to_string()).map_err(io_err("write", &pid_file))?;
 
         let containers = StateFile::load(&dir)?
@@ -174,7 +176,7 @@ impl Shim {
         // Do not pin whatever directory the agent started us in.
         std::env::set_current_dir("/").map_err(io_err("chdir", "/"))?;
         Ok(Self {
-            dir,
+            paths,
             config,
             pod_namespaces,
             cgroup_namespace,
@@ -213,8 +215,13 @@ impl Shim {
                 self.release_set_up_memory();
             }
         }
-        let _ = std::fs::remove_file(self.dir.join(SOCKET_NAME));
-        let _ = std::fs::remove_file(self.dir.join(PID_FILE_NAME));
+        let _ = std::fs::remove_file(self.paths.socket());
+        let _ = std::fs::remove_file(self.paths.pid_file());
+        // The pod is gone: so is what described it at run time (a pod config from before run
+        // dirs has none of its own, and the agent removes the pod's dir).
+        if self.paths.run != self.paths.dir {
+            let _ = std::fs::remove_dir_all(&self.paths.run);
+        }
         Ok(())
     }
 
@@ -345,7 +352,7 @@ impl Shim {
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break Ok(()),
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => break Err(io_err("accept", self.dir.join(SOCKET_NAME))(e)),
+                    Err(e) => break Err(io_err("accept", self.paths.socket())(e)),
                 }
             },
             Event::Client(i) => {
@@ -504,9 +511,9 @@ impl Shim {
                 self.create(&spec).map(|id| Response::Created { id })
             }
             Request::StartContainer { name } => {
-                let dir = self.dir.clone();
+                let paths = self.paths.clone();
                 self.find(&name)
-                    .and_then(|c| c.start(&dir))
+                    .and_then(|c| c.start(&paths))
                     .and_then(|()| self.saved())
             }
             Request::Kill { name, signal } => self
@@ -537,7 +544,7 @@ impl Shim {
         timeout: Duration,
         client: u64,
     ) -> Result<(), ShimError> {
-        let dir = self.dir.clone();
+        let paths = self.paths.clone();
         let container = self.find(name)?;
         if container.record.state.status != ContainerStatus::Running {
             return Err(ShimError::WrongStatus {
@@ -546,10 +553,10 @@ impl Shim {
             });
         }
         let id = container.record.state.id.clone();
-        let bundle = super::container::Layout(&dir).bundle(name);
+        let bundle = paths.bundle(name);
         let _warming = self.move_warmer.as_ref().and_then(MoveWarmer::start);
         self.execs
-            .push(ExecRun::start(&dir, &bundle, &id, args, timeout, client)?);
+            .push(ExecRun::start(&paths, &bundle, &id, args, timeout, client)?);
         Ok(())
     }
 
@@ -563,7 +570,7 @@ impl Shim {
         size: Option<crate::runtime::session::TerminalSize>,
         client: u64,
     ) -> Result<(), ShimError> {
-        let dir = self.dir.clone();
+        let paths = self.paths.clone();
         let container = self.find(name)?;
         if container.record.state.status != ContainerStatus::Running {
             return Err(ShimError::WrongStatus {
@@ -572,10 +579,10 @@ impl Shim {
             });
         }
         let id = container.record.state.id.clone();
-        let bundle = super::container::Layout(&dir).bundle(name);
+        let bundle = paths.bundle(name);
         let seq = self.next_client_id;
         let _warming = self.move_warmer.as_ref().and_then(MoveWarmer::start);
-        let started = Session::start(&dir, &bundle, &id, args, tty, stdin, size, client, seq)?;
+        let started = Session::start(&paths, &bundle, &id, args, tty, stdin, size, client, seq)?;
         if let (true, Some(size), Some(master)) = (tty, size, started.fds.first()) {
             // The process set this size itself before its program ran (`SizedTerminal`);
             // setting it again here costs nothing and covers a process that could not.
@@ -585,7 +592,7 @@ impl Shim {
             fds: started.fds.len(),
         })
         .map_err(|source| ShimError::State {
-            path: dir.clone(),
+            path: paths.socket(),
             source,
         })?;
         line.push(b'\n');
@@ -613,7 +620,7 @@ impl Shim {
             once,
         };
         let mut line = serde_json::to_vec(&answer).map_err(|source| ShimError::State {
-            path: self.dir.clone(),
+            path: self.paths.socket(),
             source,
         })?;
         line.push(b'\n');
@@ -624,7 +631,7 @@ impl Shim {
             let mut stream = &c.stream;
             stream
                 .write_all(&line)
-                .map_err(io_err("write", self.dir.join(SOCKET_NAME)))
+                .map_err(io_err("write", self.paths.socket()))
         } else {
             send_with_fds(&c.stream, &line, &fds)
         }
@@ -656,8 +663,12 @@ impl Shim {
             return Err(ShimError::Exists(spec.name.clone()));
         }
         let _warming = self.move_warmer.as_ref().and_then(MoveWarmer::start);
-        let container =
-            Container::create(&self.dir, &self.pod_namespaces, self.cgroup_namespace, spec)?;
+        let container = Container::create(
+            &self.paths,
+            &self.pod_namespaces,
+            self.cgroup_namespace,
+            spec,
+        )?;
         let id = container.record.state.id.clone();
         self.containers.push(container);
         self.save()?;
@@ -671,13 +682,13 @@ impl Shim {
             .position(|c| c.record.state.name == name)
             .ok_or_else(|| ShimError::NotFound(name.to_string()))?;
         let container = self.containers.remove(index);
-        container.remove(&self.dir)
+        container.remove(&self.paths)
     }
 
     fn shutdown(&mut self) -> Result<(), ShimError> {
         let mut first_error = None;
         for container in std::mem::take(&mut self.containers) {
-            if let Err(e) = container.remove(&self.dir) {
+            if let Err(e) = container.remove(&self.paths) {
                 first_error.get_or_insert(e);
             }
         }
@@ -700,7 +711,7 @@ impl Shim {
 
     fn save(&self) -> Result<(), ShimError> {
         let containers = self.containers.iter().map(|c| c.record.clone()).collect();
-        StateFile { containers }.save(&self.dir)
+        StateFile { containers }.save(&self.paths.dir)
     }
 
     fn saved(&self) -> Result<Response, ShimError> {

@@ -13,9 +13,10 @@ use nix::fcntl::OFlag;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use super::container::{pidfd_open, pidfd_signal, set_nonblocking, Layout};
+use super::container::{pidfd_open, pidfd_signal, set_nonblocking};
 use super::exec_process;
 use super::{io_err, sys_err, ShimError};
+use crate::runtime::layout::PodPaths;
 use crate::runtime::protocol::ExecResult;
 
 /// Output beyond this, per stream, is dropped: probes need a verdict, not a transcript.
@@ -36,7 +37,7 @@ pub struct ExecRun {
 impl ExecRun {
     /// Starts `args` in container `container_id` whose bundle is `bundle`.
     pub fn start(
-        dir: &Path,
+        paths: &PodPaths,
         bundle: &Path,
         container_id: &str,
         args: Vec<String>,
@@ -44,7 +45,7 @@ impl ExecRun {
         client: u64,
     ) -> Result<Self, ShimError> {
         let mut process = exec_process::prepare(
-            dir,
+            paths,
             bundle,
             &format!("e{client}.json"),
             args,
@@ -57,9 +58,9 @@ impl ExecRun {
             nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe"))?;
         set_nonblocking(&out_read)?;
         set_nonblocking(&err_read)?;
-        let notify = process.forward_notify(dir, container_id, bundle)?;
+        let notify = process.forward_notify(paths, container_id, bundle)?;
         let builder = ContainerBuilder::new(container_id.to_string(), SyscallType::default())
-            .with_root_path(Layout(dir).containers())?
+            .with_root_path(paths.containers())?
             .with_executor(process.executor.clone())
             .with_stdin(stdin)
             .with_stdout(out_write)

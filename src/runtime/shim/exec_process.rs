@@ -15,10 +15,10 @@ use libcontainer::oci_spec::runtime::{LinuxSeccomp, Spec};
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 
-use super::container::Layout;
 use super::interactive::RemoveOnDrop;
 use super::seccomp_notify::{self, Forwarding, Route};
 use super::{io_err, ShimError};
+use crate::runtime::layout::PodPaths;
 use crate::runtime::seccomp_bpf::{self, LentSysAdmin, Program};
 use crate::runtime::session::TerminalSize;
 
@@ -58,10 +58,10 @@ pub enum Stdio {
     Terminal(Option<TerminalSize>),
 }
 
-/// Writes `<dir>/<file_name>`, the process for `args` in the container whose bundle is
-/// `bundle`, and returns it with its executor.
+/// Writes `file_name` in the pod's run dir, the process for `args` in the container whose
+/// bundle is `bundle`, and returns it with its executor.
 pub fn prepare(
-    dir: &Path,
+    paths: &PodPaths,
     bundle: &Path,
     file_name: &str,
     args: Vec<String>,
@@ -79,7 +79,7 @@ pub fn prepare(
     let seccomp = match spec.get("linux").and_then(|l| l.get("seccomp")) {
         Some(profile) => {
             notify = Route::for_profile(profile)?;
-            let filter = filter_for(dir, profile).map_err(|source| ShimError::State {
+            let filter = filter_for(paths, profile).map_err(|source| ShimError::State {
                 path: config.clone(),
                 source,
             })?;
@@ -88,7 +88,7 @@ pub fn prepare(
         }
         None => None,
     };
-    let path = dir.join(file_name);
+    let path = paths.scratch(file_name);
     let cleanup = RemoveOnDrop(vec![path.clone()]);
     let out = serde_json::to_vec(&process).map_err(|source| ShimError::State {
         path: path.clone(),
@@ -117,7 +117,7 @@ impl ExecProcess {
     /// the executor only after this, and pass the result to [`settle`].
     pub fn forward_notify(
         &mut self,
-        dir: &Path,
+        paths: &PodPaths,
         container_id: &str,
         bundle: &Path,
     ) -> Result<Option<Forwarding>, ShimError> {
@@ -125,7 +125,7 @@ impl ExecProcess {
             return Ok(None);
         };
         let init_pid =
-            libcontainer::container::Container::load(Layout(dir).containers().join(container_id))
+            libcontainer::container::Container::load(paths.container_state(container_id))
                 .ok()
                 .and_then(|c| c.pid())
                 .map(|p| p.as_raw());
@@ -174,11 +174,11 @@ fn exec_process(spec: &serde_json::Value, args: Vec<String>, stdio: Stdio) -> se
 
 /// The node's compiled program for `profile`, or the profile itself for libcontainer to
 /// compile when the cache cannot take it (filter flags, notify): never no filter.
-fn filter_for(dir: &Path, profile: &serde_json::Value) -> Result<Filter, serde_json::Error> {
+fn filter_for(paths: &PodPaths, profile: &serde_json::Value) -> Result<Filter, serde_json::Error> {
     let cache = match seccomp_notify::notifies(profile) {
         // Only libseccomp's load gives the notify descriptor.
         true => None,
-        false => Layout(dir).seccomp_cache(),
+        false => paths.seccomp_cache(),
     };
     if let Some(cache) = cache {
         match seccomp_bpf::cached(&cache, profile) {
@@ -303,7 +303,10 @@ mod tests {
             container_spec().to_string().as_bytes(),
         )
         .unwrap();
-        let exec = prepare(&dir, &dir, "e1.json", vec!["id".into()], Stdio::Pipes).unwrap();
+        let paths = PodPaths::new(&dir, Some(&root.path().join("run")));
+        std::fs::create_dir_all(&paths.run).unwrap();
+        let exec = prepare(&paths, &dir, "e1.json", vec!["id".into()], Stdio::Pipes).unwrap();
+        assert!(exec.path.starts_with(&paths.run), "{:?}", exec.path);
         let written: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&exec.path).unwrap()).unwrap();
         let caps = &written["capabilities"];
@@ -329,7 +332,7 @@ mod tests {
         spec["linux"] = serde_json::json!({});
         std::fs::write(dir.path().join("config.json"), spec.to_string()).unwrap();
         let exec = prepare(
-            dir.path(),
+            &PodPaths::new(dir.path(), None),
             dir.path(),
             "e1.json",
             vec!["id".into()],

@@ -16,9 +16,10 @@ use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use super::container::{pidfd_open, pidfd_signal, Layout};
+use super::container::{pidfd_open, pidfd_signal};
 use super::exec_process;
 use super::{io_err, sys_err, ShimError};
+use crate::runtime::layout::PodPaths;
 use crate::runtime::session::TerminalSize;
 
 /// How long the container's new process may take to send its pty master.
@@ -45,7 +46,7 @@ impl Session {
     /// temporary file names unique within this shim.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
-        dir: &Path,
+        paths: &PodPaths,
         bundle: &Path,
         container_id: &str,
         args: Vec<String>,
@@ -59,13 +60,14 @@ impl Session {
             true => exec_process::Stdio::Terminal(size),
             false => exec_process::Stdio::Pipes,
         };
-        let mut process = exec_process::prepare(dir, bundle, &format!("x{seq}.json"), args, stdio)?;
-        let notify = process.forward_notify(dir, container_id, bundle)?;
+        let mut process =
+            exec_process::prepare(paths, bundle, &format!("x{seq}.json"), args, stdio)?;
+        let notify = process.forward_notify(paths, container_id, bundle)?;
         let builder = ContainerBuilder::new(container_id.to_string(), SyscallType::default())
-            .with_root_path(Layout(dir).containers())?
+            .with_root_path(paths.containers())?
             .with_executor(process.executor.clone());
         let started = if tty {
-            start_with_tty(dir, container_id, builder, &process.path, seq)
+            start_with_tty(paths, container_id, builder, &process.path, seq)
         } else {
             start_with_pipes(builder, &process.path, stdin)
         };
@@ -138,13 +140,13 @@ fn start_with_pipes(
 /// can be the controlling terminal): libcontainer creates it in the new process and sends the
 /// master over a console socket, as `runc exec -t` does.
 fn start_with_tty(
-    dir: &Path,
+    paths: &PodPaths,
     container_id: &str,
     builder: ContainerBuilder,
     process_path: &Path,
     seq: u64,
 ) -> Result<(i32, Vec<OwnedFd>), ShimError> {
-    let socket_path = dir.join(format!("x{seq}.sock"));
+    let socket_path = paths.scratch(&format!("x{seq}.sock"));
     let _cleanup = RemoveOnDrop(vec![socket_path.clone()]);
     let listener = UnixListener::bind(&socket_path).map_err(io_err("bind", &socket_path))?;
     let null = || File::open("/dev/null").map_err(io_err("open", "/dev/null"));
@@ -157,7 +159,7 @@ fn start_with_tty(
         .with_process(Some(process_path))
         .with_detach(true);
     let pid = exec_process::keeping_own_oom_score_adj(|| builder.build())?.as_raw();
-    remove_console_links(&Layout(dir).containers().join(container_id), &socket_path);
+    remove_console_links(&paths.container_state(container_id), &socket_path);
     let master = match receive_pty_master(&listener, &socket_path) {
         Ok(master) => master,
         Err(e) => {

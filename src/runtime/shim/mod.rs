@@ -9,9 +9,11 @@
 //! `/proc/<shim>/ns/*`, so no extra "pause" process is needed), and runs one poll loop over its
 //! socket, its clients, the containers' (and execs') stdout/stderr pipes and their pidfds.
 //!
-//! State dir layout: `pod.json` (written by the agent), `shim.sock`, `shim.pid`, `shim.log`,
-//! `state.json` (containers, exit codes, timestamps), `c/<id>` (libcontainer state),
-//! `b/<name>/config.json` (OCI bundle), `o/<name>/{upper,work,root}` (overlay rootfs).
+//! Its state is in two dirs (see [`crate::runtime::layout`]): the pod's dir in the data dir
+//! (`--dir`) has `pod.json` (written by the agent), `shim.log`, `state.json` (containers, exit
+//! codes, timestamps) and `o/<name>/{upper,work,root}` (overlay rootfs); the pod's run dir,
+//! which `pod.json` names, has `shim.sock`, `shim.pid`, `c/<id>` (libcontainer state),
+//! `b/<name>/config.json` (OCI bundle) and the execs' process files and console sockets.
 //!
 //! `BERTH_SHIM_LOG` (an env-filter directive such as `debug`) in the agent's environment makes
 //! the shim log its own and libcontainer's events to `shim.log`, each stamped with the time
@@ -19,7 +21,6 @@
 //! into the container's own stderr): where a container's set-up spends its time.
 
 mod container;
-pub use container::writable_layer;
 mod daemonize;
 mod event_loop;
 mod exec;
@@ -54,8 +55,8 @@ pub enum ShimError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("socket path {0} is too long for a unix socket (max 107 bytes)")]
-    SocketPathTooLong(PathBuf),
+    #[error(transparent)]
+    SocketPathTooLong(#[from] crate::runtime::layout::SocketPathTooLong),
     #[error("usage: berth shim --dir <pod-state-dir>")]
     Usage,
     #[error("container {0} already exists")]

@@ -22,8 +22,9 @@ pub struct Phases {
 
 pub struct ShimBench {
     runtime: ShimRuntime,
-    /// Short on purpose: the shims' unix sockets live below it (108 bytes at most).
     root: tempfile::TempDir,
+    /// The pods' run dirs are below it: in `BERTH_RUN_DIR` (a tmpfs, say) when set.
+    run_root: PathBuf,
     rootfs: PathBuf,
     netns_path: PathBuf,
     next: usize,
@@ -36,9 +37,12 @@ impl ShimBench {
             .prefix(&format!("bb{}-", std::process::id()))
             .tempdir_in("/tmp")
             .expect("create shim bench dir");
+        let run_root =
+            berth::runtime::layout::pods_run_dir(&crate::common::server::run_dir(), root.path());
         ShimBench {
-            runtime: ShimRuntime::with_shim_binary(root.path().join("pods"), berth),
+            runtime: ShimRuntime::with_shim_binary(root.path().join("pods"), &run_root, berth),
             root,
+            run_root,
             rootfs,
             netns_path: PathBuf::from(format!("/run/netns/{netns}")),
             next: 0,
@@ -59,6 +63,7 @@ impl ShimBench {
             netns_path: Some(self.netns_path.clone()),
             hostname: "bench".into(),
             cgroup_parent: format!("berthbench-{uid}"),
+            run_dir: None,
         };
         self.started_pods.push(uid.clone());
         self.runtime
@@ -147,5 +152,7 @@ impl ShimBench {
         for uid in std::mem::take(&mut self.started_pods) {
             let _ = self.runtime.stop_pod(&uid).await;
         }
+        let _ = std::fs::remove_dir(&self.run_root);
+        let _ = std::fs::remove_dir(crate::common::server::run_dir());
     }
 }
