@@ -288,6 +288,14 @@ impl ContainerRuntime for ShimRuntime {
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(io_err("create dir", &dir))?;
+        // Made here, not by the shim: a shim still starting when its server is stopped and its
+        // share of the run dir removed must not make the share again.
+        let mut private = tokio::fs::DirBuilder::new();
+        private.recursive(true).mode(0o700);
+        private
+            .create(&*run_dir)
+            .await
+            .map_err(io_err("create dir", run_dir))?;
         let config_path = dir.join(POD_CONFIG_NAME);
         let config = serde_json::to_vec(&pod)
             .map_err(|e| RuntimeError::Protocol(format!("encode pod config: {e}")))?;

@@ -150,10 +150,13 @@ impl Shim {
 
         let paths = PodPaths::new(&dir, config.run_dir.as_deref());
         paths.check_socket_room()?;
-        // Private: its sockets drive the pod's containers.
-        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-            .create(&paths.run)
-            .map_err(io_err("create dir", &paths.run))?;
+        // The runtime made it; without it (its server stopped and its share removed while this
+        // shim was starting) the shim ends rather than leave a share that no server cleans.
+        if !paths.run.is_dir() {
+            return Err(io_err("find run dir", &paths.run)(std::io::Error::from(
+                std::io::ErrorKind::NotFound,
+            )));
+        }
         let socket = paths.socket();
         match std::fs::remove_file(&socket) {
             Ok(()) => {}
