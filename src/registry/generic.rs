@@ -602,7 +602,8 @@ impl Registry {
             }
             // A Service whose type changed holds other allocations; those it claims now are
             // released again unless the update is stored.
-            let claimed = match r.group.is_empty() && r.kind == "Service" && part == Part::Main {
+            let is_service = r.group.is_empty() && r.kind == "Service";
+            let claimed = match is_service && part == Part::Main {
                 true => {
                     let owner = format!("{namespace}/{name}");
                     services::reallocate(&self.store, &self.services, &old, &mut new, &owner)
@@ -638,7 +639,7 @@ impl Registry {
                 .store
                 .update(&key, current.mod_revision, move |rev| template.render(rev))
                 .await;
-            if r.group.is_empty() && r.kind == "Service" {
+            if is_service {
                 let held = services::keys_of(&new);
                 let freed: Vec<String> = match &updated {
                     Ok(_) => services::keys_of(&old)
