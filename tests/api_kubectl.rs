@@ -342,9 +342,47 @@ fn a_service_changing_type_gets_and_frees_its_node_ports_and_cluster_ip() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("provided port is already allocated"), "{err}");
 
-    // NodePort → ClusterIP: the node port goes, and is free for the other service.
+    // A NodePort service defaults its external traffic policy; it may be Local.
+    assert_eq!(svc("web")["spec"]["externalTrafficPolicy"], "Cluster");
+    patch("web", r#"{"spec":{"externalTrafficPolicy":"Local"}}"#);
+
+    // NodePort → ClusterIP: the node port goes, and is free for the other service; the
+    // external traffic policy goes with it, as upstream's update strategy drops it.
     patch("web", r#"{"spec":{"type":"ClusterIP"}}"#);
-    assert!(svc("web")["spec"]["ports"][0].get("nodePort").is_none());
+    let cluster_ip = svc("web");
+    assert!(cluster_ip["spec"]["ports"][0].get("nodePort").is_none());
+    assert!(
+        cluster_ip["spec"].get("externalTrafficPolicy").is_none(),
+        "{cluster_ip}"
+    );
+    // An update is checked as a whole, as a create is; a refused one changes nothing.
+    for (body, message) in [
+        (
+            r#"{"spec":{"externalTrafficPolicy":"Local"}}"#,
+            r#"spec.externalTrafficPolicy: Invalid value: "Local": may only be set for externally-accessible services"#,
+        ),
+        (
+            r#"{"spec":{"sessionAffinity":"ClientIP","sessionAffinityConfig":{"clientIP":{"timeoutSeconds":0}}}}"#,
+            "spec.sessionAffinityConfig.clientIP.timeoutSeconds: Invalid value: 0: must be greater than 0 and less than 86400",
+        ),
+    ] {
+        let out = server.kubectl(&["patch", "svc", "web", "--type=merge", "-p", body]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(message), "{err}");
+    }
+    assert_eq!(
+        svc("web")["metadata"]["resourceVersion"],
+        cluster_ip["metadata"]["resourceVersion"]
+    );
+    patch("web", r#"{"spec":{"sessionAffinity":"ClientIP"}}"#);
+    assert_eq!(
+        svc("web")["spec"]["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"],
+        10800
+    );
+    patch(
+        "web",
+        r#"{"spec":{"sessionAffinity":"None","sessionAffinityConfig":null}}"#,
+    );
     patch("other", &taken);
     assert_eq!(svc("other")["spec"]["ports"][0]["nodePort"], port);
 

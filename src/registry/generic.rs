@@ -1017,7 +1017,7 @@ fn merge_update(r: &Resource, old: &Value, proposed: Value, part: Part) -> ApiRe
     if r.group.is_empty() && r.kind == "Service" {
         keep_service_allocations(old, &mut new)?;
         if part == Part::Main {
-            services::default_and_validate_ports_update(&mut new)?;
+            services::prepare_update(old, &mut new)?;
         }
     }
     if kinds::tracks_generation(r) && spec_changed(old, &new) {

@@ -139,7 +139,7 @@ fn validate_peer(peer: &Value, path: &str, causes: &mut Vec<Cause>) {
 }
 
 /// Upstream's `IsValidPortName`: an IANA service name.
-fn port_name_problems(name: &str) -> Vec<&'static str> {
+pub(super) fn port_name_problems(name: &str) -> Vec<&'static str> {
     let mut problems = Vec::new();
     if name.is_empty() || name.len() > 15 {
         problems.push("must be no more than 15 characters");

@@ -10,8 +10,8 @@ use std::net::Ipv4Addr;
 use serde_json::{json, Value};
 
 use super::generic::{decode, store_error};
-use super::validation;
-use crate::api::{go_syntax, meta, ApiError, ApiResult, Cause};
+use super::service_spec;
+use crate::api::{meta, ApiError, ApiResult, Cause};
 use crate::store::{Store, StoreError};
 
 const IP_PREFIX: &str = "/allocations/clusterips/";
@@ -64,42 +64,12 @@ impl ServiceNetwork {
     }
 }
 
-const SERVICE_TYPES: [&str; 4] = ["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
-
-/// Upstream's Service defaults, and the checks that need no store.
+/// A new Service's defaults and the checks that need no store.
 pub fn default_and_validate(svc: &mut Value, name: &str) -> ApiResult<()> {
-    let spec = svc.get("spec").cloned().unwrap_or_else(|| json!({}));
-    let service_type = spec
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or("ClusterIP")
-        .to_string();
-    if !SERVICE_TYPES.contains(&service_type.as_str()) {
-        let causes = vec![validation::not_supported(
-            "spec.type",
-            &service_type,
-            &SERVICE_TYPES,
-        )];
-        return Err(ApiError::invalid("", "Service", name, causes));
+    if !svc.get("spec").is_some_and(Value::is_object) {
+        svc["spec"] = json!({});
     }
-    svc["spec"]["type"] = json!(service_type);
-    if service_type == "ExternalName" {
-        if spec
-            .get("externalName")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .is_empty()
-        {
-            return Err(ApiError::invalid(
-                "",
-                "Service",
-                name,
-                vec![Cause::required("spec.externalName")],
-            ));
-        }
-        return Ok(());
-    }
-    if let Some(families) = spec.get("ipFamilies").and_then(Value::as_array) {
+    if let Some(families) = svc.pointer("/spec/ipFamilies").and_then(Value::as_array) {
         for (i, f) in families.iter().enumerate() {
             if f.as_str() != Some("IPv4") {
                 let value = f.as_str().unwrap_or("").to_string();
@@ -112,145 +82,45 @@ pub fn default_and_validate(svc: &mut Value, name: &str) -> ApiResult<()> {
             }
         }
     }
-    svc["spec"]["ipFamilies"] = json!(["IPv4"]);
-    svc["spec"]["ipFamilyPolicy"] = json!("SingleStack");
-    if spec.get("sessionAffinity").is_none() {
-        svc["spec"]["sessionAffinity"] = json!("None");
+    service_spec::default_spec(svc);
+    if svc.pointer("/spec/type").and_then(Value::as_str) != Some("ExternalName") {
+        svc["spec"]["ipFamilies"] = json!(["IPv4"]);
+        svc["spec"]["ipFamilyPolicy"] = json!("SingleStack");
     }
-    if spec.get("internalTrafficPolicy").is_none() {
-        svc["spec"]["internalTrafficPolicy"] = json!("Cluster");
-    }
-    if matches!(service_type.as_str(), "NodePort" | "LoadBalancer")
-        && spec.get("externalTrafficPolicy").is_none()
-    {
-        svc["spec"]["externalTrafficPolicy"] = json!("Cluster");
-    }
-    let headless = spec.get("clusterIP").and_then(Value::as_str) == Some("None");
-    let mut causes = Vec::new();
-    if let Some(ports) = svc["spec"]["ports"].as_array_mut() {
-        default_ports(ports);
-        validate_ports(ports, Some(&service_type), &mut causes);
-    } else if !headless {
-        causes.push(Cause::required("spec.ports"));
-    }
+    let causes = service_spec::validate_spec(svc);
     if !causes.is_empty() {
         return Err(ApiError::invalid("", "Service", name, causes));
     }
     Ok(())
 }
 
-fn default_ports(ports: &mut [Value]) {
-    for port in ports {
-        if port.get("protocol").is_none() {
-            port["protocol"] = json!("TCP");
-        }
-        if port.get("targetPort").is_none() {
-            port["targetPort"] = port.get("port").cloned().unwrap_or(json!(0));
-        }
+/// An updated Service's spec as upstream's update strategy leaves it (what the new type does
+/// not use dropped, defaults filled, families again when it leaves ExternalName), then the
+/// whole spec checked: a merge patch or an apply can leave one a create would refuse. Node
+/// ports and the cluster IP are the allocations', which an update keeps.
+pub fn prepare_update(old: &Value, new: &mut Value) -> ApiResult<()> {
+    if !new.get("spec").is_some_and(Value::is_object) {
+        new["spec"] = json!({});
     }
-}
-
-/// The port defaults and checks of an update of a Service's spec: an update (a merge patch or
-/// an apply merged into the stored ports) must not leave two ports alike either. Node ports
-/// are left to the allocations, which an update keeps.
-pub fn default_and_validate_ports_update(svc: &mut Value) -> ApiResult<()> {
-    let mut causes = Vec::new();
-    if let Some(service_type) = svc.pointer("/spec/type").and_then(Value::as_str) {
-        if !SERVICE_TYPES.contains(&service_type) {
-            causes.push(validation::not_supported(
-                "spec.type",
-                service_type,
-                &SERVICE_TYPES,
-            ));
+    drop_type_dependent_fields(old, new);
+    service_spec::default_spec(new);
+    let spec = &mut new["spec"];
+    if spec["type"] != "ExternalName" {
+        for (field, default) in [
+            ("ipFamilies", json!(["IPv4"])),
+            ("ipFamilyPolicy", json!("SingleStack")),
+        ] {
+            if spec.get(field).is_none_or(Value::is_null) {
+                spec[field] = default;
+            }
         }
     }
-    if let Some(ports) = svc.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
-        default_ports(ports);
-        validate_ports(ports, None, &mut causes);
-    }
+    let mut causes = service_spec::validate_spec(new);
+    causes.extend(service_spec::validate_spec_update(old, new));
     if causes.is_empty() {
         return Ok(());
     }
-    Err(ApiError::invalid("", "Service", meta::name(svc), causes))
-}
-
-/// Upstream's checks of a Service's ports (after defaults): names (required when there are
-/// several, DNS labels, unique), numbers, protocols, and no two ports alike; with the
-/// Service's type (on create), its node ports too.
-fn validate_ports(ports: &[Value], service_type: Option<&str>, causes: &mut Vec<Cause>) {
-    fn protocol(port: &Value) -> &str {
-        port.get("protocol").and_then(Value::as_str).unwrap_or("")
-    }
-    let number = |port: &Value| port.get("port").and_then(Value::as_i64).unwrap_or(0);
-    let node_port = |port: &Value| port.get("nodePort").and_then(Value::as_i64).unwrap_or(0);
-    // In upstream's order: each port on its own, then node ports, then ports alike.
-    let mut names = HashSet::new();
-    for (i, port) in ports.iter().enumerate() {
-        let path = format!("spec.ports[{i}]");
-        let name = port.get("name").and_then(Value::as_str).unwrap_or("");
-        if name.is_empty() {
-            if ports.len() > 1 {
-                causes.push(Cause::required(&format!("{path}.name")));
-            }
-        } else if let Some(problem) = meta::check_dns1123_label(name) {
-            causes.push(Cause::invalid(&format!("{path}.name"), name, &problem));
-        } else if !names.insert(name) {
-            causes.push(validation::duplicate(&format!("{path}.name"), name));
-        }
-        if !(1..=65535).contains(&number(port)) {
-            causes.push(validation::invalid_number(
-                &format!("{path}.port"),
-                number(port),
-                "must be between 1 and 65535, inclusive",
-            ));
-        }
-        if !matches!(protocol(port), "TCP" | "UDP" | "SCTP") {
-            causes.push(validation::not_supported(
-                &format!("{path}.protocol"),
-                protocol(port),
-                &["SCTP", "TCP", "UDP"],
-            ));
-        }
-    }
-    if let Some(service_type) = service_type {
-        let mut node_ports = HashSet::new();
-        for (i, port) in ports.iter().enumerate() {
-            if node_port(port) == 0 {
-                continue;
-            }
-            let field = format!("spec.ports[{i}].nodePort");
-            if service_type == "ClusterIP" {
-                causes.push(Cause::forbidden(
-                    &field,
-                    "may not be used when `type` is 'ClusterIP'",
-                ));
-            }
-            if !node_ports.insert((protocol(port), node_port(port))) {
-                causes.push(Cause {
-                    reason: "FieldValueDuplicate".into(),
-                    message: format!("Duplicate value: {}", node_port(port)),
-                    field,
-                });
-            }
-        }
-    }
-    let mut pairs = HashSet::new();
-    for (i, port) in ports.iter().enumerate() {
-        if !pairs.insert((protocol(port), number(port))) {
-            // Upstream prints the key it compares: a ServicePort with only these two set.
-            causes.push(Cause {
-                reason: "FieldValueDuplicate".into(),
-                message: format!(
-                    "Duplicate value: core.ServicePort{{Name:\"\", Protocol:{}, \
-                     AppProtocol:(*string)(nil), Port:{}, \
-                     TargetPort:intstr.IntOrString{{Type:0, IntVal:0, StrVal:\"\"}}, NodePort:0}}",
-                    go_syntax::quoted(protocol(port)),
-                    number(port)
-                ),
-                field: format!("spec.ports[{i}]"),
-            });
-        }
-    }
+    Err(ApiError::invalid("", "Service", meta::name(new), causes))
 }
 
 /// Allocates the cluster IP and node ports a new service needs, writing them into it.
@@ -265,12 +135,10 @@ pub async fn allocate(
     allocate_holding(store, net, svc, owner, &[]).await
 }
 
-/// The allocations of an update of a Service from `old`: what its type no longer needs is
-/// dropped from `new` where the update left it as it was (upstream's strategy does the same:
-/// node ports when it stops being a NodePort or LoadBalancer service, the cluster IP when it
-/// becomes an ExternalName one), and what it now needs is claimed (an IP when it stops being
-/// ExternalName, node ports for new ports or a new NodePort type). Returns the keys claimed;
-/// the caller releases `keys_of(old)` that `new` no longer holds once the update is stored.
+/// The allocations of an update of a Service from `old` (after `prepare_update`): what it now
+/// needs is claimed (an IP when it stops being ExternalName, node ports for new ports or a new
+/// NodePort type). Returns the keys claimed; the caller releases `keys_of(old)` that `new` no
+/// longer holds once the update is stored.
 pub async fn reallocate(
     store: &Store,
     net: &ServiceNetwork,
@@ -278,24 +146,14 @@ pub async fn reallocate(
     new: &mut Value,
     owner: &str,
 ) -> ApiResult<Vec<String>> {
-    drop_type_dependent_fields(old, new);
-    let claimed = allocate_holding(store, net, new, owner, &keys_of(old)).await?;
-    let spec = &mut new["spec"];
-    if spec["type"] != "ExternalName" {
-        // Back from ExternalName: the fields that came with a cluster IP, defaulted again.
-        for (field, default) in [
-            ("ipFamilies", json!(["IPv4"])),
-            ("ipFamilyPolicy", json!("SingleStack")),
-            ("internalTrafficPolicy", json!("Cluster")),
-        ] {
-            if spec.get(field).is_none_or(Value::is_null) {
-                spec[field] = default;
-            }
-        }
-    }
-    Ok(claimed)
+    allocate_holding(store, net, new, owner, &keys_of(old)).await
 }
 
+/// What the new type does not use is dropped from `new` where the update left it as it was
+/// (upstream's strategy does the same): node ports when it stops being a NodePort or
+/// LoadBalancer service, the cluster IP and its families when it becomes an ExternalName one,
+/// the external traffic policy when it stops being reachable from outside, the load
+/// balancer's own fields when it stops being one.
 fn drop_type_dependent_fields(old: &Value, new: &mut Value) {
     let new_type = new
         .pointer("/spec/type")
@@ -303,6 +161,7 @@ fn drop_type_dependent_fields(old: &Value, new: &mut Value) {
         .unwrap_or("ClusterIP");
     let node_ports = matches!(new_type, "NodePort" | "LoadBalancer");
     let external_name = new_type == "ExternalName";
+    let load_balancer = new_type == "LoadBalancer";
     let old_ports = old.pointer("/spec/ports").and_then(Value::as_array);
     if !node_ports {
         if let Some(ports) = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
@@ -327,6 +186,29 @@ fn drop_type_dependent_fields(old: &Value, new: &mut Value) {
             ] {
                 spec.remove(field);
             }
+        }
+    }
+    let same = |new: &Value, field: &str| {
+        new.pointer(&format!("/spec/{field}")) == old.pointer(&format!("/spec/{field}"))
+    };
+    let mut unused = Vec::new();
+    if !service_spec::externally_accessible(new) && same(new, "externalTrafficPolicy") {
+        unused.push("externalTrafficPolicy");
+    }
+    if !load_balancer {
+        for field in [
+            "allocateLoadBalancerNodePorts",
+            "loadBalancerClass",
+            "healthCheckNodePort",
+        ] {
+            if same(new, field) {
+                unused.push(field);
+            }
+        }
+    }
+    if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+        for field in unused {
+            spec.remove(field);
         }
     }
 }
@@ -416,6 +298,11 @@ async fn allocate_into(
         svc["spec"]["clusterIPs"] = json!(["None"]);
     }
     if matches!(service_type.as_str(), "NodePort" | "LoadBalancer") {
+        // A LoadBalancer service may ask for no node ports; those it names are still its own.
+        let allocate_free = svc
+            .pointer("/spec/allocateLoadBalancerNodePorts")
+            .and_then(Value::as_bool)
+            != Some(false);
         let count = svc
             .pointer("/spec/ports")
             .and_then(Value::as_array)
@@ -425,6 +312,9 @@ async fn allocate_into(
                 .get("nodePort")
                 .and_then(Value::as_u64)
                 .unwrap_or(0);
+            if requested == 0 && !allocate_free {
+                continue;
+            }
             let port = if requested == 0 {
                 let port = allocate_free_port(store, net, owner).await?;
                 keys.push(format!("{PORT_PREFIX}{port}"));
@@ -657,6 +547,8 @@ mod tests {
                 "spec.ports[2].port: Invalid value: 0: must be between 1 and 65535, inclusive",
                 "spec.ports[2].protocol: Unsupported value: \"ICMP\": supported values: \
                  \"SCTP\", \"TCP\", \"UDP\"",
+                "spec.ports[2].targetPort: Invalid value: 0: must be between 1 and 65535, \
+                 inclusive",
                 "spec.ports[1].nodePort: Duplicate value: 30001",
                 "spec.ports[1]: Duplicate value: core.ServicePort{Name:\"\", Protocol:\"TCP\", \
                  AppProtocol:(*string)(nil), Port:80, TargetPort:intstr.IntOrString{Type:0, \
@@ -673,15 +565,46 @@ mod tests {
 
     #[test]
     fn an_update_gets_the_port_defaults_and_may_not_leave_two_ports_alike() {
+        let old = json!({"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}});
         let mut svc = json!({"metadata": {"name": "web"}, "spec": {"ports": [
             {"name": "http", "port": 80}, {"name": "dns", "port": 53, "protocol": "UDP"}]}});
-        default_and_validate_ports_update(&mut svc).unwrap();
+        prepare_update(&old, &mut svc).unwrap();
         assert_eq!(svc["spec"]["ports"][0]["protocol"], "TCP");
         assert_eq!(svc["spec"]["ports"][0]["targetPort"], 80);
         svc["spec"]["ports"][1] = json!({"name": "again", "port": 80});
-        let err = default_and_validate_ports_update(&mut svc).unwrap_err();
+        let err = prepare_update(&old, &mut svc).unwrap_err();
         assert_eq!(err.code, 422);
         assert_eq!(err.causes[0].field, "spec.ports[1]");
+    }
+
+    #[test]
+    fn an_update_is_checked_like_a_create_after_the_new_type_dropped_what_it_does_not_use() {
+        let old = json!({"metadata": {"name": "web"}, "spec": {"type": "NodePort",
+            "clusterIP": "10.43.0.5", "externalTrafficPolicy": "Local", "sessionAffinity": "None",
+            "ports": [{"port": 80, "nodePort": 30001, "protocol": "TCP", "targetPort": 80}]}});
+        // Back to ClusterIP: the policy it had as a NodePort service goes with the node port.
+        let mut cluster_ip = old.clone();
+        cluster_ip["spec"]["type"] = json!("ClusterIP");
+        prepare_update(&old, &mut cluster_ip).unwrap();
+        assert!(cluster_ip["spec"].get("externalTrafficPolicy").is_none());
+        assert!(cluster_ip["spec"]["ports"][0].get("nodePort").is_none());
+        // Setting it on a ClusterIP service is refused as upstream refuses it.
+        let mut local = cluster_ip.clone();
+        local["spec"]["externalTrafficPolicy"] = json!("Local");
+        let err = prepare_update(&cluster_ip, &mut local).unwrap_err();
+        assert_eq!(
+            err.causes[0].summary(),
+            "spec.externalTrafficPolicy: Invalid value: \"Local\": may only be set for \
+             externally-accessible services"
+        );
+        let mut affinity = old.clone();
+        affinity["spec"]["sessionAffinity"] = json!("Sticky");
+        let err = prepare_update(&old, &mut affinity).unwrap_err();
+        assert_eq!(
+            err.causes[0].summary(),
+            "spec.sessionAffinity: Unsupported value: \"Sticky\": supported values: \
+             \"ClientIP\", \"None\""
+        );
     }
 
     #[test]
