@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::inside::{block_on_in_netns, kube_client};
 use common::netns::Netns;
-use common::procs::status_kib;
+use common::procs::{cpu_ticks, status_kib, ticks_per_second};
 use common::server::BerthServer;
 use http_body_util::BodyExt as _;
 use kube::client::Body;
@@ -147,7 +147,7 @@ fn a_hundred_clients_mixing_verbs_over_many_objects_and_watches() {
             anon
         }
     };
-    let (latencies, failures, watch_events, creates, peak_anon, settled_anon) =
+    let (latencies, failures, watch_events, creates, peak_anon, settled_anon, cpu) =
         block_on_in_netns(&ns.name, move || async move {
             let client = kube_client(&kubeconfig).await;
             let objects = format!("/api/v1/namespaces/{NAMESPACE}/configmaps");
@@ -203,7 +203,8 @@ fn a_hundred_clients_mixing_verbs_over_many_objects_and_watches() {
             tokio::time::sleep(Duration::from_secs(2)).await;
             let settled_anon = note("watches open");
 
-            // The load.
+            // The load; the CPU both sides spend on it says which side sets the pace.
+            let cpu_before = (cpu_ticks(pid), cpu_ticks(std::process::id()));
             let deadline = Instant::now() + mode.load_for;
             let created = Arc::new(AtomicU64::new(0));
             let latencies = Arc::new(Mutex::new(BTreeMap::<Verb, Vec<Duration>>::new()));
@@ -279,6 +280,10 @@ fn a_hundred_clients_mixing_verbs_over_many_objects_and_watches() {
             for task in clients {
                 task.await.expect("load client");
             }
+            let cpu = (
+                cpu_ticks(pid).saturating_sub(cpu_before.0),
+                cpu_ticks(std::process::id()).saturating_sub(cpu_before.1),
+            );
             note("after the load");
             // Every open watch is still there and still delivers: one object where they watch.
             let creates = created.load(Ordering::Relaxed);
@@ -302,6 +307,7 @@ fn a_hundred_clients_mixing_verbs_over_many_objects_and_watches() {
                 creates,
                 peak_anon,
                 settled_anon,
+                cpu,
             )
         });
 
@@ -310,6 +316,12 @@ fn a_hundred_clients_mixing_verbs_over_many_objects_and_watches() {
         mode.load_for.as_secs(),
         mode.objects,
         mode.watches
+    );
+    let seconds = |ticks: u64| ticks as f64 / ticks_per_second();
+    println!(
+        "CPU during the load: server {:.0} s, the test's clients {:.0} s",
+        seconds(cpu.0),
+        seconds(cpu.1)
     );
     println!(
         "{:8} | {:>8} | {:>10} | {:>10}",
