@@ -79,15 +79,22 @@ fn endpoints_address(address: &Value, path: &str, causes: &mut Vec<Cause>) {
     }
     // Upstream looks at the address's range only once the rest of it is valid.
     if let (Some(ip), true) = (ip, causes.len() == before) {
-        not_special(ip, ip_text, &format!("{path}.ip"), causes);
+        not_special(ip, ip_text, &format!("{path}.ip"), true, causes);
     }
 }
 
-/// Addresses no Service can send to: unspecified and link-local (upstream's
-/// `ValidateEndpointIP`). Unlike upstream, loopback addresses are taken: berth's API server runs
-/// on the host, so an admission webhook or an aggregated API served on the host's loopback is
-/// reachable through a selector-less Service whose endpoint is 127.0.0.1.
-fn not_special(ip: IpAddr, raw: &str, path: &str, causes: &mut Vec<Cause>) {
+/// Addresses no Service can send to (upstream's `ValidateNonSpecialIP`): unspecified,
+/// link-local and, unless `loopback_allowed`, loopback. Endpoints allow loopback, unlike
+/// upstream: berth's API server runs on the host, so an admission webhook or an aggregated API
+/// served on the host's loopback is reachable through a selector-less Service whose endpoint is
+/// 127.0.0.1.
+pub(super) fn not_special(
+    ip: IpAddr,
+    raw: &str,
+    path: &str,
+    loopback_allowed: bool,
+    causes: &mut Vec<Cause>,
+) {
     let link_local_unicast = match ip {
         IpAddr::V4(v4) => v4.is_link_local(),
         IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
@@ -99,6 +106,10 @@ fn not_special(ip: IpAddr, raw: &str, path: &str, causes: &mut Vec<Cause>) {
     let unspecified = format!("may not be unspecified ({raw})");
     let checks = [
         (ip.is_unspecified(), unspecified.as_str()),
+        (
+            ip.is_loopback() && !loopback_allowed,
+            "may not be in the loopback range (127.0.0.0/8, ::1/128)",
+        ),
         (
             link_local_unicast,
             "may not be in the link-local range (169.254.0.0/16, fe80::/10)",
@@ -194,7 +205,7 @@ fn slice_endpoint(endpoint: &Value, address_type: &str, path: &str, causes: &mut
             ));
         }
         match ip {
-            Some(ip) => not_special(ip, raw, &path, causes),
+            Some(ip) => not_special(ip, raw, &path, true, causes),
             None => causes.push(Cause::invalid(&path, raw, "must be a valid IP address")),
         }
     }

@@ -3,10 +3,10 @@
 //! or an apply can leave a spec a create would refuse). Allocations are `services`' part.
 
 use std::collections::HashSet;
-use std::net::IpAddr;
 
 use serde_json::{json, Map, Value};
 
+use super::endpoints::not_special;
 use super::network_policy::port_name_problems;
 use super::validation::{duplicate, invalid_number, not_supported};
 use crate::api::{go_ip, go_syntax, meta, Cause};
@@ -314,40 +314,13 @@ fn session_affinity(spec: &Map<String, Value>, causes: &mut Vec<Cause>) {
 
 /// Upstream's `IsValidIP` then `ValidateNonSpecialIP`.
 fn external_ip(raw: &str, path: &str, causes: &mut Vec<Cause>) {
-    let Some(ip) = go_ip::parse_sloppy(raw) else {
-        causes.push(Cause::invalid(
+    match go_ip::parse_sloppy(raw) {
+        Some(ip) => not_special(ip, raw, path, false, causes),
+        None => causes.push(Cause::invalid(
             path,
             raw,
             "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
-        ));
-        return;
-    };
-    let (link_local, link_local_multicast) = match ip {
-        IpAddr::V4(v4) => (v4.is_link_local(), v4.octets()[..3] == [224, 0, 0]),
-        IpAddr::V6(v6) => (
-            v6.segments()[0] & 0xffc0 == 0xfe80,
-            v6.segments()[0] & 0xff0f == 0xff02,
-        ),
-    };
-    let unspecified = format!("may not be unspecified ({raw})");
-    for (applies, detail) in [
-        (ip.is_unspecified(), unspecified.as_str()),
-        (
-            ip.is_loopback(),
-            "may not be in the loopback range (127.0.0.0/8, ::1/128)",
-        ),
-        (
-            link_local,
-            "may not be in the link-local range (169.254.0.0/16, fe80::/10)",
-        ),
-        (
-            link_local_multicast,
-            "may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)",
-        ),
-    ] {
-        if applies {
-            causes.push(Cause::invalid(path, raw, detail));
-        }
+        )),
     }
 }
 
