@@ -11,7 +11,7 @@ use super::network_policy::port_name_problems;
 use super::validation::{duplicate, invalid_number, not_supported};
 use crate::api::{go_ip, go_syntax, meta, Cause};
 
-pub const SERVICE_TYPES: [&str; 4] = ["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
+const SERVICE_TYPES: [&str; 4] = ["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
 const SESSION_AFFINITIES: [&str; 2] = ["ClientIP", "None"];
 const TRAFFIC_POLICIES: [&str; 2] = ["Cluster", "Local"];
 const TRAFFIC_DISTRIBUTIONS: [&str; 3] = ["PreferClose", "PreferSameNode", "PreferSameZone"];
@@ -47,6 +47,20 @@ fn reachable_from_outside(spec: &Map<String, Value>) -> bool {
             .and_then(Value::as_array)
             .is_some_and(|ips| !ips.is_empty()),
         _ => false,
+    }
+}
+
+/// Upstream's `NeedsHealthCheck`: a LoadBalancer service that keeps traffic on its own node.
+fn needs_health_check(spec: &Map<String, Value>) -> bool {
+    service_type(spec) == "LoadBalancer" && text(spec, "externalTrafficPolicy") == Some("Local")
+}
+
+/// A field that must be set, to one of `supported`.
+fn required_one_of(field: &str, value: &str, supported: &[&str], causes: &mut Vec<Cause>) {
+    if value.is_empty() {
+        causes.push(Cause::required(field));
+    } else if !supported.contains(&value) {
+        causes.push(not_supported(field, value, supported));
     }
 }
 
@@ -271,15 +285,12 @@ fn validate_port(
 
 fn session_affinity(spec: &Map<String, Value>, causes: &mut Vec<Cause>) {
     let affinity = text(spec, "sessionAffinity").unwrap_or("");
-    if affinity.is_empty() {
-        causes.push(Cause::required("spec.sessionAffinity"));
-    } else if !SESSION_AFFINITIES.contains(&affinity) {
-        causes.push(not_supported(
-            "spec.sessionAffinity",
-            affinity,
-            &SESSION_AFFINITIES,
-        ));
-    }
+    required_one_of(
+        "spec.sessionAffinity",
+        affinity,
+        &SESSION_AFFINITIES,
+        causes,
+    );
     let config = spec.get("sessionAffinityConfig").filter(|c| !c.is_null());
     match affinity {
         "ClientIP" => {
@@ -441,14 +452,13 @@ fn traffic_policies(spec: &Map<String, Value>, causes: &mut Vec<Cause>) {
                 "may only be set for externally-accessible services",
             ));
         }
-    } else if external.is_empty() {
-        causes.push(Cause::required("spec.externalTrafficPolicy"));
-    } else if !TRAFFIC_POLICIES.contains(&external) {
-        causes.push(not_supported(
+    } else {
+        required_one_of(
             "spec.externalTrafficPolicy",
             external,
             &TRAFFIC_POLICIES,
-        ));
+            causes,
+        );
     }
     // berth allocates no health check node port (its load balancer is the node itself), so one
     // is only checked where upstream forbids it.
@@ -456,8 +466,7 @@ fn traffic_policies(spec: &Map<String, Value>, causes: &mut Vec<Cause>) {
         .get("healthCheckNodePort")
         .and_then(Value::as_i64)
         .unwrap_or(0);
-    let needs_health_check = service_type(spec) == "LoadBalancer" && external == "Local";
-    if health_check != 0 && !needs_health_check {
+    if health_check != 0 && !needs_health_check(spec) {
         causes.push(invalid_number(
             "spec.healthCheckNodePort",
             health_check,
@@ -500,11 +509,9 @@ fn traffic_policies(spec: &Map<String, Value>, causes: &mut Vec<Cause>) {
 /// service keeps needing one.
 pub fn validate_spec_update(old: &Value, new: &Value) -> Vec<Cause> {
     let needs = |svc: &Value| {
-        svc.pointer("/spec/type").and_then(Value::as_str) == Some("LoadBalancer")
-            && svc
-                .pointer("/spec/externalTrafficPolicy")
-                .and_then(Value::as_str)
-                == Some("Local")
+        svc.get("spec")
+            .and_then(Value::as_object)
+            .is_some_and(needs_health_check)
     };
     let port = |svc: &Value| svc.pointer("/spec/healthCheckNodePort").cloned();
     if needs(old) && needs(new) && port(old) != port(new) {
