@@ -121,10 +121,11 @@ pub fn selectors(data: &[u8]) {
     });
     if let Ok(label) = std::str::from_utf8(label) {
         if let Ok(selector) = LabelSelector::parse(label) {
-            let labels = [("app", "web"), ("tier", "front")]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
+            let labels: std::collections::BTreeMap<String, String> =
+                [("app", "web"), ("tier", "front")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
             let _ = selector.matches(&labels);
         }
     }

@@ -126,16 +126,19 @@ impl Requirement {
         })
     }
 
-    fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        let has_value = |v: &String| self.values.iter().any(|x| x == v);
+    fn matches<L: Labels + ?Sized>(&self, labels: &L) -> bool {
+        let has_value = |v: &str| self.values.iter().any(|x| x == v);
         match self.operator {
-            Operator::Equals | Operator::In => labels.get(&self.key).is_some_and(has_value),
+            Operator::Equals | Operator::In => labels.label(&self.key).is_some_and(has_value),
             // As upstream: a missing label is "not equal" to anything.
-            Operator::NotEquals | Operator::NotIn => !labels.get(&self.key).is_some_and(has_value),
-            Operator::Exists => labels.contains_key(&self.key),
-            Operator::DoesNotExist => !labels.contains_key(&self.key),
+            Operator::NotEquals | Operator::NotIn => {
+                !labels.label(&self.key).is_some_and(has_value)
+            }
+            Operator::Exists => labels.label(&self.key).is_some(),
+            Operator::DoesNotExist => labels.label(&self.key).is_none(),
             Operator::GreaterThan | Operator::LessThan => {
-                let Some(actual) = labels.get(&self.key).and_then(|v| v.parse::<i64>().ok()) else {
+                let Some(actual) = labels.label(&self.key).and_then(|v| v.parse::<i64>().ok())
+                else {
                     return false;
                 };
                 let Some(bound) = self.values.first().and_then(|v| v.parse::<i64>().ok()) else {
@@ -164,6 +167,24 @@ impl fmt::Display for Requirement {
             Operator::GreaterThan => write!(f, "{}>{values}", self.key),
             Operator::LessThan => write!(f, "{}<{values}", self.key),
         }
+    }
+}
+
+/// An object's labels as a selector reads them: owned (a decoded object) or borrowed from the
+/// stored bytes (a list that only needs the labels to decide).
+pub trait Labels {
+    fn label(&self, key: &str) -> Option<&str>;
+}
+
+impl Labels for BTreeMap<String, String> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
+    }
+}
+
+impl Labels for BTreeMap<std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).map(|v| v.as_ref())
     }
 }
 
@@ -239,7 +260,7 @@ impl LabelSelector {
     }
 
     /// True when every requirement holds. The empty selector matches everything.
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+    pub fn matches<L: Labels + ?Sized>(&self, labels: &L) -> bool {
         self.requirements.iter().all(|r| r.matches(labels))
     }
 

@@ -18,7 +18,8 @@ use crate::api::meta;
 use crate::api::resources::Resource;
 use crate::api::selectors::{FieldSelector, LabelSelector};
 use crate::api::{ApiError, ApiResult};
-use crate::registry::generic::{decode, matches_selectors};
+use crate::registry::generic::decode;
+use crate::registry::selection::{matches_selectors, stored_matches_selectors};
 use crate::registry::ListOptions;
 use crate::store::{Event, EventKind, StoreError};
 
@@ -61,6 +62,17 @@ impl Filter {
         matches_selectors(
             self.resource,
             obj,
+            self.labels.as_ref(),
+            self.fields.as_ref(),
+        )
+        .unwrap_or(false)
+    }
+
+    /// [`Filter::matches`] on stored bytes, without decoding what the selectors do not read.
+    fn matches_stored(&self, raw: &[u8]) -> bool {
+        stored_matches_selectors(
+            self.resource,
+            raw,
             self.labels.as_ref(),
             self.fields.as_ref(),
         )
@@ -226,13 +238,11 @@ fn encode(filter: &Filter, event: &Event) -> Option<Bytes> {
             Some(event_line(kind, &value))
         }
         EventKind::Put => {
-            let now = decode(&value).ok()?;
-            let matches_now = filter.matches(&now);
+            let matches_now = filter.matches_stored(&value);
             let matched_before = event
                 .prev
                 .as_ref()
-                .and_then(|p| decode(&p.value).ok())
-                .is_some_and(|p| filter.matches(&p));
+                .is_some_and(|p| filter.matches_stored(&p.value));
             match (matched_before, matches_now) {
                 (true, true) => Some(event_line("MODIFIED", &value)),
                 (false, true) => Some(event_line("ADDED", &value)),

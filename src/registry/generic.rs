@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::normalized::Normalized;
 use super::propagation;
+use super::selection::stored_matches_selectors;
 use super::services::{self, ServiceNetwork};
 use super::stored::RevisionTemplate;
 use super::watched::{Lookup, WatchedPrefix};
@@ -16,7 +17,7 @@ use crate::admission::{self, Operation};
 use crate::api::meta;
 use crate::api::paging::ContinueToken;
 use crate::api::resources::{self, Resource};
-use crate::api::selectors::{field_value, FieldSelector, LabelSelector};
+use crate::api::selectors::{FieldSelector, LabelSelector};
 use crate::api::{ApiError, ApiResult, Cause};
 use crate::store::{KeyValue, Store, StoreError};
 
@@ -259,10 +260,9 @@ impl Registry {
     }
 
     fn matches(&self, r: &Resource, raw: &[u8], opts: &ListOptions) -> ApiResult<bool> {
-        let obj = decode(raw)?;
-        matches_selectors(
+        stored_matches_selectors(
             r,
-            &obj,
+            raw,
             opts.label_selector.as_ref(),
             opts.field_selector.as_ref(),
         )
@@ -805,26 +805,6 @@ impl Registry {
             user: admission::current_user(),
         })
     }
-}
-
-/// Whether an object passes label and field selectors.
-pub fn matches_selectors(
-    r: &Resource,
-    obj: &Value,
-    labels: Option<&LabelSelector>,
-    fields: Option<&FieldSelector>,
-) -> ApiResult<bool> {
-    if let Some(sel) = labels {
-        if !sel.matches(&meta::labels(obj)) {
-            return Ok(false);
-        }
-    }
-    if let Some(sel) = fields {
-        return sel
-            .matches(|f| field_value(r.kind, obj, f))
-            .map_err(|e| ApiError::bad_request(e.to_string()));
-    }
-    Ok(true)
 }
 
 /// Checks the field selector only uses fields the kind supports, before any work is done.

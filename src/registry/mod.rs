@@ -15,6 +15,7 @@ mod network_policy;
 pub mod normalized;
 pub mod propagation;
 mod seccomp_profile;
+pub mod selection;
 mod service_spec;
 pub mod services;
 mod stored;
