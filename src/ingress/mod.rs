@@ -42,6 +42,10 @@ pub enum IngressError {
     Serve(&'static str, std::io::Error),
     #[error("the ingress controller's watches ended")]
     SourceStopped,
+    #[error("cannot start the ingress proxy's thread: {0}")]
+    Thread(std::io::Error),
+    #[error("the ingress proxy's thread ended")]
+    ThreadEnded,
 }
 
 /// How often binding is retried while a port is taken.
@@ -91,6 +95,51 @@ pub async fn run(client: kube::Client, config: IngressConfig) -> Result<(), Ingr
         move || node_ips(&pod_cidr),
     );
     let proxy = proxy::Proxy::redirecting_to_https(state, config.https.port());
+    tokio::select! {
+        () = source => Err(IngressError::SourceStopped),
+        r = serve_on_own_thread(proxy, Arc::new(tls), config) => r,
+    }
+}
+
+/// Serves both listeners on a thread of their own, with a single-threaded runtime. Forwarding
+/// one request is a handful of socket wake-ups; on the daemon's multi-threaded runtime they
+/// spread over its workers (a futex wake and a context switch each, dear on a small board),
+/// and API work queues ahead of traffic. Dropping the returned future ends the thread.
+async fn serve_on_own_thread(
+    proxy: Arc<proxy::Proxy>,
+    tls: Arc<rustls::ServerConfig>,
+    config: IngressConfig,
+) -> Result<(), IngressError> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (report, outcome) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("berth-ingress".into())
+        .spawn(move || {
+            let result = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(async {
+                    tokio::select! {
+                        r = serve(proxy, tls, config) => r,
+                        _ = stopped => Ok(()),
+                    }
+                }),
+                Err(e) => Err(IngressError::Thread(e)),
+            };
+            let _ = report.send(result);
+        })
+        .map_err(IngressError::Thread)?;
+    let result = outcome.await.unwrap_or(Err(IngressError::ThreadEnded));
+    drop(stop);
+    result
+}
+
+async fn serve(
+    proxy: Arc<proxy::Proxy>,
+    tls: Arc<rustls::ServerConfig>,
+    config: IngressConfig,
+) -> Result<(), IngressError> {
     let http = async {
         let listener = bind_when_free(config.http).await;
         tracing::info!(addr = %config.http, "ingress HTTP is serving");
@@ -99,10 +148,9 @@ pub async fn run(client: kube::Client, config: IngressConfig) -> Result<(), Ingr
     let https = async {
         let listener = bind_when_free(config.https).await;
         tracing::info!(addr = %config.https, "ingress HTTPS is serving");
-        proxy::serve_https(listener, proxy.clone(), Arc::new(tls)).await
+        proxy::serve_https(listener, proxy.clone(), tls).await
     };
     tokio::select! {
-        () = source => Err(IngressError::SourceStopped),
         r = http => r.map_err(|e| IngressError::Serve("HTTP", e)),
         r = https => r.map_err(|e| IngressError::Serve("HTTPS", e)),
     }

@@ -11,7 +11,7 @@
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
@@ -61,9 +61,37 @@ impl std::fmt::Debug for Program {
     }
 }
 
+/// Programs this process already holds, with the cache and profile each came from. A shim
+/// creates its pod's containers, their restarts and execs from the same few profiles: parsing,
+/// hashing and reading one back from the cache again costs most of a millisecond each time.
+static HELD: Mutex<Vec<(PathBuf, serde_json::Value, Program)>> = Mutex::new(Vec::new());
+/// Pods use one or two profiles; a bound keeps a shim that sees many from growing.
+const HELD_MAX: usize = 8;
+
 /// The compiled program for `profile`, from `cache_dir` when it was compiled before (by any
 /// shim of this node), else compiled now and stored there.
 pub fn cached(cache_dir: &Path, profile: &serde_json::Value) -> Result<Program, BpfError> {
+    let held = |list: &[(PathBuf, serde_json::Value, Program)]| {
+        list.iter()
+            .find(|(dir, p, _)| dir == cache_dir && p == profile)
+            .map(|(_, _, program)| program.clone())
+    };
+    if let Some(program) = HELD.lock().ok().and_then(|list| held(&list)) {
+        return Ok(program);
+    }
+    let program = cached_on_disk(cache_dir, profile)?;
+    if let Ok(mut list) = HELD.lock() {
+        if held(&list).is_none() {
+            if list.len() == HELD_MAX {
+                list.remove(0);
+            }
+            list.push((cache_dir.to_path_buf(), profile.clone(), program.clone()));
+        }
+    }
+    Ok(program)
+}
+
+fn cached_on_disk(cache_dir: &Path, profile: &serde_json::Value) -> Result<Program, BpfError> {
     let parsed: LinuxSeccomp = serde_json::from_value(profile.clone())
         .map_err(|e| BpfError::Unsupported(e.to_string()))?;
     check_supported(&parsed)?;
@@ -379,8 +407,36 @@ mod tests {
         // Torn after a whole number of instructions: still decodable, but not what was stored.
         std::fs::write(&path, &stored[..stored.len() - INSN_BYTES]).unwrap();
         assert!(verified(&std::fs::read(&path).unwrap()).is_none());
-        let again = cached(dir.path(), &runtime_default()).unwrap();
+        // The disk path: this process already holds the program, so `cached` would not look.
+        let again = cached_on_disk(dir.path(), &runtime_default()).unwrap();
         assert_eq!(again.0.len(), good.0.len());
+        assert!(
+            verified(&std::fs::read(&path).unwrap()).is_some(),
+            "stored again"
+        );
+    }
+
+    #[test]
+    fn a_program_once_held_is_not_read_from_disk_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let profile = crate::runtime::seccomp::runtime_default(&["CAP_KILL".to_string()]);
+        let first = cached(dir.path(), &profile).unwrap();
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            std::fs::remove_file(entry.unwrap().path()).unwrap();
+        }
+        let again = cached(dir.path(), &profile).unwrap();
+        assert!(
+            Arc::ptr_eq(&first.0, &again.0),
+            "the same program, not compiled again"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let other = tempfile::tempdir().unwrap();
+        cached(other.path(), &profile).unwrap();
+        assert_eq!(
+            std::fs::read_dir(other.path()).unwrap().count(),
+            1,
+            "another cache directory is filled, not skipped"
+        );
     }
 
     #[test]

@@ -324,27 +324,38 @@ impl Container {
         } else {
             spec
         };
-        let oci = build_spec(spec, rootfs, pod, seccomp, cgroup_namespace)?;
+        // With a precompiled filter the init process starts from a spec without the profile
+        // (see seccomp_bpf), so the spec is built without it, the few hundred syscall rules are
+        // not converted and serialized for nothing, and the profile is only added to the full
+        // spec config.json gets back once the container exists: execs into it read their
+        // seccomp profile and capabilities from there.
+        let (in_spec, added_later) = match precompiled {
+            Some(_) => (None, seccomp),
+            None => (seccomp, None),
+        };
+        let oci = build_spec(spec, rootfs, pod, in_spec, cgroup_namespace)?;
         let bundle = layout.bundle(&spec.name);
         std::fs::create_dir_all(&bundle).map_err(io_err("create dir", &bundle))?;
         let config = bundle.join("config.json");
-        let json = serde_json::to_vec(&oci).map_err(|source| ShimError::State {
+        let state_err = |source| ShimError::State {
             path: config.clone(),
             source,
-        })?;
-        // With a precompiled filter the init process starts from a spec without it (see
-        // seccomp_bpf); config.json gets the full spec back once the container exists, as
-        // execs into it read their seccomp profile and capabilities from there.
+        };
         let mut init = None;
-        if let Some(program) = precompiled {
-            let mut value = serde_json::to_value(&oci).map_err(|source| ShimError::State {
-                path: config.clone(),
-                source,
-            })?;
-            if let Some(executor) = seccomp_bpf::init_spec(&mut value, program) {
-                init = Some((executor, value.to_string()));
+        let json = match precompiled {
+            Some(program) => {
+                let mut value = serde_json::to_value(&oci).map_err(state_err)?;
+                let mut full = value.clone();
+                if let (Some(profile), Some(linux)) = (added_later, full.get_mut("linux")) {
+                    linux["seccomp"] = profile;
+                }
+                if let Some(executor) = seccomp_bpf::init_spec(&mut value, program) {
+                    init = Some((executor, value.to_string()));
+                }
+                serde_json::to_vec(&full).map_err(state_err)?
             }
-        }
+            None => serde_json::to_vec(&oci).map_err(state_err)?,
+        };
         let to_write = match &init {
             Some((_, init_json)) => init_json.as_bytes(),
             None => json.as_slice(),
