@@ -186,6 +186,40 @@ fn nft_counts(ns: &Netns) -> NftCounts {
     NftCounts { rules, elements }
 }
 
+/// The ruleset's counts once the long-lived services are all programmed. Cluster DNS starts
+/// serving (and publishes the `kube-dns` endpoint the proxy then programs) only once the
+/// bridge address exists, which the first pod makes; a fast warm-up cycle can end before that.
+fn settled_nft_counts(ns: &Netns, server: &BerthServer) -> NftCounts {
+    let dns_published = wait_until(Duration::from_secs(30), || {
+        !server
+            .kubectl_ok(&[
+                "get",
+                "endpointslices",
+                "-n",
+                "kube-system",
+                "-l",
+                "kubernetes.io/service-name=kube-dns",
+                "-o",
+                "jsonpath={.items[*].endpoints[*].addresses[*]}",
+            ])
+            .trim()
+            .is_empty()
+    });
+    assert!(dns_published, "cluster DNS never published its endpoint");
+    // Then the same counts three times in a row, half a second apart.
+    let mut last = nft_counts(ns);
+    let mut same = 0;
+    let settled = wait_until(Duration::from_secs(30), || {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = nft_counts(ns);
+        same = if now == last { same + 1 } else { 0 };
+        last = now;
+        same >= 2
+    });
+    assert!(settled, "the nft ruleset kept changing: {last:?}");
+    last
+}
+
 /// The ClusterIP and NodePort allocation keys the existing services hold, as the store names
 /// them.
 fn service_allocations(server: &BerthServer) -> BTreeSet<String> {
@@ -296,7 +330,7 @@ fn churn(total: usize) {
         ),
         "the warm-up pod was never torn down"
     );
-    let nft_before = nft_counts(&ns);
+    let nft_before = settled_nft_counts(&ns, &cluster.server);
     let allocations_before = service_allocations(&cluster.server);
     let workers = workers();
     let started = Instant::now();
