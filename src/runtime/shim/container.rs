@@ -346,8 +346,9 @@ impl Container {
             Some(program) => {
                 let mut value = serde_json::to_value(&oci).map_err(state_err)?;
                 let mut full = value.clone();
-                if let (Some(profile), Some(linux)) = (added_later, full.get_mut("linux")) {
-                    linux["seccomp"] = profile;
+                if let Some(profile) = added_later {
+                    // Indexing makes `linux` if it were missing: the profile is never dropped.
+                    full["linux"]["seccomp"] = profile;
                 }
                 if let Some(executor) = seccomp_bpf::init_spec(&mut value, program) {
                     init = Some((executor, value.to_string()));
