@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::query::Query;
@@ -19,7 +19,7 @@ use crate::api::resources::Resource;
 use crate::api::selectors::{FieldSelector, LabelSelector};
 use crate::api::{ApiError, ApiResult};
 use crate::registry::generic::decode;
-use crate::registry::selection::{matches_selectors, stored_matches_selectors};
+use crate::registry::selection::stored_matches_selectors;
 use crate::registry::ListOptions;
 use crate::store::{Event, EventKind, StoreError};
 
@@ -58,17 +58,8 @@ impl Filter {
         }
     }
 
-    fn matches(&self, obj: &Value) -> bool {
-        matches_selectors(
-            self.resource,
-            obj,
-            self.labels.as_ref(),
-            self.fields.as_ref(),
-        )
-        .unwrap_or(false)
-    }
-
-    /// [`Filter::matches`] on stored bytes, without decoding what the selectors do not read.
+    /// Whether the object in `raw` (stored bytes) passes the selectors, decoding only what they
+    /// read.
     fn matches_stored(&self, raw: &[u8]) -> bool {
         stored_matches_selectors(
             self.resource,
@@ -221,10 +212,10 @@ fn encode(filter: &Filter, event: &Event) -> Option<Bytes> {
     let value = crate::crd::hooks::convert_raw(filter.resource, event.kv.value.clone());
     match event.kind {
         EventKind::Delete => {
-            let mut obj = decode(&value).ok()?;
-            if filter.is_selecting() && !filter.matches(&obj) {
+            if filter.is_selecting() && !filter.matches_stored(&value) {
                 return None;
             }
+            let mut obj = decode(&value).ok()?;
             // A deleted object is reported at the revision of its deletion, as upstream does.
             meta::set_resource_version(&mut obj, event.revision);
             Some(event_line("DELETED", obj.to_string().as_bytes()))
@@ -277,6 +268,7 @@ mod tests {
     use super::*;
     use crate::api::resources::find;
     use crate::store::KeyValue;
+    use serde_json::Value;
 
     fn kv(key: &str, value: Value, rev: u64) -> KeyValue {
         KeyValue {

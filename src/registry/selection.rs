@@ -18,7 +18,7 @@ use crate::api::selectors::{field_value, FieldSelector, LabelSelector};
 use crate::api::{ApiError, ApiResult};
 
 /// Whether an object passes label and field selectors.
-pub fn matches_selectors(
+fn matches_selectors(
     r: &Resource,
     obj: &Value,
     labels: Option<&LabelSelector>,
