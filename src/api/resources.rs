@@ -235,7 +235,8 @@ pub fn intern_strs(items: &[String]) -> &'static [&'static str] {
 
 /// The resource served at `group/version/plural`.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
-    first(|r| r.group == group && r.version == version && r.plural == plural)
+    // The plural first: it tells resources apart, where most share a group and a version.
+    first(|r| r.plural == plural && r.group == group && r.version == version)
 }
 
 /// The resource whose objects have `apiVersion` and `kind`.

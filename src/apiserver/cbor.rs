@@ -31,6 +31,10 @@ pub(super) struct CborAnswer {
 /// handlers for the same representation in JSON.
 pub(super) fn negotiate(request: &mut Request) -> Option<CborAnswer> {
     let accept = request.headers().get(ACCEPT)?.to_str().ok()?;
+    // Both CBOR media types name it: most requests ask for JSON and end here.
+    if !accept.as_bytes().windows(4).any(|w| w.eq_ignore_ascii_case(b"cbor")) {
+        return None;
+    }
     let watch = is_watch(request.uri().query());
     let json_accept = json_accept_for_cbor(accept, watch)?;
     let value = HeaderValue::from_str(&json_accept).ok()?;

@@ -123,6 +123,9 @@ async fn audit_request(
     request: Request,
     next: Next,
 ) -> Response {
+    if is_read(request.method()) && auditor.policy.ignores_reads() {
+        return next.run(request).await;
+    }
     let user = request.extensions().get::<UserInfo>().cloned();
     let peer = request.extensions().get::<PeerAddress>().copied();
     let attributes = attributes(&request, user.as_ref());
@@ -325,6 +328,14 @@ async fn capture_response(response: Response) -> (Response, Option<Value>) {
 }
 
 /// The policy's view of a request: user, verb and resource from the method and path.
+/// A method whose verb is `get`, `list` or `watch` (see [`attributes`]).
+fn is_read(method: &http::Method) -> bool {
+    !matches!(
+        *method,
+        http::Method::POST | http::Method::PUT | http::Method::PATCH | http::Method::DELETE
+    )
+}
+
 fn attributes(request: &Request, user: Option<&UserInfo>) -> RequestAttributes {
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or("");

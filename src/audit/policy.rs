@@ -99,6 +99,20 @@ impl Policy {
         Ok(policy)
     }
 
+    /// True when no read (`get`, `list`, `watch`) can be audited: every rule that records
+    /// anything names only other verbs. Reads are most requests, so they skip working out their
+    /// attributes when the answer is known.
+    pub fn ignores_reads(&self) -> bool {
+        self.rules.iter().all(|rule| {
+            rule.level == Level::None
+                || (!rule.verbs.is_empty()
+                    && !rule
+                        .verbs
+                        .iter()
+                        .any(|v| matches!(v.as_str(), "get" | "list" | "watch")))
+        })
+    }
+
     /// The level and omitted stages for a request.
     pub fn decide(&self, request: &RequestAttributes) -> (Level, Vec<String>) {
         for rule in &self.rules {
@@ -191,6 +205,22 @@ mod tests {
         assert_eq!(policy.decide(&request("create", "pods")).0, Level::Metadata);
         assert_eq!(policy.decide(&request("get", "pods")).0, Level::None);
         assert_eq!(policy.decide(&request("watch", "pods")).0, Level::None);
+        assert!(policy.ignores_reads());
+    }
+
+    #[test]
+    fn a_policy_ignores_reads_only_when_no_recording_rule_can_match_one() {
+        let policy = |rules: &str| {
+            Policy::parse(&format!("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n{rules}"))
+                .unwrap()
+        };
+        assert!(policy("  - level: None\n  - level: Metadata\n    verbs: [delete]\n").ignores_reads());
+        assert!(!policy("  - level: Metadata\n").ignores_reads(), "no verbs: every verb");
+        assert!(!policy("  - level: Request\n    verbs: [create, list]\n").ignores_reads());
+        assert!(
+            !policy("  - level: None\n    verbs: [get]\n  - level: Metadata\n").ignores_reads(),
+            "a list or watch still reaches the second rule"
+        );
     }
 
     #[test]

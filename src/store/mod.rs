@@ -30,6 +30,7 @@ pub mod etcd;
 mod queue;
 mod read;
 mod space;
+mod value_cache;
 pub(crate) mod wal;
 mod watch;
 mod writer;
@@ -88,7 +89,7 @@ impl Default for StoreOptions {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyValue {
     pub key: String,
     pub value: Bytes,
@@ -245,6 +246,8 @@ struct Shared {
     history_revisions: u64,
     watch_buffer: usize,
     transformer: Option<Arc<dyn ValueTransformer>>,
+    /// Values read lately, so that re-reading an unchanged object skips decoding it.
+    values: value_cache::ValueCache,
 }
 
 /// Turns a value into the bytes kept on disk and back, for the keys it applies to: encryption
@@ -367,6 +370,7 @@ impl RedbStore {
             // A zero-capacity channel cannot exist; one event is the least a watcher can hold.
             watch_buffer: options.watch_buffer.max(1),
             transformer,
+            values: value_cache::ValueCache::default(),
         });
         let requests = Arc::new(queue::Queue::default());
         let writer = writer::spawn(Arc::clone(&shared), Arc::clone(&requests), wal)?;
@@ -658,8 +662,25 @@ fn replay(
     Ok(last)
 }
 
-/// Reads the value `revision` holds, as the KeyValue of a put.
+/// Reads the value `revision` holds, as the KeyValue of a put, from the values read lately when
+/// it is one of them: for reads of one object (gets, the current value of an update) that are
+/// often repeated.
 fn read_put(
+    shared: &Shared,
+    log: &impl ReadableTable<u64, &'static [u8]>,
+    revision: u64,
+) -> Result<KeyValue, StoreError> {
+    if let Some(kv) = shared.values.get(revision) {
+        return Ok(kv);
+    }
+    let kv = read_put_uncached(shared, log, revision)?;
+    shared.values.insert(&kv);
+    Ok(kv)
+}
+
+/// [`read_put`] straight from the log: for lists, which read each object once and would only
+/// push the often-read ones out.
+fn read_put_uncached(
     shared: &Shared,
     log: &impl ReadableTable<u64, &'static [u8]>,
     revision: u64,

@@ -2,7 +2,7 @@
 
 use std::ops::Bound;
 
-use super::{begin_read, read_put, snapshot_revision, KeyValue, ListResult, Shared, StoreError};
+use super::{begin_read, read_put, read_put_uncached, snapshot_revision, KeyValue, ListResult, Shared, StoreError};
 use super::{INDEX, LOG, META};
 
 pub(super) fn get(shared: &Shared, key: &str) -> Result<Option<KeyValue>, StoreError> {
@@ -59,7 +59,7 @@ pub(super) fn list(
             more = true;
             break;
         }
-        kvs.push(read_put(shared, &log, rev.value())?);
+        kvs.push(read_put_uncached(shared, &log, rev.value())?);
     }
     Ok(ListResult {
         kvs,

@@ -113,7 +113,8 @@ fn acceptable(clause: &Clause, verb: Verb) -> Option<Output> {
 /// The representation to answer a GET with; None when no clause of `accept` can be served (406).
 /// A missing or empty header means plain JSON.
 pub fn negotiate(accept: &str, verb: Verb) -> Option<Output> {
-    if accept.trim().is_empty() {
+    // What most clients send, answered without parsing.
+    if matches!(accept.trim(), "" | "*/*" | "application/json") {
         return Some(Output::Object);
     }
     let mut clauses: Vec<Clause> = accept.split(',').filter_map(parse_clause).collect();
