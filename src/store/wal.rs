@@ -57,7 +57,13 @@ pub(super) struct Wal {
     tail: Vec<u8>,
     /// `end` and `tail` before the last append, for [`Wal::undo`].
     before_last: Option<(u64, Vec<u8>)>,
+    /// The aligned buffer of direct writes, kept between appends up to [`KEPT_BUFFER`]: a fresh
+    /// zeroed allocation per append was a noticeable part of a small write's cost.
+    buffer: Vec<u8>,
 }
+
+/// Larger direct-write buffers (a batch of big objects) are allocated for that append only.
+const KEPT_BUFFER: usize = 1024 * 1024;
 
 /// The log file that belongs to the store at `store_path`.
 pub(super) fn path_for(store_path: &Path) -> PathBuf {
@@ -151,6 +157,7 @@ impl Wal {
             end: 0,
             tail: Vec::new(),
             before_last: None,
+            buffer: Vec::new(),
         };
         Ok((wal, entries))
     }
@@ -218,7 +225,14 @@ impl Wal {
             let start = self.end - self.end % block as u64;
             let lead = (self.end - start) as usize;
             let len = (lead + bytes.len()).div_ceil(block) * block;
-            let mut buffer = vec![0u8; len + PAGE];
+            let mut once = Vec::new();
+            let buffer = match len + PAGE {
+                needed if needed <= KEPT_BUFFER => &mut self.buffer,
+                _ => &mut once,
+            };
+            if buffer.len() < len + PAGE {
+                buffer.resize(len + PAGE, 0);
+            }
             let at = buffer.as_ptr().align_offset(PAGE);
             let Some(aligned) = buffer.get_mut(at..at + len) else {
                 break;
@@ -226,6 +240,8 @@ impl Wal {
             // The tail always reaches back to a page boundary, so it covers `lead`.
             aligned[..lead].copy_from_slice(&self.tail[self.tail.len() - lead..]);
             aligned[lead..lead + bytes.len()].copy_from_slice(bytes);
+            // The rest of the last block: zeros, whatever an earlier append left there.
+            aligned[lead + bytes.len()..].fill(0);
             match direct.write_all_at(aligned, start) {
                 Ok(()) => {
                     let synced = direct.sync_data();
