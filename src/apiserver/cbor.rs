@@ -32,7 +32,11 @@ pub(super) struct CborAnswer {
 pub(super) fn negotiate(request: &mut Request) -> Option<CborAnswer> {
     let accept = request.headers().get(ACCEPT)?.to_str().ok()?;
     // Both CBOR media types name it: most requests ask for JSON and end here.
-    if !accept.as_bytes().windows(4).any(|w| w.eq_ignore_ascii_case(b"cbor")) {
+    if !accept
+        .as_bytes()
+        .windows(4)
+        .any(|w| w.eq_ignore_ascii_case(b"cbor"))
+    {
         return None;
     }
     let watch = is_watch(request.uri().query());

@@ -327,7 +327,6 @@ async fn capture_response(response: Response) -> (Response, Option<Value>) {
     }
 }
 
-/// The policy's view of a request: user, verb and resource from the method and path.
 /// A method whose verb is `get`, `list` or `watch` (see [`attributes`]).
 fn is_read(method: &http::Method) -> bool {
     !matches!(
@@ -336,6 +335,7 @@ fn is_read(method: &http::Method) -> bool {
     )
 }
 
+/// The policy's view of a request: user, verb and resource from the method and path.
 fn attributes(request: &Request, user: Option<&UserInfo>) -> RequestAttributes {
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or("");

@@ -211,11 +211,18 @@ mod tests {
     #[test]
     fn a_policy_ignores_reads_only_when_no_recording_rule_can_match_one() {
         let policy = |rules: &str| {
-            Policy::parse(&format!("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n{rules}"))
-                .unwrap()
+            Policy::parse(&format!(
+                "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n{rules}"
+            ))
+            .unwrap()
         };
-        assert!(policy("  - level: None\n  - level: Metadata\n    verbs: [delete]\n").ignores_reads());
-        assert!(!policy("  - level: Metadata\n").ignores_reads(), "no verbs: every verb");
+        assert!(
+            policy("  - level: None\n  - level: Metadata\n    verbs: [delete]\n").ignores_reads()
+        );
+        assert!(
+            !policy("  - level: Metadata\n").ignores_reads(),
+            "no verbs: every verb"
+        );
         assert!(!policy("  - level: Request\n    verbs: [create, list]\n").ignores_reads());
         assert!(
             !policy("  - level: None\n    verbs: [get]\n  - level: Metadata\n").ignores_reads(),

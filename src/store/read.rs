@@ -2,7 +2,10 @@
 
 use std::ops::Bound;
 
-use super::{begin_read, read_put, read_put_uncached, snapshot_revision, KeyValue, ListResult, Shared, StoreError};
+use super::{
+    begin_read, read_put, read_put_uncached, snapshot_revision, KeyValue, ListResult, Shared,
+    StoreError,
+};
 use super::{INDEX, LOG, META};
 
 pub(super) fn get(shared: &Shared, key: &str) -> Result<Option<KeyValue>, StoreError> {

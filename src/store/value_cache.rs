@@ -82,7 +82,10 @@ mod tests {
         cache.insert(&kv(3, b"old"));
         cache.insert(&kv(3 + SLOTS as u64, b"new"));
         assert_eq!(cache.get(3), None);
-        assert_eq!(cache.get(3 + SLOTS as u64), Some(kv(3 + SLOTS as u64, b"new")));
+        assert_eq!(
+            cache.get(3 + SLOTS as u64),
+            Some(kv(3 + SLOTS as u64, b"new"))
+        );
     }
 
     #[test]

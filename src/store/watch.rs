@@ -14,7 +14,8 @@ use tokio::sync::mpsc;
 
 use super::codec::LogEntry;
 use super::{
-    begin_read, entry_value, read_put_uncached, snapshot_revision, Event, EventKind, KeyValue, Shared,
+    begin_read, entry_value, read_put_uncached, snapshot_revision, Event, EventKind, KeyValue,
+    Shared,
 };
 use super::{StoreError, LOG, META};
 

@@ -39,7 +39,9 @@ pub fn check(
 }
 
 fn asks_to_impersonate(headers: &HeaderMap) -> bool {
-    headers.keys().any(|name| name.as_str().starts_with("impersonate-"))
+    headers
+        .keys()
+        .any(|name| name.as_str().starts_with("impersonate-"))
 }
 
 /// Applies the `Impersonate-*` headers: `user` needs `impersonate` on each user, service
