@@ -662,25 +662,8 @@ fn replay(
     Ok(last)
 }
 
-/// Reads the value `revision` holds, as the KeyValue of a put, from the values read lately when
-/// it is one of them: for reads of one object (gets, the current value of an update) that are
-/// often repeated.
+/// Reads the value `revision` holds, as the KeyValue of a put.
 fn read_put(
-    shared: &Shared,
-    log: &impl ReadableTable<u64, &'static [u8]>,
-    revision: u64,
-) -> Result<KeyValue, StoreError> {
-    if let Some(kv) = shared.values.get(revision) {
-        return Ok(kv);
-    }
-    let kv = read_put_uncached(shared, log, revision)?;
-    shared.values.insert(&kv);
-    Ok(kv)
-}
-
-/// [`read_put`] straight from the log: for lists, which read each object once and would only
-/// push the often-read ones out.
-fn read_put_uncached(
     shared: &Shared,
     log: &impl ReadableTable<u64, &'static [u8]>,
     revision: u64,

@@ -2,10 +2,7 @@
 
 use std::ops::Bound;
 
-use super::{
-    begin_read, read_put, read_put_uncached, snapshot_revision, KeyValue, ListResult, Shared,
-    StoreError,
-};
+use super::{begin_read, read_put, snapshot_revision, KeyValue, ListResult, Shared, StoreError};
 use super::{INDEX, LOG, META};
 
 pub(super) fn get(shared: &Shared, key: &str) -> Result<Option<KeyValue>, StoreError> {
@@ -23,7 +20,16 @@ pub(super) fn get(shared: &Shared, key: &str) -> Result<Option<KeyValue>, StoreE
     let log = txn
         .open_table(LOG)
         .map_err(|e| shared.redb_error("open log", e))?;
-    read_put(shared, &log, revision).map(Some)
+    // Gets of one object repeat (namespaces, leases, what controllers reconcile), so they go
+    // through the values read lately. Only here: a read sees durable snapshots alone, whose
+    // revisions are never handed out again (the writer, inside its uncommitted transaction,
+    // could not say the same), and lists would only push the often-read values out.
+    if let Some(kv) = shared.values.get(revision) {
+        return Ok(Some(kv));
+    }
+    let kv = read_put(shared, &log, revision)?;
+    shared.values.insert(&kv);
+    Ok(Some(kv))
 }
 
 pub(super) fn list(
@@ -62,7 +68,7 @@ pub(super) fn list(
             more = true;
             break;
         }
-        kvs.push(read_put_uncached(shared, &log, rev.value())?);
+        kvs.push(read_put(shared, &log, rev.value())?);
     }
     Ok(ListResult {
         kvs,

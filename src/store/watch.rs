@@ -14,8 +14,7 @@ use tokio::sync::mpsc;
 
 use super::codec::LogEntry;
 use super::{
-    begin_read, entry_value, read_put_uncached, snapshot_revision, Event, EventKind, KeyValue,
-    Shared,
+    begin_read, entry_value, read_put, snapshot_revision, Event, EventKind, KeyValue, Shared,
 };
 use super::{StoreError, LOG, META};
 
@@ -227,7 +226,7 @@ fn history_event(
     entry: &LogEntry<'_>,
 ) -> Result<Event, StoreError> {
     let prev = (entry.prev_revision != 0)
-        .then(|| read_put_uncached(shared, log, entry.prev_revision))
+        .then(|| read_put(shared, log, entry.prev_revision))
         .and_then(|read| {
             read.inspect_err(|error| tracing::warn!(%error, revision, "watch history without prev"))
                 .ok()

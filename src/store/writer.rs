@@ -32,7 +32,7 @@ use super::codec::{encoded_len, LogEntry};
 use super::queue::{Queue, Wake};
 use super::space;
 use super::wal::{self, Wal};
-use super::{read_put_uncached, Event, EventKind, KeyValue, Shared, StoreError, MAX_ENTRY_BYTES};
+use super::{read_put, Event, EventKind, KeyValue, Shared, StoreError, MAX_ENTRY_BYTES};
 use super::{INDEX, LOG, META, META_COMPACTED};
 
 /// The `tracing` target of the debug-level figures of where a write's time goes.
@@ -828,7 +828,7 @@ fn apply(
             let Some(current_rev) = current_revision(shared, index, &key)? else {
                 return Ok(Err(StoreError::NotFound));
             };
-            let current = read_put_uncached(shared, log, current_rev)?;
+            let current = read_put(shared, log, current_rev)?;
             if current_rev != expected_mod_revision {
                 return Ok(Err(StoreError::Conflict { current }));
             }
@@ -862,7 +862,7 @@ fn apply(
             let Some(current_rev) = current_revision(shared, index, &key)? else {
                 return Ok(Err(StoreError::NotFound));
             };
-            let current = read_put_uncached(shared, log, current_rev)?;
+            let current = read_put(shared, log, current_rev)?;
             if expected_mod_revision.is_some_and(|expected| expected != current_rev) {
                 return Ok(Err(StoreError::Conflict { current }));
             }

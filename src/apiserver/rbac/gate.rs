@@ -12,6 +12,8 @@ const IMPERSONATE_USER: &str = "impersonate-user";
 const IMPERSONATE_GROUP: &str = "impersonate-group";
 const IMPERSONATE_UID: &str = "impersonate-uid";
 const IMPERSONATE_EXTRA_PREFIX: &str = "impersonate-extra-";
+/// What every impersonation header starts with.
+const IMPERSONATE_PREFIX: &str = "impersonate-";
 
 /// The user the request acts as, if it may do what it asks; the 403 to answer otherwise.
 pub fn check(
@@ -41,7 +43,7 @@ pub fn check(
 fn asks_to_impersonate(headers: &HeaderMap) -> bool {
     headers
         .keys()
-        .any(|name| name.as_str().starts_with("impersonate-"))
+        .any(|name| name.as_str().starts_with(IMPERSONATE_PREFIX))
 }
 
 /// Applies the `Impersonate-*` headers: `user` needs `impersonate` on each user, service
