@@ -3,9 +3,10 @@
 //! Prints p50/p99 per verb and the server's memory as a table.
 //!
 //! Needs root (network namespaces), as in CI. Short mode: 2,000 objects, 100 open watches, 20 s
-//! of load. `BERTH_LONG=1`: 10,000 objects, 1,000 open watches, 5 minutes. For figures worth
-//! quoting, an optimised berth: `BERTH_TEST_BINARY=target/release/berth BERTH_LONG=1
-//! scripts/test.sh --test reliability_load -- --nocapture`.
+//! of load. `BERTH_LONG=1`: 10,000 objects, 1,000 open watches, 5 minutes, then a minute at rest
+//! with the watches closed (the memory noted again: is what the load took handed back?). For
+//! figures worth quoting, an optimised berth: `BERTH_TEST_BINARY=target/release/berth
+//! BERTH_LONG=1 scripts/test.sh --test reliability_load -- --nocapture`.
 
 mod common;
 
@@ -32,6 +33,9 @@ struct Mode {
     objects: usize,
     watches: usize,
     load_for: Duration,
+    /// How long the server rests after the load (its watches closed) before its memory is
+    /// noted once more: whether what the load took is handed back.
+    rest: Duration,
 }
 
 fn mode() -> Mode {
@@ -40,12 +44,14 @@ fn mode() -> Mode {
             objects: 10_000,
             watches: 1_000,
             load_for: Duration::from_secs(300),
+            rest: Duration::from_secs(60),
         }
     } else {
         Mode {
             objects: 2_000,
             watches: 100,
             load_for: Duration::from_secs(20),
+            rest: Duration::ZERO,
         }
     }
 }
@@ -297,6 +303,10 @@ fn a_hundred_clients_mixing_verbs_over_many_objects_and_watches() {
             }
             for drain in drains {
                 drain.abort();
+            }
+            if !mode.rest.is_zero() {
+                tokio::time::sleep(mode.rest).await;
+                note("after a minute at rest, the watches closed");
             }
             let latencies = std::mem::take(&mut *latencies.lock().expect("latencies"));
             let failures = std::mem::take(&mut *failures.lock().expect("failures"));
