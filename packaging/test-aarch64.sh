@@ -76,8 +76,8 @@ if [[ $status -eq 0 ]]; then
 fi
 failed="$(sed -n 's/^test \(.*\) \.\.\. FAILED$/\1/p' "$log_file" | tr '\n' ' ')"
 if [[ $status -eq 124 || $status -eq 137 ]]; then
-    # The harness reports a test when it ends, so the stuck ones are among those never reported;
-    # with RUST_TEST_THREADS at 2 they are the first two of that list.
+    # The harness reports a test when it ends and starts them in name order, so the stuck ones
+    # head the list of those never reported: as many as RUST_TEST_THREADS.
     unfinished="$("$qemu" "$binary" --list --format terse "${skip_args[@]}" "$@" 2> /dev/null \
         | sed -n 's/: test$//p' | sort \
         | comm -23 - <(sed -n 's/^test \(.*\) \.\.\. .*$/\1/p' "$log_file" | sort) \
