@@ -1,6 +1,8 @@
 //! API core benchmarks, side by side in one run (the machine is noisy: ratios matter).
 //!
 //! Run: `cargo bench --bench api` (root: berth runs in a network namespace the bench creates).
+//! The bench profile's build is slower than the shipped one (no whole-program LTO): for the
+//! figures of what ships, measure a copy of a release build named in `BERTH_TEST_BINARY`.
 //! Before/after: `BERTH_BENCH_BASELINE=<other berth> BERTH_TEST_BINARY=<this berth> cargo bench
 //! --bench api` measures both, one after the other, and prints them side by side.
 //! Prints one table: idle RSS, GET and create latency against /livez, bytes written and fsyncs
